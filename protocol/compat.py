@@ -1,0 +1,28 @@
+# Runs on both CPython and MicroPython: the one place that papers over their differences.
+import sys
+import time
+
+IS_MICROPYTHON = sys.implementation.name == "micropython"
+
+if IS_MICROPYTHON:
+    from micropython import const  # noqa: F401
+
+    ticks_ms = time.ticks_ms
+    ticks_diff = time.ticks_diff
+    ticks_add = time.ticks_add
+else:
+    _TICKS_PERIOD = 1 << 30
+    _TICKS_HALF = _TICKS_PERIOD // 2
+
+    def const(value):
+        return value
+
+    def ticks_ms():
+        return int(time.monotonic() * 1000) & (_TICKS_PERIOD - 1)
+
+    def ticks_add(ticks, delta):
+        return (ticks + delta) & (_TICKS_PERIOD - 1)
+
+    def ticks_diff(end, start):
+        # Same wrap-around semantics as MicroPython's time.ticks_diff.
+        return ((end - start + _TICKS_HALF) & (_TICKS_PERIOD - 1)) - _TICKS_HALF
