@@ -1,0 +1,322 @@
+# Runs on both CPython and MicroPython: packet header, MAC and message bodies of wire protocol v1.
+#
+# packet = ver u8 | type u8 | seq u32 | dev_len u8 | device_id | body_len u16 | body | mac[16]
+# mac    = HMAC-SHA256(device_key, direction || packet-without-mac)[:16]
+# All integers big-endian. protocol/README.md has the byte diagrams.
+import struct
+
+from protocol.compat import const
+from protocol.errors import AuthError, MalformedError, UnsupportedError
+from protocol.mac import DOWN, MAC_LEN, UP, Mac, equal  # noqa: F401 (re-exported)
+
+VERSION = const(1)
+MAX_DEVICE_ID = const(16)
+MAX_BODY = const(255)
+HEADER_MIN = const(9)  # ver, type, seq, dev_len, body_len with an empty device id
+MAX_PACKET = const(296)  # 9 + 16 + 255 + 16
+
+HELLO = const(0x01)
+WELCOME = const(0x02)
+TAP = const(0x03)
+DECISION = const(0x04)
+PING = const(0x05)
+PONG = const(0x06)
+EVENT = const(0x07)
+CONFIG = const(0x08)
+ERROR = const(0x09)
+ACK = const(0x0A)
+
+NAMES = {
+    HELLO: "HELLO", WELCOME: "WELCOME", TAP: "TAP", DECISION: "DECISION", PING: "PING",
+    PONG: "PONG", EVENT: "EVENT", CONFIG: "CONFIG", ERROR: "ERROR", ACK: "ACK",
+}
+# Which direction may send each type: U = device -> host, D = host -> device.
+DIRECTIONS = {
+    HELLO: UP, WELCOME: DOWN, TAP: UP, DECISION: DOWN, PING: UP + DOWN, PONG: UP + DOWN,
+    EVENT: UP, CONFIG: DOWN, ERROR: DOWN, ACK: UP,
+}
+
+# TAP.flags
+FLAG_OFFLINE = const(0x01)  # the device granted this tap from its offline allow-list
+FLAG_RESENT = const(0x02)   # sent again from the outbox (after reconnect or reboot)
+# TAP.direction
+DIR_NONE = const(0)
+DIR_IN = const(1)
+DIR_OUT = const(2)
+# CONFIG.allow_op
+ALLOW_KEEP = const(0)
+ALLOW_REPLACE = const(1)
+ALLOW_ADD = const(2)
+ALLOW_REMOVE = const(3)
+
+# Body field kinds: struct codes for integers, and three variable-length kinds.
+_STR = "s"    # u8 length + UTF-8 text
+_BYTES = "b"  # u8 length + raw bytes
+_UIDS = "L"   # u8 count + count * (u8 length + uid bytes)
+
+# Field specs: (name, kind, lo, hi). For _STR/_BYTES lo/hi bound the byte length;
+# for integers they bound the value; for _UIDS they bound the count.
+SPECS = {
+    HELLO: (
+        ("fw", _STR, 0, 32), ("proto", "B", 1, 255), ("kind", "B", 1, 3),
+        ("caps", "H", 0, 0xFFFF), ("boot", "H", 0, 0xFFFF), ("reset", "B", 0, 255),
+        ("resend_floor", "I", 0, 0xFFFFFFFF),
+    ),
+    WELCOME: (
+        ("hello_seq", "I", 0, 0xFFFFFFFF), ("host_time", "I", 0, 0xFFFFFFFF),
+        ("heartbeat_s", "H", 1, 3600), ("offline_after_s", "H", 1, 3600),
+        ("cfg_version", "I", 0, 0xFFFFFFFF),
+    ),
+    TAP: (
+        ("uid", _BYTES, 4, 10), ("sak", "B", 0, 255), ("flags", "B", 0, 3),
+        ("direction", "B", 0, 2), ("service", "H", 0, 0xFFFF),
+        ("amount", "I", 0, 0xFFFFFFFF), ("device_time", "I", 0, 0xFFFFFFFF),
+        ("secure", _BYTES, 0, 96),
+    ),
+    DECISION: (
+        ("tap_seq", "I", 0, 0xFFFFFFFF), ("verdict", "B", 0, 1), ("reason", "B", 0, 255),
+        ("relay_ms", "H", 0, 60000), ("pattern", "B", 0, 255),
+        ("balance", "i", -0x80000000, 0x7FFFFFFF), ("points", "i", -0x80000000, 0x7FFFFFFF),
+        ("uses", "h", -1, 0x7FFF), ("text", _STR, 0, 64),
+    ),
+    PING: (("nonce", "I", 0, 0xFFFFFFFF),),
+    PONG: (("nonce", "I", 0, 0xFFFFFFFF), ("host_time", "I", 0, 0xFFFFFFFF)),
+    EVENT: (("code", "B", 1, 255), ("value", "I", 0, 0xFFFFFFFF), ("text", _STR, 0, 64)),
+    CONFIG: (
+        ("cfg_version", "I", 0, 0xFFFFFFFF), ("relay_ms", "H", 0, 60000),
+        ("debounce_ms", "H", 0, 60000), ("offline_after_s", "H", 1, 3600),
+        ("heartbeat_s", "H", 1, 3600), ("allow_op", "B", 0, 3), ("allow", _UIDS, 0, 24),
+    ),
+    ERROR: (("ref_seq", "I", 0, 0xFFFFFFFF), ("code", "B", 1, 255), ("text", _STR, 0, 64)),
+    ACK: (("ref_seq", "I", 0, 0xFFFFFFFF), ("code", "B", 0, 255)),
+}
+_UID_LENS = (4, 7, 10)
+
+
+def _valid_device_id(dev):
+    if not 1 <= len(dev) <= MAX_DEVICE_ID:
+        return False
+    for c in dev:
+        # [A-Za-z0-9_.-]
+        if not (48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122 or c in (45, 46, 95)):
+            return False
+    return True
+
+
+def encode_body(ptype, fields):
+    # fields: dict name -> value. Missing fields are an error; values are range-checked.
+    spec = SPECS.get(ptype)
+    if spec is None:
+        raise UnsupportedError("unknown message type 0x%02x" % ptype)
+    out = bytearray()
+    for name, kind, lo, hi in spec:
+        if name not in fields:
+            raise MalformedError("%s: missing field %s" % (NAMES[ptype], name))
+        v = fields[name]
+        if kind == _STR or kind == _BYTES:
+            raw = v.encode("utf-8") if kind == _STR else bytes(v)
+            if not lo <= len(raw) <= hi:
+                raise MalformedError("%s.%s: length %d not in %d..%d" % (NAMES[ptype], name, len(raw), lo, hi))
+            if name == "uid" and len(raw) not in _UID_LENS:
+                raise MalformedError("TAP.uid: length %d is not 4, 7 or 10" % len(raw))
+            out.append(len(raw))
+            out.extend(raw)
+        elif kind == _UIDS:
+            if not lo <= len(v) <= hi:
+                raise MalformedError("%s.%s: count %d not in %d..%d" % (NAMES[ptype], name, len(v), lo, hi))
+            out.append(len(v))
+            for uid in v:
+                if len(uid) not in _UID_LENS:
+                    raise MalformedError("%s.%s: uid length %d is not 4, 7 or 10" % (NAMES[ptype], name, len(uid)))
+                out.append(len(uid))
+                out.extend(uid)
+        else:
+            if not isinstance(v, int) or not lo <= v <= hi:
+                raise MalformedError("%s.%s: %r not in %d..%d" % (NAMES[ptype], name, v, lo, hi))
+            out.extend(struct.pack(">" + kind, v))
+    if len(out) > MAX_BODY:
+        raise MalformedError("%s: body of %d bytes exceeds %d" % (NAMES[ptype], len(out), MAX_BODY))
+    return bytes(out)
+
+
+def decode_body(ptype, body):
+    # Strict: every byte accounted for, every value in range, text valid UTF-8.
+    spec = SPECS.get(ptype)
+    if spec is None:
+        raise UnsupportedError("unknown message type 0x%02x" % ptype)
+    name_t = NAMES[ptype]
+    fields = {}
+    i = 0
+    n = len(body)
+    for name, kind, lo, hi in spec:
+        if kind == _STR or kind == _BYTES:
+            if i >= n:
+                raise MalformedError("%s.%s: truncated" % (name_t, name))
+            ln = body[i]
+            i += 1
+            if not lo <= ln <= hi or i + ln > n:
+                raise MalformedError("%s.%s: bad length %d" % (name_t, name, ln))
+            raw = bytes(body[i:i + ln])
+            i += ln
+            if kind == _STR:
+                try:
+                    fields[name] = raw.decode("utf-8")
+                except UnicodeError:
+                    raise MalformedError("%s.%s: not UTF-8" % (name_t, name))
+            else:
+                if name == "uid" and ln not in _UID_LENS:
+                    raise MalformedError("TAP.uid: length %d is not 4, 7 or 10" % ln)
+                fields[name] = raw
+        elif kind == _UIDS:
+            if i >= n:
+                raise MalformedError("%s.%s: truncated" % (name_t, name))
+            count = body[i]
+            i += 1
+            if not lo <= count <= hi:
+                raise MalformedError("%s.%s: count %d not in %d..%d" % (name_t, name, count, lo, hi))
+            uids = []
+            for _ in range(count):
+                if i >= n:
+                    raise MalformedError("%s.%s: truncated" % (name_t, name))
+                ln = body[i]
+                i += 1
+                if ln not in _UID_LENS or i + ln > n:
+                    raise MalformedError("%s.%s: bad uid length %d" % (name_t, name, ln))
+                uids.append(bytes(body[i:i + ln]))
+                i += ln
+            fields[name] = uids
+        else:
+            size = struct.calcsize(kind)
+            if i + size > n:
+                raise MalformedError("%s.%s: truncated" % (name_t, name))
+            v = struct.unpack_from(">" + kind, body, i)[0]
+            i += size
+            if not lo <= v <= hi:
+                raise MalformedError("%s.%s: %d not in %d..%d" % (name_t, name, v, lo, hi))
+            fields[name] = v
+    if i != n:
+        raise MalformedError("%s: %d trailing bytes" % (name_t, n - i))
+    return fields
+
+
+class Packet:
+    # A parsed packet. `fields` is filled by decode(); `raw` is the whole packet with its MAC.
+    def __init__(self, ptype, seq, device_id, body, raw):
+        self.type = ptype
+        self.seq = seq
+        self.device_id = device_id
+        self.body = body
+        self.raw = raw
+        self.fields = None
+
+    @property
+    def name(self):
+        return NAMES.get(self.type, "0x%02x" % self.type)
+
+    def __repr__(self):
+        return "Packet(%s seq=%d dev=%s %r)" % (self.name, self.seq, self.device_id, self.fields)
+
+
+def parse(data):
+    # Structure only (no MAC check, no body decode): lets the host find the device key first.
+    n = len(data)
+    if n < HEADER_MIN + 1 + MAC_LEN:
+        raise MalformedError("packet too short (%d bytes)" % n)
+    if n > MAX_PACKET:
+        raise MalformedError("packet too long (%d bytes)" % n)
+    if data[0] != VERSION:
+        raise UnsupportedError("protocol version %d not supported" % data[0])
+    ptype = data[1]
+    if ptype not in SPECS:
+        raise UnsupportedError("unknown message type 0x%02x" % ptype)
+    seq = int.from_bytes(bytes(data[2:6]), "big")
+    dl = data[6]
+    dev = bytes(data[7:7 + dl])
+    if dl == 0 or dl > MAX_DEVICE_ID or not _valid_device_id(dev):
+        raise MalformedError("bad device id")
+    off = 7 + dl
+    bl = (data[off] << 8) | data[off + 1]
+    if off + 2 + bl + MAC_LEN != n:
+        raise MalformedError("length fields do not match packet size")
+    body = bytes(data[off + 2:off + 2 + bl])
+    return Packet(ptype, seq, dev.decode(), body, bytes(data))
+
+
+def verify(packet, mac, direction):
+    # mac: a Mac for the device's key. Raises AuthError on mismatch.
+    raw = packet.raw
+    if not equal(mac.tag(direction, raw[:-MAC_LEN]), raw[-MAC_LEN:]):
+        raise AuthError("bad MAC from %s" % packet.device_id)
+
+
+def decode(data, mac, direction):
+    # Parse, authenticate, check the direction may send this type, then decode the body.
+    p = parse(data)
+    verify(p, mac, direction)
+    if direction not in DIRECTIONS[p.type]:
+        raise MalformedError("%s may not be sent in this direction" % NAMES[p.type])
+    p.fields = decode_body(p.type, p.body)
+    return p
+
+
+def encode(ptype, seq, device_id, fields, mac, direction):
+    # Whole packet (with MAC) for a message given as a dict of fields.
+    return encode_raw(ptype, seq, device_id, encode_body(ptype, fields), mac, direction)
+
+
+def encode_raw(ptype, seq, device_id, body, mac, direction):
+    dev = device_id.encode() if isinstance(device_id, str) else bytes(device_id)
+    if not _valid_device_id(dev):
+        raise MalformedError("bad device id %r" % device_id)
+    if not 0 <= seq <= 0xFFFFFFFF:
+        raise MalformedError("seq out of range")
+    if len(body) > MAX_BODY:
+        raise MalformedError("body too long")
+    head = bytearray(7 + len(dev) + 2)
+    head[0] = VERSION
+    head[1] = ptype
+    struct.pack_into(">I", head, 2, seq)
+    head[6] = len(dev)
+    head[7:7 + len(dev)] = dev
+    struct.pack_into(">H", head, 7 + len(dev), len(body))
+    data = bytes(head) + bytes(body)
+    return data + mac.tag(direction, data)
+
+
+class TapWriter:
+    # Firmware hot path: builds a TAP packet in a buffer allocated once.
+    # Returns a memoryview into that buffer (valid until the next call).
+    def __init__(self, device_id, mac):
+        dev = device_id.encode() if isinstance(device_id, str) else bytes(device_id)
+        if not _valid_device_id(dev):
+            raise MalformedError("bad device id %r" % device_id)
+        self._dev = dev
+        self._mac = mac
+        self._buf = bytearray(MAX_PACKET)
+        self._mv = memoryview(self._buf)
+        b = self._buf
+        b[0] = VERSION
+        b[1] = TAP
+        b[6] = len(dev)
+        b[7:7 + len(dev)] = dev
+        self._body = 9 + len(dev)
+
+    def tap(self, seq, uid, sak, flags, direction, service, amount, device_time, secure=b""):
+        ul = len(uid)
+        sl = len(secure)
+        if ul not in _UID_LENS or sl > 96:
+            raise MalformedError("TAP: bad uid or secure length")
+        b = self._buf
+        struct.pack_into(">I", b, 2, seq)
+        i = self._body
+        b[i] = ul
+        b[i + 1:i + 1 + ul] = uid
+        i += 1 + ul
+        struct.pack_into(">BBBHIIB", b, i, sak, flags, direction, service, amount, device_time, sl)
+        i += 15
+        if sl:
+            b[i:i + sl] = secure
+            i += sl
+        struct.pack_into(">H", b, self._body - 2, i - self._body)
+        b[i:i + MAC_LEN] = self._mac.tag(UP, self._mv[:i])
+        return self._mv[:i + MAC_LEN]

@@ -1,0 +1,117 @@
+# Runs on both CPython and MicroPython: checks every vector in protocol/vectors.json.
+# `python -m protocol.selftest` / `micropython -m protocol.selftest`: prints "N vectors ok"
+# (exit 0) or names each failing vector (exit 1).
+import binascii
+import json
+import sys
+
+from protocol import cobs, framing, mac, packet
+from protocol import errors as perr
+
+
+def _unhex(s):
+    return binascii.unhexlify(s)
+
+
+def _hex(b):
+    return binascii.hexlify(bytes(b)).decode()
+
+
+def from_json(fields):
+    # JSON cannot carry bytes: {"hex": ".."} stands for bytes, lists of them for uid lists.
+    out = {}
+    for k, v in fields.items():
+        if isinstance(v, dict):
+            out[k] = _unhex(v["hex"])
+        elif isinstance(v, list):
+            out[k] = [_unhex(x["hex"]) for x in v]
+        else:
+            out[k] = v
+    return out
+
+
+def _vectors_path():
+    here = __file__
+    i = here.rfind("/")
+    return (here[:i] if i >= 0 else ".") + "/vectors.json"
+
+
+def load():
+    with open(_vectors_path()) as f:
+        return json.load(f)
+
+
+def _direction(v):
+    return mac.UP if v["direction"] == "U" else mac.DOWN
+
+
+def check(v):
+    # Returns None when the vector holds, else a short description of what differs.
+    kind = v["kind"]
+    if kind == "hmac":
+        got = _hex(mac.hmac_sha256(_unhex(v["key"]), _unhex(v["data"])))
+        return None if got == v["mac"] else "hmac " + got
+    if kind == "cobs":
+        enc = _hex(cobs.encode(_unhex(v["raw"])))
+        if enc != v["cobs"]:
+            return "encode " + enc
+        dec = _hex(cobs.decode(_unhex(v["cobs"])))
+        return None if dec == v["raw"] else "decode " + dec
+    if kind == "crc32":
+        got = binascii.crc32(_unhex(v["data"])) & 0xFFFFFFFF
+        return None if got == v["crc"] else "crc %08x" % got
+    if kind == "packet":
+        m = mac.Mac(_unhex(v["key"]))
+        d = _direction(v)
+        want = v["packet"]
+        got = _hex(packet.encode(v["type"], v["seq"], v["device_id"], from_json(v["fields"]), m, d))
+        if got != want:
+            return "encode " + got
+        p = packet.decode(_unhex(want), m, d)
+        if p.type != v["type"] or p.seq != v["seq"] or p.device_id != v["device_id"]:
+            return "header decoded as %r" % p
+        if p.fields != from_json(v["fields"]):
+            return "fields decoded as %r" % p.fields
+        frame = _hex(framing.encode(_unhex(want)))
+        if frame != v["frame"]:
+            return "frame " + frame
+        parser = framing.FrameParser()
+        got_pkts = [_hex(x) for x in parser.feed(_unhex(v["frame"]))]
+        return None if got_pkts == [want] else "parsed %r" % got_pkts
+    if kind == "bad_packet":
+        m = mac.Mac(_unhex(v["key"]))
+        try:
+            packet.decode(_unhex(v["packet"]), m, _direction(v))
+        except perr.ProtocolError as e:
+            name = type(e).__name__
+            return None if name == v["error"] else "raised %s (%s)" % (name, e)
+        return "accepted"
+    if kind == "bad_frame":
+        parser = framing.FrameParser()
+        got_pkts = [_hex(x) for x in parser.feed(_unhex(v["stream"]))]
+        if got_pkts != v["packets"]:
+            return "parsed %r" % got_pkts
+        return None if parser.dropped == v["dropped"] else "dropped %d" % parser.dropped
+    return "unknown vector kind " + kind
+
+
+def main(argv=None):
+    vectors = load()
+    failed = 0
+    for v in vectors:
+        try:
+            why = check(v)
+        except Exception as e:  # a vector that crashes the checker is a failure, named
+            why = "crashed: %s: %s" % (type(e).__name__, e)
+        if why is not None:
+            failed += 1
+            print("FAIL %s: %s" % (v["name"], why))
+    if failed:
+        print("%d of %d vectors failed" % (failed, len(vectors)))
+        return 1
+    print("%d vectors ok" % len(vectors))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Regenerate protocol/vectors.json (CPython only).
+
+The vectors are the contract between firmware and host: the same file is checked by
+`python -m protocol.selftest` and `micropython -m protocol.selftest`. MACs and CRCs are computed
+here with CPython's own `hmac` and `binascii`, not with protocol/, so the file is an independent
+reference; run this only when the wire format changes on purpose, and review the diff.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import hmac
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+from protocol import cobs, packet as P
+
+OUT = Path(__file__).resolve().parent.parent / "protocol" / "vectors.json"
+KEY = bytes(range(32))
+DEV = "gate-01"
+
+
+def ref_packet(ptype: int, seq: int, dev: str, body: bytes, key: bytes, direction: bytes) -> bytes:
+    """Build a packet from the README's byte diagram with CPython's hmac (an independent path)."""
+    data = bytes([1, ptype]) + struct.pack(">I", seq) + bytes([len(dev)]) + dev.encode()
+    data += struct.pack(">H", len(body)) + body
+    return data + hmac.new(key, direction + data, hashlib.sha256).digest()[:16]
+
+
+def ref_frame(pkt: bytes) -> bytes:
+    return cobs.encode(pkt + struct.pack(">I", binascii.crc32(pkt))) + b"\x00"
+
+
+def to_json(fields: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in fields.items():
+        if isinstance(v, bytes):
+            out[k] = {"hex": v.hex()}
+        elif isinstance(v, list):
+            out[k] = [{"hex": x.hex()} for x in v]
+        else:
+            out[k] = v
+    return out
+
+
+MESSAGES: list[tuple[str, int, int, bytes, dict[str, Any]]] = [
+    ("hello", P.HELLO, 0x00030000, P.UP, dict(fw="tapkiosk-fw 0.1.0", proto=1, kind=1, caps=0x0003, boot=3, reset=1, resend_floor=0x00020005)),
+    ("welcome", P.WELCOME, 0x00010001, P.DOWN, dict(hello_seq=0x00030000, host_time=1795000000, heartbeat_s=30, offline_after_s=10, cfg_version=7)),
+    ("tap_uid4", P.TAP, 0x00030001, P.UP, dict(uid=bytes.fromhex("DEADBEEF"), sak=0x08, flags=0, direction=1, service=0, amount=0, device_time=1795000001, secure=b"")),
+    ("tap_uid7_amount", P.TAP, 0x00030002, P.UP, dict(uid=bytes.fromhex("04A1B2C3D4E5F6"), sak=0x00, flags=0, direction=0, service=0, amount=1250, device_time=1795000002, secure=b"")),
+    ("tap_offline_resent", P.TAP, 0x00020005, P.UP, dict(uid=bytes.fromhex("04A1B2C3D4E5F6"), sak=0x08, flags=3, direction=1, service=0, amount=0, device_time=1794999000, secure=b"")),
+    ("tap_uid10_secure", P.TAP, 0x00030003, P.UP, dict(uid=bytes.fromhex("0102030405060708090A"), sak=0x20, flags=0, direction=0, service=2, amount=0, device_time=0, secure=bytes.fromhex("01EF963FF7828658A599F3041510671E8894EED9EE65337086"))),
+    ("decision_grant", P.DECISION, 0x00010002, P.DOWN, dict(tap_seq=0x00030001, verdict=1, reason=0, relay_ms=800, pattern=1, balance=12345, points=678, uses=11, text="欢迎 Li · 11 washes left")),
+    ("decision_deny", P.DECISION, 0x00010003, P.DOWN, dict(tap_seq=0x00030002, verdict=0, reason=5, relay_ms=0, pattern=2, balance=350, points=-1, uses=-1, text="余额不足 3.50")),
+    ("ping", P.PING, 0x00030004, P.UP, dict(nonce=0xCAFEBABE)),
+    ("ping_down", P.PING, 0x00010004, P.DOWN, dict(nonce=1)),
+    ("pong", P.PONG, 0x00010005, P.DOWN, dict(nonce=0xCAFEBABE, host_time=1795000005)),
+    ("event", P.EVENT, 0x00030005, P.UP, dict(code=2, value=3, text="pn532 timeout")),
+    ("config", P.CONFIG, 0x00010006, P.DOWN, dict(cfg_version=8, relay_ms=800, debounce_ms=1500, offline_after_s=10, heartbeat_s=30, allow_op=1, allow=[bytes.fromhex("DEADBEEF"), bytes.fromhex("04A1B2C3D4E5F6")])),
+    ("config_empty", P.CONFIG, 0x00010007, P.DOWN, dict(cfg_version=9, relay_ms=500, debounce_ms=1000, offline_after_s=5, heartbeat_s=15, allow_op=0, allow=[])),
+    ("error", P.ERROR, 0x00010008, P.DOWN, dict(ref_seq=0x00030006, code=4, text="replay")),
+    ("ack", P.ACK, 0x00030007, P.UP, dict(ref_seq=0x00010006, code=0)),
+]
+
+
+def main() -> None:
+    vectors: list[dict[str, Any]] = []
+    # RFC 4231 HMAC-SHA256 test cases 1-4, 6, 7 (case 5 truncates; ours truncates separately).
+    rfc = [
+        ("rfc4231_1", b"\x0b" * 20, b"Hi There"),
+        ("rfc4231_2", b"Jefe", b"what do ya want for nothing?"),
+        ("rfc4231_3", b"\xaa" * 20, b"\xdd" * 50),
+        ("rfc4231_4", bytes(range(1, 26)), b"\xcd" * 50),
+        ("rfc4231_6", b"\xaa" * 131, b"Test Using Larger Than Block-Size Key - Hash Key First"),
+        ("rfc4231_7", b"\xaa" * 131, b"This is a test using a larger than block-size key and a larger than block-size data. The key needs to be hashed before being used by the HMAC algorithm."),
+    ]
+    for name, key, data in rfc:
+        vectors.append(dict(kind="hmac", name=name, key=key.hex(), data=data.hex(), mac=hmac.new(key, data, hashlib.sha256).hexdigest()))
+    cobs_cases = [
+        ("00", "0101"), ("0000", "010101"), ("11220033", "0311220233"),
+        ("11223344", "0511223344"), ("11000000", "0211010101"),
+    ]
+    for raw, enc in cobs_cases:
+        vectors.append(dict(kind="cobs", name="cobs_" + raw, raw=raw, cobs=enc))
+    block = bytes(range(1, 255))  # 254 non-zero bytes: one full block
+    # Wikipedia's COBS examples 5-7: a full 254-byte block, a leading zero, a trailing 0xFF.
+    vectors.append(dict(kind="cobs", name="cobs_254", raw=block.hex(), cobs=(b"\xff" + block).hex()))
+    vectors.append(dict(kind="cobs", name="cobs_zero_254", raw=(b"\x00" + block).hex(), cobs=(b"\x01\xff" + block).hex()))
+    vectors.append(dict(kind="cobs", name="cobs_255", raw=(block + b"\xff").hex(), cobs=(b"\xff" + block + b"\x02\xff").hex()))
+    vectors.append(dict(kind="crc32", name="crc32_check", data=b"123456789".hex(), crc=0xCBF43926))
+
+    for name, ptype, seq, direction, fields in MESSAGES:
+        body = P.encode_body(ptype, fields)
+        pkt = ref_packet(ptype, seq, DEV, body, KEY, direction)
+        vectors.append(dict(kind="packet", name=name, type=ptype, seq=seq, device_id=DEV, key=KEY.hex(), direction=direction.decode(), fields=to_json(fields), packet=pkt.hex(), frame=ref_frame(pkt).hex()))
+
+    tap = bytes.fromhex(next(v["packet"] for v in vectors if v.get("name") == "tap_uid4"))
+    decision = bytes.fromhex(next(v["packet"] for v in vectors if v.get("name") == "decision_grant"))
+
+    def bad(name: str, pkt: bytes, error: str, direction: str = "U") -> None:
+        vectors.append(dict(kind="bad_packet", name=name, key=KEY.hex(), direction=direction, packet=pkt.hex(), error=error))
+
+    flipped = bytearray(tap); flipped[12] ^= 0x01
+    bad("bad_mac_flipped_body", bytes(flipped), "AuthError")
+    flipped = bytearray(tap); flipped[-1] ^= 0x80
+    bad("bad_mac_flipped_mac", bytes(flipped), "AuthError")
+    bad("bad_mac_wrong_direction", tap, "AuthError", "D")
+    bad("bad_mac_other_key", ref_packet(P.TAP, 0x00030001, DEV, P.encode_body(P.TAP, MESSAGES[2][4]), bytes(32), P.UP), "AuthError")
+    bad("truncated", tap[:-1], "MalformedError")
+    bad("too_short", tap[:10], "MalformedError")
+    bad("oversize", tap + bytes(300), "MalformedError")
+    bad("bad_version", b"\x02" + tap[1:], "UnsupportedError")
+    bad("unknown_type", tap[:1] + b"\x7f" + tap[2:], "UnsupportedError")
+    bad("bad_device_id", ref_packet(P.PING, 5, "gate 01", struct.pack(">I", 1), KEY, P.UP), "MalformedError")
+    bad("body_trailing_byte", ref_packet(P.PING, 5, DEV, struct.pack(">I", 1) + b"\x00", KEY, P.UP), "MalformedError")
+    bad("body_bad_uid_len", ref_packet(P.TAP, 5, DEV, bytes([5]) + bytes(5) + bytes(15), KEY, P.UP), "MalformedError")
+    bad("body_bad_utf8", ref_packet(P.EVENT, 5, DEV, bytes([2, 0, 0, 0, 1, 2, 0xC3, 0x28]), KEY, P.UP), "MalformedError")
+    bad("body_verdict_range", ref_packet(P.DECISION, 5, DEV, struct.pack(">IBBHBiih", 1, 2, 0, 0, 0, 0, 0, -1) + b"\x00", KEY, P.DOWN), "MalformedError", "D")
+    bad("decision_sent_up", ref_packet(P.DECISION, 5, DEV, struct.pack(">IBBHBiih", 1, 1, 0, 0, 0, 0, 0, -1) + b"\x00", KEY, P.UP), "MalformedError")
+
+    good = ref_frame(tap)
+    dec = ref_frame(decision)
+
+    def badf(name: str, stream: bytes, packets: list[bytes], dropped: int) -> None:
+        vectors.append(dict(kind="bad_frame", name=name, stream=stream.hex(), packets=[p.hex() for p in packets], dropped=dropped))
+
+    flipped = bytearray(good); flipped[5] ^= 0x04
+    badf("frame_bad_crc_then_good", bytes(flipped) + dec, [decision], 1)
+    badf("frame_garbage_then_good", b"\x13\x37\xff\xfe\x00" + good, [tap], 1)
+    badf("frame_truncated_then_good", good[: len(good) // 2] + b"\x00" + good, [tap], 1)
+    badf("frame_leading_delimiters", b"\x00\x00\x00" + good, [tap], 0)
+    badf("frame_oversize_then_good", b"\x01" * 400 + b"\x00" + good, [tap], 1)
+    badf("frame_too_short", b"\x02\x01\x00" + good, [tap], 1)
+    badf("frame_two_back_to_back", good + dec, [tap, decision], 0)
+
+    OUT.write_text(json.dumps(vectors, indent=1, ensure_ascii=False) + "\n")
+    print(f"wrote {len(vectors)} vectors to {OUT}")
+
+
+if __name__ == "__main__":
+    main()
