@@ -313,7 +313,7 @@ class TapWriter:
         b[i + 1:i + 1 + ul] = uid
         i += 1 + ul
         struct.pack_into(">BBBHIIB", b, i, sak, flags, direction, service, amount, device_time, sl)
-        i += 15
+        i += 14
         if sl:
             b[i:i + sl] = secure
             i += sl

