@@ -1,0 +1,543 @@
+# Runs on CPython (host): the rules engine — one tap in, one decision out, in one transaction.
+"""Rules engine.
+
+``Engine.decide(tap)`` runs ONE ``BEGIN IMMEDIATE`` transaction: if ``(device_id, seq)`` was
+already applied it returns the stored decision (``replayed=True``, same reply bytes) and
+applies nothing; otherwise it evaluates the policy, writes the ledger rows, projections and
+the tap record, and commits. ``decide_many()`` does the same for a batch in one transaction
+(group commit), each tap inside its own SAVEPOINT.
+
+Policy is data (``host.policy``); dates come from the injectable ``clock``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlite_utils
+
+from host import ledger
+from host.errors import HostError, InsufficientFunds
+from host.money import format_fen
+from host.policy import Policy, load_policy
+from host.store import parse_hours
+from protocol import codes
+
+TEXT_MAX_BYTES = 64
+_NAME_CHARS = 10
+
+
+@dataclass(frozen=True)
+class Tap:
+    """One card tap as the daemon (or the CLI) hands it to the engine.
+
+    ``uid`` is canonical uppercase hex; ``amount_fen`` comes from a kiosk; ``direction`` is
+    "in"/"out" for gates; ``offline`` means the device already granted it from its allow-list.
+    """
+
+    device_id: str
+    seq: int
+    uid: str
+    sak: int = 0
+    service: int = 0
+    amount_fen: int = 0
+    direction: str | None = None
+    offline: bool = False
+    device_time: int = 0
+    secure: bytes = b""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the device should do, and the member's state after the tap."""
+
+    verdict: str
+    reason: str
+    relay_ms: int
+    pattern: int
+    text: str
+    balance_fen: int
+    points: int
+    uses_left: int
+    member_id: int | None
+    reply: bytes = b""
+    replayed: bool = False
+
+
+def clip_text(text: str, limit: int = TEXT_MAX_BYTES) -> str:
+    """Cut ``text`` to at most ``limit`` UTF-8 bytes without splitting a character."""
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    return data[:limit].decode("utf-8", "ignore")
+
+
+def months_later_start(now: datetime, months: int) -> datetime:
+    """Midnight on the first day of the month ``months + 1`` after ``now``'s month (local):
+    the instant a lot earned in ``now``'s month expires after ``months`` months."""
+    y, m = now.year, now.month + months + 1
+    y += (m - 1) // 12
+    m = (m - 1) % 12 + 1
+    return now.replace(year=y, month=m, day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def add_duration(start: datetime, duration: str) -> datetime:
+    """``start`` + 1 calendar month / quarter / year (day clamped to the month's end)."""
+    months = {"month": 1, "quarter": 3, "year": 12}[duration]
+    y, m = start.year, start.month + months
+    y += (m - 1) // 12
+    m = (m - 1) % 12 + 1
+    day = start.day
+    while True:
+        try:
+            return start.replace(year=y, month=m, day=day)
+        except ValueError:
+            day -= 1
+
+
+def day_start(now: datetime) -> int:
+    """Unix time of local midnight starting ``now``'s day."""
+    return int(now.replace(hour=0, minute=0, second=0, microsecond=0).timestamp())
+
+
+def points_multiplier(policy: Policy, now: datetime, birthday: str | None) -> int:
+    """Points multiplier at ``now`` for a member born on ``birthday`` ("MM-DD").
+
+    Birthday month and member day each give their multiplier; when both apply, policy
+    ``points.combine`` says "max" (the larger one) or "multiply" (their product).
+    """
+    mults = []
+    if birthday and int(birthday[:2]) == now.month:
+        mults.append(policy.birthday_multiplier)
+    if policy.member_day and now.day == policy.member_day:
+        mults.append(policy.member_day_multiplier)
+    if not mults:
+        return 1
+    if policy.combine == "multiply":
+        out = 1
+        for x in mults:
+            out *= x
+        return out
+    return max(mults)
+
+
+class _Deny(Exception):
+    """Internal: stop evaluating with a deny reason (nothing of this tap is written)."""
+
+    def __init__(self, reason: str, text: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.text = text
+
+
+@dataclass
+class _Outcome:
+    verdict: str
+    reason: str
+    text: str
+    member_id: int | None = None
+    kind: str | None = None
+    charged_fen: int = 0
+    points_earned: int = 0
+    pass_id: int | None = None
+    uses_left: int = -1
+    relay_ms: int = 0
+    pattern: int = codes.PAT_DENY
+
+
+_TAP_COLS = ("verdict", "reason", "relay_ms", "pattern", "text", "balance_fen", "points",
+             "uses_left", "member_id", "reply")
+
+
+class Engine:
+    """The rules engine over one store.
+
+    ``db``: a database from ``host.store.open_db``; ``policy``: a ``Policy`` (default: the
+    shipped defaults); ``clock``: returns an aware datetime in the site time zone (default:
+    now in ``policy.timezone``).
+    """
+
+    def __init__(self, db: sqlite_utils.Database, policy: Policy | None = None,
+                 clock: Callable[[], datetime] | None = None) -> None:
+        self.db = db
+        self.policy = policy if policy is not None else load_policy()
+        tz = self.policy.tz
+        self.clock = clock if clock is not None else (lambda: datetime.now(tz))
+        self._devices: dict[str, tuple[str, dict[str, Any]]] = {}
+
+    # ------------------------------------------------------------------ transactions
+    def decide(self, tap: Tap, encode_reply: Callable[[Decision], bytes] | None = None
+               ) -> Decision:
+        """Decide one tap in one ``BEGIN IMMEDIATE`` transaction (see module doc)."""
+        return self.decide_many([tap], encode_reply)[0]
+
+    def decide_many(self, taps: list[Tap],
+                    encode_reply: Callable[[Decision], bytes] | None = None
+                    ) -> list[Decision]:
+        """Decide a batch in one transaction; each tap runs in its own SAVEPOINT."""
+        conn = self.db.conn
+        out: list[Decision] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for tap in taps:
+                out.append(self._one(conn, tap, encode_reply))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return out
+
+    def _one(self, conn: sqlite3.Connection, tap: Tap,
+             encode_reply: Callable[[Decision], bytes] | None) -> Decision:
+        t0 = time.perf_counter()
+        row = conn.execute(f"SELECT {', '.join(_TAP_COLS)} FROM taps WHERE device_id = ? "
+                           "AND seq = ?", (str(tap.device_id), tap.seq)).fetchone()
+        if row is not None:
+            d = dict(zip(_TAP_COLS, row))
+            d["reply"] = bytes(d["reply"])
+            return Decision(**d, replayed=True)
+        now = self.clock()
+        ts = int(now.timestamp())
+        tap_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM taps").fetchone()[0]
+        conn.execute("SAVEPOINT tap")
+        try:
+            try:
+                out = self._evaluate(conn, tap, now, ts, tap_id)
+            except _Deny as d:
+                conn.execute("ROLLBACK TO tap")
+                out = _Outcome("deny", d.reason, d.text, member_id=getattr(d, "member_id", None),
+                               kind=getattr(d, "kind", None))
+            decision, reply = self._finish(conn, out, encode_reply)
+            self._record(conn, tap, ts, tap_id, out, decision, t0)
+        except (HostError, ValueError, TypeError, KeyError, sqlite3.IntegrityError,
+                ArithmeticError) as e:
+            # A host fault in this tap: nothing of it is charged, the device gets "internal".
+            conn.execute("ROLLBACK TO tap")
+            out = _Outcome("deny", "internal", f"Error, see staff ({type(e).__name__})")
+            out.pattern = codes.PAT_FAULT
+            decision, reply = self._finish(conn, out, encode_reply, safe=True)
+            self._record(conn, tap, ts, tap_id, out, decision, t0)
+        conn.execute("RELEASE tap")
+        return decision
+
+    def _finish(self, conn: sqlite3.Connection, out: _Outcome,
+                encode_reply: Callable[[Decision], bytes] | None, safe: bool = False
+                ) -> tuple[Decision, bytes]:
+        bal, pts = 0, 0
+        if out.member_id is not None:
+            r = conn.execute("SELECT principal_fen + bonus_fen, points FROM members WHERE id = ?",
+                             (out.member_id,)).fetchone()
+            if r is not None:
+                bal, pts = r
+        if out.verdict == "grant" and out.pattern == codes.PAT_DENY:
+            out.pattern = codes.PAT_GRANT
+        d = Decision(out.verdict, out.reason, out.relay_ms if out.verdict == "grant" else 0,
+                     out.pattern, clip_text(out.text), bal, pts, out.uses_left, out.member_id)
+        reply = b""
+        if encode_reply is not None:
+            if safe:
+                try:
+                    reply = bytes(encode_reply(d))
+                except Exception:  # noqa: BLE001 - the fault path must still record the tap
+                    reply = b""
+            else:
+                reply = bytes(encode_reply(d))
+        d = dataclasses.replace(d, reply=reply)
+        return d, reply
+
+    def _record(self, conn: sqlite3.Connection, tap: Tap, ts: int, tap_id: int, out: _Outcome,
+                d: Decision, t0: float) -> None:
+        latency_ms = (time.perf_counter() - t0) * 1000.0
+        conn.execute(
+            "INSERT INTO taps (id, ts, device_id, seq, uid, member_id, kind, service, amount_fen,"
+            " charged_fen, points_earned, direction, offline, device_time, pass_id, verdict,"
+            " reason, relay_ms, pattern, text, balance_fen, points, uses_left, reply, latency_ms)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (tap_id, ts, str(tap.device_id), tap.seq, str(tap.uid)[:40], d.member_id, out.kind,
+             int(tap.service), int(tap.amount_fen), out.charged_fen, out.points_earned,
+             tap.direction, 1 if tap.offline else 0, int(tap.device_time), out.pass_id,
+             d.verdict, d.reason, d.relay_ms, d.pattern, d.text, d.balance_fen, d.points,
+             d.uses_left, d.reply, latency_ms))
+
+    # ------------------------------------------------------------------ rules
+    def _device(self, conn: sqlite3.Connection, device_id: str) -> tuple[str, dict] | None:
+        row = conn.execute("SELECT kind, settings FROM devices WHERE device_id = ?",
+                           (device_id,)).fetchone()
+        if row is None:
+            return None
+        cached = self._devices.get(device_id)
+        if cached is not None and cached[0] == row[0] + row[1]:
+            return cached[1]
+        settings = json.loads(row[1])
+        settings.setdefault("hours", "00:00-24:00")
+        settings.setdefault("duplicate_window_s", 0)
+        val = (row[0], settings)
+        self._devices[device_id] = (row[0] + row[1], val)
+        return val
+
+    def _evaluate(self, conn: sqlite3.Connection, tap: Tap, now: datetime, ts: int,
+                  tap_id: int) -> _Outcome:
+        pol = self.policy
+        dev = self._device(conn, str(tap.device_id))
+        if dev is None:
+            raise _Deny("unknown_device", "Unknown reader")
+        kind, settings = dev
+        uid = str(tap.uid).upper()
+        card = conn.execute(
+            "SELECT c.status, c.expires_at, m.id, m.name, m.status, m.tier, m.birthday "
+            "FROM cards c JOIN members m ON m.id = c.member_id WHERE c.uid = ?",
+            (uid,)).fetchone()
+        if tap.offline:
+            return self._offline(conn, tap, kind, card, ts, now, tap_id)
+        if card is None:
+            d = _Deny("unknown_card", "Unknown card")
+            d.kind = kind
+            raise d
+        cstatus, cexp, mid, name, mstatus, tier, birthday = card
+        short = (name or f"#{mid}")[:_NAME_CHARS]
+
+        def deny(reason: str, text: str) -> _Deny:
+            e = _Deny(reason, text)
+            e.member_id, e.kind = mid, kind
+            return e
+
+        if cstatus == "active" and cexp and ts >= cexp:
+            cstatus = "expired"
+        if cstatus != "active":
+            raise deny(cstatus, {"blocked": "Card blocked, see staff",
+                                 "lost": "Card reported lost",
+                                 "expired": "Card expired"}[cstatus])
+        if mstatus != "active":
+            raise deny("member_inactive", "Membership suspended")
+        ledger.sweep_expired(conn, ts, mid)
+        window = int(settings.get("duplicate_window_s", 0))
+        if window:
+            last = conn.execute("SELECT max(ts) FROM taps WHERE uid = ? AND device_id = ? AND "
+                                "verdict = 'grant' AND ts > ?",
+                                (uid, tap.device_id, ts - window)).fetchone()[0]
+            if last is not None:
+                raise deny("duplicate", "Already done, wait a moment")
+        m = _Member(mid, short, tier, birthday)
+        if kind == "gate":
+            out = self._gate(conn, tap, settings, m, now, ts, tap_id, deny)
+        elif kind == "wash":
+            out = self._wash(conn, tap, settings, m, now, ts, tap_id, deny)
+        else:
+            out = self._kiosk(conn, tap, settings, m, now, ts, tap_id, deny)
+        out.member_id, out.kind = mid, kind
+        conn.execute("UPDATE members SET last_active_at = ? WHERE id = ?", (ts, mid))
+        return out
+
+    def _open_now(self, settings: dict, now: datetime) -> bool:
+        start, end = parse_hours(settings.get("hours", "00:00-24:00"))
+        minute = now.hour * 60 + now.minute
+        if start < end:
+            return start <= minute < end
+        return minute >= start or minute < end
+
+    def _gate(self, conn, tap, settings, m, now, ts, tap_id, deny) -> _Outcome:
+        pol = self.policy
+        fixed = settings.get("direction", "both")
+        direction = fixed if fixed in ("in", "out") else (tap.direction or "in")
+        if direction not in ("in", "out"):
+            raise deny("internal", "Bad direction")
+        pres = conn.execute("SELECT inside FROM presence WHERE member_id = ?",
+                            (m.id,)).fetchone()
+        inside = bool(pres and pres[0])
+        apb = settings.get("anti_passback", True)
+        if direction == "out":
+            if apb and not inside:
+                raise deny("passback", "Not checked in")
+            self._presence(conn, m.id, 0, tap.device_id, ts)
+            return _Outcome("grant", "ok", f"Goodbye {m.name}", relay_ms=pol.gate_relay_ms)
+        if not self._open_now(settings, now):
+            raise deny("closed", f"Closed, hours {settings.get('hours')}")
+        if apb and inside:
+            raise deny("passback", "Already checked in")
+        out = self._pay(conn, m, "gate", pol.gate_order, pol.gate_price_fen, now, ts, tap_id,
+                        deny, count_direction=True)
+        self._presence(conn, m.id, 1, tap.device_id, ts)
+        out.relay_ms = pol.gate_relay_ms
+        out.text = f"Welcome {m.name} · {out.text}"
+        return out
+
+    def _presence(self, conn, member_id: int, inside: int, device_id: str, ts: int) -> None:
+        conn.execute("INSERT INTO presence (member_id, inside, device_id, ts) VALUES (?,?,?,?) "
+                     "ON CONFLICT (member_id) DO UPDATE SET inside = excluded.inside, "
+                     "device_id = excluded.device_id, ts = excluded.ts",
+                     (member_id, inside, device_id, ts))
+
+    def _wash(self, conn, tap, settings, m, now, ts, tap_id, deny) -> _Outcome:
+        pol = self.policy
+        prog = pol.programs.get(int(tap.service))
+        if prog is None:
+            raise deny("bad_service", f"Unknown program {int(tap.service)}")
+        if not self._open_now(settings, now):
+            raise deny("closed", f"Closed, hours {settings.get('hours')}")
+        out = self._pay(conn, m, f"wash:{prog.code}", pol.wash_order, prog.price_fen, now, ts,
+                        tap_id, deny)
+        out.relay_ms = pol.wash_relay_ms
+        out.text = f"{prog.name} · {out.text}"
+        return out
+
+    def _kiosk(self, conn, tap, settings, m, now, ts, tap_id, deny) -> _Outcome:
+        pol = self.policy
+        amount = tap.amount_fen
+        if isinstance(amount, bool) or not isinstance(amount, int) or not (
+                0 < amount <= pol.kiosk_max_fen):
+            raise deny("invalid_amount", "Invalid amount")
+        out = self._pay(conn, m, "kiosk", ("balance",), amount, now, ts, tap_id, deny)
+        out.relay_ms = pol.kiosk_relay_ms
+        return out
+
+    # ------------------------------------------------------------------ payment
+    def _passes(self, conn, member_id: int, cover: str, ts: int, kind: str) -> list[tuple]:
+        rows = conn.execute(
+            "SELECT id, covers, ends_at, uses_left, daily_cap, discount_pct FROM passes "
+            "WHERE member_id = ? AND kind = ? AND starts_at <= ? AND (ends_at = 0 OR ends_at > ?)"
+            " ORDER BY created_at, id", (member_id, kind, ts, ts)).fetchall()
+        return [r for r in rows if cover in json.loads(r[1])]
+
+    def _used_today(self, conn, pass_id: int, now: datetime, count_direction: bool) -> int:
+        sql = ("SELECT count(*) FROM taps WHERE pass_id = ? AND ts >= ? AND verdict = 'grant'")
+        if count_direction:
+            sql += " AND coalesce(direction, 'in') <> 'out'"
+        return conn.execute(sql, (pass_id, day_start(now))).fetchone()[0]
+
+    def _pay(self, conn, m: "_Member", cover: str, order: tuple[str, ...], price_fen: int,
+             now: datetime, ts: int, tap_id: int, deny, count_direction: bool = False
+             ) -> _Outcome:
+        """Pay for one service with the first method in ``order`` that covers it."""
+        pol = self.policy
+        capped = False
+        short_fen = None
+        for method in order:
+            if method == "pass":
+                for pid, _c, ends_at, _u, cap, _d in self._passes(conn, m.id, cover, ts, "time"):
+                    if cap and self._used_today(conn, pid, now, count_direction) >= cap:
+                        capped = True
+                        continue
+                    until = datetime.fromtimestamp(ends_at, now.tzinfo) - timedelta(seconds=1)
+                    return _Outcome("grant", "ok", f"pass to {until:%m-%d}", pass_id=pid)
+            elif method == "punch":
+                for pid, _c, _e, left, cap, _d in self._passes(conn, m.id, cover, ts, "punch"):
+                    if not left:
+                        continue
+                    if cap and self._used_today(conn, pid, now, count_direction) >= cap:
+                        capped = True
+                        continue
+                    ledger.debit_use(conn, ts, m.id, pid, "use", tap_id=tap_id)
+                    return _Outcome("grant", "ok", f"{left - 1} left", pass_id=pid,
+                                    uses_left=left - 1)
+            elif method == "balance" and price_fen > 0:
+                tier = pol.tiers.get(m.tier) or pol.tiers[pol.default_tier]
+                pay = price_fen * tier.discount_pct // 100
+                disc_pid = None
+                for pid, _c, _e, _u, _cap, pct in self._passes(conn, m.id, cover, ts, "discount"):
+                    cand = price_fen * pct // 100
+                    if cand < pay:
+                        pay, disc_pid = cand, pid
+                if pay <= 0:
+                    return _Outcome("grant", "ok", "free", pass_id=disc_pid)
+                try:
+                    ledger.spend(conn, ts, m.id, pay, pol.spend_order, "spend", tap_id=tap_id)
+                except InsufficientFunds:
+                    short_fen = pay
+                    continue
+                earned = self._earn(conn, m, pay, now, ts, tap_id)
+                self._qualify(conn, m, ts, tap_id=tap_id)
+                bal = conn.execute("SELECT principal_fen + bonus_fen FROM members WHERE id = ?",
+                                   (m.id,)).fetchone()[0]
+                return _Outcome("grant", "ok", f"paid {format_fen(pay)} left {format_fen(bal)}",
+                                charged_fen=pay, points_earned=earned, pass_id=disc_pid)
+        if capped:
+            raise deny("daily_cap", "Pass used up for today")
+        if short_fen is not None:
+            bal = conn.execute("SELECT principal_fen + bonus_fen FROM members WHERE id = ?",
+                               (m.id,)).fetchone()[0]
+            raise deny("insufficient_balance", f"余额不足 balance {format_fen(bal)}")
+        raise deny("no_pass", "No valid pass")
+
+    def _earn(self, conn, m: "_Member", paid_fen: int, now: datetime, ts: int,
+              tap_id: int | None) -> int:
+        pol = self.policy
+        pts = paid_fen // 100 * pol.points_per_yuan * points_multiplier(pol, now, m.birthday)
+        if pts > 0:
+            expires = (int(months_later_start(now, pol.points_expiry_months).timestamp())
+                       if pol.points_expiry_months else 0)
+            ledger.credit(conn, ts, m.id, "points", pts, "earn", expires_at=expires,
+                          tap_id=tap_id)
+        return pts
+
+    def _qualify(self, conn, m: "_Member", ts: int, **refs: Any) -> None:
+        ledger.credit(conn, ts, m.id, "qualifying", 1, "purchase", **refs)
+        maybe_upgrade(conn, self.policy, m.id, ts)
+
+    def _offline(self, conn, tap: Tap, kind: str, card, ts: int, now: datetime,
+                 tap_id: int) -> _Outcome:
+        """Record a tap the device already granted offline; apply a pass use if one covers
+        it, never refuse it and never touch stored value."""
+        out = _Outcome("grant", "offline", "Granted offline", kind=kind,
+                       pattern=codes.PAT_OFFLINE_GRANT)
+        if card is None:
+            return out
+        mid = card[2]
+        out.member_id = mid
+        direction = tap.direction or "in"
+        cover = "gate" if kind == "gate" else f"wash:{int(tap.service)}"
+        if direction == "in":
+            for pid, *_ in self._passes(conn, mid, cover, ts, "time"):
+                out.pass_id = pid
+                break
+            else:
+                for pid, _c, _e, left, _cap, _d in self._passes(conn, mid, cover, ts, "punch"):
+                    if left:
+                        ledger.debit_use(conn, ts, mid, pid, "use_offline", tap_id=tap_id)
+                        out.pass_id, out.uses_left = pid, left - 1
+                        break
+        if kind == "gate":
+            self._presence(conn, mid, 1 if direction == "in" else 0, tap.device_id, ts)
+        conn.execute("UPDATE members SET last_active_at = ? WHERE id = ?", (ts, mid))
+        return out
+
+
+@dataclass(frozen=True)
+class _Member:
+    id: int
+    name: str
+    tier: str
+    birthday: str | None
+
+
+def maybe_upgrade(conn: sqlite3.Connection, policy: Policy, member_id: int, ts: int) -> str | None:
+    """Move the member up to the highest tier whose rule their qualifying activity meets
+    (never down, never when the tier was set manually). Logs the change; returns the new
+    tier or None."""
+    row = conn.execute("SELECT tier, tier_manual FROM members WHERE id = ?",
+                       (member_id,)).fetchone()
+    if row is None or row[1]:
+        return None
+    current = policy.tiers.get(row[0])
+    rank = current.rank if current else 0
+    for tier in reversed(policy.tiers_by_rank()):
+        if tier.rank <= rank or not tier.upgrade_purchases:
+            continue
+        since = ts - tier.upgrade_window_days * 86400
+        n = conn.execute("SELECT coalesce(sum(delta), 0) FROM ledger WHERE member_id = ? AND "
+                         "currency = 'qualifying' AND ts > ?", (member_id, since)).fetchone()[0]
+        if n >= tier.upgrade_purchases:
+            conn.execute("UPDATE members SET tier = ? WHERE id = ?", (tier.name, member_id))
+            conn.execute("INSERT INTO tier_changes (ts, member_id, old_tier, new_tier, manual, "
+                         "reason) VALUES (?,?,?,?,0,?)",
+                         (ts, member_id, row[0], tier.name,
+                          f"{n} purchases in {tier.upgrade_window_days} days"))
+            return tier.name
+    return None

@@ -1,0 +1,248 @@
+# Runs on CPython (host): append-only ledger primitives, lots, projections and verify().
+"""Ledger primitives.
+
+Every function here runs inside a transaction the caller opened (``BEGIN IMMEDIATE``); none
+commits. Each movement of value is one ledger row, and the projection it affects (the
+member's balance columns, a lot's ``remaining``, a pass's ``uses_left``) is updated by the
+same call, so ``verify()`` can recompute every projection from the ledger.
+
+Currencies: ``principal`` (fen, one pool per member, never expires, refundable), ``bonus``
+(fen, lots, optional expiry, never refunded), ``points`` (lots, expire by month bucket),
+``qualifying`` (count of tier-qualifying purchases), ``uses`` (punch-card uses, per pass).
+
+Lot consumption order (bonus and points): the lot that expires first is used first; lots
+that never expire are used last; ties by creation (oldest first).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+import sqlite_utils
+
+from host.errors import InputError, InsufficientFunds, NotFound
+
+CURRENCIES = ("principal", "bonus", "points", "qualifying", "uses")
+LOT_CURRENCIES = ("bonus", "points")
+_COLUMN = {"principal": "principal_fen", "bonus": "bonus_fen", "points": "points",
+           "qualifying": "qualifying"}
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A part of a debit taken from one lot (lot_id None for pool currencies)."""
+
+    lot_id: int | None
+    amount: int
+    expires_at: int
+
+
+def _row(conn: sqlite3.Connection, ts: int, member_id: int, currency: str, delta: int,
+         kind: str, *, lot_id: int | None = None, pass_id: int | None = None,
+         tap_id: int | None = None, op_key: str | None = None, reverses: int | None = None,
+         note: str | None = None) -> int:
+    cur = conn.execute(
+        "INSERT INTO ledger (ts, member_id, currency, delta, kind, lot_id, pass_id, tap_id,"
+        " op_key, reverses, note) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        (ts, member_id, currency, delta, kind, lot_id, pass_id, tap_id, op_key, reverses, note))
+    return cur.lastrowid
+
+
+def balances(conn: sqlite3.Connection, member_id: int) -> dict[str, int]:
+    """The member's projections: principal_fen, bonus_fen, points, qualifying. NotFound."""
+    row = conn.execute("SELECT principal_fen, bonus_fen, points, qualifying FROM members "
+                       "WHERE id = ?", (member_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"unknown member {member_id}")
+    return dict(zip(("principal_fen", "bonus_fen", "points", "qualifying"), row))
+
+
+def credit(conn: sqlite3.Connection, ts: int, member_id: int, currency: str, amount: int,
+           kind: str, *, expires_at: int = 0, **refs: Any) -> int:
+    """Credit ``amount`` (> 0) of ``currency``; bonus and points go into the lot keyed by
+    (member, currency, expires_at). Returns the ledger row id."""
+    if amount <= 0:
+        raise InputError(f"credit of {currency} must be positive, got {amount}")
+    if currency == "uses":
+        raise InputError("use credit_uses() for pass uses")
+    lot_id = None
+    if currency in LOT_CURRENCIES:
+        row = conn.execute(
+            "INSERT INTO lots (member_id, currency, expires_at, amount, remaining) "
+            "VALUES (?,?,?,?,?) ON CONFLICT (member_id, currency, expires_at) DO UPDATE SET "
+            "amount = amount + excluded.amount, remaining = remaining + excluded.remaining "
+            "RETURNING id", (member_id, currency, expires_at, amount, amount)).fetchone()
+        lot_id = row[0]
+    elif expires_at:
+        raise InputError(f"{currency} credits cannot expire")
+    col = _COLUMN[currency]
+    cur = conn.execute(f"UPDATE members SET {col} = {col} + ? WHERE id = ?", (amount, member_id))
+    if cur.rowcount != 1:
+        raise NotFound(f"unknown member {member_id}")
+    return _row(conn, ts, member_id, currency, amount, kind, lot_id=lot_id, **refs)
+
+
+def debit(conn: sqlite3.Connection, ts: int, member_id: int, currency: str, amount: int,
+          kind: str, **refs: Any) -> list[Taken]:
+    """Debit ``amount`` (> 0) of ``currency``, consuming lots in the documented order.
+
+    Raises InsufficientFunds (writing nothing) if the projection is smaller than ``amount``.
+    Returns the parts taken, one per lot (one part for pool currencies).
+    """
+    if amount <= 0:
+        raise InputError(f"debit of {currency} must be positive, got {amount}")
+    col = _COLUMN[currency]
+    have = conn.execute(f"SELECT {col} FROM members WHERE id = ?", (member_id,)).fetchone()
+    if have is None:
+        raise NotFound(f"unknown member {member_id}")
+    if have[0] < amount:
+        raise InsufficientFunds(f"member {member_id} has {have[0]} {currency}, needs {amount}")
+    conn.execute(f"UPDATE members SET {col} = {col} - ? WHERE id = ?", (amount, member_id))
+    if currency not in LOT_CURRENCIES:
+        _row(conn, ts, member_id, currency, -amount, kind, **refs)
+        return [Taken(None, amount, 0)]
+    taken: list[Taken] = []
+    left = amount
+    for lot_id, remaining, expires_at in conn.execute(
+            "SELECT id, remaining, expires_at FROM lots WHERE member_id = ? AND currency = ? "
+            "AND remaining > 0 ORDER BY expires_at = 0, expires_at, id",
+            (member_id, currency)).fetchall():
+        part = min(left, remaining)
+        conn.execute("UPDATE lots SET remaining = remaining - ? WHERE id = ?", (part, lot_id))
+        _row(conn, ts, member_id, currency, -part, kind, lot_id=lot_id, **refs)
+        taken.append(Taken(lot_id, part, expires_at))
+        left -= part
+        if left == 0:
+            break
+    if left:
+        # Projection and lots disagree: refuse rather than go negative (verify will say why).
+        raise InsufficientFunds(f"member {member_id} {currency} lots short by {left}")
+    return taken
+
+
+def split_spend(principal: int, bonus: int, amount: int, order: str) -> tuple[int, int]:
+    """Split a stored-value spend of ``amount`` fen into (principal part, bonus part).
+
+    ``prorated``: in proportion to the current principal and bonus (principal part rounded
+    down, so rounding favours the member's refundable principal);
+    ``bonus_first`` / ``principal_first``: exhaust one, then the other.
+    Raises InsufficientFunds if principal + bonus < amount.
+    """
+    total = principal + bonus
+    if amount > total:
+        raise InsufficientFunds(f"balance {total} fen, needs {amount}")
+    if order == "bonus_first":
+        b = min(bonus, amount)
+        return amount - b, b
+    if order == "principal_first":
+        p = min(principal, amount)
+        return p, amount - p
+    if total == 0:
+        return 0, 0
+    p = amount * principal // total
+    b = amount - p
+    if b > bonus:  # only possible through rounding at the edges
+        b = bonus
+        p = amount - b
+    return p, b
+
+
+def spend(conn: sqlite3.Connection, ts: int, member_id: int, amount: int, order: str,
+          kind: str, **refs: Any) -> tuple[int, int]:
+    """Spend ``amount`` fen of stored value (principal + bonus) in ``order``.
+
+    Returns (principal part, bonus part). Raises InsufficientFunds writing nothing.
+    """
+    bal = balances(conn, member_id)
+    p, b = split_spend(bal["principal_fen"], bal["bonus_fen"], amount, order)
+    if p:
+        debit(conn, ts, member_id, "principal", p, kind, **refs)
+    if b:
+        debit(conn, ts, member_id, "bonus", b, kind, **refs)
+    return p, b
+
+
+def credit_uses(conn: sqlite3.Connection, ts: int, member_id: int, pass_id: int, uses: int,
+                kind: str, **refs: Any) -> int:
+    """Credit ``uses`` punch-card uses to ``pass_id``; returns the ledger row id."""
+    conn.execute("UPDATE passes SET uses_left = uses_left + ? WHERE id = ?", (uses, pass_id))
+    return _row(conn, ts, member_id, "uses", uses, kind, pass_id=pass_id, **refs)
+
+
+def debit_use(conn: sqlite3.Connection, ts: int, member_id: int, pass_id: int, kind: str,
+              uses: int = 1, **refs: Any) -> int:
+    """Take ``uses`` from a punch card. Raises InsufficientFunds if it has fewer left."""
+    cur = conn.execute("UPDATE passes SET uses_left = uses_left - ? WHERE id = ? "
+                       "AND uses_left >= ?", (uses, pass_id, uses))
+    if cur.rowcount != 1:
+        raise InsufficientFunds(f"pass {pass_id} has fewer than {uses} uses left")
+    return _row(conn, ts, member_id, "uses", -uses, kind, pass_id=pass_id, **refs)
+
+
+def sweep_expired(conn: sqlite3.Connection, ts: int, member_id: int | None = None) -> int:
+    """Write off what is left in lots that expired at or before ``ts`` (one member, or all).
+
+    Each write-off is an ``expire`` ledger row against its lot. Returns rows written.
+    """
+    sql = ("SELECT id, member_id, currency, remaining FROM lots WHERE expires_at > 0 AND "
+           "expires_at <= ? AND remaining > 0")
+    args: tuple = (ts,)
+    if member_id is not None:
+        sql += " AND member_id = ?"
+        args = (ts, member_id)
+    n = 0
+    for lot_id, mid, currency, remaining in conn.execute(sql, args).fetchall():
+        col = _COLUMN[currency]
+        conn.execute("UPDATE lots SET remaining = 0 WHERE id = ?", (lot_id,))
+        conn.execute(f"UPDATE members SET {col} = {col} - ? WHERE id = ?", (remaining, mid))
+        _row(conn, ts, mid, currency, -remaining, "expire", lot_id=lot_id)
+        n += 1
+    return n
+
+
+def verify(db: sqlite_utils.Database) -> list[str]:
+    """Recompute every projection from the ledger; return one line per difference.
+
+    Checks: each member's principal, bonus, points and qualifying; each lot's remaining
+    (and that bonus/points equal the sum of their lots); each punch card's uses_left; that
+    no projection is negative. An empty list means the store is consistent.
+    """
+    problems: list[str] = []
+    sums: dict[tuple[int, str], int] = {}
+    for mid, cur, total in db.execute(
+            "SELECT member_id, currency, sum(delta) FROM ledger WHERE currency <> 'uses' "
+            "GROUP BY member_id, currency"):
+        sums[(mid, cur)] = total
+    for row in db.execute("SELECT id, principal_fen, bonus_fen, points, qualifying FROM members"):
+        mid = row[0]
+        for currency, have in zip(("principal", "bonus", "points", "qualifying"), row[1:]):
+            want = sums.get((mid, currency), 0)
+            if have != want:
+                problems.append(f"member {mid} {currency}: projection {have}, ledger {want}")
+            if have < 0:
+                problems.append(f"member {mid} {currency} is negative: {have}")
+    lot_sums = dict(db.execute("SELECT lot_id, sum(delta) FROM ledger WHERE lot_id IS NOT NULL "
+                               "GROUP BY lot_id").fetchall())
+    per_member: dict[tuple[int, str], int] = {}
+    for lot_id, mid, currency, remaining in db.execute(
+            "SELECT id, member_id, currency, remaining FROM lots"):
+        want = lot_sums.get(lot_id, 0)
+        if remaining != want:
+            problems.append(f"lot {lot_id} (member {mid} {currency}): remaining {remaining}, "
+                            f"ledger {want}")
+        per_member[(mid, currency)] = per_member.get((mid, currency), 0) + remaining
+    for (mid, currency), total in per_member.items():
+        want = sums.get((mid, currency), 0)
+        if total != want:
+            problems.append(f"member {mid} {currency}: lots hold {total}, ledger {want}")
+    use_sums = dict(db.execute("SELECT pass_id, sum(delta) FROM ledger WHERE currency = 'uses' "
+                               "GROUP BY pass_id").fetchall())
+    for pid, kind, left in db.execute("SELECT id, kind, uses_left FROM passes"):
+        want = use_sums.get(pid, 0)
+        if kind == "punch" and left != want:
+            problems.append(f"pass {pid}: uses_left {left}, ledger {want}")
+        if kind != "punch" and want:
+            problems.append(f"pass {pid} ({kind}) has use rows in the ledger")
+    return problems

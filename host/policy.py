@@ -1,0 +1,341 @@
+# Runs on CPython (host): the site policy (tiers, points, stored value, passes) as validated data.
+"""Policy loading and validation.
+
+The policy is a TOML file. ``load_policy(None)`` returns the shipped defaults
+(``host/policy_default.toml``); ``load_policy(path)`` overlays the file on the defaults:
+scalar keys override one by one, while the collections ``tiers``, ``plans``,
+``wash.programs`` and ``stored_value.ladder`` replace the default collection as a whole
+when the file has them. Every value is checked on load; a bad one raises ``InputError``
+naming its key, e.g. ``policy: tiers.gold.discount_pct must be an integer 1..100, got "abc"``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from host.errors import InputError
+from host.money import parse_yuan
+
+_REPLACED_WHOLE = {("tiers",), ("plans",), ("wash", "programs"), ("stored_value", "ladder")}
+_DURATIONS = ("month", "quarter", "year")
+_SPEND_ORDERS = ("prorated", "bonus_first", "principal_first")
+_PAY_METHODS = ("pass", "punch", "balance")
+
+
+@dataclass(frozen=True)
+class Tier:
+    """A member tier: price paid in percent and the rule that upgrades a member to it."""
+
+    name: str
+    rank: int
+    discount_pct: int
+    upgrade_purchases: int = 0
+    upgrade_window_days: int = 0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A pass product: time pass, N-use punch card or discount card."""
+
+    name: str
+    kind: str
+    price_fen: int
+    covers: tuple[str, ...]
+    duration: str = ""
+    daily_cap: int = 0
+    uses: int = 0
+    expiry_days: int = 0
+    discount_pct: int = 100
+
+
+@dataclass(frozen=True)
+class Program:
+    """A wash program selected by the service code."""
+
+    code: int
+    name: str
+    price_fen: int
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The validated site policy. Build it with ``load_policy()``."""
+
+    timezone: str
+    default_tier: str
+    tiers: dict[str, Tier]
+    points_per_yuan: int
+    birthday_multiplier: int
+    member_day: int
+    member_day_multiplier: int
+    combine: str
+    convert_points_per_yuan: int
+    points_expiry_months: int
+    referral_bonus: int
+    gift_min: int
+    spend_order: str
+    bonus_expiry_days: int
+    max_balance_fen: int
+    ladder: tuple[tuple[int, int], ...]
+    wash_order: tuple[str, ...]
+    wash_relay_ms: int
+    programs: dict[int, Program]
+    gate_order: tuple[str, ...]
+    gate_price_fen: int
+    gate_relay_ms: int
+    kiosk_relay_ms: int
+    kiosk_max_fen: int
+    plans: dict[str, Plan]
+    dormant_days: int
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        """The site time zone."""
+        return ZoneInfo(self.timezone)
+
+    def tiers_by_rank(self) -> list[Tier]:
+        """Tiers from lowest to highest rank."""
+        return sorted(self.tiers.values(), key=lambda t: t.rank)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any], path: tuple[str, ...] = ()) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        p = path + (k,)
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and p not in _REPLACED_WHOLE:
+            out[k] = _merge(out[k], v, p)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+class _Reader:
+    """Typed access to one TOML table, naming the full key in every error."""
+
+    def __init__(self, table: Any, prefix: str) -> None:
+        if not isinstance(table, dict):
+            raise InputError(f"policy: {prefix} must be a table")
+        self.t, self.prefix, self.seen = table, prefix, set()
+
+    def _name(self, key: str) -> str:
+        return f"{self.prefix}.{key}" if self.prefix else key
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.seen.add(key)
+        if key not in self.t:
+            if default is None:
+                raise InputError(f"policy: {self._name(key)} is missing")
+            return default
+        return self.t[key]
+
+    def int(self, key: str, lo: int, hi: int, default: int | None = None) -> int:
+        v = self.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise InputError(f"policy: {self._name(key)} must be an integer {lo}..{hi}, "
+                             f"got {json.dumps(v)}")
+        return v
+
+    def money(self, key: str, default: str | None = None) -> int:
+        v = self.get(key, default)
+        try:
+            return parse_yuan(v)
+        except InputError:
+            raise InputError(f"policy: {self._name(key)} must be yuan as a string like "
+                             f"\"25.00\", got {json.dumps(v)}") from None
+
+    def choice(self, key: str, options: tuple[str, ...], default: str | None = None) -> str:
+        v = self.get(key, default)
+        if v not in options:
+            raise InputError(f"policy: {self._name(key)} must be one of "
+                             f"{'|'.join(options)}, got {json.dumps(v)}")
+        return v
+
+    def text(self, key: str, default: str | None = None) -> str:
+        v = self.get(key, default)
+        if not isinstance(v, str) or not v or len(v) > 64:
+            raise InputError(f"policy: {self._name(key)} must be text (1-64 chars), "
+                             f"got {json.dumps(v)}")
+        return v
+
+    def order(self, key: str, default: list[str] | None = None) -> tuple[str, ...]:
+        v = self.get(key, default)
+        if (not isinstance(v, list) or not v or len(set(map(str, v))) != len(v)
+                or any(x not in _PAY_METHODS for x in v)):
+            raise InputError(f"policy: {self._name(key)} must be a list of distinct "
+                             f"{'|'.join(_PAY_METHODS)}, got {json.dumps(v)}")
+        return tuple(v)
+
+    def done(self) -> None:
+        extra = sorted(set(self.t) - self.seen)
+        if extra:
+            raise InputError(f"policy: unknown key {self._name(extra[0])}")
+
+
+def _default_raw() -> dict[str, Any]:
+    text = resources.files("host").joinpath("policy_default.toml").read_text("utf-8")
+    return tomllib.loads(text)
+
+
+def load_policy(path: str | None = None) -> Policy:
+    """Load the policy: defaults, overlaid with the TOML file at ``path`` if given.
+
+    Raises InputError (naming the bad key) for an unreadable file, bad TOML, a missing,
+    unknown or invalid key.
+    """
+    raw = _default_raw()
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                user = tomllib.load(f)
+        except OSError as e:
+            raise InputError(f"policy: cannot read {path}: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise InputError(f"policy: {path} is not valid TOML: {e}") from None
+        raw = _merge(raw, user)
+    return build_policy(raw)
+
+
+def build_policy(raw: dict[str, Any]) -> Policy:
+    """Validate a policy dict (already merged with defaults) into a ``Policy``."""
+    top = _Reader(raw, "")
+    site = _Reader(top.get("site"), "site")
+    tz = site.text("timezone")
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InputError(f"policy: site.timezone is not a known time zone, got {json.dumps(tz)}") from None
+    default_tier = site.text("default_tier")
+    site.done()
+
+    tiers_raw = top.get("tiers")
+    if not isinstance(tiers_raw, dict) or not tiers_raw:
+        raise InputError("policy: tiers must be a table with at least one tier")
+    tiers: dict[str, Tier] = {}
+    for name, t in tiers_raw.items():
+        r = _Reader(t, f"tiers.{name}")
+        tiers[name] = Tier(name, r.int("rank", 1, 100), r.int("discount_pct", 1, 100),
+                           r.int("upgrade_purchases", 0, 10_000, 0),
+                           r.int("upgrade_window_days", 0, 3660, 0))
+        if tiers[name].upgrade_purchases and not tiers[name].upgrade_window_days:
+            raise InputError(f"policy: tiers.{name}.upgrade_window_days must be set with "
+                             "upgrade_purchases")
+        r.done()
+    if len({t.rank for t in tiers.values()}) != len(tiers):
+        raise InputError("policy: tiers.*.rank must be distinct")
+    if default_tier not in tiers:
+        raise InputError(f"policy: site.default_tier must name a tier, got {json.dumps(default_tier)}")
+
+    p = _Reader(top.get("points"), "points")
+    points = dict(
+        points_per_yuan=p.int("per_yuan", 0, 1000),
+        birthday_multiplier=p.int("birthday_multiplier", 1, 10),
+        member_day=p.int("member_day", 0, 28),
+        member_day_multiplier=p.int("member_day_multiplier", 1, 10),
+        combine=p.choice("combine", ("max", "multiply")),
+        convert_points_per_yuan=p.int("convert_points_per_yuan", 1, 100_000),
+        points_expiry_months=p.int("expiry_months", 0, 120),
+        referral_bonus=p.int("referral_bonus", 0, 1_000_000),
+        gift_min=p.int("gift_min", 1, 1_000_000),
+    )
+    p.done()
+
+    sv = _Reader(top.get("stored_value"), "stored_value")
+    spend_order = sv.choice("spend_order", _SPEND_ORDERS)
+    bonus_expiry_days = sv.int("bonus_expiry_days", 0, 3660)
+    max_balance = sv.money("max_balance")
+    ladder_raw = sv.get("ladder", [])
+    if not isinstance(ladder_raw, list):
+        raise InputError("policy: stored_value.ladder must be an array of tables")
+    ladder = []
+    for i, rung in enumerate(ladder_raw):
+        r = _Reader(rung, f"stored_value.ladder[{i}]")
+        mn, bonus = r.money("min"), r.money("bonus")
+        if mn <= 0:
+            raise InputError(f"policy: stored_value.ladder[{i}].min must be above 0.00")
+        r.done()
+        ladder.append((mn, bonus))
+    ladder.sort()
+    if len({m for m, _ in ladder}) != len(ladder):
+        raise InputError("policy: stored_value.ladder has two rungs with the same min")
+    sv.done()
+
+    w = _Reader(top.get("wash"), "wash")
+    wash_order = w.order("order")
+    wash_relay = w.int("relay_ms", 0, 60_000)
+    progs_raw = w.get("programs")
+    if not isinstance(progs_raw, dict):
+        raise InputError("policy: wash.programs must be a table")
+    programs: dict[int, Program] = {}
+    for code, pr in progs_raw.items():
+        if not (isinstance(code, str) and code.isascii() and code.isdigit()
+                and 1 <= int(code) <= 255):
+            raise InputError(f"policy: wash.programs.{code} must be a service code 1..255")
+        r = _Reader(pr, f"wash.programs.{code}")
+        programs[int(code)] = Program(int(code), r.text("name"), r.money("price"))
+        r.done()
+    w.done()
+
+    g = _Reader(top.get("gate"), "gate")
+    gate_order = g.order("order")
+    gate_price = g.money("price", "0.00")
+    gate_relay = g.int("relay_ms", 0, 60_000)
+    g.done()
+
+    k = _Reader(top.get("kiosk"), "kiosk")
+    kiosk_relay = k.int("relay_ms", 0, 60_000)
+    kiosk_max = k.money("max_amount")
+    k.done()
+
+    plans_raw = top.get("plans", {})
+    if not isinstance(plans_raw, dict):
+        raise InputError("policy: plans must be a table")
+    plans: dict[str, Plan] = {}
+    for name, pl in plans_raw.items():
+        pre = f"plans.{name}"
+        r = _Reader(pl, pre)
+        kind = r.choice("kind", ("time", "punch", "discount"))
+        covers = r.get("covers")
+        if (not isinstance(covers, list) or not covers
+                or any(not _valid_cover(c, programs) for c in covers)):
+            raise InputError(f"policy: {pre}.covers must list \"gate\", \"kiosk\" or "
+                             f"\"wash:<program code>\", got {json.dumps(covers)}")
+        kw: dict[str, Any] = dict(name=name, kind=kind, price_fen=r.money("price"),
+                                  covers=tuple(covers))
+        if kind == "time":
+            kw.update(duration=r.choice("duration", _DURATIONS),
+                      daily_cap=r.int("daily_cap", 0, 1000, 0))
+        elif kind == "punch":
+            kw.update(uses=r.int("uses", 1, 10_000), expiry_days=r.int("expiry_days", 0, 3660, 0),
+                      daily_cap=r.int("daily_cap", 0, 1000, 0))
+        else:
+            kw.update(duration=r.choice("duration", _DURATIONS),
+                      discount_pct=r.int("discount_pct", 1, 100))
+        r.done()
+        plans[name] = Plan(**kw)
+
+    d = _Reader(top.get("dormant"), "dormant")
+    dormant_days = d.int("days", 1, 3660)
+    d.done()
+    top.done()
+    return Policy(timezone=tz, default_tier=default_tier, tiers=tiers, spend_order=spend_order,
+                  bonus_expiry_days=bonus_expiry_days, max_balance_fen=max_balance,
+                  ladder=tuple(ladder), wash_order=wash_order, wash_relay_ms=wash_relay,
+                  programs=programs, gate_order=gate_order, gate_price_fen=gate_price,
+                  gate_relay_ms=gate_relay, kiosk_relay_ms=kiosk_relay,
+                  kiosk_max_fen=kiosk_max, plans=plans, dormant_days=dormant_days, raw=raw,
+                  **points)
+
+
+def _valid_cover(c: Any, programs: dict[int, Program]) -> bool:
+    if c in ("gate", "kiosk"):
+        return True
+    if isinstance(c, str) and c.startswith("wash:") and c[5:].isascii() and c[5:].isdigit():
+        return int(c[5:]) in programs
+    return False

@@ -1,0 +1,304 @@
+# Runs on CPython (pytest): engine.decide — exactly-once, reasons, gate/wash/kiosk rules.
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from host import ledger
+from host.admin import Admin
+from host.engine import Decision, Engine, Tap, clip_text, points_multiplier
+from host.policy import build_policy, load_policy
+from host.store import open_db, register_device
+from protocol import codes
+
+TZ = ZoneInfo("Asia/Shanghai")
+UID = "04A1B2C3D4E5F6"
+UID2 = "04A1B2C3D4E5F7"
+
+
+class Clock:
+    """A settable clock in the site time zone."""
+
+    def __init__(self, *args):
+        self.now = datetime(*args, tzinfo=TZ)
+
+    def __call__(self):
+        return self.now
+
+    def set(self, *args):
+        self.now = datetime(*args, tzinfo=TZ)
+
+
+@pytest.fixture
+def site():
+    db = open_db(None)
+    clock = Clock(2026, 3, 10, 12, 0)  # a Tuesday, not the 18th
+    pol = load_policy()
+    admin, engine = Admin(db, pol, clock), Engine(db, pol, clock)
+    register_device(db, "K1", "kiosk")
+    register_device(db, "W1", "wash")
+    register_device(db, "G1", "gate", hours="06:00-23:00")
+    mid = admin.add_member("Li", birthday="07-01")["member_id"]
+    admin.enroll_card(mid, UID)
+    return db, admin, engine, clock, mid
+
+
+def bal(db, mid):
+    b = ledger.balances(db.conn, mid)
+    return b["principal_fen"] + b["bonus_fen"]
+
+
+def test_kiosk_charges_tier_price_once_and_replays_bytes(site):
+    db, admin, engine, clock, mid = site
+    admin.topup(mid, 10000)
+    enc = lambda d: b"REPLY:" + d.reason.encode() + d.balance_fen.to_bytes(4, "big")
+    d = engine.decide(Tap("K1", 7, UID, amount_fen=1000), enc)
+    assert (d.verdict, d.reason, d.replayed) == ("grant", "ok", False)
+    assert d.balance_fen == 10000 - 950  # silver pays 95%
+    assert d.points == 9                  # 1 point per whole yuan paid
+    assert d.pattern == codes.PAT_GRANT and d.member_id == mid
+    again = engine.decide(Tap("K1", 7, UID, amount_fen=1000), lambda d: b"other")
+    assert again.replayed and again.reply == d.reply == enc(d.__class__(**{**d.__dict__, "reply": b""}))
+    assert again.balance_fen == d.balance_fen and bal(db, mid) == 9050
+    assert db.execute("SELECT count(*) FROM taps").fetchone()[0] == 1
+    assert ledger.verify(db) == []
+
+
+def test_insufficient_balance_denies_and_charges_nothing(site):
+    db, admin, engine, clock, mid = site
+    admin.topup(mid, 300)
+    d = engine.decide(Tap("K1", 1, UID, amount_fen=1000))
+    assert (d.verdict, d.reason) == ("deny", "insufficient_balance")
+    assert d.balance_fen == 300 and "3.00" in d.text and d.relay_ms == 0
+    assert bal(db, mid) == 300
+    assert db.execute("SELECT count(*) FROM ledger WHERE tap_id IS NOT NULL").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("amount", [0, -5, 500_001])
+def test_kiosk_invalid_amount(site, amount):
+    db, admin, engine, clock, mid = site
+    admin.topup(mid, 1000)
+    d = engine.decide(Tap("K1", 1, UID, amount_fen=amount))
+    assert d.reason == "invalid_amount" and bal(db, mid) == 1000
+
+
+def test_unknown_card_and_device_are_recorded(site):
+    db, admin, engine, clock, mid = site
+    d = engine.decide(Tap("K1", 1, "DEADBEEF", amount_fen=100))
+    assert (d.verdict, d.reason, d.member_id) == ("deny", "unknown_card", None)
+    d = engine.decide(Tap("NOPE", 1, UID, amount_fen=100))
+    assert d.reason == "unknown_device"
+    rows = db.execute("SELECT device_id, reason FROM taps ORDER BY id").fetchall()
+    assert rows == [("K1", "unknown_card"), ("NOPE", "unknown_device")]
+
+
+@pytest.mark.parametrize("status", ["blocked", "expired"])
+def test_card_states(site, status):
+    db, admin, engine, clock, mid = site
+    admin.topup(mid, 5000)
+    admin.set_card_status(UID, status)
+    d = engine.decide(Tap("K1", 1, UID, amount_fen=100))
+    assert (d.verdict, d.reason) == ("deny", status) and bal(db, mid) == 5000
+
+
+def test_card_expiry_date(site):
+    db, admin, engine, clock, mid = site
+    admin.enroll_card(mid, UID2, expires_at=int(clock.now.timestamp()) - 1)
+    admin.topup(mid, 5000)
+    assert engine.decide(Tap("K1", 1, UID2, amount_fen=100)).reason == "expired"
+
+
+def test_lost_card_replacement_moves_value(site):
+    db, admin, engine, clock, mid = site
+    admin.topup(mid, 5000)
+    admin.sell_pass(mid, "wash10")
+    r = admin.replace_card(UID, UID2)
+    assert r["balance_fen"] == 5000
+    assert engine.decide(Tap("K1", 1, UID, amount_fen=100)).reason == "lost"
+    d = engine.decide(Tap("W1", 1, UID2, service=1))
+    assert d.verdict == "grant" and d.uses_left == 9
+    assert engine.decide(Tap("K1", 2, UID2, amount_fen=100)).balance_fen == 5000 - 95
+
+
+def test_suspended_member(site):
+    db, admin, engine, clock, mid = site
+    admin.topup(mid, 5000)
+    admin.edit_member(mid, status="suspended")
+    assert engine.decide(Tap("K1", 1, UID, amount_fen=100)).reason == "member_inactive"
+
+
+def test_wash_order_pass_then_punch_then_balance(site):
+    db, admin, engine, clock, mid = site
+    admin.topup(mid, 10000)
+    d = engine.decide(Tap("W1", 1, UID, service=2))
+    assert d.verdict == "grant" and d.balance_fen == 10000 - 3800 and d.uses_left == -1
+    admin.sell_pass(mid, "wash10")                 # covers service 1 only
+    clock.set(2026, 3, 10, 12, 1)
+    d = engine.decide(Tap("W1", 2, UID, service=1))
+    assert d.uses_left == 9 and d.balance_fen == 6200
+    admin.sell_pass(mid, "wash_month")             # daily cap 2
+    for i, minute in enumerate((2, 3)):
+        clock.set(2026, 3, 10, 12, minute)
+        d = engine.decide(Tap("W1", 10 + i, UID, service=1))
+        assert d.verdict == "grant" and d.uses_left == -1 and "pass" in d.text
+    clock.set(2026, 3, 10, 12, 4)
+    d = engine.decide(Tap("W1", 20, UID, service=1))   # pass capped today -> punch card
+    assert d.uses_left == 8
+    clock.set(2026, 3, 11, 8, 0)
+    d = engine.decide(Tap("W1", 21, UID, service=1))   # new day: pass again
+    assert d.uses_left == -1 and d.verdict == "grant"
+    assert ledger.verify(db) == []
+
+
+def test_punch_cards_oldest_first_and_daily_cap_reason(site):
+    db, admin, engine, clock, mid = site
+    first = admin.sell_pass(mid, "wash10")["pass_id"]
+    clock.set(2026, 3, 10, 12, 5)
+    second = admin.sell_pass(mid, "wash10")["pass_id"]
+    for i in range(11):
+        clock.set(2026, 3, 10, 13, i)
+        d = engine.decide(Tap("W1", i + 1, UID, service=1))
+        assert d.verdict == "grant"
+    left = dict(db.execute("SELECT id, uses_left FROM passes").fetchall())
+    assert left == {first: 0, second: 9}
+
+
+def test_wash_bad_service_and_no_pass(site):
+    db, admin, engine, clock, mid = site
+    assert engine.decide(Tap("W1", 1, UID, service=99)).reason == "bad_service"
+    assert engine.decide(Tap("W1", 2, UID, service=1)).reason == "insufficient_balance"
+    pol = build_policy({**load_policy().raw, "wash": {**load_policy().raw["wash"],
+                                                       "order": ["pass", "punch"]}})
+    e2 = Engine(db, pol, clock)
+    assert e2.decide(Tap("W1", 3, UID, service=1)).reason == "no_pass"
+
+
+def test_wash_daily_cap_reason(site):
+    db, admin, engine, clock, mid = site
+    pol = build_policy({**load_policy().raw, "wash": {**load_policy().raw["wash"],
+                                                       "order": ["pass"]}})
+    e2 = Engine(db, pol, clock)
+    admin.sell_pass(mid, "wash_month")
+    for i in range(2):
+        clock.set(2026, 3, 10, 14, i * 10)
+        assert e2.decide(Tap("W1", i + 1, UID, service=1)).verdict == "grant"
+    clock.set(2026, 3, 10, 15, 0)
+    assert e2.decide(Tap("W1", 9, UID, service=1)).reason == "daily_cap"
+
+
+def test_discount_card_beats_tier_price(site):
+    db, admin, engine, clock, mid = site
+    admin.topup(mid, 20000)
+    admin.sell_pass(mid, "wash_discount", from_balance=True)   # 99.00 from balance
+    before = bal(db, mid)
+    pol = build_policy({**load_policy().raw, "wash": {**load_policy().raw["wash"],
+                                                       "order": ["balance"]}})
+    d = Engine(db, pol, clock).decide(Tap("W1", 1, UID, service=1))
+    assert before - d.balance_fen == 2500 * 70 // 100
+
+
+def test_gate_passback_hours_duplicate(site):
+    db, admin, engine, clock, mid = site
+    assert engine.decide(Tap("G1", 1, UID, direction="in")).reason == "no_pass"
+    admin.sell_pass(mid, "gym_month")
+    d = engine.decide(Tap("G1", 2, UID, direction="in"))
+    assert d.verdict == "grant" and d.relay_ms > 0 and "Li" in d.text
+    clock.set(2026, 3, 10, 12, 0, 2)
+    assert engine.decide(Tap("G1", 3, UID, direction="in")).reason == "duplicate"
+    clock.set(2026, 3, 10, 12, 5)
+    assert engine.decide(Tap("G1", 4, UID, direction="in")).reason == "passback"
+    assert engine.decide(Tap("G1", 5, UID, direction="out")).verdict == "grant"
+    clock.set(2026, 3, 10, 12, 10)
+    assert engine.decide(Tap("G1", 6, UID, direction="out")).reason == "passback"
+    clock.set(2026, 3, 10, 23, 30)
+    assert engine.decide(Tap("G1", 7, UID, direction="in")).reason == "closed"
+
+
+def test_gate_offline_tap_is_recorded_as_granted(site):
+    db, admin, engine, clock, mid = site
+    admin.sell_pass(mid, "gym10")
+    clock.set(2026, 3, 10, 23, 30)   # closed, and no matter: the device already opened
+    d = engine.decide(Tap("G1", 1, UID, direction="in", offline=True))
+    assert (d.verdict, d.reason, d.pattern) == ("grant", "offline", codes.PAT_OFFLINE_GRANT)
+    assert d.uses_left == 9
+    d = engine.decide(Tap("G1", 2, "DEADBEEF", direction="in", offline=True))
+    assert d.verdict == "grant" and d.member_id is None
+    assert ledger.verify(db) == []
+
+
+def test_points_multipliers(site):
+    pol = load_policy()
+    assert points_multiplier(pol, datetime(2026, 7, 18, tzinfo=TZ), "07-01") == 2   # max rule
+    mult = build_policy({**pol.raw, "points": {**pol.raw["points"], "combine": "multiply"}})
+    assert points_multiplier(mult, datetime(2026, 7, 18, tzinfo=TZ), "07-01") == 4
+    assert points_multiplier(pol, datetime(2026, 7, 17, tzinfo=TZ), "07-01") == 2
+    assert points_multiplier(pol, datetime(2026, 8, 18, tzinfo=TZ), "07-01") == 2
+    assert points_multiplier(pol, datetime(2026, 8, 17, tzinfo=TZ), "07-01") == 1
+
+
+def test_member_day_doubles_points(site):
+    db, admin, engine, clock, mid = site
+    admin.topup(mid, 10000)
+    clock.set(2026, 3, 18, 12, 0)
+    assert engine.decide(Tap("K1", 1, UID, amount_fen=2000)).points == 19 * 2
+
+
+def test_tier_upgrade_after_three_purchases_in_window(site):
+    db, admin, engine, clock, mid = site
+    admin.topup(mid, 10000)
+    for i in range(3):
+        clock.set(2026, 3, 10 + 20 * i // 20, 12, i)
+        engine.decide(Tap("K1", i + 1, UID, amount_fen=1000))
+    assert db.execute("SELECT tier FROM members").fetchone()[0] == "gold"
+    d = engine.decide(Tap("K1", 9, UID, amount_fen=1000))
+    assert d.balance_fen == 10000 - 3 * 950 - 880
+    assert db.execute("SELECT count(*) FROM tier_changes WHERE new_tier = 'gold'").fetchone()[0] == 1
+
+
+def test_manual_tier_blocks_upgrade_and_is_logged(site):
+    db, admin, engine, clock, mid = site
+    admin.topup(mid, 10000)
+    admin.edit_member(mid, tier="silver")
+    for i in range(4):
+        engine.decide(Tap("K1", i + 1, UID, amount_fen=1000))
+    assert db.execute("SELECT tier, tier_manual FROM members").fetchone() == ("silver", 1)
+    assert db.execute("SELECT reason FROM tier_changes WHERE manual = 1").fetchone()[0] == "manual override"
+    assert admin.edit_member(mid, tier="auto")["tier"] == "gold"
+
+
+def test_decide_many_isolates_a_failing_tap(site):
+    db, admin, engine, clock, mid = site
+    admin.topup(mid, 10000)
+
+    def enc(d):
+        if d.balance_fen == 10000 - 950:
+            raise ValueError("encoder broke")
+        return b"ok"
+
+    out = engine.decide_many([Tap("K1", 1, UID, amount_fen=1000),
+                              Tap("K1", 2, UID, amount_fen=2000),
+                              Tap("K1", 1, UID, amount_fen=1000)], enc)
+    assert out[0].reason == "internal" and out[0].pattern == codes.PAT_FAULT
+    assert out[1].verdict == "grant" and out[1].balance_fen == 10000 - 1900
+    assert out[2].replayed and out[2].reason == "internal"
+    assert bal(db, mid) == 8100 and ledger.verify(db) == []
+
+
+def test_text_fits_display(site):
+    db, admin, engine, clock, mid = site
+    admin.edit_member(mid, name="李" * 40)
+    d = engine.decide(Tap("K1", 1, UID, amount_fen=100))
+    assert len(d.text.encode()) <= 64
+    assert clip_text("余" * 30) == "余" * 21
+
+
+def test_points_expire_at_month_bucket(site):
+    db, admin, engine, clock, mid = site
+    admin.topup(mid, 10000)
+    engine.decide(Tap("K1", 1, UID, amount_fen=5000))
+    assert ledger.balances(db.conn, mid)["points"] == 47
+    clock.set(2027, 3, 31, 23, 59)
+    assert engine.decide(Tap("K1", 2, UID, amount_fen=100)).points == 47
+    clock.set(2027, 4, 1, 0, 0)
+    assert engine.decide(Tap("K1", 3, UID, amount_fen=100)).points == 0
+    assert ledger.verify(db) == []
