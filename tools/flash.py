@@ -1,0 +1,795 @@
+# Runs on CPython (technician laptop, factory PC): flash, provision, register and check a reader.
+"""tapkiosk flash tool.
+
+    python tools/flash.py ports
+    python tools/flash.py provision --port PORT --firmware ESP32_GENERIC.bin --device-id ID \\
+        --kind gate|wash|kiosk --link serial|mqtt [...] --db SITE.db
+    python tools/flash.py image --firmware ESP32_GENERIC.bin --device-id ID ... --db SITE.db --out ID.bin
+    python tools/flash.py update --port PORT [--db SITE.db]
+
+Every command takes ``--dry-run`` (print the steps, touch nothing). Library functions raise
+:class:`FlashError` subclasses; only :func:`main` prints them, as one line on stderr.
+The device key goes to the board's ``config.json`` and to the host database, never to the
+screen, a log or a command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sqlite3
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+if __package__ in (None, ""):  # `python tools/flash.py`: make the repo importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tools.appfiles import REPO_ROOT, compile_app  # noqa: E402
+from tools.board import Board, ChipInfo, EspBoard, list_esp_ports  # noqa: E402
+from tools.errors import (  # noqa: E402
+    AppBuildError,
+    BoardError,
+    FirmwareFileError,
+    FlashError,
+    NoPort,
+    NotInDownloadMode,
+    NotProvisioned,
+    PortBusy,
+    PortError,
+    PortPermission,
+    RegistrationConflict,
+    SelfCheckFailed,
+    UsageError,
+    WrongChip,
+)
+from tools.image import Firmware, build_littlefs, load_firmware, merge_image  # noqa: E402
+
+__all__ = [
+    "FlashError", "UsageError", "FirmwareFileError", "AppBuildError", "PortError", "NoPort",
+    "PortBusy", "PortPermission", "BoardError", "NotInDownloadMode", "WrongChip",
+    "NotProvisioned", "RegistrationConflict", "SelfCheckFailed",
+    "build_config", "write_config", "config_bytes", "app_files", "main",
+]
+
+CONFIG_VERSION = 1
+CONFIG_NAME = "config.json"
+KINDS = ("gate", "wash", "kiosk")
+LINKS = ("serial", "mqtt")
+READERS = {"pn532-hsu": "hsu", "pn532-i2c": "i2c", "pn532-spi": "spi"}
+
+# Default wiring for an ESP32 DevKitC (WROOM module); docs/technicians.md has the tables.
+READER_PINS: dict[str, dict[str, int | None]] = {
+    "hsu": {"uart": 1, "tx": 32, "rx": 33, "reset": 4, "irq": None},
+    "i2c": {"sda": 21, "scl": 22, "reset": 4, "irq": 35},
+    "spi": {"sck": 18, "mosi": 23, "miso": 19, "cs": 5, "reset": 4, "irq": 35},
+}
+SERIAL_LINK: dict[str, int] = {"uart": 2, "baud": 115200, "tx": 17, "rx": 16}
+FEEDBACK: dict[str, int | None] = {"relay": 26, "relay_active": 1, "led_r": 25, "led_g": 27, "buzzer": 13}
+DEBOUNCE_MS = 1500
+MQTT_PORT = 1883
+
+# GPIOs an ESP32 has and that are free (6-11 drive the flash chip); 34-39 are input-only.
+_GPIOS = frozenset(set(range(0, 40)) - set(range(6, 12)) - {20, 24, 28, 29, 30, 31})
+_INPUT_ONLY = frozenset(range(34, 40))
+_INPUT_PINS = frozenset({"rx", "miso", "irq", "link_rx"})
+_NOT_PINS = frozenset({"uart", "relay_active", "link_uart"})
+_LINK_PIN_KEYS = {"link_tx": "tx", "link_rx": "rx", "link_uart": "uart"}
+
+SELFCHECK_MARK = "TK-SELFCHECK "
+SELFCHECK_SCRIPT = f"""\
+import json
+try:
+    import selfcheck
+except ImportError as e:
+    print({SELFCHECK_MARK!r} + json.dumps({{'available': False, 'error': str(e)}}))
+else:
+    try:
+        r = selfcheck.run()
+    except Exception as e:
+        r = {{'crashed': repr(e)}}
+    print({SELFCHECK_MARK!r} + json.dumps(r))
+"""
+
+ADVICE = {
+    "reader": "check the PN532 wiring against docs/technicians.md and its mode switches "
+              "(HSU 0/0, I2C 1/0, SPI 0/1), then power-cycle the board",
+    "link": "serial: check TX/RX are crossed and GND is shared; mqtt: check the Wi-Fi name and "
+            "password and that the broker is reachable from the board's network",
+    "hello": "start the host daemon with the same --db and check the device is registered there",
+    "wifi": "check the Wi-Fi name and password and that the board is in range",
+    "crashed": "update the app (`python tools/flash.py update --port PORT`) and report the error",
+}
+
+
+# ---------------------------------------------------------------------------------------
+# config.json
+# ---------------------------------------------------------------------------------------
+def _arg(args: Any, name: str, default: Any = None) -> Any:
+    """Read ``name`` from an argparse Namespace or a mapping."""
+    if isinstance(args, Mapping):
+        value = args.get(name, default)
+    else:
+        value = getattr(args, name, default)
+    return default if value is None else value
+
+
+def parse_pins(text: str | None) -> dict[str, int | None]:
+    """Parse ``--pins`` ``"sda=21,scl=22,buzzer=none"`` into a dict (``none`` disables a pin).
+
+    Raises:
+        UsageError: a malformed item or a name that is not a pin setting.
+    """
+    known = {k for pins in READER_PINS.values() for k in pins} | set(FEEDBACK) | set(_LINK_PIN_KEYS)
+    out: dict[str, int | None] = {}
+    for item in (text or "").replace(" ", "").split(","):
+        if not item:
+            continue
+        name, sep, value = item.partition("=")
+        if not sep or not value:
+            raise UsageError(f"bad --pins item {item!r}: use NAME=GPIO, e.g. --pins sda=21,scl=22")
+        if name not in known:
+            raise UsageError(f"unknown pin {name!r} in --pins (known: {', '.join(sorted(known))})")
+        if value.lower() == "none":
+            out[name] = None
+            continue
+        try:
+            out[name] = int(value, 0)
+        except ValueError:
+            raise UsageError(f"bad --pins value {item!r}: the GPIO must be a number") from None
+    return out
+
+
+def _check_pins(reader: dict[str, Any], feedback: dict[str, Any], link: dict[str, Any] | None) -> None:
+    """Refuse GPIOs an ESP32 lacks, outputs on input-only pins, one GPIO used twice, UART0."""
+    used: dict[int, str] = {}
+    groups = [("", reader), ("", feedback)] + ([("link_", link)] if link else [])
+    for prefix, pins in groups:
+        for key, gpio in pins.items():
+            name = prefix + key
+            if key in ("bus", "baud") or gpio is None:
+                continue
+            if key == "relay_active":
+                if gpio not in (0, 1):
+                    raise UsageError(f"relay_active must be 0 or 1, got {gpio}")
+                continue
+            if key == "uart":
+                if gpio not in (1, 2):
+                    raise UsageError(f"{name}={gpio}: use UART 1 or 2 (UART 0 is the USB console)")
+                continue
+            if gpio not in _GPIOS:
+                raise UsageError(f"{name}=GPIO{gpio} does not exist or drives the flash chip on an ESP32")
+            if gpio in _INPUT_ONLY and name not in _INPUT_PINS:
+                raise UsageError(f"{name}=GPIO{gpio} is input-only on an ESP32: pick a GPIO below 34")
+            if gpio in used:
+                raise UsageError(f"GPIO{gpio} is given to both {used[gpio]} and {name}")
+            used[gpio] = name
+    if link and reader.get("uart") is not None and reader.get("uart") == link.get("uart"):
+        raise UsageError(f"the reader and the serial link both use UART {link['uart']}")
+
+
+def build_config(args: Any, key: bytes | None = None) -> dict[str, Any]:
+    """The board's ``config.json`` as a dict, from CLI arguments (Namespace or mapping).
+
+    ``args`` fields: device_id, kind, link, reader (pn532-hsu|pn532-i2c|pn532-spi), pins
+    (``--pins`` text or a dict), wifi_ssid, wifi_password, broker (HOST[:PORT]), mqtt_user,
+    mqtt_password, baud, debounce_ms. ``key`` (32 bytes) defaults to ``args.key``; without
+    one the ``key`` field is None (a preview, which :func:`write_config` refuses).
+
+    Raises:
+        UsageError: any bad or missing value (the message names it).
+    """
+    from host.errors import InputError
+    from host.store import check_device_id
+
+    device_id = _arg(args, "device_id")
+    if not device_id:
+        raise UsageError("--device-id is required")
+    try:
+        check_device_id(device_id)
+    except InputError as e:
+        raise UsageError(str(e), "use a short id such as gate-01 or wash-3") from None
+    kind = _arg(args, "kind")
+    if kind not in KINDS:
+        raise UsageError(f"bad --kind {kind!r}: use one of {', '.join(KINDS)}")
+    link = _arg(args, "link", "serial")
+    if link not in LINKS:
+        raise UsageError(f"bad --link {link!r}: use serial or mqtt")
+    reader_name = _arg(args, "reader", "pn532-hsu")
+    if reader_name not in READERS:
+        raise UsageError(f"bad --reader {reader_name!r}: use one of {', '.join(READERS)}")
+    key = key if key is not None else _arg(args, "key")
+    if key is not None and (not isinstance(key, (bytes, bytearray)) or len(key) != 32):
+        raise UsageError("the device key must be 32 bytes")
+
+    pins = _arg(args, "pins")
+    overrides = dict(pins) if isinstance(pins, Mapping) else parse_pins(pins)
+    bus = READERS[reader_name]
+    reader: dict[str, Any] = {"bus": bus, **READER_PINS[bus]}
+    feedback: dict[str, Any] = dict(FEEDBACK)
+    serial = dict(SERIAL_LINK)
+    baud = _arg(args, "baud", SERIAL_LINK["baud"])
+    if not isinstance(baud, int) or baud not in (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600):
+        raise UsageError(f"bad --baud {baud!r}: use a standard rate such as 115200")
+    serial["baud"] = baud
+    for name, value in overrides.items():
+        if name in _LINK_PIN_KEYS:
+            serial[_LINK_PIN_KEYS[name]] = value
+        elif name in feedback:
+            feedback[name] = value
+        elif name in reader:
+            reader[name] = value
+        else:
+            raise UsageError(f"pin {name!r} is not used by a {reader_name} reader "
+                             f"(it uses {', '.join(k for k in reader if k != 'bus')})")
+    _check_pins(reader, feedback, serial if link == "serial" else None)
+
+    wifi = {"ssid": "", "password": ""}
+    mqtt: dict[str, Any] = {"broker": None, "port": MQTT_PORT, "user": None, "password": None}
+    if link == "mqtt":
+        ssid = _arg(args, "wifi_ssid")
+        password = _arg(args, "wifi_password", os.environ.get("TAPKIOSK_WIFI_PASSWORD"))
+        if not ssid or password is None:
+            raise UsageError(
+                "Wi-Fi settings missing for an MQTT device",
+                "pass --wifi-ssid NAME and --wifi-password PASS (or set TAPKIOSK_WIFI_PASSWORD), "
+                "or use --link serial",
+            )
+        if len(ssid.encode()) > 32:
+            raise UsageError("--wifi-ssid is longer than 32 bytes")
+        if password and not 8 <= len(password) <= 63:
+            raise UsageError("--wifi-password must be 8 to 63 characters (or empty for an open network)")
+        wifi = {"ssid": ssid, "password": password}
+        broker = _arg(args, "broker")
+        if not broker:
+            raise UsageError("--broker HOST[:PORT] is required for an MQTT device",
+                             "pass the site PC's address, e.g. --broker 192.168.1.10:1883")
+        host, _, port_text = broker.rpartition(":") if ":" in broker else (broker, "", "")
+        try:
+            port = int(port_text) if port_text else MQTT_PORT
+        except ValueError:
+            port = 0
+        if not host or not 0 < port < 65536:
+            raise UsageError(f"bad --broker {broker!r}: use HOST or HOST:PORT, e.g. 192.168.1.10:1883")
+        mqtt = {"broker": host, "port": port, "user": _arg(args, "mqtt_user"),
+                "password": _arg(args, "mqtt_password")}
+    debounce = _arg(args, "debounce_ms", DEBOUNCE_MS)
+    if not isinstance(debounce, int) or not 0 <= debounce <= 60000:
+        raise UsageError(f"bad --debounce-ms {debounce!r}: use 0..60000")
+    return {
+        "device_id": device_id,
+        "kind": kind,
+        "key": bytes(key).hex() if key is not None else None,
+        "link": link,
+        "serial": serial,
+        "mqtt": mqtt,
+        "wifi": wifi,
+        "reader": reader,
+        "feedback": feedback,
+        "debounce_ms": debounce,
+        "config_version": CONFIG_VERSION,
+    }
+
+
+def config_bytes(config: Mapping[str, Any]) -> bytes:
+    """``config.json`` content: compact, sorted keys.
+
+    Raises:
+        UsageError: the config has no key (a preview from :func:`build_config`).
+    """
+    key = config.get("key")
+    if not isinstance(key, str) or len(key) != 64:
+        raise UsageError("config has no device key: pass key= to build_config")
+    return json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+
+
+def write_config(config: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``config.json`` readable by the owner only (it holds the device key)."""
+    data = config_bytes(config)
+    path = Path(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.chmod(path, 0o600)
+    return path
+
+
+def redacted(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``config`` safe to print: key and passwords replaced."""
+    out = json.loads(json.dumps(config))
+    out["key"] = "<hidden>" if out.get("key") else "<made at provisioning>"
+    if out.get("wifi", {}).get("password"):
+        out["wifi"]["password"] = "<hidden>"
+    if out.get("mqtt", {}).get("password"):
+        out["mqtt"]["password"] = "<hidden>"
+    return out
+
+
+def app_files(root: Path = REPO_ROOT) -> dict[str, bytes]:
+    """Compiled app files for the board (board path -> bytes); see tools.appfiles."""
+    return compile_app(root)
+
+
+# ---------------------------------------------------------------------------------------
+# host database
+# ---------------------------------------------------------------------------------------
+def open_site_db(path: str, create: bool = False):
+    """Open the host database; refuse a missing file unless ``create``.
+
+    Raises:
+        UsageError: the file is missing, unreadable or not a tapkiosk database.
+    """
+    from host.errors import HostError
+    from host.store import open_db
+
+    if not path:
+        raise UsageError("--db is required: the host's site database, where the device key is registered")
+    if not create and not os.path.isfile(path):
+        raise UsageError(f"database {path} does not exist",
+                         "pass the site database the host daemon uses, or add --create-db for a new site")
+    try:
+        return open_db(path)
+    except (sqlite3.Error, HostError, OSError) as e:
+        raise UsageError(f"cannot open database {path}: {e}",
+                         "check the path and that it is a tapkiosk site database") from None
+
+
+@dataclass
+class KeyPlan:
+    """Which key the device gets: ``status`` is new, kept or rotated."""
+
+    key: bytes = field(repr=False)
+    status: str
+
+
+def plan_key(db, device_id: str, kind: str, rotate: bool) -> KeyPlan:
+    """Decide the device key before anything is written: reuse, rotate or make one.
+
+    Raises:
+        RegistrationConflict: the id is registered as another kind of device.
+    """
+    from host.errors import NotFound
+    from host.store import device_key, get_device
+
+    try:
+        existing = device_key(db, device_id)
+    except NotFound:
+        return KeyPlan(secrets.token_bytes(32), "new")
+    registered_kind = get_device(db, device_id)["kind"]
+    if registered_kind != kind:
+        raise RegistrationConflict(
+            f"device {device_id} is already registered as a {registered_kind}, not a {kind}",
+            f"pass --kind {registered_kind}, or pick another --device-id",
+        )
+    if rotate:
+        return KeyPlan(secrets.token_bytes(32), "rotated")
+    return KeyPlan(existing, "kept")
+
+
+def register(db, device_id: str, kind: str, plan: KeyPlan) -> None:
+    """Store the planned key in the host database (create, confirm or rotate).
+
+    Raises:
+        RegistrationConflict: the id got another key meanwhile.
+    """
+    from host.errors import Conflict, InputError
+    from host.store import register_device
+
+    try:
+        stored = register_device(db, device_id, kind, key=plan.key, rotate=plan.status == "rotated")
+    except Conflict as e:
+        raise RegistrationConflict(f"device id {device_id} is already registered with another key ({e})") from None
+    except InputError as e:
+        raise UsageError(str(e)) from None
+    if stored != plan.key:
+        raise RegistrationConflict(f"device id {device_id} is already registered with another key")
+
+
+# ---------------------------------------------------------------------------------------
+# steps and summary
+# ---------------------------------------------------------------------------------------
+class Steps:
+    """Numbered step lines on stdout; in a dry run each says what would happen."""
+
+    def __init__(self, total: int, dry_run: bool, out: TextIO) -> None:
+        """Count ``total`` steps; ``dry_run`` prefixes every line with 'would'."""
+        self.total = total
+        self.n = 0
+        self.dry_run = dry_run
+        self.out = out
+
+    def step(self, text: str) -> None:
+        """Print the next step."""
+        self.n += 1
+        prefix = "would " if self.dry_run else ""
+        print(f"[{self.n}/{self.total}] {prefix}{text}", file=self.out, flush=True)
+
+    def note(self, text: str) -> None:
+        """Print a detail line under the current step."""
+        print(f"      {text}", file=self.out, flush=True)
+
+
+def parse_selfcheck(output: str) -> dict[str, Any] | None:
+    """The self-check result from the board's output, or None if the firmware has none.
+
+    The board prints ``TK-SELFCHECK {json}``; a ``selfcheck.run()`` that printed its own
+    JSON object line and returned None is accepted too.
+
+    Raises:
+        BoardError: the output holds no result at all.
+    """
+    lines = output.splitlines()
+    result: Any = "missing"
+    for line in reversed(lines):
+        if line.startswith(SELFCHECK_MARK):
+            try:
+                result = json.loads(line[len(SELFCHECK_MARK):])
+            except ValueError:
+                raise BoardError("the board's self-check printed garbage",
+                                 "update the app: `python tools/flash.py update --port PORT`") from None
+            break
+    if isinstance(result, dict) and result.get("available") is False:
+        err = str(result.get("error", ""))
+        if "selfcheck" in err or not err:
+            return None
+        return {"crashed": f"import failed: {err}"}
+    if result is None:  # run() printed its own JSON line
+        for line in reversed(lines):
+            if line.startswith("{"):
+                try:
+                    result = json.loads(line)
+                    break
+                except ValueError:
+                    continue
+    if not isinstance(result, dict):
+        raise BoardError("the board gave no self-check result",
+                         "press EN/RST on the board and run `python tools/flash.py update --port PORT`")
+    return result
+
+
+def check_rows(result: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(name, OK|FAIL|SKIP, detail) per check of a self-check result."""
+    rows = []
+    for name, value in result.items():
+        if name == "crashed":
+            rows.append(("selfcheck", "FAIL", str(value)))
+            continue
+        if isinstance(value, Mapping):
+            ok = value.get("ok")
+            detail = str(value.get("detail") or value.get("error") or value.get("version") or "")
+        else:
+            ok, detail = value, ""
+            if isinstance(value, str):
+                ok, detail = True, value
+        state = "SKIP" if ok is None else ("OK" if ok else "FAIL")
+        rows.append((name, state, detail))
+    return rows
+
+
+def run_selfcheck(board: Board, out: TextIO) -> list[str]:
+    """Reset the board, run the self-check, reset again; print the rows; return failures."""
+    board.reset()
+    result = parse_selfcheck(board.exec(SELFCHECK_SCRIPT, timeout=45.0))
+    board.reset()
+    if result is None:
+        print("  self-check not available in this firmware (no selfcheck module): "
+              "flashing and registration are done, test with a card", file=out)
+        return []
+    failures = []
+    print("  self-check:", file=out)
+    for name, state, detail in check_rows(result):
+        print(f"    {name:<10} {state:<4}  {detail}", file=out)
+        if state == "FAIL":
+            advice = ADVICE.get(name if name != "selfcheck" else "crashed", "see docs/technicians.md")
+            print(f"    {'':<10}       try: {advice}", file=out)
+            failures.append(name)
+    return failures
+
+
+def _mb(n: int) -> str:
+    """Bytes as a short MB/KiB figure."""
+    return f"{n // (1024 * 1024)} MB" if n >= 1024 * 1024 else f"{n // 1024} KiB"
+
+
+def check_chip(info: ChipInfo, firmware: Firmware | None, port: str) -> None:
+    """Refuse a board that is not a plain ESP32 or has less flash than the firmware needs."""
+    if info.chip != "ESP32":
+        raise WrongChip(f"the board on {port} is an {info.chip}, not an ESP32")
+    if firmware is not None and info.flash_size and info.flash_size < firmware.flash_size_needed:
+        raise WrongChip(
+            f"the board on {port} has {_mb(info.flash_size)} of flash, the firmware needs "
+            f"{_mb(firmware.flash_size_needed)}",
+            "use a board with 4 MB flash or more (ESP32-WROOM-32 / DevKitC)",
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# commands
+# ---------------------------------------------------------------------------------------
+BoardFactory = Callable[[str], Board]
+
+
+def cmd_ports(args: argparse.Namespace, out: TextIO) -> int:
+    """List serial ports that look like ESP32 boards."""
+    ports = list_esp_ports(include_all=args.all)
+    if args.dry_run:
+        print("would list serial ports with a known ESP32 USB bridge (pyserial list_ports)", file=out)
+        return 0
+    if not ports:
+        print("no ESP32 board found: plug it in with a data (not charge-only) USB cable; "
+              "`--all` lists every serial port", file=out)
+        return 1
+    for p in ports:
+        serial = f"  serial {p.serial_number}" if p.serial_number else ""
+        print(f"{p.device:<16} {p.bridge:<26} {p.description}{serial}", file=out)
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> tuple[dict[str, Any], Firmware, dict[str, bytes]]:
+    """Validate the config, read the firmware, compile the app: everything before touching anything."""
+    config = build_config(args)
+    firmware = load_firmware(args.firmware)
+    files = app_files(Path(args.app_root))
+    return config, firmware, files
+
+
+def cmd_provision(args: argparse.Namespace, board_factory: BoardFactory, out: TextIO) -> int:
+    """Identify, flash, copy the app and config, register, reset and self-check one board."""
+    app_only = args.app_only
+    if not args.port:
+        raise UsageError("--port is required", "run `python tools/flash.py ports` to find it")
+    config = build_config(args)
+    firmware = None if app_only else load_firmware(args.firmware) if args.firmware else None
+    if not app_only and firmware is None:
+        raise FirmwareFileError("--firmware is required (or --app-only for a board that already runs MicroPython)")
+    files = app_files(Path(args.app_root))
+    steps = Steps(6, args.dry_run, out)
+    print(f"tapkiosk provision: {config['device_id']} ({config['kind']}, {config['link']} link, "
+          f"{config['reader']['bus']} reader) on {args.port}", file=out)
+
+    if args.dry_run:
+        steps.step(f"identify the board on {args.port} (esptool: chip, MAC, flash size)")
+        if app_only:
+            steps.step("keep the MicroPython already on the board (--app-only)")
+        else:
+            steps.step(f"erase the flash and write {firmware.path} at {firmware.base:#x} plus a "
+                       f"{_mb(firmware.vfs.size)} filesystem at {firmware.vfs.offset:#x}")
+        steps.step(f"{'copy' if app_only else 'put'} {len(files)} app files and config.json on the board")
+        for line in json.dumps(redacted(config), sort_keys=True, indent=2).splitlines():
+            steps.note(line)
+        steps.step(f"register {config['device_id']} in {args.db} "
+                   f"({'with a new key' if args.rotate_key else 'reusing its key if registered'})")
+        steps.step("reset the board and run its self-check")
+        steps.step("print the summary")
+        return 0
+
+    db = open_site_db(args.db, args.create_db)
+    plan = plan_key(db, config["device_id"], config["kind"], args.rotate_key)
+    board = board_factory(args.port)
+
+    steps.step(f"identify the board on {args.port}")
+    info = board.identify()
+    check_chip(info, firmware, args.port)
+    steps.note(f"{info.description or info.chip}, MAC {info.mac}, flash {_mb(info.flash_size)}")
+
+    config = build_config(args, key=plan.key)
+    cfg = config_bytes(config)
+    if app_only:
+        steps.step("keep the MicroPython already on the board (--app-only)")
+        steps.step(f"copy {len(files)} app files and config.json (mpremote)")
+        board.copy_files({**files, CONFIG_NAME: cfg})
+    else:
+        image = merge_image(firmware, build_littlefs({**files, CONFIG_NAME: cfg}, firmware.vfs.size))
+        steps.step("erase the flash")
+        board.erase()
+        steps.step(f"write MicroPython and the app filesystem ({_mb(len(image))})")
+        board.write_flash([(firmware.base, image[firmware.base:])])
+
+    steps.step(f"register {config['device_id']} in {args.db}")
+    register(db, config["device_id"], config["kind"], plan)
+    steps.note({"new": "new device, new key", "kept": "already registered: key kept",
+                "rotated": "key rotated: the old key no longer works"}[plan.status])
+
+    steps.step("reset the board and run its self-check")
+    failures = run_selfcheck(board, out)
+    steps.step("summary")
+    return _summary(out, config["device_id"], info, failures)
+
+
+def _summary(out: TextIO, device_id: str, info: ChipInfo | None, failures: list[str]) -> int:
+    """Print the last line; raise SelfCheckFailed if a check failed."""
+    where = f" (MAC {info.mac})" if info else ""
+    if failures:
+        raise SelfCheckFailed(
+            f"{device_id}{where} is flashed and registered, but its self-check failed: {', '.join(failures)}",
+            "follow the 'try:' lines above, then run `python tools/flash.py update --port PORT` to check again",
+        )
+    print(f"OK: {device_id}{where} is ready", file=out)
+    return 0
+
+
+def cmd_image(args: argparse.Namespace, out: TextIO) -> int:
+    """Build one flashable image (MicroPython + littlefs with app and config) and register the key."""
+    if not args.out:
+        raise UsageError("--out ID.bin is required")
+    if not args.firmware:
+        raise FirmwareFileError("--firmware is required")
+    config, firmware, files = _prepare(args)
+    steps = Steps(4, args.dry_run, out)
+    print(f"tapkiosk image: {config['device_id']} ({config['kind']}, {config['link']} link) -> {args.out}",
+          file=out)
+    if args.dry_run:
+        steps.step(f"read {firmware.path}: app at {firmware.app.offset:#x}, "
+                   f"vfs {_mb(firmware.vfs.size)} at {firmware.vfs.offset:#x}")
+        steps.step(f"build a littlefs filesystem with {len(files)} app files and config.json")
+        for line in json.dumps(redacted(config), sort_keys=True, indent=2).splitlines():
+            steps.note(line)
+        steps.step(f"register {config['device_id']} in {args.db}")
+        steps.step(f"write {args.out} ({_mb(firmware.vfs.end)}) for `esptool write-flash 0x0`")
+        return 0
+
+    db = open_site_db(args.db, args.create_db)
+    plan = plan_key(db, config["device_id"], config["kind"], args.rotate_key)
+    config = build_config(args, key=plan.key)
+    steps.step(f"read {firmware.path}")
+    steps.step(f"build the filesystem ({len(files)} app files and config.json)")
+    image = merge_image(firmware, build_littlefs({**files, CONFIG_NAME: config_bytes(config)}, firmware.vfs.size))
+    target = Path(args.out)
+    tmp = target.with_name(target.name + ".part")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as e:
+        raise UsageError(f"cannot write {args.out}: {e.strerror}", "check the --out folder exists and is writable") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(image)
+        steps.step(f"register {config['device_id']} in {args.db}")
+        register(db, config["device_id"], config["kind"], plan)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    steps.step(f"wrote {target} ({_mb(len(image))})")
+    steps.note(f"flash it with: esptool --chip esp32 write-flash 0x0 {target.name}")
+    steps.note("the file holds the device key: keep it private and delete it once flashed")
+    print(f"OK: image for {config['device_id']} ready (key {plan.status})", file=out)
+    return 0
+
+
+def cmd_update(args: argparse.Namespace, board_factory: BoardFactory, out: TextIO) -> int:
+    """Copy a new app to a provisioned board, keeping its config.json (identity and key)."""
+    if not args.port:
+        raise UsageError("--port is required", "run `python tools/flash.py ports` to find it")
+    files = app_files(Path(args.app_root))
+    steps = Steps(4, args.dry_run, out)
+    print(f"tapkiosk update: app-only update on {args.port}", file=out)
+    if args.dry_run:
+        steps.step(f"read config.json from the board on {args.port} (keeps device id and key)")
+        if args.db:
+            steps.step(f"check the board's key against {args.db}")
+        steps.step(f"copy {len(files)} app files (mpremote); config.json is not touched")
+        steps.step("reset the board and run its self-check")
+        return 0
+    db = open_site_db(args.db) if args.db else None
+    board = board_factory(args.port)
+    steps.step("read the board's config.json")
+    raw = board.read_file(CONFIG_NAME)
+    if raw is None:
+        raise NotProvisioned(f"the board on {args.port} has no {CONFIG_NAME}: it was never provisioned")
+    try:
+        board_cfg = json.loads(raw)
+        device_id = str(board_cfg["device_id"])
+        board_key = bytes.fromhex(board_cfg["key"])
+    except (ValueError, KeyError, TypeError):
+        raise NotProvisioned(f"the {CONFIG_NAME} on {args.port} is damaged",
+                             "provision the board again (same --device-id keeps its key)") from None
+    steps.note(f"device {device_id} ({board_cfg.get('kind', '?')})")
+    if db is not None:
+        from host.errors import NotFound
+        from host.store import device_key
+
+        steps.step(f"check the board's key against {args.db}")
+        try:
+            registered = device_key(db, device_id)
+        except NotFound:
+            raise RegistrationConflict(f"device {device_id} (on the board) is not registered in {args.db}",
+                                       "provision it with --db pointing at the site database") from None
+        if not secrets.compare_digest(registered, board_key):
+            raise RegistrationConflict(
+                f"device {device_id} is registered in {args.db} with another key than the board holds",
+                "re-provision: `python tools/flash.py provision --app-only ...` writes the registered key",
+            )
+    steps.step(f"copy {len(files)} app files (config.json kept)")
+    board.copy_files(files)
+    steps.step("reset the board and run its self-check")
+    failures = run_selfcheck(board, out)
+    return _summary(out, device_id, None, failures)
+
+
+# ---------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    """Arguments that make config.json (shared by provision and image)."""
+    p.add_argument("--firmware", help="MicroPython ESP32_GENERIC .bin (the merged download)")
+    p.add_argument("--device-id", required=True, help="1-16 chars A-Z a-z 0-9 _ . -")
+    p.add_argument("--kind", required=True, choices=KINDS)
+    p.add_argument("--link", required=True, choices=LINKS)
+    p.add_argument("--reader", default="pn532-hsu", choices=tuple(READERS))
+    p.add_argument("--pins", help="override default GPIOs: NAME=GPIO,... (see docs/technicians.md)")
+    p.add_argument("--wifi-ssid")
+    p.add_argument("--wifi-password", help="or set TAPKIOSK_WIFI_PASSWORD to keep it out of shell history")
+    p.add_argument("--broker", help="MQTT broker HOST[:PORT] (default port 1883)")
+    p.add_argument("--mqtt-user")
+    p.add_argument("--mqtt-password")
+    p.add_argument("--baud", type=int, default=SERIAL_LINK["baud"], help="serial link baud rate")
+    p.add_argument("--debounce-ms", type=int, default=DEBOUNCE_MS)
+    p.add_argument("--db", help="the host's site database (the device key is registered there)")
+    p.add_argument("--create-db", action="store_true", help="create --db if it does not exist")
+    p.add_argument("--rotate-key", action="store_true", help="give an already registered device a new key")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        """Turn a parse error into a one-line UsageError."""
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``flash`` command line."""
+    parser = _Parser(prog="tapkiosk flash", description="Flash, provision, register and check tapkiosk readers.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--dry-run", action="store_true", help="print the steps, touch nothing")
+        p.add_argument("--app-root", default=str(REPO_ROOT), help=argparse.SUPPRESS)
+
+    p = sub.add_parser("ports", help="list serial ports that look like ESP32 boards")
+    p.add_argument("--all", action="store_true", help="list every serial port")
+    common(p)
+    p = sub.add_parser("provision", help="flash, configure, register and check a board")
+    p.add_argument("--port")
+    p.add_argument("--app-only", action="store_true", help="keep MicroPython, copy app and config only")
+    _add_config_args(p)
+    common(p)
+    p = sub.add_parser("image", help="build one flashable image for a factory line")
+    p.add_argument("--out", required=True)
+    _add_config_args(p)
+    common(p)
+    p = sub.add_parser("update", help="app-only update, keeping identity and key")
+    p.add_argument("--port")
+    p.add_argument("--db", help="check the board's key against this site database")
+    common(p)
+    return parser
+
+
+def main(argv: list[str] | None = None, *, board_factory: BoardFactory | None = None) -> int:
+    """Run one flash command; print a FlashError as one line on stderr and return its exit code."""
+    out = sys.stdout
+    try:
+        args = build_parser().parse_args(argv)
+        factory = board_factory or EspBoard
+        if args.command == "ports":
+            return cmd_ports(args, out)
+        if args.command == "provision":
+            return cmd_provision(args, factory, out)
+        if args.command == "image":
+            return cmd_image(args, out)
+        return cmd_update(args, factory, out)
+    except FlashError as e:
+        print(f"tapkiosk flash: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("tapkiosk flash: interrupted (fix: run the command again; a half-written board "
+              "needs a full provision)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
