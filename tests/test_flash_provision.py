@@ -1,0 +1,274 @@
+# Runs on CPython (pytest): provision/update/ports flows and the errors a technician meets.
+"""`flash.py provision|update` against a recording board (the only fake) and a real site DB.
+
+Port errors are also produced by the real esptool code path: a missing device path, a
+pseudo-terminal that never answers (no download mode) and a port another process locked.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+from pathlib import Path
+
+import pytest
+from test_flash_support import RecordingBoard, make_app_tree, make_firmware, selfcheck_line
+
+from host.errors import NotFound
+from host.store import device_key, open_db, register_device
+from tools import flash
+from tools.board import EspBoard, classify_port_error
+from tools.errors import NoPort, NotInDownloadMode, PortBusy, PortPermission
+from tools.image import build_littlefs
+from test_flash_image import mount, read_all
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> dict:
+    """A firmware file, an app tree and an empty site database."""
+    db = tmp_path / "site.db"
+    open_db(str(db))
+    return {"fw": make_firmware(tmp_path / "ESP32_GENERIC-test.bin"), "app": make_app_tree(tmp_path / "repo"),
+            "db": db, "tmp": tmp_path}
+
+
+def provision_argv(site: dict, *extra: str, device_id: str = "gate-01", kind: str = "gate",
+                   link: str = "serial") -> list[str]:
+    """argv for `provision` on the test site."""
+    return ["provision", "--port", "/dev/ttyUSB0", "--firmware", str(site["fw"]), "--device-id", device_id,
+            "--kind", kind, "--link", link, "--db", str(site["db"]), "--app-root", str(site["app"]), *extra]
+
+
+def run(argv: list[str], board: RecordingBoard | None = None) -> int:
+    """main() with the recording board."""
+    return flash.main(argv, board_factory=(lambda port: board) if board else None)
+
+
+def board_config(board: RecordingBoard) -> dict:
+    """config.json as found in the board's flash filesystem (vfs at 0x200000)."""
+    return json.loads(read_all(mount(bytes(board.flash[0x200000:])))["config.json"])
+
+
+def db_key(site: dict, device_id: str = "gate-01") -> bytes:
+    """The key the host DB holds for ``device_id``."""
+    return device_key(open_db(str(site["db"])), device_id)
+
+
+def test_provision_flashes_registers_and_checks(site, capsys):
+    board = RecordingBoard()
+    assert run(provision_argv(site), board) == 0
+    assert board.names() == ["identify", "erase", "write_flash", "reset", "exec", "reset"]
+    assert board.calls[2] == ("write_flash", [(0x1000, 0x400000 - 0x1000)])
+    assert board.flash[0x1000] == 0xE9 and board.flash[0x8000:0x8002] == b"\xaa\x50"
+    files = read_all(mount(bytes(board.flash[0x200000:])))
+    assert {"main.py", "app.mpy", "protocol/packet.mpy", "config.json"} <= set(files)
+    config = board_config(board)
+    assert bytes.fromhex(config["key"]) == db_key(site)
+    out = capsys.readouterr()
+    assert "OK: gate-01" in out.out and "reader     OK" in out.out
+    assert config["key"] not in out.out + out.err
+
+
+def test_reprovision_is_idempotent_and_rotate_changes_both(site, capsys):
+    first = RecordingBoard()
+    assert run(provision_argv(site), first) == 0
+    key = db_key(site)
+    second = RecordingBoard()
+    assert run(provision_argv(site), second) == 0
+    assert db_key(site) == key and bytes.fromhex(board_config(second)["key"]) == key
+    assert second.flash == first.flash  # same app, same config: byte-identical filesystem
+    assert "key kept" in capsys.readouterr().out
+
+    third = RecordingBoard()
+    assert run(provision_argv(site, "--rotate-key"), third) == 0
+    new_key = db_key(site)
+    assert new_key != key and bytes.fromhex(board_config(third)["key"]) == new_key
+    assert "key rotated" in capsys.readouterr().out
+
+
+def test_app_only_copies_app_and_config_with_mpremote(site):
+    board = RecordingBoard()
+    assert run(provision_argv(site, "--app-only"), board) == 0
+    assert "erase" not in board.names() and "write_flash" not in board.names()
+    assert "config.json" in board.files and "protocol/packet.mpy" in board.files
+    assert bytes.fromhex(json.loads(board.files["config.json"])["key"]) == db_key(site)
+    assert board.flash == bytearray(b"\xff" * len(board.flash))
+
+
+def test_mqtt_device_config(site):
+    board = RecordingBoard()
+    argv = provision_argv(site, "--wifi-ssid", "shop-wifi", "--wifi-password", "hunter2hunter2",
+                          "--broker", "192.168.1.10:1884", "--reader", "pn532-i2c", link="mqtt", kind="wash",
+                          device_id="wash-3")
+    assert run(argv, board) == 0
+    config = board_config(board)
+    assert config["wifi"] == {"ssid": "shop-wifi", "password": "hunter2hunter2"}
+    assert config["mqtt"]["broker"] == "192.168.1.10" and config["mqtt"]["port"] == 1884
+    assert config["reader"]["bus"] == "i2c" and config["reader"]["sda"] == 21
+
+
+def test_dry_run_touches_no_board_and_no_db(site, capsys):
+    board = RecordingBoard()
+    db = site["tmp"] / "fresh.db"
+    argv = provision_argv(site, "--dry-run")
+    argv[argv.index("--db") + 1] = str(db)
+    assert run(argv, board) == 0
+    assert board.calls == [] and not db.exists()
+    out = capsys.readouterr().out
+    assert "would erase the flash" in out and '"key": "<made at provisioning>"' in out
+
+
+def test_update_keeps_identity_and_checks_key(site, capsys):
+    board = RecordingBoard()
+    assert run(provision_argv(site, "--app-only"), board) == 0
+    cfg_before = board.files["config.json"]
+    board.calls.clear()
+    assert run(["update", "--port", "/dev/ttyUSB0", "--db", str(site["db"]), "--app-root", str(site["app"])],
+               board) == 0
+    copied = next(c for c in board.calls if c[0] == "copy_files")[1]
+    assert "config.json" not in copied and "main.py" in copied
+    assert board.files["config.json"] == cfg_before
+
+    register_device(open_db(str(site["db"])), "gate-01", "gate", rotate=True)  # key changed elsewhere
+    board.calls.clear()
+    assert run(["update", "--port", "/dev/ttyUSB0", "--db", str(site["db"]), "--app-root", str(site["app"])],
+               board) == 4
+    assert "another key" in capsys.readouterr().err
+    assert "copy_files" not in board.names()
+
+
+def test_update_refuses_unprovisioned_board(site, capsys):
+    board = RecordingBoard()
+    assert run(["update", "--port", "/dev/ttyUSB0", "--app-root", str(site["app"])], board) == 3
+    assert "never provisioned" in capsys.readouterr().err and "copy_files" not in board.names()
+
+
+def test_wrong_chip_changes_nothing(site, capsys):
+    board = RecordingBoard(chip="ESP32-S3")
+    assert run(provision_argv(site), board) == 3
+    err = capsys.readouterr().err
+    assert "ESP32-S3, not an ESP32" in err and err.count("\n") == 1
+    assert board.names() == ["identify"]
+    with pytest.raises(NotFound):
+        db_key(site)
+
+
+def test_small_flash_is_refused(site, capsys):
+    board = RecordingBoard(flash_size=2 * 1024 * 1024)
+    assert run(provision_argv(site), board) == 3
+    assert "2 MB of flash" in capsys.readouterr().err and board.names() == ["identify"]
+
+
+def test_registered_as_another_kind_is_refused_before_flashing(site, capsys):
+    register_device(open_db(str(site["db"])), "gate-01", "wash")
+    key = db_key(site)
+    board = RecordingBoard()
+    assert run(provision_argv(site), board) == 4
+    assert "registered as a wash" in capsys.readouterr().err
+    assert board.calls == [] and db_key(site) == key
+
+
+def test_mqtt_without_wifi_is_refused(site, capsys, monkeypatch):
+    monkeypatch.delenv("TAPKIOSK_WIFI_PASSWORD", raising=False)
+    board = RecordingBoard()
+    assert run(provision_argv(site, "--broker", "10.0.0.2", link="mqtt"), board) == 2
+    err = capsys.readouterr().err
+    assert "Wi-Fi settings missing" in err and "--wifi-ssid" in err
+    assert board.calls == []
+
+
+@pytest.mark.parametrize("exc, code, words", [
+    (PortBusy("serial port /dev/ttyUSB0 is busy: another program has it open"), 3, "busy"),
+    (PortPermission("permission denied on /dev/ttyUSB0"), 3, "dialout"),
+    (NotInDownloadMode("the board on /dev/ttyUSB0 did not enter download mode"), 3, "BOOT"),
+])
+def test_board_errors_exit_nonzero_and_change_nothing(site, capsys, exc, code, words):
+    board = RecordingBoard(fail={"identify": exc})
+    assert run(provision_argv(site), board) == code
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1
+    with pytest.raises(NotFound):
+        db_key(site)
+
+
+def test_selfcheck_failure_says_what_to_try(site, capsys):
+    board = RecordingBoard(selfcheck=selfcheck_line(
+        {"reader": {"ok": False, "detail": "no answer from PN532"}, "link": {"ok": True, "detail": "serial"}}))
+    assert run(provision_argv(site), board) == 5
+    out, err = capsys.readouterr()
+    assert "reader     FAIL  no answer from PN532" in out and "try: check the PN532 wiring" in out
+    assert "self-check failed: reader" in err
+    assert db_key(site)  # flashed and registered all the same
+
+
+def test_selfcheck_absent_is_tolerated(site, capsys):
+    board = RecordingBoard(selfcheck=selfcheck_line(
+        {"available": False, "error": "no module named 'selfcheck'"}))
+    assert run(provision_argv(site), board) == 0
+    assert "self-check not available in this firmware" in capsys.readouterr().out
+
+
+def test_real_esptool_missing_port(site, capsys):
+    argv = provision_argv(site)
+    argv[argv.index("--port") + 1] = "/dev/ttyUSB-tapkiosk-missing"
+    assert run(argv) == 3
+    assert "no serial port /dev/ttyUSB-tapkiosk-missing" in capsys.readouterr().err
+
+
+def test_real_esptool_silent_port_is_not_in_download_mode():
+    master, slave = pty.openpty()
+    try:
+        with pytest.raises(NotInDownloadMode):
+            EspBoard(os.ttyname(slave), connect_attempts=1).identify()
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_real_esptool_locked_port_is_busy():
+    master, slave = pty.openpty()
+    try:
+        fcntl.flock(slave, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what another serial program holds
+        with pytest.raises(PortBusy):
+            EspBoard(os.ttyname(slave), connect_attempts=1).identify()
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+@pytest.mark.parametrize("text, cls", [
+    ("could not open port /dev/ttyUSB0: [Errno 13] Permission denied: '/dev/ttyUSB0'", PortPermission),
+    ("could not open port /dev/ttyUSB3: [Errno 2] No such file or directory: '/dev/ttyUSB3'", NoPort),
+    ("Could not exclusively lock port /dev/ttyUSB0: [Errno 11] Resource temporarily unavailable", PortBusy),
+    ("failed to access /dev/ttyUSB0 (it may be in use by another program)", PortBusy),
+    ("Failed to connect to ESP32: Wrong boot mode detected (0x13)! The chip needs to be in download mode.",
+     NotInDownloadMode),
+])
+def test_port_error_texts_are_classified(text, cls):
+    assert type(classify_port_error(text, "/dev/ttyUSB0")) is cls
+
+
+def test_ports_lists_known_bridges_only(monkeypatch, capsys):
+    from serial.tools import list_ports_common
+
+    def port(device, vid, pid):
+        p = list_ports_common.ListPortInfo(device, skip_link_detection=True)
+        p.vid, p.pid, p.description = vid, pid, "USB serial"
+        return p
+
+    fake_ports = [port("/dev/ttyUSB0", 0x10C4, 0xEA60), port("/dev/ttyACM0", 0x2341, 0x0043), port("/dev/ttyS0", None, None)]
+    monkeypatch.setattr("serial.tools.list_ports.comports", lambda: fake_ports)
+    assert flash.main(["ports"]) == 0
+    out = capsys.readouterr().out
+    assert "/dev/ttyUSB0" in out and "CP210x" in out and "ttyACM0" not in out
+    assert flash.main(["ports", "--all"]) == 0
+    assert "/dev/ttyACM0" in capsys.readouterr().out
+
+
+def test_fs_too_small_for_app_is_a_clear_error():
+    from tools.errors import AppBuildError
+
+    with pytest.raises(AppBuildError, match="do not fit"):
+        build_littlefs({"big.bin": os.urandom(64 * 1024)}, 8 * 4096)
