@@ -195,6 +195,28 @@ class Engine:
             raise
         return out
 
+    def decide_local(self, tap: Tap, encode_reply: Callable[[Decision], bytes] | None = None
+                     ) -> Decision:
+        """Decide an operator tap (``tapkiosk tap``) through the same path as ``decide()``.
+
+        The tap's ``seq`` is ignored and replaced, inside the transaction, by a fresh
+        negative seq for the device (-1, -2, ...): wire seqs are u32, so an operator tap can
+        never collide with, or be mistaken for a retransmission of, a real device tap.
+        """
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            seq = conn.execute("SELECT min(coalesce(min(seq), 0), 0) - 1 FROM taps "
+                               "WHERE device_id = ? AND seq < 0",
+                               (str(tap.device_id),)).fetchone()[0]
+            d = self._one(conn, dataclasses.replace(tap, seq=seq), encode_reply)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return d
+
     def _one(self, conn: sqlite3.Connection, tap: Tap,
              encode_reply: Callable[[Decision], bytes] | None) -> Decision:
         t0 = time.perf_counter()

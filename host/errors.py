@@ -2,7 +2,8 @@
 """Host exceptions.
 
 Library code raises these; only ``main(argv=None) -> int`` entry points turn them into one
-line on stderr and an exit code (``InputError`` -> 2).
+line on stderr and an exit code: every request the host refuses (bad input, unknown member,
+conflicting idempotency key, not enough balance) exits 2 with nothing written.
 """
 
 
@@ -21,17 +22,17 @@ class InputError(HostError):
 class NotFound(HostError):
     """A member, card, device, pass or ledger entry that does not exist."""
 
-    exit_code = 3
+    exit_code = 2
 
 
 class Conflict(HostError):
     """The write contradicts what is stored (idempotency key reused with other arguments,
     device registered with another key, card enrolled to another member...)."""
 
-    exit_code = 4
+    exit_code = 2
 
 
 class InsufficientFunds(HostError):
     """A debit larger than the balance, points or uses available."""
 
-    exit_code = 5
+    exit_code = 2

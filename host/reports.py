@@ -1,0 +1,158 @@
+# Runs on CPython (host): operator reports (daily, members, devices, dormant), read-only.
+"""Reports over the store. Read-only; every function returns a list of flat dicts (one per
+row) so the CLI can print them as a table, JSON or CSV.
+
+Indicators (definitions used everywhere):
+
+- revenue: cash in (top-ups + pass sales sold for cash) minus refunds; consumption is what
+  taps charged to stored value (it is not new revenue, the top-up already was).
+- activity rate: members with at least one granted tap in the period / all members.
+- repurchase rate: members with two or more paid purchases (balance taps, pass sales) in the
+  period / members with at least one.
+- points redemption rate: points redeemed or converted in the period / points issued in it.
+"""
+
+from __future__ import annotations
+
+import statistics
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import sqlite_utils
+
+from host.policy import Policy
+
+
+def _rate(num: int, den: int) -> float:
+    return round(num / den, 4) if den else 0.0
+
+
+def _day_bounds(day: date, policy: Policy) -> tuple[int, int]:
+    start = datetime(day.year, day.month, day.day, tzinfo=policy.tz)
+    end = start + timedelta(days=1)
+    return int(start.timestamp()), int(end.timestamp())
+
+
+def _period(db: sqlite_utils.Database, t0: int, t1: int) -> dict[str, Any]:
+    q = lambda sql, *a: db.execute(sql, (t0, t1, *a)).fetchone()[0] or 0  # noqa: E731
+    members = db.execute("SELECT count(*) FROM members WHERE created_at < ?", (t1,)).fetchone()[0]
+    active = q("SELECT count(DISTINCT member_id) FROM taps WHERE ts >= ? AND ts < ? "
+               "AND verdict = 'grant' AND member_id IS NOT NULL")
+    buyers = db.execute(
+        "SELECT count(*), sum(n >= 2) FROM (SELECT member_id, sum(delta) AS n FROM ledger "
+        "WHERE currency = 'qualifying' AND ts >= ? AND ts < ? GROUP BY member_id HAVING n > 0)",
+        (t0, t1)).fetchone()
+    issued = q("SELECT sum(delta) FROM ledger WHERE currency = 'points' AND delta > 0 AND "
+               "ts >= ? AND ts < ? AND kind IN ('earn', 'referral')")
+    redeemed = -q("SELECT sum(delta) FROM ledger WHERE currency = 'points' AND ts >= ? AND "
+                  "ts < ? AND kind IN ('redeem', 'convert')")
+    topups = q("SELECT sum(amount_fen) FROM payments WHERE ts >= ? AND ts < ? AND kind = 'topup'")
+    sales = q("SELECT sum(amount_fen) FROM payments WHERE ts >= ? AND ts < ? "
+              "AND kind = 'pass_sale'")
+    refunds = -q("SELECT sum(amount_fen) FROM payments WHERE ts >= ? AND ts < ? "
+                 "AND kind = 'refund'")
+    return {
+        "topups_fen": topups, "pass_sales_fen": sales, "refunds_fen": refunds,
+        "revenue_fen": topups + sales - refunds,
+        "consumption_fen": q("SELECT sum(charged_fen) FROM taps WHERE ts >= ? AND ts < ?"),
+        "taps": q("SELECT count(*) FROM taps WHERE ts >= ? AND ts < ?"),
+        "granted": q("SELECT count(*) FROM taps WHERE ts >= ? AND ts < ? AND verdict = 'grant'"),
+        "members": members, "active_members": active,
+        "new_members": q("SELECT count(*) FROM members WHERE created_at >= ? AND created_at < ?"),
+        "activity_rate": _rate(active, members),
+        "repurchase_rate": _rate(buyers[1] or 0, buyers[0] or 0),
+        "points_issued": issued, "points_redeemed": redeemed,
+        "points_redemption_rate": _rate(redeemed, issued),
+    }
+
+
+def daily(db: sqlite_utils.Database, policy: Policy, last_day: date, days: int = 7
+          ) -> list[dict[str, Any]]:
+    """One row per site-local day, ``days`` days ending with ``last_day``."""
+    rows = []
+    for i in range(days - 1, -1, -1):
+        day = last_day - timedelta(days=i)
+        t0, t1 = _day_bounds(day, policy)
+        rows.append({"date": day.isoformat(), **_period(db, t0, t1)})
+    return rows
+
+
+def members(db: sqlite_utils.Database, policy: Policy, now: datetime, days: int = 30
+            ) -> list[dict[str, Any]]:
+    """One row per tier plus a ``total`` row: members, stored-value liability (principal,
+    bonus), points outstanding, and the indicators over the last ``days`` days."""
+    t1 = int(now.timestamp())
+    t0 = t1 - days * 86400
+    rows = []
+    tiers = [t.name for t in policy.tiers_by_rank()]
+    extra = [r[0] for r in db.execute("SELECT DISTINCT tier FROM members") if r[0] not in tiers]
+    for tier in tiers + extra + [None]:
+        where, args = ("WHERE tier = ?", (tier,)) if tier else ("", ())
+        n, p, b, pts = db.execute(
+            f"SELECT count(*), coalesce(sum(principal_fen), 0), coalesce(sum(bonus_fen), 0), "
+            f"coalesce(sum(points), 0) FROM members {where}", args).fetchone()
+        active = db.execute(
+            f"SELECT count(DISTINCT t.member_id) FROM taps t JOIN members m ON m.id = t.member_id"
+            f" WHERE t.ts >= ? AND t.ts < ? AND t.verdict = 'grant' "
+            f"{'AND m.tier = ?' if tier else ''}", (t0, t1, *args)).fetchone()[0]
+        buyers = db.execute(
+            f"SELECT count(*), sum(n >= 2) FROM (SELECT l.member_id, sum(l.delta) AS n FROM "
+            f"ledger l JOIN members m ON m.id = l.member_id WHERE l.currency = 'qualifying' AND "
+            f"l.ts >= ? AND l.ts < ? {'AND m.tier = ?' if tier else ''} GROUP BY l.member_id "
+            f"HAVING n > 0)", (t0, t1, *args)).fetchone()
+        rows.append({"tier": tier or "total", "members": n, "principal_fen": p, "bonus_fen": b,
+                     "points_outstanding": pts, "active_members": active,
+                     "activity_rate": _rate(active, n),
+                     "repurchase_rate": _rate(buyers[1] or 0, buyers[0] or 0)})
+    total = rows[-1]
+    issued = db.execute("SELECT coalesce(sum(delta), 0) FROM ledger WHERE currency = 'points' "
+                        "AND kind IN ('earn', 'referral')").fetchone()[0]
+    redeemed = -db.execute("SELECT coalesce(sum(delta), 0) FROM ledger WHERE currency = 'points'"
+                           " AND kind IN ('redeem', 'convert')").fetchone()[0]
+    total["points_redemption_rate"] = _rate(redeemed, issued)
+    return rows
+
+
+def devices(db: sqlite_utils.Database, policy: Policy, now: datetime, days: int = 1
+            ) -> list[dict[str, Any]]:
+    """One row per device: state, taps/grants/denies over the last ``days`` days, the most
+    frequent deny reason and the engine latency (p50/p99 ms, commit excluded)."""
+    t0 = int(now.timestamp()) - days * 86400
+    rows = []
+    for dev in db.execute("SELECT device_id, kind, online, last_seen, fw FROM devices "
+                          "ORDER BY device_id").fetchall():
+        did = dev[0]
+        taps, granted, charged = db.execute(
+            "SELECT count(*), coalesce(sum(verdict = 'grant'), 0), coalesce(sum(charged_fen), 0)"
+            " FROM taps WHERE device_id = ? AND ts >= ?", (did, t0)).fetchone()
+        top = db.execute("SELECT reason, count(*) AS n FROM taps WHERE device_id = ? AND ts >= ?"
+                         " AND verdict = 'deny' GROUP BY reason ORDER BY n DESC LIMIT 1",
+                         (did, t0)).fetchone()
+        lat = [r[0] for r in db.execute("SELECT latency_ms FROM taps WHERE device_id = ? AND "
+                                        "ts >= ? AND latency_ms IS NOT NULL", (did, t0))]
+        p50 = round(statistics.median(lat), 3) if lat else None
+        p99 = round(sorted(lat)[min(len(lat) - 1, int(len(lat) * 0.99))], 3) if lat else None
+        rows.append({"device_id": did, "kind": dev[1], "online": bool(dev[2]),
+                     "last_seen": dev[3], "fw": dev[4], "taps": taps, "granted": granted,
+                     "denied": taps - granted, "charged_fen": charged,
+                     "top_deny_reason": top[0] if top else "", "latency_p50_ms": p50,
+                     "latency_p99_ms": p99})
+    return rows
+
+
+def dormant(db: sqlite_utils.Database, policy: Policy, now: datetime, days: int | None = None
+            ) -> list[dict[str, Any]]:
+    """Active members with no tap, top-up or purchase for ``days`` days (default: the
+    policy's ``dormant.days``), most valuable first (balance, then points)."""
+    days = policy.dormant_days if days is None else days
+    cutoff = int(now.timestamp()) - days * 86400
+    rows = []
+    for r in db.execute(
+            "SELECT id, name, tier, principal_fen + bonus_fen, points, "
+            "coalesce(last_active_at, created_at) AS last FROM members WHERE status = 'active' "
+            "AND coalesce(last_active_at, created_at) < ? ORDER BY 4 DESC, 5 DESC, id",
+            (cutoff,)):
+        rows.append({"member_id": r[0], "name": r[1], "tier": r[2], "balance_fen": r[3],
+                     "points": r[4], "last_active": datetime.fromtimestamp(r[5], policy.tz)
+                     .date().isoformat(), "days_idle": (int(now.timestamp()) - r[5]) // 86400})
+    return rows
