@@ -13,6 +13,7 @@ PC/SC reader, ``sim.ntag424.Ntag424.transceive``).
 from __future__ import annotations
 
 import binascii
+import hmac
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -205,7 +206,6 @@ class Ev2Session:
 
 def _consteq(a: bytes, b: bytes) -> bool:
     """Constant-time comparison of two byte strings."""
-    import hmac
     return hmac.compare_digest(a, b)
 
 
