@@ -209,3 +209,53 @@ def test_plain_read_and_write_data_on_the_ndef_file():
     assert card.transceive(h("908D00000B02000000040000DEADBEEF00")) == h("9100")
     assert card.transceive(h("90AD0000070200000004000000")) == h("DEADBEEF9100")
     assert card.transceive(h("90AD0000070200FF0002000000")) == h("91BE")  # past the end
+
+
+def _configure(card, settings):
+    """Authenticate with the factory key 0 and send ChangeFileSettings for file 02."""
+    card.transceive(SELECT_APP)
+    s = authenticate_ev2_first(card.transceive, 0, bytes(16))
+    return card.transceive(s.full_command(0x5F, b"\x02", settings))
+
+
+def _read_file(card, n):
+    card.transceive(SELECT_APP)
+    card.transceive(h("00A4000C02E104"))
+    resp = card.transceive(h("00B00000") + bytes((n,)))
+    assert resp[-2:] == h("9000")
+    return resp[:-2]
+
+
+def test_sdm_mac_over_a_non_empty_input():
+    from host.secure import decrypt_picc_data, sdm_mac
+    card = Ntag424(h("04DE5F1EACC040"), keys=[bytes(16), h("11" * 16), h("22" * 16),
+                                               bytes(16), bytes(16)])
+    template = b"\x00\x00" + b"p=" + b"0" * 32 + b"&c=" + b"0" * 16
+    card.files[2].data[:len(template)] = template
+    # PICCData at 4, MAC input from 4 (the p= value and "&c=") up to the MAC at 39.
+    resp = _configure(card, h("4000E0C1FF21") + h("040000") + h("040000") + h("270000"))
+    assert resp[-2:] == h("9100")
+    image = _read_file(card, 55)
+    picc, mac = bytes.fromhex(image[4:36].decode()), bytes.fromhex(image[39:55].decode())
+    uid, ctr = decrypt_picc_data(h("22" * 16), picc)
+    assert (uid, ctr) == (h("04DE5F1EACC040"), 1)
+    assert mac == sdm_mac(h("11" * 16), uid, ctr, image[4:39])
+    assert mac != sdm_mac(h("11" * 16), uid, ctr, b"")
+
+
+def test_sdm_plain_mirror_of_uid_and_counter():
+    card = Ntag424(h("04DE5F1EACC040"), counter=0x3C)
+    # SDMMetaRead E: plain UID at 2, counter at 16; no MAC (SDMFileRead F).
+    assert _configure(card, h("4000E0C1FFEF") + h("020000") + h("100000"))[-2:] == h("9100")
+    image = _read_file(card, 22)
+    assert image[2:16] == b"04DE5F1EACC040" and image[16:22] == b"00003D"
+
+
+@pytest.mark.parametrize("settings", [
+    h("4000E0C1FF21") + h("F00000") + h("F00000") + h("F00000"),  # mirrors past the file end
+    h("4000E0C1FF21") + h("040000") + h("300000") + h("100000"),  # MAC input after the MAC
+    h("4000E0C1FF21") + h("040000") + h("100000") + h("100000"),  # PICCData overlaps the MAC
+    h("4000E0C0FF21") + h("040000") + h("270000") + h("270000"),  # binary encoding
+])
+def test_inconsistent_sdm_settings_are_a_parameter_error(settings):
+    assert _configure(Ntag424(h("04DE5F1EACC040")), settings) == h("919E")
