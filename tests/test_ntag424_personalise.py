@@ -149,3 +149,43 @@ def test_verifier_keys_for_derives_the_same_keys():
     assert v.keys_for(UID_HEX) == site_card_keys(MASTER, UID)
     with pytest.raises(SecureCardError):
         SunVerifier().keys_for(UID_HEX)
+
+
+def test_personalise_and_verify_through_the_pn532_emulator():
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_pn532_frames import ACK, CMD  # noqa: E402  the PN532 frame builders
+
+    from sim.pn532 import PN532Emulator
+
+    emu = PN532Emulator()
+    emu.feed(b"\x55")
+    emu.place(Ntag424(UID))
+
+    def command(hexdata):
+        emu.feed(CMD(hexdata))
+        out = b""
+        while (f := emu.read_frame()) is not None:
+            out += f
+        assert out.startswith(ACK())
+        frame = out[len(ACK()):]
+        n = frame[3]  # normal information frame: 00 00 FF LEN LCS TFI PD0.. DCS 00
+        return frame[5:5 + n][1:]  # drop TFI D5
+
+    try:
+        listed = command("4A0100")
+        assert listed[:2] == h("4B01") and UID in listed
+        assert listed.endswith(Ntag424.ats)
+
+        def transceive(apdu):
+            rsp = command("4001" + apdu.hex())
+            assert rsp[:2] == h("4100"), rsp.hex()
+            return rsp[2:]
+
+        result = personalise(transceive, UID, MASTER)
+        r = SunVerifier().verify(UID_HEX, ndef_url(read_ndef(transceive)),
+                                 site_card_keys(MASTER, UID), result.counter)
+        assert r.ok and r.counter == result.counter + 1
+    finally:
+        emu.close()
