@@ -1,0 +1,175 @@
+# Runs on CPython (pytest): the tapkiosk CLI in-process — outputs, exit codes, nothing written on errors.
+import csv
+import io
+import json
+
+import pytest
+
+from host.cli import main
+
+UID = "04A1B2C3D4E5F6"
+
+
+@pytest.fixture
+def run(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TAPKIOSK_DB", raising=False)
+    db = str(tmp_path / "site.db")
+
+    def run(*argv, db=db):
+        code = main(["--db", db, *argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    assert run("init")[0] == 0
+    return run
+
+
+def j(run, *argv):
+    code, out, err = run("--json", *argv)
+    assert code == 0, err
+    return json.loads(out)
+
+
+@pytest.fixture
+def member(run):
+    assert j(run, "member", "add", "--name", "Li", "--birthday", "01-02")["member_id"] == 1
+    j(run, "card", "enroll", "1", UID.lower())
+    j(run, "device", "add", "K1", "kiosk")
+    return 1
+
+
+def snapshot(run):
+    return run("export")[1]
+
+
+def test_init_and_missing_db(tmp_path, capsys):
+    assert main(["--db", str(tmp_path / "nope.db"), "member", "list"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "tapkiosk init" in err
+    assert not (tmp_path / "nope.db").exists()
+
+
+@pytest.mark.parametrize("amount", ["12.505", "-1", "1e3", "nan", "", "0", "0.00", "１２"])
+def test_bad_money_exits_2_and_writes_nothing(run, member, amount):
+    before = snapshot(run)
+    code, out, err = run("topup", "1", amount)
+    assert code == 2 and out == "" and err.count("\n") == 1 and err.startswith("tapkiosk: error:")
+    assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("argv", [
+    ["topup", "x", "10"], ["topup", "99", "10"], ["card", "enroll", "1", "XYZ"],
+    ["member", "add", "--birthday", "02-30"], ["member", "edit", "1", "--tier", "platinum"],
+    ["device", "add", "bad id!", "kiosk"], ["device", "add", "W1", "wash", "--direction", "in"],
+    ["pass", "sell", "1", "nosuch"], ["points", "redeem", "1", "10", "--item", "cup"],
+    ["refund", "1", "5.00"], ["points", "gift", "1", "1", "5"], ["tap", "NOPE", UID],
+    ["report", "daily", "--date", "2026-13-01"], ["bogus"], ["member", "show"],
+])
+def test_refused_requests_exit_2_one_line_nothing_written(run, member, argv):
+    before = snapshot(run)
+    code, out, err = run(*argv)
+    assert code == 2, (argv, err)
+    assert err.count("\n") == 1 and err.startswith("tapkiosk: error:")
+    assert snapshot(run) == before
+
+
+def test_topup_idempotency_key(run, member):
+    first = j(run, "topup", "1", "500.00", "--idempotency-key", "k-1")
+    again = j(run, "topup", "1", "500.00", "--idempotency-key", "k-1")
+    assert first["replayed"] is False and again["replayed"] is True
+    assert {k: v for k, v in first.items() if k != "replayed"} == \
+        {k: v for k, v in again.items() if k != "replayed"}
+    assert first["balance_fen"] == 50000 + 6000
+    code, _, err = run("topup", "1", "100.00", "--idempotency-key", "k-1")
+    assert code == 2 and "another request" in err
+    assert j(run, "member", "show", "1")["balance_fen"] == 56000
+
+
+def test_tap_uses_fresh_negative_seqs_and_engine(run, member):
+    j(run, "topup", "1", "100.00")
+    d1 = j(run, "tap", "K1", UID, "--amount", "10.00")
+    d2 = j(run, "tap", "K1", UID, "--amount", "10.00")
+    assert (d1["seq"], d2["seq"]) == (-1, -2)
+    assert d1["verdict"] == "grant" and d1["balance_fen"] == 10000 - 950
+    assert d2["balance_fen"] == 10000 - 1900
+    d3 = j(run, "tap", "K1", UID, "--amount", "1000.00")
+    assert (d3["verdict"], d3["reason"]) == ("deny", "insufficient_balance")
+
+
+def test_card_replace_blocks_old(run, member):
+    j(run, "topup", "1", "50.00")
+    r = j(run, "card", "replace", UID, "04A1B2C3D4E5F7")
+    assert r["balance_fen"] == 5000
+    assert j(run, "tap", "K1", UID, "--amount", "1.00")["reason"] == "lost"
+    assert j(run, "tap", "K1", "04A1B2C3D4E5F7", "--amount", "1.00")["verdict"] == "grant"
+    assert j(run, "member", "show", "--card", UID)["id"] == 1
+
+
+def test_verify_detects_tampering(run, member, tmp_path):
+    j(run, "topup", "1", "50.00")
+    assert run("verify")[0] == 0
+    import sqlite3
+    conn = sqlite3.connect(tmp_path / "site.db")
+    conn.execute("UPDATE members SET principal_fen = principal_fen + 1")
+    conn.commit()
+    conn.close()
+    code, out, _ = run("--json", "verify")
+    assert code == 1
+    assert "member 1 principal: projection 5001, ledger 5000" in json.loads(out)["problems"]
+
+
+def test_ledger_is_append_only(run, member, tmp_path):
+    j(run, "topup", "1", "50.00")
+    j(run, "tap", "K1", UID, "--amount", "1.00")
+    import sqlite3
+    conn = sqlite3.connect(tmp_path / "site.db")
+    for sql in ("UPDATE ledger SET delta = 1", "DELETE FROM ledger", "DELETE FROM taps"):
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute(sql)
+    conn.close()
+
+
+def test_device_key_is_32_bytes_and_rotates(run):
+    j(run, "device", "add", "G1", "gate", "--direction", "in", "--hours", "06:00-22:00")
+    k1 = j(run, "device", "key", "G1")["key"]
+    assert len(bytes.fromhex(k1)) == 32
+    assert j(run, "device", "key", "G1")["key"] == k1
+    k2 = j(run, "device", "key", "G1", "--rotate")["key"]
+    assert k2 != k1 and len(bytes.fromhex(k2)) == 32
+    dev = j(run, "device", "list")
+    assert [d["device_id"] for d in dev] == ["G1"]
+
+
+def test_reports_csv_and_json(run, member):
+    j(run, "member", "add", "--name", "Wang")
+    j(run, "topup", "1", "200.00")
+    j(run, "tap", "K1", UID, "--amount", "10.00")
+    j(run, "tap", "K1", UID, "--amount", "10.00")
+    j(run, "points", "redeem", "1", "9", "--item", "cup")
+    code, out, _ = run("report", "daily", "--days", "1", "--csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and len(rows) == 1
+    r = rows[0]
+    assert r["topups_fen"] == "200.00" and r["consumption_fen"] == "19.00"
+    assert r["activity_rate"] == "0.5" and r["repurchase_rate"] == "1.0"
+    assert r["points_issued"] == "18" and r["points_redeemed"] == "9"
+    assert r["points_redemption_rate"] == "0.5"
+    m = j(run, "report", "members")
+    assert m[-1]["tier"] == "total" and m[-1]["members"] == 2
+    devs = j(run, "report", "devices")
+    assert devs[0]["taps"] == 2 and devs[0]["charged_fen"] == 1900
+    assert j(run, "report", "dormant") == []
+
+
+def test_delegated_commands_missing_module(capsys):
+    assert main(["sim", "--x"]) in (0, 1, 2)
+    code = main(["--db", ":memory:", "demo-not-a-command"])
+    assert code == 2
+
+
+def test_refund_forfeits_bonus_pro_rata(run, member):
+    j(run, "topup", "1", "200.00")           # +20.00 bonus
+    r = j(run, "refund", "1", "100.00")
+    assert (r["refunded_fen"], r["bonus_forfeited_fen"]) == (10000, 1000)
+    r = j(run, "refund", "1", "--all")
+    assert r["balance_fen"] == 0 and r["bonus_forfeited_fen"] == 1000

@@ -1,0 +1,113 @@
+# Runs on CPython (pytest): store pragmas, migrations, device registry, policy validation.
+import pytest
+
+from host.errors import Conflict, InputError, NotFound
+from host.policy import load_policy
+from host.store import (device_key, get_device, open_db, register_device, schema_version,
+                        touch_device, MIGRATIONS)
+
+
+def test_pragmas_and_migrations(tmp_path):
+    path = tmp_path / "sub" / "site.db"
+    db = open_db(path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA synchronous").fetchone()[0] == 2       # FULL
+    assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert db.execute("PRAGMA busy_timeout").fetchone()[0] >= 1000
+    assert schema_version(db) == MIGRATIONS[-1][0]
+    db.conn.close()
+    db2 = open_db(path)                                                   # re-open: no-op
+    assert db2.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == len(MIGRATIONS)
+    assert {"members", "cards", "devices", "passes", "lots", "ledger", "taps", "ops",
+            "payments", "tier_changes", "presence"} <= set(db2.table_names())
+
+
+def test_register_device_idempotent_conflict_rotate():
+    db = open_db(":memory:")
+    key = bytes(range(32))
+    assert register_device(db, "gate-1", "gate", key=key, direction="in") == key
+    assert register_device(db, "gate-1", "gate", key=key) == key          # same key: unchanged
+    assert register_device(db, "gate-1", "gate") == key                   # no key: unchanged
+    with pytest.raises(Conflict):
+        register_device(db, "gate-1", "gate", key=b"\x01" * 32)
+    with pytest.raises(Conflict):
+        register_device(db, "gate-1", "wash", key=key)
+    new = register_device(db, "gate-1", "gate", rotate=True)
+    assert new != key and len(new) == 32 and device_key(db, "gate-1") == new
+    assert register_device(db, "gate-1", "gate", key=key, rotate=True) == key
+    fresh = register_device(db, "W1", "wash")
+    assert len(fresh) == 32 and fresh != key
+
+
+@pytest.mark.parametrize("device_id,kind,kw", [
+    ("", "gate", {}), ("x" * 17, "gate", {}), ("bad id", "gate", {}), ("é", "gate", {}),
+    ("G1", "door", {}), ("G1", "gate", {"key": b"short"}), ("G1", "gate", {"direction": "up"}),
+    ("G1", "gate", {"hours": "25:00-26:00"}), ("G1", "gate", {"duplicate_window_s": -1}),
+    ("G1", "gate", {"colour": "red"}), ("G1", "kiosk", {"anti_passback": True}),
+])
+def test_register_device_rejects(device_id, kind, kw):
+    db = open_db(None)
+    with pytest.raises(InputError):
+        register_device(db, device_id, kind, **kw)
+    assert db.execute("SELECT count(*) FROM devices").fetchone()[0] == 0
+
+
+def test_get_device_and_touch():
+    db = open_db(None)
+    register_device(db, "G1", "gate", direction="out", hours="06:00-23:00")
+    d = get_device(db, "G1")
+    assert d["kind"] == "gate" and d["direction"] == "out" and d["hours"] == "06:00-23:00"
+    assert d["anti_passback"] is True and "key" not in d and d["last_seq"] == 0
+    touch_device(db, "G1", last_seq=70000, online=True, fw="1.2", last_seen=5, down_seq=3)
+    touch_device(db, "G1", last_seq=12)                                   # never backwards
+    d = get_device(db, "G1")
+    assert (d["last_seq"], d["online"], d["fw"], d["last_seen"], d["down_seq"]) == \
+        (70000, 1, "1.2", 5, 3)
+    with pytest.raises(NotFound):
+        get_device(db, "nope")
+    with pytest.raises(NotFound):
+        device_key(db, "nope")
+    with pytest.raises(NotFound):
+        touch_device(db, "nope", online=False)
+    with pytest.raises(InputError):
+        touch_device(db, "G1", kind="wash")
+
+
+def _policy(tmp_path, text):
+    p = tmp_path / "policy.toml"
+    p.write_text(text, encoding="utf-8")
+    return str(p)
+
+
+@pytest.mark.parametrize("text,needle", [
+    ('[tiers.gold]\nrank = 2\ndiscount_pct = "abc"\n',
+     'policy: tiers.gold.discount_pct must be an integer 1..100, got "abc"'),
+    ('[points]\ncombine = "add"\n', "points.combine must be one of max|multiply"),
+    ('[wash]\norder = ["pass", "cash"]\n', "wash.order"),
+    ('[[stored_value.ladder]]\nmin = "100.005"\nbonus = "1.00"\n', "stored_value.ladder[0].min"),
+    ('[site]\ntimezone = "Mars/Base"\n', "site.timezone"),
+    ('[points]\nper_yen = 1\n', "unknown key points.per_yen"),
+    ('[plans.x]\nkind = "time"\nduration = "week"\nprice = "1.00"\ncovers = ["gate"]\n',
+     "plans.x.duration"),
+    ('[plans.x]\nkind = "punch"\nuses = 3\nprice = "1.00"\ncovers = ["wash:9"]\n',
+     "plans.x.covers"),
+    ('[wash.programs.1]\nname = "Basic"\nprice = 25\n', "wash.programs.1.price"),
+    ("[site\n", "not valid TOML"),
+])
+def test_policy_errors_name_the_key(tmp_path, text, needle):
+    with pytest.raises(InputError) as e:
+        load_policy(_policy(tmp_path, text))
+    assert needle in str(e.value)
+
+
+def test_policy_overlay(tmp_path):
+    pol = load_policy(_policy(tmp_path, '[points]\ncombine = "multiply"\n'
+                                        '[wash.programs.3]\nname = "Wax"\nprice = "60.00"\n'
+                                        '[plans.wax5]\nkind = "punch"\nuses = 5\n'
+                                        'price = "250.00"\ncovers = ["wash:3"]\n'))
+    assert pol.combine == "multiply" and pol.points_per_yuan == 1
+    assert list(pol.programs) == [3] and pol.programs[3].price_fen == 6000
+    assert list(pol.plans) == ["wax5"]
+    assert load_policy().tiers["gold"].discount_pct == 88
+    with pytest.raises(InputError, match="cannot read"):
+        load_policy(str(tmp_path / "missing.toml"))
