@@ -1,0 +1,204 @@
+# Runs on CPython (pytest): firmware/pn532.py + firmware/reader.py under the real MicroPython unix port, against the emulator.
+"""End to end: micropython subprocess (sim/mpy stand-ins) <-> TCP <-> PN532Emulator in this process."""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from sim.cards import IsoDepCard, UidCard
+from sim.pinlog import levels, read_events
+from sim.pn532 import PN532Emulator
+
+ROOT = Path(__file__).resolve().parent.parent
+MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
+RST_PIN = 4
+CS_PIN = 5
+
+pytestmark = pytest.mark.skipif(not MICROPYTHON.exists(), reason="needs .venv/bin/micropython")
+
+# The firmware side: prints one line per tap, fault and recovery.
+SCRIPT = """
+import os, sys, asyncio, machine
+from pn532 import PN532, HSUBus, I2CBus, SPIBus, uid_hex, card_type
+from reader import Reader
+
+bus = os.getenv("E2E_BUS")
+if bus == "hsu":
+    b = HSUBus(machine.UART(1, baudrate=115200, timeout=0))
+elif bus == "i2c":
+    b = I2CBus(machine.I2C(0, freq=400000))
+else:
+    lsb = bus == "spi-lsb"
+    spi = machine.SPI(1, baudrate=1000000, firstbit=machine.SPI.LSB if lsb else machine.SPI.MSB)
+    b = SPIBus(spi, machine.Pin(%(cs)d, machine.Pin.OUT, value=1), lsb_first=lsb)
+chip = PN532(b, reset_pin=machine.Pin(%(rst)d, machine.Pin.OUT, value=1))
+
+def out(*words):
+    sys.stdout.write(" ".join(str(w) for w in words) + "\\n")
+
+def on_tap(uid, sak, atqa, secure):
+    out("TAP", uid_hex(uid), "%%02X" %% sak, "%%04X" %% atqa, card_type(sak), secure)
+
+async def secure_hook(chip, uid, sak, ats):
+    rsp = await chip.exchange(b"\\x90\\x60\\x00\\x00\\x00")
+    return "%%d:%%s" %% (len(ats), uid_hex(rsp))
+
+def on_fault(kind, count, text):
+    out("FAULT", kind, count)
+
+def on_recovered(resets):
+    out("RECOVERED", resets)
+
+reader = Reader(chip, poll_ms=10, debounce_ms=150, probe_ms=300, max_failures=3,
+                secure_hook=secure_hook, on_fault=on_fault, on_recovered=on_recovered)
+out("START")
+asyncio.run(reader.run(on_tap))
+""" % {"cs": CS_PIN, "rst": RST_PIN}
+
+
+class Firmware:
+    def __init__(self, tmp_path: Path, env: dict[str, str]):
+        script = tmp_path / "e2e_reader.py"
+        script.write_text(SCRIPT)
+        self.pins = tmp_path / "pins.log"
+        full = dict(os.environ)
+        full.update(env)
+        full["MICROPYPATH"] = "sim/mpy:firmware:.:.frozen"
+        full["TAPKIOSK_SIM_PINS"] = str(self.pins)
+        self.proc = subprocess.Popen([str(MICROPYTHON), str(script)], cwd=ROOT, env=full,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line.strip())
+
+    def expect(self, prefix: str, timeout: float = 10.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or self.proc.poll() is not None and self.lines.empty():
+                err = self.proc.stderr.read() if self.proc.poll() is not None else ""
+                raise AssertionError(f"no line {prefix!r}; seen {self.seen}; stderr {err}")
+            try:
+                line = self.lines.get(timeout=min(left, 0.2))
+            except queue.Empty:
+                continue
+            self.seen.append(line)
+            if line.startswith(prefix):
+                return line
+
+    def drain(self) -> list[str]:
+        out = []
+        while not self.lines.empty():
+            out.append(self.lines.get())
+        self.seen += out
+        return out
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=5)
+
+
+def wait_polls(emu: PN532Emulator, n: int, timeout: float = 10.0) -> None:
+    """Wait until the firmware has sent n more InListPassiveTarget commands."""
+    start = emu.commands.count(0x4A)
+    deadline = time.monotonic() + timeout
+    while emu.commands.count(0x4A) < start + n:
+        assert time.monotonic() < deadline, "firmware stopped polling"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def emu():
+    e = PN532Emulator()
+    yield e
+    e.close()
+
+
+def start(emu: PN532Emulator, tmp_path: Path, bus: str) -> Firmware:
+    bus_port = emu.serve_bus()
+    env = {"E2E_BUS": bus, f"TAPKIOSK_SIM_PIN{RST_PIN}": f"rstpdn@tcp:127.0.0.1:{bus_port}"}
+    if bus == "hsu":
+        env["TAPKIOSK_SIM_UART1"] = f"tcp:127.0.0.1:{emu.serve_tcp()}"
+    elif bus == "i2c":
+        env["TAPKIOSK_SIM_I2C0"] = f"tcp:127.0.0.1:{bus_port}"
+    else:
+        env["TAPKIOSK_SIM_SPI1"] = f"tcp:127.0.0.1:{bus_port}"
+        env[f"TAPKIOSK_SIM_PIN{CS_PIN}"] = f"ss@tcp:127.0.0.1:{bus_port}"
+    fw = Firmware(tmp_path, env)
+    fw.expect("START")
+    wait_polls(emu, 2)
+    return fw
+
+
+def test_hsu_one_tap_per_presentation(emu, tmp_path):
+    fw = start(emu, tmp_path, "hsu")
+    try:
+        emu.place(UidCard(bytes.fromhex("0A0B0C0D"), sak=0x08))
+        assert fw.expect("TAP").split() == ["TAP", "0A0B0C0D", "08", "0004", "classic1k", "None"]
+        wait_polls(emu, 30)  # card held: polled again and again
+        assert not [ln for ln in fw.drain() if ln.startswith("TAP")]
+        emu.remove()
+        wait_polls(emu, 30)  # 30 polls x 10 ms sleeps > debounce_ms
+        emu.place(UidCard(bytes.fromhex("0A0B0C0D"), sak=0x08))
+        assert fw.expect("TAP").split()[1] == "0A0B0C0D"
+        emu.place(UidCard(bytes.fromhex("04A1B2C3D4E5F6"), sak=0x00, atqa=0x0044))
+        assert fw.expect("TAP").split()[1:5] == ["04A1B2C3D4E5F6", "00", "0044", "ultralight/ntag"]
+    finally:
+        fw.stop()
+
+
+def test_hsu_hang_pulses_reset_reports_fault_and_recovers(emu, tmp_path):
+    fw = start(emu, tmp_path, "hsu")
+    try:
+        emu.hang()
+        assert fw.expect("FAULT").split()[:3] == ["FAULT", "timeout", "3"]
+        assert fw.expect("RECOVERED").split() == ["RECOVERED", "1"]
+        assert emu.resets >= 1 and not emu.hung
+        assert levels(read_events(fw.pins), RST_PIN)[:3] == [1, 0, 1]  # high, pulse low, high
+        emu.place(UidCard(bytes.fromhex("11223344")))
+        assert fw.expect("TAP").split()[1] == "11223344"
+    finally:
+        fw.stop()
+
+
+def test_hsu_iso_dep_card_runs_the_secure_hook(emu, tmp_path):
+    card = IsoDepCard(bytes.fromhex("04112233445566"), apdu_handler=lambda apdu: b"\xab\xcd\x91\x00")
+    fw = start(emu, tmp_path, "hsu")
+    try:
+        emu.place(card)
+        words = fw.expect("TAP").split()
+        assert words[1:5] == ["04112233445566", "20", "0344", "iso-dep"]
+        assert words[5] == "6:ABCD9100"  # ATS with TL, and the card's answer to the APDU
+        assert card.apdus == [bytes.fromhex("9060000000")]
+    finally:
+        fw.stop()
+
+
+def test_i2c_transport(emu, tmp_path):
+    fw = start(emu, tmp_path, "i2c")
+    try:
+        emu.place(UidCard(bytes.fromhex("04A1B2C3D4E5F6"), sak=0x00, atqa=0x0044))
+        assert fw.expect("TAP").split()[1:3] == ["04A1B2C3D4E5F6", "00"]
+    finally:
+        fw.stop()
+
+
+@pytest.mark.parametrize("bus", ["spi-lsb", "spi-msb"])
+def test_spi_transport(emu, tmp_path, bus):
+    fw = start(emu, tmp_path, bus)
+    try:
+        emu.place(UidCard(bytes.fromhex("DEADBEEF"), sak=0x18, atqa=0x0002))
+        assert fw.expect("TAP").split()[1:5] == ["DEADBEEF", "18", "0002", "classic4k"]
+    finally:
+        fw.stop()
