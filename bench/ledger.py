@@ -1,0 +1,153 @@
+# Runs on CPython: benchmark of one kiosk tap through engine.decide() vs a bare SQLite write.
+"""Cost of one kiosk tap through ``Engine.decide()`` (commit included) on a populated store,
+against a bare ``BEGIN IMMEDIATE; UPDATE; INSERT; COMMIT`` with the same pragmas on the same
+database, measured in the same run and interleaved so both see the same disk.
+
+Usage: ``python bench/ledger.py [--members 100000] [--rows 1000000] [--taps 2000] [--db PATH]``
+The last line printed is JSON: ``{"bench": "ledger", "tap_p50_ms": .., "tap_p99_ms": ..,
+"bare_p50_ms": .., "ratio_p50": ..}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from host.engine import Engine, Tap  # noqa: E402
+from host.errors import InputError  # noqa: E402
+from host.policy import load_policy  # noqa: E402
+from host.store import open_db, register_device  # noqa: E402
+
+
+def uid_of(i: int) -> str:
+    """Card UID of bench member ``i`` (7 bytes, canonical hex)."""
+    return f"04{i:012X}"
+
+
+def populate(db, members: int, rows: int, now: int) -> float:
+    """Bulk-insert ``members`` members with cards and ``rows`` ledger rows (a top-up then
+    small spends per member, consistent with the projections) in one transaction."""
+    t0 = time.perf_counter()
+    per = max(1, rows // members)
+    topup = 100 * per * 100 + 1_000_000
+    conn = db.conn
+    conn.execute("BEGIN IMMEDIATE")
+    conn.executemany(
+        "INSERT INTO members (id, name, tier, principal_fen, created_at, last_active_at) "
+        "VALUES (?, ?, 'silver', ?, ?, ?)",
+        ((i, f"m{i}", topup - 100 * (per - 1), now - 86400 * 30, now) for i in range(1, members + 1)))
+    conn.executemany("INSERT INTO cards (uid, member_id, created_at, updated_at) "
+                     "VALUES (?, ?, ?, ?)",
+                     ((uid_of(i), i, now, now) for i in range(1, members + 1)))
+
+    def ledger_rows():
+        n = 0
+        for i in range(1, members + 1):
+            yield (now - 86400 * 30, i, "principal", topup, "topup")
+            n += 1
+            for k in range(per - 1):
+                yield (now - 86400 * 29 + k, i, "principal", -100, "spend")
+                n += 1
+            if n >= rows:
+                return
+
+    conn.executemany("INSERT INTO ledger (ts, member_id, currency, delta, kind) "
+                     "VALUES (?, ?, ?, ?, ?)", ledger_rows())
+    conn.execute("COMMIT")
+    return time.perf_counter() - t0
+
+
+def pct(xs: list[float], p: float) -> float:
+    """The p-th percentile (nearest rank) of ``xs``."""
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(len(s) * p))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; print figures, last line JSON. Returns the exit code."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--members", type=int, default=100_000)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--taps", type=int, default=2000)
+    ap.add_argument("--db", help="database file to create (default: a temporary file)")
+    args = ap.parse_args(argv)
+    if args.members < 1 or args.rows < args.members or args.taps < 10:
+        print("ledger bench: error: need members >= 1, rows >= members, taps >= 10",
+              file=sys.stderr)
+        return 2
+    tmp = None
+    if args.db:
+        path = args.db
+        if os.path.exists(path):
+            print(f"ledger bench: error: {path} exists; give a new file", file=sys.stderr)
+            return 2
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="tapkiosk-bench-")
+        path = os.path.join(tmp.name, "bench.db")
+    try:
+        policy = load_policy()
+        db = open_db(path)
+        now = datetime(2026, 3, 10, 12, 0, tzinfo=policy.tz)
+        build_s = populate(db, args.members, args.rows, int(now.timestamp()))
+        register_device(db, "K1", "kiosk")
+        n_rows = db.execute("SELECT count(*) FROM ledger").fetchone()[0]
+        print(f"populated {args.members} members, {n_rows} ledger rows in {build_s:.1f} s "
+              f"({path})")
+        clock = lambda: now  # noqa: E731 - fixed clock: no date rule changes mid-run
+        engine = Engine(db, policy, clock)
+        rng = random.Random(7)
+        conn = db.conn
+        tap_ms: list[float] = []
+        bare_ms: list[float] = []
+        warm = 50
+        for i in range(args.taps + warm):
+            m = rng.randint(1, args.members)
+            t0 = time.perf_counter()
+            d = engine.decide(Tap("K1", i + 1, uid_of(m), amount_fen=500 + i % 300))
+            t1 = time.perf_counter()
+            if d.verdict != "grant":
+                raise RuntimeError(f"bench tap denied: {d.reason}")
+            m2 = rng.randint(1, args.members)
+            t2 = time.perf_counter()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("UPDATE members SET principal_fen = principal_fen - 1 WHERE id = ?",
+                         (m2,))
+            conn.execute("INSERT INTO ledger (ts, member_id, currency, delta, kind) "
+                         "VALUES (?, ?, 'principal', -1, 'bench')", (int(now.timestamp()), m2))
+            conn.execute("COMMIT")
+            t3 = time.perf_counter()
+            if i >= warm:
+                tap_ms.append((t1 - t0) * 1000)
+                bare_ms.append((t3 - t2) * 1000)
+        tap50, tap99 = statistics.median(tap_ms), pct(tap_ms, 0.99)
+        bare50, bare99 = statistics.median(bare_ms), pct(bare_ms, 0.99)
+        print(f"decide() kiosk tap: p50 {tap50:.3f} ms  p99 {tap99:.3f} ms  (n={len(tap_ms)})")
+        print(f"bare UPDATE+INSERT: p50 {bare50:.3f} ms  p99 {bare99:.3f} ms  (n={len(bare_ms)})")
+        print(f"ratio p50 {tap50 / bare50:.2f}  ratio p99 {tap99 / bare99:.2f}  (target p50 <= 1.5)")
+        print(json.dumps({"bench": "ledger", "tap_p50_ms": round(tap50, 3),
+                          "tap_p99_ms": round(tap99, 3), "bare_p50_ms": round(bare50, 3),
+                          "bare_p99_ms": round(bare99, 3), "ratio_p50": round(tap50 / bare50, 2),
+                          "members": args.members, "ledger_rows": n_rows,
+                          "build_s": round(build_s, 1)}))
+        db.conn.close()
+        return 0
+    except (InputError, OSError) as e:
+        print(f"ledger bench: error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
