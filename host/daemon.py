@@ -1,0 +1,152 @@
+# Runs on CPython (host): the tapkiosk daemon — links + authentication + single writer, until SIGTERM.
+"""tapkiosk host daemon (``tapkiosk daemon`` / ``python -m host.daemon``).
+
+Serves any number of readers at once over serial ports (``--serial``, repeatable), one MQTT
+broker (``--mqtt``) and a host-attached NFC reader (``--nfc`` with ``--nfc-device``). Every
+frame is authenticated by :class:`host.service.Service`; every tap is decided by the engine on
+the single writer thread (:class:`host.writer.Writer`) and answered only after its
+transaction committed. SIGTERM or SIGINT: stop accepting, finish in-flight taps, persist the
+device state, close the database, exit 0. Bad configuration: one line on stderr, exit 2.
+
+Logs go to stderr, one line per event (``key=value``); the line ``daemon ready`` says every
+link has been started.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+from host.daemon_config import DaemonConfig, load_config
+from host.errors import HostError
+from host.metrics import Metrics
+from host.policy import load_policy
+from host.service import Service, ServiceConfig
+from host.writer import Writer
+
+log = logging.getLogger("tapkiosk.daemon")
+
+
+class Daemon:
+    """The running daemon: writer, service, links and metrics endpoint."""
+
+    def __init__(self, config: DaemonConfig) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.policy = load_policy(config.policy)
+        self.writer = Writer(config.db, policy=self.policy, metrics=self.metrics,
+                             max_batch=config.max_batch)
+        self.service = Service(self.writer, self.metrics, self.policy, ServiceConfig(
+            heartbeat_s=config.heartbeat_s, offline_after_s=config.offline_after_s,
+            debounce_ms=config.debounce_ms))
+        self.links: list[Any] = []
+        self.metrics_port: int | None = None
+        self.stopping = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, name="tapkiosk-tick", daemon=True)
+
+    def start(self) -> "Daemon":
+        """Start the writer, the links and the metrics endpoint."""
+        c = self.config
+        self.writer.start()
+        if c.metrics_port is not None:
+            try:
+                self.metrics_port = self.metrics.serve(c.metrics_port, c.metrics_addr)
+            except OSError as e:
+                self.writer.stop()
+                raise HostError(f"cannot serve metrics on {c.metrics_addr}:{c.metrics_port}: "
+                                f"{e.strerror}") from None
+            log.info("metrics on http://%s:%d/metrics", c.metrics_addr, self.metrics_port)
+        for url in c.serial:
+            from host.links.serial import SerialLink
+            self.links.append(SerialLink(url, self.service, baudrate=c.baud).start())
+        if c.mqtt is not None:
+            from host.links.mqtt import MqttLink
+            self.links.append(MqttLink(c.mqtt_host, c.mqtt_port, self.service,
+                                       client_id=c.mqtt_client_id, username=c.mqtt_user,
+                                       password=c.mqtt_password, tls=c.mqtt_tls,
+                                       ca_file=c.mqtt_ca).start())
+        if c.nfc is not None:
+            from host.links.nfc import NfcLink
+            self.links.append(NfcLink(c.nfc, c.nfc_device or "", self.service).start())
+        self._ticker.start()
+        log.info("daemon ready db=%s links=%s", c.db,
+                 ",".join(getattr(x, "name", type(x).__name__) for x in self.links) or "-")
+        return self
+
+    def _tick(self) -> None:
+        while not self.stopping.wait(1.0):
+            try:
+                self.service.tick()
+            except Exception:  # noqa: BLE001 - housekeeping must never stop the daemon
+                log.exception("housekeeping failed")
+
+    def stop(self) -> None:
+        """Graceful stop: no new taps, finish in-flight ones, persist state, close the DB."""
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        log.info("stopping: finishing in-flight taps")
+        self.service.stop_accepting()
+        for link in self.links:
+            try:
+                link.stop()
+            except Exception:  # noqa: BLE001 - stop the others anyway
+                log.exception("stopping %s failed", getattr(link, "name", link))
+        if not self.service.drain(10.0):
+            log.error("stopping: some taps were still being decided after 10 s")
+        for st in self.service.devices():
+            self.service.set_online(st, False)
+        self.service.flush(wait=True)
+        self.writer.stop()
+        self.metrics.close()
+        log.info("stopped")
+
+
+def setup_logging(level: str) -> None:
+    """One line per event on stderr: time, level, logger, message."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger("tapkiosk")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the daemon until SIGTERM/SIGINT; 0 on a clean stop, 2 on bad config, 1 on error."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        config = load_config(argv)
+    except HostError as e:
+        print(f"tapkiosk daemon: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except SystemExit as e:  # --help
+        return int(e.code or 0)
+    setup_logging(config.log_level)
+    try:
+        daemon = Daemon(config)
+    except HostError as e:
+        print(f"tapkiosk daemon: error: {e}", file=sys.stderr)
+        return e.exit_code
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    try:
+        daemon.start()
+    except HostError as e:
+        print(f"tapkiosk daemon: error: {e}", file=sys.stderr)
+        return e.exit_code
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        daemon.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+# Runs on CPython (host): MQTT link — paho-mqtt 2.x client on tapkiosk/v1/+/up, /down and /status.
+"""MQTT link.
+
+A paho-mqtt 2.x client (``CallbackAPIVersion.VERSION2``) with a fixed client id and a
+persistent session (``clean_session=False``), QoS 1 both ways, subscribed to
+``tapkiosk/v1/+/up`` and ``tapkiosk/v1/+/status``. Callbacks are thin: they put the message
+on a queue, and one worker thread hands it to the service with the topic's device id, which
+must equal the id inside the packet. Replies go to ``tapkiosk/v1/<id>/down``. paho reconnects
+with backoff; TCP_NODELAY is set on every (re)connection in ``on_connect``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import ssl
+import threading
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from host.service import Service
+
+log = logging.getLogger("tapkiosk.mqtt")
+
+PREFIX = "tapkiosk/v1/"
+_QUEUE_MAX = 100_000
+
+
+def topic_device(topic: str, leaf: str) -> str | None:
+    """``tapkiosk/v1/<id>/<leaf>`` -> id (None for another topic)."""
+    parts = topic.split("/")
+    if len(parts) == 4 and parts[0] == "tapkiosk" and parts[1] == "v1" and parts[3] == leaf:
+        return parts[2] or None
+    return None
+
+
+def set_nodelay(client: mqtt.Client) -> None:
+    """TCP_NODELAY on the client's socket (called from on_connect)."""
+    sock = client.socket()
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    elif sock is not None and hasattr(sock, "setsockopt"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class MqttLink:
+    """Serves every device that talks through one broker; see the module doc."""
+
+    def __init__(self, host: str, port: int, service: Service, *,
+                 client_id: str = "tapkiosk-daemon", username: str | None = None,
+                 password: str | None = None, tls: bool = False, ca_file: str | None = None,
+                 keepalive: int = 30) -> None:
+        self.host, self.port = host, port
+        self.service = service
+        self.name = f"mqtt:{host}:{port}"
+        self.connected = threading.Event()
+        self._q: queue.Queue[Any] = queue.Queue(_QUEUE_MAX)
+        self._stop = threading.Event()
+        self._keepalive = keepalive
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
+                        protocol=mqtt.MQTTv311)
+        if username is not None:
+            c.username_pw_set(username, password)
+        if tls:
+            c.tls_set(ca_certs=ca_file, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        c.max_inflight_messages_set(1000)
+        c.max_queued_messages_set(0)
+        c.reconnect_delay_set(min_delay=1, max_delay=8)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        self.client = c
+        self._worker = threading.Thread(target=self._work, name="mqtt worker", daemon=True)
+
+    def start(self) -> "MqttLink":
+        """Connect in the background (the broker may be down; paho keeps retrying)."""
+        self._worker.start()
+        self.client.connect_async(self.host, self.port, keepalive=self._keepalive)
+        self.client.loop_start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop taking messages, finish the queued ones, disconnect."""
+        self._stop.set()
+        self._q.put(None)
+        self._worker.join(timeout)
+        try:
+            self.client.disconnect()
+        finally:
+            self.client.loop_stop()
+
+    # ------------------------------------------------------------- paho callbacks (thin)
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
+                    props: Any = None) -> None:
+        if rc.is_failure:
+            log.error("mqtt %s: connection refused: %s", self.name, rc)
+            return
+        set_nodelay(client)
+        client.subscribe([(PREFIX + "+/up", 1), (PREFIX + "+/status", 1)])
+        self.connected.set()
+        log.info("mqtt %s: connected (session present: %s)", self.name,
+                 getattr(flags, "session_present", "?"))
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
+                       props: Any = None) -> None:
+        self.connected.clear()
+        if not self._stop.is_set():
+            log.warning("mqtt %s: disconnected (%s); reconnecting", self.name, rc)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self._q.put((msg.topic, msg.payload))
+
+    # ------------------------------------------------------------- worker
+    def send_to(self, device_id: str, packet: bytes) -> None:
+        """Publish a packet on the device's down topic (QoS 1)."""
+        self.client.publish(PREFIX + device_id + "/down", packet, qos=1)
+
+    def _work(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            topic, payload = item
+            try:
+                self._dispatch(topic, payload)
+            except Exception:  # noqa: BLE001 - one bad message must not stop the link
+                log.exception("mqtt %s: handling %s failed", self.name, topic)
+
+    def _dispatch(self, topic: str, payload: bytes) -> None:
+        dev = topic_device(topic, "up")
+        if dev is not None:
+            self.service.handle(bytes(payload), lambda b, d=dev: self.send_to(d, b),
+                                link=self.name, expect=dev)
+            return
+        dev = topic_device(topic, "status")
+        if dev is not None:
+            text = bytes(payload).decode("ascii", "replace").strip()
+            if text in ("online", "offline"):
+                self.service.status(dev, text == "online")

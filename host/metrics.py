@@ -1,0 +1,70 @@
+# Runs on CPython (host): Prometheus metrics of the daemon (taps, rejected frames, latency, devices).
+"""Daemon metrics.
+
+Every daemon owns one :class:`Metrics` with its own ``CollectorRegistry`` (so tests can run
+several daemons in one process). ``serve(port)`` exposes them over HTTP for Prometheus.
+
+Names:
+
+- ``tapkiosk_taps_total{verdict,reason}``: taps decided (retransmissions not counted again).
+- ``tapkiosk_frames_total{type}``: authenticated frames received, by message type.
+- ``tapkiosk_frames_rejected_total{cause}``: frames refused (malformed, bad_mac,
+  unknown_device, replay, topic_mismatch, line_mismatch, bad_crc, internal).
+- ``tapkiosk_retransmits_total``: retransmissions answered from the reply cache or store.
+- ``tapkiosk_tap_latency_seconds``: frame received -> decision handed to the link.
+- ``tapkiosk_writer_batch_size``: taps per writer transaction (group commit).
+- ``tapkiosk_devices_online``: devices currently online.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+class Metrics:
+    """The daemon's counters, histograms and gauges in a private registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.taps = Counter("tapkiosk_taps", "Taps decided", ["verdict", "reason"], registry=r)
+        self.frames = Counter("tapkiosk_frames", "Authenticated frames received", ["type"],
+                              registry=r)
+        self.rejected = Counter("tapkiosk_frames_rejected", "Frames refused", ["cause"],
+                                registry=r)
+        self.retransmits = Counter("tapkiosk_retransmits", "Retransmissions answered again",
+                                   registry=r)
+        self.latency = Histogram("tapkiosk_tap_latency_seconds",
+                                 "Tap frame received -> decision sent", buckets=_LATENCY_BUCKETS,
+                                 registry=r)
+        self.batch = Histogram("tapkiosk_writer_batch_size", "Taps per writer transaction",
+                               buckets=_BATCH_BUCKETS, registry=r)
+        self.online = Gauge("tapkiosk_devices_online", "Devices online", registry=r)
+        self._server: Any = None
+        self._lock = threading.Lock()
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> int:
+        """Start the HTTP exporter on ``addr:port`` (0 = any free port); returns the port."""
+        with self._lock:
+            server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+            self._server = server
+            return server.server_address[1]
+
+    def close(self) -> None:
+        """Stop the HTTP exporter if it runs."""
+        with self._lock:
+            if self._server is not None:
+                self._server.shutdown()
+                self._server.server_close()
+                self._server = None
+
+    def value(self, name: str, **labels: str) -> float:
+        """Current value of one sample (0.0 when it was never set), for tests and the demo."""
+        v = self.registry.get_sample_value(name, labels)
+        return 0.0 if v is None else v

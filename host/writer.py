@@ -1,0 +1,223 @@
+# Runs on CPython (host): the daemon's single SQLite writer thread, with group commit of taps.
+"""The single SQLite writer.
+
+One thread owns the write connection. Links hand it taps (``submit_tap``) and other writes
+(``call``) through one queue and wait on a ``concurrent.futures.Future``. Taps waiting in the
+queue together are decided in ONE ``engine.decide_many`` transaction (group commit); a
+future is resolved only after that transaction has committed, so no decision leaves the host
+before it is durable.
+
+The reply bytes of each tap are built inside the transaction by the caller's encoder
+``encoder(tap, decision) -> bytes`` and stored with the tap, so a retransmission after a
+restart gets the very same bytes.
+
+The daemon's own tables (``device_events``, ``device_config``) are created here with
+``CREATE TABLE IF NOT EXISTS`` (see ``DAEMON_SCHEMA``).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+import sqlite_utils
+
+from host.engine import Decision, Engine, Tap
+from host.errors import HostError
+from host.metrics import Metrics
+from host.policy import Policy
+from host.store import open_db
+
+T = TypeVar("T")
+Encoder = Callable[[Tap, Decision], bytes]
+
+log = logging.getLogger("tapkiosk.writer")
+
+#: Tables owned by the daemon (events from devices; config versions pushed and acknowledged).
+DAEMON_SCHEMA = """
+CREATE TABLE IF NOT EXISTS device_events (
+    id INTEGER PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    device_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    code INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    UNIQUE (device_id, seq)
+);
+CREATE INDEX IF NOT EXISTS device_events_ts ON device_events(ts);
+CREATE TABLE IF NOT EXISTS device_config (
+    device_id TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    digest TEXT NOT NULL,
+    acked INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+class WriterClosed(HostError):
+    """The writer has stopped and accepts no more work."""
+
+
+class _TapJob:
+    __slots__ = ("tap", "encoder", "future")
+
+    def __init__(self, tap: Tap, encoder: Encoder) -> None:
+        self.tap = tap
+        self.encoder = encoder
+        self.future: Future[Decision] = Future()
+
+
+class _CallJob:
+    __slots__ = ("fn", "future")
+
+    def __init__(self, fn: Callable[[sqlite_utils.Database], Any]) -> None:
+        self.fn = fn
+        self.future: Future[Any] = Future()
+
+
+_STOP = object()
+
+
+class Writer:
+    """Owns the write connection and the engine; decides taps in batches.
+
+    ``db_path``: the site database (opened here, migrations applied; raises InputError when it
+    cannot be opened). ``max_batch``: most taps in one transaction.
+    """
+
+    def __init__(self, db_path: str, *, policy: Policy | None = None,
+                 metrics: Metrics | None = None, max_batch: int = 64,
+                 engine_factory: Callable[[sqlite_utils.Database], Engine] | None = None) -> None:
+        self.db = open_db(db_path)
+        self.db.conn.executescript(DAEMON_SCHEMA)
+        self.engine = (engine_factory(self.db) if engine_factory is not None
+                       else Engine(self.db, policy=policy))
+        self.metrics = metrics
+        self.max_batch = max(1, int(max_batch))
+        self._q: queue.Queue[Any] = queue.Queue()
+        self._closed = False
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="tapkiosk-writer", daemon=True)
+        self.batches = 0
+        self.taps = 0
+
+    def start(self) -> "Writer":
+        """Start the writer thread; returns self."""
+        self._thread.start()
+        return self
+
+    def submit_tap(self, tap: Tap, encoder: Encoder) -> Future[Decision]:
+        """Queue ``tap``; the future gets its committed Decision (or the exception)."""
+        job = _TapJob(tap, encoder)
+        self._put(job)
+        return job.future
+
+    def call(self, fn: Callable[[sqlite_utils.Database], T]) -> Future[T]:
+        """Run ``fn(db)`` on the writer thread (its own transaction is up to ``fn``)."""
+        job = _CallJob(fn)
+        self._put(job)
+        return job.future
+
+    def _put(self, job: Any) -> None:
+        with self._lock:
+            if self._closed:
+                raise WriterClosed("the database writer has stopped")
+            self._q.put(job)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish every queued job, then close the database. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._q.put(_STOP)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        else:
+            self._drain_unstarted()
+        try:
+            self.db.conn.close()
+        except Exception:  # noqa: BLE001 - closing a connection that already failed
+            pass
+
+    def _drain_unstarted(self) -> None:
+        while True:
+            try:
+                job = self._q.get_nowait()
+            except queue.Empty:
+                return
+            if job is not _STOP:
+                job.future.set_exception(WriterClosed("the database writer never started"))
+
+    # ----------------------------------------------------------------- thread
+    def _run(self) -> None:
+        pending: Any = None
+        while True:
+            job = pending if pending is not None else self._q.get()
+            pending = None
+            if job is _STOP:
+                return
+            if isinstance(job, _CallJob):
+                self._do_call(job)
+                continue
+            batch = [job]
+            while len(batch) < self.max_batch:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(nxt, _TapJob):
+                    batch.append(nxt)
+                else:
+                    pending = nxt
+                    break
+            self._do_taps(batch)
+
+    def _do_call(self, job: _CallJob) -> None:
+        if not job.future.set_running_or_notify_cancel():
+            return
+        try:
+            job.future.set_result(job.fn(self.db))
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting caller
+            if self.db.conn.in_transaction:
+                self.db.conn.execute("ROLLBACK")
+            job.future.set_exception(e)
+
+    def _do_taps(self, batch: list[_TapJob]) -> None:
+        conn = self.db.conn
+        taps = [j.tap for j in batch]
+        try:
+            # Which taps the engine will decide now (the others are already applied and come
+            # back replayed, without a call to the encoder). The engine writes one `taps` row
+            # per decided tap, so max(id) inside the transaction tells which tap is encoding.
+            applied = set()
+            for t in taps:
+                if conn.execute("SELECT 1 FROM taps WHERE device_id = ? AND seq = ?",
+                                (t.device_id, t.seq)).fetchone():
+                    applied.add((t.device_id, t.seq))
+            fresh = [j for j in batch if (j.tap.device_id, j.tap.seq) not in applied]
+            base = conn.execute("SELECT coalesce(max(id), 0) FROM taps").fetchone()[0]
+
+            def encode(decision: Decision) -> bytes:
+                done = conn.execute("SELECT coalesce(max(id), 0) FROM taps").fetchone()[0] - base
+                job = fresh[done]
+                return job.encoder(job.tap, decision)
+
+            decisions = self.engine.decide_many(taps, encode)
+        except BaseException as e:  # noqa: BLE001 - every waiter learns the batch failed
+            log.error("writer: batch of %d taps failed: %s: %s", len(batch), type(e).__name__, e)
+            for j in batch:
+                j.future.set_exception(e)
+            return
+        self.batches += 1
+        self.taps += len(batch)
+        if self.metrics is not None:
+            self.metrics.batch.observe(len(batch))
+        for j, d in zip(batch, decisions):
+            j.future.set_result(d)

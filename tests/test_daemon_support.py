@@ -1,0 +1,193 @@
+"""Helpers shared by the daemon and link tests (a seeded site, an in-process or subprocess
+daemon), plus the tests of the daemon's configuration: bad config is one line and exit 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from host.admin import Admin
+from host.daemon import Daemon
+from host.daemon_config import load_config
+from host.store import open_db, register_device
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY_A = bytes(range(32))
+KEY_B = bytes(range(100, 132))
+CARD = "04A1B2C3D4E5F6"        # member 1, 100.00 yuan
+CARD2 = "04112233445566"       # member 2, 100.00 yuan, gym pass
+
+
+def make_site(path: Path, devices: dict[str, tuple[str, bytes]] | None = None) -> dict[str, Any]:
+    """A site database with two members with balance and the given devices registered."""
+    db = open_db(path)
+    devices = devices or {"kiosk-1": ("kiosk", KEY_A), "kiosk-2": ("kiosk", KEY_B)}
+    for dev, (kind, key) in devices.items():
+        register_device(db, dev, kind, key=key)
+    admin = Admin(db)
+    m1 = admin.add_member("Ada")["member_id"]
+    admin.enroll_card(m1, CARD)
+    admin.topup(m1, 10000)
+    m2 = admin.add_member("Bob")["member_id"]
+    admin.enroll_card(m2, CARD2)
+    admin.topup(m2, 10000)
+    admin.sell_pass(m2, "gym_month")
+    db.conn.close()
+    return {"m1": m1, "m2": m2}
+
+
+def balance(path: Path, member_id: int) -> int:
+    """principal + bonus of a member, read from the database file."""
+    db = open_db(path)
+    try:
+        row = db.execute("SELECT principal_fen + bonus_fen FROM members WHERE id = ?",
+                         (member_id,)).fetchone()
+        return row[0]
+    finally:
+        db.conn.close()
+
+
+def tap_count(path: Path, device_id: str | None = None) -> int:
+    """Number of taps recorded (optionally for one device)."""
+    db = open_db(path)
+    try:
+        if device_id is None:
+            return db.execute("SELECT count(*) FROM taps").fetchone()[0]
+        return db.execute("SELECT count(*) FROM taps WHERE device_id = ?",
+                          (device_id,)).fetchone()[0]
+    finally:
+        db.conn.close()
+
+
+def ledger_ok(path: Path) -> bool:
+    """The ledger's own verify(): projections re-derive from the ledger."""
+    from host import ledger
+    db = open_db(path)
+    try:
+        return ledger.verify(db) == []
+    finally:
+        db.conn.close()
+
+
+class InProcessDaemon:
+    """A Daemon started in this process (stopped by ``stop()``)."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.daemon = Daemon(load_config(argv))
+        self.daemon.start()
+
+    @property
+    def metrics(self) -> Any:
+        return self.daemon.metrics
+
+    def stop(self) -> None:
+        self.daemon.stop()
+
+
+class DaemonProcess:
+    """``python -m host.daemon`` as a subprocess; waits for its ``daemon ready`` line."""
+
+    def __init__(self, argv: list[str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "ab")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen([sys.executable, "-m", "host.daemon", *argv], cwd=ROOT,
+                                     stdout=self._log, stderr=self._log, env=env)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("daemon exited: " + self.log())
+            if "daemon ready" in self.log():
+                return
+            time.sleep(0.05)
+        raise RuntimeError("daemon not ready: " + self.log())
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def terminate(self) -> int:
+        self.proc.terminate()
+        return self.proc.wait(20)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.kill()
+        self._log.close()
+
+
+def wait_for(pred: Any, timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll ``pred()`` until true (bounded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# ----------------------------------------------------------------------------- config tests
+@pytest.mark.parametrize("argv, needle", [
+    ([], "nothing to serve"),
+    (["--mqtt", "localhost:99999"], "port must be 1..65535"),
+    (["--serial", "/dev/null", "--baud", "fast"], "bad baud"),
+    (["--nfc", "udp:127.0.0.1:1"], "nfc_device"),
+    (["--mqtt", "h:1", "--heartbeat-s", "100", "--offline-after-s", "10"], "offline_after_s"),
+    (["--mqtt", "h:1", "--mqtt-user", "u"], "go together"),
+    (["--mqtt", "h:1", "--log-level", "loud"], "log_level"),
+    (["--nope"], "unrecognized arguments"),
+])
+def test_bad_flags_one_line_exit_2(argv: list[str], needle: str, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from host.daemon import main
+    assert main(["--db", str(tmp_path / "x.db"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert needle in err
+    assert err.count("\n") == 1 and err.startswith("tapkiosk daemon: error:")
+
+
+def test_bad_toml_and_unknown_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from host.daemon import main
+    bad = tmp_path / "bad.toml"
+    bad.write_text("mqtt = \n")
+    assert main(["--config", str(bad)]) == 2
+    assert "bad config" in capsys.readouterr().err
+    unk = tmp_path / "unk.toml"
+    unk.write_text('mqtt = "127.0.0.1:1883"\nmqqt_user = "x"\n')
+    assert main(["--config", str(unk)]) == 2
+    assert "unknown key 'mqqt_user'" in capsys.readouterr().err
+    assert main(["--config", str(tmp_path / "missing.toml")]) == 2
+
+
+def test_flags_win_over_file(tmp_path: Path) -> None:
+    conf = tmp_path / "d.toml"
+    conf.write_text('db = "a.db"\nmqtt = "127.0.0.1:1883"\nheartbeat_s = 20\n'
+                    'serial = ["socket://127.0.0.1:1"]\n')
+    c = load_config(["--config", str(conf), "--heartbeat-s", "25", "--db", "b.db"])
+    assert (c.db, c.heartbeat_s, c.mqtt_port, c.serial) == ("b.db", 25, 1883,
+                                                            ["socket://127.0.0.1:1"])
+
+
+def test_shipped_example_config_is_valid(tmp_path: Path) -> None:
+    c = load_config(["--config", str(ROOT / "deploy" / "daemon.toml")])
+    assert c.mqtt is not None and c.metrics_port is not None
+
+
+def test_unopenable_db_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from host.daemon import main
+    (tmp_path / "f").write_text("x")
+    assert main(["--db", str(tmp_path / "f" / "site.db"), "--mqtt", "127.0.0.1:1"]) == 2
+    assert "cannot open database" in capsys.readouterr().err
+
+
+_ = threading  # (kept for helpers used by other test modules)
