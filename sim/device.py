@@ -202,6 +202,7 @@ class SimDevice:
         self.configs: list[dict[str, Any]] = []
         self.decisions: list[dict[str, Any]] = []   # every DECISION accepted
         self.received = 0
+        self.raw_in: list[bytes] = []              # every authenticated packet received
         self.bad_frames = 0
         self.ignored = 0
         self.welcome: dict[str, Any] | None = None
@@ -352,6 +353,7 @@ class SimDevice:
         ack = None
         with self._cond:
             self.received += 1
+            self.raw_in.append(bytes(data))
             if p.type == pk.DECISION:
                 seq = f["tap_seq"]
                 if seq in self._pending and self._pending[seq] is None:

@@ -1,0 +1,149 @@
+"""Daemon over MQTT with a real mosquitto: taps, retransmissions, status, security, broker crash."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from protocol import codes
+from protocol import packet as pk
+from protocol.mac import Mac
+from sim.device import MqttTransport, NoReply, Refused, SimDevice
+from test_daemon_support import (CARD, CARD2, KEY_A, KEY_B, InProcessDaemon, balance, ledger_ok,
+                                 make_site, tap_count, wait_for)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> tuple[Path, dict]:
+    path = tmp_path / "site.db"
+    return path, make_site(path)
+
+
+def _device(broker, dev_id: str, key: bytes, **kw) -> SimDevice:
+    return SimDevice(dev_id, key, "kiosk", MqttTransport(broker.host, broker.port), **kw)
+
+
+def _daemon(path: Path, broker, *extra: str) -> InProcessDaemon:
+    d = InProcessDaemon(["--db", str(path), "--mqtt", broker.address, "--offline-after-s",
+                         "60", *extra])
+    link = d.daemon.links[0]
+    wait_for(link.connected.is_set, what="daemon connected to the broker")
+    return d
+
+
+def test_tap_retransmit_status(site, broker) -> None:
+    path, ids = site
+    d = _daemon(path, broker)
+    try:
+        dev = _device(broker, "kiosk-1", KEY_A)
+        wait_for(lambda: d.metrics.value("tapkiosk_devices_online") == 1, what="LWT online")
+        dev.hello()
+        r = dev.tap(CARD, amount_fen=500)
+        assert r["verdict"] == codes.GRANT and r["balance"] == balance(path, ids["m1"])
+        before = r["balance"]
+        # The device did not get the answer and sends the same frame again: same bytes back,
+        # nothing applied twice.
+        seq, raw = dev.tap_frame(CARD, amount_fen=700)
+        first = dev.resend(raw)
+        again = dev.resend(raw)
+        assert first == again and first["balance"] < before
+        assert first["balance"] == balance(path, ids["m1"])
+        decisions = [x for x in dev.raw_in if x[1] == pk.DECISION]
+        assert len(decisions) == 3 and decisions[-1] == decisions[-2]
+        assert tap_count(path, "kiosk-1") == 2
+        assert d.metrics.value("tapkiosk_retransmits_total") >= 1
+        assert d.metrics.value("tapkiosk_taps_total", verdict="grant", reason="ok") == 2
+        dev.transport.close(graceful=False)   # the broker publishes the LWT "offline"
+        wait_for(lambda: d.metrics.value("tapkiosk_devices_online") == 0, what="LWT offline")
+    finally:
+        d.stop()
+    assert ledger_ok(path)
+
+
+def test_security_refusals_counted_nothing_applied(site, broker) -> None:
+    path, ids = site
+    d = _daemon(path, broker)
+    try:
+        a = _device(broker, "kiosk-1", KEY_A)
+        b = _device(broker, "kiosk-2", KEY_B)
+        a.hello()
+        bal0 = balance(path, ids["m1"])
+
+        # Wrong MAC: the frame of kiosk-1 signed with kiosk-2's key.
+        forged = SimDevice("kiosk-1", KEY_B, "kiosk")
+        forged.boot = 9
+        seq, raw = forged.tap_frame(CARD, amount_fen=100)
+        a.send(raw)
+        assert a.wait_error(seq).code == codes.ERR_BAD_MAC
+
+        # Unknown device: no reply at all on MQTT, counted.
+        ghost = SimDevice("ghost-9", KEY_A, "kiosk", MqttTransport(broker.host, broker.port))
+        with pytest.raises(NoReply):
+            ghost.tap(CARD, amount_fen=100, timeout=0.5)
+
+        # Spoofing: kiosk-2 sends its own valid TAP on kiosk-1's topic.
+        seq2, raw2 = b.tap_frame(CARD, amount_fen=100)
+        b.transport.publish("tapkiosk/v1/kiosk-1/up", raw2)
+        # ... and a frame saying it is kiosk-1 (MAC'd with kiosk-2's key) on its own topic.
+        _, raw3 = forged.tap_frame(CARD, amount_fen=100)
+        b.transport.publish("tapkiosk/v1/kiosk-2/up", raw3)
+
+        # Replay: an old seq with new content is refused with ERROR replay.
+        r = a.tap(CARD, amount_fen=100)
+        assert r["verdict"] == codes.GRANT
+        seq_old = a.ctr
+        _, replay = a.frame(pk.TAP, {"uid": bytes.fromhex(CARD), "sak": 8, "flags": 0,
+                                     "direction": 0, "service": 0, "amount": 999,
+                                     "device_time": 0, "secure": b""}, seq=(1 << 16) | 1)
+        a.send(replay)
+        assert a.wait_error((1 << 16) | 1).code == codes.ERR_REPLAY
+        assert seq_old > 1
+
+        wait_for(lambda: d.metrics.value("tapkiosk_frames_rejected_total",
+                                         cause="topic_mismatch") >= 2, what="spoofs counted")
+        m = d.metrics
+        assert m.value("tapkiosk_frames_rejected_total", cause="bad_mac") == 1
+        assert m.value("tapkiosk_frames_rejected_total", cause="unknown_device") >= 1
+        assert m.value("tapkiosk_frames_rejected_total", cause="replay") == 1
+    finally:
+        d.stop()
+    # Only the one honest tap was applied.
+    assert tap_count(path) == 1
+    assert balance(path, ids["m1"]) < bal0
+    assert ledger_ok(path)
+
+
+def test_broker_killed_and_restarted_mid_stream(site, broker) -> None:
+    path, ids = site
+    d = _daemon(path, broker)
+    decided: dict[int, dict] = {}
+    try:
+        dev = _device(broker, "kiosk-1", KEY_A, timeout=3)
+        dev.hello()
+        for _ in range(5):
+            seq, raw = dev.tap_frame(CARD, amount_fen=100)
+            decided[seq] = dev.resend(raw)
+        broker.stop()
+        # Taps made while the broker is down stay in the outbox.
+        for _ in range(3):
+            with pytest.raises(NoReply):
+                dev.tap(CARD, amount_fen=100, timeout=0.3)
+        assert len(dev.outbox) == 3
+        broker.start()
+        wait_for(lambda: d.daemon.links[0].connected.is_set(), 20, "daemon reconnected")
+        wait_for(dev.transport.connected.is_set, 20, "device reconnected")
+        pending = list(dev.outbox)
+        for seq, res in zip(pending, dev.flush_outbox(timeout=10)):
+            decided[seq] = res
+        assert not dev.outbox
+    finally:
+        d.stop()
+    assert len(decided) == 8 and all(r["verdict"] == codes.GRANT for r in decided.values())
+    # Each tap applied exactly once, whatever the broker did.
+    assert tap_count(path, "kiosk-1") == 8
+    assert balance(path, ids["m1"]) == min(r["balance"] for r in decided.values())
+    assert ledger_ok(path)
+
+
+_ = (Refused, Mac, CARD2)
