@@ -150,6 +150,8 @@ class _Outcome:
     uses_left: int = -1
     relay_ms: int = 0
     pattern: int = codes.PAT_DENY
+    balance_fen: int | None = None
+    points: int | None = None
 
 
 _TAP_COLS = ("verdict", "reason", "relay_ms", "pattern", "text", "balance_fen", "points",
@@ -171,6 +173,9 @@ class Engine:
         tz = self.policy.tz
         self.clock = clock if clock is not None else (lambda: datetime.now(tz))
         self._devices: dict[str, tuple[str, dict[str, Any]]] = {}
+        #: The tap being decided while ``encode_reply`` runs (None outside decide calls), so
+        #: a batch encoder can tell which tap a Decision belongs to.
+        self.current_tap: Tap | None = None
 
     # ------------------------------------------------------------------ transactions
     def decide(self, tap: Tap, encode_reply: Callable[[Decision], bytes] | None = None
@@ -226,6 +231,7 @@ class Engine:
             d = dict(zip(_TAP_COLS, row))
             d["reply"] = bytes(d["reply"])
             return Decision(**d, replayed=True)
+        self.current_tap = tap
         now = self.clock()
         ts = int(now.timestamp())
         tap_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM taps").fetchone()[0]
@@ -248,13 +254,16 @@ class Engine:
             decision, reply = self._finish(conn, out, encode_reply, safe=True)
             self._record(conn, tap, ts, tap_id, out, decision, t0)
         conn.execute("RELEASE tap")
+        self.current_tap = None
         return decision
 
     def _finish(self, conn: sqlite3.Connection, out: _Outcome,
                 encode_reply: Callable[[Decision], bytes] | None, safe: bool = False
                 ) -> tuple[Decision, bytes]:
         bal, pts = 0, 0
-        if out.member_id is not None:
+        if out.balance_fen is not None:
+            bal, pts = out.balance_fen, out.points
+        elif out.member_id is not None:
             r = conn.execute("SELECT principal_fen + bonus_fen, points FROM members WHERE id = ?",
                              (out.member_id,)).fetchone()
             if r is not None:
@@ -314,7 +323,8 @@ class Engine:
         kind, settings = dev
         uid = str(tap.uid).upper()
         card = conn.execute(
-            "SELECT c.status, c.expires_at, m.id, m.name, m.status, m.tier, m.birthday "
+            "SELECT c.status, c.expires_at, m.id, m.name, m.status, m.tier, m.birthday, "
+            "m.tier_manual, m.principal_fen, m.bonus_fen, m.points, m.qualifying "
             "FROM cards c JOIN members m ON m.id = c.member_id WHERE c.uid = ?",
             (uid,)).fetchone()
         if tap.offline:
@@ -323,7 +333,7 @@ class Engine:
             d = _Deny("unknown_card", "Unknown card")
             d.kind = kind
             raise d
-        cstatus, cexp, mid, name, mstatus, tier, birthday = card
+        cstatus, cexp, mid, name, mstatus, tier, birthday, manual = card[:8]
         short = (name or f"#{mid}")[:_NAME_CHARS]
 
         def deny(reason: str, text: str) -> _Deny:
@@ -339,15 +349,16 @@ class Engine:
                                  "expired": "Card expired"}[cstatus])
         if mstatus != "active":
             raise deny("member_inactive", "Membership suspended")
-        ledger.sweep_expired(conn, ts, mid)
+        pending = ledger.Pending(mid, *card[8:12])
+        ledger.sweep_expired(conn, ts, mid, pending=pending)
         window = int(settings.get("duplicate_window_s", 0))
         if window:
-            last = conn.execute("SELECT max(ts) FROM taps WHERE uid = ? AND device_id = ? AND "
-                                "verdict = 'grant' AND ts > ?",
-                                (uid, tap.device_id, ts - window)).fetchone()[0]
+            last = conn.execute("SELECT max(ts) FROM taps WHERE member_id = ? AND ts > ? AND "
+                                "device_id = ? AND verdict = 'grant'",
+                                (mid, ts - window, tap.device_id)).fetchone()[0]
             if last is not None:
                 raise deny("duplicate", "Already done, wait a moment")
-        m = _Member(mid, short, tier, birthday)
+        m = _Member(mid, short, tier, birthday, bool(manual), pending)
         if kind == "gate":
             out = self._gate(conn, tap, settings, m, now, ts, tap_id, deny)
         elif kind == "wash":
@@ -355,7 +366,9 @@ class Engine:
         else:
             out = self._kiosk(conn, tap, settings, m, now, ts, tap_id, deny)
         out.member_id, out.kind = mid, kind
-        conn.execute("UPDATE members SET last_active_at = ? WHERE id = ?", (ts, mid))
+        pending.flush(conn, last_active_at=ts)
+        out.balance_fen = pending.have("principal") + pending.have("bonus")
+        out.points = pending.have("points")
         return out
 
     def _open_now(self, settings: dict, now: datetime) -> bool:
@@ -470,21 +483,20 @@ class Engine:
                 if pay <= 0:
                     return _Outcome("grant", "ok", "free", pass_id=disc_pid)
                 try:
-                    ledger.spend(conn, ts, m.id, pay, pol.spend_order, "spend", tap_id=tap_id)
+                    ledger.spend(conn, ts, m.id, pay, pol.spend_order, "spend", tap_id=tap_id,
+                                 pending=m.pending)
                 except InsufficientFunds:
                     short_fen = pay
                     continue
                 earned = self._earn(conn, m, pay, now, ts, tap_id)
                 self._qualify(conn, m, ts, tap_id=tap_id)
-                bal = conn.execute("SELECT principal_fen + bonus_fen FROM members WHERE id = ?",
-                                   (m.id,)).fetchone()[0]
+                bal = m.pending.have("principal") + m.pending.have("bonus")
                 return _Outcome("grant", "ok", f"paid {format_fen(pay)} left {format_fen(bal)}",
                                 charged_fen=pay, points_earned=earned, pass_id=disc_pid)
         if capped:
             raise deny("daily_cap", "Pass used up for today")
         if short_fen is not None:
-            bal = conn.execute("SELECT principal_fen + bonus_fen FROM members WHERE id = ?",
-                               (m.id,)).fetchone()[0]
+            bal = m.pending.have("principal") + m.pending.have("bonus")
             raise deny("insufficient_balance", f"余额不足 balance {format_fen(bal)}")
         raise deny("no_pass", "No valid pass")
 
@@ -496,12 +508,13 @@ class Engine:
             expires = (int(months_later_start(now, pol.points_expiry_months).timestamp())
                        if pol.points_expiry_months else 0)
             ledger.credit(conn, ts, m.id, "points", pts, "earn", expires_at=expires,
-                          tap_id=tap_id)
+                          tap_id=tap_id, pending=m.pending)
         return pts
 
     def _qualify(self, conn, m: "_Member", ts: int, **refs: Any) -> None:
-        ledger.credit(conn, ts, m.id, "qualifying", 1, "purchase", **refs)
-        maybe_upgrade(conn, self.policy, m.id, ts)
+        ledger.credit(conn, ts, m.id, "qualifying", 1, "purchase", pending=m.pending, **refs)
+        if not m.manual:
+            maybe_upgrade(conn, self.policy, m.id, ts, current=(m.tier, 0))
 
     def _offline(self, conn, tap: Tap, kind: str, card, ts: int, now: datetime,
                  tap_id: int) -> _Outcome:
@@ -537,14 +550,17 @@ class _Member:
     name: str
     tier: str
     birthday: str | None
+    manual: bool
+    pending: ledger.Pending
 
 
-def maybe_upgrade(conn: sqlite3.Connection, policy: Policy, member_id: int, ts: int) -> str | None:
+def maybe_upgrade(conn: sqlite3.Connection, policy: Policy, member_id: int, ts: int,
+                  current: tuple[str, int] | None = None) -> str | None:
     """Move the member up to the highest tier whose rule their qualifying activity meets
     (never down, never when the tier was set manually). Logs the change; returns the new
-    tier or None."""
-    row = conn.execute("SELECT tier, tier_manual FROM members WHERE id = ?",
-                       (member_id,)).fetchone()
+    tier or None. ``current`` = (tier, tier_manual) when the caller already read them."""
+    row = current if current is not None else conn.execute(
+        "SELECT tier, tier_manual FROM members WHERE id = ?", (member_id,)).fetchone()
     if row is None or row[1]:
         return None
     current = policy.tiers.get(row[0])

@@ -50,6 +50,45 @@ def _row(conn: sqlite3.Connection, ts: int, member_id: int, currency: str, delta
     return cur.lastrowid
 
 
+class Pending:
+    """Projection changes of one member held back until ``flush()``: the engine's tap path
+    uses it to turn several ``UPDATE members`` into one. Balance checks use the known
+    balances plus the pending deltas, so they are as strict as the direct path."""
+
+    def __init__(self, member_id: int, principal_fen: int, bonus_fen: int, points: int,
+                 qualifying: int) -> None:
+        self.member_id = member_id
+        self.base = {"principal": principal_fen, "bonus": bonus_fen, "points": points,
+                     "qualifying": qualifying}
+        self.delta = {"principal": 0, "bonus": 0, "points": 0, "qualifying": 0}
+
+    def have(self, currency: str) -> int:
+        """Current value of ``currency`` including pending changes."""
+        return self.base[currency] + self.delta[currency]
+
+    def flush(self, conn: sqlite3.Connection, last_active_at: int | None = None) -> None:
+        """Write the pending changes (and ``last_active_at``) in one UPDATE."""
+        sets = [f"{_COLUMN[c]} = {_COLUMN[c]} + {int(d)}" for c, d in self.delta.items() if d]
+        if last_active_at is not None:
+            sets.append(f"last_active_at = {int(last_active_at)}")
+        if sets:
+            conn.execute(f"UPDATE members SET {', '.join(sets)} WHERE id = ?", (self.member_id,))
+        for c, d in self.delta.items():
+            self.base[c] += d
+            self.delta[c] = 0
+
+
+def _apply(conn: sqlite3.Connection, member_id: int, currency: str, amount: int,
+           pending: Pending | None) -> None:
+    if pending is not None and pending.member_id == member_id:
+        pending.delta[currency] += amount
+        return
+    col = _COLUMN[currency]
+    cur = conn.execute(f"UPDATE members SET {col} = {col} + ? WHERE id = ?", (amount, member_id))
+    if cur.rowcount != 1:
+        raise NotFound(f"unknown member {member_id}")
+
+
 def balances(conn: sqlite3.Connection, member_id: int) -> dict[str, int]:
     """The member's projections: principal_fen, bonus_fen, points, qualifying. NotFound."""
     row = conn.execute("SELECT principal_fen, bonus_fen, points, qualifying FROM members "
@@ -60,9 +99,10 @@ def balances(conn: sqlite3.Connection, member_id: int) -> dict[str, int]:
 
 
 def credit(conn: sqlite3.Connection, ts: int, member_id: int, currency: str, amount: int,
-           kind: str, *, expires_at: int = 0, **refs: Any) -> int:
+           kind: str, *, expires_at: int = 0, pending: Pending | None = None, **refs: Any) -> int:
     """Credit ``amount`` (> 0) of ``currency``; bonus and points go into the lot keyed by
-    (member, currency, expires_at). Returns the ledger row id."""
+    (member, currency, expires_at). Returns the ledger row id. With ``pending`` (same
+    member), the member's projection change is held in it until ``pending.flush()``."""
     if amount <= 0:
         raise InputError(f"credit of {currency} must be positive, got {amount}")
     if currency == "uses":
@@ -77,15 +117,12 @@ def credit(conn: sqlite3.Connection, ts: int, member_id: int, currency: str, amo
         lot_id = row[0]
     elif expires_at:
         raise InputError(f"{currency} credits cannot expire")
-    col = _COLUMN[currency]
-    cur = conn.execute(f"UPDATE members SET {col} = {col} + ? WHERE id = ?", (amount, member_id))
-    if cur.rowcount != 1:
-        raise NotFound(f"unknown member {member_id}")
+    _apply(conn, member_id, currency, amount, pending)
     return _row(conn, ts, member_id, currency, amount, kind, lot_id=lot_id, **refs)
 
 
 def debit(conn: sqlite3.Connection, ts: int, member_id: int, currency: str, amount: int,
-          kind: str, **refs: Any) -> list[Taken]:
+          kind: str, *, pending: Pending | None = None, **refs: Any) -> list[Taken]:
     """Debit ``amount`` (> 0) of ``currency``, consuming lots in the documented order.
 
     Raises InsufficientFunds (writing nothing) if the projection is smaller than ``amount``.
@@ -94,12 +131,16 @@ def debit(conn: sqlite3.Connection, ts: int, member_id: int, currency: str, amou
     if amount <= 0:
         raise InputError(f"debit of {currency} must be positive, got {amount}")
     col = _COLUMN[currency]
-    have = conn.execute(f"SELECT {col} FROM members WHERE id = ?", (member_id,)).fetchone()
-    if have is None:
-        raise NotFound(f"unknown member {member_id}")
-    if have[0] < amount:
-        raise InsufficientFunds(f"member {member_id} has {have[0]} {currency}, needs {amount}")
-    conn.execute(f"UPDATE members SET {col} = {col} - ? WHERE id = ?", (amount, member_id))
+    if pending is not None and pending.member_id == member_id:
+        have = pending.have(currency)
+    else:
+        row = conn.execute(f"SELECT {col} FROM members WHERE id = ?", (member_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"unknown member {member_id}")
+        have = row[0]
+    if have < amount:
+        raise InsufficientFunds(f"member {member_id} has {have} {currency}, needs {amount}")
+    _apply(conn, member_id, currency, -amount, pending)
     if currency not in LOT_CURRENCIES:
         _row(conn, ts, member_id, currency, -amount, kind, **refs)
         return [Taken(None, amount, 0)]
@@ -150,17 +191,21 @@ def split_spend(principal: int, bonus: int, amount: int, order: str) -> tuple[in
 
 
 def spend(conn: sqlite3.Connection, ts: int, member_id: int, amount: int, order: str,
-          kind: str, **refs: Any) -> tuple[int, int]:
+          kind: str, *, pending: Pending | None = None, **refs: Any) -> tuple[int, int]:
     """Spend ``amount`` fen of stored value (principal + bonus) in ``order``.
 
     Returns (principal part, bonus part). Raises InsufficientFunds writing nothing.
     """
-    bal = balances(conn, member_id)
-    p, b = split_spend(bal["principal_fen"], bal["bonus_fen"], amount, order)
+    if pending is not None and pending.member_id == member_id:
+        principal, bonus = pending.have("principal"), pending.have("bonus")
+    else:
+        bal = balances(conn, member_id)
+        principal, bonus = bal["principal_fen"], bal["bonus_fen"]
+    p, b = split_spend(principal, bonus, amount, order)
     if p:
-        debit(conn, ts, member_id, "principal", p, kind, **refs)
+        debit(conn, ts, member_id, "principal", p, kind, pending=pending, **refs)
     if b:
-        debit(conn, ts, member_id, "bonus", b, kind, **refs)
+        debit(conn, ts, member_id, "bonus", b, kind, pending=pending, **refs)
     return p, b
 
 
@@ -181,7 +226,8 @@ def debit_use(conn: sqlite3.Connection, ts: int, member_id: int, pass_id: int, k
     return _row(conn, ts, member_id, "uses", -uses, kind, pass_id=pass_id, **refs)
 
 
-def sweep_expired(conn: sqlite3.Connection, ts: int, member_id: int | None = None) -> int:
+def sweep_expired(conn: sqlite3.Connection, ts: int, member_id: int | None = None, *,
+                  pending: Pending | None = None) -> int:
     """Write off what is left in lots that expired at or before ``ts`` (one member, or all).
 
     Each write-off is an ``expire`` ledger row against its lot. Returns rows written.
@@ -194,9 +240,8 @@ def sweep_expired(conn: sqlite3.Connection, ts: int, member_id: int | None = Non
         args = (ts, member_id)
     n = 0
     for lot_id, mid, currency, remaining in conn.execute(sql, args).fetchall():
-        col = _COLUMN[currency]
         conn.execute("UPDATE lots SET remaining = 0 WHERE id = ?", (lot_id,))
-        conn.execute(f"UPDATE members SET {col} = {col} - ? WHERE id = ?", (remaining, mid))
+        _apply(conn, mid, currency, -remaining, pending)
         _row(conn, ts, mid, currency, -remaining, "expire", lot_id=lot_id)
         n += 1
     return n

@@ -191,6 +191,9 @@ BEGIN SELECT RAISE(ABORT, '{t} is append-only: write a reversing entry'); END;
 CREATE TRIGGER {t}_no_delete BEFORE DELETE ON {t}
 BEGIN SELECT RAISE(ABORT, '{t} is append-only: write a reversing entry'); END;
 """ for t in _APPEND_ONLY)),
+    (2, "duplicate-tap check by member: drop the uid index of taps", """
+DROP INDEX taps_uid;
+"""),
 ]
 
 DEVICE_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,16}")

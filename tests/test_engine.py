@@ -302,3 +302,13 @@ def test_points_expire_at_month_bucket(site):
     clock.set(2027, 4, 1, 0, 0)
     assert engine.decide(Tap("K1", 3, UID, amount_fen=100)).points == 0
     assert ledger.verify(db) == []
+
+
+def test_current_tap_is_visible_to_the_encoder(site):
+    db, admin, engine, clock, mid = site
+    admin.topup(mid, 10000)
+    seen = []
+    taps = [Tap("K1", 1, UID, amount_fen=100), Tap("K1", 1, UID, amount_fen=100),
+            Tap("K1", 2, UID, amount_fen=200)]
+    out = engine.decide_many(taps, lambda d: seen.append(engine.current_tap) or b"x")
+    assert seen == [taps[0], taps[2]] and out[1].replayed and engine.current_tap is None
