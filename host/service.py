@@ -293,18 +293,25 @@ class Service:
             try:
                 state, cached = st.window.check(p.seq, p.raw, True)
             except ReplayError as e:
-                self._reject("replay", st, p, send, link, str(e), codes.ERR_REPLAY)
-                return
-            if state == RETRANSMIT:
+                refused = e
+            else:
+                refused = None
+            if refused is not None:
+                pass
+            elif state == RETRANSMIT:
                 self.metrics.retransmits.inc()
                 if cached:
                     send(cached)
                 return
-            if not self._accepting:
+            elif not self._accepting:
                 self._reject("internal", st, p, send, link, "host is shutting down",
                              codes.ERR_INTERNAL)
                 return
-            st.inflight[p.seq] = (p.raw, [send])
+            else:
+                st.inflight[p.seq] = (p.raw, [send])
+        if refused is not None:
+            self._old_tap(st, p, send, link, refused)
+            return
         tap = Tap(device_id=st.device_id, seq=p.seq, uid=f["uid"].hex().upper(), sak=f["sak"],
                   service=f["service"], amount_fen=f["amount"],
                   direction=_DIRECTIONS.get(f["direction"]), offline=bool(f["flags"] & 1),
@@ -317,6 +324,33 @@ class Service:
             self._tap_failed(st, p, link, e)
             return
         fut.add_done_callback(lambda fu: self._tap_done(st, p, tap, fu, link, t0, state))
+
+    def _old_tap(self, st: DeviceState, p: pk.Packet, send: Send, link: str,
+                 refused: ReplayError) -> None:
+        """A TAP the window refuses: if the store already applied this very tap (the RAM cache
+        was lost in a restart), answer with the stored reply; otherwise refuse it."""
+        f = p.fields
+        dev, seq = st.device_id, p.seq
+
+        def lookup(db: sqlite_utils.Database) -> Any:
+            return db.execute("SELECT uid, amount_fen, service, reply FROM taps "
+                              "WHERE device_id = ? AND seq = ?", (dev, seq)).fetchone()
+
+        try:
+            row = self.writer.call(lookup).result(30)
+        except Exception as e:  # noqa: BLE001 - refuse rather than guess
+            row = None
+            log.error("device=%s seq=%d stored-tap lookup failed: %s", dev, seq, e)
+        if (row is not None and row[0] == f["uid"].hex().upper() and row[1] == f["amount"]
+                and row[2] == f["service"] and row[3]):
+            reply = bytes(row[3])
+            with st.lock:
+                st.window.accept(seq, p.raw, reply)
+            self.metrics.retransmits.inc()
+            log.info("tap device=%s seq=%d already applied: stored reply sent again", dev, seq)
+            send(reply)
+            return
+        self._reject("replay", st, p, send, link, str(refused), codes.ERR_REPLAY)
 
     def encode_decision(self, st: DeviceState, tap: Tap, d: Decision) -> bytes:
         """The DECISION packet for ``tap`` (called by the writer inside the transaction)."""

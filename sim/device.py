@@ -104,6 +104,58 @@ class SerialTransport:
             self._port.close()
 
 
+class FdTransport:
+    """COBS frames over a file descriptor, e.g. the master side of ``os.openpty()`` whose slave
+    the daemon opens with pyserial."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._wlock = threading.Lock()
+        self.parser = framing.FrameParser()
+
+    def attach(self, device_id: str, on_packet: OnPacket) -> None:
+        """Start delivering received packets to ``on_packet``."""
+        self._thread = threading.Thread(target=self._read, args=(on_packet,), daemon=True,
+                                        name=f"sim fd {device_id}")
+        self._thread.start()
+
+    def _read(self, on_packet: OnPacket) -> None:
+        import select
+
+        while not self._stop.is_set():
+            try:
+                r, _, _ = select.select([self.fd], [], [], 0.05)
+                if not r:
+                    continue
+                data = os.read(self.fd, 4096)
+            except OSError:
+                return
+            if not data:
+                return
+            for pkt in self.parser.feed(data):
+                on_packet(pkt)
+
+    def send(self, packet: bytes) -> None:
+        """Write one packet as a COBS frame."""
+        self.write_raw(framing.encode(packet))
+
+    def write_raw(self, data: bytes) -> None:
+        """Write bytes as they are."""
+        with self._wlock:
+            view = memoryview(data)
+            while view:
+                n = os.write(self.fd, view)
+                view = view[n:]
+
+    def close(self) -> None:
+        """Stop reading (the caller owns the fd)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2)
+
+
 class MqttTransport:
     """Packets over MQTT: publish on ``up``, subscribe to ``down``, LWT ``offline`` on status."""
 
@@ -277,6 +329,27 @@ class SimDevice:
             self._pending.setdefault(seq, None)
         self.send(raw)
         return self.wait_decision(seq, timeout)
+
+    def deliver(self, raw: bytes, attempts: int = 20, timeout: float = 0.5) -> dict[str, Any]:
+        """Send a TAP and resend the same bytes until its DECISION comes (bounded), as the
+        firmware's outbox does. Raises NoReply after ``attempts`` tries, Refused on ERROR."""
+        seq = int.from_bytes(raw[2:6], "big")
+        self.outbox.setdefault(seq, bytes(raw))
+        for _ in range(max(1, attempts) - 1):
+            try:
+                return self.resend(raw, timeout)
+            except NoReply:
+                continue
+            except Refused as e:
+                # A later frame (an ACK, a PING) overtook this tap: announce the outbox with a
+                # fresh HELLO (resend_floor = oldest pending seq), then send the tap again.
+                if e.code != codes.ERR_REPLAY:
+                    raise
+                try:
+                    self.hello(resend_floor=next(iter(self.outbox)))
+                except (NoReply, Refused):
+                    continue
+        return self.resend(raw, timeout)
 
     def wait_decision(self, seq: int, timeout: float | None = None) -> dict[str, Any]:
         """Wait for the DECISION (or ERROR) of tap ``seq``; the tap leaves the outbox."""

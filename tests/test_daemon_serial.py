@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from host import service as service_mod
 from protocol import codes
 from sim.cable import Cable
-from sim.device import NoReply, Refused, SerialTransport, SimDevice
-from test_daemon_support import (CARD, KEY_A, InProcessDaemon, balance, ledger_ok, make_site,
+from sim.device import FdTransport, SerialTransport, SimDevice
+from test_daemon_support import (CARD, KEY_A, KEY_B, InProcessDaemon, balance, ledger_ok, make_site,
                                  tap_count, wait_for)
 
 
@@ -42,3 +41,65 @@ def test_tap_over_socket_cable(site: tuple[Path, dict]) -> None:
         d.stop()
         cable.stop()
     assert tap_count(path) == 1 and ledger_ok(path)
+
+
+def test_tap_over_pty(site: tuple[Path, dict]) -> None:
+    path, ids = site
+    master, slave = os.openpty()
+    tty.setraw(master)
+    d = InProcessDaemon(["--db", str(path), "--serial", os.ttyname(slave)])
+    try:
+        link = d.daemon.links[0]
+        wait_for(link.opened.is_set, what="pty open")
+        dev = SimDevice("kiosk-1", KEY_A, "kiosk", FdTransport(master))
+        dev.hello()
+        results = [dev.tap(CARD, amount_fen=100) for _ in range(5)]
+        assert [r["verdict"] for r in results] == [codes.GRANT] * 5
+        assert results[-1]["balance"] == balance(path, ids["m1"])
+        # The line is bound to kiosk-1: a kiosk-2 frame on it is refused, nothing applied.
+        other = SimDevice("kiosk-2", KEY_B, "kiosk", None)
+        _, raw = other.tap_frame(CARD, amount_fen=100)
+        dev.send(raw)
+        wait_for(lambda: d.metrics.value("tapkiosk_frames_rejected_total",
+                                         cause="line_mismatch") == 1, what="line mismatch")
+        dev.close()
+    finally:
+        d.stop()
+        os.close(master)
+        os.close(slave)
+    assert tap_count(path) == 5 and ledger_ok(path)
+
+
+def test_faulty_cable_garbage_flips_drops_split_frames(site: tuple[Path, dict]) -> None:
+    """Damage in both directions: every tap is decided exactly once anyway."""
+    path, ids = site
+    cable = Cable(chunk=7, seed=7).start()
+    d = InProcessDaemon(["--db", str(path), "--serial", cable.url_b])
+    try:
+        wait_for(lambda: cable.connected["b"].is_set(), what="daemon on the cable")
+        dev = SimDevice("kiosk-1", KEY_A, "kiosk", SerialTransport(cable.url_a))
+        dev.hello()
+        cable.set_faults("ab", flip=0.002, drop=0.001, garbage=0.05)
+        cable.set_faults("ba", flip=0.002, drop=0.001, garbage=0.05)
+        dev.transport.write_raw(b"\x00\x07garbage\xff\x00\x00\x01\x02")
+        results = {}
+        for _ in range(20):
+            seq, raw = dev.tap_frame(CARD, amount_fen=10)
+            results[seq] = dev.deliver(raw, attempts=50, timeout=0.2)
+        cable.set_faults("ab")
+        cable.set_faults("ba")
+        dev.close()
+        damaged = d.metrics.value("tapkiosk_frames_rejected_total", cause="bad_frame")
+    finally:
+        d.stop()
+        cable.stop()
+    assert cable.stats["flipped"] + cable.stats["dropped"] + cable.stats["garbage"] > 0
+    assert damaged > 0
+    assert all(r["verdict"] == codes.GRANT for r in results.values())
+    assert tap_count(path, "kiosk-1") == 20
+    # Every tap was charged once, in order: balances strictly fall and the last one is what
+    # the store holds (a tap applied twice would need a second row under UNIQUE(device, seq)).
+    balances = [results[s]["balance"] for s in sorted(results)]
+    assert all(a > b for a, b in zip(balances, balances[1:]))
+    assert balance(path, ids["m1"]) == balances[-1]
+    assert ledger_ok(path)
