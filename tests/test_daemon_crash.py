@@ -1,0 +1,84 @@
+"""The daemon as a subprocess: SIGKILL mid-stream and restart (no acknowledged tap lost, none
+applied twice, `tapkiosk verify` passes), SIGTERM exits 0, the metrics endpoint answers."""
+
+from __future__ import annotations
+
+import threading
+import urllib.request
+from pathlib import Path
+
+from conftest import free_port
+from host import cli
+from protocol import codes
+from sim.device import MqttTransport, SimDevice
+from test_daemon_support import (CARD, KEY_A, DaemonProcess, balance, make_site, tap_count,
+                                 wait_for)
+
+N_TAPS = 40
+
+
+def test_sigkill_mid_stream_then_restart(tmp_path: Path, broker) -> None:
+    path = tmp_path / "site.db"
+    ids = make_site(path)
+    argv = ["--db", str(path), "--mqtt", broker.address]
+    d = DaemonProcess(argv, tmp_path / "d1.log")
+    results: dict[int, dict] = {}
+    errors: list[BaseException] = []
+    dev = SimDevice("kiosk-1", KEY_A, "kiosk", MqttTransport(broker.host, broker.port))
+
+    def run() -> None:
+        try:
+            dev.hello()
+            for _ in range(N_TAPS):
+                seq, raw = dev.tap_frame(CARD, amount_fen=100)
+                results[seq] = dev.deliver(raw, attempts=60, timeout=0.25)
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            errors.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    try:
+        wait_for(lambda: len(results) >= 10, 20, "ten decisions")
+        d.kill()                                   # SIGKILL mid-stream
+        d.close()
+        d = DaemonProcess(argv, tmp_path / "d2.log")
+        t.join(60)
+        assert not t.is_alive() and not errors, errors
+        first = (tmp_path / "d1.log").read_text().count("tap device=kiosk-1")
+        second = d.log().count("tap device=kiosk-1")
+        # Both daemons decided taps: the kill did land mid-stream.
+        assert 10 <= first < N_TAPS and second >= 1
+    finally:
+        dev.close()
+        d.close()
+    assert len(results) == N_TAPS
+    assert all(r["verdict"] == codes.GRANT for r in results.values())
+    assert tap_count(path, "kiosk-1") == N_TAPS
+    balances = [results[s]["balance"] for s in sorted(results)]
+    assert all(a > b for a, b in zip(balances, balances[1:]))
+    assert balance(path, ids["m1"]) == balances[-1]
+    assert cli.main(["--db", str(path), "verify"]) == 0
+
+
+def test_sigterm_is_graceful_and_metrics_served(tmp_path: Path, broker) -> None:
+    path = tmp_path / "site.db"
+    make_site(path)
+    port = free_port()
+    d = DaemonProcess(["--db", str(path), "--mqtt", broker.address, "--metrics-port", str(port)],
+                      tmp_path / "d.log")
+    try:
+        dev = SimDevice("kiosk-1", KEY_A, "kiosk", MqttTransport(broker.host, broker.port))
+        dev.hello()
+        assert dev.tap(CARD, amount_fen=100)["verdict"] == codes.GRANT
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        text = body.decode()
+        assert 'tapkiosk_taps_total{reason="ok",verdict="grant"} 1.0' in text
+        assert "tapkiosk_tap_latency_seconds_bucket" in text
+        assert "tapkiosk_devices_online 1.0" in text
+        dev.close()
+        assert d.terminate() == 0
+        log = d.log()
+        assert "stopped" in log and "tap device=kiosk-1" in log and "verdict=grant" in log
+    finally:
+        d.close()
+    assert cli.main(["--db", str(path), "verify"]) == 0
