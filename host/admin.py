@@ -423,6 +423,22 @@ class Admin:
         return self._write("points.gift", dict(from_id=from_id, to_id=to_id, points=points),
                            key, fn)
 
+    def reverse(self, entry_id: int, *, reason: str = "", key: str | None = None
+                ) -> dict[str, Any]:
+        """Correct a ledger entry with a reversing entry (the ledger itself never changes).
+        Cash records (``payments``) are not touched: a wrongly keyed top-up whose cash was
+        never received is reversed here and shows in the ledger, not as a refund."""
+        _positive(entry_id, "ledger entry id")
+        if len(reason) > 200:
+            raise InputError("reason must be at most 200 characters")
+
+        def fn(conn: sqlite3.Connection, ts: int, now: datetime) -> dict[str, Any]:
+            new_id = ledger.reverse(conn, ts, entry_id, op_key=key, note=reason or None)
+            mid = conn.execute("SELECT member_id FROM ledger WHERE id = ?",
+                               (new_id,)).fetchone()[0]
+            return {**self._state(conn, mid), "reversed": entry_id, "entry_id": new_id}
+        return self._write("ledger.reverse", dict(entry_id=entry_id, reason=reason), key, fn)
+
     def expire(self, *, key: str | None = None) -> dict[str, Any]:
         """Write off every expired lot of every member now."""
         def fn(conn: sqlite3.Connection, ts: int, now: datetime) -> dict[str, Any]:

@@ -196,6 +196,15 @@ def _build_parser() -> _Parser:
         if name == "daily":
             r.add_argument("--date", type=_date_arg, help="last day (default: today)")
 
+    lg = sub.add_parser("ledger", help="ledger entries").add_subparsers(dest="sub",
+                                                                       parser_class=_Parser)
+    lg.required = True
+    t = lg.add_parser("reverse", help="correct an entry with a reversing entry", **kww)
+    t.add_argument("entry_id", type=lambda s: _int(s, "ledger entry id"))
+    t.add_argument("--reason", default="")
+    t = lg.add_parser("list", **kw)
+    t.add_argument("member", type=_member_arg)
+    t.add_argument("--limit", type=lambda s: _int(s, "limit"), default=50)
     sub.add_parser("verify", help="recompute every projection from the ledger", **kw)
     sub.add_parser("expire", help="write off expired bonus and points lots now", **kww)
     e = sub.add_parser("export", help="dump every table as JSON", **kw)
@@ -410,6 +419,15 @@ def _dispatch(args: argparse.Namespace, db: Any, policy: Policy, path: str,
             _csv(rows, out)
         else:
             _show(rows, js, out)
+    elif cmd == "ledger":
+        if sub == "reverse":
+            _show(admin.reverse(args.entry_id, reason=args.reason, key=key), js, out)
+        else:
+            admin._member(db.conn, args.member)
+            _show([dict(r) for r in db.query(
+                "SELECT id, ts, currency, delta, kind, lot_id, pass_id, tap_id, reverses, note "
+                "FROM ledger WHERE member_id = ? ORDER BY id DESC LIMIT ?",
+                [args.member, args.limit])], js, out)
     elif cmd == "verify":
         problems = ledger.verify(db)
         n = db.execute("SELECT count(*) FROM ledger").fetchone()[0]

@@ -22,7 +22,7 @@ from typing import Any
 
 import sqlite_utils
 
-from host.errors import InputError, InsufficientFunds, NotFound
+from host.errors import Conflict, InputError, InsufficientFunds, NotFound
 
 CURRENCIES = ("principal", "bonus", "points", "qualifying", "uses")
 LOT_CURRENCIES = ("bonus", "points")
@@ -245,6 +245,44 @@ def sweep_expired(conn: sqlite3.Connection, ts: int, member_id: int | None = Non
         _row(conn, ts, mid, currency, -remaining, "expire", lot_id=lot_id)
         n += 1
     return n
+
+
+def reverse(conn: sqlite3.Connection, ts: int, entry_id: int, *, op_key: str | None = None,
+            note: str | None = None) -> int:
+    """Correct ledger row ``entry_id`` with a reversing row (same currency, lot and pass,
+    opposite delta, ``reverses`` = the original). Refuses (Conflict) to reverse a reversal
+    or a row reversed already, and (InsufficientFunds) a credit that was already spent.
+    Returns the new row's id."""
+    row = conn.execute("SELECT member_id, currency, delta, lot_id, pass_id, kind, reverses "
+                       "FROM ledger WHERE id = ?", (entry_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"unknown ledger entry {entry_id}")
+    mid, currency, delta, lot_id, pass_id, kind, reverses_id = row
+    if reverses_id is not None:
+        raise Conflict(f"ledger entry {entry_id} is itself a reversal")
+    done = conn.execute("SELECT id FROM ledger WHERE reverses = ?", (entry_id,)).fetchone()
+    if done is not None:
+        raise Conflict(f"ledger entry {entry_id} was already reversed by entry {done[0]}")
+    back = -delta
+    if currency == "uses":
+        cur = conn.execute("UPDATE passes SET uses_left = uses_left + ? WHERE id = ? AND "
+                           "uses_left + ? >= 0", (back, pass_id, back))
+        if cur.rowcount != 1:
+            raise InsufficientFunds(f"pass {pass_id} has already used what entry {entry_id} gave")
+    else:
+        if lot_id is not None:
+            cur = conn.execute("UPDATE lots SET remaining = remaining + ?, amount = "
+                               "max(amount, remaining + ?) WHERE id = ? AND remaining + ? >= 0",
+                               (back, back, lot_id, back))
+            if cur.rowcount != 1:
+                raise InsufficientFunds(f"lot {lot_id} has already spent what entry {entry_id} gave")
+        col = _COLUMN[currency]
+        cur = conn.execute(f"UPDATE members SET {col} = {col} + ? WHERE id = ? AND {col} + ? >= 0",
+                           (back, mid, back))
+        if cur.rowcount != 1:
+            raise InsufficientFunds(f"member {mid} has already spent what entry {entry_id} gave")
+    return _row(conn, ts, mid, currency, back, "reversal", lot_id=lot_id, pass_id=pass_id,
+                op_key=op_key, reverses=entry_id, note=note or f"reverses {kind}")
 
 
 def verify(db: sqlite_utils.Database) -> list[str]:

@@ -173,3 +173,21 @@ def test_refund_forfeits_bonus_pro_rata(run, member):
     assert (r["refunded_fen"], r["bonus_forfeited_fen"]) == (10000, 1000)
     r = j(run, "refund", "1", "--all")
     assert r["balance_fen"] == 0 and r["bonus_forfeited_fen"] == 1000
+
+
+def test_ledger_reverse_is_a_new_entry(run, member):
+    j(run, "topup", "1", "200.00")                 # entries 1 (principal) and 2 (bonus)
+    rows = j(run, "ledger", "list", "1")
+    bonus = [r for r in rows if r["currency"] == "bonus"][0]
+    r = j(run, "ledger", "reverse", str(bonus["id"]), "--reason", "keyed twice")
+    assert r["bonus_fen"] == 0 and r["principal_fen"] == 20000
+    code, _, err = run("ledger", "reverse", str(bonus["id"]))
+    assert code == 2 and "already reversed" in err
+    code, _, err = run("ledger", "reverse", str(r["entry_id"]))
+    assert code == 2 and "itself a reversal" in err
+    j(run, "tap", "K1", UID, "--amount", "150.00")  # spends 142.50 of the principal
+    principal = [x for x in j(run, "ledger", "list", "1") if x["kind"] == "topup"][0]
+    code, _, err = run("ledger", "reverse", str(principal["id"]))
+    assert code == 2 and "already spent" in err
+    assert run("verify")[0] == 0
+    assert len(j(run, "ledger", "list", "1")) == 6

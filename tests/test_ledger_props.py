@@ -29,6 +29,7 @@ op = st.one_of(
     st.tuples(st.just("sell"), member, st.sampled_from(sorted(POLICY.plans)), st.booleans()),
     st.tuples(st.just("replace"), member, st.just(0), st.just(0)),
     st.tuples(st.just("time"), st.integers(0, 40 * 86400), st.just(0), st.just(0)),
+    st.tuples(st.just("reverse"), st.integers(1, 60), st.just(0), st.just(0)),
 )
 
 
@@ -98,6 +99,8 @@ def test_random_operations_keep_ledger_consistent(ops):
                 if new:
                     admin.replace_card(card[a], new)
                     card[a] = new
+            elif kind == "reverse":
+                admin.reverse(a)
             elif kind == "time":
                 now[0] = now[0] + timedelta(seconds=a)
         except HostError:
