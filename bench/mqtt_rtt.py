@@ -1,0 +1,140 @@
+# Runs on CPython: benchmark of the tap -> decision round trip over MQTT against a raw QoS-1 echo.
+"""Tap -> DECISION round trip through mosquitto, against a raw paho QoS-1 echo (same run).
+
+Starts a mosquitto on loopback with ``set_tcp_nodelay true``, the daemon as a subprocess and
+an echo subprocess (a bare paho client that republishes what it gets, QoS 1). A simulated
+kiosk (``sim.device.SimDevice`` over MQTT) then times ``--taps`` taps one after the other, and
+a bare paho client times as many echo round trips of a same-sized payload, interleaved so
+both see the same machine load. Prints p50/p99 of both and the p99 ratio (target: ratio <= 1.5
+and tap p99 < 5 ms).
+
+Usage: ``python bench/mqtt_rtt.py [--taps 500]``. Last line JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import paho.mqtt.client as mqtt  # noqa: E402
+from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+
+
+def pct(xs: list[float], p: float) -> float:
+    """p-th percentile (nearest rank) of xs, in the same unit."""
+    s = sorted(xs)
+    return s[min(len(s) - 1, max(0, int(round(p / 100.0 * len(s) + 0.5)) - 1))]
+
+
+def _client(cid: str, host: str, port: int) -> mqtt.Client:
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid, clean_session=True)
+
+    def on_connect(client, userdata, flags, rc, props=None):  # noqa: ANN001
+        client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    c.on_connect = on_connect
+    c.connect(host, port)
+    return c
+
+
+def echo(host: str, port: int) -> None:
+    """The echo process: republish bench/ping on bench/pong, QoS 1."""
+    c = _client("bench-echo", host, port)
+    c.on_message = lambda client, u, msg: client.publish("bench/pong", msg.payload, qos=1)
+    c.subscribe("bench/ping", qos=1)
+    c.loop_forever()
+
+
+class Pinger:
+    """Times QoS-1 round trips through the echo process."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.got = threading.Event()
+        self.c = _client("bench-pinger", host, port)
+        self.c.on_message = lambda client, u, msg: self.got.set()
+        sub = threading.Event()
+        self.c.on_subscribe = lambda *a: sub.set()
+        self.c.subscribe("bench/pong", qos=1)
+        self.c.loop_start()
+        sub.wait(5)
+
+    def once(self, payload: bytes) -> float:
+        self.got.clear()
+        t0 = time.perf_counter()
+        self.c.publish("bench/ping", payload, qos=1)
+        if not self.got.wait(5):
+            raise RuntimeError("echo did not answer")
+        return (time.perf_counter() - t0) * 1000.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--taps", type=int, default=500)
+    ap.add_argument("--echo", nargs=2, metavar=("HOST", "PORT"), help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.echo:
+        echo(a.echo[0], int(a.echo[1]))
+        return 0
+    from conftest import Broker
+    from test_daemon_support import CARD, KEY_A, make_site
+
+    from sim.device import MqttTransport, SimDevice
+
+    tmp = Path(tempfile.mkdtemp(prefix="tapkiosk-bench-"))
+    db = tmp / "site.db"
+    make_site(db)
+    broker = Broker(tmp)
+    log = open(tmp / "daemon.log", "wb")
+    procs = [subprocess.Popen([sys.executable, "-m", "host.daemon", "--db", str(db), "--mqtt",
+                               broker.address, "--log-level", "warning"], cwd=ROOT, stdout=log,
+                              stderr=log),
+             subprocess.Popen([sys.executable, __file__, "--echo", broker.host, str(broker.port)])]
+    try:
+        time.sleep(1.0)
+        dev = SimDevice("kiosk-1", KEY_A, "kiosk", MqttTransport(broker.host, broker.port))
+        dev.hello()
+        pinger = Pinger(broker.host, broker.port)
+        _, sample = dev.tap_frame(CARD, amount_fen=1)
+        dev.outbox.clear()
+        payload = bytes(len(sample))
+        for _ in range(50):      # warm-up
+            dev.tap(CARD, amount_fen=1)
+            pinger.once(payload)
+        taps, echoes = [], []
+        for _ in range(a.taps):
+            t0 = time.perf_counter()
+            dev.tap(CARD, amount_fen=1)
+            taps.append((time.perf_counter() - t0) * 1000.0)
+            echoes.append(pinger.once(payload))
+        dev.close()
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(20)
+        broker.stop()
+        log.close()
+    t50, t99 = statistics.median(taps), pct(taps, 99)
+    e50, e99 = statistics.median(echoes), pct(echoes, 99)
+    print(f"tap -> decision over MQTT ({a.taps} taps): p50 {t50:.2f} ms, p99 {t99:.2f} ms")
+    print(f"raw paho QoS-1 echo, same broker:     p50 {e50:.2f} ms, p99 {e99:.2f} ms")
+    print(f"p99 ratio {t99 / e99:.2f} (target <= 1.5); tap p99 target < 5 ms")
+    print(json.dumps({"bench": "mqtt_rtt", "taps": a.taps, "tap_p50_ms": round(t50, 3),
+                      "tap_p99_ms": round(t99, 3), "echo_p50_ms": round(e50, 3),
+                      "echo_p99_ms": round(e99, 3), "ratio_p99": round(t99 / e99, 2),
+                      "ratio_p50": round(t50 / e50, 2)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+# Runs on CPython: benchmark of sustained taps/s through the daemon from 100 simulated MQTT readers.
+"""Sustained throughput of the daemon over MQTT, with a loss check.
+
+Starts a mosquitto on loopback (``set_tcp_nodelay true``) and the daemon as a subprocess
+(``python -m host.daemon``) on a fresh site database with one member and card per device.
+A load generator (a few paho clients, each speaking for many devices on their own topics)
+runs ``--devices`` readers closed-loop: each device sends its next TAP as soon as the
+previous DECISION came back (authenticated with the device key). After ``--seconds`` the
+generator stops, waits for the last decisions, and checks that every tap sent got exactly one
+decision and that the store holds exactly that many taps.
+
+Usage: ``python bench/throughput.py [--devices 100] [--seconds 10] [--clients 4]``
+Last line JSON: ``{"bench": "throughput", "taps_per_s": .., "taps": .., "lost": 0, ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import paho.mqtt.client as mqtt  # noqa: E402
+from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+
+from conftest import Broker  # noqa: E402
+from host.admin import Admin  # noqa: E402
+from host.store import open_db, register_device  # noqa: E402
+from protocol import packet as pk  # noqa: E402
+from protocol.mac import Mac  # noqa: E402
+
+
+def make_site(path: Path, n: int) -> list[tuple[str, bytes, str]]:
+    """n kiosks, each with a member holding one card and a balance."""
+    db = open_db(path)
+    admin = Admin(db)
+    out = []
+    for i in range(n):
+        dev, key, uid = f"k{i:03d}", os.urandom(32), f"04{i:012X}"
+        register_device(db, dev, "kiosk", key=key)
+        m = admin.add_member(f"m{i}")["member_id"]
+        admin.enroll_card(m, uid)
+        admin.topup(m, 4_000_000)
+        out.append((dev, key, uid))
+    db.conn.close()
+    return out
+
+
+class Loader:
+    """One paho client speaking for several devices, closed loop (one tap in flight each)."""
+
+    def __init__(self, broker: Broker, devices: list[tuple[str, bytes, str]], idx: int) -> None:
+        self.devs = {d: (Mac(k), bytes.fromhex(u)) for d, k, u in devices}
+        self.seq = {d: 1 << 16 for d in self.devs}
+        self.pending: dict[str, int] = {}
+        self.sent = 0
+        self.decided = 0
+        self.dupes = 0
+        self.bad = 0
+        self.running = False
+        self.idle = threading.Event()
+        self.lock = threading.Lock()
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-load-{idx}",
+                        clean_session=True)
+        c.max_inflight_messages_set(1000)
+        c.max_queued_messages_set(0)
+        self.ready = threading.Event()
+        c.on_connect = self._on_connect
+        c.on_subscribe = lambda *a: self.ready.set()
+        c.on_message = self._on_message
+        self.c = c
+        c.connect(broker.host, broker.port)
+        c.loop_start()
+
+    def _on_connect(self, client, userdata, flags, rc, props=None) -> None:
+        client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client.subscribe([(f"tapkiosk/v1/{d}/down", 1) for d in self.devs])
+
+    def send_tap(self, dev: str) -> None:
+        mac, uid = self.devs[dev]
+        self.seq[dev] += 1
+        seq = self.seq[dev]
+        raw = pk.encode(pk.TAP, seq, dev, {"uid": uid, "sak": 8, "flags": 0, "direction": 0,
+                                           "service": 0, "amount": 100, "device_time": 0,
+                                           "secure": b""}, mac, pk.UP)
+        self.pending[dev] = seq
+        self.sent += 1
+        self.c.publish(f"tapkiosk/v1/{dev}/up", raw, qos=1)
+
+    def start(self) -> None:
+        with self.lock:
+            self.running = True
+            for d in self.devs:
+                self.send_tap(d)
+
+    def stop(self) -> None:
+        with self.lock:
+            self.running = False
+            if not self.pending:
+                self.idle.set()
+
+    def _on_message(self, client, userdata, msg) -> None:
+        dev = msg.topic.split("/")[2]
+        try:
+            p = pk.decode(msg.payload, self.devs[dev][0], pk.DOWN)
+        except Exception:  # noqa: BLE001 - counted as a bad frame
+            self.bad += 1
+            return
+        if p.type != pk.DECISION:
+            return
+        with self.lock:
+            if self.pending.get(dev) != p.fields["tap_seq"]:
+                self.dupes += 1
+                return
+            del self.pending[dev]
+            self.decided += 1
+            if p.fields["verdict"] != 1:
+                self.bad += 1
+            if self.running:
+                self.send_tap(dev)
+            elif not self.pending:
+                self.idle.set()
+
+    def close(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--devices", type=int, default=100)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--clients", type=int, default=4)
+    a = ap.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="tapkiosk-bench-"))
+    db = tmp / "site.db"
+    devices = make_site(db, a.devices)
+    broker = Broker(tmp)
+    log = open(tmp / "daemon.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "host.daemon", "--db", str(db), "--mqtt",
+                             broker.address, "--log-level", "warning"], cwd=ROOT, stdout=log,
+                            stderr=log)
+    loaders: list[Loader] = []
+    try:
+        time.sleep(1.0)  # daemon start-up (subscribes before the first tap)
+        per = (len(devices) + a.clients - 1) // a.clients
+        loaders = [Loader(broker, devices[i:i + per], k)
+                   for k, i in enumerate(range(0, len(devices), per))]
+        for ld in loaders:
+            ld.ready.wait(10)
+        # Warm-up: first contact loads each device on the daemon.
+        for ld in loaders:
+            ld.start()
+        time.sleep(1.0)
+        base = sum(ld.decided for ld in loaders)
+        t0 = time.perf_counter()
+        time.sleep(a.seconds)
+        done = sum(ld.decided for ld in loaders) - base
+        elapsed = time.perf_counter() - t0
+        for ld in loaders:
+            ld.stop()
+        for ld in loaders:
+            ld.idle.wait(15)
+        sent = sum(ld.sent for ld in loaders)
+        decided = sum(ld.decided for ld in loaders)
+        dupes = sum(ld.dupes for ld in loaders)
+        bad = sum(ld.bad for ld in loaders)
+    finally:
+        for ld in loaders:
+            ld.close()
+        proc.terminate()
+        proc.wait(30)
+        broker.stop()
+        log.close()
+    store = open_db(db)
+    stored = store.execute("SELECT count(*) FROM taps").fetchone()[0]
+    batch = None
+    store.conn.close()
+    rate = done / elapsed
+    lost = sent - decided
+    print(f"devices {a.devices}, {a.clients} load clients, {a.seconds:.0f} s measured")
+    print(f"sustained {rate:.0f} taps/s; sent {sent}, decided {decided}, stored {stored}, "
+          f"lost {lost}, duplicate decisions {dupes}, denied/bad {bad}")
+    print(f"daemon exit code {proc.returncode} (SIGTERM)")
+    print(json.dumps({"bench": "throughput", "devices": a.devices, "taps_per_s": round(rate, 1),
+                      "taps": decided, "sent": sent, "stored": stored, "lost": lost,
+                      "duplicates": dupes, "bad": bad, "target_taps_per_s": 1000,
+                      "zero_loss": lost == 0 and stored == decided and dupes == 0,
+                      "batch": batch}))
+    return 0 if lost == 0 and stored == decided else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
