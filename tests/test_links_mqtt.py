@@ -147,3 +147,27 @@ def test_broker_killed_and_restarted_mid_stream(site, broker) -> None:
 
 
 _ = (Refused, Mac, CARD2)
+
+
+def test_gate_gets_allow_list_config_and_events_are_stored(tmp_path: Path, broker) -> None:
+    from host.store import open_db
+    path = tmp_path / "site.db"
+    make_site(path, {"gate-1": ("gate", KEY_A)})
+    d = _daemon(path, broker)
+    try:
+        dev = SimDevice("gate-1", KEY_A, "gate", MqttTransport(broker.host, broker.port))
+        w = dev.hello()
+        wait_for(lambda: dev.cfg_version == w["cfg_version"], what="CONFIG applied")
+        # Only Bob (CARD2) holds a gym pass: the offline allow-list is exactly his card.
+        assert dev.allow == {bytes.fromhex(CARD2)}
+        seq = dev.event(codes.EV_READER_FAULT, 3, "pn532 timeout")
+        wait_for(lambda: open_db(path).execute(
+            "SELECT count(*) FROM device_events WHERE device_id='gate-1' AND seq=?",
+            (seq,)).fetchone()[0] == 1, what="event stored")
+        # Acknowledged: a new HELLO gets no CONFIG again.
+        n = len(dev.configs)
+        dev.hello()
+        assert dev.ping()["nonce"] >= 0
+        assert len(dev.configs) == n
+    finally:
+        d.stop()
