@@ -176,6 +176,8 @@ class Engine:
         #: The tap being decided while ``encode_reply`` runs (None outside decide calls), so
         #: a batch encoder can tell which tap a Decision belongs to.
         self.current_tap: Tap | None = None
+        self._min_upgrade = min((t.upgrade_purchases for t in self.policy.tiers.values()
+                                 if t.upgrade_purchases), default=1 << 62)
 
     # ------------------------------------------------------------------ transactions
     def decide(self, tap: Tap, encode_reply: Callable[[Decision], bytes] | None = None
@@ -513,7 +515,9 @@ class Engine:
 
     def _qualify(self, conn, m: "_Member", ts: int, **refs: Any) -> None:
         ledger.credit(conn, ts, m.id, "qualifying", 1, "purchase", pending=m.pending, **refs)
-        if not m.manual:
+        if not m.manual and m.pending.have("qualifying") >= self._min_upgrade:
+            # Purchases in any window <= lifetime purchases: below the smallest rule's count
+            # no upgrade is possible, so the window query is skipped.
             maybe_upgrade(conn, self.policy, m.id, ts, current=(m.tier, 0))
 
     def _offline(self, conn, tap: Tap, kind: str, card, ts: int, now: datetime,
