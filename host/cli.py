@@ -233,9 +233,17 @@ def _show(value: Any, as_json: bool, out: io.TextIOBase) -> None:
             out.write(f"{k}: {_human(k, v)}\n")
 
 
+_TZ: list[Any] = [None]  # the site time zone, for human-readable timestamps
+
+
 def _human(key: str, v: Any) -> str:
     if key.endswith("_fen") and isinstance(v, int) and not isinstance(v, bool):
         return format_fen(v)
+    if (key == "ts" or key.endswith("_at") or key == "last_seen") and isinstance(v, int) \
+            and not isinstance(v, bool):
+        if v == 0:
+            return "never" if key == "expires_at" else "-"
+        return datetime.fromtimestamp(v, _TZ[0]).strftime("%Y-%m-%d %H:%M")
     return "" if v is None else str(v)
 
 
@@ -299,6 +307,7 @@ def _run(args: argparse.Namespace, out: io.TextIOBase) -> int:
 def _dispatch(args: argparse.Namespace, db: Any, policy: Policy, path: str,
               out: io.TextIOBase) -> int:
     js = args.json
+    _TZ[0] = policy.tz
     admin = Admin(db, policy)
     key = getattr(args, "key", None)
     cmd, sub = args.cmd, getattr(args, "sub", None)
