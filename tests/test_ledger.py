@@ -1,0 +1,126 @@
+# Runs on CPython (pytest): ledger primitives — spend split, lot order, expiry, gifts, verify.
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, strategies as st
+
+from host import ledger
+from host.admin import Admin
+from host.errors import InsufficientFunds
+from host.policy import build_policy, load_policy
+from host.store import open_db, transaction
+
+TZ = ZoneInfo("Asia/Shanghai")
+
+
+@pytest.mark.parametrize("p,b,amount,order,want", [
+    (800, 200, 500, "prorated", (400, 100)),
+    (800, 200, 500, "bonus_first", (300, 200)),
+    (800, 200, 500, "principal_first", (500, 0)),
+    (0, 200, 150, "prorated", (0, 150)),
+    (999, 1, 1000, "prorated", (999, 1)),
+    (3, 3, 5, "prorated", (2, 3)),
+])
+def test_split_spend(p, b, amount, order, want):
+    assert ledger.split_spend(p, b, amount, order) == want
+
+
+@given(st.integers(0, 10**9), st.integers(0, 10**9), st.integers(1, 2 * 10**9),
+       st.sampled_from(["prorated", "bonus_first", "principal_first"]))
+def test_split_spend_never_overdraws(p, b, amount, order):
+    if amount > p + b:
+        with pytest.raises(InsufficientFunds):
+            ledger.split_spend(p, b, amount, order)
+        return
+    pp, bb = ledger.split_spend(p, b, amount, order)
+    assert pp + bb == amount and 0 <= pp <= p and 0 <= bb <= b
+
+
+def _site():
+    db = open_db(None)
+    clock = [datetime(2026, 1, 15, 12, 0, tzinfo=TZ)]
+    admin = Admin(db, load_policy(), lambda: clock[0])
+    mid = admin.add_member("A")["member_id"]
+    other = admin.add_member("B")["member_id"]
+    return db, admin, clock, mid, other
+
+
+def test_lots_used_soonest_expiry_first_never_expiring_last():
+    db, admin, clock, mid, _ = _site()
+    ts = 1_800_000_000
+    with transaction(db) as conn:
+        ledger.credit(conn, ts, mid, "points", 100, "earn", expires_at=0)
+        late = ledger.credit(conn, ts, mid, "points", 100, "earn", expires_at=ts + 2000)
+        ledger.credit(conn, ts, mid, "points", 100, "earn", expires_at=ts + 1000)
+        taken = ledger.debit(conn, ts, mid, "points", 150, "redeem")
+    assert [(t.expires_at, t.amount) for t in taken] == [(ts + 1000, 100), (ts + 2000, 50)]
+    assert late  # lot rows exist
+    assert ledger.verify(db) == []
+
+
+def test_credit_same_expiry_shares_a_lot():
+    db, admin, clock, mid, _ = _site()
+    with transaction(db) as conn:
+        ledger.credit(conn, 1, mid, "points", 5, "earn", expires_at=99)
+        ledger.credit(conn, 2, mid, "points", 7, "earn", expires_at=99)
+    assert db.execute("SELECT amount, remaining FROM lots").fetchall() == [(12, 12)]
+
+
+def test_debit_more_than_held_writes_nothing():
+    db, admin, clock, mid, _ = _site()
+    admin.topup(mid, 1000)
+    n = db.execute("SELECT count(*) FROM ledger").fetchone()[0]
+    with pytest.raises(InsufficientFunds):
+        with transaction(db) as conn:
+            ledger.spend(conn, 1, mid, 1001, "prorated", "spend")
+    assert db.execute("SELECT count(*) FROM ledger").fetchone()[0] == n
+
+
+def test_gift_keeps_expiry_and_sweep_expires():
+    db, admin, clock, mid, other = _site()
+    ts = int(clock[0].timestamp())
+    with transaction(db) as conn:
+        ledger.credit(conn, ts, mid, "points", 30, "earn", expires_at=ts + 100)
+        ledger.credit(conn, ts, mid, "points", 30, "earn", expires_at=0)
+    admin.gift_points(mid, other, 40)
+    lots = db.execute("SELECT expires_at, remaining FROM lots WHERE member_id = ? "
+                      "ORDER BY expires_at", (other,)).fetchall()
+    assert lots == [(0, 10), (ts + 100, 30)]
+    with transaction(db) as conn:
+        assert ledger.sweep_expired(conn, ts + 100) == 1
+    assert ledger.balances(db.conn, other)["points"] == 10
+    assert ledger.balances(db.conn, mid)["points"] == 20
+    assert ledger.verify(db) == []
+
+
+def test_bonus_expiry_from_policy():
+    raw = load_policy().raw
+    pol = build_policy({**raw, "stored_value": {**raw["stored_value"], "bonus_expiry_days": 30}})
+    db = open_db(None)
+    clock = [datetime(2026, 1, 15, 12, 0, tzinfo=TZ)]
+    admin = Admin(db, pol, lambda: clock[0])
+    mid = admin.add_member("A")["member_id"]
+    admin.topup(mid, 20000)                              # +20.00 bonus, expires in 30 days
+    clock[0] = datetime(2026, 2, 16, 0, 0, tzinfo=TZ)
+    r = admin.topup(mid, 100)
+    assert r["bonus_fen"] == 0 and r["principal_fen"] == 20100
+    kinds = [k for (k,) in db.execute("SELECT kind FROM ledger ORDER BY id")]
+    assert "expire" in kinds and ledger.verify(db) == []
+
+
+def test_referral_paid_once_on_first_topup():
+    db, admin, clock, mid, _ = _site()
+    new = admin.add_member("C", referrer_id=mid)["member_id"]
+    assert admin.topup(new, 1000)["referral_points"] == 100
+    assert admin.topup(new, 1000)["referral_points"] == 0
+    assert ledger.balances(db.conn, mid)["points"] == 100
+
+
+def test_verify_reports_lot_mismatch():
+    db, admin, clock, mid, _ = _site()
+    admin.topup(mid, 20000)
+    db.execute("UPDATE lots SET remaining = remaining - 1")
+    problems = ledger.verify(db)
+    assert any(p.startswith("lot 1") for p in problems)
+    assert any("lots hold 1999" in p for p in problems)
