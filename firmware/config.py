@@ -1,0 +1,308 @@
+# Runs on the ESP32 (and the unix port in tests): reads and checks config.json, keeps the small state files on flash.
+#
+# config.json sits at the filesystem root (the process cwd under the unix port); tools/flash.py
+# writes it. A missing or bad file raises ConfigError with one line that says what to fix.
+# State files (all at the root, all small, none written per tap):
+#   boot.dat    boot counter u16, written once per boot
+#   params.json settings pushed by the host (CONFIG/WELCOME): cfg_version, relay_ms, ...
+#   allow.bin   offline allow-list: records of u8 length + 10 bytes of UID
+import json
+import struct
+import binascii
+
+from protocol.compat import const
+
+KINDS = ("gate", "wash", "kiosk")
+LINKS = ("serial", "mqtt")
+BUSES = ("hsu", "i2c", "spi")
+
+BOOT_FILE = "boot.dat"
+PARAMS_FILE = "params.json"
+ALLOW_FILE = "allow.bin"
+
+ALLOW_MAX = const(1000)  # UIDs kept for offline gate mode
+_ALLOW_REC = const(11)   # u8 length + 10 bytes
+
+_ENOENT = const(2)
+
+# Settings the host may change (CONFIG, WELCOME) and their defaults before the first contact.
+PARAM_DEFAULTS = {
+    "cfg_version": 0,
+    "relay_ms": 800,
+    "debounce_ms": 1500,
+    "offline_after_s": 10,
+    "heartbeat_s": 15,
+}
+
+
+class ConfigError(ValueError):
+    def __init__(self, message):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self):
+        return self.message
+
+
+class Config:
+    # Plain attributes, checked once at boot.
+    def __init__(self):
+        self.device_id = ""
+        self.kind = "gate"
+        self.kind_code = 1
+        self.key = b""
+        self.link = "serial"
+        self.serial = None
+        self.mqtt = None
+        self.wifi = None
+        self.reader = None
+        self.feedback = None
+        self.debounce_ms = 1500
+        self.config_version = 0
+        # Optional keys (not written by tools/flash.py; defaults suit a real site).
+        self.service = 0          # wash program / service code sent with each TAP
+        self.amount = 0           # kiosk amount in fen sent with each TAP
+        self.direction = 0        # gate: 0 none, 1 in, 2 out
+        self.decision_ms = 1500   # how long a member waits for the host's answer
+        self.outbox_slots = 64
+        self.wdt_ms = 8000        # 0 disables the watchdog
+
+
+def _fail(key, what):
+    raise ConfigError("config.json: " + key + " " + what)
+
+
+def _int(d, key, lo, hi, name, default=None, none_ok=False):
+    v = d.get(key, default)
+    if v is None and none_ok:
+        return None
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        _fail(name, "must be an integer in %d..%d (got %r)" % (lo, hi, v))
+    return v
+
+
+def _dict(cfg, key):
+    v = cfg.get(key)
+    if not isinstance(v, dict):
+        _fail(key, "must be an object")
+    return v
+
+
+def _pins(d, names, section):
+    out = {}
+    for n in names:
+        out[n] = _int(d, n, 0, 48, section + "." + n, None, True)
+    return out
+
+
+def _device_id_ok(dev):
+    if not isinstance(dev, str) or not 1 <= len(dev) <= 16:
+        return False
+    for c in dev:
+        if not (c.isalpha() or c.isdigit() or c in "_.-") or ord(c) > 127:
+            return False
+    return True
+
+
+def check(cfg):
+    # dict -> Config, or ConfigError naming the first bad key.
+    if not isinstance(cfg, dict):
+        raise ConfigError("config.json: top level must be an object")
+    c = Config()
+    dev = cfg.get("device_id")
+    if not _device_id_ok(dev):
+        _fail("device_id", "must be 1-16 characters of A-Z a-z 0-9 _ . - (got %r)" % (dev,))
+    c.device_id = dev
+    kind = cfg.get("kind")
+    if kind not in KINDS:
+        _fail("kind", "must be gate, wash or kiosk (got %r)" % (kind,))
+    c.kind = kind
+    c.kind_code = KINDS.index(kind) + 1
+    key = cfg.get("key")
+    try:
+        if not isinstance(key, str) or len(key) != 64:
+            raise ValueError
+        c.key = binascii.unhexlify(key)
+    except ValueError:
+        _fail("key", "must be 64 hex digits (provision the board with tools/flash.py)")
+    link = cfg.get("link", "serial")
+    if link not in LINKS:
+        _fail("link", "must be serial or mqtt (got %r)" % (link,))
+    c.link = link
+    if link == "serial":
+        s = _dict(cfg, "serial")
+        c.serial = {
+            "uart": _int(s, "uart", 0, 3, "serial.uart"),
+            "baud": _int(s, "baud", 1200, 5000000, "serial.baud", 115200),
+            "tx": _int(s, "tx", 0, 48, "serial.tx", None, True),
+            "rx": _int(s, "rx", 0, 48, "serial.rx", None, True),
+        }
+    else:
+        m = _dict(cfg, "mqtt")
+        broker = m.get("broker")
+        if not isinstance(broker, str) or not broker:
+            _fail("mqtt.broker", "must name the broker host")
+        user = m.get("user")
+        password = m.get("password")
+        if user is not None and not isinstance(user, str):
+            _fail("mqtt.user", "must be text or null")
+        if password is not None and not isinstance(password, str):
+            _fail("mqtt.password", "must be text or null")
+        c.mqtt = {"broker": broker, "port": _int(m, "port", 1, 65535, "mqtt.port", 1883),
+                  "user": user, "password": password,
+                  "keepalive": _int(m, "keepalive", 5, 600, "mqtt.keepalive", 30)}
+        w = cfg.get("wifi") or {}
+        if not isinstance(w, dict):
+            _fail("wifi", "must be an object")
+        c.wifi = {"ssid": w.get("ssid") or "", "password": w.get("password") or ""}
+    r = _dict(cfg, "reader")
+    bus = r.get("bus")
+    if bus not in BUSES:
+        _fail("reader.bus", "must be hsu, i2c or spi (got %r)" % (bus,))
+    c.reader = _pins(r, ("tx", "rx", "sda", "scl", "sck", "mosi", "miso", "cs", "reset", "irq"), "reader")
+    c.reader["bus"] = bus
+    c.reader["uart"] = _int(r, "uart", 0, 3, "reader.uart", 1)
+    f = cfg.get("feedback") or {}
+    if not isinstance(f, dict):
+        _fail("feedback", "must be an object")
+    c.feedback = _pins(f, ("relay", "led_r", "led_g", "buzzer"), "feedback")
+    c.feedback["relay_active"] = _int(f, "relay_active", 0, 1, "feedback.relay_active", 1)
+    c.debounce_ms = _int(cfg, "debounce_ms", 0, 60000, "debounce_ms", 1500)
+    c.config_version = _int(cfg, "config_version", 0, 0x7FFFFFFF, "config_version", 0)
+    c.service = _int(cfg, "service", 0, 0xFFFF, "service", 0)
+    c.amount = _int(cfg, "amount", 0, 0xFFFFFFFF, "amount", 0)
+    d = cfg.get("direction", 0)
+    if d in ("in", "out", "none"):
+        d = ("none", "in", "out").index(d)
+    c.direction = _int({"d": d}, "d", 0, 2, "direction")
+    c.decision_ms = _int(cfg, "decision_ms", 100, 30000, "decision_ms", 1500)
+    c.outbox_slots = _int(cfg, "outbox_slots", 4, 1024, "outbox_slots", 64)
+    c.wdt_ms = _int(cfg, "wdt_ms", 0, 120000, "wdt_ms", 8000)
+    return c
+
+
+def load(path="config.json"):
+    try:
+        with open(path) as fh:
+            text = fh.read()
+    except OSError as e:
+        if e.args[0] == _ENOENT:
+            raise ConfigError("config.json missing: provision the board with tools/flash.py")
+        raise ConfigError("config.json unreadable (OSError %d)" % e.args[0])
+    try:
+        cfg = json.loads(text)
+    except ValueError:
+        raise ConfigError("config.json is not valid JSON: provision the board again")
+    return check(cfg)
+
+
+def next_boot(path=BOOT_FILE):
+    # Reads, increments and writes the boot counter: called once per boot (and again only if
+    # the 16-bit per-boot counter runs out). 1..65535, never 0, so seq 0 never exists.
+    n = 0
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(2)
+        if len(raw) == 2:
+            n = struct.unpack(">H", raw)[0]
+    except OSError:
+        n = 0
+    n = n + 1 if n < 0xFFFF else 1
+    with open(path, "wb") as fh:
+        fh.write(struct.pack(">H", n))
+    return n
+
+
+def load_params(path=PARAMS_FILE):
+    p = dict(PARAM_DEFAULTS)
+    try:
+        with open(path) as fh:
+            saved = json.loads(fh.read())
+        for k in PARAM_DEFAULTS:
+            v = saved.get(k)
+            if isinstance(v, int):
+                p[k] = v
+    except (OSError, ValueError, AttributeError):
+        pass
+    return p
+
+
+def save_params(p, path=PARAMS_FILE):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        fh.write(json.dumps(p))
+    _replace(tmp, path)
+
+
+def _replace(tmp, path):
+    import os
+    try:
+        os.rename(tmp, path)
+    except OSError:
+        # Some filesystems refuse to rename over an existing file.
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+        os.rename(tmp, path)
+
+
+class AllowList:
+    # Offline allow-list: fixed 11-byte records in one bytearray, linear search (offline path only).
+    def __init__(self, path=ALLOW_FILE):
+        self.path = path
+        self._buf = bytearray(0)
+        self.count = 0
+        try:
+            with open(path, "rb") as fh:
+                raw = fh.read()
+            n = len(raw) // _ALLOW_REC
+            if n > ALLOW_MAX:
+                n = ALLOW_MAX
+            self._buf = bytearray(raw[:n * _ALLOW_REC])
+            self.count = n
+        except OSError:
+            pass
+
+    def _find(self, uid):
+        b = self._buf
+        ul = len(uid)
+        for i in range(self.count):
+            o = i * _ALLOW_REC
+            if b[o] != ul:
+                continue
+            j = 0
+            while j < ul and b[o + 1 + j] == uid[j]:
+                j += 1
+            if j == ul:
+                return i
+        return -1
+
+    def __contains__(self, uid):
+        return self._find(uid) >= 0
+
+    def apply(self, op, uids):
+        # op: 0 keep, 1 replace, 2 add, 3 remove (protocol.packet.ALLOW_*). Returns True if changed.
+        if op == 0:
+            return False
+        if op == 1:
+            self._buf = bytearray(0)
+            self.count = 0
+        for uid in uids:
+            i = self._find(uid)
+            if op == 3:
+                if i >= 0:
+                    o = i * _ALLOW_REC
+                    self._buf[o:o + _ALLOW_REC] = b""
+                    self.count -= 1
+            elif i < 0 and self.count < ALLOW_MAX:
+                rec = bytearray(_ALLOW_REC)
+                rec[0] = len(uid)
+                rec[1:1 + len(uid)] = uid
+                self._buf.extend(rec)
+                self.count += 1
+        tmp = self.path + ".tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(self._buf)
+        _replace(tmp, self.path)
+        return True

@@ -1,0 +1,193 @@
+# Runs on the ESP32 (and the unix port in tests): taps waiting for their DECISION, kept in a ring of fixed slots on flash.
+#
+# File layout: 16-byte header (b"TKOB", u16 slots, u16 slot size, 8 zero bytes), then `slots`
+# slots of _SLOT bytes, allocated in full when the file is made. Slot:
+#   state u8 (0 empty, 1 pending, 2 done) | pad u8 | len u16 | gen u32 | crc32(data) u32 | seq u32 | data
+# A tap costs one slot write when it is made and one 1-byte write when it is decided. The
+# stored data is the whole TAP packet (MAC included): a resend is the identical frame, so the
+# host recognises it. `gen` grows by one per write; the slot with the highest gen was written
+# last, so ring order (oldest first) survives a reboot. A slot whose CRC or seq does not match
+# (power cut mid-write) is treated as empty.
+import struct
+import binascii
+from array import array
+
+from protocol.compat import const
+
+_MAGIC = b"TKOB"
+_HEAD = const(16)
+_SLOT = const(192)
+_HDR = const(16)
+MAX_DATA = const(176)  # _SLOT - _HDR; a TAP packet is at most 162 bytes
+
+EMPTY = const(0)
+PENDING = const(1)
+DONE = const(2)
+
+_B_DONE = b"\x02"
+
+
+class OutboxError(Exception):
+    def __init__(self, message):
+        super().__init__(message)
+
+
+class Outbox:
+    def __init__(self, path, slots=64):
+        self.path = path
+        self.n = slots
+        self.state = bytearray(slots)
+        self.seq = array("I", bytes(4 * slots))
+        self.gen = array("I", bytes(4 * slots))
+        self.sent = bytearray(slots)                 # 1 = sent during this link session
+        self.sent_at = array("i", bytes(4 * slots))  # ticks_ms of the last send
+        self.head = 0       # next slot to write (the oldest one once the ring is full)
+        self.next_gen = 1
+        self.dropped = 0    # pending taps overwritten because the ring was full (since boot)
+        self.recovered = 0  # pending taps found at boot
+        self._buf = bytearray(_SLOT)
+        self._mv = memoryview(self._buf)
+        self._fh = None
+        self._open()
+
+    def _open(self):
+        head = bytearray(_HEAD)
+        ok = False
+        try:
+            fh = open(self.path, "r+b")
+            n = fh.readinto(head)
+            ok = n == _HEAD and head[:4] == _MAGIC and struct.unpack_from(">HH", head, 4) == (self.n, _SLOT)
+            if ok:
+                fh.seek(0, 2)
+                ok = fh.tell() == _HEAD + self.n * _SLOT
+            if not ok:
+                fh.close()
+        except OSError:
+            ok = False
+        if not ok:
+            fh = self._create()
+        self._fh = fh
+        self._load()
+
+    def _create(self):
+        # A fresh ring, written once in full so no later write grows the file.
+        fh = open(self.path, "wb")
+        head = bytearray(_HEAD)
+        head[:4] = _MAGIC
+        struct.pack_into(">HH", head, 4, self.n, _SLOT)
+        fh.write(head)
+        zero = bytearray(_SLOT)
+        for _ in range(self.n):
+            fh.write(zero)
+        fh.close()
+        return open(self.path, "r+b")
+
+    def _load(self):
+        fh = self._fh
+        buf = self._buf
+        mv = self._mv
+        best = -1
+        top = 0
+        for i in range(self.n):
+            fh.seek(_HEAD + i * _SLOT)
+            got = fh.readinto(buf)
+            st = EMPTY
+            if got == _SLOT and buf[0] in (PENDING, DONE):
+                ln, gen, crc, seq = struct.unpack_from(">HIII", buf, 2)
+                if 10 <= ln <= MAX_DATA and binascii.crc32(mv[_HDR:_HDR + ln]) & 0xFFFFFFFF == crc \
+                        and struct.unpack_from(">I", buf, _HDR + 2)[0] == seq:
+                    st = buf[0]
+                    self.seq[i] = seq
+                    self.gen[i] = gen
+                    if gen >= top:
+                        top = gen
+                        best = i
+            self.state[i] = st
+            if st == PENDING:
+                self.recovered += 1
+        if best >= 0:
+            self.head = (best + 1) % self.n
+            self.next_gen = top + 1
+
+    def close(self):
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def pending(self):
+        c = 0
+        for i in range(self.n):
+            if self.state[i] == PENDING:
+                c += 1
+        return c
+
+    def add(self, seq, data):
+        # Stores one TAP packet. Returns the seq it overwrote (the oldest pending tap) or 0.
+        ln = len(data)
+        if ln > MAX_DATA or ln < 10:
+            raise OutboxError("packet of %d bytes does not fit a slot" % ln)
+        i = self.head
+        lost = 0
+        if self.state[i] == PENDING:
+            lost = self.seq[i]
+            self.dropped += 1
+        buf = self._buf
+        buf[0] = PENDING
+        buf[1] = 0
+        buf[_HDR:_HDR + ln] = data
+        struct.pack_into(">HIII", buf, 2, ln, self.next_gen, binascii.crc32(self._mv[_HDR:_HDR + ln]) & 0xFFFFFFFF, seq)
+        fh = self._fh
+        fh.seek(_HEAD + i * _SLOT)
+        fh.write(self._mv[:_HDR + ln])
+        fh.flush()
+        self.state[i] = PENDING
+        self.seq[i] = seq
+        self.gen[i] = self.next_gen
+        self.sent[i] = 0
+        self.next_gen += 1
+        self.head = (i + 1) % self.n
+        return lost
+
+    def find(self, seq):
+        for i in range(self.n):
+            if self.state[i] == PENDING and self.seq[i] == seq:
+                return i
+        return -1
+
+    def done(self, seq):
+        # Marks the pending tap `seq` decided. False if no such pending tap (late or replayed reply).
+        i = self.find(seq)
+        if i < 0:
+            return False
+        fh = self._fh
+        fh.seek(_HEAD + i * _SLOT)
+        fh.write(_B_DONE)
+        fh.flush()
+        self.state[i] = DONE
+        return True
+
+    def order(self, k):
+        # k-th slot in ring order, oldest first (k = 0 .. n-1).
+        return (self.head + k) % self.n
+
+    def oldest_seq(self):
+        for k in range(self.n):
+            i = (self.head + k) % self.n
+            if self.state[i] == PENDING:
+                return self.seq[i]
+        return 0
+
+    def read(self, i):
+        # The stored packet of slot i, as a memoryview valid until the next read/add.
+        fh = self._fh
+        fh.seek(_HEAD + i * _SLOT + 2)
+        fh.readinto(self._mv[2:4])
+        ln = struct.unpack_from(">H", self._buf, 2)[0]
+        fh.seek(_HEAD + i * _SLOT + _HDR)
+        fh.readinto(self._mv[_HDR:_HDR + ln])
+        return self._mv[_HDR:_HDR + ln]
+
+    def new_session(self):
+        # After a (re)connect every pending tap goes out again, oldest first.
+        for i in range(self.n):
+            self.sent[i] = 0
