@@ -304,3 +304,21 @@ def test_corrupted_serial_bytes_lose_nothing(rigs):
     assert len(rows) == made, rig.console()
     assert len({r[0] for r in rows}) == made
     assert rig.cable.stats["flipped"] > 0
+
+
+def test_selfcheck_reports_reader_link_and_hello(rigs):
+    rig = rigs(kind="gate")
+    exe = micropython_path()
+    r = subprocess.run([exe, "-c", "import selfcheck; selfcheck.run()"], cwd=rig.board.dir,
+                       env=rig.board.env, capture_output=True, text=True, timeout=60)
+    lines = [x for x in r.stdout.splitlines() if x.startswith("{")]
+    assert r.returncode == 0 and lines, r.stdout + r.stderr
+    res = json.loads(lines[-1])
+    assert res["reader"]["ok"] is True and "PN532 v1.6" in res["reader"]["version"], res
+    assert res["link"]["ok"] is True and res["hello"]["ok"] is True, res
+    # Without the daemon the HELLO goes unanswered, and the result says so.
+    rig.daemon.stop()
+    r = subprocess.run([exe, "-c", "import selfcheck; selfcheck.run(2000)"], cwd=rig.board.dir,
+                       env=rig.board.env, capture_output=True, text=True, timeout=60)
+    res = json.loads([x for x in r.stdout.splitlines() if x.startswith("{")][-1])
+    assert res["reader"]["ok"] is True and res["hello"]["ok"] is False, res

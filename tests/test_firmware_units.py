@@ -1,0 +1,222 @@
+"""Firmware parts under the MicroPython unix port: outbox ring on flash, config faults, the asyncio MQTT client.
+
+The MQTT client talks to a real mosquitto (the `broker` fixture); paho on the CPython side
+plays the host.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from conftest import ROOT, micropython_env, micropython_path, run_micropython
+
+from sim.run_device import SimBoard, make_config
+
+pytestmark = pytest.mark.skipif(micropython_path() is None, reason="needs the MicroPython unix port")
+
+OUTBOX_SCRIPT = r"""
+import sys, struct
+from outbox import Outbox
+from protocol.mac import Mac
+from protocol.packet import TapWriter
+step = sys.argv[1]
+tw = TapWriter("gate-01", Mac(bytes(range(32))))
+def tap(seq):
+    return tw.tap(seq, b"\x04\xa1\xb2\xc3", 8, 0, 0, 0, 0, 0)
+ob = Outbox("ob.bin", 8)
+if step == "fill":
+    for n in range(1, 11):             # 10 taps into 8 slots: seqs 1 and 2 are dropped
+        lost = ob.add(0x10000 | n, tap(0x10000 | n))
+        if lost:
+            print("LOST", lost & 0xFFFF)
+    ob.done(0x10005)
+    print("DROPPED", ob.dropped)
+elif step == "check":
+    order = []
+    for k in range(ob.n):
+        i = ob.order(k)
+        if ob.state[i] == 1:
+            raw = bytes(ob.read(i))
+            ok = raw == bytes(tap(ob.seq[i]))
+            order.append("%d%s" % (ob.seq[i] & 0xFFFF, "" if ok else "!"))
+    print("PENDING", " ".join(order))
+    print("RECOVERED", ob.recovered, "FLOOR", ob.oldest_seq() & 0xFFFF)
+    lost = ob.add(0x20001, tap(0x20001))
+    print("NEXT", lost & 0xFFFF)
+"""
+
+
+def test_outbox_ring_survives_reopen_and_drops_oldest(tmp_path: Path) -> None:
+    (tmp_path / "ob_check.py").write_text(OUTBOX_SCRIPT)
+    r = run_micropython([str(tmp_path / "ob_check.py"), "fill"], cwd=tmp_path)
+    out = r.stdout.decode()
+    assert r.returncode == 0, r.stderr.decode()
+    assert "LOST 1" in out and "LOST 2" in out and "DROPPED 2" in out
+    size = (tmp_path / "ob.bin").stat().st_size
+    r = run_micropython([str(tmp_path / "ob_check.py"), "check"], cwd=tmp_path)
+    out = r.stdout.decode()
+    assert r.returncode == 0, r.stderr.decode()
+    # Oldest first, identical bytes, seq 5 was decided, 1 and 2 overwritten.
+    assert "PENDING 3 4 6 7 8 9 10\n" in out
+    assert "RECOVERED 7 FLOOR 3" in out
+    assert "NEXT 3" in out  # ring order survives the reopen: the next write replaces seq 3
+    assert (tmp_path / "ob.bin").stat().st_size == size  # preallocated, never grows
+
+
+def test_outbox_torn_slot_is_ignored(tmp_path: Path) -> None:
+    (tmp_path / "ob_check.py").write_text(OUTBOX_SCRIPT)
+    assert run_micropython([str(tmp_path / "ob_check.py"), "fill"], cwd=tmp_path).returncode == 0
+    data = bytearray((tmp_path / "ob.bin").read_bytes())
+    # Slot of seq 7 (slot index 6): flip a byte of the stored packet, as a cut mid-write would.
+    off = 16 + 6 * 192 + 16 + 20
+    data[off] ^= 0xFF
+    (tmp_path / "ob.bin").write_bytes(bytes(data))
+    out = run_micropython([str(tmp_path / "ob_check.py"), "check"], cwd=tmp_path).stdout.decode()
+    assert "PENDING 3 4 6 8 9 10\n" in out
+
+
+@pytest.mark.parametrize("problem", ["missing", "not json", "bad key"])
+def test_bad_config_is_one_line_and_a_safe_state(tmp_path: Path, problem: str) -> None:
+    cfg = make_config("gate-01", "gate", bytes(32))
+    board = SimBoard(tmp_path / "board", cfg)
+    path = board.dir / "config.json"
+    if problem == "missing":
+        path.unlink()
+    elif problem == "not json":
+        path.write_text("{device_id: gate-01")
+    else:
+        path.write_text(json.dumps({**cfg, "key": "abc"}))
+    board.start()
+    try:
+        line = board.wait_for("FAULT", 10)
+        assert line is not None, board.output()
+        time.sleep(1.5)
+        assert board.alive()  # parked, not a crash loop
+        out = board.output()
+        assert sum("FAULT" in x for x in out) == 1 and "Traceback" not in "\n".join(out)
+        expected = {"missing": "config.json missing", "not json": "not valid JSON", "bad key": "key"}[problem]
+        assert expected in line
+    finally:
+        board.kill()
+
+
+MQTT_SCRIPT = r"""
+import asyncio, sys
+from mqtt import MQTTClient
+port = int(sys.argv[1])
+n = int(sys.argv[2])
+c = MQTTClient("dev-7", "127.0.0.1", port, keepalive=5,
+               will=(b"tk/dev-7/status", b"offline", True, 1),
+               birth=(b"tk/dev-7/status", b"online", True, 1),
+               subs=((b"tk/dev-7/down", 1),))
+got = []
+c.on_message = lambda t, p: got.append(bytes(p))
+async def main():
+    asyncio.create_task(c.run())
+    sent = 0
+    while True:
+        if c.connected and sent < n:
+            if await c.publish(b"tk/dev-7/up", b"msg%d" % sent):
+                sent += 1
+        for m in got:
+            print("DOWN", m.decode())
+            if m == b"quit":
+                await asyncio.sleep_ms(200)
+                print("INFLIGHT", c.inflight(), "CONNECTS", c.connects)
+                return
+        got.clear()
+        await asyncio.sleep_ms(20)
+asyncio.run(main())
+"""
+
+
+class Host:
+    """paho on the CPython side: records everything under tk/#."""
+
+    def __init__(self, port: int) -> None:
+        self.msgs: list[tuple[str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="host-test")
+        self.c.on_message = self._on
+        self.c.connect("127.0.0.1", port)
+        self.c.subscribe("tk/#", 1)
+        self.c.loop_start()
+
+    def _on(self, client, userdata, m) -> None:
+        with self.lock:
+            self.msgs.append((m.topic, m.payload, m.retain))
+
+    def wait(self, pred, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if pred(self.msgs):
+                    return True
+            time.sleep(0.02)
+        return False
+
+    def close(self) -> None:
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+def test_mqtt_client_against_mosquitto(tmp_path: Path, broker) -> None:
+    (tmp_path / "mq.py").write_text(MQTT_SCRIPT)
+    host = Host(broker.port)
+    proc = subprocess.Popen([micropython_path(), str(tmp_path / "mq.py"), str(broker.port), "5"],
+                            env=micropython_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert host.wait(lambda ms: sum(t == "tk/dev-7/up" for t, _, _ in ms) >= 5)
+        assert ("tk/dev-7/status", b"online", False) in host.msgs
+        ups = [p for t, p, _ in host.msgs if t == "tk/dev-7/up"]
+        assert ups == [b"msg%d" % i for i in range(5)]  # QoS 1, in order
+        # A power cut: the broker publishes the retained last will.
+        proc.kill()
+        proc.wait(5)
+        assert host.wait(lambda ms: ("tk/dev-7/status", b"offline", False) in ms, 10)
+        # Persistent session (clean_session=0): QoS 1 messages for the device wait in the broker.
+        host.c.publish("tk/dev-7/down", b"while-away", qos=1).wait_for_publish(5)
+        proc = subprocess.Popen([micropython_path(), str(tmp_path / "mq.py"), str(broker.port), "0"],
+                                env=micropython_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        time.sleep(1.0)
+        host.c.publish("tk/dev-7/down", b"quit", qos=1).wait_for_publish(5)
+        out = proc.communicate(timeout=15)[0].decode()
+        assert "DOWN while-away" in out and "DOWN quit" in out, out
+        assert out.index("DOWN while-away") < out.index("DOWN quit")
+        assert "INFLIGHT 0" in out, out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        host.close()
+
+
+def test_mqtt_client_reconnects_after_broker_restart(tmp_path: Path, broker) -> None:
+    (tmp_path / "mq.py").write_text(MQTT_SCRIPT)
+    proc = subprocess.Popen([micropython_path(), str(tmp_path / "mq.py"), str(broker.port), "1"],
+                            env=micropython_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        host = Host(broker.port)
+        assert host.wait(lambda ms: any(t == "tk/dev-7/up" for t, _, _ in ms))
+        host.close()
+        broker.stop()
+        time.sleep(1.0)
+        broker.start()  # same port; persistence is off, so the session is new
+        host = Host(broker.port)
+        # The client comes back by itself and announces itself again (retained "online").
+        assert host.wait(lambda ms: ("tk/dev-7/status", b"online", True) in ms
+                         or ("tk/dev-7/status", b"online", False) in ms, 20)
+        time.sleep(0.5)  # its SUBSCRIBE went out before the birth message
+        host.c.publish("tk/dev-7/down", b"quit", qos=1).wait_for_publish(5)
+        out = proc.communicate(timeout=15)[0].decode()
+        assert "DOWN quit" in out and "CONNECTS 2" in out, out
+        host.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
