@@ -113,7 +113,7 @@ class Rig:
         self.daemon.start()
         self.board = SimBoard(tmp / "board", cfg, pn532_tcp=tcp, pn532_bus=bus, link_tcp=link_tcp)
 
-    def boot(self, timeout: float = 20) -> None:
+    def boot(self, timeout: float = 30) -> None:
         mark = len(self.board.output())
         self.board.start()
         assert self.board.wait_for("online", timeout, mark), self.console()
