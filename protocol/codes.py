@@ -30,6 +30,7 @@ REASONS = (
     "member_inactive",       # 17 member suspended or deleted
     "unknown_device",        # 18 tap from a device the host does not serve
     "internal",              # 19 host fault; nothing was charged
+    "voided",                # 20 the device gave up on this tap (VOID): nothing charged
 )
 
 # Feedback patterns (DECISION.pattern, and the firmware's own offline patterns).

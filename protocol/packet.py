@@ -25,15 +25,16 @@ EVENT = const(0x07)
 CONFIG = const(0x08)
 ERROR = const(0x09)
 ACK = const(0x0A)
+VOID = const(0x0B)
 
 NAMES = {
     HELLO: "HELLO", WELCOME: "WELCOME", TAP: "TAP", DECISION: "DECISION", PING: "PING",
-    PONG: "PONG", EVENT: "EVENT", CONFIG: "CONFIG", ERROR: "ERROR", ACK: "ACK",
+    PONG: "PONG", EVENT: "EVENT", CONFIG: "CONFIG", ERROR: "ERROR", ACK: "ACK", VOID: "VOID",
 }
 # Which direction may send each type: U = device -> host, D = host -> device.
 DIRECTIONS = {
     HELLO: UP, WELCOME: DOWN, TAP: UP, DECISION: DOWN, PING: UP + DOWN, PONG: UP + DOWN,
-    EVENT: UP, CONFIG: DOWN, ERROR: DOWN, ACK: UP,
+    EVENT: UP, CONFIG: DOWN, ERROR: DOWN, ACK: UP, VOID: UP,
 }
 
 # TAP.flags
@@ -89,6 +90,7 @@ SPECS = {
     ),
     ERROR: (("ref_seq", "I", 0, 0xFFFFFFFF), ("code", "B", 1, 255), ("text", _STR, 0, 64)),
     ACK: (("ref_seq", "I", 0, 0xFFFFFFFF), ("code", "B", 0, 255)),
+    VOID: (("tap_seq", "I", 0, 0xFFFFFFFF),),
 }
 _UID_LENS = (4, 7, 10)
 

@@ -4,9 +4,10 @@
 # - a frame whose seq is above the highest accepted is new;
 # - a frame whose seq and bytes equal a recent accepted frame is a retransmission: the caller
 #   sends the cached reply byte for byte and applies nothing;
-# - a TAP below the highest but at or above the device's resend floor (announced in its last
-#   HELLO: the oldest seq still in its outbox) is a late outbox delivery: accepted, and the
-#   store's UNIQUE(device, seq) decides whether it was already applied;
+# - a TAP or VOID (the two frames an outbox holds) below the highest but at or above the
+#   device's resend floor (announced in its last HELLO: the oldest seq still in its outbox) is
+#   a late outbox delivery: accepted, and the store's UNIQUE(device, seq) decides whether it
+#   was already applied;
 # - anything else is a replay and is refused.
 from protocol.errors import ReplayError
 
@@ -25,6 +26,7 @@ class ReplayWindow:
 
     def check(self, seq, raw, is_tap=False):
         # Returns (NEW | LATE, None) or (RETRANSMIT, reply); raises ReplayError.
+        # is_tap: the frame is a TAP or a VOID, i.e. it may come late from the outbox.
         hit = self._cache.get(seq)
         if hit is not None:
             if hit[0] == raw:

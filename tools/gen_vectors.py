@@ -63,6 +63,8 @@ MESSAGES: list[tuple[str, int, int, bytes, dict[str, Any]]] = [
     ("config_empty", P.CONFIG, 0x00010007, P.DOWN, dict(cfg_version=9, relay_ms=500, debounce_ms=1000, offline_after_s=5, heartbeat_s=15, allow_op=0, allow=[])),
     ("error", P.ERROR, 0x00010008, P.DOWN, dict(ref_seq=0x00030006, code=4, text="replay")),
     ("ack", P.ACK, 0x00030007, P.UP, dict(ref_seq=0x00010006, code=0)),
+    ("void", P.VOID, 0x00030008, P.UP, dict(tap_seq=0x00030002)),
+    ("decision_voided", P.DECISION, 0x00010009, P.DOWN, dict(tap_seq=0x00030002, verdict=0, reason=20, relay_ms=0, pattern=0, balance=12345, points=678, uses=-1, text="已撤销 voided")),
 ]
 
 
