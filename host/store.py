@@ -194,6 +194,27 @@ BEGIN SELECT RAISE(ABORT, '{t} is append-only: write a reversing entry'); END;
     (2, "duplicate-tap check by member: drop the uid index of taps", """
 DROP INDEX taps_uid;
 """),
+    # IF NOT EXISTS: daemons before this migration created these tables themselves.
+    (3, "daemon tables: device events and pushed device config", """
+CREATE TABLE IF NOT EXISTS device_events (
+    id INTEGER PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    device_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    code INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    UNIQUE (device_id, seq)
+);
+CREATE INDEX IF NOT EXISTS device_events_ts ON device_events(ts);
+CREATE TABLE IF NOT EXISTS device_config (
+    device_id TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    digest TEXT NOT NULL,
+    acked INTEGER NOT NULL DEFAULT 0
+);
+"""),
 ]
 
 DEVICE_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,16}")
@@ -252,13 +273,21 @@ def migrate(db: sqlite_utils.Database) -> int:
     """Apply pending migrations, each in its own ``BEGIN IMMEDIATE`` transaction.
 
     Safe against two processes opening a fresh database at once: the loser's transaction
-    fails and it re-reads the version. Returns the schema version after migrating.
+    fails and it re-reads the version. Each migration is looked up by its own version, not
+    by the highest applied one, so a database that got a later migration first (from a
+    development build) still gets the earlier one. Returns the schema version after
+    migrating.
     """
     conn = db.conn
     conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
                  " name TEXT NOT NULL, applied_at INTEGER NOT NULL)")
+
+    def applied(version: int) -> bool:
+        return conn.execute("SELECT 1 FROM schema_migrations WHERE version = ?",
+                            (version,)).fetchone() is not None
+
     for version, name, sql in MIGRATIONS:
-        if schema_version(db) >= version:
+        if applied(version):
             continue
         script = (f"BEGIN IMMEDIATE;\n{sql}\nINSERT INTO schema_migrations VALUES "
                   f"({version}, '{name}', {int(time.time())});\nCOMMIT;")
@@ -267,7 +296,7 @@ def migrate(db: sqlite_utils.Database) -> int:
         except sqlite3.Error:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            if schema_version(db) >= version:
+            if applied(version):
                 continue  # another process applied it first
             raise
     return schema_version(db)

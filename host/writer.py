@@ -11,8 +11,12 @@ The reply bytes of each tap are built inside the transaction by the caller's enc
 ``encoder(tap, decision) -> bytes`` and stored with the tap, so a retransmission after a
 restart gets the very same bytes.
 
-The daemon's own tables (``device_events``, ``device_config``) are created here with
-``CREATE TABLE IF NOT EXISTS`` (see ``DAEMON_SCHEMA``).
+The engine names the tap it is encoding in ``Engine.current_tap`` while ``encode_reply`` runs;
+the writer uses it to pick the caller's encoder. A (device, seq) that appears twice in one
+batch is applied once: the second copy comes back replayed with the same reply bytes.
+
+The daemon's own tables (``device_events``, ``device_config``) are created by the store's
+migrations (version 3).
 """
 
 from __future__ import annotations
@@ -36,29 +40,6 @@ T = TypeVar("T")
 Encoder = Callable[[Tap, Decision], bytes]
 
 log = logging.getLogger("tapkiosk.writer")
-
-#: Tables owned by the daemon (events from devices; config versions pushed and acknowledged).
-DAEMON_SCHEMA = """
-CREATE TABLE IF NOT EXISTS device_events (
-    id INTEGER PRIMARY KEY,
-    ts INTEGER NOT NULL,
-    device_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    code INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    value INTEGER NOT NULL,
-    text TEXT NOT NULL,
-    UNIQUE (device_id, seq)
-);
-CREATE INDEX IF NOT EXISTS device_events_ts ON device_events(ts);
-CREATE TABLE IF NOT EXISTS device_config (
-    device_id TEXT PRIMARY KEY,
-    version INTEGER NOT NULL,
-    digest TEXT NOT NULL,
-    acked INTEGER NOT NULL DEFAULT 0
-);
-"""
-
 
 class WriterClosed(HostError):
     """The writer has stopped and accepts no more work."""
@@ -94,8 +75,8 @@ class Writer:
     def __init__(self, db_path: str, *, policy: Policy | None = None,
                  metrics: Metrics | None = None, max_batch: int = 64,
                  engine_factory: Callable[[sqlite_utils.Database], Engine] | None = None) -> None:
+        self.db_path = db_path
         self.db = open_db(db_path)
-        self.db.conn.executescript(DAEMON_SCHEMA)
         self.engine = (engine_factory(self.db) if engine_factory is not None
                        else Engine(self.db, policy=policy))
         self.metrics = metrics
@@ -190,25 +171,22 @@ class Writer:
             job.future.set_exception(e)
 
     def _do_taps(self, batch: list[_TapJob]) -> None:
-        conn = self.db.conn
         taps = [j.tap for j in batch]
+        # The first job of each (device, seq) encodes its reply; a second copy in the batch
+        # is replayed by the engine from the row the first one wrote (same bytes).
+        first: dict[tuple[str, int], _TapJob] = {}
+        for j in batch:
+            first.setdefault((j.tap.device_id, j.tap.seq), j)
+        engine = self.engine
+
+        def encode(decision: Decision) -> bytes:
+            tap = engine.current_tap
+            if tap is None:
+                raise HostError("engine.current_tap is not set while encoding a reply")
+            job = first[(tap.device_id, tap.seq)]
+            return job.encoder(job.tap, decision)
+
         try:
-            # Which taps the engine will decide now (the others are already applied and come
-            # back replayed, without a call to the encoder). The engine writes one `taps` row
-            # per decided tap, so max(id) inside the transaction tells which tap is encoding.
-            applied = set()
-            for t in taps:
-                if conn.execute("SELECT 1 FROM taps WHERE device_id = ? AND seq = ?",
-                                (t.device_id, t.seq)).fetchone():
-                    applied.add((t.device_id, t.seq))
-            fresh = [j for j in batch if (j.tap.device_id, j.tap.seq) not in applied]
-            base = conn.execute("SELECT coalesce(max(id), 0) FROM taps").fetchone()[0]
-
-            def encode(decision: Decision) -> bytes:
-                done = conn.execute("SELECT coalesce(max(id), 0) FROM taps").fetchone()[0] - base
-                job = fresh[done]
-                return job.encoder(job.tap, decision)
-
             decisions = self.engine.decide_many(taps, encode)
         except BaseException as e:  # noqa: BLE001 - every waiter learns the batch failed
             log.error("writer: batch of %d taps failed: %s: %s", len(batch), type(e).__name__, e)

@@ -111,3 +111,28 @@ def test_policy_overlay(tmp_path):
     assert load_policy().tiers["gold"].discount_pct == 88
     with pytest.raises(InputError, match="cannot read"):
         load_policy(str(tmp_path / "missing.toml"))
+
+
+def test_migration_3_adopts_tables_an_older_daemon_created(tmp_path):
+    """Daemons before migration 3 created device_events/device_config themselves."""
+    path = tmp_path / "site.db"
+    db = open_db(path)
+    db.conn.execute("DELETE FROM schema_migrations WHERE version = 3")
+    db.conn.execute("INSERT INTO device_config VALUES ('gate-1', 4, 'x', 3)")
+    db.conn.close()
+    db = open_db(path)
+    assert db.execute("SELECT version, acked FROM device_config").fetchall() == [(4, 3)]
+    assert {3} <= {r[0] for r in db.execute("SELECT version FROM schema_migrations")}
+
+
+def test_a_missing_earlier_migration_is_applied_after_a_later_one(tmp_path):
+    """Applied versions are looked up one by one, not by the highest applied."""
+    path = tmp_path / "site.db"
+    db = open_db(path)
+    db.conn.executescript("DELETE FROM schema_migrations WHERE version = 3;"
+                          "DROP TABLE device_events; DROP TABLE device_config;"
+                          f"INSERT OR IGNORE INTO schema_migrations VALUES (999, 'later', 0);")
+    db.conn.close()
+    db = open_db(path)
+    assert {"device_events", "device_config"} <= set(db.table_names())
+    assert schema_version(db) == 999

@@ -1,0 +1,72 @@
+# Runs on CPython (pytest): the daemon's single writer — batches, encoders, duplicates in a batch.
+"""The writer picks each tap's encoder from ``Engine.current_tap``; a (device, seq) twice in
+one batch is applied once and both callers get the same reply bytes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from host import ledger
+from host.engine import Decision, Tap
+from host.store import open_db
+from host.writer import Writer
+from test_daemon_support import CARD, CARD2, balance, make_site, tap_count
+
+
+def _encoder(tag: bytes, calls: list[tuple[bytes, int]]):
+    """An encoder that records its calls and returns ``tag`` + the tap's seq and balance."""
+    def enc(tap: Tap, d: Decision) -> bytes:
+        calls.append((tag, tap.seq))
+        return tag + b":%d:%d" % (tap.seq, d.balance_fen)
+    return enc
+
+
+def test_same_tap_twice_in_one_batch_applied_once(tmp_path: Path) -> None:
+    path = tmp_path / "site.db"
+    ids = make_site(path)
+    before = balance(path, ids["m1"])
+    w = Writer(str(path))
+    calls: list[tuple[bytes, int]] = []
+    # Queued before the thread starts, so all four land in one decide_many() batch.
+    tap = Tap("kiosk-1", 7, CARD, amount_fen=300)
+    futs = [w.submit_tap(tap, _encoder(b"A", calls)),
+            w.submit_tap(Tap("kiosk-1", 8, CARD2, amount_fen=100), _encoder(b"B", calls)),
+            w.submit_tap(Tap("kiosk-1", 7, CARD, amount_fen=300), _encoder(b"C", calls)),
+            w.submit_tap(Tap("kiosk-2", 7, CARD, amount_fen=200), _encoder(b"D", calls))]
+    w.start()
+    try:
+        out = [f.result(30) for f in futs]
+    finally:
+        w.stop()
+    assert w.batches == 1
+    # The first copy of kiosk-1/7 encodes, the second is replayed with the same bytes.
+    assert calls == [(b"A", 7), (b"B", 8), (b"D", 7)]
+    assert out[0].reply == out[2].reply and out[0].reply.startswith(b"A:7:")
+    assert not out[0].replayed and out[2].replayed
+    assert out[1].reply.startswith(b"B:8:") and out[3].reply.startswith(b"D:7:")
+    assert tap_count(path, "kiosk-1") == 2 and tap_count(path, "kiosk-2") == 1
+    assert out[3].balance_fen == balance(path, ids["m1"]) < out[0].balance_fen < before
+    db = open_db(path)
+    try:
+        assert ledger.verify(db) == []
+        # kiosk-1/7 charged once: two kiosk spends on member 1 (300 and 200 at tier price).
+        n = db.execute("SELECT count(*) FROM taps WHERE uid = ? AND charged_fen > 0",
+                       (CARD,)).fetchone()[0]
+        assert n == 2
+    finally:
+        db.conn.close()
+
+
+def test_stored_reply_for_a_tap_applied_in_an_earlier_batch(tmp_path: Path) -> None:
+    path = tmp_path / "site.db"
+    make_site(path)
+    w = Writer(str(path)).start()
+    calls: list[tuple[bytes, int]] = []
+    try:
+        first = w.submit_tap(Tap("kiosk-1", 3, CARD, amount_fen=100),
+                             _encoder(b"A", calls)).result(30)
+        again = w.submit_tap(Tap("kiosk-1", 3, CARD, amount_fen=100),
+                             _encoder(b"B", calls)).result(30)
+    finally:
+        w.stop()
+    assert calls == [(b"A", 3)] and again.replayed and again.reply == first.reply
