@@ -21,7 +21,7 @@ import sys
 from datetime import date, datetime
 from typing import Any, NoReturn
 
-from host import ledger, reports
+from host import ledger, reports, secure_policy
 from host.admin import Admin, canonical_uid
 from host.engine import Engine, Tap
 from host.errors import HostError, InputError, NotFound
@@ -96,6 +96,13 @@ def _build_parser() -> _Parser:
 
     sub.add_parser("init", help="create or upgrade the database", **kw)
 
+    site = sub.add_parser("site", help="site settings").add_subparsers(dest="sub",
+                                                                       parser_class=_Parser)
+    site.required = True
+    s = site.add_parser("key", help="show (or --rotate) the site key for secure cards; "
+                        "the key itself is never printed", **kw)
+    s.add_argument("--rotate", action="store_true", help="add a new key version")
+
     member = sub.add_parser("member", help="members").add_subparsers(dest="sub",
                                                                      parser_class=_Parser)
     member.required = True
@@ -121,9 +128,15 @@ def _build_parser() -> _Parser:
 
     card = sub.add_parser("card", help="cards").add_subparsers(dest="sub", parser_class=_Parser)
     card.required = True
-    c = card.add_parser("enroll", **kww)
-    c.add_argument("member", type=_member_arg)
-    c.add_argument("uid")
+    c = card.add_parser("enroll", help="MEMBER UID, or UID --member M [--secure --reader R]",
+                        **kww)
+    c.add_argument("first", metavar="MEMBER|UID")
+    c.add_argument("second", nargs="?", metavar="UID")
+    c.add_argument("--member", type=_member_arg, help="member id (then give only the UID)")
+    c.add_argument("--secure", action="store_true",
+                   help="personalise a blank NTAG 424 DNA on --reader (host/SECURE.md)")
+    c.add_argument("--reader", help="nfcpy reader: usb, tty:USB0:pn532, udp:HOST:PORT, "
+                   "or pn532:/dev/SERIAL")
     c.add_argument("--expires", type=_date_arg, help="YYYY-MM-DD (card refused from that day)")
     for name in ("block", "unblock"):
         c = card.add_parser(name, **kww)
@@ -314,7 +327,16 @@ def _dispatch(args: argparse.Namespace, db: Any, policy: Policy, path: str,
     now = datetime.now(policy.tz)
 
     if cmd == "init":
-        _show({"db": path, "schema_version": schema_version(db)}, js, out)
+        sk = secure_policy.ensure_site_key(db, int(now.timestamp()))
+        _show({"db": path, "schema_version": schema_version(db),
+               "site_key_version": sk["version"]}, js, out)
+    elif cmd == "site":
+        ts = int(now.timestamp())
+        info = (secure_policy.rotate_site_key(db, ts) if args.rotate
+                else secure_policy.ensure_site_key(db, ts))
+        if not js:
+            info["versions"] = " ".join(map(str, info["versions"]))
+        _show(info, js, out)
     elif cmd == "member":
         if sub == "add":
             _show(admin.add_member(args.name, phone=args.phone, birthday=args.birthday,
@@ -346,7 +368,24 @@ def _dispatch(args: argparse.Namespace, db: Any, policy: Policy, path: str,
             if args.expires:
                 exp = int(datetime(args.expires.year, args.expires.month, args.expires.day,
                                    tzinfo=policy.tz).timestamp())
-            _show(admin.enroll_card(args.member, args.uid, expires_at=exp, key=key), js, out)
+            if args.member is not None:
+                if args.second is not None:
+                    raise InputError("give UID --member M, or MEMBER UID (not both)")
+                member, uid = args.member, args.first
+            elif args.second is not None:
+                member, uid = _member_arg(args.first), args.second
+            else:
+                raise InputError("give the member: UID --member M")
+            if args.secure:
+                if not args.reader:
+                    raise InputError("--secure needs --reader (e.g. usb or tty:USB0:pn532)")
+                from host.secure_enroll import enroll_secure, nfc_reader
+                _show(enroll_secure(admin, member, uid, nfc_reader(args.reader),
+                                    expires_at=exp, key=key), js, out)
+            elif args.reader:
+                raise InputError("--reader is only used with --secure")
+            else:
+                _show(admin.enroll_card(member, uid, expires_at=exp, key=key), js, out)
         elif sub in ("block", "unblock"):
             _show(admin.set_card_status(args.uid, "blocked" if sub == "block" else "active",
                                         key=key), js, out)
@@ -465,7 +504,7 @@ def _export(db: Any, with_keys: bool) -> dict[str, list[dict[str, Any]]]:
         rows = []
         for r in db.query(f"SELECT * FROM [{table}] ORDER BY rowid"):
             r = dict(r)
-            if table == "devices" and not with_keys:
+            if table in ("devices", "site_keys") and not with_keys:
                 r.pop("key", None)
             rows.append({k: (v.hex() if isinstance(v, bytes) else v) for k, v in r.items()})
         data[table] = rows
@@ -488,11 +527,64 @@ def _split_global(argv: list[str]) -> tuple[list[str], str | None, list[str]]:
     return argv, None, []
 
 
+def _global_values(head: list[str]) -> list[tuple[str, str | None]]:
+    """The global options before a delegated subcommand as (option, value or None)."""
+    out: list[tuple[str, str | None]] = []
+    i = 0
+    while i < len(head):
+        a = head[i]
+        if a in _GLOBAL_WITH_VALUE:
+            out.append((a, head[i + 1] if i + 1 < len(head) else None))
+            i += 2
+            continue
+        opt, eq, val = a.partition("=")
+        out.append((opt, val) if eq else (a, None))
+        i += 1
+    return out
+
+
+def forward_globals(name: str, accepted: Any, head: list[str], rest: list[str]) -> list[str]:
+    """The delegated command's argv with the global options given before it appended.
+
+    ``accepted`` is the module's ``GLOBAL_OPTIONS``: the global options its command line
+    takes (a tuple), or for a command with subcommands a dict subcommand -> tuple. An option
+    the command was also given after its name is not forwarded (its own flag wins); one it
+    does not take raises InputError rather than being dropped silently.
+    """
+    given = _global_values(head)
+    if not given:
+        return rest
+    if isinstance(accepted, dict):
+        sub = next((a for a in rest if not a.startswith("-")), None)
+        where = f"{name} {sub}" if sub else name
+        accepted = accepted.get(sub, ())
+    else:
+        where = name
+    out = list(rest)
+    for opt, val in given:
+        if opt not in accepted:
+            raise InputError(f"{opt} is not an option of 'tapkiosk {where}'")
+        if any(a == opt or a.startswith(opt + "=") for a in rest):
+            continue
+        if opt in _GLOBAL_WITH_VALUE:
+            if val is None:
+                raise InputError(f"{opt} needs a value")
+            out += [opt, val]
+        else:
+            out.append(opt)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``tapkiosk``: returns the exit code (0 ok, 1 verify found problems,
-    2 refused request)."""
+    2 refused request).
+
+    Delegated subcommands (``daemon``, ``flash``, ``sim``, ``demo``) get the global options
+    given before them (``tapkiosk --db X daemon ...``) when their module lists them in
+    ``GLOBAL_OPTIONS``.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
-    _, delegated, rest = _split_global(argv)
+    head, delegated, rest = _split_global(argv)
     if delegated is not None:
         modname = DELEGATED[delegated]
         try:
@@ -502,6 +594,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"tapkiosk: error: '{delegated}' is not available ({modname}: {e})",
                   file=sys.stderr)
             return 2
+        try:
+            rest = forward_globals(delegated, getattr(mod, "GLOBAL_OPTIONS", ()), head, rest)
+        except InputError as e:
+            print(f"tapkiosk: error: {e}", file=sys.stderr)
+            return e.exit_code
         return fn(rest)
     try:
         args = _build_parser().parse_args(argv)

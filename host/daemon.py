@@ -29,6 +29,9 @@ from host.writer import Writer
 
 log = logging.getLogger("tapkiosk.daemon")
 
+#: Global ``tapkiosk`` options this command takes (``tapkiosk --db X daemon`` forwards them).
+GLOBAL_OPTIONS = ("--db", "--policy")
+
 
 class Daemon:
     """The running daemon: writer, service, links and metrics endpoint."""
@@ -41,7 +44,7 @@ class Daemon:
                              max_batch=config.max_batch)
         self.service = Service(self.writer, self.metrics, self.policy, ServiceConfig(
             heartbeat_s=config.heartbeat_s, offline_after_s=config.offline_after_s,
-            debounce_ms=config.debounce_ms))
+            debounce_ms=config.debounce_ms, config_check_s=config.config_check_s))
         self.links: list[Any] = []
         self.metrics_port: int | None = None
         self.stopping = threading.Event()
@@ -100,7 +103,10 @@ class Daemon:
         for st in self.service.devices():
             self.service.set_online(st, False)
         self.service.flush(wait=True)
+        if self._ticker.is_alive():
+            self._ticker.join(5.0)
         self.writer.stop()
+        self.service.close()
         self.metrics.close()
         log.info("stopped")
 

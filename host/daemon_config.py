@@ -23,6 +23,7 @@ TOML keys (all optional; the same names as the flags with ``_`` for ``-``)::
     heartbeat_s = 30
     offline_after_s = 90
     debounce_ms = 1500
+    config_check_s = 5       # how often gates' allow-lists are checked for changes
     max_batch = 64
     policy = "/etc/tapkiosk/policy.toml"
     log_level = "info"
@@ -69,6 +70,7 @@ class DaemonConfig:
     heartbeat_s: int = 30
     offline_after_s: int = 90
     debounce_ms: int = 1500
+    config_check_s: int = 5
     max_batch: int = 64
     policy: str | None = None
     log_level: str = "info"
@@ -117,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat-s", help="heartbeat period announced to devices (s)")
     p.add_argument("--offline-after-s", help="silence after which a device is offline (s)")
     p.add_argument("--debounce-ms", help="card debounce announced to devices (ms)")
+    p.add_argument("--config-check-s", help="how often connected gates' allow-lists are "
+                   "checked for changes and a new CONFIG pushed (s, default 5)")
     p.add_argument("--max-batch", help="most taps in one database transaction")
     p.add_argument("--policy", help="policy TOML file (default: the shipped policy)")
     p.add_argument("--log-level", help="debug, info, warning or error")
@@ -229,6 +233,8 @@ def validate(raw: dict[str, Any]) -> DaemonConfig:
                          f"({c.heartbeat_s})")
     c.debounce_ms = _int(raw.get("debounce_ms", c.debounce_ms), "debounce_ms", 0, 60000)
     c.max_batch = _int(raw.get("max_batch", c.max_batch), "max_batch", 1, 1024)
+    c.config_check_s = _int(raw.get("config_check_s", c.config_check_s), "config_check_s",
+                            1, 3600)
     level = raw.get("log_level", c.log_level)
     if level not in _LOG_LEVELS:
         raise InputError(f"bad log_level {level!r}: use {', '.join(_LOG_LEVELS)}")

@@ -15,6 +15,12 @@ any link and answers through ``send(packet_bytes)``:
    device's acknowledged config is behind), PING -> PONG, EVENT -> stored, ACK -> config
    acknowledged.
 
+A gate's CONFIG carries the offline allow-list, which changes while the gate stays connected
+(a card blocked or enrolled, a pass sold or expired). Every ``config_check_s`` seconds
+``check_configs()`` reads the allow-list on its own read-only connection (no load on the
+writer) and, only when it changed, recomputes each connected gate's config on the writer
+(a higher ``cfg_version``) and pushes it through the link the gate last spoke on.
+
 A refused frame gets an ERROR (only when the device is known: MAC'd with its key), a log line
 and a counter; never a decision. Every database access goes through the single writer.
 """
@@ -24,6 +30,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -37,7 +45,7 @@ from host.engine import Decision, Tap, clip_text
 from host.errors import HostError
 from host.metrics import Metrics
 from host.policy import Policy
-from host.store import touch_device
+from host.store import BUSY_TIMEOUT_MS, touch_device
 from host.writer import Writer, WriterClosed
 from protocol import codes
 from protocol import packet as pk
@@ -63,6 +71,7 @@ class ServiceConfig:
     offline_after_s: int = 90
     debounce_ms: int = 1500
     cache_size: int = 32
+    config_check_s: float = 5.0
 
 
 @dataclass
@@ -95,6 +104,7 @@ class DeviceState:
     cfg_version: int = 0
     cfg_acked: int = 0
     cfg_pending: dict[int, int] = field(default_factory=dict)  # down seq -> cfg_version
+    send: Send | None = None    # how to reach the device: the link it last spoke on
 
 
 class Service:
@@ -114,6 +124,9 @@ class Service:
         self._idle = threading.Condition(self._lock)
         self._inflight = 0
         self._accepting = True
+        self._reader: sqlite_utils.Database | None = None
+        self._allow_seen: bytes | None = None
+        self._next_check = 0.0
 
     # ----------------------------------------------------------------- device state
     def device(self, device_id: str) -> DeviceState | None:
@@ -197,6 +210,7 @@ class Service:
             return None
         self.metrics.frames.labels(p.name).inc()
         self._seen(st, link)
+        st.send = send
         if p.type == pk.TAP:
             self._tap(st, p, send, link, t0)
             return st.device_id
@@ -518,12 +532,87 @@ class Service:
         self.set_online(st, online)
 
     def tick(self) -> None:
-        """Once a second: mark silent devices offline, persist seq and liveness."""
+        """Once a second: mark silent devices offline, persist seq and liveness, and every
+        ``config_check_s`` push changed configs to connected gates."""
         now = self.clock()
         for st in self.devices():
             if st.online and now - st.last_seen > self.config.offline_after_s:
                 self.set_online(st, False)
         self.flush()
+        if time.monotonic() >= self._next_check:
+            self._next_check = time.monotonic() + self.config.config_check_s
+            self.check_configs()
+
+    def _read_db(self) -> sqlite_utils.Database | None:
+        """A read-only connection to the site database (None for an in-memory store)."""
+        if self._reader is None:
+            path = getattr(self.writer, "db_path", None)
+            if path is None or str(path) == ":memory:":
+                return None
+            conn = sqlite3.connect(f"file:{os.path.abspath(path)}?mode=ro", uri=True,
+                                   check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._reader = sqlite_utils.Database(conn)
+        return self._reader
+
+    def check_configs(self) -> int:
+        """Push a new CONFIG to every connected gate whose allow-list changed; returns how
+        many gates got one. The change check is one read query on a read-only connection;
+        the writer is involved only when the allow-list differs from the last one seen."""
+        gates = [st for st in self.devices()
+                 if st.kind == "gate" and st.online and st.send is not None]
+        if not gates:
+            return 0
+        now = int(self.clock())
+        rdb = self._read_db()
+        if rdb is not None:
+            allow = gate_allow_list(rdb, now)
+        else:
+            allow = self.writer.call(lambda db: gate_allow_list(db, now)).result(30)
+        seen = hashlib.sha256(b"".join(allow)).digest()
+        if seen == self._allow_seen:
+            return 0
+        ids = [(st.device_id, st.kind) for st in gates]
+        policy, config = self.policy, self.config
+
+        def sync(db: sqlite_utils.Database) -> dict[str, _Config]:
+            fresh = gate_allow_list(db, now)     # on the writer: the list as of now
+            db.conn.execute("BEGIN IMMEDIATE")
+            try:
+                out = {dev: _sync_config(db, dev, kind, policy, config, now, allow=fresh)
+                       for dev, kind in ids}
+                db.conn.execute("COMMIT")
+            except BaseException:
+                db.conn.execute("ROLLBACK")
+                raise
+            return out
+
+        try:
+            cfgs = self.writer.call(sync).result(30)
+        except WriterClosed:
+            return 0
+        self._allow_seen = seen
+        pushed = 0
+        for st in gates:
+            cfg = cfgs.get(st.device_id)
+            send = st.send
+            if cfg is None or send is None or cfg.version <= st.cfg_version:
+                continue
+            st.cfg_version = cfg.version
+            log.info("device=%s allow-list changed: pushing config %d (%d cards)",
+                     st.device_id, cfg.version, sum(len(f["allow"]) for f in cfg.frames))
+            try:
+                self.push_config(st, cfg, send)
+                pushed += 1
+            except Exception as e:  # noqa: BLE001 - the gate gets it at its next HELLO
+                log.warning("device=%s cannot push config: %s", st.device_id, e)
+        return pushed
+
+    def close(self) -> None:
+        """Close the read-only connection (the writer is closed by its owner)."""
+        if self._reader is not None:
+            self._reader.conn.close()
+            self._reader = None
 
     def flush(self, wait: bool = False) -> None:
         """Persist the highest seq, last-seen time and online flag of changed devices."""
@@ -636,9 +725,14 @@ def _relay_ms(kind: str, policy: Policy) -> int:
 
 
 def _sync_config(db: sqlite_utils.Database, device_id: str, kind: str, policy: Policy,
-                 cfg: ServiceConfig, now: int) -> _Config:
-    """Compute the device's config; bump its version when it changed. Runs on the writer."""
-    allow = gate_allow_list(db, now) if kind == "gate" else []
+                 cfg: ServiceConfig, now: int, allow: list[bytes] | None = None) -> _Config:
+    """Compute the device's config; bump its version when it changed. Runs on the writer.
+
+    ``allow``: the gate allow-list when the caller already read it in this transaction."""
+    if kind != "gate":
+        allow = []
+    elif allow is None:
+        allow = gate_allow_list(db, now)
     base = {"relay_ms": max(0, min(60000, _relay_ms(kind, policy))),
             "debounce_ms": cfg.debounce_ms, "offline_after_s": cfg.offline_after_s,
             "heartbeat_s": cfg.heartbeat_s}

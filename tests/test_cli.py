@@ -191,3 +191,31 @@ def test_ledger_reverse_is_a_new_entry(run, member):
     assert code == 2 and "already spent" in err
     assert run("verify")[0] == 0
     assert len(j(run, "ledger", "list", "1")) == 6
+
+
+def test_global_db_and_policy_reach_delegated_commands(tmp_path, monkeypatch, capsys):
+    """``tapkiosk --db X daemon ...`` runs the daemon on X (the global options are forwarded
+    to the delegated command; its own flag wins; one it does not take is refused)."""
+    import host.daemon
+    import tools.flash
+    from host.daemon_config import load_config
+
+    seen = {}
+
+    def fake_daemon(argv):
+        cfg = load_config(argv)
+        seen["daemon"] = (cfg.db, cfg.policy, argv)
+        return 0
+
+    monkeypatch.setattr(host.daemon, "main", fake_daemon)
+    monkeypatch.setattr(tools.flash, "main", lambda argv: seen.__setitem__("flash", argv) or 0)
+    db, pol = str(tmp_path / "x.db"), str(tmp_path / "p.toml")
+    assert main(["--db", db, f"--policy={pol}", "daemon", "--mqtt", "127.0.0.1:1"]) == 0
+    assert seen["daemon"][:2] == (db, pol)
+    assert main(["--db", db, "daemon", "--db", "own.db", "--mqtt", "127.0.0.1:1"]) == 0
+    assert seen["daemon"][0] == "own.db"
+    assert main(["--db", db, "flash", "update", "--port", "/dev/null"]) == 0
+    assert seen["flash"] == ["update", "--port", "/dev/null", "--db", db]
+    assert main(["--db", db, "flash", "ports"]) == 2
+    assert "--db is not an option of 'tapkiosk flash ports'" in capsys.readouterr().err
+    assert main(["flash", "ports"]) == 0 and seen["flash"] == ["ports"]

@@ -171,3 +171,45 @@ def test_gate_gets_allow_list_config_and_events_are_stored(tmp_path: Path, broke
         assert len(dev.configs) == n
     finally:
         d.stop()
+
+
+def test_allow_list_change_pushes_config_while_gate_stays_connected(tmp_path: Path,
+                                                                   broker) -> None:
+    """Blocking a card (through the CLI, another process's write) while the gate is connected
+    pushes a CONFIG with a higher version that no longer carries that card; selling a pass
+    adds one."""
+    from host.cli import main as cli
+    path = tmp_path / "site.db"
+    ids = make_site(path, {"gate-1": ("gate", KEY_A)})
+    d = _daemon(path, broker, "--config-check-s", "1")
+    try:
+        dev = SimDevice("gate-1", KEY_A, "gate", MqttTransport(broker.host, broker.port))
+        w = dev.hello()
+        wait_for(lambda: dev.cfg_version == w["cfg_version"], what="CONFIG applied")
+        assert dev.allow == {bytes.fromhex(CARD2)}
+        v0 = dev.cfg_version
+        assert cli(["--db", str(path), "card", "block", CARD2]) == 0
+        wait_for(lambda: dev.cfg_version > v0, what="CONFIG pushed after the block")
+        assert dev.allow == set()
+        v1 = dev.cfg_version
+        assert cli(["--db", str(path), "pass", "sell", str(ids["m1"]), "gym_month"]) == 0
+        wait_for(lambda: dev.cfg_version > v1, what="CONFIG pushed after the pass sale")
+        assert dev.allow == {bytes.fromhex(CARD)}
+        # Acknowledged and unchanged: nothing more is pushed.
+        wait_for(lambda: open_db_acked(path, "gate-1") == dev.cfg_version, what="ACK stored")
+        n = len(dev.configs)
+        assert d.daemon.service.check_configs() == 0 and len(dev.configs) == n
+    finally:
+        d.stop()
+
+
+def open_db_acked(path: Path, device_id: str) -> int:
+    """The acknowledged config version of a device, read from the database file."""
+    from host.store import open_db
+    db = open_db(path)
+    try:
+        row = db.execute("SELECT acked FROM device_config WHERE device_id = ?",
+                         (device_id,)).fetchone()
+        return row[0] if row else 0
+    finally:
+        db.conn.close()

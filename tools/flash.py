@@ -741,6 +741,10 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+#: Global ``tapkiosk`` options each subcommand takes (``tapkiosk --db X flash provision``).
+GLOBAL_OPTIONS = {"provision": ("--db",), "image": ("--db",), "update": ("--db",)}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``flash`` command line."""
     parser = _Parser(prog="tapkiosk flash", description="Flash, provision, register and check tapkiosk readers.")
