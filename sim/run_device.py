@@ -88,6 +88,7 @@ class SimBoard:
         self.log = self.dir / "console.log"
         self.env = self._env(pn532_tcp, pn532_bus, link_tcp, env or {})
         self.proc: subprocess.Popen | None = None
+        self.popen_kw: dict[str, Any] = {}  # extra Popen arguments (the demo: start_new_session)
         self.lines: list[str] = []
         self._lock = threading.Lock()
 
@@ -109,7 +110,7 @@ class SimBoard:
         """Start the firmware (a power-on); console lines are collected in ``lines``."""
         self.proc = subprocess.Popen([micropython_exe(), str(ROOT / "firmware" / "main.py")], cwd=self.dir,
                                      env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, bufsize=1)
+                                     text=True, bufsize=1, **self.popen_kw)
         threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
         return self
 

@@ -1,0 +1,154 @@
+"""`make demo` (python -m host.demo): every scripted tap gets its decision through the real
+firmware, daemon and engine; verify passes; Ctrl-C leaves no process and no directory behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, micropython_path
+
+pytestmark = pytest.mark.skipif(micropython_path() is None, reason="needs the MicroPython unix port")
+
+# What each scripted tap must give, written out here independently of host/demo.py:
+# (device, card, member, verdict, reason, charged_fen, balance_fen after, relay pulsed, LED).
+EXPECTED = [
+    ("gate-1", "04A1B2C3D4E5F6", "Ann", "grant", "ok", 0, 0, True, "green"),
+    ("wash-1", "04C1B2C3D4E5F6", "Cai", "grant", "ok", 0, 0, True, "green"),
+    ("wash-1", "04B1B2C3D4E5F6", "Ben", "grant", "ok", 2200, 7800, True, "green"),  # 25.00 x 88 %
+    ("wash-1", "04E1B2C3D4E5F6", "Eve", "grant", "ok", 0, 0, True, "green"),
+    ("kiosk-1", "04D1B2C3D4E5F6", "Dee", "grant", "ok", 2400, 19600, False, "green"),  # 30.00 x 80 %
+    ("gate-1", "04F1B2C3D4E5F6", "Fay", "deny", "blocked", 0, 5000, False, "red"),
+    ("kiosk-1", "5A6B7C8D", "Gus", "deny", "insufficient_balance", 0, 500, False, "red"),
+    ("gate-1", "04991122334455", None, "deny", "unknown_card", 0, 0, False, "red"),
+    ("gate-1", "04A1B2C3D4E5F6", "Ann", "deny", "passback", 0, 0, False, "red"),
+]
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{d}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(d))
+    out: set[int] = set()
+    todo = [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.add(c)
+            todo.append(c)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _site_from(stderr: str) -> Path:
+    m = re.search(r"^site: (\S+)", stderr, re.M)
+    assert m, stderr
+    return Path(m.group(1))
+
+
+def test_demo_json_every_tap_as_expected_and_verify_passes():
+    r = subprocess.run([sys.executable, "-m", "host.demo", "--json"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    rows, summary = lines[:-1], lines[-1]
+    assert len(rows) == len(EXPECTED), r.stdout
+    for row, (dev, card, member, verdict, reason, charged, balance, relay, led) in zip(rows, EXPECTED):
+        got = (row["device"], row["card"], row["member"], row["verdict"], row["reason"])
+        assert got == (dev, card, member, verdict, reason), row
+        assert row["charged_fen"] == charged, row
+        if member is not None:
+            assert row["balance_fen"] == balance, row
+        # What the firmware did with the DECISION, from its pins log.
+        assert row["relay"] is relay and row["led"] == led, row
+    assert rows[3]["uses_left"] == 9  # one of the ten punch-card washes used
+    assert rows[4]["points_earned"] >= 24  # 1 point per yuan paid (x2 on member/birthday days)
+    assert summary["summary"] is True and summary["ok"] is True and summary["taps"] == 9
+    assert summary["verify"]["ok"] is True and summary["verify"]["problems"] == []
+    assert summary["verify"]["ledger_rows"] > 0
+    report = summary["report"]
+    assert report[-1]["taps"] == 9 and report[-1]["granted"] == 5
+    assert report[-1]["consumption_fen"] == 2200 + 2400
+    assert summary["metrics_url"].startswith("http://127.0.0.1:")
+    # The temporary site is gone (no --keep).
+    assert not _site_from(r.stderr).exists()
+
+
+def test_demo_human_output_shows_table_report_and_next_steps():
+    r = subprocess.run([sys.executable, "-m", "host.demo", "--keep"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    for text in ("scene", "wash from balance, gold price", "Basic wash · paid 22.00 left 78.00",
+                 "insufficient_balance", "passback", "tapkiosk verify: ok",
+                 "9 of 9 taps decided as expected.", "Try next:", "tapkiosk sim tap gate-1"):
+        assert text in out, out
+    m = re.search(r"^site kept: (\S+)", out, re.M)
+    assert m, out
+    site = Path(m.group(1))
+    try:
+        assert (site / "site.db").exists() and not (site / "sim-control.json").exists()
+        # The kept site is an ordinary site database: the operator CLI reads it.
+        rep = subprocess.run([sys.executable, "-m", "host.cli", "--db", str(site / "site.db"),
+                              "--json", "verify"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=60)
+        assert rep.returncode == 0 and json.loads(rep.stdout)["ok"] is True, rep.stderr
+    finally:
+        import shutil
+        shutil.rmtree(site, ignore_errors=True)
+
+
+def test_ctrl_c_mid_run_leaves_nothing_running():
+    p = subprocess.Popen([sys.executable, "-m", "host.demo", "--json"], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        first = p.stdout.readline()  # the first tap is decided: daemon and readers are up
+        assert first.startswith("{"), first + p.stderr.read()
+        kids = _descendants(p.pid)
+        names = [Path(f"/proc/{k}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                 for k in kids if _alive(k)]
+        assert sum("micropython" in n for n in names) == 3, names
+        assert any("host.daemon" in n for n in names), names
+        p.send_signal(signal.SIGINT)  # what Ctrl-C sends to the demo
+        p.wait(60)
+        err = p.stderr.read()
+        assert p.returncode == 130, err
+        assert "interrupted" in err
+        deadline = time.monotonic() + 5
+        while any(_alive(k) for k in kids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [k for k in kids if _alive(k)]
+        assert not _site_from(err).exists()
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
+
+
+def test_bad_option_is_refused():
+    from host import demo
+    assert demo.main(["--mqtt", "nohostport"]) == 2
+    assert demo.main(["--no-such-option"]) == 2
