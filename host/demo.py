@@ -44,6 +44,8 @@ from typing import Any, TextIO
 from protocol.compat import ticks_ms
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Global ``tapkiosk`` options forwarded here (``tapkiosk --json demo``).
+GLOBAL_OPTIONS = ("--json",)
 KIOSK_PRICE_FEN = 3000
 WASH_PROGRAM = 1
 

@@ -50,6 +50,9 @@ from sim.pn532 import PN532Emulator
 from sim.run_device import EXIT_RESET, FEEDBACK, SimBoard, make_config
 
 CONTROL_FILE = "sim-control.json"
+#: Global ``tapkiosk`` options forwarded to each subcommand (``tapkiosk --db X sim tap ...``).
+GLOBAL_OPTIONS = {"run": ("--db",), "tap": ("--db", "--json"), "place": ("--db",),
+                  "remove": ("--db",)}
 KINDS = ("gate", "wash", "kiosk")
 
 
