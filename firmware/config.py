@@ -66,6 +66,7 @@ class Config:
         self.decision_ms = 1500   # how long a member waits for the host's answer
         self.outbox_slots = 64
         self.wdt_ms = 8000        # 0 disables the watchdog
+        self.secure = True        # read NTAG 424 DNA SUN data from ISO-DEP cards (sun.py)
 
 
 def _fail(key, what):
@@ -178,6 +179,9 @@ def check(cfg):
     c.decision_ms = _int(cfg, "decision_ms", 100, 30000, "decision_ms", 1500)
     c.outbox_slots = _int(cfg, "outbox_slots", 4, 1024, "outbox_slots", 64)
     c.wdt_ms = _int(cfg, "wdt_ms", 0, 120000, "wdt_ms", 8000)
+    c.secure = cfg.get("secure", True)
+    if c.secure is not True and c.secure is not False:
+        _fail("secure", "must be true or false (got %r)" % (c.secure,))
     return c
 
 

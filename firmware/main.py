@@ -105,7 +105,11 @@ class Device:
         self.app.on_config = self._on_config
         self.chip = build_chip(cfg)
         debounce = self.params.get("debounce_ms") if self.params.get("cfg_version") else cfg.debounce_ms
-        self.reader = Reader(self.chip, poll_ms=100, debounce_ms=debounce,
+        hook = None
+        if cfg.secure:
+            from sun import read_sun
+            hook = read_sun
+        self.reader = Reader(self.chip, poll_ms=100, debounce_ms=debounce, secure_hook=hook,
                              on_fault=self._reader_fault, on_recovered=self._reader_ok)
         self.tasks = []
 

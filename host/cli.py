@@ -21,7 +21,7 @@ import sys
 from datetime import date, datetime
 from typing import Any, NoReturn
 
-from host import ledger, reports
+from host import ledger, reports, secure_policy
 from host.admin import Admin, canonical_uid
 from host.engine import Engine, Tap
 from host.errors import HostError, InputError, NotFound
@@ -96,6 +96,13 @@ def _build_parser() -> _Parser:
 
     sub.add_parser("init", help="create or upgrade the database", **kw)
 
+    site = sub.add_parser("site", help="site settings").add_subparsers(dest="sub",
+                                                                       parser_class=_Parser)
+    site.required = True
+    s = site.add_parser("key", help="show (or --rotate) the site key for secure cards; "
+                        "the key itself is never printed", **kw)
+    s.add_argument("--rotate", action="store_true", help="add a new key version")
+
     member = sub.add_parser("member", help="members").add_subparsers(dest="sub",
                                                                      parser_class=_Parser)
     member.required = True
@@ -121,9 +128,15 @@ def _build_parser() -> _Parser:
 
     card = sub.add_parser("card", help="cards").add_subparsers(dest="sub", parser_class=_Parser)
     card.required = True
-    c = card.add_parser("enroll", **kww)
-    c.add_argument("member", type=_member_arg)
-    c.add_argument("uid")
+    c = card.add_parser("enroll", help="MEMBER UID, or UID --member M [--secure --reader R]",
+                        **kww)
+    c.add_argument("first", metavar="MEMBER|UID")
+    c.add_argument("second", nargs="?", metavar="UID")
+    c.add_argument("--member", type=_member_arg, help="member id (then give only the UID)")
+    c.add_argument("--secure", action="store_true",
+                   help="personalise a blank NTAG 424 DNA on --reader (host/SECURE.md)")
+    c.add_argument("--reader", help="nfcpy reader: usb, tty:USB0:pn532, udp:HOST:PORT, "
+                   "or pn532:/dev/SERIAL")
     c.add_argument("--expires", type=_date_arg, help="YYYY-MM-DD (card refused from that day)")
     for name in ("block", "unblock"):
         c = card.add_parser(name, **kww)
@@ -314,7 +327,16 @@ def _dispatch(args: argparse.Namespace, db: Any, policy: Policy, path: str,
     now = datetime.now(policy.tz)
 
     if cmd == "init":
-        _show({"db": path, "schema_version": schema_version(db)}, js, out)
+        sk = secure_policy.ensure_site_key(db, int(now.timestamp()))
+        _show({"db": path, "schema_version": schema_version(db),
+               "site_key_version": sk["version"]}, js, out)
+    elif cmd == "site":
+        ts = int(now.timestamp())
+        info = (secure_policy.rotate_site_key(db, ts) if args.rotate
+                else secure_policy.ensure_site_key(db, ts))
+        if not js:
+            info["versions"] = " ".join(map(str, info["versions"]))
+        _show(info, js, out)
     elif cmd == "member":
         if sub == "add":
             _show(admin.add_member(args.name, phone=args.phone, birthday=args.birthday,
@@ -346,7 +368,24 @@ def _dispatch(args: argparse.Namespace, db: Any, policy: Policy, path: str,
             if args.expires:
                 exp = int(datetime(args.expires.year, args.expires.month, args.expires.day,
                                    tzinfo=policy.tz).timestamp())
-            _show(admin.enroll_card(args.member, args.uid, expires_at=exp, key=key), js, out)
+            if args.member is not None:
+                if args.second is not None:
+                    raise InputError("give UID --member M, or MEMBER UID (not both)")
+                member, uid = args.member, args.first
+            elif args.second is not None:
+                member, uid = _member_arg(args.first), args.second
+            else:
+                raise InputError("give the member: UID --member M")
+            if args.secure:
+                if not args.reader:
+                    raise InputError("--secure needs --reader (e.g. usb or tty:USB0:pn532)")
+                from host.secure_enroll import enroll_secure, nfc_reader
+                _show(enroll_secure(admin, member, uid, nfc_reader(args.reader),
+                                    expires_at=exp, key=key), js, out)
+            elif args.reader:
+                raise InputError("--reader is only used with --secure")
+            else:
+                _show(admin.enroll_card(member, uid, expires_at=exp, key=key), js, out)
         elif sub in ("block", "unblock"):
             _show(admin.set_card_status(args.uid, "blocked" if sub == "block" else "active",
                                         key=key), js, out)
@@ -465,7 +504,7 @@ def _export(db: Any, with_keys: bool) -> dict[str, list[dict[str, Any]]]:
         rows = []
         for r in db.query(f"SELECT * FROM [{table}] ORDER BY rowid"):
             r = dict(r)
-            if table == "devices" and not with_keys:
+            if table in ("devices", "site_keys") and not with_keys:
                 r.pop("key", None)
             rows.append({k: (v.hex() if isinstance(v, bytes) else v) for k, v in r.items()})
         data[table] = rows

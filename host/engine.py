@@ -27,6 +27,7 @@ from host import ledger
 from host.errors import HostError, InsufficientFunds
 from host.money import format_fen
 from host.policy import Policy, load_policy
+from host.secure_policy import check_tap
 from host.store import parse_hours
 from protocol import codes
 
@@ -237,16 +238,23 @@ class Engine:
         now = self.clock()
         ts = int(now.timestamp())
         tap_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM taps").fetchone()[0]
+        # Secure cards first, outside the SAVEPOINT: a verified SUN counter stays used even
+        # when the tap is then refused for another reason (host/secure_policy.py).
+        sec = check_tap(conn, self.policy, tap)
         conn.execute("SAVEPOINT tap")
         try:
             try:
+                if not sec.ok:
+                    d = _Deny(sec.reason, sec.text)
+                    d.member_id = sec.member_id
+                    raise d
                 out = self._evaluate(conn, tap, now, ts, tap_id)
             except _Deny as d:
                 conn.execute("ROLLBACK TO tap")
                 out = _Outcome("deny", d.reason, d.text, member_id=getattr(d, "member_id", None),
                                kind=getattr(d, "kind", None))
             decision, reply = self._finish(conn, out, encode_reply)
-            self._record(conn, tap, ts, tap_id, out, decision, t0)
+            self._record(conn, tap, ts, tap_id, out, decision, t0, sec.note)
         except (HostError, ValueError, TypeError, KeyError, sqlite3.IntegrityError,
                 ArithmeticError) as e:
             # A host fault in this tap: nothing of it is charged, the device gets "internal".
@@ -254,7 +262,7 @@ class Engine:
             out = _Outcome("deny", "internal", f"Error, see staff ({type(e).__name__})")
             out.pattern = codes.PAT_FAULT
             decision, reply = self._finish(conn, out, encode_reply, safe=True)
-            self._record(conn, tap, ts, tap_id, out, decision, t0)
+            self._record(conn, tap, ts, tap_id, out, decision, t0, sec.note)
         conn.execute("RELEASE tap")
         self.current_tap = None
         return decision
@@ -287,18 +295,18 @@ class Engine:
         return d, reply
 
     def _record(self, conn: sqlite3.Connection, tap: Tap, ts: int, tap_id: int, out: _Outcome,
-                d: Decision, t0: float) -> None:
+                d: Decision, t0: float, security: str | None = None) -> None:
         latency_ms = (time.perf_counter() - t0) * 1000.0
         conn.execute(
             "INSERT INTO taps (id, ts, device_id, seq, uid, member_id, kind, service, amount_fen,"
             " charged_fen, points_earned, direction, offline, device_time, pass_id, verdict,"
-            " reason, relay_ms, pattern, text, balance_fen, points, uses_left, reply, latency_ms)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " reason, relay_ms, pattern, text, balance_fen, points, uses_left, reply, latency_ms,"
+            " security) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (tap_id, ts, str(tap.device_id), tap.seq, str(tap.uid)[:40], d.member_id, out.kind,
              int(tap.service), int(tap.amount_fen), out.charged_fen, out.points_earned,
              tap.direction, 1 if tap.offline else 0, int(tap.device_time), out.pass_id,
              d.verdict, d.reason, d.relay_ms, d.pattern, d.text, d.balance_fen, d.points,
-             d.uses_left, d.reply, latency_ms))
+             d.uses_left, d.reply, latency_ms, security))
 
     # ------------------------------------------------------------------ rules
     def _device(self, conn: sqlite3.Connection, device_id: str) -> tuple[str, dict] | None:

@@ -94,6 +94,9 @@ class Policy:
     plans: dict[str, Plan]
     dormant_days: int
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: "uid" (plain cards accepted on their UID) or "sun" (only secure cards); a card
+    #: enrolled secure always needs its SUN proof (host/SECURE.md).
+    security_mode: str = "uid"
 
     @property
     def tz(self) -> ZoneInfo:
@@ -323,6 +326,9 @@ def build_policy(raw: dict[str, Any]) -> Policy:
     d = _Reader(top.get("dormant"), "dormant")
     dormant_days = d.int("days", 1, 3660)
     d.done()
+    sec = _Reader(top.get("security", {"mode": "uid"}), "security")
+    security_mode = sec.choice("mode", ("uid", "sun"))
+    sec.done()
     top.done()
     return Policy(timezone=tz, default_tier=default_tier, tiers=tiers, spend_order=spend_order,
                   bonus_expiry_days=bonus_expiry_days, max_balance_fen=max_balance,
@@ -330,7 +336,7 @@ def build_policy(raw: dict[str, Any]) -> Policy:
                   programs=programs, gate_order=gate_order, gate_price_fen=gate_price,
                   gate_relay_ms=gate_relay, kiosk_relay_ms=kiosk_relay,
                   kiosk_max_fen=kiosk_max, plans=plans, dormant_days=dormant_days, raw=raw,
-                  **points)
+                  security_mode=security_mode, **points)
 
 
 def _valid_cover(c: Any, programs: dict[int, Program]) -> bool:

@@ -215,6 +215,25 @@ CREATE TABLE IF NOT EXISTS device_config (
     acked INTEGER NOT NULL DEFAULT 0
 );
 """),
+    # Secure cards (issue #7, host/SECURE.md): site master keys (append-only, one per
+    # version), per-card SUN state, and what the secure-card check said about each tap.
+    (4, "secure cards: site keys, card sun state, tap security note", """
+CREATE TABLE site_keys (
+    version INTEGER PRIMARY KEY CHECK (version BETWEEN 1 AND 255),
+    key BLOB NOT NULL CHECK (length(key) = 16),
+    created_at INTEGER NOT NULL
+);
+CREATE TRIGGER site_keys_no_update BEFORE UPDATE ON site_keys
+BEGIN SELECT RAISE(ABORT, 'site_keys is append-only: rotate to a new version'); END;
+CREATE TRIGGER site_keys_no_delete BEFORE DELETE ON site_keys
+BEGIN SELECT RAISE(ABORT, 'site_keys is append-only: rotate to a new version'); END;
+ALTER TABLE cards ADD COLUMN key_version INTEGER REFERENCES site_keys(version);
+ALTER TABLE cards ADD COLUMN secure INTEGER NOT NULL DEFAULT 0 CHECK (secure IN (0, 1)
+    AND (secure = 0 OR (length(uid) = 14 AND key_version IS NOT NULL)));
+ALTER TABLE cards ADD COLUMN sun_counter INTEGER NOT NULL DEFAULT 0
+    CHECK (sun_counter BETWEEN 0 AND 16777215);
+ALTER TABLE taps ADD COLUMN security TEXT;
+"""),
 ]
 
 DEVICE_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,16}")

@@ -51,6 +51,7 @@ import tty
 from collections import deque
 
 from sim.cards import UidCard
+from sim.isodep import IsoDepPicc
 
 ACK = bytes.fromhex("0000FF00FF00")
 NACK = bytes.fromhex("0000FFFF0000")
@@ -160,6 +161,7 @@ class PN532Emulator:
         self._max_retry_passive = 0xFF
         self._rf_on = False
         self._target = None
+        self._isodep = None
         self._sam_mode = 0
         self.baudrate = 115200
 
@@ -460,6 +462,11 @@ class PN532Emulator:
                 return _PENDING  # the real chip keeps trying until a card or an ACK
             return b"\x00"
         self._target = card
+        # A freshly selected ISO-DEP card: its block protocol for hosts that run ISO-DEP
+        # themselves over InCommunicateThru (nfcpy); after automatic RATS it is already active.
+        self._isodep = (IsoDepPicc(card, active=bool(self._params & 0x10))
+                        if getattr(card, "sak", 0) & 0x20 and hasattr(card, "transceive")
+                        else None)
         self._regs[_FIFO_DATA] = 0x00
         return b"\x01\x01" + found
 
@@ -513,9 +520,14 @@ class PN532Emulator:
 
     def _cmd_in_communicate_thru(self, p: bytes) -> bytes:
         card = self._target
-        if card is None or card is not self._card or not hasattr(card, "transceive_raw"):
+        if card is None or card is not self._card:
             return bytes((ST_TIMEOUT,))
-        rsp = card.transceive_raw(bytes(p))
+        raw = getattr(card, "transceive_raw", None)
+        if raw is None and self._isodep is not None:
+            raw = self._isodep.transceive_raw
+        if raw is None:
+            return bytes((ST_TIMEOUT,))
+        rsp = raw(bytes(p))
         return bytes((ST_TIMEOUT,)) if rsp is None else b"\x00" + bytes(rsp)
 
     def _cmd_in_release(self, p: bytes) -> bytes:
