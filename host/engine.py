@@ -364,7 +364,8 @@ class Engine:
         window = int(settings.get("duplicate_window_s", 0))
         if window:
             last = conn.execute("SELECT max(ts) FROM taps WHERE member_id = ? AND ts > ? AND "
-                                "device_id = ? AND verdict = 'grant'",
+                                "device_id = ? AND verdict = 'grant' AND id NOT IN "
+                                "(SELECT tap_id FROM tap_voids)",  # host/voids.py
                                 (mid, ts - window, tap.device_id)).fetchone()[0]
             if last is not None:
                 raise deny("duplicate", "Already done, wait a moment")
@@ -452,7 +453,8 @@ class Engine:
         return [r for r in rows if cover in json.loads(r[1])]
 
     def _used_today(self, conn, pass_id: int, now: datetime, count_direction: bool) -> int:
-        sql = ("SELECT count(*) FROM taps WHERE pass_id = ? AND ts >= ? AND verdict = 'grant'")
+        sql = ("SELECT count(*) FROM taps WHERE pass_id = ? AND ts >= ? AND verdict = 'grant'"
+               " AND id NOT IN (SELECT tap_id FROM tap_voids)")   # a voided tap used nothing
         if count_direction:
             sql += " AND coalesce(direction, 'in') <> 'out'"
         return conn.execute(sql, (pass_id, day_start(now))).fetchone()[0]

@@ -9,8 +9,9 @@ Names:
 - ``tapkiosk_taps_total{verdict,reason}``: taps decided (retransmissions not counted again).
 - ``tapkiosk_frames_total{type}``: authenticated frames received, by message type.
 - ``tapkiosk_frames_rejected_total{cause}``: frames refused (malformed, bad_mac,
-  unknown_device, replay, topic_mismatch, line_mismatch, bad_crc, internal).
+  unknown_device, replay, topic_mismatch, line_mismatch, bad_crc, internal, void_refused).
 - ``tapkiosk_retransmits_total``: retransmissions answered from the reply cache or store.
+- ``tapkiosk_voids_total{outcome}``: VOIDs answered (reversed, tombstone, repeat, refused).
 - ``tapkiosk_tap_latency_seconds``: frame received -> decision handed to the link.
 - ``tapkiosk_writer_batch_size``: taps per writer transaction (group commit).
 - ``tapkiosk_devices_online``: devices currently online.
@@ -40,6 +41,8 @@ class Metrics:
                                 registry=r)
         self.retransmits = Counter("tapkiosk_retransmits", "Retransmissions answered again",
                                    registry=r)
+        self.voids = Counter("tapkiosk_voids", "VOIDs answered (taps the device gave up on)",
+                             ["outcome"], registry=r)
         self.latency = Histogram("tapkiosk_tap_latency_seconds",
                                  "Tap frame received -> decision sent", buckets=_LATENCY_BUCKETS,
                                  registry=r)

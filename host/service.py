@@ -13,7 +13,7 @@ any link and answers through ``send(packet_bytes)``:
    again; a tap already applied before a restart gets the stored reply from the engine;
 4. dispatch: TAP -> writer (group commit) -> DECISION, HELLO -> WELCOME (+ CONFIG when the
    device's acknowledged config is behind), PING -> PONG, EVENT -> stored, ACK -> config
-   acknowledged.
+   acknowledged, VOID -> writer (``host.voids.void_tap``) -> DECISION reason ``voided``.
 
 A gate's CONFIG carries the offline allow-list, which changes while the gate stays connected
 (a card blocked or enrolled, a pass sold or expired). Every ``config_check_s`` seconds
@@ -46,6 +46,7 @@ from host.errors import HostError
 from host.metrics import Metrics
 from host.policy import Policy
 from host.store import BUSY_TIMEOUT_MS, touch_device
+from host.voids import VoidRefused, stored_void_reply, void_tap
 from host.writer import Writer, WriterClosed
 from protocol import codes
 from protocol import packet as pk
@@ -214,6 +215,9 @@ class Service:
         if p.type == pk.TAP:
             self._tap(st, p, send, link, t0)
             return st.device_id
+        if p.type == pk.VOID:
+            self._void(st, p, send, link, t0)
+            return st.device_id
         with st.lock:
             try:
                 state, cached = st.window.check(p.seq, p.raw, False)
@@ -365,6 +369,107 @@ class Service:
             send(reply)
             return
         self._reject("replay", st, p, send, link, str(refused), codes.ERR_REPLAY)
+
+    # ----------------------------------------------------------------- voids
+    def _void(self, st: DeviceState, p: pk.Packet, send: Send, link: str, t0: float) -> None:
+        """A VOID: the device gave up on tap ``tap_seq`` and started nothing. It passes the
+        replay window like a TAP (it may come late from the outbox) and is settled on the
+        writer by ``host.voids.void_tap`` (reversed or tombstoned, one transaction). The
+        answer is a DECISION for ``tap_seq``, reason ``voided``; a tap granted offline is
+        not voided (ERROR ``unsupported``)."""
+        tap_seq = p.fields["tap_seq"]
+        if not 0 < tap_seq < p.seq:
+            self._reject("malformed", st, p, send, link,
+                         f"VOID of tap {tap_seq} sent as seq {p.seq}", codes.ERR_MALFORMED)
+            return
+        refused: ReplayError | None = None
+        with st.lock:
+            inflight = st.inflight.get(p.seq)
+            if inflight is not None:
+                if inflight[0] == p.raw:
+                    inflight[1].append(send)
+                    self.metrics.retransmits.inc()
+                    return
+                self._reject("replay", st, p, send, link, f"seq {p.seq} reused while voiding",
+                             codes.ERR_REPLAY)
+                return
+            try:
+                state, cached = st.window.check(p.seq, p.raw, True)
+            except ReplayError as e:
+                refused, state = e, 0
+            else:
+                if state == RETRANSMIT:
+                    self.metrics.retransmits.inc()
+                    if cached:
+                        send(cached)
+                    return
+                if not self._accepting:
+                    self._reject("internal", st, p, send, link, "host is shutting down",
+                                 codes.ERR_INTERNAL)
+                    return
+                st.inflight[p.seq] = (p.raw, [send])
+        dev = st.device_id
+        if refused is not None:
+            try:
+                reply = self.writer.call(
+                    lambda db: stored_void_reply(db, dev, p.seq, tap_seq)).result(30)
+            except Exception as e:  # noqa: BLE001 - refuse rather than guess
+                reply = None
+                log.error("device=%s VOID seq=%d stored-reply lookup failed: %s", dev, p.seq, e)
+            if reply is None:
+                self._reject("replay", st, p, send, link, str(refused), codes.ERR_REPLAY)
+                return
+            with st.lock:
+                st.window.accept(p.seq, p.raw, reply)
+            self.metrics.retransmits.inc()
+            send(reply)
+            return
+        engine = self.writer.engine
+
+        def encode(d: Decision) -> bytes:
+            return self._encode(st, pk.DECISION, decision_fields(tap_seq, d))
+
+        with self._lock:
+            self._inflight += 1
+        try:
+            fut = self.writer.call(
+                lambda db: void_tap(engine, dev, tap_seq, encode, void_seq=p.seq))
+        except WriterClosed as e:
+            self._tap_failed(st, p, link, e)
+            return
+        fut.add_done_callback(lambda fu: self._void_done(st, p, tap_seq, fu, link, t0, state))
+
+    def _void_done(self, st: DeviceState, p: pk.Packet, tap_seq: int, fut: Future, link: str,
+                   t0: float, state: int) -> None:
+        err = fut.exception()
+        if err is not None:
+            with st.lock:
+                _raw, sends = st.inflight.pop(p.seq, (b"", []))
+            if isinstance(err, VoidRefused):
+                self.metrics.voids.labels("refused").inc()
+                cause, code = "void_refused", codes.ERR_UNSUPPORTED
+            else:
+                cause, code = "internal", codes.ERR_INTERNAL
+            for s in sends:
+                self._reject(cause, st, p, s, link, str(err), code)
+            self._done_one()
+            return
+        d = fut.result()
+        with st.lock:
+            st.window.accept(p.seq, p.raw, d.reply)
+            st.dirty = True
+            _raw, sends = st.inflight.pop(p.seq, (b"", []))
+        for s in sends:
+            try:
+                s(d.reply)
+            except Exception as e:  # noqa: BLE001 - the void is stored; the device resends
+                log.warning("device=%s cannot send DECISION: %s", st.device_id, e)
+        outcome = "repeat" if d.replayed else d.outcome
+        self.metrics.voids.labels(outcome).inc()
+        log.info("void device=%s seq=%d tap_seq=%d outcome=%s balance=%d latency_ms=%.2f "
+                 "link=%s%s", st.device_id, p.seq, tap_seq, outcome, d.balance_fen,
+                 (time.perf_counter() - t0) * 1000.0, link or "-", " late=1" if state == LATE else "")
+        self._done_one()
 
     def encode_decision(self, st: DeviceState, tap: Tap, d: Decision) -> bytes:
         """The DECISION packet for ``tap`` (called by the writer inside the transaction)."""
@@ -690,11 +795,13 @@ def _load_device(db: sqlite_utils.Database, device_id: str) -> dict[str, Any] | 
                          (device_id,)).fetchone()[0]
     top_ev = db.execute("SELECT coalesce(max(seq), 0) FROM device_events WHERE device_id = ?",
                         (device_id,)).fetchone()[0]
+    top_void = db.execute("SELECT coalesce(max(void_seq), 0) FROM tap_voids WHERE device_id = ?",
+                          (device_id,)).fetchone()[0]
     boot = ((down_seq >> 16) + 1) & 0xFFFF
     touch_device(db, device_id, down_seq=boot << 16)
     cfg = db.execute("SELECT version, acked FROM device_config WHERE device_id = ?",
                      (device_id,)).fetchone() or (0, 0)
-    return {"kind": kind, "key": bytes(key), "highest": max(last_seq, top_tap, top_ev),
+    return {"kind": kind, "key": bytes(key), "highest": max(last_seq, top_tap, top_ev, top_void),
             "resend_floor": floor, "down_boot": boot, "cfg_version": cfg[0], "cfg_acked": cfg[1]}
 
 

@@ -234,6 +234,33 @@ ALTER TABLE cards ADD COLUMN sun_counter INTEGER NOT NULL DEFAULT 0
     CHECK (sun_counter BETWEEN 0 AND 16777215);
 ALTER TABLE taps ADD COLUMN security TEXT;
 """),
+    # VOID (host/voids.py): one row per tap a device gave up on, with the reply it got.
+    (5, "voids: taps a device gave up on, reversed or tombstoned", """
+CREATE TABLE tap_voids (
+    id INTEGER PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    device_id TEXT NOT NULL,
+    tap_seq INTEGER NOT NULL,
+    void_seq INTEGER,
+    tap_id INTEGER NOT NULL REFERENCES taps(id),
+    outcome TEXT NOT NULL CHECK (outcome IN ('reversed', 'tombstone')),
+    reversed INTEGER NOT NULL DEFAULT 0,
+    kept TEXT,
+    member_id INTEGER REFERENCES members(id),
+    pattern INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    balance_fen INTEGER NOT NULL,
+    points INTEGER NOT NULL,
+    uses_left INTEGER NOT NULL,
+    reply BLOB NOT NULL DEFAULT x'',
+    UNIQUE (device_id, tap_seq)
+);
+CREATE INDEX tap_voids_tap ON tap_voids(tap_id);
+CREATE TRIGGER tap_voids_no_update BEFORE UPDATE ON tap_voids
+BEGIN SELECT RAISE(ABORT, 'tap_voids is append-only'); END;
+CREATE TRIGGER tap_voids_no_delete BEFORE DELETE ON tap_voids
+BEGIN SELECT RAISE(ABORT, 'tap_voids is append-only'); END;
+"""),
 ]
 
 DEVICE_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,16}")

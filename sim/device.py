@@ -372,6 +372,32 @@ class SimDevice:
             out.append(self.resend(raw, timeout))
         return out
 
+    def void(self, tap_seq: int, timeout: float | None = None, raw: bytes | None = None
+             ) -> dict[str, Any]:
+        """Give up on tap ``tap_seq`` as the firmware does: the VOID (a new seq, or ``raw``
+        to send the same VOID again) replaces the tap in the outbox; returns the DECISION
+        fields for ``tap_seq`` (raises NoReply, or Refused on ERROR)."""
+        if raw is None:
+            _seq, raw = self.frame(pk.VOID, {"tap_seq": tap_seq})
+        seq = int.from_bytes(raw[2:6], "big")
+        self.outbox.pop(tap_seq, None)
+        self.outbox[seq] = bytes(raw)
+        with self._cond:
+            self._pending[tap_seq] = None
+        self.send(raw)
+        with self._cond:
+            ok = self._cond.wait_for(lambda: self._pending.get(tap_seq) is not None
+                                     or seq in self._other,
+                                     self.timeout if timeout is None else timeout)
+            if seq in self._other:
+                self._pending.pop(tap_seq, None)
+                raise self._other.pop(seq)
+            if not ok:
+                raise NoReply(f"no DECISION for VOID of tap {tap_seq}")
+            res = self._pending.pop(tap_seq)
+        self.outbox.pop(seq, None)
+        return res
+
     def ping(self, nonce: int | None = None) -> dict[str, Any]:
         """PING -> PONG fields."""
         nonce = int.from_bytes(os.urandom(4), "big") if nonce is None else nonce
