@@ -28,10 +28,10 @@ from typing import Any, ContextManager
 from host.admin import Admin, canonical_uid
 from host.errors import Conflict, InputError, NotFound
 from host.ntag424_personalise import ndef_url, personalise, read_ndef
-from host.secure import SecureCardError, SunVerifier, site_card_keys
+from host.secure import SecureCardError, SunVerifier, parse_sun, site_card_keys
 from host.secure_policy import site_key
 
-__all__ = ["EnrollError", "enroll_secure", "nfc_reader"]
+__all__ = ["EnrollError", "enroll_secure", "nfc_reader", "read_sun_field"]
 
 Transceive = Callable[[bytes], bytes]
 
@@ -107,6 +107,17 @@ def _already_ours(transceive: Transceive, uid: str, master: bytes, version: int)
         return None
     r = SunVerifier().verify(uid, url, site_card_keys(master, bytes.fromhex(uid), version), -1)
     return r.counter if r.ok else None
+
+
+def read_sun_field(transceive: Transceive) -> bytes:
+    """One reader-side read of a card's NDEF file, as ``firmware/sun.py`` does it: the binary
+    TAP secure field (``0x01 | PICCData | SDMMAC``), or ``b""`` when the card has no NDEF
+    application or no SUN mirror. For host-attached readers (``transceive`` = nfcpy's
+    ``Type4Tag.transceive``); communication errors propagate."""
+    try:
+        return parse_sun(ndef_url(read_ndef(transceive))).to_field()
+    except SecureCardError:
+        return b""
 
 
 def nfc_reader(spec: str, wait_s: float = 10.0) -> Callable[[str], ContextManager[Transceive]]:

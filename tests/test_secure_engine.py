@@ -16,7 +16,7 @@ from host.errors import Conflict, InputError, NotFound
 from host.ntag424_personalise import ndef_url, read_ndef
 from host.policy import build_policy, load_policy
 from host.secure import parse_sun
-from host.secure_enroll import EnrollError, enroll_secure
+from host.secure_enroll import EnrollError, enroll_secure, read_sun_field
 from host.store import open_db, register_device
 from sim.magic import MagicCard
 from sim.ntag424 import Ntag424
@@ -280,3 +280,10 @@ def test_cards_keep_their_key_version_after_rotation(site):
     new = Ntag424(bytes.fromhex(OTHER))
     assert enroll_secure(admin, mid, OTHER, direct(new))["key_version"] == 2
     assert engine.decide(tap(2, uid=OTHER, secure=read_field(new))).reason == "ok"
+
+
+def test_read_sun_field_for_host_attached_readers(site):
+    db, admin, engine, mid, card = site
+    assert engine.decide(tap(1, secure=read_sun_field(card.transceive))).reason == "ok"
+    assert read_sun_field(MagicCard(bytes.fromhex(UID)).transceive) == b""
+    assert read_sun_field(lambda apdu: b"\x6A\x82") == b""
