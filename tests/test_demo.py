@@ -152,3 +152,14 @@ def test_bad_option_is_refused():
     from host import demo
     assert demo.main(["--mqtt", "nohostport"]) == 2
     assert demo.main(["--no-such-option"]) == 2
+
+
+@pytest.mark.mqtt
+def test_demo_over_mqtt(broker):
+    r = subprocess.run([sys.executable, "-m", "host.cli", "--json", "demo", "--mqtt",
+                        broker.address], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    assert [(x["verdict"], x["reason"]) for x in lines[:-1]] == [(e[3], e[4]) for e in EXPECTED]
+    assert "linked by MQTT broker" in r.stderr
+    assert lines[-1]["ok"] is True and lines[-1]["verify"]["ok"] is True
