@@ -9,7 +9,14 @@
 # resend_floor = oldest pending seq; a DECISION only for a pending tap_seq, a WELCOME only for
 # the HELLO just sent, a PONG only for our nonce, a CONFIG only with a higher cfg_version.
 # Non-TAP frames are encoded when they are sent, so seqs leave in increasing order.
+#
+# Giving up on a tap (VOID): a TAP with no DECISION within decision_ms starts nothing; its
+# outbox slot is rewritten as a VOID for that tap_seq, which goes out (and after a reboot,
+# again) like a TAP until the host answers with a DECISION reason "voided". The original
+# DECISION arriving after that starts nothing and leaves the VOID in place: the host may have
+# charged that tap, and only the VOID's answer says the charge was reversed.
 import asyncio
+import struct
 
 from protocol import codes
 from protocol import packet as P
@@ -30,6 +37,7 @@ _HELLO_MIN_MS = const(500)
 _HELLO_MAX_MS = const(3000)
 _TICK_MS = const(50)
 _CTRL_MAX = const(12)      # control frames waiting to go out (PONG, ACK, EVENT)
+_VOIDED = const(20)        # protocol.codes reason "voided"
 
 # Control queue item kinds.
 _Q_EVENT = const(1)
@@ -56,6 +64,17 @@ class App:
         self._save = save
         self.mac = Mac(cfg.key)
         self.tw = P.TapWriter(cfg.device_id, self.mac)
+        # VOID packets are built in a buffer allocated once: ver type seq dev_len dev len tap_seq mac
+        dev = cfg.device_id.encode()
+        self._vlen = 9 + len(dev) + 4
+        self._vbuf = bytearray(self._vlen + 16)
+        self._vmv = memoryview(self._vbuf)
+        self._vbuf[0] = 1
+        self._vbuf[1] = P.VOID
+        self._vbuf[6] = len(dev)
+        self._vbuf[7:7 + len(dev)] = dev
+        self._vbuf[7 + len(dev)] = 0
+        self._vbuf[8 + len(dev)] = 4
         link.on_packet = self.on_packet
         # Session state.
         self.online = False
@@ -84,6 +103,8 @@ class App:
         self.taps = 0
         self.decisions = 0
         self.late = 0
+        self.voids = 0             # taps given up on (VOID written)
+        self.voided = 0            # VOIDs the host confirmed
         self.errors = 0
         self.bad_frames = 0
         self.events_dropped = 0
@@ -297,8 +318,15 @@ class App:
             self.live_seq = 0
             self.live = None
             if d is None:
-                # The tap stays in the outbox and reaches the host later; nothing opens now.
+                # Nothing starts; the TAP becomes a VOID so the host never charges it. The VOID
+                # goes out now, before the PING below takes a higher seq.
+                i = self._give_up(seq)
                 self.fb.show(codes.PAT_FAULT, 0, "No answer - please tap again")
+                if i >= 0 and self.reachable():
+                    self.outbox.sent[i] = 1
+                    self.outbox.sent_at[i] = ticks_ms()
+                    if not await self._send_raw(self._vmv):
+                        self.outbox.sent[i] = 0
                 self._kick.set()
                 if self.reachable():
                     await self.ping()
@@ -324,6 +352,27 @@ class App:
         # Wash and kiosk never spend stored value offline; a gate waits offline_after_s first.
         self.fb.show(codes.PAT_OFFLINE_DENY, 0, "Offline - please try later")
         return codes.PAT_OFFLINE_DENY
+
+    def _void_packet(self, seq, tap_seq):
+        b = self._vbuf
+        n = self._vlen
+        struct.pack_into(">I", b, 2, seq)
+        struct.pack_into(">I", b, n - 4, tap_seq)
+        b[n:n + 16] = self.mac.tag(P.UP, self._vmv[:n])
+        return self._vmv
+
+    def _give_up(self, tap_seq):
+        # Synchronous (no await): a DECISION cannot slip in between the check and the rewrite.
+        ob = self.outbox
+        i = ob.find_tap(tap_seq)
+        if i < 0 or ob.void[i]:
+            return -1
+        vseq = self.next_seq()
+        ob.replace_void(i, vseq, self._void_packet(vseq, tap_seq))
+        self.voids += 1
+        _log("no answer for tap", tap_seq, "- voided as", vseq)
+        self._kick.set()
+        return i
 
     def _store(self, seq, frame):
         lost = self.outbox.add(seq, frame)
@@ -364,8 +413,21 @@ class App:
 
     def _on_decision(self, f):
         seq = f["tap_seq"]
-        if not self.outbox.done(seq):
+        ob = self.outbox
+        i = ob.find_tap(seq)
+        if i < 0:
             return  # not pending: a duplicate or replayed DECISION changes nothing
+        if ob.void[i]:
+            if f["reason"] != _VOIDED:
+                # The original answer, after we gave up: start nothing, keep the VOID going.
+                _log("decision for voided tap", seq, "ignored:", codes.reason_name(f["reason"]))
+                return
+            ob.done_slot(i)
+            self.voided += 1
+            self._kick.set()
+            _log("tap", seq, "voided by the host")
+            return
+        ob.done_slot(i)
         self.decisions += 1
         self._kick.set()
         if seq == self.live_seq:
@@ -432,8 +494,14 @@ class App:
         if ref == self.hello_seq:
             # The host refused our HELLO (unknown device, bad key): retry slowly.
             self.hello_wait = _HELLO_MAX_MS
-        elif code in (codes.ERR_REPLAY, codes.ERR_MALFORMED) and self.outbox.done(ref):
-            # The host will never apply this tap: stop resending it.
-            _log("tap", ref, "given up after host error", name)
+        elif code == codes.ERR_REPLAY and self.outbox.find(ref) >= 0 \
+                and self.outbox.void[self.outbox.find(ref)]:
+            # A VOID that was overtaken by a newer frame: it stays; the sender's resync HELLO
+            # (resend_floor = oldest pending) makes the host take it as a late outbox frame.
+            _log("VOID", ref, "overtaken; resent after resync")
+        elif code in (codes.ERR_REPLAY, codes.ERR_MALFORMED, codes.ERR_UNSUPPORTED) \
+                and self.outbox.done(ref):
+            # The host will never apply this tap (or void this VOID): stop resending it.
+            _log("outbox frame", ref, "given up after host error", name)
             self._kick.set()
 

@@ -8,6 +8,11 @@
 # host recognises it. `gen` grows by one per write; the slot with the highest gen was written
 # last, so ring order (oldest first) survives a reboot. A slot whose CRC or seq does not match
 # (power cut mid-write) is treated as empty.
+#
+# VOID (protocol/README.md, "Giving up on a tap"): when the device gives up on a TAP, the VOID
+# packet replaces the TAP in the same slot (same gen, so ring order is kept; its own seq). The
+# slot remembers the tap_seq in `ref` (a TAP slot's ref is its own seq): a DECISION is matched
+# on ref. After a reboot ref is read back from the VOID's body.
 import struct
 import binascii
 from array import array
@@ -25,6 +30,7 @@ PENDING = const(1)
 DONE = const(2)
 
 _B_DONE = b"\x02"
+_VOID = const(0x0B)  # protocol.packet.VOID
 
 
 class OutboxError(Exception):
@@ -37,7 +43,9 @@ class Outbox:
         self.path = path
         self.n = slots
         self.state = bytearray(slots)
-        self.seq = array("I", bytes(4 * slots))
+        self.seq = array("I", bytes(4 * slots))     # seq of the stored packet
+        self.ref = array("I", bytes(4 * slots))     # tap_seq a DECISION for this slot carries
+        self.void = bytearray(slots)                # 1 = the slot holds a VOID
         self.gen = array("I", bytes(4 * slots))
         self.sent = bytearray(slots)                 # 1 = sent during this link session
         self.sent_at = array("i", bytes(4 * slots))  # ticks_ms of the last send
@@ -47,6 +55,7 @@ class Outbox:
         self.recovered = 0  # pending taps found at boot
         self._buf = bytearray(_SLOT)
         self._mv = memoryview(self._buf)
+        self._hbuf = bytearray(_HDR)    # slot header of a VOID (the packet is written as is)
         self._fh = None
         self._open()
 
@@ -99,6 +108,12 @@ class Outbox:
                     st = buf[0]
                     self.seq[i] = seq
                     self.gen[i] = gen
+                    self.ref[i] = seq
+                    self.void[i] = 0
+                    if buf[_HDR + 1] == _VOID:
+                        # tap_seq: the body's first field, after ver type seq dev_len dev body_len
+                        self.ref[i] = struct.unpack_from(">I", buf, _HDR + 9 + buf[_HDR + 6])[0]
+                        self.void[i] = 1
                     if gen >= top:
                         top = gen
                         best = i
@@ -142,6 +157,8 @@ class Outbox:
         fh.flush()
         self.state[i] = PENDING
         self.seq[i] = seq
+        self.ref[i] = seq
+        self.void[i] = 0
         self.gen[i] = self.next_gen
         self.sent[i] = 0
         self.next_gen += 1
@@ -154,9 +171,37 @@ class Outbox:
                 return i
         return -1
 
+    def find_tap(self, tap_seq):
+        # The pending slot (TAP or VOID) a DECISION for tap_seq settles, or -1.
+        for i in range(self.n):
+            if self.state[i] == PENDING and self.ref[i] == tap_seq:
+                return i
+        return -1
+
+    def replace_void(self, i, seq, data):
+        # Pending TAP slot i becomes the VOID `data` (seq = its own seq): same slot, same gen,
+        # ref kept. Written from `data` directly, so a send reading the slot buffer is untouched.
+        ln = len(data)
+        if ln > MAX_DATA or ln < 10 or self.state[i] != PENDING:
+            raise OutboxError("cannot void slot %d" % i)
+        h = self._hbuf
+        h[0] = PENDING
+        h[1] = 0
+        struct.pack_into(">HIII", h, 2, ln, self.gen[i], binascii.crc32(data) & 0xFFFFFFFF, seq)
+        fh = self._fh
+        fh.seek(_HEAD + i * _SLOT)
+        fh.write(h)
+        fh.write(data)
+        fh.flush()
+        self.seq[i] = seq
+        self.void[i] = 1
+        self.sent[i] = 0
+
     def done(self, seq):
-        # Marks the pending tap `seq` decided. False if no such pending tap (late or replayed reply).
-        i = self.find(seq)
+        # Marks the pending packet `seq` settled. False if no such pending packet.
+        return self.done_slot(self.find(seq))
+
+    def done_slot(self, i):
         if i < 0:
             return False
         fh = self._fh
@@ -171,11 +216,13 @@ class Outbox:
         return (self.head + k) % self.n
 
     def oldest_seq(self):
-        for k in range(self.n):
-            i = (self.head + k) % self.n
-            if self.state[i] == PENDING:
-                return self.seq[i]
-        return 0
+        # Lowest pending seq (the HELLO's resend_floor). Not simply the oldest slot: a VOID
+        # keeps its TAP's place in the ring but carries a newer seq.
+        low = 0
+        for i in range(self.n):
+            if self.state[i] == PENDING and (not low or self.seq[i] < low):
+                low = self.seq[i]
+        return low
 
     def read(self, i):
         # The stored packet of slot i, as a memoryview valid until the next read/add.
