@@ -1,7 +1,9 @@
 # Runs on CPython: benchmark of one kiosk tap through engine.decide() vs a bare SQLite write.
 """Cost of one kiosk tap through ``Engine.decide()`` (commit included) on a populated store,
 against a bare ``BEGIN IMMEDIATE; UPDATE; INSERT; COMMIT`` with the same pragmas on the same
-database, measured in the same run and interleaved so both see the same disk.
+database, measured in the same run and interleaved so both see the same disk. Then counts,
+for each, the SQL statements run and the WAL pages written per commit (the work the
+commit's fsync has to cover).
 
 Usage: ``python bench/ledger.py [--members 100000] [--rows 1000000] [--taps 2000] [--db PATH]``
 The last line printed is JSON: ``{"bench": "ledger", "tap_p50_ms": .., "tap_p99_ms": ..,
@@ -139,6 +141,37 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             engine.decide_many(batch)
             batch_ms.append((time.perf_counter() - t0) * 1000 / 8)
+        # Work per commit: statements (trace callback) and WAL pages (WAL growth after a
+        # truncating checkpoint; no checkpoint runs in between: autocheckpoint off here).
+        n_probe = 100
+        frame = db.execute("PRAGMA page_size").fetchone()[0] + 24
+
+        def probe(fn) -> tuple[float, float]:
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            stmts: list[str] = []
+            conn.set_trace_callback(stmts.append)
+            for k in range(n_probe):
+                fn(k)
+            conn.set_trace_callback(None)
+            pages = os.path.getsize(path + "-wal") / frame / n_probe
+            conn.execute("PRAGMA wal_autocheckpoint = 1000")
+            return len(stmts) / n_probe, pages
+
+        def probe_tap(k: int) -> None:
+            engine.decide(Tap("K1", seq + k, uid_of(rng.randint(1, args.members)), amount_fen=300))
+
+        def probe_bare(k: int) -> None:
+            m2 = rng.randint(1, args.members)
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("UPDATE members SET principal_fen = principal_fen - 1 WHERE id = ?",
+                         (m2,))
+            conn.execute("INSERT INTO ledger (ts, member_id, currency, delta, kind) "
+                         "VALUES (?, ?, 'principal', -1, 'bench')", (int(now.timestamp()), m2))
+            conn.execute("COMMIT")
+
+        tap_stmts, tap_pages = probe(probe_tap)
+        bare_stmts, bare_pages = probe(probe_bare)
         tap50, tap99 = statistics.median(tap_ms), pct(tap_ms, 0.99)
         batch50 = statistics.median(batch_ms)
         bare50, bare99 = statistics.median(bare_ms), pct(bare_ms, 0.99)
@@ -146,10 +179,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bare UPDATE+INSERT: p50 {bare50:.3f} ms  p99 {bare99:.3f} ms  (n={len(bare_ms)})")
         print(f"decide_many() batches of 8: p50 {batch50:.3f} ms per tap")
         print(f"ratio p50 {tap50 / bare50:.2f}  ratio p99 {tap99 / bare99:.2f}  (target p50 <= 1.5)")
+        print(f"per commit: decide() {tap_stmts:.1f} statements, {tap_pages:.1f} WAL pages; "
+              f"bare {bare_stmts:.1f} statements, {bare_pages:.1f} WAL pages")
         print(json.dumps({"bench": "ledger", "tap_p50_ms": round(tap50, 3),
                           "tap_p99_ms": round(tap99, 3), "bare_p50_ms": round(bare50, 3),
                           "bare_p99_ms": round(bare99, 3), "ratio_p50": round(tap50 / bare50, 2),
                           "batch8_per_tap_p50_ms": round(batch50, 3),
+                          "tap_statements": round(tap_stmts, 1),
+                          "tap_wal_pages": round(tap_pages, 1),
+                          "bare_statements": round(bare_stmts, 1),
+                          "bare_wal_pages": round(bare_pages, 1),
                           "members": args.members, "ledger_rows": n_rows,
                           "build_s": round(build_s, 1)}))
         db.conn.close()

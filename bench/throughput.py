@@ -9,6 +9,10 @@ previous DECISION came back (authenticated with the device key). After ``--secon
 generator stops, waits for the last decisions, and checks that every tap sent got exactly one
 decision and that the store holds exactly that many taps.
 
+The daemon, the broker and the load generator are three processes; the CPU each used over
+the measured window is printed (in cores), so a saturated load generator shows instead of
+passing for a slow daemon.
+
 Usage: ``python bench/throughput.py [--devices 100] [--seconds 10] [--clients 4]``
 Last line JSON: ``{"bench": "throughput", "taps_per_s": .., "taps": .., "lost": 0, ...}``.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -40,6 +45,26 @@ from protocol import packet as pk  # noqa: E402
 from protocol.mac import Mac  # noqa: E402
 
 
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The daemon's Prometheus metrics (name with labels -> value), from /metrics."""
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, val = line.rpartition(" ")
+            out[key] = float(val)
+    return out
+
+
 def make_site(path: Path, n: int) -> list[tuple[str, bytes, str]]:
     """n kiosks, each with a member holding one card and a balance."""
     db = open_db(path)
@@ -54,6 +79,16 @@ def make_site(path: Path, n: int) -> list[tuple[str, bytes, str]]:
         out.append((dev, key, uid))
     db.conn.close()
     return out
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds of process ``pid`` (None: this process)."""
+    if pid is None:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Loader:
@@ -163,10 +198,13 @@ def main(argv: list[str] | None = None) -> int:
             ld.start()
         time.sleep(1.0)
         base = sum(ld.decided for ld in loaders)
+        pids = (proc.pid, broker.proc.pid, None)
+        cpu0 = [cpu_seconds(p) for p in pids]
         t0 = time.perf_counter()
         time.sleep(a.seconds)
         done = sum(ld.decided for ld in loaders) - base
         elapsed = time.perf_counter() - t0
+        cores = [round((cpu_seconds(p) - c) / elapsed, 2) for p, c in zip(pids, cpu0)]
         for ld in loaders:
             ld.stop()
         for ld in loaders:
@@ -191,12 +229,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"devices {a.devices}, {a.clients} load clients, {a.seconds:.0f} s measured")
     print(f"sustained {rate:.0f} taps/s; sent {sent}, decided {decided}, stored {stored}, "
           f"lost {lost}, duplicate decisions {dupes}, denied/bad {bad}")
+    print(f"CPU over the window (cores): daemon {cores[0]}, mosquitto {cores[1]}, "
+          f"load generator {cores[2]} (2 cores shared with everything else on the machine)")
     print(f"daemon exit code {proc.returncode} (SIGTERM)")
     print(json.dumps({"bench": "throughput", "devices": a.devices, "taps_per_s": round(rate, 1),
                       "taps": decided, "sent": sent, "stored": stored, "lost": lost,
                       "duplicates": dupes, "bad": bad, "target_taps_per_s": 1000,
                       "zero_loss": lost == 0 and stored == decided and dupes == 0,
-                      "batch": batch}))
+                      "batch": batch, "cpu_daemon": cores[0], "cpu_broker": cores[1],
+                      "cpu_load_generator": cores[2]}))
     return 0 if lost == 0 and stored == decided else 1
 
 

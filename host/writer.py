@@ -17,12 +17,18 @@ batch is applied once: the second copy comes back replayed with the same reply b
 
 The daemon's own tables (``device_events``, ``device_config``) are created by the store's
 migrations (version 3).
+
+No checkpoint runs on the tap path: the writer's connection has ``wal_autocheckpoint`` off
+and a :class:`Checkpointer` thread copies the WAL back into the database file from its own
+connection (see there).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -34,7 +40,7 @@ from host.engine import Decision, Engine, Tap
 from host.errors import HostError
 from host.metrics import Metrics
 from host.policy import Policy
-from host.store import open_db
+from host.store import BUSY_TIMEOUT_MS, open_db
 
 T = TypeVar("T")
 Encoder = Callable[[Tap, Decision], bytes]
@@ -64,6 +70,65 @@ class _CallJob:
 
 _STOP = object()
 
+#: Seconds between background WAL checkpoints (when the writer committed since the last one).
+CHECKPOINT_EVERY_S = 0.5
+
+
+class Checkpointer:
+    """Checkpoints the WAL from its own thread and connection, off the tap path.
+
+    With SQLite's automatic checkpoint, the commit that crosses 1000 WAL pages (about every
+    80 kiosk taps) copies them into the database file and fsyncs it inside COMMIT, so that
+    tap's decision waited for the whole checkpoint. Here a PASSIVE checkpoint runs every
+    ``period`` seconds when ``commits()`` moved; it never blocks the writer (SQLite lets a
+    writer append to the WAL while a checkpoint copies older frames), and the WAL restarts
+    from its beginning at the first commit after a complete checkpoint. Durability is
+    unchanged: a commit is durable once its WAL frames are fsynced (``synchronous=FULL``); a
+    checkpoint only moves pages that are already durable.
+    """
+
+    def __init__(self, db_path: str, commits: Callable[[], int],
+                 period: float = CHECKPOINT_EVERY_S) -> None:
+        self._conn = sqlite3.connect(os.fspath(db_path), isolation_level=None,
+                                     check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+        self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        self._commits = commits
+        self._period = period
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tapkiosk-checkpoint",
+                                        daemon=True)
+        self.checkpoints = 0
+
+    def start(self) -> "Checkpointer":
+        """Start the thread; returns self."""
+        self._thread.start()
+        return self
+
+    def checkpoint(self) -> tuple[int, int, int]:
+        """One PASSIVE checkpoint: (busy, WAL frames, frames checkpointed)."""
+        row = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        self.checkpoints += 1
+        return row[0], row[1], row[2]
+
+    def _run(self) -> None:
+        seen = self._commits()
+        while not self._stop.wait(self._period):
+            now = self._commits()
+            if now == seen:
+                continue
+            seen = now
+            try:
+                self.checkpoint()
+            except sqlite3.Error as e:   # busy or I/O: the next round tries again
+                log.warning("writer: WAL checkpoint failed: %s", e)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread and close its connection."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self._conn.close()
+
 
 class Writer:
     """Owns the write connection and the engine; decides taps in batches.
@@ -77,6 +142,11 @@ class Writer:
                  engine_factory: Callable[[sqlite_utils.Database], Engine] | None = None) -> None:
         self.db_path = db_path
         self.db = open_db(db_path)
+        self.commits = 0
+        self.checkpointer: Checkpointer | None = None
+        if db_path is not None and str(db_path) != ":memory:":
+            self.db.conn.execute("PRAGMA wal_autocheckpoint = 0")
+            self.checkpointer = Checkpointer(db_path, lambda: self.commits)
         self.engine = (engine_factory(self.db) if engine_factory is not None
                        else Engine(self.db, policy=policy))
         self.metrics = metrics
@@ -89,8 +159,10 @@ class Writer:
         self.taps = 0
 
     def start(self) -> "Writer":
-        """Start the writer thread; returns self."""
+        """Start the writer thread (and the checkpointer); returns self."""
         self._thread.start()
+        if self.checkpointer is not None:
+            self.checkpointer.start()
         return self
 
     def submit_tap(self, tap: Tap, encoder: Encoder) -> Future[Decision]:
@@ -122,6 +194,8 @@ class Writer:
             self._thread.join(timeout)
         else:
             self._drain_unstarted()
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
         try:
             self.db.conn.close()
         except Exception:  # noqa: BLE001 - closing a connection that already failed
@@ -165,6 +239,7 @@ class Writer:
             return
         try:
             job.future.set_result(job.fn(self.db))
+            self.commits += 1
         except BaseException as e:  # noqa: BLE001 - handed to the waiting caller
             if self.db.conn.in_transaction:
                 self.db.conn.execute("ROLLBACK")
@@ -195,6 +270,7 @@ class Writer:
             return
         self.batches += 1
         self.taps += len(batch)
+        self.commits += 1
         if self.metrics is not None:
             self.metrics.batch.observe(len(batch))
         for j, d in zip(batch, decisions):

@@ -70,3 +70,26 @@ def test_stored_reply_for_a_tap_applied_in_an_earlier_batch(tmp_path: Path) -> N
     finally:
         w.stop()
     assert calls == [(b"A", 3)] and again.replayed and again.reply == first.reply
+
+
+def test_no_checkpoint_on_the_tap_path_checkpointer_does_it(tmp_path: Path) -> None:
+    """The writer's connection never checkpoints inside COMMIT; the checkpointer copies the
+    WAL back from its own connection and the store stays consistent."""
+    path = tmp_path / "site.db"
+    make_site(path)
+    w = Writer(str(path)).start()
+    try:
+        assert w.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        for seq in range(1, 21):
+            w.submit_tap(Tap("kiosk-1", seq, CARD, amount_fen=10), _encoder(b"A", [])).result(30)
+        assert w.commits >= 20
+        busy, frames, done = w.checkpointer.checkpoint()
+        assert busy == 0 and frames > 0 and done == frames
+    finally:
+        w.stop()
+    assert tap_count(path, "kiosk-1") == 20
+    db = open_db(path)
+    try:
+        assert ledger.verify(db) == []
+    finally:
+        db.conn.close()
