@@ -408,7 +408,7 @@ def _dispatch(args: argparse.Namespace, db: Any, policy: Policy, path: str,
                 except ValueError:
                     raise InputError("--key must be 64 hex digits") from None
             register_device(db, args.device_id, args.kind, key=key_bytes, **settings)
-            _show(get_device(db, args.device_id), js, out)
+            _show(_device_view(get_device(db, args.device_id)), js, out)
         elif sub == "list":
             rows = [{k: d[k] for k in ("device_id", "kind", "name", "online", "last_seen",
                                        "last_seq", "fw")} for d in list_devices(db)]
@@ -575,6 +575,12 @@ def forward_globals(name: str, accepted: Any, head: list[str], rest: list[str]) 
     return out
 
 
+def _device_view(dev: dict[str, Any]) -> dict[str, Any]:
+    """A device for display: its settings once, under ``settings`` (``get_device`` also
+    flattens them to the top level for the engine's convenience)."""
+    return {k: v for k, v in dev.items() if k == "settings" or k not in dev["settings"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``tapkiosk``: returns the exit code (0 ok, 1 verify found problems,
     2 refused request).
@@ -603,6 +609,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = _build_parser().parse_args(argv)
         return _run(args, sys.stdout)
+    except BrokenPipeError:  # `tapkiosk ... | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except SystemExit as e:  # --help
         return e.code if isinstance(e.code, int) else 0
     except HostError as e:

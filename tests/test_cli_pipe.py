@@ -1,0 +1,28 @@
+"""`tapkiosk ... | head` ends quietly: a closed pipe is not an error of ours."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from host.admin import Admin
+from host.store import open_db
+
+
+def test_closed_pipe_gives_no_traceback(tmp_path: Path) -> None:
+    db_path = tmp_path / "site.db"
+    db = open_db(db_path)
+    db.execute("PRAGMA synchronous=OFF")  # fixture speed only; the CLI reopens with its pragmas
+    admin = Admin(db)
+    for i in range(1500):  # > 64 KiB of output: more than a pipe buffer holds
+        admin.add_member(name=f"Member {i:04d}")
+    db.close()
+    proc = subprocess.Popen([sys.executable, "-m", "host.cli", "--db", str(db_path), "member", "list"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # like `| head -1`
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0
+    assert first.split()[:2] == [b"id", b"name"]
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
