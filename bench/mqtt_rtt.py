@@ -54,6 +54,19 @@ def scrape(port: int) -> dict[str, float]:
     return out
 
 
+def wait_ready(port: int, timeout: float = 30.0) -> None:
+    """Wait until the daemon process serves its metrics (it starts its links right after)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            scrape(port)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the daemon did not start (see its log)") from None
+            time.sleep(0.1)
+
+
 def pct(xs: list[float], p: float) -> float:
     """p-th percentile (nearest rank) of xs, in the same unit."""
     s = sorted(xs)
@@ -111,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     from conftest import Broker
     from test_daemon_support import CARD, KEY_A, make_site
 
-    from sim.device import MqttTransport, SimDevice
+    from sim.device import MqttTransport, NoReply, SimDevice
 
     tmp = Path(tempfile.mkdtemp(prefix="tapkiosk-bench-"))
     db = tmp / "site.db"
@@ -124,9 +137,16 @@ def main(argv: list[str] | None = None) -> int:
                                str(mport)], cwd=ROOT, stdout=log, stderr=log),
              subprocess.Popen([sys.executable, __file__, "--echo", broker.host, str(broker.port)])]
     try:
-        time.sleep(1.0)
+        wait_ready(mport)
+        time.sleep(0.5)   # the link subscribes right after the metrics endpoint is up
         dev = SimDevice("kiosk-1", KEY_A, "kiosk", MqttTransport(broker.host, broker.port))
-        dev.hello()
+        for attempt in range(5):   # the daemon may still be subscribing on a loaded machine
+            try:
+                dev.hello()
+                break
+            except NoReply:
+                if attempt == 4:
+                    raise
         pinger = Pinger(broker.host, broker.port)
         _, sample = dev.tap_frame(CARD, amount_fen=1)
         dev.outbox.clear()

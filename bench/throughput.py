@@ -65,6 +65,19 @@ def scrape(port: int) -> dict[str, float]:
     return out
 
 
+def wait_ready(port: int, timeout: float = 30.0) -> None:
+    """Wait until the daemon process serves its metrics (it starts its links right after)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            scrape(port)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the daemon did not start (see its log)") from None
+            time.sleep(0.1)
+
+
 def make_site(path: Path, n: int) -> list[tuple[str, bytes, str]]:
     """n kiosks, each with a member holding one card and a balance."""
     db = open_db(path)
@@ -182,12 +195,14 @@ def main(argv: list[str] | None = None) -> int:
     devices = make_site(db, a.devices)
     broker = Broker(tmp)
     log = open(tmp / "daemon.log", "wb")
+    mport = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "host.daemon", "--db", str(db), "--mqtt",
-                             broker.address, "--log-level", "warning"], cwd=ROOT, stdout=log,
-                            stderr=log)
+                             broker.address, "--log-level", "warning", "--metrics-port",
+                             str(mport)], cwd=ROOT, stdout=log, stderr=log)
     loaders: list[Loader] = []
     try:
-        time.sleep(1.0)  # daemon start-up (subscribes before the first tap)
+        wait_ready(mport)
+        time.sleep(0.5)   # the link subscribes right after the metrics endpoint is up
         per = (len(devices) + a.clients - 1) // a.clients
         loaders = [Loader(broker, devices[i:i + per], k)
                    for k, i in enumerate(range(0, len(devices), per))]
@@ -200,11 +215,16 @@ def main(argv: list[str] | None = None) -> int:
         base = sum(ld.decided for ld in loaders)
         pids = (proc.pid, broker.proc.pid, None)
         cpu0 = [cpu_seconds(p) for p in pids]
+        m0 = scrape(mport)
         t0 = time.perf_counter()
         time.sleep(a.seconds)
         done = sum(ld.decided for ld in loaders) - base
         elapsed = time.perf_counter() - t0
         cores = [round((cpu_seconds(p) - c) / elapsed, 2) for p, c in zip(pids, cpu0)]
+        m1 = scrape(mport)
+        bs = "tapkiosk_writer_batch_size_"
+        n_tx = m1[bs + "count"] - m0[bs + "count"]
+        batch = round((m1[bs + "sum"] - m0[bs + "sum"]) / n_tx, 1) if n_tx else None
         for ld in loaders:
             ld.stop()
         for ld in loaders:
@@ -222,7 +242,6 @@ def main(argv: list[str] | None = None) -> int:
         log.close()
     store = open_db(db)
     stored = store.execute("SELECT count(*) FROM taps").fetchone()[0]
-    batch = None
     store.conn.close()
     rate = done / elapsed
     lost = sent - decided
@@ -230,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"sustained {rate:.0f} taps/s; sent {sent}, decided {decided}, stored {stored}, "
           f"lost {lost}, duplicate decisions {dupes}, denied/bad {bad}")
     print(f"CPU over the window (cores): daemon {cores[0]}, mosquitto {cores[1]}, "
-          f"load generator {cores[2]} (2 cores shared with everything else on the machine)")
+          f"load generator {cores[2]} (2 cores shared with everything else on the machine); "
+          f"{batch} taps per writer transaction")
     print(f"daemon exit code {proc.returncode} (SIGTERM)")
     print(json.dumps({"bench": "throughput", "devices": a.devices, "taps_per_s": round(rate, 1),
                       "taps": decided, "sent": sent, "stored": stored, "lost": lost,

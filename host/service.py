@@ -34,6 +34,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -654,8 +655,8 @@ class Service:
             path = getattr(self.writer, "db_path", None)
             if path is None or str(path) == ":memory:":
                 return None
-            conn = sqlite3.connect(f"file:{os.path.abspath(path)}?mode=ro", uri=True,
-                                   check_same_thread=False)
+            uri = "file:" + urllib.request.pathname2url(os.path.abspath(path)) + "?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             self._reader = sqlite_utils.Database(conn)
         return self._reader

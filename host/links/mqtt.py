@@ -56,7 +56,8 @@ class MqttLink:
         self.host, self.port = host, port
         self.service = service
         self.name = f"mqtt:{host}:{port}"
-        self.connected = threading.Event()
+        self.connected = threading.Event()   # set once the broker acknowledged our SUBSCRIBE
+        self._sub_mid: int | None = None
         self._q: queue.Queue[Any] = queue.Queue(_QUEUE_MAX)
         self._stop = threading.Event()
         self._keepalive = keepalive
@@ -70,6 +71,7 @@ class MqttLink:
         c.max_queued_messages_set(0)
         c.reconnect_delay_set(min_delay=1, max_delay=8)
         c.on_connect = self._on_connect
+        c.on_subscribe = self._on_subscribe
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         self.client = c
@@ -99,10 +101,16 @@ class MqttLink:
             log.error("mqtt %s: connection refused: %s", self.name, rc)
             return
         set_nodelay(client)
-        client.subscribe([(PREFIX + "+/up", 1), (PREFIX + "+/status", 1)])
-        self.connected.set()
+        _rc, self._sub_mid = client.subscribe([(PREFIX + "+/up", 1), (PREFIX + "+/status", 1)])
         log.info("mqtt %s: connected (session present: %s)", self.name,
                  getattr(flags, "session_present", "?"))
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any,
+                      props: Any = None) -> None:
+        # Without a stored session (broker restarted without persistence) frames published
+        # before the SUBACK would find no subscriber: "connected" means subscribed.
+        if mid == self._sub_mid:
+            self.connected.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
                        props: Any = None) -> None:
