@@ -33,11 +33,15 @@ def _day_bounds(day: date, policy: Policy) -> tuple[int, int]:
     return int(start.timestamp()), int(end.timestamp())
 
 
+# Taps a device gave up on and the host reversed (host/voids.py) were neither granted nor paid.
+_NOT_VOIDED = "id NOT IN (SELECT tap_id FROM tap_voids)"
+
+
 def _period(db: sqlite_utils.Database, t0: int, t1: int) -> dict[str, Any]:
     q = lambda sql, *a: db.execute(sql, (t0, t1, *a)).fetchone()[0] or 0  # noqa: E731
     members = db.execute("SELECT count(*) FROM members WHERE created_at < ?", (t1,)).fetchone()[0]
     active = q("SELECT count(DISTINCT member_id) FROM taps WHERE ts >= ? AND ts < ? "
-               "AND verdict = 'grant' AND member_id IS NOT NULL")
+               f"AND verdict = 'grant' AND member_id IS NOT NULL AND {_NOT_VOIDED}")
     buyers = db.execute(
         "SELECT count(*), sum(n >= 2) FROM (SELECT member_id, sum(delta) AS n FROM ledger "
         "WHERE currency = 'qualifying' AND ts >= ? AND ts < ? GROUP BY member_id HAVING n > 0)",
@@ -54,9 +58,11 @@ def _period(db: sqlite_utils.Database, t0: int, t1: int) -> dict[str, Any]:
     return {
         "topups_fen": topups, "pass_sales_fen": sales, "refunds_fen": refunds,
         "revenue_fen": topups + sales - refunds,
-        "consumption_fen": q("SELECT sum(charged_fen) FROM taps WHERE ts >= ? AND ts < ?"),
+        "consumption_fen": q("SELECT sum(charged_fen) FROM taps WHERE ts >= ? AND ts < ? "
+                             f"AND {_NOT_VOIDED}"),
         "taps": q("SELECT count(*) FROM taps WHERE ts >= ? AND ts < ?"),
-        "granted": q("SELECT count(*) FROM taps WHERE ts >= ? AND ts < ? AND verdict = 'grant'"),
+        "granted": q("SELECT count(*) FROM taps WHERE ts >= ? AND ts < ? AND verdict = 'grant' "
+                     f"AND {_NOT_VOIDED}"),
         "members": members, "active_members": active,
         "new_members": q("SELECT count(*) FROM members WHERE created_at >= ? AND created_at < ?"),
         "activity_rate": _rate(active, members),
@@ -93,7 +99,7 @@ def members(db: sqlite_utils.Database, policy: Policy, now: datetime, days: int 
             f"coalesce(sum(points), 0) FROM members {where}", args).fetchone()
         active = db.execute(
             f"SELECT count(DISTINCT t.member_id) FROM taps t JOIN members m ON m.id = t.member_id"
-            f" WHERE t.ts >= ? AND t.ts < ? AND t.verdict = 'grant' "
+            f" WHERE t.ts >= ? AND t.ts < ? AND t.verdict = 'grant' AND t.{_NOT_VOIDED} "
             f"{'AND m.tier = ?' if tier else ''}", (t0, t1, *args)).fetchone()[0]
         buyers = db.execute(
             f"SELECT count(*), sum(n >= 2) FROM (SELECT l.member_id, sum(l.delta) AS n FROM "
@@ -123,7 +129,8 @@ def devices(db: sqlite_utils.Database, policy: Policy, now: datetime, days: int 
                           "ORDER BY device_id").fetchall():
         did = dev[0]
         taps, granted, charged = db.execute(
-            "SELECT count(*), coalesce(sum(verdict = 'grant'), 0), coalesce(sum(charged_fen), 0)"
+            f"SELECT count(*), coalesce(sum(verdict = 'grant' AND {_NOT_VOIDED}), 0), "
+            f"coalesce(sum(CASE WHEN {_NOT_VOIDED} THEN charged_fen ELSE 0 END), 0)"
             " FROM taps WHERE device_id = ? AND ts >= ?", (did, t0)).fetchone()
         top = db.execute("SELECT reason, count(*) AS n FROM taps WHERE device_id = ? AND ts >= ?"
                          " AND verdict = 'deny' GROUP BY reason ORDER BY n DESC LIMIT 1",

@@ -267,3 +267,16 @@ def test_daemon_answers_voids_over_a_cable(tmp_path):
                           "charged_fen > 0").fetchone()[0] == 1   # the one reversed
     finally:
         db.conn.close()
+
+
+def test_reports_leave_voided_taps_out_of_consumption_and_grants(site):
+    from host import reports
+    db, admin, engine, clock, mid = site
+    engine.decide(Tap("K1", 1, UID, amount_fen=1000), enc)
+    engine.decide(Tap("K1", 2, UID, amount_fen=2000), enc)
+    void_tap(engine, "K1", 2, enc, void_seq=3)
+    void_tap(engine, "K1", 5, enc, void_seq=6)        # tombstone
+    day = reports.daily(db, engine.policy, clock.now.date(), days=1)[0]
+    assert day["consumption_fen"] == 950 and day["granted"] == 1 and day["taps"] == 3
+    dev = [r for r in reports.devices(db, engine.policy, clock.now) if r["device_id"] == "K1"][0]
+    assert (dev["taps"], dev["granted"], dev["charged_fen"]) == (3, 1, 950)
