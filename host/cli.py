@@ -410,8 +410,8 @@ def _dispatch(args: argparse.Namespace, db: Any, policy: Policy, path: str,
             register_device(db, args.device_id, args.kind, key=key_bytes, **settings)
             _show(_device_view(get_device(db, args.device_id)), js, out)
         elif sub == "list":
-            rows = [{k: d[k] for k in ("device_id", "kind", "name", "online", "last_seen",
-                                       "last_seq", "fw")} for d in list_devices(db)]
+            rows = [{k: d[k] for k in ("device_id", "kind", "name", "board_mac", "online",
+                                       "last_seen", "last_seq", "fw")} for d in list_devices(db)]
             _show(rows, js, out)
         else:
             dev = get_device(db, args.device_id)

@@ -30,6 +30,9 @@ BUSY_TIMEOUT_MS = 10_000
 
 _APPEND_ONLY = ("ledger", "payments", "taps", "tier_changes")
 
+#: SQL condition on ``board_mac``: six lowercase hex pairs joined by colons.
+_MAC_GLOB_SQL = "board_mac GLOB '" + ":".join(["[0-9a-f][0-9a-f]"] * 6) + "'"
+
 # Each migration is (version, name, SQL). Append only: never edit a shipped migration.
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "initial schema", """
@@ -261,9 +264,16 @@ BEGIN SELECT RAISE(ABORT, 'tap_voids is append-only'); END;
 CREATE TRIGGER tap_voids_no_delete BEFORE DELETE ON tap_voids
 BEGIN SELECT RAISE(ABORT, 'tap_voids is append-only'); END;
 """),
+    # Board binding (tools/flash.py): the ESP32 MAC a device id was provisioned on, so a
+    # second board given the same id by mistake is refused instead of getting the same key.
+    (6, "devices: board_mac binds a device id to one physical board", f"""
+ALTER TABLE devices ADD COLUMN board_mac TEXT CHECK (board_mac IS NULL OR {_MAC_GLOB_SQL});
+CREATE UNIQUE INDEX devices_board_mac ON devices(board_mac) WHERE board_mac IS NOT NULL;
+"""),
 ]
 
 DEVICE_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,16}")
+_MAC_HEX_RE = re.compile(r"[0-9a-f]{12}")
 _HOURS_RE = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-4]):([0-5][0-9])")
 KINDS = ("gate", "wash", "kiosk")
 
@@ -421,38 +431,80 @@ def validate_settings(kind: str, settings: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def normalise_mac(mac: str) -> str:
+    """``mac`` (``24:6F:28:AA:BB:CC``, ``24-6f-28-aa-bb-cc`` or ``246f28aabbcc``) as six
+    lowercase hex pairs joined by colons. Raises InputError for anything else."""
+    digits = mac.replace(":", "").replace("-", "").lower() if isinstance(mac, str) else ""
+    if len(digits) != 12 or not _MAC_HEX_RE.fullmatch(digits):
+        raise InputError(f"bad board MAC {mac!r}: use six hex pairs such as 24:6f:28:aa:bb:cc")
+    return ":".join(digits[i:i + 2] for i in range(0, 12, 2))
+
+
+def bound_conflict(device_id: str, bound_mac: str) -> Conflict:
+    """The Conflict for provisioning ``device_id`` on a board other than ``bound_mac``."""
+    return Conflict(f"device {device_id} is bound to board {bound_mac}; use --rebind to move it "
+                    "to this board (the old board stops working)")
+
+
 def register_device(db: sqlite_utils.Database, device_id: str, kind: str, *,
-                    key: bytes | None = None, rotate: bool = False, **settings: Any) -> bytes:
+                    key: bytes | None = None, rotate: bool = False,
+                    board_mac: str | None = None, rebind: bool = False, **settings: Any) -> bytes:
     """Create or confirm a device and return its 32-byte key.
 
     New device: stored with ``key`` or a fresh ``secrets.token_bytes(32)``. Existing device
     with the same kind and (given) key: returned unchanged, settings updated if given
     (idempotent). Existing with a different key and ``rotate=False``: Conflict.
     ``rotate=True``: the given key (or a fresh one) replaces the old one.
+
+    Board binding (``devices.board_mac``, set by the flash tool from the ESP32's MAC):
+
+    * ``board_mac`` given, device unbound (new, or added without one): bound to it;
+    * same MAC as bound: nothing changes (re-provisioning a board is idempotent);
+    * another MAC: Conflict, unless ``rebind``, which moves the device to the new board and
+      rotates its key (the given one, or a fresh one) so the old board is locked out;
+    * ``board_mac`` None with ``rebind`` on a bound device: unbound and key rotated (a
+      factory image for a replacement board, bound at its first provision or update);
+    * ``board_mac`` None without ``rebind``: the binding is left as it is.
+
+    A board holds one device: binding a MAC unbinds any other device bound to it (that
+    device's config on the board was just replaced).
     """
     check_device_id(device_id)
     if key is not None and (not isinstance(key, (bytes, bytearray)) or len(key) != 32):
         raise InputError("device key must be exactly 32 bytes")
+    mac = normalise_mac(board_mac) if board_mac is not None else None
     merged = validate_settings(kind, settings)
     with transaction(db) as conn:
-        row = conn.execute("SELECT kind, key, settings FROM devices WHERE device_id = ?",
-                           (device_id,)).fetchone()
+        row = conn.execute("SELECT kind, key, settings, board_mac FROM devices "
+                           "WHERE device_id = ?", (device_id,)).fetchone()
+        if mac is not None:
+            conn.execute("UPDATE devices SET board_mac = NULL WHERE board_mac = ? "
+                         "AND device_id != ?", (mac, device_id))
         if row is None:
             new_key = bytes(key) if key is not None else secrets.token_bytes(32)
-            conn.execute("INSERT INTO devices (device_id, kind, key, settings, created_at) "
-                         "VALUES (?, ?, ?, ?, ?)",
-                         (device_id, kind, new_key, json.dumps(merged, sort_keys=True), now_s()))
+            conn.execute("INSERT INTO devices (device_id, kind, key, settings, created_at, "
+                         "board_mac) VALUES (?, ?, ?, ?, ?, ?)",
+                         (device_id, kind, new_key, json.dumps(merged, sort_keys=True), now_s(),
+                          mac))
             return new_key
-        old_kind, old_key, old_settings = row
+        old_kind, old_key, old_settings, old_mac = row
         if old_kind != kind:
             raise Conflict(f"device {device_id} is registered as a {old_kind}, not a {kind}")
-        if rotate:
+        moving = old_mac is not None and mac != old_mac and (mac is not None or rebind)
+        if moving and not rebind:
+            raise bound_conflict(device_id, old_mac)
+        if rotate or moving:
             new_key = bytes(key) if key is not None else secrets.token_bytes(32)
+            if moving and new_key == old_key:
+                raise Conflict(f"device {device_id}: rebinding needs a new key, got the old one")
         elif key is not None and bytes(key) != old_key:
             raise Conflict(f"device {device_id} is registered with another key "
                            "(use rotate to replace it)")
         else:
             new_key = old_key
+        if mac != old_mac and (mac is not None or moving):
+            conn.execute("UPDATE devices SET board_mac = ? WHERE device_id = ?",
+                         (mac, device_id))
         if settings:
             stored = json.loads(old_settings)
             stored.update(settings)

@@ -272,3 +272,132 @@ def test_fs_too_small_for_app_is_a_clear_error():
 
     with pytest.raises(AppBuildError, match="do not fit"):
         build_littlefs({"big.bin": os.urandom(64 * 1024)}, 8 * 4096)
+
+
+# ---------------------------------------------------------------------------------------
+# board binding: one device id, one physical board (store migration 6, devices.board_mac)
+# ---------------------------------------------------------------------------------------
+MAC_A = "24:6f:28:aa:bb:cc"
+MAC_B = "24:0a:c4:12:34:56"
+
+
+def db_mac(site: dict, device_id: str = "gate-01") -> str | None:
+    """The board MAC the host DB binds ``device_id`` to."""
+    return open_db(str(site["db"])).execute(
+        "SELECT board_mac FROM devices WHERE device_id = ?", (device_id,)).fetchone()[0]
+
+
+def update_argv(site: dict, *extra: str) -> list[str]:
+    """argv for `update --db` on the test site."""
+    return ["update", "--port", "/dev/ttyUSB0", "--db", str(site["db"]), "--app-root", str(site["app"]),
+            *extra]
+
+
+def test_provision_binds_the_device_to_the_board_mac(site, capsys):
+    board = RecordingBoard(mac=MAC_A.upper())
+    assert run(provision_argv(site), board) == 0
+    assert db_mac(site) == MAC_A  # stored lowercase
+    assert f"bound to this board ({MAC_A})" in capsys.readouterr().out
+    again = RecordingBoard(mac=MAC_A)
+    assert run(provision_argv(site), again) == 0  # same board: idempotent, key kept
+    assert db_mac(site) == MAC_A and again.flash == board.flash
+    assert "bound to this board (24:6f:28:aa:bb:cc) already" in capsys.readouterr().out
+
+
+def test_second_board_with_the_same_id_is_refused_before_it_is_touched(site, capsys):
+    first = RecordingBoard(mac=MAC_A)
+    assert run(provision_argv(site), first) == 0
+    key = db_key(site)
+    capsys.readouterr()
+    second = RecordingBoard(mac=MAC_B)
+    assert run(provision_argv(site), second) == 4
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"device gate-01 is bound to board {MAC_A}, not to this board ({MAC_B})" in err
+    assert "--rebind" in err and "old board stops working" in err
+    assert second.names() == ["identify"]  # nothing erased, written or copied
+    assert second.flash == bytearray(b"\xff" * len(second.flash))
+    assert db_key(site) == key and db_mac(site) == MAC_A
+    assert bytes.fromhex(board_config(first)["key"]) == key  # the first board still works
+
+
+def test_rebind_moves_the_device_and_locks_the_old_board_out(site, capsys):
+    first = RecordingBoard(mac=MAC_A)
+    assert run(provision_argv(site), first) == 0
+    old_key = db_key(site)
+    second = RecordingBoard(mac=MAC_B)
+    assert run(provision_argv(site, "--rebind"), second) == 0
+    new_key = db_key(site)
+    assert new_key != old_key and db_mac(site) == MAC_B
+    assert bytes.fromhex(board_config(second)["key"]) == new_key
+    out = capsys.readouterr().out
+    assert f"moved from board {MAC_A} to this board ({MAC_B})" in out
+    assert "the old board no longer works" in out and new_key.hex() not in out
+    # The old board's next update is refused: it names the board the device moved to.
+    first.files["config.json"] = json.dumps(board_config(first)).encode()
+    first.calls.clear()
+    assert run(update_argv(site), first) == 4
+    err = capsys.readouterr().err
+    assert f"bound to board {MAC_B}, but this board is {MAC_A}" in err
+    assert "copy_files" not in first.names()
+
+
+def test_device_added_without_a_mac_is_bound_on_first_provision(site, capsys):
+    key = register_device(open_db(str(site["db"])), "gate-01", "gate")  # `tapkiosk device add`
+    assert db_mac(site) is None
+    board = RecordingBoard(mac=MAC_B)
+    assert run(provision_argv(site), board) == 0
+    assert db_mac(site) == MAC_B and db_key(site) == key
+    assert bytes.fromhex(board_config(board)["key"]) == key
+    assert run(provision_argv(site), RecordingBoard(mac=MAC_A)) == 4  # now it is bound
+
+
+def test_board_reused_for_another_id_unbinds_the_old_one(site, capsys):
+    board = RecordingBoard(mac=MAC_A)
+    assert run(provision_argv(site), board) == 0
+    assert run(provision_argv(site, device_id="gate-02"), RecordingBoard(mac=MAC_A)) == 0
+    assert db_mac(site, "gate-02") == MAC_A and db_mac(site, "gate-01") is None
+    assert "this board was gate-01 before: gate-01 has no board now" in capsys.readouterr().out
+
+
+def test_image_leaves_the_binding_to_the_first_update(site, capsys):
+    out_bin = site["tmp"] / "gate-01.bin"
+    image_argv = ["image", "--firmware", str(site["fw"]), "--device-id", "gate-01", "--kind", "gate",
+                  "--link", "serial", "--db", str(site["db"]), "--app-root", str(site["app"]),
+                  "--out", str(out_bin)]
+    assert run(image_argv) == 0
+    assert db_mac(site) is None
+    assert "binds it to the device" in capsys.readouterr().out
+    # The image flashed on board A: its first update with --db binds it.
+    files = read_all(mount(out_bin.read_bytes()[0x200000:]))
+    board_a = RecordingBoard(mac=MAC_A, files={"config.json": files["config.json"]})
+    assert run(update_argv(site), board_a) == 0
+    assert db_mac(site) == MAC_A
+    assert f"bound to this board ({MAC_A})" in capsys.readouterr().out
+    # The same image on a second board: refused at its update, nothing copied.
+    board_b = RecordingBoard(mac=MAC_B, files={"config.json": files["config.json"]})
+    assert run(update_argv(site), board_b) == 4
+    assert f"bound to board {MAC_A}, but this board is {MAC_B}" in capsys.readouterr().err
+    assert "copy_files" not in board_b.names() and db_mac(site) == MAC_A
+    # A new image for a bound device would clone it: refused, unless --rebind (new key, unbound).
+    key = db_key(site)
+    assert run(image_argv) == 4
+    assert "an image would make a second board" in capsys.readouterr().err
+    assert db_key(site) == key and db_mac(site) == MAC_A
+    assert run([*image_argv, "--rebind"]) == 0
+    assert db_key(site) != key and db_mac(site) is None
+    new_cfg = json.loads(read_all(mount(out_bin.read_bytes()[0x200000:]))["config.json"])
+    assert bytes.fromhex(new_cfg["key"]) == db_key(site)
+
+
+def test_device_list_shows_the_bound_mac(site, capsys):
+    from host.cli import main as tapkiosk
+
+    assert run(provision_argv(site), RecordingBoard(mac=MAC_A)) == 0
+    register_device(open_db(str(site["db"])), "wash-3", "wash")
+    capsys.readouterr()
+    assert tapkiosk(["--db", str(site["db"]), "--json", "device", "list"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(d["device_id"], d["board_mac"]) for d in rows] == [("gate-01", MAC_A), ("wash-3", None)]
+    assert tapkiosk(["--db", str(site["db"]), "device", "list"]) == 0
+    assert MAC_A in capsys.readouterr().out

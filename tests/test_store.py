@@ -136,3 +136,32 @@ def test_a_missing_earlier_migration_is_applied_after_a_later_one(tmp_path):
     db = open_db(path)
     assert {"device_events", "device_config"} <= set(db.table_names())
     assert schema_version(db) == 999
+
+
+def test_register_device_board_binding():
+    db = open_db(None)
+    key = register_device(db, "gate-01", "gate", board_mac="24-6F-28-AA-BB-CC")
+    assert get_device(db, "gate-01")["board_mac"] == "24:6f:28:aa:bb:cc"
+    assert register_device(db, "gate-01", "gate", board_mac="246f28aabbcc") == key   # same board
+    assert register_device(db, "gate-01", "gate") == key                             # no MAC: kept
+    with pytest.raises(Conflict, match=r"^device gate-01 is bound to board 24:6f:28:aa:bb:cc; "
+                                       r"use --rebind to move it to this board \(the old board "
+                                       r"stops working\)$"):
+        register_device(db, "gate-01", "gate", board_mac="24:0a:c4:12:34:56")
+    assert device_key(db, "gate-01") == key
+    moved = register_device(db, "gate-01", "gate", board_mac="24:0a:c4:12:34:56", rebind=True)
+    assert moved != key and get_device(db, "gate-01")["board_mac"] == "24:0a:c4:12:34:56"
+    with pytest.raises(Conflict, match="new key"):   # a move must not keep the old key
+        register_device(db, "gate-01", "gate", key=moved, board_mac="24:6f:28:aa:bb:cc", rebind=True)
+    unbound = register_device(db, "gate-01", "gate", rebind=True)   # image for a replacement
+    assert unbound != moved and get_device(db, "gate-01")["board_mac"] is None
+    # One board, one device: binding the MAC elsewhere unbinds the previous holder.
+    register_device(db, "gate-01", "gate", board_mac="24:0a:c4:12:34:56")
+    register_device(db, "wash-3", "wash", board_mac="24:0a:c4:12:34:56")
+    assert get_device(db, "gate-01")["board_mac"] is None
+    for bad in ("24:6f:28:aa:bb", "zz:6f:28:aa:bb:cc", "", "24:6f:28:aa:bb:cc:dd"):
+        with pytest.raises(InputError, match="bad board MAC"):
+            register_device(db, "G9", "gate", board_mac=bad)
+    assert db.execute("SELECT count(*) FROM devices WHERE device_id = 'G9'").fetchone()[0] == 0
+    with pytest.raises(Exception, match="CHECK"):
+        db.execute("UPDATE devices SET board_mac = 'AA:BB:CC:DD:EE:FF' WHERE device_id = 'wash-3'")

@@ -340,10 +340,20 @@ def open_site_db(path: str, create: bool = False):
 
 @dataclass
 class KeyPlan:
-    """Which key the device gets: ``status`` is new, kept or rotated."""
+    """Which key the device gets and which board it is bound to.
+
+    ``status``: new, kept, rotated, or rebound (moved to another board, new key).
+    ``binding``: ``bind`` (first board), ``same`` (already bound to this board), ``move``
+    (from ``old_mac`` to this board), ``unbind`` (image for a replacement board) or ``""``
+    (not decided yet: no board seen). ``displaced``: another device id that was bound to
+    this board and loses it.
+    """
 
     key: bytes = field(repr=False)
     status: str
+    binding: str = ""
+    old_mac: str | None = None
+    displaced: str | None = None
 
 
 def plan_key(db, device_id: str, kind: str, rotate: bool) -> KeyPlan:
@@ -370,19 +380,100 @@ def plan_key(db, device_id: str, kind: str, rotate: bool) -> KeyPlan:
     return KeyPlan(existing, "kept")
 
 
-def register(db, device_id: str, kind: str, plan: KeyPlan) -> None:
-    """Store the planned key in the host database (create, confirm or rotate).
+def _board_mac(info: ChipInfo, port: str) -> str:
+    """The board's MAC in the store's form (lowercase, colons).
 
     Raises:
-        RegistrationConflict: the id got another key meanwhile.
+        BoardError: esptool reported something that is not a MAC.
+    """
+    from host.errors import InputError
+    from host.store import normalise_mac
+
+    try:
+        return normalise_mac(info.mac)
+    except InputError as e:
+        raise BoardError(f"the board on {port} reported {e}") from None
+
+
+def _bound_mac(db, device_id: str) -> str | None:
+    """The board MAC ``device_id`` is bound to (None: unbound or unknown)."""
+    row = db.execute("SELECT board_mac FROM devices WHERE device_id = ?", (device_id,)).fetchone()
+    return row[0] if row else None
+
+
+def plan_binding(db, device_id: str, plan: KeyPlan, mac: str, rebind: bool) -> KeyPlan:
+    """Check that ``device_id`` may live on the board with ``mac``, before anything is written.
+
+    Unbound: it gets bound. Bound to this board: nothing changes. Bound to another board:
+    refused unless ``rebind``, which moves it here with a fresh key (the old board's key
+    stops working).
+
+    Raises:
+        RegistrationConflict: bound to another board and no ``rebind``.
+        BoardError: the board reported a MAC that is not one.
+    """
+    from host.errors import InputError
+    from host.store import normalise_mac
+
+    try:
+        mac = normalise_mac(mac)
+    except InputError as e:
+        raise BoardError(f"the board reported {e}") from None
+    bound = _bound_mac(db, device_id)
+    other = db.execute("SELECT device_id FROM devices WHERE board_mac = ? AND device_id != ?",
+                       (mac, device_id)).fetchone()
+    displaced = other[0] if other else None
+    if bound is None:
+        return KeyPlan(plan.key, plan.status, "bind", None, displaced)
+    if bound == mac:
+        return KeyPlan(plan.key, plan.status, "same", bound, displaced)
+    if not rebind:
+        raise RegistrationConflict(
+            f"device {device_id} is bound to board {bound}, not to this board ({mac})",
+            "check --device-id (every board has its own); if this board replaces that one, "
+            "add --rebind to move the device here: the old board stops working",
+        )
+    return KeyPlan(secrets.token_bytes(32), "rebound", "move", bound, displaced)
+
+
+def plan_image_binding(db, device_id: str, plan: KeyPlan, rebind: bool) -> KeyPlan:
+    """An image has no board: a bound device needs ``rebind`` (new key, unbound until the new
+    board's first ``update --db`` or ``provision``); an unbound one stays unbound.
+
+    Raises:
+        RegistrationConflict: the device is bound to a board and no ``rebind``.
+    """
+    bound = _bound_mac(db, device_id)
+    if bound is None:
+        return plan
+    if not rebind:
+        raise RegistrationConflict(
+            f"device {device_id} is bound to board {bound}: an image would make a second board "
+            "with its key",
+            "check --device-id; for a replacement board add --rebind (new key, the old board "
+            "stops working, the new one is bound at its first `update --db` or `provision`)",
+        )
+    return KeyPlan(secrets.token_bytes(32), "rebound", "unbind", bound)
+
+
+def register(db, device_id: str, kind: str, plan: KeyPlan, board_mac: str | None = None) -> None:
+    """Store the planned key and board binding in the host database (create, confirm,
+    rotate, bind or move).
+
+    Raises:
+        RegistrationConflict: the id got another key or board meanwhile.
     """
     from host.errors import Conflict, InputError
     from host.store import register_device
 
     try:
-        stored = register_device(db, device_id, kind, key=plan.key, rotate=plan.status == "rotated")
+        stored = register_device(db, device_id, kind, key=plan.key,
+                                 rotate=plan.status in ("rotated", "rebound"),
+                                 board_mac=board_mac, rebind=plan.binding in ("move", "unbind"))
     except Conflict as e:
-        raise RegistrationConflict(f"device id {device_id} is already registered with another key ({e})") from None
+        raise RegistrationConflict(f"cannot register {device_id}: {e}",
+                                   "the site database changed while the board was written: "
+                                   "run the command again") from None
     except InputError as e:
         raise UsageError(str(e)) from None
     if stored != plan.key:
@@ -552,7 +643,9 @@ def cmd_provision(args: argparse.Namespace, board_factory: BoardFactory, out: Te
           f"{config['reader']['bus']} reader) on {args.port}", file=out)
 
     if args.dry_run:
-        steps.step(f"identify the board on {args.port} (esptool: chip, MAC, flash size)")
+        steps.step(f"identify the board on {args.port} (esptool: chip, MAC, flash size) and check "
+                   f"that {config['device_id']} is not bound to another board"
+                   f"{' (--rebind: move it here with a new key)' if args.rebind else ''}")
         if app_only:
             steps.step("keep the MicroPython already on the board (--app-only)")
         else:
@@ -562,7 +655,8 @@ def cmd_provision(args: argparse.Namespace, board_factory: BoardFactory, out: Te
         for line in json.dumps(redacted(config), sort_keys=True, indent=2).splitlines():
             steps.note(line)
         steps.step(f"register {config['device_id']} in {args.db} "
-                   f"({'with a new key' if args.rotate_key else 'reusing its key if registered'})")
+                   f"({'with a new key' if args.rotate_key else 'reusing its key if registered'}), "
+                   "bound to the board's MAC")
         steps.step("reset the board and run its self-check")
         steps.step("print the summary")
         return 0
@@ -575,6 +669,8 @@ def cmd_provision(args: argparse.Namespace, board_factory: BoardFactory, out: Te
     info = board.identify()
     check_chip(info, firmware, args.port)
     steps.note(f"{info.description or info.chip}, MAC {info.mac}, flash {_mb(info.flash_size)}")
+    mac = _board_mac(info, args.port)
+    plan = plan_binding(db, config["device_id"], plan, mac, args.rebind)
 
     config = build_config(args, key=plan.key)
     cfg = config_bytes(config)
@@ -590,14 +686,28 @@ def cmd_provision(args: argparse.Namespace, board_factory: BoardFactory, out: Te
         board.write_flash([(firmware.base, image[firmware.base:])])
 
     steps.step(f"register {config['device_id']} in {args.db}")
-    register(db, config["device_id"], config["kind"], plan)
+    register(db, config["device_id"], config["kind"], plan, board_mac=mac)
     steps.note({"new": "new device, new key", "kept": "already registered: key kept",
-                "rotated": "key rotated: the old key no longer works"}[plan.status])
+                "rotated": "key rotated: the old key no longer works",
+                "rebound": "key rotated: the old board no longer works"}[plan.status])
+    _binding_notes(steps, config["device_id"], plan, mac)
 
     steps.step("reset the board and run its self-check")
     failures = run_selfcheck(board, out)
     steps.step("summary")
     return _summary(out, config["device_id"], info, failures)
+
+
+def _binding_notes(steps: Steps, device_id: str, plan: KeyPlan, mac: str) -> None:
+    """Say what happened to the device's board binding (and to a device this board held)."""
+    if plan.binding == "bind":
+        steps.note(f"bound to this board ({mac})")
+    elif plan.binding == "same":
+        steps.note(f"bound to this board ({mac}) already")
+    elif plan.binding == "move":
+        steps.note(f"moved from board {plan.old_mac} to this board ({mac})")
+    if plan.displaced:
+        steps.note(f"this board was {plan.displaced} before: {plan.displaced} has no board now")
 
 
 def _summary(out: TextIO, device_id: str, info: ChipInfo | None, failures: list[str]) -> int:
@@ -628,12 +738,14 @@ def cmd_image(args: argparse.Namespace, out: TextIO) -> int:
         steps.step(f"build a littlefs filesystem with {len(files)} app files and config.json")
         for line in json.dumps(redacted(config), sort_keys=True, indent=2).splitlines():
             steps.note(line)
-        steps.step(f"register {config['device_id']} in {args.db}")
+        steps.step(f"register {config['device_id']} in {args.db} (not bound to a board: the first "
+                   "`update --db` or `provision` of the flashed board binds it)")
         steps.step(f"write {args.out} ({_mb(firmware.vfs.end)}) for `esptool write-flash 0x0`")
         return 0
 
     db = open_site_db(args.db, args.create_db)
     plan = plan_key(db, config["device_id"], config["kind"], args.rotate_key)
+    plan = plan_image_binding(db, config["device_id"], plan, args.rebind)
     config = build_config(args, key=plan.key)
     steps.step(f"read {firmware.path}")
     steps.step(f"build the filesystem ({len(files)} app files and config.json)")
@@ -656,7 +768,13 @@ def cmd_image(args: argparse.Namespace, out: TextIO) -> int:
     steps.step(f"wrote {target} ({_mb(len(image))})")
     steps.note(f"flash it with: esptool --chip esp32 write-flash 0x0 {target.name}")
     steps.note("the file holds the device key: keep it private and delete it once flashed")
-    print(f"OK: image for {config['device_id']} ready (key {plan.status})", file=out)
+    if plan.binding == "unbind":
+        steps.note(f"{config['device_id']} is no longer bound to board {plan.old_mac}: that board "
+                   "stops working")
+    steps.note(f"the first `python tools/flash.py update --port PORT --db {args.db}` of the flashed "
+               "board binds it to the device")
+    status = "rotated" if plan.status == "rebound" else plan.status
+    print(f"OK: image for {config['device_id']} ready (key {status})", file=out)
     return 0
 
 
@@ -670,7 +788,8 @@ def cmd_update(args: argparse.Namespace, board_factory: BoardFactory, out: TextI
     if args.dry_run:
         steps.step(f"read config.json from the board on {args.port} (keeps device id and key)")
         if args.db:
-            steps.step(f"check the board's key against {args.db}")
+            steps.step(f"check the board's key against {args.db}, identify the board (esptool) and "
+                       "check its MAC is the one the device is bound to (bind it if unbound)")
         steps.step(f"copy {len(files)} app files (mpremote); config.json is not touched")
         steps.step("reset the board and run its self-check")
         return 0
@@ -688,26 +807,41 @@ def cmd_update(args: argparse.Namespace, board_factory: BoardFactory, out: TextI
         raise NotProvisioned(f"the {CONFIG_NAME} on {args.port} is damaged",
                              "provision the board again (same --device-id keeps its key)") from None
     steps.note(f"device {device_id} ({board_cfg.get('kind', '?')})")
+    info = None
     if db is not None:
         from host.errors import NotFound
-        from host.store import device_key
+        from host.store import device_key, get_device
 
-        steps.step(f"check the board's key against {args.db}")
+        steps.step(f"check the board's key and MAC against {args.db}")
         try:
             registered = device_key(db, device_id)
         except NotFound:
             raise RegistrationConflict(f"device {device_id} (on the board) is not registered in {args.db}",
                                        "provision it with --db pointing at the site database") from None
+        info = board.identify()
+        mac = _board_mac(info, args.port)
+        bound = _bound_mac(db, device_id)
+        if bound is not None and bound != mac:
+            raise RegistrationConflict(
+                f"device {device_id} is bound to board {bound}, but this board is {mac}",
+                "this board holds an old or copied identity: give it its own id with `python "
+                "tools/flash.py provision --app-only --device-id NEW ...`, or move the device here "
+                "with `provision --app-only --rebind` (the old board stops working)",
+            )
         if not secrets.compare_digest(registered, board_key):
             raise RegistrationConflict(
                 f"device {device_id} is registered in {args.db} with another key than the board holds",
                 "re-provision: `python tools/flash.py provision --app-only ...` writes the registered key",
             )
+        plan = plan_binding(db, device_id, KeyPlan(registered, "kept"), mac, rebind=False)
+        if plan.binding == "bind":
+            register(db, device_id, get_device(db, device_id)["kind"], plan, board_mac=mac)
+        _binding_notes(steps, device_id, plan, mac)
     steps.step(f"copy {len(files)} app files (config.json kept)")
     board.copy_files(files)
     steps.step("reset the board and run its self-check")
     failures = run_selfcheck(board, out)
-    return _summary(out, device_id, None, failures)
+    return _summary(out, device_id, info, failures)
 
 
 # ---------------------------------------------------------------------------------------
@@ -731,6 +865,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", help="the host's site database (the device key is registered there)")
     p.add_argument("--create-db", action="store_true", help="create --db if it does not exist")
     p.add_argument("--rotate-key", action="store_true", help="give an already registered device a new key")
+    p.add_argument("--rebind", action="store_true",
+                   help="move a device bound to another board to this one (new key; the old board stops working)")
 
 
 class _Parser(argparse.ArgumentParser):
