@@ -8,6 +8,11 @@ A PC kiosk without an ESP32: nfcpy's ``ContactlessFrontend`` on ``usb``, ``usb:B
 repeat across restarts). The same card held on the reader is one tap: a UID seen again within
 ``debounce_s`` is ignored. The decision is logged (and kept in ``last``); there is no frame and
 no MAC on this path, the reader is inside the host.
+
+An ISO-DEP (Type 4) card is read like the ESP32 firmware reads it (``firmware/sun.py``): its
+NDEF file through ``host.secure_enroll.read_sun_field``, so a secure NTAG 424 DNA's SUN message
+goes into ``Tap.secure`` and is verified by the engine (host/SECURE.md). A card taken away
+mid-read is reported on its UID alone, as the firmware does (a secure card is then refused).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 
 from host.engine import Decision, Tap
 from host.errors import HostError
+from host.secure_enroll import read_sun_field
 from host.service import Service
 from host.store import touch_device
 
@@ -103,6 +109,22 @@ class NfcLink:
                 self.opened.clear()
                 clf.close()
 
+    def _secure_field(self, tag: Any, uid: str) -> bytes:
+        """The TAP secure field of an ISO-DEP card (``b""`` for other cards, for an ISO-DEP
+        card without a SUN message, and when the card left mid-read)."""
+        import nfc.clf
+        import nfc.tag
+        import nfc.tag.tt4
+
+        if not isinstance(tag, nfc.tag.tt4.Type4Tag):
+            return b""
+        try:
+            return read_sun_field(lambda apdu: bytes(tag.transceive(bytes(apdu))))
+        except (nfc.clf.CommunicationError, nfc.tag.TagCommandError, OSError) as e:
+            log.warning("nfc %s: card %s: SUN read failed (%s): deciding on the UID alone",
+                        self.path, uid, e)
+            return b""
+
     def _on_tag(self, tag: Any) -> bool:
         uid = bytes(tag.identifier).hex().upper()
         now = time.monotonic()
@@ -113,7 +135,7 @@ class NfcLink:
         sel = getattr(tag.target, "sel_res", None)
         sak = sel[0] if sel else 0
         tap = Tap(device_id=self.device_id, seq=self._next_seq(), uid=uid, sak=sak,
-                  device_time=int(time.time()))
+                  secure=self._secure_field(tag, uid), device_time=int(time.time()))
         try:
             self.last = self.service.submit_local_tap(tap, link=self.name)
             self.decided += 1
