@@ -8,7 +8,9 @@
 # Rules (protocol/README.md): seq = boot << 16 | counter; HELLO on every (re)connect with
 # resend_floor = oldest pending seq; a DECISION only for a pending tap_seq, a WELCOME only for
 # the HELLO just sent, a PONG only for our nonce, a CONFIG only with a higher cfg_version.
-# Non-TAP frames are encoded when they are sent, so seqs leave in increasing order.
+# Non-TAP frames are encoded when they are sent; a TAP keeps the seq it got when the card was
+# read, so a control frame may overtake it. The host then refuses the TAP with ERROR `replay`;
+# it stays in the outbox and goes again after a fresh HELLO (see _on_error).
 #
 # Giving up on a tap (VOID): a TAP with no DECISION within decision_ms starts nothing; its
 # outbox slot is rewritten as a VOID for that tap_seq, which goes out (and after a reboot,
@@ -38,6 +40,9 @@ _HELLO_MAX_MS = const(3000)
 _TICK_MS = const(50)
 _CTRL_MAX = const(12)      # control frames waiting to go out (PONG, ACK, EVENT)
 _VOIDED = const(20)        # protocol.codes reason "voided"
+_REFUSED_MAX = const(3)    # ERROR `replay` answers (each after a resync) before a frame is final
+# ERROR codes that settle an outbox frame: the host will never apply it (see _on_error).
+_FINAL = (codes.ERR_MALFORMED, codes.ERR_BAD_MAC, codes.ERR_UNKNOWN_DEVICE, codes.ERR_UNSUPPORTED)
 
 # Control queue item kinds.
 _Q_EVENT = const(1)
@@ -97,6 +102,7 @@ class App:
         self.live = None
         self._live_ev = asyncio.Event()
         self._kick = asyncio.Event()   # wakes sender()
+        self._resync = False           # an outbox frame was refused as a replay: HELLO now
         self._wake = asyncio.Event()   # wakes session()
         self._ctrl = []
         # Counters.
@@ -106,6 +112,7 @@ class App:
         self.voids = 0             # taps given up on (VOID written)
         self.voided = 0            # VOIDs the host confirmed
         self.errors = 0
+        self.given_up = 0          # outbox frames cleared by a final ERROR
         self.bad_frames = 0
         self.events_dropped = 0
         self.alive_session = ticks_ms()
@@ -265,7 +272,13 @@ class App:
         ob = self.outbox
         while True:
             self.alive_sender = ticks_ms()
-            if self.reachable() and not self.hello_seq:
+            if self._resync and self.reachable() and not self.hello_seq:
+                # A frame was refused as a replay: a HELLO with resend_floor = lowest pending
+                # seq first; its WELCOME makes every pending frame go again.
+                self._resync = False
+                self.hello_miss = 0
+                await self._hello()
+            elif self.reachable() and not self.hello_seq:
                 now = ticks_ms()
                 flying = 0
                 for k in range(ob.n):
@@ -453,6 +466,7 @@ class App:
         self.welcomed += 1
         self.ping_nonce = 0
         self.outbox.new_session()
+        self._resync = False  # this HELLO's resend_floor already covers every pending frame
         if self.welcomed == 1:
             self.event(codes.EV_BOOT, self.reset_cause, FW_VERSION)
             if self.outbox.dropped:
@@ -486,6 +500,14 @@ class App:
     on_config = None
 
     def _on_error(self, f):
+        # What an ERROR does to the outbox frame it names (a TAP or a VOID):
+        # - final (malformed, bad_mac, unknown_device, unsupported): the host will never apply
+        #   these bytes, and they are all we have: the slot is cleared (logged);
+        # - replay: the frame was overtaken by a newer seq (or came after a HELLO that did not
+        #   cover it). It stays: a fresh HELLO (resend_floor = lowest pending seq) goes at once
+        #   and the frame is resent, as a late outbox delivery. Refused again _REFUSED_MAX times
+        #   (the host holds different bytes under this seq): final;
+        # - internal or a code we do not know: it stays and goes again with the next resync.
         self.errors += 1
         ref = f["ref_seq"]
         code = f["code"]
@@ -494,14 +516,22 @@ class App:
         if ref == self.hello_seq:
             # The host refused our HELLO (unknown device, bad key): retry slowly.
             self.hello_wait = _HELLO_MAX_MS
-        elif code == codes.ERR_REPLAY and self.outbox.find(ref) >= 0 \
-                and self.outbox.void[self.outbox.find(ref)]:
-            # A VOID that was overtaken by a newer frame: it stays; the sender's resync HELLO
-            # (resend_floor = oldest pending) makes the host take it as a late outbox frame.
-            _log("VOID", ref, "overtaken; resent after resync")
-        elif code in (codes.ERR_REPLAY, codes.ERR_MALFORMED, codes.ERR_UNSUPPORTED) \
-                and self.outbox.done(ref):
-            # The host will never apply this tap (or void this VOID): stop resending it.
-            _log("outbox frame", ref, "given up after host error", name)
-            self._kick.set()
-
+            return
+        ob = self.outbox
+        i = ob.find(ref)
+        if i < 0:
+            return
+        if code == codes.ERR_REPLAY:
+            ob.refused[i] += 1
+            if ob.refused[i] <= _REFUSED_MAX:
+                ob.sent[i] = 0
+                self._resync = True
+                self._kick.set()
+                _log("outbox frame", ref, "overtaken; resent after resync")
+                return
+        elif code not in _FINAL:
+            return
+        ob.done_slot(i)
+        self.given_up += 1
+        self._kick.set()
+        _log("outbox frame", ref, "given up after host error", name)

@@ -49,12 +49,17 @@ class Outbox:
         self.gen = array("I", bytes(4 * slots))
         self.sent = bytearray(slots)                 # 1 = sent during this link session
         self.sent_at = array("i", bytes(4 * slots))  # ticks_ms of the last send
+        self.refused = bytearray(slots)              # ERROR `replay` answers since written
         self.head = 0       # next slot to write (the oldest one once the ring is full)
         self.next_gen = 1
         self.dropped = 0    # pending taps overwritten because the ring was full (since boot)
         self.recovered = 0  # pending taps found at boot
-        self._buf = bytearray(_SLOT)
+        self._buf = bytearray(_SLOT)    # add() and _load() build/read a whole slot here
         self._mv = memoryview(self._buf)
+        # read() has its own buffer: the packet it returns is being sent (an MQTT publish may
+        # wait for a free in-flight slot) while a new tap is add()ed through _buf.
+        self._rbuf = bytearray(MAX_DATA)
+        self._rmv = memoryview(self._rbuf)
         self._hbuf = bytearray(_HDR)    # slot header of a VOID (the packet is written as is)
         self._fh = None
         self._open()
@@ -161,6 +166,7 @@ class Outbox:
         self.void[i] = 0
         self.gen[i] = self.next_gen
         self.sent[i] = 0
+        self.refused[i] = 0
         self.next_gen += 1
         self.head = (i + 1) % self.n
         return lost
@@ -196,6 +202,7 @@ class Outbox:
         self.seq[i] = seq
         self.void[i] = 1
         self.sent[i] = 0
+        self.refused[i] = 0
 
     def done(self, seq):
         # Marks the pending packet `seq` settled. False if no such pending packet.
@@ -225,14 +232,17 @@ class Outbox:
         return low
 
     def read(self, i):
-        # The stored packet of slot i, as a memoryview valid until the next read/add.
+        # The stored packet of slot i, as a memoryview into the read buffer: valid until the
+        # next read() (add() and replace_void() never touch it).
         fh = self._fh
         fh.seek(_HEAD + i * _SLOT + 2)
-        fh.readinto(self._mv[2:4])
-        ln = struct.unpack_from(">H", self._buf, 2)[0]
+        fh.readinto(self._rmv[:2])
+        ln = struct.unpack_from(">H", self._rbuf, 0)[0]
+        if ln > MAX_DATA:
+            ln = MAX_DATA
         fh.seek(_HEAD + i * _SLOT + _HDR)
-        fh.readinto(self._mv[_HDR:_HDR + ln])
-        return self._mv[_HDR:_HDR + ln]
+        fh.readinto(self._rmv[:ln])
+        return self._rmv[:ln]
 
     def new_session(self):
         # After a (re)connect every pending tap goes out again, oldest first.

@@ -82,6 +82,29 @@ def test_outbox_torn_slot_is_ignored(tmp_path: Path) -> None:
     assert "PENDING 3 4 6 8 9 10\n" in out
 
 
+READ_WHILE_ADD_SCRIPT = r"""
+from outbox import Outbox
+from protocol.mac import Mac
+from protocol.packet import TapWriter
+tw = TapWriter("gate-01", Mac(bytes(range(32))))
+ob = Outbox("ob.bin", 4)
+ob.add(0x10001, tw.tap(0x10001, b"\x04\xa1\xb2\xc3", 8, 0, 0, 0, 0, 0))
+first = bytes(tw.tap(0x10001, b"\x04\xa1\xb2\xc3", 8, 0, 0, 0, 0, 0))
+mv = ob.read(ob.find(0x10001))          # what the sender hands to link.send()
+ob.add(0x10002, tw.tap(0x10002, b"\x04\xd1\xe2\xf3\xa4\xb5\xc6", 8, 0, 0, 0, 0, 0))
+print("INTACT", bytes(mv) == first)
+"""
+
+
+def test_outbox_read_is_not_overwritten_by_a_new_tap(tmp_path: Path) -> None:
+    # The packet being published (an MQTT publish may wait for a free in-flight slot) must
+    # keep its bytes while the next tap is stored.
+    (tmp_path / "ob_read.py").write_text(READ_WHILE_ADD_SCRIPT)
+    r = run_micropython([str(tmp_path / "ob_read.py")], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr.decode()
+    assert "INTACT True" in r.stdout.decode()
+
+
 @pytest.mark.parametrize("problem", ["missing", "not json", "bad key"])
 def test_bad_config_is_one_line_and_a_safe_state(tmp_path: Path, problem: str) -> None:
     cfg = make_config("gate-01", "gate", bytes(32))
