@@ -3,9 +3,12 @@
 against a bare ``BEGIN IMMEDIATE; UPDATE; INSERT; COMMIT`` with the same pragmas on the same
 database, measured in the same run and interleaved so both see the same disk. Then counts,
 for each, the SQL statements run and the WAL pages written per commit (the work the
-commit's fsync has to cover).
+commit's fsync has to cover). The connection is set up as the daemon's writer runs it: no
+automatic checkpoint inside COMMIT, a checkpoint thread instead (``--auto-checkpoint`` for
+SQLite's default, to compare).
 
-Usage: ``python bench/ledger.py [--members 100000] [--rows 1000000] [--taps 2000] [--db PATH]``
+Usage: ``python bench/ledger.py [--members 100000] [--rows 1000000] [--taps 2000] [--db PATH]
+[--auto-checkpoint]``
 The last line printed is JSON: ``{"bench": "ledger", "tap_p50_ms": .., "tap_p99_ms": ..,
 "bare_p50_ms": .., "ratio_p50": ..}``.
 """
@@ -19,6 +22,7 @@ import random
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +33,7 @@ from host.engine import Engine, Tap  # noqa: E402
 from host.errors import InputError  # noqa: E402
 from host.policy import load_policy  # noqa: E402
 from host.store import open_db, register_device  # noqa: E402
+from host.writer import Checkpointer, passive_checkpoint  # noqa: E402
 
 
 def uid_of(i: int) -> str:
@@ -82,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--taps", type=int, default=2000)
     ap.add_argument("--db", help="database file to create (default: a temporary file)")
+    ap.add_argument("--auto-checkpoint", action="store_true",
+                    help="SQLite's automatic WAL checkpoint inside COMMIT (default: as the "
+                         "daemon runs, autocheckpoint off and a checkpoint thread)")
     args = ap.parse_args(argv)
     if args.members < 1 or args.rows < args.members or args.taps < 10:
         print("ledger bench: error: need members >= 1, rows >= members, taps >= 10",
@@ -107,8 +115,26 @@ def main(argv: list[str] | None = None) -> int:
               f"({path})")
         clock = lambda: now  # noqa: E731 - fixed clock: no date rule changes mid-run
         engine = Engine(db, policy, clock)
-        rng = random.Random(7)
         conn = db.conn
+        commits = [0]
+        ckpt = None
+        wal_full = threading.Event()
+        finish_ms: list[float] = []
+
+        def between() -> None:
+            """What the daemon's writer does between two transactions (untimed here, and
+            reported): finish a checkpoint when the checkpoint thread found the WAL full."""
+            commits[0] += 1
+            if wal_full.is_set():
+                wal_full.clear()
+                t = time.perf_counter()
+                passive_checkpoint(conn)
+                finish_ms.append((time.perf_counter() - t) * 1000)
+
+        if not args.auto_checkpoint:   # the daemon's writer setup (host/writer.py)
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
+            ckpt = Checkpointer(path, lambda: commits[0], on_full=wal_full.set).start()
+        rng = random.Random(7)
         tap_ms: list[float] = []
         bare_ms: list[float] = []
         warm = 50
@@ -117,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             d = engine.decide(Tap("K1", i + 1, uid_of(m), amount_fen=500 + i % 300))
             t1 = time.perf_counter()
+            between()
             if d.verdict != "grant":
                 raise RuntimeError(f"bench tap denied: {d.reason}")
             m2 = rng.randint(1, args.members)
@@ -128,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                          "VALUES (?, ?, 'principal', -1, 'bench')", (int(now.timestamp()), m2))
             conn.execute("COMMIT")
             t3 = time.perf_counter()
+            between()
             if i >= warm:
                 tap_ms.append((t1 - t0) * 1000)
                 bare_ms.append((t3 - t2) * 1000)
@@ -141,10 +169,14 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             engine.decide_many(batch)
             batch_ms.append((time.perf_counter() - t0) * 1000 / 8)
+            between()
         # Work per commit: statements (trace callback) and WAL pages (WAL growth after a
         # truncating checkpoint; no checkpoint runs in between: autocheckpoint off here).
         n_probe = 100
         frame = db.execute("PRAGMA page_size").fetchone()[0] + 24
+
+        if ckpt is not None:
+            ckpt.stop()
 
         def probe(fn) -> tuple[float, float]:
             conn.execute("PRAGMA wal_autocheckpoint = 0")
@@ -155,7 +187,6 @@ def main(argv: list[str] | None = None) -> int:
                 fn(k)
             conn.set_trace_callback(None)
             pages = os.path.getsize(path + "-wal") / frame / n_probe
-            conn.execute("PRAGMA wal_autocheckpoint = 1000")
             return len(stmts) / n_probe, pages
 
         def probe_tap(k: int) -> None:
@@ -179,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bare UPDATE+INSERT: p50 {bare50:.3f} ms  p99 {bare99:.3f} ms  (n={len(bare_ms)})")
         print(f"decide_many() batches of 8: p50 {batch50:.3f} ms per tap")
         print(f"ratio p50 {tap50 / bare50:.2f}  ratio p99 {tap99 / bare99:.2f}  (target p50 <= 1.5)")
+        if ckpt is not None:
+            print(f"checkpoints: {ckpt.checkpoints} by the checkpoint thread, {len(finish_ms)} "
+                  f"finished between transactions ({sum(finish_ms):.1f} ms in all, untimed)")
         print(f"per commit: decide() {tap_stmts:.1f} statements, {tap_pages:.1f} WAL pages; "
               f"bare {bare_stmts:.1f} statements, {bare_pages:.1f} WAL pages")
         print(json.dumps({"bench": "ledger", "tap_p50_ms": round(tap50, 3),
@@ -189,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                           "tap_wal_pages": round(tap_pages, 1),
                           "bare_statements": round(bare_stmts, 1),
                           "bare_wal_pages": round(bare_pages, 1),
+                          "checkpoint": "auto" if args.auto_checkpoint else "thread",
                           "members": args.members, "ledger_rows": n_rows,
                           "build_s": round(build_s, 1)}))
         db.conn.close()

@@ -72,6 +72,18 @@ _STOP = object()
 
 #: Seconds between background WAL checkpoints (when the writer committed since the last one).
 CHECKPOINT_EVERY_S = 0.5
+#: WAL size (frames, about 4 KiB each) at which the writer finishes a checkpoint itself.
+WAL_FULL_FRAMES = 4096
+
+
+def passive_checkpoint(conn: sqlite3.Connection) -> tuple[int, int, int]:
+    """``PRAGMA wal_checkpoint(PASSIVE)`` on ``conn``: (busy, WAL frames, checkpointed)."""
+    cur = conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    try:
+        row = cur.fetchone()
+    finally:
+        cur.close()
+    return row[0], row[1], row[2]
 
 
 class Checkpointer:
@@ -82,18 +94,28 @@ class Checkpointer:
     tap's decision waited for the whole checkpoint. Here a PASSIVE checkpoint runs every
     ``period`` seconds when ``commits()`` moved; it never blocks the writer (SQLite lets a
     writer append to the WAL while a checkpoint copies older frames), and the WAL restarts
-    from its beginning at the first commit after a complete checkpoint. Durability is
-    unchanged: a commit is durable once its WAL frames are fsynced (``synchronous=FULL``); a
-    checkpoint only moves pages that are already durable.
+    from its beginning at the first transaction that starts after a complete checkpoint.
+
+    Under sustained load a commit lands while every background checkpoint runs, so none is
+    complete when the next transaction starts and the WAL would grow without bound. When a
+    checkpoint reports ``full_frames`` or more, ``on_full()`` is called: the writer then runs
+    one PASSIVE checkpoint itself between two transactions (it only copies what was committed
+    since this thread's last pass), which lets the WAL restart. Durability is unchanged: a
+    commit is durable once its WAL frames are fsynced (``synchronous=FULL``); a checkpoint
+    only moves pages that are already durable.
     """
 
     def __init__(self, db_path: str, commits: Callable[[], int],
-                 period: float = CHECKPOINT_EVERY_S) -> None:
+                 period: float = CHECKPOINT_EVERY_S,
+                 on_full: Callable[[], None] | None = None,
+                 full_frames: int = WAL_FULL_FRAMES) -> None:
         self._conn = sqlite3.connect(os.fspath(db_path), isolation_level=None,
                                      check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
         self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         self._commits = commits
         self._period = period
+        self._on_full = on_full
+        self._full_frames = full_frames
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tapkiosk-checkpoint",
                                         daemon=True)
@@ -106,9 +128,8 @@ class Checkpointer:
 
     def checkpoint(self) -> tuple[int, int, int]:
         """One PASSIVE checkpoint: (busy, WAL frames, frames checkpointed)."""
-        row = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         self.checkpoints += 1
-        return row[0], row[1], row[2]
+        return passive_checkpoint(self._conn)
 
     def _run(self) -> None:
         seen = self._commits()
@@ -118,9 +139,12 @@ class Checkpointer:
                 continue
             seen = now
             try:
-                self.checkpoint()
+                _busy, frames, _done = self.checkpoint()
             except sqlite3.Error as e:   # busy or I/O: the next round tries again
                 log.warning("writer: WAL checkpoint failed: %s", e)
+                continue
+            if frames >= self._full_frames and self._on_full is not None:
+                self._on_full()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the thread and close its connection."""
@@ -143,10 +167,12 @@ class Writer:
         self.db_path = db_path
         self.db = open_db(db_path)
         self.commits = 0
+        self._wal_full = threading.Event()
         self.checkpointer: Checkpointer | None = None
         if db_path is not None and str(db_path) != ":memory:":
             self.db.conn.execute("PRAGMA wal_autocheckpoint = 0")
-            self.checkpointer = Checkpointer(db_path, lambda: self.commits)
+            self.checkpointer = Checkpointer(db_path, lambda: self.commits,
+                                             on_full=self._wal_full.set)
         self.engine = (engine_factory(self.db) if engine_factory is not None
                        else Engine(self.db, policy=policy))
         self.metrics = metrics
@@ -220,6 +246,8 @@ class Writer:
                 return
             if isinstance(job, _CallJob):
                 self._do_call(job)
+                if self._wal_full.is_set():
+                    self._finish_checkpoint()
                 continue
             batch = [job]
             while len(batch) < self.max_batch:
@@ -233,6 +261,17 @@ class Writer:
                     pending = nxt
                     break
             self._do_taps(batch)
+            if self._wal_full.is_set():
+                self._finish_checkpoint()
+
+    def _finish_checkpoint(self) -> None:
+        """Between transactions: a PASSIVE checkpoint on the writer's own connection, so the
+        WAL restarts at the next transaction (see :class:`Checkpointer`)."""
+        self._wal_full.clear()
+        try:
+            passive_checkpoint(self.db.conn)
+        except sqlite3.Error as e:   # the next full WAL asks again
+            log.warning("writer: WAL checkpoint failed: %s", e)
 
     def _do_call(self, job: _CallJob) -> None:
         if not job.future.set_running_or_notify_cancel():

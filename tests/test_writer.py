@@ -93,3 +93,35 @@ def test_no_checkpoint_on_the_tap_path_checkpointer_does_it(tmp_path: Path) -> N
         assert ledger.verify(db) == []
     finally:
         db.conn.close()
+
+
+def test_full_wal_is_finished_by_the_writer_and_restarts(tmp_path: Path) -> None:
+    """Under sustained load the background checkpoint never completes before the next
+    transaction; when it reports a full WAL the writer finishes one itself and the WAL
+    restarts from its beginning instead of growing."""
+    import threading
+
+    from host.writer import Checkpointer, passive_checkpoint
+    path = tmp_path / "site.db"
+    make_site(path)
+    db = open_db(path)
+    conn = db.conn
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    full = threading.Event()
+    commits = [0]
+    ck = Checkpointer(str(path), lambda: commits[0], period=0.01, on_full=full.set,
+                      full_frames=1)
+    try:
+        conn.execute("CREATE TABLE filler (x BLOB)")
+        for _ in range(50):
+            conn.execute("INSERT INTO filler VALUES (randomblob(8000))")
+        ck.start()
+        commits[0] += 1                                           # the writer committed
+        assert full.wait(30), "the checkpoint thread never reported a full WAL"
+        _busy, frames_before, _done = passive_checkpoint(conn)   # what the writer does
+        conn.execute("INSERT INTO filler VALUES (1)")             # restarts the WAL
+        _busy, frames_after, _done = passive_checkpoint(conn)
+        assert frames_before > 10 and frames_after < 5
+    finally:
+        ck.stop()
+        db.conn.close()
