@@ -20,7 +20,6 @@
 import asyncio
 import struct
 
-from protocol import codes
 from protocol import packet as P
 from protocol.compat import const, ticks_diff, ticks_ms
 from protocol.errors import ProtocolError
@@ -41,8 +40,28 @@ _TICK_MS = const(50)
 _CTRL_MAX = const(12)      # control frames waiting to go out (PONG, ACK, EVENT)
 _VOIDED = const(20)        # protocol.codes reason "voided"
 _REFUSED_MAX = const(3)    # ERROR `replay` answers (each after a resync) before a frame is final
+
+# protocol/codes.py values, as consts: importing that module (name tables for the host) would
+# cost the board ~4 KB of heap. tests/test_firmware_codes.py checks they match.
+_ERR_BAD_MAC = const(2)
+_ERR_MALFORMED = const(1)
+_ERR_REPLAY = const(4)
+_ERR_UNKNOWN_DEVICE = const(3)
+_ERR_UNSUPPORTED = const(5)
+_EV_BOOT = const(1)
+_EV_CONFIG_APPLIED = const(6)
+_EV_LINK_DOWN = const(7)
+_EV_OUTBOX_FULL = const(5)
+_GRANT = const(1)
+_PAT_DENY = const(2)
+_PAT_FAULT = const(5)
+_PAT_GRANT = const(1)
+_PAT_OFFLINE_DENY = const(4)
+_PAT_OFFLINE_GRANT = const(3)
+_ERRORS = ("", "malformed", "bad_mac", "unknown_device", "replay", "unsupported", "internal")
+
 # ERROR codes that settle an outbox frame: the host will never apply it (see _on_error).
-_FINAL = (codes.ERR_MALFORMED, codes.ERR_BAD_MAC, codes.ERR_UNKNOWN_DEVICE, codes.ERR_UNSUPPORTED)
+_FINAL = (_ERR_MALFORMED, _ERR_BAD_MAC, _ERR_UNKNOWN_DEVICE, _ERR_UNSUPPORTED)
 
 # Control queue item kinds.
 _Q_EVENT = const(1)
@@ -334,7 +353,7 @@ class App:
                 # Nothing starts; the TAP becomes a VOID so the host never charges it. The VOID
                 # goes out now, before the PING below takes a higher seq.
                 i = self._give_up(seq)
-                self.fb.show(codes.PAT_FAULT, 0, "No answer - please tap again")
+                self.fb.show(_PAT_FAULT, 0, "No answer - please tap again")
                 if i >= 0 and self.reachable():
                     self.outbox.sent[i] = 1
                     self.outbox.sent_at[i] = ticks_ms()
@@ -343,11 +362,11 @@ class App:
                 self._kick.set()
                 if self.reachable():
                     await self.ping()
-                return codes.PAT_FAULT
+                return _PAT_FAULT
             relay = 0
-            if d["verdict"] == codes.GRANT and cfg.kind != "kiosk":
+            if d["verdict"] == _GRANT and cfg.kind != "kiosk":
                 relay = d["relay_ms"] or self.params["relay_ms"]
-            pat = d["pattern"] or (codes.PAT_GRANT if d["verdict"] == codes.GRANT else codes.PAT_DENY)
+            pat = d["pattern"] or (_PAT_GRANT if d["verdict"] == _GRANT else _PAT_DENY)
             self.fb.show(pat, relay, d["text"])
             return pat
         offline_for = self.offline_ms()
@@ -358,13 +377,13 @@ class App:
                 frame = self.tw.tap(seq, uid, sak, P.FLAG_OFFLINE, cfg.direction, cfg.service, 0,
                                     self.device_time(), secure)
                 self._store(seq, frame)
-                self.fb.show(codes.PAT_OFFLINE_GRANT, self.params["relay_ms"], "Welcome (offline)")
-                return codes.PAT_OFFLINE_GRANT
-            self.fb.show(codes.PAT_OFFLINE_DENY, 0, "Offline - not on the list")
-            return codes.PAT_OFFLINE_DENY
+                self.fb.show(_PAT_OFFLINE_GRANT, self.params["relay_ms"], "Welcome (offline)")
+                return _PAT_OFFLINE_GRANT
+            self.fb.show(_PAT_OFFLINE_DENY, 0, "Offline - not on the list")
+            return _PAT_OFFLINE_DENY
         # Wash and kiosk never spend stored value offline; a gate waits offline_after_s first.
-        self.fb.show(codes.PAT_OFFLINE_DENY, 0, "Offline - please try later")
-        return codes.PAT_OFFLINE_DENY
+        self.fb.show(_PAT_OFFLINE_DENY, 0, "Offline - please try later")
+        return _PAT_OFFLINE_DENY
 
     def _void_packet(self, seq, tap_seq):
         b = self._vbuf
@@ -391,7 +410,7 @@ class App:
         lost = self.outbox.add(seq, frame)
         if lost:
             _log("outbox full: dropped tap", lost)
-            self.event(codes.EV_OUTBOX_FULL, self.outbox.dropped, "dropped seq %d" % lost)
+            self.event(_EV_OUTBOX_FULL, self.outbox.dropped, "dropped seq %d" % lost)
 
     # -- receiving ----------------------------------------------------------------------
     def on_packet(self, raw):
@@ -433,7 +452,7 @@ class App:
         if ob.void[i]:
             if f["reason"] != _VOIDED:
                 # The original answer, after we gave up: start nothing, keep the VOID going.
-                _log("decision for voided tap", seq, "ignored:", codes.reason_name(f["reason"]))
+                _log("decision for voided tap", seq, "ignored: reason", f["reason"])
                 return
             ob.done_slot(i)
             self.voided += 1
@@ -448,7 +467,7 @@ class App:
             self._live_ev.set()
         else:
             self.late += 1
-            _log("late decision for", seq, codes.reason_name(f["reason"]))
+            _log("late decision for", seq, "reason", f["reason"])
 
     def _on_welcome(self, f):
         if not self.hello_seq or f["hello_seq"] != self.hello_seq:
@@ -468,11 +487,11 @@ class App:
         self.outbox.new_session()
         self._resync = False  # this HELLO's resend_floor already covers every pending frame
         if self.welcomed == 1:
-            self.event(codes.EV_BOOT, self.reset_cause, FW_VERSION)
+            self.event(_EV_BOOT, self.reset_cause, FW_VERSION)
             if self.outbox.dropped:
-                self.event(codes.EV_OUTBOX_FULL, self.outbox.dropped, "")
+                self.event(_EV_OUTBOX_FULL, self.outbox.dropped, "")
         elif not was_online:
-            self.event(codes.EV_LINK_DOWN, down_s, "")
+            self.event(_EV_LINK_DOWN, down_s, "")
         self._kick.set()
         _log("online, boot", self.boot, "outbox", self.outbox.pending())
 
@@ -493,7 +512,7 @@ class App:
                 C.save_params(p)
             if self.on_config is not None:
                 self.on_config(p)
-            self.event(codes.EV_CONFIG_APPLIED, v, "")
+            self.event(_EV_CONFIG_APPLIED, v, "")
         # Equal version: our ACK was probably lost; acknowledge again, change nothing.
         self._queue(_Q_ACK, seq, 0, None)
 
@@ -511,7 +530,7 @@ class App:
         self.errors += 1
         ref = f["ref_seq"]
         code = f["code"]
-        name = codes.ERRORS[code] if code < len(codes.ERRORS) else str(code)
+        name = _ERRORS[code] if code < len(_ERRORS) else str(code)
         _log("host error", name, "for seq", ref, f["text"])
         if ref == self.hello_seq:
             # The host refused our HELLO (unknown device, bad key): retry slowly.
@@ -521,7 +540,7 @@ class App:
         i = ob.find(ref)
         if i < 0:
             return
-        if code == codes.ERR_REPLAY:
+        if code == _ERR_REPLAY:
             ob.refused[i] += 1
             if ob.refused[i] <= _REFUSED_MAX:
                 ob.sent[i] = 0

@@ -14,6 +14,10 @@ from protocol.compat import const, ticks_diff, ticks_ms
 
 _WDT_CHECK_MS = const(1000)
 _STALL_MS = const(6000)  # a task silent this long counts as hung (the watchdog then resets us)
+# protocol/codes.py values (tests/test_firmware_codes.py checks them): importing codes costs heap.
+_EV_READER_FAULT = const(2)
+_EV_READER_OK = const(3)
+_PAT_FAULT = const(5)
 
 
 def _say(*args):
@@ -117,15 +121,13 @@ class Device:
         self.reader.debounce_ms = p["debounce_ms"]
 
     def _reader_fault(self, kind, count, text):
-        from protocol import codes
         _say("reader fault:", kind, count, text)
-        self.app.event(codes.EV_READER_FAULT, count, (kind + ": " + text)[:64])
-        self.fb.show(codes.PAT_FAULT)
+        self.app.event(_EV_READER_FAULT, count, (kind + ": " + text)[:64])
+        self.fb.show(_PAT_FAULT)
 
     def _reader_ok(self, resets):
-        from protocol import codes
         _say("reader ok after", resets, "resets")
-        self.app.event(codes.EV_READER_OK, resets, "")
+        self.app.event(_EV_READER_OK, resets, "")
 
     async def _on_tap(self, uid, sak, atqa, secure):
         await self.app.tap(uid, sak, secure or b"")

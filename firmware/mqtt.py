@@ -29,7 +29,7 @@ _IPPROTO_TCP = const(6)
 _TCP_NODELAY = const(1)
 
 _RX_SIZE = const(640)
-_MSG_SIZE = const(400)   # topic + payload of one outgoing message
+_MSG_SIZE = const(336)   # topic (tapkiosk/v1/<16>/status: 35) + payload (packet <= 296)
 _BACKOFF_MIN = const(250)
 _BACKOFF_MAX = const(15000)
 _TICK_MS = const(100)
