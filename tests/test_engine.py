@@ -1,46 +1,21 @@
 # Runs on CPython (pytest): engine.decide — exactly-once, reasons, gate/wash/kiosk rules.
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
 import pytest
 
 from host import ledger
-from host.admin import Admin
 from host.engine import Decision, Engine, Tap, clip_text, points_multiplier
 from host.policy import build_policy, load_policy
-from host.store import open_db, register_device
 from protocol import codes
+from site_support import TZ, UID, make_site
 
-TZ = ZoneInfo("Asia/Shanghai")
-UID = "04A1B2C3D4E5F6"
 UID2 = "04A1B2C3D4E5F7"
-
-
-class Clock:
-    """A settable clock in the site time zone."""
-
-    def __init__(self, *args):
-        self.now = datetime(*args, tzinfo=TZ)
-
-    def __call__(self):
-        return self.now
-
-    def set(self, *args):
-        self.now = datetime(*args, tzinfo=TZ)
 
 
 @pytest.fixture
 def site():
-    db = open_db(None)
-    clock = Clock(2026, 3, 10, 12, 0)  # a Tuesday, not the 18th
-    pol = load_policy()
-    admin, engine = Admin(db, pol, clock), Engine(db, pol, clock)
-    register_device(db, "K1", "kiosk")
-    register_device(db, "W1", "wash")
-    register_device(db, "G1", "gate", hours="06:00-23:00")
-    mid = admin.add_member("Li", birthday="07-01")["member_id"]
-    admin.enroll_card(mid, UID)
-    return db, admin, engine, clock, mid
+    """K1/W1/G1 (gate open 06:00-23:00) and member Li (birthday 07-01) with card UID, no balance."""
+    return make_site(birthday="07-01", gate_hours="06:00-23:00")
 
 
 def bal(db, mid):

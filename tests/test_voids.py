@@ -1,47 +1,19 @@
 # Runs on CPython (pytest): host/voids.py — a tap the device gave up on is reversed or tombstoned, never charged.
-from datetime import datetime
-from zoneinfo import ZoneInfo
 
 import pytest
 
 from host import ledger
-from host.admin import Admin
-from host.engine import Engine, Tap
+from host.engine import Tap
 from host.errors import InputError
-from host.policy import load_policy
-from host.store import open_db, register_device
+from host.store import open_db
 from host.voids import VoidRefused, void_tap
-
-TZ = ZoneInfo("Asia/Shanghai")
-UID = "04A1B2C3D4E5F6"
-
-
-class Clock:
-    """A settable clock in the site time zone."""
-
-    def __init__(self, *args):
-        self.now = datetime(*args, tzinfo=TZ)
-
-    def __call__(self):
-        return self.now
-
-    def set(self, *args):
-        self.now = datetime(*args, tzinfo=TZ)
+from site_support import UID, make_site
 
 
 @pytest.fixture
 def site():
-    db = open_db(None)
-    clock = Clock(2026, 3, 10, 12, 0)
-    pol = load_policy()
-    admin, engine = Admin(db, pol, clock), Engine(db, pol, clock)
-    register_device(db, "K1", "kiosk")
-    register_device(db, "W1", "wash")
-    register_device(db, "G1", "gate")
-    mid = admin.add_member("Li")["member_id"]
-    admin.enroll_card(mid, UID)
-    admin.topup(mid, 10000)
-    return db, admin, engine, clock, mid
+    """K1/W1/G1 and member Li with card UID and 100.00 of balance."""
+    return make_site(topup_fen=10000)
 
 
 def enc(d):
