@@ -140,16 +140,23 @@ def debit(conn: sqlite3.Connection, ts: int, member_id: int, currency: str, amou
         have = row[0]
     if have < amount:
         raise InsufficientFunds(f"member {member_id} has {have} {currency}, needs {amount}")
-    _apply(conn, member_id, currency, -amount, pending)
     if currency not in LOT_CURRENCIES:
+        _apply(conn, member_id, currency, -amount, pending)
         _row(conn, ts, member_id, currency, -amount, kind, **refs)
         return [Taken(None, amount, 0)]
+    lots = conn.execute(
+        "SELECT id, remaining, expires_at FROM lots WHERE member_id = ? AND currency = ? "
+        "AND remaining > 0 ORDER BY expires_at = 0, expires_at, id",
+        (member_id, currency)).fetchall()
+    short = amount - sum(r[1] for r in lots)
+    if short > 0:
+        # Projection and lots disagree: refuse, writing nothing, rather than go negative
+        # (verify will say why).
+        raise InsufficientFunds(f"member {member_id} {currency} lots short by {short}")
+    _apply(conn, member_id, currency, -amount, pending)
     taken: list[Taken] = []
     left = amount
-    for lot_id, remaining, expires_at in conn.execute(
-            "SELECT id, remaining, expires_at FROM lots WHERE member_id = ? AND currency = ? "
-            "AND remaining > 0 ORDER BY expires_at = 0, expires_at, id",
-            (member_id, currency)).fetchall():
+    for lot_id, remaining, expires_at in lots:
         part = min(left, remaining)
         conn.execute("UPDATE lots SET remaining = remaining - ? WHERE id = ?", (part, lot_id))
         _row(conn, ts, member_id, currency, -part, kind, lot_id=lot_id, **refs)
@@ -157,9 +164,6 @@ def debit(conn: sqlite3.Connection, ts: int, member_id: int, currency: str, amou
         left -= part
         if left == 0:
             break
-    if left:
-        # Projection and lots disagree: refuse rather than go negative (verify will say why).
-        raise InsufficientFunds(f"member {member_id} {currency} lots short by {left}")
     return taken
 
 
@@ -202,10 +206,12 @@ def spend(conn: sqlite3.Connection, ts: int, member_id: int, amount: int, order:
         bal = balances(conn, member_id)
         principal, bonus = bal["principal_fen"], bal["bonus_fen"]
     p, b = split_spend(principal, bonus, amount, order)
-    if p:
-        debit(conn, ts, member_id, "principal", p, kind, pending=pending, **refs)
+    # Bonus first: it is the part that can still be refused (lots short of the projection),
+    # and then nothing has been written; the principal part cannot fail after the check.
     if b:
         debit(conn, ts, member_id, "bonus", b, kind, pending=pending, **refs)
+    if p:
+        debit(conn, ts, member_id, "principal", p, kind, pending=pending, **refs)
     return p, b
 
 

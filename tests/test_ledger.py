@@ -77,6 +77,28 @@ def test_debit_more_than_held_writes_nothing():
     assert db.execute("SELECT count(*) FROM ledger").fetchone()[0] == n
 
 
+def test_spend_refused_by_short_lots_writes_nothing_in_the_open_transaction():
+    # Projection says 10 bonus fen, the lot holds 9: the refusal must leave no principal
+    # debit behind, since the engine goes on to the next payment method in the same
+    # transaction (e.g. order = ["balance", "punch"]).
+    db, admin, clock, mid, _ = _site()
+    admin.topup(mid, 20000)                       # 200.00 + a bonus lot
+    db.execute("UPDATE lots SET remaining = remaining - 1")
+    bal = ledger.balances(db.conn, mid)
+    with transaction(db) as conn:
+        n = conn.execute("SELECT count(*) FROM ledger").fetchone()[0]
+        pending = ledger.Pending(mid, *bal.values())
+        with pytest.raises(InsufficientFunds):
+            ledger.spend(conn, 1, mid, bal["principal_fen"] + bal["bonus_fen"], "prorated",
+                         "spend", pending=pending)
+        assert pending.delta == {"principal": 0, "bonus": 0, "points": 0, "qualifying": 0}
+        with pytest.raises(InsufficientFunds):
+            ledger.spend(conn, 1, mid, bal["principal_fen"] + bal["bonus_fen"], "prorated",
+                         "spend")
+        assert conn.execute("SELECT count(*) FROM ledger").fetchone()[0] == n
+        assert ledger.balances(conn, mid) == bal
+
+
 def test_gift_keeps_expiry_and_sweep_expires():
     db, admin, clock, mid, other = _site()
     ts = int(clock[0].timestamp())
