@@ -200,20 +200,31 @@ def load(path="config.json"):
     return check(cfg)
 
 
-def next_boot(path=BOOT_FILE):
-    # Reads, increments and writes the boot counter: called once per boot (and again only if
-    # the 16-bit per-boot counter runs out). 1..65535, never 0, so seq 0 never exists.
-    n = 0
+def _read_boot(path):
     try:
         with open(path, "rb") as fh:
             raw = fh.read(2)
-        if len(raw) == 2:
-            n = struct.unpack(">H", raw)[0]
     except OSError:
-        n = 0
+        return 0
+    return struct.unpack(">H", raw)[0] if len(raw) == 2 else 0
+
+
+def next_boot(path=BOOT_FILE):
+    # Reads, increments and writes the boot counter: called once per boot (and again only if
+    # the 16-bit per-boot counter runs out). 1..65535, never 0, so seq 0 never exists.
+    # The new number goes to a temporary file that then replaces boot.dat, and both are read:
+    # a power cut mid-write leaves the old or the new number. (Truncating boot.dat in place
+    # could leave it empty: the count would restart at 1, every seq would fall below what the
+    # host accepted, and the host would refuse the device as a replay.)
+    tmp = path + ".tmp"
+    n = _read_boot(path)
+    t = _read_boot(tmp)
+    if t > n:
+        n = t
     n = n + 1 if n < 0xFFFF else 1
-    with open(path, "wb") as fh:
+    with open(tmp, "wb") as fh:
         fh.write(struct.pack(">H", n))
+    _replace(tmp, path)
     return n
 
 
