@@ -8,20 +8,28 @@ at once. Measured after ``gc.collect()``:
 
 - heap in use after init (imports, buffers, outbox, online);
 - heap growth over 10,000 taps after a warm-up (target 0: nothing in the tap path keeps memory);
-- per-tap time inside the firmware (the loopback host's own encode/decode time subtracted).
+- per-tap time inside the firmware (the loopback host's own encode/decode time subtracted),
+  p50 and p99, against the loopback host's mean time per tap (decode the TAP, encode the
+  DECISION with ``protocol/``) measured in the same process and run: the ratio says how much
+  the firmware's tap path costs over one round of bare protocol work.
 
-Prints figures, then one JSON line last.
+Usage: ``python bench/firmware_heap.py [--taps 10000]``. Prints figures, then one JSON line last.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from support import pct  # noqa: E402
 
 SCRIPT = r"""
 import gc, time, asyncio, sys
@@ -100,7 +108,10 @@ UID = b"\x04\xa1\xb2\xc3"
 async def main():
     asyncio.create_task(app.session())
     asyncio.create_task(app.sender())
+    t0 = time.ticks_ms()
     while not app.online:
+        if time.ticks_diff(time.ticks_ms(), t0) > 10000:
+            raise SystemExit("the app did not come online in 10 s")
         await asyncio.sleep_ms(1)
     await asyncio.sleep_ms(20)
     gc.collect()
@@ -113,6 +124,7 @@ async def main():
     gc.collect()
     h0 = gc.mem_alloc()
     bad = 0
+    host_us0 = host.us
     for i in range(N):
         hu = host.us
         t0 = time.ticks_us()
@@ -123,7 +135,8 @@ async def main():
     await asyncio.sleep_ms(20)
     gc.collect()
     h1 = gc.mem_alloc()
-    print("RESULT", init, h1 - h0, bad, app.decisions, ob.pending(), gc.mem_alloc(), gc.mem_free())
+    print("RESULT", init, h1 - h0, bad, app.decisions, ob.pending(), gc.mem_alloc(), gc.mem_free(),
+          host.us - host_us0)
     for i in range(N):
         print("T", times[i])
 
@@ -170,8 +183,12 @@ def _run(n: int, path: list[str], tmp: str) -> tuple[list[int], list[int]]:
     return [int(x) for x in res[1:]], times
 
 
-def main() -> int:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--taps", type=int, default=10000, help="measured taps (after 200 warm-up)")
+    n = ap.parse_args(argv).taps
+    if n < 1:
+        ap.error("--taps must be at least 1")
     src_path = [str(ROOT / "sim" / "mpy"), str(ROOT / "firmware"), str(ROOT)]
     with tempfile.TemporaryDirectory(prefix="tk-heap-") as tmp:
         (init_src, growth_src, *_), _ = _run(200, src_path, tmp)
@@ -183,9 +200,10 @@ def main() -> int:
             mpy_init = res[0]
         else:
             (res, times) = _run(n, src_path, tmp)
-    init, growth, bad, decisions, pending, alloc, free = res
-    p50 = times[len(times) // 2] / 1000
-    p99 = times[min(len(times) - 1, len(times) * 99 // 100)] / 1000
+    init, growth, bad, decisions, pending, alloc, free, host_us = res
+    p50 = statistics.median(times) / 1000
+    p99 = pct(times, 99) / 1000
+    host_ms = host_us / n / 1000
     print(f"taps: {n} (after 200 warm-up), not granted: {bad}, decisions: {decisions}, outbox pending: {pending}")
     print(f"heap after init, .py sources: {init_src} bytes ({init_src / 1024:.1f} KiB)")
     if mpy_init is not None:
@@ -193,10 +211,13 @@ def main() -> int:
     print("  (unix port on 64-bit: every object and pointer is twice the ESP32's 32-bit size)")
     print(f"heap growth over {n} taps: {growth} bytes (target 0)")
     print(f"firmware time per tap: p50 {p50:.3f} ms, p99 {p99:.3f} ms (unix port, this machine)")
+    print(f"loopback host's protocol work per tap (same run): mean {host_ms:.3f} ms; "
+          f"firmware p50 / host mean {p50 / host_ms:.2f}")
     print(json.dumps({"bench": "firmware_heap", "heap_after_init_bytes": init,
                       "heap_after_init_source_bytes": init_src,
-                      "heap_growth_10k_taps_bytes": growth, "tap_ms_p50": round(p50, 3),
-                      "tap_ms_p99": round(p99, 3), "taps": n}))
+                      "heap_growth_bytes": growth, "tap_ms_p50": round(p50, 3),
+                      "tap_ms_p99": round(p99, 3), "host_protocol_ms_mean": round(host_ms, 3),
+                      "ratio_p50_host": round(p50 / host_ms, 2), "taps": n}))
     return 0
 
 

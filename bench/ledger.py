@@ -28,12 +28,14 @@ from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from host.engine import Engine, Tap  # noqa: E402
 from host.errors import InputError  # noqa: E402
 from host.policy import load_policy  # noqa: E402
 from host.store import open_db, register_device  # noqa: E402
 from host.writer import Checkpointer, passive_checkpoint  # noqa: E402
+from support import pct  # noqa: E402
 
 
 def uid_of(i: int) -> str:
@@ -72,12 +74,6 @@ def populate(db, members: int, rows: int, now: int) -> float:
                      "VALUES (?, ?, ?, ?, ?)", ledger_rows())
     conn.execute("COMMIT")
     return time.perf_counter() - t0
-
-
-def pct(xs: list[float], p: float) -> float:
-    """The p-th percentile (nearest rank) of ``xs``."""
-    s = sorted(xs)
-    return s[min(len(s) - 1, int(len(s) * p))]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,6 +130,16 @@ def main(argv: list[str] | None = None) -> int:
         if not args.auto_checkpoint:   # the daemon's writer setup (host/writer.py)
             conn.execute("PRAGMA wal_autocheckpoint = 0")
             ckpt = Checkpointer(path, lambda: commits[0], on_full=wal_full.set).start()
+
+        def bare_write(member: int) -> None:
+            """The baseline: one durable UPDATE + INSERT, as small as a money write gets."""
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("UPDATE members SET principal_fen = principal_fen - 1 WHERE id = ?",
+                         (member,))
+            conn.execute("INSERT INTO ledger (ts, member_id, currency, delta, kind) "
+                         "VALUES (?, ?, 'principal', -1, 'bench')", (int(now.timestamp()), member))
+            conn.execute("COMMIT")
+
         rng = random.Random(7)
         tap_ms: list[float] = []
         bare_ms: list[float] = []
@@ -148,12 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise RuntimeError(f"bench tap denied: {d.reason}")
             m2 = rng.randint(1, args.members)
             t2 = time.perf_counter()
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("UPDATE members SET principal_fen = principal_fen - 1 WHERE id = ?",
-                         (m2,))
-            conn.execute("INSERT INTO ledger (ts, member_id, currency, delta, kind) "
-                         "VALUES (?, ?, 'principal', -1, 'bench')", (int(now.timestamp()), m2))
-            conn.execute("COMMIT")
+            bare_write(m2)
             t3 = time.perf_counter()
             between()
             if i >= warm:
@@ -193,19 +194,13 @@ def main(argv: list[str] | None = None) -> int:
             engine.decide(Tap("K1", seq + k, uid_of(rng.randint(1, args.members)), amount_fen=300))
 
         def probe_bare(k: int) -> None:
-            m2 = rng.randint(1, args.members)
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("UPDATE members SET principal_fen = principal_fen - 1 WHERE id = ?",
-                         (m2,))
-            conn.execute("INSERT INTO ledger (ts, member_id, currency, delta, kind) "
-                         "VALUES (?, ?, 'principal', -1, 'bench')", (int(now.timestamp()), m2))
-            conn.execute("COMMIT")
+            bare_write(rng.randint(1, args.members))
 
         tap_stmts, tap_pages = probe(probe_tap)
         bare_stmts, bare_pages = probe(probe_bare)
-        tap50, tap99 = statistics.median(tap_ms), pct(tap_ms, 0.99)
+        tap50, tap99 = statistics.median(tap_ms), pct(tap_ms, 99)
         batch50 = statistics.median(batch_ms)
-        bare50, bare99 = statistics.median(bare_ms), pct(bare_ms, 0.99)
+        bare50, bare99 = statistics.median(bare_ms), pct(bare_ms, 99)
         print(f"decide() kiosk tap: p50 {tap50:.3f} ms  p99 {tap99:.3f} ms  (n={len(tap_ms)})")
         print(f"bare UPDATE+INSERT: p50 {bare50:.3f} ms  p99 {bare99:.3f} ms  (n={len(bare_ms)})")
         print(f"decide_many() batches of 8: p50 {batch50:.3f} ms per tap")

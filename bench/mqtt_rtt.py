@@ -26,51 +26,12 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
-
-def free_port() -> int:
-    """A loopback TCP port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def scrape(port: int) -> dict[str, float]:
-    """The daemon's Prometheus metrics (name with labels -> value), from /metrics."""
-    import urllib.request
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, val = line.rpartition(" ")
-            out[key] = float(val)
-    return out
-
-
-def wait_ready(port: int, timeout: float = 30.0) -> None:
-    """Wait until the daemon process serves its metrics (it starts its links right after)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            scrape(port)
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the daemon did not start (see its log)") from None
-            time.sleep(0.1)
-
-
-def pct(xs: list[float], p: float) -> float:
-    """p-th percentile (nearest rank) of xs, in the same unit."""
-    s = sorted(xs)
-    return s[min(len(s) - 1, max(0, int(round(p / 100.0 * len(s) + 0.5)) - 1))]
+from support import Broker, pct, scrape, start_daemon, stop  # noqa: E402
 
 
 def _client(cid: str, host: str, port: int) -> mqtt.Client:
@@ -121,7 +82,6 @@ def main(argv: list[str] | None = None) -> int:
     if a.echo:
         echo(a.echo[0], int(a.echo[1]))
         return 0
-    from conftest import Broker
     from test_daemon_support import CARD, KEY_A, make_site
 
     from sim.device import MqttTransport, NoReply, SimDevice
@@ -130,15 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     db = tmp / "site.db"
     make_site(db)
     broker = Broker(tmp)
-    log = open(tmp / "daemon.log", "wb")
-    mport = free_port()
-    procs = [subprocess.Popen([sys.executable, "-m", "host.daemon", "--db", str(db), "--mqtt",
-                               broker.address, "--log-level", "warning", "--metrics-port",
-                               str(mport)], cwd=ROOT, stdout=log, stderr=log),
-             subprocess.Popen([sys.executable, __file__, "--echo", broker.host, str(broker.port)])]
+    procs = [subprocess.Popen([sys.executable, __file__, "--echo", broker.host, str(broker.port)])]
     try:
-        wait_ready(mport)
-        time.sleep(0.5)   # the link subscribes right after the metrics endpoint is up
+        daemon, mport = start_daemon(db, tmp, "--mqtt", broker.address)
+        procs.insert(0, daemon)
         dev = SimDevice("kiosk-1", KEY_A, "kiosk", MqttTransport(broker.host, broker.port))
         for attempt in range(5):   # the daemon may still be subscribing on a loaded machine
             try:
@@ -165,10 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         dev.close()
     finally:
         for p in procs:
-            p.terminate()
-            p.wait(20)
+            stop(p)
         broker.stop()
-        log.close()
     t50, t99 = statistics.median(taps), pct(taps, 99)
     e50, e99 = statistics.median(echoes), pct(echoes, 99)
     print(f"tap -> decision over MQTT ({a.taps} taps): p50 {t50:.2f} ms, p99 {t99:.2f} ms")

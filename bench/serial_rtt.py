@@ -16,22 +16,15 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import tty
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def pct(xs: list[float], p: float) -> float:
-    """p-th percentile (nearest rank)."""
-    s = sorted(xs)
-    return s[min(len(s) - 1, max(0, int(round(p / 100.0 * len(s) + 0.5)) - 1))]
+from support import pct, start_daemon, stop  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,12 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     master, slave = os.openpty()
     tty.setraw(master)
     cable = Cable(baud=a.baud).start()
-    log = open(tmp / "daemon.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "host.daemon", "--db", str(db), "--serial",
-                             os.ttyname(slave), "--serial", cable.url_b, "--baud", str(a.baud),
-                             "--log-level", "warning"], cwd=ROOT, stdout=log, stderr=log)
     out = {}
+    proc = None
     try:
+        proc, _ = start_daemon(db, tmp, "--serial", os.ttyname(slave), "--serial", cable.url_b,
+                               "--baud", str(a.baud), metrics=False)
         deadline = time.monotonic() + 20
         while not cable.connected["b"].is_set() and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -78,12 +70,11 @@ def main(argv: list[str] | None = None) -> int:
             out[name] = (statistics.median(times), pct(times, 99), wire * 1000.0)
             dev.close()
     finally:
-        proc.terminate()
-        proc.wait(20)
+        if proc is not None:
+            stop(proc)
         cable.stop()
         os.close(master)
         os.close(slave)
-        log.close()
     p50, p99, _ = out["pty"]
     c50, c99, wire = out["cable"]
     print(f"pty: tap -> decision p50 {p50:.2f} ms, p99 {p99:.2f} ms ({a.taps} taps)")

@@ -24,58 +24,23 @@ import json
 import os
 import resource
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
-from conftest import Broker  # noqa: E402
+from support import Broker, scrape, start_daemon, stop  # noqa: E402
+
 from host.admin import Admin  # noqa: E402
 from host.store import open_db, register_device  # noqa: E402
 from protocol import packet as pk  # noqa: E402
 from protocol.mac import Mac  # noqa: E402
-
-
-def free_port() -> int:
-    """A loopback TCP port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def scrape(port: int) -> dict[str, float]:
-    """The daemon's Prometheus metrics (name with labels -> value), from /metrics."""
-    import urllib.request
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, val = line.rpartition(" ")
-            out[key] = float(val)
-    return out
-
-
-def wait_ready(port: int, timeout: float = 30.0) -> None:
-    """Wait until the daemon process serves its metrics (it starts its links right after)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            scrape(port)
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the daemon did not start (see its log)") from None
-            time.sleep(0.1)
 
 
 def make_site(path: Path, n: int) -> list[tuple[str, bytes, str]]:
@@ -194,15 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     db = tmp / "site.db"
     devices = make_site(db, a.devices)
     broker = Broker(tmp)
-    log = open(tmp / "daemon.log", "wb")
-    mport = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "host.daemon", "--db", str(db), "--mqtt",
-                             broker.address, "--log-level", "warning", "--metrics-port",
-                             str(mport)], cwd=ROOT, stdout=log, stderr=log)
+    try:
+        proc, mport = start_daemon(db, tmp, "--mqtt", broker.address)
+    except BaseException:
+        broker.stop()
+        raise
     loaders: list[Loader] = []
     try:
-        wait_ready(mport)
-        time.sleep(0.5)   # the link subscribes right after the metrics endpoint is up
         per = (len(devices) + a.clients - 1) // a.clients
         loaders = [Loader(broker, devices[i:i + per], k)
                    for k, i in enumerate(range(0, len(devices), per))]
@@ -236,10 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for ld in loaders:
             ld.close()
-        proc.terminate()
-        proc.wait(30)
+        stop(proc, 30)
         broker.stop()
-        log.close()
     store = open_db(db)
     stored = store.execute("SELECT count(*) FROM taps").fetchone()[0]
     store.conn.close()

@@ -1,0 +1,92 @@
+# Runs on CPython (bench): what the benchmarks share: percentiles, the daemon as a subprocess, its metrics.
+"""Helpers shared by the benchmarks in ``bench/``.
+
+Importing this module puts the repository root and ``tests/`` on ``sys.path``, so a bench can
+use the test fixtures' ``Broker`` (a real mosquitto on loopback) and the seeded sites of
+``tests/test_daemon_support.py``.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+for _p in (str(ROOT / "tests"), str(ROOT)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+from conftest import Broker, free_port  # noqa: E402
+
+__all__ = ["ROOT", "Broker", "free_port", "pct", "scrape", "start_daemon", "stop", "wait_ready"]
+
+
+def pct(xs: list[float], p: float) -> float:
+    """The p-th percentile (``p`` in percent, e.g. 99) of ``xs`` by nearest rank."""
+    s = sorted(xs)
+    return s[min(len(s) - 1, max(0, math.ceil(p / 100.0 * len(s)) - 1))]
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The daemon's Prometheus metrics (name with labels -> value), from /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, val = line.rpartition(" ")
+            out[key] = float(val)
+    return out
+
+
+def wait_ready(port: int, timeout: float = 30.0) -> None:
+    """Wait until the daemon process serves its metrics (it starts its links right after)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            scrape(port)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the daemon did not start (see its log)") from None
+            time.sleep(0.1)
+
+
+def start_daemon(db: Path, workdir: Path, *link_args: str,
+                 metrics: bool = True) -> tuple[subprocess.Popen, int | None]:
+    """Start ``python -m host.daemon --db DB LINK_ARGS...`` logging to ``workdir/daemon.log``.
+
+    With ``metrics`` the daemon serves /metrics on a free port; this waits until it answers,
+    then half a second more (the links subscribe right after). Returns the process and the
+    metrics port (None without ``metrics``).
+    """
+    mport = free_port() if metrics else None
+    cmd = [sys.executable, "-m", "host.daemon", "--db", str(db), *link_args,
+           "--log-level", "warning"]
+    if mport is not None:
+        cmd += ["--metrics-port", str(mport)]
+    with open(workdir / "daemon.log", "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log)
+    if mport is not None:
+        try:
+            wait_ready(mport)
+        except BaseException:
+            stop(proc)
+            raise
+        time.sleep(0.5)
+    return proc, mport
+
+
+def stop(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    """SIGTERM ``proc`` and wait for it; SIGKILL if it has not exited within ``timeout``."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
