@@ -62,6 +62,20 @@ class Daemon:
                 raise HostError(f"cannot serve metrics on {c.metrics_addr}:{c.metrics_port}: "
                                 f"{e.strerror}") from None
             log.info("metrics on http://%s:%d/metrics", c.metrics_addr, self.metrics_port)
+        try:
+            self._start_links()
+        except BaseException:
+            # A link that cannot start (e.g. the NFC device is not registered) must not leave
+            # the links started before it taking taps with nobody to stop them.
+            self._abort_start()
+            raise
+        self._ticker.start()
+        log.info("daemon ready db=%s links=%s", c.db,
+                 ",".join(getattr(x, "name", type(x).__name__) for x in self.links) or "-")
+        return self
+
+    def _start_links(self) -> None:
+        c = self.config
         for url in c.serial:
             from host.links.serial import SerialLink
             self.links.append(SerialLink(url, self.service, baudrate=c.baud).start())
@@ -74,10 +88,24 @@ class Daemon:
         if c.nfc is not None:
             from host.links.nfc import NfcLink
             self.links.append(NfcLink(c.nfc, c.nfc_device or "", self.service).start())
-        self._ticker.start()
-        log.info("daemon ready db=%s links=%s", c.db,
-                 ",".join(getattr(x, "name", type(x).__name__) for x in self.links) or "-")
-        return self
+
+    def _abort_start(self) -> None:
+        """Undo a partial ``start()``: stop the links already started, then the writer."""
+        self.service.stop_accepting()
+        for link in self.links:
+            try:
+                link.stop()
+            except Exception:  # noqa: BLE001 - stop the others anyway
+                log.exception("stopping %s failed", getattr(link, "name", link))
+        self.links.clear()
+        self.service.drain(10.0)
+        try:
+            self.service.flush(wait=True)
+        except Exception:  # noqa: BLE001 - the start error is what gets reported
+            log.exception("persisting device state failed")
+        self.writer.stop()
+        self.service.close()
+        self.metrics.close()
 
     def _tick(self) -> None:
         while not self.stopping.wait(1.0):

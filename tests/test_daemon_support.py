@@ -16,7 +16,9 @@ import pytest
 from host.admin import Admin
 from host.daemon import Daemon
 from host.daemon_config import load_config
+from host.errors import HostError
 from host.store import open_db, register_device
+from host.writer import WriterClosed
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY_A = bytes(range(32))
@@ -191,3 +193,18 @@ def test_unopenable_db_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 _ = threading  # (kept for helpers used by other test modules)
+
+
+def test_link_that_cannot_start_stops_the_ones_before_it(tmp_path: Path) -> None:
+    """The serial link starts, then the NFC device turns out unregistered: start() raises
+    and leaves no link running and the writer closed."""
+    path = tmp_path / "site.db"
+    make_site(path)
+    d = Daemon(load_config(["--db", str(path), "--serial", "loop://",
+                            "--nfc", "udp:127.0.0.1:1", "--nfc-device", "nobody"]))
+    with pytest.raises(HostError, match="not registered"):
+        d.start()
+    assert d.links == []
+    with pytest.raises(WriterClosed):
+        d.writer.call(lambda db: None)
+    assert not any(t.name == "serial loop://" for t in threading.enumerate() if t.is_alive())
