@@ -9,6 +9,7 @@ the same key with other arguments raises ``Conflict``. Results are JSON-able dic
 from __future__ import annotations
 
 import json
+import math
 import re
 import sqlite3
 from collections.abc import Callable
@@ -380,7 +381,7 @@ class Admin:
         rate = self.policy.convert_points_per_yuan
         if to_balance and (points * 100) % rate:
             raise InputError(f"points to convert must make whole fen: a multiple of "
-                             f"{rate // __import__('math').gcd(rate, 100)}")
+                             f"{rate // math.gcd(rate, 100)}")
         if not to_balance and not item:
             raise InputError("say what the points buy (--item) or use --to-balance")
 

@@ -21,6 +21,8 @@ import sys
 from datetime import date, datetime
 from typing import Any, NoReturn
 
+import sqlite_utils
+
 from host import ledger, reports, secure_policy
 from host.admin import Admin, canonical_uid
 from host.engine import Engine, Tap
@@ -287,7 +289,7 @@ def _csv(rows: list[dict[str, Any]], out: io.TextIOBase) -> None:
 def _member_view(db: Any, mid: int, policy: Policy) -> dict[str, Any]:
     try:
         m = db.table("members").get(mid)
-    except Exception:  # sqlite_utils NotFoundError
+    except sqlite_utils.db.NotFoundError:
         raise NotFound(f"unknown member {mid}") from None
     m["balance_fen"] = m["principal_fen"] + m["bonus_fen"]
     m["cards"] = [dict(r) for r in db.query(
