@@ -21,7 +21,7 @@ import asyncio
 import struct
 
 from protocol import packet as P
-from protocol.compat import const, ticks_diff, ticks_ms
+from protocol.compat import const, ticks_add, ticks_diff, ticks_ms
 from protocol.errors import ProtocolError
 from protocol.mac import Mac
 
@@ -40,6 +40,7 @@ _TICK_MS = const(50)
 _CTRL_MAX = const(12)      # control frames waiting to go out (PONG, ACK, EVENT)
 _VOIDED = const(20)        # protocol.codes reason "voided"
 _REFUSED_MAX = const(3)    # ERROR `replay` answers (each after a resync) before a frame is final
+_DAY_MS = const(86400000)  # clock anchors are kept within a day of now (ticks_diff wraps at ~6 days)
 
 # protocol/codes.py values, as consts: importing that module (name tables for the host) would
 # cost the board ~4 KB of heap. tests/test_firmware_codes.py checks they match.
@@ -153,6 +154,17 @@ class App:
             return 0
         return (self.host_time + ticks_diff(ticks_ms(), self.time_ticks) // 1000) & 0xFFFFFFFF
 
+    def _age_clocks(self, now):
+        # ticks_ms wraps (2**30 ms on the ESP32: ticks_diff is only right within ~6.2 days).
+        # A device offline that long would see the host clock jump back and offline_ms() go
+        # negative (an offline gate refusing every card): both anchors move forward a day at a
+        # time, the host clock with them (exact), and offline_ms() saturates between one and two days.
+        if self.host_time and ticks_diff(now, self.time_ticks) >= _DAY_MS:
+            self.time_ticks = ticks_add(self.time_ticks, _DAY_MS)
+            self.host_time = (self.host_time + _DAY_MS // 1000) & 0xFFFFFFFF
+        if not self.reachable() and ticks_diff(now, self.down_at) >= 2 * _DAY_MS:
+            self.down_at = ticks_add(self.down_at, _DAY_MS)
+
     def _set_time(self, host_time):
         if host_time:
             self.host_time = host_time
@@ -233,6 +245,7 @@ class App:
         while True:
             self.alive_session = ticks_ms()
             now = ticks_ms()
+            self._age_clocks(now)
             connected = self.link.connected
             if not connected:
                 if was_connected:

@@ -324,11 +324,13 @@ class MQTTClient:
                     qos = (t >> 1) & 3
                     tl = (rx[0] << 8) | rx[1]
                     o = 2 + tl
+                    if o + (2 if qos else 0) > n:
+                        raise MQTTError("malformed PUBLISH")
                     pid = 0
                     if qos:
                         pid = (rx[o] << 8) | rx[o + 1]
                         o += 2
-                    if o <= n and self.on_message is not None:
+                    if self.on_message is not None:
                         self.on_message(mv[2:2 + tl], mv[o:n])
                     if qos == 1:
                         sm = self._puback

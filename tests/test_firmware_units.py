@@ -136,6 +136,43 @@ def test_boot_counter_survives_a_power_cut_mid_write(tmp_path: Path) -> None:
     assert "PARTIAL 9 ['boot.dat']" in out
 
 
+CLOCKS_SCRIPT = r"""
+import config as C
+from app import App
+from outbox import Outbox
+from protocol.compat import ticks_add, ticks_diff, ticks_ms
+DAY = 86400000
+class Link:
+    connected = False
+    on_packet = None
+class Fb:
+    def show(self, *a):
+        pass
+cfg = C.check({"device_id": "gate-01", "kind": "gate", "key": "00" * 32, "link": "serial",
+               "serial": {"uart": 2}, "reader": {"bus": "hsu"}})
+app = App(cfg, Link(), Fb(), Outbox("ob.bin", 4), 1, None, C.AllowList(), 0, False)
+now = ticks_ms()
+app.host_time = 1000000
+app.time_ticks = ticks_add(now, -3 * DAY - 5000)
+app.down_at = ticks_add(now, -9 * DAY)
+for _ in range(20):
+    app._age_clocks(now)
+print("LAG", ticks_diff(now, app.time_ticks), "TIME", app.host_time + ticks_diff(now, app.time_ticks) // 1000)
+print("OFFLINE_DAYS", ticks_diff(now, app.down_at) // DAY)
+"""
+
+
+def test_clock_anchors_stay_within_the_ticks_wrap(tmp_path: Path) -> None:
+    # On the ESP32 ticks_diff is only right within ~6.2 days: a device offline for longer must
+    # keep its host clock and still count as offline (an offline gate keeps granting).
+    (tmp_path / "clocks.py").write_text(CLOCKS_SCRIPT)
+    r = run_micropython([str(tmp_path / "clocks.py")], cwd=tmp_path)
+    out = r.stdout.decode()
+    assert r.returncode == 0, r.stderr.decode()
+    assert "LAG 5000 TIME %d" % (1000000 + 3 * 86400 + 5) in out, out
+    assert "OFFLINE_DAYS 1" in out, out
+
+
 @pytest.mark.parametrize("problem", ["missing", "not json", "bad key"])
 def test_bad_config_is_one_line_and_a_safe_state(tmp_path: Path, problem: str) -> None:
     cfg = make_config("gate-01", "gate", bytes(32))
