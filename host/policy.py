@@ -138,7 +138,7 @@ class _Reader:
             return default
         return self.t[key]
 
-    def int(self, key: str, lo: int, hi: int, default: int | None = None) -> int:
+    def integer(self, key: str, lo: int, hi: int, default: int | None = None) -> int:
         v = self.get(key, default)
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
             raise InputError(f"policy: {self._name(key)} must be an integer {lo}..{hi}, "
@@ -223,9 +223,9 @@ def build_policy(raw: dict[str, Any]) -> Policy:
     tiers: dict[str, Tier] = {}
     for name, t in tiers_raw.items():
         r = _Reader(t, f"tiers.{name}")
-        tiers[name] = Tier(name, r.int("rank", 1, 100), r.int("discount_pct", 1, 100),
-                           r.int("upgrade_purchases", 0, 10_000, 0),
-                           r.int("upgrade_window_days", 0, 3660, 0))
+        tiers[name] = Tier(name, r.integer("rank", 1, 100), r.integer("discount_pct", 1, 100),
+                           r.integer("upgrade_purchases", 0, 10_000, 0),
+                           r.integer("upgrade_window_days", 0, 3660, 0))
         if tiers[name].upgrade_purchases and not tiers[name].upgrade_window_days:
             raise InputError(f"policy: tiers.{name}.upgrade_window_days must be set with "
                              "upgrade_purchases")
@@ -237,21 +237,21 @@ def build_policy(raw: dict[str, Any]) -> Policy:
 
     p = _Reader(top.get("points"), "points")
     points = dict(
-        points_per_yuan=p.int("per_yuan", 0, 1000),
-        birthday_multiplier=p.int("birthday_multiplier", 1, 10),
-        member_day=p.int("member_day", 0, 28),
-        member_day_multiplier=p.int("member_day_multiplier", 1, 10),
+        points_per_yuan=p.integer("per_yuan", 0, 1000),
+        birthday_multiplier=p.integer("birthday_multiplier", 1, 10),
+        member_day=p.integer("member_day", 0, 28),
+        member_day_multiplier=p.integer("member_day_multiplier", 1, 10),
         combine=p.choice("combine", ("max", "multiply")),
-        convert_points_per_yuan=p.int("convert_points_per_yuan", 1, 100_000),
-        points_expiry_months=p.int("expiry_months", 0, 120),
-        referral_bonus=p.int("referral_bonus", 0, 1_000_000),
-        gift_min=p.int("gift_min", 1, 1_000_000),
+        convert_points_per_yuan=p.integer("convert_points_per_yuan", 1, 100_000),
+        points_expiry_months=p.integer("expiry_months", 0, 120),
+        referral_bonus=p.integer("referral_bonus", 0, 1_000_000),
+        gift_min=p.integer("gift_min", 1, 1_000_000),
     )
     p.done()
 
     sv = _Reader(top.get("stored_value"), "stored_value")
     spend_order = sv.choice("spend_order", _SPEND_ORDERS)
-    bonus_expiry_days = sv.int("bonus_expiry_days", 0, 3660)
+    bonus_expiry_days = sv.integer("bonus_expiry_days", 0, 3660)
     max_balance = sv.money("max_balance")
     ladder_raw = sv.get("ladder", [])
     if not isinstance(ladder_raw, list):
@@ -271,7 +271,7 @@ def build_policy(raw: dict[str, Any]) -> Policy:
 
     w = _Reader(top.get("wash"), "wash")
     wash_order = w.order("order")
-    wash_relay = w.int("relay_ms", 0, 60_000)
+    wash_relay = w.integer("relay_ms", 0, 60_000)
     progs_raw = w.get("programs")
     if not isinstance(progs_raw, dict):
         raise InputError("policy: wash.programs must be a table")
@@ -288,11 +288,11 @@ def build_policy(raw: dict[str, Any]) -> Policy:
     g = _Reader(top.get("gate"), "gate")
     gate_order = g.order("order")
     gate_price = g.money("price", "0.00")
-    gate_relay = g.int("relay_ms", 0, 60_000)
+    gate_relay = g.integer("relay_ms", 0, 60_000)
     g.done()
 
     k = _Reader(top.get("kiosk"), "kiosk")
-    kiosk_relay = k.int("relay_ms", 0, 60_000)
+    kiosk_relay = k.integer("relay_ms", 0, 60_000)
     kiosk_max = k.money("max_amount")
     k.done()
 
@@ -313,18 +313,18 @@ def build_policy(raw: dict[str, Any]) -> Policy:
                                   covers=tuple(covers))
         if kind == "time":
             kw.update(duration=r.choice("duration", _DURATIONS),
-                      daily_cap=r.int("daily_cap", 0, 1000, 0))
+                      daily_cap=r.integer("daily_cap", 0, 1000, 0))
         elif kind == "punch":
-            kw.update(uses=r.int("uses", 1, 10_000), expiry_days=r.int("expiry_days", 0, 3660, 0),
-                      daily_cap=r.int("daily_cap", 0, 1000, 0))
+            kw.update(uses=r.integer("uses", 1, 10_000), expiry_days=r.integer("expiry_days", 0, 3660, 0),
+                      daily_cap=r.integer("daily_cap", 0, 1000, 0))
         else:
             kw.update(duration=r.choice("duration", _DURATIONS),
-                      discount_pct=r.int("discount_pct", 1, 100))
+                      discount_pct=r.integer("discount_pct", 1, 100))
         r.done()
         plans[name] = Plan(**kw)
 
     d = _Reader(top.get("dormant"), "dormant")
-    dormant_days = d.int("days", 1, 3660)
+    dormant_days = d.integer("days", 1, 3660)
     d.done()
     sec = _Reader(top.get("security", {"mode": "uid"}), "security")
     security_mode = sec.choice("mode", ("uid", "sun"))
