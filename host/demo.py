@@ -68,6 +68,8 @@ DEVICES = (("gate-1", "gate"), ("wash-1", "wash"), ("kiosk-1", "kiosk"))
 
 @dataclass(frozen=True)
 class Step:
+    """One scripted tap of the demo: the card, the reader and the answer expected."""
+
     scene: str
     device: str
     card: str
@@ -151,6 +153,7 @@ class Demo:
         self.say.flush()
 
     def start(self, keys: dict[str, bytes]) -> None:
+        """Start the daemon and one virtual reader per device (``keys``: device id -> key)."""
         from sim.cli import VirtualReader, child_popen_kw
 
         kinds = dict(DEVICES)
@@ -238,6 +241,7 @@ class Demo:
         return out
 
     def stop_readers(self) -> None:
+        """Close the control channel and every virtual reader."""
         if self.control is not None:
             self.control.close()
             self.control = None
@@ -245,6 +249,7 @@ class Demo:
             r.close()
 
     def stop_daemon(self) -> int | None:
+        """Stop the daemon; its exit code, or None when it was not running."""
         from sim.cli import stop_process
 
         if self.daemon is not None:
@@ -258,6 +263,7 @@ class Demo:
         return None
 
     def close(self) -> None:
+        """Stop the readers, then the daemon."""
         self.stop_readers()
         self.stop_daemon()
 
@@ -273,11 +279,13 @@ def _fmt_row(cells: list[str]) -> str:
 
 
 def table_header() -> str:
+    """The demo table's header line and its underline."""
     head = _fmt_row([n for n, _w, _a in COLUMNS])
     return head + "\n" + "-" * len(head)
 
 
 def table_row(n: int, row: dict[str, Any], tiers: dict[str, str]) -> str:
+    """One line of the demo table for step ``n`` (``tiers``: card -> tier name)."""
     from host.money import format_fen
 
     member = f"{row['member']} ({tiers.get(row['card'], '?')})" if row["member"] else "-"

@@ -139,6 +139,7 @@ class SecureCheck:
 
     @property
     def ok(self) -> bool:
+        """True when the tap may go on to the rules."""
         return self.reason == "ok"
 
 
