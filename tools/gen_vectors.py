@@ -1,18 +1,24 @@
+# Runs on CPython (developer machine): regenerates protocol/vectors.json from an independent reference encoder.
 """Regenerate protocol/vectors.json (CPython only).
 
 The vectors are the contract between firmware and host: the same file is checked by
 `python -m protocol.selftest` and `micropython -m protocol.selftest`. MACs and CRCs are computed
 here with CPython's own `hmac` and `binascii`, not with protocol/, so the file is an independent
 reference; run this only when the wire format changes on purpose, and review the diff.
+
+Usage: ``python -m tools.gen_vectors [--check]``; ``--check`` writes nothing and exits 1 when
+the file differs from what this script would write.
 """
 
 from __future__ import annotations
 
+import argparse
 import binascii
 import hashlib
 import hmac
 import json
 import struct
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +74,12 @@ MESSAGES: list[tuple[str, int, int, bytes, dict[str, Any]]] = [
 ]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    """Write (or with --check, compare) protocol/vectors.json; return the exit code."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true",
+                    help="write nothing; exit 1 if protocol/vectors.json is not up to date")
+    args = ap.parse_args(argv)
     vectors: list[dict[str, Any]] = []
     # RFC 4231 HMAC-SHA256 test cases 1-4, 6, 7 (case 5 truncates; ours truncates separately).
     rfc = [
@@ -138,9 +149,15 @@ def main() -> None:
     badf("frame_too_short", b"\x02\x01\x00" + good, [tap], 1)
     badf("frame_two_back_to_back", good + dec, [tap, decision], 0)
 
-    OUT.write_text(json.dumps(vectors, indent=1, ensure_ascii=False) + "\n")
+    text = json.dumps(vectors, indent=1, ensure_ascii=False) + "\n"
+    if args.check:
+        same = OUT.exists() and OUT.read_text(encoding="utf-8") == text
+        print(f"{OUT.name}: {len(vectors)} vectors, {'up to date' if same else 'differs: run without --check and review the diff'}")
+        return 0 if same else 1
+    OUT.write_text(text, encoding="utf-8")
     print(f"wrote {len(vectors)} vectors to {OUT}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
