@@ -11,6 +11,7 @@ import fcntl
 import json
 import os
 import pty
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from host.errors import NotFound
 from host.store import device_key, open_db, register_device
 from tools import flash
 from tools.board import EspBoard, classify_port_error
-from tools.errors import NoPort, NotInDownloadMode, PortBusy, PortPermission
+from tools.errors import BoardError, NoPort, NotInDownloadMode, PortBusy, PortPermission
 from tools.image import build_littlefs
 from test_flash_image import mount, read_all
 
@@ -401,3 +402,15 @@ def test_device_list_shows_the_bound_mac(site, capsys):
     assert [(d["device_id"], d["board_mac"]) for d in rows] == [("gate-01", MAC_A), ("wash-3", None)]
     assert tapkiosk(["--db", str(site["db"]), "device", "list"]) == 0
     assert MAC_A in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("stderr", ["serial link lost", ""])
+def test_failed_board_read_never_puts_the_file_in_the_error(stderr):
+    secret = "7b226b6579223a2231313131227d"   # a config.json line as the board prints it
+    fake = [sys.executable, "-c",
+            f"import sys; print('TK-FILE {secret}'); print({stderr!r}, file=sys.stderr, end=''); "
+            "sys.exit(1)"]
+    with pytest.raises(BoardError) as e:
+        EspBoard("socket://127.0.0.1:9", mpremote=fake).read_file("config.json")
+    assert secret not in str(e.value)
+    assert stderr in str(e.value)

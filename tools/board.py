@@ -241,11 +241,15 @@ class EspBoard:
         except FileNotFoundError:
             raise BoardError("mpremote is not installed", "run `make venv`") from None
         if proc.returncode != 0:
-            err = classify_port_error(proc.stderr + proc.stdout, self.port)
+            # A failed read can still have printed a file (config.json holds the device key):
+            # such lines never reach an error message.
+            text = "\n".join(line for line in (proc.stderr + "\n" + proc.stdout).splitlines()
+                             if line.strip() and not line.startswith("TK-FILE"))
+            err = classify_port_error(text, self.port)
             if not isinstance(err, PortError):
                 err = BoardError(
                     f"mpremote failed on {self.port}: "
-                    f"{(proc.stderr or proc.stdout).strip().splitlines()[-1:] or ['no output']}",
+                    f"{text.splitlines()[-1] if text else 'no output'}",
                     "check MicroPython is flashed (provision without --app-only) and the port is right",
                 )
             raise err
