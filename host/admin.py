@@ -19,14 +19,14 @@ from typing import Any
 import sqlite_utils
 
 from host import ledger
-from host.engine import add_duration, maybe_upgrade, months_later_start, points_multiplier
+from host.engine import (IDEMPOTENCY_KEY_RE, add_duration, maybe_upgrade, months_later_start,
+                         points_multiplier)
 from host.errors import Conflict, InputError, InsufficientFunds, NotFound
 from host.money import format_fen
 from host.policy import Policy, load_policy
 from host.store import transaction
 
 _UID_RE = re.compile(r"(?:[0-9A-F]{8}|[0-9A-F]{14}|[0-9A-F]{20})")
-_KEY_RE = re.compile(r"[\x21-\x7e]{1,128}")
 _BIRTHDAY_RE = re.compile(r"(?:(\d{4})-)?(\d{2})-(\d{2})", re.ASCII)
 
 
@@ -71,7 +71,7 @@ class Admin:
     def _write(self, command: str, args: dict[str, Any], key: str | None,
                fn: Callable[[sqlite3.Connection, int, datetime], dict[str, Any]]
                ) -> dict[str, Any]:
-        if key is not None and not _KEY_RE.fullmatch(key):
+        if key is not None and not IDEMPOTENCY_KEY_RE.fullmatch(key):
             raise InputError("idempotency key must be 1-128 printable ASCII characters")
         canon = json.dumps(args, sort_keys=True)
         with transaction(self.db) as conn:

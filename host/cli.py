@@ -194,7 +194,7 @@ def _build_parser() -> _Parser:
     t.add_argument("to_member", type=_member_arg)
     t.add_argument("points", type=lambda s: _int(s, "points"))
 
-    t = sub.add_parser("tap", help="run one tap through the engine", **kw)
+    t = sub.add_parser("tap", help="run one tap through the engine", **kww)
     t.add_argument("device_id")
     t.add_argument("uid")
     t.add_argument("--service", type=lambda s: _int(s, "service code", 0, 255), default=0)
@@ -449,12 +449,12 @@ def _dispatch(args: argparse.Namespace, db: Any, policy: Policy, path: str,
         get_device(db, args.device_id)
         tap = Tap(args.device_id, 0, canonical_uid(args.uid), service=args.service,
                   amount_fen=args.amount, direction=args.direction)
-        d = Engine(db, policy).decide_local(tap)
-        seq = db.execute("SELECT max(id), seq FROM taps WHERE device_id = ?",
-                         (args.device_id,)).fetchone()[1]
-        view = {"seq": seq, "verdict": d.verdict, "reason": d.reason, "text": d.text,
+        engine = Engine(db, policy)
+        d = engine.decide_local(tap, key=key)
+        view = {"seq": engine.last_local_seq, "verdict": d.verdict, "reason": d.reason, "text": d.text,
                 "relay_ms": d.relay_ms, "pattern": d.pattern, "balance_fen": d.balance_fen,
-                "points": d.points, "uses_left": d.uses_left, "member_id": d.member_id}
+                "points": d.points, "uses_left": d.uses_left, "member_id": d.member_id,
+                "replayed": d.replayed}
         _show(view, js, out)
     elif cmd == "report":
         if sub == "daily":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sqlite3
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from typing import Any
 import sqlite_utils
 
 from host import ledger
-from host.errors import HostError, InsufficientFunds
+from host.errors import Conflict, HostError, InputError, InsufficientFunds
 from host.money import format_fen
 from host.policy import Policy, load_policy
 from host.secure_policy import check_tap
@@ -32,6 +33,8 @@ from host.store import parse_hours
 from protocol import codes
 
 TEXT_MAX_BYTES = 64
+#: Idempotency keys of operator writes (here and in ``host.admin``).
+IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,128}")
 _NAME_CHARS = 10
 
 
@@ -177,6 +180,8 @@ class Engine:
         #: The tap being decided while ``encode_reply`` runs (None outside decide calls), so
         #: a batch encoder can tell which tap a Decision belongs to.
         self.current_tap: Tap | None = None
+        #: The seq ``decide_local`` used last (None before its first call).
+        self.last_local_seq: int | None = None
         self._min_upgrade = min((t.upgrade_purchases for t in self.policy.tiers.values()
                                  if t.upgrade_purchases), default=1 << 62)
 
@@ -203,26 +208,53 @@ class Engine:
             raise
         return out
 
-    def decide_local(self, tap: Tap, encode_reply: Callable[[Decision], bytes] | None = None
-                     ) -> Decision:
+    def decide_local(self, tap: Tap, encode_reply: Callable[[Decision], bytes] | None = None,
+                     *, key: str | None = None) -> Decision:
         """Decide an operator tap (``tapkiosk tap``) through the same path as ``decide()``.
 
         The tap's ``seq`` is ignored and replaced, inside the transaction, by a fresh
         negative seq for the device (-1, -2, ...): wire seqs are u32, so an operator tap can
-        never collide with, or be mistaken for a retransmission of, a real device tap.
+        never collide with, or be mistaken for a retransmission of, a real device tap. The
+        seq used is left in ``last_local_seq``.
+
+        ``key``: idempotency key (like every admin write, stored in ``ops`` in the same
+        transaction): a repeat with the same key and tap returns the first decision with
+        ``replayed=True`` and charges nothing; the same key for another request raises
+        ``Conflict``.
         """
+        if key is not None and not IDEMPOTENCY_KEY_RE.fullmatch(key):
+            raise InputError("idempotency key must be 1-128 printable ASCII characters")
+        dev = str(tap.device_id)
+        canon = json.dumps({"device_id": dev, "uid": str(tap.uid), "service": int(tap.service),
+                            "amount_fen": tap.amount_fen, "direction": tap.direction,
+                            "offline": bool(tap.offline)}, sort_keys=True)
         conn = self.db.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            seq = conn.execute("SELECT min(coalesce(min(seq), 0), 0) - 1 FROM taps "
-                               "WHERE device_id = ? AND seq < 0",
-                               (str(tap.device_id),)).fetchone()[0]
+            seq = None
+            if key is not None:
+                row = conn.execute("SELECT command, args, result FROM ops WHERE key = ?",
+                                   (key,)).fetchone()
+                if row is not None:
+                    if row[0] != "tap" or row[1] != canon:
+                        raise Conflict(f"idempotency key {key!r} was used for another "
+                                       f"request ({row[0]} {row[1]})")
+                    seq = json.loads(row[2])["seq"]
+            if seq is None:
+                seq = conn.execute("SELECT min(coalesce(min(seq), 0), 0) - 1 FROM taps "
+                                   "WHERE device_id = ? AND seq < 0", (dev,)).fetchone()[0]
             d = self._one(conn, dataclasses.replace(tap, seq=seq), encode_reply)
+            if key is not None and not d.replayed:
+                conn.execute("INSERT INTO ops (key, command, args, result, created_at) "
+                             "VALUES (?,?,?,?,?)", (key, "tap", canon,
+                                                    json.dumps({"seq": seq}),
+                                                    int(self.clock().timestamp())))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        self.last_local_seq = seq
         return d
 
     def _one(self, conn: sqlite3.Connection, tap: Tap,

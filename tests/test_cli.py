@@ -96,6 +96,22 @@ def test_tap_uses_fresh_negative_seqs_and_engine(run, member):
     assert (d3["verdict"], d3["reason"]) == ("deny", "insufficient_balance")
 
 
+def test_tap_retried_with_its_idempotency_key_charges_once(run, member):
+    j(run, "topup", "1", "100.00")
+    d1 = j(run, "tap", "K1", UID, "--amount", "10.00", "--idempotency-key", "pos-7")
+    d2 = j(run, "tap", "K1", UID, "--amount", "10.00", "--idempotency-key", "pos-7")
+    assert d1["replayed"] is False and d2["replayed"] is True
+    assert d1["seq"] == d2["seq"] == -1
+    assert d1["balance_fen"] == d2["balance_fen"] == 10000 - 950
+    before = snapshot(run)
+    code, _out, err = run("tap", "K1", UID, "--amount", "20.00", "--idempotency-key", "pos-7")
+    assert code == 2 and "pos-7" in err and err.count("\n") == 1
+    code, _out, err = run("topup", "1", "1.00", "--idempotency-key", "pos-7")
+    assert code == 2 and "pos-7" in err
+    assert snapshot(run) == before
+    assert j(run, "member", "show", "1")["balance_fen"] == 10000 - 950
+
+
 def test_card_replace_blocks_old(run, member):
     j(run, "topup", "1", "50.00")
     r = j(run, "card", "replace", UID, "04A1B2C3D4E5F7")
