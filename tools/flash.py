@@ -162,11 +162,13 @@ def _check_pins(reader: dict[str, Any], feedback: dict[str, Any], link: dict[str
                     raise UsageError(f"{name}={gpio}: use UART 1 or 2 (UART 0 is the USB console)")
                 continue
             if gpio not in _GPIOS:
-                raise UsageError(f"{name}=GPIO{gpio} does not exist or drives the flash chip on an ESP32")
+                raise UsageError(f"{name}=GPIO{gpio} does not exist or drives the flash chip on an ESP32",
+                                 "pick another GPIO: docs/technicians.md lists the default pins and the ones to avoid")
             if gpio in _INPUT_ONLY and name not in _INPUT_PINS:
                 raise UsageError(f"{name}=GPIO{gpio} is input-only on an ESP32: pick a GPIO below 34")
             if gpio in used:
-                raise UsageError(f"GPIO{gpio} is given to both {used[gpio]} and {name}")
+                raise UsageError(f"GPIO{gpio} is given to both {used[gpio]} and {name}",
+                                 "pick another GPIO: docs/technicians.md lists the default pins and the ones to avoid")
             used[gpio] = name
     if link and reader.get("uart") is not None and reader.get("uart") == link.get("uart"):
         raise UsageError(f"the reader and the serial link both use UART {link['uart']}")
