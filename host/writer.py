@@ -277,11 +277,18 @@ class Writer:
         if not job.future.set_running_or_notify_cancel():
             return
         try:
-            job.future.set_result(job.fn(self.db))
-            self.commits += 1
-        except BaseException as e:  # noqa: BLE001 - handed to the waiting caller
+            result = job.fn(self.db)
             if self.db.conn.in_transaction:
-                self.db.conn.execute("ROLLBACK")
+                # Left open, it would make every later BEGIN IMMEDIATE (every tap) fail.
+                raise HostError("a writer call returned inside an open transaction: rolled back")
+            self.commits += 1
+            job.future.set_result(result)
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting caller
+            try:
+                if self.db.conn.in_transaction:
+                    self.db.conn.execute("ROLLBACK")
+            except sqlite3.Error as rb:  # the writer thread must outlive a failed rollback
+                log.error("writer: rollback after a failed call failed: %s", rb)
             job.future.set_exception(e)
 
     def _do_taps(self, batch: list[_TapJob]) -> None:

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from host import ledger
 from host.engine import Decision, Tap
+from host.errors import HostError
 from host.store import open_db
 from host.writer import Writer
 from test_daemon_support import CARD, CARD2, balance, make_site, tap_count
@@ -125,3 +128,26 @@ def test_full_wal_is_finished_by_the_writer_and_restarts(tmp_path: Path) -> None
     finally:
         ck.stop()
         db.conn.close()
+
+
+def test_call_leaving_a_transaction_open_is_rolled_back_and_taps_go_on(tmp_path):
+    """A writer call that forgets its COMMIT gets an error and its writes are undone; the
+    writer can still begin the next transaction (a tap batch)."""
+    w = Writer(str(tmp_path / "site.db")).start()
+    try:
+        def sloppy(db):
+            db.conn.execute("BEGIN IMMEDIATE")
+            db.conn.execute("INSERT INTO members (name, tier, created_at) VALUES ('x', 'silver', 0)")
+
+        with pytest.raises(HostError, match="open transaction"):
+            w.call(sloppy).result(10)
+        assert w.call(lambda db: db.execute("SELECT count(*) FROM members").fetchone()[0]
+                      ).result(10) == 0
+
+        def ok(db):
+            db.conn.execute("BEGIN IMMEDIATE")
+            db.conn.execute("COMMIT")
+            return 1
+        assert w.call(ok).result(10) == 1
+    finally:
+        w.stop()
