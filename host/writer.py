@@ -5,7 +5,9 @@ One thread owns the write connection. Links hand it taps (``submit_tap``) and ot
 (``call``) through one queue and wait on a ``concurrent.futures.Future``. Taps waiting in the
 queue together are decided in ONE ``engine.decide_many`` transaction (group commit); a
 future is resolved only after that transaction has committed, so no decision leaves the host
-before it is durable.
+before it is durable. When a batch fails as a whole (an exception the engine does not turn
+into an ``internal`` deny), nothing of it was committed and its taps are decided again one
+by one, so only the tap that cannot be decided gets the error.
 
 The reply bytes of each tap are built inside the transaction by the caller's encoder
 ``encoder(tap, decision) -> bytes`` and stored with the tap, so a retransmission after a
@@ -309,8 +311,18 @@ class Writer:
 
         try:
             decisions = self.engine.decide_many(taps, encode)
-        except BaseException as e:  # noqa: BLE001 - every waiter learns the batch failed
+        except Exception as e:  # noqa: BLE001 - every waiter learns the batch failed
             log.error("writer: batch of %d taps failed: %s: %s", len(batch), type(e).__name__, e)
+            if len(batch) > 1:
+                # The whole batch was rolled back: decide each tap on its own, so one tap
+                # that cannot be decided does not refuse the taps that were batched with it.
+                for j in batch:
+                    self._do_taps([j])
+                return
+            for j in batch:
+                j.future.set_exception(e)
+            return
+        except BaseException as e:  # noqa: BLE001 - every waiter learns the batch failed
             for j in batch:
                 j.future.set_exception(e)
             return

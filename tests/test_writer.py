@@ -151,3 +151,41 @@ def test_call_leaving_a_transaction_open_is_rolled_back_and_taps_go_on(tmp_path)
         assert w.call(ok).result(10) == 1
     finally:
         w.stop()
+
+
+def test_a_tap_that_fails_its_batch_does_not_refuse_the_others(tmp_path: Path) -> None:
+    """A tap the engine cannot decide (an unexpected exception rolls back the whole batch)
+    fails alone: the taps batched with it are decided again one by one, each charged once."""
+    from host.engine import Engine
+
+    path = tmp_path / "site.db"
+    ids = make_site(path)
+    before = balance(path, ids["m1"])
+
+    class Poisoned(Engine):
+        def _evaluate(self, conn, tap, *a):
+            if tap.seq == 9:
+                raise RuntimeError("poison")
+            return super()._evaluate(conn, tap, *a)
+
+    w = Writer(str(path), engine_factory=Poisoned)
+    calls: list[tuple[bytes, int]] = []
+    futs = [w.submit_tap(Tap("kiosk-1", 8, CARD, amount_fen=300), _encoder(b"A", calls)),
+            w.submit_tap(Tap("kiosk-1", 9, CARD, amount_fen=300), _encoder(b"B", calls)),
+            w.submit_tap(Tap("kiosk-2", 8, CARD, amount_fen=200), _encoder(b"C", calls))]
+    w.start()
+    try:
+        with pytest.raises(RuntimeError, match="poison"):
+            futs[1].result(30)
+        ok = [futs[0].result(30), futs[2].result(30)]
+    finally:
+        w.stop()
+    assert [d.verdict for d in ok] == ["grant", "grant"]
+    assert not any(d.replayed for d in ok)
+    assert tap_count(path, "kiosk-1") == 1 and tap_count(path, "kiosk-2") == 1
+    assert balance(path, ids["m1"]) == ok[1].balance_fen < ok[0].balance_fen < before
+    db = open_db(path)
+    try:
+        assert ledger.verify(db) == []
+    finally:
+        db.conn.close()
