@@ -2,8 +2,6 @@
 import hashlib
 
 _BLOCK = 64
-_TRANS_IPAD = bytes((b ^ 0x36) for b in range(256))
-_TRANS_OPAD = bytes((b ^ 0x5C) for b in range(256))
 
 MAC_LEN = 16
 UP = b"U"    # device -> host
@@ -14,8 +12,8 @@ def _pads(key):
     if len(key) > _BLOCK:
         key = hashlib.sha256(key).digest()
     key = bytes(key) + bytes(_BLOCK - len(key))
-    ipad = bytes(_TRANS_IPAD[b] for b in key)
-    opad = bytes(_TRANS_OPAD[b] for b in key)
+    ipad = bytes(b ^ 0x36 for b in key)
+    opad = bytes(b ^ 0x5C for b in key)
     return ipad, opad
 
 

@@ -173,7 +173,7 @@ def test_clock_anchors_stay_within_the_ticks_wrap(tmp_path: Path) -> None:
     assert "OFFLINE_DAYS 1" in out, out
 
 
-@pytest.mark.parametrize("problem", ["missing", "not json", "bad key"])
+@pytest.mark.parametrize("problem", ["missing", "not json", "bad key", "short watchdog"])
 def test_bad_config_is_one_line_and_a_safe_state(tmp_path: Path, problem: str) -> None:
     cfg = make_config("gate-01", "gate", bytes(32))
     board = SimBoard(tmp_path / "board", cfg)
@@ -182,8 +182,10 @@ def test_bad_config_is_one_line_and_a_safe_state(tmp_path: Path, problem: str) -
         path.unlink()
     elif problem == "not json":
         path.write_text("{device_id: gate-01")
-    else:
+    elif problem == "bad key":
         path.write_text(json.dumps({**cfg, "key": "abc"}))
+    else:
+        path.write_text(json.dumps({**cfg, "wdt_ms": 500}))  # would reset the board in a loop
     board.start()
     try:
         line = board.wait_for("FAULT", 10)
@@ -192,7 +194,8 @@ def test_bad_config_is_one_line_and_a_safe_state(tmp_path: Path, problem: str) -
         assert board.alive()  # parked, not a crash loop
         out = board.output()
         assert sum("FAULT" in x for x in out) == 1 and "Traceback" not in "\n".join(out)
-        expected = {"missing": "config.json missing", "not json": "not valid JSON", "bad key": "key"}[problem]
+        expected = {"missing": "config.json missing", "not json": "not valid JSON", "bad key": "key",
+                "short watchdog": "wdt_ms"}[problem]
         assert expected in line
     finally:
         board.kill()
