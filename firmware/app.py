@@ -509,6 +509,11 @@ class App:
         _log("online, boot", self.boot, "outbox", self.outbox.pending())
 
     def _on_config(self, seq, f):
+        if not self._save:
+            # This App keeps nothing (selfcheck): it must not acknowledge a CONFIG. An ACK makes
+            # the host count the CONFIG applied, and it would never send it to the firmware
+            # that boots next (an offline gate would keep its old allow-list).
+            return
         p = self.params
         v = f["cfg_version"]
         if v < p["cfg_version"]:

@@ -173,6 +173,43 @@ def test_clock_anchors_stay_within_the_ticks_wrap(tmp_path: Path) -> None:
     assert "OFFLINE_DAYS 1" in out, out
 
 
+CONFIG_ACK_SCRIPT = r"""
+import config as C
+from app import App
+from outbox import Outbox
+from protocol import packet as P
+from protocol.mac import Mac
+KEY = bytes(range(32))
+class Link:
+    connected = True
+    on_packet = None
+class Fb:
+    def show(self, *a):
+        pass
+cfg = C.check({"device_id": "gate-01", "kind": "gate", "key": KEY.hex(), "link": "serial",
+               "serial": {"uart": 2}, "reader": {"bus": "hsu"}})
+f = {"cfg_version": 5, "relay_ms": 900, "debounce_ms": 1000, "offline_after_s": 20,
+     "heartbeat_s": 30, "allow_op": 1, "allow": [b"\x04\xa1\xb2\xc3"]}
+for save in (False, True):
+    allow = C.AllowList()
+    app = App(cfg, Link(), Fb(), Outbox("ob.bin", 4), 1, None, allow, 0, save)
+    app.on_packet(P.encode(P.CONFIG, 0x10001, "gate-01", f, Mac(KEY), P.DOWN))
+    acks = [c for c in app._ctrl if c[0] == 3]
+    print("SAVE", save, "ACKS", len(acks), "VERSION", app.params["cfg_version"], "ALLOW", allow.count)
+"""
+
+
+def test_config_is_acknowledged_only_when_kept(tmp_path: Path) -> None:
+    # selfcheck runs an App that saves nothing: an ACK from it would make the host count the
+    # CONFIG applied and never push it to the real firmware.
+    (tmp_path / "cfg_ack.py").write_text(CONFIG_ACK_SCRIPT)
+    r = run_micropython([str(tmp_path / "cfg_ack.py")], cwd=tmp_path)
+    out = r.stdout.decode()
+    assert r.returncode == 0, r.stderr.decode()
+    assert "SAVE False ACKS 0 VERSION 0 ALLOW 0" in out, out
+    assert "SAVE True ACKS 1 VERSION 5 ALLOW 1" in out, out
+
+
 @pytest.mark.parametrize("problem", ["missing", "not json", "bad key", "short watchdog"])
 def test_bad_config_is_one_line_and_a_safe_state(tmp_path: Path, problem: str) -> None:
     cfg = make_config("gate-01", "gate", bytes(32))
