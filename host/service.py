@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import sqlite3
 import threading
 import time
@@ -129,6 +130,12 @@ class Service:
         self._reader: sqlite_utils.Database | None = None
         self._allow_seen: bytes | None = None
         self._next_check = 0.0
+        # Decisions are sent from this thread, not from the writer's: a link that blocks on
+        # a write (a serial port whose peer stopped reading) must not hold up the database.
+        self._replies: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._replier = threading.Thread(target=self._reply_loop, name="tapkiosk-reply",
+                                         daemon=True)
+        self._replier.start()
 
     # ----------------------------------------------------------------- device state
     def device(self, device_id: str) -> DeviceState | None:
@@ -342,7 +349,8 @@ class Service:
         except WriterClosed as e:
             self._tap_failed(st, p, link, e)
             return
-        fut.add_done_callback(lambda fu: self._tap_done(st, p, tap, fu, link, t0, state))
+        fut.add_done_callback(lambda fu: self._replies.put(
+            lambda: self._tap_done(st, p, tap, fu, link, t0, state)))
 
     def _old_tap(self, st: DeviceState, p: pk.Packet, send: Send, link: str,
                  refused: ReplayError) -> None:
@@ -438,7 +446,8 @@ class Service:
         except WriterClosed as e:
             self._tap_failed(st, p, link, e)
             return
-        fut.add_done_callback(lambda fu: self._void_done(st, p, tap_seq, fu, link, t0, state))
+        fut.add_done_callback(lambda fu: self._replies.put(
+            lambda: self._void_done(st, p, tap_seq, fu, link, t0, state)))
 
     def _void_done(self, st: DeviceState, p: pk.Packet, tap_seq: int, fut: Future, link: str,
                    t0: float, state: int) -> None:
@@ -714,8 +723,23 @@ class Service:
                 log.warning("device=%s cannot push config: %s", st.device_id, e)
         return pushed
 
+    def _reply_loop(self) -> None:
+        """Run the decided-tap and decided-void handlers (send the DECISION, log, count)."""
+        while True:
+            job = self._replies.get()
+            if job is None:
+                return
+            try:
+                job()
+            except Exception:  # noqa: BLE001 - one failed reply must not stop the others
+                log.exception("sending a decision failed")
+
     def close(self) -> None:
-        """Close the read-only connection (the writer is closed by its owner)."""
+        """Stop the reply thread once it has sent what is queued, and close the read-only
+        connection (the writer is closed by its owner)."""
+        self._replies.put(None)
+        if self._replier.is_alive() and self._replier is not threading.current_thread():
+            self._replier.join(10.0)
         if self._reader is not None:
             self._reader.conn.close()
             self._reader = None
