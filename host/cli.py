@@ -81,7 +81,10 @@ def _date_arg(text: str) -> date:
 
 
 def _build_parser() -> _Parser:
-    p = _Parser(prog="tapkiosk", description="tapkiosk operator CLI")
+    p = _Parser(prog="tapkiosk", description="tapkiosk operator CLI",
+                epilog="also: tapkiosk daemon|flash|sim|demo ... (each has its own --help): "
+                       "the site daemon, the technician's flash tool, simulated readers, "
+                       "the demo")
     p.add_argument("--db", help="site database (default: $TAPKIOSK_DB or the user data dir)")
     p.add_argument("--policy", help="policy TOML file (default: shipped defaults)")
     p.add_argument("--json", action="store_true", help="machine-readable output")

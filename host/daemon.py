@@ -18,10 +18,11 @@ import logging
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 from host.daemon_config import DaemonConfig, load_config
-from host.errors import HostError
+from host.errors import HostError, InputError
 from host.metrics import Metrics
 from host.policy import load_policy
 from host.service import Service, ServiceConfig
@@ -37,6 +38,12 @@ class Daemon:
     """The running daemon: writer, service, links and metrics endpoint."""
 
     def __init__(self, config: DaemonConfig) -> None:
+        db = Path(config.db).expanduser()
+        if not db.exists() and not db.parent.is_file():
+            # A mistyped --db would otherwise start an empty site where every card is unknown.
+            # (A path under a file is left to open_db, which names the real problem.)
+            raise InputError(f"database {config.db} does not exist; create the site first: "
+                             f"tapkiosk --db {config.db} init")
         self.config = config
         self.metrics = Metrics()
         self.policy = load_policy(config.policy)

@@ -208,3 +208,13 @@ def test_link_that_cannot_start_stops_the_ones_before_it(tmp_path: Path) -> None
     with pytest.raises(WriterClosed):
         d.writer.call(lambda db: None)
     assert not any(t.name == "serial loop://" for t in threading.enumerate() if t.is_alive())
+
+
+def test_missing_database_is_refused_not_created(tmp_path: Path, capsys) -> None:
+    from host.daemon import main
+
+    missing = tmp_path / "typo.db"
+    assert main(["--db", str(missing), "--serial", "loop://"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not exist" in err[0] and "init" in err[0]
+    assert not missing.exists()

@@ -1,4 +1,4 @@
-"""`tapkiosk ... | head` ends quietly: a closed pipe is not an error of ours."""
+"""CLI edges: a closed pipe ends quietly; --help names the delegated commands."""
 
 from __future__ import annotations
 
@@ -26,3 +26,12 @@ def test_closed_pipe_gives_no_traceback(tmp_path: Path) -> None:
     assert proc.wait(timeout=60) == 0
     assert first.split()[:2] == [b"id", b"name"]
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_help_names_the_delegated_commands(capsys) -> None:
+    from host.cli import main
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in ("daemon", "flash", "sim", "demo"):
+        assert name in out.split("also:")[1]
