@@ -29,22 +29,13 @@ from host.engine import Engine, Tap
 from host.errors import HostError, InputError, NotFound
 from host.money import format_fen, parse_yuan
 from host.policy import Policy, load_policy
-from host.store import get_device, list_devices, open_db, register_device, schema_version
+from host.store import (default_db_path, get_device, list_devices, open_db, register_device,
+                        schema_version)
 
 #: Subcommands owned by other modules, imported only when used: name -> (module, function).
 DELEGATED = {"daemon": "host.daemon", "flash": "tools.flash", "sim": "sim.cli",
              "demo": "host.demo"}
 _GLOBAL_WITH_VALUE = ("--db", "--policy")
-
-
-def default_db_path() -> str:
-    """``$TAPKIOSK_DB``, else ``$XDG_DATA_HOME/tapkiosk/site.db`` (``~/.local/share``)."""
-    env = os.environ.get("TAPKIOSK_DB")
-    if env:
-        return env
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local",
-                                                           "share")
-    return os.path.join(base, "tapkiosk", "site.db")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -38,16 +38,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, NoReturn
 
 from host.errors import InputError
-
-
-def default_db_path() -> str:
-    """Same default as the CLI: ``$TAPKIOSK_DB``, else ``$XDG_DATA_HOME/tapkiosk/site.db``."""
-    env = os.environ.get("TAPKIOSK_DB")
-    if env:
-        return env
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local",
-                                                           "share")
-    return os.path.join(base, "tapkiosk", "site.db")
+from host.store import default_db_path
 
 
 @dataclass

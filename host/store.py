@@ -287,6 +287,16 @@ _SETTINGS_DEFAULTS: dict[str, dict[str, Any]] = {
 _TOUCHABLE = ("last_seq", "resend_floor", "last_seen", "online", "fw", "down_seq")
 
 
+def default_db_path() -> str:
+    """``$TAPKIOSK_DB``, else ``$XDG_DATA_HOME/tapkiosk/site.db`` (``~/.local/share``)."""
+    env = os.environ.get("TAPKIOSK_DB")
+    if env:
+        return env
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local",
+                                                           "share")
+    return os.path.join(base, "tapkiosk", "site.db")
+
+
 def open_db(path: str | os.PathLike | None) -> sqlite_utils.Database:
     """Open the site database at ``path`` (None or ``":memory:"`` = in memory).
 
