@@ -142,11 +142,21 @@ class Outbox:
         return c
 
     def add(self, seq, data):
-        # Stores one TAP packet. Returns the seq it overwrote (the oldest pending tap) or 0.
+        # Stores one TAP packet. Returns the seq it overwrote (the oldest pending TAP, a VOID
+        # only when every slot holds one) or 0.
         ln = len(data)
         if ln > MAX_DATA or ln < 10:
             raise OutboxError("packet of %d bytes does not fit a slot" % ln)
         i = self.head
+        if self.state[i] == PENDING and self.void[i]:
+            # Full ring: overwrite the oldest pending TAP rather than a VOID. A lost VOID could
+            # leave a member charged for a wash that never started; only a ring of nothing but
+            # VOIDs gives one up (the oldest).
+            for k in range(1, self.n):
+                j = (self.head + k) % self.n
+                if self.state[j] != PENDING or not self.void[j]:
+                    i = j
+                    break
         lost = 0
         if self.state[i] == PENDING:
             lost = self.seq[i]
