@@ -23,7 +23,7 @@ from host.engine import (IDEMPOTENCY_KEY_RE, add_duration, maybe_upgrade, months
                          points_multiplier)
 from host.errors import Conflict, InputError, InsufficientFunds, NotFound
 from host.money import format_fen
-from host.policy import Policy, load_policy
+from host.policy import Policy, policy_and_clock
 from host.store import transaction
 
 _UID_RE = re.compile(r"(?:[0-9A-F]{8}|[0-9A-F]{14}|[0-9A-F]{20})")
@@ -63,9 +63,7 @@ class Admin:
     def __init__(self, db: sqlite_utils.Database, policy: Policy | None = None,
                  clock: Callable[[], datetime] | None = None) -> None:
         self.db = db
-        self.policy = policy if policy is not None else load_policy()
-        tz = self.policy.tz
-        self.clock = clock if clock is not None else (lambda: datetime.now(tz))
+        self.policy, self.clock = policy_and_clock(policy, clock)
 
     # ------------------------------------------------------------------ plumbing
     def _write(self, command: str, args: dict[str, Any], key: str | None,

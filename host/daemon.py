@@ -96,14 +96,18 @@ class Daemon:
             from host.links.nfc import NfcLink
             self.links.append(NfcLink(c.nfc, c.nfc_device or "", self.service).start())
 
-    def _abort_start(self) -> None:
-        """Undo a partial ``start()``: stop the links already started, then the writer."""
-        self.service.stop_accepting()
+    def _stop_links(self) -> None:
+        """Stop every link; one that fails to stop does not keep the others running."""
         for link in self.links:
             try:
                 link.stop()
             except Exception:  # noqa: BLE001 - stop the others anyway
                 log.exception("stopping %s failed", getattr(link, "name", link))
+
+    def _abort_start(self) -> None:
+        """Undo a partial ``start()``: stop the links already started, then the writer."""
+        self.service.stop_accepting()
+        self._stop_links()
         self.links.clear()
         self.service.drain(10.0)
         try:
@@ -128,11 +132,7 @@ class Daemon:
         self.stopping.set()
         log.info("stopping: finishing in-flight taps")
         self.service.stop_accepting()
-        for link in self.links:
-            try:
-                link.stop()
-            except Exception:  # noqa: BLE001 - stop the others anyway
-                log.exception("stopping %s failed", getattr(link, "name", link))
+        self._stop_links()
         if not self.service.drain(10.0):
             log.error("stopping: some taps were still being decided after 10 s")
         for st in self.service.devices():

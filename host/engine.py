@@ -27,7 +27,7 @@ import sqlite_utils
 from host import ledger
 from host.errors import Conflict, HostError, InputError, InsufficientFunds
 from host.money import format_fen
-from host.policy import Policy, load_policy
+from host.policy import Policy, policy_and_clock
 from host.secure_policy import check_tap
 from host.store import parse_hours
 from protocol import codes
@@ -173,9 +173,7 @@ class Engine:
     def __init__(self, db: sqlite_utils.Database, policy: Policy | None = None,
                  clock: Callable[[], datetime] | None = None) -> None:
         self.db = db
-        self.policy = policy if policy is not None else load_policy()
-        tz = self.policy.tz
-        self.clock = clock if clock is not None else (lambda: datetime.now(tz))
+        self.policy, self.clock = policy_and_clock(policy, clock)
         self._devices: dict[str, tuple[str, dict[str, Any]]] = {}
         #: The tap being decided while ``encode_reply`` runs (None outside decide calls), so
         #: a batch encoder can tell which tap a Decision belongs to.

@@ -14,7 +14,9 @@ from __future__ import annotations
 import copy
 import json
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from importlib import resources
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -345,3 +347,12 @@ def _valid_cover(c: Any, programs: dict[int, Program]) -> bool:
     if isinstance(c, str) and c.startswith("wash:") and c[5:].isascii() and c[5:].isdigit():
         return int(c[5:]) in programs
     return False
+
+
+def policy_and_clock(policy: Policy | None, clock: Callable[[], datetime] | None
+                     ) -> tuple[Policy, Callable[[], datetime]]:
+    """The defaults the engine and the admin writes share: the shipped policy when none is
+    given, and a clock reading "now" in the policy's time zone when none is injected."""
+    policy = policy if policy is not None else load_policy()
+    tz = policy.tz
+    return policy, clock if clock is not None else (lambda: datetime.now(tz))
