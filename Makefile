@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: demo test venv mosquitto selftest bench clean
 
 demo: $(STAMP)
-	$(PY) -m host.demo
+	$(PY) -m sim.demo
 
 test: $(STAMP) mosquitto
 	$(PY) -m protocol.selftest

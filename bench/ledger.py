@@ -30,11 +30,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from host.engine import Engine, Tap  # noqa: E402
+from host.rules.engine import Engine, Tap  # noqa: E402
 from host.errors import InputError  # noqa: E402
-from host.policy import load_policy  # noqa: E402
-from host.store import open_db, register_device  # noqa: E402
-from host.writer import Checkpointer, passive_checkpoint  # noqa: E402
+from host.rules.policy import load_policy  # noqa: E402
+from host.store.db import open_db, register_device  # noqa: E402
+from host.site.writer import Checkpointer, passive_checkpoint  # noqa: E402
 from support import pct  # noqa: E402
 
 
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                 passive_checkpoint(conn)
                 finish_ms.append((time.perf_counter() - t) * 1000)
 
-        if not args.auto_checkpoint:   # the daemon's writer setup (host/writer.py)
+        if not args.auto_checkpoint:   # the daemon's writer setup (host/site/writer.py)
             conn.execute("PRAGMA wal_autocheckpoint = 0")
             ckpt = Checkpointer(path, lambda: commits[0], on_full=wal_full.set).start()
 

@@ -3,8 +3,8 @@
 
 Serves any number of readers at once over serial ports (``--serial``, repeatable), one MQTT
 broker (``--mqtt``) and a host-attached NFC reader (``--nfc`` with ``--nfc-device``). Every
-frame is authenticated by :class:`host.service.Service`; every tap is decided by the engine on
-the single writer thread (:class:`host.writer.Writer`) and answered only after its
+frame is authenticated by :class:`host.site.service.Service`; every tap is decided by the engine on
+the single writer thread (:class:`host.site.writer.Writer`) and answered only after its
 transaction committed. SIGTERM or SIGINT: stop accepting, finish in-flight taps, persist the
 device state, close the database, exit 0. Bad configuration: one line on stderr, exit 2.
 
@@ -21,12 +21,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from host.daemon_config import DaemonConfig, load_config
+from host.site.config import DaemonConfig, load_config
 from host.errors import HostError, InputError
-from host.metrics import Metrics
-from host.policy import load_policy
-from host.service import Service, ServiceConfig
-from host.writer import Writer
+from host.site.metrics import Metrics
+from host.rules.policy import load_policy
+from host.site.service import Service, ServiceConfig
+from host.site.writer import Writer
 
 log = logging.getLogger("tapkiosk.daemon")
 
@@ -84,16 +84,16 @@ class Daemon:
     def _start_links(self) -> None:
         c = self.config
         for url in c.serial:
-            from host.links.serial import SerialLink
+            from host.site.links.serial import SerialLink
             self.links.append(SerialLink(url, self.service, baudrate=c.baud).start())
         if c.mqtt is not None:
-            from host.links.mqtt import MqttLink
+            from host.site.links.mqtt import MqttLink
             self.links.append(MqttLink(c.mqtt_host, c.mqtt_port, self.service,
                                        client_id=c.mqtt_client_id, username=c.mqtt_user,
                                        password=c.mqtt_password, tls=c.mqtt_tls,
                                        ca_file=c.mqtt_ca).start())
         if c.nfc is not None:
-            from host.links.nfc import NfcLink
+            from host.site.links.nfc import NfcLink
             self.links.append(NfcLink(c.nfc, c.nfc_device or "", self.service).start())
 
     def _stop_links(self) -> None:

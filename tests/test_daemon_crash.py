@@ -8,7 +8,7 @@ import urllib.request
 from pathlib import Path
 
 from conftest import free_port
-from host import cli
+from host.cli import app as cli
 from protocol import codes
 from sim.device import MqttTransport, SimDevice
 from test_daemon_support import (CARD, KEY_A, DaemonProcess, balance, make_site, tap_count,

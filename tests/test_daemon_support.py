@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from host.admin import Admin
+from host.admin.core import Admin
 from host.daemon import Daemon
-from host.daemon_config import load_config
+from host.site.config import load_config
 from host.errors import HostError
-from host.store import open_db, register_device
-from host.writer import WriterClosed
+from host.store.db import open_db, register_device
+from host.site.writer import WriterClosed
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY_A = bytes(range(32))
@@ -70,7 +70,7 @@ def tap_count(path: Path, device_id: str | None = None) -> int:
 
 def ledger_ok(path: Path) -> bool:
     """The ledger's own verify(): projections re-derive from the ledger."""
-    from host import ledger
+    from host.ledger import book as ledger
     db = open_db(path)
     try:
         return ledger.verify(db) == []

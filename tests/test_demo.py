@@ -1,4 +1,4 @@
-"""`make demo` (python -m host.demo): every scripted tap gets its decision through the real
+"""`make demo` (python -m sim.demo): every scripted tap gets its decision through the real
 firmware, daemon and engine; verify passes; Ctrl-C leaves no process and no directory behind."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from conftest import ROOT, micropython_path
 
 pytestmark = pytest.mark.skipif(micropython_path() is None, reason="needs the MicroPython unix port")
 
-# What each scripted tap must give, written out here independently of host/demo.py:
+# What each scripted tap must give, written out here independently of sim/demo.py:
 # (device, card, member, verdict, reason, charged_fen, balance_fen after, relay pulsed, LED).
 EXPECTED = [
     ("gate-1", "04A1B2C3D4E5F6", "Ann", "grant", "ok", 0, 0, True, "green"),
@@ -69,7 +69,7 @@ def _site_from(stderr: str) -> Path:
 
 
 def test_demo_json_every_tap_as_expected_and_verify_passes():
-    r = subprocess.run([sys.executable, "-m", "host.demo", "--json"], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "sim.demo", "--json"], cwd=ROOT,
                        capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stdout + r.stderr
     lines = [json.loads(x) for x in r.stdout.splitlines()]
@@ -97,7 +97,7 @@ def test_demo_json_every_tap_as_expected_and_verify_passes():
 
 
 def test_demo_human_output_shows_table_report_and_next_steps():
-    r = subprocess.run([sys.executable, "-m", "host.demo", "--keep"], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "sim.demo", "--keep"], cwd=ROOT,
                        capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stdout + r.stderr
     out = r.stdout
@@ -121,7 +121,7 @@ def test_demo_human_output_shows_table_report_and_next_steps():
 
 
 def test_ctrl_c_mid_run_leaves_nothing_running():
-    p = subprocess.Popen([sys.executable, "-m", "host.demo", "--json"], cwd=ROOT,
+    p = subprocess.Popen([sys.executable, "-m", "sim.demo", "--json"], cwd=ROOT,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          start_new_session=True)
     try:
@@ -149,7 +149,7 @@ def test_ctrl_c_mid_run_leaves_nothing_running():
 
 
 def test_bad_option_is_refused():
-    from host import demo
+    from sim import demo
     assert demo.main(["--mqtt", "nohostport"]) == 2
     assert demo.main(["--no-such-option"]) == 2
 

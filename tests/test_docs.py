@@ -17,7 +17,7 @@ import pytest
 
 from conftest import ROOT
 
-from host import cli
+from host.cli import app as cli
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "host" / "README.md",
         ROOT / "protocol" / "README.md", ROOT / "deploy" / "README.md", ROOT / "DEVELOPERS.md"]

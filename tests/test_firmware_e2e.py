@@ -19,7 +19,7 @@ import pytest
 
 from conftest import ROOT, micropython_path
 
-from host.store import open_db, register_device
+from host.store.db import open_db, register_device
 from protocol import codes
 from sim.cable import Cable
 from sim.cards import UidCard
@@ -33,7 +33,7 @@ KEY = bytes(range(32))
 CARD = "04A1B2C3"
 OTHER = "04D1E2F3A4B5C6"  # enrolled, no pass: the gate denies it
 RELAY, LED_R, LED_G = str(FEEDBACK["relay"]), str(FEEDBACK["led_r"]), str(FEEDBACK["led_g"])
-GATE_RELAY_MS = 800  # host policy default for gates (host/policy_default.toml)
+GATE_RELAY_MS = 800  # host policy default for gates (host/rules/policy_default.toml)
 
 
 def cli(db: Path, *args: str) -> dict:

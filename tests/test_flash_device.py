@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from host.store import device_key, open_db
+from host.store.db import device_key, open_db
 from tools import flash
 from tools.board import EspBoard
 

@@ -18,7 +18,7 @@ import pytest
 from test_flash_support import RecordingBoard, make_app_tree, make_firmware, selfcheck_line
 
 from host.errors import NotFound
-from host.store import device_key, open_db, register_device
+from host.store.db import device_key, open_db, register_device
 from tools import flash
 from tools.board import EspBoard, classify_port_error
 from tools.errors import BoardError, NoPort, NotInDownloadMode, PortBusy, PortPermission
@@ -392,7 +392,7 @@ def test_image_leaves_the_binding_to_the_first_update(site, capsys):
 
 
 def test_device_list_shows_the_bound_mac(site, capsys):
-    from host.cli import main as tapkiosk
+    from host.cli.app import main as tapkiosk
 
     assert run(provision_argv(site), RecordingBoard(mac=MAC_A)) == 0
     register_device(open_db(str(site["db"])), "wash-3", "wash")

@@ -5,11 +5,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given, strategies as st
 
-from host import ledger
-from host.admin import Admin
+from host.ledger import book as ledger
+from host.admin.core import Admin
 from host.errors import InsufficientFunds
-from host.policy import build_policy, load_policy
-from host.store import open_db, transaction
+from host.rules.policy import build_policy, load_policy
+from host.store.db import open_db, transaction
 
 TZ = ZoneInfo("Asia/Shanghai")
 

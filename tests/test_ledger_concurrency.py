@@ -4,17 +4,17 @@ import sys
 import textwrap
 from pathlib import Path
 
-from host import ledger
-from host.admin import Admin
-from host.store import open_db, register_device
+from host.ledger import book as ledger
+from host.admin.core import Admin
+from host.store.db import open_db, register_device
 
 ROOT = Path(__file__).resolve().parents[1]
 UID = "04A1B2C3D4E5F6"
 
 WORKER = textwrap.dedent("""
     import sys
-    from host.engine import Engine, Tap
-    from host.store import open_db
+    from host.rules.engine import Engine, Tap
+    from host.store.db import open_db
     db_path, device, first, count, amount = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
     engine = Engine(open_db(db_path))
     grants = 0

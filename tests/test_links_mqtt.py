@@ -150,7 +150,7 @@ _ = (Refused, Mac, CARD2)
 
 
 def test_gate_gets_allow_list_config_and_events_are_stored(tmp_path: Path, broker) -> None:
-    from host.store import open_db
+    from host.store.db import open_db
     path = tmp_path / "site.db"
     make_site(path, {"gate-1": ("gate", KEY_A)})
     d = _daemon(path, broker)
@@ -178,7 +178,7 @@ def test_allow_list_change_pushes_config_while_gate_stays_connected(tmp_path: Pa
     """Blocking a card (through the CLI, another process's write) while the gate is connected
     pushes a CONFIG with a higher version that no longer carries that card; selling a pass
     adds one."""
-    from host.cli import main as cli
+    from host.cli.app import main as cli
     path = tmp_path / "site.db"
     ids = make_site(path, {"gate-1": ("gate", KEY_A)})
     d = _daemon(path, broker, "--config-check-s", "1")
@@ -205,7 +205,7 @@ def test_allow_list_change_pushes_config_while_gate_stays_connected(tmp_path: Pa
 
 def open_db_acked(path: Path, device_id: str) -> int:
     """The acknowledged config version of a device, read from the database file."""
-    from host.store import open_db
+    from host.store.db import open_db
     db = open_db(path)
     try:
         row = db.execute("SELECT acked FROM device_config WHERE device_id = ?",

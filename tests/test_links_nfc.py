@@ -16,12 +16,12 @@ import nfc.clf
 from contextlib import contextmanager
 
 from conftest import free_port
-from host.admin import Admin
-from host.ntag424_personalise import URL_TEMPLATE, ndef_template, read_ndef
-from host.policy import load_policy
-from host.secure_enroll import enroll_secure
-from host.secure_policy import ensure_site_key
-from host.store import open_db
+from host.admin.core import Admin
+from host.secure.personalise import URL_TEMPLATE, ndef_template, read_ndef
+from host.rules.policy import load_policy
+from host.secure.enroll import enroll_secure
+from host.secure.check import ensure_site_key
+from host.store.db import open_db
 from sim.isodep import IsoDepPicc
 from sim.magic import MagicCard
 from sim.ntag424 import Ntag424

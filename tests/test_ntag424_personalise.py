@@ -4,7 +4,7 @@ tap; the SUN data must satisfy SunVerifier with the diversified keys, and only t
 
 import pytest
 
-from host.ntag424_personalise import (
+from host.secure.personalise import (
     URL_TEMPLATE,
     CardRefused,
     authenticate_ev2_first,
@@ -13,7 +13,7 @@ from host.ntag424_personalise import (
     personalise,
     read_ndef,
 )
-from host.secure import SecureCardError, SunVerifier, parse_sun, site_card_keys
+from host.secure.sun import SecureCardError, SunVerifier, parse_sun, site_card_keys
 from sim.magic import MagicCard
 from sim.ntag424 import Ntag424
 

@@ -13,14 +13,14 @@ Quoted examples (all keys factory zero):
 
 import pytest
 
-from host.ntag424_personalise import (
+from host.secure.personalise import (
     CardRefused,
     Ev2Session,
     authenticate_ev2_first,
     change_key_apdu,
     session_keys,
 )
-from host.secure import SecureCardError
+from host.secure.sun import SecureCardError
 from sim.ntag424 import Ntag424
 
 h = bytes.fromhex
@@ -227,7 +227,7 @@ def _read_file(card, n):
 
 
 def test_sdm_mac_over_a_non_empty_input():
-    from host.secure import decrypt_picc_data, sdm_mac
+    from host.secure.sun import decrypt_picc_data, sdm_mac
     card = Ntag424(h("04DE5F1EACC040"), keys=[bytes(16), h("11" * 16), h("22" * 16),
                                                bytes(16), bytes(16)])
     template = b"\x00\x00" + b"p=" + b"0" * 32 + b"&c=" + b"0" * 16

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("nfc")
 
-from host.cli import main  # noqa: E402
+from host.cli.app import main  # noqa: E402
 from sim.ntag424 import Ntag424  # noqa: E402
 from sim.pn532 import PN532Emulator  # noqa: E402
 

@@ -16,13 +16,13 @@ import pytest
 
 from test_firmware_e2e import CARD, KEY, OTHER, rigs  # noqa: F401  (rigs is the fixture)
 
-from host.admin import Admin
-from host.ntag424_personalise import URL_TEMPLATE, ndef_template, ndef_url, read_ndef
-from host.policy import load_policy
-from host.secure import parse_sun
-from host.secure_enroll import enroll_secure
-from host.secure_policy import ensure_site_key
-from host.store import open_db
+from host.admin.core import Admin
+from host.secure.personalise import URL_TEMPLATE, ndef_template, ndef_url, read_ndef
+from host.rules.policy import load_policy
+from host.secure.sun import parse_sun
+from host.secure.enroll import enroll_secure
+from host.secure.check import ensure_site_key
+from host.store.db import open_db
 from sim.cards import UidCard
 from sim.device import SerialTransport, SimDevice
 from sim.magic import MagicCard

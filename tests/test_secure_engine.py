@@ -1,6 +1,6 @@
 # Runs on CPython (pytest): secure cards in the engine — SUN verified in the tap transaction, every deny reason, site keys.
-"""Engine-level tests of host/secure_policy.py: a virtual NTAG 424 DNA (sim/ntag424.py) is
-personalised with the site key from the store (host/secure_enroll.py, card transceive
+"""Engine-level tests of host/secure/check.py: a virtual NTAG 424 DNA (sim/ntag424.py) is
+personalised with the site key from the store (host/secure/enroll.py, card transceive
 directly, no reader), then read as a reader would to get the TAP secure field."""
 
 import os
@@ -9,15 +9,15 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from host import secure_policy
-from host.admin import Admin
-from host.engine import Engine, Tap
+from host.secure import check as secure_policy
+from host.admin.core import Admin
+from host.rules.engine import Engine, Tap
 from host.errors import Conflict, InputError, NotFound
-from host.ntag424_personalise import ndef_url, read_ndef
-from host.policy import build_policy, load_policy
-from host.secure import parse_sun
-from host.secure_enroll import EnrollError, enroll_secure, read_sun_field
-from host.store import open_db, register_device
+from host.secure.personalise import ndef_url, read_ndef
+from host.rules.policy import build_policy, load_policy
+from host.secure.sun import parse_sun
+from host.secure.enroll import EnrollError, enroll_secure, read_sun_field
+from host.store.db import open_db, register_device
 from sim.magic import MagicCard
 from sim.ntag424 import Ntag424
 

@@ -1,10 +1,10 @@
-# Runs on CPython (pytest): host/secure.py against published test vectors (RFC 4493, AN10922, AN12196).
+# Runs on CPython (pytest): host/secure/sun.py against published test vectors (RFC 4493, AN10922, AN12196).
 """Every expected value in this file is a published vector, quoted with its source."""
 
 import pytest
 
 from host.errors import HostError
-from host.secure import (
+from host.secure.sun import (
     SecureCardError,
     SunFormatError,
     aes_cmac,

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from host.secure import (
+from host.secure.sun import (
     SUN_FIELD_TAG,
     CardKeys,
     SecureCardError,

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from host.admin import Admin
-from host.metrics import Metrics
-from host.policy import load_policy
-from host.service import Service
-from host.store import open_db
-from host.writer import Writer
+from host.admin.core import Admin
+from host.site.metrics import Metrics
+from host.rules.policy import load_policy
+from host.site.service import Service
+from host.store.db import open_db
+from host.site.writer import Writer
 from protocol import packet as pk
 from test_daemon_support import CARD, CARD2, KEY_A, make_site
 

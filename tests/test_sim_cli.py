@@ -18,7 +18,7 @@ import pytest
 from conftest import ROOT, free_port, micropython_path
 from test_demo import _alive, _descendants
 
-from host import cli
+from host.cli import app as cli
 from sim import cli as simcli
 
 pytestmark = pytest.mark.skipif(micropython_path() is None, reason="needs the MicroPython unix port")
@@ -130,7 +130,7 @@ def test_sim_tap_without_a_simulator_says_what_to_start(tmp_path, capsys):
 
 
 def test_demo_stay_then_sim_tap_then_ctrl_c(tmp_path):
-    p = subprocess.Popen([sys.executable, "-m", "host.demo", "--stay", "--json"], cwd=ROOT,
+    p = subprocess.Popen([sys.executable, "-m", "sim.demo", "--stay", "--json"], cwd=ROOT,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          start_new_session=True)
     try:

@@ -2,8 +2,8 @@
 import pytest
 
 from host.errors import Conflict, InputError, NotFound
-from host.policy import load_policy
-from host.store import (device_key, get_device, open_db, register_device, schema_version,
+from host.rules.policy import load_policy
+from host.store.db import (device_key, get_device, open_db, register_device, schema_version,
                         touch_device, MIGRATIONS)
 
 

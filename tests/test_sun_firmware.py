@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "firmware"))
 import sun  # noqa: E402  firmware/sun.py
 
 from conftest import ROOT, micropython_path  # noqa: E402
-from host.ntag424_personalise import ndef_template  # noqa: E402
-from host.secure import SunVerifier, site_card_keys  # noqa: E402
+from host.secure.personalise import ndef_template  # noqa: E402
+from host.secure.sun import SunVerifier, site_card_keys  # noqa: E402
 from sim.cards import IsoDepCard  # noqa: E402
 from sim.magic import MagicCard  # noqa: E402
 from sim.ntag424 import Ntag424  # noqa: E402
@@ -47,7 +47,7 @@ def read(card):
 
 
 def personalised():
-    from host.ntag424_personalise import personalise
+    from host.secure.personalise import personalise
     card = Ntag424(bytes.fromhex(UID))
     personalise(card.transceive, card.uid, MASTER)
     return card

@@ -1,12 +1,12 @@
-# Runs on CPython (pytest): host/voids.py — a tap the device gave up on is reversed or tombstoned, never charged.
+# Runs on CPython (pytest): host/rules/voids.py — a tap the device gave up on is reversed or tombstoned, never charged.
 
 import pytest
 
-from host import ledger
-from host.engine import Tap
+from host.ledger import book as ledger
+from host.rules.engine import Tap
 from host.errors import InputError
-from host.store import open_db
-from host.voids import VoidRefused, void_tap
+from host.store.db import open_db
+from host.rules.voids import VoidRefused, void_tap
 from site_support import UID, make_site
 
 
@@ -242,7 +242,7 @@ def test_daemon_answers_voids_over_a_cable(tmp_path):
 
 
 def test_reports_leave_voided_taps_out_of_consumption_and_grants(site):
-    from host import reports
+    from host.store import reports
     db, admin, engine, clock, mid = site
     engine.decide(Tap("K1", 1, UID, amount_fen=1000), enc)
     engine.decide(Tap("K1", 2, UID, amount_fen=2000), enc)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from host import ledger
-from host.engine import Decision, Tap
+from host.ledger import book as ledger
+from host.rules.engine import Decision, Tap
 from host.errors import HostError
-from host.store import open_db
-from host.writer import Writer
+from host.store.db import open_db
+from host.site.writer import Writer
 from test_daemon_support import CARD, CARD2, balance, make_site, tap_count
 
 
@@ -104,7 +104,7 @@ def test_full_wal_is_finished_by_the_writer_and_restarts(tmp_path: Path) -> None
     restarts from its beginning instead of growing."""
     import threading
 
-    from host.writer import Checkpointer, passive_checkpoint
+    from host.site.writer import Checkpointer, passive_checkpoint
     path = tmp_path / "site.db"
     make_site(path)
     db = open_db(path)
@@ -156,7 +156,7 @@ def test_call_leaving_a_transaction_open_is_rolled_back_and_taps_go_on(tmp_path)
 def test_a_tap_that_fails_its_batch_does_not_refuse_the_others(tmp_path: Path) -> None:
     """A tap the engine cannot decide (an unexpected exception rolls back the whole batch)
     fails alone: the taps batched with it are decided again one by one, each charged once."""
-    from host.engine import Engine
+    from host.rules.engine import Engine
 
     path = tmp_path / "site.db"
     ids = make_site(path)

@@ -7,7 +7,7 @@ VOID"). ``void_tap()`` settles it in ONE ``BEGIN IMMEDIATE`` transaction keyed o
 ``(device_id, tap_seq)``:
 
 - **the tap was applied** (its DECISION was lost or came too late): every ledger row it wrote
-  is reversed with a reversing entry (``host.ledger.reverse``: balance, bonus lots, points,
+  is reversed with a reversing entry (``host.ledger.book.reverse``: balance, bonus lots, points,
   qualifying purchase, punch-card use); a gate's presence flag is flipped back when the tap
   was the last thing that set it. The ledger stays append-only;
 - **the tap never arrived**: a tombstone row takes its place in ``taps`` (verdict deny, reason
@@ -39,10 +39,10 @@ from dataclasses import dataclass
 
 import sqlite_utils
 
-from host import ledger
-from host.engine import Decision, Engine, clip_text
+from host.ledger import book as ledger
+from host.rules.engine import Decision, Engine, clip_text
 from host.errors import Conflict, InputError, InsufficientFunds
-from host.store import transaction
+from host.store.db import transaction
 from protocol import codes
 
 VOID_TEXT = "Voided, not charged"

@@ -2,7 +2,7 @@
 """Policy loading and validation.
 
 The policy is a TOML file. ``load_policy(None)`` returns the shipped defaults
-(``host/policy_default.toml``); ``load_policy(path)`` overlays the file on the defaults:
+(``host/rules/policy_default.toml``); ``load_policy(path)`` overlays the file on the defaults:
 scalar keys override one by one, while the collections ``tiers``, ``plans``,
 ``wash.programs`` and ``stored_value.ladder`` replace the default collection as a whole
 when the file has them. Every value is checked on load; a bad one raises ``InputError``
@@ -184,7 +184,7 @@ class _Reader:
 
 
 def _default_raw() -> dict[str, Any]:
-    text = resources.files("host").joinpath("policy_default.toml").read_text("utf-8")
+    text = resources.files("host.rules").joinpath("policy_default.toml").read_text("utf-8")
     return tomllib.loads(text)
 
 

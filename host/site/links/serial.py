@@ -19,7 +19,7 @@ from typing import Any
 
 import serial
 
-from host.service import Service
+from host.site.service import Service
 from protocol import framing
 
 log = logging.getLogger("tapkiosk.serial")

@@ -8,7 +8,7 @@
   (``export --with-keys`` is the backup path, like the device keys).
 * **The tap check** ``check_tap(conn, policy, tap)`` runs inside the engine's tap
   transaction, before the rules: a card enrolled secure must carry a valid, fresh SUN
-  message (``host.secure.SunVerifier``); on a site whose ``security.mode`` is ``"sun"`` a
+  message (``host.secure.sun.SunVerifier``); on a site whose ``security.mode`` is ``"sun"`` a
   plain-UID card is refused (``secure_required``); on a ``"uid"`` site it is accepted and
   the tap row says ``security = 'insecure'``. A verified counter is stored at once, so a
   SUN message is used up even when the tap is then refused for another reason (no balance).
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from host.errors import Conflict, NotFound
-from host.secure import SunVerifier, site_card_keys
+from host.secure.sun import SunVerifier, site_card_keys
 
 __all__ = ["SecureCheck", "check_tap", "ensure_site_key", "rotate_site_key", "site_key",
            "site_key_info", "MODES"]

@@ -13,7 +13,7 @@ any link and answers through ``send(packet_bytes)``:
    again; a tap already applied before a restart gets the stored reply from the engine;
 4. dispatch: TAP -> writer (group commit) -> DECISION, HELLO -> WELCOME (+ CONFIG when the
    device's acknowledged config is behind), PING -> PONG, EVENT -> stored, ACK -> config
-   acknowledged, VOID -> writer (``host.voids.void_tap``) -> DECISION reason ``voided``.
+   acknowledged, VOID -> writer (``host.rules.voids.void_tap``) -> DECISION reason ``voided``.
 
 A gate's CONFIG carries the offline allow-list, which changes while the gate stays connected
 (a card blocked or enrolled, a pass sold or expired). Every ``config_check_s`` seconds
@@ -43,13 +43,13 @@ from typing import Any
 
 import sqlite_utils
 
-from host.engine import Decision, Tap, clip_text
+from host.rules.engine import Decision, Tap, clip_text
 from host.errors import HostError
-from host.metrics import Metrics
-from host.policy import Policy
-from host.store import BUSY_TIMEOUT_MS, touch_device
-from host.voids import VoidRefused, stored_void_reply, void_tap
-from host.writer import Writer, WriterClosed
+from host.site.metrics import Metrics
+from host.rules.policy import Policy
+from host.store.db import BUSY_TIMEOUT_MS, touch_device
+from host.rules.voids import VoidRefused, stored_void_reply, void_tap
+from host.site.writer import Writer, WriterClosed
 from protocol import codes
 from protocol import packet as pk
 from protocol.errors import AuthError, ProtocolError, ReplayError
@@ -383,7 +383,7 @@ class Service:
     def _void(self, st: DeviceState, p: pk.Packet, send: Send, link: str, t0: float) -> None:
         """A VOID: the device gave up on tap ``tap_seq`` and started nothing. It passes the
         replay window like a TAP (it may come late from the outbox) and is settled on the
-        writer by ``host.voids.void_tap`` (reversed or tombstoned, one transaction). The
+        writer by ``host.rules.voids.void_tap`` (reversed or tombstoned, one transaction). The
         answer is a DECISION for ``tap_seq``, reason ``voided``; a tap granted offline is
         not voided (ERROR ``unsupported``)."""
         tap_seq = p.fields["tap_seq"]

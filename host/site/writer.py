@@ -38,11 +38,11 @@ from typing import Any, TypeVar
 
 import sqlite_utils
 
-from host.engine import Decision, Engine, Tap
+from host.rules.engine import Decision, Engine, Tap
 from host.errors import HostError
-from host.metrics import Metrics
-from host.policy import Policy
-from host.store import BUSY_TIMEOUT_MS, open_db
+from host.site.metrics import Metrics
+from host.rules.policy import Policy
+from host.store.db import BUSY_TIMEOUT_MS, open_db
 
 T = TypeVar("T")
 Encoder = Callable[[Tap, Decision], bytes]

@@ -1,5 +1,5 @@
 # Runs on CPython (host): `make demo` / `tapkiosk demo` — a site, the real daemon and three simulated readers, one scripted visit.
-"""``tapkiosk demo`` (``make demo``, ``python -m host.demo``): tapkiosk end to end in under a minute.
+"""``tapkiosk demo`` (``make demo``, ``python -m sim.demo``): tapkiosk end to end in under a minute.
 
 No broker and no hardware needed. In a temporary site directory it:
 
@@ -101,9 +101,9 @@ class DemoError(Exception):
 
 def seed(db_path: Path) -> dict[str, bytes]:
     """Create the site: devices (returns their keys) and the members of MEMBERS."""
-    from host.admin import Admin
-    from host.policy import load_policy
-    from host.store import open_db, register_device
+    from host.admin.core import Admin
+    from host.rules.policy import load_policy
+    from host.store.db import open_db, register_device
 
     db = open_db(db_path)
     try:
@@ -305,7 +305,7 @@ def table_row(n: int, row: dict[str, Any], tiers: dict[str, str]) -> str:
 
 def run_cli(db: Path, *args: str) -> tuple[int, str]:
     """``tapkiosk --db DB ARGS`` in-process; returns (exit code, stdout)."""
-    from host import cli
+    from host.cli import app as cli
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from host.secure import (
+from host.secure.sun import (
     KEY_APP_MASTER,
     KEY_SDM_FILE_READ,
     KEY_SDM_META_READ,

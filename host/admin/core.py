@@ -18,13 +18,13 @@ from typing import Any
 
 import sqlite_utils
 
-from host import ledger
-from host.engine import (IDEMPOTENCY_KEY_RE, add_duration, maybe_upgrade, months_later_start,
+from host.ledger import book as ledger
+from host.rules.engine import (IDEMPOTENCY_KEY_RE, add_duration, maybe_upgrade, months_later_start,
                          points_multiplier)
 from host.errors import Conflict, InputError, InsufficientFunds, NotFound
 from host.money import format_fen
-from host.policy import Policy, policy_and_clock
-from host.store import transaction
+from host.rules.policy import Policy, policy_and_clock
+from host.store.db import transaction
 
 _UID_RE = re.compile(r"(?:[0-9A-F]{8}|[0-9A-F]{14}|[0-9A-F]{20})")
 _BIRTHDAY_RE = re.compile(r"(?:(\d{4})-)?(\d{2})-(\d{2})", re.ASCII)

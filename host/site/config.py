@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, NoReturn
 
 from host.errors import InputError
-from host.store import default_db_path
+from host.store.db import default_db_path
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import Any
 
 import sqlite_utils
 
-from host.policy import Policy
+from host.rules.policy import Policy
 
 
 def _rate(num: int, den: int) -> float:
@@ -33,7 +33,7 @@ def _day_bounds(day: date, policy: Policy) -> tuple[int, int]:
     return int(start.timestamp()), int(end.timestamp())
 
 
-# Taps a device gave up on and the host reversed (host/voids.py) were neither granted nor paid.
+# Taps a device gave up on and the host reversed (host/rules/voids.py) were neither granted nor paid.
 _NOT_VOIDED = "id NOT IN (SELECT tap_id FROM tap_voids)"
 
 

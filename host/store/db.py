@@ -237,7 +237,7 @@ ALTER TABLE cards ADD COLUMN sun_counter INTEGER NOT NULL DEFAULT 0
     CHECK (sun_counter BETWEEN 0 AND 16777215);
 ALTER TABLE taps ADD COLUMN security TEXT;
 """),
-    # VOID (host/voids.py): one row per tap a device gave up on, with the reply it got.
+    # VOID (host/rules/voids.py): one row per tap a device gave up on, with the reply it got.
     (5, "voids: taps a device gave up on, reversed or tombstoned", """
 CREATE TABLE tap_voids (
     id INTEGER PRIMARY KEY,

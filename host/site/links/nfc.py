@@ -10,7 +10,7 @@ repeat across restarts). The same card held on the reader is one tap: a UID seen
 no MAC on this path, the reader is inside the host.
 
 An ISO-DEP (Type 4) card is read like the ESP32 firmware reads it (``firmware/sun.py``): its
-NDEF file through ``host.secure_enroll.read_sun_field``, so a secure NTAG 424 DNA's SUN message
+NDEF file through ``host.secure.enroll.read_sun_field``, so a secure NTAG 424 DNA's SUN message
 goes into ``Tap.secure`` and is verified by the engine (host/SECURE.md). A card taken away
 mid-read is reported on its UID alone, as the firmware does (a secure card is then refused).
 """
@@ -22,11 +22,11 @@ import threading
 import time
 from typing import Any
 
-from host.engine import Decision, Tap
+from host.rules.engine import Decision, Tap
 from host.errors import HostError
-from host.secure_enroll import read_sun_field
-from host.service import Service
-from host.store import touch_device
+from host.secure.enroll import read_sun_field
+from host.site.service import Service
+from host.store.db import touch_device
 
 log = logging.getLogger("tapkiosk.nfc")
 

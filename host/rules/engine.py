@@ -7,7 +7,7 @@ applies nothing; otherwise it evaluates the policy, writes the ledger rows, proj
 the tap record, and commits. ``decide_many()`` does the same for a batch in one transaction
 (group commit), each tap inside its own SAVEPOINT.
 
-Policy is data (``host.policy``); dates come from the injectable ``clock``.
+Policy is data (``host.rules.policy``); dates come from the injectable ``clock``.
 """
 
 from __future__ import annotations
@@ -24,16 +24,16 @@ from typing import Any
 
 import sqlite_utils
 
-from host import ledger
+from host.ledger import book as ledger
 from host.errors import Conflict, HostError, InputError, InsufficientFunds
 from host.money import format_fen
-from host.policy import Policy, policy_and_clock
-from host.secure_policy import check_tap
-from host.store import parse_hours
+from host.rules.policy import Policy, policy_and_clock
+from host.secure.check import check_tap
+from host.store.db import parse_hours
 from protocol import codes
 
 TEXT_MAX_BYTES = 64
-#: Idempotency keys of operator writes (here and in ``host.admin``).
+#: Idempotency keys of operator writes (here and in ``host.admin.core``).
 IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,128}")
 _NAME_CHARS = 10
 
@@ -165,7 +165,7 @@ _TAP_COLS = ("verdict", "reason", "relay_ms", "pattern", "text", "balance_fen", 
 class Engine:
     """The rules engine over one store.
 
-    ``db``: a database from ``host.store.open_db``; ``policy``: a ``Policy`` (default: the
+    ``db``: a database from ``host.store.db.open_db``; ``policy``: a ``Policy`` (default: the
     shipped defaults); ``clock``: returns an aware datetime in the site time zone (default:
     now in ``policy.timezone``).
     """
@@ -269,7 +269,7 @@ class Engine:
         ts = int(now.timestamp())
         tap_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM taps").fetchone()[0]
         # Secure cards first, outside the SAVEPOINT: a verified SUN counter stays used even
-        # when the tap is then refused for another reason (host/secure_policy.py).
+        # when the tap is then refused for another reason (host/secure/check.py).
         sec = check_tap(conn, self.policy, tap)
         conn.execute("SAVEPOINT tap")
         try:
@@ -395,7 +395,7 @@ class Engine:
         if window:
             last = conn.execute("SELECT max(ts) FROM taps WHERE member_id = ? AND ts > ? AND "
                                 "device_id = ? AND verdict = 'grant' AND id NOT IN "
-                                "(SELECT tap_id FROM tap_voids)",  # host/voids.py
+                                "(SELECT tap_id FROM tap_voids)",  # host/rules/voids.py
                                 (mid, ts - window, tap.device_id)).fetchone()[0]
             if last is not None:
                 raise deny("duplicate", "Already done, wait a moment")

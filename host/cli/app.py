@@ -23,18 +23,22 @@ from typing import Any, NoReturn
 
 import sqlite_utils
 
-from host import ledger, reports, secure_policy
-from host.admin import Admin, canonical_uid
-from host.engine import Engine, Tap
+from host.ledger import book as ledger
+
+from host.store import reports
+
+from host.secure import check as secure_policy
+from host.admin.core import Admin, canonical_uid
+from host.rules.engine import Engine, Tap
 from host.errors import HostError, InputError, NotFound
 from host.money import format_fen, parse_yuan
-from host.policy import Policy, load_policy
-from host.store import (default_db_path, get_device, list_devices, open_db, register_device,
+from host.rules.policy import Policy, load_policy
+from host.store.db import (default_db_path, get_device, list_devices, open_db, register_device,
                         schema_version)
 
 #: Subcommands owned by other modules, imported only when used: name -> (module, function).
 DELEGATED = {"daemon": "host.daemon", "flash": "tools.flash", "sim": "sim.cli",
-             "demo": "host.demo"}
+             "demo": "sim.demo"}
 _GLOBAL_WITH_VALUE = ("--db", "--policy")
 
 
@@ -375,7 +379,7 @@ def _dispatch(args: argparse.Namespace, db: Any, policy: Policy, path: str,
             if args.secure:
                 if not args.reader:
                     raise InputError("--secure needs --reader (e.g. usb or tty:USB0:pn532)")
-                from host.secure_enroll import enroll_secure, nfc_reader
+                from host.secure.enroll import enroll_secure, nfc_reader
                 _show(enroll_secure(admin, member, uid, nfc_reader(args.reader),
                                     expires_at=exp, key=key), js, out)
             elif args.reader:
@@ -414,7 +418,7 @@ def _dispatch(args: argparse.Namespace, db: Any, policy: Policy, path: str,
             if args.rotate:
                 k = register_device(db, args.device_id, dev["kind"], rotate=True)
             else:
-                from host.store import device_key
+                from host.store.db import device_key
                 k = device_key(db, args.device_id)
             _show({"device_id": args.device_id, "key": k.hex(), "rotated": args.rotate}, js, out)
     elif cmd == "topup":

@@ -21,7 +21,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from host.service import Service
+from host.site.service import Service
 
 log = logging.getLogger("tapkiosk.mqtt")
 

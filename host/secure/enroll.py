@@ -2,7 +2,7 @@
 """``tapkiosk card enroll UID --member M --secure --reader R``.
 
 ``enroll_secure(admin, member_id, uid, connect)`` checks the request against the store,
-personalises the card (``host.ntag424_personalise.personalise``) with the newest site key
+personalises the card (``host.secure.personalise.personalise``) with the newest site key
 and records ``secure = 1``, ``key_version`` and ``sun_counter`` in one transaction (with the
 admin idempotency key). ``connect(uid)`` is a context manager that yields the card's APDU
 ``transceive``; ``nfc_reader(spec)`` builds one on an nfcpy reader:
@@ -25,11 +25,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, ContextManager
 
-from host.admin import Admin, canonical_uid
+from host.admin.core import Admin, canonical_uid
 from host.errors import Conflict, InputError, NotFound
-from host.ntag424_personalise import ndef_url, personalise, read_ndef
-from host.secure import SecureCardError, SunVerifier, parse_sun, site_card_keys
-from host.secure_policy import site_key
+from host.secure.personalise import ndef_url, personalise, read_ndef
+from host.secure.sun import SecureCardError, SunVerifier, parse_sun, site_card_keys
+from host.secure.check import site_key
 
 __all__ = ["EnrollError", "enroll_secure", "nfc_reader", "read_sun_field"]
 
