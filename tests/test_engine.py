@@ -4,7 +4,8 @@ from datetime import datetime
 import pytest
 
 from host.ledger import book as ledger
-from host.rules.engine import Decision, Engine, Tap, clip_text, points_multiplier
+from host.ledger.rewards import points_multiplier
+from host.rules.engine import Decision, Engine, Tap, clip_text
 from host.rules.policy import build_policy, load_policy
 from protocol import codes
 from site_support import TZ, UID, make_site

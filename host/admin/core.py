@@ -19,8 +19,8 @@ from typing import Any
 import sqlite_utils
 
 from host.ledger import book as ledger
-from host.rules.engine import (IDEMPOTENCY_KEY_RE, add_duration, maybe_upgrade, months_later_start,
-                         points_multiplier)
+from host.ledger import idempotent, rewards
+from host.ledger.periods import add_duration
 from host.errors import Conflict, InputError, InsufficientFunds, NotFound
 from host.money import format_fen
 from host.rules.policy import Policy, policy_and_clock
@@ -69,25 +69,16 @@ class Admin:
     def _write(self, command: str, args: dict[str, Any], key: str | None,
                fn: Callable[[sqlite3.Connection, int, datetime], dict[str, Any]]
                ) -> dict[str, Any]:
-        if key is not None and not IDEMPOTENCY_KEY_RE.fullmatch(key):
-            raise InputError("idempotency key must be 1-128 printable ASCII characters")
-        canon = json.dumps(args, sort_keys=True)
+        idempotent.check_key(key)
+        canon = idempotent.canonical(args)
         with transaction(self.db) as conn:
-            if key is not None:
-                row = conn.execute("SELECT command, args, result FROM ops WHERE key = ?",
-                                   (key,)).fetchone()
-                if row is not None:
-                    if row[0] != command or row[1] != canon:
-                        raise Conflict(f"idempotency key {key!r} was used for another "
-                                       f"request ({row[0]} {row[1]})")
-                    return {**json.loads(row[2]), "replayed": True}
+            first = idempotent.recall(conn, key, command, canon)
+            if first is not None:
+                return {**first, "replayed": True}
             now = self.clock()
             ts = int(now.timestamp())
             result = fn(conn, ts, now)
-            if key is not None:
-                conn.execute("INSERT INTO ops (key, command, args, result, created_at) "
-                             "VALUES (?,?,?,?,?)", (key, command, canon,
-                                                    json.dumps(result, sort_keys=True), ts))
+            idempotent.remember(conn, key, command, canon, result, ts)
         return {**result, "replayed": False}
 
     def _member(self, conn: sqlite3.Connection, member_id: int) -> tuple:
@@ -102,10 +93,6 @@ class Admin:
         return {"member_id": member_id, "principal_fen": b["principal_fen"],
                 "bonus_fen": b["bonus_fen"], "balance_fen": b["principal_fen"] + b["bonus_fen"],
                 "points": b["points"]}
-
-    def _points_expiry(self, now: datetime) -> int:
-        months = self.policy.points_expiry_months
-        return int(months_later_start(now, months).timestamp()) if months else 0
 
     def _bonus_expiry(self, now: datetime) -> int:
         days = self.policy.bonus_expiry_days
@@ -176,7 +163,7 @@ class Admin:
                 conn.execute("INSERT INTO tier_changes (ts, member_id, old_tier, new_tier, "
                              "manual, reason, op_key) VALUES (?,?,?,?,1,?,?)",
                              (ts, member_id, row[3], row[3], "manual override cleared", key))
-                maybe_upgrade(conn, self.policy, member_id, ts)
+                rewards.maybe_upgrade(conn, self.policy, member_id, ts)
             elif tier is not None:
                 conn.execute("UPDATE members SET tier = ?, tier_manual = 1 WHERE id = ?",
                              (tier, member_id))
@@ -284,7 +271,7 @@ class Admin:
             if m[5] is not None and not m[6] and pol.referral_bonus:
                 referral = pol.referral_bonus
                 ledger.credit(conn, ts, m[5], "points", referral, "referral",
-                              expires_at=self._points_expiry(now), op_key=key,
+                              expires_at=rewards.points_expiry(self.policy, now), op_key=key,
                               note=f"referred member {member_id}")
                 conn.execute("UPDATE members SET referral_paid = 1 WHERE id = ?", (member_id,))
             conn.execute("UPDATE members SET last_active_at = ? WHERE id = ?", (ts, member_id))
@@ -357,13 +344,9 @@ class Admin:
                     conn.execute("INSERT INTO payments (ts, member_id, kind, amount_fen, pass_id,"
                                  " op_key) VALUES (?,?,?,?,?,?)",
                                  (ts, member_id, "pass_sale", pl.price_fen, pid, key))
-                pts = pl.price_fen // 100 * pol.points_per_yuan * points_multiplier(pol, now, m[4])
-                if pts:
-                    ledger.credit(conn, ts, member_id, "points", pts, "earn",
-                                  expires_at=self._points_expiry(now), pass_id=pid, op_key=key)
-                ledger.credit(conn, ts, member_id, "qualifying", 1, "purchase", pass_id=pid,
-                              op_key=key)
-                maybe_upgrade(conn, pol, member_id, ts)
+                rewards.earn(conn, pol, member_id, m[4], pl.price_fen, now, ts,
+                             pass_id=pid, op_key=key)
+                rewards.qualify(conn, pol, member_id, ts, pass_id=pid, op_key=key)
             conn.execute("UPDATE members SET last_active_at = ? WHERE id = ?", (ts, member_id))
             return {**self._state(conn, member_id), "pass_id": pid, "plan": plan,
                     "kind": pl.kind, "ends_at": ends, "uses_left": uses if uses else -1}

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import sqlite3
 import time
 from collections.abc import Callable
@@ -25,7 +24,9 @@ from typing import Any
 import sqlite_utils
 
 from host.ledger import book as ledger
-from host.errors import Conflict, HostError, InputError, InsufficientFunds
+from host.ledger import idempotent, rewards
+from host.ledger.periods import day_start
+from host.errors import HostError, InsufficientFunds
 from host.money import format_fen
 from host.rules.policy import Policy, policy_and_clock
 from host.secure.check import check_tap
@@ -34,7 +35,6 @@ from protocol import codes
 
 TEXT_MAX_BYTES = 64
 #: Idempotency keys of operator writes (here and in ``host.admin.core``).
-IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,128}")
 _NAME_CHARS = 10
 
 
@@ -81,55 +81,6 @@ def clip_text(text: str, limit: int = TEXT_MAX_BYTES) -> str:
     if len(data) <= limit:
         return text
     return data[:limit].decode("utf-8", "ignore")
-
-
-def months_later_start(now: datetime, months: int) -> datetime:
-    """Midnight on the first day of the month ``months + 1`` after ``now``'s month (local):
-    the instant a lot earned in ``now``'s month expires after ``months`` months."""
-    y, m = now.year, now.month + months + 1
-    y += (m - 1) // 12
-    m = (m - 1) % 12 + 1
-    return now.replace(year=y, month=m, day=1, hour=0, minute=0, second=0, microsecond=0)
-
-
-def add_duration(start: datetime, duration: str) -> datetime:
-    """``start`` + 1 calendar month / quarter / year (day clamped to the month's end)."""
-    months = {"month": 1, "quarter": 3, "year": 12}[duration]
-    y, m = start.year, start.month + months
-    y += (m - 1) // 12
-    m = (m - 1) % 12 + 1
-    day = start.day
-    while True:
-        try:
-            return start.replace(year=y, month=m, day=day)
-        except ValueError:
-            day -= 1
-
-
-def day_start(now: datetime) -> int:
-    """Unix time of local midnight starting ``now``'s day."""
-    return int(now.replace(hour=0, minute=0, second=0, microsecond=0).timestamp())
-
-
-def points_multiplier(policy: Policy, now: datetime, birthday: str | None) -> int:
-    """Points multiplier at ``now`` for a member born on ``birthday`` ("MM-DD").
-
-    Birthday month and member day each give their multiplier; when both apply, policy
-    ``points.combine`` says "max" (the larger one) or "multiply" (their product).
-    """
-    mults = []
-    if birthday and int(birthday[:2]) == now.month:
-        mults.append(policy.birthday_multiplier)
-    if policy.member_day and now.day == policy.member_day:
-        mults.append(policy.member_day_multiplier)
-    if not mults:
-        return 1
-    if policy.combine == "multiply":
-        out = 1
-        for x in mults:
-            out *= x
-        return out
-    return max(mults)
 
 
 class _Deny(Exception):
@@ -180,8 +131,6 @@ class Engine:
         self.current_tap: Tap | None = None
         #: The seq ``decide_local`` used last (None before its first call).
         self.last_local_seq: int | None = None
-        self._min_upgrade = min((t.upgrade_purchases for t in self.policy.tiers.values()
-                                 if t.upgrade_purchases), default=1 << 62)
 
     # ------------------------------------------------------------------ transactions
     def decide(self, tap: Tap, encode_reply: Callable[[Decision], bytes] | None = None
@@ -220,33 +169,23 @@ class Engine:
         ``replayed=True`` and charges nothing; the same key for another request raises
         ``Conflict``.
         """
-        if key is not None and not IDEMPOTENCY_KEY_RE.fullmatch(key):
-            raise InputError("idempotency key must be 1-128 printable ASCII characters")
+        idempotent.check_key(key)
         dev = str(tap.device_id)
-        canon = json.dumps({"device_id": dev, "uid": str(tap.uid), "service": int(tap.service),
-                            "amount_fen": tap.amount_fen, "direction": tap.direction,
-                            "offline": bool(tap.offline)}, sort_keys=True)
+        canon = idempotent.canonical({"device_id": dev, "uid": str(tap.uid),
+                                      "service": int(tap.service), "amount_fen": tap.amount_fen,
+                                      "direction": tap.direction, "offline": bool(tap.offline)})
         conn = self.db.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            seq = None
-            if key is not None:
-                row = conn.execute("SELECT command, args, result FROM ops WHERE key = ?",
-                                   (key,)).fetchone()
-                if row is not None:
-                    if row[0] != "tap" or row[1] != canon:
-                        raise Conflict(f"idempotency key {key!r} was used for another "
-                                       f"request ({row[0]} {row[1]})")
-                    seq = json.loads(row[2])["seq"]
+            first = idempotent.recall(conn, key, "tap", canon)
+            seq = first["seq"] if first is not None else None
             if seq is None:
                 seq = conn.execute("SELECT min(coalesce(min(seq), 0), 0) - 1 FROM taps "
                                    "WHERE device_id = ? AND seq < 0", (dev,)).fetchone()[0]
             d = self._one(conn, dataclasses.replace(tap, seq=seq), encode_reply)
-            if key is not None and not d.replayed:
-                conn.execute("INSERT INTO ops (key, command, args, result, created_at) "
-                             "VALUES (?,?,?,?,?)", (key, "tap", canon,
-                                                    json.dumps({"seq": seq}),
-                                                    int(self.clock().timestamp())))
+            if not d.replayed:
+                idempotent.remember(conn, key, "tap", canon, {"seq": seq},
+                                    int(self.clock().timestamp()))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -356,7 +295,6 @@ class Engine:
 
     def _evaluate(self, conn: sqlite3.Connection, tap: Tap, now: datetime, ts: int,
                   tap_id: int) -> _Outcome:
-        pol = self.policy
         dev = self._device(conn, str(tap.device_id))
         if dev is None:
             raise _Deny("unknown_device", "Unknown reader")
@@ -544,21 +482,12 @@ class Engine:
 
     def _earn(self, conn, m: "_Member", paid_fen: int, now: datetime, ts: int,
               tap_id: int | None) -> int:
-        pol = self.policy
-        pts = paid_fen // 100 * pol.points_per_yuan * points_multiplier(pol, now, m.birthday)
-        if pts > 0:
-            expires = (int(months_later_start(now, pol.points_expiry_months).timestamp())
-                       if pol.points_expiry_months else 0)
-            ledger.credit(conn, ts, m.id, "points", pts, "earn", expires_at=expires,
-                          tap_id=tap_id, pending=m.pending)
-        return pts
+        return rewards.earn(conn, self.policy, m.id, m.birthday, paid_fen, now, ts,
+                            tap_id=tap_id, pending=m.pending)
 
     def _qualify(self, conn, m: "_Member", ts: int, **refs: Any) -> None:
-        ledger.credit(conn, ts, m.id, "qualifying", 1, "purchase", pending=m.pending, **refs)
-        if not m.manual and m.pending.have("qualifying") >= self._min_upgrade:
-            # Purchases in any window <= lifetime purchases: below the smallest rule's count
-            # no upgrade is possible, so the window query is skipped.
-            maybe_upgrade(conn, self.policy, m.id, ts, current=(m.tier, 0))
+        rewards.qualify(conn, self.policy, m.id, ts, pending=m.pending,
+                        current=(m.tier, int(m.manual)), **refs)
 
     def _offline(self, conn, tap: Tap, kind: str, card, ts: int, now: datetime,
                  tap_id: int) -> _Outcome:
@@ -596,30 +525,3 @@ class _Member:
     birthday: str | None
     manual: bool
     pending: ledger.Pending
-
-
-def maybe_upgrade(conn: sqlite3.Connection, policy: Policy, member_id: int, ts: int,
-                  current: tuple[str, int] | None = None) -> str | None:
-    """Move the member up to the highest tier whose rule their qualifying activity meets
-    (never down, never when the tier was set manually). Logs the change; returns the new
-    tier or None. ``current`` = (tier, tier_manual) when the caller already read them."""
-    row = current if current is not None else conn.execute(
-        "SELECT tier, tier_manual FROM members WHERE id = ?", (member_id,)).fetchone()
-    if row is None or row[1]:
-        return None
-    current = policy.tiers.get(row[0])
-    rank = current.rank if current else 0
-    for tier in reversed(policy.tiers_by_rank()):
-        if tier.rank <= rank or not tier.upgrade_purchases:
-            continue
-        since = ts - tier.upgrade_window_days * 86400
-        n = conn.execute("SELECT coalesce(sum(delta), 0) FROM ledger WHERE member_id = ? AND "
-                         "currency = 'qualifying' AND ts > ?", (member_id, since)).fetchone()[0]
-        if n >= tier.upgrade_purchases:
-            conn.execute("UPDATE members SET tier = ? WHERE id = ?", (tier.name, member_id))
-            conn.execute("INSERT INTO tier_changes (ts, member_id, old_tier, new_tier, manual, "
-                         "reason) VALUES (?,?,?,?,0,?)",
-                         (ts, member_id, row[0], tier.name,
-                          f"{n} purchases in {tier.upgrade_window_days} days"))
-            return tier.name
-    return None

@@ -1,0 +1,101 @@
+# Runs on CPython (host): points earning, qualifying purchases and tier upgrades, in one place.
+"""Rewards of a purchase, the same for a tap and for a counter sale:
+
+- points: ``paid_fen // 100 * points_per_yuan`` times the day's multiplier (birthday month,
+  member day; policy ``points.combine`` says "max" or "multiply" when both apply), credited as
+  a lot that expires ``points_expiry_months`` after the month it was earned in;
+- one qualifying purchase, after which the member moves up to the highest tier whose rule the
+  purchases in its window meet (never down, never when the tier was set manually).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+from typing import Any
+
+from host.ledger import book as ledger
+from host.ledger.periods import months_later_start
+from host.rules.policy import Policy
+
+
+def points_multiplier(policy: Policy, now: datetime, birthday: str | None) -> int:
+    """Points multiplier at ``now`` for a member born on ``birthday`` ("MM-DD")."""
+    mults = []
+    if birthday and int(birthday[:2]) == now.month:
+        mults.append(policy.birthday_multiplier)
+    if policy.member_day and now.day == policy.member_day:
+        mults.append(policy.member_day_multiplier)
+    if not mults:
+        return 1
+    if policy.combine == "multiply":
+        out = 1
+        for x in mults:
+            out *= x
+        return out
+    return max(mults)
+
+
+def points_expiry(policy: Policy, now: datetime) -> int:
+    """When points earned at ``now`` expire (unix time; 0 = never)."""
+    months = policy.points_expiry_months
+    return int(months_later_start(now, months).timestamp()) if months else 0
+
+
+def earn(conn: sqlite3.Connection, policy: Policy, member_id: int, birthday: str | None,
+         paid_fen: int, now: datetime, ts: int, *, pending: ledger.Pending | None = None,
+         **refs: Any) -> int:
+    """Credit the points a payment of ``paid_fen`` earns; returns them (0: nothing written)."""
+    pts = paid_fen // 100 * policy.points_per_yuan * points_multiplier(policy, now, birthday)
+    if pts > 0:
+        ledger.credit(conn, ts, member_id, "points", pts, "earn",
+                      expires_at=points_expiry(policy, now), pending=pending, **refs)
+    return max(pts, 0)
+
+
+def qualify(conn: sqlite3.Connection, policy: Policy, member_id: int, ts: int, *,
+            pending: ledger.Pending | None = None, current: tuple[str, int] | None = None,
+            **refs: Any) -> str | None:
+    """Count one qualifying purchase and upgrade the tier when a rule is met; returns the new
+    tier or None. ``current`` = (tier, tier_manual) and ``pending`` when the caller has them:
+    with both, a member below the smallest rule's count costs no window query."""
+    ledger.credit(conn, ts, member_id, "qualifying", 1, "purchase", pending=pending, **refs)
+    if current is not None and current[1]:
+        return None
+    if pending is not None and pending.have("qualifying") < _min_upgrade(policy):
+        # Purchases in any window <= lifetime purchases: below the smallest rule's count no
+        # upgrade is possible.
+        return None
+    return maybe_upgrade(conn, policy, member_id, ts, current=current)
+
+
+def _min_upgrade(policy: Policy) -> int:
+    return min((t.upgrade_purchases for t in policy.tiers.values() if t.upgrade_purchases),
+               default=1 << 62)
+
+
+def maybe_upgrade(conn: sqlite3.Connection, policy: Policy, member_id: int, ts: int,
+                  current: tuple[str, int] | None = None) -> str | None:
+    """Move the member up to the highest tier whose rule their qualifying activity meets
+    (never down, never when the tier was set manually). Logs the change; returns the new
+    tier or None. ``current`` = (tier, tier_manual) when the caller already read them."""
+    row = current if current is not None else conn.execute(
+        "SELECT tier, tier_manual FROM members WHERE id = ?", (member_id,)).fetchone()
+    if row is None or row[1]:
+        return None
+    current_tier = policy.tiers.get(row[0])
+    rank = current_tier.rank if current_tier else 0
+    for tier in reversed(policy.tiers_by_rank()):
+        if tier.rank <= rank or not tier.upgrade_purchases:
+            continue
+        since = ts - tier.upgrade_window_days * 86400
+        n = conn.execute("SELECT coalesce(sum(delta), 0) FROM ledger WHERE member_id = ? AND "
+                         "currency = 'qualifying' AND ts > ?", (member_id, since)).fetchone()[0]
+        if n >= tier.upgrade_purchases:
+            conn.execute("UPDATE members SET tier = ? WHERE id = ?", (tier.name, member_id))
+            conn.execute("INSERT INTO tier_changes (ts, member_id, old_tier, new_tier, manual, "
+                         "reason) VALUES (?,?,?,?,0,?)",
+                         (ts, member_id, row[0], tier.name,
+                          f"{n} purchases in {tier.upgrade_window_days} days"))
+            return tier.name
+    return None
