@@ -264,3 +264,22 @@ class TestReplayWindow:
         with pytest.raises(ReplayError):
             w.check(2, b"f2")
         assert w.highest == 9
+
+
+def test_text_that_is_not_strict_utf8_is_refused_as_malformed_on_encode() -> None:
+    # CPython raised UnicodeEncodeError (not a ProtocolError) for a lone surrogate.
+    for text in ("\ud800", "ok \udfff"):
+        with pytest.raises(MalformedError, match="EVENT.text"):
+            P.encode_body(P.EVENT, dict(code=1, value=0, text=text))
+
+
+def test_body_len_above_255_is_refused_on_decode_as_on_encode() -> None:
+    body = struct.pack(">IHHHHB", 10, 0, 0, 1, 1, 2) + bytes([22]) + (b"\x0a" + bytes(range(1, 11))) * 22
+    assert len(body) == 256
+    with pytest.raises(MalformedError):
+        P.encode_raw(P.CONFIG, 5, "gate-01", body, MAC, mac.DOWN)
+    head = bytes([1, P.CONFIG]) + struct.pack(">I", 5) + b"\x07gate-01" + struct.pack(">H", len(body))
+    data = head + body
+    raw = data + MAC.tag(mac.DOWN, data)
+    with pytest.raises(MalformedError, match="exceeds 255"):
+        P.decode(raw, MAC, mac.DOWN)

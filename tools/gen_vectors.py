@@ -40,6 +40,31 @@ def ref_frame(pkt: bytes) -> bytes:
     return cobs.encode(pkt + struct.pack(">I", binascii.crc32(pkt))) + b"\x00"
 
 
+def ref_utf8(raw: bytes) -> bool:
+    """CPython's strict decoder is the reference for protocol/utf8.py."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+# Boundaries of RFC 3629's table, and what MicroPython's decoder accepts but CPython does not.
+UTF8_CASES: list[tuple[str, bytes]] = [
+    ("empty", b""), ("ascii", b"A\x7f"), ("u0080", b"\xc2\x80"), ("u07ff", b"\xdf\xbf"),
+    ("u0800", b"\xe0\xa0\x80"), ("ud7ff", b"\xed\x9f\xbf"), ("ue000", b"\xee\x80\x80"),
+    ("uffff", b"\xef\xbf\xbf"), ("u10000", b"\xf0\x90\x80\x80"), ("u10ffff", b"\xf4\x8f\xbf\xbf"),
+    ("chinese", "欢迎".encode()),
+    ("surrogate_d800", b"\xed\xa0\x80"), ("surrogate_dfff", b"\xed\xbf\xbf"),
+    ("overlong_c080", b"\xc0\x80"), ("overlong_c1bf", b"\xc1\xbf"), ("overlong_e08080", b"\xe0\x80\x80"),
+    ("overlong_e09fbf", b"\xe0\x9f\xbf"), ("overlong_f0808080", b"\xf0\x80\x80\x80"),
+    ("overlong_f08fbfbf", b"\xf0\x8f\xbf\xbf"), ("above_max_f4908080", b"\xf4\x90\x80\x80"),
+    ("f5", b"\xf5\x80\x80\x80"), ("ff", b"\xff"), ("lone_continuation", b"\x80"),
+    ("truncated_2", b"A\xc2"), ("truncated_3", b"\xe6\xac"), ("truncated_4", b"\xf0\x90\x80"),
+    ("bad_continuation", b"\xc2A"),
+]
+
+
 def to_json(fields: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in fields.items():
@@ -74,23 +99,20 @@ MESSAGES: list[tuple[str, int, int, bytes, dict[str, Any]]] = [
 ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Write (or with --check, compare) protocol/vectors.json; return the exit code."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--check", action="store_true",
-                    help="write nothing; exit 1 if protocol/vectors.json is not up to date")
-    args = ap.parse_args(argv)
+RFC4231 = [
+    ("rfc4231_1", b"\x0b" * 20, b"Hi There"),
+    ("rfc4231_2", b"Jefe", b"what do ya want for nothing?"),
+    ("rfc4231_3", b"\xaa" * 20, b"\xdd" * 50),
+    ("rfc4231_4", bytes(range(1, 26)), b"\xcd" * 50),
+    ("rfc4231_6", b"\xaa" * 131, b"Test Using Larger Than Block-Size Key - Hash Key First"),
+    ("rfc4231_7", b"\xaa" * 131, b"This is a test using a larger than block-size key and a larger than block-size data. The key needs to be hashed before being used by the HMAC algorithm."),
+]
+
+
+def primitive_vectors() -> list[dict[str, Any]]:
+    """HMAC (RFC 4231 cases 1-4, 6, 7; case 5 truncates, ours truncates separately), COBS, UTF-8, CRC-32."""
     vectors: list[dict[str, Any]] = []
-    # RFC 4231 HMAC-SHA256 test cases 1-4, 6, 7 (case 5 truncates; ours truncates separately).
-    rfc = [
-        ("rfc4231_1", b"\x0b" * 20, b"Hi There"),
-        ("rfc4231_2", b"Jefe", b"what do ya want for nothing?"),
-        ("rfc4231_3", b"\xaa" * 20, b"\xdd" * 50),
-        ("rfc4231_4", bytes(range(1, 26)), b"\xcd" * 50),
-        ("rfc4231_6", b"\xaa" * 131, b"Test Using Larger Than Block-Size Key - Hash Key First"),
-        ("rfc4231_7", b"\xaa" * 131, b"This is a test using a larger than block-size key and a larger than block-size data. The key needs to be hashed before being used by the HMAC algorithm."),
-    ]
-    for name, key, data in rfc:
+    for name, key, data in RFC4231:
         vectors.append(dict(kind="hmac", name=name, key=key.hex(), data=data.hex(), mac=hmac.new(key, data, hashlib.sha256).hexdigest()))
     cobs_cases = [
         ("00", "0101"), ("0000", "010101"), ("11220033", "0311220233"),
@@ -103,18 +125,31 @@ def main(argv: list[str] | None = None) -> int:
     vectors.append(dict(kind="cobs", name="cobs_254", raw=block.hex(), cobs=(b"\xff" + block).hex()))
     vectors.append(dict(kind="cobs", name="cobs_zero_254", raw=(b"\x00" + block).hex(), cobs=(b"\x01\xff" + block).hex()))
     vectors.append(dict(kind="cobs", name="cobs_255", raw=(block + b"\xff").hex(), cobs=(b"\xff" + block + b"\x02\xff").hex()))
+    for name, raw in UTF8_CASES:
+        vectors.append(dict(kind="utf8", name="utf8_" + name, hex=raw.hex(), valid=ref_utf8(raw)))
     vectors.append(dict(kind="crc32", name="crc32_check", data=b"123456789".hex(), crc=0xCBF43926))
+    return vectors
 
+
+def packet_vectors() -> list[dict[str, Any]]:
+    """One good packet (and its frame) per entry of MESSAGES."""
+    vectors: list[dict[str, Any]] = []
     for name, ptype, seq, direction, fields in MESSAGES:
         body = P.encode_body(ptype, fields)
         pkt = ref_packet(ptype, seq, DEV, body, KEY, direction)
         vectors.append(dict(kind="packet", name=name, type=ptype, seq=seq, device_id=DEV, key=KEY.hex(), direction=direction.decode(), fields=to_json(fields), packet=pkt.hex(), frame=ref_frame(pkt).hex()))
+    return vectors
 
-    tap = bytes.fromhex(next(v["packet"] for v in vectors if v.get("name") == "tap_uid4"))
-    decision = bytes.fromhex(next(v["packet"] for v in vectors if v.get("name") == "decision_grant"))
+
+def bad_packet_vectors(tap: bytes) -> list[dict[str, Any]]:
+    """Packets decode() must refuse, each with the ProtocolError subclass it must raise."""
+    vectors: list[dict[str, Any]] = []
 
     def bad(name: str, pkt: bytes, error: str, direction: str = "U") -> None:
         vectors.append(dict(kind="bad_packet", name=name, key=KEY.hex(), direction=direction, packet=pkt.hex(), error=error))
+
+    def event(text: bytes) -> bytes:
+        return ref_packet(P.EVENT, 5, DEV, bytes([2, 0, 0, 0, 1, len(text)]) + text, KEY, P.UP)
 
     flipped = bytearray(tap); flipped[12] ^= 0x01
     bad("bad_mac_flipped_body", bytes(flipped), "AuthError")
@@ -130,10 +165,22 @@ def main(argv: list[str] | None = None) -> int:
     bad("bad_device_id", ref_packet(P.PING, 5, "gate 01", struct.pack(">I", 1), KEY, P.UP), "MalformedError")
     bad("body_trailing_byte", ref_packet(P.PING, 5, DEV, struct.pack(">I", 1) + b"\x00", KEY, P.UP), "MalformedError")
     bad("body_bad_uid_len", ref_packet(P.TAP, 5, DEV, bytes([5]) + bytes(5) + bytes(15), KEY, P.UP), "MalformedError")
-    bad("body_bad_utf8", ref_packet(P.EVENT, 5, DEV, bytes([2, 0, 0, 0, 1, 2, 0xC3, 0x28]), KEY, P.UP), "MalformedError")
+    bad("body_bad_utf8", event(b"\xc3\x28"), "MalformedError")
     bad("body_verdict_range", ref_packet(P.DECISION, 5, DEV, struct.pack(">IBBHBiih", 1, 2, 0, 0, 0, 0, 0, -1) + b"\x00", KEY, P.DOWN), "MalformedError", "D")
+    # Text that MicroPython's own decoder would let through: surrogate, overlong, above U+10FFFF.
+    bad("body_utf8_surrogate", event(b"\xed\xa0\x80"), "MalformedError")
+    bad("body_utf8_overlong", event(b"\xc0\x80"), "MalformedError")
+    bad("body_utf8_above_max", event(b"\xf4\x90\x80\x80"), "MalformedError")
+    # body_len 256 (> MAX_BODY) in a packet that still fits 296 bytes: a CONFIG of 22 ten-byte UIDs.
+    big = struct.pack(">IHHHHB", 10, 0, 0, 1, 1, 2) + bytes([22]) + (bytes([10]) + bytes(range(1, 11))) * 22
+    bad("body_len_256", ref_packet(P.CONFIG, 5, DEV, big, KEY, P.DOWN), "MalformedError", "D")
     bad("decision_sent_up", ref_packet(P.DECISION, 5, DEV, struct.pack(">IBBHBiih", 1, 1, 0, 0, 0, 0, 0, -1) + b"\x00", KEY, P.UP), "MalformedError")
+    return vectors
 
+
+def bad_frame_vectors(tap: bytes, decision: bytes) -> list[dict[str, Any]]:
+    """Damaged byte streams: which packets the parser must still deliver, how many it drops."""
+    vectors: list[dict[str, Any]] = []
     good = ref_frame(tap)
     dec = ref_frame(decision)
 
@@ -148,7 +195,24 @@ def main(argv: list[str] | None = None) -> int:
     badf("frame_oversize_then_good", b"\x01" * 400 + b"\x00" + good, [tap], 1)
     badf("frame_too_short", b"\x02\x01\x00" + good, [tap], 1)
     badf("frame_two_back_to_back", good + dec, [tap, decision], 0)
+    return vectors
 
+
+def build() -> list[dict[str, Any]]:
+    """Every vector, in file order."""
+    vectors = primitive_vectors() + packet_vectors()
+    tap = bytes.fromhex(next(v["packet"] for v in vectors if v["name"] == "tap_uid4"))
+    decision = bytes.fromhex(next(v["packet"] for v in vectors if v["name"] == "decision_grant"))
+    return vectors + bad_packet_vectors(tap) + bad_frame_vectors(tap, decision)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write (or with --check, compare) protocol/vectors.json; return the exit code."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true",
+                    help="write nothing; exit 1 if protocol/vectors.json is not up to date")
+    args = ap.parse_args(argv)
+    vectors = build()
     text = json.dumps(vectors, indent=1, ensure_ascii=False) + "\n"
     if args.check:
         same = OUT.exists() and OUT.read_text(encoding="utf-8") == text
