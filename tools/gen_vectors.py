@@ -37,7 +37,8 @@ def ref_packet(ptype: int, seq: int, dev: str, body: bytes, key: bytes, directio
 
 
 def ref_frame(pkt: bytes) -> bytes:
-    return cobs.encode(pkt + struct.pack(">I", binascii.crc32(pkt))) + b"\x00"
+    """0x00, COBS(packet || crc32 big-endian), 0x00: a delimiter on both sides (protocol/README.md)."""
+    return b"\x00" + cobs.encode(pkt + struct.pack(">I", binascii.crc32(pkt))) + b"\x00"
 
 
 def ref_utf8(raw: bytes) -> bool:
@@ -195,6 +196,9 @@ def bad_frame_vectors(tap: bytes, decision: bytes) -> list[dict[str, Any]]:
     badf("frame_oversize_then_good", b"\x01" * 400 + b"\x00" + good, [tap], 1)
     badf("frame_too_short", b"\x02\x01\x00" + good, [tap], 1)
     badf("frame_two_back_to_back", good + dec, [tap, decision], 0)
+    # Line noise between two frames: the next frame's leading delimiter closes it off.
+    badf("frame_noise_between_frames", good + b"\x13\x37\xfe" + dec, [tap, decision], 1)
+    badf("frame_noise_then_two_frames", b"\x42" * 7 + good + dec, [tap, decision], 1)
     return vectors
 
 
