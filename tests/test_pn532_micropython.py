@@ -6,12 +6,14 @@ from __future__ import annotations
 import os
 import queue
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from conftest import run_micropython
 from sim.cards import IsoDepCard, UidCard
 from sim.pinlog import levels, read_events
 from sim.pn532 import PN532Emulator
@@ -170,6 +172,20 @@ def test_hsu_hang_pulses_reset_reports_fault_and_recovers(emu, tmp_path):
         assert fw.expect("TAP").split()[1] == "11223344"
     finally:
         fw.stop()
+
+
+@pytest.mark.parametrize("interpreter", ["micropython", "cpython"])
+def test_stray_acks_forever_end_in_a_timeout_and_an_abort(interpreter):
+    # tests/mpy/pn532_babble.py: a fake UART that sends stray ACKs forever after a command.
+    # Each stray ACK used to restart the response wait, so the command never ended.
+    script = ["tests/mpy/pn532_babble.py"]
+    if interpreter == "micropython":
+        proc = run_micropython(script, timeout=300)
+    else:
+        env = dict(os.environ, PYTHONPATH=f"{ROOT / 'firmware'}:{ROOT}")
+        proc = subprocess.run([sys.executable, *script], cwd=ROOT, env=env, capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.decode().split() == ["timeout", "True", "True", "True"]
 
 
 def test_hsu_iso_dep_card_runs_the_secure_hook(emu, tmp_path):
