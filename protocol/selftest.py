@@ -5,7 +5,7 @@ import binascii
 import json
 import sys
 
-from protocol import cobs, framing, mac, packet, utf8
+from protocol import cobs, framing, mac, packet, replay, utf8
 from protocol import errors as perr
 
 
@@ -132,9 +132,48 @@ def _check_utf8(v):
     return "encode_body accepted it"
 
 
+def _check_bad_fields(v):
+    try:
+        packet.encode_body(v["type"], from_json(v["fields"]))
+    except perr.ProtocolError as e:
+        name = type(e).__name__
+        return None if name == v["error"] else "raised %s (%s)" % (name, e)
+    return "accepted"
+
+
+_OUTCOMES = {replay.NEW: "new", replay.LATE: "late", replay.RETRANSMIT: "retransmit"}
+
+
+def _replay_check(w, seq, raw, is_tap):
+    try:
+        kind, reply = w.check(seq, raw, is_tap)
+    except perr.ReplayError:
+        return "replay"
+    return _OUTCOMES[kind] + ("" if reply is None else ":" + _hex(reply))
+
+
+def _check_replay(v):
+    # Runs the steps on a fresh ReplayWindow; every "check" must give the expected outcome.
+    w = replay.ReplayWindow(cache_size=v["cache_size"])
+    i = 0
+    for step in v["steps"]:
+        op = step[0]
+        if op == "accept":
+            w.accept(step[1], _unhex(step[2]), _unhex(step[3]))
+        elif op == "hello":
+            w.hello(step[1], step[2])
+        else:
+            got = _replay_check(w, step[1], _unhex(step[2]), step[3])
+            if got != step[4]:
+                return "step %d: %s, not %s" % (i, got, step[4])
+        i += 1
+    return None
+
+
 _CHECKS = {
     "hmac": _check_hmac, "cobs": _check_cobs, "crc32": _check_crc32, "packet": _check_packet,
     "bad_packet": _check_bad_packet, "bad_frame": _check_bad_frame, "utf8": _check_utf8,
+    "bad_fields": _check_bad_fields, "replay": _check_replay,
 }
 
 

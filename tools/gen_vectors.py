@@ -66,6 +66,50 @@ UTF8_CASES: list[tuple[str, bytes]] = [
 ]
 
 
+# ReplayWindow scenarios (README "Sequence numbers and replays"), (name, cache_size, steps):
+# ["accept", seq, raw, reply] | ["hello", seq, resend_floor] |
+# ["check", seq, raw, is_tap, expect], expect "new", "late", "replay" or "retransmit:<reply>".
+REPLAY_CASES: list[tuple[str, int, list[list[Any]]]] = [
+    ("replay_retransmission_gets_cached_reply", 16, [
+        ["check", 5, "05", False, "new"], ["accept", 5, "05", "a5"],
+        ["check", 5, "05", False, "retransmit:a5"], ["check", 5, "06", False, "replay"],
+        ["check", 4, "04", False, "replay"], ["check", 6, "06", False, "new"]]),
+    ("replay_late_tap_above_floor", 16, [
+        ["accept", 100, "64", "00"], ["check", 50, "32", True, "replay"], ["hello", 120, 40],
+        ["check", 50, "32", True, "late"], ["check", 40, "28", True, "late"],
+        ["check", 39, "27", True, "replay"], ["check", 50, "32", False, "replay"]]),
+    ("replay_floor_above_hello_ignored", 16, [
+        ["accept", 100, "64", "00"], ["hello", 120, 500], ["check", 50, "32", True, "replay"]]),
+    ("replay_cache_bounded", 4, [["accept", i, "%02x" % i, "%02x" % (0x80 + i)] for i in range(1, 10)] + [
+        ["check", 9, "09", False, "retransmit:89"], ["check", 6, "06", False, "retransmit:86"],
+        ["check", 5, "05", False, "replay"], ["check", 10, "0a", False, "new"]]),
+]
+
+# Fields encode_body must refuse, with the error it must raise.
+_DECISION = dict(tap_seq=1, verdict=1, reason=0, relay_ms=0, pattern=0, balance=0, points=0, uses=-1, text="")
+_TAP = dict(uid=bytes(4), sak=0, flags=0, direction=0, service=0, amount=0, device_time=0, secure=b"")
+BAD_FIELDS: list[tuple[str, int, dict[str, Any]]] = [
+    ("fields_verdict_range", P.DECISION, {**_DECISION, "verdict": 3}),
+    ("fields_relay_ms_range", P.DECISION, {**_DECISION, "relay_ms": 60001}),
+    ("fields_missing", P.PING, {}),
+    ("fields_uid_3_bytes", P.TAP, {**_TAP, "uid": b"\x01\x02\x03"}),
+    ("fields_secure_97_bytes", P.TAP, {**_TAP, "secure": bytes(97)}),
+    ("fields_text_65_bytes", P.EVENT, dict(code=1, value=0, text="x" * 65)),
+    ("fields_allow_25_uids", P.CONFIG, dict(cfg_version=1, relay_ms=0, debounce_ms=0, offline_after_s=1, heartbeat_s=1, allow_op=1, allow=[bytes(4)] * 25)),
+    ("fields_body_over_255", P.CONFIG, dict(cfg_version=1, relay_ms=0, debounce_ms=0, offline_after_s=1, heartbeat_s=1, allow_op=1, allow=[bytes(10)] * 24)),
+]
+
+
+def rule_vectors() -> list[dict[str, Any]]:
+    """Replay-window scenarios and fields the encoder must refuse."""
+    vectors: list[dict[str, Any]] = []
+    for name, size, steps in REPLAY_CASES:
+        vectors.append(dict(kind="replay", name=name, cache_size=size, steps=steps))
+    for name, ptype, fields in BAD_FIELDS:
+        vectors.append(dict(kind="bad_fields", name=name, type=ptype, fields=to_json(fields), error="MalformedError"))
+    return vectors
+
+
 def to_json(fields: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in fields.items():
@@ -207,7 +251,7 @@ def build() -> list[dict[str, Any]]:
     vectors = primitive_vectors() + packet_vectors()
     tap = bytes.fromhex(next(v["packet"] for v in vectors if v["name"] == "tap_uid4"))
     decision = bytes.fromhex(next(v["packet"] for v in vectors if v["name"] == "decision_grant"))
-    return vectors + bad_packet_vectors(tap) + bad_frame_vectors(tap, decision)
+    return vectors + bad_packet_vectors(tap) + bad_frame_vectors(tap, decision) + rule_vectors()
 
 
 def main(argv: list[str] | None = None) -> int:
