@@ -266,6 +266,35 @@ class SPIBus:
         return n
 
 
+def _build(tx, cmd, nparams):
+    # Frames the command whose parameters already sit at tx[_PARAMS:]; returns (start, end).
+    n = nparams + 2
+    tx[8] = _HOST_TO_PN532
+    tx[9] = cmd
+    dcs = _HOST_TO_PN532 + cmd
+    for i in range(_PARAMS, _PARAMS + nparams):
+        dcs += tx[i]
+    end = _PARAMS + nparams
+    tx[end] = (-dcs) & 0xFF
+    tx[end + 1] = 0
+    if n <= 255:
+        tx[3] = 0
+        tx[4] = 0
+        tx[5] = 0xFF
+        tx[6] = n
+        tx[7] = (-n) & 0xFF
+        return 3, end + 2
+    tx[0] = 0
+    tx[1] = 0
+    tx[2] = 0xFF
+    tx[3] = 0xFF
+    tx[4] = 0xFF
+    tx[5] = n >> 8
+    tx[6] = n & 0xFF
+    tx[7] = (-(tx[5] + tx[6])) & 0xFF
+    return 0, end + 2
+
+
 class PN532:
     def __init__(self, bus, reset_pin=None, irq_pin=None, max_retries=2):
         self.bus = bus
@@ -291,35 +320,6 @@ class PN532:
             reset_pin.value(1)
 
     # ------------------------------------------------------------ frames
-
-    def _build(self, cmd, nparams):
-        # Parameters are already at _tx[_PARAMS:]. Returns (start, end) of the frame.
-        tx = self._tx
-        n = nparams + 2
-        tx[8] = _HOST_TO_PN532
-        tx[9] = cmd
-        dcs = _HOST_TO_PN532 + cmd
-        for i in range(_PARAMS, _PARAMS + nparams):
-            dcs += tx[i]
-        end = _PARAMS + nparams
-        tx[end] = (-dcs) & 0xFF
-        tx[end + 1] = 0
-        if n <= 255:
-            tx[3] = 0
-            tx[4] = 0
-            tx[5] = 0xFF
-            tx[6] = n
-            tx[7] = (-n) & 0xFF
-            return 3, end + 2
-        tx[0] = 0
-        tx[1] = 0
-        tx[2] = 0xFF
-        tx[3] = 0xFF
-        tx[4] = 0xFF
-        tx[5] = n >> 8
-        tx[6] = n & 0xFF
-        tx[7] = (-(tx[5] + tx[6])) & 0xFF
-        return 0, end + 2
 
     def _parse(self):
         # Look for one frame in _rx[_s:_n]. Sets _f_start/_f_len for data frames.
@@ -396,24 +396,26 @@ class PN532:
         self._n = bus.readinto(self._rxv[:expect])
         return self._n > 0
 
-    async def _wait(self, expect, timeout_ms):
-        # Wait for one frame; returns _ACK, _NACK or _DATA, raises PN532Timeout.
-        start = ticks_ms()
+    async def _wait(self, expect, start, timeout_ms):
+        # Wait for one frame until timeout_ms after start; returns _ACK, _NACK or _DATA, raises
+        # PN532Timeout. The deadline holds even while bytes keep coming: a babbling chip or a
+        # noisy line cannot stretch it.
+        late = ticks_diff(ticks_ms(), start) >= timeout_ms
         while True:
             kind = self._parse()
             if kind != _NEED:
                 return kind
+            if late:
+                raise PN532Timeout("PN532 did not answer in %d ms" % timeout_ms)
             if not self.bus.stream:
                 self._s = self._n = 0
             try:
                 got = self._fill(expect)
             except OSError as e:
                 raise PN532Error("PN532 bus error %d" % e.args[0])
-            if got:
-                continue
-            if ticks_diff(ticks_ms(), start) >= timeout_ms:
-                raise PN532Timeout("PN532 did not answer in %d ms" % timeout_ms)
-            await _sleep_ms(_POLL_MS)
+            late = ticks_diff(ticks_ms(), start) >= timeout_ms  # what came in is parsed once more
+            if not got and not late:
+                await _sleep_ms(_POLL_MS)
 
     def _write(self, data):
         try:
@@ -426,22 +428,23 @@ class PN532:
         # The response data (after D5 CMD+1) is at _rx[_f_start:_f_start + length].
         if nparams > _MAX_PARAMS:
             raise PN532Error("PN532 command too long: %d bytes" % nparams)
-        a, b = self._build(cmd, nparams)
+        a, b = _build(self._tx, cmd, nparams)
         self._s = self._n = 0
         try:
             self.bus.drain()
         except OSError as e:
             raise PN532Error("PN532 bus error %d" % e.args[0])
         self._write(self._txv[a:b])
-        if await self._wait(6, _ACK_MS) != _ACK:
+        if await self._wait(6, ticks_ms(), _ACK_MS) != _ACK:
             raise PN532FrameError("PN532 sent no ACK for command 0x%02X" % cmd)
         if not self.bus.stream:
             self._s = self._n = 0
         expect = expect_len + 12  # status + header + TFI/CMD + DCS/postamble
         nacks = 0
+        start = ticks_ms()  # one deadline for the response, however many stray frames come
         while True:
             try:
-                kind = await self._wait(expect, timeout_ms)
+                kind = await self._wait(expect, start, timeout_ms)
             except PN532FrameError:
                 if nacks >= 2:
                     raise
@@ -454,7 +457,8 @@ class PN532:
                 raise PN532Timeout("PN532 command 0x%02X: no response in %d ms" % (cmd, timeout_ms))
             if kind == _DATA:
                 break
-            # A stray ACK/NACK: keep waiting for the response.
+            # A stray ACK/NACK: keep waiting for the response, until the same deadline.
+            await _sleep_ms(0)
         rx = self._rx
         d = self._f_start
         ln = self._f_len

@@ -1,4 +1,4 @@
-# Runs on both CPython and MicroPython: serial framing, COBS(packet || crc32) then 0x00.
+# Runs on both CPython and MicroPython: serial framing, 0x00 COBS(packet || crc32) 0x00.
 # The caller owns the UART or socket: it feeds received bytes in and writes encoded frames out.
 import binascii
 import struct
@@ -10,21 +10,29 @@ from protocol.packet import MAX_PACKET
 
 DELIM = const(0)
 MAX_RAW = MAX_PACKET + 4                      # packet + crc32
-MAX_FRAME = MAX_RAW + MAX_RAW // 254 + 1      # COBS-encoded, without the delimiter
+MAX_FRAME = MAX_RAW + MAX_RAW // 254 + 1      # COBS-encoded, without the delimiters
+# A frame starts with a delimiter as well as ending with one: noise on an idle line (between
+# frames) is then closed off by the next frame's leading 0x00 and costs no frame. The parser
+# skips empty frames, so the 00 00 between two back-to-back frames is harmless.
+
+
+def _check_len(n):
+    if n > MAX_PACKET:
+        raise FrameError("packet of %d bytes exceeds %d" % (n, MAX_PACKET))
 
 
 def encode(packet):
-    # One frame ready for the wire, delimiter included.
+    # One frame ready for the wire, both delimiters included.
     n = len(packet)
-    if n > MAX_PACKET:
-        raise FrameError("packet of %d bytes exceeds %d" % (n, MAX_PACKET))
+    _check_len(n)
     raw = bytearray(n + 4)
     raw[:n] = packet
     struct.pack_into(">I", raw, n, binascii.crc32(packet) & 0xFFFFFFFF)
-    out = bytearray(cobs.max_encoded_len(n + 4) + 1)
-    m = cobs.encode_into(raw, out)
-    out[m] = DELIM
-    return bytes(out[:m + 1])
+    out = bytearray(cobs.max_encoded_len(n + 4) + 2)
+    m = cobs.encode_into(raw, memoryview(out)[1:])
+    out[0] = DELIM
+    out[m + 1] = DELIM
+    return bytes(out[:m + 2])
 
 
 class FrameWriter:
@@ -32,25 +40,28 @@ class FrameWriter:
     # a memoryview of the frame (valid until the next call).
     def __init__(self):
         self._raw = bytearray(MAX_RAW)
-        self._out = bytearray(MAX_FRAME + 1)
+        self._rawv = memoryview(self._raw)
+        self._out = bytearray(MAX_FRAME + 2)
         self._mv = memoryview(self._out)
+        self._body = self._mv[1:]
+        self._out[0] = DELIM
 
     def encode(self, packet):
         n = len(packet)
-        if n > MAX_PACKET:
-            raise FrameError("packet of %d bytes exceeds %d" % (n, MAX_PACKET))
+        _check_len(n)
         raw = self._raw
         raw[:n] = packet
         struct.pack_into(">I", raw, n, binascii.crc32(packet) & 0xFFFFFFFF)
-        m = cobs.encode_into(memoryview(raw)[:n + 4], self._out)
-        self._out[m] = DELIM
-        return self._mv[:m + 1]
+        m = cobs.encode_into(self._rawv[:n + 4], self._body)
+        self._out[m + 1] = DELIM
+        return self._mv[:m + 2]
 
 
 class FrameParser:
     # Incremental decoder. feed() takes any chunk (1 byte or 4 KB) and returns the whole packets
     # it completed, CRC-checked, as bytes. Damaged frames are dropped and counted, never raised:
     # garbage, truncation or a flipped bit costs at most that frame; it resyncs at the next 0x00.
+    # Empty frames (00 00, as between two frames) are skipped without counting.
     def __init__(self):
         self._buf = bytearray(MAX_FRAME)
         self._dec = bytearray(MAX_RAW)

@@ -8,6 +8,7 @@ import struct
 from protocol.compat import const
 from protocol.errors import AuthError, MalformedError, UnsupportedError
 from protocol.mac import DOWN, MAC_LEN, UP, Mac, equal  # noqa: F401 (re-exported)
+from protocol.utf8 import valid as _valid_utf8
 
 VERSION = const(1)
 MAX_DEVICE_ID = const(16)
@@ -105,6 +106,17 @@ def _valid_device_id(dev):
     return True
 
 
+def _text_bytes(ptype, name, text):
+    # str -> UTF-8 bytes, strict on both interpreters (a MicroPython str can hold a surrogate).
+    try:
+        raw = text.encode("utf-8")
+    except UnicodeError:
+        raw = None
+    if raw is None or not _valid_utf8(raw):
+        raise MalformedError("%s.%s: not valid UTF-8 text" % (NAMES[ptype], name))
+    return raw
+
+
 def encode_body(ptype, fields):
     # fields: dict name -> value. Missing fields are an error; values are range-checked.
     spec = SPECS.get(ptype)
@@ -116,7 +128,7 @@ def encode_body(ptype, fields):
             raise MalformedError("%s: missing field %s" % (NAMES[ptype], name))
         v = fields[name]
         if kind == _STR or kind == _BYTES:
-            raw = v.encode("utf-8") if kind == _STR else bytes(v)
+            raw = _text_bytes(ptype, name, v) if kind == _STR else bytes(v)
             if not lo <= len(raw) <= hi:
                 raise MalformedError("%s.%s: length %d not in %d..%d" % (NAMES[ptype], name, len(raw), lo, hi))
             if name == "uid" and len(raw) not in _UID_LENS:
@@ -161,10 +173,9 @@ def decode_body(ptype, body):
             raw = bytes(body[i:i + ln])
             i += ln
             if kind == _STR:
-                try:
-                    fields[name] = raw.decode("utf-8")
-                except UnicodeError:
+                if not _valid_utf8(raw):
                     raise MalformedError("%s.%s: not UTF-8" % (name_t, name))
+                fields[name] = raw.decode("utf-8")
             else:
                 if name == "uid" and ln not in _UID_LENS:
                     raise MalformedError("TAP.uid: length %d is not 4, 7 or 10" % ln)
@@ -238,6 +249,8 @@ def parse(data):
         raise MalformedError("bad device id")
     off = 7 + dl
     bl = (data[off] << 8) | data[off + 1]
+    if bl > MAX_BODY:
+        raise MalformedError("body of %d bytes exceeds %d" % (bl, MAX_BODY))
     if off + 2 + bl + MAC_LEN != n:
         raise MalformedError("length fields do not match packet size")
     body = bytes(data[off + 2:off + 2 + bl])

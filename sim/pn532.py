@@ -34,7 +34,8 @@ Transports (each in a background daemon thread; one host at a time, like the rea
   ===  ==========================  ===============================================
 
 Fault injection: ``hang()`` (no answer on any interface until reset), ``reset()`` (what a
-pulse on RSTPDN does), ``corrupt_next(n)`` (the next n response frames carry a bad DCS).
+pulse on RSTPDN does), ``corrupt_next(n)`` (the next n response frames carry a bad DCS),
+``babble()`` (commands are ACKed, then answered only with stray ACK frames until reset).
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ class _SyntaxError(Exception):
 
 
 _PENDING = object()
+_BABBLE_S = 0.005  # babble(): one stray ACK frame this often
 
 
 def frame(tfi_and_data: bytes) -> bytes:
@@ -164,6 +166,8 @@ class PN532Emulator:
         self._isodep = None
         self._sam_mode = 0
         self.baudrate = 115200
+        self._babble = False
+        self._last_stray = 0.0
 
     # ------------------------------------------------------------ test API
 
@@ -200,6 +204,17 @@ class PN532Emulator:
             self._power_on()
             self._wake()
 
+    def babble(self) -> None:
+        """The chip still ACKs commands but answers none: it sends stray ACK frames instead,
+        one every few ms on every interface, until reset."""
+        with self._lock:
+            self._babble = True
+        self._wake()
+
+    @property
+    def babbling(self) -> bool:
+        return self._babble
+
     def corrupt_next(self, n: int = 1) -> None:
         """Corrupt the data checksum of the next ``n`` response frames (not ACKs)."""
         with self._lock:
@@ -235,15 +250,24 @@ class PN532Emulator:
             self._rx += data
             self._parse()
 
+    def _stray(self) -> None:
+        # babble(): queue one stray ACK when the last one is old enough and nothing else waits.
+        now = time.monotonic()
+        if self._babble and self._alive() and not self._out and now - self._last_stray >= _BABBLE_S:
+            self._last_stray = now
+            self._out.append(ACK)
+
     def read_frame(self) -> bytes | None:
         """Next frame the chip has for the host, or None."""
         with self._lock:
+            self._stray()
             if not self._alive() or not self._out:
                 return None
             return self._out.popleft()
 
     def ready(self) -> bool:
         with self._lock:
+            self._stray()
             return self._alive() and bool(self._out)
 
     def _parse(self) -> None:
@@ -320,6 +344,10 @@ class PN532Emulator:
 
     def _command(self, body: bytes) -> None:
         self._emit(ACK)
+        if self._babble:
+            if len(body) >= 2:
+                self.commands.append(body[1])
+            return
         if len(body) < 2 or body[0] != 0xD4:
             self._syntax_error()
             return
@@ -619,7 +647,7 @@ class PN532Emulator:
         # Move bytes both ways between one HSU stream and the chip until the stream closes.
         while not self._closed:
             try:
-                ready, _, _ = select.select([fd_in, wake_r], [], [], 0.5)
+                ready, _, _ = select.select([fd_in, wake_r], [], [], _BABBLE_S if self._babble else 0.5)
             except (OSError, ValueError):
                 return
             if wake_r in ready:

@@ -170,6 +170,45 @@ def test_missing_response_aborts_the_command_with_an_ack():
     assert uart.writes[-1] == ACK()
 
 
+class BabblingUART(ScriptedUART):
+    """A chip that answers a command with its ACK, then with stray ACK frames, one per read,
+    until the host aborts the command with an ACK of its own.
+
+    ``limit`` only keeps a broken driver from spinning for good: it fails the test instead."""
+
+    def __init__(self, script, limit=200_000):
+        super().__init__(script)
+        self.babbling = False
+        self.stray = 0
+        self.limit = limit
+
+    def write(self, data):
+        n = super().write(data)
+        self.babbling = bytes(data) not in (ACK(), WAKE)
+        return n
+
+    def any(self):
+        return len(self.rx) or (len(ACK()) if self.babbling else 0)
+
+    def readinto(self, mv):
+        if not self.rx and self.babbling:
+            self.stray += 1
+            if self.stray > self.limit:
+                raise AssertionError(f"driver still waiting after {self.limit} stray ACKs")
+            self.rx += ACK()
+        return super().readinto(mv)
+
+
+def test_stray_acks_forever_cannot_stretch_the_command_deadline():
+    # Each stray ACK used to restart the response wait: the reader stayed stuck while they came.
+    uart = BabblingUART([(CMD("4A0100"), ACK()), (ACK(), b"")])
+    chip = pn532.PN532(pn532.HSUBus(uart))
+    with pytest.raises(pn532.PN532Timeout, match="0x4A"):
+        run(chip.read_target(timeout_ms=20))
+    assert uart.stray > 1  # it did see the babble
+    assert uart.writes[-1] == ACK()  # and aborted the command in the chip
+
+
 def test_garbage_before_the_frame_is_skipped():
     uart = ScriptedUART([(CMD("02"), b"\x55\xff\x13" + ACK() + b"\x00\x00" + RSP("0332010607"))])
     chip = pn532.PN532(pn532.HSUBus(uart))

@@ -6,22 +6,24 @@ from __future__ import annotations
 import os
 import queue
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from conftest import micropython_path, run_micropython
 from sim.cards import IsoDepCard, UidCard
 from sim.pinlog import levels, read_events
 from sim.pn532 import PN532Emulator
 
 ROOT = Path(__file__).resolve().parent.parent
-MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
+MICROPYTHON = micropython_path()  # TAPKIOSK_MICROPYTHON, else the venv's unix port
 RST_PIN = 4
 CS_PIN = 5
 
-pytestmark = pytest.mark.skipif(not MICROPYTHON.exists(), reason="needs .venv/bin/micropython")
+pytestmark = pytest.mark.skipif(MICROPYTHON is None, reason="needs a MicroPython unix port")
 
 # The firmware side: prints one line per tap, fault and recovery.
 SCRIPT = """
@@ -166,6 +168,34 @@ def test_hsu_hang_pulses_reset_reports_fault_and_recovers(emu, tmp_path):
         assert fw.expect("RECOVERED").split() == ["RECOVERED", "1"]
         assert emu.resets >= 1 and not emu.hung
         assert levels(read_events(fw.pins), RST_PIN)[:3] == [1, 0, 1]  # high, pulse low, high
+        emu.place(UidCard(bytes.fromhex("11223344")))
+        assert fw.expect("TAP").split()[1] == "11223344"
+    finally:
+        fw.stop()
+
+
+@pytest.mark.parametrize("interpreter", ["micropython", "cpython"])
+def test_stray_acks_forever_end_in_a_timeout_and_an_abort(interpreter):
+    # tests/mpy/pn532_babble.py: a fake UART that sends stray ACKs forever after a command.
+    # Each stray ACK used to restart the response wait, so the command never ended.
+    script = ["tests/mpy/pn532_babble.py"]
+    if interpreter == "micropython":
+        proc = run_micropython(script, timeout=300)
+    else:
+        env = dict(os.environ, PYTHONPATH=f"{ROOT / 'firmware'}:{ROOT}")
+        proc = subprocess.run([sys.executable, *script], cwd=ROOT, env=env, capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.decode().split() == ["timeout", "True", "True", "True"]
+
+
+def test_hsu_babbling_chip_times_out_pulses_reset_and_recovers(emu, tmp_path):
+    # Stray ACKs every few ms used to restart the driver's wait: no fault, no reset, stuck.
+    fw = start(emu, tmp_path, "hsu")
+    try:
+        emu.babble()
+        assert fw.expect("FAULT").split()[:3] == ["FAULT", "timeout", "3"]
+        assert fw.expect("RECOVERED").split() == ["RECOVERED", "1"]
+        assert emu.resets >= 1 and not emu.babbling
         emu.place(UidCard(bytes.fromhex("11223344")))
         assert fw.expect("TAP").split()[1] == "11223344"
     finally:

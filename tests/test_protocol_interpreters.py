@@ -47,6 +47,7 @@ def test_workout_prints_the_same_under_both(micropython: str) -> None:
     lines = cp.stdout.decode().splitlines()
     assert lines[0] == "chunking 50 of 50"
     assert lines[1].split()[2:] == ["forged", "0", "lost_clean", "0"]
-    assert lines[2].startswith("roundtrip") and lines[2].split()[1] == lines[2].split()[3]
-    assert lines[3:] == ["tapwriter True", "framewriter True"]
+    assert lines[2] == "noise lost 0"
+    assert lines[3].startswith("roundtrip") and lines[3].split()[1] == lines[3].split()[3]
+    assert lines[4:] == ["tapwriter True", "framewriter True"]
     assert cp.stdout == mp.stdout

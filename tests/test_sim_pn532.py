@@ -12,6 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from conftest import wait_until  # noqa: E402
 from sim.cards import FelicaCard, IsoDepCard, UidCard  # noqa: E402
 from sim.pn532 import PN532Emulator  # noqa: E402
 from test_pn532_frames import ACK, CMD, ERR, NACK, RSP  # noqa: E402
@@ -162,6 +163,24 @@ def test_hang_until_reset(emu):
     emu.feed(b"\x55" + CMD("02"))
     assert drain(emu) == ACK() + RSP("0332010607")
     assert emu.resets == 1
+
+
+def test_babble_acks_commands_then_sends_only_stray_acks_until_reset(emu):
+    emu.babble()
+    emu.feed(CMD("02"))
+    seen = bytearray()
+
+    def three_more_acks():
+        seen.extend(drain(emu))
+        return len(seen) >= 4 * len(ACK())
+
+    wait_until(three_more_acks, what="stray ACK frames")
+    assert bytes(seen) == ACK() * (len(seen) // len(ACK()))  # the command's ACK, then only ACKs
+    assert emu.commands == [0x02]
+    emu.reset()
+    assert not emu.babbling
+    emu.feed(b"\x55" + CMD("02"))
+    assert drain(emu) == ACK() + RSP("0332010607")
 
 
 def test_rstpdn_low_holds_the_chip_in_reset(emu):

@@ -37,7 +37,77 @@ def ref_packet(ptype: int, seq: int, dev: str, body: bytes, key: bytes, directio
 
 
 def ref_frame(pkt: bytes) -> bytes:
-    return cobs.encode(pkt + struct.pack(">I", binascii.crc32(pkt))) + b"\x00"
+    """0x00, COBS(packet || crc32 big-endian), 0x00: a delimiter on both sides (protocol/README.md)."""
+    return b"\x00" + cobs.encode(pkt + struct.pack(">I", binascii.crc32(pkt))) + b"\x00"
+
+
+def ref_utf8(raw: bytes) -> bool:
+    """CPython's strict decoder is the reference for protocol/utf8.py."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+# Boundaries of RFC 3629's table, and what MicroPython's decoder accepts but CPython does not.
+UTF8_CASES: list[tuple[str, bytes]] = [
+    ("empty", b""), ("ascii", b"A\x7f"), ("u0080", b"\xc2\x80"), ("u07ff", b"\xdf\xbf"),
+    ("u0800", b"\xe0\xa0\x80"), ("ud7ff", b"\xed\x9f\xbf"), ("ue000", b"\xee\x80\x80"),
+    ("uffff", b"\xef\xbf\xbf"), ("u10000", b"\xf0\x90\x80\x80"), ("u10ffff", b"\xf4\x8f\xbf\xbf"),
+    ("chinese", "欢迎".encode()),
+    ("surrogate_d800", b"\xed\xa0\x80"), ("surrogate_dfff", b"\xed\xbf\xbf"),
+    ("overlong_c080", b"\xc0\x80"), ("overlong_c1bf", b"\xc1\xbf"), ("overlong_e08080", b"\xe0\x80\x80"),
+    ("overlong_e09fbf", b"\xe0\x9f\xbf"), ("overlong_f0808080", b"\xf0\x80\x80\x80"),
+    ("overlong_f08fbfbf", b"\xf0\x8f\xbf\xbf"), ("above_max_f4908080", b"\xf4\x90\x80\x80"),
+    ("f5", b"\xf5\x80\x80\x80"), ("ff", b"\xff"), ("lone_continuation", b"\x80"),
+    ("truncated_2", b"A\xc2"), ("truncated_3", b"\xe6\xac"), ("truncated_4", b"\xf0\x90\x80"),
+    ("bad_continuation", b"\xc2A"),
+]
+
+
+# ReplayWindow scenarios (README "Sequence numbers and replays"), (name, cache_size, steps):
+# ["accept", seq, raw, reply] | ["hello", seq, resend_floor] |
+# ["check", seq, raw, is_tap, expect], expect "new", "late", "replay" or "retransmit:<reply>".
+REPLAY_CASES: list[tuple[str, int, list[list[Any]]]] = [
+    ("replay_retransmission_gets_cached_reply", 16, [
+        ["check", 5, "05", False, "new"], ["accept", 5, "05", "a5"],
+        ["check", 5, "05", False, "retransmit:a5"], ["check", 5, "06", False, "replay"],
+        ["check", 4, "04", False, "replay"], ["check", 6, "06", False, "new"]]),
+    ("replay_late_tap_above_floor", 16, [
+        ["accept", 100, "64", "00"], ["check", 50, "32", True, "replay"], ["hello", 120, 40],
+        ["check", 50, "32", True, "late"], ["check", 40, "28", True, "late"],
+        ["check", 39, "27", True, "replay"], ["check", 50, "32", False, "replay"]]),
+    ("replay_floor_above_hello_ignored", 16, [
+        ["accept", 100, "64", "00"], ["hello", 120, 500], ["check", 50, "32", True, "replay"]]),
+    ("replay_cache_bounded", 4, [["accept", i, "%02x" % i, "%02x" % (0x80 + i)] for i in range(1, 10)] + [
+        ["check", 9, "09", False, "retransmit:89"], ["check", 6, "06", False, "retransmit:86"],
+        ["check", 5, "05", False, "replay"], ["check", 10, "0a", False, "new"]]),
+]
+
+# Fields encode_body must refuse, with the error it must raise.
+_DECISION = dict(tap_seq=1, verdict=1, reason=0, relay_ms=0, pattern=0, balance=0, points=0, uses=-1, text="")
+_TAP = dict(uid=bytes(4), sak=0, flags=0, direction=0, service=0, amount=0, device_time=0, secure=b"")
+BAD_FIELDS: list[tuple[str, int, dict[str, Any]]] = [
+    ("fields_verdict_range", P.DECISION, {**_DECISION, "verdict": 3}),
+    ("fields_relay_ms_range", P.DECISION, {**_DECISION, "relay_ms": 60001}),
+    ("fields_missing", P.PING, {}),
+    ("fields_uid_3_bytes", P.TAP, {**_TAP, "uid": b"\x01\x02\x03"}),
+    ("fields_secure_97_bytes", P.TAP, {**_TAP, "secure": bytes(97)}),
+    ("fields_text_65_bytes", P.EVENT, dict(code=1, value=0, text="x" * 65)),
+    ("fields_allow_25_uids", P.CONFIG, dict(cfg_version=1, relay_ms=0, debounce_ms=0, offline_after_s=1, heartbeat_s=1, allow_op=1, allow=[bytes(4)] * 25)),
+    ("fields_body_over_255", P.CONFIG, dict(cfg_version=1, relay_ms=0, debounce_ms=0, offline_after_s=1, heartbeat_s=1, allow_op=1, allow=[bytes(10)] * 24)),
+]
+
+
+def rule_vectors() -> list[dict[str, Any]]:
+    """Replay-window scenarios and fields the encoder must refuse."""
+    vectors: list[dict[str, Any]] = []
+    for name, size, steps in REPLAY_CASES:
+        vectors.append(dict(kind="replay", name=name, cache_size=size, steps=steps))
+    for name, ptype, fields in BAD_FIELDS:
+        vectors.append(dict(kind="bad_fields", name=name, type=ptype, fields=to_json(fields), error="MalformedError"))
+    return vectors
 
 
 def to_json(fields: dict[str, Any]) -> dict[str, Any]:
@@ -74,23 +144,20 @@ MESSAGES: list[tuple[str, int, int, bytes, dict[str, Any]]] = [
 ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Write (or with --check, compare) protocol/vectors.json; return the exit code."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--check", action="store_true",
-                    help="write nothing; exit 1 if protocol/vectors.json is not up to date")
-    args = ap.parse_args(argv)
+RFC4231 = [
+    ("rfc4231_1", b"\x0b" * 20, b"Hi There"),
+    ("rfc4231_2", b"Jefe", b"what do ya want for nothing?"),
+    ("rfc4231_3", b"\xaa" * 20, b"\xdd" * 50),
+    ("rfc4231_4", bytes(range(1, 26)), b"\xcd" * 50),
+    ("rfc4231_6", b"\xaa" * 131, b"Test Using Larger Than Block-Size Key - Hash Key First"),
+    ("rfc4231_7", b"\xaa" * 131, b"This is a test using a larger than block-size key and a larger than block-size data. The key needs to be hashed before being used by the HMAC algorithm."),
+]
+
+
+def primitive_vectors() -> list[dict[str, Any]]:
+    """HMAC (RFC 4231 cases 1-4, 6, 7; case 5 truncates, ours truncates separately), COBS, UTF-8, CRC-32."""
     vectors: list[dict[str, Any]] = []
-    # RFC 4231 HMAC-SHA256 test cases 1-4, 6, 7 (case 5 truncates; ours truncates separately).
-    rfc = [
-        ("rfc4231_1", b"\x0b" * 20, b"Hi There"),
-        ("rfc4231_2", b"Jefe", b"what do ya want for nothing?"),
-        ("rfc4231_3", b"\xaa" * 20, b"\xdd" * 50),
-        ("rfc4231_4", bytes(range(1, 26)), b"\xcd" * 50),
-        ("rfc4231_6", b"\xaa" * 131, b"Test Using Larger Than Block-Size Key - Hash Key First"),
-        ("rfc4231_7", b"\xaa" * 131, b"This is a test using a larger than block-size key and a larger than block-size data. The key needs to be hashed before being used by the HMAC algorithm."),
-    ]
-    for name, key, data in rfc:
+    for name, key, data in RFC4231:
         vectors.append(dict(kind="hmac", name=name, key=key.hex(), data=data.hex(), mac=hmac.new(key, data, hashlib.sha256).hexdigest()))
     cobs_cases = [
         ("00", "0101"), ("0000", "010101"), ("11220033", "0311220233"),
@@ -103,18 +170,31 @@ def main(argv: list[str] | None = None) -> int:
     vectors.append(dict(kind="cobs", name="cobs_254", raw=block.hex(), cobs=(b"\xff" + block).hex()))
     vectors.append(dict(kind="cobs", name="cobs_zero_254", raw=(b"\x00" + block).hex(), cobs=(b"\x01\xff" + block).hex()))
     vectors.append(dict(kind="cobs", name="cobs_255", raw=(block + b"\xff").hex(), cobs=(b"\xff" + block + b"\x02\xff").hex()))
+    for name, raw in UTF8_CASES:
+        vectors.append(dict(kind="utf8", name="utf8_" + name, hex=raw.hex(), valid=ref_utf8(raw)))
     vectors.append(dict(kind="crc32", name="crc32_check", data=b"123456789".hex(), crc=0xCBF43926))
+    return vectors
 
+
+def packet_vectors() -> list[dict[str, Any]]:
+    """One good packet (and its frame) per entry of MESSAGES."""
+    vectors: list[dict[str, Any]] = []
     for name, ptype, seq, direction, fields in MESSAGES:
         body = P.encode_body(ptype, fields)
         pkt = ref_packet(ptype, seq, DEV, body, KEY, direction)
         vectors.append(dict(kind="packet", name=name, type=ptype, seq=seq, device_id=DEV, key=KEY.hex(), direction=direction.decode(), fields=to_json(fields), packet=pkt.hex(), frame=ref_frame(pkt).hex()))
+    return vectors
 
-    tap = bytes.fromhex(next(v["packet"] for v in vectors if v.get("name") == "tap_uid4"))
-    decision = bytes.fromhex(next(v["packet"] for v in vectors if v.get("name") == "decision_grant"))
+
+def bad_packet_vectors(tap: bytes) -> list[dict[str, Any]]:
+    """Packets decode() must refuse, each with the ProtocolError subclass it must raise."""
+    vectors: list[dict[str, Any]] = []
 
     def bad(name: str, pkt: bytes, error: str, direction: str = "U") -> None:
         vectors.append(dict(kind="bad_packet", name=name, key=KEY.hex(), direction=direction, packet=pkt.hex(), error=error))
+
+    def event(text: bytes) -> bytes:
+        return ref_packet(P.EVENT, 5, DEV, bytes([2, 0, 0, 0, 1, len(text)]) + text, KEY, P.UP)
 
     flipped = bytearray(tap); flipped[12] ^= 0x01
     bad("bad_mac_flipped_body", bytes(flipped), "AuthError")
@@ -130,10 +210,22 @@ def main(argv: list[str] | None = None) -> int:
     bad("bad_device_id", ref_packet(P.PING, 5, "gate 01", struct.pack(">I", 1), KEY, P.UP), "MalformedError")
     bad("body_trailing_byte", ref_packet(P.PING, 5, DEV, struct.pack(">I", 1) + b"\x00", KEY, P.UP), "MalformedError")
     bad("body_bad_uid_len", ref_packet(P.TAP, 5, DEV, bytes([5]) + bytes(5) + bytes(15), KEY, P.UP), "MalformedError")
-    bad("body_bad_utf8", ref_packet(P.EVENT, 5, DEV, bytes([2, 0, 0, 0, 1, 2, 0xC3, 0x28]), KEY, P.UP), "MalformedError")
+    bad("body_bad_utf8", event(b"\xc3\x28"), "MalformedError")
     bad("body_verdict_range", ref_packet(P.DECISION, 5, DEV, struct.pack(">IBBHBiih", 1, 2, 0, 0, 0, 0, 0, -1) + b"\x00", KEY, P.DOWN), "MalformedError", "D")
+    # Text that MicroPython's own decoder would let through: surrogate, overlong, above U+10FFFF.
+    bad("body_utf8_surrogate", event(b"\xed\xa0\x80"), "MalformedError")
+    bad("body_utf8_overlong", event(b"\xc0\x80"), "MalformedError")
+    bad("body_utf8_above_max", event(b"\xf4\x90\x80\x80"), "MalformedError")
+    # body_len 256 (> MAX_BODY) in a packet that still fits 296 bytes: a CONFIG of 22 ten-byte UIDs.
+    big = struct.pack(">IHHHHB", 10, 0, 0, 1, 1, 2) + bytes([22]) + (bytes([10]) + bytes(range(1, 11))) * 22
+    bad("body_len_256", ref_packet(P.CONFIG, 5, DEV, big, KEY, P.DOWN), "MalformedError", "D")
     bad("decision_sent_up", ref_packet(P.DECISION, 5, DEV, struct.pack(">IBBHBiih", 1, 1, 0, 0, 0, 0, 0, -1) + b"\x00", KEY, P.UP), "MalformedError")
+    return vectors
 
+
+def bad_frame_vectors(tap: bytes, decision: bytes) -> list[dict[str, Any]]:
+    """Damaged byte streams: which packets the parser must still deliver, how many it drops."""
+    vectors: list[dict[str, Any]] = []
     good = ref_frame(tap)
     dec = ref_frame(decision)
 
@@ -148,7 +240,27 @@ def main(argv: list[str] | None = None) -> int:
     badf("frame_oversize_then_good", b"\x01" * 400 + b"\x00" + good, [tap], 1)
     badf("frame_too_short", b"\x02\x01\x00" + good, [tap], 1)
     badf("frame_two_back_to_back", good + dec, [tap, decision], 0)
+    # Line noise between two frames: the next frame's leading delimiter closes it off.
+    badf("frame_noise_between_frames", good + b"\x13\x37\xfe" + dec, [tap, decision], 1)
+    badf("frame_noise_then_two_frames", b"\x42" * 7 + good + dec, [tap, decision], 1)
+    return vectors
 
+
+def build() -> list[dict[str, Any]]:
+    """Every vector, in file order."""
+    vectors = primitive_vectors() + packet_vectors()
+    tap = bytes.fromhex(next(v["packet"] for v in vectors if v["name"] == "tap_uid4"))
+    decision = bytes.fromhex(next(v["packet"] for v in vectors if v["name"] == "decision_grant"))
+    return vectors + bad_packet_vectors(tap) + bad_frame_vectors(tap, decision) + rule_vectors()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write (or with --check, compare) protocol/vectors.json; return the exit code."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true",
+                    help="write nothing; exit 1 if protocol/vectors.json is not up to date")
+    args = ap.parse_args(argv)
+    vectors = build()
     text = json.dumps(vectors, indent=1, ensure_ascii=False) + "\n"
     if args.check:
         same = OUT.exists() and OUT.read_text(encoding="utf-8") == text
