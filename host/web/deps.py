@@ -1,0 +1,74 @@
+# Runs on CPython (host): FastAPI dependencies — context, read connection, actor with permission, Idempotency-Key.
+"""Request plumbing shared by every route.
+
+- :func:`context`: the application's :class:`host.web.context.WebContext`;
+- :func:`read_db`: a read-only connection for this request, closed after it;
+- :func:`need` (``Depends(need("sales.write"))``): authenticates the request (401) and checks
+  that its actor may do the action (403), before the body is even looked at;
+- :func:`idempotency_key`: the ``Idempotency-Key`` header every write needs (400 without it);
+- :func:`replayed`: moves the admin result's ``replayed`` flag into the
+  ``Idempotent-Replayed`` header, so a retried request gets the first body unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import sqlite_utils
+from fastapi import Header, Request, Response
+
+from host.errors import InputError
+from host.ledger.idempotent import check_key
+from host.web.auth import authenticate
+from host.web.context import WebContext
+from host.web.permissions import Actor, check
+
+
+def context(request: Request) -> WebContext:
+    """The application's context."""
+    return request.app.state.ctx
+
+
+def read_db(request: Request) -> Iterator[sqlite_utils.Database]:
+    """A read-only connection for one request."""
+    db = context(request).read_db()
+    try:
+        yield db
+    finally:
+        db.conn.close()
+
+
+def need(action: str) -> Callable[..., Actor]:
+    """A dependency giving the request's actor once it may do ``action``."""
+
+    def dependency(request: Request,
+                   authorization: str | None = Header(None, include_in_schema=False)) -> Actor:
+        db = context(request).read_db()
+        try:
+            actor = authenticate(db, authorization)
+        finally:
+            db.conn.close()
+        return check(actor, action)
+
+    dependency.__name__ = f"need_{action.replace('.', '_')}"
+    return dependency
+
+
+def idempotency_key(idempotency_key: str | None = Header(
+        None, description="unique per write; a retry with the same key returns the first "
+                          "result")) -> str:
+    """The write's ``Idempotency-Key`` header (InputError when missing or malformed)."""
+    if idempotency_key is None:
+        raise InputError("missing Idempotency-Key header: every write needs one (1-128 "
+                         "printable ASCII characters, unique per write; resend it on a retry)")
+    check_key(idempotency_key)
+    return idempotency_key
+
+
+def replayed(response: Response, result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` without its ``replayed`` flag, which goes to the ``Idempotent-Replayed``
+    response header instead."""
+    body = dict(result)
+    response.headers["Idempotent-Replayed"] = "true" if body.pop("replayed", False) else "false"
+    return body
