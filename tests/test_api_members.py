@@ -143,3 +143,11 @@ def test_sales_are_published_once(api_site: ApiSite) -> None:
     assert event.data["topup_fen"] == 300 and event.data["token"] == "test-sales"
     # Published before the response was sent: the replay published nothing.
     assert sub.get(timeout=0) is None
+
+
+def test_stopped_writer_is_503_and_nothing_is_written(api_site: ApiSite) -> None:
+    api_site.writer.stop()
+    r = api_site.client().post(f"/v1/members/{api_site.member_id}/topups",
+                               json={"amount_fen": 100}, headers=api_site.auth("sales", "late"))
+    assert r.status_code == 503 and "writer has stopped" in r.json()["error"]
+    assert api_site.principal_fen() == 10000

@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import sqlite_utils
-from fastapi import Header, Request, Response
+from fastapi import Header, Request, Response, Security
+from fastapi.security import HTTPBearer
 
 from host.errors import InputError
 from host.ledger.idempotent import check_key
@@ -39,14 +40,18 @@ def read_db(request: Request) -> Iterator[sqlite_utils.Database]:
         db.conn.close()
 
 
+#: Declares the bearer token in the OpenAPI document; ``auth.authenticate`` does the checking.
+_BEARER = HTTPBearer(auto_error=False, scheme_name="token",
+                     description="an API token from `tapkiosk api-token add`")
+
+
 def need(action: str) -> Callable[..., Actor]:
     """A dependency giving the request's actor once it may do ``action``."""
 
-    def dependency(request: Request,
-                   authorization: str | None = Header(None, include_in_schema=False)) -> Actor:
+    def dependency(request: Request, _declared: Any = Security(_BEARER)) -> Actor:
         db = context(request).read_db()
         try:
-            actor = authenticate(db, authorization)
+            actor = authenticate(db, request.headers.get("Authorization"))
         finally:
             db.conn.close()
         return check(actor, action)
