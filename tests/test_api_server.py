@@ -42,6 +42,9 @@ def test_real_server_serves_streams_and_stops(api_site: ApiSite) -> None:
         spec = httpx.get(f"{base}/v1/openapi.json").json()
         assert "/v1/members/{member_id}/topups" in spec["paths"]
         assert "/v1/cards/{uid}" in spec["paths"] and "/v1/events" in spec["paths"]
+        params = spec["paths"]["/v1/members/{member_id}/topups"]["post"]["parameters"]
+        assert {"name": "idempotency-key", "required": True}.items() <= \
+            next(p for p in params if p["in"] == "header").items()
         page = httpx.get(f"{base}/v1/docs")
         assert page.status_code == 200 and "openapi.json" in page.text
         assert "://" not in page.text.split("<script>")[1]  # loads nothing from elsewhere

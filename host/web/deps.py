@@ -19,7 +19,6 @@ import sqlite_utils
 from fastapi import Header, Request, Response, Security
 from fastapi.security import HTTPBearer
 
-from host.errors import InputError
 from host.ledger.idempotent import check_key
 from host.web.auth import authenticate
 from host.web.context import WebContext
@@ -60,13 +59,17 @@ def need(action: str) -> Callable[..., Actor]:
     return dependency
 
 
-def idempotency_key(idempotency_key: str | None = Header(
-        None, description="unique per write; a retry with the same key returns the first "
-                          "result")) -> str:
-    """The write's ``Idempotency-Key`` header (InputError when missing or malformed)."""
-    if idempotency_key is None:
-        raise InputError("missing Idempotency-Key header: every write needs one (1-128 "
-                         "printable ASCII characters, unique per write; resend it on a retry)")
+#: The 400 answer to a write without an ``Idempotency-Key`` header.
+MISSING_KEY = ("missing Idempotency-Key header: every write needs one (1-128 printable ASCII "
+               "characters, unique per write; resend it on a retry)")
+#: Where request validation reports that header missing (``host.web.errors`` turns it into 400).
+KEY_LOC = ("header", "idempotency-key")
+
+
+def idempotency_key(idempotency_key: str = Header(
+        ..., description="unique per write; a retry with the same key and body returns the "
+                         "first result, another body with it is 409")) -> str:
+    """The write's ``Idempotency-Key`` header (InputError when malformed)."""
     check_key(idempotency_key)
     return idempotency_key
 

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from host.errors import Conflict, HostError, InputError, InsufficientFunds, NotFound
 from host.site.writer import WriterClosed
 from host.web.context import WriteTimeout
+from host.web.deps import KEY_LOC, MISSING_KEY
 from host.web.permissions import Forbidden, Unauthorized
 
 log = logging.getLogger("tapkiosk.web")
@@ -59,6 +60,8 @@ async def _host_error(request: Request, exc: HostError) -> JSONResponse:
 
 
 async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    if any(tuple(e.get("loc", ())) == KEY_LOC for e in exc.errors()):
+        return error(400, MISSING_KEY)
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
     where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
     return error(422, f"{where}: {first.get('msg')}" if where else first.get("msg", ""))

@@ -48,7 +48,8 @@ RULES: dict[str, frozenset[str]] = {
     "refunds.write": frozenset({"admin"}),
 }
 
-assert all(rule <= set(SCOPES) for rule in RULES.values())
+if not all(rule <= set(SCOPES) for rule in RULES.values()):
+    raise HostError("host.web.permissions: a rule names a scope the token store does not know")
 
 
 def allowed(actor: Actor, action: str) -> bool:
