@@ -84,3 +84,21 @@ def test_events_are_forwarded_to_mqtt(broker) -> None:
             c.loop_stop()
             c.disconnect()
     assert bus.subscribers == 0
+
+
+def test_service_payloads_are_json_events() -> None:
+    from host.rules.engine import Decision, Tap
+    from host.web.event_payloads import decision_payload, device_payload, tap_payload
+
+    bus, tap = EventBus(), Tap("K1", 70000, "04A1B2C3D4E5F6", amount_fen=1250)
+    d = Decision("grant", "ok", 0, 1, "Paid 12.50", 8750, 12, -1, 3, reply=b"\x01\x02")
+    sub = bus.subscribe()
+    bus.publish("tap", tap_payload(tap))
+    bus.publish("decision", decision_payload(tap, d))
+    bus.publish("device_offline", device_payload("K1", "kiosk", "mqtt", "1.2.0"))
+    got = [json.loads(sub.get(timeout=0).json)["data"] for _ in range(3)]
+    assert got[0] == {"device_id": "K1", "seq": 70000, "uid": "04A1B2C3D4E5F6", "service": 0,
+                      "amount_fen": 1250, "direction": None, "offline": False}
+    assert got[1]["verdict"] == "grant" and got[1]["balance_fen"] == 8750
+    assert got[1]["member_id"] == 3 and "reply" not in got[1]
+    assert got[2] == {"device_id": "K1", "kind": "kiosk", "link": "mqtt", "fw": "1.2.0"}
