@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 
 import httpx
@@ -113,3 +114,46 @@ def test_http_config_validation(tmp_path) -> None:
     for table in bad:
         with pytest.raises(InputError, match=r"\[http\]"):
             http_config(table)
+
+
+def _self_signed(tmp_path) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tapkiosk test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "api.crt", tmp_path / "api.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+def test_tls_server(api_site: ApiSite, tmp_path) -> None:
+    cert, key = _self_signed(tmp_path)
+    server = _server(api_site, tls_cert=cert, tls_key=key).start()
+    try:
+        assert server.url.startswith("https://127.0.0.1:")
+        r = httpx.get(f"{server.url}/v1/members/{api_site.member_id}",
+                      headers=api_site.auth("members"),
+                      verify=ssl.create_default_context(cafile=cert))
+        assert r.status_code == 200 and r.json()["id"] == api_site.member_id
+        with pytest.raises(httpx.RemoteProtocolError):
+            httpx.get(server.url.replace("https:", "http:") + "/v1/openapi.json", timeout=5)
+    finally:
+        server.stop()

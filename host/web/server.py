@@ -71,7 +71,9 @@ class WebServer:
         sock = self._bind()
         self.port = sock.getsockname()[1]
         c = self.config
-        cfg = uvicorn.Config(self.app, log_level=self._log_level, lifespan="off",
+        # log_config=None: uvicorn leaves the daemon's logging set-up alone.
+        cfg = uvicorn.Config(self.app, log_config=None, log_level=self._log_level,
+                             lifespan="off",
                              access_log=False, timeout_graceful_shutdown=GRACEFUL_S,
                              ssl_certfile=c.tls_cert, ssl_keyfile=c.tls_key)
         server = uvicorn.Server(cfg)
