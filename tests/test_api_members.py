@@ -38,6 +38,8 @@ def test_lookup_errors_are_one_line_json(api_site: ApiSite) -> None:
              ("/v1/cards/xyz", 400, "bad card UID"),
              ("/v1/members?phone=abc", 400, "bad phone"),
              ("/v1/members/abc", 422, "member_id"),
+             (f"/v1/members/{2**64}", 422, "member_id"),
+             ("/v1/members/0", 422, "member_id"),
              ("/v1/nowhere", 404, "Not Found")]
     for path, status, words in cases:
         r = c.get(path, headers=h)

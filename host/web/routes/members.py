@@ -8,8 +8,10 @@ same key for another request is 409.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import sqlite_utils
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 
 from host.store import lookup
 from host.web.context import WebContext
@@ -29,6 +31,7 @@ _REFUND = Depends(need("refunds.write"))
 _KEY = Depends(idempotency_key)
 _CTX = Depends(context)
 _DB = Depends(read_db)
+MemberId = Annotated[int, Path(ge=1, le=2**63 - 1, description="member id")]
 
 
 @router.get("", response_model=MemberList, summary="Find members by phone")
@@ -38,13 +41,13 @@ def by_phone(phone: str = Query(..., description="digits, spaces, dashes, option
 
 
 @router.get("/{member_id}", response_model=MemberOut, summary="A member")
-def show(member_id: int, actor: Actor = _READ, db: sqlite_utils.Database = _DB) -> dict:
+def show(member_id: MemberId, actor: Actor = _READ, db: sqlite_utils.Database = _DB) -> dict:
     return lookup.member(db, member_id)
 
 
 @router.post("/{member_id}/topups", response_model=TopupOut, status_code=201,
              summary="Top up stored value (cash received)")
-def topup(member_id: int, body: TopupIn, response: Response, actor: Actor = _SELL,
+def topup(member_id: MemberId, body: TopupIn, response: Response, actor: Actor = _SELL,
           key: str = _KEY, ctx: WebContext = _CTX) -> dict:
     return replayed(response, ctx.sale(actor, "topup", member_id, lambda admin: admin.topup(
         member_id, body.amount_fen, key=key)))
@@ -52,7 +55,7 @@ def topup(member_id: int, body: TopupIn, response: Response, actor: Actor = _SEL
 
 @router.post("/{member_id}/passes", response_model=PassSaleOut, status_code=201,
              summary="Sell a pass (a plan of the site policy)")
-def sell_pass(member_id: int, body: PassSaleIn, response: Response, actor: Actor = _SELL,
+def sell_pass(member_id: MemberId, body: PassSaleIn, response: Response, actor: Actor = _SELL,
               key: str = _KEY, ctx: WebContext = _CTX) -> dict:
     return replayed(response, ctx.sale(actor, "pass", member_id, lambda admin: admin.sell_pass(
         member_id, body.plan, from_balance=body.from_balance, key=key)))
@@ -60,7 +63,7 @@ def sell_pass(member_id: int, body: PassSaleIn, response: Response, actor: Actor
 
 @router.post("/{member_id}/redemptions", response_model=RedemptionOut, status_code=201,
              summary="Redeem points for goods or bonus balance")
-def redeem(member_id: int, body: RedemptionIn, response: Response, actor: Actor = _SELL,
+def redeem(member_id: MemberId, body: RedemptionIn, response: Response, actor: Actor = _SELL,
            key: str = _KEY, ctx: WebContext = _CTX) -> dict:
     return replayed(response, ctx.sale(
         actor, "redemption", member_id, lambda admin: admin.redeem_points(
@@ -69,7 +72,7 @@ def redeem(member_id: int, body: RedemptionIn, response: Response, actor: Actor 
 
 @router.post("/{member_id}/refunds", response_model=RefundOut, status_code=201,
              summary="Refund principal (admin scope)")
-def refund(member_id: int, body: RefundIn, response: Response, actor: Actor = _REFUND,
+def refund(member_id: MemberId, body: RefundIn, response: Response, actor: Actor = _REFUND,
            key: str = _KEY, ctx: WebContext = _CTX) -> dict:
     return replayed(response, ctx.sale(actor, "refund", member_id, lambda admin: admin.refund(
         member_id, body.amount_fen, key=key)))
