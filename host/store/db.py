@@ -270,6 +270,18 @@ BEGIN SELECT RAISE(ABORT, 'tap_voids is append-only'); END;
 ALTER TABLE devices ADD COLUMN board_mac TEXT CHECK (board_mac IS NULL OR {_MAC_GLOB_SQL});
 CREATE UNIQUE INDEX devices_board_mac ON devices(board_mac) WHERE board_mac IS NOT NULL;
 """),
+    # HTTP API tokens (host/store/tokens.py, docs/integrators.md): only the sha256 of each
+    # secret is kept; a revoked token keeps its row (revoked_at set) so its id is never reused.
+    (7, "api tokens: hashed secrets with a scope", """
+CREATE TABLE api_tokens (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 64),
+    scope TEXT NOT NULL CHECK (scope IN ('members', 'sales', 'admin')),
+    hash TEXT NOT NULL UNIQUE CHECK (length(hash) = 64),
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+"""),
 ]
 
 DEVICE_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,16}")

@@ -1,0 +1,87 @@
+# Runs on CPython (host): what the web layer is given by the daemon — writer, readers, policy, event bus.
+"""The web layer's context: one per application.
+
+Writes run on the daemon's single writer thread (``writer.call``) through the same
+:class:`host.admin.core.Admin` methods as the CLI; reads open their own read-only
+connection (``read_db()``). Sales made through the API are published on the event bus.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import sqlite_utils
+
+from host.admin.core import Admin
+from host.errors import HostError
+from host.rules.policy import Policy
+from host.web.events import EventBus, Subscription
+from host.web.permissions import Actor
+
+#: Seconds a request waits for its write; on a time-out the client retries with the same key.
+WRITE_TIMEOUT_S = 30.0
+
+
+class WriterLike(Protocol):
+    """What the web layer needs of ``host.site.writer.Writer``."""
+
+    def call(self, fn: Callable[[sqlite_utils.Database], Any]) -> Future: ...
+
+
+class WriteTimeout(HostError):
+    """The writer did not answer in time (HTTP 503); the write may still commit, so the client
+    retries with the same Idempotency-Key."""
+
+
+@dataclass
+class WebContext:
+    """Everything a request handler may use."""
+
+    writer: WriterLike
+    read_db: Callable[[], sqlite_utils.Database]
+    policy: Policy
+    bus: EventBus
+    write_timeout_s: float = WRITE_TIMEOUT_S
+    _streams: set[Subscription] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def sale(self, actor: Actor, kind: str, member_id: int,
+             op: Callable[[Admin], dict[str, Any]]) -> dict[str, Any]:
+        """Run ``op(Admin)`` on the writer thread and return its result; a first (not
+        replayed) result is published as a ``sale`` event of ``kind``."""
+        future = self.writer.call(lambda db: op(Admin(db, self.policy)))
+        try:
+            result = future.result(self.write_timeout_s)
+        except FutureTimeout:
+            raise WriteTimeout("the database writer did not answer in time; retry with the "
+                               "same Idempotency-Key") from None
+        if not result.get("replayed"):
+            self.bus.publish("sale", {"kind": kind, "member_id": member_id,
+                                      "token": actor.name,
+                                      **{k: v for k, v in result.items() if k != "replayed"}})
+        return result
+
+    def open_stream(self, kinds: frozenset[str] | None) -> Subscription:
+        """A bus subscription for an event stream; closed by :meth:`close_streams`."""
+        sub = self.bus.subscribe(kinds)
+        with self._lock:
+            self._streams.add(sub)
+        return sub
+
+    def end_stream(self, sub: Subscription) -> None:
+        """Close one stream's subscription."""
+        sub.close()
+        with self._lock:
+            self._streams.discard(sub)
+
+    def close_streams(self) -> None:
+        """Close every open event stream (the server is stopping)."""
+        with self._lock:
+            subs, self._streams = list(self._streams), set()
+        for sub in subs:
+            sub.close()

@@ -1,0 +1,225 @@
+# Runs on CPython (host): the in-process event bus (taps, decisions, device state, sales) and its MQTT publisher.
+"""In-process event bus.
+
+``bus.publish(kind, data)`` is thread-safe and never blocks: the event is encoded to JSON once
+and offered to every subscriber's bounded queue; a subscriber that does not keep up loses its
+OLDEST events (counted in ``Subscription.dropped``), never the publisher's time. Event ids
+are increasing integers, so a client sees a gap when it lost events.
+
+Kinds (:data:`KINDS`): ``tap``, ``decision``, ``device_online``, ``device_offline``, ``sale``.
+Consumers: ``GET /v1/events`` (server-sent events, ``host.web.routes.events``) and
+:class:`MqttEventPublisher` (``tapkiosk/v1/events/<kind>``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from host.errors import InputError
+
+log = logging.getLogger("tapkiosk.events")
+
+#: Every event kind the bus carries.
+KINDS = ("tap", "decision", "device_online", "device_offline", "sale")
+#: Events kept per subscriber before the oldest are dropped.
+QUEUE_SIZE = 256
+#: MQTT topic prefix of :class:`MqttEventPublisher`.
+TOPIC_PREFIX = "tapkiosk/v1/events"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One published event: increasing ``id``, ``kind``, unix ``ts``, JSON of the envelope."""
+
+    id: int
+    kind: str
+    ts: float
+    data: dict[str, Any]
+    json: str
+
+    def sse(self) -> str:
+        """The event as one server-sent-events message."""
+        return f"id: {self.id}\nevent: {self.kind}\ndata: {self.json}\n\n"
+
+
+def check_kinds(kinds: Iterable[str]) -> frozenset[str]:
+    """The set of ``kinds``; InputError naming an unknown one."""
+    out = frozenset(kinds)
+    for k in sorted(out - set(KINDS)):
+        raise InputError(f"unknown event kind {k!r} (kinds: {', '.join(KINDS)})")
+    return out
+
+
+class Subscription:
+    """A subscriber's bounded queue (drop-oldest), read by a thread or by an asyncio task."""
+
+    def __init__(self, bus: "EventBus", kinds: frozenset[str] | None, size: int) -> None:
+        self._bus = bus
+        self.kinds = kinds
+        self._items: deque[Event] = deque(maxlen=max(1, size))
+        self._cond = threading.Condition()
+        self._waker: Callable[[], None] | None = None
+        self.closed = False
+        self.dropped = 0
+
+    def offer(self, event: Event) -> None:
+        """Queue ``event`` (called by the bus); drops the oldest when full."""
+        if self.kinds is not None and event.kind not in self.kinds:
+            return
+        with self._cond:
+            if self.closed:
+                return
+            if len(self._items) == self._items.maxlen:
+                self.dropped += 1
+            self._items.append(event)
+            self._cond.notify_all()
+            waker = self._waker
+        if waker is not None:
+            waker()
+
+    def _pop(self) -> Event | None:
+        with self._cond:
+            return self._items.popleft() if self._items else None
+
+    def get(self, timeout: float | None = None) -> Event | None:
+        """Next event, waiting up to ``timeout`` seconds (None: timed out or closed)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._items or self.closed, timeout)
+            return self._items.popleft() if self._items else None
+
+    async def next(self, timeout: float) -> Event | None:
+        """Next event for an asyncio consumer, waiting up to ``timeout`` seconds without
+        blocking the loop (None: timed out or closed)."""
+        loop = asyncio.get_running_loop()
+        ready = asyncio.Event()
+
+        def wake() -> None:
+            try:
+                loop.call_soon_threadsafe(ready.set)
+            except RuntimeError:  # the loop has closed: nobody is waiting any more
+                pass
+
+        with self._cond:
+            if self._items or self.closed:
+                return self._items.popleft() if self._items else None
+            self._waker = wake
+        try:
+            await asyncio.wait_for(ready.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            with self._cond:
+                self._waker = None
+        return self._pop()
+
+    def close(self) -> None:
+        """Stop receiving; a waiting ``get``/``next`` returns None. Idempotent."""
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+            waker = self._waker
+        if waker is not None:
+            waker()
+        self._bus.unsubscribe(self)
+
+
+class EventBus:
+    """Publish/subscribe between the daemon's threads and its event consumers."""
+
+    def __init__(self, queue_size: int = QUEUE_SIZE) -> None:
+        self.queue_size = queue_size
+        self._subs: set[Subscription] = set()
+        self._lock = threading.Lock()
+        self._last_id = 0
+
+    def publish(self, kind: str, data: dict[str, Any]) -> Event:
+        """Send ``data`` (a JSON-able dict) as an event of ``kind`` to every subscriber.
+        InputError for an unknown kind or data that is not JSON-able; never blocks."""
+        check_kinds([kind])
+        if not isinstance(data, dict):
+            raise InputError(f"event data must be a dict, got {type(data).__name__}")
+        with self._lock:  # ids and delivery in one order for every subscriber
+            ts = time.time()
+            eid = self._last_id + 1
+            try:
+                text = json.dumps({"id": eid, "kind": kind, "ts": ts, "data": data},
+                                  sort_keys=True, separators=(",", ":"))
+            except (TypeError, ValueError) as e:
+                raise InputError(f"event data is not JSON-able: {e}") from None
+            self._last_id = eid
+            event = Event(eid, kind, ts, dict(data), text)
+            for sub in self._subs:
+                sub.offer(event)
+        return event
+
+    def subscribe(self, kinds: Iterable[str] | None = None,
+                  queue_size: int | None = None) -> Subscription:
+        """A new subscription to ``kinds`` (None: every kind)."""
+        sub = Subscription(self, None if kinds is None else check_kinds(kinds),
+                           queue_size or self.queue_size)
+        with self._lock:
+            self._subs.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Forget ``sub`` (``Subscription.close`` calls this)."""
+        with self._lock:
+            self._subs.discard(sub)
+
+    @property
+    def subscribers(self) -> int:
+        """How many subscriptions are open."""
+        with self._lock:
+            return len(self._subs)
+
+
+class MqttEventPublisher:
+    """Forwards every bus event to MQTT as ``<prefix>/<kind>`` with the event's JSON.
+
+    ``publish(topic, payload)`` is the MQTT link's publish (e.g.
+    ``lambda t, p: client.publish(t, p, qos=0)``: paho's publish is thread-safe). Runs its
+    own thread so a slow broker never delays a publisher of the bus.
+    """
+
+    def __init__(self, bus: EventBus, publish: Callable[[str, bytes], Any],
+                 prefix: str = TOPIC_PREFIX) -> None:
+        self._bus = bus
+        self._publish = publish
+        self.prefix = prefix.rstrip("/")
+        self._sub: Subscription | None = None
+        self._thread: threading.Thread | None = None
+        self.sent = 0
+
+    def start(self) -> "MqttEventPublisher":
+        """Subscribe to the bus and start forwarding; returns self."""
+        self._sub = self._bus.subscribe()
+        self._thread = threading.Thread(target=self._run, args=(self._sub,),
+                                        name="tapkiosk-events-mqtt", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self, sub: Subscription) -> None:
+        while not sub.closed:
+            event = sub.get(timeout=1.0)
+            if event is None:
+                continue
+            try:
+                self._publish(f"{self.prefix}/{event.kind}", event.json.encode("utf-8"))
+                self.sent += 1
+            except Exception:  # noqa: BLE001 - a broker hiccup must not stop the forwarding
+                log.exception("publishing event %d to MQTT failed", event.id)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop forwarding (events still queued are dropped). Idempotent."""
+        if self._sub is not None:
+            self._sub.close()
+        if self._thread is not None and self._thread.is_alive():
+            self._thread.join(timeout)

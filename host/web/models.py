@@ -1,0 +1,124 @@
+# Runs on CPython (host): request and response bodies of the /v1 API (pydantic v2).
+"""Request and response models. Money is integer fen (``*_fen``), never a float or a string;
+request bodies refuse unknown fields and non-integer amounts (HTTP 422)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorOut(BaseModel):
+    """Every error: one line saying what went wrong."""
+
+    error: str
+
+
+class CardOut(BaseModel):
+    uid: str
+    status: str
+    replaced_by: str | None = None
+    expires_at: int = 0
+
+
+class PassOut(BaseModel):
+    id: int
+    plan: str
+    kind: str
+    starts_at: int
+    ends_at: int
+    uses_left: int | None = None
+    daily_cap: int | None = None
+
+
+class MemberOut(BaseModel):
+    """A member with balances (principal and bonus, fen), points, passes and cards."""
+
+    id: int
+    name: str
+    phone: str | None = None
+    tier: str
+    status: str
+    principal_fen: int
+    bonus_fen: int
+    balance_fen: int
+    points: int
+    created_at: int
+    last_active_at: int | None = None
+    cards: list[CardOut]
+    passes: list[PassOut]
+
+
+class CardMemberOut(MemberOut):
+    """The member a card belongs to, and that card."""
+
+    card: CardOut
+
+
+class MemberSummary(BaseModel):
+    id: int
+    name: str
+    phone: str | None = None
+    tier: str
+    status: str
+    balance_fen: int
+    points: int
+
+
+class MemberList(BaseModel):
+    members: list[MemberSummary]
+
+
+class TopupIn(_In):
+    amount_fen: StrictInt = Field(gt=0, description="cash received, in fen")
+
+
+class PassSaleIn(_In):
+    plan: str = Field(min_length=1, max_length=64, description="a plan of the site policy")
+    from_balance: StrictBool = Field(False, description="pay from stored value, not cash")
+
+
+class RedemptionIn(_In):
+    points: StrictInt = Field(gt=0)
+    item: str | None = Field(None, min_length=1, max_length=100,
+                             description="what the points buy (or use to_balance)")
+    to_balance: StrictBool = Field(False, description="convert to bonus balance")
+
+
+class RefundIn(_In):
+    amount_fen: StrictInt | None = Field(None, gt=0, description="None: all principal")
+
+
+class BalanceOut(BaseModel):
+    member_id: int
+    principal_fen: int
+    bonus_fen: int
+    balance_fen: int
+    points: int
+
+
+class TopupOut(BalanceOut):
+    topup_fen: int
+    bonus_added_fen: int
+    referral_points: int
+
+
+class PassSaleOut(BalanceOut):
+    pass_id: int
+    plan: str
+    kind: str
+    ends_at: int
+    uses_left: int
+
+
+class RedemptionOut(BalanceOut):
+    redeemed_points: int
+    credited_fen: int
+
+
+class RefundOut(BalanceOut):
+    refunded_fen: int
+    bonus_forfeited_fen: int
