@@ -9,7 +9,8 @@ from host.admin.core import Admin
 from host.rules.engine import Engine, Tap
 from host.errors import HostError
 from host.rules.policy import load_policy
-from host.store.db import open_db, register_device
+from host.store.db import open_db
+from host.store.devices import register_device
 
 TZ = ZoneInfo("Asia/Shanghai")
 POLICY = load_policy()

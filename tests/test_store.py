@@ -3,8 +3,8 @@ import pytest
 
 from host.errors import Conflict, InputError, NotFound
 from host.rules.policy import load_policy
-from host.store.db import (device_key, get_device, open_db, register_device, schema_version,
-                        touch_device, MIGRATIONS)
+from host.store.db import MIGRATIONS, open_db, schema_version
+from host.store.devices import device_key, get_device, register_device, touch_device
 
 
 def test_pragmas_and_migrations(tmp_path):

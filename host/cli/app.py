@@ -33,8 +33,8 @@ from host.rules.engine import Engine, Tap
 from host.errors import HostError, InputError, NotFound
 from host.money import format_fen, parse_yuan
 from host.rules.policy import Policy, load_policy
-from host.store.db import (default_db_path, get_device, list_devices, open_db, register_device,
-                        schema_version)
+from host.store.db import default_db_path, open_db, schema_version
+from host.store.devices import get_device, list_devices, register_device
 
 #: Subcommands owned by other modules, imported only when used: name -> (module, function).
 DELEGATED = {"daemon": "host.daemon", "flash": "tools.flash", "sim": "sim.cli",
@@ -418,7 +418,7 @@ def _dispatch(args: argparse.Namespace, db: Any, policy: Policy, path: str,
             if args.rotate:
                 k = register_device(db, args.device_id, dev["kind"], rotate=True)
             else:
-                from host.store.db import device_key
+                from host.store.devices import device_key
                 k = device_key(db, args.device_id)
             _show({"device_id": args.device_id, "key": k.hex(), "rotated": args.rotate}, js, out)
     elif cmd == "topup":
