@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from host.admin.core import Admin
+from host.admin import Admin
 from host.rules.engine import Engine
 from host.rules.policy import load_policy
 from host.store.db import open_db

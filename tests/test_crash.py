@@ -8,7 +8,7 @@ import textwrap
 from pathlib import Path
 
 from host.ledger import book as ledger
-from host.admin.core import Admin
+from host.admin import Admin
 from host.store.db import open_db
 from host.store.devices import register_device
 

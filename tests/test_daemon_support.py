@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from host.admin.core import Admin
+from host.admin import Admin
 from host.daemon import Daemon
 from host.site.config import load_config
 from host.errors import HostError

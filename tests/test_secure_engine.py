@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from host.secure import check as secure_policy
-from host.admin.core import Admin
+from host.admin import Admin
 from host.rules.engine import Engine, Tap
 from host.errors import Conflict, InputError, NotFound
 from host.secure.personalise import ndef_url, read_ndef

@@ -28,7 +28,8 @@ from host.ledger import book as ledger
 from host.store import reports
 
 from host.secure import check as secure_policy
-from host.admin.core import Admin, canonical_uid
+from host.admin import Admin
+from host.admin.core import canonical_uid
 from host.rules.engine import Engine, Tap
 from host.errors import HostError, InputError, NotFound
 from host.money import format_fen, parse_yuan
@@ -471,7 +472,7 @@ def _dispatch(args: argparse.Namespace, db: Any, policy: Policy, path: str,
         if sub == "reverse":
             _show(admin.reverse(args.entry_id, reason=args.reason, key=key), js, out)
         else:
-            admin._member(db.conn, args.member)
+            admin.member(db.conn, args.member)
             _show([dict(r) for r in db.query(
                 "SELECT id, ts, currency, delta, kind, lot_id, pass_id, tap_id, reverses, note "
                 "FROM ledger WHERE member_id = ? ORDER BY id DESC LIMIT ?",

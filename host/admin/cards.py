@@ -1,0 +1,81 @@
+# Runs on CPython (host): operator writes on cards — enrol, block/unblock, lost-card replacement.
+"""Card writes. Value lives on the member account, not the card."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+from typing import Any
+
+from host.admin.core import AdminCore, canonical_uid, check_int
+from host.errors import Conflict, InputError, NotFound
+
+
+class CardWrites(AdminCore):
+    """Enrol, block, unblock and replace cards."""
+
+    def enroll_card(self, member_id: int, uid: str, *, expires_at: int = 0,
+                    key: str | None = None) -> dict[str, Any]:
+        """Give ``member_id`` a card. Enrolling the same UID to the same member again is a
+        no-op; a UID that belongs to someone else raises Conflict."""
+        check_int(member_id, "member id")
+        check_int(expires_at, "card expiry", lo=0)
+        uid = canonical_uid(uid)
+
+        def fn(conn: sqlite3.Connection, ts: int, now: datetime) -> dict[str, Any]:
+            self.member(conn, member_id)
+            row = conn.execute("SELECT member_id, status FROM cards WHERE uid = ?",
+                               (uid,)).fetchone()
+            if row is not None:
+                if row[0] == member_id and row[1] == "active":
+                    return {"uid": uid, "member_id": member_id, "status": "active"}
+                raise Conflict(f"card {uid} is already enrolled (member {row[0]}, {row[1]})")
+            conn.execute("INSERT INTO cards (uid, member_id, expires_at, created_at, updated_at) "
+                         "VALUES (?,?,?,?,?)", (uid, member_id, expires_at, ts, ts))
+            return {"uid": uid, "member_id": member_id, "status": "active"}
+        return self.write("card.enroll", dict(member_id=member_id, uid=uid,
+                                              expires_at=expires_at), key, fn)
+
+    def set_card_status(self, uid: str, status: str, *, key: str | None = None
+                        ) -> dict[str, Any]:
+        """Block (``blocked``), unblock (``active``) or expire a card."""
+        uid = canonical_uid(uid)
+        if status not in ("active", "blocked", "expired"):
+            raise InputError(f"bad card status {status!r}")
+
+        def fn(conn: sqlite3.Connection, ts: int, now: datetime) -> dict[str, Any]:
+            row = conn.execute("SELECT member_id, status FROM cards WHERE uid = ?",
+                               (uid,)).fetchone()
+            if row is None:
+                raise NotFound(f"unknown card {uid}")
+            if row[1] == "lost":
+                raise Conflict(f"card {uid} was reported lost and replaced; it stays lost")
+            conn.execute("UPDATE cards SET status = ?, updated_at = ? WHERE uid = ?",
+                         (status, ts, uid))
+            return {"uid": uid, "member_id": row[0], "status": status}
+        return self.write("card.status", dict(uid=uid, status=status), key, fn)
+
+    def replace_card(self, old_uid: str, new_uid: str, *, key: str | None = None
+                     ) -> dict[str, Any]:
+        """Lost-card replacement: the old card becomes ``lost`` (refused at every reader),
+        the new card is enrolled to the same member. Value lives on the member account, so
+        balance, points, passes and presence move with it in the same transaction."""
+        old, new = canonical_uid(old_uid), canonical_uid(new_uid)
+        if old == new:
+            raise InputError("old and new card UID are the same")
+
+        def fn(conn: sqlite3.Connection, ts: int, now: datetime) -> dict[str, Any]:
+            row = conn.execute("SELECT member_id, status, replaced_by FROM cards WHERE uid = ?",
+                               (old,)).fetchone()
+            if row is None:
+                raise NotFound(f"unknown card {old}")
+            if row[1] == "lost":
+                raise Conflict(f"card {old} was already replaced by {row[2]}")
+            if conn.execute("SELECT 1 FROM cards WHERE uid = ?", (new,)).fetchone():
+                raise Conflict(f"card {new} is already enrolled")
+            conn.execute("INSERT INTO cards (uid, member_id, created_at, updated_at) "
+                         "VALUES (?,?,?,?)", (new, row[0], ts, ts))
+            conn.execute("UPDATE cards SET status = 'lost', replaced_by = ?, updated_at = ? "
+                         "WHERE uid = ?", (new, ts, old))
+            return {"old_uid": old, "new_uid": new, **self.state(conn, row[0])}
+        return self.write("card.replace", dict(old=old, new=new), key, fn)
