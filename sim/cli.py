@@ -402,7 +402,7 @@ def describe_tap(row: dict) -> str:
 
 # ---------------------------------------------------------------------- commands
 def _default_db() -> str:
-    from host.cli.app import default_db_path
+    from host.store.db import default_db_path
     return default_db_path()
 
 
