@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from protocol.compat import ticks_diff, ticks_ms
+from protocol.compat import ticks_diff
 from sim.cable import Cable
 from sim.cards import UidCard
 from sim.pinlog import read_events

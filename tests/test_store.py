@@ -165,3 +165,25 @@ def test_register_device_board_binding():
     assert db.execute("SELECT count(*) FROM devices WHERE device_id = 'G9'").fetchone()[0] == 0
     with pytest.raises(Exception, match="CHECK"):
         db.execute("UPDATE devices SET board_mac = 'AA:BB:CC:DD:EE:FF' WHERE device_id = 'wash-3'")
+
+
+def test_readonly_view_refuses_writes_and_a_missing_file(tmp_path):
+    import sqlite3
+
+    from host.store import views
+
+    with pytest.raises(InputError):
+        views.open_readonly(str(tmp_path / "nope.db"))
+    assert not (tmp_path / "nope.db").exists()
+    path = tmp_path / "site.db"
+    db = open_db(path)
+    register_device(db, "W1", "wash")
+    conn = views.open_readonly(str(path))
+    try:
+        assert views.device_kind_key(conn, "W1") == ("wash", device_key(db, "W1"))
+        assert views.device_kind_key(conn, "W2") is None
+        assert views.last_tap_id(conn) == 0 and views.tap_after(conn, "W1", 0) is None
+        with pytest.raises(sqlite3.OperationalError):
+            conn.execute("DELETE FROM devices")
+    finally:
+        conn.close()
