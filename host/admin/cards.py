@@ -5,10 +5,24 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from host.admin.core import AdminCore, canonical_uid, check_int
 from host.errors import Conflict, InputError, NotFound
+
+
+class CardRow(NamedTuple):
+    """The card fields the writes look at."""
+
+    member_id: int
+    status: str
+    replaced_by: str | None
+
+
+def _card(conn: sqlite3.Connection, uid: str) -> CardRow | None:
+    row = conn.execute("SELECT member_id, status, replaced_by FROM cards WHERE uid = ?",
+                       (uid,)).fetchone()
+    return None if row is None else CardRow(*row)
 
 
 class CardWrites(AdminCore):
@@ -24,12 +38,12 @@ class CardWrites(AdminCore):
 
         def fn(conn: sqlite3.Connection, ts: int, now: datetime) -> dict[str, Any]:
             self.member(conn, member_id)
-            row = conn.execute("SELECT member_id, status FROM cards WHERE uid = ?",
-                               (uid,)).fetchone()
-            if row is not None:
-                if row[0] == member_id and row[1] == "active":
+            card = _card(conn, uid)
+            if card is not None:
+                if card.member_id == member_id and card.status == "active":
                     return {"uid": uid, "member_id": member_id, "status": "active"}
-                raise Conflict(f"card {uid} is already enrolled (member {row[0]}, {row[1]})")
+                raise Conflict(f"card {uid} is already enrolled (member {card.member_id}, "
+                               f"{card.status})")
             conn.execute("INSERT INTO cards (uid, member_id, expires_at, created_at, updated_at) "
                          "VALUES (?,?,?,?,?)", (uid, member_id, expires_at, ts, ts))
             return {"uid": uid, "member_id": member_id, "status": "active"}
@@ -44,15 +58,14 @@ class CardWrites(AdminCore):
             raise InputError(f"bad card status {status!r}")
 
         def fn(conn: sqlite3.Connection, ts: int, now: datetime) -> dict[str, Any]:
-            row = conn.execute("SELECT member_id, status FROM cards WHERE uid = ?",
-                               (uid,)).fetchone()
-            if row is None:
+            card = _card(conn, uid)
+            if card is None:
                 raise NotFound(f"unknown card {uid}")
-            if row[1] == "lost":
+            if card.status == "lost":
                 raise Conflict(f"card {uid} was reported lost and replaced; it stays lost")
             conn.execute("UPDATE cards SET status = ?, updated_at = ? WHERE uid = ?",
                          (status, ts, uid))
-            return {"uid": uid, "member_id": row[0], "status": status}
+            return {"uid": uid, "member_id": card.member_id, "status": status}
         return self.write("card.status", dict(uid=uid, status=status), key, fn)
 
     def replace_card(self, old_uid: str, new_uid: str, *, key: str | None = None
@@ -65,17 +78,16 @@ class CardWrites(AdminCore):
             raise InputError("old and new card UID are the same")
 
         def fn(conn: sqlite3.Connection, ts: int, now: datetime) -> dict[str, Any]:
-            row = conn.execute("SELECT member_id, status, replaced_by FROM cards WHERE uid = ?",
-                               (old,)).fetchone()
-            if row is None:
+            card = _card(conn, old)
+            if card is None:
                 raise NotFound(f"unknown card {old}")
-            if row[1] == "lost":
-                raise Conflict(f"card {old} was already replaced by {row[2]}")
-            if conn.execute("SELECT 1 FROM cards WHERE uid = ?", (new,)).fetchone():
+            if card.status == "lost":
+                raise Conflict(f"card {old} was already replaced by {card.replaced_by}")
+            if _card(conn, new) is not None:
                 raise Conflict(f"card {new} is already enrolled")
             conn.execute("INSERT INTO cards (uid, member_id, created_at, updated_at) "
-                         "VALUES (?,?,?,?)", (new, row[0], ts, ts))
+                         "VALUES (?,?,?,?)", (new, card.member_id, ts, ts))
             conn.execute("UPDATE cards SET status = 'lost', replaced_by = ?, updated_at = ? "
                          "WHERE uid = ?", (new, ts, old))
-            return {"old_uid": old, "new_uid": new, **self.state(conn, row[0])}
+            return {"old_uid": old, "new_uid": new, **self.state(conn, card.member_id)}
         return self.write("card.replace", dict(old=old, new=new), key, fn)
