@@ -93,6 +93,13 @@ def _policy(tmp_path, text):
      "plans.x.covers"),
     ('[wash.programs.1]\nname = "Basic"\nprice = 25\n', "wash.programs.1.price"),
     ("[site\n", "not valid TOML"),
+    ('[gate]\nrelay_ms = -1\n', "gate.relay_ms must be an integer 0..60000, got -1"),
+    ('[kiosk]\nmax_amount = "x"\n', "kiosk.max_amount"),
+    ('[dormant]\ndays = 0\n', "dormant.days must be an integer 1..3660, got 0"),
+    ('[security]\nmode = "x"\n', "security.mode must be one of uid|sun"),
+    ('bogus = 1\n', "unknown key bogus"),
+    # Sections are checked in file order: the site's error is the one reported.
+    ('[points]\ncombine = "add"\n[site]\ntimezone = "Mars/Base"\n', "site.timezone"),
 ])
 def test_policy_errors_name_the_key(tmp_path, text, needle):
     with pytest.raises(InputError) as e:
