@@ -251,9 +251,9 @@ def test_decide_many_isolates_a_failing_tap(site):
             raise ValueError("encoder broke")
         return b"ok"
 
-    out = engine.decide_many([Tap("K1", 1, UID, amount_fen=1000),
-                              Tap("K1", 2, UID, amount_fen=2000),
-                              Tap("K1", 1, UID, amount_fen=1000)], enc)
+    out = engine.decide_many([(Tap("K1", 1, UID, amount_fen=1000), enc),
+                              (Tap("K1", 2, UID, amount_fen=2000), enc),
+                              (Tap("K1", 1, UID, amount_fen=1000), enc)])
     assert out[0].reason == "internal" and out[0].pattern == codes.PAT_FAULT
     assert out[1].verdict == "grant" and out[1].balance_fen == 10000 - 1900
     assert out[2].replayed and out[2].reason == "internal"
@@ -280,11 +280,20 @@ def test_points_expire_at_month_bucket(site):
     assert ledger.verify(db) == []
 
 
-def test_current_tap_is_visible_to_the_encoder(site):
+def test_each_tap_is_encoded_by_its_own_encoder(site):
+    """The batch carries each tap's encoder with it; a repeat in the batch is replayed with
+    the first copy's bytes and its own encoder is never called."""
     db, admin, engine, clock, mid = site
     admin.topup(mid, 10000)
     seen = []
+
+    def enc(tag):
+        return lambda d: seen.append(tag) or tag + d.balance_fen.to_bytes(4, "big")
+
     taps = [Tap("K1", 1, UID, amount_fen=100), Tap("K1", 1, UID, amount_fen=100),
             Tap("K1", 2, UID, amount_fen=200)]
-    out = engine.decide_many(taps, lambda d: seen.append(engine.current_tap) or b"x")
-    assert seen == [taps[0], taps[2]] and out[1].replayed and engine.current_tap is None
+    out = engine.decide_many(zip(taps, (enc(b"A"), enc(b"B"), enc(b"C"))))
+    assert seen == [b"A", b"C"]
+    assert out[1].replayed and out[1].reply == out[0].reply == b"A" + (10000 - 95).to_bytes(4, "big")
+    assert out[2].reply == b"C" + (10000 - 95 - 190).to_bytes(4, "big")
+    assert not hasattr(engine, "current_tap")
