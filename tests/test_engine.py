@@ -1,4 +1,6 @@
 # Runs on CPython (pytest): engine.decide — exactly-once, reasons, gate/wash/kiosk rules.
+import sys
+import threading
 from datetime import datetime
 
 import pytest
@@ -297,3 +299,35 @@ def test_each_tap_is_encoded_by_its_own_encoder(site):
     assert out[1].replayed and out[1].reply == out[0].reply == b"A" + (10000 - 95).to_bytes(4, "big")
     assert out[2].reply == b"C" + (10000 - 95 - 190).to_bytes(4, "big")
     assert not hasattr(engine, "current_tap")
+
+
+def test_threads_sharing_one_engine_are_serialised(site):
+    """Two threads deciding taps on one Engine (one connection): each transaction runs
+    alone, so none fails and the ledger agrees with every projection and every tap."""
+    db, admin, engine, clock, mid = site
+    admin.topup(mid, 100000)
+    before = bal(db, mid)
+    errors: list[BaseException] = []
+
+    def run(first_seq):
+        try:
+            for seq in range(first_seq, first_seq + 150):
+                engine.decide(Tap("K1", seq, UID, amount_fen=100))
+        except BaseException as e:  # noqa: BLE001 - reported by the assert below
+            errors.append(e)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)          # switch threads as often as possible
+    try:
+        threads = [threading.Thread(target=run, args=(k * 1000,)) for k in (1, 2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert errors == []
+    n, granted, charged = db.execute("SELECT count(*), sum(verdict = 'grant'), "
+                                     "sum(charged_fen) FROM taps").fetchone()
+    assert (n, granted) == (300, 300) and bal(db, mid) == before - charged
+    assert ledger.verify(db) == []

@@ -9,6 +9,10 @@ rows, projections and the tap record, and commits. ``decide_many([(tap, encode_r
 SAVEPOINT and encoded by its own ``encode_reply``: the caller hands down with each tap what
 the engine needs to build its reply, the engine never calls back to ask which tap it is on.
 
+One engine serves one thread at a time: each transaction holds the engine's lock, so
+threads sharing an engine (and its connection) are serialised, never interleaved in one
+SQLite transaction.
+
 The rules of each device kind live in ``host.rules.gate``, ``wash`` and ``kiosk``; payment
 choice in ``host.rules.payment``; offline taps in ``host.rules.offline``; voids in
 ``host.rules.voids``. Policy is data (``host.rules.policy``); dates come from the
@@ -20,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -110,13 +115,15 @@ class Engine:
         self.db = db
         self.policy, self.clock = policy_and_clock(policy, clock)
         self._devices: dict[str, tuple[str, tuple[str, dict[str, Any]]]] = {}
+        self._lock = threading.RLock()
         #: The seq ``decide_local`` used last (None before its first call).
         self.last_local_seq: int | None = None
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` ... ``COMMIT`` on the engine's store."""
-        with transaction(self.db) as conn:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` on the engine's store, holding the engine's
+        lock: another thread using this engine waits for the COMMIT (or ROLLBACK)."""
+        with self._lock, transaction(self.db) as conn:
             yield conn
 
     # ------------------------------------------------------------------ transactions
