@@ -6,7 +6,9 @@ from datetime import datetime
 import pytest
 
 from host.ledger import book as ledger
+from host.admin.core import Admin
 from host.ledger.rewards import points_multiplier
+from host.money import format_fen
 from host.rules.engine import Decision, Engine, Tap, clip_text
 from host.rules.policy import build_policy, load_policy
 from protocol import codes
@@ -330,4 +332,22 @@ def test_threads_sharing_one_engine_are_serialised(site):
     n, granted, charged = db.execute("SELECT count(*), sum(verdict = 'grant'), "
                                      "sum(charged_fen) FROM taps").fetchone()
     assert (n, granted) == (300, 300) and bal(db, mid) == before - charged
+    assert ledger.verify(db) == []
+
+
+def test_refused_tap_keeps_the_expiry_it_reports(site):
+    """A tap refused after the member's bonus expired reports the balance after expiry, and
+    the store keeps that write-off: reply, text and ledger agree."""
+    db, admin, engine, clock, mid = site
+    raw = load_policy().raw
+    pol = build_policy({**raw, "stored_value": {**raw["stored_value"], "bonus_expiry_days": 30}})
+    Admin(db, pol, clock).topup(mid, 20000)       # 200.00 + 20.00 bonus, expiring in 30 days
+    assert bal(db, mid) == 22000
+    principal = 20000
+    clock.set(2026, 5, 1, 12, 0)                  # the bonus lot has expired
+    d = Engine(db, pol, clock).decide(Tap("K1", 2, UID, amount_fen=500000))
+    assert (d.verdict, d.reason) == ("deny", "insufficient_balance")
+    assert d.balance_fen == principal and format_fen(principal) in d.text
+    assert ledger.balances(db.conn, mid)["bonus_fen"] == 0
+    assert db.execute("SELECT count(*) FROM ledger WHERE kind = 'expire'").fetchone()[0] == 1
     assert ledger.verify(db) == []

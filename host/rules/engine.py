@@ -295,8 +295,13 @@ class Engine:
 
 
 def _expire(ctx: TapContext) -> None:
-    """Write off the member's expired lots (in the tap's pending projection changes)."""
-    ledger.sweep_expired(ctx.conn, ctx.ts, ctx.member.id, pending=ctx.member.pending)
+    """Write off the member's expired lots, for good: when anything expired, the write-off is
+    kept out of the tap's SAVEPOINT, so a tap refused afterwards reports (and the store
+    keeps) the balance after expiry, not the one before."""
+    if ledger.sweep_expired(ctx.conn, ctx.ts, ctx.member.id, pending=ctx.member.pending):
+        ctx.member.pending.flush(ctx.conn)
+        ctx.conn.execute("RELEASE tap")
+        ctx.conn.execute("SAVEPOINT tap")
 
 
 def _refuse_duplicate(ctx: TapContext) -> None:
