@@ -7,6 +7,7 @@ import pytest
 
 from host.ledger import book as ledger
 from host.admin.core import Admin
+from host.errors import InputError
 from host.ledger.rewards import points_multiplier
 from host.money import format_fen
 from host.rules.engine import Decision, Engine, Tap, clip_text
@@ -351,3 +352,33 @@ def test_refused_tap_keeps_the_expiry_it_reports(site):
     assert ledger.balances(db.conn, mid)["bonus_fen"] == 0
     assert db.execute("SELECT count(*) FROM ledger WHERE kind = 'expire'").fetchone()[0] == 1
     assert ledger.verify(db) == []
+
+
+@pytest.mark.parametrize("field,value", [("amount_fen", 2**63), ("amount_fen", -2**63 - 1),
+                                         ("seq", 2**63), ("service", 2**64),
+                                         ("device_time", 2**70), ("amount_fen", 1.5),
+                                         ("amount_fen", True)])
+def test_tap_fields_beyond_64_bits_are_input_errors(site, field, value):
+    """Nothing a TAP frame can carry goes beyond 32 bits: such a tap comes from a library
+    caller, and is refused before anything is written."""
+    db, admin, engine, clock, mid = site
+    admin.topup(mid, 10000)
+    tap = Tap("K1", 1, UID, amount_fen=100)
+    bad = Tap(**{**tap.__dict__, field: value})
+    with pytest.raises(InputError, match=field):
+        engine.decide(bad)
+    with pytest.raises(InputError, match=field):
+        engine.decide_many([(tap, None), (bad, None)])
+    if field != "seq":
+        with pytest.raises(InputError, match=field):
+            engine.decide_local(bad)
+    assert db.execute("SELECT count(*) FROM taps").fetchone()[0] == 0
+    assert not db.conn.in_transaction and bal(db, mid) == 10000
+
+
+def test_wire_range_amount_beyond_the_policy_is_a_deny(site):
+    """The widest amount a TAP frame carries (u32) is decided: the device gets a DECISION."""
+    db, admin, engine, clock, mid = site
+    admin.topup(mid, 10000)
+    d = engine.decide(Tap("K1", 1, UID, amount_fen=0xFFFFFFFF))
+    assert (d.verdict, d.reason) == ("deny", "invalid_amount") and bal(db, mid) == 10000

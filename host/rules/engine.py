@@ -17,6 +17,12 @@ The rules of each device kind live in ``host.rules.gate``, ``wash`` and ``kiosk`
 choice in ``host.rules.payment``; offline taps in ``host.rules.offline``; voids in
 ``host.rules.voids``. Policy is data (``host.rules.policy``); dates come from the
 injectable ``clock``.
+
+Boundary: a ``Tap`` whose integer fields do not fit SQLite's signed 64 bits (or whose
+``device_id``/``uid`` is not a string) is refused with ``InputError`` before anything is
+written. A TAP frame cannot carry such a value (its fields are u8-u32), so a device tap
+always reaches the rules and always gets a DECISION: an in-range value the rules do not
+accept is a deny with its reason (``invalid_amount``, ``bad_service``...).
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from typing import Any
 
 import sqlite_utils
 
-from host.errors import HostError
+from host.errors import HostError, InputError
 from host.ledger import book as ledger
 from host.ledger import idempotent
 from host.rules import gate, kiosk, offline, wash
@@ -87,6 +93,20 @@ class Decision:
 #: Builds the reply packet of a decision inside the transaction (stored with the tap).
 EncodeReply = Callable[[Decision], bytes]
 
+_INT_FIELDS = ("seq", "sak", "service", "amount_fen", "device_time")
+_INT64 = 1 << 63
+
+
+def check_tap_fields(tap: Tap, *, seq: bool = True) -> None:
+    """Raise ``InputError`` for a tap the store cannot hold (see the module doc)."""
+    for name in _INT_FIELDS if seq else _INT_FIELDS[1:]:
+        v = getattr(tap, name)
+        if isinstance(v, bool) or not isinstance(v, int) or not -_INT64 <= v < _INT64:
+            raise InputError(f"tap {name} {v!r} is not an integer of at most 64 bits")
+    if not isinstance(tap.device_id, str) or not isinstance(tap.uid, str):
+        raise InputError(f"tap device id and uid must be text, got {tap.device_id!r}, {tap.uid!r}")
+
+
 def clip_text(text: str, limit: int = TEXT_MAX_BYTES) -> str:
     """Cut ``text`` to at most ``limit`` UTF-8 bytes without splitting a character."""
     data = text.encode("utf-8")
@@ -135,7 +155,11 @@ class Engine:
         """Decide a batch of ``(tap, encode_reply)`` in one transaction; each tap runs in
         its own SAVEPOINT and its reply is built by its own ``encode_reply`` (None: no
         reply bytes). A (device, seq) twice in the batch is applied once: the second copy
-        comes back replayed, with the first one's reply."""
+        comes back replayed, with the first one's reply. InputError (nothing written) for
+        a tap the store cannot hold."""
+        jobs = list(jobs)
+        for tap, _enc in jobs:
+            check_tap_fields(tap)
         with self.transaction() as conn:
             return [self._one(conn, tap, enc) for tap, enc in jobs]
 
@@ -154,6 +178,7 @@ class Engine:
         ``Conflict``.
         """
         idempotent.check_key(key)
+        check_tap_fields(tap, seq=False)
         dev = tap.device_id
         canon = idempotent.canonical({"device_id": dev, "uid": tap.uid,
                                       "service": tap.service, "amount_fen": tap.amount_fen,
