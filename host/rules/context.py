@@ -76,7 +76,7 @@ CARD_SQL = ("SELECT c.status, c.expires_at, m.id, m.name, m.status, m.tier, m.bi
             "FROM cards c JOIN members m ON m.id = c.member_id WHERE c.uid = ?")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Member:
     """The member a tap is decided for; ``pending`` holds their projection changes."""
 
@@ -99,7 +99,7 @@ class Member:
         return self.pending.have("principal") + self.pending.have("bonus")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TapContext:
     """Everything a rule needs to decide one tap, inside the engine's transaction."""
 

@@ -98,12 +98,13 @@ _INT64 = 1 << 63
 
 
 def check_tap_fields(tap: Tap, *, seq: bool = True) -> None:
-    """Raise ``InputError`` for a tap the store cannot hold (see the module doc)."""
+    """Raise ``InputError`` for a tap the store cannot hold (see the module doc); ``seq``
+    False leaves out the seq (``decide_local`` replaces it)."""
     for name in _INT_FIELDS if seq else _INT_FIELDS[1:]:
         v = getattr(tap, name)
-        if isinstance(v, bool) or not isinstance(v, int) or not -_INT64 <= v < _INT64:
+        if type(v) is not int or not -_INT64 <= v < _INT64:   # bool is not a field's type
             raise InputError(f"tap {name} {v!r} is not an integer of at most 64 bits")
-    if not isinstance(tap.device_id, str) or not isinstance(tap.uid, str):
+    if type(tap.device_id) is not str or type(tap.uid) is not str:
         raise InputError(f"tap device id and uid must be text, got {tap.device_id!r}, {tap.uid!r}")
 
 
@@ -160,8 +161,18 @@ class Engine:
         jobs = list(jobs)
         for tap, _enc in jobs:
             check_tap_fields(tap)
-        with self.transaction() as conn:
-            return [self._one(conn, tap, enc) for tap, enc in jobs]
+        # The tap path: the same as ``with self.transaction()``, without its generator layers.
+        with self._lock:
+            conn = self.db.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                out = [self._one(conn, tap, enc) for tap, enc in jobs]
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return out
 
     def decide_local(self, tap: Tap, encode_reply: EncodeReply | None = None,
                      *, key: str | None = None) -> Decision:
