@@ -284,19 +284,20 @@ class Engine:
     # ------------------------------------------------------------------ dispatch
     def _device(self, conn: sqlite3.Connection, device_id: str
                 ) -> tuple[str, dict[str, Any]] | None:
+        """(kind, settings) of ``device_id``, or None; settings parsed once per change."""
         row = conn.execute("SELECT kind, settings FROM devices WHERE device_id = ?",
                            (device_id,)).fetchone()
         if row is None:
             return None
+        kind, raw = row
         cached = self._devices.get(device_id)
-        if cached is not None and cached[0] == row[0] + row[1]:
+        if cached is not None and cached[0] == kind + raw:
             return cached[1]
-        settings = json.loads(row[1])
+        settings = json.loads(raw)
         settings.setdefault("hours", "00:00-24:00")
         settings.setdefault("duplicate_window_s", 0)
-        val = (row[0], settings)
-        self._devices[device_id] = (row[0] + row[1], val)
-        return val
+        self._devices[device_id] = (kind + raw, (kind, settings))
+        return kind, settings
 
     def _evaluate(self, conn: sqlite3.Connection, tap: Tap, now: datetime, ts: int,
                   tap_id: int) -> Outcome:
