@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test venv mosquitto selftest bench clean
+.PHONY: demo test venv site mosquitto selftest bench clean
 
 demo: $(STAMP)
 	$(PY) -m sim.demo
@@ -23,6 +23,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
+
+# The site PC: runtime dependencies only (the daemon, the CLI and tools/flash.py), no dev extras.
+site:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tapkiosk needs Python >= 3.11")'
+	@$(PY) -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(VENV) >/dev/null || { \
+	  echo "error: cannot create $(VENV) with pip in it; on Debian: apt-get install python3-venv, then run make again" >&2; exit 1; }
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
 
 mosquitto:
 	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \

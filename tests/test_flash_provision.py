@@ -101,10 +101,12 @@ def test_app_only_copies_app_and_config_with_mpremote(site):
 def test_mqtt_device_config(site):
     board = RecordingBoard()
     argv = provision_argv(site, "--wifi-ssid", "shop-wifi", "--wifi-password", "hunter2hunter2",
-                          "--broker", "192.168.1.10:1884", "--reader", "pn532-i2c", link="mqtt", kind="wash",
-                          device_id="wash-3")
+                          "--broker", "192.168.1.10:1884", "--reader", "pn532-i2c", "--program", "1",
+                          "--mqtt-password", "wash-3-secret", link="mqtt", kind="wash", device_id="wash-3")
     assert run(argv, board) == 0
     config = board_config(board)
+    assert config["mqtt"]["user"] == "wash-3" and config["mqtt"]["password"] == "wash-3-secret"
+    assert config["service"] == 1
     assert config["wifi"] == {"ssid": "shop-wifi", "password": "hunter2hunter2"}
     assert config["mqtt"]["broker"] == "192.168.1.10" and config["mqtt"]["port"] == 1884
     assert config["reader"]["bus"] == "i2c" and config["reader"]["sda"] == 21

