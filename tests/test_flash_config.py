@@ -161,3 +161,16 @@ def test_write_config_is_private_and_needs_a_key(tmp_path):
 
 def test_parse_pins_none_and_hex():
     assert parse_pins("irq=none, reset=0x4") == {"irq": None, "reset": 4}
+
+
+def test_flash_tool_outside_the_venv_says_how_to_run_it():
+    """issue #20 item 6: `python tools/flash.py` with a Python lacking the tool's packages printed a traceback."""
+    import subprocess
+    import sys
+
+    # -S: no site-packages, as with a system python3 that never saw `make venv`.
+    r = subprocess.run([sys.executable, "-S", str(ROOT / "tools" / "flash.py"), "ports"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "is not installed" in r.stderr and "make venv" in r.stderr

@@ -384,6 +384,7 @@ def test_image_leaves_the_binding_to_the_first_update(site, capsys):
     assert "copy_files" not in board_b.names() and db_mac(site) == MAC_A
     # A new image for a bound device would clone it: refused, unless --rebind (new key, unbound).
     key = db_key(site)
+    out_bin.unlink()
     assert run(image_argv) == 4
     assert "an image would make a second board" in capsys.readouterr().err
     assert db_key(site) == key and db_mac(site) == MAC_A

@@ -97,19 +97,48 @@ _NOT_PINS = frozenset({"uart", "relay_active", "link_uart"})
 _LINK_PIN_KEYS = {"link_tx": "tx", "link_rx": "rx", "link_uart": "uart"}
 
 SELFCHECK_MARK = "TK-SELFCHECK "
-SELFCHECK_SCRIPT = f"""\
+_SELFCHECK_TEMPLATE = """\
 import json
 try:
     import selfcheck
 except ImportError as e:
-    print({SELFCHECK_MARK!r} + json.dumps({{'available': False, 'error': str(e)}}))
+    print(MARK + json.dumps({'available': False, 'error': str(e)}))
 else:
     try:
-        r = selfcheck.run()
+        r = selfcheck.run(ARGS)
     except Exception as e:
-        r = {{'crashed': repr(e)}}
-    print({SELFCHECK_MARK!r} + json.dumps(r))
+        r = {'crashed': repr(e)}
+    print(MARK + json.dumps(r))
 """
+
+
+def selfcheck_script(test_uid: str | None = None) -> str:
+    """The REPL program that runs the board's self-check (with a test tap of ``test_uid``)."""
+    args = f"test_uid={test_uid!r}" if test_uid else ""
+    return _SELFCHECK_TEMPLATE.replace("MARK", repr(SELFCHECK_MARK)).replace("ARGS", args)
+
+
+SELFCHECK_SCRIPT = selfcheck_script()
+
+
+def parse_test_card(text: str | None) -> str | None:
+    """``--test-card`` as the canonical UID (uppercase hex of 4, 7 or 10 bytes), or None.
+
+    Raises:
+        UsageError: not a card UID.
+    """
+    if text is None:
+        return None
+    uid = text.replace(":", "").strip().upper()
+    try:
+        ok = len(bytes.fromhex(uid)) in (4, 7, 10)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise UsageError(f"bad --test-card {text!r}: use the card's UID in hex (4, 7 or 10 bytes), "
+                         "as `tapkiosk member show` prints it")
+    return uid
+
 
 ADVICE = {
     "reader": "check the PN532 wiring against docs/technicians.md and its mode switches "
@@ -118,6 +147,10 @@ ADVICE = {
             "password and that the broker is reachable from the board's network",
     "hello": "start the host daemon with the same --db and check the device is registered there",
     "wifi": "check the Wi-Fi name and password and that the board is in range",
+    "tap": "the host refused this reader's test tap: bad_service -> --program of a program in the "
+           "site policy; invalid_amount -> an --amount up to the kiosk maximum; unknown_card, no_pass "
+           "or insufficient_balance -> enrol the test card with a pass or balance "
+           "(`tapkiosk member show --card UID`); then `python tools/flash.py update --port PORT --test-card UID`",
     "crashed": "update the app (`python tools/flash.py update --port PORT`) and report the error",
 }
 
@@ -670,10 +703,11 @@ def check_rows(result: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
-def run_selfcheck(board: Board, out: TextIO) -> list[str]:
-    """Reset the board, run the self-check, reset again; print the rows; return failures."""
+def run_selfcheck(board: Board, out: TextIO, test_uid: str | None = None) -> list[str]:
+    """Reset the board, run the self-check (with a test tap of ``test_uid``, voided at once),
+    reset again; print the rows; return failures."""
     board.reset()
-    result = parse_selfcheck(board.exec(SELFCHECK_SCRIPT, timeout=45.0))
+    result = parse_selfcheck(board.exec(selfcheck_script(test_uid), timeout=60.0))
     board.reset()
     if result is None:
         print("  self-check not available in this firmware (no selfcheck module): "
@@ -729,6 +763,17 @@ def cmd_ports(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _require_db(args: argparse.Namespace) -> None:
+    """``--db`` is needed by provision and image, in a dry run too (it names where the key goes).
+
+    Raises:
+        UsageError: no ``--db``.
+    """
+    if not args.db:
+        raise UsageError("--db is required: the host's site database, where the device key is registered",
+                         "pass the database the daemon uses, e.g. --db /var/lib/tapkiosk/site.db")
+
+
 def _prepare(args: argparse.Namespace) -> tuple[dict[str, Any], Firmware, dict[str, bytes]]:
     """Validate the config, read the firmware, compile the app: everything before touching anything."""
     config = build_config(args)
@@ -742,6 +787,8 @@ def cmd_provision(args: argparse.Namespace, board_factory: BoardFactory, out: Te
     app_only = args.app_only
     if not args.port:
         raise UsageError("--port is required", "run `python tools/flash.py ports` to find it")
+    _require_db(args)
+    args.test_card = parse_test_card(args.test_card)
     config = build_config(args)
     firmware = None if app_only else load_firmware(args.firmware) if args.firmware else None
     if not app_only and firmware is None:
@@ -802,9 +849,9 @@ def cmd_provision(args: argparse.Namespace, board_factory: BoardFactory, out: Te
     _binding_notes(steps, config["device_id"], plan, mac)
 
     steps.step("reset the board and run its self-check")
-    failures = run_selfcheck(board, out)
+    failures = run_selfcheck(board, out, args.test_card)
     steps.step("summary")
-    return _summary(out, config["device_id"], info, failures)
+    return _summary(out, config["device_id"], info, failures, args.test_card)
 
 
 def _binding_notes(steps: Steps, device_id: str, plan: KeyPlan, mac: str) -> None:
@@ -819,7 +866,8 @@ def _binding_notes(steps: Steps, device_id: str, plan: KeyPlan, mac: str) -> Non
         steps.note(f"this board was {plan.displaced} before: {plan.displaced} has no board now")
 
 
-def _summary(out: TextIO, device_id: str, info: ChipInfo | None, failures: list[str]) -> int:
+def _summary(out: TextIO, device_id: str, info: ChipInfo | None, failures: list[str],
+             test_uid: str | None = None) -> int:
     """Print the last line; raise SelfCheckFailed if a check failed."""
     where = f" (MAC {info.mac})" if info else ""
     if failures:
@@ -827,7 +875,12 @@ def _summary(out: TextIO, device_id: str, info: ChipInfo | None, failures: list[
             f"{device_id}{where} is flashed and registered, but its self-check failed: {', '.join(failures)}",
             "follow the 'try:' lines above, then run `python tools/flash.py update --port PORT` to check again",
         )
-    print(f"OK: {device_id}{where} is ready", file=out)
+    if test_uid:
+        print(f"OK: {device_id}{where} is ready (test tap of {test_uid} granted and voided)", file=out)
+    else:
+        print(f"OK: {device_id}{where} is flashed and online, but no tap was tested: tap a member "
+              "card, or run `update --port PORT --test-card UID` to check the host accepts its taps",
+              file=out)
     return 0
 
 
@@ -837,6 +890,11 @@ def cmd_image(args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError("--out ID.bin is required")
     if not args.firmware:
         raise FirmwareFileError("--firmware is required")
+    _require_db(args)
+    if os.path.lexists(args.out) and not args.force:
+        raise UsageError(f"{args.out} already exists: an image is not written over another file",
+                         "pick another --out, delete the file (it may hold another device's key) "
+                         "or add --force to replace it")
     config, firmware, files = _prepare(args)
     steps = Steps(4, args.dry_run, out)
     print(f"tapkiosk image: {config['device_id']} ({config['kind']}, {config['link']} link) -> {args.out}",
@@ -891,6 +949,7 @@ def cmd_update(args: argparse.Namespace, board_factory: BoardFactory, out: TextI
     """Copy a new app to a provisioned board, keeping its config.json (identity and key)."""
     if not args.port:
         raise UsageError("--port is required", "run `python tools/flash.py ports` to find it")
+    args.test_card = parse_test_card(args.test_card)
     files = app_files(Path(args.app_root))
     steps = Steps(4, args.dry_run, out)
     print(f"tapkiosk update: app-only update on {args.port}", file=out)
@@ -949,8 +1008,8 @@ def cmd_update(args: argparse.Namespace, board_factory: BoardFactory, out: TextI
     steps.step(f"copy {len(files)} app files (config.json kept)")
     board.copy_files(files)
     steps.step("reset the board and run its self-check")
-    failures = run_selfcheck(board, out)
-    return _summary(out, device_id, info, failures)
+    failures = run_selfcheck(board, out, args.test_card)
+    return _summary(out, device_id, info, failures, args.test_card)
 
 
 # ---------------------------------------------------------------------------------------
@@ -967,8 +1026,6 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--program", type=int, help="wash: the program (service code) each tap starts")
     p.add_argument("--amount", help="kiosk: what each tap pays, in yuan (e.g. 12.50)")
     p.add_argument("--direction", choices=DIRECTIONS, help="gate: in, out or none (default none)")
-    p.add_argument("--test-card", help="UID (hex) of a staff test card: the self-check taps it through "
-                                       "the daemon and voids the tap")
     p.add_argument("--wifi-ssid")
     p.add_argument("--wifi-password", help="or set TAPKIOSK_WIFI_PASSWORD to keep it out of shell history")
     p.add_argument("--broker", help="MQTT broker HOST[:PORT] (default port 1883)")
@@ -1000,8 +1057,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tapkiosk flash", description="Flash, provision, register and check tapkiosk readers.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    def test_card(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--test-card", help="UID (hex) of a staff test card: the self-check taps it "
+                                           "through the daemon, then voids the tap (not charged)")
+
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--dry-run", action="store_true", help="print the steps, touch nothing")
+
         p.add_argument("--app-root", default=str(REPO_ROOT), help=argparse.SUPPRESS)
 
     p = sub.add_parser("ports", help="list serial ports that look like ESP32 boards")
@@ -1011,14 +1073,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port")
     p.add_argument("--app-only", action="store_true", help="keep MicroPython, copy app and config only")
     _add_config_args(p)
+    test_card(p)
     common(p)
     p = sub.add_parser("image", help="build one flashable image for a factory line")
     p.add_argument("--out", required=True)
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
     _add_config_args(p)
     common(p)
     p = sub.add_parser("update", help="app-only update, keeping identity and key")
     p.add_argument("--port")
     p.add_argument("--db", help="check the board's key against this site database")
+    test_card(p)
     common(p)
     return parser
 
