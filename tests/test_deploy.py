@@ -66,3 +66,190 @@ def test_service_unit_keeps_the_state_directory_for_the_group_only():
     assert svc["StateDirectoryMode"] == "2770"
     # Files the daemon creates (database, WAL, SHM): group read/write, nothing for others.
     assert int(svc["UMask"], 8) & 0o007 == 0o007 and int(svc["UMask"], 8) & 0o060 == 0
+
+
+# ---------------------------------------------------------------------------------------
+# issue #12 item 2: the broker ACL. A real mosquitto runs deploy/mosquitto.conf as shipped
+# (only its port and file paths substituted), with the ACL written from a site database and
+# a password file made by mosquitto_passwd.
+# ---------------------------------------------------------------------------------------
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+
+import paho.mqtt.client as mqtt  # noqa: E402
+from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+
+from conftest import free_port, mosquitto_path, wait_until  # noqa: E402
+from host.errors import Conflict, InputError  # noqa: E402
+from host.site.broker_acl import DAEMON_USER, acl_text, write_acl  # noqa: E402
+from host.store.db import register_device  # noqa: E402
+
+PASSWORDS = {DAEMON_USER: "daemon-pw", "wash-3": "wash-3-pw", "gate-01": "gate-01-pw", "stranger": "stranger-pw"}
+
+
+def mosquitto_passwd_path() -> str | None:
+    return shutil.which("mosquitto_passwd") or next(
+        (p for p in ("/usr/bin/mosquitto_passwd", "/usr/sbin/mosquitto_passwd") if os.path.exists(p)), None)
+
+
+@pytest.fixture
+def site_broker(tmp_path):
+    """mosquitto with the shipped configuration, the generated ACL and a password file."""
+    exe, passwd = mosquitto_path(), mosquitto_passwd_path()
+    if exe is None or passwd is None:
+        pytest.fail("mosquitto and mosquitto_passwd are needed (make test installs them)")
+    db = open_db(tmp_path / "site.db")
+    for dev in ("wash-3", "gate-01"):
+        register_device(db, dev, "wash" if dev == "wash-3" else "gate", key=os.urandom(32))
+    acl, pw = tmp_path / "tapkiosk.acl", tmp_path / "tapkiosk.passwd"
+    assert write_acl(db, acl) == ["gate-01", "wash-3"]
+    for i, (user, password) in enumerate(PASSWORDS.items()):
+        subprocess.run([passwd, *(["-c"] if i == 0 else []), "-b", str(pw), user, password], check=True,
+                       capture_output=True)
+    port = free_port()
+    shipped = (ROOT / "deploy" / "mosquitto.conf").read_text()
+    conf = (shipped.replace("listener 1883 127.0.0.1", f"listener {port} 127.0.0.1")
+            .replace("/etc/mosquitto/tapkiosk.passwd", str(pw))
+            .replace("/etc/mosquitto/tapkiosk.acl", str(acl)))
+    assert conf.count(str(tmp_path)) == 2 and f"listener {port}" in conf
+    # The test's own additions: where to keep the persistence file, and no privilege drop
+    # (the temporary files belong to the user running the tests).
+    conf += f"persistence_location {tmp_path}/\nuser {os.getlogin() if os.getuid() else 'root'}\n"
+    (tmp_path / "mosquitto.conf").write_text(conf)
+    proc = subprocess.Popen([exe, "-c", str(tmp_path / "mosquitto.conf")], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    clients: list[Client] = []
+
+    def connect(user: str, client_id: str | None = None, password: str | None = None) -> "Client":
+        c = Client(port, user, password or PASSWORDS[user], client_id or user)
+        clients.append(c)
+        return c
+
+    try:
+        wait_until(lambda: proc.poll() is not None or _listening(port), 10, what="mosquitto to listen")
+        assert proc.poll() is None, proc.stderr.read().decode()
+        yield connect
+    finally:
+        for c in clients:
+            c.close()
+        proc.kill()
+        proc.wait(5)
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class Client:
+    """A paho client that records what it receives, its SUBACK codes and its disconnects."""
+
+    def __init__(self, port: int, user: str, password: str, client_id: str) -> None:
+        self.got: list[tuple[str, bytes]] = []
+        self.granted: dict[int, list[int]] = {}
+        self.connack: list[int] = []
+        self.disconnects = 0
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+        c.username_pw_set(user, password)
+        c.on_connect = lambda cl, ud, flags, rc, props: self.connack.append(rc.value)
+        c.on_message = lambda cl, ud, m: self.got.append((m.topic, m.payload))
+        c.on_subscribe = lambda cl, ud, mid, rcs, props: self.granted.__setitem__(mid, [r.value for r in rcs])
+        c.on_disconnect = self._on_disconnect
+        self.c = c
+        c.connect("127.0.0.1", port)
+        c.loop_start()
+        wait_until(lambda: self.connack, 10, what=f"CONNACK for {user}")
+
+    def _on_disconnect(self, *args) -> None:
+        self.disconnects += 1
+
+    @property
+    def accepted(self) -> bool:
+        return self.connack[-1] == 0
+
+    def subscribe(self, topic: str) -> int:
+        """SUBACK code (0/1 granted QoS, 128 refused)."""
+        _rc, mid = self.c.subscribe(topic, qos=1)
+        return wait_until(lambda: self.granted.get(mid), 10, what=f"SUBACK for {topic}")[0]
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self.c.publish(topic, payload, qos=1).wait_for_publish(10)
+
+    def close(self) -> None:
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+def test_acl_text_refuses_ids_that_would_widen_a_topic_or_be_the_daemon():
+    with pytest.raises(InputError):
+        acl_text(["wash/#"])
+    with pytest.raises(InputError):
+        acl_text(["a b"])
+    with pytest.raises(Conflict):
+        acl_text([DAEMON_USER])
+    text = acl_text(["wash-3"])
+    assert "user wash-3\ntopic write tapkiosk/v1/wash-3/up\n" in text and "#" not in text.split("\n\n", 1)[1]
+
+
+def test_reader_login_gets_its_own_topics_only(site_broker):
+    daemon = site_broker(DAEMON_USER)
+    wash, gate = site_broker("wash-3"), site_broker("gate-01")
+    assert daemon.accepted and wash.accepted and gate.accepted
+    assert daemon.subscribe("tapkiosk/v1/+/up") < 128 and daemon.subscribe("tapkiosk/v1/+/status") < 128
+    # A reader may subscribe to everything or to another reader's topics (mosquitto 2.0 grants
+    # the SUBACK or refuses it, 128) but the broker delivers it none of their messages.
+    for topic in ("#", "tapkiosk/v1/+/down", "tapkiosk/v1/gate-01/down", "tapkiosk/v1/+/up",
+                  "tapkiosk/v1/gate-01/status"):
+        wash.subscribe(topic)
+    assert gate.subscribe("tapkiosk/v1/gate-01/down") < 128
+    gate.publish("tapkiosk/v1/gate-01/up", b"gate tap")
+    gate.publish("tapkiosk/v1/gate-01/status", b"online")
+    # A reader cannot publish as another reader or as the host: the daemon and gate-01 never
+    # see these; its own topic goes through (and, being later, arrives after).
+    wash.publish("tapkiosk/v1/gate-01/up", b"forged")
+    wash.publish("tapkiosk/v1/gate-01/status", b"offline")
+    wash.publish("tapkiosk/v1/gate-01/down", b"forged decision")
+    wash.publish("tapkiosk/v1/wash-3/up", b"own")
+    wait_until(lambda: ("tapkiosk/v1/wash-3/up", b"own") in daemon.got, 10, what="the reader's own TAP")
+    daemon.publish("tapkiosk/v1/gate-01/down", b"decision")
+    daemon.publish("tapkiosk/v1/wash-3/down", b"wash decision")
+    wait_until(lambda: gate.got, 10, what="the daemon's DECISION at gate-01")
+    wait_until(lambda: wash.got, 10, what="the daemon's DECISION at wash-3")
+    assert daemon.got == [("tapkiosk/v1/gate-01/up", b"gate tap"), ("tapkiosk/v1/gate-01/status", b"online"),
+                          ("tapkiosk/v1/wash-3/up", b"own")]
+    assert gate.got == [("tapkiosk/v1/gate-01/down", b"decision")]
+    assert wash.got == [("tapkiosk/v1/wash-3/down", b"wash decision")]
+
+
+def test_reader_cannot_take_the_daemons_client_id(site_broker):
+    daemon = site_broker(DAEMON_USER)
+    assert daemon.subscribe("tapkiosk/v1/+/up") < 128
+    intruder = site_broker("wash-3", client_id=DAEMON_USER)
+    assert intruder.accepted
+    # Had the broker taken the client id, the daemon would have been disconnected at the
+    # intruder's CONNECT; its later publish still reaches the daemon, on the first connection.
+    intruder.publish("tapkiosk/v1/wash-3/up", b"after")
+    wait_until(lambda: daemon.got, 10, what="a TAP at the daemon")
+    assert daemon.disconnects == 0 and daemon.connack == [0]
+
+
+def test_unknown_users_and_anonymous_clients_get_nothing(site_broker, tmp_path):
+    stranger = site_broker("stranger")  # in the password file, but no registered device
+    assert stranger.accepted
+    stranger.subscribe("#")
+    daemon = site_broker(DAEMON_USER)
+    assert daemon.subscribe("tapkiosk/v1/+/up") < 128
+    stranger.publish("tapkiosk/v1/wash-3/up", b"forged")
+    wash = site_broker("wash-3")
+    assert wash.subscribe("tapkiosk/v1/wash-3/down") < 128
+    wash.publish("tapkiosk/v1/wash-3/up", b"own")
+    daemon.publish("tapkiosk/v1/wash-3/down", b"decision")
+    wait_until(lambda: wash.got and daemon.got, 10, what="the TAP at the daemon and the DECISION at wash-3")
+    assert stranger.got == [] and daemon.got == [("tapkiosk/v1/wash-3/up", b"own")]
+    wrong = site_broker("wash-3", password="guess")
+    assert not wrong.accepted

@@ -813,6 +813,8 @@ def cmd_provision(args: argparse.Namespace, board_factory: BoardFactory, out: Te
         steps.step(f"register {config['device_id']} in {args.db} "
                    f"({'with a new key' if args.rotate_key else 'reusing its key if registered'}), "
                    "bound to the board's MAC")
+        if args.broker_acl:
+            steps.note(f"and rewrite the broker ACL {args.broker_acl} from the registered devices")
         steps.step("reset the board and run its self-check")
         steps.step("print the summary")
         return 0
@@ -843,6 +845,7 @@ def cmd_provision(args: argparse.Namespace, board_factory: BoardFactory, out: Te
 
     steps.step(f"register {config['device_id']} in {args.db}")
     register(db, config["device_id"], config["kind"], plan, board_mac=mac)
+    _broker_acl(steps, db, args)
     steps.note({"new": "new device, new key", "kept": "already registered: key kept",
                 "rotated": "key rotated: the old key no longer works",
                 "rebound": "key rotated: the old board no longer works"}[plan.status])
@@ -852,6 +855,28 @@ def cmd_provision(args: argparse.Namespace, board_factory: BoardFactory, out: Te
     failures = run_selfcheck(board, out, args.test_card)
     steps.step("summary")
     return _summary(out, config["device_id"], info, failures, args.test_card)
+
+
+def _broker_acl(steps: Steps, db, args: argparse.Namespace) -> None:
+    """With ``--broker-acl FILE``: rewrite mosquitto's ACL from the registered devices.
+
+    Raises:
+        UsageError: the file cannot be written. RegistrationConflict: a device id is the daemon's user.
+    """
+    if not args.broker_acl:
+        return
+    from host.errors import Conflict, HostError
+    from host.site.broker_acl import write_acl
+
+    try:
+        ids = write_acl(db, args.broker_acl)
+    except Conflict as e:
+        raise RegistrationConflict(f"broker ACL not written: {e}") from None
+    except HostError as e:
+        raise UsageError(f"{e} (the device is registered)",
+                         "check the path and run the command again as a user who may write it") from None
+    steps.note(f"broker ACL {args.broker_acl}: {len(ids)} device(s); reload mosquitto "
+               "(`systemctl reload mosquitto`)")
 
 
 def _binding_notes(steps: Steps, device_id: str, plan: KeyPlan, mac: str) -> None:
@@ -929,6 +954,7 @@ def cmd_image(args: argparse.Namespace, out: TextIO) -> int:
         steps.step(f"register {config['device_id']} in {args.db}")
         register(db, config["device_id"], config["kind"], plan)
         os.replace(tmp, target)
+        _broker_acl(steps, db, args)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -1036,6 +1062,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", help="the host's site database (the device key is registered there)")
     p.add_argument("--create-db", action="store_true", help="create --db if it does not exist")
     p.add_argument("--rotate-key", action="store_true", help="give an already registered device a new key")
+    p.add_argument("--broker-acl", metavar="FILE",
+                   help="MQTT sites: rewrite mosquitto's ACL file from the registered devices (then reload mosquitto)")
     p.add_argument("--rebind", action="store_true",
                    help="move a device bound to another board to this one (new key; the old board stops working)")
 
