@@ -73,6 +73,7 @@ def test_service_unit_keeps_the_state_directory_for_the_group_only():
 # (only its port and file paths substituted), with the ACL written from a site database and
 # a password file made by mosquitto_passwd.
 # ---------------------------------------------------------------------------------------
+import pwd  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 
@@ -92,18 +93,15 @@ def mosquitto_passwd_path() -> str | None:
         (p for p in ("/usr/bin/mosquitto_passwd", "/usr/sbin/mosquitto_passwd") if os.path.exists(p)), None)
 
 
-@pytest.fixture
-def site_broker(tmp_path):
-    """mosquitto with the shipped configuration, the generated ACL and a password file."""
+def start_site_broker(tmp_path: Path, db, passwords: dict[str, str]) -> tuple[subprocess.Popen, int]:
+    """mosquitto with the shipped configuration, the ACL written from ``db`` and a password
+    file made by mosquitto_passwd; returns the process and its port."""
     exe, passwd = mosquitto_path(), mosquitto_passwd_path()
     if exe is None or passwd is None:
         pytest.fail("mosquitto and mosquitto_passwd are needed (make test installs them)")
-    db = open_db(tmp_path / "site.db")
-    for dev in ("wash-3", "gate-01"):
-        register_device(db, dev, "wash" if dev == "wash-3" else "gate", key=os.urandom(32))
     acl, pw = tmp_path / "tapkiosk.acl", tmp_path / "tapkiosk.passwd"
-    assert write_acl(db, acl) == ["gate-01", "wash-3"]
-    for i, (user, password) in enumerate(PASSWORDS.items()):
+    write_acl(db, acl)
+    for i, (user, password) in enumerate(passwords.items()):
         subprocess.run([passwd, *(["-c"] if i == 0 else []), "-b", str(pw), user, password], check=True,
                        capture_output=True)
     port = free_port()
@@ -114,10 +112,23 @@ def site_broker(tmp_path):
     assert conf.count(str(tmp_path)) == 2 and f"listener {port}" in conf
     # The test's own additions: where to keep the persistence file, and no privilege drop
     # (the temporary files belong to the user running the tests).
-    conf += f"persistence_location {tmp_path}/\nuser {os.getlogin() if os.getuid() else 'root'}\n"
+    conf += f"persistence_location {tmp_path}/\nuser {pwd.getpwuid(os.getuid()).pw_name}\n"
     (tmp_path / "mosquitto.conf").write_text(conf)
     proc = subprocess.Popen([exe, "-c", str(tmp_path / "mosquitto.conf")], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_until(lambda: proc.poll() is not None or _listening(port), 10, what="mosquitto to listen")
+    if proc.poll() is not None:
+        pytest.fail("mosquitto exited: " + proc.stderr.read().decode(errors="replace"))
+    return proc, port
+
+
+@pytest.fixture
+def site_broker(tmp_path):
+    """The site's broker for two registered readers; yields connect(user, client_id=, password=)."""
+    db = open_db(tmp_path / "site.db")
+    for dev in ("wash-3", "gate-01"):
+        register_device(db, dev, "wash" if dev == "wash-3" else "gate", key=os.urandom(32))
+    proc, port = start_site_broker(tmp_path, db, PASSWORDS)
     clients: list[Client] = []
 
     def connect(user: str, client_id: str | None = None, password: str | None = None) -> "Client":
@@ -126,8 +137,6 @@ def site_broker(tmp_path):
         return c
 
     try:
-        wait_until(lambda: proc.poll() is not None or _listening(port), 10, what="mosquitto to listen")
-        assert proc.poll() is None, proc.stderr.read().decode()
         yield connect
     finally:
         for c in clients:
@@ -253,3 +262,67 @@ def test_unknown_users_and_anonymous_clients_get_nothing(site_broker, tmp_path):
     assert stranger.got == [] and daemon.got == [("tapkiosk/v1/wash-3/up", b"own")]
     wrong = site_broker("wash-3", password="guess")
     assert not wrong.accepted
+
+
+def test_provisioned_reader_and_daemon_log_in_and_a_tap_goes_through(tmp_path):
+    """issue #20 item 5: the logins fit together. A config.json as `flash provision` writes it
+    (user = device id, --mqtt-password), the daemon as daemon.toml names it, the shipped broker
+    configuration with the generated ACL: the real firmware's tap is granted by the real daemon."""
+    from test_firmware_e2e import CARD, Daemon, make_site, taps
+    from sim.cards import UidCard
+    from sim.pn532 import PN532Emulator
+    from sim.run_device import SimBoard, make_config
+    from tools.flash import build_config
+
+    from conftest import micropython_path
+
+    if micropython_path() is None:
+        pytest.skip("needs the MicroPython unix port")
+    db_path = make_site(tmp_path, "wash-1", "wash")
+    passwords = {DAEMON_USER: "daemon-pw", "wash-1": "wash-1-pw"}
+    proc, port = start_site_broker(tmp_path, open_db(db_path), passwords)
+    daemon = Daemon(tmp_path, db_path, "--mqtt", f"127.0.0.1:{port}", "--mqtt-user", DAEMON_USER,
+                    "--mqtt-password", passwords[DAEMON_USER], "--mqtt-client-id", DAEMON_USER)
+    emu = PN532Emulator()
+    board = None
+    try:
+        daemon.start()
+        cfg = build_config({"device_id": "wash-1", "kind": "wash", "program": 1, "link": "mqtt",
+                            "wifi_ssid": "shop", "wifi_password": "longenough",
+                            "broker": f"192.0.2.10:{port}", "mqtt_password": passwords["wash-1"]},
+                           key=bytes(range(32)))
+        # The simulated board runs on this machine: its broker is on loopback (a real board's
+        # never is), and its PN532 and pins are the simulator's.
+        sim = make_config("wash-1", "wash", bytes(range(32)), link="mqtt", broker=f"127.0.0.1:{port}")
+        cfg.update(reader=sim["reader"], feedback=sim["feedback"], serial=sim["serial"])
+        cfg["mqtt"]["broker"] = "127.0.0.1"
+        assert cfg["mqtt"]["user"] == "wash-1" and cfg["service"] == 1
+        board = SimBoard(tmp_path / "board", cfg, pn532_tcp=emu.serve_tcp(), pn532_bus=emu.serve_bus())
+        board.start()
+        assert board.wait_for("online", 30), "\n".join(board.output()) + daemon.err.read_text()
+        emu.place(UidCard(bytes.fromhex(CARD)))
+        rows = wait_until(lambda: taps(db_path, "wash-1"), 20, what="the tap in the ledger")
+        emu.remove()
+        assert [(r[1], r[2]) for r in rows] == [(CARD, "grant")]
+    finally:
+        if board is not None:
+            board.kill()
+        daemon.stop()
+        emu.close()
+        proc.kill()
+        proc.wait(5)
+
+
+def test_sim_readers_log_in_as_their_device_id(tmp_path):
+    """`tapkiosk sim run --mqtt ... --mqtt-password PW`: simulated readers can use the site's broker."""
+    import json
+
+    from sim.cli import VirtualReader
+
+    r = VirtualReader(tmp_path / "b", "wash-3", "wash", bytes(32), mqtt="127.0.0.1:1883", service=1,
+                      mqtt_password="pw")
+    try:
+        mqtt_cfg = json.loads((tmp_path / "b" / "config.json").read_text())["mqtt"]
+    finally:
+        r.close()
+    assert (mqtt_cfg["user"], mqtt_cfg["password"]) == ("wash-3", "pw")
