@@ -1,17 +1,31 @@
-"""The site install keeps its secrets: file modes of the database and the shipped deploy files."""
+"""The site install keeps its secrets: file modes of the database and the shipped deploy files,
+and the broker configuration as shipped (ACL, logins, client ids) against a real mosquitto."""
 
 from __future__ import annotations
 
 import configparser
+import json
 import os
+import pwd
+import shutil
+import socket
 import stat
+import subprocess
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
-from conftest import ROOT
+from conftest import ROOT, free_port, micropython_path, mosquitto_path, wait_until
 
-from host.store.db import open_db
+from host.errors import Conflict, InputError
+from host.site.broker_acl import DAEMON_USER, acl_text, write_acl
+from host.store.db import open_db, register_device
+from sim.cli import VirtualReader
+from sim.pn532 import PN532Emulator
+from sim.run_device import SimBoard, make_config
+from tools.flash import build_config
 
 
 @pytest.fixture
@@ -73,17 +87,6 @@ def test_service_unit_keeps_the_state_directory_for_the_group_only():
 # (only its port and file paths substituted), with the ACL written from a site database and
 # a password file made by mosquitto_passwd.
 # ---------------------------------------------------------------------------------------
-import pwd  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-
-import paho.mqtt.client as mqtt  # noqa: E402
-from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
-
-from conftest import free_port, mosquitto_path, wait_until  # noqa: E402
-from host.errors import Conflict, InputError  # noqa: E402
-from host.site.broker_acl import DAEMON_USER, acl_text, write_acl  # noqa: E402
-from host.store.db import register_device  # noqa: E402
 
 PASSWORDS = {DAEMON_USER: "daemon-pw", "wash-3": "wash-3-pw", "gate-01": "gate-01-pw", "stranger": "stranger-pw"}
 
@@ -146,8 +149,6 @@ def site_broker(tmp_path):
 
 
 def _listening(port: int) -> bool:
-    import socket
-
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2):
             return True
@@ -268,13 +269,8 @@ def test_provisioned_reader_and_daemon_log_in_and_a_tap_goes_through(tmp_path):
     """issue #20 item 5: the logins fit together. A config.json as `flash provision` writes it
     (user = device id, --mqtt-password), the daemon as daemon.toml names it, the shipped broker
     configuration with the generated ACL: the real firmware's tap is granted by the real daemon."""
-    from test_firmware_e2e import CARD, Daemon, make_site, taps
     from sim.cards import UidCard
-    from sim.pn532 import PN532Emulator
-    from sim.run_device import SimBoard, make_config
-    from tools.flash import build_config
-
-    from conftest import micropython_path
+    from test_firmware_e2e import CARD, Daemon, make_site, taps
 
     if micropython_path() is None:
         pytest.skip("needs the MicroPython unix port")
@@ -315,10 +311,6 @@ def test_provisioned_reader_and_daemon_log_in_and_a_tap_goes_through(tmp_path):
 
 def test_sim_readers_log_in_as_their_device_id(tmp_path):
     """`tapkiosk sim run --mqtt ... --mqtt-password PW`: simulated readers can use the site's broker."""
-    import json
-
-    from sim.cli import VirtualReader
-
     r = VirtualReader(tmp_path / "b", "wash-3", "wash", bytes(32), mqtt="127.0.0.1:1883", service=1,
                       mqtt_password="pw")
     try:
