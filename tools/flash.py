@@ -3,9 +3,10 @@
 
     python tools/flash.py ports
     python tools/flash.py provision --port PORT --firmware ESP32_GENERIC.bin --device-id ID \\
-        --kind gate|wash|kiosk --link serial|mqtt [...] --db SITE.db
+        --kind gate|wash|kiosk [--direction in|out | --program N | --amount YUAN] \\
+        --link serial|mqtt [...] --db SITE.db [--test-card UID] [--broker-acl FILE]
     python tools/flash.py image --firmware ESP32_GENERIC.bin --device-id ID ... --db SITE.db --out ID.bin
-    python tools/flash.py update --port PORT [--db SITE.db]
+    python tools/flash.py update --port PORT [--db SITE.db] [--test-card UID]
 
 Every command takes ``--dry-run`` (print the steps, touch nothing). Library functions raise
 :class:`FlashError` subclasses; only :func:`main` prints them, as one line on stderr.
@@ -815,7 +816,8 @@ def cmd_provision(args: argparse.Namespace, board_factory: BoardFactory, out: Te
                    "bound to the board's MAC")
         if args.broker_acl:
             steps.note(f"and rewrite the broker ACL {args.broker_acl} from the registered devices")
-        steps.step("reset the board and run its self-check")
+        steps.step("reset the board and run its self-check"
+                   + (f" with a test tap of {args.test_card} (voided at once)" if args.test_card else ""))
         steps.step("print the summary")
         return 0
 
