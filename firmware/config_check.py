@@ -49,6 +49,27 @@ def _device_id_ok(dev):
     return True
 
 
+def _mqtt(cfg):
+    # (mqtt, wifi) settings of an MQTT reader.
+    m = _dict(cfg, "mqtt")
+    broker = m.get("broker")
+    if not isinstance(broker, str) or not broker:
+        _fail("mqtt.broker", "must name the broker host")
+    user = m.get("user")
+    password = m.get("password")
+    if user is not None and not isinstance(user, str):
+        _fail("mqtt.user", "must be text or null")
+    if password is not None and not isinstance(password, str):
+        _fail("mqtt.password", "must be text or null")
+    mqtt = {"broker": broker, "port": _int(m, "port", 1, 65535, "mqtt.port", 1883),
+            "user": user, "password": password,
+            "keepalive": _int(m, "keepalive", 5, 600, "mqtt.keepalive", 30)}
+    w = cfg.get("wifi") or {}
+    if not isinstance(w, dict):
+        _fail("wifi", "must be an object")
+    return mqtt, {"ssid": w.get("ssid") or "", "password": w.get("password") or ""}
+
+
 def check(cfg):
     # dict -> Config, or ConfigError naming the first bad key.
     if not isinstance(cfg, dict):
@@ -83,23 +104,7 @@ def check(cfg):
             "rx": _int(s, "rx", 0, 48, "serial.rx", None, True),
         }
     else:
-        m = _dict(cfg, "mqtt")
-        broker = m.get("broker")
-        if not isinstance(broker, str) or not broker:
-            _fail("mqtt.broker", "must name the broker host")
-        user = m.get("user")
-        password = m.get("password")
-        if user is not None and not isinstance(user, str):
-            _fail("mqtt.user", "must be text or null")
-        if password is not None and not isinstance(password, str):
-            _fail("mqtt.password", "must be text or null")
-        c.mqtt = {"broker": broker, "port": _int(m, "port", 1, 65535, "mqtt.port", 1883),
-                  "user": user, "password": password,
-                  "keepalive": _int(m, "keepalive", 5, 600, "mqtt.keepalive", 30)}
-        w = cfg.get("wifi") or {}
-        if not isinstance(w, dict):
-            _fail("wifi", "must be an object")
-        c.wifi = {"ssid": w.get("ssid") or "", "password": w.get("password") or ""}
+        c.mqtt, c.wifi = _mqtt(cfg)
     r = _dict(cfg, "reader")
     bus = r.get("bus")
     if bus not in BUSES:

@@ -304,6 +304,11 @@ def open_db(path: str | os.PathLike | None) -> sqlite_utils.Database:
         parent = os.path.dirname(os.path.abspath(p))
         try:
             os.makedirs(parent, exist_ok=True)
+            # A new database holds the device keys and the site key: owner and group (the
+            # site's operators, docs/deploy.md) read and write, others nothing (0660 before
+            # the umask). SQLite gives site.db-wal and site.db-shm the database file's mode.
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o660))
             conn = sqlite3.connect(p, isolation_level=None, check_same_thread=False,
                                    timeout=BUSY_TIMEOUT_MS / 1000)
         except (OSError, sqlite3.Error) as e:
