@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import wait_until
 
 from host.admin.core import Admin
 from host.daemon import Daemon
@@ -129,13 +130,8 @@ class DaemonProcess:
 
 
 def wait_for(pred: Any, timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll ``pred()`` until true (bounded)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+    """The former name of ``conftest.wait_until``, kept for the modules that import it."""
+    wait_until(pred, timeout, what=what)
 
 
 # ----------------------------------------------------------------------------- config tests

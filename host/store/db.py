@@ -270,6 +270,19 @@ BEGIN SELECT RAISE(ABORT, 'tap_voids is append-only'); END;
 ALTER TABLE devices ADD COLUMN board_mac TEXT CHECK (board_mac IS NULL OR {_MAC_GLOB_SQL});
 CREATE UNIQUE INDEX devices_board_mac ON devices(board_mac) WHERE board_mac IS NOT NULL;
 """),
+    # Frames the daemon refused, per device and cause, and the device's last error, so a
+    # report can show why a reader is not working (written by host/store/site_state.py).
+    (7, "devices: refusal counts by cause and the last error", """
+CREATE TABLE device_refusals (
+    device_id TEXT NOT NULL REFERENCES devices(device_id),
+    cause TEXT NOT NULL,
+    count INTEGER NOT NULL DEFAULT 0 CHECK (count >= 0),
+    last_at INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (device_id, cause)
+);
+ALTER TABLE devices ADD COLUMN last_error TEXT;
+ALTER TABLE devices ADD COLUMN last_error_at INTEGER;
+"""),
 ]
 
 DEVICE_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,16}")
