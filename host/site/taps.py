@@ -9,12 +9,11 @@ restart: then the stored reply is sent again, and nothing is applied twice.
 
 The tap latency metric runs from the moment the link received the frame (``received``,
 ``time.perf_counter()``), so time queued in the link counts. Log lines name the card by a
-short hash (:func:`card_ref`), never by its UID, which is the credential.
+short hash (``host.secure.check.card_ref``), never by its UID, which is the credential.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from typing import Any
 
 from host.rules.engine import Decision, Tap, clip_text
 from host.rules.voids import VoidRefused, stored_void_reply, void_tap
+from host.secure.check import card_ref
 from host.site import inflight as gate_
 from host.site.inflight import InflightGate
 from host.site.metrics import Metrics
@@ -39,11 +39,6 @@ log = logging.getLogger("tapkiosk.service")
 Send = Callable[[bytes], None]
 
 _DIRECTIONS = {pk.DIR_NONE: None, pk.DIR_IN: "in", pk.DIR_OUT: "out"}
-
-
-def card_ref(uid: str) -> str:
-    """A short, stable hash of a card UID for log lines (the UID itself is the credential)."""
-    return hashlib.sha256(uid.encode()).hexdigest()[:10]
 
 
 def decision_fields(tap_seq: int, d: Decision) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from host.rules.engine import Decision, Tap
 from host.errors import HostError
 from host.secure.enroll import read_sun_field
 from host.site.service import Service
-from host.site.taps import card_ref
+from host.secure.check import card_ref
 from host.store import site_state as store
 from protocol import seq as seqs
 
