@@ -212,11 +212,16 @@ def test_metrics_port_in_use_is_exit_2_naming_the_port(tmp_path: Path,
 
     path = tmp_path / "site.db"
     make_site(path)
+    root = logging.getLogger("tapkiosk")
+    saved = (root.handlers[:], root.propagate, root.level)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        rc = main(["--db", str(path), "--serial", "loop://", "--metrics-port", str(port)])
+        try:
+            rc = main(["--db", str(path), "--serial", "loop://", "--metrics-port", str(port)])
+        finally:    # main() set up logging to this test's captured stderr
+            root.handlers[:], root.propagate, root.level = saved
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert len(err) == 1 and str(port) in err[0]

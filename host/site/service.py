@@ -21,6 +21,7 @@ when it proved it came from the device. Liveness and the persisted device state 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
@@ -98,7 +99,7 @@ class Service:
             return None
         try:
             st = self.registry.device(p.device_id)
-        except (HostError, TimeoutError) as e:
+        except (HostError, TimeoutError, sqlite3.Error) as e:
             refuse("internal", None, p, send, link, f"store: {e}")
             return None
         if st is None:
@@ -111,6 +112,9 @@ class Service:
             p.fields = pk.decode_body(p.type, p.body)
         except AuthError as e:
             refuse("bad_mac", st, p, send, link, str(e))
+            return None
+        except (HostError, TimeoutError, sqlite3.Error) as e:   # re-reading the key failed
+            refuse("internal", st, p, send, link, f"store: {e}")
             return None
         except ProtocolError as e:
             refuse("malformed", st, p, send, link, str(e), e.code)
