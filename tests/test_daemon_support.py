@@ -188,7 +188,6 @@ def test_unopenable_db_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "cannot open database" in capsys.readouterr().err
 
 
-_ = threading  # (kept for helpers used by other test modules)
 
 
 def test_link_that_cannot_start_stops_the_ones_before_it(tmp_path: Path) -> None:
