@@ -278,6 +278,19 @@ CREATE TABLE api_tokens (
     revoked_at INTEGER
 );
 """),
+    # Frames the daemon refused, per device and cause, and the device's last error, so a
+    # report can show why a reader is not working (written by host/store/site_state.py).
+    (8, "devices: refusal counts by cause and the last error", """
+CREATE TABLE device_refusals (
+    device_id TEXT NOT NULL REFERENCES devices(device_id),
+    cause TEXT NOT NULL,
+    count INTEGER NOT NULL DEFAULT 0 CHECK (count >= 0),
+    last_at INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (device_id, cause)
+);
+ALTER TABLE devices ADD COLUMN last_error TEXT;
+ALTER TABLE devices ADD COLUMN last_error_at INTEGER;
+"""),
 ]
 
 def default_db_path() -> str:
