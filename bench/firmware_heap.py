@@ -31,6 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from support import pct  # noqa: E402
 
+from sim.run_device import micropython_exe  # noqa: E402  (honours TAPKIOSK_MICROPYTHON)
+
 SCRIPT = r"""
 import gc, time, asyncio, sys
 from array import array
@@ -171,10 +173,9 @@ def _compile(dst: Path) -> bool:
 
 
 def _run(n: int, path: list[str], tmp: str) -> tuple[list[int], list[int]]:
-    exe = Path(sys.executable).parent / "micropython"
     env = {"MICROPYPATH": ":".join(path + [".frozen"]), "PATH": "/usr/bin:/bin"}
     (Path(tmp) / "heap.py").write_text(SCRIPT)
-    r = subprocess.run([str(exe if exe.exists() else "micropython"), "heap.py", str(n)], cwd=tmp, env=env,
+    r = subprocess.run([micropython_exe(), "heap.py", str(n)], cwd=tmp, env=env,
                        capture_output=True, text=True, timeout=600)
     if r.returncode != 0:
         raise SystemExit("bench failed:\n" + r.stdout[-2000:] + r.stderr[-2000:])

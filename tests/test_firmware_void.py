@@ -20,9 +20,10 @@ import pytest
 from conftest import ROOT, micropython_path, run_micropython
 
 from sim.pinlog import pulses, read_events
-from test_firmware_e2e import CARD, RELAY, cli, rigs, wait_pulse  # noqa: F401 (rigs: fixture)
+from firmware_rig import CARD, RELAY, wait_pulse
 
-pytestmark = pytest.mark.skipif(micropython_path() is None, reason="needs the MicroPython unix port")
+pytestmark = [pytest.mark.micropython,
+              pytest.mark.skipif(micropython_path() is None, reason="needs the MicroPython unix port")]
 
 
 def query(db: Path, sql: str, *args) -> list[tuple]:
