@@ -43,12 +43,14 @@ async def _link_and_hello(cfg, wait_ms):
         return err, {"ok": None, "error": "no link"}
     detail = ("serial uart %d" % cfg.serial["uart"]) if cfg.link == "serial" else \
         ("mqtt %s:%d" % (cfg.mqtt["broker"], cfg.mqtt["port"]))
-    boot = C.next_boot()
+    boot = C.next_boot(key=cfg.key)
+    if not boot:
+        return {"ok": True, "detail": detail}, {"ok": False, "error": "boot counter used up: re-key the device"}
     ob = Outbox("outbox.bin", cfg.outbox_slots)
     app = App(cfg, link, _NoFeedback(), ob, boot, C.load_params(), None, 0, False)
-    tasks = [asyncio.create_task(link.run()), asyncio.create_task(app.session())]
+    tasks = [asyncio.create_task(link.run()), asyncio.create_task(app.session.run())]
     t0 = ticks_ms()
-    while not app.online and ticks_diff(ticks_ms(), t0) < wait_ms:
+    while not app.session.online and ticks_diff(ticks_ms(), t0) < wait_ms:
         await asyncio.sleep_ms(50)
     connected = link.connected
     for t in tasks:
@@ -58,11 +60,11 @@ async def _link_and_hello(cfg, wait_ms):
     if not connected:
         err = getattr(getattr(link, "client", None), "last_error", None)
         link_r["error"] = "not connected: %r" % (err,)
-    if app.online:
+    if app.session.online:
         hello = {"ok": True, "detail": "welcomed, boot %d" % boot}
     else:
         hello = {"ok": False, "error": "no WELCOME within %d s (errors from host: %d)" % (wait_ms // 1000, app.errors)}
-        if cfg.link == "serial" and app.bad_frames == 0 and app.last_rx == app.down_at:
+        if cfg.link == "serial" and app.bad_frames == 0 and app.session.last_rx == app.session.down_at:
             hello["error"] += "; nothing received on the serial line"
     return link_r, hello
 

@@ -23,6 +23,7 @@ import pytest
 import firmware_rig
 from conftest import micropython_path
 from firmware_rig import CARD, RELAY, taps, wait_pulse
+from protocol import codes
 from sim.pinlog import pulses, read_events
 
 pytestmark = [pytest.mark.micropython,
@@ -92,7 +93,7 @@ def test_tap_refused_every_time_becomes_final_and_is_never_applied(rigs, monkeyp
     mark = len(rig.board.output())
     rig.tap(CARD)
     # Three resyncs, then the fourth refusal is final: the slot is cleared, nothing starts.
-    assert rig.board.wait_for("given up after host error replay", 15, mark), rig.console()
+    assert rig.board.wait_for("given up after host error %d" % codes.ERR_REPLAY, 15, mark), rig.console()
     out = rig.board.output()[mark:]
     assert sum("overtaken; resent after resync" in line for line in out) == 3, rig.console()
     assert rig.board.wait_for("DISPLAY: No answer", 5, mark), rig.console()

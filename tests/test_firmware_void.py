@@ -111,43 +111,12 @@ def test_kiosk_charges_once_and_a_lost_tap_is_tombstoned(rigs):
     verify_ok(rig.db)
 
 
-VOID_OUTBOX_SCRIPT = r"""
-import sys, struct
-from outbox import Outbox
-from protocol import packet as P
-from protocol.mac import Mac
-mac = Mac(bytes(range(32)))
-tw = P.TapWriter("wash-1", mac)
-def void(seq, tap_seq):
-    return P.encode(P.VOID, seq, "wash-1", {"tap_seq": tap_seq}, mac, P.UP)
-ob = Outbox("ob.bin", 4)
-if sys.argv[1] == "make":
-    for n in (1, 2, 3):
-        ob.add(0x10000 | n, tw.tap(0x10000 | n, b"\x04\xa1\xb2\xc3", 8, 0, 0, 1, 0, 0))
-    i = ob.find_tap(0x10001)
-    ob.replace_void(i, 0x10004, void(0x10004, 0x10001))
-    print("SLOT", i, "FLOOR", ob.oldest_seq() & 0xFFFF)
-else:
-    rows = []
-    for k in range(ob.n):
-        i = ob.order(k)
-        if ob.state[i] == 1:
-            same = bytes(ob.read(i)) == bytes(void(ob.seq[i], ob.ref[i]) if ob.void[i] else
-                tw.tap(ob.seq[i], b"\x04\xa1\xb2\xc3", 8, 0, 0, 1, 0, 0))
-            rows.append("%d/%d/%d%s" % (ob.seq[i] & 0xFFFF, ob.ref[i] & 0xFFFF, ob.void[i],
-                                        "" if same else "!"))
-    print("PENDING", " ".join(rows), "FLOOR", ob.oldest_seq() & 0xFFFF,
-          "TAP1", ob.find_tap(0x10001), "DONE", ob.done_slot(ob.find_tap(0x10001)),
-          "LEFT", ob.pending())
-"""
-
-
 def test_outbox_void_replaces_the_tap_in_its_slot_and_survives_a_reboot(tmp_path: Path) -> None:
-    (tmp_path / "ob_void.py").write_text(VOID_OUTBOX_SCRIPT)
-    r = run_micropython([str(tmp_path / "ob_void.py"), "make"], cwd=tmp_path)
+    program = str(ROOT / "tests" / "mpy" / "outbox_void_slot.py")
+    r = run_micropython([program, "make"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr.decode()
     assert "SLOT 0 FLOOR 2" in r.stdout.decode()   # the VOID's seq is newer than tap 2's
-    r = run_micropython([str(tmp_path / "ob_void.py"), "check"], cwd=tmp_path)
+    r = run_micropython([program, "check"], cwd=tmp_path)
     out = r.stdout.decode()
     assert r.returncode == 0, r.stderr.decode()
     # Ring order kept (the VOID sits where tap 1 was), ref read back from the VOID's body.
