@@ -105,7 +105,7 @@ def test_config_is_acknowledged_only_when_kept(tmp_path: Path) -> None:
     assert "SAVE True ACKS 1 VERSION 5 ALLOW 1" in out, out
 
 
-@pytest.mark.parametrize("problem", ["missing", "not json", "bad key", "short watchdog"])
+@pytest.mark.parametrize("problem", ["missing", "not json", "bad key", "short watchdog", "boots used up"])
 def test_bad_config_is_one_line_and_a_safe_state(tmp_path: Path, problem: str) -> None:
     cfg = make_config("gate-01", "gate", bytes(32))
     board = SimBoard(tmp_path / "board", cfg)
@@ -116,8 +116,10 @@ def test_bad_config_is_one_line_and_a_safe_state(tmp_path: Path, problem: str) -
         path.write_text("{device_id: gate-01")
     elif problem == "bad key":
         path.write_text(json.dumps({**cfg, "key": "abc"}))
-    else:
+    elif problem == "short watchdog":
         path.write_text(json.dumps({**cfg, "wdt_ms": 500}))  # would reset the board in a loop
+    else:
+        (board.dir / "boot.dat").write_bytes(b"\xff\xff")  # boot 65535 was the last one
     board.start()
     try:
         line = board.wait_for("FAULT", 10)
@@ -127,7 +129,7 @@ def test_bad_config_is_one_line_and_a_safe_state(tmp_path: Path, problem: str) -
         out = board.output()
         assert sum("FAULT" in x for x in out) == 1 and "Traceback" not in "\n".join(out)
         expected = {"missing": "config.json missing", "not json": "not valid JSON", "bad key": "key",
-                "short watchdog": "wdt_ms"}[problem]
+                    "short watchdog": "wdt_ms", "boots used up": "boot counter used up"}[problem]
         assert expected in line
     finally:
         board.kill()
