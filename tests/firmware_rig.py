@@ -155,3 +155,12 @@ def check_grant_feedback(rig: Rig) -> None:
     assert 1 in levels(ev, LED_G) and 1 not in levels(ev, LED_R)
 
 
+
+
+def send_to_host(cable: Cable, data: bytes) -> None:
+    """Bytes on the serial line as the daemon hears them: someone on the line between the
+    device and the host, whatever the device sends. (sim/cable.py has no public injection
+    point: this writes to its daemon-end connection.)"""
+    conn = cable._conns["b"]
+    assert conn is not None, "the daemon is not connected to the cable"
+    conn.sendall(data)

@@ -20,7 +20,10 @@ import pytest
 from conftest import ROOT, micropython_path, run_micropython
 
 from sim.pinlog import pulses, read_events
-from firmware_rig import CARD, RELAY, wait_pulse
+from firmware_rig import CARD, RELAY, send_to_host, wait_pulse
+from protocol import framing
+from protocol import packet as pk
+from protocol.mac import Mac
 
 pytestmark = [pytest.mark.micropython,
               pytest.mark.skipif(micropython_path() is None, reason="needs the MicroPython unix port")]
@@ -78,6 +81,39 @@ def test_wash_answer_lost_is_voided_and_never_started(rigs):
     time.sleep(1.0)
     assert len(pulses(read_events(rig.board.pins), RELAY, 1)) == 1
     assert query(rig.db, uses) == [(9,)]
+    verify_ok(rig.db)
+
+
+def test_forged_frames_under_our_seqs_do_not_cancel_the_void(rigs):
+    # Issue #12 (1). The line is cut after the TAP (the host charged it, its answer was lost);
+    # the device gives up and its VOID is lost on the cut line too. Someone on the line sends
+    # the host frames with a bad MAC under the device's next seqs; the host answers each with
+    # an (authenticated) ERROR bad_mac naming that seq, which the device hears. The device
+    # must keep the VOID: once the line is whole again it goes out and reverses the charge.
+    rig = rigs(kind="wash", service=1)
+    rig.boot()
+    uses = "SELECT uses_left FROM passes"
+    mark = len(rig.board.output())
+    rig.cable.set_faults("ba", drop=1.0)              # the answer is lost
+    rig.tap(CARD)
+    tap_seq = wait_rows(rig.db, "SELECT seq FROM taps", 1)[0][0]
+    rig.cable.set_faults("ab", drop=1.0)              # and now everything the device sends
+    line = rig.board.wait_for("voided as", 15, mark)
+    assert line is not None, rig.console()
+    void_seq = int(line.rsplit(" ", 1)[1])
+    assert query(rig.db, uses) == [(9,)], rig.console()   # charged, not reversed yet
+    rig.cable.set_faults("ba")
+    forger = Mac(bytes(32))
+    for seq in range(tap_seq + 1, void_seq + 3):
+        send_to_host(rig.cable, framing.encode(
+            pk.encode(pk.PING, seq, rig.device_id, {"nonce": seq}, forger, pk.UP)))
+    assert rig.board.wait_for("host error 2 for seq %d" % void_seq, 10, mark), rig.console()
+    rig.cable.set_faults("ab")
+    assert rig.board.wait_for("voided by the host", 40, mark), rig.console()
+    voids = wait_rows(rig.db, "SELECT tap_seq, outcome FROM tap_voids", 1)
+    assert voids == [(tap_seq, "reversed")], rig.console()
+    assert query(rig.db, uses) == [(10,)]
+    assert pulses(read_events(rig.board.pins), RELAY, 1) == [], rig.console()
     verify_ok(rig.db)
 
 
