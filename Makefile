@@ -4,15 +4,20 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test venv site mosquitto selftest bench clean
+.PHONY: demo test test-micropython venv site mosquitto selftest bench clean
 
 demo: $(STAMP)
 	$(PY) -m sim.demo
 
 test: $(STAMP) mosquitto
 	$(PY) -m protocol.selftest
-	$(VENV)/bin/micropython -m protocol.selftest
+	$${TAPKIOSK_MICROPYTHON:-$(VENV)/bin/micropython} -m protocol.selftest
 	$(PY) -m pytest -q
+
+# The MicroPython tests alone, under $$TAPKIOSK_MICROPYTHON when set (.ci/run: the 32-bit build).
+test-micropython: $(STAMP)
+	$${TAPKIOSK_MICROPYTHON:-$(VENV)/bin/micropython} -m protocol.selftest
+	$(PY) -m pytest -q -m micropython
 
 venv: $(STAMP)
 

@@ -1,12 +1,17 @@
-# Runs on the ESP32 (and the unix port in tests): checks config.json once at boot (config.check imports it, then drops it).
+# Runs on the ESP32 (and the unix port in tests): reads and checks config.json once at boot (config.load/check import it, then drop it).
 #
-# Boot-time code only: config.check() imports this module for the one call and removes it from
+# Boot-time code only: config.load() and config.check() import this module for the one call and removes it from
 # sys.modules afterwards, so its functions do not stay on the heap. Keep anything that outlives
 # the call (the Config class, ConfigError) in config.py: a function defined here would keep this
 # whole module alive.
 import binascii
+import json
+
+from protocol.compat import const
 
 from config import Config, ConfigError
+
+_ENOENT = const(2)
 
 KINDS = ("gate", "wash", "kiosk")
 LINKS = ("serial", "mqtt")
@@ -135,3 +140,18 @@ def check(cfg):
     if c.secure is not True and c.secure is not False:
         _fail("secure", "must be true or false (got %r)" % (c.secure,))
     return c
+
+
+def load(path):
+    try:
+        with open(path) as fh:
+            text = fh.read()
+    except OSError as e:
+        if e.args[0] == _ENOENT:
+            raise ConfigError("config.json missing: provision the board with tools/flash.py")
+        raise ConfigError("config.json unreadable (OSError %d)" % e.args[0])
+    try:
+        cfg = json.loads(text)
+    except ValueError:
+        raise ConfigError("config.json is not valid JSON: provision the board again")
+    return check(cfg)

@@ -51,20 +51,20 @@ async def _test_tap(app, test_uid, wait_ms):
     except ValueError:
         return {"ok": False, "error": "test card UID %r is not hex" % (test_uid,)}
     seen = []
-    on_decision = app._on_decision
+    on_decision = app.uplink.on_decision
 
     def spy(f):
         seen.append(f)
         on_decision(f)
 
-    app._on_decision = spy
-    await app.tap(uid, 0x08)
+    app.uplink.on_decision = spy
+    await app.tap_path.tap(uid, 0x08)
     d = seen[-1] if seen else None
     if d is None or d["reason"] == _VOIDED:
         return {"ok": False, "error": "no DECISION for the test tap within %d ms" % app.cfg.decision_ms}
     tap_seq = d["tap_seq"]
     vseq = app.next_seq()
-    await app._send_raw(app._void_packet(vseq, tap_seq))
+    await app.send_raw(app.tap_path.vw.void(vseq, tap_seq))
     voided = await _decision(seen, tap_seq, True, wait_ms)
     reason = codes.reason_name(d["reason"])
     what = "%s (%s, %s)" % (reason, d["text"], "voided: not charged" if voided else
@@ -93,17 +93,19 @@ async def _link_and_hello(cfg, wait_ms, test_uid=None):
         return err, {"ok": None, "error": "no link"}, {"ok": None, "error": "no link"}
     detail = ("serial uart %d" % cfg.serial["uart"]) if cfg.link == "serial" else \
         ("mqtt %s:%d" % (cfg.mqtt["broker"], cfg.mqtt["port"]))
-    boot = C.next_boot()
+    boot = C.next_boot(key=cfg.key)
+    if not boot:
+        return {"ok": True, "detail": detail}, {"ok": False, "error": "boot counter used up: re-key the device"}
     ob = Outbox("outbox.bin", cfg.outbox_slots)
     app = App(cfg, link, _NoFeedback(), ob, boot, C.load_params(), None, 0, False)
-    tasks = [asyncio.create_task(link.run()), asyncio.create_task(app.session()),
-             asyncio.create_task(app.sender())]
+    tasks = [asyncio.create_task(link.run()), asyncio.create_task(app.session.run()),
+             asyncio.create_task(app.uplink.run())]
     t0 = ticks_ms()
-    while not app.online and ticks_diff(ticks_ms(), t0) < wait_ms:
+    while not app.session.online and ticks_diff(ticks_ms(), t0) < wait_ms:
         await asyncio.sleep_ms(50)
     connected = link.connected
     tap = {"ok": None, "detail": "no test card given: tap a member card to check"}
-    if test_uid and app.online:
+    if test_uid and app.session.online:
         tap = await _test_tap(app, test_uid, wait_ms)
     elif test_uid:
         tap = {"ok": False, "error": "not sent: the host did not answer the HELLO"}
@@ -114,11 +116,11 @@ async def _link_and_hello(cfg, wait_ms, test_uid=None):
     if not connected:
         err = getattr(getattr(link, "client", None), "last_error", None)
         link_r["error"] = "not connected: %r" % (err,)
-    if app.online:
+    if app.session.online:
         hello = {"ok": True, "detail": "welcomed, boot %d" % boot}
     else:
         hello = {"ok": False, "error": "no WELCOME within %d s (errors from host: %d)" % (wait_ms // 1000, app.errors)}
-        if cfg.link == "serial" and app.bad_frames == 0 and app.last_rx == app.down_at:
+        if cfg.link == "serial" and app.bad_frames == 0 and app.session.last_rx == app.session.down_at:
             hello["error"] += "; nothing received on the serial line"
     return link_r, hello, tap
 

@@ -271,7 +271,7 @@ def test_provisioned_reader_and_daemon_log_in_and_a_tap_goes_through(tmp_path):
     (user = device id, --mqtt-password), the daemon as daemon.toml names it, the shipped broker
     configuration with the generated ACL: the real firmware's tap is granted by the real daemon."""
     from sim.cards import UidCard
-    from test_firmware_e2e import CARD, Daemon, make_site, taps
+    from firmware_rig import CARD, Daemon, make_site, taps
 
     if micropython_path() is None:
         pytest.skip("needs the MicroPython unix port")

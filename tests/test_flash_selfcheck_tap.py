@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_firmware_e2e import CARD, Rig
+from firmware_rig import CARD, Rig
 from test_flash_support import RecordingBoard, make_app_tree
 
 from conftest import micropython_path
