@@ -39,7 +39,7 @@ async def _feed(request: Request) -> AsyncIterator[str]:
     ctx = console(request).ctx
     sub = ctx.open_stream(FEED_KINDS)
     try:
-        yield ": tapkiosk console feed\n\n"
+        yield "event: ready\ndata: {}\n\n"  # subscribed: nothing published from now is lost
         while not sub.closed:
             event = await sub.next(KEEPALIVE_S)
             yield event.sse() if event is not None else ": keep-alive\n\n"

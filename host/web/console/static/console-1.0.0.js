@@ -20,6 +20,9 @@
   var canOpen = feed.getAttribute("data-can-open") === "1";
   var source = new EventSource(feed.getAttribute("data-events"));
 
+  source.addEventListener("ready", function () { feed.setAttribute("data-ready", "1"); });
+  source.addEventListener("error", function () { feed.removeAttribute("data-ready"); });
+
   function add(kind, cls, text, memberId) {
     var li = document.createElement("li");
     li.className = "event " + kind + (cls ? " " + cls : "");
