@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from host.rules.engine import Engine, Tap  # noqa: E402
 from host.errors import InputError  # noqa: E402
 from host.rules.policy import load_policy  # noqa: E402
-from host.store.db import open_db, register_device  # noqa: E402
+from host.store.db import open_db  # noqa: E402
+from host.store.devices import register_device  # noqa: E402
 from host.site.writer import Checkpointer, passive_checkpoint  # noqa: E402
 from support import pct  # noqa: E402
 

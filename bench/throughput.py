@@ -37,8 +37,9 @@ from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from support import Broker, scrape, start_daemon, stop  # noqa: E402
 
-from host.admin.core import Admin  # noqa: E402
-from host.store.db import open_db, register_device  # noqa: E402
+from host.admin import Admin  # noqa: E402
+from host.store.db import open_db  # noqa: E402
+from host.store.devices import register_device  # noqa: E402
 from protocol import packet as pk  # noqa: E402
 from protocol.mac import Mac  # noqa: E402
 

@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from protocol.compat import ticks_diff, ticks_ms
+from protocol.compat import ticks_diff
 from sim.cable import Cable
 from sim.cards import UidCard
 from sim.pinlog import read_events
@@ -342,49 +342,43 @@ def _send_control(db: str, words: list[str], timeout: float = 15.0) -> None:
 
 # ---------------------------------------------------------------------- database reads
 def _ro(db: str) -> sqlite3.Connection:
-    if not os.path.exists(db):
-        raise SimError(f"no database at {db}")
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    conn.row_factory = sqlite3.Row
-    return conn
+    """The site database opened read-only (the daemon is its writer)."""
+    from host.errors import InputError
+    from host.store.views import open_readonly
+    try:
+        return open_readonly(db)
+    except InputError as e:
+        raise SimError(str(e)) from None
 
 
 def device_from_db(db: str, device_id: str) -> tuple[str, bytes]:
     """(kind, key) of a registered device."""
+    from host.store.views import device_kind_key
     with contextlib.closing(_ro(db)) as conn:
-        row = conn.execute("SELECT kind, key FROM devices WHERE device_id = ?",
-                           (device_id,)).fetchone()
-    if row is None:
+        found = device_kind_key(conn, device_id)
+    if found is None:
         raise SimError(f"device {device_id} is not registered in {db}: "
                        f"tapkiosk device add {device_id} gate|wash|kiosk")
-    return row["kind"], bytes(row["key"])
+    return found
 
 
 def last_tap_id(db: str) -> int:
+    """The id of the newest tap in ``db`` (0 when none)."""
+    from host.store import views
     with contextlib.closing(_ro(db)) as conn:
-        return conn.execute("SELECT coalesce(max(id), 0) FROM taps").fetchone()[0]
-
-
-TAP_COLUMNS = ("id, device_id, uid, member_id, verdict, reason, text, charged_fen, "
-               "points_earned, balance_fen, points, uses_left, relay_ms, latency_ms")
+        return views.last_tap_id(conn)
 
 
 def wait_tap(db: str, device_id: str, after_id: int, timeout: float = 10.0) -> dict | None:
     """The first tap row of ``device_id`` with id > ``after_id``, waiting up to ``timeout`` s."""
+    from host.store.views import tap_after
     deadline = time.monotonic() + timeout
-    conn = _ro(db)
-    try:
+    with contextlib.closing(_ro(db)) as conn:
         while True:
-            row = conn.execute(f"SELECT {TAP_COLUMNS}, (SELECT name FROM members m WHERE "
-                               "m.id = taps.member_id) AS member FROM taps WHERE device_id = ? "
-                               "AND id > ? ORDER BY id LIMIT 1", (device_id, after_id)).fetchone()
-            if row is not None:
-                return dict(row)
-            if time.monotonic() > deadline:
-                return None
+            row = tap_after(conn, device_id, after_id)
+            if row is not None or time.monotonic() > deadline:
+                return row
             time.sleep(0.05)
-    finally:
-        conn.close()
 
 
 def _yuan(fen: int) -> str:
@@ -402,7 +396,7 @@ def describe_tap(row: dict) -> str:
 
 # ---------------------------------------------------------------------- commands
 def _default_db() -> str:
-    from host.cli.app import default_db_path
+    from host.store.db import default_db_path
     return default_db_path()
 
 

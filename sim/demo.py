@@ -101,9 +101,10 @@ class DemoError(Exception):
 
 def seed(db_path: Path) -> dict[str, bytes]:
     """Create the site: devices (returns their keys) and the members of MEMBERS."""
-    from host.admin.core import Admin
+    from host.admin import Admin
     from host.rules.policy import load_policy
-    from host.store.db import open_db, register_device
+    from host.store.db import open_db
+    from host.store.devices import register_device
 
     db = open_db(db_path)
     try:

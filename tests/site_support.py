@@ -12,10 +12,11 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from host.admin.core import Admin
+from host.admin import Admin
 from host.rules.engine import Engine
 from host.rules.policy import load_policy
-from host.store.db import open_db, register_device
+from host.store.db import open_db
+from host.store.devices import register_device
 
 TZ = ZoneInfo("Asia/Shanghai")
 UID = "04A1B2C3D4E5F6"

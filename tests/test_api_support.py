@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from host.admin.core import Admin
+from host.admin import Admin
 from host.rules.policy import Policy, load_policy
 from host.site.writer import Writer
 from host.store.db import open_db

@@ -235,3 +235,39 @@ def test_global_db_and_policy_reach_delegated_commands(tmp_path, monkeypatch, ca
     assert main(["--db", db, "flash", "ports"]) == 2
     assert "--db is not an option of 'tapkiosk flash ports'" in capsys.readouterr().err
     assert main(["flash", "ports"]) == 0 and seen["flash"] == ["ports"]
+
+
+def _leaf_commands(parser) -> set[str]:
+    """Every command the parser accepts, as its words (``"member add"``)."""
+    import argparse
+
+    def subs(p):
+        return next((a.choices for a in p._actions
+                     if isinstance(a, argparse._SubParsersAction)), None)
+    names = set()
+    for name, p in subs(parser).items():
+        inner = subs(p)
+        names |= {f"{name} {s}" for s in inner} if inner else {name}
+    return names
+
+
+def test_every_command_has_one_handler():
+    from host.cli.app import COMMANDS, build_parser
+
+    assert _leaf_commands(build_parser()) == set(COMMANDS)
+
+
+def test_times_print_in_the_zone_of_the_policy_given(run, member, tmp_path):
+    """Two runs in one process with different site zones: each prints in its own zone (the
+    zone is passed to the printer, not kept between runs)."""
+    utc = tmp_path / "utc.toml"
+    utc.write_text('[site]\ntimezone = "UTC"\n')
+    j(run, "topup", "1", "10.00")
+    ts = j(run, "ledger", "list", "1")[0]["ts"]
+    from datetime import datetime, timezone
+    from zoneinfo import ZoneInfo
+
+    for policy, zone in ((None, ZoneInfo("Asia/Shanghai")), (str(utc), timezone.utc)):
+        code, out, err = run(*(["--policy", policy] if policy else []), "ledger", "list", "1")
+        assert code == 0, err
+        assert datetime.fromtimestamp(ts, zone).strftime("%Y-%m-%d %H:%M") in out

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from host.admin.core import Admin
+from host.admin import Admin
 from host.store.db import open_db
 
 

@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
-from host.admin.core import Admin
+from host.admin import Admin
 from host.daemon import Daemon
 from host.site.config import load_config
 from host.errors import HostError
-from host.store.db import open_db, register_device
+from host.store.db import open_db
+from host.store.devices import register_device
 from host.site.writer import WriterClosed
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,7 +19,8 @@ import pytest
 
 from conftest import ROOT, micropython_path
 
-from host.store.db import open_db, register_device
+from host.store.db import open_db
+from host.store.devices import register_device
 from protocol import codes
 from sim.cable import Cable
 from sim.cards import UidCard

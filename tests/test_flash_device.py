@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from host.store.db import device_key, open_db
+from host.store.db import open_db
+from host.store.devices import device_key
 from tools import flash
 from tools.board import EspBoard
 

@@ -20,7 +20,8 @@ from test_flash_support import (
     make_firmware,
 )
 
-from host.store.db import device_key, open_db
+from host.store.db import open_db
+from host.store.devices import device_key
 from tools import flash
 from tools.errors import FirmwareFileError, WrongChip
 from tools.image import build_partition_table, load_firmware, parse_partition_table

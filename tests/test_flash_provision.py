@@ -18,7 +18,8 @@ import pytest
 from test_flash_support import RecordingBoard, make_app_tree, make_firmware, selfcheck_line
 
 from host.errors import NotFound
-from host.store.db import device_key, open_db, register_device
+from host.store.db import open_db
+from host.store.devices import device_key, register_device
 from tools import flash
 from tools.board import EspBoard, classify_port_error
 from tools.errors import BoardError, NoPort, NotInDownloadMode, PortBusy, PortPermission

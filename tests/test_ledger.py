@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from host.ledger import book as ledger
-from host.admin.core import Admin
+from host.admin import Admin
 from host.errors import InsufficientFunds
 from host.rules.policy import build_policy, load_policy
 from host.store.db import open_db, transaction

@@ -5,8 +5,9 @@ import textwrap
 from pathlib import Path
 
 from host.ledger import book as ledger
-from host.admin.core import Admin
-from host.store.db import open_db, register_device
+from host.admin import Admin
+from host.store.db import open_db
+from host.store.devices import register_device
 
 ROOT = Path(__file__).resolve().parents[1]
 UID = "04A1B2C3D4E5F6"

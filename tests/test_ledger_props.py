@@ -5,11 +5,12 @@ from zoneinfo import ZoneInfo
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from host.ledger import book as ledger
-from host.admin.core import Admin
+from host.admin import Admin
 from host.rules.engine import Engine, Tap
 from host.errors import HostError
 from host.rules.policy import load_policy
-from host.store.db import open_db, register_device
+from host.store.db import open_db
+from host.store.devices import register_device
 
 TZ = ZoneInfo("Asia/Shanghai")
 POLICY = load_policy()

@@ -16,7 +16,7 @@ import nfc.clf
 from contextlib import contextmanager
 
 from conftest import free_port
-from host.admin.core import Admin
+from host.admin import Admin
 from host.secure.personalise import URL_TEMPLATE, ndef_template, read_ndef
 from host.rules.policy import load_policy
 from host.secure.enroll import enroll_secure

@@ -16,7 +16,7 @@ import pytest
 
 from test_firmware_e2e import CARD, KEY, OTHER, rigs  # noqa: F401  (rigs is the fixture)
 
-from host.admin.core import Admin
+from host.admin import Admin
 from host.secure.personalise import URL_TEMPLATE, ndef_template, ndef_url, read_ndef
 from host.rules.policy import load_policy
 from host.secure.sun import parse_sun

@@ -10,14 +10,15 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from host.secure import check as secure_policy
-from host.admin.core import Admin
+from host.admin import Admin
 from host.rules.engine import Engine, Tap
 from host.errors import Conflict, InputError, NotFound
 from host.secure.personalise import ndef_url, read_ndef
 from host.rules.policy import build_policy, load_policy
 from host.secure.sun import parse_sun
 from host.secure.enroll import EnrollError, enroll_secure, read_sun_field
-from host.store.db import open_db, register_device
+from host.store.db import open_db
+from host.store.devices import register_device
 from sim.magic import MagicCard
 from sim.ntag424 import Ntag424
 

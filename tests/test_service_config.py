@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from host.admin.core import Admin
+from host.admin import Admin
 from host.site.metrics import Metrics
 from host.rules.policy import load_policy
 from host.site.service import Service

@@ -3,8 +3,8 @@ import pytest
 
 from host.errors import Conflict, InputError, NotFound
 from host.rules.policy import load_policy
-from host.store.db import (device_key, get_device, open_db, register_device, schema_version,
-                        touch_device, MIGRATIONS)
+from host.store.db import MIGRATIONS, open_db, schema_version
+from host.store.devices import device_key, get_device, register_device, touch_device
 
 
 def test_pragmas_and_migrations(tmp_path):
@@ -93,6 +93,13 @@ def _policy(tmp_path, text):
      "plans.x.covers"),
     ('[wash.programs.1]\nname = "Basic"\nprice = 25\n', "wash.programs.1.price"),
     ("[site\n", "not valid TOML"),
+    ('[gate]\nrelay_ms = -1\n', "gate.relay_ms must be an integer 0..60000, got -1"),
+    ('[kiosk]\nmax_amount = "x"\n', "kiosk.max_amount"),
+    ('[dormant]\ndays = 0\n', "dormant.days must be an integer 1..3660, got 0"),
+    ('[security]\nmode = "x"\n', "security.mode must be one of uid|sun"),
+    ('bogus = 1\n', "unknown key bogus"),
+    # Sections are checked in file order: the site's error is the one reported.
+    ('[points]\ncombine = "add"\n[site]\ntimezone = "Mars/Base"\n', "site.timezone"),
 ])
 def test_policy_errors_name_the_key(tmp_path, text, needle):
     with pytest.raises(InputError) as e:
@@ -165,3 +172,25 @@ def test_register_device_board_binding():
     assert db.execute("SELECT count(*) FROM devices WHERE device_id = 'G9'").fetchone()[0] == 0
     with pytest.raises(Exception, match="CHECK"):
         db.execute("UPDATE devices SET board_mac = 'AA:BB:CC:DD:EE:FF' WHERE device_id = 'wash-3'")
+
+
+def test_readonly_view_refuses_writes_and_a_missing_file(tmp_path):
+    import sqlite3
+
+    from host.store import views
+
+    with pytest.raises(InputError):
+        views.open_readonly(str(tmp_path / "nope.db"))
+    assert not (tmp_path / "nope.db").exists()
+    path = tmp_path / "site.db"
+    db = open_db(path)
+    register_device(db, "W1", "wash")
+    conn = views.open_readonly(str(path))
+    try:
+        assert views.device_kind_key(conn, "W1") == ("wash", device_key(db, "W1"))
+        assert views.device_kind_key(conn, "W2") is None
+        assert views.last_tap_id(conn) == 0 and views.tap_after(conn, "W1", 0) is None
+        with pytest.raises(sqlite3.OperationalError):
+            conn.execute("DELETE FROM devices")
+    finally:
+        conn.close()

@@ -186,7 +186,7 @@ def build_config(args: Any, key: bytes | None = None) -> dict[str, Any]:
         UsageError: any bad or missing value (the message names it).
     """
     from host.errors import InputError
-    from host.store.db import check_device_id
+    from host.store.devices import check_device_id
 
     device_id = _arg(args, "device_id")
     if not device_id:
@@ -365,7 +365,7 @@ def plan_key(db, device_id: str, kind: str, rotate: bool) -> KeyPlan:
         RegistrationConflict: the id is registered as another kind of device.
     """
     from host.errors import NotFound
-    from host.store.db import device_key, get_device
+    from host.store.devices import device_key, get_device
 
     try:
         existing = device_key(db, device_id)
@@ -389,7 +389,7 @@ def _board_mac(info: ChipInfo, port: str) -> str:
         BoardError: esptool reported something that is not a MAC.
     """
     from host.errors import InputError
-    from host.store.db import normalise_mac
+    from host.store.devices import normalise_mac
 
     try:
         return normalise_mac(info.mac)
@@ -415,7 +415,7 @@ def plan_binding(db, device_id: str, plan: KeyPlan, mac: str, rebind: bool) -> K
         BoardError: the board reported a MAC that is not one.
     """
     from host.errors import InputError
-    from host.store.db import normalise_mac
+    from host.store.devices import normalise_mac
 
     try:
         mac = normalise_mac(mac)
@@ -466,7 +466,7 @@ def register(db, device_id: str, kind: str, plan: KeyPlan, board_mac: str | None
         RegistrationConflict: the id got another key or board meanwhile.
     """
     from host.errors import Conflict, InputError
-    from host.store.db import register_device
+    from host.store.devices import register_device
 
     try:
         stored = register_device(db, device_id, kind, key=plan.key,
@@ -812,7 +812,7 @@ def cmd_update(args: argparse.Namespace, board_factory: BoardFactory, out: TextI
     info = None
     if db is not None:
         from host.errors import NotFound
-        from host.store.db import device_key, get_device
+        from host.store.devices import device_key, get_device
 
         steps.step(f"check the board's key and MAC against {args.db}")
         try:

@@ -30,7 +30,7 @@ from host.errors import HostError, InsufficientFunds
 from host.money import format_fen
 from host.rules.policy import Policy, policy_and_clock
 from host.secure.check import check_tap
-from host.store.db import parse_hours
+from host.store.devices import parse_hours
 from protocol import codes
 
 TEXT_MAX_BYTES = 64

@@ -208,8 +208,29 @@ def load_policy(path: str | None = None) -> Policy:
 
 
 def build_policy(raw: dict[str, Any]) -> Policy:
-    """Validate a policy dict (already merged with defaults) into a ``Policy``."""
+    """Validate a policy dict (already merged with defaults) into a ``Policy``.
+
+    Sections are checked in file order, so the first bad key is the one reported."""
     top = _Reader(raw, "")
+    fields: dict[str, Any] = {}
+    fields.update(_site_section(top))
+    fields.update(_tiers_section(top, fields["default_tier"]))
+    fields.update(_points_section(top))
+    fields.update(_stored_value_section(top))
+    fields.update(_wash_section(top))
+    fields.update(_gate_kiosk_sections(top))
+    fields["plans"] = _plans_section(top, fields["programs"])
+    d = _Reader(top.get("dormant"), "dormant")
+    fields["dormant_days"] = d.integer("days", 1, 3660)
+    d.done()
+    sec = _Reader(top.get("security", {"mode": "uid"}), "security")
+    fields["security_mode"] = sec.choice("mode", ("uid", "sun"))
+    sec.done()
+    top.done()
+    return Policy(raw=raw, **fields)
+
+
+def _site_section(top: _Reader) -> dict[str, Any]:
     site = _Reader(top.get("site"), "site")
     tz = site.text("timezone")
     try:
@@ -218,7 +239,10 @@ def build_policy(raw: dict[str, Any]) -> Policy:
         raise InputError(f"policy: site.timezone is not a known time zone, got {json.dumps(tz)}") from None
     default_tier = site.text("default_tier")
     site.done()
+    return {"timezone": tz, "default_tier": default_tier}
 
+
+def _tiers_section(top: _Reader, default_tier: str) -> dict[str, Any]:
     tiers_raw = top.get("tiers")
     if not isinstance(tiers_raw, dict) or not tiers_raw:
         raise InputError("policy: tiers must be a table with at least one tier")
@@ -236,7 +260,10 @@ def build_policy(raw: dict[str, Any]) -> Policy:
         raise InputError("policy: tiers.*.rank must be distinct")
     if default_tier not in tiers:
         raise InputError(f"policy: site.default_tier must name a tier, got {json.dumps(default_tier)}")
+    return {"tiers": tiers}
 
+
+def _points_section(top: _Reader) -> dict[str, Any]:
     p = _Reader(top.get("points"), "points")
     points = dict(
         points_per_yuan=p.integer("per_yuan", 0, 1000),
@@ -250,7 +277,10 @@ def build_policy(raw: dict[str, Any]) -> Policy:
         gift_min=p.integer("gift_min", 1, 1_000_000),
     )
     p.done()
+    return points
 
+
+def _stored_value_section(top: _Reader) -> dict[str, Any]:
     sv = _Reader(top.get("stored_value"), "stored_value")
     spend_order = sv.choice("spend_order", _SPEND_ORDERS)
     bonus_expiry_days = sv.integer("bonus_expiry_days", 0, 3660)
@@ -270,7 +300,11 @@ def build_policy(raw: dict[str, Any]) -> Policy:
     if len({m for m, _ in ladder}) != len(ladder):
         raise InputError("policy: stored_value.ladder has two rungs with the same min")
     sv.done()
+    return {"spend_order": spend_order, "bonus_expiry_days": bonus_expiry_days,
+            "max_balance_fen": max_balance, "ladder": tuple(ladder)}
 
+
+def _wash_section(top: _Reader) -> dict[str, Any]:
     w = _Reader(top.get("wash"), "wash")
     wash_order = w.order("order")
     wash_relay = w.integer("relay_ms", 0, 60_000)
@@ -286,59 +320,50 @@ def build_policy(raw: dict[str, Any]) -> Policy:
         programs[int(code)] = Program(int(code), r.text("name"), r.money("price"))
         r.done()
     w.done()
+    return {"wash_order": wash_order, "wash_relay_ms": wash_relay, "programs": programs}
 
+
+def _gate_kiosk_sections(top: _Reader) -> dict[str, Any]:
     g = _Reader(top.get("gate"), "gate")
-    gate_order = g.order("order")
-    gate_price = g.money("price", "0.00")
-    gate_relay = g.integer("relay_ms", 0, 60_000)
+    out = {"gate_order": g.order("order"), "gate_price_fen": g.money("price", "0.00"),
+           "gate_relay_ms": g.integer("relay_ms", 0, 60_000)}
     g.done()
-
     k = _Reader(top.get("kiosk"), "kiosk")
-    kiosk_relay = k.integer("relay_ms", 0, 60_000)
-    kiosk_max = k.money("max_amount")
+    out.update(kiosk_relay_ms=k.integer("relay_ms", 0, 60_000),
+               kiosk_max_fen=k.money("max_amount"))
     k.done()
+    return out
 
+
+def _plans_section(top: _Reader, programs: dict[int, Program]) -> dict[str, Plan]:
     plans_raw = top.get("plans", {})
     if not isinstance(plans_raw, dict):
         raise InputError("policy: plans must be a table")
-    plans: dict[str, Plan] = {}
-    for name, pl in plans_raw.items():
-        pre = f"plans.{name}"
-        r = _Reader(pl, pre)
-        kind = r.choice("kind", ("time", "punch", "discount"))
-        covers = r.get("covers")
-        if (not isinstance(covers, list) or not covers
-                or any(not _valid_cover(c, programs) for c in covers)):
-            raise InputError(f"policy: {pre}.covers must list \"gate\", \"kiosk\" or "
-                             f"\"wash:<program code>\", got {json.dumps(covers)}")
-        kw: dict[str, Any] = dict(name=name, kind=kind, price_fen=r.money("price"),
-                                  covers=tuple(covers))
-        if kind == "time":
-            kw.update(duration=r.choice("duration", _DURATIONS),
-                      daily_cap=r.integer("daily_cap", 0, 1000, 0))
-        elif kind == "punch":
-            kw.update(uses=r.integer("uses", 1, 10_000), expiry_days=r.integer("expiry_days", 0, 3660, 0),
-                      daily_cap=r.integer("daily_cap", 0, 1000, 0))
-        else:
-            kw.update(duration=r.choice("duration", _DURATIONS),
-                      discount_pct=r.integer("discount_pct", 1, 100))
-        r.done()
-        plans[name] = Plan(**kw)
+    return {name: _plan(name, pl, programs) for name, pl in plans_raw.items()}
 
-    d = _Reader(top.get("dormant"), "dormant")
-    dormant_days = d.integer("days", 1, 3660)
-    d.done()
-    sec = _Reader(top.get("security", {"mode": "uid"}), "security")
-    security_mode = sec.choice("mode", ("uid", "sun"))
-    sec.done()
-    top.done()
-    return Policy(timezone=tz, default_tier=default_tier, tiers=tiers, spend_order=spend_order,
-                  bonus_expiry_days=bonus_expiry_days, max_balance_fen=max_balance,
-                  ladder=tuple(ladder), wash_order=wash_order, wash_relay_ms=wash_relay,
-                  programs=programs, gate_order=gate_order, gate_price_fen=gate_price,
-                  gate_relay_ms=gate_relay, kiosk_relay_ms=kiosk_relay,
-                  kiosk_max_fen=kiosk_max, plans=plans, dormant_days=dormant_days, raw=raw,
-                  security_mode=security_mode, **points)
+
+def _plan(name: str, pl: Any, programs: dict[int, Program]) -> Plan:
+    pre = f"plans.{name}"
+    r = _Reader(pl, pre)
+    kind = r.choice("kind", ("time", "punch", "discount"))
+    covers = r.get("covers")
+    if (not isinstance(covers, list) or not covers
+            or any(not _valid_cover(c, programs) for c in covers)):
+        raise InputError(f"policy: {pre}.covers must list \"gate\", \"kiosk\" or "
+                         f"\"wash:<program code>\", got {json.dumps(covers)}")
+    kw: dict[str, Any] = dict(name=name, kind=kind, price_fen=r.money("price"),
+                              covers=tuple(covers))
+    if kind == "time":
+        kw.update(duration=r.choice("duration", _DURATIONS),
+                  daily_cap=r.integer("daily_cap", 0, 1000, 0))
+    elif kind == "punch":
+        kw.update(uses=r.integer("uses", 1, 10_000), expiry_days=r.integer("expiry_days", 0, 3660, 0),
+                  daily_cap=r.integer("daily_cap", 0, 1000, 0))
+    else:
+        kw.update(duration=r.choice("duration", _DURATIONS),
+                  discount_pct=r.integer("discount_pct", 1, 100))
+    r.done()
+    return Plan(**kw)
 
 
 def _valid_cover(c: Any, programs: dict[int, Program]) -> bool:

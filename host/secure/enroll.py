@@ -25,7 +25,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, ContextManager
 
-from host.admin.core import Admin, canonical_uid
+from host.admin import Admin
+from host.store.uid import canonical_uid
 from host.errors import Conflict, InputError, NotFound
 from host.secure.personalise import ndef_url, personalise, read_ndef
 from host.secure.sun import SecureCardError, SunVerifier, parse_sun, site_card_keys
@@ -94,7 +95,7 @@ def enroll_secure(admin: Admin, member_id: int, uid: str,
         else:
             raise Conflict(f"card {uid} is already enrolled (member {cur[0]}, {cur[1]})")
         return _result(uid, member_id, version, counter)
-    return admin._write("card.enroll_secure", dict(member_id=member_id, uid=uid,
+    return admin.write("card.enroll_secure", dict(member_id=member_id, uid=uid,
                                                    expires_at=expires_at), key, fn)
 
 

@@ -47,7 +47,8 @@ from host.rules.engine import Decision, Tap, clip_text
 from host.errors import HostError
 from host.site.metrics import Metrics
 from host.rules.policy import Policy
-from host.store.db import BUSY_TIMEOUT_MS, touch_device
+from host.store.db import BUSY_TIMEOUT_MS
+from host.store.devices import touch_device
 from host.rules.voids import VoidRefused, stored_void_reply, void_tap
 from host.site.writer import Writer, WriterClosed
 from protocol import codes

@@ -11,6 +11,7 @@ Every token has one scope (:data:`SCOPES`); what each scope allows is decided in
 
 from __future__ import annotations
 
+import time
 import hashlib
 import re
 import secrets
@@ -19,7 +20,7 @@ from typing import Any
 import sqlite_utils
 
 from host.errors import InputError, NotFound
-from host.store.db import now_s, transaction
+from host.store.db import transaction
 
 #: Token scopes, from the narrowest to the widest.
 SCOPES = ("members", "sales", "admin")
@@ -50,7 +51,7 @@ def add_token(db: sqlite_utils.Database, name: str, scope: str) -> tuple[int, st
     secret = PREFIX + secrets.token_urlsafe(32)
     with transaction(db) as conn:
         cur = conn.execute("INSERT INTO api_tokens (name, scope, hash, created_at) "
-                           "VALUES (?,?,?,?)", (name, scope, hash_secret(secret), now_s()))
+                           "VALUES (?,?,?,?)", (name, scope, hash_secret(secret), int(time.time())))
         token_id = cur.lastrowid
     return token_id, secret
 
@@ -65,7 +66,7 @@ def revoke_token(db: sqlite_utils.Database, token_id: int) -> dict[str, Any]:
             raise NotFound(f"unknown API token {token_id}")
         if row[0] is None:
             conn.execute("UPDATE api_tokens SET revoked_at = ? WHERE id = ?",
-                         (now_s(), token_id))
+                         (int(time.time()), token_id))
     return _listing(db, "WHERE id = ?", [token_id])[0]
 
 

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import sqlite_utils
 
-from host.admin.core import Admin
+from host.admin import Admin
 from host.errors import HostError
 from host.rules.policy import Policy
 from host.web.events import EventBus, Subscription

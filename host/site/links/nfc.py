@@ -26,7 +26,7 @@ from host.rules.engine import Decision, Tap
 from host.errors import HostError
 from host.secure.enroll import read_sun_field
 from host.site.service import Service
-from host.store.db import touch_device
+from host.store.devices import touch_device
 
 log = logging.getLogger("tapkiosk.nfc")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite_utils
 from fastapi import APIRouter, Depends
 
-from host.admin.core import canonical_uid
+from host.store.uid import canonical_uid
 from host.store import lookup
 from host.web.deps import need, read_db
 from host.web.models import CardMemberOut, ErrorOut

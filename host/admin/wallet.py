@@ -1,0 +1,168 @@
+# Runs on CPython (host): operator writes on a member's value — top-up, refund, points, reversals, expiry.
+"""Stored value and points: top-ups (ladder bonus, referral), refunds (principal only),
+points redemption and gifts, reversing entries, and writing off expired lots."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from datetime import datetime
+from typing import Any
+
+from host.admin.core import AdminCore, MemberRow, check_int
+from host.errors import Conflict, InputError, InsufficientFunds
+from host.ledger import book as ledger
+from host.ledger import rewards
+from host.money import format_fen
+
+
+class WalletWrites(AdminCore):
+    """Move value in and out of member accounts."""
+
+    def topup(self, member_id: int, amount_fen: int, *, key: str | None = None
+              ) -> dict[str, Any]:
+        """Top up principal; add the ladder bonus (highest rung with ``min <= amount``) as a
+        bonus lot; pay the referral bonus on the member's first top-up."""
+        check_int(member_id, "member id")
+        check_int(amount_fen, "top-up amount")
+        pol = self.policy
+
+        def fn(conn: sqlite3.Connection, ts: int, now: datetime) -> dict[str, Any]:
+            m = self.member(conn, member_id)
+            if m.status != "active":
+                raise Conflict(f"member {member_id} is suspended")
+            ledger.sweep_expired(conn, ts, member_id)
+            bonus = next((b for mn, b in reversed(pol.ladder) if amount_fen >= mn), 0)
+            bal = ledger.balances(conn, member_id)
+            if bal["principal_fen"] + bal["bonus_fen"] + amount_fen + bonus > pol.max_balance_fen:
+                raise InputError(f"top-up would take the balance above the site maximum "
+                                 f"{format_fen(pol.max_balance_fen)}")
+            ledger.credit(conn, ts, member_id, "principal", amount_fen, "topup", op_key=key)
+            if bonus:
+                ledger.credit(conn, ts, member_id, "bonus", bonus, "topup_bonus",
+                              expires_at=self.bonus_expiry(now), op_key=key)
+            conn.execute("INSERT INTO payments (ts, member_id, kind, amount_fen, op_key) "
+                         "VALUES (?,?,?,?,?)", (ts, member_id, "topup", amount_fen, key))
+            referral = self._pay_referral(conn, m, ts, now, key)
+            conn.execute("UPDATE members SET last_active_at = ? WHERE id = ?", (ts, member_id))
+            return {**self.state(conn, member_id), "topup_fen": amount_fen,
+                    "bonus_added_fen": bonus, "referral_points": referral}
+        return self.write("topup", dict(member_id=member_id, amount_fen=amount_fen), key, fn)
+
+    def _pay_referral(self, conn: sqlite3.Connection, m: MemberRow, ts: int, now: datetime,
+                      key: str | None) -> int:
+        """Credit the referrer at the member's first top-up; the points paid (0 if none)."""
+        points = self.policy.referral_bonus
+        if m.referrer_id is None or m.referral_paid or not points:
+            return 0
+        ledger.credit(conn, ts, m.referrer_id, "points", points, "referral",
+                      expires_at=rewards.points_expiry(self.policy, now), op_key=key,
+                      note=f"referred member {m.id}")
+        conn.execute("UPDATE members SET referral_paid = 1 WHERE id = ?", (m.id,))
+        return points
+
+    def refund(self, member_id: int, amount_fen: int | None = None, *,
+               key: str | None = None) -> dict[str, Any]:
+        """Refund principal only (``None`` = all of it). Bonus is never paid out: refunding
+        R of principal P forfeits ``bonus * R // P`` of the bonus (prorated), all of it on a
+        full refund."""
+        check_int(member_id, "member id")
+        if amount_fen is not None:
+            check_int(amount_fen, "refund amount")
+
+        def fn(conn: sqlite3.Connection, ts: int, now: datetime) -> dict[str, Any]:
+            self.member(conn, member_id)
+            ledger.sweep_expired(conn, ts, member_id)
+            bal = ledger.balances(conn, member_id)
+            p, b = bal["principal_fen"], bal["bonus_fen"]
+            r = p if amount_fen is None else amount_fen
+            if r <= 0:
+                raise InsufficientFunds(f"member {member_id} has no refundable principal")
+            if r > p:
+                raise InsufficientFunds(f"member {member_id} has {format_fen(p)} refundable "
+                                        f"principal, asked {format_fen(r)}")
+            forfeit = b if r == p else b * r // p
+            ledger.debit(conn, ts, member_id, "principal", r, "refund", op_key=key)
+            if forfeit:
+                ledger.debit(conn, ts, member_id, "bonus", forfeit, "refund_forfeit", op_key=key)
+            conn.execute("INSERT INTO payments (ts, member_id, kind, amount_fen, op_key) "
+                         "VALUES (?,?,?,?,?)", (ts, member_id, "refund", -r, key))
+            return {**self.state(conn, member_id), "refunded_fen": r,
+                    "bonus_forfeited_fen": forfeit}
+        return self.write("refund", dict(member_id=member_id, amount_fen=amount_fen), key, fn)
+
+    def redeem_points(self, member_id: int, points: int, *, item: str | None = None,
+                      to_balance: bool = False, key: str | None = None) -> dict[str, Any]:
+        """Spend points on goods (``item``) or convert them to bonus balance at the policy
+        rate (``points.convert_points_per_yuan``; must be a whole multiple of it)."""
+        check_int(member_id, "member id")
+        check_int(points, "points")
+        rate = self.policy.convert_points_per_yuan
+        if to_balance and (points * 100) % rate:
+            raise InputError(f"points to convert must make whole fen: a multiple of "
+                             f"{rate // math.gcd(rate, 100)}")
+        if not to_balance and not item:
+            raise InputError("say what the points buy (--item) or use --to-balance")
+
+        def fn(conn: sqlite3.Connection, ts: int, now: datetime) -> dict[str, Any]:
+            self.member(conn, member_id)
+            ledger.sweep_expired(conn, ts, member_id)
+            ledger.debit(conn, ts, member_id, "points", points,
+                         "convert" if to_balance else "redeem", op_key=key, note=item)
+            credited = 0
+            if to_balance:
+                credited = points * 100 // rate
+                ledger.credit(conn, ts, member_id, "bonus", credited, "convert",
+                              expires_at=self.bonus_expiry(now), op_key=key)
+            return {**self.state(conn, member_id), "redeemed_points": points,
+                    "credited_fen": credited}
+        return self.write("points.redeem", dict(member_id=member_id, points=points, item=item,
+                                                to_balance=to_balance), key, fn)
+
+    def gift_points(self, from_id: int, to_id: int, points: int, *, key: str | None = None
+                    ) -> dict[str, Any]:
+        """Move points between members; each part keeps the expiry of the lot it came from."""
+        check_int(from_id, "member id")
+        check_int(to_id, "member id")
+        check_int(points, "points")
+        if points < self.policy.gift_min:
+            raise InputError(f"a gift must be at least {self.policy.gift_min} points")
+        if from_id == to_id:
+            raise InputError("cannot gift points to the same member")
+
+        def fn(conn: sqlite3.Connection, ts: int, now: datetime) -> dict[str, Any]:
+            self.member(conn, from_id)
+            self.member(conn, to_id)
+            ledger.sweep_expired(conn, ts, from_id)
+            taken = ledger.debit(conn, ts, from_id, "points", points, "gift_out", op_key=key,
+                                 note=f"to member {to_id}")
+            for part in taken:
+                ledger.credit(conn, ts, to_id, "points", part.amount, "gift_in",
+                              expires_at=part.expires_at, op_key=key,
+                              note=f"from member {from_id}")
+            return {"from": self.state(conn, from_id), "to": self.state(conn, to_id),
+                    "points": points}
+        return self.write("points.gift", dict(from_id=from_id, to_id=to_id, points=points),
+                          key, fn)
+
+    def reverse(self, entry_id: int, *, reason: str = "", key: str | None = None
+                ) -> dict[str, Any]:
+        """Correct a ledger entry with a reversing entry (the ledger itself never changes).
+        Cash records (``payments``) are not touched: a wrongly keyed top-up whose cash was
+        never received is reversed here and shows in the ledger, not as a refund."""
+        check_int(entry_id, "ledger entry id")
+        if not isinstance(reason, str) or len(reason) > 200:
+            raise InputError("reason must be at most 200 characters")
+
+        def fn(conn: sqlite3.Connection, ts: int, now: datetime) -> dict[str, Any]:
+            new_id = ledger.reverse(conn, ts, entry_id, op_key=key, note=reason or None)
+            mid = conn.execute("SELECT member_id FROM ledger WHERE id = ?",
+                               (new_id,)).fetchone()[0]
+            return {**self.state(conn, mid), "reversed": entry_id, "entry_id": new_id}
+        return self.write("ledger.reverse", dict(entry_id=entry_id, reason=reason), key, fn)
+
+    def expire(self, *, key: str | None = None) -> dict[str, Any]:
+        """Write off every expired lot of every member now."""
+        def fn(conn: sqlite3.Connection, ts: int, now: datetime) -> dict[str, Any]:
+            return {"expired_lots": ledger.sweep_expired(conn, ts)}
+        return self.write("expire", {}, key, fn)

@@ -1,0 +1,105 @@
+# Runs on CPython (host): `tapkiosk init`, `site key` and `device ...` — the site's database, keys and readers.
+"""Site and device commands."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from host.cli.args import Parents, group, whole
+from host.cli.context import Ctx, Handler
+from host.errors import InputError
+from host.secure import check as secure_policy
+from host.store.db import schema_version
+from host.store.devices import KINDS, device_key, get_device, list_devices, register_device
+
+_LIST_COLUMNS = ("device_id", "kind", "name", "board_mac", "online", "last_seen", "last_seq",
+                 "fw")
+
+
+def add_site_parsers(sub: Any, p: Parents) -> None:
+    """``init`` and ``site key``."""
+    sub.add_parser("init", help="create or upgrade the database", **p.read)
+    site = group(sub, "site", "site settings")
+    s = site.add_parser("key", help="show (or --rotate) the site key for secure cards; "
+                        "the key itself is never printed", **p.read)
+    s.add_argument("--rotate", action="store_true", help="add a new key version")
+
+
+def add_parsers(sub: Any, p: Parents) -> None:
+    """``device add|list|key``."""
+    device = group(sub, "device", "devices")
+    d = device.add_parser("add", **p.read)
+    d.add_argument("device_id")
+    d.add_argument("kind", choices=KINDS)
+    d.add_argument("--name")
+    d.add_argument("--direction", choices=("in", "out", "both"))
+    d.add_argument("--anti-passback", choices=("on", "off"))
+    d.add_argument("--duplicate-window", type=whole("duplicate window", 0, 3600))
+    d.add_argument("--hours", help="opening hours HH:MM-HH:MM")
+    d.add_argument("--key", help="64 hex digits (default: a fresh random key)")
+    device.add_parser("list", **p.read)
+    d = device.add_parser("key", help="print (or --rotate) the device's 32-byte key", **p.read)
+    d.add_argument("device_id")
+    d.add_argument("--rotate", action="store_true")
+
+
+def init(ctx: Ctx, a: argparse.Namespace) -> None:
+    sk = secure_policy.ensure_site_key(ctx.db, ctx.ts())
+    ctx.show({"db": ctx.path, "schema_version": schema_version(ctx.db),
+              "site_key_version": sk["version"]})
+
+
+def site_key(ctx: Ctx, a: argparse.Namespace) -> None:
+    info = (secure_policy.rotate_site_key(ctx.db, ctx.ts()) if a.rotate
+            else secure_policy.ensure_site_key(ctx.db, ctx.ts()))
+    if not ctx.as_json:
+        info["versions"] = " ".join(map(str, info["versions"]))
+    ctx.show(info)
+
+
+def _device_view(dev: dict[str, Any]) -> dict[str, Any]:
+    """A device for display: its settings once, under ``settings`` (``get_device`` also
+    flattens them to the top level for the engine's convenience)."""
+    return {k: v for k, v in dev.items() if k == "settings" or k not in dev["settings"]}
+
+
+def _settings(a: argparse.Namespace) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    for name, val in (("name", a.name), ("direction", a.direction),
+                      ("duplicate_window_s", a.duplicate_window), ("hours", a.hours)):
+        if val is not None:
+            settings[name] = val
+    if a.anti_passback is not None:
+        settings["anti_passback"] = a.anti_passback == "on"
+    return settings
+
+
+def device_add(ctx: Ctx, a: argparse.Namespace) -> None:
+    key = None
+    if a.key is not None:
+        try:
+            key = bytes.fromhex(a.key)
+        except ValueError:
+            raise InputError("--key must be 64 hex digits") from None
+    register_device(ctx.db, a.device_id, a.kind, key=key, **_settings(a))
+    ctx.show(_device_view(get_device(ctx.db, a.device_id)))
+
+
+def device_list(ctx: Ctx, a: argparse.Namespace) -> None:
+    ctx.show([{k: d[k] for k in _LIST_COLUMNS} for d in list_devices(ctx.db)])
+
+
+def device_key_cmd(ctx: Ctx, a: argparse.Namespace) -> None:
+    dev = get_device(ctx.db, a.device_id)
+    if a.rotate:
+        k = register_device(ctx.db, a.device_id, dev["kind"], rotate=True)
+    else:
+        k = device_key(ctx.db, a.device_id)
+    ctx.show({"device_id": a.device_id, "key": k.hex(), "rotated": a.rotate})
+
+
+COMMANDS: dict[str, Handler] = {
+    "init": init, "site key": site_key, "device add": device_add, "device list": device_list,
+    "device key": device_key_cmd,
+}

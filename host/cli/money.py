@@ -1,0 +1,77 @@
+# Runs on CPython (host): `tapkiosk topup|refund|pass|points` — stored value, passes and points.
+"""Commands that move value, all through the admin writes."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from host.cli.args import Parents, group, member_arg, money_arg, whole
+from host.cli.context import Ctx, Handler
+from host.errors import InputError
+
+
+def add_parsers(sub: Any, p: Parents) -> None:
+    """``topup``, ``refund``, ``pass sell|plans`` and ``points redeem|gift``."""
+    t = sub.add_parser("topup", help="add stored value (ladder bonus applies)", **p.write)
+    t.add_argument("member", type=member_arg)
+    t.add_argument("amount", type=money_arg, help="yuan, e.g. 100.00")
+    t = sub.add_parser("refund", help="refund principal (bonus is forfeited pro rata)", **p.write)
+    t.add_argument("member", type=member_arg)
+    t.add_argument("amount", nargs="?", type=money_arg, help="yuan; omit with --all")
+    t.add_argument("--all", action="store_true", help="refund all principal")
+
+    ps = group(sub, "pass", "passes")
+    t = ps.add_parser("sell", **p.write)
+    t.add_argument("member", type=member_arg)
+    t.add_argument("plan")
+    t.add_argument("--from-balance", action="store_true", help="pay from stored value")
+    ps.add_parser("plans", help="list the plans of the policy", **p.read)
+
+    pts = group(sub, "points", "points")
+    t = pts.add_parser("redeem", **p.write)
+    t.add_argument("member", type=member_arg)
+    t.add_argument("points", type=whole("points"))
+    g = t.add_mutually_exclusive_group(required=True)
+    g.add_argument("--item", help="what the points buy")
+    g.add_argument("--to-balance", action="store_true", help="convert to bonus balance")
+    t = pts.add_parser("gift", **p.write)
+    t.add_argument("from_member", type=member_arg)
+    t.add_argument("to_member", type=member_arg)
+    t.add_argument("points", type=whole("points"))
+
+
+def topup(ctx: Ctx, a: argparse.Namespace) -> None:
+    ctx.show(ctx.admin.topup(a.member, a.amount, key=a.key))
+
+
+def refund(ctx: Ctx, a: argparse.Namespace) -> None:
+    if (a.amount is None) == (not a.all):
+        raise InputError("give an amount or --all (not both)")
+    ctx.show(ctx.admin.refund(a.member, None if a.all else a.amount, key=a.key))
+
+
+def pass_sell(ctx: Ctx, a: argparse.Namespace) -> None:
+    ctx.show(ctx.admin.sell_pass(a.member, a.plan, from_balance=a.from_balance, key=a.key))
+
+
+def pass_plans(ctx: Ctx, a: argparse.Namespace) -> None:
+    ctx.show([{"plan": p.name, "kind": p.kind, "price_fen": p.price_fen,
+               "covers": " ".join(p.covers), "duration": p.duration, "uses": p.uses,
+               "daily_cap": p.daily_cap, "discount_pct": p.discount_pct}
+              for p in ctx.policy.plans.values()])
+
+
+def points_redeem(ctx: Ctx, a: argparse.Namespace) -> None:
+    ctx.show(ctx.admin.redeem_points(a.member, a.points, item=a.item,
+                                     to_balance=a.to_balance, key=a.key))
+
+
+def points_gift(ctx: Ctx, a: argparse.Namespace) -> None:
+    ctx.show(ctx.admin.gift_points(a.from_member, a.to_member, a.points, key=a.key))
+
+
+COMMANDS: dict[str, Handler] = {
+    "topup": topup, "refund": refund, "pass sell": pass_sell, "pass plans": pass_plans,
+    "points redeem": points_redeem, "points gift": points_gift,
+}

@@ -1,0 +1,54 @@
+# Runs on CPython (host): `tapkiosk report daily|members|devices|dormant` — tables, JSON or CSV.
+"""Report commands over ``host.store.reports``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from host.cli import render
+from host.cli.args import Parents, date_arg, group, whole
+from host.cli.context import Ctx, Handler
+from host.store import reports
+
+_NAMES = ("daily", "members", "devices", "dormant")
+
+
+def add_parsers(sub: Any, p: Parents) -> None:
+    """``report daily|members|devices|dormant`` with ``--csv`` and ``--days``."""
+    rep = group(sub, "report", "reports")
+    for name in _NAMES:
+        r = rep.add_parser(name, **p.read)
+        r.add_argument("--csv", action="store_true")
+        r.add_argument("--days", type=whole("days", 1, 3660))
+        if name == "daily":
+            r.add_argument("--date", type=date_arg, help="last day (default: today)")
+
+
+def _print(ctx: Ctx, a: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
+    if a.csv:
+        render.write_csv(rows, ctx.out)
+    else:
+        ctx.show(rows)
+
+
+def daily(ctx: Ctx, a: argparse.Namespace) -> None:
+    _print(ctx, a, reports.daily(ctx.db, ctx.policy, a.date or ctx.now.date(), a.days or 7))
+
+
+def members(ctx: Ctx, a: argparse.Namespace) -> None:
+    _print(ctx, a, reports.members(ctx.db, ctx.policy, ctx.now, a.days or 30))
+
+
+def devices(ctx: Ctx, a: argparse.Namespace) -> None:
+    _print(ctx, a, reports.devices(ctx.db, ctx.policy, ctx.now, a.days or 1))
+
+
+def dormant(ctx: Ctx, a: argparse.Namespace) -> None:
+    _print(ctx, a, reports.dormant(ctx.db, ctx.policy, ctx.now, a.days))
+
+
+COMMANDS: dict[str, Handler] = {
+    "report daily": daily, "report members": members, "report devices": devices,
+    "report dormant": dormant,
+}

@@ -1,0 +1,38 @@
+# Runs on CPython (host): `tapkiosk tap` — one operator tap through the rules engine.
+"""The operator tap: a negative seq, idempotent by key (``Engine.decide_local``)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from host.store.uid import canonical_uid
+from host.cli.args import Parents, money_arg, whole
+from host.cli.context import Ctx, Handler
+from host.rules.engine import Engine, Tap
+from host.store.devices import get_device
+
+
+def add_parsers(sub: Any, p: Parents) -> None:
+    """``tap DEVICE UID [--service N] [--amount YUAN] [--direction in|out]``."""
+    t = sub.add_parser("tap", help="run one tap through the engine", **p.write)
+    t.add_argument("device_id")
+    t.add_argument("uid")
+    t.add_argument("--service", type=whole("service code", 0, 255), default=0)
+    t.add_argument("--amount", type=money_arg, default=0, help="yuan (kiosk)")
+    t.add_argument("--direction", choices=("in", "out"))
+
+
+def tap(ctx: Ctx, a: argparse.Namespace) -> None:
+    get_device(ctx.db, a.device_id)
+    t = Tap(a.device_id, 0, canonical_uid(a.uid), service=a.service, amount_fen=a.amount,
+            direction=a.direction)
+    engine = Engine(ctx.db, ctx.policy)
+    d = engine.decide_local(t, key=a.key)
+    ctx.show({"seq": engine.last_local_seq, "verdict": d.verdict, "reason": d.reason,
+              "text": d.text, "relay_ms": d.relay_ms, "pattern": d.pattern,
+              "balance_fen": d.balance_fen, "points": d.points, "uses_left": d.uses_left,
+              "member_id": d.member_id, "replayed": d.replayed})
+
+
+COMMANDS: dict[str, Handler] = {"tap": tap}

@@ -1,0 +1,118 @@
+# Runs on CPython (host): read models of the store for front ends — member view, lists, ledger, export, taps.
+"""Read-only views the operator CLI (and the simulator, the API) show. No writes here; every
+function returns plain dicts, so a front end only renders them."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from typing import Any
+
+import sqlite_utils
+
+from host.errors import InputError, NotFound
+
+#: Tables whose ``key`` column is secret: left out of an export unless asked for.
+_KEYED_TABLES = ("devices", "site_keys")
+
+#: The tap columns a simulator prints after a tap.
+TAP_COLUMNS = ("id, device_id, uid, member_id, verdict, reason, text, charged_fen, "
+               "points_earned, balance_fen, points, uses_left, relay_ms, latency_ms")
+
+
+def _rows(db: sqlite_utils.Database, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+    return [dict(r) for r in db.query(sql, params)]
+
+
+def member_id_of_card(db: sqlite_utils.Database, uid: str) -> int:
+    """The member a card (canonical UID) belongs to; NotFound for an unknown card."""
+    row = db.execute("SELECT member_id FROM cards WHERE uid = ?", (uid,)).fetchone()
+    if row is None:
+        raise NotFound(f"unknown card {uid}")
+    return row[0]
+
+
+def member(db: sqlite_utils.Database, member_id: int) -> dict[str, Any]:
+    """A member with balance, cards, passes, open lots and the last ten taps."""
+    try:
+        m = db.table("members").get(member_id)
+    except sqlite_utils.db.NotFoundError:
+        raise NotFound(f"unknown member {member_id}") from None
+    m["balance_fen"] = m["principal_fen"] + m["bonus_fen"]
+    m["cards"] = _rows(db, "SELECT uid, status, replaced_by FROM cards WHERE member_id = ? "
+                           "ORDER BY created_at", [member_id])
+    m["passes"] = _rows(db, "SELECT id, plan, kind, starts_at, ends_at, uses_left, daily_cap "
+                            "FROM passes WHERE member_id = ? ORDER BY id", [member_id])
+    m["lots"] = _rows(db, "SELECT currency, expires_at, remaining FROM lots WHERE member_id = ? "
+                          "AND remaining > 0 ORDER BY currency, expires_at = 0, expires_at",
+                      [member_id])
+    m["recent_taps"] = _rows(db, "SELECT ts, device_id, verdict, reason, charged_fen, text "
+                                 "FROM taps WHERE member_id = ? ORDER BY id DESC LIMIT 10",
+                             [member_id])
+    return m
+
+
+def members(db: sqlite_utils.Database, tier: str | None, limit: int) -> list[dict[str, Any]]:
+    """Members by id (of ``tier`` when given): id, name, tier, status, balance, points."""
+    where, params = ("WHERE tier = ?", [tier]) if tier else ("", [])
+    return _rows(db, f"SELECT id, name, tier, status, principal_fen + bonus_fen AS balance_fen, "
+                     f"points FROM members {where} ORDER BY id LIMIT ?", params + [limit])
+
+
+def ledger(db: sqlite_utils.Database, member_id: int, limit: int) -> list[dict[str, Any]]:
+    """A member's ledger entries, newest first; NotFound for an unknown member."""
+    if db.execute("SELECT 1 FROM members WHERE id = ?", (member_id,)).fetchone() is None:
+        raise NotFound(f"unknown member {member_id}")
+    return _rows(db, "SELECT id, ts, currency, delta, kind, lot_id, pass_id, tap_id, reverses, "
+                     "note FROM ledger WHERE member_id = ? ORDER BY id DESC LIMIT ?",
+                 [member_id, limit])
+
+
+def ledger_rows(db: sqlite_utils.Database) -> int:
+    """How many ledger entries there are."""
+    return db.execute("SELECT count(*) FROM ledger").fetchone()[0]
+
+
+def export(db: sqlite_utils.Database, with_keys: bool) -> dict[str, list[dict[str, Any]]]:
+    """Every table as rows (bytes as hex); device and site keys only ``with_keys``."""
+    data: dict[str, list[dict[str, Any]]] = {}
+    for table in db.table_names():
+        rows = []
+        for r in db.query(f"SELECT * FROM [{table}] ORDER BY rowid"):
+            if table in _KEYED_TABLES and not with_keys:
+                r.pop("key", None)
+            rows.append({k: (v.hex() if isinstance(v, bytes) else v) for k, v in r.items()})
+        data[table] = rows
+    return data
+
+
+# ---------------------------------------------------------------------- read-only file access
+def open_readonly(path: str) -> sqlite3.Connection:
+    """The site database at ``path`` opened read-only (rows by name), for a process that is
+    not the site's writer (the simulator). InputError when there is no file."""
+    if not os.path.exists(path):
+        raise InputError(f"no database at {path}")
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def device_kind_key(conn: sqlite3.Connection, device_id: str) -> tuple[str, bytes] | None:
+    """(kind, key) of a registered device, None when it is not registered."""
+    row = conn.execute("SELECT kind, key FROM devices WHERE device_id = ?",
+                       (device_id,)).fetchone()
+    return None if row is None else (row[0], bytes(row[1]))
+
+
+def last_tap_id(conn: sqlite3.Connection) -> int:
+    """The id of the newest tap (0 when there is none)."""
+    return conn.execute("SELECT coalesce(max(id), 0) FROM taps").fetchone()[0]
+
+
+def tap_after(conn: sqlite3.Connection, device_id: str, after_id: int) -> dict[str, Any] | None:
+    """The first tap of ``device_id`` with id above ``after_id`` (``TAP_COLUMNS`` and the
+    member's name as ``member``), None when there is none yet."""
+    row = conn.execute(f"SELECT {TAP_COLUMNS}, (SELECT name FROM members m WHERE "
+                       "m.id = taps.member_id) AS member FROM taps WHERE device_id = ? "
+                       "AND id > ? ORDER BY id LIMIT 1", (device_id, after_id)).fetchone()
+    return None if row is None else dict(row)
