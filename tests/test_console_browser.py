@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_until
-from host.store.db import open_db, register_device, touch_device
+from host.store.db import open_db
+from host.store.devices import register_device, touch_device
 from host.store.readonly import readonly_factory
 from host.web.config import HttpConfig
 from host.web.server import WebServer

@@ -91,7 +91,7 @@ def test_member_name_is_escaped(console_site: ConsoleSite) -> None:
     token = console_site.login(c, "alice")
     db = open_db(console_site.path)
     try:
-        from host.admin.core import Admin
+        from host.admin import Admin
         mid = Admin(db, console_site.policy).add_member("<script>alert(1)</script>")["member_id"]
     finally:
         db.conn.close()

@@ -20,7 +20,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from host.admin.core import Admin
+from host.admin import Admin
 from host.rules.policy import Policy, load_policy
 from host.site.writer import Writer
 from host.store import staff

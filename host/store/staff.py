@@ -13,13 +13,14 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
 from typing import Any
 
 import sqlite_utils
 
 from host.errors import Conflict, InputError, NotFound
 from host.store import audit
-from host.store.db import now_s, transaction
+from host.store.db import transaction
 
 #: Staff roles, as ``tapkiosk staff add --role`` takes them.
 ROLES = ("cashier", "manager", "technician")
@@ -78,7 +79,7 @@ def add_staff(db: sqlite_utils.Database, name: str, role: str, password: str, *,
     check_name(name)
     check_role(role)
     pw = hash_password(password)
-    ts = now_s()
+    ts = int(time.time())
     with transaction(db) as conn:
         if conn.execute("SELECT 1 FROM staff WHERE name = ?", (name,)).fetchone():
             raise Conflict(f"staff {name!r} already exists")
@@ -91,7 +92,7 @@ def add_staff(db: sqlite_utils.Database, name: str, role: str, password: str, *,
 
 def _change(db: sqlite_utils.Database, name: str, action: str, sets: dict[str, Any], *,
             actor: str, client: str | None) -> dict[str, Any]:
-    ts = now_s()
+    ts = int(time.time())
     with transaction(db) as conn:
         row = conn.execute("SELECT role, active FROM staff WHERE name = ?", (name,)).fetchone()
         if row is None:

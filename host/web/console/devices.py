@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from host.store import frontdesk, reports
-from host.store.db import list_devices
+from host.store.devices import list_devices
 from host.web.console.core import console, need, render
 from host.web.console.permissions import StaffActor
 

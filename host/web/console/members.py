@@ -75,7 +75,7 @@ def topup(request: Request, member_id: int = MemberId, receipt: str = Form(""),
     key = f"receipt-{receipt.strip()}"
     fen = parse_yuan(amount.strip())
     result = actions.run(console(request).ctx, actor,
-                         lambda admin: admin.topup(member_id, fen, key=key))
+                         lambda admin: admin.topup(member_id, fen, key=key), "topup")
     return _receipt(request, actor, "Top up", member_id, result, key)
 
 
@@ -84,7 +84,7 @@ def refund(request: Request, member_id: int = MemberId, amount: str = Form(""),
            key: str = Form(""), actor: StaffActor = Depends(need("refunds.write"))) -> Response:
     k, fen = _key(key), parse_yuan(amount.strip())
     result = actions.run(console(request).ctx, actor,
-                         lambda admin: admin.refund(member_id, fen, key=k))
+                         lambda admin: admin.refund(member_id, fen, key=k), "refund")
     return _receipt(request, actor, "Refund", member_id, result, k)
 
 
@@ -94,7 +94,7 @@ def sell_pass(request: Request, member_id: int = MemberId, plan: str = Form(""),
               actor: StaffActor = Depends(need("sales.write"))) -> Response:
     k = _key(key)
     result = actions.run(console(request).ctx, actor, lambda admin: admin.sell_pass(
-        member_id, plan, from_balance=bool(from_balance), key=k))
+        member_id, plan, from_balance=bool(from_balance), key=k), "pass")
     return _receipt(request, actor, "Sell pass", member_id, result, k)
 
 
@@ -104,7 +104,8 @@ def redeem(request: Request, member_id: int = MemberId, points: str = Form(""),
            actor: StaffActor = Depends(need("sales.write"))) -> Response:
     k, n = _key(key), _int(points, "points")
     result = actions.run(console(request).ctx, actor, lambda admin: admin.redeem_points(
-        member_id, n, item=item.strip() or None, to_balance=bool(to_balance), key=k))
+        member_id, n, item=item.strip() or None, to_balance=bool(to_balance), key=k),
+        "redemption")
     return _receipt(request, actor, "Redeem points", member_id, result, k)
 
 
