@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 
 from host.store import frontdesk, reports
-from host.web.console.core import console, need, render
+from host.web.console.core import SESSION_COOKIE, console, need, render
 from host.web.console.permissions import StaffActor
 
 router = APIRouter()
@@ -36,12 +36,15 @@ def dashboard(request: Request, actor: StaffActor = Depends(need("dashboard.read
 
 
 async def _feed(request: Request) -> AsyncIterator[str]:
-    ctx = console(request).ctx
+    con = console(request)
+    ctx, sid = con.ctx, request.cookies.get(SESSION_COOKIE)
     sub = ctx.open_stream(FEED_KINDS)
     try:
         yield "event: ready\ndata: {}\n\n"  # subscribed: nothing published from now is lost
         while not sub.closed:
             event = await sub.next(KEEPALIVE_S)
+            if not con.sessions.alive(sid):  # the feed ends with the session
+                break
             yield event.sse() if event is not None else ": keep-alive\n\n"
     finally:
         ctx.end_stream(sub)

@@ -60,6 +60,12 @@ class SessionStore:
             s.last_used = now
             return s
 
+    def alive(self, sid: str | None) -> bool:
+        """True while ``sid`` is a live session (its idle clock does not restart)."""
+        with self._lock:
+            s = self._sessions.get(sid or "")
+            return s is not None and self.clock() - s.last_used <= self.idle_s
+
     def end(self, sid: str | None) -> None:
         """Log out ``sid`` (no-op when unknown)."""
         with self._lock:
