@@ -62,6 +62,9 @@ def test_member_actions_redeem_cards_and_manager_edits(console_site: ConsoleSite
     assert r.status_code == 303
     assert console_site.db_value("SELECT tier FROM members")[0] == "gold"
     entry = console_site.db_value("SELECT max(id) FROM ledger WHERE kind = 'topup'")[0]
+    other = c.post(f"/console/members/{mid + 1}/reverse", data={
+        "entry": str(entry), "key": _key(c.get(url).text), "csrf_token": token})
+    assert other.status_code == 404  # only from the page of the entry's own member
     r = c.post(f"{url}/reverse", data={"entry": str(entry), "reason": "keyed twice",
                                         "key": _key(c.get(url).text), "csrf_token": token})
     assert r.status_code == 303

@@ -63,3 +63,9 @@ def last_taps(db: sqlite_utils.Database) -> dict[str, dict[str, Any]]:
     return {r["device_id"]: dict(r) for r in db.query(
         "SELECT t.device_id, t.ts, t.uid, t.verdict, t.reason FROM taps t JOIN "
         "(SELECT device_id, max(id) AS id FROM taps GROUP BY device_id) l ON l.id = t.id")}
+
+
+def ledger_entry_member(db: sqlite_utils.Database, entry_id: int) -> int | None:
+    """The member of ledger entry ``entry_id`` (None when there is no such entry)."""
+    row = db.execute("SELECT member_id FROM ledger WHERE id = ?", [entry_id]).fetchone()
+    return row[0] if row else None

@@ -23,7 +23,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from host.errors import Conflict, HostError, InputError, InsufficientFunds, NotFound
 from host.money import format_fen
 from host.web.console import i18n
-from host.web.console.csrf import CSRF_COOKIE, Csrf
+from host.web.console.csrf import CSRF_COOKIE, NEW_COOKIE, Csrf
 from host.web.console.permissions import LoginRequired, StaffActor, allowed, check
 from host.web.console.sessions import SESSION_COOKIE, LoginThrottle, SessionStore
 from host.web.context import WebContext, WriteTimeout
@@ -123,7 +123,7 @@ def render(request: Request, template: str, status: int = 200, **values: Any) ->
                                      "Content-Security-Policy": "default-src 'self'; "
                                      "img-src 'self' data:; frame-ancestors 'none'",
                                      "X-Content-Type-Options": "nosniff"})
-    fresh = request.state.__dict__.get("new_csrf_cookie")
+    fresh = getattr(request.state, NEW_COOKIE, None)
     if fresh:
         set_cookie(request, response, CSRF_COOKIE, fresh)
     if request.query_params.get("lang") in i18n.LANGS:

@@ -19,6 +19,8 @@ from host.web.permissions import Forbidden
 
 CSRF_COOKIE = "tk_csrf"
 FIELD = "csrf_token"
+#: Where a request keeps the cookie it hands out (``core.render`` sets it on the response).
+NEW_COOKIE = "new_csrf_cookie"
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -34,10 +36,13 @@ class Csrf:
     def cookie_of(self, request: Request) -> str:
         """The request's CSRF cookie, or a new one (the page's response sets it)."""
         value = request.cookies.get(CSRF_COOKIE)
-        if not value or len(value) > 100:
-            value = request.state.__dict__.setdefault("new_csrf_cookie",
-                                                      secrets.token_urlsafe(24))
-        return value
+        if value and len(value) <= 100:
+            return value
+        fresh = getattr(request.state, NEW_COOKIE, None)
+        if fresh is None:
+            fresh = secrets.token_urlsafe(24)
+            setattr(request.state, NEW_COOKIE, fresh)
+        return fresh
 
     def token(self, request: Request) -> str:
         """The token a page puts in its forms."""

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Form, Path, Request
 from fastapi.responses import Response
 
-from host.errors import InputError
+from host.errors import InputError, NotFound
 from host.money import parse_yuan
 from host.store import frontdesk
 from host.web.console import actions
@@ -139,6 +139,13 @@ def reverse(request: Request, member_id: int = MemberId, entry: str = Form(""),
             reason: str = Form(""), key: str = Form(""),
             actor: StaffActor = Depends(need("reversals.write"))) -> Response:
     k, entry_id = _key(key), _int(entry, "entry id")
+    db = console(request).ctx.read_db()
+    try:
+        owner = frontdesk.ledger_entry_member(db, entry_id)
+    finally:
+        db.conn.close()
+    if owner != member_id:
+        raise NotFound(f"member {member_id} has no ledger entry {entry_id}")
     actions.run(console(request).ctx, actor, lambda admin: admin.reverse(
         entry_id, reason=reason.strip(), key=k))
     return redirect(request, f"/members/{member_id}")
