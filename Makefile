@@ -4,15 +4,20 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test venv mosquitto chromium selftest bench clean
+.PHONY: demo test test-micropython venv site mosquitto chromium selftest bench clean
 
 demo: $(STAMP)
 	$(PY) -m sim.demo
 
 test: $(STAMP) mosquitto chromium
 	$(PY) -m protocol.selftest
-	$(VENV)/bin/micropython -m protocol.selftest
+	$${TAPKIOSK_MICROPYTHON:-$(VENV)/bin/micropython} -m protocol.selftest
 	$(PY) -m pytest -q
+
+# The MicroPython tests alone, under $$TAPKIOSK_MICROPYTHON when set (.ci/run: the 32-bit build).
+test-micropython: $(STAMP)
+	$${TAPKIOSK_MICROPYTHON:-$(VENV)/bin/micropython} -m protocol.selftest
+	$(PY) -m pytest -q -m micropython
 
 venv: $(STAMP)
 
@@ -24,10 +29,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
+# The site PC: runtime dependencies only (the daemon, the CLI and tools/flash.py), no dev extras.
+site:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tapkiosk needs Python >= 3.11")'
+	@$(PY) -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(VENV) >/dev/null || { \
+	  echo "error: cannot create $(VENV) with pip in it; on Debian: apt-get install python3-venv, then run make again" >&2; exit 1; }
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+
 mosquitto:
-	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
+	@{ command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto; } && command -v mosquitto_passwd >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing mosquitto (MQTT tests use a real broker)"; \
+	    echo "installing mosquitto and mosquitto_passwd (MQTT tests use a real broker with the site's ACL)"; \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
 	  else \

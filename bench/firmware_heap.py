@@ -31,6 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from support import pct  # noqa: E402
 
+from sim.run_device import micropython_exe  # noqa: E402  (honours TAPKIOSK_MICROPYTHON)
+
 SCRIPT = r"""
 import gc, time, asyncio, sys
 from array import array
@@ -106,10 +108,10 @@ times = None
 UID = b"\x04\xa1\xb2\xc3"
 
 async def main():
-    asyncio.create_task(app.session())
-    asyncio.create_task(app.sender())
+    asyncio.create_task(app.session.run())
+    asyncio.create_task(app.uplink.run())
     t0 = time.ticks_ms()
-    while not app.online:
+    while not app.session.online:
         if time.ticks_diff(time.ticks_ms(), t0) > 10000:
             raise SystemExit("the app did not come online in 10 s")
         await asyncio.sleep_ms(1)
@@ -119,7 +121,7 @@ async def main():
     global times
     times = array("I", bytes(4 * N))  # the bench's own buffer: not counted in init
     for _ in range(WARM):
-        await app.tap(UID, 8)
+        await app.tap_path.tap(UID, 8)
     await asyncio.sleep_ms(20)
     gc.collect()
     h0 = gc.mem_alloc()
@@ -128,15 +130,15 @@ async def main():
     for i in range(N):
         hu = host.us
         t0 = time.ticks_us()
-        pat = await app.tap(UID, 8)
+        pat = await app.tap_path.tap(UID, 8)
         times[i] = time.ticks_diff(time.ticks_us(), t0) - (host.us - hu)
         if pat != 1:
             bad += 1
     await asyncio.sleep_ms(20)
     gc.collect()
     h1 = gc.mem_alloc()
-    print("RESULT", init, h1 - h0, bad, app.decisions, ob.pending(), gc.mem_alloc(), gc.mem_free(),
-          host.us - host_us0)
+    print("RESULT", init, h1 - h0, bad, app.uplink.decisions, ob.pending(), gc.mem_alloc(), gc.mem_free(),
+          host.us - host_us0, 64 if sys.maxsize > 0x7FFFFFFF else 32)
     for i in range(N):
         print("T", times[i])
 
@@ -171,10 +173,9 @@ def _compile(dst: Path) -> bool:
 
 
 def _run(n: int, path: list[str], tmp: str) -> tuple[list[int], list[int]]:
-    exe = Path(sys.executable).parent / "micropython"
     env = {"MICROPYPATH": ":".join(path + [".frozen"]), "PATH": "/usr/bin:/bin"}
     (Path(tmp) / "heap.py").write_text(SCRIPT)
-    r = subprocess.run([str(exe if exe.exists() else "micropython"), "heap.py", str(n)], cwd=tmp, env=env,
+    r = subprocess.run([micropython_exe(), "heap.py", str(n)], cwd=tmp, env=env,
                        capture_output=True, text=True, timeout=600)
     if r.returncode != 0:
         raise SystemExit("bench failed:\n" + r.stdout[-2000:] + r.stderr[-2000:])
@@ -200,20 +201,22 @@ def main(argv: list[str] | None = None) -> int:
             mpy_init = res[0]
         else:
             (res, times) = _run(n, src_path, tmp)
-    init, growth, bad, decisions, pending, alloc, free, host_us = res
+    init, growth, bad, decisions, pending, alloc, free, host_us, word_bits = res
     p50 = statistics.median(times) / 1000
     p99 = pct(times, 99) / 1000
     host_ms = host_us / n / 1000
     print(f"taps: {n} (after 200 warm-up), not granted: {bad}, decisions: {decisions}, outbox pending: {pending}")
     print(f"heap after init, .py sources: {init_src} bytes ({init_src / 1024:.1f} KiB)")
     if mpy_init is not None:
-        print(f"heap after init, .mpy as on the board: {mpy_init} bytes ({mpy_init / 1024:.1f} KiB; target <= 48 KiB)")
-    print("  (unix port on 64-bit: every object and pointer is twice the ESP32's 32-bit size)")
+        print(f"heap after init, .mpy as on the board: {mpy_init} bytes ({mpy_init / 1024:.1f} KiB; target <= 40 KiB on 32 bits)")
+    if word_bits == 64:
+        print("  (unix port on 64-bit: every object and pointer is twice the ESP32's 32-bit size;"
+              " TAPKIOSK_MICROPYTHON=<32-bit unix port> measures at the ESP32's word size)")
     print(f"heap growth over {n} taps: {growth} bytes (target 0)")
     print(f"firmware time per tap: p50 {p50:.3f} ms, p99 {p99:.3f} ms (unix port, this machine)")
     print(f"loopback host's protocol work per tap (same run): mean {host_ms:.3f} ms; "
           f"firmware p50 / host mean {p50 / host_ms:.2f}")
-    print(json.dumps({"bench": "firmware_heap", "heap_after_init_bytes": init,
+    print(json.dumps({"bench": "firmware_heap", "word_bits": word_bits, "heap_after_init_bytes": init,
                       "heap_after_init_source_bytes": init_src,
                       "heap_growth_bytes": growth, "tap_ms_p50": round(p50, 3),
                       "tap_ms_p99": round(p99, 3), "host_protocol_ms_mean": round(host_ms, 3),

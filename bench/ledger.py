@@ -165,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         batch_ms: list[float] = []
         seq = args.taps + warm + 1
         for _ in range(max(10, args.taps // 8)):
-            batch = [Tap("K1", seq + k, uid_of(rng.randint(1, args.members)), amount_fen=300)
-                     for k in range(8)]
+            batch = [(Tap("K1", seq + k, uid_of(rng.randint(1, args.members)), amount_fen=300),
+                      None) for k in range(8)]
             seq += 8
             t0 = time.perf_counter()
             engine.decide_many(batch)

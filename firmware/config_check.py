@@ -1,12 +1,17 @@
-# Runs on the ESP32 (and the unix port in tests): checks config.json once at boot (config.check imports it, then drops it).
+# Runs on the ESP32 (and the unix port in tests): reads and checks config.json once at boot (config.load/check import it, then drop it).
 #
-# Boot-time code only: config.check() imports this module for the one call and removes it from
+# Boot-time code only: config.load() and config.check() import this module for the one call and removes it from
 # sys.modules afterwards, so its functions do not stay on the heap. Keep anything that outlives
 # the call (the Config class, ConfigError) in config.py: a function defined here would keep this
 # whole module alive.
 import binascii
+import json
+
+from protocol.compat import const
 
 from config import Config, ConfigError
+
+_ENOENT = const(2)
 
 KINDS = ("gate", "wash", "kiosk")
 LINKS = ("serial", "mqtt")
@@ -49,6 +54,27 @@ def _device_id_ok(dev):
     return True
 
 
+def _mqtt(cfg):
+    # (mqtt, wifi) settings of an MQTT reader.
+    m = _dict(cfg, "mqtt")
+    broker = m.get("broker")
+    if not isinstance(broker, str) or not broker:
+        _fail("mqtt.broker", "must name the broker host")
+    user = m.get("user")
+    password = m.get("password")
+    if user is not None and not isinstance(user, str):
+        _fail("mqtt.user", "must be text or null")
+    if password is not None and not isinstance(password, str):
+        _fail("mqtt.password", "must be text or null")
+    mqtt = {"broker": broker, "port": _int(m, "port", 1, 65535, "mqtt.port", 1883),
+            "user": user, "password": password,
+            "keepalive": _int(m, "keepalive", 5, 600, "mqtt.keepalive", 30)}
+    w = cfg.get("wifi") or {}
+    if not isinstance(w, dict):
+        _fail("wifi", "must be an object")
+    return mqtt, {"ssid": w.get("ssid") or "", "password": w.get("password") or ""}
+
+
 def check(cfg):
     # dict -> Config, or ConfigError naming the first bad key.
     if not isinstance(cfg, dict):
@@ -83,23 +109,7 @@ def check(cfg):
             "rx": _int(s, "rx", 0, 48, "serial.rx", None, True),
         }
     else:
-        m = _dict(cfg, "mqtt")
-        broker = m.get("broker")
-        if not isinstance(broker, str) or not broker:
-            _fail("mqtt.broker", "must name the broker host")
-        user = m.get("user")
-        password = m.get("password")
-        if user is not None and not isinstance(user, str):
-            _fail("mqtt.user", "must be text or null")
-        if password is not None and not isinstance(password, str):
-            _fail("mqtt.password", "must be text or null")
-        c.mqtt = {"broker": broker, "port": _int(m, "port", 1, 65535, "mqtt.port", 1883),
-                  "user": user, "password": password,
-                  "keepalive": _int(m, "keepalive", 5, 600, "mqtt.keepalive", 30)}
-        w = cfg.get("wifi") or {}
-        if not isinstance(w, dict):
-            _fail("wifi", "must be an object")
-        c.wifi = {"ssid": w.get("ssid") or "", "password": w.get("password") or ""}
+        c.mqtt, c.wifi = _mqtt(cfg)
     r = _dict(cfg, "reader")
     bus = r.get("bus")
     if bus not in BUSES:
@@ -130,3 +140,18 @@ def check(cfg):
     if c.secure is not True and c.secure is not False:
         _fail("secure", "must be true or false (got %r)" % (c.secure,))
     return c
+
+
+def load(path):
+    try:
+        with open(path) as fh:
+            text = fh.read()
+    except OSError as e:
+        if e.args[0] == _ENOENT:
+            raise ConfigError("config.json missing: provision the board with tools/flash.py")
+        raise ConfigError("config.json unreadable (OSError %d)" % e.args[0])
+    try:
+        cfg = json.loads(text)
+    except ValueError:
+        raise ConfigError("config.json is not valid JSON: provision the board again")
+    return check(cfg)

@@ -9,15 +9,16 @@ from protocol.compat import const, ticks_diff, ticks_ms
 
 _STEP_MS = const(20)  # how often a running pattern checks for a newer one
 
-# Steps: (red, green, buzzer, ms). The last step's LEDs go off after it.
+# Steps, two bytes each: LEDs and buzzer (bit0 red, bit1 green, bit2 buzzer), then the step's
+# length in units of 20 ms. The last step's LEDs go off after it. Bytes, not tuples: ~500 bytes
+# less heap.
 _PATTERNS = (
-    (),                                                                  # PAT_NONE
-    ((0, 1, 1, 120), (0, 1, 0, 880)),                                    # PAT_GRANT: green, short beep
-    ((1, 0, 1, 600), (1, 0, 0, 400)),                                    # PAT_DENY: red, long beep
-    ((0, 1, 1, 80), (0, 0, 0, 80), (0, 1, 1, 80), (0, 0, 0, 80), (0, 1, 0, 680)),  # PAT_OFFLINE_GRANT
-    ((1, 0, 1, 80), (0, 0, 0, 80), (1, 0, 1, 80), (0, 0, 0, 80), (1, 0, 1, 80), (0, 0, 0, 80),
-     (1, 0, 0, 520)),                                                    # PAT_OFFLINE_DENY
-    ((1, 1, 0, 1500),),                                                  # PAT_FAULT: amber
+    b"",                                          # PAT_NONE
+    b"\x06\x06\x02\x2c",                          # PAT_GRANT: green, short beep
+    b"\x05\x1e\x01\x14",                          # PAT_DENY: red, long beep
+    b"\x06\x04\x00\x04\x06\x04\x00\x04\x02\x22",      # PAT_OFFLINE_GRANT: two green beeps
+    b"\x05\x04\x00\x04\x05\x04\x00\x04\x05\x04\x00\x04\x01\x1a",  # PAT_OFFLINE_DENY: three red beeps
+    b"\x03\x4b",                                  # PAT_FAULT: amber
 )
 
 
@@ -34,7 +35,6 @@ class Feedback:
         self._relay_ms = 0
         self._relay_ev = asyncio.Event()
         self.pattern = 0     # last pattern shown (for tests and the bench)
-        self.pulses = 0      # relay pulses started
         self.display = True  # print DISPLAY lines
         self.alive = ticks_ms()
 
@@ -56,7 +56,6 @@ class Feedback:
             self._pat_ev.set()
         if relay_ms > 0 and self.relay is not None:
             self._relay_ms = relay_ms
-            self.pulses += 1
             self._relay_ev.set()
         if text and self.display:
             print("DISPLAY:", text)
@@ -68,10 +67,12 @@ class Feedback:
             ev.clear()
             self.alive = ticks_ms()
             steps = _PATTERNS[self._pat]
-            for r, g, b, ms in steps:
-                self._set(self.led_r, r)
-                self._set(self.led_g, g)
-                self._set(self.buzzer, b)
+            for k in range(0, len(steps), 2):
+                on = steps[k]
+                self._set(self.led_r, on & 1)
+                self._set(self.led_g, (on >> 1) & 1)
+                self._set(self.buzzer, (on >> 2) & 1)
+                ms = steps[k + 1] * _STEP_MS
                 t0 = ticks_ms()
                 while ticks_diff(ticks_ms(), t0) < ms and not ev.is_set():
                     await asyncio.sleep_ms(_STEP_MS)

@@ -98,15 +98,20 @@ class Device:
             cause = machine.reset_cause()
         except (AttributeError, OSError):
             pass
-        self.boot = C.next_boot()
+        self.boot = C.next_boot(key=cfg.key)
+        if not self.boot:
+            raise C.ConfigError("boot counter used up: re-key the device (device replace) and provision it again")
         self.params = C.load_params()
         self.fb = Feedback(machine, cfg.feedback)
         self.outbox = Outbox("outbox.bin", cfg.outbox_slots)
-        self.allow = C.AllowList() if cfg.kind == "gate" else None
+        self.allow = None
+        if cfg.kind == "gate":
+            from allowlist import AllowList
+            self.allow = AllowList()
         self.link = build_link(cfg)
         self.app = App(cfg, self.link, self.fb, self.outbox, self.boot, self.params, self.allow,
                        cause)
-        self.app.on_config = self._on_config
+        self.app.session.on_config = self._on_config
         self.chip = build_chip(cfg)
         debounce = self.params.get("debounce_ms") if self.params.get("cfg_version") else cfg.debounce_ms
         hook = None
@@ -130,11 +135,11 @@ class Device:
         self.app.event(_EV_READER_OK, resets, "")
 
     async def _on_tap(self, uid, sak, atqa, secure):
-        await self.app.tap(uid, sak, secure or b"")
+        await self.app.tap_path.tap(uid, sak, secure or b"")
 
     def start(self):
         ct = asyncio.create_task
-        self.tasks = [ct(self.link.run()), ct(self.app.session()), ct(self.app.sender()),
+        self.tasks = [ct(self.link.run()), ct(self.app.session.run()), ct(self.app.uplink.run()),
                       ct(self.reader.run(self._on_tap))] + self.fb.tasks()
 
     def healthy(self):
@@ -142,7 +147,7 @@ class Device:
         for t in self.tasks:
             if t.done():
                 return False
-        for at in (self.app.alive_session, self.app.alive_sender):
+        for at in (self.app.session.alive, self.app.uplink.alive):
             if ticks_diff(now, at) > _STALL_MS:
                 return False
         return True
@@ -169,6 +174,8 @@ def main():
         fault(str(e))
     try:
         dev = Device(cfg)
+    except C.ConfigError as e:
+        fault(str(e), cfg)
     except (OSError, ValueError, ImportError) as e:
         fault("hardware setup failed: %r" % (e,), cfg)
     try:

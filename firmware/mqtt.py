@@ -8,6 +8,13 @@
 #   is acknowledged; PINGREQ when idle for keepalive/2, and the connection is dropped when
 #   nothing arrives for 1.5 x keepalive; reconnect with exponential backoff.
 # In-flight messages live in slots allocated once; the receive buffer is allocated once.
+#
+# The byte stream comes from outside: `open_stream` is an async function returning an object
+# with readinto(buf) -> n (0 = closed), write(data), drain() and close(); the default opens a
+# TCP socket to the broker. Tests hand in canned bytes to drive the parser.
+# Nothing here blocks the loop for long: a broker given by name is resolved once (DNS blocks
+# on the ESP32) at the first connect and the address is kept for the rest of the boot; a write
+# that cannot drain within write_ms counts as a lost connection (reconnect, not a watchdog reset).
 import asyncio
 import socket
 import struct
@@ -25,6 +32,7 @@ _DISCONNECT = const(0xE0)
 
 _PINGREQ_PKT = b"\xc0\x00"
 _EINPROGRESS = (115, 119, 36)  # Linux, lwIP (ESP32), BSD
+_ETIMEDOUT = const(110)
 _IPPROTO_TCP = const(6)
 _TCP_NODELAY = const(1)
 
@@ -48,9 +56,109 @@ def _log(*args):
     print("mqtt:", *args)
 
 
+# -- packet encoding (MQTT 3.1.1 section 2 and 3) ---------------------------------------
+def _varlen(buf, off, n):
+    # Remaining length at buf[off:]; returns the offset after it.
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            b |= 0x80
+        buf[off] = b
+        off += 1
+        if not n:
+            return off
+
+
+def _s16(b):
+    return struct.pack(">H", len(b)) + b
+
+
+def _connect_packet(client_id, keepalive, will, user, password):
+    flags = 0x00  # clean_session = 0: the broker keeps our subscription and queued QoS 1
+    payload = _s16(client_id.encode())
+    if will:
+        topic, msg, retain, qos = will
+        flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
+        payload += _s16(topic) + _s16(msg)
+    if user:
+        flags |= 0x80
+        payload += _s16(user.encode())
+        if password is not None:
+            flags |= 0x40
+            payload += _s16(password.encode())
+    body = b"\x00\x04MQTT\x04" + bytes((flags,)) + struct.pack(">H", keepalive) + payload
+    head = bytearray(5)
+    head[0] = _CONNECT
+    n = _varlen(head, 1, len(body))
+    return bytes(head[:n]) + body
+
+
+def _publish_into(buf, topic, payload, qos, retain, pid):
+    # A PUBLISH packet in buf; returns its length.
+    tl = len(topic)
+    pl = len(payload)
+    rem = 2 + tl + (2 if qos else 0) + pl
+    buf[0] = _PUBLISH | (qos << 1) | (1 if retain else 0)
+    o = _varlen(buf, 1, rem)
+    struct.pack_into(">H", buf, o, tl)
+    o += 2
+    buf[o:o + tl] = topic
+    o += tl
+    if qos:
+        struct.pack_into(">H", buf, o, pid)
+        o += 2
+    buf[o:o + pl] = payload
+    return o + pl
+
+
+def _subscribe_packet(pid, subs):
+    body = bytearray(struct.pack(">H", pid))
+    for topic, qos in subs:
+        body.extend(_s16(topic))
+        body.append(qos)
+    head = bytearray(5)
+    head[0] = _SUBSCRIBE
+    n = _varlen(head, 1, len(body))
+    return bytes(head[:n]) + body
+
+
+def _tcp_socket(ai):
+    # A non-blocking socket connecting to getaddrinfo entry `ai`, with Nagle off.
+    s = socket.socket(ai[0], socket.SOCK_STREAM)
+    try:
+        # Nagle would delay each small QoS 1 round trip by tens of ms.
+        s.setsockopt(getattr(socket, "IPPROTO_TCP", _IPPROTO_TCP),
+                     getattr(socket, "TCP_NODELAY", _TCP_NODELAY), 1)
+    except OSError:
+        pass
+    s.setblocking(False)
+    try:
+        s.connect(ai[-1])
+    except OSError as e:
+        if e.args[0] not in _EINPROGRESS:
+            s.close()
+            raise
+    return s
+
+
+def _publish_at(rx, t, n):
+    # Where the parts of a received PUBLISH (type byte t, n bytes in rx) are: (topic length,
+    # payload offset, packet id).
+    tl = (rx[0] << 8) | rx[1]
+    o = 2 + tl
+    qos = (t >> 1) & 3
+    if o + (2 if qos else 0) > n:
+        raise MQTTError("malformed PUBLISH")
+    if not qos:
+        return tl, o, 0
+    return tl, o + 2, (rx[o] << 8) | rx[o + 1]
+
+
 class MQTTClient:
     def __init__(self, client_id, server, port=1883, user=None, password=None, keepalive=30,
-                 will=None, birth=None, subs=(), inflight=8, retry_ms=5000, connect_ms=5000):
+                 will=None, birth=None, subs=(), inflight=8, retry_ms=5000, connect_ms=5000,
+                 write_ms=5000, open_stream=None):
         # will / birth: (topic, message, retain, qos). subs: ((topic, qos), ...).
         self.client_id = client_id
         self.server = server
@@ -63,6 +171,9 @@ class MQTTClient:
         self.subs = subs
         self.retry_ms = retry_ms
         self.connect_ms = connect_ms
+        self.write_ms = write_ms
+        self.open_stream = open_stream or self._open_tcp
+        self._addr = None          # the broker's address, resolved once
         self.on_message = None     # fn(topic memoryview, payload memoryview), called on the rx task
         self.on_connect = None     # fn(session_present)
         self.on_disconnect = None  # fn()
@@ -89,19 +200,6 @@ class MQTTClient:
         self._rx_dead = False
         self.alive = ticks_ms()
 
-    # -- encoding helpers ---------------------------------------------------------------
-    @staticmethod
-    def _varlen(buf, off, n):
-        while True:
-            b = n & 0x7F
-            n >>= 7
-            if n:
-                b |= 0x80
-            buf[off] = b
-            off += 1
-            if not n:
-                return off
-
     def _next_pid(self):
         while True:
             self._pid = self._pid + 1 if self._pid < 0xFFFF else 1
@@ -109,11 +207,7 @@ class MQTTClient:
                 return self._pid
 
     def inflight(self):
-        c = 0
-        for pid in self._if_pid:
-            if pid:
-                c += 1
-        return c
+        return len(self._if_pid) - self._if_pid.count(0)
 
     # -- I/O ---------------------------------------------------------------------------
     async def _write(self, data):
@@ -122,7 +216,12 @@ class MQTTClient:
             if st is None:
                 raise OSError(107)  # ENOTCONN
             st.write(data)
-            await st.drain()
+            try:
+                await asyncio.wait_for_ms(st.drain(), self.write_ms)
+            except asyncio.TimeoutError:
+                # A stalled connection (the broker or the Wi-Fi gone quiet): start again.
+                self._rx_dead = True
+                raise OSError(_ETIMEDOUT)
             self._last_tx = ticks_ms()
 
     async def _read_exact(self, mv):
@@ -166,61 +265,30 @@ class MQTTClient:
 
     def _close(self):
         s = self._s
+        st = self._st
         self._s = None
         self._st = None
-        if s is not None:
-            try:
-                s.close()
-            except OSError:
-                pass
+        for c in (st, s):
+            if c is not None:
+                try:
+                    c.close()
+                except OSError:
+                    pass
         if self.connected:
             self.connected = False
             if self.on_disconnect is not None:
                 self.on_disconnect()
 
-    async def _open(self):
-        ai = socket.getaddrinfo(self.server, self.port, 0, socket.SOCK_STREAM)[0]
-        s = socket.socket(ai[0], socket.SOCK_STREAM)
-        try:
-            # Nagle would delay each small QoS 1 round trip by tens of ms.
-            s.setsockopt(getattr(socket, "IPPROTO_TCP", _IPPROTO_TCP),
-                         getattr(socket, "TCP_NODELAY", _TCP_NODELAY), 1)
-        except OSError:
-            pass
-        s.setblocking(False)
-        try:
-            s.connect(ai[-1])
-        except OSError as e:
-            if e.args[0] not in _EINPROGRESS:
-                s.close()
-                raise
-        self._s = s
-        self._st = asyncio.StreamReader(s)
-
-    def _connect_packet(self):
-        def s16(b):
-            return struct.pack(">H", len(b)) + b
-        flags = 0x00  # clean_session = 0: the broker keeps our subscription and queued QoS 1
-        payload = s16(self.client_id.encode())
-        if self.will:
-            topic, msg, retain, qos = self.will
-            flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
-            payload += s16(topic) + s16(msg)
-        if self.user:
-            flags |= 0x80
-            payload += s16(self.user.encode())
-            if self.password is not None:
-                flags |= 0x40
-                payload += s16(self.password.encode())
-        var = b"\x00\x04MQTT\x04" + bytes((flags,)) + struct.pack(">H", self.keepalive)
-        body = var + payload
-        head = bytearray(5)
-        head[0] = _CONNECT
-        n = self._varlen(head, 1, len(body))
-        return bytes(head[:n]) + body
+    async def _open_tcp(self):
+        if self._addr is None:
+            # Once per boot: getaddrinfo blocks the whole loop while DNS answers.
+            self._addr = socket.getaddrinfo(self.server, self.port, 0, socket.SOCK_STREAM)[0]
+        s = self._s = _tcp_socket(self._addr)
+        return asyncio.StreamReader(s)
 
     async def _handshake(self):
-        await self._write(self._connect_packet())
+        await self._write(_connect_packet(self.client_id, self.keepalive, self.will, self.user,
+                                          self.password))
         t, n = await asyncio.wait_for_ms(self._read_packet(), self.connect_ms)
         if t != _CONNACK or n != 2:
             raise MQTTError("expected CONNACK, got 0x%02x" % t)
@@ -231,22 +299,6 @@ class MQTTClient:
         return self._rx[0] & 1
 
     # -- publishing ---------------------------------------------------------------------
-    def _build_publish(self, buf, topic, payload, qos, retain, pid):
-        tl = len(topic)
-        pl = len(payload)
-        rem = 2 + tl + (2 if qos else 0) + pl
-        buf[0] = _PUBLISH | (qos << 1) | (1 if retain else 0)
-        o = self._varlen(buf, 1, rem)
-        struct.pack_into(">H", buf, o, tl)
-        o += 2
-        buf[o:o + tl] = topic
-        o += tl
-        if qos:
-            struct.pack_into(">H", buf, o, pid)
-            o += 2
-        buf[o:o + pl] = payload
-        return o + pl
-
     async def publish(self, topic, payload, qos=1, retain=False, wait_ms=2000):
         # QoS 1: the message is kept until PUBACK, across reconnects. Returns False if not
         # connected, or if every in-flight slot stays busy for wait_ms.
@@ -256,7 +308,7 @@ class MQTTClient:
             return False
         if qos == 0:
             buf = bytearray(len(topic) + len(payload) + 8)
-            n = self._build_publish(buf, topic, payload, 0, retain, 0)
+            n = _publish_into(buf, topic, payload, 0, retain, 0)
             await self._write(memoryview(buf)[:n])
             return True
         t0 = ticks_ms()
@@ -277,7 +329,7 @@ class MQTTClient:
                 pass
         pid = self._next_pid()
         buf = self._if_buf[i]
-        n = self._build_publish(buf, topic, payload, 1, retain, pid)
+        n = _publish_into(buf, topic, payload, 1, retain, pid)
         self._if_pid[i] = pid
         self._if_len[i] = n
         self._if_at[i] = ticks_ms()
@@ -299,18 +351,8 @@ class MQTTClient:
                 await self._write(memoryview(buf)[:self._if_len[i]])
 
     async def subscribe(self):
-        if not self.subs:
-            return
-        body = bytearray()
-        body.extend(struct.pack(">H", self._next_pid()))
-        for topic, qos in self.subs:
-            body.extend(struct.pack(">H", len(topic)))
-            body.extend(topic)
-            body.append(qos)
-        head = bytearray(5)
-        head[0] = _SUBSCRIBE
-        n = self._varlen(head, 1, len(body))
-        await self._write(bytes(head[:n]) + body)
+        if self.subs:
+            await self._write(_subscribe_packet(self._next_pid(), self.subs))
 
     # -- receive loop -------------------------------------------------------------------
     async def _rx_loop(self):
@@ -321,18 +363,10 @@ class MQTTClient:
                 t, n = await self._read_packet()
                 kind = t & 0xF0
                 if kind == _PUBLISH and n > 0:
-                    qos = (t >> 1) & 3
-                    tl = (rx[0] << 8) | rx[1]
-                    o = 2 + tl
-                    if o + (2 if qos else 0) > n:
-                        raise MQTTError("malformed PUBLISH")
-                    pid = 0
-                    if qos:
-                        pid = (rx[o] << 8) | rx[o + 1]
-                        o += 2
+                    tl, o, pid = _publish_at(rx, t, n)
                     if self.on_message is not None:
                         self.on_message(mv[2:2 + tl], mv[o:n])
-                    if qos == 1:
+                    if t & 0x06 == 0x02:  # QoS 1
                         sm = self._puback
                         sm[0] = _PUBACK
                         sm[1] = 2
@@ -390,7 +424,7 @@ class MQTTClient:
         while True:
             self.alive = ticks_ms()
             try:
-                await self._open()
+                self._st = await self.open_stream()
                 self._last_rx = ticks_ms()
                 await self._session()
             except (OSError, MQTTError, asyncio.TimeoutError) as e:

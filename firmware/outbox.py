@@ -46,9 +46,8 @@ class Outbox:
         self.seq = array("I", bytes(4 * slots))     # seq of the stored packet
         self.ref = array("I", bytes(4 * slots))     # tap_seq a DECISION for this slot carries
         self.void = bytearray(slots)                # 1 = the slot holds a VOID
-        self.gen = array("I", bytes(4 * slots))
         self.sent = bytearray(slots)                 # 1 = sent during this link session
-        self.sent_at = array("i", bytes(4 * slots))  # ticks_ms of the last send
+        self._sent_at = array("i", bytes(4 * slots))  # ticks_ms of the last send
         self.refused = bytearray(slots)              # ERROR `replay` answers since written
         self.head = 0       # next slot to write (the oldest one once the ring is full)
         self.next_gen = 1
@@ -112,7 +111,6 @@ class Outbox:
                         and struct.unpack_from(">I", buf, _HDR + 2)[0] == seq:
                     st = buf[0]
                     self.seq[i] = seq
-                    self.gen[i] = gen
                     self.ref[i] = seq
                     self.void[i] = 0
                     if buf[_HDR + 1] == _VOID:
@@ -174,7 +172,6 @@ class Outbox:
         self.seq[i] = seq
         self.ref[i] = seq
         self.void[i] = 0
-        self.gen[i] = self.next_gen
         self.sent[i] = 0
         self.refused[i] = 0
         self.next_gen += 1
@@ -201,10 +198,13 @@ class Outbox:
         if ln > MAX_DATA or ln < 10 or self.state[i] != PENDING:
             raise OutboxError("cannot void slot %d" % i)
         h = self._hbuf
+        fh = self._fh
+        fh.seek(_HEAD + i * _SLOT)
+        fh.readinto(h)  # the slot's header: its gen stays
         h[0] = PENDING
         h[1] = 0
-        struct.pack_into(">HIII", h, 2, ln, self.gen[i], binascii.crc32(data) & 0xFFFFFFFF, seq)
-        fh = self._fh
+        struct.pack_into(">H", h, 2, ln)
+        struct.pack_into(">II", h, 8, binascii.crc32(data) & 0xFFFFFFFF, seq)
         fh.seek(_HEAD + i * _SLOT)
         fh.write(h)
         fh.write(data)
@@ -227,6 +227,35 @@ class Outbox:
         fh.flush()
         self.state[i] = DONE
         return True
+
+    def is_pending(self, i):
+        return self.state[i] == PENDING
+
+    def is_void(self, i):
+        return self.void[i]
+
+    def seq_of(self, i):
+        return self.seq[i]
+
+    def in_flight(self, i):
+        # Pending and sent during this link session (so an answer for it may come).
+        return self.state[i] == PENDING and self.sent[i]
+
+    def sent_at(self, i):
+        return self._sent_at[i]
+
+    def mark_sent(self, i, now):
+        self.sent[i] = 1
+        self._sent_at[i] = now
+
+    def mark_unsent(self, i):
+        self.sent[i] = 0
+
+    def refuse(self, i):
+        # One more ERROR `replay` for slot i; returns how many it has had since it was written.
+        if self.refused[i] < 255:
+            self.refused[i] += 1
+        return self.refused[i]
 
     def order(self, k):
         # k-th slot in ring order, oldest first (k = 0 .. n-1).

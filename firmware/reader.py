@@ -11,16 +11,9 @@
 #   secure_hook(chip, uid: bytes, sak: int, ats: bytes)   ISO-DEP cards only, before on_tap
 #   on_fault(kind: str, count: int, text: str)            kind: timeout|frame|status|bus|chip
 #   on_recovered(resets: int)
-import asyncio
 
-from protocol.compat import IS_MICROPYTHON, const, ticks_diff, ticks_ms
+from protocol.compat import const, sleep_ms, ticks_diff, ticks_ms
 from pn532 import PN532FrameError, PN532StatusError, PN532Timeout, PN532Error
-
-if IS_MICROPYTHON:
-    _sleep_ms = asyncio.sleep_ms
-else:
-    def _sleep_ms(ms):
-        return asyncio.sleep(ms / 1000)
 
 _MAX_BACKOFF_MS = const(5000)
 
@@ -164,4 +157,4 @@ class Reader:
                 wait = self.poll_ms * self.failures
                 if wait > _MAX_BACKOFF_MS:
                     wait = _MAX_BACKOFF_MS
-            await _sleep_ms(wait)
+            await sleep_ms(wait)

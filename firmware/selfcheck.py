@@ -3,13 +3,21 @@
 # run() prints one JSON line and returns the same dict:
 #   {"reader": {"ok": bool, "version": "PN532 v1.6" | "error": ...},
 #    "link":   {"ok": bool, "detail": "serial uart 2" | "mqtt host:port" | "error": ...},
-#    "hello":  {"ok": bool, "detail": "boot N" | "error": ...}}
+#    "hello":  {"ok": bool, "detail": "boot N" | "error": ...},
+#    "tap":    {"ok": bool | None, "detail": "granted: ..." | "error": "refused: bad_service ..."}}
 # It uses the board's real config.json, reader and link; it sends a HELLO (with a new boot
-# number, as a boot does) and waits for the WELCOME, but sends no TAP.
+# number, as a boot does) and waits for the WELCOME. With test_uid (a staff test card's UID,
+# hex) it then sends one real TAP with this reader's service, amount and direction: the host
+# decides it like any tap (a refusal such as bad_service or invalid_amount is a FAIL), and a
+# VOID for it follows at once, so the host reverses it and the card is not charged. Without
+# test_uid the tap check is skipped (ok None). Nothing is switched: no relay, no LED.
 import asyncio
+import binascii
 import json
 
-from protocol.compat import ticks_diff, ticks_ms
+from protocol.compat import const, ticks_diff, ticks_ms
+
+_VOIDED = const(20)  # protocol.codes reason "voided"
 
 
 async def _reader(cfg):
@@ -26,7 +34,49 @@ async def _reader(cfg):
     return {"ok": True, "version": str(v)}
 
 
-async def _link_and_hello(cfg, wait_ms):
+async def _decision(seen, tap_seq, want_void, wait_ms):
+    t0 = ticks_ms()
+    while ticks_diff(ticks_ms(), t0) < wait_ms:
+        for f in seen:
+            if f["tap_seq"] == tap_seq and (f["reason"] == _VOIDED) == want_void:
+                return f
+        await asyncio.sleep_ms(20)
+    return None
+
+
+async def _test_tap(app, test_uid, wait_ms):
+    from protocol import codes
+    try:
+        uid = binascii.unhexlify(test_uid)
+    except ValueError:
+        return {"ok": False, "error": "test card UID %r is not hex" % (test_uid,)}
+    seen = []
+    on_decision = app.uplink.on_decision
+
+    def spy(f):
+        seen.append(f)
+        on_decision(f)
+
+    app.uplink.on_decision = spy
+    await app.tap_path.tap(uid, 0x08)
+    d = seen[-1] if seen else None
+    if d is None or d["reason"] == _VOIDED:
+        return {"ok": False, "error": "no DECISION for the test tap within %d ms" % app.cfg.decision_ms}
+    tap_seq = d["tap_seq"]
+    vseq = app.next_seq()
+    await app.send_raw(app.tap_path.vw.void(vseq, tap_seq))
+    voided = await _decision(seen, tap_seq, True, wait_ms)
+    reason = codes.reason_name(d["reason"])
+    what = "%s (%s, %s)" % (reason, d["text"], "voided: not charged" if voided else
+                            "VOID not confirmed: check the card's balance")
+    if d["verdict"] != codes.GRANT:
+        return {"ok": False, "error": "refused: " + what}
+    if voided is None:
+        return {"ok": False, "error": "granted but " + what}
+    return {"ok": True, "detail": "granted: " + what}
+
+
+async def _link_and_hello(cfg, wait_ms, test_uid=None):
     import main
     import config as C
     from app import App
@@ -40,17 +90,25 @@ async def _link_and_hello(cfg, wait_ms):
         link = main.build_link(cfg)
     except Exception as e:  # noqa: BLE001
         err = {"ok": False, "error": "%s: %s" % (type(e).__name__, e)}
-        return err, {"ok": None, "error": "no link"}
+        return err, {"ok": None, "error": "no link"}, {"ok": None, "error": "no link"}
     detail = ("serial uart %d" % cfg.serial["uart"]) if cfg.link == "serial" else \
         ("mqtt %s:%d" % (cfg.mqtt["broker"], cfg.mqtt["port"]))
-    boot = C.next_boot()
+    boot = C.next_boot(key=cfg.key)
+    if not boot:
+        return {"ok": True, "detail": detail}, {"ok": False, "error": "boot counter used up: re-key the device"}
     ob = Outbox("outbox.bin", cfg.outbox_slots)
     app = App(cfg, link, _NoFeedback(), ob, boot, C.load_params(), None, 0, False)
-    tasks = [asyncio.create_task(link.run()), asyncio.create_task(app.session())]
+    tasks = [asyncio.create_task(link.run()), asyncio.create_task(app.session.run()),
+             asyncio.create_task(app.uplink.run())]
     t0 = ticks_ms()
-    while not app.online and ticks_diff(ticks_ms(), t0) < wait_ms:
+    while not app.session.online and ticks_diff(ticks_ms(), t0) < wait_ms:
         await asyncio.sleep_ms(50)
     connected = link.connected
+    tap = {"ok": None, "detail": "no test card given: tap a member card to check"}
+    if test_uid and app.session.online:
+        tap = await _test_tap(app, test_uid, wait_ms)
+    elif test_uid:
+        tap = {"ok": False, "error": "not sent: the host did not answer the HELLO"}
     for t in tasks:
         t.cancel()
     ob.close()
@@ -58,16 +116,16 @@ async def _link_and_hello(cfg, wait_ms):
     if not connected:
         err = getattr(getattr(link, "client", None), "last_error", None)
         link_r["error"] = "not connected: %r" % (err,)
-    if app.online:
+    if app.session.online:
         hello = {"ok": True, "detail": "welcomed, boot %d" % boot}
     else:
         hello = {"ok": False, "error": "no WELCOME within %d s (errors from host: %d)" % (wait_ms // 1000, app.errors)}
-        if cfg.link == "serial" and app.bad_frames == 0 and app.last_rx == app.down_at:
+        if cfg.link == "serial" and app.bad_frames == 0 and app.session.last_rx == app.session.down_at:
             hello["error"] += "; nothing received on the serial line"
-    return link_r, hello
+    return link_r, hello, tap
 
 
-def run(wait_ms=6000):
+def run(wait_ms=6000, test_uid=None):
     import config as C
     try:
         cfg = C.load()
@@ -78,8 +136,8 @@ def run(wait_ms=6000):
 
     async def go():
         reader = await _reader(cfg)
-        link, hello = await _link_and_hello(cfg, wait_ms)
-        return {"reader": reader, "link": link, "hello": hello}
+        link, hello, tap = await _link_and_hello(cfg, wait_ms, test_uid)
+        return {"reader": reader, "link": link, "hello": hello, "tap": tap}
 
     r = asyncio.run(go())
     print(json.dumps(r))

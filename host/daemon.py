@@ -9,7 +9,8 @@ transaction committed. SIGTERM or SIGINT: stop accepting, finish in-flight taps,
 device state, close the database, exit 0. Bad configuration: one line on stderr, exit 2.
 
 Logs go to stderr, one line per event (``key=value``); the line ``daemon ready`` says every
-link has been started.
+link has been started (not that it is up: a link that cannot reach its port or broker says
+so at WARNING, and ``tapkiosk_link_up{link}`` is 0).
 """
 
 from __future__ import annotations
@@ -65,9 +66,11 @@ class Daemon:
             try:
                 self.metrics_port = self.metrics.serve(c.metrics_port, c.metrics_addr)
             except OSError as e:
+                # A port in use is a configuration error (exit 2): restarting will not help.
                 self.writer.stop()
-                raise HostError(f"cannot serve metrics on {c.metrics_addr}:{c.metrics_port}: "
-                                f"{e.strerror}") from None
+                self.service.close()
+                raise InputError(f"cannot serve metrics on port {c.metrics_port} "
+                                 f"({c.metrics_addr}): {e.strerror}") from None
             log.info("metrics on http://%s:%d/metrics", c.metrics_addr, self.metrics_port)
         try:
             self._start_links()

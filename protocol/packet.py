@@ -40,7 +40,6 @@ DIRECTIONS = {
 
 # TAP.flags
 FLAG_OFFLINE = const(0x01)  # the device granted this tap from its offline allow-list
-FLAG_RESENT = const(0x02)   # sent again from the outbox (after reconnect or reboot)
 # TAP.direction
 DIR_NONE = const(0)
 DIR_IN = const(1)
@@ -335,3 +334,31 @@ class TapWriter:
         struct.pack_into(">H", b, self._body - 2, i - self._body)
         b[i:i + MAC_LEN] = self._mac.tag(UP, self._mv[:i])
         return self._mv[:i + MAC_LEN]
+
+
+class VoidWriter:
+    # Firmware: builds a VOID packet (the device gives up on tap_seq) in a buffer allocated
+    # once. Returns a memoryview into that buffer (valid until the next call).
+    def __init__(self, device_id, mac):
+        dev = device_id.encode() if isinstance(device_id, str) else bytes(device_id)
+        if not _valid_device_id(dev):
+            raise MalformedError("bad device id %r" % device_id)
+        self._mac = mac
+        n = 13 + len(dev)  # ver type seq dev_len dev body_len tap_seq
+        self._n = n
+        self._buf = bytearray(n + MAC_LEN)
+        self._mv = memoryview(self._buf)
+        b = self._buf
+        b[0] = VERSION
+        b[1] = VOID
+        b[6] = len(dev)
+        b[7:7 + len(dev)] = dev
+        struct.pack_into(">H", b, 7 + len(dev), 4)
+
+    def void(self, seq, tap_seq):
+        b = self._buf
+        n = self._n
+        struct.pack_into(">I", b, 2, seq)
+        struct.pack_into(">I", b, n - 4, tap_seq)
+        b[n:n + MAC_LEN] = self._mac.tag(UP, self._mv[:n])
+        return self._mv

@@ -128,7 +128,7 @@ class VirtualReader:
 
     def __init__(self, board_dir: str | os.PathLike, device_id: str, kind: str, key: bytes, *,
                  mqtt: str | None = None, listen: tuple[str, int] | None = None,
-                 service: int = 0, amount_fen: int = 0,
+                 service: int = 0, amount_fen: int = 0, mqtt_password: str | None = None,
                  echo: Callable[[str], None] | None = None) -> None:
         if kind not in KINDS:
             raise SimError(f"device {device_id} has kind {kind!r}: expected one of {KINDS}")
@@ -142,6 +142,8 @@ class VirtualReader:
             extra = {"service": service, "amount": amount_fen}
             if mqtt:
                 cfg = make_config(device_id, kind, key, link="mqtt", broker=mqtt, **extra)
+                if mqtt_password:  # a broker with logins: each reader is its device id, as provisioned
+                    cfg["mqtt"].update(user=device_id, password=mqtt_password)
                 link_tcp = None
             else:
                 host, port = listen or ("127.0.0.1", 0)
@@ -411,6 +413,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--serial", action="append", metavar="socket://HOST:PORT",
                    help="where the daemon's --serial connects, one per --device, in order")
     g.add_argument("--mqtt", metavar="HOST:PORT", help="MQTT broker the readers use")
+    r.add_argument("--mqtt-password", help="broker password of every simulated reader (each logs in "
+                                           "as its device id); or set TAPKIOSK_MQTT_PASSWORD")
     r.add_argument("--service", type=int, default=1, help="wash program sent by wash bays")
     r.add_argument("--amount", default="10.00", help="yuan sent by kiosks with every tap")
     r.add_argument("--board-dir", help="where the boards' flash lives (default: a temp dir)")
@@ -477,7 +481,8 @@ def _run(a: argparse.Namespace, out: Any) -> int:
                 boards / dev, dev, kind, key, mqtt=a.mqtt,
                 listen=_listen_addr(a.serial[i]) if a.serial else None,
                 service=a.service if kind == "wash" else 0,
-                amount_fen=amount if kind == "kiosk" else 0, echo=echo_for(dev))
+                amount_fen=amount if kind == "kiosk" else 0, echo=echo_for(dev),
+                mqtt_password=a.mqtt_password or os.environ.get("TAPKIOSK_MQTT_PASSWORD"))
         for r in readers.values():
             r.start()
         control = ControlServer(readers, Path(db).resolve().parent)

@@ -24,6 +24,7 @@ from typing import Any
 
 from protocol import codes, framing
 from protocol import packet as pk
+from protocol import seq as seqs
 from protocol.errors import ProtocolError
 from protocol.mac import Mac
 
@@ -269,12 +270,12 @@ class SimDevice:
 
     # ------------------------------------------------------------------ frames out
     def next_seq(self) -> int:
-        """boot << 16 | counter (counter wraps into a new boot as the firmware does)."""
+        """boot << 16 | counter (protocol/seq.py): after CTR_MAX frames the next boot number."""
         with self._seq_lock:
+            if self.ctr >= seqs.CTR_MAX:
+                self.boot, self.ctr = seqs.next_boot(self.boot), 0
             self.ctr += 1
-            if self.ctr > 0xFFFF:
-                self.boot, self.ctr = self.boot + 1, 1
-            return ((self.boot & 0xFFFF) << 16) | self.ctr
+            return seqs.make(self.boot, self.ctr)
 
     def frame(self, ptype: int, fields: dict[str, Any], seq: int | None = None) -> tuple[int, bytes]:
         """(seq, packet) for a message from this device."""
@@ -429,8 +430,8 @@ class SimDevice:
 
     def reboot(self) -> None:
         """A new boot: counter back to 0 under the next boot number; the outbox survives."""
-        self.boot += 1
-        self.ctr = 0
+        with self._seq_lock:
+            self.boot, self.ctr = seqs.next_boot(self.boot), 0
 
     def close(self) -> None:
         """Close the transport."""

@@ -44,7 +44,11 @@ FEEDBACK = {"relay": 26, "relay_active": 1, "led_r": 25, "led_g": 27, "buzzer": 
 
 
 def micropython_exe() -> str:
-    """The unix-port binary next to this interpreter (the venv's), else ``micropython`` on PATH."""
+    """The unix-port binary to run: ``TAPKIOSK_MICROPYTHON`` if set (e.g. a 32-bit build), else
+    the one next to this interpreter (the venv's), else ``micropython`` on PATH."""
+    chosen = os.environ.get("TAPKIOSK_MICROPYTHON")
+    if chosen:
+        return str(Path(chosen).resolve())
     cand = Path(sys.executable).parent / "micropython"
     return str(cand) if cand.exists() else "micropython"
 

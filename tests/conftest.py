@@ -133,6 +133,25 @@ def micropython() -> str:
     return exe
 
 
+@pytest.fixture
+def rigs(tmp_path: Path):
+    """Makes firmware rigs (tests/firmware_rig.py: PN532 emulator + MicroPython board + host
+    daemon) on demand: ``rig = rigs(kind="wash", link="mqtt", broker=broker)``; all are closed
+    after the test."""
+    from firmware_rig import Rig
+
+    made: list = []
+
+    def make(**kw):
+        r = Rig(tmp_path, **kw)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.close()
+
+
 def run_micropython(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 60, input: bytes | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run the MicroPython unix port from the repo root with the simulator on its path."""
     exe = micropython_path()

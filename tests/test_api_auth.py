@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-import argparse
+import json
 
 import pytest
 
 from host.errors import InputError, NotFound
 from host.store.db import open_db
 from host.store.tokens import add_token, find_token, hash_secret, list_tokens, revoke_token
-from host.web import token_commands
+from host.cli import main as cli_main
 from host.web.permissions import RULES
 from test_api_support import UID, ApiSite, api_site  # noqa: F401 - fixture
 
@@ -98,18 +98,19 @@ def test_tokens_are_stored_hashed_and_listed_without_secret(tmp_path) -> None:
         add_token(db, "", "admin")
 
 
-def test_token_commands_parse_and_run(tmp_path) -> None:
-    db = open_db(tmp_path / "t.db")
-    parser = argparse.ArgumentParser()
-    token_commands.add_parser(parser.add_subparsers(dest="cmd"))
-    added = token_commands.run(db, parser.parse_args(["api-token", "add", "pos", "--scope",
-                                                      "members"]))
+def test_api_token_commands(tmp_path, capsys) -> None:
+    db_path = str(tmp_path / "t.db")
+    assert cli_main(["--db", db_path, "init"]) == 0
+    capsys.readouterr()
+    assert cli_main(["--db", db_path, "--json", "api-token", "add", "pos", "--scope", "members"]) == 0
+    added = json.loads(capsys.readouterr().out)
+    db = open_db(db_path)
     assert added["scope"] == "members" and find_token(db, added["token"])["id"] == added["id"]
-    listed = token_commands.run(db, parser.parse_args(["api-token", "list"]))
-    assert [t["name"] for t in listed["tokens"]] == ["pos"]
-    assert "token" not in listed["tokens"][0]
-    revoked = token_commands.run(db, parser.parse_args(["api-token", "revoke",
-                                                        str(added["id"])]))
-    assert revoked["revoked_at"] is not None and find_token(db, added["token"]) is None
-    with pytest.raises(SystemExit):
-        parser.parse_args(["api-token", "add", "pos", "--scope", "root"])
+    assert cli_main(["--db", db_path, "--json", "api-token", "list"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [t["name"] for t in listed] == ["pos"] and "token" not in listed[0]
+    assert cli_main(["--db", db_path, "--json", "api-token", "revoke", str(added["id"])]) == 0
+    assert json.loads(capsys.readouterr().out)["revoked_at"] is not None
+    assert find_token(db, added["token"]) is None
+    assert cli_main(["--db", db_path, "api-token", "add", "pos", "--scope", "root"]) == 2
+    assert "invalid choice" in capsys.readouterr().err

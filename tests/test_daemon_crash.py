@@ -11,8 +11,8 @@ from conftest import free_port
 from host.cli import app as cli
 from protocol import codes
 from sim.device import MqttTransport, SimDevice
-from test_daemon_support import (CARD, KEY_A, DaemonProcess, balance, make_site, tap_count,
-                                 wait_for)
+from conftest import wait_until
+from test_daemon_support import (CARD, KEY_A, DaemonProcess, balance, make_site, tap_count)
 
 N_TAPS = 40
 
@@ -38,7 +38,7 @@ def test_sigkill_mid_stream_then_restart(tmp_path: Path, broker) -> None:
     t = threading.Thread(target=run)
     t.start()
     try:
-        wait_for(lambda: len(results) >= 10, 20, "ten decisions")
+        wait_until(lambda: len(results) >= 10, 20, what="ten decisions")
         d.kill()                                   # SIGKILL mid-stream
         d.close()
         d = DaemonProcess(argv, tmp_path / "d2.log")

@@ -11,8 +11,9 @@ import pytest
 from protocol import codes
 from sim.cable import Cable
 from sim.device import FdTransport, SerialTransport, SimDevice
+from conftest import wait_until
 from test_daemon_support import (CARD, KEY_A, KEY_B, InProcessDaemon, balance, ledger_ok, make_site,
-                                 tap_count, wait_for)
+                                 tap_count)
 
 
 @pytest.fixture
@@ -26,11 +27,11 @@ def test_tap_over_socket_cable(site: tuple[Path, dict]) -> None:
     cable = Cable().start()
     d = InProcessDaemon(["--db", str(path), "--serial", cable.url_b])
     try:
-        wait_for(lambda: cable.connected["b"].is_set(), what="daemon on the cable")
+        wait_until(lambda: cable.connected["b"].is_set(), what="daemon on the cable")
         dev = SimDevice("kiosk-1", KEY_A, "kiosk", SerialTransport(cable.url_a))
         w = dev.hello()
         assert w["heartbeat_s"] == 30 and w["cfg_version"] >= 1
-        wait_for(lambda: dev.cfg_version == w["cfg_version"], what="CONFIG applied")
+        wait_until(lambda: dev.cfg_version == w["cfg_version"], what="CONFIG applied")
         r = dev.tap(CARD, amount_fen=1250)
         assert r["verdict"] == codes.GRANT and codes.reason_name(r["reason"]) == "ok"
         assert r["balance"] == balance(path, ids["m1"]) < 10000
@@ -50,7 +51,7 @@ def test_tap_over_pty(site: tuple[Path, dict]) -> None:
     d = InProcessDaemon(["--db", str(path), "--serial", os.ttyname(slave)])
     try:
         link = d.daemon.links[0]
-        wait_for(link.opened.is_set, what="pty open")
+        wait_until(link.opened.is_set, what="pty open")
         dev = SimDevice("kiosk-1", KEY_A, "kiosk", FdTransport(master))
         dev.hello()
         results = [dev.tap(CARD, amount_fen=100) for _ in range(5)]
@@ -60,7 +61,7 @@ def test_tap_over_pty(site: tuple[Path, dict]) -> None:
         other = SimDevice("kiosk-2", KEY_B, "kiosk", None)
         _, raw = other.tap_frame(CARD, amount_fen=100)
         dev.send(raw)
-        wait_for(lambda: d.metrics.value("tapkiosk_frames_rejected_total",
+        wait_until(lambda: d.metrics.value("tapkiosk_frames_rejected_total",
                                          cause="line_mismatch") == 1, what="line mismatch")
         dev.close()
     finally:
@@ -76,7 +77,7 @@ def test_faulty_cable_garbage_flips_drops_split_frames(site: tuple[Path, dict]) 
     cable = Cable(chunk=7, seed=7).start()
     d = InProcessDaemon(["--db", str(path), "--serial", cable.url_b])
     try:
-        wait_for(lambda: cable.connected["b"].is_set(), what="daemon on the cable")
+        wait_until(lambda: cable.connected["b"].is_set(), what="daemon on the cable")
         dev = SimDevice("kiosk-1", KEY_A, "kiosk", SerialTransport(cable.url_a))
         dev.hello()
         cable.set_faults("ab", flip=0.002, drop=0.001, garbage=0.05)

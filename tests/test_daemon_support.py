@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import wait_until
 
 from host.admin import Admin
 from host.daemon import Daemon
@@ -130,13 +131,8 @@ class DaemonProcess:
 
 
 def wait_for(pred: Any, timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll ``pred()`` until true (bounded)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+    """The former name of ``conftest.wait_until``, kept for the modules that import it."""
+    wait_until(pred, timeout, what=what)
 
 
 # ----------------------------------------------------------------------------- config tests
@@ -193,7 +189,6 @@ def test_unopenable_db_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "cannot open database" in capsys.readouterr().err
 
 
-_ = threading  # (kept for helpers used by other test modules)
 
 
 def test_link_that_cannot_start_stops_the_ones_before_it(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from conftest import ROOT
 
 from host.cli import app as cli
 
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "host" / "README.md",
+DOCS = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "host" / "README.md",
         ROOT / "protocol" / "README.md", ROOT / "deploy" / "README.md", ROOT / "DEVELOPERS.md"]
 
 
@@ -146,3 +146,65 @@ def test_docs_name_no_machine_paths():
         text = doc.read_text(encoding="utf-8")
         for pattern in (r"/work/", r"/tmp/tapkiosk-demo-\w", r"/home/\w+"):
             assert not re.search(pattern, text), f"{doc.relative_to(ROOT)} names {pattern}"
+
+
+# ---------------------------------------------------------------------------------------
+# docs/technicians.md and docs/deploy.md (issue #20 items 2, 5, 9)
+# ---------------------------------------------------------------------------------------
+def _flash_commands(path: Path, command: str) -> list[list[str]]:
+    """Every indented `python tools/flash.py COMMAND ...` example (continuation lines joined)."""
+    text = re.sub(r"\\\n\s*", " ", path.read_text(encoding="utf-8"))
+    return [shlex.split(m) for m in re.findall(rf"^\s+python tools/flash\.py ({command} .*)$", text, re.M)]
+
+
+def test_technicians_provision_examples_make_a_working_reader(tmp_path, monkeypatch, capsys):
+    """Each provision example in technicians.md passes the tool's checks as written (in a dry
+    run): a wash example without --program or an MQTT one without a broker password would not."""
+    from test_flash_support import make_app_tree, make_firmware
+    from tools import flash
+
+    monkeypatch.setenv("TAPKIOSK_WIFI_PASSWORD", "shop-wifi-pw")
+    monkeypatch.setenv("TAPKIOSK_MQTT_PASSWORD", "reader-pw")
+    fw, app = make_firmware(tmp_path / "fw.bin"), make_app_tree(tmp_path / "repo")
+    examples = _flash_commands(ROOT / "docs" / "technicians.md", "provision")
+    assert len(examples) >= 2 and any("mqtt" in e for e in examples)
+    for argv in examples:
+        argv = [str(fw) if a.startswith("ESP32_GENERIC") else a for a in argv[1:]]
+        assert flash.main(["provision", *argv, "--dry-run", "--app-root", str(app)]) == 0, (
+            argv, capsys.readouterr().err)
+
+
+def test_mqtt_logins_fit_together():
+    """daemon.toml, mosquitto.conf, deploy.md and technicians.md name the same broker users."""
+    import tomllib
+
+    from host.site.broker_acl import DAEMON_USER
+
+    toml_text = (ROOT / "deploy" / "daemon.toml").read_text()
+    assert tomllib.loads(toml_text)["mqtt_client_id"] == DAEMON_USER
+    assert re.findall(r'^#?\s*mqtt_user = "([^"]+)"', toml_text, re.M) == [DAEMON_USER]
+    conf = (ROOT / "deploy" / "mosquitto.conf").read_text()
+    for line in ("allow_anonymous false", "acl_file /etc/mosquitto/tapkiosk.acl", "use_username_as_clientid true"):
+        assert re.search(rf"^{re.escape(line)}$", conf, re.M), line
+    deploy = (ROOT / "docs" / "deploy.md").read_text()
+    users = re.findall(r"^mosquitto_passwd /etc/mosquitto/tapkiosk.passwd (\S+)", deploy, re.M)
+    assert users and users[0] == DAEMON_USER
+    docs = "".join(p.read_text() for p in DOCS)
+    # Whoever runs mosquitto_sub has it installed and logs in (the broker refuses anonymous clients).
+    assert re.search(r"^apt-get install .*\bmosquitto-clients\b", deploy, re.M)
+    for cmd in re.findall(r"mosquitto_sub [^`\n]*", docs):
+        assert f"-u {DAEMON_USER}" in cmd and "-P" in cmd, cmd
+
+
+def test_deploy_doc_keeps_secrets_from_other_users():
+    deploy = (ROOT / "docs" / "deploy.md").read_text()
+    for line in ("groupadd --system tapkiosk",
+                 "install -d -o tapkiosk -g tapkiosk -m 2770 /var/lib/tapkiosk /var/backups/tapkiosk",
+                 "install -o root -g mosquitto -m 0640 /dev/null /etc/mosquitto/tapkiosk.passwd",
+                 "install -o root -g tapkiosk -m 0640 deploy/daemon.toml /etc/tapkiosk/daemon.toml"):
+        assert line in deploy, line
+    assert re.search(r"^usermod -aG tapkiosk ", deploy, re.M)
+    # The password file is made before mosquitto_passwd writes to it (it would create it 0644).
+    assert deploy.index("/dev/null /etc/mosquitto/tapkiosk.passwd") < deploy.index("mosquitto_passwd /etc")
+    # Every backup recipe runs with a umask that leaves others out.
+    assert re.search(r"^umask 007; sqlite3 .*\.backup", deploy, re.M)

@@ -1,10 +1,15 @@
 # Runs on CPython (pytest): engine.decide — exactly-once, reasons, gate/wash/kiosk rules.
+import sys
+import threading
 from datetime import datetime
 
 import pytest
 
 from host.ledger import book as ledger
+from host.admin import Admin
+from host.errors import InputError
 from host.ledger.rewards import points_multiplier
+from host.money import format_fen
 from host.rules.engine import Decision, Engine, Tap, clip_text
 from host.rules.policy import build_policy, load_policy
 from protocol import codes
@@ -251,9 +256,9 @@ def test_decide_many_isolates_a_failing_tap(site):
             raise ValueError("encoder broke")
         return b"ok"
 
-    out = engine.decide_many([Tap("K1", 1, UID, amount_fen=1000),
-                              Tap("K1", 2, UID, amount_fen=2000),
-                              Tap("K1", 1, UID, amount_fen=1000)], enc)
+    out = engine.decide_many([(Tap("K1", 1, UID, amount_fen=1000), enc),
+                              (Tap("K1", 2, UID, amount_fen=2000), enc),
+                              (Tap("K1", 1, UID, amount_fen=1000), enc)])
     assert out[0].reason == "internal" and out[0].pattern == codes.PAT_FAULT
     assert out[1].verdict == "grant" and out[1].balance_fen == 10000 - 1900
     assert out[2].replayed and out[2].reason == "internal"
@@ -280,11 +285,100 @@ def test_points_expire_at_month_bucket(site):
     assert ledger.verify(db) == []
 
 
-def test_current_tap_is_visible_to_the_encoder(site):
+def test_each_tap_is_encoded_by_its_own_encoder(site):
+    """The batch carries each tap's encoder with it; a repeat in the batch is replayed with
+    the first copy's bytes and its own encoder is never called."""
     db, admin, engine, clock, mid = site
     admin.topup(mid, 10000)
     seen = []
+
+    def enc(tag):
+        return lambda d: seen.append(tag) or tag + d.balance_fen.to_bytes(4, "big")
+
     taps = [Tap("K1", 1, UID, amount_fen=100), Tap("K1", 1, UID, amount_fen=100),
             Tap("K1", 2, UID, amount_fen=200)]
-    out = engine.decide_many(taps, lambda d: seen.append(engine.current_tap) or b"x")
-    assert seen == [taps[0], taps[2]] and out[1].replayed and engine.current_tap is None
+    out = engine.decide_many(zip(taps, (enc(b"A"), enc(b"B"), enc(b"C"))))
+    assert seen == [b"A", b"C"]
+    assert out[1].replayed and out[1].reply == out[0].reply == b"A" + (10000 - 95).to_bytes(4, "big")
+    assert out[2].reply == b"C" + (10000 - 95 - 190).to_bytes(4, "big")
+    assert not hasattr(engine, "current_tap")
+
+
+def test_threads_sharing_one_engine_are_serialised(site):
+    """Two threads deciding taps on one Engine (one connection): each transaction runs
+    alone, so none fails and the ledger agrees with every projection and every tap."""
+    db, admin, engine, clock, mid = site
+    admin.topup(mid, 100000)
+    before = bal(db, mid)
+    errors: list[BaseException] = []
+
+    def run(first_seq):
+        try:
+            for seq in range(first_seq, first_seq + 150):
+                engine.decide(Tap("K1", seq, UID, amount_fen=100))
+        except BaseException as e:  # noqa: BLE001 - reported by the assert below
+            errors.append(e)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)          # switch threads as often as possible
+    try:
+        threads = [threading.Thread(target=run, args=(k * 1000,)) for k in (1, 2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert errors == []
+    n, granted, charged = db.execute("SELECT count(*), sum(verdict = 'grant'), "
+                                     "sum(charged_fen) FROM taps").fetchone()
+    assert (n, granted) == (300, 300) and bal(db, mid) == before - charged
+    assert ledger.verify(db) == []
+
+
+def test_refused_tap_keeps_the_expiry_it_reports(site):
+    """A tap refused after the member's bonus expired reports the balance after expiry, and
+    the store keeps that write-off: reply, text and ledger agree."""
+    db, admin, engine, clock, mid = site
+    raw = load_policy().raw
+    pol = build_policy({**raw, "stored_value": {**raw["stored_value"], "bonus_expiry_days": 30}})
+    Admin(db, pol, clock).topup(mid, 20000)       # 200.00 + 20.00 bonus, expiring in 30 days
+    assert bal(db, mid) == 22000
+    principal = 20000
+    clock.set(2026, 5, 1, 12, 0)                  # the bonus lot has expired
+    d = Engine(db, pol, clock).decide(Tap("K1", 2, UID, amount_fen=500000))
+    assert (d.verdict, d.reason) == ("deny", "insufficient_balance")
+    assert d.balance_fen == principal and format_fen(principal) in d.text
+    assert ledger.balances(db.conn, mid)["bonus_fen"] == 0
+    assert db.execute("SELECT count(*) FROM ledger WHERE kind = 'expire'").fetchone()[0] == 1
+    assert ledger.verify(db) == []
+
+
+@pytest.mark.parametrize("field,value", [("amount_fen", 2**63), ("amount_fen", -2**63 - 1),
+                                         ("seq", 2**63), ("service", 2**64),
+                                         ("device_time", 2**70), ("amount_fen", 1.5),
+                                         ("amount_fen", True)])
+def test_tap_fields_beyond_64_bits_are_input_errors(site, field, value):
+    """Nothing a TAP frame can carry goes beyond 32 bits: such a tap comes from a library
+    caller, and is refused before anything is written."""
+    db, admin, engine, clock, mid = site
+    admin.topup(mid, 10000)
+    tap = Tap("K1", 1, UID, amount_fen=100)
+    bad = Tap(**{**tap.__dict__, field: value})
+    with pytest.raises(InputError, match=field):
+        engine.decide(bad)
+    with pytest.raises(InputError, match=field):
+        engine.decide_many([(tap, None), (bad, None)])
+    if field != "seq":
+        with pytest.raises(InputError, match=field):
+            engine.decide_local(bad)
+    assert db.execute("SELECT count(*) FROM taps").fetchone()[0] == 0
+    assert not db.conn.in_transaction and bal(db, mid) == 10000
+
+
+def test_wire_range_amount_beyond_the_policy_is_a_deny(site):
+    """The widest amount a TAP frame carries (u32) is decided: the device gets a DECISION."""
+    db, admin, engine, clock, mid = site
+    admin.topup(mid, 10000)
+    d = engine.decide(Tap("K1", 1, UID, amount_fen=0xFFFFFFFF))
+    assert (d.verdict, d.reason) == ("deny", "invalid_amount") and bal(db, mid) == 10000

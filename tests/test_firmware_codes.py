@@ -10,7 +10,7 @@ from conftest import ROOT
 from protocol import codes
 
 
-@pytest.mark.parametrize("name", ["app.py", "main.py"])
+@pytest.mark.parametrize("name", ["session.py", "uplink.py", "tappath.py", "main.py"])
 def test_firmware_code_consts_match_protocol_codes(name: str) -> None:
     src = (ROOT / "firmware" / name).read_text()
     found = re.findall(r"^_((?:ERR|EV|PAT)_[A-Z_]+|GRANT|VOIDED) = const\((\d+)\)", src, re.M)

@@ -20,12 +20,14 @@ from pathlib import Path
 
 import pytest
 
-import test_firmware_e2e as e2e
+import firmware_rig
 from conftest import micropython_path
+from firmware_rig import CARD, RELAY, taps, wait_pulse
+from protocol import codes
 from sim.pinlog import pulses, read_events
-from test_firmware_e2e import CARD, RELAY, rigs, taps, wait_pulse  # noqa: F401 (rigs: fixture)
 
-pytestmark = pytest.mark.skipif(micropython_path() is None, reason="needs the MicroPython unix port")
+pytestmark = [pytest.mark.micropython,
+              pytest.mark.skipif(micropython_path() is None, reason="needs the MicroPython unix port")]
 
 REFUSING_DAEMON = r"""
 import os, runpy, sys
@@ -48,7 +50,7 @@ runpy.run_module("host.daemon", run_name="__main__", alter_sys=True)
 
 
 def refusing_daemon(n: int):
-    class RefusingDaemon(e2e.Daemon):
+    class RefusingDaemon(firmware_rig.Daemon):
         def __init__(self, tmp: Path, db: Path, *link: str, **kw) -> None:
             super().__init__(tmp, db, *link, **kw)
             self.args = [sys.executable, "-c", REFUSING_DAEMON] + self.args[3:]  # drop -m host.daemon
@@ -65,7 +67,7 @@ def refusing_daemon(n: int):
 
 
 def test_refused_tap_is_resent_after_resync_and_applied_once(rigs, monkeypatch):
-    monkeypatch.setattr(e2e, "Daemon", refusing_daemon(1))
+    monkeypatch.setattr(firmware_rig, "Daemon", refusing_daemon(1))
     rig = rigs(kind="gate")
     rig.boot()
     mark = len(rig.board.output())
@@ -85,13 +87,13 @@ def test_refused_tap_is_resent_after_resync_and_applied_once(rigs, monkeypatch):
 
 
 def test_tap_refused_every_time_becomes_final_and_is_never_applied(rigs, monkeypatch):
-    monkeypatch.setattr(e2e, "Daemon", refusing_daemon(1000))
+    monkeypatch.setattr(firmware_rig, "Daemon", refusing_daemon(1000))
     rig = rigs(kind="gate")
     rig.boot()
     mark = len(rig.board.output())
     rig.tap(CARD)
     # Three resyncs, then the fourth refusal is final: the slot is cleared, nothing starts.
-    assert rig.board.wait_for("given up after host error replay", 15, mark), rig.console()
+    assert rig.board.wait_for("given up after host error %d" % codes.ERR_REPLAY, 15, mark), rig.console()
     out = rig.board.output()[mark:]
     assert sum("overtaken; resent after resync" in line for line in out) == 3, rig.console()
     assert rig.board.wait_for("DISPLAY: No answer", 5, mark), rig.console()

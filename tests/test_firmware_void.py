@@ -20,9 +20,13 @@ import pytest
 from conftest import ROOT, micropython_path, run_micropython
 
 from sim.pinlog import pulses, read_events
-from test_firmware_e2e import CARD, RELAY, cli, rigs, wait_pulse  # noqa: F401 (rigs: fixture)
+from firmware_rig import CARD, RELAY, send_to_host, wait_pulse
+from protocol import framing
+from protocol import packet as pk
+from protocol.mac import Mac
 
-pytestmark = pytest.mark.skipif(micropython_path() is None, reason="needs the MicroPython unix port")
+pytestmark = [pytest.mark.micropython,
+              pytest.mark.skipif(micropython_path() is None, reason="needs the MicroPython unix port")]
 
 
 def query(db: Path, sql: str, *args) -> list[tuple]:
@@ -80,6 +84,39 @@ def test_wash_answer_lost_is_voided_and_never_started(rigs):
     verify_ok(rig.db)
 
 
+def test_forged_frames_under_our_seqs_do_not_cancel_the_void(rigs):
+    # Issue #12 (1). The line is cut after the TAP (the host charged it, its answer was lost);
+    # the device gives up and its VOID is lost on the cut line too. Someone on the line sends
+    # the host frames with a bad MAC under the device's next seqs; the host answers each with
+    # an (authenticated) ERROR bad_mac naming that seq, which the device hears. The device
+    # must keep the VOID: once the line is whole again it goes out and reverses the charge.
+    rig = rigs(kind="wash", service=1)
+    rig.boot()
+    uses = "SELECT uses_left FROM passes"
+    mark = len(rig.board.output())
+    rig.cable.set_faults("ba", drop=1.0)              # the answer is lost
+    rig.tap(CARD)
+    tap_seq = wait_rows(rig.db, "SELECT seq FROM taps", 1)[0][0]
+    rig.cable.set_faults("ab", drop=1.0)              # and now everything the device sends
+    line = rig.board.wait_for("voided as", 15, mark)
+    assert line is not None, rig.console()
+    void_seq = int(line.rsplit(" ", 1)[1])
+    assert query(rig.db, uses) == [(9,)], rig.console()   # charged, not reversed yet
+    rig.cable.set_faults("ba")
+    forger = Mac(bytes(32))
+    for seq in range(tap_seq + 1, void_seq + 3):
+        send_to_host(rig.cable, framing.encode(
+            pk.encode(pk.PING, seq, rig.device_id, {"nonce": seq}, forger, pk.UP)))
+    assert rig.board.wait_for("host error 2 for seq %d" % void_seq, 10, mark), rig.console()
+    rig.cable.set_faults("ab")
+    assert rig.board.wait_for("voided by the host", 40, mark), rig.console()
+    voids = wait_rows(rig.db, "SELECT tap_seq, outcome FROM tap_voids", 1)
+    assert voids == [(tap_seq, "reversed")], rig.console()
+    assert query(rig.db, uses) == [(10,)]
+    assert pulses(read_events(rig.board.pins), RELAY, 1) == [], rig.console()
+    verify_ok(rig.db)
+
+
 def test_kiosk_charges_once_and_a_lost_tap_is_tombstoned(rigs):
     rig = rigs(kind="kiosk", amount=1200)
     rig.boot()
@@ -110,43 +147,12 @@ def test_kiosk_charges_once_and_a_lost_tap_is_tombstoned(rigs):
     verify_ok(rig.db)
 
 
-VOID_OUTBOX_SCRIPT = r"""
-import sys, struct
-from outbox import Outbox
-from protocol import packet as P
-from protocol.mac import Mac
-mac = Mac(bytes(range(32)))
-tw = P.TapWriter("wash-1", mac)
-def void(seq, tap_seq):
-    return P.encode(P.VOID, seq, "wash-1", {"tap_seq": tap_seq}, mac, P.UP)
-ob = Outbox("ob.bin", 4)
-if sys.argv[1] == "make":
-    for n in (1, 2, 3):
-        ob.add(0x10000 | n, tw.tap(0x10000 | n, b"\x04\xa1\xb2\xc3", 8, 0, 0, 1, 0, 0))
-    i = ob.find_tap(0x10001)
-    ob.replace_void(i, 0x10004, void(0x10004, 0x10001))
-    print("SLOT", i, "FLOOR", ob.oldest_seq() & 0xFFFF)
-else:
-    rows = []
-    for k in range(ob.n):
-        i = ob.order(k)
-        if ob.state[i] == 1:
-            same = bytes(ob.read(i)) == bytes(void(ob.seq[i], ob.ref[i]) if ob.void[i] else
-                tw.tap(ob.seq[i], b"\x04\xa1\xb2\xc3", 8, 0, 0, 1, 0, 0))
-            rows.append("%d/%d/%d%s" % (ob.seq[i] & 0xFFFF, ob.ref[i] & 0xFFFF, ob.void[i],
-                                        "" if same else "!"))
-    print("PENDING", " ".join(rows), "FLOOR", ob.oldest_seq() & 0xFFFF,
-          "TAP1", ob.find_tap(0x10001), "DONE", ob.done_slot(ob.find_tap(0x10001)),
-          "LEFT", ob.pending())
-"""
-
-
 def test_outbox_void_replaces_the_tap_in_its_slot_and_survives_a_reboot(tmp_path: Path) -> None:
-    (tmp_path / "ob_void.py").write_text(VOID_OUTBOX_SCRIPT)
-    r = run_micropython([str(tmp_path / "ob_void.py"), "make"], cwd=tmp_path)
+    program = str(ROOT / "tests" / "mpy" / "outbox_void_slot.py")
+    r = run_micropython([program, "make"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr.decode()
     assert "SLOT 0 FLOOR 2" in r.stdout.decode()   # the VOID's seq is newer than tap 2's
-    r = run_micropython([str(tmp_path / "ob_void.py"), "check"], cwd=tmp_path)
+    r = run_micropython([program, "check"], cwd=tmp_path)
     out = r.stdout.decode()
     assert r.returncode == 0, r.stderr.decode()
     # Ring order kept (the VOID sits where tap 1 was), ref read back from the VOID's body.

@@ -113,18 +113,45 @@ def test_image_reads_back_partition_table_app_and_filesystem(site, capsys):
 def test_image_again_keeps_key_and_rotate_changes_it(site, capsys):
     assert flash.main(image_argv(site)) == 0
     first = (site["tmp"] / "gate-01.bin").read_bytes()
-    assert flash.main(image_argv(site)) == 0
+    assert flash.main(image_argv(site, "gate-01", "--force")) == 0
     again = (site["tmp"] / "gate-01.bin").read_bytes()
     key_first = json.loads(read_all(mount(first[0x200000:]))["config.json"])["key"]
     key_again = json.loads(read_all(mount(again[0x200000:]))["config.json"])["key"]
     assert key_first == key_again
 
-    assert flash.main(image_argv(site, "gate-01", "--rotate-key")) == 0
+    assert flash.main(image_argv(site, "gate-01", "--rotate-key", "--force")) == 0
     rotated = (site["tmp"] / "gate-01.bin").read_bytes()
     key_rotated = json.loads(read_all(mount(rotated[0x200000:]))["config.json"])["key"]
     assert key_rotated != key_first
     assert device_key(open_db(str(site["db"])), "gate-01").hex() == key_rotated
     assert key_first not in capsys.readouterr().out
+
+
+def test_image_never_overwrites_a_file_without_force(site, capsys):
+    """issue #20 item 9: `image --out` silently replaced whatever file was there."""
+    target = site["tmp"] / "gate-01.bin"
+    target.write_bytes(b"someone else's image")
+    assert flash.main(image_argv(site)) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert target.read_bytes() == b"someone else's image"
+    with pytest.raises(Exception):
+        device_key(open_db(str(site["db"])), "gate-01")
+    assert flash.main(image_argv(site, "gate-01", "--force")) == 0
+    assert target.read_bytes() != b"someone else's image"
+
+
+def test_image_and_provision_need_db_even_in_a_dry_run(site, capsys):
+    """issue #20 item 9: `provision --dry-run` without --db printed "would register in None"."""
+    argv = [a for a in image_argv(site, "gate-09", "--dry-run")]
+    i = argv.index("--db")
+    del argv[i:i + 2]
+    assert flash.main(argv) == 2
+    assert "--db is required" in capsys.readouterr().err
+    prov = ["provision", "--port", "/dev/ttyUSB0", "--firmware", str(site["fw"]), "--device-id", "gate-09",
+            "--kind", "gate", "--link", "serial", "--app-root", str(site["app"]), "--dry-run"]
+    assert flash.main(prov) == 2
+    err = capsys.readouterr().err
+    assert "--db is required" in err and "None" not in err
 
 
 def test_image_dry_run_writes_nothing(site, capsys):

@@ -102,10 +102,12 @@ def test_app_only_copies_app_and_config_with_mpremote(site):
 def test_mqtt_device_config(site):
     board = RecordingBoard()
     argv = provision_argv(site, "--wifi-ssid", "shop-wifi", "--wifi-password", "hunter2hunter2",
-                          "--broker", "192.168.1.10:1884", "--reader", "pn532-i2c", link="mqtt", kind="wash",
-                          device_id="wash-3")
+                          "--broker", "192.168.1.10:1884", "--reader", "pn532-i2c", "--program", "1",
+                          "--mqtt-password", "wash-3-secret", link="mqtt", kind="wash", device_id="wash-3")
     assert run(argv, board) == 0
     config = board_config(board)
+    assert config["mqtt"]["user"] == "wash-3" and config["mqtt"]["password"] == "wash-3-secret"
+    assert config["service"] == 1
     assert config["wifi"] == {"ssid": "shop-wifi", "password": "hunter2hunter2"}
     assert config["mqtt"]["broker"] == "192.168.1.10" and config["mqtt"]["port"] == 1884
     assert config["reader"]["bus"] == "i2c" and config["reader"]["sda"] == 21
@@ -383,6 +385,7 @@ def test_image_leaves_the_binding_to_the_first_update(site, capsys):
     assert "copy_files" not in board_b.names() and db_mac(site) == MAC_A
     # A new image for a bound device would clone it: refused, unless --rebind (new key, unbound).
     key = db_key(site)
+    out_bin.unlink()
     assert run(image_argv) == 4
     assert "an image would make a second board" in capsys.readouterr().err
     assert db_key(site) == key and db_mac(site) == MAC_A
@@ -415,3 +418,31 @@ def test_failed_board_read_never_puts_the_file_in_the_error(stderr):
         EspBoard("socket://127.0.0.1:9", mpremote=fake).read_file("config.json")
     assert secret not in str(e.value)
     assert stderr in str(e.value)
+
+
+def test_provision_with_broker_acl_writes_the_acl_from_the_registered_devices(site, capsys):
+    """issue #12: `flash provision --broker-acl FILE` gives the new reader its broker topics."""
+    acl = site["tmp"] / "tapkiosk.acl"
+    register_device(open_db(str(site["db"])), "gate-01", "gate")
+    argv = provision_argv(site, "--wifi-ssid", "shop-wifi", "--wifi-password", "hunter2hunter2",
+                          "--broker", "192.168.1.10", "--program", "2", "--mqtt-password", "pw",
+                          "--broker-acl", str(acl), link="mqtt", kind="wash", device_id="wash-3")
+    assert run(argv, RecordingBoard()) == 0
+    text = acl.read_text()
+    assert "user wash-3\ntopic write tapkiosk/v1/wash-3/up" in text and "user gate-01\n" in text
+    assert "user tapkiosk-daemon\n" in text
+    assert oct(os.stat(acl).st_mode & 0o777) == "0o640"
+    assert f"broker ACL {acl}: 2 device(s)" in capsys.readouterr().out
+
+
+def test_broker_acl_module_main(site, capsys):
+    from host.site.broker_acl import main as broker_acl
+
+    register_device(open_db(str(site["db"])), "wash-3", "wash")
+    acl = site["tmp"] / "acl"
+    assert broker_acl(["--db", str(site["db"]), str(acl)]) == 0
+    assert "user wash-3" in acl.read_text() and "1 device(s)" in capsys.readouterr().out
+    assert broker_acl(["--db", str(site["tmp"] / "nope.db"), str(acl)]) == 2
+    assert broker_acl(["--db", str(site["db"]), str(site["tmp"] / "no-dir" / "acl")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "cannot write the broker ACL" in err

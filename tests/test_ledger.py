@@ -146,3 +146,29 @@ def test_verify_reports_lot_mismatch():
     problems = ledger.verify(db)
     assert any(p.startswith("lot 1") for p in problems)
     assert any("lots hold 1999" in p for p in problems)
+
+
+def _tap_row(db, tap_id, seq, charged_fen, member_id):
+    db.execute("INSERT INTO taps (id, ts, device_id, seq, uid, member_id, charged_fen, verdict,"
+               " reason, relay_ms, pattern, text, balance_fen, points, uses_left) "
+               "VALUES (?, 0, 'K1', ?, 'AA', ?, ?, 'grant', 'ok', 0, 0, '', 0, 0, -1)",
+               (tap_id, seq, member_id, charged_fen))
+
+
+def test_verify_compares_each_taps_charge_with_its_ledger_rows():
+    db, admin, clock, mid, _ = _site()
+    admin.topup(mid, 1000)
+    with transaction(db) as conn:
+        _tap_row(db, 1, 1, 300, mid)                               # says charged, no rows
+        _tap_row(db, 2, 2, 200, mid)
+        ledger.spend(conn, 0, mid, 250, "prorated", "spend", tap_id=2)   # rows say 250
+        _tap_row(db, 3, 3, 100, mid)
+        ledger.spend(conn, 0, mid, 100, "prorated", "spend", tap_id=3)   # consistent
+        ledger.credit(conn, 0, mid, "principal", 50, "topup")
+        ledger.debit(conn, 0, mid, "principal", 40, "spend", tap_id=9)   # no such tap
+    problems = ledger.verify(db)
+    assert "tap 1 (K1/1): charged_fen 300, ledger 0" in problems
+    assert "tap 2 (K1/2): charged_fen 200, ledger 250" in problems
+    assert "tap 9 (missing): charged_fen 0, ledger 40" in problems
+    assert not any(p.startswith("tap 3 ") for p in problems)
+    assert len([p for p in problems if p.startswith("tap ")]) == 3

@@ -25,7 +25,8 @@ from host.store.db import open_db
 from sim.isodep import IsoDepPicc
 from sim.magic import MagicCard
 from sim.ntag424 import Ntag424
-from test_daemon_support import CARD2, KEY_A, InProcessDaemon, ledger_ok, make_site, wait_for
+from conftest import wait_until
+from test_daemon_support import CARD2, KEY_A, InProcessDaemon, ledger_ok, make_site
 
 
 class CardEmulator:
@@ -149,7 +150,7 @@ def test_udp_card_read_and_decided(tmp_path: Path) -> None:
                              "--nfc-device", "pc-gate"])
         try:
             link = d.daemon.links[0]
-            wait_for(lambda: link.decided >= 1, 20, "card decided")
+            wait_until(lambda: link.decided >= 1, 20, what="card decided")
             assert d.metrics.value("tapkiosk_taps_total", verdict=link.last.verdict,
                                    reason=link.last.reason) == 1
         finally:
@@ -207,7 +208,7 @@ def test_secure_card_verified_and_clone_refused_on_the_nfc_link(tmp_path: Path) 
                          "--nfc-device", "pc-gate"])
     try:
         link = d.daemon.links[0]
-        wait_for(lambda: link.decided >= 3, 40, "genuine card and clones decided")
+        wait_until(lambda: link.decided >= 3, 40, what="genuine card and clones decided")
     finally:
         d.stop()
         cards.stop()

@@ -18,12 +18,14 @@ from sim.cards import IsoDepCard, UidCard
 from sim.pinlog import levels, read_events
 from sim.pn532 import PN532Emulator
 
-ROOT = Path(__file__).resolve().parent.parent
-MICROPYTHON = micropython_path()  # TAPKIOSK_MICROPYTHON, else the venv's unix port
+from conftest import ROOT, micropython_path  # noqa: E402
+
+MICROPYTHON = micropython_path()
 RST_PIN = 4
 CS_PIN = 5
 
-pytestmark = pytest.mark.skipif(MICROPYTHON is None, reason="needs a MicroPython unix port")
+pytestmark = [pytest.mark.micropython,
+              pytest.mark.skipif(MICROPYTHON is None, reason="needs the MicroPython unix port")]
 
 # The firmware side: prints one line per tap, fault and recovery.
 SCRIPT = """
@@ -74,7 +76,7 @@ class Firmware:
         full.update(env)
         full["MICROPYPATH"] = "sim/mpy:firmware:.:.frozen"
         full["TAPKIOSK_SIM_PINS"] = str(self.pins)
-        self.proc = subprocess.Popen([str(MICROPYTHON), str(script)], cwd=ROOT, env=full,
+        self.proc = subprocess.Popen([MICROPYTHON, str(script)], cwd=ROOT, env=full,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []

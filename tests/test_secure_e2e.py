@@ -3,7 +3,7 @@
 (MicroPython unix port) reads its SUN message and sends it in the TAP; the real daemon
 verifies it. Clones, skimmed and replayed messages and a plain card on a "sun" site are
 refused with their reasons. The rig (emulator, cable, board, daemon) is
-tests/test_firmware_e2e.py's."""
+tests/firmware_rig.py's (the `rigs` fixture)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from test_firmware_e2e import CARD, KEY, OTHER, rigs  # noqa: F401  (rigs is the fixture)
+from firmware_rig import CARD, KEY, OTHER
 
 from host.admin import Admin
 from host.secure.personalise import URL_TEMPLATE, ndef_template, ndef_url, read_ndef
@@ -27,6 +27,8 @@ from sim.cards import UidCard
 from sim.device import SerialTransport, SimDevice
 from sim.magic import MagicCard
 from sim.ntag424 import Ntag424
+
+pytestmark = pytest.mark.micropython
 
 SECURE = "04C0FFEE123456"
 

@@ -12,10 +12,12 @@ import pytest
 from sim.pinlog import levels, pulses, read_events
 from sim.pn532 import PN532Emulator
 
-ROOT = Path(__file__).resolve().parent.parent
-MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
+from conftest import ROOT, micropython_path  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not MICROPYTHON.exists(), reason="needs .venv/bin/micropython")
+MICROPYTHON = micropython_path()
+
+pytestmark = [pytest.mark.micropython,
+              pytest.mark.skipif(MICROPYTHON is None, reason="needs the MicroPython unix port")]
 
 
 def run_mpy(tmp_path: Path, code: str, env: dict[str, str] | None = None, timeout: float = 20):
@@ -25,7 +27,7 @@ def run_mpy(tmp_path: Path, code: str, env: dict[str, str] | None = None, timeou
     full["MICROPYPATH"] = "sim/mpy:firmware:.:.frozen"
     full["TAPKIOSK_SIM_PINS"] = str(tmp_path / "pins.log")
     full.update(env or {})
-    return subprocess.run([str(MICROPYTHON), str(script)], cwd=ROOT, env=full, capture_output=True,
+    return subprocess.run([MICROPYTHON, str(script)], cwd=ROOT, env=full, capture_output=True,
                           text=True, timeout=timeout)
 
 

@@ -6,8 +6,6 @@ path through the real PN532 driver and the emulator is tests/test_secure_e2e.py.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "firmware"))
 
 import sun  # noqa: E402  firmware/sun.py
 
-from conftest import ROOT, micropython_path  # noqa: E402
+from conftest import ROOT, micropython_path, run_micropython  # noqa: E402
 from host.secure.personalise import ndef_template  # noqa: E402
 from host.secure.sun import SunVerifier, site_card_keys  # noqa: E402
 from sim.cards import IsoDepCard  # noqa: E402
@@ -96,28 +94,15 @@ def test_a_tap_parameter_does_not_pass_for_p():
     assert field[1:17] == b"\x11" * 16
 
 
+@pytest.mark.micropython
 @pytest.mark.skipif(micropython_path() is None, reason="needs the MicroPython unix port")
 def test_read_sun_under_micropython(tmp_path):
     card = personalised()
     # The card's answers to that read, replayed to the MicroPython process as the chip's.
     field, chip = read(card)
     answers = [rsp for _apdu, rsp in card.apdu_log[-len(chip.apdus):]]
-    script = tmp_path / "t.py"
-    script.write_text(
-        "import asyncio, sun\n"
-        "A = %r\n"
-        "class Chip:\n"
-        "    def __init__(s): s.i = 0\n"
-        "    async def exchange(s, d, timeout_ms=500):\n"
-        "        s.i += 1\n"
-        "        return A[s.i - 1]\n"
-        "r = asyncio.run(sun.read_sun(Chip(), b'', 0x20, b''))\n"
-        "print(bytes(r).hex())\n" % (answers,))
-    env = dict(os.environ)
-    env["MICROPYPATH"] = ":".join([str(ROOT / "sim" / "mpy"), str(ROOT / "firmware"), str(ROOT),
-                                   ".frozen"])
-    out = subprocess.run([micropython_path(), str(script)], capture_output=True, text=True,
-                         env=env, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert bytes.fromhex(out.stdout.strip()) == field
+    out = run_micropython([str(ROOT / "tests" / "mpy" / "sun_replay.py"),
+                           ",".join(bytes(a).hex() for a in answers)], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr.decode()
+    assert bytes.fromhex(out.stdout.decode().strip()) == field
     assert SunVerifier().verify(UID, field, site_card_keys(MASTER, card.uid), 1).ok

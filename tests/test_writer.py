@@ -1,6 +1,7 @@
 # Runs on CPython (pytest): the daemon's single writer — batches, encoders, duplicates in a batch.
-"""The writer picks each tap's encoder from ``Engine.current_tap``; a (device, seq) twice in
-one batch is applied once and both callers get the same reply bytes."""
+"""The writer hands each tap to the engine with its own encoder (``decide_many`` of
+``(tap, encode_reply)`` pairs); a (device, seq) twice in one batch is applied once and both
+callers get the same reply bytes."""
 
 from __future__ import annotations
 

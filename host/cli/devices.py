@@ -11,6 +11,7 @@ from host.cli.context import Ctx, Handler
 from host.errors import InputError
 from host.secure import check as secure_policy
 from host.store.db import schema_version
+from host.site.broker_acl import write_acl
 from host.store.devices import KINDS, device_key, get_device, list_devices, register_device
 
 _LIST_COLUMNS = ("device_id", "kind", "name", "board_mac", "online", "last_seen", "last_seq",
@@ -27,7 +28,10 @@ def add_site_parsers(sub: Any, p: Parents) -> None:
 
 
 def add_parsers(sub: Any, p: Parents) -> None:
-    """``device add|list|key``."""
+    """``device add|list|key`` and ``broker-acl``."""
+    acl = sub.add_parser("broker-acl", help="write the mosquitto ACL file: each registered "
+                         "reader only its own topics", **p.read)
+    acl.add_argument("file")
     device = group(sub, "device", "devices")
     d = device.add_parser("add", **p.read)
     d.add_argument("device_id")
@@ -38,6 +42,8 @@ def add_parsers(sub: Any, p: Parents) -> None:
     d.add_argument("--duplicate-window", type=whole("duplicate window", 0, 3600))
     d.add_argument("--hours", help="opening hours HH:MM-HH:MM")
     d.add_argument("--key", help="64 hex digits (default: a fresh random key)")
+    d.add_argument("--broker-acl", metavar="FILE",
+                   help="rewrite this mosquitto ACL file with the new reader's topics")
     device.add_parser("list", **p.read)
     d = device.add_parser("key", help="print (or --rotate) the device's 32-byte key", **p.read)
     d.add_argument("device_id")
@@ -83,7 +89,19 @@ def device_add(ctx: Ctx, a: argparse.Namespace) -> None:
         except ValueError:
             raise InputError("--key must be 64 hex digits") from None
     register_device(ctx.db, a.device_id, a.kind, key=key, **_settings(a))
-    ctx.show(_device_view(get_device(ctx.db, a.device_id)))
+    view = _device_view(get_device(ctx.db, a.device_id))
+    if a.broker_acl:
+        view["broker_acl"] = _acl_line(a.broker_acl, write_acl(ctx.db, a.broker_acl))
+    ctx.show(view)
+
+
+def _acl_line(path: str, ids: list[str]) -> str:
+    return f"wrote {path}: {len(ids)} device(s); reload mosquitto (systemctl reload mosquitto)"
+
+
+def broker_acl(ctx: Ctx, a: argparse.Namespace) -> None:
+    ids = write_acl(ctx.db, a.file)
+    ctx.show({"file": a.file, "devices": ids} if ctx.as_json else _acl_line(a.file, ids))
 
 
 def device_list(ctx: Ctx, a: argparse.Namespace) -> None:
@@ -101,5 +119,5 @@ def device_key_cmd(ctx: Ctx, a: argparse.Namespace) -> None:
 
 COMMANDS: dict[str, Handler] = {
     "init": init, "site key": site_key, "device add": device_add, "device list": device_list,
-    "device key": device_key_cmd,
+    "device key": device_key_cmd, "broker-acl": broker_acl,
 }

@@ -296,7 +296,8 @@ def verify(db: sqlite_utils.Database) -> list[str]:
 
     Checks: each member's principal, bonus, points and qualifying; each lot's remaining
     (and that bonus/points equal the sum of their lots); each punch card's uses_left; that
-    no projection is negative. An empty list means the store is consistent.
+    no projection is negative; that each tap's ``charged_fen`` is what its ledger rows took.
+    An empty list means the store is consistent.
     """
     problems: list[str] = []
     sums: dict[tuple[int, str], int] = {}
@@ -334,4 +335,19 @@ def verify(db: sqlite_utils.Database) -> list[str]:
             problems.append(f"pass {pid}: uses_left {left}, ledger {want}")
         if kind != "punch" and want:
             problems.append(f"pass {pid} ({kind}) has use rows in the ledger")
+    problems += _verify_tap_charges(db)
     return problems
+
+
+def _verify_tap_charges(db: sqlite_utils.Database) -> list[str]:
+    """One line per tap whose ``taps.charged_fen`` differs from the stored value (principal
+    and bonus) its own ledger rows took, and per such ledger rows naming no stored tap."""
+    charged = ("SELECT tap_id, -sum(delta) AS fen FROM ledger WHERE tap_id IS NOT NULL AND "
+               "currency IN ('principal', 'bonus') AND reverses IS NULL GROUP BY tap_id")
+    rows = db.execute(
+        f"SELECT t.id, t.device_id, t.seq, t.charged_fen, coalesce(l.fen, 0) FROM taps t "
+        f"LEFT JOIN ({charged}) l ON l.tap_id = t.id WHERE t.charged_fen <> coalesce(l.fen, 0) "
+        f"UNION ALL SELECT l.tap_id, NULL, NULL, 0, l.fen FROM ({charged}) l "
+        f"WHERE l.tap_id NOT IN (SELECT id FROM taps) ORDER BY 1").fetchall()
+    return [f"tap {tid} ({'missing' if dev is None else f'{dev}/{seq}'}): charged_fen {have}, "
+            f"ledger {want}" for tid, dev, seq, have, want in rows]

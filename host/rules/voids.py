@@ -35,7 +35,9 @@ import dataclasses
 import sqlite3
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import sqlite_utils
 
@@ -49,6 +51,18 @@ VOID_TEXT = "Voided, not charged"
 
 _VOID_COLS = ("outcome", "member_id", "pattern", "text", "balance_fen", "points", "uses_left",
               "reply")
+
+
+class _TapRow(NamedTuple):
+    """The stored tap a VOID names."""
+
+    id: int
+    ts: int
+    member_id: int | None
+    kind: str | None
+    offline: int
+    verdict: str
+    pass_id: int | None
 
 
 class VoidRefused(Conflict):
@@ -75,29 +89,30 @@ def void_tap(engine_or_db: Engine | sqlite_utils.Database, device_id: str, tap_s
     the engine's clock, else the system clock). Raises ``VoidRefused`` for an offline-granted
     tap and ``InputError`` for a seq out of range; nothing is written then.
     """
+    txn: AbstractContextManager[sqlite3.Connection]
     if isinstance(engine_or_db, Engine):
-        db = engine_or_db.db
+        txn = engine_or_db.transaction()    # serialised with the engine's taps
         if now is None:
             now = int(engine_or_db.clock().timestamp())
     else:
-        db = engine_or_db
+        txn = transaction(engine_or_db)
     if now is None:
         now = int(time.time())
     if isinstance(tap_seq, bool) or not isinstance(tap_seq, int) or not 0 < tap_seq <= 0xFFFFFFFF:
         raise InputError(f"bad tap seq {tap_seq!r}: a device tap seq is 1..2^32-1")
     if void_seq is not None and void_seq <= tap_seq:
         raise InputError(f"VOID seq {void_seq} is not above the tap seq {tap_seq} it voids")
-    with transaction(db) as conn:
+    with txn as conn:
         row = conn.execute(f"SELECT {', '.join(_VOID_COLS)} FROM tap_voids WHERE device_id = ? "
                            "AND tap_seq = ?", (device_id, tap_seq)).fetchone()
         if row is not None:
             return _stored(dict(zip(_VOID_COLS, row)))
-        tap = conn.execute("SELECT id, ts, member_id, kind, offline, verdict, pass_id, direction "
-                           "FROM taps WHERE device_id = ? AND seq = ?",
-                           (device_id, tap_seq)).fetchone()
+        tap = conn.execute(f"SELECT {', '.join(_TapRow._fields)} FROM taps WHERE device_id = ? "
+                           "AND seq = ?", (device_id, tap_seq)).fetchone()
         if tap is None:
             return _tombstone(conn, device_id, tap_seq, void_seq, now, encode_reply)
-        return _reverse(conn, device_id, tap_seq, void_seq, now, tap, encode_reply)
+        return _reverse(conn, device_id, tap_seq, void_seq, now, _TapRow._make(tap),
+                        encode_reply)
 
 
 def _stored(row: dict) -> VoidDecision:
@@ -126,17 +141,17 @@ def _tombstone(conn: sqlite3.Connection, device_id: str, tap_seq: int, void_seq:
 
 
 def _reverse(conn: sqlite3.Connection, device_id: str, tap_seq: int, void_seq: int | None,
-             now: int, tap: tuple, encode_reply: Callable[[Decision], bytes] | None
+             now: int, tap: _TapRow, encode_reply: Callable[[Decision], bytes] | None
              ) -> VoidDecision:
-    tap_id, tap_ts, member_id, kind, offline, verdict, pass_id, _direction = tap
-    if offline:
+    member_id = tap.member_id
+    if tap.offline:
         raise VoidRefused(f"tap {device_id}/{tap_seq} was granted offline: the member went "
                           "through, it is not voided")
     kept: list[str] = []
     n = 0
     for entry_id, currency, delta in conn.execute(
             "SELECT id, currency, delta FROM ledger WHERE tap_id = ? AND reverses IS NULL "
-            "ORDER BY id", (tap_id,)).fetchall():
+            "ORDER BY id", (tap.id,)).fetchall():
         conn.execute("SAVEPOINT void_row")
         try:
             ledger.reverse(conn, now, entry_id, note=f"void of tap {device_id}/{tap_seq}")
@@ -148,24 +163,24 @@ def _reverse(conn: sqlite3.Connection, device_id: str, tap_seq: int, void_seq: i
         except Conflict:
             conn.execute("ROLLBACK TO void_row")   # reversed already by an operator
         conn.execute("RELEASE void_row")
-    if kind == "gate" and verdict == "grant" and member_id is not None:
+    if tap.kind == "gate" and tap.verdict == "grant" and member_id is not None:
         # The tap flipped the member in or out; undo that if nothing moved them since.
         conn.execute("UPDATE presence SET inside = 1 - inside WHERE member_id = ? AND "
-                     "device_id = ? AND ts = ?", (member_id, device_id, tap_ts))
+                     "device_id = ? AND ts = ?", (member_id, device_id, tap.ts))
     bal, pts, uses = 0, 0, -1
     if member_id is not None:
         r = conn.execute("SELECT principal_fen + bonus_fen, points FROM members WHERE id = ?",
                          (member_id,)).fetchone()
         if r is not None:
             bal, pts = r
-    if pass_id is not None:
-        r = conn.execute("SELECT uses_left FROM passes WHERE id = ?", (pass_id,)).fetchone()
+    if tap.pass_id is not None:
+        r = conn.execute("SELECT uses_left FROM passes WHERE id = ?", (tap.pass_id,)).fetchone()
         if r is not None and r[0] is not None:
             uses = r[0]
     text = VOID_TEXT if not kept else "Voided, points kept"
     d = _encode(VoidDecision("deny", "voided", 0, codes.PAT_DENY, clip_text(text), bal, pts,
                              uses, member_id, outcome="reversed"), encode_reply)
-    _record(conn, now, device_id, tap_seq, void_seq, tap_id, n, "; ".join(kept) or None, d)
+    _record(conn, now, device_id, tap_seq, void_seq, tap.id, n, "; ".join(kept) or None, d)
     return d
 
 

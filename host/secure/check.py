@@ -45,6 +45,11 @@ _TEXT = {
 _VERIFIER = SunVerifier()
 
 
+def card_ref(uid: str) -> str:
+    """A short, stable hash of a card UID for log lines (the UID itself is the credential)."""
+    return hashlib.sha256(str(uid).upper().encode()).hexdigest()[:10]
+
+
 def _conn(db_or_conn: Any) -> sqlite3.Connection:
     return getattr(db_or_conn, "conn", db_or_conn)
 
@@ -161,10 +166,12 @@ def check_tap(conn: sqlite3.Connection, policy: Any, tap: Any) -> SecureCheck:
     mode = getattr(policy, "security_mode", "uid")
     if not secure:
         if mode == "sun" and not tap.offline:
-            log.warning("secure_required: plain card %s on %s (site mode sun)", uid, tap.device_id)
+            log.warning("secure_required: plain card %s on %s (site mode sun)", card_ref(uid),
+                        tap.device_id)
             return SecureCheck("secure_required", "secure_required", _TEXT["secure_required"],
                                member_id, "plain card on a sun site")
-        log.info("insecure tap: plain card %s on %s accepted on its UID", uid, tap.device_id)
+        log.info("insecure tap: plain card %s on %s accepted on its UID", card_ref(uid),
+                 tap.device_id)
         return SecureCheck("ok", "insecure", member_id=member_id)
     try:
         _, master = site_key(conn, key_version)

@@ -8,13 +8,18 @@ Names:
 
 - ``tapkiosk_taps_total{verdict,reason}``: taps decided (retransmissions not counted again).
 - ``tapkiosk_frames_total{type}``: authenticated frames received, by message type.
-- ``tapkiosk_frames_rejected_total{cause}``: frames refused (malformed, bad_mac,
-  unknown_device, replay, topic_mismatch, line_mismatch, bad_crc, internal, void_refused).
+- ``tapkiosk_frames_rejected_total{cause,device}``: frames refused (malformed, bad_mac,
+  unknown_device, replay, topic_mismatch, line_mismatch, bad_frame, internal, void_refused);
+  ``device`` is a registered device's id or ``unknown`` (the label set stays bounded).
 - ``tapkiosk_retransmits_total``: retransmissions answered from the reply cache or store.
 - ``tapkiosk_voids_total{outcome}``: VOIDs answered (reversed, tombstone, repeat, refused).
-- ``tapkiosk_tap_latency_seconds``: frame received -> decision handed to the link.
+- ``tapkiosk_tap_latency_seconds``: frame received by the link (time queued in the link
+  included) -> decision handed to the link's send queue.
 - ``tapkiosk_writer_batch_size``: taps per writer transaction (group commit).
 - ``tapkiosk_devices_online``: devices currently online.
+- ``tapkiosk_link_up{link}``: 1 while a link's transport is open (port, broker, reader).
+- ``tapkiosk_link_dropped_total{link}``: frames a link could not send (its send queue full
+  or the write failed); the device resends.
 """
 
 from __future__ import annotations
@@ -37,8 +42,8 @@ class Metrics:
         self.taps = Counter("tapkiosk_taps", "Taps decided", ["verdict", "reason"], registry=r)
         self.frames = Counter("tapkiosk_frames", "Authenticated frames received", ["type"],
                               registry=r)
-        self.rejected = Counter("tapkiosk_frames_rejected", "Frames refused", ["cause"],
-                                registry=r)
+        self.rejected = Counter("tapkiosk_frames_rejected", "Frames refused",
+                                ["cause", "device"], registry=r)
         self.retransmits = Counter("tapkiosk_retransmits", "Retransmissions answered again",
                                    registry=r)
         self.voids = Counter("tapkiosk_voids", "VOIDs answered (taps the device gave up on)",
@@ -49,6 +54,10 @@ class Metrics:
         self.batch = Histogram("tapkiosk_writer_batch_size", "Taps per writer transaction",
                                buckets=_BATCH_BUCKETS, registry=r)
         self.online = Gauge("tapkiosk_devices_online", "Devices online", registry=r)
+        self.link_up = Gauge("tapkiosk_link_up", "Link transport open (1) or not (0)", ["link"],
+                             registry=r)
+        self.link_dropped = Counter("tapkiosk_link_dropped", "Frames a link could not send",
+                                    ["link"], registry=r)
         self._server: Any = None
         self._lock = threading.Lock()
 
@@ -68,6 +77,12 @@ class Metrics:
                 self._server = None
 
     def value(self, name: str, **labels: str) -> float:
-        """Current value of one sample (0.0 when it was never set), for tests and the demo."""
-        v = self.registry.get_sample_value(name, labels)
-        return 0.0 if v is None else v
+        """Sum of the samples called ``name`` whose labels include ``labels`` (0.0 when there
+        is none), for tests and the demo."""
+        total = 0.0
+        for metric in self.registry.collect():
+            for sample in metric.samples:
+                if sample.name == name and all(sample.labels.get(k) == v
+                                               for k, v in labels.items()):
+                    total += sample.value
+        return total

@@ -11,10 +11,9 @@ by one, so only the tap that cannot be decided gets the error.
 
 The reply bytes of each tap are built inside the transaction by the caller's encoder
 ``encoder(tap, decision) -> bytes`` and stored with the tap, so a retransmission after a
-restart gets the very same bytes.
-
-The engine names the tap it is encoding in ``Engine.current_tap`` while ``encode_reply`` runs;
-the writer uses it to pick the caller's encoder. A (device, seq) that appears twice in one
+restart gets the very same bytes. The writer hands each tap to the engine together with its
+own encoder (``decide_many([(tap, encode_reply), ...])``): the tap flows one way, the engine
+never calls back to ask which tap it is encoding. A (device, seq) that appears twice in one
 batch is applied once: the second copy comes back replayed with the same reply bytes.
 
 The daemon's own tables (``device_events``, ``device_config``) are created by the store's
@@ -34,6 +33,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from functools import partial
 from typing import Any, TypeVar
 
 import sqlite_utils
@@ -294,23 +294,9 @@ class Writer:
             job.future.set_exception(e)
 
     def _do_taps(self, batch: list[_TapJob]) -> None:
-        taps = [j.tap for j in batch]
-        # The first job of each (device, seq) encodes its reply; a second copy in the batch
-        # is replayed by the engine from the row the first one wrote (same bytes).
-        first: dict[tuple[str, int], _TapJob] = {}
-        for j in batch:
-            first.setdefault((j.tap.device_id, j.tap.seq), j)
-        engine = self.engine
-
-        def encode(decision: Decision) -> bytes:
-            tap = engine.current_tap
-            if tap is None:
-                raise HostError("engine.current_tap is not set while encoding a reply")
-            job = first[(tap.device_id, tap.seq)]
-            return job.encoder(job.tap, decision)
-
         try:
-            decisions = self.engine.decide_many(taps, encode)
+            decisions = self.engine.decide_many([(j.tap, partial(j.encoder, j.tap))
+                                                 for j in batch])
         except Exception as e:  # noqa: BLE001 - every waiter learns the batch failed
             log.error("writer: batch of %d taps failed: %s: %s", len(batch), type(e).__name__, e)
             if len(batch) > 1:

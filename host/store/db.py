@@ -278,10 +278,23 @@ CREATE TABLE api_tokens (
     revoked_at INTEGER
 );
 """),
+    # Frames the daemon refused, per device and cause, and the device's last error, so a
+    # report can show why a reader is not working (written by host/store/site_state.py).
+    (8, "devices: refusal counts by cause and the last error", """
+CREATE TABLE device_refusals (
+    device_id TEXT NOT NULL REFERENCES devices(device_id),
+    cause TEXT NOT NULL,
+    count INTEGER NOT NULL DEFAULT 0 CHECK (count >= 0),
+    last_at INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (device_id, cause)
+);
+ALTER TABLE devices ADD COLUMN last_error TEXT;
+ALTER TABLE devices ADD COLUMN last_error_at INTEGER;
+"""),
     # Staff accounts of the web console (host/store/staff.py) and the append-only audit log
     # of every staff and CLI write (host/store/audit.py), written in the same transaction as
     # the change it records; triggers refuse any UPDATE or DELETE of a log row.
-    (8, "staff accounts and the append-only audit log", """
+    (9, "staff accounts and the append-only audit log", """
 CREATE TABLE staff (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 32),
@@ -335,6 +348,11 @@ def open_db(path: str | os.PathLike | None) -> sqlite_utils.Database:
         parent = os.path.dirname(os.path.abspath(p))
         try:
             os.makedirs(parent, exist_ok=True)
+            # A new database holds the device keys and the site key: owner and group (the
+            # site's operators, docs/deploy.md) read and write, others nothing (0660 before
+            # the umask). SQLite gives site.db-wal and site.db-shm the database file's mode.
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o660))
             conn = sqlite3.connect(p, isolation_level=None, check_same_thread=False,
                                    timeout=BUSY_TIMEOUT_MS / 1000)
         except (OSError, sqlite3.Error) as e:

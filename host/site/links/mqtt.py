@@ -7,6 +7,12 @@ persistent session (``clean_session=False``), QoS 1 both ways, subscribed to
 on a queue, and one worker thread hands it to the service with the topic's device id, which
 must equal the id inside the packet. Replies go to ``tapkiosk/v1/<id>/down``. paho reconnects
 with backoff; TCP_NODELAY is set on every (re)connection in ``on_connect``.
+
+Each message is stamped with ``time.perf_counter()`` when paho hands it over, so the tap
+latency metric includes the time it waited in the queue. The connection's state changes
+(connected, refused, cannot connect, lost) are logged at WARNING with the cause, once per
+change, and exported as ``tapkiosk_link_up{link}``. paho's ``publish`` only queues, so
+replies never wait on the broker's socket here.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ import logging
 import queue
 import socket
 import ssl
+import sys
 import threading
+import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -71,11 +79,15 @@ class MqttLink:
         c.max_queued_messages_set(0)
         c.reconnect_delay_set(min_delay=1, max_delay=8)
         c.on_connect = self._on_connect
+        c.on_connect_fail = self._on_connect_fail
         c.on_subscribe = self._on_subscribe
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         self.client = c
         self._worker = threading.Thread(target=self._work, name="mqtt worker", daemon=True)
+        self._up = service.metrics.link_up.labels(self.name)
+        self._up.set(0)
+        self._down_cause: str | None = None
 
     def start(self) -> "MqttLink":
         """Connect in the background (the broker may be down; paho keeps retrying)."""
@@ -89,6 +101,7 @@ class MqttLink:
         self._stop.set()
         self._q.put(None)
         self._worker.join(timeout)
+        self._up.set(0)
         try:
             self.client.disconnect()
         finally:
@@ -98,12 +111,25 @@ class MqttLink:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
                     props: Any = None) -> None:
         if rc.is_failure:
-            log.error("mqtt %s: connection refused: %s", self.name, rc)
+            self._down(f"connection refused by the broker: {rc}")
             return
         set_nodelay(client)
         _rc, self._sub_mid = client.subscribe([(PREFIX + "+/up", 1), (PREFIX + "+/status", 1)])
-        log.info("mqtt %s: connected (session present: %s)", self.name,
-                 getattr(flags, "session_present", "?"))
+        log.log(logging.WARNING if self._down_cause else logging.INFO,
+                "mqtt %s: connected (session present: %s)", self.name,
+                getattr(flags, "session_present", "?"))
+        self._down_cause = None
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        # paho calls this inside its ``except OSError``: the error is the one being handled.
+        err = sys.exc_info()[1]
+        self._down(f"cannot connect: {err if err is not None else 'connection failed'}")
+
+    def _down(self, cause: str) -> None:
+        self._up.set(0)
+        if cause != self._down_cause and not self._stop.is_set():
+            self._down_cause = cause
+            log.warning("mqtt %s: link down: %s", self.name, cause)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any,
                       props: Any = None) -> None:
@@ -111,15 +137,15 @@ class MqttLink:
         # before the SUBACK would find no subscriber: "connected" means subscribed.
         if mid == self._sub_mid:
             self.connected.set()
+            self._up.set(1)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
                        props: Any = None) -> None:
         self.connected.clear()
-        if not self._stop.is_set():
-            log.warning("mqtt %s: disconnected (%s); reconnecting", self.name, rc)
+        self._down(f"disconnected ({rc}); reconnecting")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self._q.put((msg.topic, msg.payload))
+        self._q.put((msg.topic, msg.payload, time.perf_counter()))
 
     # ------------------------------------------------------------- worker
     def send_to(self, device_id: str, packet: bytes) -> None:
@@ -131,17 +157,17 @@ class MqttLink:
             item = self._q.get()
             if item is None:
                 return
-            topic, payload = item
+            topic, payload, received = item
             try:
-                self._dispatch(topic, payload)
+                self._dispatch(topic, payload, received)
             except Exception:  # noqa: BLE001 - one bad message must not stop the link
                 log.exception("mqtt %s: handling %s failed", self.name, topic)
 
-    def _dispatch(self, topic: str, payload: bytes) -> None:
+    def _dispatch(self, topic: str, payload: bytes, received: float) -> None:
         dev = topic_device(topic, "up")
         if dev is not None:
             self.service.handle(bytes(payload), lambda b, d=dev: self.send_to(d, b),
-                                link=self.name, expect=dev)
+                                link=self.name, expect=dev, received=received)
             return
         dev = topic_device(topic, "status")
         if dev is not None:

@@ -4,8 +4,8 @@
 A PC kiosk without an ESP32: nfcpy's ``ContactlessFrontend`` on ``usb``, ``usb:BUS:DEV``,
 ``tty:PORT`` or ``udp:HOST:PORT`` (nfcpy's simulator). Every card sensed becomes an engine
 ``Tap`` for the registered device ``device_id`` with a host-side seq
-(``boot << 16 | counter``, the boot persisted in ``devices.last_seq`` at start, so seqs never
-repeat across restarts). The same card held on the reader is one tap: a UID seen again within
+(``protocol.seq``: ``boot << 16 | counter``, the boot persisted in ``devices.last_seq`` at
+start and when the counter runs out, so seqs never repeat across restarts). The same card held on the reader is one tap: a UID seen again within
 ``debounce_s`` is ignored. The decision is logged (and kept in ``last``); there is no frame and
 no MAC on this path, the reader is inside the host.
 
@@ -26,7 +26,9 @@ from host.rules.engine import Decision, Tap
 from host.errors import HostError
 from host.secure.enroll import read_sun_field
 from host.site.service import Service
-from host.store.devices import touch_device
+from host.secure.check import card_ref
+from host.store import site_state as store
+from protocol import seq as seqs
 
 log = logging.getLogger("tapkiosk.nfc")
 
@@ -51,6 +53,9 @@ class NfcLink:
         self._ctr = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"nfc {path}", daemon=True)
+        self._up = service.metrics.link_up.labels(self.name)
+        self._up.set(0)
+        self._down_cause: str | None = None
 
     def start(self) -> "NfcLink":
         """Check the device is registered, take a new seq boot, start reading."""
@@ -59,16 +64,7 @@ class NfcLink:
             raise HostError(f"nfc_device {self.device_id!r} is not registered "
                             "(tapkiosk device add ...)")
         dev = self.device_id
-
-        def new_boot(db: Any) -> int:
-            row = db.execute("SELECT max(last_seq, coalesce((SELECT max(seq) FROM taps WHERE "
-                             "device_id = ?), 0)) FROM devices WHERE device_id = ?",
-                             (dev, dev)).fetchone()
-            boot = ((row[0] >> 16) + 1) & 0xFFFF
-            touch_device(db, dev, last_seq=boot << 16)
-            return boot
-
-        self._boot = self.service.writer.call(new_boot).result(30)
+        self._boot = self.service.writer.call(lambda db: store.new_up_boot(db, dev)).result(30)
         self._thread.start()
         return self
 
@@ -79,11 +75,11 @@ class NfcLink:
 
     def _next_seq(self) -> int:
         self._ctr += 1
-        if self._ctr > 0xFFFF:
-            self._boot, self._ctr = (self._boot + 1) & 0xFFFF, 1
+        if self._ctr > seqs.CTR_MAX:
+            self._boot, self._ctr = seqs.next_boot(self._boot), 1
             boot, dev = self._boot, self.device_id
-            self.service.writer.call(lambda db: touch_device(db, dev, last_seq=boot << 16))
-        return (self._boot << 16) | self._ctr
+            self.service.writer.call(lambda db: store.save_up_boot(db, dev, boot))
+        return seqs.make(self._boot, self._ctr)
 
     def _run(self) -> None:
         import nfc
@@ -92,10 +88,13 @@ class NfcLink:
             try:
                 clf = nfc.ContactlessFrontend(self.path)
             except (OSError, IOError) as e:
-                log.warning("nfc %s: cannot open: %s", self.path, e)
+                self._down(f"cannot open: {e}")
                 self._stop.wait(_RETRY_S)
                 continue
-            log.info("nfc %s: open, acting as %s", self.path, self.device_id)
+            log.log(logging.WARNING if self._down_cause else logging.INFO,
+                    "nfc %s: open, acting as %s", self.path, self.device_id)
+            self._down_cause = None
+            self._up.set(1)
             self.opened.set()
             try:
                 while not self._stop.is_set():
@@ -103,11 +102,19 @@ class NfcLink:
                                       "beep-on-connect": False},
                                 terminate=self._stop.is_set)
             except Exception as e:  # noqa: BLE001 - a reader fault: reopen it
-                log.warning("nfc %s: reader fault: %s", self.path, e)
+                self._down(f"reader fault: {e}")
                 self._stop.wait(_RETRY_S)
             finally:
+                self._up.set(0)
                 self.opened.clear()
                 clf.close()
+
+    def _down(self, cause: str) -> None:
+        """Log a state change to down (once per cause, at WARNING)."""
+        self._up.set(0)
+        if cause != self._down_cause:
+            self._down_cause = cause
+            log.warning("nfc %s: link down: %s", self.path, cause)
 
     def _secure_field(self, tag: Any, uid: str) -> bytes:
         """The TAP secure field of an ISO-DEP card (``b""`` for other cards, for an ISO-DEP
@@ -122,7 +129,7 @@ class NfcLink:
             return read_sun_field(lambda apdu: bytes(tag.transceive(bytes(apdu))))
         except (nfc.clf.CommunicationError, nfc.tag.TagCommandError, OSError) as e:
             log.warning("nfc %s: card %s: SUN read failed (%s): deciding on the UID alone",
-                        self.path, uid, e)
+                        self.path, card_ref(uid), e)
             return b""
 
     def _on_tag(self, tag: Any) -> bool:
@@ -140,5 +147,5 @@ class NfcLink:
             self.last = self.service.submit_local_tap(tap, link=self.name)
             self.decided += 1
         except Exception as e:  # noqa: BLE001 - logged; the member taps again
-            log.error("nfc %s: tap %s not decided: %s", self.path, uid, e)
+            log.error("nfc %s: tap of card %s not decided: %s", self.path, card_ref(uid), e)
         return False

@@ -7,6 +7,13 @@ One thread per port opens it with pyserial's ``serial_for_url`` (so a tty path, 
 device: the id of the first authenticated frame binds the line, and frames naming another
 device are refused. When the port goes away the link marks the device offline and reopens
 the port with a capped backoff until the daemon stops.
+
+Replies go through a :class:`host.site.replies.SendQueue` of this link's own: a peer that
+stops reading blocks only this line (each write waits at most ``_WRITE_TIMEOUT_S``), never the
+daemon's reply thread or another device. The link's state changes (open, cannot open, lost)
+are logged at WARNING with the cause, once per change, and exported as
+``tapkiosk_link_up{link}``; damaged frames are counted per frame and logged at most once per
+``_GARBAGE_LOG_S`` per line.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from typing import Any
 
 import serial
 
+from host.site.ratelog import RateLimitedLog
+from host.site.replies import SendQueue
 from host.site.service import Service
 from protocol import framing
 
@@ -28,6 +37,7 @@ _READ_TIMEOUT_S = 0.05
 _WRITE_TIMEOUT_S = 2.0
 _BACKOFF_MIN_S = 0.05
 _BACKOFF_MAX_S = 2.0
+_GARBAGE_LOG_S = 10.0
 
 
 def _nodelay(port: Any) -> None:
@@ -52,6 +62,11 @@ class SerialLink:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"serial {url}", daemon=True)
         self.name = f"serial:{url}"
+        self.out = SendQueue(self.name, self.write, service.metrics)
+        self._up = service.metrics.link_up.labels(self.name)
+        self._up.set(0)
+        self._garbage_log = RateLimitedLog(log, _GARBAGE_LOG_S)
+        self._down_cause: str | None = None
 
     def start(self) -> "SerialLink":
         """Start the link thread; returns self."""
@@ -68,9 +83,14 @@ class SerialLink:
             except Exception:  # noqa: BLE001 - not every port type can cancel
                 pass
         self._thread.join(timeout)
+        self.out.close(timeout)
 
     def send(self, packet: bytes) -> None:
-        """Write one packet as a COBS frame (raises OSError when the port is gone)."""
+        """Queue one packet for this line (never blocks; dropped when the queue is full)."""
+        self.out.put(packet)
+
+    def write(self, packet: bytes) -> None:
+        """Write one packet as a COBS frame now (raises OSError when the port is gone)."""
         frame = framing.encode(packet)
         with self._wlock:
             port = self._port
@@ -90,22 +110,26 @@ class SerialLink:
             try:
                 port = self._open()
             except (serial.SerialException, OSError, ValueError) as e:
-                log.debug("serial %s: cannot open: %s", self.url, e)
+                self._down(f"cannot open: {e}")
                 self._stop.wait(backoff)
                 backoff = min(_BACKOFF_MAX_S, backoff * 2)
                 continue
             with self._wlock:
                 self._port = port
             self.parser = framing.FrameParser()
-            log.info("serial %s: open", self.url)
+            log.log(logging.WARNING if self._down_cause else logging.INFO, "serial %s: open",
+                    self.url)
+            self._down_cause = None
+            self._up.set(1)
             self.opened.set()
             backoff = _BACKOFF_MIN_S
             try:
                 self._serve(port)
             except (serial.SerialException, OSError) as e:
                 if not self._stop.is_set():
-                    log.warning("serial %s: lost: %s", self.url, e)
+                    self._down(f"lost: {e}")
             finally:
+                self._up.set(0)
                 with self._wlock:
                     self._port = None
                 try:
@@ -116,8 +140,14 @@ class SerialLink:
                 self.service.link_down(self.device_id)
             self._stop.wait(backoff)
 
+    def _down(self, cause: str) -> None:
+        """Log a state change to down (once per cause, at WARNING)."""
+        if cause != self._down_cause:
+            self._down_cause = cause
+            log.warning("serial %s: link down: %s", self.url, cause)
+        self._up.set(0)
+
     def _serve(self, port: Any) -> None:
-        dropped = 0
         while not self._stop.is_set():
             n = port.in_waiting
             data = port.read(n if n > 0 else 1)
@@ -125,14 +155,22 @@ class SerialLink:
                 if getattr(port, "_socket", None) is not None and not port.is_open:
                     raise OSError("port closed")
                 continue
-            for pkt in self.parser.feed(data):
-                dev = self.service.handle(pkt, self.send, link=self.name, expect=self.device_id)
-                if dev is not None and self.device_id is None:
-                    self.device_id = dev
-                    log.info("serial %s: serves device %s", self.url, dev)
-            if self.parser.dropped != dropped:
-                for _ in range(self.parser.dropped - dropped):
-                    self.service.metrics.rejected.labels("bad_frame").inc()
-                log.warning("serial %s: dropped %d damaged frame(s): %s", self.url,
-                            self.parser.dropped - dropped, self.parser.last_error)
-                dropped = self.parser.dropped
+            self.feed(data)
+
+    def feed(self, data: bytes) -> None:
+        """Hand the whole packets in ``data`` to the service; count and log damaged frames."""
+        received = time.perf_counter()
+        dropped = self.parser.dropped
+        for pkt in self.parser.feed(data):
+            dev = self.service.handle(pkt, self.send, link=self.name, expect=self.device_id,
+                                      received=received)
+            if dev is not None and self.device_id is None:
+                self.device_id = dev
+                log.info("serial %s: serves device %s", self.url, dev)
+        damaged = self.parser.dropped - dropped
+        if damaged:
+            self.service.metrics.rejected.labels(
+                "bad_frame", self.device_id or "unknown").inc(damaged)
+            self._garbage_log("garbage", logging.WARNING,
+                              "serial %s: dropped %d damaged frame(s): %s", self.url, damaged,
+                              self.parser.last_error)

@@ -1,0 +1,127 @@
+# Runs on the ESP32 (and the unix port in tests): one card presentation — online TAP and its answer, give-up (VOID), offline mode.
+#
+# Online: the TAP goes to the outbox (it keeps its seq until the host answers), the member
+# waits up to decision_ms for the DECISION, and the feedback shows it. No answer in time: nothing
+# starts and the outbox slot is rewritten as a VOID for that tap_seq (protocol/README.md,
+# "Giving up on a tap"), which goes out like a TAP until the host answers "voided".
+# Offline: a gate grants from its allow-list once the host has been unreachable for
+# offline_after_s (the TAP is queued, flagged offline); wash and kiosk never spend offline.
+# Buffers for TAP and VOID packets are allocated once (protocol.packet TapWriter, VoidWriter).
+import asyncio
+
+from protocol import packet as P
+from protocol.compat import const
+
+_GRANT = const(1)
+_PAT_DENY = const(2)
+_PAT_FAULT = const(5)
+_PAT_GRANT = const(1)
+_PAT_OFFLINE_DENY = const(4)
+_PAT_OFFLINE_GRANT = const(3)
+_EV_OUTBOX_FULL = const(5)
+
+
+class TapPath:
+    def __init__(self, app, feedback):
+        self.app = app
+        self.cfg = app.cfg
+        self.fb = feedback
+        self.tw = P.TapWriter(app.cfg.device_id, app.mac)
+        self.vw = P.VoidWriter(app.cfg.device_id, app.mac)
+        self.live_seq = 0          # the tap a member is standing at, waiting for its answer
+        self.live = None
+        self._ev = asyncio.Event()
+        self.taps = 0
+        self.voids = 0             # taps given up on (VOID written)
+
+    def answer(self, seq, f):
+        # The DECISION for a settled TAP slot: True if a member is waiting for it.
+        if not seq or seq != self.live_seq:
+            return False
+        self.live = f
+        self._ev.set()
+        return True
+
+    async def tap(self, uid, sak, secure=b""):
+        # Called once per card presentation (the reader debounces). Returns the pattern shown.
+        self.taps += 1
+        session = self.app.session
+        if session.reachable():
+            return await self._online(uid, sak, secure)
+        cfg = self.cfg
+        params = self.app.params
+        allow = self.app.allow
+        if cfg.kind == "gate" and allow is not None \
+                and session.offline_ms() >= params["offline_after_s"] * 1000:
+            if uid in allow:
+                seq = self.app.next_seq()
+                frame = self.tw.tap(seq, uid, sak, P.FLAG_OFFLINE, cfg.direction, cfg.service, 0,
+                                    session.device_time(), secure)
+                self._store(seq, frame)
+                self.fb.show(_PAT_OFFLINE_GRANT, params["relay_ms"], "Welcome (offline)")
+                return _PAT_OFFLINE_GRANT
+            self.fb.show(_PAT_OFFLINE_DENY, 0, "Offline - not on the list")
+            return _PAT_OFFLINE_DENY
+        # Wash and kiosk never spend stored value offline; a gate waits offline_after_s first.
+        self.fb.show(_PAT_OFFLINE_DENY, 0, "Offline - please try later")
+        return _PAT_OFFLINE_DENY
+
+    async def _online(self, uid, sak, secure):
+        app = self.app
+        cfg = self.cfg
+        seq = app.next_seq()
+        frame = self.tw.tap(seq, uid, sak, 0, cfg.direction, cfg.service, cfg.amount,
+                            app.session.device_time(), secure)
+        self._store(seq, frame)
+        self.live = None
+        self._ev.clear()
+        self.live_seq = seq
+        app.uplink.kick.set()
+        try:
+            await asyncio.wait_for_ms(self._ev.wait(), cfg.decision_ms)
+        except asyncio.TimeoutError:
+            pass
+        d = self.live
+        self.live_seq = 0
+        self.live = None
+        if d is None:
+            return await self._no_answer(seq)
+        relay = 0
+        if d["verdict"] == _GRANT and cfg.kind != "kiosk":
+            relay = d["relay_ms"] or app.params["relay_ms"]
+        pat = d["pattern"] or (_PAT_GRANT if d["verdict"] == _GRANT else _PAT_DENY)
+        self.fb.show(pat, relay, d["text"])
+        return pat
+
+    async def _no_answer(self, seq):
+        # Nothing starts; the TAP becomes a VOID so the host never charges it. The VOID goes out
+        # now, before the PING below takes a higher seq.
+        app = self.app
+        i = self.give_up(seq)
+        self.fb.show(_PAT_FAULT, 0, "No answer - please tap again")
+        if i >= 0 and app.session.reachable():
+            await app.uplink.send_slot(i)
+        app.uplink.kick.set()
+        if app.session.reachable():
+            await app.session.ping()
+        return _PAT_FAULT
+
+    def give_up(self, tap_seq):
+        # Synchronous (no await): a DECISION cannot slip in between the check and the rewrite.
+        ob = self.app.outbox
+        i = ob.find_tap(tap_seq)
+        if i < 0 or ob.is_void(i):
+            return -1
+        vseq = self.app.next_seq()
+        ob.replace_void(i, vseq, self.vw.void(vseq, tap_seq))
+        self.voids += 1
+        print("tapkiosk:", "no answer for tap", tap_seq, "- voided as", vseq)
+        self.app.uplink.kick.set()
+        return i
+
+    def _store(self, seq, frame):
+        ob = self.app.outbox
+        lost = ob.add(seq, frame)
+        if lost:
+            print("tapkiosk:", "outbox full: dropped tap", lost)
+            self.app.event(_EV_OUTBOX_FULL, ob.dropped, "dropped seq %d" % lost)

@@ -1,0 +1,130 @@
+# Runs on CPython (host): what a rule sees of one tap (TapContext) and what it answers (Outcome, Denied).
+"""The values passed between the engine and its rule modules.
+
+The engine builds one :class:`TapContext` per tap (the tap, the device's kind and settings,
+the member, the site time) and hands it to the rule of the device's kind
+(``host.rules.gate``, ``wash``, ``kiosk``), which returns an :class:`Outcome` or raises
+:class:`Denied` (nothing of the tap is written then).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from host.ledger.book import Pending
+from host.rules.policy import Policy
+from host.store.devices import parse_hours
+from protocol import codes
+
+#: Most characters of a member's name shown on a device.
+NAME_CHARS = 10
+
+
+class Denied(Exception):
+    """A rule refuses the tap: ``reason`` (``protocol.codes.REASONS``) and the text shown."""
+
+    def __init__(self, reason: str, text: str, member_id: int | None = None,
+                 kind: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.text = text
+        self.member_id = member_id
+        self.kind = kind
+
+
+@dataclass
+class Outcome:
+    """The result of a rule, before it becomes a Decision and a ``taps`` row."""
+
+    verdict: str
+    reason: str
+    text: str
+    member_id: int | None = None
+    kind: str | None = None
+    charged_fen: int = 0
+    points_earned: int = 0
+    pass_id: int | None = None
+    uses_left: int = -1
+    relay_ms: int = 0
+    pattern: int = codes.PAT_DENY
+    balance_fen: int | None = None
+    points: int | None = None
+
+
+class CardRow(NamedTuple):
+    """A card and its member, as the engine reads them for a tap."""
+
+    status: str
+    expires_at: int | None
+    member_id: int
+    name: str | None
+    member_status: str
+    tier: str
+    birthday: str | None
+    tier_manual: int
+    principal_fen: int
+    bonus_fen: int
+    points: int
+    qualifying: int
+
+
+CARD_SQL = ("SELECT c.status, c.expires_at, m.id, m.name, m.status, m.tier, m.birthday, "
+            "m.tier_manual, m.principal_fen, m.bonus_fen, m.points, m.qualifying "
+            "FROM cards c JOIN members m ON m.id = c.member_id WHERE c.uid = ?")
+
+
+@dataclass(slots=True)
+class Member:
+    """The member a tap is decided for; ``pending`` holds their projection changes."""
+
+    id: int
+    name: str
+    tier: str
+    birthday: str | None
+    manual: bool
+    pending: Pending
+
+    @classmethod
+    def from_card(cls, card: CardRow) -> "Member":
+        return cls(card.member_id, (card.name or f"#{card.member_id}")[:NAME_CHARS], card.tier,
+                   card.birthday, bool(card.tier_manual),
+                   Pending(card.member_id, card.principal_fen, card.bonus_fen, card.points,
+                           card.qualifying))
+
+    def balance_fen(self) -> int:
+        """Stored value (principal + bonus) including pending changes."""
+        return self.pending.have("principal") + self.pending.have("bonus")
+
+
+@dataclass(slots=True)
+class TapContext:
+    """Everything a rule needs to decide one tap, inside the engine's transaction."""
+
+    conn: sqlite3.Connection
+    policy: Policy
+    tap: Any              # host.rules.engine.Tap
+    kind: str
+    settings: dict[str, Any]
+    member: Member
+    now: datetime
+    ts: int
+    tap_id: int
+
+    def deny(self, reason: str, text: str) -> Denied:
+        """A Denied for this tap's member and device kind (to ``raise``)."""
+        return Denied(reason, text, self.member.id, self.kind)
+
+    def open_now(self) -> bool:
+        """Whether ``now`` is within the device's opening hours."""
+        start, end = parse_hours(self.settings.get("hours", "00:00-24:00"))
+        minute = self.now.hour * 60 + self.now.minute
+        if start < end:
+            return start <= minute < end
+        return minute >= start or minute < end
+
+    def closed(self) -> Denied:
+        """The deny for a tap outside opening hours."""
+        return self.deny("closed", f"Closed, hours {self.settings.get('hours')}")

@@ -1,0 +1,256 @@
+# Runs on CPython (host): the daemon's TAP and VOID handlers — gate, writer, DECISION, log.
+"""TAP and VOID frames.
+
+Both pass the one :class:`host.site.inflight.InflightGate`, go to the single writer (a TAP
+through ``submit_tap`` with its DECISION encoder, group-committed; a VOID through
+``host.rules.voids.void_tap``), and are answered from the reply thread once the writer
+committed. A frame the replay window refuses may still be one the store applied before a
+restart: then the stored reply is sent again, and nothing is applied twice.
+
+The tap latency metric runs from the moment the link received the frame (``received``,
+``time.perf_counter()``), so time queued in the link counts. Log lines name the card by a
+short hash (``host.secure.check.card_ref``), never by its UID, which is the credential.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from host.rules.engine import Decision, Tap, clip_text
+from host.rules.voids import VoidRefused, stored_void_reply, void_tap
+from host.secure.check import card_ref
+from host.site import inflight as gate_
+from host.site.inflight import InflightGate
+from host.site.metrics import Metrics
+from host.site.refusals import Refusals
+from host.site.registry import DeviceState, Registry
+from host.site.replies import ReplyThread
+from host.site.writer import Writer, WriterClosed
+from host.store import site_state as store
+from protocol import codes
+from protocol import packet as pk
+
+log = logging.getLogger("tapkiosk.service")
+
+Send = Callable[[bytes], None]
+
+_DIRECTIONS = {pk.DIR_NONE: None, pk.DIR_IN: "in", pk.DIR_OUT: "out"}
+
+
+def decision_fields(tap_seq: int, d: Decision) -> dict[str, Any]:
+    """DECISION body fields for an engine Decision, clamped to the wire's ranges."""
+    def clamp(v: int, lo: int, hi: int) -> int:
+        return max(lo, min(hi, int(v)))
+
+    return {
+        "tap_seq": tap_seq, "verdict": codes.GRANT if d.verdict == "grant" else codes.DENY,
+        "reason": codes.reason_code(d.reason), "relay_ms": clamp(d.relay_ms, 0, 60000),
+        "pattern": clamp(d.pattern, 0, 255),
+        "balance": clamp(d.balance_fen, -0x80000000, 0x7FFFFFFF),
+        "points": clamp(d.points, -0x80000000, 0x7FFFFFFF),
+        "uses": clamp(d.uses_left, -1, 0x7FFF), "text": clip_text(d.text or ""),
+    }
+
+
+class Taps:
+    """Handles TAP and VOID frames; see the module doc."""
+
+    def __init__(self, writer: Writer, registry: Registry, gate: InflightGate,
+                 replies: ReplyThread, refusals: Refusals, metrics: Metrics,
+                 reader: store.Reader) -> None:
+        self.writer = writer
+        self.registry = registry
+        self.gate = gate
+        self.replies = replies
+        self.refusals = refusals
+        self.metrics = metrics
+        self.reader = reader
+
+    def encoder(self, st: DeviceState) -> Callable[[Tap, Decision], bytes]:
+        """The DECISION encoder of the device's taps (run by the writer in the transaction)."""
+        return lambda tap, d: self.registry.encode(st, pk.DECISION, decision_fields(tap.seq, d))
+
+    def _enter(self, st: DeviceState, p: pk.Packet, send: Send, link: str
+               ) -> gate_.Entry | None:
+        """Pass the gate; None when the frame is answered or refused already."""
+        e = self.gate.enter(st, p, send)
+        if e.verdict in (gate_.JOINED, gate_.CACHED):
+            self.metrics.retransmits.inc()
+            if e.cached:
+                send(e.cached)
+            return None
+        if e.verdict == gate_.REUSED:
+            self.refusals.refuse("replay", st, p, send, link, f"seq {p.seq} reused while "
+                                 "deciding", codes.ERR_REPLAY)
+            return None
+        if e.verdict == gate_.CLOSED:
+            self.refusals.refuse("internal", st, p, send, link, "host is shutting down",
+                                 codes.ERR_INTERNAL)
+            return None
+        return e
+
+    def _resend_stored(self, st: DeviceState, p: pk.Packet, send: Send, reply: bytes) -> None:
+        with st.lock:
+            st.window.accept(p.seq, p.raw, reply)
+        self.metrics.retransmits.inc()
+        send(reply)
+
+    def _answer(self, st: DeviceState, p: pk.Packet, reply: bytes,
+                then: Callable[[], None]) -> None:
+        """The frame is decided: answer every copy received, run ``then`` (count and log),
+        then leave the gate."""
+        try:
+            for s in self.gate.finish(st, p, reply):
+                try:
+                    s(reply)
+                except Exception as e:  # noqa: BLE001 - it is stored; the device resends
+                    log.warning("device=%s cannot send DECISION: %s", st.device_id, e)
+            then()
+        finally:
+            self.gate.done()
+
+    def _failed(self, st: DeviceState, p: pk.Packet, link: str, cause: str, why: str,
+                code: int) -> None:
+        """The frame was not decided: refuse every copy received, then leave the gate."""
+        try:
+            for s in self.gate.fail(st, p):
+                self.refusals.refuse(cause, st, p, s, link, why, code)
+        finally:
+            self.gate.done()
+
+    # ----------------------------------------------------------------- TAP
+    def tap(self, st: DeviceState, p: pk.Packet, send: Send, link: str, t0: float) -> None:
+        """A TAP frame: decide it once, answer every copy received."""
+        e = self._enter(st, p, send, link)
+        if e is None:
+            return
+        if e.verdict == gate_.REFUSED:
+            self._old_tap(st, p, send, link, str(e.error))
+            return
+        f = p.fields
+        tap = Tap(device_id=st.device_id, seq=p.seq, uid=f["uid"].hex().upper(), sak=f["sak"],
+                  service=f["service"], amount_fen=f["amount"],
+                  direction=_DIRECTIONS.get(f["direction"]), offline=bool(f["flags"] & 1),
+                  device_time=f["device_time"], secure=f["secure"])
+        try:
+            fut = self.writer.submit_tap(tap, self.encoder(st))
+        except WriterClosed as err:
+            self._failed(st, p, link, "internal", f"not decided: {type(err).__name__}",
+                         codes.ERR_INTERNAL)
+            return
+        fut.add_done_callback(lambda fu: self.replies.put(
+            lambda: self._tap_done(st, p, tap, fu, link, t0, e.late)))
+
+    def _old_tap(self, st: DeviceState, p: pk.Packet, send: Send, link: str, why: str) -> None:
+        """A TAP the window refuses: if the store already applied this very tap (the RAM cache
+        was lost in a restart), answer with the stored reply; otherwise refuse it."""
+        f = p.fields
+        try:
+            row = self.reader.run(lambda db: store.stored_tap(db, st.device_id, p.seq))
+        except Exception as err:  # noqa: BLE001 - refuse rather than guess
+            row = None
+            log.error("device=%s seq=%d stored-tap lookup failed: %s", st.device_id, p.seq, err)
+        if (row is not None and row[0] == f["uid"].hex().upper() and row[1] == f["amount"]
+                and row[2] == f["service"] and row[3]):
+            log.info("tap device=%s seq=%d already applied: stored reply sent again",
+                     st.device_id, p.seq)
+            self._resend_stored(st, p, send, bytes(row[3]))
+            return
+        self.refusals.refuse("replay", st, p, send, link, why, codes.ERR_REPLAY)
+
+    def _tap_done(self, st: DeviceState, p: pk.Packet, tap: Tap, fut: Future, link: str,
+                  t0: float, late: bool) -> None:
+        err = fut.exception()
+        if err is not None:
+            self._failed(st, p, link, "internal", f"not decided: {type(err).__name__}",
+                         codes.ERR_INTERNAL)
+            return
+        d: Decision = fut.result()
+        reply = d.reply or self.encoder(st)(tap, d)   # a tap stored before replies were
+        self._answer(st, p, reply, lambda: self._count_and_log(st, tap, d, link, t0, late))
+
+    def _count_and_log(self, st: DeviceState, tap: Tap, d: Decision, link: str, t0: float,
+                       late: bool = False) -> None:
+        ms = (time.perf_counter() - t0) * 1000.0
+        if d.replayed:
+            self.metrics.retransmits.inc()
+        else:
+            self.metrics.taps.labels(d.verdict, d.reason).inc()
+            self.metrics.latency.observe(ms / 1000.0)
+        log.info("tap device=%s seq=%d card=%s verdict=%s reason=%s latency_ms=%.2f link=%s%s%s",
+                 st.device_id, tap.seq, card_ref(tap.uid), d.verdict, d.reason, ms, link or "-",
+                 " late=1" if late else "", " replayed=1" if d.replayed else "")
+
+    def local_tap(self, st: DeviceState, tap: Tap, link: str) -> Decision:
+        """Decide a tap made on the host itself (a USB reader): no frame, no MAC. Blocks."""
+        t0 = time.perf_counter()
+        d = self.writer.submit_tap(tap, self.encoder(st)).result(30)
+        self._count_and_log(st, tap, d, link, t0)
+        return d
+
+    # ----------------------------------------------------------------- VOID
+    def void(self, st: DeviceState, p: pk.Packet, send: Send, link: str, t0: float) -> None:
+        """A VOID: the device gave up on tap ``tap_seq`` and started nothing. Settled on the
+        writer by ``void_tap`` (reversed or tombstoned); answered with a DECISION for
+        ``tap_seq``, reason ``voided``; a tap granted offline is not voided (ERROR
+        ``unsupported``)."""
+        tap_seq = p.fields["tap_seq"]
+        if not 0 < tap_seq < p.seq:
+            self.refusals.refuse("malformed", st, p, send, link,
+                                 f"VOID of tap {tap_seq} sent as seq {p.seq}",
+                                 codes.ERR_MALFORMED)
+            return
+        e = self._enter(st, p, send, link)
+        if e is None:
+            return
+        dev = st.device_id
+        if e.verdict == gate_.REFUSED:
+            try:
+                reply = self.reader.run(lambda db: stored_void_reply(db, dev, p.seq, tap_seq))
+            except Exception as err:  # noqa: BLE001 - refuse rather than guess
+                reply = None
+                log.error("device=%s VOID seq=%d stored-reply lookup failed: %s", dev, p.seq, err)
+            if reply is None:
+                self.refusals.refuse("replay", st, p, send, link, str(e.error), codes.ERR_REPLAY)
+            else:
+                self._resend_stored(st, p, send, reply)
+            return
+        engine = self.writer.engine
+
+        def encode(d: Decision) -> bytes:
+            return self.registry.encode(st, pk.DECISION, decision_fields(tap_seq, d))
+
+        try:
+            fut = self.writer.call(lambda db: void_tap(engine, dev, tap_seq, encode,
+                                                       void_seq=p.seq))
+        except WriterClosed as err:
+            self._failed(st, p, link, "internal", f"not decided: {type(err).__name__}",
+                         codes.ERR_INTERNAL)
+            return
+        fut.add_done_callback(lambda fu: self.replies.put(
+            lambda: self._void_done(st, p, tap_seq, fu, link, t0, e.late)))
+
+    def _void_done(self, st: DeviceState, p: pk.Packet, tap_seq: int, fut: Future, link: str,
+                   t0: float, late: bool) -> None:
+        err = fut.exception()
+        if err is not None:
+            if isinstance(err, VoidRefused):
+                self.metrics.voids.labels("refused").inc()
+                self._failed(st, p, link, "void_refused", str(err), codes.ERR_UNSUPPORTED)
+            else:
+                self._failed(st, p, link, "internal", str(err), codes.ERR_INTERNAL)
+            return
+        d = fut.result()
+        outcome = "repeat" if d.replayed else d.outcome
+
+        def count_and_log() -> None:
+            self.metrics.voids.labels(outcome).inc()
+            log.info("void device=%s seq=%d tap_seq=%d outcome=%s balance=%d latency_ms=%.2f "
+                     "link=%s%s", st.device_id, p.seq, tap_seq, outcome, d.balance_fen,
+                     (time.perf_counter() - t0) * 1000.0, link or "-", " late=1" if late else "")
+
+        self._answer(st, p, d.reply, count_and_log)

@@ -1,0 +1,227 @@
+# Runs on CPython (pytest): the daemon's frame handling without a transport — refusals,
+# per-link send queues, unknown ids, latency, damaged frames, link state, metrics port, logs.
+"""Daemon service behaviour pinned by issues #12 and #20 (each test failed before its fix)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import free_port, wait_until
+from test_daemon_support import CARD, KEY_A, KEY_B, InProcessDaemon, make_site
+
+from host.rules.policy import load_policy
+from host.site.links.serial import SerialLink
+from host.site.metrics import Metrics
+from host.site.service import Service
+from host.secure.check import card_ref
+from host.site.writer import Writer
+from host.store import site_state
+from host.store.db import open_db
+from protocol import framing
+from protocol import packet as pk
+from protocol.mac import Mac
+
+
+def _tap(dev: str, key: bytes, seq: int, uid: str = CARD) -> bytes:
+    return pk.encode(pk.TAP, seq, dev,
+                     {"uid": bytes.fromhex(uid), "sak": 0x20, "flags": 0, "direction": 0,
+                      "service": 0, "amount": 100, "device_time": 0, "secure": b""},
+                     Mac(key), pk.UP)
+
+
+@pytest.fixture
+def svc(tmp_path: Path):
+    path = tmp_path / "site.db"
+    make_site(path)
+    w = Writer(str(path)).start()
+    s = Service(w, Metrics(), load_policy())
+    yield s
+    s.close()
+    w.stop()
+
+
+def test_forged_mac_gets_no_answer_and_is_counted_for_the_device(svc: Service) -> None:
+    """A frame claiming kiosk-1's pending seq, MAC'd with another key: an ERROR bad_mac
+    naming that seq would make kiosk-1 drop the tap from its outbox. No answer at all."""
+    sent: list[bytes] = []
+    seq = (3 << 16) | 1
+    assert svc.handle(_tap("kiosk-1", KEY_B, seq), sent.append, link="test") is None
+    assert svc.handle(_tap("kiosk-1", KEY_B, seq + 1), sent.append, link="test") is None
+    assert sent == []
+    m = svc.metrics
+    assert m.value("tapkiosk_frames_rejected_total", cause="bad_mac", device="kiosk-1") == 2
+    assert m.value("tapkiosk_devices_online") == 0     # refused frames do not make it online
+    svc.flush(wait=True)
+    db = open_db(svc.writer.db_path)
+    try:
+        assert site_state.refusals(db, "kiosk-1") == {"bad_mac": 2}
+        err = db.execute("SELECT last_error FROM devices WHERE device_id = 'kiosk-1'"
+                         ).fetchone()[0]
+        assert err.startswith("bad_mac: ")
+    finally:
+        db.conn.close()
+
+
+def test_refused_unknown_device_is_labelled_unknown(svc: Service) -> None:
+    assert svc.handle(_tap("ghost", KEY_A, 1 << 16 | 1), lambda b: None) is None
+    assert svc.metrics.value("tapkiosk_frames_rejected_total", cause="unknown_device",
+                             device="unknown") == 1
+
+
+class _Port:
+    """A serial port whose writes block until ``release`` is set (a peer not reading)."""
+
+    def __init__(self, block: bool) -> None:
+        self.release = threading.Event()
+        self.block = block
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        if self.block:
+            self.release.wait(30)
+        self.written.append(bytes(data))
+        return len(data)
+
+
+def test_a_stuck_serial_peer_does_not_delay_another_devices_decision(svc: Service) -> None:
+    stuck, fine = _Port(block=True), _Port(block=False)
+    a, b = SerialLink("loop://a", svc), SerialLink("loop://b", svc)
+    a._port, b._port = stuck, fine     # not started: the ports are given, not opened
+    try:
+        assert svc.handle(_tap("kiosk-1", KEY_A, 1 << 16 | 1), a.send, link=a.name) == "kiosk-1"
+        assert svc.handle(_tap("kiosk-2", KEY_B, 1 << 16 | 1), b.send, link=b.name) == "kiosk-2"
+        wait_until(lambda: fine.written, what="kiosk-2's DECISION while kiosk-1's line is stuck")
+        [pkt] = framing.FrameParser().feed(fine.written[0])
+        assert pk.decode(pkt, Mac(KEY_B), pk.DOWN).type == pk.DECISION
+        assert stuck.written == []
+    finally:
+        stuck.release.set()
+        a.out.close()
+        b.out.close()
+    assert len(stuck.written) == 1
+
+
+def test_a_full_send_queue_drops_only_that_links_frames(svc: Service) -> None:
+    stuck = _Port(block=True)
+    a = SerialLink("loop://a", svc)
+    a._port = stuck
+    try:
+        for _ in range(200):
+            a.send(b"\x01\x02")
+        assert svc.metrics.value("tapkiosk_link_dropped_total", link=a.name) > 0
+    finally:
+        stuck.release.set()
+        a.out.close()
+
+
+def test_unknown_id_flood_is_bounded_and_never_waits_on_the_writer(svc: Service) -> None:
+    """The writer is busy (here: gone): unknown ids are still answered as unknown, from the
+    read-only connection, and at most UNKNOWN_MAX of them are remembered."""
+    from host.site.registry import UNKNOWN_MAX
+
+    svc.writer.stop()
+    for i in range(UNKNOWN_MAX + 500):
+        svc.handle(_tap(f"ghost-{i}", KEY_A, 1 << 16 | 1), lambda b: None, link="mqtt:x")
+    m = svc.metrics
+    assert m.value("tapkiosk_frames_rejected_total", cause="unknown_device") == UNKNOWN_MAX + 500
+    assert m.value("tapkiosk_frames_rejected_total", cause="internal") == 0
+    assert svc.registry.unknown_count() <= UNKNOWN_MAX
+
+
+def test_latency_metric_counts_time_queued_in_the_link(svc: Service) -> None:
+    received = time.perf_counter() - 5.0     # the frame waited 5 s in the link's queue
+    svc.handle(_tap("kiosk-1", KEY_A, 1 << 16 | 1), lambda b: None, link="t", received=received)
+    assert svc.drain(10.0)
+    assert svc.metrics.value("tapkiosk_tap_latency_seconds_sum") >= 5.0
+
+
+def test_tap_log_names_the_card_by_a_hash_not_its_uid(svc: Service,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="tapkiosk"):
+        svc.handle(_tap("kiosk-1", KEY_A, 1 << 16 | 1), lambda b: None, link="t")
+        assert svc.drain(10.0)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("tap ")]
+    assert len(lines) == 1 and f"card={card_ref(CARD)}" in lines[0]
+    assert CARD not in caplog.text and CARD.lower() not in caplog.text
+
+
+def test_garbage_on_a_line_is_counted_per_frame_and_logged_once(
+        svc: Service, caplog: pytest.LogCaptureFixture) -> None:
+    link = SerialLink("loop://g", svc)
+    try:
+        with caplog.at_level(logging.WARNING, logger="tapkiosk"):
+            for _ in range(100):
+                link.feed(b"\x07garbage\xff\x00")
+        warnings = [r for r in caplog.records if "damaged" in r.getMessage()]
+        assert len(warnings) == 1
+        assert svc.metrics.value("tapkiosk_frames_rejected_total", cause="bad_frame") == 100
+    finally:
+        link.out.close()
+
+
+def test_missing_serial_port_is_a_warning_and_link_down(tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "site.db"
+    make_site(path)
+    missing = str(tmp_path / "no-such-tty")
+    with caplog.at_level(logging.WARNING, logger="tapkiosk"):
+        d = InProcessDaemon(["--db", str(path), "--serial", missing])
+        try:
+            wait_until(lambda: "cannot open" in caplog.text, what="the missing port logged")
+            assert d.metrics.value("tapkiosk_link_up", link=f"serial:{missing}") == 0
+        finally:
+            d.stop()
+    lines = [r for r in caplog.records if "link down" in r.getMessage()]
+    assert lines and all(r.levelno == logging.WARNING for r in lines)
+    assert len(lines) == 1      # once per state change, not once per retry
+
+
+def test_serial_link_up_metric(tmp_path: Path) -> None:
+    path = tmp_path / "site.db"
+    make_site(path)
+    d = InProcessDaemon(["--db", str(path), "--serial", "loop://"])
+    try:
+        wait_until(lambda: d.metrics.value("tapkiosk_link_up", link="serial:loop://") == 1,
+                   what="link up")
+    finally:
+        d.stop()
+
+
+def test_refused_broker_connection_is_a_warning(tmp_path: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "site.db"
+    make_site(path)
+    port = free_port()
+    with caplog.at_level(logging.WARNING, logger="tapkiosk"):
+        d = InProcessDaemon(["--db", str(path), "--mqtt", f"127.0.0.1:{port}"])
+        try:
+            wait_until(lambda: "cannot connect" in caplog.text, what="refused broker logged")
+            assert d.metrics.value("tapkiosk_link_up", link=f"mqtt:127.0.0.1:{port}") == 0
+        finally:
+            d.stop()
+
+
+def test_metrics_port_in_use_is_exit_2_naming_the_port(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from host.daemon import main
+
+    path = tmp_path / "site.db"
+    make_site(path)
+    root = logging.getLogger("tapkiosk")
+    saved = (root.handlers[:], root.propagate, root.level)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        try:
+            rc = main(["--db", str(path), "--serial", "loop://", "--metrics-port", str(port)])
+        finally:    # main() set up logging to this test's captured stderr
+            root.handlers[:], root.propagate, root.level = saved
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and str(port) in err[0]
