@@ -111,7 +111,8 @@ def seed(db_path: Path) -> dict[str, bytes]:
         keys = {dev: register_device(db, dev, kind, name=f"demo {kind}") for dev, kind in DEVICES}
         admin = Admin(db, load_policy())
         for uid, name, tier, _what in MEMBERS:
-            mid = admin.add_member(name, tier=None if tier == "silver" else tier)["member_id"]
+            mid = admin.add_member(name, tier=None if tier == "silver" else tier,
+                                   consent_terms="demo")["member_id"]
             admin.enroll_card(mid, uid)
             if uid == ANN:
                 admin.sell_pass(mid, "gym_month")

@@ -34,7 +34,7 @@ def test_sigkill_mid_stream_loses_no_decided_tap(tmp_path):
     db = open_db(path)
     register_device(db, "K1", "kiosk")
     admin = Admin(db)
-    mid = admin.add_member("Crash")["member_id"]
+    mid = admin.add_member("Crash", consent_terms="t1")["member_id"]
     admin.enroll_card(mid, UID)
     admin.topup(mid, 1_000_000)
     db.conn.close()

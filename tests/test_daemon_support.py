@@ -36,10 +36,10 @@ def make_site(path: Path, devices: dict[str, tuple[str, bytes]] | None = None) -
     for dev, (kind, key) in devices.items():
         register_device(db, dev, kind, key=key)
     admin = Admin(db)
-    m1 = admin.add_member("Ada")["member_id"]
+    m1 = admin.add_member("Ada", consent_terms="t1")["member_id"]
     admin.enroll_card(m1, CARD)
     admin.topup(m1, 10000)
-    m2 = admin.add_member("Bob")["member_id"]
+    m2 = admin.add_member("Bob", consent_terms="t1")["member_id"]
     admin.enroll_card(m2, CARD2)
     admin.topup(m2, 10000)
     admin.sell_pass(m2, "gym_month")

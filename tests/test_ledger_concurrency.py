@@ -34,7 +34,7 @@ def _site(tmp_path, balance_fen):
     admin = Admin(db)
     for dev in ("K1", "K2"):
         register_device(db, dev, "kiosk")
-    mid = admin.add_member("Race")["member_id"]
+    mid = admin.add_member("Race", consent_terms="t1")["member_id"]
     admin.enroll_card(mid, UID)
     admin.topup(mid, balance_fen)
     return path, db, mid

@@ -60,10 +60,10 @@ def test_sim_run_serves_the_daemon_and_taps_from_stdin_and_sim_tap(tmp_path, cap
     db = tmp_path / "site.db"
     _cli(db, "init")
     _cli(db, "device", "add", "gate-1", "gate")
-    _cli(db, "member", "add", "--name", "Ann")
+    _cli(db, "member", "add", "--consent-terms", "t1", "--name", "Ann")
     _cli(db, "card", "enroll", "1", ANN)
     _cli(db, "pass", "sell", "1", "gym_month")
-    _cli(db, "member", "add", "--name", "Bob")
+    _cli(db, "member", "add", "--consent-terms", "t1", "--name", "Bob")
     _cli(db, "card", "enroll", "2", BOB)
     capsys.readouterr()
     port = free_port()
