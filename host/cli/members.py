@@ -11,8 +11,9 @@ from host.store.uid import canonical_uid
 from host.cli import privacy
 from host.cli.args import Parents, date_arg, group, member_arg, whole
 from host.cli.context import Ctx, Handler
-from host.errors import InputError
-from host.store import views
+from host.errors import InputError, NotFound
+from host.privacy.mask import mask_phone, normalise_phone
+from host.store import lookup, views
 
 
 def add_parsers(sub: Any, p: Parents) -> None:
@@ -30,6 +31,7 @@ def add_parsers(sub: Any, p: Parents) -> None:
     m = member.add_parser("show", **p.read)
     m.add_argument("member", nargs="?", type=member_arg)
     m.add_argument("--card", help="find the member by card UID")
+    m.add_argument("--phone", help="find the member by phone (through the blind index)")
     m.add_argument("--reveal", action="store_true",
                    help="show name, phone, birthday and note in full (logged)")
     m = member.add_parser("list", **p.read)
@@ -78,11 +80,16 @@ def member_add(ctx: Ctx, a: argparse.Namespace) -> None:
 
 
 def member_show(ctx: Ctx, a: argparse.Namespace) -> None:
-    if (a.member is None) == (a.card is None):
-        raise InputError("give a member id or --card UID")
+    if sum(x is not None for x in (a.member, a.card, a.phone)) != 1:
+        raise InputError("give a member id, --card UID or --phone NUMBER")
     mid = a.member
     if a.card is not None:
         mid = views.member_id_of_card(ctx.db, canonical_uid(a.card))
+    if a.phone is not None:
+        found = lookup.members_by_phone(ctx.db, a.phone)
+        if not found:
+            raise NotFound(f"no member with phone {mask_phone(normalise_phone(a.phone))}")
+        mid = found[0]["id"]
     m = views.member(ctx.db, mid)
     if a.reveal:
         m.update(ctx.admin.reveal(mid, privacy.actor()))

@@ -105,19 +105,25 @@ def _new_version(db: sqlite_utils.Database, vault: Vault) -> int:
     return v
 
 
-def _reseal_batches(db: sqlite_utils.Database, vault: Vault) -> int:
+def reseal_batch(db: sqlite_utils.Database, vault: Vault) -> int:
+    """Re-seal up to ``BATCH`` members under the current version, in one transaction."""
+    with transaction(db) as conn:
+        rows = conn.execute("SELECT id, personal, name, phone, birthday FROM members "
+                            "WHERE personal_version IS NOT NULL AND personal_version <> ? "
+                            "ORDER BY id LIMIT ?", (vault.current, BATCH)).fetchall()
+        for mid, blob, name, phone, bday in rows:
+            row = {"personal": blob, "name": name, "phone": phone, "birthday": bday}
+            _update(conn, mid, sealed_columns(vault, mid, personal_fields(vault, mid, row)))
+    return len(rows)
+
+
+def reseal_all(db: sqlite_utils.Database, vault: Vault) -> int:
+    """Re-seal every member not on the current version, batch after batch."""
     done = 0
     while True:
-        with transaction(db) as conn:
-            rows = conn.execute("SELECT id, personal, name, phone, birthday FROM members "
-                                "WHERE personal_version IS NOT NULL AND personal_version <> ? "
-                                "LIMIT ?", (vault.current, BATCH)).fetchall()
-            for mid, blob, name, phone, bday in rows:
-                row = {"personal": blob, "name": name, "phone": phone, "birthday": bday}
-                _update(conn, mid, sealed_columns(vault, mid,
-                                                  personal_fields(vault, mid, row)))
-            done += len(rows)
-        if len(rows) < BATCH:
+        n = reseal_batch(db, vault)
+        done += n
+        if n < BATCH:
             return done
 
 
@@ -133,7 +139,7 @@ def rotate(db: sqlite_utils.Database) -> dict[str, Any]:
     vault = vault_for(db)
     with transaction(db) as conn:
         register(conn, vault, int(time.time()))
-    resealed = _reseal_batches(db, vault)
+    resealed = reseal_all(db, vault)
     old = sorted(v for v in vault.keys if v != vault.current)
     with transaction(db) as conn:
         conn.executemany("UPDATE data_keys SET retired_at = ? WHERE version = ? AND "
