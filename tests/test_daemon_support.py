@@ -15,6 +15,7 @@ import pytest
 from conftest import wait_until
 
 from host.admin import Admin
+from host.privacy import keyfile
 from host.daemon import Daemon
 from host.site.config import load_config
 from host.errors import HostError
@@ -32,6 +33,7 @@ CARD2 = "04112233445566"       # member 2, 100.00 yuan, gym pass
 def make_site(path: Path, devices: dict[str, tuple[str, bytes]] | None = None) -> dict[str, Any]:
     """A site database with two members with balance and the given devices registered."""
     db = open_db(path)
+    keyfile.create(f"{path}.key")  # what `tapkiosk init` makes
     devices = devices or {"kiosk-1": ("kiosk", KEY_A), "kiosk-2": ("kiosk", KEY_B)}
     for dev, (kind, key) in devices.items():
         register_device(db, dev, kind, key=key)

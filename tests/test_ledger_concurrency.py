@@ -6,6 +6,7 @@ from pathlib import Path
 
 from host.ledger import book as ledger
 from host.admin import Admin
+from host.privacy import keyfile
 from host.store.db import open_db
 from host.store.devices import register_device
 
@@ -31,6 +32,7 @@ WORKER = textwrap.dedent("""
 def _site(tmp_path, balance_fen):
     path = tmp_path / "site.db"
     db = open_db(path)
+    keyfile.create(f"{path}.key")  # what `tapkiosk init` makes
     admin = Admin(db)
     for dev in ("K1", "K2"):
         register_device(db, dev, "kiosk")

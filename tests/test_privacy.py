@@ -238,6 +238,10 @@ def test_upgrade_seals_rows_an_older_version_left_in_plain_text(tmp_path, capsys
                "(?, ?, ?, 'silver', 0)", (NAME, "138 1234-5678", BDAY))
     db.execute("INSERT INTO ops VALUES ('k1', 'member.add', ?, '{}', 0)",
                (json.dumps({"name": NAME, "phone": PHONE, "birthday": BDAY}),))
+    db.execute("INSERT INTO taps (ts, device_id, seq, uid, member_id, verdict, reason, relay_ms, "
+               "pattern, text, balance_fen, points, uses_left, reply) VALUES (0, 'G1', 1, ?, 1, "
+               "'grant', 'ok', 800, 1, ?, 0, 0, -1, ?)",
+               (UID, f"Welcome {NAME} · pass to 12-01", f"Welcome {NAME}".encode()))
     db.conn.close()
     assert NAME.encode() in Path(path).read_bytes()
     assert main(["--db", path, "upgrade"]) == 2  # no key yet: init creates it
@@ -249,6 +253,10 @@ def test_upgrade_seals_rows_an_older_version_left_in_plain_text(tmp_path, capsys
     assert lookup.members_by_phone(db, PHONE)[0]["name"] == "李*"
     assert Admin(db).reveal(1, "test")["birthday"] == BDAY
     assert db.execute("SELECT birth_month FROM members").fetchone()[0] == 7
+    assert db.execute("SELECT text, reply FROM taps").fetchone() == \
+        ("Welcome 李* · pass to 12-01", b"")
+    with pytest.raises(Exception, match="append-only"):  # the guard is back
+        db.execute("UPDATE taps SET text = 'x'")
 
 
 def test_retention_erases_idle_members_and_keeps_those_holding_money(tmp_path):

@@ -2,8 +2,8 @@
 """Bulk work on sealed member data, in short transactions so the daemon keeps deciding taps.
 
 - ``seal_plain_rows``: rows an older tapkiosk left in plain text (``personal`` NULL but a
-  name, phone or birthday) are sealed; the idempotency records of old member writes lose the
-  personal values they kept; then the WAL is checkpointed and the file vacuumed, so no old
+  name, phone or birthday) are sealed; the gate greetings of their past taps get the masked
+  name; the idempotency records of old member writes lose the personal values they kept; then the WAL is checkpointed and the file vacuumed, so no old
   page keeps the clear text (``secure_delete`` is on for every connection).
 - ``rotate``: a new key version is added to the key file, every row is re-sealed under it in
   batches (each ciphertext names its version, so rows of both versions open meanwhile and
@@ -20,10 +20,11 @@ from typing import Any
 import sqlite_utils
 
 from host.privacy import keyfile
-from host.privacy.mask import normalise_phone
+from host.privacy.mask import mask_name, normalise_phone
 from host.privacy.record import personal_fields, sealed_columns
 from host.privacy.vault import Vault, db_file, register, set_ephemeral, vault_for
 from host.errors import InputError
+from host.rules.context import NAME_CHARS
 from host.store.db import transaction
 
 #: Rows re-sealed per transaction.
@@ -61,12 +62,38 @@ def _scrub_ops(conn: Any) -> int:
     return n
 
 
+#: The greetings a gate tap shows (host/rules/gate.py), with the name the engine clipped.
+_GREETINGS = ("Welcome ", "Goodbye ")
+_TAP_TABLES = ("taps", "tap_voids")
+
+
+def _scrub_greetings(conn: Any, member_id: int, name: str) -> int:
+    """Replace a plain name in the gate greetings of the member's past taps with its mask.
+    Their stored reply bytes carried the same text: they are dropped (a replay of a tap that
+    old answers with no reply bytes). The tables are append-only; their guard triggers are
+    lifted for this one transaction only."""
+    clipped = name[:NAME_CHARS]
+    n = 0
+    for table in _TAP_TABLES:
+        sql = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?",
+                           (f"{table}_no_update",)).fetchone()
+        conn.execute(f"DROP TRIGGER IF EXISTS {table}_no_update")
+        for greet in _GREETINGS:
+            n += conn.execute(
+                f"UPDATE {table} SET text = replace(text, ?, ?), reply = x'' WHERE "
+                f"member_id = ? AND instr(text, ?) > 0",
+                (greet + clipped, greet + mask_name(name), member_id, greet + clipped)).rowcount
+        if sql is not None:
+            conn.execute(sql[0])
+    return n
+
+
 def seal_plain_rows(db: sqlite_utils.Database) -> dict[str, int]:
     """Seal every plain-text member row; returns how many rows and ops records changed. A
     phone several members shared (allowed before) stays sealed with them but indexed only
     for the first: the others are found by id or card until an operator edits them."""
     vault = vault_for(db)
-    sealed = shared = 0
+    sealed = shared = greetings = 0
     while True:
         with transaction(db) as conn:
             register(conn, vault, int(time.time()))
@@ -83,6 +110,8 @@ def seal_plain_rows(db: sqlite_utils.Database) -> dict[str, int]:
                     cols["phone_index"] = None  # a phone two members shared: found by neither
                     shared += 1
                 _update(conn, mid, cols)
+                if name:
+                    greetings += _scrub_greetings(conn, mid, name)
             sealed += len(rows)
         if len(rows) < BATCH:
             break
@@ -94,7 +123,7 @@ def seal_plain_rows(db: sqlite_utils.Database) -> dict[str, int]:
             db.execute("VACUUM")
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return {"members_sealed": sealed, "phones_shared_unindexed": shared,
-            "ops_scrubbed": scrubbed}
+            "tap_greetings_masked": greetings, "ops_scrubbed": scrubbed}
 
 
 def _new_version(db: sqlite_utils.Database, vault: Vault) -> int:
