@@ -6,8 +6,9 @@
     2 <base64 of 32 random bytes>
 
 one AES-256 key per version (1..255); the highest version seals new data, the others stay
-only until ``tapkiosk datakey rotate`` has re-encrypted every row. Where: ``$TAPKIOSK_DATA_KEY_FILE``
-(the systemd unit points it at its credential), else beside the database (``site.db.key``).
+only until ``tapkiosk datakey rotate`` has re-encrypted every row. Where:
+``$TAPKIOSK_DATA_KEY_FILE`` (the systemd unit points it at its credential), else beside the
+database (``site.db.key``).
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 
 - ``seal_plain_rows``: rows an older tapkiosk left in plain text (``personal`` NULL but a
   name, phone or birthday) are sealed; the gate greetings of their past taps get the masked
-  name; the idempotency records of old member writes lose the personal values they kept; then the WAL is checkpointed and the file vacuumed, so no old
-  page keeps the clear text (``secure_delete`` is on for every connection).
+  name; the idempotency records of old member writes lose the personal values they kept;
+  then the WAL is checkpointed and the file vacuumed, so no old page keeps the clear text
+  (``secure_delete`` is on for every connection).
 - ``rotate``: a new key version is added to the key file, every row is re-sealed under it in
   batches (each ciphertext names its version, so rows of both versions open meanwhile and
   phone look-ups try both), then the old versions are retired and dropped from the file.
@@ -19,11 +20,11 @@ from typing import Any
 
 import sqlite_utils
 
+from host.errors import InputError
 from host.privacy import keyfile
 from host.privacy.mask import mask_name, normalise_phone
 from host.privacy.record import personal_fields, sealed_columns
 from host.privacy.vault import Vault, db_file, register, set_ephemeral, vault_for
-from host.errors import InputError
 from host.rules.context import NAME_CHARS
 from host.store.db import transaction
 
@@ -31,6 +32,10 @@ from host.store.db import transaction
 BATCH = 200
 
 _PERSONAL_ARGS = ("name", "phone", "birthday")
+
+#: Members whose personal fields an older version left in plain text.
+_PLAIN_SQL = ("personal IS NULL AND erased_at IS NULL AND (name <> '' OR phone IS NOT NULL "
+              "OR birthday IS NOT NULL)")
 
 
 def _update(conn: Any, member_id: int, cols: dict[str, Any]) -> None:
@@ -91,16 +96,16 @@ def _scrub_greetings(conn: Any, member_id: int, name: str) -> int:
 def seal_plain_rows(db: sqlite_utils.Database) -> dict[str, int]:
     """Seal every plain-text member row; returns how many rows and ops records changed. A
     phone several members shared (allowed before) stays sealed with them but indexed only
-    for the first: the others are found by id or card until an operator edits them."""
-    vault = vault_for(db)
+    for the first: the others are found by id or card until an operator edits them. The data
+    key is needed only when there is something to seal."""
     sealed = shared = greetings = 0
-    while True:
+    plain = db.execute(f"SELECT 1 FROM members WHERE {_PLAIN_SQL} LIMIT 1").fetchone()
+    vault = vault_for(db) if plain else None
+    while vault is not None:
         with transaction(db) as conn:
             register(conn, vault, int(time.time()))
-            rows = conn.execute(
-                "SELECT id, name, phone, birthday FROM members WHERE personal IS NULL AND "
-                "erased_at IS NULL AND (name <> '' OR phone IS NOT NULL OR birthday IS NOT "
-                "NULL) LIMIT ?", (BATCH,)).fetchall()
+            rows = conn.execute(f"SELECT id, name, phone, birthday FROM members WHERE "
+                                f"{_PLAIN_SQL} LIMIT ?", (BATCH,)).fetchall()
             for mid, name, phone, bday in rows:
                 fields = {"name": name, "phone": _legacy_phone(phone), "birthday": bday}
                 cols = sealed_columns(vault, mid, fields)
@@ -187,9 +192,7 @@ def status(db: sqlite_utils.Database) -> dict[str, Any]:
     vault = vault_for(db)
     counts = dict(db.execute("SELECT personal_version, count(*) FROM members WHERE "
                              "personal_version IS NOT NULL GROUP BY 1").fetchall())
-    plain = db.execute("SELECT count(*) FROM members WHERE personal IS NULL AND erased_at IS "
-                       "NULL AND (name <> '' OR phone IS NOT NULL OR birthday IS NOT NULL)"
-                       ).fetchone()[0]
+    plain = db.execute(f"SELECT count(*) FROM members WHERE {_PLAIN_SQL}").fetchone()[0]
     return {"key_file": vault.source, "current_version": vault.current,
             "versions": " ".join(str(v) for v in sorted(vault.keys)),
             "members_by_version": {str(v): n for v, n in sorted(counts.items())},
