@@ -90,7 +90,7 @@ def test_sim_run_serves_the_daemon_and_taps_from_stdin_and_sim_tap(tmp_path, cap
         assert simcli.main(["tap", "gate-1", BOB, "--db", str(db), "--json"]) == 0
         row = json.loads(capsys.readouterr().out)
         assert (row["uid"], row["member"], row["verdict"], row["reason"]) == \
-            (BOB, "Bob", "deny", "no_pass")
+            (BOB, "B*", "deny", "no_pass")  # the masked name
         out.wait("[gate-1] DISPLAY: No valid pass")
         # Mistakes are one line and exit 2.
         assert simcli.main(["tap", "gate-9", BOB, "--db", str(db)]) == 2
@@ -148,7 +148,7 @@ def test_demo_stay_then_sim_tap_then_ctrl_c(tmp_path):
                             "04B1B2C3D4E5F6", "--db", str(site / "site.db")], cwd=ROOT,
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
-        assert "Ben  grant ok" in r.stdout and "charged 26.40  balance 51.60" in r.stdout, r.stdout
+        assert "B*  grant ok" in r.stdout and "charged 26.40  balance 51.60" in r.stdout, r.stdout
         p.send_signal(signal.SIGINT)
         assert p.wait(60) == 0, p.stderr.read()
         deadline = time.monotonic() + 5
