@@ -23,6 +23,7 @@ from host.rules.policy import load_policy
 from host.store import lookup, reports
 from host.store.db import open_db
 from host.store.devices import register_device
+from test_api_support import api_site  # noqa: F401 - fixture
 
 UID = "04A1B2C3D4E5F6"
 NAME, PHONE, BDAY, NOTE = "李雷雷", "13812345678", "07-19", "allergic to wax"
@@ -286,3 +287,19 @@ def test_masks_and_normalisation():
     assert normalise_phone("+86 138-1234-5678") == PHONE
     assert mask_phone(PHONE) == "138****5678" and mask_name("李雷") == "李*"
     assert mask_name("") == "" and mask_phone(None) is None
+
+
+def test_api_phone_lookup_follows_a_rotation_and_a_lost_key_is_one_line(api_site):
+    """The API reads the key file as it changes: a rotation needs no restart of a daemon that
+    reads the file itself; a missing key is a one-line JSON error, never an empty answer."""
+    c, h = api_site.client(), api_site.auth("members")
+    ask = lambda: c.get("/v1/members", params={"phone": "13800138000"}, headers=h)  # noqa: E731
+    assert [m["id"] for m in ask().json()["members"]] == [api_site.member_id]
+    db = open_db(api_site.path)
+    assert upgrade.rotate(db)["key_version"] == 2
+    db.conn.close()
+    assert [m["id"] for m in ask().json()["members"]] == [api_site.member_id]
+    os.unlink(f"{api_site.path}.key")
+    r = ask()
+    assert r.status_code == 500 and "no data key file" in r.json()["error"]
+    assert "\n" not in r.json()["error"]
