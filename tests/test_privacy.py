@@ -102,8 +102,14 @@ def test_reveal_and_exports_with_personal_data_are_0600_and_logged(cli, tmp_path
         [PHONE, PHONE2]
     for f in (out, everything, Path(cli.db + ".key")):
         assert stat.S_IMODE(f.stat().st_mode) == 0o600, f.name
-    reveals = open_db(cli.db).execute("SELECT member_id, what FROM reveals ORDER BY id").fetchall()
-    assert reveals == [(1, "profile"), (1, "export"), (1, "site export"), (2, "site export")]
+    reveals = open_db(cli.db).execute("SELECT actor, member_id, after FROM audit_log WHERE "
+                                      "action = 'member.reveal' ORDER BY id").fetchall()
+    assert [(m, json.loads(a)["shown"]) for _, m, a in reveals] == \
+        [(1, "profile"), (1, "export"), (1, "site export"), (2, "site export")]
+    assert all(actor.startswith("cli:") for actor, _, _ in reveals)
+    audit_text = open_db(cli.db).execute("SELECT group_concat(coalesce(before, '') || "
+                                         "coalesce(after, '')) FROM audit_log").fetchone()[0]
+    assert _found(audit_text.encode()) == []  # the audit log never holds the values
     listed = jrun(cli, "member", "list")
     assert [(m["name"], m["phone"]) for m in listed] == [("李*", "138****5678"),
                                                          ("Z*", "139****4321")]

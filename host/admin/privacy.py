@@ -1,8 +1,9 @@
 # Runs on CPython (host): member rights and retention — reveal (logged), data export, erasure, dormant-member erasure.
 """Privacy writes (issue #15, docs/operators.md "Privacy").
 
-- ``reveal``: a member's personal fields in clear, each reveal logged (``reveals``: who,
-  when, what) in the same transaction that reads them.
+- ``reveal``: a member's personal fields in clear, each reveal written to the audit log
+  (``host.store.audit``: action ``member.reveal``, who, when, what was shown; never the
+  values).
 - ``export_member``: everything stored about a member, personal fields opened (a reveal).
 - ``erase_member``: personal fields destroyed (sealed data, blind index, masks, birth month),
   cards blocked; ledger, payments and taps stay under the member id, so ``verify`` and the
@@ -22,45 +23,50 @@ from host.admin.core import AdminCore, check_int
 from host.errors import InputError
 from host.privacy.record import ERASED, personal_fields
 from host.privacy.vault import vault_for
-from host.store import views
+from host.store import audit, views
 from host.store.db import transaction
 
 
 class PrivacyWrites(AdminCore):
     """Reveal, export, erase, retention."""
 
-    def _log_reveal(self, member_id: int, actor: str, what: str) -> None:
-        with transaction(self.db) as conn:
-            conn.execute("INSERT INTO reveals (ts, member_id, actor, what) VALUES (?,?,?,?)",
-                         (int(self.clock().timestamp()), member_id, actor, what))
-
-    def reveal(self, member_id: int, actor: str, what: str = "profile") -> dict[str, Any]:
-        """Member ``member_id``'s personal fields in clear, the reveal logged under ``actor``."""
-        check_int(member_id, "member id")
-        if not isinstance(actor, str) or not actor:
+    def _actor(self, actor: str | None) -> str:
+        who = actor or self.actor
+        if not isinstance(who, str) or not who:
             raise InputError("a reveal needs an actor (who asked)")
+        return who
+
+    def _log_reveals(self, member_ids: list[int], actor: str, what: str) -> None:
+        ts = int(self.clock().timestamp())
+        with transaction(self.db) as conn:
+            for mid in member_ids:
+                audit.record(conn, ts, actor, "member.reveal", member_id=mid,
+                             after={"shown": what}, client=self.client)
+
+    def reveal(self, member_id: int, actor: str | None = None, what: str = "profile"
+               ) -> dict[str, Any]:
+        """Member ``member_id``'s personal fields in clear, the reveal written to the audit log
+        under ``actor`` (default: the Admin's own actor)."""
+        check_int(member_id, "member id")
+        actor = self._actor(actor)
         row = views.member_data(self.db, member_id)["row"]
         vault = vault_for(self.db) if row.get("personal") is not None else None
         fields = personal_fields(vault, member_id, row)
-        self._log_reveal(member_id, actor, what)
+        self._log_reveals([member_id], actor, what)
         return fields
 
-    def reveal_all(self, actor: str) -> list[dict[str, Any]]:
+    def reveal_all(self, actor: str | None = None) -> list[dict[str, Any]]:
         """Every member's personal fields in clear (``tapkiosk export --include-personal``),
         one reveal logged per member."""
-        if not isinstance(actor, str) or not actor:
-            raise InputError("a reveal needs an actor (who asked)")
+        actor = self._actor(actor)
         sealed = views.sealed_members(self.db)
         vault = vault_for(self.db) if sealed else None
         out = [{"member_id": mid, **personal_fields(vault, mid, {"personal": blob})}
                for mid, blob in sealed]
-        ts = int(self.clock().timestamp())
-        with transaction(self.db) as conn:
-            conn.executemany("INSERT INTO reveals (ts, member_id, actor, what) VALUES "
-                             "(?,?,?,'site export')", [(ts, r["member_id"], actor) for r in out])
+        self._log_reveals([r["member_id"] for r in out], actor, "site export")
         return out
 
-    def export_member(self, member_id: int, actor: str) -> dict[str, Any]:
+    def export_member(self, member_id: int, actor: str | None = None) -> dict[str, Any]:
         """All of a member's data (profile opened, consent, balances, cards, passes, lots,
         ledger, payments, taps), logged as a reveal."""
         check_int(member_id, "member id")

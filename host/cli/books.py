@@ -55,7 +55,7 @@ def expire(ctx: Ctx, a: argparse.Namespace) -> None:
 def export(ctx: Ctx, a: argparse.Namespace) -> None:
     data = views.export(ctx.db, a.with_keys)
     if a.include_personal:
-        data["members_personal"] = ctx.admin.reveal_all(privacy.actor())
+        data["members_personal"] = ctx.admin.reveal_all()
     text = json.dumps(data, ensure_ascii=False, sort_keys=True) + "\n"
     if not a.out:
         ctx.out.write(text)

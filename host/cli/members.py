@@ -92,7 +92,7 @@ def member_show(ctx: Ctx, a: argparse.Namespace) -> None:
         mid = found[0]["id"]
     m = views.member(ctx.db, mid)
     if a.reveal:
-        m.update(ctx.admin.reveal(mid, privacy.actor()))
+        m.update(ctx.admin.reveal(mid))
     ctx.show(m)
 
 
@@ -107,7 +107,7 @@ def member_edit(ctx: Ctx, a: argparse.Namespace) -> None:
 
 
 def member_export(ctx: Ctx, a: argparse.Namespace) -> None:
-    privacy.dump(ctx, ctx.admin.export_member(a.member, privacy.actor()), a.out)
+    privacy.dump(ctx, ctx.admin.export_member(a.member), a.out)
 
 
 def member_erase(ctx: Ctx, a: argparse.Namespace) -> None:

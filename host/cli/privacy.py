@@ -10,7 +10,6 @@ apply migrations and seal member rows an older version kept in plain text.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import os
 from typing import Any
@@ -32,14 +31,6 @@ def add_parsers(sub: Any, p: Parents) -> None:
                        **p.write)
     r.add_argument("--dry-run", action="store_true", help="only list them")
     sub.add_parser("upgrade", help="apply migrations; seal plain-text member data", **p.read)
-
-
-def actor() -> str:
-    """Who runs the CLI (logged with each reveal)."""
-    try:
-        return "cli:" + getpass.getuser()
-    except (OSError, KeyError):
-        return f"cli:uid{os.getuid()}"
 
 
 def write_private(path: str, text: str) -> None:

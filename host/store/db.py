@@ -291,13 +291,44 @@ CREATE TABLE device_refusals (
 ALTER TABLE devices ADD COLUMN last_error TEXT;
 ALTER TABLE devices ADD COLUMN last_error_at INTEGER;
 """),
+    # Staff accounts of the web console (host/store/staff.py) and the append-only audit log
+    # of every staff and CLI write (host/store/audit.py), written in the same transaction as
+    # the change it records; triggers refuse any UPDATE or DELETE of a log row.
+    (9, "staff accounts and the append-only audit log", """
+CREATE TABLE staff (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 32),
+    role TEXT NOT NULL CHECK (role IN ('cashier', 'manager', 'technician')),
+    pw_hash TEXT NOT NULL,
+    active INTEGER NOT NULL DEFAULT 1 CHECK (active IN (0, 1)),
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE audit_log (
+    id INTEGER PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    member_id INTEGER,
+    device_id TEXT,
+    before TEXT,
+    after TEXT,
+    client TEXT,
+    op_key TEXT
+);
+CREATE INDEX audit_log_actor ON audit_log(actor, ts);
+CREATE INDEX audit_log_member ON audit_log(member_id, ts);
+CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+"""),
     # Member personal data encrypted at rest (issue #15, host/privacy/): ``personal`` holds
     # name, phone, birthday and note sealed under the site data key (kept outside the
     # database), ``phone_index`` the keyed blind index of the phone (one member per phone),
     # ``birth_month`` the only part of a birthday the rules read, in clear. ``name`` and
     # ``phone`` keep only their masks (李*, 138****8000); ``birthday`` is emptied by
     # ``tapkiosk upgrade``, which seals the rows an older version left in plain text.
-    (9, "members: personal data sealed, phone blind index, consent, erasure, reveals", """
+    (10, "members: personal data sealed, phone blind index, consent, erasure", """
 ALTER TABLE members ADD COLUMN personal BLOB;
 ALTER TABLE members ADD COLUMN personal_version INTEGER;
 ALTER TABLE members ADD COLUMN phone_index BLOB;
@@ -317,17 +348,6 @@ CREATE TABLE data_keys (
     created_at INTEGER NOT NULL,
     retired_at INTEGER
 );
-CREATE TABLE reveals (
-    id INTEGER PRIMARY KEY,
-    ts INTEGER NOT NULL,
-    member_id INTEGER NOT NULL,
-    actor TEXT NOT NULL,
-    what TEXT NOT NULL
-);
-CREATE TRIGGER reveals_no_update BEFORE UPDATE ON reveals
-BEGIN SELECT RAISE(ABORT, 'reveals is append-only'); END;
-CREATE TRIGGER reveals_no_delete BEFORE DELETE ON reveals
-BEGIN SELECT RAISE(ABORT, 'reveals is append-only'); END;
 """),
 ]
 
