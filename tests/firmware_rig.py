@@ -41,11 +41,12 @@ def make_site(tmp: Path, device_id: str, kind: str) -> Path:
     """A site DB with one device, a member with a pass (card CARD) and one without (OTHER)."""
     db = tmp / "site.db"
     register_device(open_db(db), device_id, kind, key=KEY)
-    ann = cli(db, "member", "add", "--name", "Ann")["member_id"]
+    cli(db, "init")  # the site data key: members' names are sealed with it
+    ann = cli(db, "member", "add", "--consent-terms", "t1", "--name", "Ann")["member_id"]
     cli(db, "card", "enroll", str(ann), CARD)
     cli(db, "topup", str(ann), "500.00")
     cli(db, "pass", "sell", str(ann), "gym_month" if kind == "gate" else "wash10", "--from-balance")
-    bob = cli(db, "member", "add", "--name", "Bob")["member_id"]
+    bob = cli(db, "member", "add", "--consent-terms", "t1", "--name", "Bob")["member_id"]
     cli(db, "card", "enroll", str(bob), OTHER)
     return db
 

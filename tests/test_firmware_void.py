@@ -124,7 +124,7 @@ def test_forged_frames_under_our_seqs_do_not_cancel_the_void(rigs):
 def test_kiosk_charges_once_and_a_lost_tap_is_tombstoned(rigs):
     rig = rigs(kind="kiosk", amount=1200)
     rig.boot()
-    balance = "SELECT principal_fen + bonus_fen FROM members WHERE name = 'Ann'"
+    balance = "SELECT principal_fen + bonus_fen FROM members WHERE name = 'A*'"
     start = query(rig.db, balance)[0][0]
     # Normal path: charged once.
     rig.tap(CARD)

@@ -60,10 +60,10 @@ def test_sim_run_serves_the_daemon_and_taps_from_stdin_and_sim_tap(tmp_path, cap
     db = tmp_path / "site.db"
     _cli(db, "init")
     _cli(db, "device", "add", "gate-1", "gate")
-    _cli(db, "member", "add", "--name", "Ann")
+    _cli(db, "member", "add", "--consent-terms", "t1", "--name", "Ann")
     _cli(db, "card", "enroll", "1", ANN)
     _cli(db, "pass", "sell", "1", "gym_month")
-    _cli(db, "member", "add", "--name", "Bob")
+    _cli(db, "member", "add", "--consent-terms", "t1", "--name", "Bob")
     _cli(db, "card", "enroll", "2", BOB)
     capsys.readouterr()
     port = free_port()
@@ -85,12 +85,12 @@ def test_sim_run_serves_the_daemon_and_taps_from_stdin_and_sim_tap(tmp_path, cap
         # A tap typed at the prompt: the firmware shows the daemon's answer.
         sim.stdin.write(f"tap {ANN}\n")
         sim.stdin.flush()
-        out.wait("[gate-1] DISPLAY: Welcome Ann")
+        out.wait("[gate-1] DISPLAY: Welcome A*")
         # A tap from another terminal: tapkiosk sim tap prints the stored decision.
         assert simcli.main(["tap", "gate-1", BOB, "--db", str(db), "--json"]) == 0
         row = json.loads(capsys.readouterr().out)
         assert (row["uid"], row["member"], row["verdict"], row["reason"]) == \
-            (BOB, "Bob", "deny", "no_pass")
+            (BOB, "B*", "deny", "no_pass")  # the masked name
         out.wait("[gate-1] DISPLAY: No valid pass")
         # Mistakes are one line and exit 2.
         assert simcli.main(["tap", "gate-9", BOB, "--db", str(db)]) == 2
@@ -148,7 +148,7 @@ def test_demo_stay_then_sim_tap_then_ctrl_c(tmp_path):
                             "04B1B2C3D4E5F6", "--db", str(site / "site.db")], cwd=ROOT,
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
-        assert "Ben  grant ok" in r.stdout and "charged 26.40  balance 51.60" in r.stdout, r.stdout
+        assert "B*  grant ok" in r.stdout and "charged 26.40  balance 51.60" in r.stdout, r.stdout
         p.send_signal(signal.SIGINT)
         assert p.wait(60) == 0, p.stderr.read()
         deadline = time.monotonic() + 5
