@@ -23,7 +23,6 @@ from host.rules.policy import load_policy
 from host.store import lookup, reports
 from host.store.db import open_db
 from host.store.devices import register_device
-from test_api_support import api_site  # noqa: F401 - fixture
 
 UID = "04A1B2C3D4E5F6"
 NAME, PHONE, BDAY, NOTE = "李雷雷", "13812345678", "07-19", "allergic to wax"
