@@ -7,11 +7,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from conftest import wait_until
+from conftest import poll_until, wait_until
 
 from host.admin import Admin
 from host.privacy import keyfile
@@ -103,14 +102,14 @@ class DaemonProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen([sys.executable, "-m", "host.daemon", *argv], cwd=ROOT,
                                      stdout=self._log, stderr=self._log, env=env)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError("daemon exited: " + self.log())
-            if "daemon ready" in self.log():
-                return
-            time.sleep(0.05)
-        raise RuntimeError("daemon not ready: " + self.log())
+            return "daemon ready" in self.log()
+
+        if not poll_until(ready, 20, 0.05):
+            raise RuntimeError("daemon not ready: " + self.log())
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

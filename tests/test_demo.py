@@ -9,12 +9,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, micropython_path
+from conftest import ROOT, micropython_path, wait_until
 from process_support import alive, descendants
 
 pytestmark = pytest.mark.skipif(micropython_path() is None, reason="needs the MicroPython unix port")
@@ -109,10 +108,8 @@ def test_ctrl_c_mid_run_leaves_nothing_running():
         err = p.stderr.read()
         assert p.returncode == 130, err
         assert "interrupted" in err
-        deadline = time.monotonic() + 5
-        while any(alive(k) for k in kids) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not [k for k in kids if alive(k)]
+        wait_until(lambda: not any(alive(k) for k in kids), 5, 0.1,
+                   what="the demo's daemon and readers to exit")
         assert not _site_from(err).exists()
     finally:
         if p.poll() is None:

@@ -10,12 +10,11 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port, micropython_path
+from conftest import ROOT, free_port, micropython_path, poll_until, wait_until
 from process_support import alive, descendants
 
 from host.cli import app as cli
@@ -44,16 +43,18 @@ class Lines:
             self.q.put(line.rstrip("\n"))
 
     def wait(self, text: str, timeout: float = 30) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def next_match() -> str | None:
             try:
                 line = self.q.get(timeout=0.2)
             except queue.Empty:
-                continue
+                return None
             self.seen.append(line)
-            if text in line:
-                return line
-        raise AssertionError(f"{text!r} not seen in:\n" + "\n".join(self.seen))
+            return line if text in line else None
+
+        line = poll_until(next_match, timeout, 0)
+        if line is None:
+            raise AssertionError(f"{text!r} not seen in:\n" + "\n".join(self.seen))
+        return line
 
 
 def test_sim_run_serves_the_daemon_and_taps_from_stdin_and_sim_tap(tmp_path, capsys):
@@ -101,8 +102,8 @@ def test_sim_run_serves_the_daemon_and_taps_from_stdin_and_sim_tap(tmp_path, cap
         sim.stdin.write("quit\n")
         sim.stdin.flush()
         assert sim.wait(30) == 0
-        time.sleep(0.5)
-        assert not [k for k in kids if alive(k)]
+        wait_until(lambda: not any(alive(k) for k in kids), 5, 0.1,
+                   what="the simulator's readers to exit")
         assert not (tmp_path / simcli.CONTROL_FILE).exists()
     finally:
         for p in (sim, daemon):
@@ -151,10 +152,8 @@ def test_demo_stay_then_sim_tap_then_ctrl_c(tmp_path):
         assert "B*  grant ok" in r.stdout and "charged 26.40  balance 51.60" in r.stdout, r.stdout
         p.send_signal(signal.SIGINT)
         assert p.wait(60) == 0, p.stderr.read()
-        deadline = time.monotonic() + 5
-        while any(alive(k) for k in kids) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not [k for k in kids if alive(k)]
+        wait_until(lambda: not any(alive(k) for k in kids), 5, 0.1,
+                   what="the demo's daemon and readers to exit")
         assert not site.exists()
     finally:
         if p.poll() is None:
