@@ -105,7 +105,7 @@ class WalletWrites(AdminCore):
             raise InputError("say what the points buy (--item) or use --to-balance")
 
         def fn(conn: sqlite3.Connection, ts: int, now: datetime) -> dict[str, Any]:
-            self.member(conn, member_id)
+            self.active_member(conn, member_id)
             ledger.sweep_expired(conn, ts, member_id)
             ledger.debit(conn, ts, member_id, "points", points,
                          "convert" if to_balance else "redeem", op_key=key, note=item)
@@ -131,8 +131,8 @@ class WalletWrites(AdminCore):
             raise InputError("cannot gift points to the same member")
 
         def fn(conn: sqlite3.Connection, ts: int, now: datetime) -> dict[str, Any]:
-            self.member(conn, from_id)
-            self.member(conn, to_id)
+            self.active_member(conn, from_id)
+            self.active_member(conn, to_id)
             ledger.sweep_expired(conn, ts, from_id)
             taken = ledger.debit(conn, ts, from_id, "points", points, "gift_out", op_key=key,
                                  note=f"to member {to_id}")
@@ -148,16 +148,28 @@ class WalletWrites(AdminCore):
     def reverse(self, entry_id: int, *, reason: str = "", key: str | None = None
                 ) -> dict[str, Any]:
         """Correct a ledger entry with a reversing entry (the ledger itself never changes).
-        Cash records (``payments``) are not touched: a wrongly keyed top-up whose cash was
-        never received is reversed here and shows in the ledger, not as a refund."""
+        Cash records (``payments``) of top-ups are not touched: a wrongly keyed top-up whose
+        cash was never received is reversed here and shows in the ledger, not as a refund. A
+        reversed refund gets an opposite ``refund`` record (the cash did not go out). The
+        payment of a pass is not reversed here: ``cancel_pass`` stops the pass and refunds."""
         check_int(entry_id, "ledger entry id")
         if not isinstance(reason, str) or len(reason) > 200:
             raise InputError("reason must be at most 200 characters")
 
         def fn(conn: sqlite3.Connection, ts: int, now: datetime) -> dict[str, Any]:
+            row = conn.execute("SELECT kind, currency, delta, pass_id FROM ledger WHERE id = ?",
+                               (entry_id,)).fetchone()
+            if row is not None and row[0] == "pass_sale" and row[3] is not None:
+                raise Conflict(f"ledger entry {entry_id} paid for pass {row[3]}: use "
+                               f"'tapkiosk pass cancel {row[3]}' (stops the pass, refunds "
+                               "pro rata)")
             new_id = ledger.reverse(conn, ts, entry_id, op_key=key, note=reason or None)
             mid = conn.execute("SELECT member_id FROM ledger WHERE id = ?",
                                (new_id,)).fetchone()[0]
+            if row[0] == "refund" and row[1] == "principal":
+                # The refund did not happen: its cash out is cancelled by an opposite record.
+                conn.execute("INSERT INTO payments (ts, member_id, kind, amount_fen, op_key) "
+                             "VALUES (?,?,?,?,?)", (ts, mid, "refund", -row[2], key))
             return {**self.state(conn, mid), "reversed": entry_id, "entry_id": new_id}
         return self.write("ledger.reverse", dict(entry_id=entry_id, reason=reason), key, fn)
 

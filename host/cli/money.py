@@ -27,6 +27,9 @@ def add_parsers(sub: Any, p: Parents) -> None:
     t.add_argument("plan")
     t.add_argument("--from-balance", action="store_true", help="pay from stored value")
     ps.add_parser("plans", help="list the plans of the policy", **p.read)
+    t = ps.add_parser("cancel", help="stop a pass now, refund the unused part pro rata",
+                      **p.write)
+    t.add_argument("pass_id", type=whole("pass id"))
 
     pts = group(sub, "points", "points")
     t = pts.add_parser("redeem", **p.write)
@@ -55,6 +58,10 @@ def pass_sell(ctx: Ctx, a: argparse.Namespace) -> None:
     ctx.show(ctx.admin.sell_pass(a.member, a.plan, from_balance=a.from_balance, key=a.key))
 
 
+def pass_cancel(ctx: Ctx, a: argparse.Namespace) -> None:
+    ctx.show(ctx.admin.cancel_pass(a.pass_id, key=a.key))
+
+
 def pass_plans(ctx: Ctx, a: argparse.Namespace) -> None:
     ctx.show([{"plan": p.name, "kind": p.kind, "price_fen": p.price_fen,
                "covers": " ".join(p.covers), "duration": p.duration, "uses": p.uses,
@@ -73,5 +80,6 @@ def points_gift(ctx: Ctx, a: argparse.Namespace) -> None:
 
 COMMANDS: dict[str, Handler] = {
     "topup": topup, "refund": refund, "pass sell": pass_sell, "pass plans": pass_plans,
+    "pass cancel": pass_cancel,
     "points redeem": points_redeem, "points gift": points_gift,
 }

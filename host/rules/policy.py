@@ -99,6 +99,9 @@ class Policy:
     #: "uid" (plain cards accepted on their UID) or "sun" (only secure cards); a card
     #: enrolled secure always needs its SUN proof (host/SECURE.md).
     security_mode: str = "uid"
+    #: Hours after which a gate entry without an exit no longer counts as inside
+    #: (anti-passback); 0 = never.
+    presence_expiry_hours: int = 12
 
     @property
     def tz(self) -> ZoneInfo:
@@ -326,7 +329,8 @@ def _wash_section(top: _Reader) -> dict[str, Any]:
 def _gate_kiosk_sections(top: _Reader) -> dict[str, Any]:
     g = _Reader(top.get("gate"), "gate")
     out = {"gate_order": g.order("order"), "gate_price_fen": g.money("price", "0.00"),
-           "gate_relay_ms": g.integer("relay_ms", 0, 60_000)}
+           "gate_relay_ms": g.integer("relay_ms", 0, 60_000),
+           "presence_expiry_hours": g.integer("presence_expiry_hours", 0, 8760, 12)}
     g.done()
     k = _Reader(top.get("kiosk"), "kiosk")
     out.update(kiosk_relay_ms=k.integer("relay_ms", 0, 60_000),

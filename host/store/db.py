@@ -291,6 +291,16 @@ CREATE TABLE device_refusals (
 ALTER TABLE devices ADD COLUMN last_error TEXT;
 ALTER TABLE devices ADD COLUMN last_error_at INTEGER;
 """),
+    # Membership programme (issue 16): a cancelled pass keeps its row (cancelled_at set, ends_at
+    # moved to the cancel); site settings hold the site's policy file path.
+    (9, "passes: cancelled_at; site_settings (policy path)", """
+ALTER TABLE passes ADD COLUMN cancelled_at INTEGER;
+CREATE TABLE site_settings (
+    key TEXT PRIMARY KEY CHECK (length(key) BETWEEN 1 AND 64),
+    value TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+"""),
 ]
 
 def default_db_path() -> str:

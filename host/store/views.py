@@ -20,6 +20,12 @@ TAP_COLUMNS = ("id, device_id, uid, member_id, verdict, reason, text, charged_fe
                "points_earned, balance_fen, points, uses_left, relay_ms, latency_ms")
 
 
+#: A ledger or lot amount in two labelled columns: ``{v}_fen`` for money (principal,
+#: bonus), ``{v}_count`` for counts (points, qualifying purchases, pass uses); the other None.
+_BY_UNIT = ("CASE WHEN currency IN ('principal', 'bonus') THEN {v} END AS {v}_fen, "
+            "CASE WHEN currency IN ('principal', 'bonus') THEN NULL ELSE {v} END AS {v}_count")
+
+
 def _rows(db: sqlite_utils.Database, sql: str, params: list[Any]) -> list[dict[str, Any]]:
     return [dict(r) for r in db.query(sql, params)]
 
@@ -43,9 +49,9 @@ def member(db: sqlite_utils.Database, member_id: int) -> dict[str, Any]:
                            "ORDER BY created_at", [member_id])
     m["passes"] = _rows(db, "SELECT id, plan, kind, starts_at, ends_at, uses_left, daily_cap "
                             "FROM passes WHERE member_id = ? ORDER BY id", [member_id])
-    m["lots"] = _rows(db, "SELECT currency, expires_at, remaining FROM lots WHERE member_id = ? "
-                          "AND remaining > 0 ORDER BY currency, expires_at = 0, expires_at",
-                      [member_id])
+    m["lots"] = _rows(db, f"SELECT currency, expires_at, {_BY_UNIT.format(v='remaining')} "
+                          "FROM lots WHERE member_id = ? AND remaining > 0 "
+                          "ORDER BY currency, expires_at = 0, expires_at", [member_id])
     m["recent_taps"] = _rows(db, "SELECT ts, device_id, verdict, reason, charged_fen, text "
                                  "FROM taps WHERE member_id = ? ORDER BY id DESC LIMIT 10",
                              [member_id])
@@ -63,9 +69,9 @@ def ledger(db: sqlite_utils.Database, member_id: int, limit: int) -> list[dict[s
     """A member's ledger entries, newest first; NotFound for an unknown member."""
     if db.execute("SELECT 1 FROM members WHERE id = ?", (member_id,)).fetchone() is None:
         raise NotFound(f"unknown member {member_id}")
-    return _rows(db, "SELECT id, ts, currency, delta, kind, lot_id, pass_id, tap_id, reverses, "
-                     "note FROM ledger WHERE member_id = ? ORDER BY id DESC LIMIT ?",
-                 [member_id, limit])
+    return _rows(db, f"SELECT id, ts, currency, {_BY_UNIT.format(v='delta')}, kind, lot_id, "
+                     "pass_id, tap_id, reverses, note FROM ledger WHERE member_id = ? "
+                     "ORDER BY id DESC LIMIT ?", [member_id, limit])
 
 
 def ledger_rows(db: sqlite_utils.Database) -> int:
