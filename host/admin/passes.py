@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from host.admin.core import AdminCore, MemberRow, check_int
+from host.admin.referral import pay_referral
 from host.errors import Conflict, InputError, InsufficientFunds
 from host.ledger import book as ledger
 from host.ledger import rewards
@@ -52,6 +53,7 @@ class PassWrites(AdminCore):
             pid, ends, uses = self._insert_pass(conn, member_id, pl, ts, now, key)
             if pl.price_fen:
                 self._charge(conn, m, pl, pid, from_balance, ts, now, key)
+            pay_referral(conn, self.policy, m, pl.price_fen, ts, now, self.bonus_expiry(now), key)
             conn.execute("UPDATE members SET last_active_at = ? WHERE id = ?", (ts, member_id))
             return {**self.state(conn, member_id), "pass_id": pid, "plan": plan,
                     "kind": pl.kind, "ends_at": ends, "uses_left": uses if uses else -1}

@@ -9,7 +9,8 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
-from host.admin.core import AdminCore, MemberRow, check_int
+from host.admin.core import AdminCore, check_int
+from host.admin.referral import pay_referral
 from host.errors import Conflict, InputError, InsufficientFunds
 from host.ledger import book as ledger
 from host.ledger import rewards
@@ -22,7 +23,8 @@ class WalletWrites(AdminCore):
     def topup(self, member_id: int, amount_fen: int, *, key: str | None = None
               ) -> dict[str, Any]:
         """Top up principal; add the ladder bonus (highest rung with ``min <= amount``) as a
-        bonus lot; pay the referral bonus on the member's first top-up."""
+        bonus lot; pay the referral reward when this is the member's first qualifying purchase
+        (``host.admin.referral``)."""
         check_int(member_id, "member id")
         check_int(amount_fen, "top-up amount")
         pol = self.policy
@@ -43,23 +45,12 @@ class WalletWrites(AdminCore):
                               expires_at=self.bonus_expiry(now), op_key=key)
             conn.execute("INSERT INTO payments (ts, member_id, kind, amount_fen, op_key) "
                          "VALUES (?,?,?,?,?)", (ts, member_id, "topup", amount_fen, key))
-            referral = self._pay_referral(conn, m, ts, now, key)
+            referral = pay_referral(conn, pol, m, amount_fen, ts, now, self.bonus_expiry(now),
+                                    key)
             conn.execute("UPDATE members SET last_active_at = ? WHERE id = ?", (ts, member_id))
             return {**self.state(conn, member_id), "topup_fen": amount_fen,
                     "bonus_added_fen": bonus, "referral_points": referral}
         return self.write("topup", dict(member_id=member_id, amount_fen=amount_fen), key, fn)
-
-    def _pay_referral(self, conn: sqlite3.Connection, m: MemberRow, ts: int, now: datetime,
-                      key: str | None) -> int:
-        """Credit the referrer at the member's first top-up; the points paid (0 if none)."""
-        points = self.policy.referral_bonus
-        if m.referrer_id is None or m.referral_paid or not points:
-            return 0
-        ledger.credit(conn, ts, m.referrer_id, "points", points, "referral",
-                      expires_at=rewards.points_expiry(self.policy, now), op_key=key,
-                      note=f"referred member {m.id}")
-        conn.execute("UPDATE members SET referral_paid = 1 WHERE id = ?", (m.id,))
-        return points
 
     def refund(self, member_id: int, amount_fen: int | None = None, *,
                key: str | None = None) -> dict[str, Any]:

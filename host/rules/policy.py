@@ -57,6 +57,18 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class Referral:
+    """Both sides' reward for a referral, paid at the referee's first purchase (top-up or
+    pass) of at least ``min_purchase_fen``."""
+
+    referrer_points: int = 0
+    referrer_bonus_fen: int = 0
+    referee_points: int = 0
+    referee_bonus_fen: int = 0
+    min_purchase_fen: int = 0
+
+
+@dataclass(frozen=True)
 class Program:
     """A wash program selected by the service code."""
 
@@ -102,6 +114,7 @@ class Policy:
     #: Hours after which a gate entry without an exit no longer counts as inside
     #: (anti-passback); 0 = never.
     presence_expiry_hours: int = 12
+    referral: Referral = field(default_factory=Referral)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -226,6 +239,7 @@ def build_policy(raw: dict[str, Any]) -> Policy:
     d = _Reader(top.get("dormant"), "dormant")
     fields["dormant_days"] = d.integer("days", 1, 3660)
     d.done()
+    fields["referral"] = _referral_section(top, fields["referral_bonus"])
     sec = _Reader(top.get("security", {"mode": "uid"}), "security")
     fields["security_mode"] = sec.choice("mode", ("uid", "sun"))
     sec.done()
@@ -276,11 +290,26 @@ def _points_section(top: _Reader) -> dict[str, Any]:
         combine=p.choice("combine", ("max", "multiply")),
         convert_points_per_yuan=p.integer("convert_points_per_yuan", 1, 100_000),
         points_expiry_months=p.integer("expiry_months", 0, 120),
-        referral_bonus=p.integer("referral_bonus", 0, 1_000_000),
+        referral_bonus=p.integer("referral_bonus", 0, 1_000_000, 0),
         gift_min=p.integer("gift_min", 1, 1_000_000),
     )
     p.done()
     return points
+
+
+def _referral_section(top: _Reader, legacy_points: int) -> Referral:
+    """``[referral]``; the older ``points.referral_bonus``, when set, is the referrer's
+    points."""
+    r = _Reader(top.get("referral", {}), "referral")
+    points = r.integer("referrer_points", 0, 1_000_000, 0)
+    out = Referral(
+        referrer_points=legacy_points or points,
+        referrer_bonus_fen=r.money("referrer_bonus", "0.00"),
+        referee_points=r.integer("referee_points", 0, 1_000_000, 0),
+        referee_bonus_fen=r.money("referee_bonus", "0.00"),
+        min_purchase_fen=r.money("min_purchase", "0.00"))
+    r.done()
+    return out
 
 
 def _stored_value_section(top: _Reader) -> dict[str, Any]:

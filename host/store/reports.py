@@ -169,3 +169,25 @@ def dormant(db: sqlite_utils.Database, policy: Policy, now: datetime, days: int 
                      "points": r[4], "last_active": datetime.fromtimestamp(r[5], policy.tz)
                      .date().isoformat(), "days_idle": (int(now.timestamp()) - r[5]) // 86400})
     return rows
+
+
+def referrals(db: sqlite_utils.Database, policy: Policy, now: datetime, days: int | None = None
+              ) -> list[dict[str, Any]]:
+    """One row per referrer (most referred first): members referred (in the last ``days``
+    days when given), how many of them qualified (made the purchase that pays the reward),
+    and the points and bonus the referrer got for it."""
+    since = int(now.timestamp()) - days * 86400 if days else 0
+    rows = []
+    for r in db.execute(
+            "SELECT m.referrer_id, (SELECT name FROM members WHERE id = m.referrer_id), "
+            "count(*), coalesce(sum(m.referral_paid), 0) FROM members m WHERE m.referrer_id "
+            "IS NOT NULL AND m.created_at >= ? GROUP BY m.referrer_id ORDER BY 3 DESC, 1",
+            (since,)).fetchall():
+        pts, bonus = db.execute(
+            "SELECT coalesce(sum(CASE WHEN currency = 'points' THEN delta END), 0), "
+            "coalesce(sum(CASE WHEN currency = 'bonus' THEN delta END), 0) FROM ledger "
+            "WHERE member_id = ? AND kind = 'referral' AND ts >= ?", (r[0], since)).fetchone()
+        rows.append({"referrer_id": r[0], "name": r[1], "referred": r[2], "qualified": r[3],
+                     "qualified_rate": _rate(r[3], r[2]), "points_paid": pts,
+                     "bonus_paid_fen": bonus})
+    return rows
