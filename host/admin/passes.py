@@ -101,7 +101,8 @@ class PassWrites(AdminCore):
                          " op_key) VALUES (?,?,?,?,?,?)",
                          (ts, m.id, "pass_sale", pl.price_fen, pid, key))
         rewards.earn(conn, pol, m.id, m.birthday, pl.price_fen, now, ts, pass_id=pid, op_key=key)
-        rewards.qualify(conn, pol, m.id, ts, pass_id=pid, op_key=key)
+        rewards.qualify(conn, pol, m.id, ts, paid_fen=pl.price_fen, now=now, pass_id=pid,
+                        op_key=key)
 
     def cancel_pass(self, pass_id: int, *, key: str | None = None) -> dict[str, Any]:
         """Stop pass ``pass_id`` now and refund its unused part pro rata (see the module

@@ -118,8 +118,8 @@ def _by_balance(ctx: TapContext, cover: str, price_fen: int) -> Outcome | None:
         return None
     earned = rewards.earn(ctx.conn, pol, m.id, m.birthday, pay_fen, ctx.now, ctx.ts,
                           tap_id=ctx.tap_id, pending=m.pending)
-    rewards.qualify(ctx.conn, pol, m.id, ctx.ts, pending=m.pending,
-                    current=(m.tier, int(m.manual)), tap_id=ctx.tap_id)
+    rewards.qualify(ctx.conn, pol, m.id, ctx.ts, paid_fen=pay_fen, now=ctx.now,
+                    pending=m.pending, current=(m.tier, int(m.manual)), tap_id=ctx.tap_id)
     return Outcome("grant", "ok",
                    f"paid {format_fen(pay_fen)} left {format_fen(m.balance_fen())}",
                    charged_fen=pay_fen, points_earned=earned, pass_id=disc_pid)

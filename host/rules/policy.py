@@ -32,13 +32,19 @@ _PAY_METHODS = ("pass", "punch", "balance")
 
 @dataclass(frozen=True)
 class Tier:
-    """A member tier: price paid in percent and the rule that upgrades a member to it."""
+    """A member tier: price paid in percent, the rule that upgrades a member to it (purchases
+    and/or spend in a window, with a bonus) and the rule that keeps them there (保级)."""
 
     name: str
     rank: int
     discount_pct: int
     upgrade_purchases: int = 0
     upgrade_window_days: int = 0
+    upgrade_spend_fen: int = 0
+    upgrade_bonus_points: int = 0
+    keep_purchases: int = 0
+    keep_spend_fen: int = 0
+    keep_window_days: int = 0
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,8 @@ class Policy:
     #: (anti-passback); 0 = never.
     presence_expiry_hours: int = 12
     referral: Referral = field(default_factory=Referral)
+    #: A purchase below this neither counts as qualifying nor towards tier spend.
+    tier_min_purchase_fen: int = 0
 
     @property
     def tz(self) -> ZoneInfo:
@@ -240,6 +248,9 @@ def build_policy(raw: dict[str, Any]) -> Policy:
     fields["dormant_days"] = d.integer("days", 1, 3660)
     d.done()
     fields["referral"] = _referral_section(top, fields["referral_bonus"])
+    tr = _Reader(top.get("tier_rules", {}), "tier_rules")
+    fields["tier_min_purchase_fen"] = tr.money("min_purchase", "0.00")
+    tr.done()
     sec = _Reader(top.get("security", {"mode": "uid"}), "security")
     fields["security_mode"] = sec.choice("mode", ("uid", "sun"))
     sec.done()
@@ -266,12 +277,21 @@ def _tiers_section(top: _Reader, default_tier: str) -> dict[str, Any]:
     tiers: dict[str, Tier] = {}
     for name, t in tiers_raw.items():
         r = _Reader(t, f"tiers.{name}")
-        tiers[name] = Tier(name, r.integer("rank", 1, 100), r.integer("discount_pct", 1, 100),
-                           r.integer("upgrade_purchases", 0, 10_000, 0),
-                           r.integer("upgrade_window_days", 0, 3660, 0))
-        if tiers[name].upgrade_purchases and not tiers[name].upgrade_window_days:
+        tiers[name] = t = Tier(
+            name, r.integer("rank", 1, 100), r.integer("discount_pct", 1, 100),
+            upgrade_purchases=r.integer("upgrade_purchases", 0, 10_000, 0),
+            upgrade_window_days=r.integer("upgrade_window_days", 0, 3660, 0),
+            upgrade_spend_fen=r.money("upgrade_spend", "0.00"),
+            upgrade_bonus_points=r.integer("upgrade_bonus_points", 0, 1_000_000, 0),
+            keep_purchases=r.integer("keep_purchases", 0, 10_000, 0),
+            keep_spend_fen=r.money("keep_spend", "0.00"),
+            keep_window_days=r.integer("keep_window_days", 0, 3660, 0))
+        if (t.upgrade_purchases or t.upgrade_spend_fen) and not t.upgrade_window_days:
             raise InputError(f"policy: tiers.{name}.upgrade_window_days must be set with "
-                             "upgrade_purchases")
+                             "upgrade_purchases or upgrade_spend")
+        if (t.keep_purchases or t.keep_spend_fen) and not t.keep_window_days:
+            raise InputError(f"policy: tiers.{name}.keep_window_days must be set with "
+                             "keep_purchases or keep_spend")
         r.done()
     if len({t.rank for t in tiers.values()}) != len(tiers):
         raise InputError("policy: tiers.*.rank must be distinct")

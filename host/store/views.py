@@ -122,3 +122,14 @@ def tap_after(conn: sqlite3.Connection, device_id: str, after_id: int) -> dict[s
                        "m.id = taps.member_id) AS member FROM taps WHERE device_id = ? "
                        "AND id > ? ORDER BY id LIMIT 1", (device_id, after_id)).fetchone()
     return None if row is None else dict(row)
+
+
+def tier_changes(db: sqlite_utils.Database, member_id: int | None, limit: int
+                 ) -> list[dict[str, Any]]:
+    """Tier history, newest first (of one member when given; NotFound for an unknown one)."""
+    if member_id is not None and db.execute("SELECT 1 FROM members WHERE id = ?",
+                                            (member_id,)).fetchone() is None:
+        raise NotFound(f"unknown member {member_id}")
+    where, params = ("WHERE member_id = ?", [member_id]) if member_id is not None else ("", [])
+    return _rows(db, f"SELECT id, ts, member_id, old_tier, new_tier, manual, reason FROM "
+                     f"tier_changes {where} ORDER BY id DESC LIMIT ?", params + [limit])
