@@ -7,6 +7,7 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
+from host.admin.coupons import issue_for_event
 from host.admin.core import AdminCore, check_int, check_name, check_phone, parse_birthday
 from host.errors import InputError
 from host.ledger import rewards
@@ -49,6 +50,7 @@ class MemberWrites(AdminCore):
                 (name, phone, bday, t, manual, referrer_id, ts))
             mid = cur.lastrowid
             conn.execute(_TIER_LOG, (ts, mid, None, t, manual, "enrolled", key))
+            issue_for_event(conn, self.policy, mid, "signup", ts, "signup", key)
             return {"member_id": mid, "tier": t}
         return self.write("member.add", args, key, fn)
 

@@ -5,7 +5,8 @@ A member added with a referrer earns the reward for both sides once, at their fi
 pass sale of at least ``referral.min_purchase``: the referrer gets ``referrer_points`` and
 ``referrer_bonus``, the new member ``referee_points`` and ``referee_bonus`` (points as a lot
 expiring like earned points, bonus as a bonus lot). Smaller purchases pay nothing and leave
-the reward for a later one. Every credit is a ledger row of kind ``referral``; the member's
+the reward for a later one. ``[coupon_rules].referral`` adds a coupon to each side. Every
+credit is a ledger row of kind ``referral``; the member's
 ``referral_paid`` flag makes it once only."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime
 
+from host.admin import coupons
 from host.admin.core import MemberRow
 from host.ledger import book as ledger
 from host.ledger import rewards
@@ -38,5 +40,6 @@ def pay_referral(conn: sqlite3.Connection, policy: Policy, m: MemberRow, amount_
         if bonus:
             ledger.credit(conn, ts, who, "bonus", bonus, "referral",
                           expires_at=bonus_expires_at, op_key=key, note=note)
+        coupons.issue_for_event(conn, policy, who, "referral", ts, f"referral:{m.id}", key)
     conn.execute("UPDATE members SET referral_paid = 1 WHERE id = ?", (m.id,))
     return r.referrer_points

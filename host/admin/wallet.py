@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from host.admin.core import AdminCore, check_int
+from host.admin.coupons import issue_for_topup
 from host.admin.referral import pay_referral
 from host.errors import Conflict, InputError, InsufficientFunds
 from host.ledger import book as ledger
@@ -43,13 +44,17 @@ class WalletWrites(AdminCore):
             if bonus:
                 ledger.credit(conn, ts, member_id, "bonus", bonus, "topup_bonus",
                               expires_at=self.bonus_expiry(now), op_key=key)
-            conn.execute("INSERT INTO payments (ts, member_id, kind, amount_fen, op_key) "
-                         "VALUES (?,?,?,?,?)", (ts, member_id, "topup", amount_fen, key))
+            pay_id = conn.execute("INSERT INTO payments (ts, member_id, kind, amount_fen, op_key)"
+                                  " VALUES (?,?,?,?,?)",
+                                  (ts, member_id, "topup", amount_fen, key)).lastrowid
+            coupon = issue_for_topup(conn, pol, member_id, amount_fen, ts, f"payment:{pay_id}",
+                                     key)
             referral = pay_referral(conn, pol, m, amount_fen, ts, now, self.bonus_expiry(now),
                                     key)
             conn.execute("UPDATE members SET last_active_at = ? WHERE id = ?", (ts, member_id))
             return {**self.state(conn, member_id), "topup_fen": amount_fen,
-                    "bonus_added_fen": bonus, "referral_points": referral}
+                    "bonus_added_fen": bonus, "referral_points": referral,
+                    "coupon_id": coupon}
         return self.write("topup", dict(member_id=member_id, amount_fen=amount_fen), key, fn)
 
     def refund(self, member_id: int, amount_fen: int | None = None, *,

@@ -23,8 +23,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from host.errors import InputError
 from host.money import parse_yuan
+from host.rules.policy_coupons import CouponRules, CouponTemplate, coupon_rules, coupon_templates
 
-_REPLACED_WHOLE = {("tiers",), ("plans",), ("wash", "programs"), ("stored_value", "ladder")}
+_REPLACED_WHOLE = {("tiers",), ("plans",), ("wash", "programs"), ("stored_value", "ladder"),
+                   ("coupons",), ("campaigns",), ("coupon_rules", "topup")}
 _DURATIONS = ("month", "quarter", "year")
 _SPEND_ORDERS = ("prorated", "bonus_first", "principal_first")
 _PAY_METHODS = ("pass", "punch", "balance")
@@ -123,6 +125,8 @@ class Policy:
     referral: Referral = field(default_factory=Referral)
     #: A purchase below this neither counts as qualifying nor towards tier spend.
     tier_min_purchase_fen: int = 0
+    coupon_templates: dict[str, CouponTemplate] = field(default_factory=dict)
+    coupon_rules: CouponRules = field(default_factory=CouponRules)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -251,6 +255,8 @@ def build_policy(raw: dict[str, Any]) -> Policy:
     tr = _Reader(top.get("tier_rules", {}), "tier_rules")
     fields["tier_min_purchase_fen"] = tr.money("min_purchase", "0.00")
     tr.done()
+    fields["coupon_templates"] = coupon_templates(top, fields["programs"])
+    fields["coupon_rules"] = coupon_rules(top, fields["coupon_templates"])
     sec = _Reader(top.get("security", {"mode": "uid"}), "security")
     fields["security_mode"] = sec.choice("mode", ("uid", "sun"))
     sec.done()

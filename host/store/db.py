@@ -301,6 +301,50 @@ CREATE TABLE site_settings (
     updated_at INTEGER NOT NULL
 );
 """),
+    # Coupons (host/ledger/coupons.py): issued coupons and their redemptions, both append-only;
+    # a coupon is used while it has more 'redeem' than 'unredeem' events. (member, source,
+    # source_ref) makes each rule issue at most once.
+    (10, "coupons and coupon events", """
+CREATE TABLE coupons (
+    id INTEGER PRIMARY KEY,
+    member_id INTEGER NOT NULL REFERENCES members(id),
+    template TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('amount_off', 'percent_off', 'free_service',
+                                       'gift_item')),
+    value INTEGER NOT NULL DEFAULT 0 CHECK (value >= 0),
+    min_spend_fen INTEGER NOT NULL DEFAULT 0 CHECK (min_spend_fen >= 0),
+    covers TEXT NOT NULL DEFAULT '[]',
+    item TEXT NOT NULL DEFAULT '',
+    valid_from INTEGER NOT NULL,
+    valid_until INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    source_ref TEXT,
+    issued_at INTEGER NOT NULL,
+    op_key TEXT,
+    UNIQUE (member_id, source, source_ref)
+);
+CREATE INDEX coupons_member ON coupons(member_id, valid_until);
+CREATE TABLE coupon_events (
+    id INTEGER PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    coupon_id INTEGER NOT NULL REFERENCES coupons(id),
+    event TEXT NOT NULL CHECK (event IN ('redeem', 'unredeem')),
+    tap_id INTEGER,
+    saved_fen INTEGER NOT NULL DEFAULT 0 CHECK (saved_fen >= 0),
+    note TEXT,
+    op_key TEXT
+);
+CREATE INDEX coupon_events_coupon ON coupon_events(coupon_id);
+CREATE INDEX coupon_events_tap ON coupon_events(tap_id) WHERE tap_id IS NOT NULL;
+CREATE TRIGGER coupons_no_update BEFORE UPDATE ON coupons
+BEGIN SELECT RAISE(ABORT, 'coupons is append-only'); END;
+CREATE TRIGGER coupons_no_delete BEFORE DELETE ON coupons
+BEGIN SELECT RAISE(ABORT, 'coupons is append-only'); END;
+CREATE TRIGGER coupon_events_no_update BEFORE UPDATE ON coupon_events
+BEGIN SELECT RAISE(ABORT, 'coupon_events is append-only'); END;
+CREATE TRIGGER coupon_events_no_delete BEFORE DELETE ON coupon_events
+BEGIN SELECT RAISE(ABORT, 'coupon_events is append-only'); END;
+"""),
 ]
 
 def default_db_path() -> str:

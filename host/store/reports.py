@@ -191,3 +191,22 @@ def referrals(db: sqlite_utils.Database, policy: Policy, now: datetime, days: in
                      "qualified_rate": _rate(r[3], r[2]), "points_paid": pts,
                      "bonus_paid_fen": bonus})
     return rows
+
+
+def coupons(db: sqlite_utils.Database, policy: Policy, now: datetime, days: int | None = None
+            ) -> list[dict[str, Any]]:
+    """One row per coupon template and source: issued (in the last ``days`` days when
+    given), redeemed (net of voids), the saving given, and the redemption rate."""
+    since = int(now.timestamp()) - days * 86400 if days else 0
+    rows = []
+    for tpl, source, issued, used, saved in db.execute(
+            "SELECT template, source, count(*), coalesce(sum(n > 0), 0), coalesce(sum(saved), 0)"
+            " FROM (SELECT c.template, c.source, (SELECT coalesce(sum(CASE event WHEN 'redeem' "
+            "THEN 1 ELSE -1 END), 0) FROM coupon_events e WHERE e.coupon_id = c.id) AS n, "
+            "(SELECT coalesce(sum(CASE event WHEN 'redeem' THEN saved_fen ELSE -saved_fen END), "
+            "0) FROM coupon_events e WHERE e.coupon_id = c.id) AS saved FROM coupons c "
+            "WHERE c.issued_at >= ?) GROUP BY template, source ORDER BY template, source",
+            (since,)).fetchall():
+        rows.append({"template": tpl, "source": source, "issued": issued, "redeemed": used,
+                     "redemption_rate": _rate(used, issued), "saved_fen": saved})
+    return rows

@@ -133,3 +133,22 @@ def tier_changes(db: sqlite_utils.Database, member_id: int | None, limit: int
     where, params = ("WHERE member_id = ?", [member_id]) if member_id is not None else ("", [])
     return _rows(db, f"SELECT id, ts, member_id, old_tier, new_tier, manual, reason FROM "
                      f"tier_changes {where} ORDER BY id DESC LIMIT ?", params + [limit])
+
+
+def coupons(db: sqlite_utils.Database, member_id: int, ts: int, include_closed: bool
+            ) -> list[dict[str, Any]]:
+    """A member's coupons, expiring first, each with its ``state`` (open, used, expired);
+    only open ones unless ``include_closed``. NotFound for an unknown member."""
+    if db.execute("SELECT 1 FROM members WHERE id = ?", (member_id,)).fetchone() is None:
+        raise NotFound(f"unknown member {member_id}")
+    rows = _rows(db, "SELECT id, template, kind, value, min_spend_fen, covers, item, valid_until, "
+                     "source, (SELECT coalesce(sum(CASE event WHEN 'redeem' THEN 1 ELSE -1 END), 0)"
+                     " FROM coupon_events e WHERE e.coupon_id = c.id) AS used FROM coupons c "
+                     "WHERE member_id = ? ORDER BY valid_until, id", [member_id])
+    out = []
+    for r in rows:
+        r["state"] = "used" if r.pop("used") > 0 else "expired" if r["valid_until"] <= ts \
+            else "open"
+        if include_closed or r["state"] == "open":
+            out.append(r)
+    return out
