@@ -23,6 +23,7 @@ from host.ledger import book as ledger
 from host.ledger import rewards
 from host.ledger.periods import add_duration
 from host.money import format_fen
+from host.rules import campaigns
 from host.rules.policy import Plan
 
 
@@ -100,7 +101,9 @@ class PassWrites(AdminCore):
             conn.execute("INSERT INTO payments (ts, member_id, kind, amount_fen, pass_id,"
                          " op_key) VALUES (?,?,?,?,?,?)",
                          (ts, m.id, "pass_sale", pl.price_fen, pid, key))
-        rewards.earn(conn, pol, m.id, m.birthday, pl.price_fen, now, ts, pass_id=pid, op_key=key)
+        rewards.earn(conn, pol, m.id, m.birthday, pl.price_fen, now, ts, pass_id=pid, op_key=key,
+                     campaign_kind="pass")
+        campaigns.issue_coupons(conn, pol, m.id, now, ts, "pass", key)
         rewards.qualify(conn, pol, m.id, ts, paid_fen=pl.price_fen, now=now, pass_id=pid,
                         op_key=key)
 

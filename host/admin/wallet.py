@@ -16,6 +16,7 @@ from host.errors import Conflict, InputError, InsufficientFunds
 from host.ledger import book as ledger
 from host.ledger import rewards
 from host.money import format_fen
+from host.rules import campaigns
 
 
 class WalletWrites(AdminCore):
@@ -23,9 +24,10 @@ class WalletWrites(AdminCore):
 
     def topup(self, member_id: int, amount_fen: int, *, key: str | None = None
               ) -> dict[str, Any]:
-        """Top up principal; add the ladder bonus (highest rung with ``min <= amount``) as a
-        bonus lot; pay the referral reward when this is the member's first qualifying purchase
-        (``host.admin.referral``)."""
+        """Top up principal; add the ladder bonus (highest rung with ``min <= amount``; a
+        top-up campaign's ladder while one is on) as a bonus lot; issue the coupons of the
+        top-up rules and campaigns; pay the referral reward when this is the member's first
+        qualifying purchase (``host.admin.referral``)."""
         check_int(member_id, "member id")
         check_int(amount_fen, "top-up amount")
         pol = self.policy
@@ -35,7 +37,8 @@ class WalletWrites(AdminCore):
             if m.status != "active":
                 raise Conflict(f"member {member_id} is suspended")
             ledger.sweep_expired(conn, ts, member_id)
-            bonus = next((b for mn, b in reversed(pol.ladder) if amount_fen >= mn), 0)
+            rungs = campaigns.ladder(pol, now)
+            bonus = next((b for mn, b in reversed(rungs) if amount_fen >= mn), 0)
             bal = ledger.balances(conn, member_id)
             if bal["principal_fen"] + bal["bonus_fen"] + amount_fen + bonus > pol.max_balance_fen:
                 raise InputError(f"top-up would take the balance above the site maximum "
@@ -49,6 +52,7 @@ class WalletWrites(AdminCore):
                                   (ts, member_id, "topup", amount_fen, key)).lastrowid
             coupon = issue_for_topup(conn, pol, member_id, amount_fen, ts, f"payment:{pay_id}",
                                      key)
+            campaigns.issue_coupons(conn, pol, member_id, now, ts, "topup", key)
             referral = pay_referral(conn, pol, m, amount_fen, ts, now, self.bonus_expiry(now),
                                     key)
             conn.execute("UPDATE members SET last_active_at = ? WHERE id = ?", (ts, member_id))

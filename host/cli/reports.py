@@ -11,11 +11,11 @@ from host.cli.args import Parents, date_arg, group, whole
 from host.cli.context import Ctx, Handler
 from host.store import reports
 
-_NAMES = ("daily", "members", "devices", "dormant", "referrals", "coupons")
+_NAMES = ("daily", "members", "devices", "dormant", "referrals", "coupons", "campaigns")
 
 
 def add_parsers(sub: Any, p: Parents) -> None:
-    """``report daily|members|devices|dormant|referrals|coupons`` with ``--csv`` and ``--days``."""
+    """``report daily|members|devices|dormant|referrals|coupons|campaigns`` with ``--csv`` and ``--days``."""
     rep = group(sub, "report", "reports")
     for name in _NAMES:
         r = rep.add_parser(name, **p.read)
@@ -56,8 +56,12 @@ def coupons_report(ctx: Ctx, a: argparse.Namespace) -> None:
     _print(ctx, a, reports.coupons(ctx.db, ctx.policy, ctx.now, a.days))
 
 
+def campaigns_report(ctx: Ctx, a: argparse.Namespace) -> None:
+    _print(ctx, a, reports.campaigns(ctx.db, ctx.policy, ctx.now))
+
+
 COMMANDS: dict[str, Handler] = {
     "report daily": daily, "report members": members, "report devices": devices,
     "report dormant": dormant, "report referrals": referrals_report,
-    "report coupons": coupons_report,
+    "report coupons": coupons_report, "report campaigns": campaigns_report,
 }

@@ -16,7 +16,7 @@ import sqlite3
 from typing import NamedTuple
 
 from host.errors import Conflict, NotFound
-from host.rules.policy_coupons import CouponTemplate
+from host.rules.policy_programme import CouponTemplate
 
 
 class Coupon(NamedTuple):

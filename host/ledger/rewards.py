@@ -17,6 +17,7 @@ from typing import Any
 from host.ledger import book as ledger
 from host.ledger.periods import months_later_start
 from host.ledger.tiers import maybe_upgrade
+from host.rules import campaigns
 from host.rules.policy import Policy
 
 __all__ = ["earn", "maybe_upgrade", "points_expiry", "points_multiplier", "qualify"]
@@ -47,9 +48,12 @@ def points_expiry(policy: Policy, now: datetime) -> int:
 
 def earn(conn: sqlite3.Connection, policy: Policy, member_id: int, birthday: str | None,
          paid_fen: int, now: datetime, ts: int, *, pending: ledger.Pending | None = None,
-         **refs: Any) -> int:
-    """Credit the points a payment of ``paid_fen`` earns; returns them (0: nothing written)."""
-    pts = paid_fen // 100 * policy.points_per_yuan * points_multiplier(policy, now, birthday)
+         campaign_kind: str | None = None, **refs: Any) -> int:
+    """Credit the points a payment of ``paid_fen`` earns (times a campaign's multiplier for
+    ``campaign_kind``, ``host.rules.campaigns``); returns them (0: nothing written)."""
+    mult = points_multiplier(policy, now, birthday)
+    mult *= campaigns.points_multiplier(policy, now, campaign_kind)
+    pts = paid_fen // 100 * policy.points_per_yuan * mult
     if pts > 0:
         ledger.credit(conn, ts, member_id, "points", pts, "earn",
                       expires_at=points_expiry(policy, now), pending=pending, **refs)

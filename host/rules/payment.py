@@ -21,7 +21,7 @@ from host.ledger import book as ledger
 from host.ledger import rewards
 from host.ledger.periods import day_start
 from host.money import format_fen
-from host.rules import coupons
+from host.rules import campaigns, coupons
 from host.rules.context import Outcome, TapContext
 
 
@@ -105,7 +105,8 @@ def _by_pass(ctx: TapContext, cover: str, method: str, count_direction: bool
 
 
 def member_price(ctx: TapContext, cover: str, price_fen: int) -> tuple[int, int | None]:
-    """(price, discount pass id or None): the best of the tier price and a discount card."""
+    """(price, discount pass id or None): the best of the tier price and a discount card,
+    less a campaign's extra discount (``host.rules.campaigns``)."""
     pol, m = ctx.policy, ctx.member
     tier = pol.tiers.get(m.tier) or pol.tiers[pol.default_tier]
     pay_fen = price_fen * tier.discount_pct // 100
@@ -114,7 +115,8 @@ def member_price(ctx: TapContext, cover: str, price_fen: int) -> tuple[int, int 
         cand = price_fen * p.discount_pct // 100
         if cand < pay_fen:
             pay_fen, disc_pid = cand, p.id
-    return pay_fen, disc_pid
+    extra = campaigns.extra_discount_pct(pol, ctx.now, ctx.kind)
+    return pay_fen * (100 - extra) // 100, disc_pid
 
 
 def _by_coupon(ctx: TapContext, cover: str, price_fen: int) -> Outcome | None:
@@ -147,7 +149,8 @@ def _by_balance(ctx: TapContext, cover: str, price_fen: int) -> Outcome | None:
         return None
     coupons.use(ctx, applied)
     earned = rewards.earn(ctx.conn, pol, m.id, m.birthday, pay_fen, ctx.now, ctx.ts,
-                          tap_id=ctx.tap_id, pending=m.pending)
+                          tap_id=ctx.tap_id, pending=m.pending, campaign_kind=ctx.kind)
+    campaigns.issue_coupons(ctx.conn, pol, m.id, ctx.now, ctx.ts, ctx.kind)
     rewards.qualify(ctx.conn, pol, m.id, ctx.ts, paid_fen=pay_fen, now=ctx.now,
                     pending=m.pending, current=(m.tier, int(m.manual)), tap_id=ctx.tap_id)
     return Outcome("grant", "ok", f"{coupons.label(applied)}paid {format_fen(pay_fen)} "

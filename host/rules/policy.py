@@ -23,7 +23,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from host.errors import InputError
 from host.money import parse_yuan
-from host.rules.policy_coupons import CouponRules, CouponTemplate, coupon_rules, coupon_templates
+from host.rules.policy_programme import (Campaign, CouponRules, CouponTemplate, campaigns,
+                                        coupon_rules, coupon_templates)
 
 _REPLACED_WHOLE = {("tiers",), ("plans",), ("wash", "programs"), ("stored_value", "ladder"),
                    ("coupons",), ("campaigns",), ("coupon_rules", "topup")}
@@ -127,6 +128,7 @@ class Policy:
     tier_min_purchase_fen: int = 0
     coupon_templates: dict[str, CouponTemplate] = field(default_factory=dict)
     coupon_rules: CouponRules = field(default_factory=CouponRules)
+    campaigns: dict[str, Campaign] = field(default_factory=dict)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -257,6 +259,7 @@ def build_policy(raw: dict[str, Any]) -> Policy:
     tr.done()
     fields["coupon_templates"] = coupon_templates(top, fields["programs"])
     fields["coupon_rules"] = coupon_rules(top, fields["coupon_templates"])
+    fields["campaigns"] = campaigns(top, fields["coupon_templates"])
     sec = _Reader(top.get("security", {"mode": "uid"}), "security")
     fields["security_mode"] = sec.choice("mode", ("uid", "sun"))
     sec.done()

@@ -210,3 +210,47 @@ def coupons(db: sqlite_utils.Database, policy: Policy, now: datetime, days: int 
         rows.append({"template": tpl, "source": source, "issued": issued, "redeemed": used,
                      "redemption_rate": _rate(used, issued), "saved_fen": saved})
     return rows
+
+
+def _uplift(during: int, before: int) -> float | None:
+    return round(during / before - 1, 4) if before else None
+
+
+def campaigns(db: sqlite_utils.Database, policy: Policy, now: datetime
+              ) -> list[dict[str, Any]]:
+    """One row per campaign of the policy that has started: granted taps and their spend on
+    the campaign's device kinds, and top-ups when it covers them, during the campaign (up
+    to today) and in as many days just before it; uplift = during / before - 1 (None when
+    nothing happened before)."""
+    rows = []
+    for name, c in sorted(policy.campaigns.items()):
+        if c.starts > now.date():
+            continue
+        last = min(c.ends, now.date())
+        t0, _ = _day_bounds(c.starts, policy)
+        _, t1 = _day_bounds(last, policy)
+        b0 = t0 - (t1 - t0)
+        kinds = [k for k in c.kinds if k in ("gate", "wash", "kiosk")] or ["-"]
+        marks = ",".join("?" * len(kinds))
+
+        def taps(a: int, b: int) -> tuple[int, int]:
+            return db.execute(
+                f"SELECT count(*), coalesce(sum(charged_fen), 0) FROM taps WHERE ts >= ? AND "
+                f"ts < ? AND verdict = 'grant' AND kind IN ({marks}) AND {_NOT_VOIDED}",
+                (a, b, *kinds)).fetchone()
+
+        def topups(a: int, b: int) -> int:
+            if "topup" not in c.kinds:
+                return 0
+            return db.execute("SELECT coalesce(sum(amount_fen), 0) FROM payments WHERE ts >= ? "
+                              "AND ts < ? AND kind = 'topup'", (a, b)).fetchone()[0]
+
+        (n1, s1), (n0, s0) = taps(t0, t1), taps(b0, t0)
+        u1, u0 = topups(t0, t1), topups(b0, t0)
+        rows.append({"campaign": name, "starts": c.starts.isoformat(),
+                     "ends": c.ends.isoformat(), "taps_before": n0, "taps_during": n1,
+                     "taps_uplift": _uplift(n1, n0), "spend_before_fen": s0,
+                     "spend_during_fen": s1, "spend_uplift": _uplift(s1, s0),
+                     "topups_before_fen": u0, "topups_during_fen": u1,
+                     "topups_uplift": _uplift(u1, u0)})
+    return rows

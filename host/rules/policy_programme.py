@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -57,12 +57,11 @@ class Campaign:
     name: str
     starts: date
     ends: date
-    kinds: tuple[str, ...] = ("gate", "wash", "kiosk", "topup")
+    kinds: tuple[str, ...] = ("gate", "wash", "kiosk", "topup", "pass")
     points_multiplier: int = 1
     extra_discount_pct: int = 0
     ladder: tuple[tuple[int, int], ...] = ()
     coupon: str = ""
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 def valid_cover(c: Any, programs: dict[int, Any]) -> bool:
@@ -133,3 +132,63 @@ def coupon_rules(top: Any, templates: dict[str, CouponTemplate]) -> CouponRules:
                       topup=tuple(sorted(topup)))
     r.done()
     return out
+
+
+_CAMPAIGN_KINDS = ("gate", "wash", "kiosk", "topup", "pass")
+
+
+def campaigns(top: Any, templates: dict[str, CouponTemplate]) -> dict[str, Campaign]:
+    """``[campaigns.<name>]``: ``starts``/``ends`` dates (YYYY-MM-DD, inclusive), ``kinds``
+    (of gate, wash, kiosk, topup, pass), ``points_multiplier``, ``extra_discount_pct``,
+    ``ladder`` (top-ups) and ``coupon`` (a template)."""
+    from host.rules.policy import _Reader
+    raw = top.get("campaigns", {})
+    if not isinstance(raw, dict):
+        raise InputError("policy: campaigns must be a table")
+    out = {}
+    for name, c in raw.items():
+        pre = f"campaigns.{name}"
+        r = _Reader(c, pre)
+        starts, ends = _date(r, pre, "starts"), _date(r, pre, "ends")
+        if ends < starts:
+            raise InputError(f"policy: {pre}.ends must not be before starts")
+        kinds = r.get("kinds", list(_CAMPAIGN_KINDS))
+        if (not isinstance(kinds, list) or not kinds
+                or any(k not in _CAMPAIGN_KINDS for k in kinds)):
+            raise InputError(f"policy: {pre}.kinds must list some of "
+                             f"{'|'.join(_CAMPAIGN_KINDS)}, got {json.dumps(kinds)}")
+        coupon = r.get("coupon", "")
+        if coupon != "" and coupon not in templates:
+            raise InputError(f"policy: {pre}.coupon must name a coupon template, got "
+                             f"{json.dumps(coupon)}")
+        out[name] = Campaign(name, starts, ends, tuple(kinds),
+                             r.integer("points_multiplier", 1, 10, 1),
+                             r.integer("extra_discount_pct", 0, 99, 0),
+                             _ladder(r, pre), coupon)
+        r.done()
+    return out
+
+
+def _date(r: Any, pre: str, key: str) -> date:
+    v = r.get(key)
+    if isinstance(v, date):           # TOML has dates: starts = 2027-01-01
+        return v
+    try:
+        if isinstance(v, str) and len(v) == 10:
+            return date.fromisoformat(v)
+    except ValueError:
+        pass
+    raise InputError(f"policy: {pre}.{key} must be a date YYYY-MM-DD, got {json.dumps(str(v))}")
+
+
+def _ladder(r: Any, pre: str) -> tuple[tuple[int, int], ...]:
+    from host.rules.policy import _Reader
+    rungs = r.get("ladder", [])
+    if not isinstance(rungs, list):
+        raise InputError(f"policy: {pre}.ladder must be an array of tables")
+    out = []
+    for i, rung in enumerate(rungs):
+        rr = _Reader(rung, f"{pre}.ladder[{i}]")
+        out.append((rr.money("min"), rr.money("bonus")))
+        rr.done()
+    return tuple(sorted(out))
