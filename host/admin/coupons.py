@@ -70,7 +70,7 @@ class CouponWrites(AdminCore):
             self.active_member(conn, member_id)
             cid = coupons.issue(conn, member_id, t, ts, "manual", None, key)
             return {"coupon_id": cid, "member_id": member_id, "template": template,
-                    "kind": t.kind, "valid_until": ts + t.valid_days * 86400}
+                    "kind": t.kind, "expires_at": ts + t.valid_days * 86400}
         return self.write("coupon.issue", dict(member_id=member_id, template=template), key, fn)
 
     def redeem_coupon(self, coupon_id: int, *, key: str | None = None) -> dict[str, Any]:

@@ -47,8 +47,8 @@ def coupon_run(ctx: Ctx, a: argparse.Namespace) -> None:
 
 def coupon_templates(ctx: Ctx, a: argparse.Namespace) -> None:
     ctx.show([{"template": t.name, "kind": t.kind,
-               "value": t.value if t.kind == "percent_off" else "",
-               "value_fen": t.value if t.kind == "amount_off" else None,
+               "off_fen": t.value if t.kind == "amount_off" else None,
+               "off_pct": t.value if t.kind == "percent_off" else None,
                "min_spend_fen": t.min_spend_fen, "covers": " ".join(t.covers) or "all",
                "item": t.item, "valid_days": t.valid_days}
               for t in ctx.policy.coupon_templates.values()])

@@ -4,6 +4,7 @@ function returns plain dicts, so a front end only renders them."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from typing import Any
@@ -147,8 +148,14 @@ def coupons(db: sqlite_utils.Database, member_id: int, ts: int, include_closed: 
                      "WHERE member_id = ? ORDER BY valid_until, id", [member_id])
     out = []
     for r in rows:
-        r["state"] = "used" if r.pop("used") > 0 else "expired" if r["valid_until"] <= ts \
-            else "open"
-        if include_closed or r["state"] == "open":
-            out.append(r)
+        value, kind = r.pop("value"), r["kind"]
+        state = "used" if r.pop("used") > 0 else "expired" if r["valid_until"] <= ts else "open"
+        if include_closed or state == "open":
+            out.append({"id": r["id"], "template": r["template"], "kind": kind,
+                        "off_fen": value if kind == "amount_off" else None,
+                        "off_pct": value if kind == "percent_off" else None,
+                        "min_spend_fen": r["min_spend_fen"],
+                        "covers": " ".join(json.loads(r["covers"])) or "all",
+                        "item": r["item"], "expires_at": r["valid_until"],
+                        "source": r["source"], "state": state})
     return out
