@@ -4,18 +4,20 @@
 Each write runs in one ``BEGIN IMMEDIATE`` transaction and is idempotent by ``key`` (the
 CLI's ``--idempotency-key``); see ``host.admin.core``. The writes live by responsibility:
 ``members``, ``cards``, ``wallet`` (top-up, refund, points, reversals, expiry), ``passes``,
-``tiers`` (periodic re-evaluation), ``coupons``.
+``tiers`` (periodic re-evaluation), ``coupons``, ``messages`` (contacts, the daily queue).
 """
 
 from host.admin.cards import CardWrites
 from host.admin.coupons import CouponWrites
 from host.admin.members import MemberWrites
+from host.admin.messages import MessageWrites
 from host.admin.passes import PassWrites
 from host.admin.tiers import TierWrites
 from host.admin.wallet import WalletWrites
 
 
-class Admin(MemberWrites, CardWrites, WalletWrites, PassWrites, TierWrites, CouponWrites):
+class Admin(MemberWrites, CardWrites, WalletWrites, PassWrites, TierWrites, CouponWrites,
+            MessageWrites):
     """Operator writes: ``Admin(db, policy=None, clock=None)``."""
 
 

@@ -22,6 +22,7 @@ from host.errors import Conflict, InputError, InsufficientFunds
 from host.ledger import book as ledger
 from host.ledger import rewards
 from host.ledger.periods import add_duration
+from host.messages import outbox
 from host.money import format_fen
 from host.rules import campaigns
 from host.rules.policy import Plan
@@ -55,6 +56,8 @@ class PassWrites(AdminCore):
             if pl.price_fen:
                 self._charge(conn, m, pl, pid, from_balance, ts, now, key)
             pay_referral(conn, self.policy, m, pl.price_fen, ts, now, self.bonus_expiry(now), key)
+            outbox.receipt(conn, self.policy, member_id, f"Pass {plan}", pl.price_fen, ts,
+                           f"pass:{pid}")
             conn.execute("UPDATE members SET last_active_at = ? WHERE id = ?", (ts, member_id))
             return {**self.state(conn, member_id), "pass_id": pid, "plan": plan,
                     "kind": pl.kind, "ends_at": ends, "uses_left": uses if uses else -1}

@@ -15,6 +15,7 @@ from host.admin.referral import pay_referral
 from host.errors import Conflict, InputError, InsufficientFunds
 from host.ledger import book as ledger
 from host.ledger import rewards
+from host.messages import outbox
 from host.money import format_fen
 from host.rules import campaigns
 
@@ -53,6 +54,8 @@ class WalletWrites(AdminCore):
             coupon = issue_for_topup(conn, pol, member_id, amount_fen, ts, f"payment:{pay_id}",
                                      key)
             campaigns.issue_coupons(conn, pol, member_id, now, ts, "topup", key)
+            outbox.receipt(conn, pol, member_id, "Top-up", amount_fen + bonus, ts,
+                           f"payment:{pay_id}")
             referral = pay_referral(conn, pol, m, amount_fen, ts, now, self.bonus_expiry(now),
                                     key)
             conn.execute("UPDATE members SET last_active_at = ? WHERE id = ?", (ts, member_id))
@@ -85,8 +88,10 @@ class WalletWrites(AdminCore):
             ledger.debit(conn, ts, member_id, "principal", r, "refund", op_key=key)
             if forfeit:
                 ledger.debit(conn, ts, member_id, "bonus", forfeit, "refund_forfeit", op_key=key)
-            conn.execute("INSERT INTO payments (ts, member_id, kind, amount_fen, op_key) "
-                         "VALUES (?,?,?,?,?)", (ts, member_id, "refund", -r, key))
+            pay_id = conn.execute("INSERT INTO payments (ts, member_id, kind, amount_fen, op_key)"
+                                  " VALUES (?,?,?,?,?)",
+                                  (ts, member_id, "refund", -r, key)).lastrowid
+            outbox.receipt(conn, self.policy, member_id, "Refund", r, ts, f"payment:{pay_id}")
             return {**self.state(conn, member_id), "refunded_fen": r,
                     "bonus_forfeited_fen": forfeit}
         return self.write("refund", dict(member_id=member_id, amount_fen=amount_fen), key, fn)

@@ -23,8 +23,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from host.errors import InputError
 from host.money import parse_yuan
-from host.rules.policy_programme import (Campaign, CouponRules, CouponTemplate, campaigns,
-                                        coupon_rules, coupon_templates)
+from host.rules.policy_programme import (Campaign, CouponRules, CouponTemplate, Messages,
+                                        campaigns, coupon_rules, coupon_templates, messages)
 
 _REPLACED_WHOLE = {("tiers",), ("plans",), ("wash", "programs"), ("stored_value", "ladder"),
                    ("coupons",), ("campaigns",), ("coupon_rules", "topup")}
@@ -129,6 +129,7 @@ class Policy:
     coupon_templates: dict[str, CouponTemplate] = field(default_factory=dict)
     coupon_rules: CouponRules = field(default_factory=CouponRules)
     campaigns: dict[str, Campaign] = field(default_factory=dict)
+    messages: Messages = field(default_factory=Messages)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -260,6 +261,7 @@ def build_policy(raw: dict[str, Any]) -> Policy:
     fields["coupon_templates"] = coupon_templates(top, fields["programs"])
     fields["coupon_rules"] = coupon_rules(top, fields["coupon_templates"])
     fields["campaigns"] = campaigns(top, fields["coupon_templates"])
+    fields["messages"] = messages(top)
     sec = _Reader(top.get("security", {"mode": "uid"}), "security")
     fields["security_mode"] = sec.choice("mode", ("uid", "sun"))
     sec.done()

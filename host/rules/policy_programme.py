@@ -192,3 +192,55 @@ def _ladder(r: Any, pre: str) -> tuple[tuple[int, int], ...]:
         out.append((rr.money("min"), rr.money("bonus")))
         rr.done()
     return tuple(sorted(out))
+
+
+MESSAGE_KINDS = ("receipt", "birthday", "winback", "points_expiry")
+CHANNELS = ("email", "sms")
+
+
+@dataclass(frozen=True)
+class Messages:
+    """Member messages (``host.messages``): which ``channels`` to use, in order ("email" by
+    SMTP, "sms" by an HTTP webhook for SMS/WeChat gateways; none = no messages), which
+    ``kinds`` to send, and the retry rule."""
+
+    channels: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = MESSAGE_KINDS
+    smtp_host: str = "localhost"
+    smtp_port: int = 25
+    smtp_from: str = "tapkiosk@localhost"
+    webhook_url: str = ""
+    max_attempts: int = 5
+    retry_minutes: int = 10
+    expiry_notice_days: int = 14
+
+
+def messages(top: Any) -> Messages:
+    """``[messages]``."""
+    from host.rules.policy import _Reader
+    r = _Reader(top.get("messages", {}), "messages")
+
+    def names(key: str, allowed: tuple[str, ...], default: list[str]) -> tuple[str, ...]:
+        v = r.get(key, default)
+        if not isinstance(v, list) or any(x not in allowed for x in v) or len(set(v)) != len(v):
+            raise InputError(f"policy: messages.{key} must list distinct "
+                             f"{'|'.join(allowed)}, got {json.dumps(v)}")
+        return tuple(v)
+
+    out = Messages(channels=names("channels", CHANNELS, []),
+                   kinds=names("kinds", MESSAGE_KINDS, list(MESSAGE_KINDS)),
+                   smtp_host=r.text("smtp_host", "localhost"),
+                   smtp_port=r.integer("smtp_port", 1, 65535, 25),
+                   smtp_from=r.text("smtp_from", "tapkiosk@localhost"),
+                   webhook_url=r.get("webhook_url", ""),
+                   max_attempts=r.integer("max_attempts", 1, 100, 5),
+                   retry_minutes=r.integer("retry_minutes", 1, 1440, 10),
+                   expiry_notice_days=r.integer("expiry_notice_days", 1, 365, 14))
+    url = out.webhook_url
+    if not isinstance(url, str) or (url and not url.startswith(("http://", "https://"))):
+        raise InputError(f"policy: messages.webhook_url must be an http(s) URL, got "
+                         f"{json.dumps(url)}")
+    if "sms" in out.channels and not url:
+        raise InputError("policy: messages.webhook_url is needed for the sms channel")
+    r.done()
+    return out

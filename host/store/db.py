@@ -345,6 +345,35 @@ BEGIN SELECT RAISE(ABORT, 'coupon_events is append-only'); END;
 CREATE TRIGGER coupon_events_no_delete BEFORE DELETE ON coupon_events
 BEGIN SELECT RAISE(ABORT, 'coupon_events is append-only'); END;
 """),
+    # Member messages (host/messages/): how to reach a member (and their opt-out), and the
+    # outbox the sender drains with retries; (member_id, dedup) makes each message once.
+    (11, "member contacts and the message outbox", """
+CREATE TABLE member_contacts (
+    member_id INTEGER PRIMARY KEY REFERENCES members(id),
+    email TEXT,
+    opt_out INTEGER NOT NULL DEFAULT 0 CHECK (opt_out IN (0, 1)),
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY,
+    member_id INTEGER NOT NULL REFERENCES members(id),
+    kind TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    body TEXT NOT NULL,
+    dedup TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending'
+        CHECK (status IN ('pending', 'sending', 'sent', 'failed', 'skipped')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    last_error TEXT,
+    created_at INTEGER NOT NULL,
+    sent_at INTEGER,
+    UNIQUE (member_id, dedup)
+);
+CREATE INDEX messages_due ON messages(status, next_attempt_at);
+"""),
 ]
 
 def default_db_path() -> str:

@@ -159,3 +159,11 @@ def coupons(db: sqlite_utils.Database, member_id: int, ts: int, include_closed: 
                         "item": r["item"], "expires_at": r["valid_until"],
                         "source": r["source"], "state": state})
     return out
+
+
+def messages(db: sqlite_utils.Database, status: str | None, limit: int) -> list[dict[str, Any]]:
+    """The message outbox, newest first (of ``status`` when given)."""
+    where, params = ("WHERE status = ?", [status]) if status else ("", [])
+    return _rows(db, f"SELECT id, created_at, member_id, kind, channel, recipient, subject, "
+                     f"status, attempts, last_error FROM messages {where} ORDER BY id DESC "
+                     f"LIMIT ?", params + [limit])
