@@ -4,10 +4,11 @@
 Each write runs in one ``BEGIN IMMEDIATE`` transaction and is idempotent by ``key`` (the
 CLI's ``--idempotency-key``); see ``host.admin.core``. The writes live by responsibility:
 ``members``, ``cards``, ``wallet`` (top-up, refund, points, reversals, expiry), ``passes``,
-``tiers`` (periodic re-evaluation), ``coupons``, ``messages`` (contacts, the daily queue).
+``tiers`` (periodic re-evaluation), ``coupons``, ``messages`` (contacts, the daily queue), ``catalogue`` (what points buy).
 """
 
 from host.admin.cards import CardWrites
+from host.admin.catalogue import CatalogueWrites
 from host.admin.coupons import CouponWrites
 from host.admin.members import MemberWrites
 from host.admin.messages import MessageWrites
@@ -17,7 +18,7 @@ from host.admin.wallet import WalletWrites
 
 
 class Admin(MemberWrites, CardWrites, WalletWrites, PassWrites, TierWrites, CouponWrites,
-            MessageWrites):
+            MessageWrites, CatalogueWrites):
     """Operator writes: ``Admin(db, policy=None, clock=None)``."""
 
 

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from host.admin.core import AdminCore, check_int
+from host.admin import catalogue
 from host.admin.coupons import issue_for_topup
 from host.admin.referral import pay_referral
 from host.errors import Conflict, InputError, InsufficientFunds
@@ -96,14 +97,18 @@ class WalletWrites(AdminCore):
                     "bonus_forfeited_fen": forfeit}
         return self.write("refund", dict(member_id=member_id, amount_fen=amount_fen), key, fn)
 
-    def redeem_points(self, member_id: int, points: int, *, item: str | None = None,
-                      to_balance: bool = False, key: str | None = None) -> dict[str, Any]:
-        """Spend points on goods (``item``) or convert them to bonus balance at the policy
-        rate (``points.convert_points_per_yuan``; must be a whole multiple of it)."""
+    def redeem_points(self, member_id: int, points: int | None = None, *,
+                      item: str | None = None, qty: int = 1, to_balance: bool = False,
+                      key: str | None = None) -> dict[str, Any]:
+        """Spend points on ``qty`` of a catalogue ``item`` (its price; ``points``, when
+        given, must match; ``host.admin.catalogue``) or convert them to bonus balance at the
+        policy rate (``points.convert_points_per_yuan``; a whole multiple of it)."""
         check_int(member_id, "member id")
-        check_int(points, "points")
+        check_int(qty, "quantity")
+        if points is not None:
+            check_int(points, "points")
         rate = self.policy.convert_points_per_yuan
-        if to_balance and (points * 100) % rate:
+        if to_balance and (points is None or (points * 100) % rate):
             raise InputError(f"points to convert must make whole fen: a multiple of "
                              f"{rate // math.gcd(rate, 100)}")
         if not to_balance and not item:
@@ -111,22 +116,53 @@ class WalletWrites(AdminCore):
 
         def fn(conn: sqlite3.Connection, ts: int, now: datetime) -> dict[str, Any]:
             self.active_member(conn, member_id)
+            pts = points
+            if not to_balance:
+                price = catalogue.price_of(conn, item, qty)
+                if price is None and points is None:
+                    raise InputError("give the points (the catalogue is empty)")
+                if price is not None and points not in (None, price):
+                    raise InputError(f"{qty} x {item!r} costs {price} points, not {points}")
+                pts = price if price is not None else points
             ledger.sweep_expired(conn, ts, member_id)
-            ledger.debit(conn, ts, member_id, "points", points,
+            first = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM ledger").fetchone()[0]
+            ledger.debit(conn, ts, member_id, "points", pts,
                          "convert" if to_balance else "redeem", op_key=key, note=item)
             credited = 0
             if to_balance:
-                credited = points * 100 // rate
+                credited = pts * 100 // rate
                 ledger.credit(conn, ts, member_id, "bonus", credited, "convert",
                               expires_at=self.bonus_expiry(now), op_key=key)
-            return {**self.state(conn, member_id), "redeemed_points": points,
+            else:
+                catalogue.take(conn, item, qty, member_id, first, ts, key)
+            return {**self.state(conn, member_id), "redeemed_points": pts,
                     "credited_fen": credited}
         return self.write("points.redeem", dict(member_id=member_id, points=points, item=item,
-                                                to_balance=to_balance), key, fn)
+                                                qty=qty, to_balance=to_balance), key, fn)
+
+    def grant_points(self, member_id: int, points: int, reason: str, *,
+                     key: str | None = None) -> dict[str, Any]:
+        """A manager's grant of points, with the reason (kept as the ledger row's note);
+        they expire like earned points."""
+        check_int(member_id, "member id")
+        check_int(points, "points")
+        if not isinstance(reason, str) or not 1 <= len(reason.strip()) <= 200:
+            raise InputError("a grant needs a reason (at most 200 characters)")
+
+        def fn(conn: sqlite3.Connection, ts: int, now: datetime) -> dict[str, Any]:
+            self.active_member(conn, member_id)
+            ledger.credit(conn, ts, member_id, "points", points, "grant",
+                          expires_at=rewards.points_expiry(self.policy, now), op_key=key,
+                          note=reason.strip())
+            return {**self.state(conn, member_id), "granted_points": points}
+        return self.write("points.grant", dict(member_id=member_id, points=points,
+                                               reason=reason), key, fn)
 
     def gift_points(self, from_id: int, to_id: int, points: int, *, key: str | None = None
                     ) -> dict[str, Any]:
-        """Move points between members; each part keeps the expiry of the lot it came from."""
+        """Move points between members; each part keeps the expiry of the lot it came from.
+        With ``points.gift_pooling = false`` a member receives gifts from one member only
+        (points of several accounts cannot be pooled into one)."""
         check_int(from_id, "member id")
         check_int(to_id, "member id")
         check_int(points, "points")
@@ -138,6 +174,13 @@ class WalletWrites(AdminCore):
         def fn(conn: sqlite3.Connection, ts: int, now: datetime) -> dict[str, Any]:
             self.active_member(conn, from_id)
             self.active_member(conn, to_id)
+            if not self.policy.gift_pooling:
+                other = conn.execute("SELECT 1 FROM ledger WHERE member_id = ? AND kind = "
+                                     "'gift_in' AND note <> ? LIMIT 1",
+                                     (to_id, f"from member {from_id}")).fetchone()
+                if other is not None:
+                    raise Conflict(f"member {to_id} already receives points from another "
+                                   "member (points.gift_pooling = false)")
             ledger.sweep_expired(conn, ts, from_id)
             taken = ledger.debit(conn, ts, from_id, "points", points, "gift_out", op_key=key,
                                  note=f"to member {to_id}")
@@ -171,6 +214,7 @@ class WalletWrites(AdminCore):
             new_id = ledger.reverse(conn, ts, entry_id, op_key=key, note=reason or None)
             mid = conn.execute("SELECT member_id FROM ledger WHERE id = ?",
                                (new_id,)).fetchone()[0]
+            catalogue.give_back(conn, entry_id, ts, key)
             if row[0] == "refund" and row[1] == "principal":
                 # The refund did not happen: its cash out is cancelled by an opposite record.
                 conn.execute("INSERT INTO payments (ts, member_id, kind, amount_fen, op_key) "

@@ -26,8 +26,8 @@ from datetime import datetime
 from typing import TextIO
 
 from host.admin import Admin
-from host.cli import (books, coupons, delegate, devices, members, messages, money, reports,
-                      site_policy, tap, tiers, tokens)
+from host.cli import (books, catalogue, coupons, delegate, devices, members, messages, money,
+                      reports, site_policy, tap, tiers, tokens)
 from host.cli.args import Parser, parents
 from host.cli.context import Ctx, Handler
 from host.errors import HostError, InputError
@@ -39,13 +39,14 @@ from host.store.db import default_db_path, open_db
 _GROUPS = (devices.add_site_parsers, members.add_parsers, devices.add_parsers,
            money.add_parsers, tap.add_parsers, reports.add_parsers, books.add_parsers,
            tokens.add_parsers, site_policy.add_parsers, tiers.add_parsers,
-           coupons.add_parsers, messages.add_parsers)
+           coupons.add_parsers, messages.add_parsers, catalogue.add_parsers)
 
 #: Every command: its words (``"member add"``) -> its handler.
 COMMANDS: dict[str, Handler] = {**devices.COMMANDS, **members.COMMANDS, **money.COMMANDS,
                                 **tap.COMMANDS, **reports.COMMANDS, **books.COMMANDS,
                                 **tokens.COMMANDS, **site_policy.COMMANDS, **tiers.COMMANDS,
-                                **coupons.COMMANDS, **messages.COMMANDS}
+                                **coupons.COMMANDS, **messages.COMMANDS,
+                                **catalogue.COMMANDS}
 
 
 def build_parser() -> Parser:

@@ -130,6 +130,8 @@ class Policy:
     coupon_rules: CouponRules = field(default_factory=CouponRules)
     campaigns: dict[str, Campaign] = field(default_factory=dict)
     messages: Messages = field(default_factory=Messages)
+    #: False: a member receives points gifts from one other member only.
+    gift_pooling: bool = True
 
     @property
     def tz(self) -> ZoneInfo:
@@ -323,7 +325,11 @@ def _points_section(top: _Reader) -> dict[str, Any]:
         points_expiry_months=p.integer("expiry_months", 0, 120),
         referral_bonus=p.integer("referral_bonus", 0, 1_000_000, 0),
         gift_min=p.integer("gift_min", 1, 1_000_000),
+        gift_pooling=p.get("gift_pooling", True),
     )
+    if not isinstance(points["gift_pooling"], bool):
+        raise InputError(f"policy: points.gift_pooling must be true or false, got "
+                         f"{json.dumps(points['gift_pooling'])}")
     p.done()
     return points
 

@@ -374,6 +374,33 @@ CREATE TABLE messages (
 );
 CREATE INDEX messages_due ON messages(status, next_attempt_at);
 """),
+    # Points catalogue (host/admin/catalogue.py): what points buy; stock is the sum of the
+    # append-only moves (restock +, redemption -, a reversal gives it back).
+    (12, "points catalogue and stock moves", """
+CREATE TABLE catalogue_items (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 64),
+    points INTEGER NOT NULL CHECK (points > 0),
+    limited INTEGER NOT NULL DEFAULT 1 CHECK (limited IN (0, 1)),
+    active INTEGER NOT NULL DEFAULT 1 CHECK (active IN (0, 1)),
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE catalogue_moves (
+    id INTEGER PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    item_id INTEGER NOT NULL REFERENCES catalogue_items(id),
+    delta INTEGER NOT NULL CHECK (delta <> 0),
+    member_id INTEGER REFERENCES members(id),
+    ledger_id INTEGER REFERENCES ledger(id),
+    note TEXT,
+    op_key TEXT
+);
+CREATE INDEX catalogue_moves_item ON catalogue_moves(item_id);
+CREATE TRIGGER catalogue_moves_no_update BEFORE UPDATE ON catalogue_moves
+BEGIN SELECT RAISE(ABORT, 'catalogue_moves is append-only'); END;
+CREATE TRIGGER catalogue_moves_no_delete BEFORE DELETE ON catalogue_moves
+BEGIN SELECT RAISE(ABORT, 'catalogue_moves is append-only'); END;
+"""),
 ]
 
 def default_db_path() -> str:

@@ -167,3 +167,12 @@ def messages(db: sqlite_utils.Database, status: str | None, limit: int) -> list[
     return _rows(db, f"SELECT id, created_at, member_id, kind, channel, recipient, subject, "
                      f"status, attempts, last_error FROM messages {where} ORDER BY id DESC "
                      f"LIMIT ?", params + [limit])
+
+
+def catalogue(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+    """Active catalogue items: name, points, stock (-1 = unlimited), redeemed so far."""
+    return _rows(db, "SELECT name AS item, points, CASE WHEN limited THEN (SELECT "
+                     "coalesce(sum(delta), 0) FROM catalogue_moves m WHERE m.item_id = i.id) "
+                     "ELSE -1 END AS stock, (SELECT coalesce(-sum(delta), 0) FROM catalogue_moves"
+                     " m WHERE m.item_id = i.id AND m.note IN ('redeemed', 'reversed')) AS "
+                     "redeemed FROM catalogue_items i WHERE active = 1 ORDER BY name", [])
