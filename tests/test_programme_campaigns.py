@@ -5,7 +5,7 @@ from host.admin import Admin
 from host.ledger import book as ledger
 from host.rules.engine import Engine, Tap
 from host.rules.policy import build_policy, load_policy
-from host.store import reports
+from host.store import programme_reports
 from site_support import UID, make_site
 
 CAMPAIGNS = {
@@ -59,7 +59,7 @@ def test_campaign_report_uplift():
     engine.decide(Tap("W1", 2, UID, service=1))
     clock.set(2026, 3, 10, 12, 1)
     engine.decide(Tap("W1", 3, UID, service=1))
-    rows = {r["campaign"]: r for r in reports.campaigns(db, admin.policy, clock())}
+    rows = {r["campaign"]: r for r in programme_reports.campaigns(db, admin.policy, clock())}
     assert "new_year" not in rows
     r = rows["wash_week"]
     assert (r["taps_before"], r["taps_during"], r["taps_uplift"]) == (1, 2, 1.0)

@@ -9,7 +9,7 @@ from host.ledger import book as ledger
 from host.rules.engine import Engine, Tap
 from host.rules.policy import build_policy, load_policy
 from host.rules.voids import void_tap
-from host.store import reports, views
+from host.store import programme_reports, views
 from site_support import UID, make_site
 
 TEMPLATES = {
@@ -147,7 +147,7 @@ def test_coupon_report():
     admin.issue_coupon(mid, "five_off_30")
     admin.issue_coupon(mid, "mug")
     engine.decide(Tap("K1", 1, UID, amount_fen=4000))
-    rows = {r["template"]: r for r in reports.coupons(db, admin.policy, clock())}
+    rows = {r["template"]: r for r in programme_reports.coupons(db, admin.policy, clock())}
     assert (rows["five_off_30"]["issued"], rows["five_off_30"]["redeemed"],
             rows["five_off_30"]["saved_fen"]) == (1, 1, 500)
     assert rows["mug"]["redemption_rate"] == 0.0

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from host.cli.app import main
-from host.errors import Conflict, InsufficientFunds
+from host.errors import Conflict
 from host.ledger import book as ledger
 from host.rules.engine import Tap
 from host.store import reports

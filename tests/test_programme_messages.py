@@ -10,7 +10,7 @@ from aiosmtpd.controller import Controller
 from host.admin import Admin
 from host.messages import channels, sender
 from host.rules.policy import build_policy, load_policy
-from site_support import Clock, make_site
+from site_support import make_site
 
 
 class Inbox:

@@ -3,7 +3,7 @@ import pytest
 
 from host.ledger import book as ledger
 from host.rules.policy import build_policy, load_policy
-from host.store import reports
+from host.store import programme_reports
 from site_support import make_site
 
 
@@ -27,7 +27,7 @@ def test_pass_sale_qualifies_and_report_counts():
     admin.add_member("B", referrer_id=mid)
     admin.sell_pass(a, "wash_month")                               # 199.00 >= 100.00
     assert db.execute("SELECT referral_paid FROM members WHERE id = ?", (a,)).fetchone()[0] == 1
-    [row] = reports.referrals(db, admin.policy, clock())
+    [row] = programme_reports.referrals(db, admin.policy, clock())
     assert (row["referrer_id"], row["referred"], row["qualified"], row["points_paid"],
             row["bonus_paid_fen"]) == (mid, 2, 1, 50, 500)
 

@@ -1,7 +1,6 @@
 # Runs on CPython (pytest): tier rules (#16 C) with a settable clock — windows, minimum purchase, keep rules, bonus, history.
 import pytest
 
-from host.admin import Admin
 from host.ledger import book as ledger
 from host.rules.engine import Engine, Tap
 from host.rules.policy import build_policy, load_policy
@@ -52,7 +51,6 @@ def test_spend_rule_needs_both_parts():
     pol = build_policy({**raw, "tiers": tiers})
     db, admin, engine, clock, mid = make_site(topup_fen=50000)
     engine = Engine(db, pol, clock)
-    admin = Admin(db, pol, clock)
     kiosk(engine, 1, 5000)                                      # 47.50 spent
     assert tier(db) == "silver"
     kiosk(engine, 2, 6000)                                      # 104.50 in 30 days
