@@ -232,3 +232,14 @@ def test_gate_presence_expires_after_policy_hours():
     assert engine.decide_local(Tap("G1", 0, UID, direction="in")).verdict == "grant"
     clock.set(2026, 3, 12, 9, 0)                      # a long stay may still leave
     assert engine.decide_local(Tap("G1", 0, UID, direction="out")).verdict == "grant"
+
+
+def test_pass_cancel_cli_and_bad_input(run, member):
+    j(run, "topup", "1", "100.00")
+    sold = j(run, "pass", "sell", "1", "wash10")
+    out = j(run, "pass", "cancel", str(sold["pass_id"]))
+    assert (out["refunded_fen"], out["refunded_to"]) == (20000, "cash")
+    assert "cancelled already" in refused(run, "pass", "cancel", str(sold["pass_id"]))
+    assert "unknown pass" in refused(run, "pass", "cancel", "99")
+    refused(run, "pass", "cancel", "x")
+    refused(run, "pass", "cancel", "0")
