@@ -291,9 +291,40 @@ CREATE TABLE device_refusals (
 ALTER TABLE devices ADD COLUMN last_error TEXT;
 ALTER TABLE devices ADD COLUMN last_error_at INTEGER;
 """),
+    # Staff accounts of the web console (host/store/staff.py) and the append-only audit log
+    # of every staff and CLI write (host/store/audit.py), written in the same transaction as
+    # the change it records; triggers refuse any UPDATE or DELETE of a log row.
+    (9, "staff accounts and the append-only audit log", """
+CREATE TABLE staff (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 32),
+    role TEXT NOT NULL CHECK (role IN ('cashier', 'manager', 'technician')),
+    pw_hash TEXT NOT NULL,
+    active INTEGER NOT NULL DEFAULT 1 CHECK (active IN (0, 1)),
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE audit_log (
+    id INTEGER PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    member_id INTEGER,
+    device_id TEXT,
+    before TEXT,
+    after TEXT,
+    client TEXT,
+    op_key TEXT
+);
+CREATE INDEX audit_log_actor ON audit_log(actor, ts);
+CREATE INDEX audit_log_member ON audit_log(member_id, ts);
+CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+"""),
     # Membership programme (issue 16): a cancelled pass keeps its row (cancelled_at set, ends_at
     # moved to the cancel); site settings hold the site's policy file path.
-    (9, "passes: cancelled_at; site_settings (policy path)", """
+    (10, "passes: cancelled_at; site_settings (policy path)", """
 ALTER TABLE passes ADD COLUMN cancelled_at INTEGER;
 CREATE TABLE site_settings (
     key TEXT PRIMARY KEY CHECK (length(key) BETWEEN 1 AND 64),
@@ -304,7 +335,7 @@ CREATE TABLE site_settings (
     # Coupons (host/ledger/coupons.py): issued coupons and their redemptions, both append-only;
     # a coupon is used while it has more 'redeem' than 'unredeem' events. (member, source,
     # source_ref) makes each rule issue at most once.
-    (10, "coupons and coupon events", """
+    (11, "coupons and coupon events", """
 CREATE TABLE coupons (
     id INTEGER PRIMARY KEY,
     member_id INTEGER NOT NULL REFERENCES members(id),
@@ -347,7 +378,7 @@ BEGIN SELECT RAISE(ABORT, 'coupon_events is append-only'); END;
 """),
     # Member messages (host/messages/): how to reach a member (and their opt-out), and the
     # outbox the sender drains with retries; (member_id, dedup) makes each message once.
-    (11, "member contacts and the message outbox", """
+    (12, "member contacts and the message outbox", """
 CREATE TABLE member_contacts (
     member_id INTEGER PRIMARY KEY REFERENCES members(id),
     email TEXT,
@@ -376,7 +407,7 @@ CREATE INDEX messages_due ON messages(status, next_attempt_at);
 """),
     # Points catalogue (host/admin/catalogue.py): what points buy; stock is the sum of the
     # append-only moves (restock +, redemption -, a reversal gives it back).
-    (12, "points catalogue and stock moves", """
+    (13, "points catalogue and stock moves", """
 CREATE TABLE catalogue_items (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 64),
