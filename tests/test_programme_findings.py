@@ -243,3 +243,14 @@ def test_pass_cancel_cli_and_bad_input(run, member):
     assert "unknown pass" in refused(run, "pass", "cancel", "99")
     refused(run, "pass", "cancel", "x")
     refused(run, "pass", "cancel", "0")
+
+
+def test_terminal_warns_when_no_site_policy(run, member, monkeypatch, tmp_path):
+    import sys
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    code, out, err = run("member", "list")
+    assert code == 0 and err.startswith("tapkiosk: warning: no site policy set")
+    pol = tmp_path / "p.toml"
+    pol.write_text("")
+    j(run, "policy", "set", str(pol))
+    assert run("member", "list")[2] == ""
