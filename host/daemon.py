@@ -26,6 +26,7 @@ from host.site.config import DaemonConfig, load_config
 from host.errors import HostError, InputError
 from host.site.metrics import Metrics
 from host.rules.policy import load_policy
+from host.store.settings import stored_policy_path
 from host.site.service import Service, ServiceConfig
 from host.site.writer import Writer
 
@@ -47,7 +48,7 @@ class Daemon:
                              f"tapkiosk --db {config.db} init")
         self.config = config
         self.metrics = Metrics()
-        self.policy = load_policy(config.policy)
+        self.policy = load_policy(stored_policy_path(str(db), config.policy))
         self.writer = Writer(config.db, policy=self.policy, metrics=self.metrics,
                              max_batch=config.max_batch)
         self.service = Service(self.writer, self.metrics, self.policy, ServiceConfig(
