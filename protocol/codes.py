@@ -31,6 +31,7 @@ REASONS = (
     "unknown_device",        # 18 tap from a device the host does not serve
     "internal",              # 19 host fault; nothing was charged
     "voided",                # 20 the device gave up on this tap (VOID): nothing charged
+    "no_sale",               # 21 kiosk: no sale armed on this reader (or another one than shown)
 )
 
 # Feedback patterns (DECISION.pattern, and the firmware's own offline patterns).

@@ -27,15 +27,17 @@ CONFIG = const(0x08)
 ERROR = const(0x09)
 ACK = const(0x0A)
 VOID = const(0x0B)
+SALE = const(0x0C)
 
 NAMES = {
     HELLO: "HELLO", WELCOME: "WELCOME", TAP: "TAP", DECISION: "DECISION", PING: "PING",
     PONG: "PONG", EVENT: "EVENT", CONFIG: "CONFIG", ERROR: "ERROR", ACK: "ACK", VOID: "VOID",
+    SALE: "SALE",
 }
 # Which direction may send each type: U = device -> host, D = host -> device.
 DIRECTIONS = {
     HELLO: UP, WELCOME: DOWN, TAP: UP, DECISION: DOWN, PING: UP + DOWN, PONG: UP + DOWN,
-    EVENT: UP, CONFIG: DOWN, ERROR: DOWN, ACK: UP, VOID: UP,
+    EVENT: UP, CONFIG: DOWN, ERROR: DOWN, ACK: UP, VOID: UP, SALE: DOWN,
 }
 
 # TAP.flags
@@ -72,13 +74,13 @@ SPECS = {
         ("uid", _BYTES, 4, 10), ("sak", "B", 0, 255), ("flags", "B", 0, 3),
         ("direction", "B", 0, 2), ("service", "H", 0, 0xFFFF),
         ("amount", "I", 0, 0xFFFFFFFF), ("device_time", "I", 0, 0xFFFFFFFF),
-        ("secure", _BYTES, 0, 96),
+        ("secure", _BYTES, 0, 96), ("sale_id", "I", 1, 0xFFFFFFFF),
     ),
     DECISION: (
         ("tap_seq", "I", 0, 0xFFFFFFFF), ("verdict", "B", 0, 1), ("reason", "B", 0, 255),
         ("relay_ms", "H", 0, 60000), ("pattern", "B", 0, 255),
         ("balance", "i", -0x80000000, 0x7FFFFFFF), ("points", "i", -0x80000000, 0x7FFFFFFF),
-        ("uses", "h", -1, 0x7FFF), ("text", _STR, 0, 64),
+        ("uses", "h", -1, 0x7FFF), ("text", _STR, 0, 64), ("sale_id", "I", 1, 0xFFFFFFFF),
     ),
     PING: (("nonce", "I", 0, 0xFFFFFFFF),),
     PONG: (("nonce", "I", 0, 0xFFFFFFFF), ("host_time", "I", 0, 0xFFFFFFFF)),
@@ -91,7 +93,14 @@ SPECS = {
     ERROR: (("ref_seq", "I", 0, 0xFFFFFFFF), ("code", "B", 1, 255), ("text", _STR, 0, 64)),
     ACK: (("ref_seq", "I", 0, 0xFFFFFFFF), ("code", "B", 0, 255)),
     VOID: (("tap_seq", "I", 0, 0xFFFFFFFF),),
+    SALE: (
+        ("sale_id", "I", 1, 0xFFFFFFFF), ("amount", "I", 0, 0xFFFFFFFF),
+        ("service", "H", 0, 0xFFFF), ("timeout_s", "H", 0, 3600), ("text", _STR, 0, 64),
+    ),
 }
+# Optional last field (absent = 0): TAP and DECISION carry `sale_id` only when a sale is being
+# paid, so frames without a sale are byte for byte those of readers that know no SALE.
+TAIL = {TAP: "sale_id", DECISION: "sale_id"}
 _UID_LENS = (4, 7, 10)
 
 
@@ -122,7 +131,10 @@ def encode_body(ptype, fields):
     if spec is None:
         raise UnsupportedError("unknown message type 0x%02x" % ptype)
     out = bytearray()
+    tail = TAIL.get(ptype)
     for name, kind, lo, hi in spec:
+        if name == tail and not fields.get(name):
+            break
         if name not in fields:
             raise MalformedError("%s: missing field %s" % (NAMES[ptype], name))
         v = fields[name]
@@ -161,7 +173,11 @@ def decode_body(ptype, body):
     fields = {}
     i = 0
     n = len(body)
+    tail = TAIL.get(ptype)
     for name, kind, lo, hi in spec:
+        if name == tail and i == n:
+            fields[name] = 0
+            break
         if kind == _STR or kind == _BYTES:
             if i >= n:
                 raise MalformedError("%s.%s: truncated" % (name_t, name))
@@ -315,7 +331,8 @@ class TapWriter:
         b[7:7 + len(dev)] = dev
         self._body = 9 + len(dev)
 
-    def tap(self, seq, uid, sak, flags, direction, service, amount, device_time, secure=b""):
+    def tap(self, seq, uid, sak, flags, direction, service, amount, device_time, secure=b"",
+            sale_id=0):
         ul = len(uid)
         sl = len(secure)
         if ul not in _UID_LENS or sl > 96:
@@ -331,6 +348,9 @@ class TapWriter:
         if sl:
             b[i:i + sl] = secure
             i += sl
+        if sale_id:
+            struct.pack_into(">I", b, i, sale_id)
+            i += 4
         struct.pack_into(">H", b, self._body - 2, i - self._body)
         b[i:i + MAC_LEN] = self._mac.tag(UP, self._mv[:i])
         return self._mv[:i + MAC_LEN]
