@@ -147,6 +147,13 @@ def expire(conn: sqlite3.Connection, ts: int, device_id: str | None = None) -> l
     return ids
 
 
+def armed_until(db: Any, ts: int) -> bool:
+    """*read* Whether an armed sale is past its expiry at ``ts`` (nothing to write if not)."""
+    c = db.conn if hasattr(db, "conn") else db
+    return c.execute("SELECT 1 FROM sales WHERE state = 'armed' AND expires_at <= ? LIMIT 1",
+                     (ts,)).fetchone() is not None
+
+
 def end_for_device(conn: sqlite3.Connection, device_id: str, ts: int, reason: str) -> list[int]:
     """Deny the reader's armed sale (e.g. ``offline``: the reader dropped off mid-sale)."""
     ids = [r[0] for r in conn.execute("SELECT id FROM sales WHERE device_id = ? AND "
