@@ -140,7 +140,7 @@ class Device:
     def start(self):
         ct = asyncio.create_task
         self.tasks = [ct(self.link.run()), ct(self.app.session.run()), ct(self.app.uplink.run()),
-                      ct(self.reader.run(self._on_tap))] + self.fb.tasks()
+                      ct(self.reader.run(self._on_tap)), ct(self.app.sale.run())] + self.fb.tasks()
 
     def healthy(self):
         now = ticks_ms()

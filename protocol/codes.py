@@ -41,6 +41,7 @@ PAT_DENY = 2           # red, long beep
 PAT_OFFLINE_GRANT = 3  # green blinking, two short beeps
 PAT_OFFLINE_DENY = 4   # red blinking, three short beeps
 PAT_FAULT = 5          # amber: reader or link fault
+PAT_SALE = 6           # green blinking: a sale is armed, tap to pay (firmware/sale.py)
 
 # ERROR codes (host -> device).
 ERR_MALFORMED = 1

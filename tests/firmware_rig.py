@@ -60,7 +60,8 @@ class Daemon:
     def __init__(self, tmp: Path, db: Path, *link: str, offline_after_s: int = 90) -> None:
         self.err = tmp / "daemon.log"
         self.args = [sys.executable, "-m", "host.daemon", "--db", str(db), *link,
-                     "--heartbeat-s", "2", "--offline-after-s", str(offline_after_s), "--debounce-ms", "400"]
+                     "--heartbeat-s", "2", "--offline-after-s", str(offline_after_s), "--debounce-ms", "400",
+                     "--http", "127.0.0.1:0"]
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Daemon":
@@ -72,6 +73,14 @@ class Daemon:
             assert time.monotonic() < deadline, "daemon did not start: " + self.err.read_text()
             time.sleep(0.05)
         return self
+
+    @property
+    def api_url(self) -> str:
+        """Base URL of the daemon's HTTP API (it serves on a free port: ``--http ...:0``)."""
+        import re
+        m = re.search(r"HTTP API on (\S+)/v1", self.err.read_text())
+        assert m, "the daemon logged no HTTP API address: " + self.err.read_text()[-2000:]
+        return m.group(1)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -138,3 +138,16 @@ def test_reader_dropping_off_denies_its_sale(site):
     d = engine.decide(Tap("K1", 1, UID, sale_id=s["id"]))
     assert d.reason == "no_sale" and sales.get(db.conn, s["id"])["reason"] == "offline"
     assert charged(db) == 0
+
+
+def test_a_voided_sale_tap_is_reversed_and_the_sale_no_longer_paid(site):
+    from host.rules.voids import void_tap
+    db, admin, engine, clock, mid = site
+    s = arm(db, engine, clock, amount_fen=1000)
+    engine.decide(Tap("K1", 5, UID, sale_id=s["id"]))
+    assert sales.get(db.conn, s["id"])["state"] == "paid"
+    void_tap(engine, "K1", 5, None, void_seq=6)
+    got = sales.get(db.conn, s["id"])
+    assert (got["state"], got["reason"]) == ("denied", "voided")
+    assert ledger.balances(db.conn, mid)["principal_fen"] + \
+        ledger.balances(db.conn, mid)["bonus_fen"] == 10000 and ledger.verify(db) == []

@@ -1,0 +1,125 @@
+# Runs on CPython (pytest): sales end to end — the HTTP API, the real daemon and the real firmware (MicroPython) over serial and MQTT.
+"""Arm -> the reader shows it -> tap -> charged once at the tier price -> the API reports it;
+and the ways a sale must NOT be charged: cancelled, expired, armed twice, retried, a token
+without the scope, a reader that drops off mid-sale. ``tapkiosk verify`` stays clean."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import httpx
+import pytest
+
+from conftest import micropython_path, wait_until
+from firmware_rig import CARD, cli
+
+from host.store.db import open_db
+from host.store.tokens import add_token
+
+pytestmark = pytest.mark.skipif(micropython_path() is None, reason="needs the MicroPython unix port")
+
+SILVER_PCT = 95
+
+
+def setup(rig) -> tuple[httpx.Client, dict[str, str]]:
+    db = open_db(rig.db)
+    try:
+        tokens = {s: add_token(db, f"t-{s}", s)[1] for s in ("sales", "members")}
+        # This kiosk sells only what is armed: a tap with no sale is refused "no_sale".
+        db.execute("UPDATE devices SET settings = json_set(settings, '$.fixed_price', "
+                   "json('false')) WHERE device_id = ?", [rig.device_id])
+        db.conn.commit()
+    finally:
+        db.conn.close()
+    client = httpx.Client(base_url=rig.daemon.api_url + "/v1", timeout=40)
+    return client, tokens
+
+
+def auth(token: str, key: str | None = None) -> dict[str, str]:
+    h = {"Authorization": f"Bearer {token}"}
+    if key:
+        h["Idempotency-Key"] = key
+    return h
+
+
+def charged(rig) -> list[tuple]:
+    with sqlite3.connect(rig.db) as c:
+        return c.execute("SELECT charged_fen, verdict, reason FROM taps WHERE device_id = ? "
+                         "ORDER BY id", (rig.device_id,)).fetchall()
+
+
+def tap_again(rig) -> None:
+    """The same card again, once the reader's debounce (1.5 s, host CONFIG) forgot it."""
+    time.sleep(1.7)
+    rig.tap(CARD)
+
+
+def shown(rig, text: str, mark: int) -> bool:
+    return rig.board.wait_for(text, 15, mark)
+
+
+@pytest.mark.parametrize("link", ["serial", "mqtt"])
+def test_sale_paid_once_cancel_expire_double_arm_retry_scope_offline(rigs, request, link):
+    broker = request.getfixturevalue("broker") if link == "mqtt" else None
+    rig = rigs(kind="kiosk", link=link, broker=broker, offline_after_s=4)
+    rig.boot()
+    api, tok = setup(rig)
+    dev = rig.device_id
+
+    # A token without the sales scope arms nothing.
+    r = api.post(f"/devices/{dev}/sales", json={"amount_fen": 2400}, headers=auth(tok["members"], "s0"))
+    assert r.status_code == 403
+
+    # Arm -> the reader shows it -> tap -> paid at the tier price, once.
+    mark = len(rig.board.output())
+    r = api.post(f"/devices/{dev}/sales", json={"amount_fen": 2400}, headers=auth(tok["sales"], "s1"))
+    assert r.status_code == 201, r.text
+    sale = r.json()
+    assert sale["state"] == "armed" and r.headers["Idempotent-Replayed"] == "false"
+    assert shown(rig, "Pay 24.00", mark), rig.console()
+    # A second sale on the same reader is refused; the same request again is the same sale.
+    r2 = api.post(f"/devices/{dev}/sales", json={"amount_fen": 100}, headers=auth(tok["sales"], "s2"))
+    assert r2.status_code == 409
+    r3 = api.post(f"/devices/{dev}/sales", json={"amount_fen": 2400}, headers=auth(tok["sales"], "s1"))
+    assert r3.status_code == 201 and r3.json()["id"] == sale["id"]
+    assert r3.headers["Idempotent-Replayed"] == "true"
+    rig.tap(CARD)
+    done = api.get(f"/sales/{sale['id']}", params={"wait": 20}, headers=auth(tok["sales"])).json()
+    assert done["state"] == "paid", rig.console()
+    assert done["result"]["charged_fen"] == 2400 * SILVER_PCT // 100
+    assert done["result"]["points_earned"] == 22
+    assert charged(rig) == [(2280, "grant", "ok")]
+
+    # Cancelled: the reader clears it, the next tap pays nothing.
+    mark = len(rig.board.output())
+    s = api.post(f"/devices/{dev}/sales", json={"items": [{"product": "coffee"}]},
+                 headers=auth(tok["sales"], "s3")).json()
+    assert s["amount_fen"] == 1200 and shown(rig, "Pay 12.00", mark)
+    c = api.delete(f"/sales/{s['id']}", headers=auth(tok["sales"]))
+    assert c.status_code == 200 and c.json()["state"] == "cancelled"
+    assert shown(rig, "Cancelled", mark), rig.console()
+    tap_again(rig)
+    wait_until(lambda: len(charged(rig)) == 2, 20, what="the tap after the cancel")
+    assert charged(rig)[1] == (0, "deny", "no_sale")
+
+    # Expired: never charged.
+    s = api.post(f"/devices/{dev}/sales", json={"amount_fen": 500, "timeout_s": 1},
+                 headers=auth(tok["sales"], "s4")).json()
+    got = api.get(f"/sales/{s['id']}", params={"wait": 10}, headers=auth(tok["sales"])).json()
+    assert got["state"] == "expired"
+    tap_again(rig)
+    wait_until(lambda: len(charged(rig)) == 3, 20, what="the tap after the expiry")
+    assert charged(rig)[2] == (0, "deny", "no_sale")
+
+    # The reader drops off mid-sale: the sale is denied "offline", nothing is charged, and an
+    # offline reader takes no new sale.
+    s = api.post(f"/devices/{dev}/sales", json={"amount_fen": 800},
+                 headers=auth(tok["sales"], "s5")).json()
+    rig.board.kill()
+    got = api.get(f"/sales/{s['id']}", params={"wait": 20}, headers=auth(tok["sales"])).json()
+    assert (got["state"], got["reason"]) == ("denied", "offline")
+    r = api.post(f"/devices/{dev}/sales", json={"amount_fen": 800}, headers=auth(tok["sales"], "s6"))
+    assert r.status_code == 409 and "offline" in r.json()["error"]
+    assert sum(x[0] for x in charged(rig)) == 2280
+    assert cli(rig.db, "verify")["ok"] is True
