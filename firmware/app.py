@@ -21,7 +21,6 @@ from protocol.errors import ProtocolError
 from protocol.mac import Mac
 
 import config as C
-from sale import Sale
 from session import Session
 from tappath import TapPath
 from uplink import Uplink
@@ -48,7 +47,10 @@ class App:
         self.errors = 0        # ERROR frames from the host
         self.session = Session(self, reset_cause)
         self.uplink = Uplink(self)
-        self.sale = Sale(feedback)
+        self.sale = None       # kiosk and wash readers: the sale armed by the host (sale.py)
+        if cfg.kind != "gate":
+            from sale import Sale
+            self.sale = Sale(feedback)
         self.tap_path = TapPath(self, feedback)
         link.on_packet = self.on_packet
         if outbox.recovered:
@@ -97,7 +99,8 @@ class App:
         if t == P.DECISION:
             self.uplink.on_decision(p.fields)
         elif t == P.SALE:
-            self.sale.on_sale(p.fields)
+            if self.sale is not None:
+                self.sale.on_sale(p.fields)
         elif t == P.ERROR:
             self.errors += 1
             if not self.session.on_error(p.fields):

@@ -140,7 +140,9 @@ class Device:
     def start(self):
         ct = asyncio.create_task
         self.tasks = [ct(self.link.run()), ct(self.app.session.run()), ct(self.app.uplink.run()),
-                      ct(self.reader.run(self._on_tap)), ct(self.app.sale.run())] + self.fb.tasks()
+                      ct(self.reader.run(self._on_tap))] + self.fb.tasks()
+        if self.app.sale is not None:
+            self.tasks.append(ct(self.app.sale.run()))
 
     def healthy(self):
         now = ticks_ms()

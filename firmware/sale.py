@@ -1,11 +1,12 @@
 # Runs on the ESP32 (and the unix port in tests): the sale armed on this reader — display, blinking LED, timeout, cancel.
 #
-# The host arms a sale (SALE frame, protocol/README.md "Sales"): the display shows its text
-# ("Pay 24.00 请刷卡"), the LED blinks until it ends, and the next TAP carries its id and amount
+# Kiosk and wash readers only (a gate sells nothing and does not load this module). The host
+# arms a sale (SALE frame, protocol/README.md "Sales"): the display shows its text ("Pay 24.00
+# 请刷卡"), the LED blinks until it ends, and the next TAP carries its id and amount
 # (tappath.py). It ends when the DECISION for its id arrives, when the host clears it (SALE with
 # amount 0 and the same id), or after timeout_s. A SALE that arrives while a card is on the
-# reader applies to the NEXT presentation: the reader only reports a card that came anew.
-# No allocation while a sale runs: the text is kept as decoded; one long-lived task.
+# reader applies to the NEXT presentation: the reader only reports a card that came anew, and
+# a TAP already on its way keeps what it carried. One long-lived task; nothing allocated.
 import asyncio
 
 from protocol.compat import const, ticks_diff, ticks_ms
@@ -21,11 +22,8 @@ class Sale:
         self.id = 0            # 0 = no sale
         self.amount = 0
         self.service = 0
-        self.text = ""
         self._at = 0
         self._ms = 0
-        self.shown = 0         # sales shown since boot (tests)
-        self.ended = 0         # sales ended (paid, refused, cleared or timed out)
 
     def active(self):
         if self.id and ticks_diff(ticks_ms(), self._at) >= self._ms:
@@ -33,30 +31,25 @@ class Sale:
         return self.id != 0
 
     def on_sale(self, f):
-        sid = f["sale_id"]
         if not f["amount"]:
-            if sid == self.id:
+            if f["sale_id"] == self.id:
                 self.end("Cancelled 已取消")
             return
-        self.id = sid
+        self.id = f["sale_id"]
         self.amount = f["amount"]
         self.service = f["service"]
-        self.text = f["text"]
         self._at = ticks_ms()
         self._ms = f["timeout_s"] * 1000
-        self.shown += 1
-        self.fb.show(_PAT_SALE, 0, self.text)
+        self.fb.show(_PAT_SALE, 0, f["text"])
 
     def settled(self, sale_id):
         # The DECISION of a tap that named sale_id arrived: that sale is over either way.
         if sale_id and sale_id == self.id:
             self.id = 0
-            self.ended += 1
 
     def end(self, text):
         if self.id:
             self.id = 0
-            self.ended += 1
             self.fb.show(0, 0, text)
 
     async def run(self):

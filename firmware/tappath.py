@@ -72,7 +72,7 @@ class TapPath:
         cfg = self.cfg
         seq = app.next_seq()
         sale = app.sale
-        sale_id = sale.id if sale.active() else 0
+        sale_id = sale.id if sale is not None and sale.active() else 0
         amount = sale.amount if sale_id else cfg.amount
         service = (sale.service if sale_id else 0) or self.program or cfg.service
         frame = self.tw.tap(seq, uid, sak, 0, cfg.direction, service, amount,
@@ -91,7 +91,8 @@ class TapPath:
         self.live = None
         if d is None:
             return await self._no_answer(seq)
-        sale.settled(d["sale_id"])
+        if sale is not None:
+            sale.settled(d["sale_id"])
         relay = 0
         if d["verdict"] == _GRANT and cfg.kind != "kiosk":
             relay = d["relay_ms"] or app.params["relay_ms"]

@@ -114,6 +114,18 @@ def _valid_device_id(dev):
     return True
 
 
+def _bad(ptype, name, what):
+    # The MalformedError for field `name` of a `ptype` body (one helper: less firmware heap).
+    return MalformedError("%s.%s: %s" % (NAMES[ptype], name, what))
+
+
+def _dev_bytes(device_id):
+    dev = device_id.encode() if isinstance(device_id, str) else bytes(device_id)
+    if not _valid_device_id(dev):
+        raise MalformedError("bad device id %r" % device_id)
+    return dev
+
+
 def _text_bytes(ptype, name, text):
     # str -> UTF-8 bytes, strict on both interpreters (a MicroPython str can hold a surrogate).
     try:
@@ -121,7 +133,7 @@ def _text_bytes(ptype, name, text):
     except UnicodeError:
         raw = None
     if raw is None or not _valid_utf8(raw):
-        raise MalformedError("%s.%s: not valid UTF-8 text" % (NAMES[ptype], name))
+        raise _bad(ptype, name, "not valid UTF-8 text")
     return raw
 
 
@@ -141,23 +153,23 @@ def encode_body(ptype, fields):
         if kind == _STR or kind == _BYTES:
             raw = _text_bytes(ptype, name, v) if kind == _STR else bytes(v)
             if not lo <= len(raw) <= hi:
-                raise MalformedError("%s.%s: length %d not in %d..%d" % (NAMES[ptype], name, len(raw), lo, hi))
+                raise _bad(ptype, name, "length %d not in %d..%d" % (len(raw), lo, hi))
             if name == "uid" and len(raw) not in _UID_LENS:
                 raise MalformedError("TAP.uid: length %d is not 4, 7 or 10" % len(raw))
             out.append(len(raw))
             out.extend(raw)
         elif kind == _UIDS:
             if not lo <= len(v) <= hi:
-                raise MalformedError("%s.%s: count %d not in %d..%d" % (NAMES[ptype], name, len(v), lo, hi))
+                raise _bad(ptype, name, "count %d not in %d..%d" % (len(v), lo, hi))
             out.append(len(v))
             for uid in v:
                 if len(uid) not in _UID_LENS:
-                    raise MalformedError("%s.%s: uid length %d is not 4, 7 or 10" % (NAMES[ptype], name, len(uid)))
+                    raise _bad(ptype, name, "uid length %d is not 4, 7 or 10" % len(uid))
                 out.append(len(uid))
                 out.extend(uid)
         else:
             if not isinstance(v, int) or not lo <= v <= hi:
-                raise MalformedError("%s.%s: %r not in %d..%d" % (NAMES[ptype], name, v, lo, hi))
+                raise _bad(ptype, name, "%r not in %d..%d" % (v, lo, hi))
             out.extend(struct.pack(">" + kind, v))
     if len(out) > MAX_BODY:
         raise MalformedError("%s: body of %d bytes exceeds %d" % (NAMES[ptype], len(out), MAX_BODY))
@@ -169,7 +181,6 @@ def decode_body(ptype, body):
     spec = SPECS.get(ptype)
     if spec is None:
         raise UnsupportedError("unknown message type 0x%02x" % ptype)
-    name_t = NAMES[ptype]
     fields = {}
     i = 0
     n = len(body)
@@ -180,16 +191,16 @@ def decode_body(ptype, body):
             break
         if kind == _STR or kind == _BYTES:
             if i >= n:
-                raise MalformedError("%s.%s: truncated" % (name_t, name))
+                raise _bad(ptype, name, "truncated")
             ln = body[i]
             i += 1
             if not lo <= ln <= hi or i + ln > n:
-                raise MalformedError("%s.%s: bad length %d" % (name_t, name, ln))
+                raise _bad(ptype, name, "bad length %d" % ln)
             raw = bytes(body[i:i + ln])
             i += ln
             if kind == _STR:
                 if not _valid_utf8(raw):
-                    raise MalformedError("%s.%s: not UTF-8" % (name_t, name))
+                    raise _bad(ptype, name, "not UTF-8")
                 fields[name] = raw.decode("utf-8")
             else:
                 if name == "uid" and ln not in _UID_LENS:
@@ -197,33 +208,33 @@ def decode_body(ptype, body):
                 fields[name] = raw
         elif kind == _UIDS:
             if i >= n:
-                raise MalformedError("%s.%s: truncated" % (name_t, name))
+                raise _bad(ptype, name, "truncated")
             count = body[i]
             i += 1
             if not lo <= count <= hi:
-                raise MalformedError("%s.%s: count %d not in %d..%d" % (name_t, name, count, lo, hi))
+                raise _bad(ptype, name, "count %d not in %d..%d" % (count, lo, hi))
             uids = []
             for _ in range(count):
                 if i >= n:
-                    raise MalformedError("%s.%s: truncated" % (name_t, name))
+                    raise _bad(ptype, name, "truncated")
                 ln = body[i]
                 i += 1
                 if ln not in _UID_LENS or i + ln > n:
-                    raise MalformedError("%s.%s: bad uid length %d" % (name_t, name, ln))
+                    raise _bad(ptype, name, "bad uid length %d" % ln)
                 uids.append(bytes(body[i:i + ln]))
                 i += ln
             fields[name] = uids
         else:
             size = struct.calcsize(kind)
             if i + size > n:
-                raise MalformedError("%s.%s: truncated" % (name_t, name))
+                raise _bad(ptype, name, "truncated")
             v = struct.unpack_from(">" + kind, body, i)[0]
             i += size
             if not lo <= v <= hi:
-                raise MalformedError("%s.%s: %d not in %d..%d" % (name_t, name, v, lo, hi))
+                raise _bad(ptype, name, "%d not in %d..%d" % (v, lo, hi))
             fields[name] = v
     if i != n:
-        raise MalformedError("%s: %d trailing bytes" % (name_t, n - i))
+        raise MalformedError("%s: %d trailing bytes" % (NAMES[ptype], n - i))
     return fields
 
 
@@ -295,9 +306,7 @@ def encode(ptype, seq, device_id, fields, mac, direction):
 
 
 def encode_raw(ptype, seq, device_id, body, mac, direction):
-    dev = device_id.encode() if isinstance(device_id, str) else bytes(device_id)
-    if not _valid_device_id(dev):
-        raise MalformedError("bad device id %r" % device_id)
+    dev = _dev_bytes(device_id)
     if not 0 <= seq <= 0xFFFFFFFF:
         raise MalformedError("seq out of range")
     if len(body) > MAX_BODY:
@@ -317,10 +326,7 @@ class TapWriter:
     # Firmware hot path: builds a TAP packet in a buffer allocated once.
     # Returns a memoryview into that buffer (valid until the next call).
     def __init__(self, device_id, mac):
-        dev = device_id.encode() if isinstance(device_id, str) else bytes(device_id)
-        if not _valid_device_id(dev):
-            raise MalformedError("bad device id %r" % device_id)
-        self._dev = dev
+        dev = _dev_bytes(device_id)
         self._mac = mac
         self._buf = bytearray(MAX_PACKET)
         self._mv = memoryview(self._buf)
@@ -360,9 +366,7 @@ class VoidWriter:
     # Firmware: builds a VOID packet (the device gives up on tap_seq) in a buffer allocated
     # once. Returns a memoryview into that buffer (valid until the next call).
     def __init__(self, device_id, mac):
-        dev = device_id.encode() if isinstance(device_id, str) else bytes(device_id)
-        if not _valid_device_id(dev):
-            raise MalformedError("bad device id %r" % device_id)
+        dev = _dev_bytes(device_id)
         self._mac = mac
         n = 13 + len(dev)  # ver type seq dev_len dev body_len tap_seq
         self._n = n
