@@ -60,8 +60,9 @@ EV_TAMPER = 4
 EV_OUTBOX_FULL = 5     # value = taps dropped
 EV_CONFIG_APPLIED = 6  # value = config version
 EV_LINK_DOWN = 7       # value = seconds the link was down
+EV_BUTTON = 8          # wash: program button pressed (value = program code); the host arms it
 EVENTS = ("", "boot", "reader_fault", "reader_ok", "tamper", "outbox_full", "config_applied",
-          "link_down")
+          "link_down", "button")
 
 
 def reason_code(name):

@@ -97,7 +97,8 @@ class Rig:
     """Emulator + board (+ cable for serial) + daemon, torn down by the fixture."""
 
     def __init__(self, tmp: Path, kind: str = "gate", link: str = "serial", broker=None,
-                 offline_after_s: int = 90, **cfg_extra) -> None:
+                 offline_after_s: int = 90, board_env: dict[str, str] | None = None,
+                 **cfg_extra) -> None:
         self.tmp = tmp
         self.device_id = {"gate": "gate-01", "wash": "wash-1", "kiosk": "kiosk-1"}[kind]
         self.db = make_site(tmp, self.device_id, kind)
@@ -114,7 +115,8 @@ class Rig:
             cfg = make_config(self.device_id, kind, KEY, link="mqtt", broker=broker.address, **cfg_extra)
             link_tcp = None
         self.daemon.start()
-        self.board = SimBoard(tmp / "board", cfg, pn532_tcp=tcp, pn532_bus=bus, link_tcp=link_tcp)
+        self.board = SimBoard(tmp / "board", cfg, pn532_tcp=tcp, pn532_bus=bus, link_tcp=link_tcp,
+                              env=board_env)
 
     def boot(self, timeout: float = 30) -> None:
         mark = len(self.board.output())

@@ -23,3 +23,18 @@ def test_sale_shows_clears_times_out_and_rides_on_the_next_tap(tmp_path: Path) -
     # next TAP is a plain one with the reader's own amount.
     assert "PAID_TAP (44, 2400) SALE_AFTER 0" in out
     assert "PLAIN_TAP (0, 700)" in out
+
+
+def test_wash_buttons_are_debounced_and_checked_in_config(tmp_path: Path) -> None:
+    r = run_micropython([str(ROOT / "tests" / "mpy" / "wash_buttons.py")], cwd=tmp_path,
+                        env={"TAPKIOSK_SIM_INPUTS": str(tmp_path / "in.txt")})
+    out = r.stdout.decode()
+    assert r.returncode == 0, out + r.stderr.decode()
+    assert "GLITCH []" in out                  # 40 ms of bounce is not a press
+    assert "HELD [2]" in out                   # held down: one press
+    assert "AGAIN [2, 2] 2" in out             # released and pressed again: a second one
+    assert "CONFIG [(1, 32), (2, 33)] 0" in out
+    for bad in ("BAD gate config.json: buttons", "BAD code config.json: buttons.pins keys",
+                "BAD twice config.json: buttons.pins use a GPIO once",
+                "BAD pin config.json: buttons.pins.1"):
+        assert bad in out, out

@@ -123,3 +123,22 @@ def test_sale_paid_once_cancel_expire_double_arm_retry_scope_offline(rigs, reque
     assert r.status_code == 409 and "offline" in r.json()["error"]
     assert sum(x[0] for x in charged(rig)) == 2280
     assert cli(rig.db, "verify")["ok"] is True
+
+
+def test_wash_program_button_shows_the_price_and_the_tap_pays_that_program(rigs, tmp_path):
+    inputs = tmp_path / "inputs.txt"
+    inputs.write_text("18 1\n19 1\n")                          # idle: pulled up
+    rig = rigs(kind="wash", link="serial", board_env={"TAPKIOSK_SIM_INPUTS": str(inputs)},
+               buttons={"pins": {"1": 18, "2": 19}, "active": 0})
+    rig.boot()
+    mark = len(rig.board.output())
+    inputs.write_text("18 1\n19 0\n")                          # press program 2
+    time.sleep(0.3)
+    inputs.write_text("18 1\n19 1\n")
+    assert shown(rig, "Premium wash Pay 40.00", mark), rig.console()
+    rig.tap(CARD)                                               # wash10 covers program 1 only
+    wait_until(lambda: charged(rig), 20, what="the wash tap")
+    assert charged(rig) == [(4000 * SILVER_PCT // 100, "grant", "ok")]
+    with sqlite3.connect(rig.db) as c:
+        assert c.execute("SELECT service, state, actor FROM sales").fetchall() == [(2, "paid", "button")]
+        assert c.execute("SELECT service FROM taps").fetchone() == (2,)

@@ -151,3 +151,25 @@ def test_a_voided_sale_tap_is_reversed_and_the_sale_no_longer_paid(site):
     assert (got["state"], got["reason"]) == ("denied", "voided")
     assert ledger.balances(db.conn, mid)["principal_fen"] + \
         ledger.balances(db.conn, mid)["bonus_fen"] == 10000 and ledger.verify(db) == []
+
+
+def test_a_program_button_arms_its_program_and_a_second_press_replaces_it(site):
+    db, admin, engine, clock, mid = site
+    with transaction(db) as conn:
+        first, replaced = sales.arm_button(conn, engine.policy, "W1", 1, now(clock))
+    assert (first["service"], first["amount_fen"], replaced) == (1, 2500, [])
+    assert "Basic wash" in first["text"] and "25.00" in first["text"]
+    with transaction(db) as conn:
+        second, replaced = sales.arm_button(conn, engine.policy, "W1", 2, now(clock))
+    assert replaced == [first["id"]] and second["amount_fen"] == 4000
+    assert sales.get(db.conn, first["id"])["state"] == "cancelled"
+    d = engine.decide(Tap("W1", 1, UID, service=2, sale_id=second["id"]))
+    assert d.verdict == "grant" and charged(db) == 4000 * 95 // 100
+
+
+def test_a_button_leaves_a_sale_armed_through_the_api_alone(site):
+    db, admin, engine, clock, mid = site
+    s = arm(db, engine, clock, device="W1", service=2)
+    with pytest.raises(Conflict), transaction(db) as conn:
+        sales.arm_button(conn, engine.policy, "W1", 1, now(clock))
+    assert sales.get(db.conn, s["id"])["state"] == "armed"

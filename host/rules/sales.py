@@ -122,6 +122,26 @@ def arm(conn: sqlite3.Connection, policy: Policy, device_id: str, *, amount_fen:
     return {**get(conn, sale_id), "replayed": False}
 
 
+#: ``actor`` of a sale armed by a wash bay's program button.
+BUTTON = "button"
+
+
+def arm_button(conn: sqlite3.Connection, policy: Policy, device_id: str, program: int,
+               ts: int) -> tuple[dict[str, Any], list[int]]:
+    """A program button was pressed on a wash bay: replace the sale an earlier press armed
+    there with this program's (a sale armed through the API stays: Conflict). Returns the new
+    sale and the ids of the sales it replaced."""
+    ids = [r[0] for r in conn.execute(
+        "SELECT id FROM sales WHERE device_id = ? AND state = 'armed' AND actor = ?",
+        (device_id, BUTTON)).fetchall()]
+    for sid in ids:
+        conn.execute("UPDATE sales SET state = 'cancelled', settled_at = ? WHERE id = ?",
+                     (ts, sid))
+    sale = arm(conn, policy, device_id, amount_fen=None, items=[], service=program,
+               timeout_s=DEFAULT_TIMEOUT_S, key=None, actor=BUTTON, ts=ts)
+    return sale, ids
+
+
 def cancel(conn: sqlite3.Connection, sale_id: int, ts: int) -> dict[str, Any]:
     """Cancel an armed sale (idempotent: a cancelled one is returned as it is); Conflict for a
     sale that was paid or denied, NotFound for an unknown one."""

@@ -74,6 +74,24 @@ class SaleDesk:
             self.changed(sale)
         return sale
 
+    def button(self, device_id: str, program: int) -> None:
+        """A wash bay's program button: arm that program's sale and show it (program and
+        price from the policy); a sale armed through the API is left alone."""
+        st = self.registry.known(device_id)
+        if st is None:
+            return
+        policy = self.writer.engine.policy
+        try:
+            sale, replaced = self._write(lambda conn, ts: rules.arm_button(
+                conn, policy, device_id, program, ts))
+        except (InputError, Conflict) as e:
+            log.info("device=%s button %d: %s", device_id, program, e)
+            return
+        for sid in replaced:
+            self.changed(self.get(sid))
+        self._show(st, sale)
+        self.changed(sale)
+
     def cancel(self, sale_id: int) -> dict[str, Any]:
         """Cancel an armed sale (a cancelled one is returned as it is) and clear the display."""
         before = self.get(sale_id)

@@ -180,6 +180,8 @@ class Service:
         log.log(logging.WARNING if code in _WARN_EVENTS else logging.INFO,
                 "event device=%s name=%s value=%d text=%r", st.device_id, name, f["value"],
                 f["text"])
+        if code == codes.EV_BUTTON and st.kind == "wash":
+            self.sales.button(st.device_id, f["value"])
         if code == codes.EV_CONFIG_APPLIED:
             self.configs.acked(st, None, f["value"])
 
