@@ -66,7 +66,9 @@ def start_daemon(db: Path, workdir: Path, *link_args: str,
     """
     mport = free_port() if metrics else None
     cmd = [sys.executable, "-m", "host.daemon", "--db", str(db), *link_args,
-           "--log-level", "warning", "--http", "127.0.0.1:0"]
+           "--log-level", "warning"]
+    if "--http" not in link_args:
+        cmd += ["--http", "127.0.0.1:0"]     # never the default 8080 another daemon may hold
     if mport is not None:
         cmd += ["--metrics-port", str(mport)]
     with open(workdir / "daemon.log", "wb") as log:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from host.errors import Conflict, InputError, NotFound
@@ -40,6 +41,8 @@ class SaleDesk:
         self.reader = reader
         self.publisher = publisher
         self._settled = threading.Condition()
+        #: The last state published of each sale that settled (read by ``wait`` without a query).
+        self._done: dict[int, dict[str, Any]] = {}
 
     def _write(self, fn: Any) -> Any:
         engine = self.writer.engine
@@ -108,18 +111,24 @@ class SaleDesk:
     def wait(self, sale_id: int, timeout: float) -> dict[str, Any]:
         """The sale once it is no longer armed, or as it is after ``timeout`` seconds."""
         sale = self.get(sale_id)
+        deadline = time.monotonic() + timeout
         with self._settled:
-            left = timeout
-            while sale["state"] == "armed" and left > 0:
+            while sale["state"] == "armed":
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
                 self._settled.wait(min(left, 1.0))
-                left -= 1.0
-                sale = self.get(sale_id)
+                sale = self._done.get(sale_id) or self.get(sale_id)
         return sale
 
     def changed(self, sale: dict[str, Any]) -> None:
         """Publish a sale's new state and wake the requests waiting for it."""
         self.publisher.sale(sale)
         with self._settled:
+            if sale["state"] != "armed":
+                self._done[sale["id"]] = sale
+                while len(self._done) > 256:       # only recent ones are waited for
+                    del self._done[next(iter(self._done))]
             self._settled.notify_all()
 
     def settled(self, sale_id: int) -> None:
