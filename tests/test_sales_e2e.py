@@ -49,6 +49,35 @@ def charged(rig) -> list[tuple]:
                          "ORDER BY id", (rig.device_id,)).fetchall()
 
 
+def follow_events(rig, token: str, link: str, broker) -> list[dict]:
+    """Every ``sale`` event the daemon publishes: on /v1/events (serial) or on MQTT
+    ``tapkiosk/v1/events/sale`` (MQTT link), as decoded JSON envelopes."""
+    import json
+    import threading
+    got: list[dict] = []
+    if link == "mqtt":
+        import paho.mqtt.client as mqtt
+        host, _, port = broker.address.rpartition(":")
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-events")
+        c.on_message = lambda cl, ud, msg: got.append(json.loads(msg.payload))
+        c.connect(host, int(port))
+        c.subscribe("tapkiosk/v1/events/sale", qos=1)
+        c.loop_start()
+        time.sleep(0.5)
+        return got
+
+    def read() -> None:
+        with httpx.stream("GET", rig.daemon.api_url + "/v1/events", params={"kinds": "sale"},
+                          headers=auth(token), timeout=None) as r:
+            for line in r.iter_lines():
+                if line.startswith("data:"):
+                    got.append(json.loads(line[5:]))
+
+    threading.Thread(target=read, daemon=True).start()
+    time.sleep(0.5)
+    return got
+
+
 def tap_again(rig) -> None:
     """The same card again, once the reader's debounce (1.5 s, host CONFIG) forgot it."""
     time.sleep(1.7)
@@ -66,6 +95,7 @@ def test_sale_paid_once_cancel_expire_double_arm_retry_scope_offline(rigs, reque
     rig.boot()
     api, tok = setup(rig)
     dev = rig.device_id
+    events = follow_events(rig, tok["sales"], link, broker)
 
     # A token without the sales scope arms nothing.
     r = api.post(f"/devices/{dev}/sales", json={"amount_fen": 2400}, headers=auth(tok["members"], "s0"))
@@ -90,6 +120,9 @@ def test_sale_paid_once_cancel_expire_double_arm_retry_scope_offline(rigs, reque
     assert done["result"]["charged_fen"] == 2400 * SILVER_PCT // 100
     assert done["result"]["points_earned"] == 22
     assert charged(rig) == [(2280, "grant", "ok")]
+    # The bus said so too: over SSE, or on MQTT when the daemon has an MQTT link.
+    wait_until(lambda: any(e["data"].get("id") == sale["id"] and e["data"]["state"] == "paid"
+                           for e in events), 10, what="the sale event")
 
     # Cancelled: the reader clears it, the next tap pays nothing.
     mark = len(rig.board.output())
