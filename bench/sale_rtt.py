@@ -38,7 +38,7 @@ AMOUNT_FEN = 100
 
 def _site(db: Path) -> str:
     """The seeded site, with a sales token and enough balance for every round."""
-    from test_daemon_support import make_site
+    from daemon_support import make_site
 
     from host.admin import Admin
     from host.store.db import open_db
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sales", type=int, default=300)
     a = ap.parse_args(argv)
     import httpx
-    from test_daemon_support import CARD, KEY_A
+    from daemon_support import CARD, KEY_A
 
     from sim.device import FdTransport, SimDevice
 

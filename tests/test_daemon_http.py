@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from conftest import free_port
-from test_daemon_support import CARD, InProcessDaemon, make_site
+from daemon_support import CARD, InProcessDaemon, make_site
 
 from host.errors import InputError
 from host.site.config import load_config

@@ -1,7 +1,8 @@
 # Runs on CPython (pytest): the kiosk touch screen in a real browser (Debian's chromium via Playwright) against the real daemon and firmware.
 """Choose a product -> "tap your card" -> the simulated reader (the real firmware under
 MicroPython) taps -> the page shows the result, then the menu again. Every request the page
-makes goes to the daemon (no CDN). A screenshot is kept in ``test-artifacts/`` (gitignored)."""
+makes goes to the daemon (no CDN). A screenshot is kept in ``tests/artefacts/kiosk/``
+(gitignored)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ pytestmark = [
     pytest.mark.skipif(shutil.which(CHROMIUM) is None,
                        reason="needs chromium (apt-get install -y chromium)"),
 ]
-ARTIFACTS = ROOT / "test-artifacts"
+ARTIFACTS = ROOT / "tests" / "artefacts" / "kiosk"
 
 
 def test_kiosk_page_sells_a_product_and_shows_the_result(rigs) -> None:
@@ -37,7 +38,7 @@ def test_kiosk_page_sells_a_product_and_shows_the_result(rigs) -> None:
     db.conn.commit()
     db.conn.close()
     base = rig.daemon.api_url
-    ARTIFACTS.mkdir(exist_ok=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with playwright.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM,
                                      args=["--no-sandbox", "--disable-gpu"])

@@ -10,8 +10,8 @@ balance) prints one ``tapkiosk: error: ...`` line on stderr, exits 2 and writes 
 Each command is one handler in ``COMMANDS`` (``"member add"`` -> function), defined with
 its parser in the module of its group: ``devices`` (init, site, device), ``members``
 (member, card), ``money`` (topup, refund, pass, points), ``tap``, ``reports``, ``books``
-(ledger, verify, expire, export). ``daemon``, ``flash``, ``sim`` and ``demo`` are handed to
-their own modules (``delegate``).
+(ledger, verify, expire, export), ``staff`` (console staff accounts, ``audit``). ``daemon``,
+``flash``, ``sim`` and ``demo`` are handed to their own modules (``delegate``).
 """
 
 from __future__ import annotations
@@ -24,22 +24,23 @@ from datetime import datetime
 from typing import TextIO
 
 from host.admin import Admin
-from host.cli import books, delegate, devices, members, money, reports, tap, tokens
+from host.cli import books, delegate, devices, members, money, reports, staff, tap, tokens
 from host.cli.args import Parser, parents
 from host.cli.context import Ctx, Handler
 from host.errors import HostError, InputError
 from host.rules.policy import load_policy
+from host.store import audit
 from host.store.db import default_db_path, open_db
 
 #: Command groups in ``--help`` order.
 _GROUPS = (devices.add_site_parsers, members.add_parsers, devices.add_parsers,
            money.add_parsers, tap.add_parsers, reports.add_parsers, books.add_parsers,
-           tokens.add_parsers)
+           tokens.add_parsers, staff.add_parsers)
 
 #: Every command: its words (``"member add"``) -> its handler.
 COMMANDS: dict[str, Handler] = {**devices.COMMANDS, **members.COMMANDS, **money.COMMANDS,
                                 **tap.COMMANDS, **reports.COMMANDS, **books.COMMANDS,
-                                **tokens.COMMANDS}
+                                **tokens.COMMANDS, **staff.COMMANDS}
 
 
 def build_parser() -> Parser:
@@ -66,7 +67,8 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     policy = load_policy(args.policy)
     db = open_db(path)
     try:
-        ctx = Ctx(db, policy, Admin(db, policy), path, out, args.json, datetime.now(policy.tz))
+        admin = Admin(db, policy, actor=audit.cli_actor())  # every CLI write is audited
+        ctx = Ctx(db, policy, admin, path, out, args.json, datetime.now(policy.tz))
         name = " ".join(w for w in (args.cmd, getattr(args, "sub", None)) if w)
         return COMMANDS[name](ctx, args) or 0
     finally:
