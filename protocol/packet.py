@@ -252,9 +252,6 @@ class Packet:
     def name(self):
         return NAMES.get(self.type, "0x%02x" % self.type)
 
-    def __repr__(self):
-        return "Packet(%s seq=%d dev=%s %r)" % (self.name, self.seq, self.device_id, self.fields)
-
 
 def parse(data):
     # Structure only (no MAC check, no body decode): lets the host find the device key first.
