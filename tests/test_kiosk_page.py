@@ -13,7 +13,7 @@ import sqlite3
 import pytest
 
 from conftest import ROOT, micropython_path
-from firmware_rig import CARD
+from firmware_rig import CARD, OTHER
 
 from host.store.db import open_db
 from host.store.tokens import add_token
@@ -63,6 +63,15 @@ def test_kiosk_page_sells_a_product_and_shows_the_result(rigs) -> None:
             page.screenshot(path=str(ARTIFACTS / "kiosk-paid.png"))
             page.locator("#menu").wait_for(state="visible", timeout=15_000)
             assert page.locator("#total").get_attribute("data-fen") == "0"
+            # A member without balance: the reason in words, nothing charged.
+            page.locator("button.product[data-product=protein]").click()
+            mark = len(rig.board.output())
+            page.locator("#pay").click()
+            assert rig.board.wait_for("Pay 15.00", 15, mark), rig.console()
+            rig.tap(OTHER)
+            page.locator("#result[data-state=denied]").wait_for(state="visible", timeout=20_000)
+            assert "Balance too low" in page.inner_text("#result")
+            page.screenshot(path=str(ARTIFACTS / "kiosk-denied.png"))
             assert all(u.startswith(base) for u in urls), urls
         finally:
             browser.close()

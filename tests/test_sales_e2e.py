@@ -175,3 +175,23 @@ def test_wash_program_button_shows_the_price_and_the_tap_pays_that_program(rigs,
     with sqlite3.connect(rig.db) as c:
         assert c.execute("SELECT service, state, actor FROM sales").fetchall() == [(2, "paid", "button")]
         assert c.execute("SELECT service FROM taps").fetchone() == (2,)
+
+
+def test_a_sale_armed_while_a_card_lies_on_the_reader_waits_for_the_next_presentation(rigs):
+    from sim.cards import UidCard
+    rig = rigs(kind="kiosk", link="serial")
+    rig.boot()
+    api, tok = setup(rig)
+    rig.emu.place(UidCard(bytes.fromhex(CARD)))                # a card left on the reader
+    wait_until(lambda: charged(rig), 20, what="the first presentation")
+    assert charged(rig) == [(0, "deny", "no_sale")]            # no sale yet: nothing paid
+    mark = len(rig.board.output())
+    s = api.post(f"/devices/{rig.device_id}/sales", json={"amount_fen": 300},
+                 headers=auth(tok["sales"], "k1")).json()
+    assert shown(rig, "Pay 3.00", mark), rig.console()
+    time.sleep(2.0)                                             # the card is still there
+    assert len(charged(rig)) == 1                               # ... and paid nothing
+    rig.emu.remove()
+    tap_again(rig)                                              # presented anew: it pays
+    got = api.get(f"/sales/{s['id']}", params={"wait": 20}, headers=auth(tok["sales"])).json()
+    assert got["state"] == "paid" and charged(rig)[-1] == (285, "grant", "ok")
