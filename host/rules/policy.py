@@ -27,7 +27,7 @@ from host.rules.policy_programme import (Campaign, CouponRules, CouponTemplate, 
                                         campaigns, coupon_rules, coupon_templates, messages)
 
 _REPLACED_WHOLE = {("tiers",), ("plans",), ("wash", "programs"), ("stored_value", "ladder"),
-                   ("coupons",), ("campaigns",), ("coupon_rules", "topup")}
+                   ("coupons",), ("campaigns",), ("coupon_rules", "topup"), ("products",)}
 _DURATIONS = ("month", "quarter", "year")
 _SPEND_ORDERS = ("prorated", "bonus_first", "principal_first")
 _PAY_METHODS = ("pass", "punch", "balance")
@@ -87,6 +87,16 @@ class Program:
 
 
 @dataclass(frozen=True)
+class Product:
+    """A product of the sales catalogue (``[products.<id>]``): sold on readers of ``kinds``."""
+
+    id: str
+    name: str
+    price_fen: int
+    kinds: tuple[str, ...] = ("kiosk",)
+
+
+@dataclass(frozen=True)
 class Policy:
     """The validated site policy. Build it with ``load_policy()``."""
 
@@ -133,6 +143,8 @@ class Policy:
     messages: Messages = field(default_factory=Messages)
     #: False: a member receives points gifts from one other member only.
     gift_pooling: bool = True
+    #: The sales catalogue (``[products]``), by product id, in file order.
+    products: dict[str, Product] = field(default_factory=dict)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -254,6 +266,7 @@ def build_policy(raw: dict[str, Any]) -> Policy:
     fields.update(_wash_section(top))
     fields.update(_gate_kiosk_sections(top))
     fields["plans"] = _plans_section(top, fields["programs"])
+    fields["products"] = _products_section(top)
     d = _Reader(top.get("dormant"), "dormant")
     fields["dormant_days"] = d.integer("days", 1, 3660)
     d.done()
@@ -438,6 +451,29 @@ def _plan(name: str, pl: Any, programs: dict[int, Program]) -> Plan:
                   discount_pct=r.integer("discount_pct", 1, 100))
     r.done()
     return Plan(**kw)
+
+
+def _products_section(top: _Reader) -> dict[str, Product]:
+    raw = top.get("products", {})
+    if not isinstance(raw, dict):
+        raise InputError("policy: products must be a table")
+    out: dict[str, Product] = {}
+    for pid, pr in raw.items():
+        if not (isinstance(pid, str) and 1 <= len(pid) <= 32 and pid.isascii()
+                and all(c.isalnum() or c in "_-" for c in pid)):
+            raise InputError(f"policy: products.{pid} must be an id of 1-32 letters, digits, _ -")
+        r = _Reader(pr, f"products.{pid}")
+        kinds = r.get("kinds", ["kiosk"])
+        if (not isinstance(kinds, list) or not kinds
+                or any(k not in ("kiosk", "wash") for k in kinds)):
+            raise InputError(f"policy: products.{pid}.kinds must list \"kiosk\" and/or "
+                             f"\"wash\", got {json.dumps(kinds)}")
+        prod = Product(pid, r.text("name"), r.money("price"), tuple(kinds))
+        if prod.price_fen <= 0:
+            raise InputError(f"policy: products.{pid}.price must be above 0.00")
+        r.done()
+        out[pid] = prod
+    return out
 
 
 def _valid_cover(c: Any, programs: dict[int, Program]) -> bool:

@@ -184,6 +184,9 @@ def _reverse(conn: sqlite3.Connection, device_id: str, tap_seq: int, void_seq: i
     d = _encode(VoidDecision("deny", "voided", 0, codes.PAT_DENY, clip_text(text), bal, pts,
                              uses, member_id, outcome="reversed"), encode_reply)
     _record(conn, now, device_id, tap_seq, void_seq, tap.id, n, "; ".join(kept) or None, d)
+    # A sale the tap paid is not paid any more (host/rules/sales.py): the reader gave up.
+    conn.execute("UPDATE sales SET state = 'denied', reason = 'voided', settled_at = ? "
+                 "WHERE tap_id = ? AND state = 'paid'", (now, tap.id))
     return d
 
 

@@ -459,6 +459,28 @@ BEGIN SELECT RAISE(ABORT, 'catalogue_moves is append-only'); END;
 CREATE TRIGGER catalogue_moves_no_delete BEFORE DELETE ON catalogue_moves
 BEGIN SELECT RAISE(ABORT, 'catalogue_moves is append-only'); END;
 """),
+    # Sales armed on a kiosk or wash reader through the API (host/rules/sales.py): the engine
+    # reads the armed row in the transaction of the tap that pays it. At most one armed sale
+    # per reader (the partial unique index); a settled sale keeps its tap and result.
+    (15, "sales: amounts and product lists armed on a reader, paid by its next tap", """
+CREATE TABLE sales (
+    id INTEGER PRIMARY KEY,
+    device_id TEXT NOT NULL REFERENCES devices(device_id),
+    amount_fen INTEGER NOT NULL CHECK (amount_fen > 0),
+    service INTEGER NOT NULL DEFAULT 0 CHECK (service BETWEEN 0 AND 65535),
+    items TEXT NOT NULL DEFAULT '[]',
+    text TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL CHECK (state IN ('armed', 'paid', 'cancelled', 'expired', 'denied')),
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    settled_at INTEGER,
+    tap_id INTEGER,
+    reason TEXT,
+    result TEXT,
+    actor TEXT
+);
+CREATE UNIQUE INDEX sales_armed ON sales(device_id) WHERE state = 'armed';
+"""),
 ]
 
 def default_db_path() -> str:
