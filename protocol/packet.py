@@ -57,44 +57,49 @@ _STR = "s"    # u8 length + UTF-8 text
 _BYTES = "b"  # u8 length + raw bytes
 _UIDS = "L"   # u8 count + count * (u8 length + uid bytes)
 
+# Bounds above 2**30 are big ints on a 32-bit port (an object each): named once, shared.
+_U32 = 0xFFFFFFFF
+_I32_LO = -0x80000000
+_I32_HI = 0x7FFFFFFF
+
 # Field specs: (name, kind, lo, hi). For _STR/_BYTES lo/hi bound the byte length;
 # for integers they bound the value; for _UIDS they bound the count.
 SPECS = {
     HELLO: (
         ("fw", _STR, 0, 32), ("proto", "B", 1, 255), ("kind", "B", 1, 3),
         ("caps", "H", 0, 0xFFFF), ("boot", "H", 0, 0xFFFF), ("reset", "B", 0, 255),
-        ("resend_floor", "I", 0, 0xFFFFFFFF),
+        ("resend_floor", "I", 0, _U32),
     ),
     WELCOME: (
-        ("hello_seq", "I", 0, 0xFFFFFFFF), ("host_time", "I", 0, 0xFFFFFFFF),
+        ("hello_seq", "I", 0, _U32), ("host_time", "I", 0, _U32),
         ("heartbeat_s", "H", 1, 3600), ("offline_after_s", "H", 1, 3600),
-        ("cfg_version", "I", 0, 0xFFFFFFFF),
+        ("cfg_version", "I", 0, _U32),
     ),
     TAP: (
         ("uid", _BYTES, 4, 10), ("sak", "B", 0, 255), ("flags", "B", 0, 3),
         ("direction", "B", 0, 2), ("service", "H", 0, 0xFFFF),
-        ("amount", "I", 0, 0xFFFFFFFF), ("device_time", "I", 0, 0xFFFFFFFF),
-        ("secure", _BYTES, 0, 96), ("sale_id", "I", 1, 0xFFFFFFFF),
+        ("amount", "I", 0, _U32), ("device_time", "I", 0, _U32),
+        ("secure", _BYTES, 0, 96), ("sale_id", "I", 1, _U32),
     ),
     DECISION: (
-        ("tap_seq", "I", 0, 0xFFFFFFFF), ("verdict", "B", 0, 1), ("reason", "B", 0, 255),
+        ("tap_seq", "I", 0, _U32), ("verdict", "B", 0, 1), ("reason", "B", 0, 255),
         ("relay_ms", "H", 0, 60000), ("pattern", "B", 0, 255),
-        ("balance", "i", -0x80000000, 0x7FFFFFFF), ("points", "i", -0x80000000, 0x7FFFFFFF),
-        ("uses", "h", -1, 0x7FFF), ("text", _STR, 0, 64), ("sale_id", "I", 1, 0xFFFFFFFF),
+        ("balance", "i", _I32_LO, _I32_HI), ("points", "i", _I32_LO, _I32_HI),
+        ("uses", "h", -1, 0x7FFF), ("text", _STR, 0, 64), ("sale_id", "I", 1, _U32),
     ),
-    PING: (("nonce", "I", 0, 0xFFFFFFFF),),
-    PONG: (("nonce", "I", 0, 0xFFFFFFFF), ("host_time", "I", 0, 0xFFFFFFFF)),
-    EVENT: (("code", "B", 1, 255), ("value", "I", 0, 0xFFFFFFFF), ("text", _STR, 0, 64)),
+    PING: (("nonce", "I", 0, _U32),),
+    PONG: (("nonce", "I", 0, _U32), ("host_time", "I", 0, _U32)),
+    EVENT: (("code", "B", 1, 255), ("value", "I", 0, _U32), ("text", _STR, 0, 64)),
     CONFIG: (
-        ("cfg_version", "I", 0, 0xFFFFFFFF), ("relay_ms", "H", 0, 60000),
+        ("cfg_version", "I", 0, _U32), ("relay_ms", "H", 0, 60000),
         ("debounce_ms", "H", 0, 60000), ("offline_after_s", "H", 1, 3600),
         ("heartbeat_s", "H", 1, 3600), ("allow_op", "B", 0, 3), ("allow", _UIDS, 0, 24),
     ),
-    ERROR: (("ref_seq", "I", 0, 0xFFFFFFFF), ("code", "B", 1, 255), ("text", _STR, 0, 64)),
-    ACK: (("ref_seq", "I", 0, 0xFFFFFFFF), ("code", "B", 0, 255)),
-    VOID: (("tap_seq", "I", 0, 0xFFFFFFFF),),
+    ERROR: (("ref_seq", "I", 0, _U32), ("code", "B", 1, 255), ("text", _STR, 0, 64)),
+    ACK: (("ref_seq", "I", 0, _U32), ("code", "B", 0, 255)),
+    VOID: (("tap_seq", "I", 0, _U32),),
     SALE: (
-        ("sale_id", "I", 1, 0xFFFFFFFF), ("amount", "I", 0, 0xFFFFFFFF),
+        ("sale_id", "I", 1, _U32), ("amount", "I", 0, _U32),
         ("service", "H", 0, 0xFFFF), ("timeout_s", "H", 0, 3600), ("text", _STR, 0, 64),
     ),
 }
