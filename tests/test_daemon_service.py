@@ -227,24 +227,6 @@ def test_metrics_port_in_use_is_exit_2_naming_the_port(tmp_path: Path,
     assert len(err) == 1 and str(port) in err[0]
 
 
-def test_a_decision_leaves_from_the_writer_thread_and_is_counted_after(svc: Service) -> None:
-    """Issue 19: a decided TAP's DECISION is sent right after the commit, on the writer's
-    thread (no hop through the reply thread); counting and logging follow on the reply
-    thread, and drain() still waits for them."""
-    threads: list[str] = []
-    sent: list[bytes] = []
-
-    def send(frame: bytes) -> None:
-        threads.append(threading.current_thread().name)
-        sent.append(frame)
-
-    svc.handle(_tap("kiosk-1", KEY_A, 1 << 16 | 1), send, link="t")
-    assert svc.drain(10.0)
-    assert threads == ["tapkiosk-writer"]
-    assert pk.decode(sent[0], Mac(KEY_A), pk.DOWN).type == pk.DECISION
-    assert svc.metrics.value("tapkiosk_tap_latency_seconds_count") == 1
-
-
 def test_a_socket_line_reads_what_arrived_at_once_not_byte_by_byte(svc: Service) -> None:
     """Issue 19: pyserial's socket:// port reports at most 1 byte waiting; the link reads the
     rest of a segment from the socket in the same loop, so a frame is not fed byte by byte."""

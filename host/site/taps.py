@@ -3,9 +3,8 @@
 
 Both pass the one :class:`host.site.inflight.InflightGate`, go to the single writer (a TAP
 through ``submit_tap`` with its DECISION encoder, group-committed; a VOID through
-``host.rules.voids.void_tap``), and are answered once the writer committed: a decided TAP
-straight from the writer's thread (sends never block), everything else from the reply
-thread. A frame the replay window refuses may still be one the store applied before a
+``host.rules.voids.void_tap``), and are answered from the reply thread once the writer
+committed. A frame the replay window refuses may still be one the store applied before a
 restart: then the stored reply is sent again, and nothing is applied twice.
 
 The tap latency metric runs from the moment the link received the frame (``received``,
@@ -143,39 +142,8 @@ class Taps:
             self._failed(st, p, link, "internal", f"not decided: {type(err).__name__}",
                          codes.ERR_INTERNAL)
             return
-        fut.add_done_callback(lambda fu: self._decided(st, p, tap, fu, link, t0, e.late))
-
-    def _decided(self, st: DeviceState, p: pk.Packet, tap: Tap, fut: Future, link: str,
-                 t0: float, late: bool) -> None:
-        """On the writer's thread, right after the commit: a decision with its stored reply
-        is sent from here (a link's ``send`` never blocks: a queue put or paho's publish),
-        one thread hop less on the tap path; counting and logging, and every other outcome,
-        run on the reply thread."""
-        d: Decision | None = None if fut.exception() is not None else fut.result()
-        if d is None or not d.reply:
-            self.replies.put(lambda: self._tap_done(st, p, tap, fut, link, t0, late))
-            return
-        try:
-            sends = self.gate.finish(st, p, d.reply)
-            for s in sends:
-                try:
-                    s(d.reply)
-                except Exception as err:  # noqa: BLE001 - it is stored; the device resends
-                    log.warning("device=%s cannot send DECISION: %s", st.device_id, err)
-        except BaseException:
-            self.gate.done()
-            raise
-        sent = time.perf_counter()
-        self.replies.put(lambda: self._sent(st, tap, d, link, t0, late, sent))
-
-    def _sent(self, st: DeviceState, tap: Tap, d: Decision, link: str, t0: float,
-              late: bool, sent: float) -> None:
-        """The DECISION went out from the writer's thread at ``sent``: count, log, leave the
-        gate."""
-        try:
-            self._count_and_log(st, tap, d, link, t0, late, sent)
-        finally:
-            self.gate.done()
+        fut.add_done_callback(lambda fu: self.replies.put(
+            lambda: self._tap_done(st, p, tap, fu, link, t0, e.late)))
 
     def _old_tap(self, st: DeviceState, p: pk.Packet, send: Send, link: str, why: str) -> None:
         """A TAP the window refuses: if the store already applied this very tap (the RAM cache
@@ -206,8 +174,8 @@ class Taps:
         self._answer(st, p, reply, lambda: self._count_and_log(st, tap, d, link, t0, late))
 
     def _count_and_log(self, st: DeviceState, tap: Tap, d: Decision, link: str, t0: float,
-                       late: bool = False, sent: float | None = None) -> None:
-        ms = ((time.perf_counter() if sent is None else sent) - t0) * 1000.0
+                       late: bool = False) -> None:
+        ms = (time.perf_counter() - t0) * 1000.0
         if d.replayed:
             self.metrics.retransmits.inc()
         else:
