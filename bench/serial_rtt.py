@@ -33,7 +33,7 @@ from support import pct, start_daemon, stop  # noqa: E402
 
 def run_rate(baud: int, taps: int) -> dict[str, float]:
     """One daemon at ``baud``: the pty and the paced cable, ``taps`` taps each."""
-    from test_daemon_support import CARD, CARD2, KEY_A, KEY_B, make_site
+    from daemon_support import CARD, CARD2, KEY_A, KEY_B, make_site
 
     from protocol import framing
     from sim.cable import Cable

@@ -3,7 +3,7 @@
 
 Importing this module puts the repository root and ``tests/`` on ``sys.path``, so a bench can
 use the test fixtures' ``Broker`` (a real mosquitto on loopback) and the seeded sites of
-``tests/test_daemon_support.py``.
+``tests/daemon_support.py``.
 """
 
 from __future__ import annotations

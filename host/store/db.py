@@ -322,11 +322,38 @@ BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
 CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
 BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
 """),
+    # Member personal data encrypted at rest (issue #15, host/privacy/): ``personal`` holds
+    # name, phone, birthday and note sealed under the site data key (kept outside the
+    # database), ``phone_index`` the keyed blind index of the phone (one member per phone),
+    # ``birth_month`` the only part of a birthday the rules read, in clear. ``name`` and
+    # ``phone`` keep only their masks (李*, 138****8000); ``birthday`` is emptied by
+    # ``tapkiosk upgrade``, which seals the rows an older version left in plain text.
+    (10, "members: personal data sealed, phone blind index, consent, erasure", """
+ALTER TABLE members ADD COLUMN personal BLOB;
+ALTER TABLE members ADD COLUMN personal_version INTEGER;
+ALTER TABLE members ADD COLUMN phone_index BLOB;
+ALTER TABLE members ADD COLUMN birth_month INTEGER
+    CHECK (birth_month IS NULL OR birth_month BETWEEN 1 AND 12);
+ALTER TABLE members ADD COLUMN consent_terms TEXT;
+ALTER TABLE members ADD COLUMN consent_at INTEGER;
+ALTER TABLE members ADD COLUMN erased_at INTEGER;
+UPDATE members SET birth_month = CAST(substr(birthday, 1, 2) AS INTEGER)
+    WHERE birthday IS NOT NULL;
+CREATE UNIQUE INDEX members_phone_index ON members(phone_index) WHERE phone_index IS NOT NULL;
+CREATE INDEX members_personal_version ON members(personal_version)
+    WHERE personal_version IS NOT NULL;
+CREATE TABLE data_keys (
+    version INTEGER PRIMARY KEY CHECK (version BETWEEN 1 AND 255),
+    check_value BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    retired_at INTEGER
+);
+"""),
     # Fewer pages per tap commit (issue 19): ledger_lot was read only by verify(), which
     # scans the whole ledger anyway; lots_expiry was rewritten by every earn and spend
     # (``remaining`` is in its WHERE). A member's sweep now seeks the lots UNIQUE index
     # (member_id first); the site-wide sweep (an operator command) scans the lots table.
-    (10, "tap commit: drop the ledger lot and lot expiry indexes", """
+    (11, "tap commit: drop the ledger lot and lot expiry indexes", """
 DROP INDEX IF EXISTS ledger_lot;
 DROP INDEX IF EXISTS lots_expiry;
 """),
@@ -372,6 +399,8 @@ def open_db(path: str | os.PathLike | None) -> sqlite_utils.Database:
         raise InputError(f"cannot open database {path}: {e}") from None
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA foreign_keys = ON")
+    # Erased personal data is overwritten, not left in free pages (issue #15).
+    conn.execute("PRAGMA secure_delete = ON")
     db = sqlite_utils.Database(conn)
     migrate(db)
     return db

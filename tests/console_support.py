@@ -12,15 +12,14 @@ client of the daemon's whole web application (``/v1`` and ``/console``);
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from host.admin import Admin
+from host.privacy import keyfile
 from host.rules.policy import Policy, load_policy
 from host.site.writer import Writer
 from host.store import staff
@@ -98,9 +97,10 @@ def csrf_of(page: str) -> str:
 
 def seed(path: Path) -> int:
     db = open_db(path)
+    keyfile.create(f"{path}.key")  # what `tapkiosk init` makes
     try:
         admin = Admin(db, load_policy())
-        mid = admin.add_member("Li", phone=PHONE)["member_id"]
+        mid = admin.add_member("Li", phone=PHONE, consent_terms="t1")["member_id"]
         admin.enroll_card(mid, UID)
         admin.topup(mid, 10000)
         for name, role in STAFF.items():
@@ -109,14 +109,3 @@ def seed(path: Path) -> int:
         db.conn.close()
     return mid
 
-
-@pytest.fixture
-def console_site(tmp_path: Path) -> Iterator[ConsoleSite]:
-    path = tmp_path / "site.db"
-    mid = seed(path)
-    policy = load_policy()
-    writer = Writer(str(path), policy=policy).start()
-    try:
-        yield ConsoleSite(path, mid, policy, writer, EventBus(), Clock())
-    finally:
-        writer.stop()

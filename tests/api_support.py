@@ -9,14 +9,13 @@ daemon's real :class:`host.site.writer.Writer` started on it, and an event bus.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 
 from host.admin import Admin
+from host.privacy import keyfile
 from host.rules.policy import Policy, load_policy
 from host.site.writer import Writer
 from host.store.db import open_db
@@ -66,9 +65,10 @@ class ApiSite:
 def seed(path: Path) -> tuple[int, dict[str, str]]:
     """The member and one token per scope, written before the writer starts."""
     db = open_db(path)
+    keyfile.create(f"{path}.key")
     try:
         admin = Admin(db, load_policy())
-        mid = admin.add_member("Li", phone=PHONE)["member_id"]
+        mid = admin.add_member("Li", phone=PHONE, consent_terms="t1")["member_id"]
         admin.enroll_card(mid, UID)
         admin.topup(mid, 10000)
         tokens = {scope: add_token(db, f"test-{scope}", scope)[1] for scope in SCOPES}
@@ -76,14 +76,3 @@ def seed(path: Path) -> tuple[int, dict[str, str]]:
         db.conn.close()
     return mid, tokens
 
-
-@pytest.fixture
-def api_site(tmp_path: Path) -> Iterator[ApiSite]:
-    path = tmp_path / "site.db"
-    mid, tokens = seed(path)
-    policy = load_policy()
-    writer = Writer(str(path), policy=policy).start()
-    try:
-        yield ApiSite(path, mid, policy, writer, EventBus(), tokens)
-    finally:
-        writer.stop()
