@@ -58,8 +58,11 @@ chromium:
 	    echo "warning: chromium is missing, the console browser tests will be skipped; install it with: sudo apt-get install chromium" >&2; \
 	  fi; }
 
+# Every bench once, in this order; each prints its figures, the last line JSON.
+BENCHES := ledger mqtt_rtt throughput serial_rtt firmware_heap
 bench: $(STAMP)
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@date -u '+== make bench %Y-%m-%d %H:%M UTC'; uptime
+	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(PY) bench/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

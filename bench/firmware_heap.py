@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"taps: {n} (after 200 warm-up), not granted: {bad}, decisions: {decisions}, outbox pending: {pending}")
     print(f"heap after init, .py sources: {init_src} bytes ({init_src / 1024:.1f} KiB)")
     if mpy_init is not None:
-        print(f"heap after init, .mpy as on the board: {mpy_init} bytes ({mpy_init / 1024:.1f} KiB; target <= 40 KiB on 32 bits)")
+        print(f"heap after init, .mpy as on the board: {mpy_init} bytes ({mpy_init / 1024:.1f} KiB; target <= 32 KiB on 32 bits)")
     if word_bits == 64:
         print("  (unix port on 64-bit: every object and pointer is twice the ESP32's 32-bit size;"
               " TAPKIOSK_MICROPYTHON=<32-bit unix port> measures at the ESP32's word size)")

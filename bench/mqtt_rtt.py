@@ -5,8 +5,8 @@ Starts a mosquitto on loopback with ``set_tcp_nodelay true``, the daemon as a su
 an echo subprocess (a bare paho client that republishes what it gets, QoS 1). A simulated
 kiosk (``sim.device.SimDevice`` over MQTT) then times ``--taps`` taps one after the other, and
 a bare paho client times as many echo round trips of a same-sized payload, interleaved so
-both see the same machine load. Prints p50/p99 of both and the p99 ratio (target: ratio <= 1.5
-and tap p99 < 5 ms), and the split of the mean tap: inside the daemon (frame handed to the
+both see the same machine load. Prints p50/p99 of both and the p99 ratio (target: ratio <= 2
+and tap p99 < 2.5 ms), and the split of the mean tap: inside the daemon (frame handed to the
 service -> decision handed to paho, from its metrics endpoint) against everything else
 (device, broker, paho threads on both ends).
 
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     n = m1[lat + "count"] - m0[lat + "count"]
     inside = (m1[lat + "sum"] - m0[lat + "sum"]) / n * 1000.0 if n else float("nan")
     mean = statistics.fmean(taps)
-    print(f"p99 ratio {t99 / e99:.2f} (target <= 1.5); tap p99 target < 5 ms")
+    print(f"p99 ratio {t99 / e99:.2f} (target <= 2); tap p99 target < 2.5 ms")
     print(f"mean tap {mean:.2f} ms = in the daemon {inside:.2f} ms (parse, MAC, queue to the "
           f"writer, decide + durable commit, encode, publish) + outside {mean - inside:.2f} ms "
           f"(device, broker, paho; the raw echo's mean is {statistics.fmean(echoes):.2f} ms)")

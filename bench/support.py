@@ -9,6 +9,7 @@ use the test fixtures' ``Broker`` (a real mosquitto on loopback) and the seeded 
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 import time
@@ -60,13 +61,17 @@ def start_daemon(db: Path, workdir: Path, *link_args: str,
                  metrics: bool = True) -> tuple[subprocess.Popen, int | None]:
     """Start ``python -m host.daemon --db DB LINK_ARGS...`` logging to ``workdir/daemon.log``.
 
+    With ``$TAPKIOSK_PROFILE`` set, the daemon runs under ``bench/profile_daemon.py``
+    (cProfile on every thread, stats written to that file at exit).
     With ``metrics`` the daemon serves /metrics on a free port; this waits until it answers,
     then half a second more (the links subscribe right after). Returns the process and the
     metrics port (None without ``metrics``).
     """
     mport = free_port() if metrics else None
-    cmd = [sys.executable, "-m", "host.daemon", "--db", str(db), *link_args,
-           "--log-level", "warning"]
+    profile = os.environ.get("TAPKIOSK_PROFILE")   # cProfile of every daemon thread
+    run = ([str(ROOT / "bench" / "profile_daemon.py"), profile] if profile
+           else ["-m", "host.daemon"])
+    cmd = [sys.executable, *run, "--db", str(db), *link_args, "--log-level", "warning"]
     if "--http" not in link_args:
         cmd += ["--http", "127.0.0.1:0"]     # never the default 8080 another daemon may hold
     if mport is not None:

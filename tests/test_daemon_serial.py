@@ -104,3 +104,54 @@ def test_faulty_cable_garbage_flips_drops_split_frames(site: tuple[Path, dict]) 
     assert all(a > b for a, b in zip(balances, balances[1:]))
     assert balance(path, ids["m1"]) == balances[-1]
     assert ledger_ok(path)
+
+
+def test_921600_baud_end_to_end(site: tuple[Path, dict]) -> None:
+    """921600 baud (common on ESP32 USB bridges): tools/flash.py writes it, the firmware's
+    config checker keeps it and opens its UART at it, the daemon opens its port at it and
+    a tap over that line is decided."""
+    import json
+    import sys
+
+    from conftest import ROOT
+    from tools.flash import build_config, config_bytes
+
+    cfg = json.loads(config_bytes(build_config(
+        {"device_id": "kiosk-1", "kind": "kiosk", "link": "serial", "amount": "1.00",
+         "baud": 921600}, key=KEY_A)))
+    assert cfg["serial"]["baud"] == 921600
+    opened: dict = {}
+
+    class Machine:
+        @staticmethod
+        def UART(uart_id, **kw):  # noqa: N802 - machine.UART's name
+            opened.update(kw, id=uart_id)
+            return object()
+
+    sys.path.insert(0, str(ROOT / "firmware"))
+    try:
+        import config as fw_config
+        from link_serial import SerialLink as FirmwareLink
+
+        s = fw_config.check(cfg).serial
+        FirmwareLink(Machine, s["uart"], s["baud"], s.get("tx"), s.get("rx"))
+    finally:
+        sys.path.remove(str(ROOT / "firmware"))
+    assert opened["baudrate"] == 921600
+
+    path, ids = site
+    master, slave = os.openpty()
+    tty.setraw(master)
+    d = InProcessDaemon(["--db", str(path), "--serial", os.ttyname(slave), "--baud", "921600"])
+    try:
+        link = d.daemon.links[0]
+        wait_until(link.opened.is_set, what="pty open")
+        assert link._port.baudrate == 921600
+        dev = SimDevice("kiosk-1", KEY_A, "kiosk", FdTransport(master))
+        dev.hello()
+        r = dev.tap(CARD, amount_fen=100)
+        assert r["verdict"] == codes.GRANT and r["balance"] == balance(path, ids["m1"])
+    finally:
+        d.stop()
+        os.close(master)
+        os.close(slave)

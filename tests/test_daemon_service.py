@@ -226,3 +226,32 @@ def test_metrics_port_in_use_is_exit_2_naming_the_port(tmp_path: Path,
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert len(err) == 1 and str(port) in err[0]
+
+
+def test_a_socket_line_reads_what_arrived_at_once_not_byte_by_byte(svc: Service) -> None:
+    """Issue 19: pyserial's socket:// port reports at most 1 byte waiting; the link reads the
+    rest of a segment from the socket in the same loop, so a frame is not fed byte by byte."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    chunks: list[int] = []
+
+    class Link(SerialLink):
+        def feed(self, data: bytes) -> None:
+            chunks.append(len(data))
+            super().feed(data)
+
+    link = Link(f"socket://127.0.0.1:{srv.getsockname()[1]}", svc).start()
+    try:
+        peer, _ = srv.accept()
+        wait_until(link.opened.is_set, what="socket line open")
+        frame = framing.encode(_tap("kiosk-1", KEY_A, 1 << 16 | 1))
+        peer.sendall(frame)
+        wait_until(lambda: sum(chunks) == len(frame), what="frame read")
+        assert len(chunks) <= 2 < len(frame)
+        assert svc.drain(10.0)
+        assert svc.metrics.value("tapkiosk_tap_latency_seconds_count") == 1
+        peer.close()
+    finally:
+        link.stop()
+        srv.close()

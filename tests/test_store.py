@@ -194,3 +194,18 @@ def test_readonly_view_refuses_writes_and_a_missing_file(tmp_path):
             conn.execute("DELETE FROM devices")
     finally:
         conn.close()
+
+
+def test_tap_commit_indexes_are_gone_and_the_sweeps_still_seek(tmp_path):
+    """Issue 19: a tap commit no longer writes ledger_lot or lots_expiry; a member's expiry
+    sweep and lot consumption seek the lots UNIQUE index by member."""
+    db = open_db(tmp_path / "s.db")
+    names = {r[0] for r in db.execute("SELECT name FROM sqlite_schema WHERE type = 'index'")}
+    assert not {"ledger_lot", "lots_expiry"} & names
+    assert {"ledger_member", "ledger_ts", "taps_member", "taps_ts"} <= names
+    for sql in ("SELECT id FROM lots WHERE expires_at > 0 AND expires_at <= 1 AND "
+                "remaining > 0 AND member_id = 7",
+                "SELECT id FROM lots WHERE member_id = 1 AND currency = 'points' AND "
+                "remaining > 0 ORDER BY expires_at = 0, expires_at, id"):
+        plan = " ".join(r[3] for r in db.execute("EXPLAIN QUERY PLAN " + sql))
+        assert "SEARCH lots USING INDEX sqlite_autoindex_lots_1 (member_id=?" in plan

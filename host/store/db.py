@@ -481,6 +481,14 @@ CREATE TABLE sales (
 );
 CREATE UNIQUE INDEX sales_armed ON sales(device_id) WHERE state = 'armed';
 """),
+    # Fewer pages per tap commit (issue 19): ledger_lot was read only by verify(), which
+    # scans the whole ledger anyway; lots_expiry was rewritten by every earn and spend
+    # (``remaining`` is in its WHERE). A member's sweep now seeks the lots UNIQUE index
+    # (member_id first); the site-wide sweep (an operator command) scans the lots table.
+    (16, "tap commit: drop the ledger lot and lot expiry indexes", """
+DROP INDEX IF EXISTS ledger_lot;
+DROP INDEX IF EXISTS lots_expiry;
+"""),
 ]
 
 def default_db_path() -> str:

@@ -47,6 +47,17 @@ def _nodelay(port: Any) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def _rest(sock: socket.socket) -> bytes:
+    """What the socket holds right now, without waiting (b"" when nothing)."""
+    try:
+        more = sock.recv(4096, socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return b""
+    if not more:
+        raise serial.SerialException("socket disconnected")
+    return more
+
+
 class SerialLink:
     """Serves the device on one serial port; see the module doc."""
 
@@ -148,9 +159,14 @@ class SerialLink:
         self._up.set(0)
 
     def _serve(self, port: Any) -> None:
+        # pyserial's socket:// port says at most 1 byte is waiting (select, not FIONREAD):
+        # read the rest of what arrived straight from its socket, not one byte per loop.
+        sock = port._socket if type(port).__module__.endswith(".protocol_socket") else None
         while not self._stop.is_set():
             n = port.in_waiting
             data = port.read(n if n > 0 else 1)
+            if data and sock is not None:
+                data += _rest(sock)
             if not data:
                 if getattr(port, "_socket", None) is not None and not port.is_open:
                     raise OSError("port closed")
