@@ -10,6 +10,7 @@ demo: $(STAMP)
 	$(PY) -m sim.demo
 
 test: $(STAMP) mosquitto chromium
+	$(VENV)/bin/ruff check .
 	$(PY) -m protocol.selftest
 	$${TAPKIOSK_MICROPYTHON:-$(VENV)/bin/micropython} -m protocol.selftest
 	$(PY) -m pytest -q

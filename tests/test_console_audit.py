@@ -18,7 +18,7 @@ from host.store.db import open_db
 from host.store.tokens import add_token
 from host.web.app import create_app
 from fastapi.testclient import TestClient
-from console_support import PASSWORD, ConsoleSite, csrf_of
+from console_support import ConsoleSite
 
 
 def _audit_rows(site: ConsoleSite, **filters) -> list[dict]:

@@ -10,7 +10,7 @@ from host.admin import Admin
 from host.errors import InputError
 from host.ledger.rewards import points_multiplier
 from host.money import format_fen
-from host.rules.engine import Decision, Engine, Tap, clip_text
+from host.rules.engine import Engine, Tap, clip_text
 from host.rules.policy import build_policy, load_policy
 from protocol import codes
 from site_support import TZ, UID, make_site

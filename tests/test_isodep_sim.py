@@ -58,7 +58,7 @@ def test_deselect_halts_the_card():
 
 
 def test_nfcpy_activates_and_chains_through_the_emulator():
-    nfc = pytest.importorskip("nfc")
+    pytest.importorskip("nfc")
     import nfc.clf
     import nfc.clf.pn532
     import nfc.clf.transport

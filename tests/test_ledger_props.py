@@ -58,7 +58,6 @@ def test_random_operations_keep_ledger_consistent(ops):
         admin.enroll_card(i, uid)
         card[i] = uid
     seqs: dict[str, int] = {"K1": 0, "W1": 0, "G1": 0}
-    keys: dict[str, dict] = {}
 
     def tap(dev, m, **kw):
         seqs[dev] += 1

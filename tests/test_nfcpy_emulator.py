@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-nfc = pytest.importorskip("nfc")
+pytest.importorskip("nfc")
 import nfc.clf  # noqa: E402
 import nfc.clf.pn532  # noqa: E402
 import nfc.clf.transport  # noqa: E402

@@ -17,7 +17,7 @@ from sim.cards import IsoDepCard, UidCard
 from sim.pinlog import levels, read_events
 from sim.pn532 import PN532Emulator
 
-from conftest import ROOT, micropython_path, poll_until, wait_until  # noqa: E402
+from conftest import ROOT, poll_until, wait_until  # noqa: E402
 
 MICROPYTHON = micropython_path()
 RST_PIN = 4

@@ -6,7 +6,6 @@ from host.ledger import book as ledger
 from host.rules import sales
 from host.rules.engine import Tap
 from host.store.db import transaction
-from host.store.devices import register_device
 from site_support import UID, make_site
 
 

@@ -138,7 +138,7 @@ def test_a_missing_earlier_migration_is_applied_after_a_later_one(tmp_path):
     db = open_db(path)
     db.conn.executescript("DELETE FROM schema_migrations WHERE version = 3;"
                           "DROP TABLE device_events; DROP TABLE device_config;"
-                          f"INSERT OR IGNORE INTO schema_migrations VALUES (999, 'later', 0);")
+                          "INSERT OR IGNORE INTO schema_migrations VALUES (999, 'later', 0);")
     db.conn.close()
     db = open_db(path)
     assert {"device_events", "device_config"} <= set(db.table_names())
