@@ -99,6 +99,10 @@ class DemoError(Exception):
         super().__init__(message)
 
 
+#: The console login the demo creates (a throw-away site on loopback only).
+DEMO_STAFF, DEMO_PASSWORD = "demo", "demo-front-desk"
+
+
 def seed(db_path: Path) -> dict[str, bytes]:
     """Create the site: devices (returns their keys) and the members of MEMBERS."""
     from host.admin import Admin
@@ -106,11 +110,13 @@ def seed(db_path: Path) -> dict[str, bytes]:
     from host.rules.policy import load_policy
     from host.store.db import open_db
     from host.store.devices import register_device
+    from host.store.staff import add_staff
 
     db = open_db(db_path)
     keyfile.create(keyfile.key_path(str(db_path)))  # members' names are sealed with it
     try:
         keys = {dev: register_device(db, dev, kind, name=f"demo {kind}") for dev, kind in DEVICES}
+        add_staff(db, DEMO_STAFF, "manager", DEMO_PASSWORD, actor="cli:demo")
         admin = Admin(db, load_policy())
         for uid, name, tier, _what in MEMBERS:
             mid = admin.add_member(name, tier=None if tier == "silver" else tier,
@@ -149,6 +155,7 @@ class Demo:
         self.readers: dict[str, Any] = {}
         self.control: Any = None
         self.metrics_url = ""
+        self.console_url = ""
         self.staying = False  # --stay: the script is over, waiting for Ctrl-C
         self._log_fh: Any = None
 
@@ -188,7 +195,13 @@ class Demo:
             time.sleep(0.05)
         m = re.search(r"metrics on (http://\S+/metrics)", self._daemon_log())
         self.metrics_url = m.group(1) if m else ""
-        self._print(f"ready{f' (metrics on {self.metrics_url})' if self.metrics_url else ''}")
+        m = re.search(r"HTTP API on (http://\S+)/v1", self._daemon_log())
+        self.console_url = f"{m.group(1)}/console/" if m else ""
+        where = [f"metrics on {self.metrics_url}"] if self.metrics_url else []
+        if self.console_url:
+            where.append(f"front desk console on {self.console_url}, login {DEMO_STAFF} / "
+                         f"{DEMO_PASSWORD}")
+        self._print(f"ready ({'; '.join(where)})" if where else "ready")
         names = ", ".join(f"{d} ({r.kind})" for d, r in self.readers.items())
         self._print(f"booting {names} ... ", end="")
         t0 = time.monotonic()
@@ -317,16 +330,20 @@ def run_cli(db: Path, *args: str) -> tuple[int, str]:
     return rc, buf.getvalue()
 
 
-def _next_steps(site: Path | None, metrics: str, stay: bool, mqtt: str | None) -> str:
+def _next_steps(site: Path | None, metrics: str, stay: bool, mqtt: str | None,
+                console: str = "") -> str:
     db = f"{site}/site.db" if site else "SITE/site.db"
     lines = ["", "Try next:"]
     if stay:
-        lines += [f"  tapkiosk sim tap gate-1 {ANN} --db {db}      (in another terminal)",
+        lines += [f"  front desk console: {console}  (login {DEMO_STAFF} / {DEMO_PASSWORD})"
+                  if console else None,
+                  f"  tapkiosk sim tap gate-1 {ANN} --db {db}      (in another terminal)",
                   f"  tapkiosk --db {db} member show --card {DEE}",
                   f"  curl -s {metrics} | grep tapkiosk_taps_total" if metrics else None,
                   "  Ctrl-C here stops the daemon and the readers."]
     else:
-        lines += ["  tapkiosk demo --stay      keep the site running, then tap cards yourself:",
+        lines += ["  tapkiosk demo --stay      keep the site running, open the front desk console it",
+                  f"                            prints (login {DEMO_STAFF} / {DEMO_PASSWORD}) and tap cards:",
                   f"                            tapkiosk sim tap gate-1 {ANN} --db SITE/site.db",
                   "                            and read the metrics URL it prints",
                   "  tapkiosk demo --keep      keep the site directory to look at it "
@@ -439,6 +456,8 @@ def _play(a: argparse.Namespace, demo: Demo, out: TextIO, say: TextIO) -> int:
         out.write(json.dumps({"summary": True, "ok": all_ok, "taps": len(rows),
                               "verify": ver, "report": json.loads(report) if rc_rep == 0 else None,
                               "metrics_url": demo.metrics_url,
+                              "console_url": demo.console_url,
+                              "console_login": [DEMO_STAFF, DEMO_PASSWORD],
                               "site": str(demo.site) if a.keep or a.stay else None},
                              sort_keys=True) + "\n")
         out.flush()
@@ -452,7 +471,7 @@ def _play(a: argparse.Namespace, demo: Demo, out: TextIO, say: TextIO) -> int:
         bad = [r for r in rows if not r["ok"]]
         print(f"{len(rows) - len(bad)} of {len(rows)} taps decided as expected.", file=say)
     print(_next_steps(demo.site if (a.keep or a.stay) else None, demo.metrics_url, a.stay,
-                      a.mqtt), file=say)
+                      a.mqtt, demo.console_url), file=say)
     if a.stay:
         print(f"\nrunning; control file {demo.site}/sim-control.json. Ctrl-C to stop.", file=say,
               flush=True)

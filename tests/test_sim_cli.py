@@ -7,7 +7,9 @@ import json
 import os
 import queue
 import signal
+import sqlite3
 import subprocess
+import urllib.request
 import sys
 import threading
 from pathlib import Path
@@ -150,6 +152,16 @@ def test_demo_stay_then_sim_tap_then_ctrl_c(tmp_path):
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         assert "B*  grant ok" in r.stdout and "charged 26.40  balance 51.60" in r.stdout, r.stdout
+        # The front desk console is served while the demo stays, with the login it printed.
+        console = summary["console_url"]
+        staff, password = summary["console_login"]
+        assert console.startswith("http://127.0.0.1:") and console.endswith("/console/")
+        page = urllib.request.urlopen(console + "login", timeout=10).read().decode()
+        assert "csrf" in page.lower() and 'name="password"' in page
+        from host.store.staff import verify_password
+        with sqlite3.connect(f"file:{site / 'site.db'}?mode=ro", uri=True) as c:
+            (stored, role), = c.execute("SELECT pw_hash, role FROM staff WHERE name = ?", (staff,))
+        assert role == "manager" and verify_password(stored, password)
         p.send_signal(signal.SIGINT)
         assert p.wait(60) == 0, p.stderr.read()
         wait_until(lambda: not any(alive(k) for k in kids), 5, 0.1,
