@@ -194,3 +194,21 @@ def test_readonly_view_refuses_writes_and_a_missing_file(tmp_path):
             conn.execute("DELETE FROM devices")
     finally:
         conn.close()
+
+
+def test_a_new_device_key_starts_a_new_sequence_epoch():
+    from host.store import site_state
+    from host.store.devices import register_device
+    db = open_db(":memory:")
+    register_device(db, "G1", "gate")
+    db.execute("UPDATE devices SET last_seq = 65540, resend_floor = 65539, down_seq = 131072 "
+               "WHERE device_id = 'G1'")
+    register_device(db, "G1", "gate", rotate=True)
+    row = site_state.load_device(db, "G1")
+    assert (row["highest"], row["resend_floor"]) == (0, 0)
+    assert row["seq_base"] > 65540
+    # A daemon that still holds the old epoch cannot write its highest seq back.
+    site_state.save_states(db, [("G1", 65541, 1, True, 0)])
+    assert db.execute("SELECT last_seq FROM devices").fetchone()[0] == 0
+    site_state.save_states(db, [("G1", 65541, 1, True, row["seq_base"])])
+    assert db.execute("SELECT last_seq FROM devices").fetchone()[0] == 65541

@@ -291,6 +291,12 @@ CREATE TABLE device_refusals (
 ALTER TABLE devices ADD COLUMN last_error TEXT;
 ALTER TABLE devices ADD COLUMN last_error_at INTEGER;
 """),
+    # A new device key starts a new sequence epoch (the firmware counts from boot 1 again):
+    # the daemon stores seq_base + the wire seq, so the new epoch's taps, events and voids
+    # never collide with the old ones under UNIQUE(device_id, seq) (host/store/devices.py).
+    (9, "devices: seq_base, the stored-seq offset of the current device key", """
+ALTER TABLE devices ADD COLUMN seq_base INTEGER NOT NULL DEFAULT 0 CHECK (seq_base >= 0);
+"""),
 ]
 
 def default_db_path() -> str:
