@@ -127,7 +127,7 @@ def test_migration_3_adopts_tables_an_older_daemon_created(tmp_path):
     db.conn.execute("DELETE FROM schema_migrations WHERE version = 3")
     db.conn.execute("INSERT INTO device_config VALUES ('gate-1', 4, 'x', 3)")
     db.conn.close()
-    db = open_db(path)
+    db = open_db(path, upgrade=True)
     assert db.execute("SELECT version, acked FROM device_config").fetchall() == [(4, 3)]
     assert {3} <= {r[0] for r in db.execute("SELECT version FROM schema_migrations")}
 
@@ -140,7 +140,7 @@ def test_a_missing_earlier_migration_is_applied_after_a_later_one(tmp_path):
                           "DROP TABLE device_events; DROP TABLE device_config;"
                           f"INSERT OR IGNORE INTO schema_migrations VALUES (999, 'later', 0);")
     db.conn.close()
-    db = open_db(path)
+    db = open_db(path, upgrade=True)
     assert {"device_events", "device_config"} <= set(db.table_names())
     assert schema_version(db) == 999
 
@@ -212,3 +212,13 @@ def test_a_new_device_key_starts_a_new_sequence_epoch():
     assert db.execute("SELECT last_seq FROM devices").fetchone()[0] == 0
     site_state.save_states(db, [("G1", 65541, 1, True, row["seq_base"])])
     assert db.execute("SELECT last_seq FROM devices").fetchone()[0] == 65541
+
+
+def test_open_db_refuses_pending_migrations_unless_upgrading(tmp_path):
+    from host.store.db import SchemaOutdated
+    path = tmp_path / "site.db"
+    open_db(path).conn.execute("DELETE FROM schema_migrations WHERE version = 3")
+    with pytest.raises(SchemaOutdated, match=r"lacks migration\(s\) 3 .* upgrade"):
+        open_db(path)
+    assert open_db(path, upgrade=True).execute(
+        "SELECT count(*) FROM schema_migrations WHERE version = 3").fetchone()[0] == 1

@@ -5,18 +5,21 @@
 ``TAPKIOSK_DB``, else ``~/.local/share/tapkiosk/site.db``), ``--policy PATH``, ``--json``.
 Every refused request (bad input, unknown member, conflicting idempotency key, not enough
 balance) prints one ``tapkiosk: error: ...`` line on stderr, exits 2 and writes nothing.
-``verify`` exits 1 when a projection differs from the ledger.
+``verify`` exits 1 when a projection differs from the ledger. Only ``init`` and ``upgrade``
+migrate the database (``upgrade`` backs it up first); every other command refuses an older
+schema with one line naming ``tapkiosk upgrade`` (exit 2).
 
 Each command is one handler in ``COMMANDS`` (``"member add"`` -> function), defined with
 its parser in the module of its group: ``devices`` (init, site, device), ``members``
 (member, card), ``money`` (topup, refund, pass, points), ``tap``, ``reports``, ``books``
-(ledger, verify, expire, export). ``daemon``, ``flash``, ``sim`` and ``demo`` are handed to
+(ledger, verify, expire, export), ``upkeep`` (upgrade, backup). ``daemon``, ``flash``, ``sim`` and ``demo`` are handed to
 their own modules (``delegate``).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import sqlite3
 import sys
@@ -24,7 +27,7 @@ from datetime import datetime
 from typing import TextIO
 
 from host.admin import Admin
-from host.cli import books, delegate, devices, members, money, reports, tap, tokens
+from host.cli import books, delegate, devices, members, money, reports, tap, tokens, upkeep
 from host.cli.args import Parser, parents
 from host.cli.context import Ctx, Handler
 from host.errors import HostError, InputError
@@ -34,12 +37,19 @@ from host.store.db import default_db_path, open_db
 #: Command groups in ``--help`` order.
 _GROUPS = (devices.add_site_parsers, members.add_parsers, devices.add_parsers,
            money.add_parsers, tap.add_parsers, reports.add_parsers, books.add_parsers,
-           tokens.add_parsers)
+           tokens.add_parsers, upkeep.add_parsers)
 
 #: Every command: its words (``"member add"``) -> its handler.
 COMMANDS: dict[str, Handler] = {**devices.COMMANDS, **members.COMMANDS, **money.COMMANDS,
                                 **tap.COMMANDS, **reports.COMMANDS, **books.COMMANDS,
-                                **tokens.COMMANDS}
+                                **tokens.COMMANDS, **upkeep.COMMANDS}
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("tapkiosk")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def build_parser() -> Parser:
@@ -51,6 +61,7 @@ def build_parser() -> Parser:
     p.add_argument("--db", help="site database (default: $TAPKIOSK_DB or the user data dir)")
     p.add_argument("--policy", help="policy TOML file (default: shipped defaults)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--version", action="version", version=f"tapkiosk {_version()}")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     shared = parents()
@@ -64,7 +75,10 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     if args.cmd != "init" and path != ":memory:" and not os.path.exists(path):
         raise InputError(f"no database at {path}: run 'tapkiosk init' first (or pass --db)")
     policy = load_policy(args.policy)
-    db = open_db(path)
+    migrating = args.cmd in upkeep.MIGRATING
+    if migrating:
+        upkeep.before_upgrade(path, args)
+    db = open_db(path, upgrade=migrating)
     try:
         ctx = Ctx(db, policy, Admin(db, policy), path, out, args.json, datetime.now(policy.tz))
         name = " ".join(w for w in (args.cmd, getattr(args, "sub", None)) if w)

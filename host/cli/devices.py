@@ -21,7 +21,10 @@ _LIST_COLUMNS = ("device_id", "kind", "name", "board_mac", "online", "last_seen"
 
 def add_site_parsers(sub: Any, p: Parents) -> None:
     """``init`` and ``site key``."""
-    sub.add_parser("init", help="create or upgrade the database", **p.read)
+    i = sub.add_parser("init", help="create the database (an existing one: upgraded like "
+                       "'tapkiosk upgrade', backed up first)", **p.read)
+    i.add_argument("--backup-dir", help="where a dated backup goes before an upgrade "
+                   "(default: the database's folder)")
     site = group(sub, "site", "site settings")
     s = site.add_parser("key", help="show (or --rotate) the site key for secure cards; "
                         "the key itself is never printed", **p.read)
@@ -59,8 +62,11 @@ def add_parsers(sub: Any, p: Parents) -> None:
 
 def init(ctx: Ctx, a: argparse.Namespace) -> None:
     sk = secure_policy.ensure_site_key(ctx.db, ctx.ts())
-    ctx.show({"db": ctx.path, "schema_version": schema_version(ctx.db),
-              "site_key_version": sk["version"]})
+    view = {"db": ctx.path, "schema_version": schema_version(ctx.db),
+            "site_key_version": sk["version"]}
+    if getattr(a, "backup", None):
+        view["backup"] = a.backup
+    ctx.show(view)
 
 
 def site_key(ctx: Ctx, a: argparse.Namespace) -> None:
