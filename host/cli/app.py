@@ -55,9 +55,9 @@ def _version() -> str:
 def build_parser() -> Parser:
     """The ``tapkiosk`` parser: global options, then each command group's parsers."""
     p = Parser(prog="tapkiosk", description="tapkiosk operator CLI",
-               epilog="also: tapkiosk daemon|flash|sim|demo ... (each has its own --help): "
-                      "the site daemon, the technician's flash tool, simulated readers, "
-                      "the demo")
+               epilog="also: tapkiosk daemon|doctor|flash|sim|demo ... (each has its own "
+                      "--help): the site daemon, the site check against daemon.toml, the "
+                      "technician's flash tool, simulated readers, the demo")
     p.add_argument("--db", help="site database (default: $TAPKIOSK_DB or the user data dir)")
     p.add_argument("--policy", help="policy TOML file (default: shipped defaults)")
     p.add_argument("--json", action="store_true", help="machine-readable output")

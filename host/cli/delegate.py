@@ -12,7 +12,7 @@ from host.errors import InputError
 
 #: Subcommands owned by other modules, imported only when used: name -> module.
 DELEGATED = {"daemon": "host.daemon", "flash": "tools.flash", "sim": "sim.cli",
-             "demo": "sim.demo"}
+             "demo": "sim.demo", "doctor": "host.site.doctor"}
 GLOBAL_WITH_VALUE = ("--db", "--policy")
 
 

@@ -1,0 +1,82 @@
+"""`tapkiosk doctor`: one line per check against daemon.toml, exit 1 when one fails; a real
+mosquitto for the broker login, a missing serial port, the database and the readers."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from host.cli.app import main
+from host.store.db import open_db
+from host.store.devices import register_device, touch_device
+
+
+def _site(tmp_path, broker_address: str, serial: str, **mqtt: str):
+    db = tmp_path / "site.db"
+    d = open_db(db)
+    register_device(d, "gate-1", "gate")
+    register_device(d, "wash-1", "wash")
+    touch_device(d, "gate-1", last_seen=int(time.time()) - 3, online=True, fw="fw 0.2.0")
+    d.execute("INSERT INTO taps (ts, device_id, seq, uid, verdict, reason, relay_ms, pattern, "
+              "text, balance_fen, points, uses_left, device_time) VALUES "
+              "(?, 'gate-1', 65537, '04A1B2C3', 'grant', 'ok', 0, 0, '', 0, 0, 0, ?)",
+              (int(time.time()), int(time.time()) - 1))
+    d.conn.close()
+    extra = "".join(f'{k} = "{v}"\n' for k, v in mqtt.items())
+    conf = tmp_path / "daemon.toml"
+    conf.write_text(f'db = "{db}"\nserial = ["{serial}"]\nmqtt = "{broker_address}"\n{extra}')
+    return db, conf
+
+
+def test_doctor_reports_each_check_and_exits_1_on_a_failure(tmp_path, broker, capsys):
+    db, conf = _site(tmp_path, broker.address, str(tmp_path / "ttyUSB9"))
+    assert main(["doctor", "--config", str(conf)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+
+    def status(what: str) -> str:
+        [line] = [ln for ln in lines if ln[5:].startswith(what)]
+        return line.split()[0]
+
+    assert status(f"serial {tmp_path / 'ttyUSB9'}") == "FAIL"
+    assert status(f"broker {broker.host}:{broker.port} login as (anonymous)") == "OK"
+    assert status(f"database {db}") == "OK"
+    assert status("reader gate-1 (gate)") == "OK" and status("reader wash-1 (wash)") == "FAIL"
+    assert status("clock of gate-1") == "OK"
+    assert any("no such port" in ln and "daemon.toml" in ln for ln in lines)
+    assert lines[-1] == "2 check(s) failed"
+
+
+def test_doctor_fails_a_stopped_broker_and_an_old_schema(tmp_path, broker, capsys):
+    port = tmp_path / "ttyUSB0"
+    port.write_text("")
+    db, conf = _site(tmp_path, broker.address, str(port))
+    broker.stop()
+    open_db(db).conn.execute("DELETE FROM schema_migrations WHERE version = 3")
+    assert main(["doctor", "--config", str(conf)]) == 1
+    out = capsys.readouterr().out
+    assert f"OK   serial {port}" in out
+    assert "FAIL broker" in out and "cannot connect" in out
+    assert f"FAIL database {db}" in out and "upgrade" in out
+
+
+def test_doctor_checks_the_broker_login(tmp_path, capsys):
+    from test_deploy import DAEMON_USER, start_site_broker
+    db = tmp_path / "acl.db"
+    open_db(db).conn.close()
+    try:
+        proc, port = start_site_broker(tmp_path, open_db(db), {DAEMON_USER: "right"})
+    except Exception as e:  # noqa: BLE001 - mosquitto_passwd missing
+        pytest.skip(f"no site broker: {e}")
+    try:
+        for password, want in (("right", "OK"), ("wrong", "FAIL")):
+            _, conf = _site(tmp_path / password, f"127.0.0.1:{port}", "socket://127.0.0.1:1",
+                            mqtt_user=DAEMON_USER, mqtt_password=password)
+            main(["doctor", "--config", str(conf)])
+            line = next(ln for ln in capsys.readouterr().out.splitlines() if "broker" in ln)
+            assert line.startswith(want), line
+            if want == "FAIL":
+                assert "password" in line
+    finally:
+        proc.kill()
+        proc.wait(5)
