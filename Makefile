@@ -4,12 +4,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-micropython venv site mosquitto selftest bench clean
+.PHONY: demo test test-micropython venv site mosquitto chromium selftest bench clean
 
 demo: $(STAMP)
 	$(PY) -m sim.demo
 
-test: $(STAMP) mosquitto
+test: $(STAMP) mosquitto chromium
 	$(PY) -m protocol.selftest
 	$${TAPKIOSK_MICROPYTHON:-$(VENV)/bin/micropython} -m protocol.selftest
 	$(PY) -m pytest -q
@@ -45,6 +45,17 @@ mosquitto:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
 	  else \
 	    echo "error: mosquitto is missing; install it with: sudo apt-get install mosquitto" >&2; exit 1; \
+	  fi; }
+
+# The console's browser tests drive Debian's chromium through Playwright (never its own download).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (console browser tests)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "warning: chromium is missing, the console browser tests will be skipped; install it with: sudo apt-get install chromium" >&2; \
 	  fi; }
 
 bench: $(STAMP)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, micropython_path, run_micropython
+from conftest import wait_until, ROOT, micropython_path, run_micropython
 
 from sim.pinlog import pulses, read_events
 from firmware_rig import CARD, RELAY, send_to_host, wait_pulse
@@ -87,9 +87,11 @@ def test_wash_answer_lost_is_voided_and_never_started(rigs):
 def test_forged_frames_under_our_seqs_do_not_cancel_the_void(rigs):
     # Issue #12 (1). The line is cut after the TAP (the host charged it, its answer was lost);
     # the device gives up and its VOID is lost on the cut line too. Someone on the line sends
-    # the host frames with a bad MAC under the device's next seqs; the host answers each with
-    # an (authenticated) ERROR bad_mac naming that seq, which the device hears. The device
-    # must keep the VOID: once the line is whole again it goes out and reverses the charge.
+    # the host frames with a bad MAC under the device's next seqs. The host refuses them
+    # without an answer (an authenticated ERROR naming their seqs would have made the old
+    # firmware drop its VOID; the firmware no longer drops a frame on bad_mac either, see
+    # test_firmware_units). The VOID must survive: once the line is whole again it goes out
+    # and reverses the charge.
     rig = rigs(kind="wash", service=1)
     rig.boot()
     uses = "SELECT uses_left FROM passes"
@@ -107,7 +109,9 @@ def test_forged_frames_under_our_seqs_do_not_cancel_the_void(rigs):
     for seq in range(tap_seq + 1, void_seq + 3):
         send_to_host(rig.cable, framing.encode(
             pk.encode(pk.PING, seq, rig.device_id, {"nonce": seq}, forger, pk.UP)))
-    assert rig.board.wait_for("host error 2 for seq %d" % void_seq, 10, mark), rig.console()
+    wait_until(lambda: "refused cause=bad_mac device=%s seq=%d" % (rig.device_id, void_seq)
+               in rig.console(), 10, what="the host refusing the forged frame")
+    assert "host error" not in "\n".join(rig.board.output()[mark:]), rig.console()
     rig.cable.set_faults("ab")
     assert rig.board.wait_for("voided by the host", 40, mark), rig.console()
     voids = wait_rows(rig.db, "SELECT tap_seq, outcome FROM tap_voids", 1)

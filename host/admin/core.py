@@ -22,6 +22,7 @@ from host.errors import InputError, NotFound
 from host.ledger import book as ledger
 from host.ledger import idempotent
 from host.rules.policy import Policy, policy_and_clock
+from host.store import audit
 from host.store.db import transaction
 
 #: The largest integer SQLite stores (a signed 64-bit INTEGER).
@@ -85,13 +86,19 @@ class AdminCore:
     """One store under one policy and clock, and the plumbing every write uses."""
 
     def __init__(self, db: sqlite_utils.Database, policy: Policy | None = None,
-                 clock: Callable[[], datetime] | None = None) -> None:
+                 clock: Callable[[], datetime] | None = None, *, actor: str | None = None,
+                 client: str | None = None) -> None:
         self.db = db
         self.policy, self.clock = policy_and_clock(policy, clock)
+        #: Who makes the writes (a staff name, ``cli:<os user>``, ``api:<token>``) and from
+        #: where: each write then appends an audit row in its own transaction.
+        self.actor, self.client = actor, client
 
     def write(self, command: str, args: dict[str, Any], key: str | None,
               fn: WriteFn) -> dict[str, Any]:
-        """Run ``fn`` in one transaction, remembered under ``key`` with ``args``."""
+        """Run ``fn`` in one transaction, remembered under ``key`` with ``args``; with an
+        ``actor``, the audit row (values before and after) is written by the same transaction.
+        A replay writes nothing, not even an audit row."""
         idempotent.check_key(key)
         canon = idempotent.canonical(args)
         with transaction(self.db) as conn:
@@ -100,7 +107,12 @@ class AdminCore:
                 return {**first, "replayed": True}
             now = self.clock()
             ts = int(now.timestamp())
+            before = audit.snapshot(conn, args) if self.actor else None
             result = fn(conn, ts, now)
+            if self.actor:
+                audit.record(conn, ts, self.actor, command, before=before, after=result,
+                             member_id=audit.member_of(args, result), client=self.client,
+                             op_key=key)
             idempotent.remember(conn, key, command, canon, result, ts)
         return {**result, "replayed": False}
 

@@ -12,8 +12,9 @@ schema with one line naming ``tapkiosk upgrade`` (exit 2).
 Each command is one handler in ``COMMANDS`` (``"member add"`` -> function), defined with
 its parser in the module of its group: ``devices`` (init, site, device), ``members``
 (member, card), ``money`` (topup, refund, pass, points), ``tap``, ``reports``, ``books``
-(ledger, verify, expire, export), ``upkeep`` (upgrade, backup). ``daemon``, ``flash``, ``sim`` and ``demo`` are handed to
-their own modules (``delegate``).
+(ledger, verify, expire, export), ``staff`` (console staff accounts, ``audit``), ``upkeep``
+(upgrade, backup). ``daemon``, ``doctor``, ``flash``, ``sim`` and ``demo`` are handed to their
+own modules (``delegate``).
 """
 
 from __future__ import annotations
@@ -27,22 +28,24 @@ from datetime import datetime
 from typing import TextIO
 
 from host.admin import Admin
-from host.cli import books, delegate, devices, members, money, reports, tap, tokens, upkeep
+from host.cli import (books, delegate, devices, members, money, reports, staff, tap, tokens,
+                       upkeep)
 from host.cli.args import Parser, parents
 from host.cli.context import Ctx, Handler
 from host.errors import HostError, InputError
 from host.rules.policy import load_policy
+from host.store import audit
 from host.store.db import default_db_path, open_db
 
 #: Command groups in ``--help`` order.
 _GROUPS = (devices.add_site_parsers, members.add_parsers, devices.add_parsers,
            money.add_parsers, tap.add_parsers, reports.add_parsers, books.add_parsers,
-           tokens.add_parsers, upkeep.add_parsers)
+           tokens.add_parsers, staff.add_parsers, upkeep.add_parsers)
 
 #: Every command: its words (``"member add"``) -> its handler.
 COMMANDS: dict[str, Handler] = {**devices.COMMANDS, **members.COMMANDS, **money.COMMANDS,
                                 **tap.COMMANDS, **reports.COMMANDS, **books.COMMANDS,
-                                **tokens.COMMANDS, **upkeep.COMMANDS}
+                                **tokens.COMMANDS, **staff.COMMANDS, **upkeep.COMMANDS}
 
 
 def _version() -> str:
@@ -80,7 +83,8 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         upkeep.before_upgrade(path, args)
     db = open_db(path, upgrade=migrating)
     try:
-        ctx = Ctx(db, policy, Admin(db, policy), path, out, args.json, datetime.now(policy.tz))
+        admin = Admin(db, policy, actor=audit.cli_actor())  # every CLI write is audited
+        ctx = Ctx(db, policy, admin, path, out, args.json, datetime.now(policy.tz))
         name = " ".join(w for w in (args.cmd, getattr(args, "sub", None)) if w)
         return COMMANDS[name](ctx, args) or 0
     finally:

@@ -293,10 +293,41 @@ CREATE TABLE device_refusals (
 ALTER TABLE devices ADD COLUMN last_error TEXT;
 ALTER TABLE devices ADD COLUMN last_error_at INTEGER;
 """),
+    # Staff accounts of the web console (host/store/staff.py) and the append-only audit log
+    # of every staff and CLI write (host/store/audit.py), written in the same transaction as
+    # the change it records; triggers refuse any UPDATE or DELETE of a log row.
+    (9, "staff accounts and the append-only audit log", """
+CREATE TABLE staff (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 32),
+    role TEXT NOT NULL CHECK (role IN ('cashier', 'manager', 'technician')),
+    pw_hash TEXT NOT NULL,
+    active INTEGER NOT NULL DEFAULT 1 CHECK (active IN (0, 1)),
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE audit_log (
+    id INTEGER PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    member_id INTEGER,
+    device_id TEXT,
+    before TEXT,
+    after TEXT,
+    client TEXT,
+    op_key TEXT
+);
+CREATE INDEX audit_log_actor ON audit_log(actor, ts);
+CREATE INDEX audit_log_member ON audit_log(member_id, ts);
+CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+"""),
     # A new device key starts a new sequence epoch (the firmware counts from boot 1 again):
     # the daemon stores seq_base + the wire seq, so the new epoch's taps, events and voids
     # never collide with the old ones under UNIQUE(device_id, seq) (host/store/devices.py).
-    (9, "devices: seq_base, the stored-seq offset of the current device key", """
+    (10, "devices: seq_base, the stored-seq offset of the current device key", """
 ALTER TABLE devices ADD COLUMN seq_base INTEGER NOT NULL DEFAULT 0 CHECK (seq_base >= 0);
 """),
 ]

@@ -13,7 +13,7 @@ from importlib import resources
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
-from host.web import errors
+from host.web import console, errors
 from host.web.context import WebContext
 from host.web.routes import cards, events, members
 
@@ -36,6 +36,7 @@ def create_app(ctx: WebContext) -> FastAPI:
     for module in (members, cards, events):
         app.include_router(module.router, prefix=PREFIX)
     page = _docs_page()
+    console.mount(app, ctx)  # the staff console at /console (host.web.console)
 
     @app.get(f"{PREFIX}/docs", include_in_schema=False)
     def docs() -> HTMLResponse:

@@ -54,7 +54,8 @@ class WebContext:
              op: Callable[[Admin], dict[str, Any]]) -> dict[str, Any]:
         """Run ``op(Admin)`` on the writer thread and return its result; a first (not
         replayed) result is published as a ``sale`` event of ``kind``."""
-        future = self.writer.call(lambda db: op(Admin(db, self.policy)))
+        future = self.writer.call(lambda db: op(Admin(db, self.policy,
+                                                      actor=f"api:{actor.name}")))
         try:
             result = future.result(self.write_timeout_s)
         except FutureTimeout:

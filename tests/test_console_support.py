@@ -1,0 +1,122 @@
+# Runs on CPython (pytest): a seeded site behind the staff console — staff per role, real Writer, clients.
+"""Shared by the ``test_console_*`` modules.
+
+``console_site``: a site database in ``tmp_path`` with one member (``Li``, phone
+:data:`PHONE`, card :data:`UID`, 100.00 topped up), a staff account per role
+(:data:`STAFF`, password :data:`PASSWORD`), the daemon's real Writer, an event bus and a
+settable monotonic clock for sessions and lockouts. ``site.client()`` is an in-process
+client of the daemon's whole web application (``/v1`` and ``/console``);
+``site.login(client, name)`` logs it in and returns the page's CSRF token.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from host.admin import Admin
+from host.rules.policy import Policy, load_policy
+from host.site.writer import Writer
+from host.store import staff
+from host.store.db import open_db
+from host.store.readonly import readonly_factory
+from host.web.console import create_console
+from host.web.console.core import ConsoleConfig
+from host.web.context import WebContext
+from host.web.events import EventBus
+
+UID = "04A1B2C3D4E5F6"
+PHONE = "138 0013 8000"
+PASSWORD = "correct horse"
+STAFF = {"alice": "cashier", "bob": "manager", "tom": "technician"}
+RAISE = False
+CSRF_RE = re.compile(r'name="csrf_token" value="([0-9a-f]+)"')
+
+
+class Clock:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class ConsoleSite:
+    path: Path
+    member_id: int
+    policy: Policy
+    writer: Writer
+    bus: EventBus
+    clock: Clock
+
+    def context(self) -> WebContext:
+        return WebContext(writer=self.writer, read_db=readonly_factory(self.path),
+                          policy=self.policy, bus=self.bus)
+
+    def app(self, **config) -> FastAPI:
+        """The daemon's whole application with the console mounted at /console."""
+        outer = FastAPI()
+        outer.mount("/console", create_console(
+            self.context(), ConsoleConfig(clock=self.clock, **config)))
+        return outer
+
+    def client(self, app: FastAPI | None = None, **config) -> TestClient:
+        """A client (a browser) of ``app``, by default of a new application."""
+        return TestClient(app or self.app(**config), raise_server_exceptions=RAISE,
+                          follow_redirects=False)
+
+    def login(self, client: TestClient, name: str, password: str = PASSWORD) -> str:
+        """Log ``client`` in as ``name``; returns the CSRF token of its pages."""
+        token = csrf_of(client.get("/console/login").text)
+        r = client.post("/console/login", data={"name": name, "password": password,
+                                                "csrf_token": token})
+        assert r.status_code == 303, r.text
+        return token
+
+    def db_value(self, sql: str, params: list | None = None):
+        db = open_db(self.path)
+        try:
+            return db.execute(sql, params or []).fetchone()
+        finally:
+            db.conn.close()
+
+
+def csrf_of(page: str) -> str:
+    m = CSRF_RE.search(page)
+    assert m, "the page has no CSRF token"
+    return m.group(1)
+
+
+def seed(path: Path) -> int:
+    db = open_db(path)
+    try:
+        admin = Admin(db, load_policy())
+        mid = admin.add_member("Li", phone=PHONE)["member_id"]
+        admin.enroll_card(mid, UID)
+        admin.topup(mid, 10000)
+        for name, role in STAFF.items():
+            staff.add_staff(db, name, role, PASSWORD, actor="cli:test")
+    finally:
+        db.conn.close()
+    return mid
+
+
+@pytest.fixture
+def console_site(tmp_path: Path) -> Iterator[ConsoleSite]:
+    path = tmp_path / "site.db"
+    mid = seed(path)
+    policy = load_policy()
+    writer = Writer(str(path), policy=policy).start()
+    try:
+        yield ConsoleSite(path, mid, policy, writer, EventBus(), Clock())
+    finally:
+        writer.stop()
