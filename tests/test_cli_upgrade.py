@@ -93,8 +93,10 @@ def test_backup_keeps_dated_generations_each_verified(tmp_path, capsys, monkeypa
         out = json.loads(capsys.readouterr().out)
         assert out["verify"] == "ok"
         made.append(out["backup"])
-    left = sorted(p for p in folder.iterdir())
-    assert [str(p) for p in left] == made[1:]    # the oldest generation went
+    from host.store.backup import generations
+    left = generations(folder, "site")
+    assert sorted(map(str, folder.iterdir())) == sorted(made[1:])   # the oldest went
+    assert [str(p) for p in left] == made[1:]                        # oldest first
     for p in left:
         assert stat.S_IMODE(p.stat().st_mode) == 0o660
         assert main(["--db", str(p), "verify"]) == 0
