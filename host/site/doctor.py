@@ -1,4 +1,4 @@
-# Runs on CPython (host): `tapkiosk doctor` — checks the site against daemon.toml: ports, broker, database, readers, clocks.
+# Runs on CPython (host): `tapkiosk doctor` — the site checked against daemon.toml, one line per check.
 """``tapkiosk doctor [--config /etc/tapkiosk/daemon.toml] [daemon flags]`` — is this site PC
 ready to serve its readers?
 

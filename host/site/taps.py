@@ -72,7 +72,8 @@ class Taps:
 
     def encoder(self, st: DeviceState) -> Callable[[Tap, Decision], bytes]:
         """The DECISION encoder of the device's taps (run by the writer in the transaction)."""
-        return lambda tap, d: self.registry.encode(st, pk.DECISION, decision_fields(st.wire(tap.seq), d))
+        return lambda tap, d: self.registry.encode(st, pk.DECISION,
+                                                   decision_fields(st.wire(tap.seq), d))
 
     def _enter(self, st: DeviceState, p: pk.Packet, send: Send, link: str
                ) -> gate_.Entry | None:
@@ -132,8 +133,8 @@ class Taps:
             self._old_tap(st, p, send, link, str(e.error))
             return
         f = p.fields
-        tap = Tap(device_id=st.device_id, seq=st.stored(p.seq), uid=f["uid"].hex().upper(), sak=f["sak"],
-                  service=f["service"], amount_fen=f["amount"],
+        tap = Tap(device_id=st.device_id, seq=st.stored(p.seq), uid=f["uid"].hex().upper(),
+                  sak=f["sak"], service=f["service"], amount_fen=f["amount"],
                   direction=_DIRECTIONS.get(f["direction"]), offline=bool(f["flags"] & 1),
                   device_time=f["device_time"], secure=f["secure"])
         try:

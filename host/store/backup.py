@@ -2,8 +2,8 @@
 """Backups of the site database.
 
 ``backup_db(path, folder)`` copies a consistent snapshot with SQLite's online backup API
-(``sqlite3.Connection.backup``: safe while the daemon writes) to ``folder/STEM-YYYY-MM-DDTHHMMSS.db``,
-mode ``0660`` (it holds the device keys and the site key). ``prune(folder, stem, keep)`` keeps
+(``sqlite3.Connection.backup``: safe while the daemon writes) to
+``folder/STEM-YYYY-MM-DDTHHMMSS.db``, mode ``0660`` (it holds the device keys and the site key). ``prune(folder, stem, keep)`` keeps
 the newest ``keep`` generations. ``upgrade_needed(path)`` tells whether an existing database
 has migrations pending (``tapkiosk upgrade`` backs it up before migrating).
 """
@@ -71,7 +71,8 @@ def generations(folder: str | os.PathLike, name: str) -> list[Path]:
         return []
     pat = re.compile(re.escape(name) + _GEN_RE)
     found = [(m, p) for p in d.iterdir() if (m := pat.fullmatch(p.name))]
-    return [p for m, p in sorted(found, key=lambda mp: (mp[0].group(1), int(mp[0].group(2) or 1)))]
+    found.sort(key=lambda mp: (mp[0].group(1), int(mp[0].group(2) or 1)))
+    return [p for _, p in found]
 
 
 def prune(folder: str | os.PathLike, name: str, keep: int) -> list[Path]:
