@@ -152,6 +152,44 @@ def rigs(tmp_path: Path):
         r.close()
 
 
+@pytest.fixture
+def api_site(tmp_path: Path):
+    """A seeded site with a running writer, an event bus and API tokens per scope
+    (tests/api_support.py); the writer is stopped after the test."""
+    from api_support import ApiSite, seed
+    from host.rules.policy import load_policy
+    from host.site.writer import Writer
+    from host.web.events import EventBus
+
+    path = tmp_path / "site.db"
+    mid, tokens = seed(path)
+    policy = load_policy()
+    writer = Writer(str(path), policy=policy).start()
+    try:
+        yield ApiSite(path, mid, policy, writer, EventBus(), tokens)
+    finally:
+        writer.stop()
+
+
+@pytest.fixture
+def console_site(tmp_path: Path):
+    """A seeded site with staff accounts, a running writer, an event bus and a settable clock
+    (tests/console_support.py); the writer is stopped after the test."""
+    from console_support import Clock, ConsoleSite, seed
+    from host.rules.policy import load_policy
+    from host.site.writer import Writer
+    from host.web.events import EventBus
+
+    path = tmp_path / "site.db"
+    mid = seed(path)
+    policy = load_policy()
+    writer = Writer(str(path), policy=policy).start()
+    try:
+        yield ConsoleSite(path, mid, policy, writer, EventBus(), Clock())
+    finally:
+        writer.stop()
+
+
 def run_micropython(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 60, input: bytes | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run the MicroPython unix port from the repo root with the simulator on its path."""
     exe = micropython_path()

@@ -12,7 +12,7 @@ from host.store.db import open_db
 from host.store.tokens import add_token, find_token, hash_secret, list_tokens, revoke_token
 from host.cli import main as cli_main
 from host.web.permissions import RULES
-from test_api_support import UID, ApiSite, api_site  # noqa: F401 - fixture
+from api_support import UID, ApiSite
 
 # (method, path template, JSON body, action); {m} is the member id.
 ROUTES = [

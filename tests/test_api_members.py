@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from test_api_support import PHONE, UID, ApiSite, api_site  # noqa: F401 - fixture
+from api_support import PHONE, UID, ApiSite
 
 
 def test_member_by_id_card_uid_and_phone(api_site: ApiSite) -> None:

@@ -17,7 +17,7 @@ from host.errors import HostError, InputError
 from host.store.readonly import readonly_factory
 from host.web.config import HttpConfig, http_config
 from host.web.server import WebServer
-from test_api_support import UID, ApiSite, api_site  # noqa: F401 - fixture
+from api_support import UID, ApiSite
 
 
 def _server(site: ApiSite, **config) -> WebServer:

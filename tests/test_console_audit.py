@@ -18,7 +18,7 @@ from host.store.db import open_db
 from host.store.tokens import add_token
 from host.web.app import create_app
 from fastapi.testclient import TestClient
-from test_console_support import PASSWORD, ConsoleSite, console_site, csrf_of  # noqa: F401
+from console_support import PASSWORD, ConsoleSite, csrf_of
 
 
 def _audit_rows(site: ConsoleSite, **filters) -> list[dict]:

@@ -23,7 +23,7 @@ from host.store.devices import register_device, touch_device
 from host.store.readonly import readonly_factory
 from host.web.config import HttpConfig
 from host.web.server import WebServer
-from test_console_support import PASSWORD, UID, ConsoleSite, console_site  # noqa: F401
+from console_support import PASSWORD, UID, ConsoleSite
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTEFACTS = Path(__file__).parent / "artefacts" / "console"

@@ -12,7 +12,7 @@ import re
 
 from host.store.db import open_db
 from host.store.devices import register_device
-from test_console_support import PASSWORD, UID, ConsoleSite, console_site, csrf_of  # noqa: F401
+from console_support import PASSWORD, UID, ConsoleSite, csrf_of
 
 KEY_RE = re.compile(r'name="key" value="([A-Za-z0-9_-]+)"')
 

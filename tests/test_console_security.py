@@ -13,7 +13,7 @@ from host.store import staff
 from host.store.db import open_db
 from host.web.console import PAGES
 from host.web.console.permissions import RULES
-from test_console_support import (PASSWORD, ConsoleSite, console_site, csrf_of)  # noqa: F401
+from console_support import (PASSWORD, ConsoleSite, csrf_of)
 
 PUBLIC = {"/login"}
 

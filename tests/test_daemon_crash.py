@@ -12,7 +12,7 @@ from host.cli import app as cli
 from protocol import codes
 from sim.device import MqttTransport, SimDevice
 from conftest import wait_until
-from test_daemon_support import (CARD, KEY_A, DaemonProcess, balance, make_site, tap_count)
+from daemon_support import (CARD, KEY_A, DaemonProcess, balance, make_site, tap_count)
 
 N_TAPS = 40
 

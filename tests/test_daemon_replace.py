@@ -7,9 +7,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from test_daemon_support import CARD, KEY_A, make_site
-
 from conftest import wait_until
+from daemon_support import CARD, KEY_A, make_site
 from host.rules.policy import load_policy
 from host.site import registry as registry_mod
 from host.site.metrics import Metrics

@@ -12,7 +12,7 @@ from protocol import codes
 from sim.cable import Cable
 from sim.device import FdTransport, SerialTransport, SimDevice
 from conftest import wait_until
-from test_daemon_support import (CARD, KEY_A, KEY_B, InProcessDaemon, balance, ledger_ok, make_site,
+from daemon_support import (CARD, KEY_A, KEY_B, InProcessDaemon, balance, ledger_ok, make_site,
                                  tap_count)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import free_port, wait_until
-from test_daemon_support import CARD, KEY_A, KEY_B, InProcessDaemon, make_site
+from daemon_support import CARD, KEY_A, KEY_B, InProcessDaemon, make_site
 
 from host.rules.policy import load_policy
 from host.site.links.serial import SerialLink

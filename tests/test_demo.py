@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, micropython_path
+from process_support import alive, descendants
 
 pytestmark = pytest.mark.skipif(micropython_path() is None, reason="needs the MicroPython unix port")
 
@@ -31,35 +32,6 @@ EXPECTED = [
     ("gate-1", "04991122334455", None, "deny", "unknown_card", 0, 0, False, "red"),
     ("gate-1", "04A1B2C3D4E5F6", "Ann", "deny", "passback", 0, 0, False, "red"),
 ]
-
-
-def _descendants(pid: int) -> set[int]:
-    """Every live process below ``pid`` (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{d}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(d))
-    out: set[int] = set()
-    todo = [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.add(c)
-            todo.append(c)
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def _site_from(stderr: str) -> Path:
@@ -127,9 +99,9 @@ def test_ctrl_c_mid_run_leaves_nothing_running():
     try:
         first = p.stdout.readline()  # the first tap is decided: daemon and readers are up
         assert first.startswith("{"), first + p.stderr.read()
-        kids = _descendants(p.pid)
+        kids = descendants(p.pid)
         names = [Path(f"/proc/{k}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-                 for k in kids if _alive(k)]
+                 for k in kids if alive(k)]
         assert sum("micropython" in n for n in names) == 3, names
         assert any("host.daemon" in n for n in names), names
         p.send_signal(signal.SIGINT)  # what Ctrl-C sends to the demo
@@ -138,9 +110,9 @@ def test_ctrl_c_mid_run_leaves_nothing_running():
         assert p.returncode == 130, err
         assert "interrupted" in err
         deadline = time.monotonic() + 5
-        while any(_alive(k) for k in kids) and time.monotonic() < deadline:
+        while any(alive(k) for k in kids) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not [k for k in kids if _alive(k)]
+        assert not [k for k in kids if alive(k)]
         assert not _site_from(err).exists()
     finally:
         if p.poll() is None:

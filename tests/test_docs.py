@@ -160,7 +160,7 @@ def _flash_commands(path: Path, command: str) -> list[list[str]]:
 def test_technicians_provision_examples_make_a_working_reader(tmp_path, monkeypatch, capsys):
     """Each provision example in technicians.md passes the tool's checks as written (in a dry
     run): a wash example without --program or an MQTT one without a broker password would not."""
-    from test_flash_support import make_app_tree, make_firmware
+    from flash_support import make_app_tree, make_firmware
     from tools import flash
 
     monkeypatch.setenv("TAPKIOSK_WIFI_PASSWORD", "shop-wifi-pw")

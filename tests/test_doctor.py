@@ -3,10 +3,14 @@ mosquitto for the broker login, a missing serial port, the database and the read
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
 import time
 
 import pytest
 
+from conftest import free_port, mosquitto_path, wait_until
 from host.cli.app import main
 from host.store.db import open_db
 from host.store.devices import register_device, touch_device
@@ -60,18 +64,38 @@ def test_doctor_fails_a_stopped_broker_and_an_old_schema(tmp_path, broker, capsy
     assert f"FAIL database {db}" in out and "upgrade" in out
 
 
+def _password_broker(tmp_path, user: str, password: str):
+    """A real mosquitto that wants a login (mosquitto_passwd), on a free loopback port."""
+    exe, passwd = mosquitto_path(), shutil.which("mosquitto_passwd")
+    if exe is None or passwd is None:
+        pytest.fail("mosquitto and mosquitto_passwd are needed (make test installs them)")
+    pw, port = tmp_path / "passwd", free_port()
+    subprocess.run([passwd, "-c", "-b", str(pw), user, password], check=True,
+                   capture_output=True)
+    (tmp_path / "mosquitto.conf").write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {pw}\n"
+        "persistence false\n")
+    proc = subprocess.Popen([exe, "-c", str(tmp_path / "mosquitto.conf")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def listening() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    wait_until(lambda: proc.poll() is not None or listening(), 10, what="mosquitto")
+    return proc, port
+
+
 def test_doctor_checks_the_broker_login(tmp_path, capsys):
-    from test_deploy import DAEMON_USER, start_site_broker
-    db = tmp_path / "acl.db"
-    open_db(db).conn.close()
-    try:
-        proc, port = start_site_broker(tmp_path, open_db(db), {DAEMON_USER: "right"})
-    except Exception as e:  # noqa: BLE001 - mosquitto_passwd missing
-        pytest.skip(f"no site broker: {e}")
+    proc, port = _password_broker(tmp_path, "tapkiosk-daemon", "right")
     try:
         for password, want in (("right", "OK"), ("wrong", "FAIL")):
+            (tmp_path / password).mkdir()
             _, conf = _site(tmp_path / password, f"127.0.0.1:{port}", "socket://127.0.0.1:1",
-                            mqtt_user=DAEMON_USER, mqtt_password=password)
+                            mqtt_user="tapkiosk-daemon", mqtt_password=password)
             main(["doctor", "--config", str(conf)])
             line = next(ln for ln in capsys.readouterr().out.splitlines() if "broker" in ln)
             assert line.startswith(want), line

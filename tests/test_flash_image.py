@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 from esptool.bin_image import LoadFirmwareImage
-from littlefs import LittleFS
-from test_flash_support import (
+from flash_support import (mount, read_all, 
     MICROPYTHON_4MB,
     ESP32S3FirmwareImage,
     esp_image,
@@ -45,25 +44,6 @@ def image_argv(site: dict, device_id: str = "gate-01", *extra: str) -> list[str]
     return ["image", "--firmware", str(site["fw"]), "--device-id", device_id, "--kind", "gate",
             "--link", "serial", "--db", str(site["db"]), "--app-root", str(site["app"]),
             "--out", str(site["tmp"] / f"{device_id}.bin"), *extra]
-
-
-def mount(data: bytes) -> LittleFS:
-    """Mount a littlefs image as MicroPython's ESP32 port does: 4096-byte blocks."""
-    fs = LittleFS(block_size=4096, block_count=len(data) // 4096, mount=False)
-    fs.context.buffer[:] = data
-    fs.mount()
-    return fs
-
-
-def read_all(fs: LittleFS) -> dict[str, bytes]:
-    """Every file of a mounted littlefs as path -> bytes."""
-    out = {}
-    for top, _dirs, files in fs.walk("/"):
-        for name in files:
-            path = f"{top.rstrip('/')}/{name}".lstrip("/")
-            with fs.open(path, "rb") as fh:
-                out[path] = fh.read()
-    return out
 
 
 def test_image_reads_back_partition_table_app_and_filesystem(site, capsys):

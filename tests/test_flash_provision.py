@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_flash_support import RecordingBoard, make_app_tree, make_firmware, selfcheck_line
+from flash_support import RecordingBoard, make_app_tree, make_firmware, selfcheck_line
 
 from host.errors import NotFound
 from host.store.db import open_db
@@ -24,7 +24,7 @@ from tools import flash
 from tools.board import EspBoard, classify_port_error
 from tools.errors import BoardError, NoPort, NotInDownloadMode, PortBusy, PortPermission
 from tools.image import build_littlefs
-from test_flash_image import mount, read_all
+from flash_support import mount, read_all
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from firmware_rig import CARD, Rig
-from test_flash_support import RecordingBoard, make_app_tree
+from flash_support import RecordingBoard, make_app_tree
 
 from conftest import micropython_path
 from tools import flash

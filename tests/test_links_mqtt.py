@@ -11,7 +11,7 @@ from protocol import packet as pk
 from protocol.mac import Mac
 from sim.device import MqttTransport, NoReply, Refused, SimDevice
 from conftest import wait_until
-from test_daemon_support import (CARD, CARD2, KEY_A, KEY_B, InProcessDaemon, balance, ledger_ok,
+from daemon_support import (CARD, CARD2, KEY_A, KEY_B, InProcessDaemon, balance, ledger_ok,
                                  make_site, tap_count)
 
 

@@ -26,7 +26,7 @@ from sim.isodep import IsoDepPicc
 from sim.magic import MagicCard
 from sim.ntag424 import Ntag424
 from conftest import wait_until
-from test_daemon_support import CARD2, KEY_A, InProcessDaemon, ledger_ok, make_site
+from daemon_support import CARD2, KEY_A, InProcessDaemon, ledger_ok, make_site
 
 
 class CardEmulator:

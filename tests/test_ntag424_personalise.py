@@ -155,7 +155,7 @@ def test_personalise_and_verify_through_the_pn532_emulator():
     import sys
     from pathlib import Path
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from test_pn532_frames import ACK, CMD  # noqa: E402  the PN532 frame builders
+    from pn532_frames import ACK, CMD  # noqa: E402  the PN532 frame builders
 
     from sim.pn532 import PN532Emulator
 

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "firmware"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pn532  # noqa: E402  firmware/pn532.py
-from test_pn532_frames import ACK, CMD, ERR, NACK, RSP  # noqa: E402
+from pn532_frames import ACK, CMD, ERR, NACK, RSP  # noqa: E402
 
 WAKE = bytes.fromhex("5555") + bytes(14)
 

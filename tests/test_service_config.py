@@ -13,7 +13,7 @@ from host.site.service import Service
 from host.store.db import open_db
 from host.site.writer import Writer
 from protocol import packet as pk
-from test_daemon_support import CARD, CARD2, KEY_A, make_site
+from daemon_support import CARD, CARD2, KEY_A, make_site
 
 
 def test_check_configs_pushes_only_on_change(tmp_path: Path) -> None:

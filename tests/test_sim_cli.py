@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, free_port, micropython_path
-from test_demo import _alive, _descendants
+from process_support import alive, descendants
 
 from host.cli import app as cli
 from sim import cli as simcli
@@ -79,8 +79,8 @@ def test_sim_run_serves_the_daemon_and_taps_from_stdin_and_sim_tap(tmp_path, cap
         out = Lines(sim)
         out.wait(f"daemon connects to socket://127.0.0.1:{port}")
         out.wait("[gate-1] tapkiosk: online")
-        kids = _descendants(sim.pid)
-        assert kids and all(_alive(k) for k in kids)
+        kids = descendants(sim.pid)
+        assert kids and all(alive(k) for k in kids)
         assert (tmp_path / simcli.CONTROL_FILE).exists()
         # A tap typed at the prompt: the firmware shows the daemon's answer.
         sim.stdin.write(f"tap {ANN}\n")
@@ -102,7 +102,7 @@ def test_sim_run_serves_the_daemon_and_taps_from_stdin_and_sim_tap(tmp_path, cap
         sim.stdin.flush()
         assert sim.wait(30) == 0
         time.sleep(0.5)
-        assert not [k for k in kids if _alive(k)]
+        assert not [k for k in kids if alive(k)]
         assert not (tmp_path / simcli.CONTROL_FILE).exists()
     finally:
         for p in (sim, daemon):
@@ -142,7 +142,7 @@ def test_demo_stay_then_sim_tap_then_ctrl_c(tmp_path):
                 break
         assert summary is not None and summary["ok"] is True, p.stderr.read()
         site = Path(summary["site"])
-        kids = _descendants(p.pid)
+        kids = descendants(p.pid)
         # Ben (gold, 78.00 left after his wash) buys at the kiosk: 30.00 x 88 % = 26.40.
         r = subprocess.run([sys.executable, "-m", "host.cli", "sim", "tap", "kiosk-1",
                             "04B1B2C3D4E5F6", "--db", str(site / "site.db")], cwd=ROOT,
@@ -152,9 +152,9 @@ def test_demo_stay_then_sim_tap_then_ctrl_c(tmp_path):
         p.send_signal(signal.SIGINT)
         assert p.wait(60) == 0, p.stderr.read()
         deadline = time.monotonic() + 5
-        while any(_alive(k) for k in kids) and time.monotonic() < deadline:
+        while any(alive(k) for k in kids) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not [k for k in kids if _alive(k)]
+        assert not [k for k in kids if alive(k)]
         assert not site.exists()
     finally:
         if p.poll() is None:

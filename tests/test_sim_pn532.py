@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import wait_until  # noqa: E402
 from sim.cards import FelicaCard, IsoDepCard, UidCard  # noqa: E402
 from sim.pn532 import PN532Emulator  # noqa: E402
-from test_pn532_frames import ACK, CMD, ERR, NACK, RSP  # noqa: E402
+from pn532_frames import ACK, CMD, ERR, NACK, RSP  # noqa: E402
 
 
 def drain(emu: PN532Emulator) -> bytes:

@@ -181,7 +181,7 @@ def test_daemon_answers_voids_over_a_cable(tmp_path):
     from protocol import packet as pk
     from sim.cable import Cable
     from sim.device import Refused, SerialTransport, SimDevice
-    from test_daemon_support import (CARD, CARD2, KEY_A, InProcessDaemon, balance, ledger_ok,
+    from daemon_support import (CARD, CARD2, KEY_A, InProcessDaemon, balance, ledger_ok,
                                      make_site, tap_count, wait_for)
 
     path = tmp_path / "site.db"

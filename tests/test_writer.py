@@ -14,7 +14,7 @@ from host.rules.engine import Decision, Tap
 from host.errors import HostError
 from host.store.db import open_db
 from host.site.writer import Writer
-from test_daemon_support import CARD, CARD2, balance, make_site, tap_count
+from daemon_support import CARD, CARD2, balance, make_site, tap_count
 
 
 def _encoder(tag: bytes, calls: list[tuple[bytes, int]]):

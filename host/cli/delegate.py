@@ -1,19 +1,28 @@
 # Runs on CPython (host): `tapkiosk daemon|flash|sim|demo ...` — subcommands handed to their own modules.
 """Delegated subcommands: each is another module's ``main(argv)``, imported only when used.
-The global options given before the subcommand are passed on when that module takes them."""
+The global options given before the subcommand are passed on when that module takes them.
+
+The subcommands are the package's ``tapkiosk.commands`` entry points (pyproject.toml): the
+daemon, the flash tool, the simulator and the demo. ``host`` names none of them itself, so
+it imports nothing from ``sim`` or ``tools``."""
 
 from __future__ import annotations
 
 import importlib
 import sys
+from importlib.metadata import entry_points
 from typing import Any
 
 from host.errors import InputError
 
-#: Subcommands owned by other modules, imported only when used: name -> module.
-DELEGATED = {"daemon": "host.daemon", "flash": "tools.flash", "sim": "sim.cli",
-             "demo": "sim.demo", "doctor": "host.site.doctor"}
+#: The entry-point group of the subcommands owned by other modules.
+GROUP = "tapkiosk.commands"
 GLOBAL_WITH_VALUE = ("--db", "--policy")
+
+
+def delegated() -> dict[str, str]:
+    """Subcommands owned by other modules, imported only when used: name -> module."""
+    return {ep.name: ep.value for ep in entry_points(group=GROUP)}
 
 
 def split_global(argv: list[str]) -> tuple[list[str], str | None, list[str]]:
@@ -27,7 +36,7 @@ def split_global(argv: list[str]) -> tuple[list[str], str | None, list[str]]:
             i += 1
         else:
             break
-    if i < len(argv) and argv[i] in DELEGATED:
+    if i < len(argv) and argv[i] in delegated():
         return argv[:i], argv[i], argv[i + 1:]
     return argv, None, []
 
@@ -83,7 +92,7 @@ def forward_globals(name: str, accepted: Any, head: list[str], rest: list[str]) 
 def run(name: str, head: list[str], rest: list[str]) -> int:
     """Run the delegated subcommand ``name``; its exit code (2 when it is not installed or
     was given a global option it does not take)."""
-    modname = DELEGATED[name]
+    modname = delegated()[name]
     try:
         mod = importlib.import_module(modname)
         fn = mod.main

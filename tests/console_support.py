@@ -12,11 +12,9 @@ client of the daemon's whole web application (``/v1`` and ``/console``);
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -109,14 +107,3 @@ def seed(path: Path) -> int:
         db.conn.close()
     return mid
 
-
-@pytest.fixture
-def console_site(tmp_path: Path) -> Iterator[ConsoleSite]:
-    path = tmp_path / "site.db"
-    mid = seed(path)
-    policy = load_policy()
-    writer = Writer(str(path), policy=policy).start()
-    try:
-        yield ConsoleSite(path, mid, policy, writer, EventBus(), Clock())
-    finally:
-        writer.stop()

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from esptool.bin_image import ELFSection, ESP32FirmwareImage, ESP32S3FirmwareImage
+from littlefs import LittleFS
 
 from tools.board import ChipInfo
 from tools.image import (
@@ -159,3 +160,22 @@ class RecordingBoard:
 
 __all__ = ["ESP32S3FirmwareImage", "MICROPYTHON_4MB", "RecordingBoard", "firmware_bytes", "make_app_tree",
            "make_firmware", "selfcheck_line", "esp_image"]
+
+
+def mount(data: bytes) -> LittleFS:
+    """Mount a littlefs image as MicroPython's ESP32 port does: 4096-byte blocks."""
+    fs = LittleFS(block_size=4096, block_count=len(data) // 4096, mount=False)
+    fs.context.buffer[:] = data
+    fs.mount()
+    return fs
+
+
+def read_all(fs: LittleFS) -> dict[str, bytes]:
+    """Every file of a mounted littlefs as path -> bytes."""
+    out = {}
+    for top, _dirs, files in fs.walk("/"):
+        for name in files:
+            path = f"{top.rstrip('/')}/{name}".lstrip("/")
+            with fs.open(path, "rb") as fh:
+                out[path] = fh.read()
+    return out

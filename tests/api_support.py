@@ -9,11 +9,9 @@ daemon's real :class:`host.site.writer.Writer` started on it, and an event bus.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 
 from host.admin import Admin
@@ -76,14 +74,3 @@ def seed(path: Path) -> tuple[int, dict[str, str]]:
         db.conn.close()
     return mid, tokens
 
-
-@pytest.fixture
-def api_site(tmp_path: Path) -> Iterator[ApiSite]:
-    path = tmp_path / "site.db"
-    mid, tokens = seed(path)
-    policy = load_policy()
-    writer = Writer(str(path), policy=policy).start()
-    try:
-        yield ApiSite(path, mid, policy, writer, EventBus(), tokens)
-    finally:
-        writer.stop()
