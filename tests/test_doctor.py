@@ -3,6 +3,8 @@ mosquitto for the broker login, a missing serial port, the database and the read
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -74,9 +76,9 @@ def _password_broker(tmp_path, user: str, password: str):
                    capture_output=True)
     (tmp_path / "mosquitto.conf").write_text(
         f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {pw}\n"
-        "persistence false\n")
+        f"persistence false\nuser {pwd.getpwuid(os.getuid()).pw_name}\n")
     proc = subprocess.Popen([exe, "-c", str(tmp_path / "mosquitto.conf")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def listening() -> bool:
         try:
@@ -86,6 +88,8 @@ def _password_broker(tmp_path, user: str, password: str):
             return False
 
     wait_until(lambda: proc.poll() is not None or listening(), 10, what="mosquitto")
+    if proc.poll() is not None:
+        pytest.fail("mosquitto exited: " + proc.stderr.read().decode(errors="replace"))
     return proc, port
 
 
