@@ -102,16 +102,19 @@ class DemoError(Exception):
 def seed(db_path: Path) -> dict[str, bytes]:
     """Create the site: devices (returns their keys) and the members of MEMBERS."""
     from host.admin import Admin
+    from host.privacy import keyfile
     from host.rules.policy import load_policy
     from host.store.db import open_db
     from host.store.devices import register_device
 
     db = open_db(db_path)
+    keyfile.create(keyfile.key_path(str(db_path)))  # members' names are sealed with it
     try:
         keys = {dev: register_device(db, dev, kind, name=f"demo {kind}") for dev, kind in DEVICES}
         admin = Admin(db, load_policy())
         for uid, name, tier, _what in MEMBERS:
-            mid = admin.add_member(name, tier=None if tier == "silver" else tier)["member_id"]
+            mid = admin.add_member(name, tier=None if tier == "silver" else tier,
+                                   consent_terms="demo")["member_id"]
             admin.enroll_card(mid, uid)
             if uid == ANN:
                 admin.sell_pass(mid, "gym_month")

@@ -15,6 +15,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from host.admin import Admin
+from host.privacy import keyfile
 from host.rules.policy import Policy, load_policy
 from host.site.writer import Writer
 from host.store.db import open_db
@@ -64,9 +65,10 @@ class ApiSite:
 def seed(path: Path) -> tuple[int, dict[str, str]]:
     """The member and one token per scope, written before the writer starts."""
     db = open_db(path)
+    keyfile.create(f"{path}.key")
     try:
         admin = Admin(db, load_policy())
-        mid = admin.add_member("Li", phone=PHONE)["member_id"]
+        mid = admin.add_member("Li", phone=PHONE, consent_terms="t1")["member_id"]
         admin.enroll_card(mid, UID)
         admin.topup(mid, 10000)
         tokens = {scope: add_token(db, f"test-{scope}", scope)[1] for scope in SCOPES}

@@ -38,17 +38,28 @@ def micropython_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def wait_until(condition, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
-    """Poll ``condition()`` until it returns something truthy and return that; fail the test
-    with ``what`` named when ``timeout`` seconds pass first. The one deadline loop of the tests."""
+def poll_until(condition, timeout: float = 10.0, interval: float = 0.02):
+    """Poll ``condition()`` until it returns something truthy and return that, or None when
+    ``timeout`` seconds pass first (for helpers whose callers assert on the result with their
+    own diagnostics). The one deadline loop of the tests: ``wait_until`` is built on it."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+            return None
         time.sleep(interval)
+
+
+def wait_until(condition, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
+    """Poll ``condition()`` until it returns something truthy and return that; fail the test
+    with ``what`` named when ``timeout`` seconds pass first. A condition that raises (e.g. the
+    process it waits on died) fails at once."""
+    value = poll_until(condition, timeout, interval)
+    if value is None:
+        pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+    return value
 
 
 def free_port() -> int:
@@ -92,16 +103,17 @@ class Broker:
     def start(self) -> None:
         """Start (or restart on the same port) and wait until it accepts connections."""
         self.proc = subprocess.Popen([self._exe, "-c", str(self._conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+
+        def listening() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError("mosquitto exited: " + self.proc.stderr.read().decode(errors="replace"))
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):
-                    return
+                    return True
             except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("mosquitto did not start listening")
+                return False
+
+        wait_until(listening, 10, what="mosquitto to start listening")
 
     def stop(self) -> None:
         """Kill the broker (as a crash would)."""

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from host.admin import Admin
+from host.privacy import keyfile
 from host.rules.policy import Policy, load_policy
 from host.site.writer import Writer
 from host.store import staff
@@ -96,9 +97,10 @@ def csrf_of(page: str) -> str:
 
 def seed(path: Path) -> int:
     db = open_db(path)
+    keyfile.create(f"{path}.key")  # what `tapkiosk init` makes
     try:
         admin = Admin(db, load_policy())
-        mid = admin.add_member("Li", phone=PHONE)["member_id"]
+        mid = admin.add_member("Li", phone=PHONE, consent_terms="t1")["member_id"]
         admin.enroll_card(mid, UID)
         admin.topup(mid, 10000)
         for name, role in STAFF.items():

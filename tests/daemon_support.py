@@ -7,13 +7,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from conftest import wait_until
+from conftest import poll_until, wait_until
 
 from host.admin import Admin
+from host.privacy import keyfile
 from host.daemon import Daemon
 from host.site.config import load_config
 from host.store.db import open_db
@@ -29,14 +29,15 @@ CARD2 = "04112233445566"       # member 2, 100.00 yuan, gym pass
 def make_site(path: Path, devices: dict[str, tuple[str, bytes]] | None = None) -> dict[str, Any]:
     """A site database with two members with balance and the given devices registered."""
     db = open_db(path)
+    keyfile.create(f"{path}.key")  # what `tapkiosk init` makes
     devices = devices or {"kiosk-1": ("kiosk", KEY_A), "kiosk-2": ("kiosk", KEY_B)}
     for dev, (kind, key) in devices.items():
         register_device(db, dev, kind, key=key)
     admin = Admin(db)
-    m1 = admin.add_member("Ada")["member_id"]
+    m1 = admin.add_member("Ada", consent_terms="t1")["member_id"]
     admin.enroll_card(m1, CARD)
     admin.topup(m1, 10000)
-    m2 = admin.add_member("Bob")["member_id"]
+    m2 = admin.add_member("Bob", consent_terms="t1")["member_id"]
     admin.enroll_card(m2, CARD2)
     admin.topup(m2, 10000)
     admin.sell_pass(m2, "gym_month")
@@ -101,14 +102,14 @@ class DaemonProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen([sys.executable, "-m", "host.daemon", *argv], cwd=ROOT,
                                      stdout=self._log, stderr=self._log, env=env)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError("daemon exited: " + self.log())
-            if "daemon ready" in self.log():
-                return
-            time.sleep(0.05)
-        raise RuntimeError("daemon not ready: " + self.log())
+            return "daemon ready" in self.log()
+
+        if not poll_until(ready, 20, 0.05):
+            raise RuntimeError("daemon not ready: " + self.log())
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import ROOT
+from conftest import ROOT, poll_until
 
 from host.store.db import open_db
 from host.store.devices import register_device
@@ -41,11 +41,12 @@ def make_site(tmp: Path, device_id: str, kind: str) -> Path:
     """A site DB with one device, a member with a pass (card CARD) and one without (OTHER)."""
     db = tmp / "site.db"
     register_device(open_db(db), device_id, kind, key=KEY)
-    ann = cli(db, "member", "add", "--name", "Ann")["member_id"]
+    cli(db, "init")  # the site data key: members' names are sealed with it
+    ann = cli(db, "member", "add", "--consent-terms", "t1", "--name", "Ann")["member_id"]
     cli(db, "card", "enroll", str(ann), CARD)
     cli(db, "topup", str(ann), "500.00")
     cli(db, "pass", "sell", str(ann), "gym_month" if kind == "gate" else "wash10", "--from-balance")
-    bob = cli(db, "member", "add", "--name", "Bob")["member_id"]
+    bob = cli(db, "member", "add", "--consent-terms", "t1", "--name", "Bob")["member_id"]
     cli(db, "card", "enroll", str(bob), OTHER)
     return db
 
@@ -66,11 +67,12 @@ class Daemon:
     def start(self) -> "Daemon":
         self._fh = open(self.err, "a")
         self.proc = subprocess.Popen(self.args, cwd=ROOT, stdout=self._fh, stderr=self._fh)
-        deadline = time.monotonic() + 20
-        while "daemon ready" not in self.err.read_text():
+
+        def ready() -> bool:
             assert self.proc.poll() is None, self.err.read_text()
-            assert time.monotonic() < deadline, "daemon did not start: " + self.err.read_text()
-            time.sleep(0.05)
+            return "daemon ready" in self.err.read_text()
+
+        assert poll_until(ready, 20, 0.05), "daemon did not start: " + self.err.read_text()
         return self
 
     def stop(self) -> None:
@@ -114,7 +116,7 @@ class Rig:
 
     def tap(self, uid: str, hold: float = 0.4) -> None:
         self.emu.place(UidCard(bytes.fromhex(uid)))
-        time.sleep(hold)
+        time.sleep(hold)  # the card lies on the reader this long (poll cycles see it), then goes
         self.emu.remove()
 
     def console(self) -> str:
@@ -122,12 +124,13 @@ class Rig:
         return "\n".join(self.board.output()) + "\n--- daemon:\n" + daemon[-4000:]
 
     def wait_taps(self, n: int, timeout: float = 20) -> list[tuple]:
-        deadline = time.monotonic() + timeout
-        while True:
+        """The device's taps once there are at least n, or those there are after ``timeout``."""
+        def enough():
             rows = taps(self.db, self.device_id)
-            if len(rows) >= n or time.monotonic() > deadline:
-                return rows
-            time.sleep(0.1)
+            return [rows] if len(rows) >= n else None  # wrapped: no rows is an answer for n = 0
+
+        got = poll_until(enough, timeout, 0.1)
+        return got[0] if got else taps(self.db, self.device_id)
 
     def close(self) -> None:
         self.board.kill()
@@ -138,12 +141,13 @@ class Rig:
 
 
 def wait_pulse(board: SimBoard, n: int = 1, timeout: float = 10) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while True:
+    """The relay's pulses once there are at least n, or those there are after ``timeout``."""
+    def enough():
         p = pulses(read_events(board.pins), RELAY, 1)
-        if len(p) >= n or time.monotonic() > deadline:
-            return p
-        time.sleep(0.05)
+        return [p] if len(p) >= n else None  # wrapped: no pulses is an answer for n = 0
+
+    got = poll_until(enough, timeout, 0.05)
+    return got[0] if got else pulses(read_events(board.pins), RELAY, 1)
 
 
 def check_grant_feedback(rig: Rig) -> None:

@@ -48,7 +48,7 @@ def make_site(*, birthday: str | None = None, gate_hours: str | None = None, top
     register_device(db, "K1", "kiosk")
     register_device(db, "W1", "wash")
     register_device(db, "G1", "gate", **({"hours": gate_hours} if gate_hours else {}))
-    mid = admin.add_member("Li", birthday=birthday)["member_id"]
+    mid = admin.add_member("Li", birthday=birthday, consent_terms="t1")["member_id"]
     admin.enroll_card(mid, UID)
     if topup_fen:
         admin.topup(mid, topup_fen)

@@ -24,7 +24,7 @@ def admin() -> Admin:
     lambda a, m: a.refund(m, HUGE),
     lambda a, m: a.reverse(HUGE),
     lambda a, m: a.edit_member(HUGE, name="x"),
-    lambda a, m: a.add_member("x", referrer_id=HUGE),
+    lambda a, m: a.add_member("x", referrer_id=HUGE, consent_terms="t1"),
     lambda a, m: a.enroll_card(HUGE, "04A1B2C3"),
     lambda a, m: a.enroll_card(m, "04A1B2C3", expires_at=HUGE),
     lambda a, m: a.sell_pass(HUGE, "wash10"),
@@ -35,7 +35,7 @@ def admin() -> Admin:
         "edit", "referrer", "enroll-member", "enroll-expiry", "pass", "redeem", "gift-to",
         "gift-from"])
 def test_huge_integers_are_input_errors(admin: Admin, write) -> None:
-    m = admin.add_member("Ann")["member_id"]
+    m = admin.add_member("Ann", consent_terms="t1")["member_id"]
     before = admin.db.execute("SELECT count(*) FROM ops").fetchone()[0], \
         admin.db.execute("SELECT count(*) FROM ledger").fetchone()[0]
     with pytest.raises(InputError):
@@ -49,9 +49,9 @@ def test_member_row_is_named(admin: Admin) -> None:
     from host.admin.core import MemberRow
     from host.store.db import transaction
 
-    m = admin.add_member("Ann", birthday="03-04")["member_id"]
+    m = admin.add_member("Ann", birthday="03-04", consent_terms="t1")["member_id"]
     with transaction(admin.db) as conn:
         row = admin.member(conn, m)
     assert isinstance(row, MemberRow)
     assert (row.id, row.name, row.status, row.birthday, row.referrer_id) == \
-        (m, "Ann", "active", "03-04", None)
+        (m, "A*", "active", "03", None)  # the masked name and the birth month only

@@ -15,7 +15,8 @@ def test_member_by_id_card_uid_and_phone(api_site: ApiSite) -> None:
     assert m.status_code == 200, m.text
     body = m.json()
     assert (body["id"], body["name"], body["principal_fen"], body["bonus_fen"]) == \
-        (mid, "Li", 10000, body["balance_fen"] - 10000)
+        (mid, "L*", 10000, body["balance_fen"] - 10000)
+    assert body["phone"] == "138****8000"  # masked: the API never shows the full number
     assert [card["uid"] for card in body["cards"]] == [UID]
     assert body["passes"] == [] and body["points"] == 0
     # A UID typed with colons and in lower case is the same card.
@@ -23,10 +24,11 @@ def test_member_by_id_card_uid_and_phone(api_site: ApiSite) -> None:
     by_card = c.get(f"/v1/cards/{uid_typed}", headers=h)
     assert by_card.status_code == 200, by_card.text
     assert by_card.json()["id"] == mid and by_card.json()["card"]["uid"] == UID
-    for typed in (PHONE, "13800138000", "+13800138000", "138-0013-8000"):
+    for typed in (PHONE, "13800138000", "+86 13800138000", "138-0013-8000"):
         found = c.get("/v1/members", params={"phone": typed}, headers=h)
         assert found.status_code == 200, found.text
-        assert [x["id"] for x in found.json()["members"]] == [mid]
+        assert [(x["id"], x["phone"]) for x in found.json()["members"]] == \
+            [(mid, "138****8000")]
     assert c.get("/v1/members", params={"phone": "13900000000"}, headers=h).json() == \
         {"members": []}
 

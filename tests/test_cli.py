@@ -32,7 +32,7 @@ def j(run, *argv):
 
 @pytest.fixture
 def member(run):
-    assert j(run, "member", "add", "--name", "Li", "--birthday", "01-02")["member_id"] == 1
+    assert j(run, "member", "add", "--consent-terms", "t1", "--name", "Li", "--birthday", "01-02")["member_id"] == 1
     j(run, "card", "enroll", "1", UID.lower())
     j(run, "device", "add", "K1", "kiosk")
     return 1
@@ -59,7 +59,7 @@ def test_bad_money_exits_2_and_writes_nothing(run, member, amount):
 
 @pytest.mark.parametrize("argv", [
     ["topup", "x", "10"], ["topup", "99", "10"], ["card", "enroll", "1", "XYZ"],
-    ["member", "add", "--birthday", "02-30"], ["member", "edit", "1", "--tier", "platinum"],
+    ["member", "add", "--consent-terms", "t1", "--birthday", "02-30"], ["member", "edit", "1", "--tier", "platinum"],
     ["device", "add", "bad id!", "kiosk"], ["device", "add", "W1", "wash", "--direction", "in"],
     ["pass", "sell", "1", "nosuch"], ["points", "redeem", "1", "10", "--item", "cup"],
     ["refund", "1", "5.00"], ["points", "gift", "1", "1", "5"], ["tap", "NOPE", UID],
@@ -184,7 +184,7 @@ def test_device_replace_starts_a_new_key_and_epoch(run, tmp_path):
 
 
 def test_reports_csv_and_json(run, member):
-    j(run, "member", "add", "--name", "Wang")
+    j(run, "member", "add", "--consent-terms", "t1", "--name", "Wang")
     j(run, "topup", "1", "200.00")
     j(run, "tap", "K1", UID, "--amount", "10.00")
     j(run, "tap", "K1", UID, "--amount", "10.00")

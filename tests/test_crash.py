@@ -9,6 +9,7 @@ from pathlib import Path
 
 from host.ledger import book as ledger
 from host.admin import Admin
+from host.privacy import keyfile
 from host.store.db import open_db
 from host.store.devices import register_device
 
@@ -32,9 +33,10 @@ WORKER = textwrap.dedent("""
 def test_sigkill_mid_stream_loses_no_decided_tap(tmp_path):
     path = tmp_path / "site.db"
     db = open_db(path)
+    keyfile.create(f"{path}.key")  # what `tapkiosk init` makes
     register_device(db, "K1", "kiosk")
     admin = Admin(db)
-    mid = admin.add_member("Crash")["member_id"]
+    mid = admin.add_member("Crash", consent_terms="t1")["member_id"]
     admin.enroll_card(mid, UID)
     admin.topup(mid, 1_000_000)
     db.conn.close()

@@ -9,28 +9,27 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, micropython_path
+from conftest import ROOT, micropython_path, wait_until
 from process_support import alive, descendants
 
 pytestmark = pytest.mark.skipif(micropython_path() is None, reason="needs the MicroPython unix port")
 
 # What each scripted tap must give, written out here independently of sim/demo.py:
-# (device, card, member, verdict, reason, charged_fen, balance_fen after, relay pulsed, LED).
+# (device, card, member (the masked name), verdict, reason, charged_fen, balance_fen after, relay pulsed, LED).
 EXPECTED = [
-    ("gate-1", "04A1B2C3D4E5F6", "Ann", "grant", "ok", 0, 0, True, "green"),
-    ("wash-1", "04C1B2C3D4E5F6", "Cai", "grant", "ok", 0, 0, True, "green"),
-    ("wash-1", "04B1B2C3D4E5F6", "Ben", "grant", "ok", 2200, 7800, True, "green"),  # 25.00 x 88 %
-    ("wash-1", "04E1B2C3D4E5F6", "Eve", "grant", "ok", 0, 0, True, "green"),
-    ("kiosk-1", "04D1B2C3D4E5F6", "Dee", "grant", "ok", 2400, 19600, False, "green"),  # 30.00 x 80 %
-    ("gate-1", "04F1B2C3D4E5F6", "Fay", "deny", "blocked", 0, 5000, False, "red"),
-    ("kiosk-1", "5A6B7C8D", "Gus", "deny", "insufficient_balance", 0, 500, False, "red"),
+    ("gate-1", "04A1B2C3D4E5F6", "A*", "grant", "ok", 0, 0, True, "green"),
+    ("wash-1", "04C1B2C3D4E5F6", "C*", "grant", "ok", 0, 0, True, "green"),
+    ("wash-1", "04B1B2C3D4E5F6", "B*", "grant", "ok", 2200, 7800, True, "green"),  # 25.00 x 88 %
+    ("wash-1", "04E1B2C3D4E5F6", "E*", "grant", "ok", 0, 0, True, "green"),
+    ("kiosk-1", "04D1B2C3D4E5F6", "D*", "grant", "ok", 2400, 19600, False, "green"),  # 30.00 x 80 %
+    ("gate-1", "04F1B2C3D4E5F6", "F*", "deny", "blocked", 0, 5000, False, "red"),
+    ("kiosk-1", "5A6B7C8D", "G*", "deny", "insufficient_balance", 0, 500, False, "red"),
     ("gate-1", "04991122334455", None, "deny", "unknown_card", 0, 0, False, "red"),
-    ("gate-1", "04A1B2C3D4E5F6", "Ann", "deny", "passback", 0, 0, False, "red"),
+    ("gate-1", "04A1B2C3D4E5F6", "A*", "deny", "passback", 0, 0, False, "red"),
 ]
 
 
@@ -109,10 +108,8 @@ def test_ctrl_c_mid_run_leaves_nothing_running():
         err = p.stderr.read()
         assert p.returncode == 130, err
         assert "interrupted" in err
-        deadline = time.monotonic() + 5
-        while any(alive(k) for k in kids) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not [k for k in kids if alive(k)]
+        wait_until(lambda: not any(alive(k) for k in kids), 5, 0.1,
+                   what="the demo's daemon and readers to exit")
         assert not _site_from(err).exists()
     finally:
         if p.poll() is None:

@@ -86,7 +86,7 @@ def test_backup_recipe_in_deploy_doc_makes_a_consistent_copy(tmp_path):
     m = re.search(r"^\s*(python3 -c \"import sqlite3.*)$", text, re.M)
     assert m, "docs/deploy.md lost its backup one-liner"
     db = tmp_path / "site.db"
-    for argv in (["init"], ["member", "add", "--name", "Ann"], ["topup", "1", "100.00"]):
+    for argv in (["init"], ["member", "add", "--consent-terms", "t1", "--name", "Ann"], ["topup", "1", "100.00"]):
         assert cli.main(["--db", str(db), *argv]) == 0
     # Take the backup while another connection holds a read transaction (as the daemon may).
     busy = sqlite3.connect(db)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import firmware_rig
-from conftest import micropython_path
+from conftest import micropython_path, poll_until
 from firmware_rig import CARD, RELAY, taps, wait_pulse
 from protocol import codes
 from sim.pinlog import pulses, read_events
@@ -78,8 +78,8 @@ def test_refused_tap_is_resent_after_resync_and_applied_once(rigs, monkeypatch):
     assert "refused cause=replay" in rig.daemon.err.read_text(), rig.console()
     # The member got the answer (the resync fits in decision_ms): one relay pulse, no VOID.
     assert len(wait_pulse(rig.board, 1)) == 1, rig.console()
-    assert rig.board.wait_for("DISPLAY: Welcome Ann", 5, mark), rig.console()
-    time.sleep(1.5)
+    assert rig.board.wait_for("DISPLAY: Welcome A*", 5, mark), rig.console()
+    time.sleep(1.5)  # deliberate: a VOID or a give-up for the resent tap would show within 1.5 s
     out = rig.board.output()[mark:]
     assert not any("voided as" in line or "given up" in line for line in out), rig.console()
     assert len(taps(rig.db, rig.device_id)) == 1
@@ -97,12 +97,12 @@ def test_tap_refused_every_time_becomes_final_and_is_never_applied(rigs, monkeyp
     out = rig.board.output()[mark:]
     assert sum("overtaken; resent after resync" in line for line in out) == 3, rig.console()
     assert rig.board.wait_for("DISPLAY: No answer", 5, mark), rig.console()
-    time.sleep(1.0)
+    time.sleep(1.0)  # deliberate: a tap applied or a relay pulse would show within 1 s
     assert taps(rig.db, rig.device_id) == []
     assert pulses(read_events(rig.board.pins), RELAY, 1) == []
     # Nothing is left to resend: no further refusals once the slot is cleared.
     n = rig.daemon.err.read_text().count("refused cause=replay")
-    time.sleep(3.0)
+    time.sleep(3.0)  # deliberate: a resend would be refused again within 3 s
     assert rig.daemon.err.read_text().count("refused cause=replay") == n, rig.console()
 
 
@@ -128,15 +128,11 @@ def test_mqtt_taps_while_the_broker_is_paused_are_each_settled_once(rigs, broker
             assert rig.board.wait_for("voided as", 10, at), rig.console()
     finally:
         os.kill(broker.proc.pid, signal.SIGCONT)
-    deadline = time.monotonic() + 40
-    out: list[str] = []
-    while time.monotonic() < deadline:
-        out = rig.board.output()[mark:]
-        if sum("voided by the host" in line for line in out) >= len(uids):
-            break
-        time.sleep(0.2)
+    poll_until(lambda: sum("voided by the host" in line for line in rig.board.output()[mark:])
+               >= len(uids), 40, 0.2)
+    out = rig.board.output()[mark:]
     assert sum("voided by the host" in line for line in out) == len(uids), rig.console()
-    time.sleep(1.0)
+    time.sleep(1.0)  # deliberate: a late duplicate TAP or VOID would reach the ledger within 1 s
     with sqlite3.connect(rig.db) as c:
         rows = c.execute("SELECT seq, uid FROM taps WHERE device_id = ? ORDER BY seq",
                          (rig.device_id,)).fetchall()

@@ -15,7 +15,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from conftest import ROOT, micropython_env, micropython_path, run_micropython
+from conftest import ROOT, micropython_env, micropython_path, poll_until, run_micropython
 
 from sim.run_device import SimBoard, make_config
 
@@ -124,7 +124,7 @@ def test_bad_config_is_one_line_and_a_safe_state(tmp_path: Path, problem: str) -
     try:
         line = board.wait_for("FAULT", 10)
         assert line is not None, board.output()
-        time.sleep(1.5)
+        time.sleep(1.5)  # deliberate: a crash loop would have restarted the board within 1.5 s
         assert board.alive()  # parked, not a crash loop
         out = board.output()
         assert sum("FAULT" in x for x in out) == 1 and "Traceback" not in "\n".join(out)
@@ -152,13 +152,11 @@ class Host:
             self.msgs.append((m.topic, m.payload, m.retain))
 
     def wait(self, pred, timeout: float = 10.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def seen() -> bool:
             with self.lock:
-                if pred(self.msgs):
-                    return True
-            time.sleep(0.02)
-        return False
+                return bool(pred(self.msgs))
+
+        return bool(poll_until(seen, timeout))
 
     def close(self) -> None:
         self.c.loop_stop()
@@ -182,7 +180,8 @@ def test_mqtt_client_against_mosquitto(tmp_path: Path, broker) -> None:
         host.c.publish("tk/dev-7/down", b"while-away", qos=1).wait_for_publish(5)
         proc = subprocess.Popen([micropython_path(), str(MPY / "mqtt_echo.py"), str(broker.port), "0"],
                                 env=micropython_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        time.sleep(1.0)
+        # Back online (its second birth message): the session's queued message is on its way.
+        assert host.wait(lambda ms: ms.count(("tk/dev-7/status", b"online", False)) >= 2, 10)
         host.c.publish("tk/dev-7/down", b"quit", qos=1).wait_for_publish(5)
         out = proc.communicate(timeout=15)[0].decode()
         assert "DOWN while-away" in out and "DOWN quit" in out, out
@@ -202,7 +201,7 @@ def test_mqtt_client_reconnects_after_broker_restart(tmp_path: Path, broker) -> 
         assert host.wait(lambda ms: any(t == "tk/dev-7/up" for t, _, _ in ms))
         host.close()
         broker.stop()
-        time.sleep(1.0)
+        time.sleep(1.0)  # deliberate: the broker stays down a while, so the client sees it gone
         broker.start()  # same port; persistence is off, so the session is new
         host = Host(broker.port)
         # The client comes back by itself and announces itself again (retained "online").

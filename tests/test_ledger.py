@@ -41,8 +41,8 @@ def _site():
     db = open_db(None)
     clock = [datetime(2026, 1, 15, 12, 0, tzinfo=TZ)]
     admin = Admin(db, load_policy(), lambda: clock[0])
-    mid = admin.add_member("A")["member_id"]
-    other = admin.add_member("B")["member_id"]
+    mid = admin.add_member("A", consent_terms="t1")["member_id"]
+    other = admin.add_member("B", consent_terms="t1")["member_id"]
     return db, admin, clock, mid, other
 
 
@@ -122,7 +122,7 @@ def test_bonus_expiry_from_policy():
     db = open_db(None)
     clock = [datetime(2026, 1, 15, 12, 0, tzinfo=TZ)]
     admin = Admin(db, pol, lambda: clock[0])
-    mid = admin.add_member("A")["member_id"]
+    mid = admin.add_member("A", consent_terms="t1")["member_id"]
     admin.topup(mid, 20000)                              # +20.00 bonus, expires in 30 days
     clock[0] = datetime(2026, 2, 16, 0, 0, tzinfo=TZ)
     r = admin.topup(mid, 100)
@@ -133,7 +133,7 @@ def test_bonus_expiry_from_policy():
 
 def test_referral_paid_once_on_first_topup():
     db, admin, clock, mid, _ = _site()
-    new = admin.add_member("C", referrer_id=mid)["member_id"]
+    new = admin.add_member("C", referrer_id=mid, consent_terms="t1")["member_id"]
     assert admin.topup(new, 1000)["referral_points"] == 100
     assert admin.topup(new, 1000)["referral_points"] == 0
     assert ledger.balances(db.conn, mid)["points"] == 100

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from host.ledger import book as ledger
 from host.admin import Admin
+from host.privacy import keyfile
 from host.store.db import open_db
 from host.store.devices import register_device
 
@@ -31,10 +32,11 @@ WORKER = textwrap.dedent("""
 def _site(tmp_path, balance_fen):
     path = tmp_path / "site.db"
     db = open_db(path)
+    keyfile.create(f"{path}.key")  # what `tapkiosk init` makes
     admin = Admin(db)
     for dev in ("K1", "K2"):
         register_device(db, dev, "kiosk")
-    mid = admin.add_member("Race")["member_id"]
+    mid = admin.add_member("Race", consent_terms="t1")["member_id"]
     admin.enroll_card(mid, UID)
     admin.topup(mid, balance_fen)
     return path, db, mid

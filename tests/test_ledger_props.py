@@ -54,7 +54,7 @@ def test_random_operations_keep_ledger_consistent(ops):
     card = {}
     spare = iter(UIDS[3:])
     for i, uid in enumerate(UIDS[:3], start=1):
-        admin.add_member(f"m{i}", birthday="02-18", referrer_id=1 if i > 1 else None)
+        admin.add_member(f"m{i}", birthday="02-18", referrer_id=1 if i > 1 else None, consent_terms="t1")
         admin.enroll_card(i, uid)
         card[i] = uid
     seqs: dict[str, int] = {"K1": 0, "W1": 0, "G1": 0}

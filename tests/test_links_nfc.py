@@ -25,7 +25,7 @@ from host.store.db import open_db
 from sim.isodep import IsoDepPicc
 from sim.magic import MagicCard
 from sim.ntag424 import Ntag424
-from conftest import wait_until
+from conftest import poll_until, wait_until
 from daemon_support import CARD2, KEY_A, InProcessDaemon, ledger_ok, make_site
 
 
@@ -53,15 +53,19 @@ class CardEmulator:
 
     def _run(self) -> None:
         clf = nfc.ContactlessFrontend(f"udp:127.0.0.1:{self.port}")
+        started = time.monotonic()
+
+        def presented_all() -> bool:
+            if self._stop.is_set() or self.presented >= self._times:
+                return True
+            if clf.connect(card={"on-startup": self._target, "on-connect": lambda tag: False},
+                           terminate=lambda: self._stop.is_set()
+                           or time.monotonic() - started > 20) is not None:
+                self.presented += 1
+            return self.presented >= self._times
+
         try:
-            deadline = time.monotonic() + 20
-            while self.presented < self._times and time.monotonic() < deadline \
-                    and not self._stop.is_set():
-                if clf.connect(card={"on-startup": self._target, "on-connect": lambda tag: False},
-                               terminate=lambda: self._stop.is_set()
-                               or time.monotonic() > deadline) is not None:
-                    self.presented += 1
-                time.sleep(0.05)
+            poll_until(presented_all, 20, 0.05)
         finally:
             clf.close()
 
@@ -91,18 +95,18 @@ class IsoDepCardEmulator:
         self._thread.start()
         return self
 
-    def _present(self, card: object, deadline: float) -> bool:
+    def _present(self, card: object, timeout: float) -> bool:
         target = nfc.clf.LocalTarget("106A")
         target.sens_res = bytearray(card.atqa[::-1])  # ATQA 0344h goes LSB first
         target.sdd_res = bytearray(card.uid)
         target.sel_res = bytearray([card.sak])
         clf = nfc.ContactlessFrontend(f"udp:127.0.0.1:{self.port}")
         try:
-            activated = None
-            while activated is None:
-                if self._stop.is_set() or time.monotonic() > deadline:
-                    return False
-                activated = clf.listen(target, 0.5)
+            if timeout <= 0:
+                return False
+            activated = poll_until(lambda: self._stop.is_set() or clf.listen(target, 0.5), timeout, 0)
+            if activated is None or activated is True:  # the time is up, or stop() was called
+                return False
             if activated.tt4_cmd is None:
                 return False
             picc = IsoDepPicc(card)
@@ -118,9 +122,9 @@ class IsoDepCardEmulator:
             clf.close()
 
     def _run(self) -> None:
-        deadline = time.monotonic() + 40
+        started = time.monotonic()
         for card in self.cards:
-            if not self._present(card, deadline):
+            if not self._present(card, 40 - (time.monotonic() - started)):  # 40 s for them all
                 return
             self.presented += 1
             self._stop.wait(self.gap_s)  # away longer than the link's debounce

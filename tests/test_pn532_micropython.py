@@ -8,7 +8,6 @@ import queue
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from sim.cards import IsoDepCard, UidCard
 from sim.pinlog import levels, read_events
 from sim.pn532 import PN532Emulator
 
-from conftest import ROOT, micropython_path  # noqa: E402
+from conftest import ROOT, micropython_path, poll_until, wait_until  # noqa: E402
 
 MICROPYTHON = micropython_path()
 RST_PIN = 4
@@ -87,19 +86,24 @@ class Firmware:
             self.lines.put(line.strip())
 
     def expect(self, prefix: str, timeout: float = 10.0) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or self.proc.poll() is not None and self.lines.empty():
-                err = self.proc.stderr.read() if self.proc.poll() is not None else ""
-                raise AssertionError(f"no line {prefix!r}; seen {self.seen}; stderr {err}")
+        def failed() -> AssertionError:
+            err = self.proc.stderr.read() if self.proc.poll() is not None else ""
+            return AssertionError(f"no line {prefix!r}; seen {self.seen}; stderr {err}")
+
+        def next_match() -> str | None:
+            if self.proc.poll() is not None and self.lines.empty():
+                raise failed()  # the firmware exited: fail now, not at the timeout
             try:
-                line = self.lines.get(timeout=min(left, 0.2))
+                line = self.lines.get(timeout=0.2)
             except queue.Empty:
-                continue
+                return None
             self.seen.append(line)
-            if line.startswith(prefix):
-                return line
+            return line if line.startswith(prefix) else None
+
+        line = poll_until(next_match, timeout, 0)
+        if line is None:
+            raise failed()
+        return line
 
     def drain(self) -> list[str]:
         out = []
@@ -116,10 +120,8 @@ class Firmware:
 def wait_polls(emu: PN532Emulator, n: int, timeout: float = 10.0) -> None:
     """Wait until the firmware has sent n more InListPassiveTarget commands."""
     start = emu.commands.count(0x4A)
-    deadline = time.monotonic() + timeout
-    while emu.commands.count(0x4A) < start + n:
-        assert time.monotonic() < deadline, "firmware stopped polling"
-        time.sleep(0.01)
+    wait_until(lambda: emu.commands.count(0x4A) >= start + n, timeout, 0.01,
+               what=f"{n} more polls (firmware stopped polling)")
 
 
 @pytest.fixture

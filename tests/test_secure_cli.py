@@ -28,7 +28,7 @@ def run(tmp_path, capsys, monkeypatch):
         return code, out, err
 
     assert run("init")[0] == 0
-    assert run("member", "add", "--name", "Li")[0] == 0
+    assert run("member", "add", "--consent-terms", "t1", "--name", "Li")[0] == 0
     return run
 
 

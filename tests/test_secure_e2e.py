@@ -14,6 +14,7 @@ from contextlib import contextmanager
 
 import pytest
 
+from conftest import poll_until
 from firmware_rig import CARD, KEY, OTHER
 
 from host.admin import Admin
@@ -40,17 +41,17 @@ def rows(db, device_id):
 
 
 def wait_rows(rig, n, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while True:
+    def enough():
         r = rows(rig.db, rig.device_id)
-        if len(r) >= n or time.monotonic() > deadline:
-            return r
-        time.sleep(0.1)
+        return [r] if len(r) >= n else None  # wrapped: no rows is an answer for n = 0
+
+    got = poll_until(enough, timeout, 0.1)
+    return got[0] if got else rows(rig.db, rig.device_id)
 
 
 def present(rig, card, hold=0.6):
     rig.emu.place(card)
-    time.sleep(hold)
+    time.sleep(hold)  # the card lies on the reader this long, then goes
     rig.emu.remove()
     time.sleep(0.5)  # away longer than the debounce: the next card is a new tap
 

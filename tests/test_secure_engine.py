@@ -55,7 +55,7 @@ def make_site(mode="uid"):
     admin, engine = Admin(db, pol, clock), Engine(db, pol, clock)
     secure_policy.ensure_site_key(db, 0)
     register_device(db, "K1", "kiosk")
-    mid = admin.add_member("Li")["member_id"]
+    mid = admin.add_member("Li", consent_terms="t1")["member_id"]
     admin.topup(mid, 10000)
     return db, admin, engine, mid
 
@@ -243,7 +243,7 @@ def test_enrol_refusals():
         enroll_secure(admin, 99, UID, direct(card))
     with pytest.raises(InputError, match="7-byte"):
         enroll_secure(admin, mid, PLAIN, direct(card))
-    other = admin.add_member("Wang")["member_id"]
+    other = admin.add_member("Wang", consent_terms="t1")["member_id"]
     admin.enroll_card(other, UID)
     with pytest.raises(Conflict, match="already enrolled"):
         enroll_secure(admin, mid, UID, direct(card))

@@ -3,16 +3,18 @@
 
 Each write runs in one ``BEGIN IMMEDIATE`` transaction and is idempotent by ``key`` (the
 CLI's ``--idempotency-key``); see ``host.admin.core``. The writes live by responsibility:
-``members``, ``cards``, ``wallet`` (top-up, refund, points, reversals, expiry), ``passes``.
+``members``, ``cards``, ``wallet`` (top-up, refund, points, reversals, expiry), ``passes``,
+``privacy`` (reveal, member data export, erasure, retention).
 """
 
 from host.admin.cards import CardWrites
 from host.admin.members import MemberWrites
 from host.admin.passes import PassWrites
+from host.admin.privacy import PrivacyWrites
 from host.admin.wallet import WalletWrites
 
 
-class Admin(MemberWrites, CardWrites, WalletWrites, PassWrites):
+class Admin(MemberWrites, CardWrites, WalletWrites, PassWrites, PrivacyWrites):
     """Operator writes: ``Admin(db, policy=None, clock=None)``."""
 
 

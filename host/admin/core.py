@@ -29,7 +29,6 @@ from host.store.db import transaction
 SQLITE_MAX_INT = 2**63 - 1
 
 _BIRTHDAY_RE = re.compile(r"(?:(\d{4})-)?(\d{2})-(\d{2})", re.ASCII)
-_PHONE_RE = re.compile(r"\+?[0-9 -]{3,20}")
 
 #: One write's body: (connection in the transaction, unix seconds, aware now) -> result.
 WriteFn = Callable[[sqlite3.Connection, int, datetime], dict[str, Any]]
@@ -61,13 +60,6 @@ def check_name(name: str) -> str:
     if not isinstance(name, str) or len(name) > 64:
         raise InputError("name must be at most 64 characters")
     return name
-
-
-def check_phone(phone: str) -> str:
-    """A phone number: digits, spaces, dashes, optional leading +."""
-    if not isinstance(phone, str) or not _PHONE_RE.fullmatch(phone):
-        raise InputError(f"bad phone {phone!r}: digits, spaces, dashes, optional +")
-    return phone
 
 
 class MemberRow(NamedTuple):
@@ -119,7 +111,8 @@ class AdminCore:
     @staticmethod
     def member(conn: sqlite3.Connection, member_id: int) -> MemberRow:
         """The member ``member_id``; NotFound when there is none."""
-        row = conn.execute("SELECT id, name, status, tier, birthday, referrer_id, referral_paid "
+        row = conn.execute("SELECT id, name, status, tier, substr('0' || birth_month, -2), "
+                           "referrer_id, referral_paid "
                            "FROM members WHERE id = ?", (member_id,)).fetchone()
         if row is None:
             raise NotFound(f"unknown member {member_id}")

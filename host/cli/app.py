@@ -28,8 +28,8 @@ from datetime import datetime
 from typing import TextIO
 
 from host.admin import Admin
-from host.cli import (books, delegate, devices, members, money, reports, staff, tap, tokens,
-                       upkeep)
+from host.cli import (books, delegate, devices, members, money, privacy, reports, staff, tap,
+                       tokens, upkeep)
 from host.cli.args import Parser, parents
 from host.cli.context import Ctx, Handler
 from host.errors import HostError, InputError
@@ -40,12 +40,13 @@ from host.store.db import default_db_path, open_db
 #: Command groups in ``--help`` order.
 _GROUPS = (devices.add_site_parsers, members.add_parsers, devices.add_parsers,
            money.add_parsers, tap.add_parsers, reports.add_parsers, books.add_parsers,
-           tokens.add_parsers, staff.add_parsers, upkeep.add_parsers)
+           tokens.add_parsers, staff.add_parsers, privacy.add_parsers, upkeep.add_parsers)
 
 #: Every command: its words (``"member add"``) -> its handler.
 COMMANDS: dict[str, Handler] = {**devices.COMMANDS, **members.COMMANDS, **money.COMMANDS,
                                 **tap.COMMANDS, **reports.COMMANDS, **books.COMMANDS,
-                                **tokens.COMMANDS, **staff.COMMANDS, **upkeep.COMMANDS}
+                                **tokens.COMMANDS, **staff.COMMANDS, **privacy.COMMANDS,
+                                **upkeep.COMMANDS}
 
 
 def _version() -> str:

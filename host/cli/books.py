@@ -7,9 +7,9 @@ import argparse
 import json
 from typing import Any
 
+from host.cli import privacy
 from host.cli.args import Parents, group, member_arg, whole
 from host.cli.context import Ctx, Handler
-from host.errors import InputError
 from host.ledger import book as ledger
 from host.store import views
 
@@ -28,6 +28,8 @@ def add_parsers(sub: Any, p: Parents) -> None:
     e = sub.add_parser("export", help="dump every table as JSON", **p.read)
     e.add_argument("--out", help="file to write (default: stdout)")
     e.add_argument("--with-keys", action="store_true", help="include device keys")
+    e.add_argument("--include-personal", action="store_true",
+                   help="include members' personal fields in clear (the file is 0600)")
 
 
 def ledger_reverse(ctx: Ctx, a: argparse.Namespace) -> None:
@@ -52,15 +54,13 @@ def expire(ctx: Ctx, a: argparse.Namespace) -> None:
 
 def export(ctx: Ctx, a: argparse.Namespace) -> None:
     data = views.export(ctx.db, a.with_keys)
+    if a.include_personal:
+        data["members_personal"] = ctx.admin.reveal_all()
     text = json.dumps(data, ensure_ascii=False, sort_keys=True) + "\n"
     if not a.out:
         ctx.out.write(text)
         return
-    try:
-        with open(a.out, "x", encoding="utf-8") as f:
-            f.write(text)
-    except OSError as e:
-        raise InputError(f"cannot write {a.out}: {e.strerror}") from None
+    privacy.write_private(a.out, text)
     ctx.show({"out": a.out, "tables": {k: len(v) for k, v in data.items()}})
 
 

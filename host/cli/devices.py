@@ -8,6 +8,7 @@ from typing import Any
 
 from host.cli.args import Parents, group, whole
 from host.cli.context import Ctx, Handler
+from host.cli.privacy import init_data_key
 from host.errors import InputError
 from host.secure import check as secure_policy
 from host.store.db import schema_version
@@ -63,7 +64,7 @@ def add_parsers(sub: Any, p: Parents) -> None:
 def init(ctx: Ctx, a: argparse.Namespace) -> None:
     sk = secure_policy.ensure_site_key(ctx.db, ctx.ts())
     view = {"db": ctx.path, "schema_version": schema_version(ctx.db),
-            "site_key_version": sk["version"]}
+            "site_key_version": sk["version"], **init_data_key(ctx)}
     if getattr(a, "backup", None):
         view["backup"] = a.backup
     ctx.show(view)

@@ -8,10 +8,12 @@ from datetime import datetime
 from typing import Any
 
 from host.store.uid import canonical_uid
+from host.cli import privacy
 from host.cli.args import Parents, date_arg, group, member_arg, whole
 from host.cli.context import Ctx, Handler
-from host.errors import InputError
-from host.store import views
+from host.errors import InputError, NotFound
+from host.privacy.mask import mask_phone, normalise_phone
+from host.store import lookup, views
 
 
 def add_parsers(sub: Any, p: Parents) -> None:
@@ -19,13 +21,19 @@ def add_parsers(sub: Any, p: Parents) -> None:
     member = group(sub, "member", "members")
     m = member.add_parser("add", **p.write)
     m.add_argument("--name", default="")
-    m.add_argument("--phone")
-    m.add_argument("--birthday", help="MM-DD or YYYY-MM-DD")
+    m.add_argument("--phone", help="mainland mobile number (+86 allowed)")
+    m.add_argument("--birthday", help="MM-DD or YYYY-MM-DD (only MM-DD is kept)")
+    m.add_argument("--note")
+    m.add_argument("--consent-terms", metavar="VERSION", help="the privacy terms version the "
+                   "member accepted (needed with any personal field)")
     m.add_argument("--tier", help="manual tier (logged); default: the policy's default tier")
     m.add_argument("--referrer", type=member_arg, help="member id of the referrer")
     m = member.add_parser("show", **p.read)
     m.add_argument("member", nargs="?", type=member_arg)
     m.add_argument("--card", help="find the member by card UID")
+    m.add_argument("--phone", help="find the member by phone (through the blind index)")
+    m.add_argument("--reveal", action="store_true",
+                   help="show name, phone, birthday and note in full (logged)")
     m = member.add_parser("list", **p.read)
     m.add_argument("--tier")
     m.add_argument("--limit", type=whole("limit"), default=1000)
@@ -34,8 +42,17 @@ def add_parsers(sub: Any, p: Parents) -> None:
     m.add_argument("--name")
     m.add_argument("--phone")
     m.add_argument("--birthday")
+    m.add_argument("--note")
+    m.add_argument("--consent-terms", metavar="VERSION")
     m.add_argument("--tier", help="tier name (manual override) or 'auto'")
     m.add_argument("--status", choices=("active", "suspended"))
+    m = member.add_parser("export", help="all of a member's data as JSON (logged reveal)",
+                          **p.read)
+    m.add_argument("member", type=member_arg)
+    m.add_argument("--out", help="new file to write, mode 0600 (default: stdout)")
+    m = member.add_parser("erase", help="destroy a member's personal data, block their "
+                          "cards; the books stay", **p.write)
+    m.add_argument("member", type=member_arg)
 
     card = group(sub, "card", "cards")
     c = card.add_parser("enroll", help="MEMBER UID, or UID --member M [--secure --reader R]",
@@ -57,17 +74,26 @@ def add_parsers(sub: Any, p: Parents) -> None:
 
 
 def member_add(ctx: Ctx, a: argparse.Namespace) -> None:
-    ctx.show(ctx.admin.add_member(a.name, phone=a.phone, birthday=a.birthday, tier=a.tier,
+    ctx.show(ctx.admin.add_member(a.name, phone=a.phone, birthday=a.birthday, note=a.note,
+                                  consent_terms=a.consent_terms, tier=a.tier,
                                   referrer_id=a.referrer, key=a.key))
 
 
 def member_show(ctx: Ctx, a: argparse.Namespace) -> None:
-    if (a.member is None) == (a.card is None):
-        raise InputError("give a member id or --card UID")
+    if sum(x is not None for x in (a.member, a.card, a.phone)) != 1:
+        raise InputError("give a member id, --card UID or --phone NUMBER")
     mid = a.member
     if a.card is not None:
         mid = views.member_id_of_card(ctx.db, canonical_uid(a.card))
-    ctx.show(views.member(ctx.db, mid))
+    if a.phone is not None:
+        found = lookup.members_by_phone(ctx.db, a.phone)
+        if not found:
+            raise NotFound(f"no member with phone {mask_phone(normalise_phone(a.phone))}")
+        mid = found[0]["id"]
+    m = views.member(ctx.db, mid)
+    if a.reveal:
+        m.update(ctx.admin.reveal(mid))
+    ctx.show(m)
 
 
 def member_list(ctx: Ctx, a: argparse.Namespace) -> None:
@@ -76,7 +102,16 @@ def member_list(ctx: Ctx, a: argparse.Namespace) -> None:
 
 def member_edit(ctx: Ctx, a: argparse.Namespace) -> None:
     ctx.show(ctx.admin.edit_member(a.member, name=a.name, phone=a.phone, birthday=a.birthday,
-                                   tier=a.tier, status=a.status, key=a.key))
+                                   note=a.note, consent_terms=a.consent_terms, tier=a.tier,
+                                   status=a.status, key=a.key))
+
+
+def member_export(ctx: Ctx, a: argparse.Namespace) -> None:
+    privacy.dump(ctx, ctx.admin.export_member(a.member), a.out)
+
+
+def member_erase(ctx: Ctx, a: argparse.Namespace) -> None:
+    ctx.show(ctx.admin.erase_member(a.member, key=a.key))
 
 
 def _enroll_target(a: argparse.Namespace) -> tuple[int, str]:
@@ -122,6 +157,7 @@ def card_replace(ctx: Ctx, a: argparse.Namespace) -> None:
 
 COMMANDS: dict[str, Handler] = {
     "member add": member_add, "member show": member_show, "member list": member_list,
-    "member edit": member_edit, "card enroll": card_enroll, "card block": card_block,
+    "member edit": member_edit, "member export": member_export, "member erase": member_erase,
+    "card enroll": card_enroll, "card block": card_block,
     "card unblock": card_unblock, "card replace": card_replace,
 }

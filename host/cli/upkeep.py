@@ -16,6 +16,7 @@ from typing import Any
 from host.cli.args import Parents, whole
 from host.cli.context import Ctx, Handler
 from host.ledger import book as ledger
+from host.privacy import upgrade as privacy_upgrade
 from host.store import backup as backups
 from host.store.db import open_db, schema_version
 
@@ -25,8 +26,8 @@ MIGRATING = ("init", "upgrade")
 
 def add_parsers(sub: Any, p: Parents) -> None:
     """``upgrade`` and ``backup``."""
-    u = sub.add_parser("upgrade", help="back the database up, then apply the schema migrations "
-                       "of this version", **p.read)
+    u = sub.add_parser("upgrade", help="back the database up, apply the schema migrations of "
+                       "this version, seal plain-text member data", **p.read)
     u.add_argument("--backup-dir", help="where the dated backup goes (default: the database's "
                    "folder)")
     b = sub.add_parser("backup", help="a dated backup generation, checked with verify; the "
@@ -46,8 +47,11 @@ def before_upgrade(path: str, a: argparse.Namespace) -> None:
 
 
 def upgrade(ctx: Ctx, a: argparse.Namespace) -> None:
+    """Migrated already (``before_upgrade``, then ``open_db(upgrade=True)``); members' personal
+    data an older version left in plain text is sealed (host/privacy)."""
     ctx.show({"db": ctx.path, "schema_version": schema_version(ctx.db),
-              "from_schema": a.from_schema, "backup": a.backup or "none (nothing to migrate)"})
+              "from_schema": a.from_schema, "backup": a.backup or "none (nothing to migrate)",
+              **privacy_upgrade.seal_plain_rows(ctx.db)})
 
 
 def backup(ctx: Ctx, a: argparse.Namespace) -> int:

@@ -71,8 +71,9 @@ class CardRow(NamedTuple):
     qualifying: int
 
 
-CARD_SQL = ("SELECT c.status, c.expires_at, m.id, m.name, m.status, m.tier, m.birthday, "
-            "m.tier_manual, m.principal_fen, m.bonus_fen, m.points, m.qualifying "
+CARD_SQL = ("SELECT c.status, c.expires_at, m.id, m.name, m.status, m.tier, "
+            "substr('0' || m.birth_month, -2), m.tier_manual, m.principal_fen, m.bonus_fen, "
+            "m.points, m.qualifying "
             "FROM cards c JOIN members m ON m.id = c.member_id WHERE c.uid = ?")
 
 

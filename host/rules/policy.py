@@ -95,6 +95,7 @@ class Policy:
     kiosk_max_fen: int
     plans: dict[str, Plan]
     dormant_days: int
+    retention_days: int
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     #: "uid" (plain cards accepted on their UID) or "sun" (only secure cards); a card
     #: enrolled secure always needs its SUN proof (host/SECURE.md).
@@ -223,6 +224,9 @@ def build_policy(raw: dict[str, Any]) -> Policy:
     d = _Reader(top.get("dormant"), "dormant")
     fields["dormant_days"] = d.integer("days", 1, 3660)
     d.done()
+    priv = _Reader(top.get("privacy", {"retention_days": 730}), "privacy")
+    fields["retention_days"] = priv.integer("retention_days", 30, 3660)
+    priv.done()
     sec = _Reader(top.get("security", {"mode": "uid"}), "security")
     fields["security_mode"] = sec.choice("mode", ("uid", "sun"))
     sec.done()

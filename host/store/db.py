@@ -324,10 +324,37 @@ BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
 CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
 BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
 """),
+    # Member personal data encrypted at rest (issue #15, host/privacy/): ``personal`` holds
+    # name, phone, birthday and note sealed under the site data key (kept outside the
+    # database), ``phone_index`` the keyed blind index of the phone (one member per phone),
+    # ``birth_month`` the only part of a birthday the rules read, in clear. ``name`` and
+    # ``phone`` keep only their masks (李*, 138****8000); ``birthday`` is emptied by
+    # ``tapkiosk upgrade``, which seals the rows an older version left in plain text.
+    (10, "members: personal data sealed, phone blind index, consent, erasure", """
+ALTER TABLE members ADD COLUMN personal BLOB;
+ALTER TABLE members ADD COLUMN personal_version INTEGER;
+ALTER TABLE members ADD COLUMN phone_index BLOB;
+ALTER TABLE members ADD COLUMN birth_month INTEGER
+    CHECK (birth_month IS NULL OR birth_month BETWEEN 1 AND 12);
+ALTER TABLE members ADD COLUMN consent_terms TEXT;
+ALTER TABLE members ADD COLUMN consent_at INTEGER;
+ALTER TABLE members ADD COLUMN erased_at INTEGER;
+UPDATE members SET birth_month = CAST(substr(birthday, 1, 2) AS INTEGER)
+    WHERE birthday IS NOT NULL;
+CREATE UNIQUE INDEX members_phone_index ON members(phone_index) WHERE phone_index IS NOT NULL;
+CREATE INDEX members_personal_version ON members(personal_version)
+    WHERE personal_version IS NOT NULL;
+CREATE TABLE data_keys (
+    version INTEGER PRIMARY KEY CHECK (version BETWEEN 1 AND 255),
+    check_value BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    retired_at INTEGER
+);
+"""),
     # A new device key starts a new sequence epoch (the firmware counts from boot 1 again):
     # the daemon stores seq_base + the wire seq, so the new epoch's taps, events and voids
     # never collide with the old ones under UNIQUE(device_id, seq) (host/store/devices.py).
-    (10, "devices: seq_base, the stored-seq offset of the current device key", """
+    (11, "devices: seq_base, the stored-seq offset of the current device key", """
 ALTER TABLE devices ADD COLUMN seq_base INTEGER NOT NULL DEFAULT 0 CHECK (seq_base >= 0);
 """),
 ]
@@ -379,6 +406,8 @@ def open_db(path: str | os.PathLike | None, *, upgrade: bool = False) -> sqlite_
         raise InputError(f"cannot open database {path}: {e}") from None
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA foreign_keys = ON")
+    # Erased personal data is overwritten, not left in free pages (issue #15).
+    conn.execute("PRAGMA secure_delete = ON")
     db = sqlite_utils.Database(conn)
     if upgrade or is_empty(db):
         migrate(db)

@@ -1,7 +1,8 @@
 # Runs on CPython (host): reads of the staff console — member search and detail, device board.
 """Read queries of the front-desk console (any connection works; a read-only one is
-expected): find members by name, the last 4 digits of a phone or a member id; a member with
-expiry lots, tier history and ledger; the last tap of every device."""
+expected): find members by phone (blind index), the last 4 digits of a phone, a member id
+or the masked name; a member with expiry lots, tier history and ledger; the last tap of every
+device."""
 
 from __future__ import annotations
 
@@ -10,35 +11,42 @@ from typing import Any
 
 import sqlite_utils
 
+from host.privacy.mask import mask_name
 from host.store import lookup
 
 #: Rows a search returns at most.
 SEARCH_LIMIT = 50
-_PHONE_DIGITS_SQL = "replace(replace(replace(phone, ' ', ''), '-', ''), '+', '')"
+#: A mainland mobile number, optionally with +86/0086 (host.privacy.mask normalises it).
+_MOBILE_RE = re.compile(r"(?:\+?86|0086)?1[3-9][0-9]{9}", re.ASCII)
 
 
 def search(db: sqlite_utils.Database, query: str) -> list[dict[str, Any]]:
-    """Members matching ``query``: 4 digits = a phone's last 4 digits (or that member id);
-    other digits = a member id or a whole phone; anything else = part of the name."""
+    """Members matching ``query``: a mainland mobile number = its member (through the blind
+    index, nothing decrypted); 4 digits = a phone's last 4 digits (the mask keeps them) or
+    that member id; other digits = a member id; anything else = the masked name's first
+    character (full names are sealed: they cannot be searched)."""
     q = (query or "").strip()
     if not q:
         return []
     cols = ("SELECT id, name, phone, tier, status, principal_fen + bonus_fen AS balance_fen, "
             "points FROM members")
     digits = re.sub(r"[ +-]", "", q)
+    if _MOBILE_RE.fullmatch(digits):
+        return lookup.members_by_phone(db, q)
     if digits.isdigit():
-        where, params = [f"{_PHONE_DIGITS_SQL} = ?"], [digits]
+        where, params = ["id = ?"], [int(digits) if len(digits) <= 18 else 0]
         if len(digits) == 4:
-            where.append(f"substr({_PHONE_DIGITS_SQL}, -4) = ?")
+            where.append("substr(phone, -4) = ?")
             params.append(digits)
-        if len(digits) <= 18:
-            where.append("id = ?")
-            params.append(int(digits))
         sql = f"{cols} WHERE {' OR '.join(where)} ORDER BY id LIMIT ?"
     else:
-        like = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        sql, params = f"{cols} WHERE name LIKE ? ESCAPE '\\' ORDER BY id LIMIT ?", [like]
+        sql, params = f"{cols} WHERE name LIKE ? ESCAPE '\\' ORDER BY id LIMIT ?", [
+            _escape_like(mask_name(q))]
     return [dict(r) for r in db.query(sql, [*params, SEARCH_LIMIT])]
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def member_detail(db: sqlite_utils.Database, member_id: int, ledger_rows: int = 50

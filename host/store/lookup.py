@@ -1,21 +1,19 @@
 # Runs on CPython (host): member look-ups for front ends — by id, card UID or phone.
 """Read queries that front ends (the HTTP API) need: a member with balances, points, passes
-and cards; the member a card belongs to; members by phone. Reads only: any connection works,
-a read-only one is expected.
+and cards; the member a card belongs to; members by phone (through the blind index). Names
+and phones are the masks the row keeps (``李*``, ``138****8000``). Reads only: any
+connection works, a read-only one is expected.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import sqlite_utils
 
-from host.errors import InputError, NotFound
-
-_PHONE_RE = re.compile(r"\+?[0-9 -]{3,20}")
-# The phone as stored, without spaces, dashes or a leading +: "138 0013-8000" == "13800138000".
-_PHONE_DIGITS_SQL = "replace(replace(replace(phone, ' ', ''), '-', ''), '+', '')"
+from host.errors import NotFound
+from host.privacy.mask import normalise_phone
+from host.privacy.vault import vault_for
 
 
 def member(db: sqlite_utils.Database, member_id: int) -> dict[str, Any]:
@@ -48,11 +46,12 @@ def member_by_card(db: sqlite_utils.Database, uid: str) -> dict[str, Any]:
 
 
 def members_by_phone(db: sqlite_utils.Database, phone: str) -> list[dict[str, Any]]:
-    """Members whose phone matches ``phone`` ignoring spaces, dashes and a leading +
-    (phones are not unique: a family may share one). InputError for a malformed phone."""
-    if not isinstance(phone, str) or not _PHONE_RE.fullmatch(phone):
-        raise InputError(f"bad phone {phone!r}: digits, spaces, dashes, optional +")
-    digits = re.sub(r"[ +-]", "", phone)
+    """The member (at most one: one member per phone) whose phone is ``phone``, a mainland
+    mobile number (``+86``, spaces and dashes allowed; InputError otherwise). Found through
+    the phone's keyed blind index, so nothing is decrypted; names and phones are masks."""
+    digits = normalise_phone(phone)
+    idx = vault_for(db).phone_indexes(digits)
+    marks = ",".join("?" * len(idx))
     return [dict(r) for r in db.query(
         f"SELECT id, name, phone, tier, status, principal_fen + bonus_fen AS balance_fen, "
-        f"points FROM members WHERE {_PHONE_DIGITS_SQL} = ? ORDER BY id", [digits])]
+        f"points FROM members WHERE phone_index IN ({marks}) ORDER BY id", idx)]

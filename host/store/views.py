@@ -15,6 +15,9 @@ from host.errors import InputError, NotFound
 #: Tables whose ``key`` column is secret: left out of an export unless asked for.
 _KEYED_TABLES = ("devices", "site_keys")
 
+#: Member columns that hold sealed personal data or its blind index: never shown as such.
+_SEALED_COLUMNS = ("personal", "personal_version", "phone_index", "birthday")
+
 #: The tap columns a simulator prints after a tap.
 TAP_COLUMNS = ("id, device_id, uid, member_id, verdict, reason, text, charged_fen, "
                "points_earned, balance_fen, points, uses_left, relay_ms, latency_ms")
@@ -32,12 +35,21 @@ def member_id_of_card(db: sqlite_utils.Database, uid: str) -> int:
     return row[0]
 
 
-def member(db: sqlite_utils.Database, member_id: int) -> dict[str, Any]:
-    """A member with balance, cards, passes, open lots and the last ten taps."""
+def _member_row(db: sqlite_utils.Database, member_id: int) -> dict[str, Any]:
+    """The member's row without its sealed columns (name and phone are the masks)."""
     try:
         m = db.table("members").get(member_id)
     except sqlite_utils.db.NotFoundError:
         raise NotFound(f"unknown member {member_id}") from None
+    for col in _SEALED_COLUMNS:
+        m.pop(col, None)
+    return m
+
+
+def member(db: sqlite_utils.Database, member_id: int) -> dict[str, Any]:
+    """A member with balance, cards, passes, open lots and the last ten taps; personal
+    fields masked (``host.admin`` ``reveal`` opens them)."""
+    m = _member_row(db, member_id)
     m["balance_fen"] = m["principal_fen"] + m["bonus_fen"]
     m["cards"] = _rows(db, "SELECT uid, status, replaced_by FROM cards WHERE member_id = ? "
                            "ORDER BY created_at", [member_id])
@@ -53,10 +65,53 @@ def member(db: sqlite_utils.Database, member_id: int) -> dict[str, Any]:
 
 
 def members(db: sqlite_utils.Database, tier: str | None, limit: int) -> list[dict[str, Any]]:
-    """Members by id (of ``tier`` when given): id, name, tier, status, balance, points."""
+    """Members by id (of ``tier`` when given): id, masked name and phone, tier, status,
+    balance, points."""
     where, params = ("WHERE tier = ?", [tier]) if tier else ("", [])
-    return _rows(db, f"SELECT id, name, tier, status, principal_fen + bonus_fen AS balance_fen, "
-                     f"points FROM members {where} ORDER BY id LIMIT ?", params + [limit])
+    return _rows(db, f"SELECT id, name, phone, tier, status, principal_fen + bonus_fen AS "
+                     f"balance_fen, points FROM members {where} ORDER BY id LIMIT ?",
+                 params + [limit])
+
+
+def member_data(db: sqlite_utils.Database, member_id: int) -> dict[str, Any]:
+    """Everything stored about a member (for their data export): the row (sealed columns as
+    stored, for the caller to open), cards, passes, lots, ledger, payments and taps."""
+    try:
+        row = db.table("members").get(member_id)
+    except sqlite_utils.db.NotFoundError:
+        raise NotFound(f"unknown member {member_id}") from None
+    q = lambda sql: _rows(db, sql, [member_id])  # noqa: E731
+    return {
+        "row": row,
+        "cards": q("SELECT uid, status, replaced_by, expires_at, created_at FROM cards "
+                   "WHERE member_id = ? ORDER BY created_at, uid"),
+        "passes": q("SELECT id, plan, kind, starts_at, ends_at, uses_left, daily_cap, "
+                    "price_fen, created_at FROM passes WHERE member_id = ? ORDER BY id"),
+        "lots": q("SELECT currency, expires_at, amount, remaining FROM lots "
+                  "WHERE member_id = ? ORDER BY id"),
+        "ledger": q("SELECT id, ts, currency, delta, kind, pass_id, tap_id, reverses, note "
+                    "FROM ledger WHERE member_id = ? ORDER BY id"),
+        "payments": q("SELECT id, ts, kind, amount_fen, pass_id FROM payments "
+                      "WHERE member_id = ? ORDER BY id"),
+        "taps": q("SELECT id, ts, device_id, uid, verdict, reason, charged_fen, "
+                  "points_earned, text FROM taps WHERE member_id = ? ORDER BY id"),
+    }
+
+
+def sealed_members(db: sqlite_utils.Database) -> list[tuple[int, bytes]]:
+    """(id, sealed personal data) of every member that has some."""
+    return [(r[0], bytes(r[1])) for r in db.execute(
+        "SELECT id, personal FROM members WHERE personal IS NOT NULL ORDER BY id")]
+
+
+def retention_candidates(db: sqlite_utils.Database, cutoff: int) -> list[dict[str, Any]]:
+    """Members not erased, holding personal data, idle (no tap, top-up or purchase) since
+    before ``cutoff``: id, masked name, last activity, principal."""
+    return _rows(db, "SELECT id AS member_id, name, coalesce(last_active_at, created_at) AS "
+                     "last_active_at, principal_fen FROM members WHERE erased_at IS NULL AND "
+                     "(personal IS NOT NULL OR name <> '' OR phone IS NOT NULL OR birthday IS "
+                     "NOT NULL) AND coalesce(last_active_at, created_at) < ? ORDER BY id",
+                 [cutoff])
 
 
 def ledger(db: sqlite_utils.Database, member_id: int, limit: int) -> list[dict[str, Any]]:
@@ -74,13 +129,18 @@ def ledger_rows(db: sqlite_utils.Database) -> int:
 
 
 def export(db: sqlite_utils.Database, with_keys: bool) -> dict[str, list[dict[str, Any]]]:
-    """Every table as rows (bytes as hex); device and site keys only ``with_keys``."""
+    """Every table as rows (bytes as hex); device and site keys only ``with_keys``; members
+    without their sealed columns (``host.privacy.upgrade.export_personal`` adds them back
+    opened when asked)."""
     data: dict[str, list[dict[str, Any]]] = {}
     for table in db.table_names():
         rows = []
         for r in db.query(f"SELECT * FROM [{table}] ORDER BY rowid"):
             if table in _KEYED_TABLES and not with_keys:
                 r.pop("key", None)
+            if table == "members":
+                for col in _SEALED_COLUMNS:
+                    r.pop(col, None)
             rows.append({k: (v.hex() if isinstance(v, bytes) else v) for k, v in r.items()})
         data[table] = rows
     return data

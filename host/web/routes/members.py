@@ -1,6 +1,9 @@
 # Runs on CPython (host): /v1/members — look-ups, top-ups, pass sales, redemptions, refunds.
 """Members: read with ``members.read``; sell with ``sales.write``; refund with ``refunds.write``.
 
+Names and phones in every response are masks (``李*``, ``138****8000``): the API never shows a
+member's personal data in full. A phone look-up goes through the keyed blind index.
+
 Every POST needs an ``Idempotency-Key`` header, which becomes the admin call's idempotency
 key: a retry returns the first body (``Idempotent-Replayed: true``) and writes nothing; the
 same key for another request is 409.
@@ -34,8 +37,9 @@ _DB = Depends(read_db)
 MemberId = Annotated[int, Path(ge=1, le=2**63 - 1, description="member id")]
 
 
-@router.get("", response_model=MemberList, summary="Find members by phone")
-def by_phone(phone: str = Query(..., description="digits, spaces, dashes, optional +"),
+@router.get("", response_model=MemberList, summary="Find the member with a phone (masked)")
+def by_phone(phone: str = Query(..., description="mainland mobile number: 11 digits, "
+                                "spaces and dashes allowed, optional +86"),
              actor: Actor = _READ, db: sqlite_utils.Database = _DB) -> dict:
     return {"members": lookup.members_by_phone(db, phone)}
 
