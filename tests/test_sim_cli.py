@@ -186,7 +186,7 @@ def test_sim_traps_second_run_restart_and_debounce(tmp_path, capsys):
     _cli(db, "init")
     _cli(db, "device", "add", "gate-1", "gate", "--anti-passback", "off",
          "--duplicate-window", "0")
-    _cli(db, "member", "add", "--name", "Ann")
+    _cli(db, "member", "add", "--consent-terms", "t1", "--name", "Ann")
     _cli(db, "card", "enroll", "1", ANN)
     _cli(db, "pass", "sell", "1", "gym_month")
     capsys.readouterr()
