@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.echo:
         echo(a.echo[0], int(a.echo[1]))
         return 0
-    from test_daemon_support import CARD, KEY_A, make_site
+    from daemon_support import CARD, KEY_A, make_site
 
     from sim.device import MqttTransport, NoReply, SimDevice
 

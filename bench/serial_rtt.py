@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--taps", type=int, default=300)
     ap.add_argument("--baud", type=int, default=115200)
     a = ap.parse_args(argv)
-    from test_daemon_support import CARD, CARD2, KEY_A, KEY_B, make_site
+    from daemon_support import CARD, CARD2, KEY_A, KEY_B, make_site
 
     from protocol import framing
     from sim.cable import Cable

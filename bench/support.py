@@ -3,7 +3,7 @@
 
 Importing this module puts the repository root and ``tests/`` on ``sys.path``, so a bench can
 use the test fixtures' ``Broker`` (a real mosquitto on loopback) and the seeded sites of
-``tests/test_daemon_support.py``.
+``tests/daemon_support.py``.
 """
 
 from __future__ import annotations
@@ -67,6 +67,8 @@ def start_daemon(db: Path, workdir: Path, *link_args: str,
     mport = free_port() if metrics else None
     cmd = [sys.executable, "-m", "host.daemon", "--db", str(db), *link_args,
            "--log-level", "warning"]
+    if "--http" not in link_args:
+        cmd += ["--http", "127.0.0.1:0"]     # never the default 8080 another daemon may hold
     if mport is not None:
         cmd += ["--metrics-port", str(mport)]
     with open(workdir / "daemon.log", "wb") as log:

@@ -5,6 +5,7 @@
 #   session.py  HELLO/WELCOME, heartbeat (PING/PONG), control frames (EVENT, ACK, CONFIG), clock
 #   uplink.py   the outbox window: TAPs and VOIDs out, oldest first; DECISION and ERROR matching;
 #               resync after a refused or unanswered frame
+#   sale.py     the sale armed on this reader by the host (SALE): display, blink, timeout
 #   tappath.py  one card presentation: online (TAP, wait, feedback, or give up with a VOID)
 #               or offline (allow-list at a gate, refusal elsewhere)
 # Tasks: app.session.run(), app.uplink.run(); whoever reads cards calls `await app.tap_path.tap(...)`.
@@ -46,6 +47,10 @@ class App:
         self.errors = 0        # ERROR frames from the host
         self.session = Session(self, reset_cause)
         self.uplink = Uplink(self)
+        self.sale = None       # kiosk and wash readers: the sale armed by the host (sale.py)
+        if cfg.kind != "gate":
+            from sale import Sale
+            self.sale = Sale(feedback)
         self.tap_path = TapPath(self, feedback)
         link.on_packet = self.on_packet
         if outbox.recovered:
@@ -93,6 +98,9 @@ class App:
         t = p.type
         if t == P.DECISION:
             self.uplink.on_decision(p.fields)
+        elif t == P.SALE:
+            if self.sale is not None:
+                self.sale.on_sale(p.fields)
         elif t == P.ERROR:
             self.errors += 1
             if not self.session.on_error(p.fields):

@@ -42,8 +42,12 @@ class Config:
     #   optional keys (not written by tools/flash.py; defaults suit a real site): service (wash
     #   program sent with each TAP), amount (kiosk fen), direction (gate: 0 none, 1 in, 2 out),
     #   decision_ms (how long a member waits for the host's answer), outbox_slots, wdt_ms (0 =
-    #   no watchdog), secure (read NTAG 424 DNA SUN data from ISO-DEP cards, sun.py).
+    #   no watchdog), secure (read NTAG 424 DNA SUN data from ISO-DEP cards, sun.py),
+    #   buttons (wash: the program buttons, {"pins": {"<program>": GPIO}, "active": 0|1}, as
+    #   a list of (program, GPIO) and the pressed level; buttons.py).
     serial = None
+    buttons = None
+    buttons_active = 0
     mqtt = None
     wifi = None
 

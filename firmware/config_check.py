@@ -75,6 +75,23 @@ def _mqtt(cfg):
     return mqtt, {"ssid": w.get("ssid") or "", "password": w.get("password") or ""}
 
 
+def _buttons(cfg, kind):
+    # Wash program buttons: [(program, GPIO), ...] and the level of a pressed button.
+    b = cfg.get("buttons")
+    if b is None:
+        return None, 0
+    if kind != "wash" or not isinstance(b, dict) or not isinstance(b.get("pins"), dict):
+        _fail("buttons", "must be {\"pins\": {\"<program>\": GPIO}} on a wash reader")
+    out = []
+    for code, pin in b["pins"].items():
+        if not (isinstance(code, str) and code.isdigit() and 1 <= int(code) <= 255):
+            _fail("buttons.pins", "keys must be wash program codes 1..255 (got %r)" % (code,))
+        out.append((int(code), _int({"p": pin}, "p", 0, 48, "buttons.pins." + code)))
+    if len(set(p for _, p in out)) != len(out):
+        _fail("buttons.pins", "use a GPIO once")
+    return out, _int(b, "active", 0, 1, "buttons.active", 0)
+
+
 def check(cfg):
     # dict -> Config, or ConfigError naming the first bad key.
     if not isinstance(cfg, dict):
@@ -136,6 +153,7 @@ def check(cfg):
     if 0 < c.wdt_ms < 2000:
         # main.py feeds the watchdog once a second: a shorter timeout resets the board in a loop.
         _fail("wdt_ms", "must be 0 (off) or 2000..120000 (got %d)" % c.wdt_ms)
+    c.buttons, c.buttons_active = _buttons(cfg, kind)
     c.secure = cfg.get("secure", True)
     if c.secure is not True and c.secure is not False:
         _fail("secure", "must be true or false (got %r)" % (c.secure,))

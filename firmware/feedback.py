@@ -19,6 +19,7 @@ _PATTERNS = (
     b"\x06\x04\x00\x04\x06\x04\x00\x04\x02\x22",      # PAT_OFFLINE_GRANT: two green beeps
     b"\x05\x04\x00\x04\x05\x04\x00\x04\x05\x04\x00\x04\x01\x1a",  # PAT_OFFLINE_DENY: three red beeps
     b"\x03\x4b",                                  # PAT_FAULT: amber
+    b"\x02\x19",                                  # PAT_SALE: green 0.5 s (sale.py repeats it)
 )
 
 

@@ -120,6 +120,12 @@ class Device:
             hook = read_sun
         self.reader = Reader(self.chip, poll_ms=100, debounce_ms=debounce, secure_hook=hook,
                              on_fault=self._reader_fault, on_recovered=self._reader_ok)
+        self.buttons = None
+        if cfg.buttons:
+            from buttons import Buttons, program_pressed
+            app = self.app
+            self.buttons = Buttons(machine, cfg.buttons, cfg.buttons_active,
+                                   lambda code: program_pressed(app, code))
         self.tasks = []
 
     def _on_config(self, p):
@@ -141,6 +147,10 @@ class Device:
         ct = asyncio.create_task
         self.tasks = [ct(self.link.run()), ct(self.app.session.run()), ct(self.app.uplink.run()),
                       ct(self.reader.run(self._on_tap))] + self.fb.tasks()
+        if self.app.sale is not None:
+            self.tasks.append(ct(self.app.sale.run()))
+        if self.buttons is not None:
+            self.tasks.append(ct(self.buttons.run()))
 
     def healthy(self):
         now = ticks_ms()

@@ -33,6 +33,7 @@ class TapPath:
         self._ev = asyncio.Event()
         self.taps = 0
         self.voids = 0             # taps given up on (VOID written)
+        self.program = 0           # wash program chosen with the bay's buttons (0: none)
 
     def answer(self, seq, f):
         # The DECISION for a settled TAP slot: True if a member is waiting for it.
@@ -70,8 +71,12 @@ class TapPath:
         app = self.app
         cfg = self.cfg
         seq = app.next_seq()
-        frame = self.tw.tap(seq, uid, sak, 0, cfg.direction, cfg.service, cfg.amount,
-                            app.session.device_time(), secure)
+        sale = app.sale
+        sale_id = sale.id if sale is not None and sale.active() else 0
+        amount = sale.amount if sale_id else cfg.amount
+        service = (sale.service if sale_id else 0) or self.program or cfg.service
+        frame = self.tw.tap(seq, uid, sak, 0, cfg.direction, service, amount,
+                            app.session.device_time(), secure, sale_id)
         self._store(seq, frame)
         self.live = None
         self._ev.clear()
@@ -86,6 +91,8 @@ class TapPath:
         self.live = None
         if d is None:
             return await self._no_answer(seq)
+        if sale is not None:
+            sale.settled(d["sale_id"])
         relay = 0
         if d["verdict"] == _GRANT and cfg.kind != "kiosk":
             relay = d["relay_ms"] or app.params["relay_ms"]

@@ -26,8 +26,10 @@ from host.site.config import DaemonConfig, load_config
 from host.errors import HostError, InputError
 from host.site.metrics import Metrics
 from host.rules.policy import load_policy
+from host.store.settings import stored_policy_path
 from host.site.service import Service, ServiceConfig
 from host.site.writer import Writer
+from host.web.events import EventBus
 
 log = logging.getLogger("tapkiosk.daemon")
 
@@ -47,12 +49,16 @@ class Daemon:
                              f"tapkiosk --db {config.db} init")
         self.config = config
         self.metrics = Metrics()
-        self.policy = load_policy(config.policy)
+        self.policy = load_policy(stored_policy_path(str(db), config.policy))
         self.writer = Writer(config.db, policy=self.policy, metrics=self.metrics,
                              max_batch=config.max_batch)
+        self.bus = EventBus()
         self.service = Service(self.writer, self.metrics, self.policy, ServiceConfig(
             heartbeat_s=config.heartbeat_s, offline_after_s=config.offline_after_s,
-            debounce_ms=config.debounce_ms, config_check_s=config.config_check_s))
+            debounce_ms=config.debounce_ms, config_check_s=config.config_check_s),
+            bus=self.bus)
+        self.web: Any = None
+        self.mqtt_events: Any = None
         self.links: list[Any] = []
         self.metrics_port: int | None = None
         self.stopping = threading.Event()
@@ -73,6 +79,7 @@ class Daemon:
                                  f"({c.metrics_addr}): {e.strerror}") from None
             log.info("metrics on http://%s:%d/metrics", c.metrics_addr, self.metrics_port)
         try:
+            self._start_web()
             self._start_links()
         except BaseException:
             # A link that cannot start (e.g. the NFC device is not registered) must not leave
@@ -84,6 +91,31 @@ class Daemon:
                  ",".join(getattr(x, "name", type(x).__name__) for x in self.links) or "-")
         return self
 
+    def _start_web(self) -> None:
+        """The HTTP API (``[http]``), over the writer, read-only connections and the bus."""
+        c = self.config
+        if not c.http.enabled:
+            return
+        from host.store.readonly import readonly_factory
+        from host.web.server import WebServer
+        self.web = WebServer(c.http, writer=self.writer, read_db=readonly_factory(c.db),
+                             policy=self.policy, bus=self.bus, sales=self.service.sales)
+        try:
+            self.web.start()
+        except HostError as e:
+            self.web = None
+            raise InputError(str(e)) from None
+
+    def _stop_web(self) -> None:
+        """Stop the HTTP API first: no new sale may be armed while the links go away."""
+        if self.web is not None:
+            try:
+                self.web.stop()
+            except Exception:  # noqa: BLE001 - stop the rest anyway
+                log.exception("stopping the HTTP API failed")
+        if self.mqtt_events is not None:
+            self.mqtt_events.stop()
+
     def _start_links(self) -> None:
         c = self.config
         for url in c.serial:
@@ -91,10 +123,13 @@ class Daemon:
             self.links.append(SerialLink(url, self.service, baudrate=c.baud).start())
         if c.mqtt is not None:
             from host.site.links.mqtt import MqttLink
-            self.links.append(MqttLink(c.mqtt_host, c.mqtt_port, self.service,
-                                       client_id=c.mqtt_client_id, username=c.mqtt_user,
-                                       password=c.mqtt_password, tls=c.mqtt_tls,
-                                       ca_file=c.mqtt_ca).start())
+            link = MqttLink(c.mqtt_host, c.mqtt_port, self.service,
+                            client_id=c.mqtt_client_id, username=c.mqtt_user,
+                            password=c.mqtt_password, tls=c.mqtt_tls, ca_file=c.mqtt_ca).start()
+            self.links.append(link)
+            from host.web.events import MqttEventPublisher
+            self.mqtt_events = MqttEventPublisher(
+                self.bus, lambda topic, payload: link.client.publish(topic, payload, qos=0)).start()
         if c.nfc is not None:
             from host.site.links.nfc import NfcLink
             self.links.append(NfcLink(c.nfc, c.nfc_device or "", self.service).start())
@@ -108,7 +143,8 @@ class Daemon:
                 log.exception("stopping %s failed", getattr(link, "name", link))
 
     def _abort_start(self) -> None:
-        """Undo a partial ``start()``: stop the links already started, then the writer."""
+        """Undo a partial ``start()``: the API, the links already started, then the writer."""
+        self._stop_web()
         self.service.stop_accepting()
         self._stop_links()
         self.links.clear()
@@ -134,6 +170,7 @@ class Daemon:
             return
         self.stopping.set()
         log.info("stopping: finishing in-flight taps")
+        self._stop_web()
         self.service.stop_accepting()
         self._stop_links()
         if not self.service.drain(10.0):

@@ -31,6 +31,7 @@ REASONS = (
     "unknown_device",        # 18 tap from a device the host does not serve
     "internal",              # 19 host fault; nothing was charged
     "voided",                # 20 the device gave up on this tap (VOID): nothing charged
+    "no_sale",               # 21 kiosk: no sale armed on this reader (or another one than shown)
 )
 
 # Feedback patterns (DECISION.pattern, and the firmware's own offline patterns).
@@ -40,6 +41,7 @@ PAT_DENY = 2           # red, long beep
 PAT_OFFLINE_GRANT = 3  # green blinking, two short beeps
 PAT_OFFLINE_DENY = 4   # red blinking, three short beeps
 PAT_FAULT = 5          # amber: reader or link fault
+PAT_SALE = 6           # green blinking: a sale is armed, tap to pay (firmware/sale.py)
 
 # ERROR codes (host -> device).
 ERR_MALFORMED = 1
@@ -58,8 +60,9 @@ EV_TAMPER = 4
 EV_OUTBOX_FULL = 5     # value = taps dropped
 EV_CONFIG_APPLIED = 6  # value = config version
 EV_LINK_DOWN = 7       # value = seconds the link was down
+EV_BUTTON = 8          # wash: program button pressed (value = program code); the host arms it
 EVENTS = ("", "boot", "reader_fault", "reader_ok", "tamper", "outbox_full", "config_applied",
-          "link_down")
+          "link_down", "button")
 
 
 def reason_code(name):

@@ -27,15 +27,17 @@ CONFIG = const(0x08)
 ERROR = const(0x09)
 ACK = const(0x0A)
 VOID = const(0x0B)
+SALE = const(0x0C)
 
 NAMES = {
     HELLO: "HELLO", WELCOME: "WELCOME", TAP: "TAP", DECISION: "DECISION", PING: "PING",
     PONG: "PONG", EVENT: "EVENT", CONFIG: "CONFIG", ERROR: "ERROR", ACK: "ACK", VOID: "VOID",
+    SALE: "SALE",
 }
 # Which direction may send each type: U = device -> host, D = host -> device.
 DIRECTIONS = {
     HELLO: UP, WELCOME: DOWN, TAP: UP, DECISION: DOWN, PING: UP + DOWN, PONG: UP + DOWN,
-    EVENT: UP, CONFIG: DOWN, ERROR: DOWN, ACK: UP, VOID: UP,
+    EVENT: UP, CONFIG: DOWN, ERROR: DOWN, ACK: UP, VOID: UP, SALE: DOWN,
 }
 
 # TAP.flags
@@ -72,13 +74,13 @@ SPECS = {
         ("uid", _BYTES, 4, 10), ("sak", "B", 0, 255), ("flags", "B", 0, 3),
         ("direction", "B", 0, 2), ("service", "H", 0, 0xFFFF),
         ("amount", "I", 0, 0xFFFFFFFF), ("device_time", "I", 0, 0xFFFFFFFF),
-        ("secure", _BYTES, 0, 96),
+        ("secure", _BYTES, 0, 96), ("sale_id", "I", 1, 0xFFFFFFFF),
     ),
     DECISION: (
         ("tap_seq", "I", 0, 0xFFFFFFFF), ("verdict", "B", 0, 1), ("reason", "B", 0, 255),
         ("relay_ms", "H", 0, 60000), ("pattern", "B", 0, 255),
         ("balance", "i", -0x80000000, 0x7FFFFFFF), ("points", "i", -0x80000000, 0x7FFFFFFF),
-        ("uses", "h", -1, 0x7FFF), ("text", _STR, 0, 64),
+        ("uses", "h", -1, 0x7FFF), ("text", _STR, 0, 64), ("sale_id", "I", 1, 0xFFFFFFFF),
     ),
     PING: (("nonce", "I", 0, 0xFFFFFFFF),),
     PONG: (("nonce", "I", 0, 0xFFFFFFFF), ("host_time", "I", 0, 0xFFFFFFFF)),
@@ -91,7 +93,14 @@ SPECS = {
     ERROR: (("ref_seq", "I", 0, 0xFFFFFFFF), ("code", "B", 1, 255), ("text", _STR, 0, 64)),
     ACK: (("ref_seq", "I", 0, 0xFFFFFFFF), ("code", "B", 0, 255)),
     VOID: (("tap_seq", "I", 0, 0xFFFFFFFF),),
+    SALE: (
+        ("sale_id", "I", 1, 0xFFFFFFFF), ("amount", "I", 0, 0xFFFFFFFF),
+        ("service", "H", 0, 0xFFFF), ("timeout_s", "H", 0, 3600), ("text", _STR, 0, 64),
+    ),
 }
+# Optional last field (absent = 0): TAP and DECISION carry `sale_id` only when a sale is being
+# paid, so frames without a sale are byte for byte those of readers that know no SALE.
+TAIL = {TAP: "sale_id", DECISION: "sale_id"}
 _UID_LENS = (4, 7, 10)
 
 
@@ -105,6 +114,18 @@ def _valid_device_id(dev):
     return True
 
 
+def _bad(ptype, name, what):
+    # The MalformedError for field `name` of a `ptype` body (one helper: less firmware heap).
+    return MalformedError("%s.%s: %s" % (NAMES[ptype], name, what))
+
+
+def _dev_bytes(device_id):
+    dev = device_id.encode() if isinstance(device_id, str) else bytes(device_id)
+    if not _valid_device_id(dev):
+        raise MalformedError("bad device id %r" % device_id)
+    return dev
+
+
 def _text_bytes(ptype, name, text):
     # str -> UTF-8 bytes, strict on both interpreters (a MicroPython str can hold a surrogate).
     try:
@@ -112,7 +133,7 @@ def _text_bytes(ptype, name, text):
     except UnicodeError:
         raw = None
     if raw is None or not _valid_utf8(raw):
-        raise MalformedError("%s.%s: not valid UTF-8 text" % (NAMES[ptype], name))
+        raise _bad(ptype, name, "not valid UTF-8 text")
     return raw
 
 
@@ -122,30 +143,33 @@ def encode_body(ptype, fields):
     if spec is None:
         raise UnsupportedError("unknown message type 0x%02x" % ptype)
     out = bytearray()
+    tail = TAIL.get(ptype)
     for name, kind, lo, hi in spec:
+        if name == tail and not fields.get(name):
+            break
         if name not in fields:
             raise MalformedError("%s: missing field %s" % (NAMES[ptype], name))
         v = fields[name]
         if kind == _STR or kind == _BYTES:
             raw = _text_bytes(ptype, name, v) if kind == _STR else bytes(v)
             if not lo <= len(raw) <= hi:
-                raise MalformedError("%s.%s: length %d not in %d..%d" % (NAMES[ptype], name, len(raw), lo, hi))
+                raise _bad(ptype, name, "length %d not in %d..%d" % (len(raw), lo, hi))
             if name == "uid" and len(raw) not in _UID_LENS:
                 raise MalformedError("TAP.uid: length %d is not 4, 7 or 10" % len(raw))
             out.append(len(raw))
             out.extend(raw)
         elif kind == _UIDS:
             if not lo <= len(v) <= hi:
-                raise MalformedError("%s.%s: count %d not in %d..%d" % (NAMES[ptype], name, len(v), lo, hi))
+                raise _bad(ptype, name, "count %d not in %d..%d" % (len(v), lo, hi))
             out.append(len(v))
             for uid in v:
                 if len(uid) not in _UID_LENS:
-                    raise MalformedError("%s.%s: uid length %d is not 4, 7 or 10" % (NAMES[ptype], name, len(uid)))
+                    raise _bad(ptype, name, "uid length %d is not 4, 7 or 10" % len(uid))
                 out.append(len(uid))
                 out.extend(uid)
         else:
             if not isinstance(v, int) or not lo <= v <= hi:
-                raise MalformedError("%s.%s: %r not in %d..%d" % (NAMES[ptype], name, v, lo, hi))
+                raise _bad(ptype, name, "%r not in %d..%d" % (v, lo, hi))
             out.extend(struct.pack(">" + kind, v))
     if len(out) > MAX_BODY:
         raise MalformedError("%s: body of %d bytes exceeds %d" % (NAMES[ptype], len(out), MAX_BODY))
@@ -157,23 +181,26 @@ def decode_body(ptype, body):
     spec = SPECS.get(ptype)
     if spec is None:
         raise UnsupportedError("unknown message type 0x%02x" % ptype)
-    name_t = NAMES[ptype]
     fields = {}
     i = 0
     n = len(body)
+    tail = TAIL.get(ptype)
     for name, kind, lo, hi in spec:
+        if name == tail and i == n:
+            fields[name] = 0
+            break
         if kind == _STR or kind == _BYTES:
             if i >= n:
-                raise MalformedError("%s.%s: truncated" % (name_t, name))
+                raise _bad(ptype, name, "truncated")
             ln = body[i]
             i += 1
             if not lo <= ln <= hi or i + ln > n:
-                raise MalformedError("%s.%s: bad length %d" % (name_t, name, ln))
+                raise _bad(ptype, name, "bad length %d" % ln)
             raw = bytes(body[i:i + ln])
             i += ln
             if kind == _STR:
                 if not _valid_utf8(raw):
-                    raise MalformedError("%s.%s: not UTF-8" % (name_t, name))
+                    raise _bad(ptype, name, "not UTF-8")
                 fields[name] = raw.decode("utf-8")
             else:
                 if name == "uid" and ln not in _UID_LENS:
@@ -181,33 +208,33 @@ def decode_body(ptype, body):
                 fields[name] = raw
         elif kind == _UIDS:
             if i >= n:
-                raise MalformedError("%s.%s: truncated" % (name_t, name))
+                raise _bad(ptype, name, "truncated")
             count = body[i]
             i += 1
             if not lo <= count <= hi:
-                raise MalformedError("%s.%s: count %d not in %d..%d" % (name_t, name, count, lo, hi))
+                raise _bad(ptype, name, "count %d not in %d..%d" % (count, lo, hi))
             uids = []
             for _ in range(count):
                 if i >= n:
-                    raise MalformedError("%s.%s: truncated" % (name_t, name))
+                    raise _bad(ptype, name, "truncated")
                 ln = body[i]
                 i += 1
                 if ln not in _UID_LENS or i + ln > n:
-                    raise MalformedError("%s.%s: bad uid length %d" % (name_t, name, ln))
+                    raise _bad(ptype, name, "bad uid length %d" % ln)
                 uids.append(bytes(body[i:i + ln]))
                 i += ln
             fields[name] = uids
         else:
             size = struct.calcsize(kind)
             if i + size > n:
-                raise MalformedError("%s.%s: truncated" % (name_t, name))
+                raise _bad(ptype, name, "truncated")
             v = struct.unpack_from(">" + kind, body, i)[0]
             i += size
             if not lo <= v <= hi:
-                raise MalformedError("%s.%s: %d not in %d..%d" % (name_t, name, v, lo, hi))
+                raise _bad(ptype, name, "%d not in %d..%d" % (v, lo, hi))
             fields[name] = v
     if i != n:
-        raise MalformedError("%s: %d trailing bytes" % (name_t, n - i))
+        raise MalformedError("%s: %d trailing bytes" % (NAMES[ptype], n - i))
     return fields
 
 
@@ -224,9 +251,6 @@ class Packet:
     @property
     def name(self):
         return NAMES.get(self.type, "0x%02x" % self.type)
-
-    def __repr__(self):
-        return "Packet(%s seq=%d dev=%s %r)" % (self.name, self.seq, self.device_id, self.fields)
 
 
 def parse(data):
@@ -279,9 +303,7 @@ def encode(ptype, seq, device_id, fields, mac, direction):
 
 
 def encode_raw(ptype, seq, device_id, body, mac, direction):
-    dev = device_id.encode() if isinstance(device_id, str) else bytes(device_id)
-    if not _valid_device_id(dev):
-        raise MalformedError("bad device id %r" % device_id)
+    dev = _dev_bytes(device_id)
     if not 0 <= seq <= 0xFFFFFFFF:
         raise MalformedError("seq out of range")
     if len(body) > MAX_BODY:
@@ -301,10 +323,7 @@ class TapWriter:
     # Firmware hot path: builds a TAP packet in a buffer allocated once.
     # Returns a memoryview into that buffer (valid until the next call).
     def __init__(self, device_id, mac):
-        dev = device_id.encode() if isinstance(device_id, str) else bytes(device_id)
-        if not _valid_device_id(dev):
-            raise MalformedError("bad device id %r" % device_id)
-        self._dev = dev
+        dev = _dev_bytes(device_id)
         self._mac = mac
         self._buf = bytearray(MAX_PACKET)
         self._mv = memoryview(self._buf)
@@ -315,7 +334,8 @@ class TapWriter:
         b[7:7 + len(dev)] = dev
         self._body = 9 + len(dev)
 
-    def tap(self, seq, uid, sak, flags, direction, service, amount, device_time, secure=b""):
+    def tap(self, seq, uid, sak, flags, direction, service, amount, device_time, secure=b"",
+            sale_id=0):
         ul = len(uid)
         sl = len(secure)
         if ul not in _UID_LENS or sl > 96:
@@ -331,6 +351,9 @@ class TapWriter:
         if sl:
             b[i:i + sl] = secure
             i += sl
+        if sale_id:
+            struct.pack_into(">I", b, i, sale_id)
+            i += 4
         struct.pack_into(">H", b, self._body - 2, i - self._body)
         b[i:i + MAC_LEN] = self._mac.tag(UP, self._mv[:i])
         return self._mv[:i + MAC_LEN]
@@ -340,9 +363,7 @@ class VoidWriter:
     # Firmware: builds a VOID packet (the device gives up on tap_seq) in a buffer allocated
     # once. Returns a memoryview into that buffer (valid until the next call).
     def __init__(self, device_id, mac):
-        dev = device_id.encode() if isinstance(device_id, str) else bytes(device_id)
-        if not _valid_device_id(dev):
-            raise MalformedError("bad device id %r" % device_id)
+        dev = _dev_bytes(device_id)
         self._mac = mac
         n = 13 + len(dev)  # ver type seq dev_len dev body_len tap_seq
         self._n = n

@@ -176,7 +176,7 @@ class Demo:
         self._log_fh = open(self.daemon_log, "ab")
         self.daemon = subprocess.Popen(
             [sys.executable, "-m", "host.daemon", "--db", str(self.db), *link,
-             "--metrics-port", "0", "--log-level", "info"],
+             "--metrics-port", "0", "--log-level", "info", "--http", "127.0.0.1:0"],
             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._log_fh, stderr=self._log_fh,
             **child_popen_kw())
         deadline = time.monotonic() + 30

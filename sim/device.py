@@ -254,6 +254,7 @@ class SimDevice:
         self.allow: set[bytes] = set()
         self.configs: list[dict[str, Any]] = []
         self.decisions: list[dict[str, Any]] = []   # every DECISION accepted
+        self.sale: dict[str, Any] | None = None      # the SALE armed on this reader, if any
         self.received = 0
         self.raw_in: list[bytes] = []              # every authenticated packet received
         self.bad_frames = 0
@@ -283,15 +284,22 @@ class SimDevice:
         return seq, pk.encode(ptype, seq, self.device_id, fields, self.mac, pk.UP)
 
     def tap_frame(self, uid_hex: str, sak: int = 0x08, service: int = 0, amount_fen: int = 0,
-                  direction: str | None = None, secure: bytes = b"", offline: bool = False
-                  ) -> tuple[int, bytes]:
+                  direction: str | None = None, secure: bytes = b"", offline: bool = False,
+                  sale_id: int = 0) -> tuple[int, bytes]:
         """(seq, TAP packet) without sending it; the tap goes to the outbox."""
         seq, raw = self.frame(pk.TAP, {
             "uid": bytes.fromhex(uid_hex), "sak": sak, "flags": pk.FLAG_OFFLINE if offline else 0,
             "direction": _DIRS[direction], "service": service, "amount": amount_fen,
-            "device_time": int(time.time()) & 0xFFFFFFFF, "secure": secure})
+            "device_time": int(time.time()) & 0xFFFFFFFF, "secure": secure, "sale_id": sale_id})
         self.outbox[seq] = raw
         return seq, raw
+
+    def wait_sale(self, timeout: float = 10.0) -> dict[str, Any]:
+        """The SALE armed on this reader, once it arrived (NoReply when none came in time)."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.sale is not None, timeout):
+                raise NoReply("no SALE arrived")
+            return self.sale
 
     def send(self, raw: bytes) -> None:
         """Send a packet as it is."""
@@ -318,9 +326,10 @@ class SimDevice:
 
     def tap(self, uid_hex: str, sak: int = 0x08, service: int = 0, amount_fen: int = 0,
             direction: str | None = None, secure: bytes = b"", offline: bool = False,
-            timeout: float | None = None) -> dict[str, Any]:
+            timeout: float | None = None, sale_id: int = 0) -> dict[str, Any]:
         """Send a TAP and wait for its DECISION fields (raises NoReply or Refused)."""
-        seq, raw = self.tap_frame(uid_hex, sak, service, amount_fen, direction, secure, offline)
+        seq, raw = self.tap_frame(uid_hex, sak, service, amount_fen, direction, secure, offline,
+                                  sale_id)
         return self.resend(raw, timeout=timeout)
 
     def resend(self, raw: bytes, timeout: float | None = None) -> dict[str, Any]:
@@ -477,6 +486,11 @@ class SimDevice:
                     self._pending[f["ref_seq"]] = err
                 else:
                     self._other[f["ref_seq"]] = err
+            elif p.type == pk.SALE:
+                if f["amount"]:
+                    self.sale = f
+                elif self.sale is not None and self.sale["sale_id"] == f["sale_id"]:
+                    self.sale = None
             elif p.type == pk.CONFIG:
                 if f["cfg_version"] > self.cfg_version:
                     self.cfg_version = f["cfg_version"]

@@ -78,11 +78,19 @@ def ledger_ok(path: Path) -> bool:
         db.conn.close()
 
 
+def any_http_port(argv: list[str]) -> list[str]:
+    """``argv`` serving the HTTP API on a free port (never the default 8080, which parallel
+    test daemons would share) unless it says where."""
+    if "--http" in argv or "--no-http" in argv:
+        return list(argv)
+    return [*argv, "--http", "127.0.0.1:0"]
+
+
 class InProcessDaemon:
     """A Daemon started in this process (stopped by ``stop()``)."""
 
     def __init__(self, argv: list[str]) -> None:
-        self.daemon = Daemon(load_config(argv))
+        self.daemon = Daemon(load_config(any_http_port(argv)))
         self.daemon.start()
 
     @property
@@ -100,7 +108,8 @@ class DaemonProcess:
         self.log_path = log_path
         self._log = open(log_path, "ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen([sys.executable, "-m", "host.daemon", *argv], cwd=ROOT,
+        self.proc = subprocess.Popen([sys.executable, "-m", "host.daemon",
+                                      *any_http_port(argv)], cwd=ROOT,
                                      stdout=self._log, stderr=self._log, env=env)
 
         def ready() -> bool:

@@ -61,7 +61,8 @@ class Daemon:
     def __init__(self, tmp: Path, db: Path, *link: str, offline_after_s: int = 90) -> None:
         self.err = tmp / "daemon.log"
         self.args = [sys.executable, "-m", "host.daemon", "--db", str(db), *link,
-                     "--heartbeat-s", "2", "--offline-after-s", str(offline_after_s), "--debounce-ms", "400"]
+                     "--heartbeat-s", "2", "--offline-after-s", str(offline_after_s), "--debounce-ms", "400",
+                     "--http", "127.0.0.1:0"]
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Daemon":
@@ -74,6 +75,14 @@ class Daemon:
 
         assert poll_until(ready, 20, 0.05), "daemon did not start: " + self.err.read_text()
         return self
+
+    @property
+    def api_url(self) -> str:
+        """Base URL of the daemon's HTTP API (it serves on a free port: ``--http ...:0``)."""
+        import re
+        m = re.search(r"HTTP API on (\S+)/v1", self.err.read_text())
+        assert m, "the daemon logged no HTTP API address: " + self.err.read_text()[-2000:]
+        return m.group(1)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -90,7 +99,8 @@ class Rig:
     """Emulator + board (+ cable for serial) + daemon, torn down by the fixture."""
 
     def __init__(self, tmp: Path, kind: str = "gate", link: str = "serial", broker=None,
-                 offline_after_s: int = 90, **cfg_extra) -> None:
+                 offline_after_s: int = 90, board_env: dict[str, str] | None = None,
+                 **cfg_extra) -> None:
         self.tmp = tmp
         self.device_id = {"gate": "gate-01", "wash": "wash-1", "kiosk": "kiosk-1"}[kind]
         self.db = make_site(tmp, self.device_id, kind)
@@ -107,7 +117,8 @@ class Rig:
             cfg = make_config(self.device_id, kind, KEY, link="mqtt", broker=broker.address, **cfg_extra)
             link_tcp = None
         self.daemon.start()
-        self.board = SimBoard(tmp / "board", cfg, pn532_tcp=tcp, pn532_bus=bus, link_tcp=link_tcp)
+        self.board = SimBoard(tmp / "board", cfg, pn532_tcp=tcp, pn532_bus=bus, link_tcp=link_tcp,
+                              env=board_env)
 
     def boot(self, timeout: float = 30) -> None:
         mark = len(self.board.output())

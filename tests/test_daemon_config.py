@@ -73,7 +73,7 @@ def test_link_that_cannot_start_stops_the_ones_before_it(tmp_path: Path) -> None
     and leaves no link running and the writer closed."""
     path = tmp_path / "site.db"
     make_site(path)
-    d = Daemon(load_config(["--db", str(path), "--serial", "loop://",
+    d = Daemon(load_config(["--db", str(path), "--serial", "loop://", "--no-http",
                             "--nfc", "udp:127.0.0.1:1", "--nfc-device", "nobody"]))
     with pytest.raises(HostError, match="not registered"):
         d.start()

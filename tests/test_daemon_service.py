@@ -219,7 +219,8 @@ def test_metrics_port_in_use_is_exit_2_naming_the_port(tmp_path: Path,
         busy.listen()
         port = busy.getsockname()[1]
         try:
-            rc = main(["--db", str(path), "--serial", "loop://", "--metrics-port", str(port)])
+            rc = main(["--db", str(path), "--serial", "loop://", "--metrics-port", str(port),
+                       "--no-http"])
         finally:    # main() set up logging to this test's captured stderr
             root.handlers[:], root.propagate, root.level = saved
     err = capsys.readouterr().err.strip().splitlines()

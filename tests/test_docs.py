@@ -208,3 +208,64 @@ def test_deploy_doc_keeps_secrets_from_other_users():
     assert deploy.index("/dev/null /etc/mosquitto/tapkiosk.passwd") < deploy.index("mosquitto_passwd /etc")
     # Every backup recipe runs with a umask that leaves others out.
     assert re.search(r"^umask 007; sqlite3 .*\.backup", deploy, re.M)
+
+
+def _sh_block_after(path: Path, heading: str) -> list[str]:
+    """The commands of the first ```sh block under ``heading`` (continuations joined,
+    comments and blank lines left out)."""
+    text = path.read_text(encoding="utf-8")
+    section = text[text.index(heading):]
+    block = section[section.index("```sh\n") + 6:]
+    block = block[:block.index("```")]
+    commands, cur = [], ""
+    for line in block.splitlines():
+        line = line.split("  #")[0].rstrip() if not line.lstrip().startswith("#") else ""
+        if not line:
+            continue
+        cur += line[:-1] + " " if line.endswith("\\") else line
+        if not line.endswith("\\"):
+            commands.append(cur)
+            cur = ""
+    return commands
+
+
+@pytest.mark.skipif(__import__("shutil").which("curl") is None, reason="needs curl")
+def test_build_a_kiosk_curl_examples_run_against_the_real_daemon_and_firmware(rigs):
+    """docs/integrators.md "Build a kiosk": each curl command, run as written (BASE pointing
+    at the test daemon), answers what the comments under it say."""
+    import json
+    import threading
+    import time
+
+    from conftest import micropython_path
+    from firmware_rig import CARD
+
+    from host.store.db import open_db
+    from host.store.tokens import add_token
+
+    if micropython_path() is None:
+        pytest.skip("needs the MicroPython unix port")
+    commands = _sh_block_after(ROOT / "docs" / "integrators.md", "## Build a kiosk")
+    assert commands[0].startswith("BASE=") and len(commands) == 6, commands
+    rig = rigs(kind="kiosk", link="serial")
+    rig.boot()
+    db = open_db(rig.db)
+    token = add_token(db, "docs", "sales")[1]
+    db.conn.close()
+    env = dict(os.environ, TOKEN=token, BASE=rig.daemon.api_url + "/v1")
+    out = []
+    for cmd in commands[1:]:
+        if "?wait=" in cmd:   # "The member taps their card": the reader taps while curl waits
+            threading.Timer(1.0, rig.tap, args=(CARD,)).start()
+        r = subprocess.run(["bash", "-c", cmd], env=env, capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0, r.stderr
+        out.append(json.loads(r.stdout))
+        time.sleep(0.2)
+    products, armed, cancelled, armed2, paid = out
+    assert {"id": "coffee", "name": "Coffee 咖啡", "price_fen": 1200, "kinds": ["kiosk"]} in products["products"]
+    assert (armed["id"], armed["amount_fen"], armed["state"]) == (1, 500, "armed")
+    assert (cancelled["id"], cancelled["state"]) == (1, "cancelled")
+    assert (armed2["id"], armed2["amount_fen"], armed2["text"]) == (2, 2400, "Pay 24.00 请刷卡")
+    assert paid["state"] == "paid", rig.console()
+    assert (paid["result"]["charged_fen"], paid["result"]["points_earned"]) == (2280, 22)

@@ -131,12 +131,18 @@ def test_bonus_expiry_from_policy():
     assert "expire" in kinds and ledger.verify(db) == []
 
 
-def test_referral_paid_once_on_first_topup():
+def test_referral_paid_once_on_first_qualifying_topup():
     db, admin, clock, mid, _ = _site()
     new = admin.add_member("C", referrer_id=mid, consent_terms="t1")["member_id"]
-    assert admin.topup(new, 1000)["referral_points"] == 100
-    assert admin.topup(new, 1000)["referral_points"] == 0
-    assert ledger.balances(db.conn, mid)["points"] == 100
+    before = ledger.balances(db.conn, mid)
+    assert admin.topup(new, 1)["referral_points"] == 0          # below referral.min_purchase
+    assert admin.topup(new, 10000)["referral_points"] == 50
+    assert admin.topup(new, 10000)["referral_points"] == 0
+    after = ledger.balances(db.conn, mid)
+    assert after["points"] - before["points"] == 50
+    assert after["bonus_fen"] - before["bonus_fen"] == 500
+    mine = ledger.balances(db.conn, new)
+    assert (mine["points"], mine["bonus_fen"]) == (50, 500)
 
 
 def test_verify_reports_lot_mismatch():

@@ -72,7 +72,8 @@ def test_two_processes_cannot_double_spend(tmp_path):
 
 def test_two_processes_same_seqs_apply_once(tmp_path):
     path, db, mid = _site(tmp_path, 100_000)
-    grants = _run_pair(path, [("K1", 1, 80, 100), ("K1", 1, 80, 100)])
+    # 10.00 a tap: above tier_rules.min_purchase, so every applied tap is a qualifying purchase.
+    grants = _run_pair(path, [("K1", 1, 80, 1000), ("K1", 1, 80, 1000)])
     db2 = open_db(path)
     assert sum(grants) == 80                              # each seq applied by exactly one
     assert db2.execute("SELECT count(*) FROM taps").fetchone()[0] == 80

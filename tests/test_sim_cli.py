@@ -70,7 +70,7 @@ def test_sim_run_serves_the_daemon_and_taps_from_stdin_and_sim_tap(tmp_path, cap
     port = free_port()
     log = open(tmp_path / "daemon.log", "w")
     daemon = subprocess.Popen([sys.executable, "-m", "host.daemon", "--db", str(db), "--serial",
-                               f"socket://127.0.0.1:{port}"], cwd=ROOT, stdout=log, stderr=log,
+                               f"socket://127.0.0.1:{port}", "--no-http"], cwd=ROOT, stdout=log, stderr=log,
                               start_new_session=True)
     sim = subprocess.Popen([sys.executable, "-m", "sim.cli", "run", "--db", str(db), "--device",
                             "gate-1", "--serial", f"socket://127.0.0.1:{port}"], cwd=ROOT,

@@ -175,6 +175,7 @@ def parse_pins(text: str | None) -> dict[str, int | None]:
         UsageError: a malformed item or a name that is not a pin setting.
     """
     known = {k for pins in READER_PINS.values() for k in pins} | set(FEEDBACK) | set(_LINK_PIN_KEYS)
+    known.add("program<N>")
     out: dict[str, int | None] = {}
     for item in (text or "").replace(" ", "").split(","):
         if not item:
@@ -182,7 +183,7 @@ def parse_pins(text: str | None) -> dict[str, int | None]:
         name, sep, value = item.partition("=")
         if not sep or not value:
             raise UsageError(f"bad --pins item {item!r}: use NAME=GPIO, e.g. --pins sda=21,scl=22")
-        if name not in known:
+        if name not in known and _button_program(name) is None:
             raise UsageError(f"unknown pin {name!r} in --pins (known: {', '.join(sorted(known))})")
         if value.lower() == "none":
             out[name] = None
@@ -194,10 +195,19 @@ def parse_pins(text: str | None) -> dict[str, int | None]:
     return out
 
 
-def _check_pins(reader: dict[str, Any], feedback: dict[str, Any], link: dict[str, Any] | None) -> None:
+def _button_program(name: str) -> int | None:
+    """The wash program of a button pin name (``program2`` -> 2), None for another name."""
+    if name.startswith("program") and name[7:].isdigit() and 1 <= int(name[7:]) <= 255:
+        return int(name[7:])
+    return None
+
+
+def _check_pins(reader: dict[str, Any], feedback: dict[str, Any], link: dict[str, Any] | None,
+                buttons: dict[str, Any] | None = None) -> None:
     """Refuse GPIOs an ESP32 lacks, outputs on input-only pins, one GPIO used twice, UART0."""
     used: dict[int, str] = {}
     groups = [("", reader), ("", feedback)] + ([("link_", link)] if link else [])
+    groups += [("program", buttons)] if buttons else []
     for prefix, pins in groups:
         for key, gpio in pins.items():
             name = prefix + key
@@ -218,7 +228,7 @@ def _check_pins(reader: dict[str, Any], feedback: dict[str, Any], link: dict[str
             if gpio not in _GPIOS:
                 raise UsageError(f"{name}=GPIO{gpio} does not exist or drives the flash chip on an ESP32",
                                  "pick another GPIO: docs/technicians.md lists the default pins and the ones to avoid")
-            if gpio in _INPUT_ONLY and name not in _INPUT_PINS:
+            if gpio in _INPUT_ONLY and name not in _INPUT_PINS and prefix != "program":
                 raise UsageError(f"{name}=GPIO{gpio} is input-only on an ESP32: pick a GPIO below 34")
             if gpio in used:
                 raise UsageError(f"GPIO{gpio} is given to both {used[gpio]} and {name}",
@@ -296,10 +306,13 @@ def kind_settings(args: Any, kind: str) -> dict[str, int]:
     return {"service": 0, "amount": 0, "direction": DIRECTIONS.index(direction)}
 
 
-def _hardware(args: Any, reader_name: str, link: str) -> tuple[dict, dict, dict]:
-    """reader, feedback and serial-link settings: the defaults, ``--pins`` and ``--baud``."""
+def _hardware(args: Any, reader_name: str, link: str) -> tuple[dict, dict, dict, dict]:
+    """reader, feedback, serial-link and wash-button settings: the defaults, ``--pins`` and
+    ``--baud``. ``--pins program2=33`` wires the button of wash program 2 to GPIO33."""
     pins = _arg(args, "pins")
     overrides = dict(pins) if isinstance(pins, Mapping) else parse_pins(pins)
+    buttons = {str(_button_program(k)): overrides.pop(k) for k in list(overrides)
+               if _button_program(k) is not None and overrides[k] is not None}
     bus = READERS[reader_name]
     reader: dict[str, Any] = {"bus": bus, **READER_PINS[bus]}
     feedback: dict[str, Any] = dict(FEEDBACK)
@@ -318,8 +331,9 @@ def _hardware(args: Any, reader_name: str, link: str) -> tuple[dict, dict, dict]
         else:
             raise UsageError(f"pin {name!r} is not used by a {reader_name} reader "
                              f"(it uses {', '.join(k for k in reader if k != 'bus')})")
-    _check_pins(reader, feedback, serial if link == "serial" else None)
-    return reader, feedback, serial
+    _check_pins(reader, feedback, serial if link == "serial" else None,
+                {k: v for k, v in buttons.items()})
+    return reader, feedback, serial, buttons
 
 
 _LOOPBACK = ("localhost", "0.0.0.0", "::1", "::")
@@ -397,7 +411,9 @@ def build_config(args: Any, key: bytes | None = None) -> dict[str, Any]:
     if key is not None and (not isinstance(key, (bytes, bytearray)) or len(key) != 32):
         raise UsageError("the device key must be 32 bytes")
     settings = kind_settings(args, kind)
-    reader, feedback, serial = _hardware(args, reader_name, link)
+    reader, feedback, serial, buttons = _hardware(args, reader_name, link)
+    if buttons and kind != "wash":
+        raise UsageError(f"program buttons (--pins programN=GPIO) are for wash readers, not a {kind}")
     wifi, mqtt = _network(args, device_id, link)
     debounce = _arg(args, "debounce_ms", DEBOUNCE_MS)
     if not isinstance(debounce, int) or not 0 <= debounce <= 60000:
@@ -415,6 +431,8 @@ def build_config(args: Any, key: bytes | None = None) -> dict[str, Any]:
         "feedback": feedback,
         "debounce_ms": debounce,
         "config_version": CONFIG_VERSION,
+        # Wash program buttons: wired to GND, read with the internal pull-up (active 0).
+        **({"buttons": {"pins": buttons, "active": 0}} if buttons else {}),
     }
 
 

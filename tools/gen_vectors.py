@@ -125,12 +125,12 @@ def to_json(fields: dict[str, Any]) -> dict[str, Any]:
 MESSAGES: list[tuple[str, int, int, bytes, dict[str, Any]]] = [
     ("hello", P.HELLO, 0x00030000, P.UP, dict(fw="tapkiosk-fw 0.1.0", proto=1, kind=1, caps=0x0003, boot=3, reset=1, resend_floor=0x00020005)),
     ("welcome", P.WELCOME, 0x00010001, P.DOWN, dict(hello_seq=0x00030000, host_time=1795000000, heartbeat_s=30, offline_after_s=10, cfg_version=7)),
-    ("tap_uid4", P.TAP, 0x00030001, P.UP, dict(uid=bytes.fromhex("DEADBEEF"), sak=0x08, flags=0, direction=1, service=0, amount=0, device_time=1795000001, secure=b"")),
-    ("tap_uid7_amount", P.TAP, 0x00030002, P.UP, dict(uid=bytes.fromhex("04A1B2C3D4E5F6"), sak=0x00, flags=0, direction=0, service=0, amount=1250, device_time=1795000002, secure=b"")),
-    ("tap_offline_resent", P.TAP, 0x00020005, P.UP, dict(uid=bytes.fromhex("04A1B2C3D4E5F6"), sak=0x08, flags=3, direction=1, service=0, amount=0, device_time=1794999000, secure=b"")),
-    ("tap_uid10_secure", P.TAP, 0x00030003, P.UP, dict(uid=bytes.fromhex("0102030405060708090A"), sak=0x20, flags=0, direction=0, service=2, amount=0, device_time=0, secure=bytes.fromhex("01EF963FF7828658A599F3041510671E8894EED9EE65337086"))),
-    ("decision_grant", P.DECISION, 0x00010002, P.DOWN, dict(tap_seq=0x00030001, verdict=1, reason=0, relay_ms=800, pattern=1, balance=12345, points=678, uses=11, text="欢迎 Li · 11 washes left")),
-    ("decision_deny", P.DECISION, 0x00010003, P.DOWN, dict(tap_seq=0x00030002, verdict=0, reason=5, relay_ms=0, pattern=2, balance=350, points=-1, uses=-1, text="余额不足 3.50")),
+    ("tap_uid4", P.TAP, 0x00030001, P.UP, dict(uid=bytes.fromhex("DEADBEEF"), sak=0x08, flags=0, direction=1, service=0, amount=0, device_time=1795000001, secure=b"", sale_id=0)),
+    ("tap_uid7_amount", P.TAP, 0x00030002, P.UP, dict(uid=bytes.fromhex("04A1B2C3D4E5F6"), sak=0x00, flags=0, direction=0, service=0, amount=1250, device_time=1795000002, secure=b"", sale_id=0)),
+    ("tap_offline_resent", P.TAP, 0x00020005, P.UP, dict(uid=bytes.fromhex("04A1B2C3D4E5F6"), sak=0x08, flags=3, direction=1, service=0, amount=0, device_time=1794999000, secure=b"", sale_id=0)),
+    ("tap_uid10_secure", P.TAP, 0x00030003, P.UP, dict(uid=bytes.fromhex("0102030405060708090A"), sak=0x20, flags=0, direction=0, service=2, amount=0, device_time=0, secure=bytes.fromhex("01EF963FF7828658A599F3041510671E8894EED9EE65337086"), sale_id=0)),
+    ("decision_grant", P.DECISION, 0x00010002, P.DOWN, dict(tap_seq=0x00030001, verdict=1, reason=0, relay_ms=800, pattern=1, balance=12345, points=678, uses=11, text="欢迎 Li · 11 washes left", sale_id=0)),
+    ("decision_deny", P.DECISION, 0x00010003, P.DOWN, dict(tap_seq=0x00030002, verdict=0, reason=5, relay_ms=0, pattern=2, balance=350, points=-1, uses=-1, text="余额不足 3.50", sale_id=0)),
     ("ping", P.PING, 0x00030004, P.UP, dict(nonce=0xCAFEBABE)),
     ("ping_down", P.PING, 0x00010004, P.DOWN, dict(nonce=1)),
     ("pong", P.PONG, 0x00010005, P.DOWN, dict(nonce=0xCAFEBABE, host_time=1795000005)),
@@ -140,7 +140,14 @@ MESSAGES: list[tuple[str, int, int, bytes, dict[str, Any]]] = [
     ("error", P.ERROR, 0x00010008, P.DOWN, dict(ref_seq=0x00030006, code=4, text="replay")),
     ("ack", P.ACK, 0x00030007, P.UP, dict(ref_seq=0x00010006, code=0)),
     ("void", P.VOID, 0x00030008, P.UP, dict(tap_seq=0x00030002)),
-    ("decision_voided", P.DECISION, 0x00010009, P.DOWN, dict(tap_seq=0x00030002, verdict=0, reason=20, relay_ms=0, pattern=0, balance=12345, points=678, uses=-1, text="已撤销 voided")),
+    ("decision_voided", P.DECISION, 0x00010009, P.DOWN, dict(tap_seq=0x00030002, verdict=0, reason=20, relay_ms=0, pattern=0, balance=12345, points=678, uses=-1, text="已撤销 voided", sale_id=0)),
+    # Sales (protocol/README.md "Sales"): SALE arms (amount > 0) or clears (amount 0) a sale on a
+    # reader; the TAP that pays it and its DECISION carry the sale id as an optional last field.
+    ("sale", P.SALE, 0x0001000A, P.DOWN, dict(sale_id=42, amount=2400, service=0, timeout_s=60, text="Pay 24.00 请刷卡")),
+    ("sale_wash_program", P.SALE, 0x0001000B, P.DOWN, dict(sale_id=43, amount=4000, service=2, timeout_s=90, text="Premium wash 40.00")),
+    ("sale_cancel", P.SALE, 0x0001000C, P.DOWN, dict(sale_id=42, amount=0, service=0, timeout_s=0, text="")),
+    ("tap_sale", P.TAP, 0x00030009, P.UP, dict(uid=bytes.fromhex("04A1B2C3D4E5F6"), sak=0x00, flags=0, direction=0, service=0, amount=2400, device_time=1795000009, secure=b"", sale_id=42)),
+    ("decision_sale", P.DECISION, 0x0001000D, P.DOWN, dict(tap_seq=0x00030009, verdict=1, reason=0, relay_ms=0, pattern=1, balance=9945, points=700, uses=-1, text="paid 22.80", sale_id=42)),
 ]
 
 
@@ -219,6 +226,12 @@ def bad_packet_vectors(tap: bytes) -> list[dict[str, Any]]:
     # body_len 256 (> MAX_BODY) in a packet that still fits 296 bytes: a CONFIG of 22 ten-byte UIDs.
     big = struct.pack(">IHHHHB", 10, 0, 0, 1, 1, 2) + bytes([22]) + (bytes([10]) + bytes(range(1, 11))) * 22
     bad("body_len_256", ref_packet(P.CONFIG, 5, DEV, big, KEY, P.DOWN), "MalformedError", "D")
+    sale = P.encode_body(P.SALE, dict(sale_id=42, amount=2400, service=0, timeout_s=60, text=""))
+    bad("sale_sent_up", ref_packet(P.SALE, 5, DEV, sale, KEY, P.UP), "MalformedError")
+    bad("sale_id_zero", ref_packet(P.SALE, 5, DEV, bytes(4) + sale[4:], KEY, P.DOWN), "MalformedError", "D")
+    tap_body = P.encode_body(P.TAP, MESSAGES[2][4])
+    bad("tap_sale_id_zero", ref_packet(P.TAP, 5, DEV, tap_body + bytes(4), KEY, P.UP), "MalformedError")
+    bad("tap_sale_id_truncated", ref_packet(P.TAP, 5, DEV, tap_body + b"\x00\x2a", KEY, P.UP), "MalformedError")
     bad("decision_sent_up", ref_packet(P.DECISION, 5, DEV, struct.pack(">IBBHBiih", 1, 1, 0, 0, 0, 0, 0, -1) + b"\x00", KEY, P.UP), "MalformedError")
     return vectors
 

@@ -4,17 +4,24 @@
 Each write runs in one ``BEGIN IMMEDIATE`` transaction and is idempotent by ``key`` (the
 CLI's ``--idempotency-key``); see ``host.admin.core``. The writes live by responsibility:
 ``members``, ``cards``, ``wallet`` (top-up, refund, points, reversals, expiry), ``passes``,
-``privacy`` (reveal, member data export, erasure, retention).
+``privacy`` (reveal, member data export, erasure, retention), ``tiers`` (periodic
+re-evaluation), ``coupons``, ``messages`` (contacts, the daily queue), ``catalogue`` (what
+points buy).
 """
 
 from host.admin.cards import CardWrites
+from host.admin.catalogue import CatalogueWrites
+from host.admin.coupons import CouponWrites
 from host.admin.members import MemberWrites
+from host.admin.messages import MessageWrites
 from host.admin.passes import PassWrites
 from host.admin.privacy import PrivacyWrites
+from host.admin.tiers import TierWrites
 from host.admin.wallet import WalletWrites
 
 
-class Admin(MemberWrites, CardWrites, WalletWrites, PassWrites, PrivacyWrites):
+class Admin(MemberWrites, CardWrites, WalletWrites, PassWrites, PrivacyWrites, TierWrites,
+            CouponWrites, MessageWrites, CatalogueWrites):
     """Operator writes: ``Admin(db, policy=None, clock=None)``."""
 
 

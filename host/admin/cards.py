@@ -7,6 +7,7 @@ import sqlite3
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from host.admin.coupons import issue_for_event
 from host.admin.core import AdminCore, check_int
 from host.store.uid import canonical_uid
 from host.errors import Conflict, InputError, NotFound
@@ -47,6 +48,7 @@ class CardWrites(AdminCore):
                                f"{card.status})")
             conn.execute("INSERT INTO cards (uid, member_id, expires_at, created_at, updated_at) "
                          "VALUES (?,?,?,?,?)", (uid, member_id, expires_at, ts, ts))
+            issue_for_event(conn, self.policy, member_id, "first_card", ts, "first_card", key)
             return {"uid": uid, "member_id": member_id, "status": "active"}
         return self.write("card.enroll", dict(member_id=member_id, uid=uid,
                                               expires_at=expires_at), key, fn)

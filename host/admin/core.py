@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 import sqlite_utils
 
-from host.errors import InputError, NotFound
+from host.errors import Conflict, InputError, NotFound
 from host.ledger import book as ledger
 from host.ledger import idempotent
 from host.rules.policy import Policy, policy_and_clock
@@ -56,9 +56,12 @@ def check_int(value: int, what: str, lo: int = 1) -> int:
 
 
 def check_name(name: str) -> str:
-    """A member name: text of at most 64 characters."""
+    """A member name: text of at most 64 characters, no control characters (a newline
+    would break every list and export)."""
     if not isinstance(name, str) or len(name) > 64:
         raise InputError("name must be at most 64 characters")
+    if not name.isprintable():
+        raise InputError("name must not contain control characters (newline, tab, ...)")
     return name
 
 
@@ -117,6 +120,14 @@ class AdminCore:
         if row is None:
             raise NotFound(f"unknown member {member_id}")
         return MemberRow(*row)
+
+    @classmethod
+    def active_member(cls, conn: sqlite3.Connection, member_id: int) -> MemberRow:
+        """The member ``member_id``; NotFound when there is none, Conflict when suspended."""
+        m = cls.member(conn, member_id)
+        if m.status != "active":
+            raise Conflict(f"member {member_id} is suspended")
+        return m
 
     @staticmethod
     def state(conn: sqlite3.Connection, member_id: int) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
+from host.admin.coupons import issue_for_event
 from host.admin.core import AdminCore, check_int, check_name, parse_birthday
 from host.errors import Conflict, InputError
 from host.ledger import rewards
@@ -108,6 +109,7 @@ class MemberWrites(AdminCore):
             if vault is not None:
                 store_personal(conn, vault, mid, fields, ts)
             conn.execute(_TIER_LOG, (ts, mid, None, t, manual, "enrolled", key))
+            issue_for_event(conn, self.policy, mid, "signup", ts, "signup", key)
             return {"member_id": mid, "tier": t}
         return self.write("member.add", args, key, fn)
 

@@ -2,7 +2,9 @@
 """``tapkiosk`` — the operator command line.
 
 ``main(argv) -> int`` is testable in-process. Global options: ``--db PATH`` (default: env
-``TAPKIOSK_DB``, else ``~/.local/share/tapkiosk/site.db``), ``--policy PATH``, ``--json``.
+``TAPKIOSK_DB``, else ``~/.local/share/tapkiosk/site.db``), ``--policy PATH`` (default: env
+``TAPKIOSK_POLICY``, else the path stored by ``policy set``, else the shipped defaults, with
+a warning on a terminal), ``--json``.
 Every refused request (bad input, unknown member, conflicting idempotency key, not enough
 balance) prints one ``tapkiosk: error: ...`` line on stderr, exits 2 and writes nothing.
 ``verify`` exits 1 when a projection differs from the ledger. Only ``init`` and ``upgrade``
@@ -28,25 +30,28 @@ from datetime import datetime
 from typing import TextIO
 
 from host.admin import Admin
-from host.cli import (books, delegate, devices, members, money, privacy, reports, staff, tap,
-                       tokens, upkeep)
+from host.cli import (books, catalogue, coupons, delegate, devices, members, messages, money,
+                       privacy, reports, site_policy, staff, tap, tiers, tokens, upkeep)
 from host.cli.args import Parser, parents
 from host.cli.context import Ctx, Handler
 from host.errors import HostError, InputError
 from host.rules.policy import load_policy
-from host.store import audit
+from host.store import audit, settings
 from host.store.db import default_db_path, open_db
 
 #: Command groups in ``--help`` order.
 _GROUPS = (devices.add_site_parsers, members.add_parsers, devices.add_parsers,
            money.add_parsers, tap.add_parsers, reports.add_parsers, books.add_parsers,
-           tokens.add_parsers, staff.add_parsers, privacy.add_parsers, upkeep.add_parsers)
+           tokens.add_parsers, staff.add_parsers, privacy.add_parsers, site_policy.add_parsers,
+           tiers.add_parsers, coupons.add_parsers, messages.add_parsers, catalogue.add_parsers,
+           upkeep.add_parsers)
 
 #: Every command: its words (``"member add"``) -> its handler.
 COMMANDS: dict[str, Handler] = {**devices.COMMANDS, **members.COMMANDS, **money.COMMANDS,
                                 **tap.COMMANDS, **reports.COMMANDS, **books.COMMANDS,
                                 **tokens.COMMANDS, **staff.COMMANDS, **privacy.COMMANDS,
-                                **upkeep.COMMANDS}
+                                **site_policy.COMMANDS, **tiers.COMMANDS, **coupons.COMMANDS,
+                                **messages.COMMANDS, **catalogue.COMMANDS, **upkeep.COMMANDS}
 
 
 def _version() -> str:
@@ -63,7 +68,8 @@ def build_parser() -> Parser:
                       "--help): the site daemon, the site check against daemon.toml, the "
                       "technician's flash tool, simulated readers, the demo")
     p.add_argument("--db", help="site database (default: $TAPKIOSK_DB or the user data dir)")
-    p.add_argument("--policy", help="policy TOML file (default: shipped defaults)")
+    p.add_argument("--policy", help="policy TOML file (default: $TAPKIOSK_POLICY, else the "
+                   "site's, set by 'tapkiosk policy set', else the shipped defaults)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--version", action="version", version=f"tapkiosk {_version()}")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=Parser)
@@ -78,12 +84,15 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     path = args.db or default_db_path()
     if args.cmd != "init" and path != ":memory:" and not os.path.exists(path):
         raise InputError(f"no database at {path}: run 'tapkiosk init' first (or pass --db)")
-    policy = load_policy(args.policy)
     migrating = args.cmd in upkeep.MIGRATING
     if migrating:
         upkeep.before_upgrade(path, args)
     db = open_db(path, upgrade=migrating)
     try:
+        where, source = settings.policy_location(db, args.policy)
+        if source == "defaults" and args.cmd != "policy" and sys.stderr.isatty():
+            print(f"tapkiosk: warning: {site_policy.DEFAULTS_WARNING}", file=sys.stderr)
+        policy = load_policy(where)
         admin = Admin(db, policy, actor=audit.cli_actor())  # every CLI write is audited
         ctx = Ctx(db, policy, admin, path, out, args.json, datetime.now(policy.tz))
         name = " ".join(w for w in (args.cmd, getattr(args, "sub", None)) if w)

@@ -97,6 +97,8 @@ def member_show(ctx: Ctx, a: argparse.Namespace) -> None:
 
 
 def member_list(ctx: Ctx, a: argparse.Namespace) -> None:
+    if a.tier is not None and a.tier not in ctx.policy.tiers:
+        raise InputError(f"unknown tier {a.tier!r} (tiers: {', '.join(ctx.policy.tiers)})")
     ctx.show(views.members(ctx.db, a.tier, a.limit))
 
 
@@ -130,6 +132,8 @@ def card_enroll(ctx: Ctx, a: argparse.Namespace) -> None:
     if a.expires:
         exp = int(datetime(a.expires.year, a.expires.month, a.expires.day,
                            tzinfo=ctx.policy.tz).timestamp())
+        if exp <= ctx.ts():
+            raise InputError(f"--expires {a.expires.isoformat()} is not in the future")
     member, uid = _enroll_target(a)
     if a.secure:
         if not a.reader:

@@ -12,7 +12,7 @@ from host.errors import InputError
 
 
 def add_parsers(sub: Any, p: Parents) -> None:
-    """``topup``, ``refund``, ``pass sell|plans`` and ``points redeem|gift``."""
+    """``topup``, ``refund``, ``pass sell|plans|cancel`` and ``points redeem|gift|grant``."""
     t = sub.add_parser("topup", help="add stored value (ladder bonus applies)", **p.write)
     t.add_argument("member", type=member_arg)
     t.add_argument("amount", type=money_arg, help="yuan, e.g. 100.00")
@@ -27,14 +27,24 @@ def add_parsers(sub: Any, p: Parents) -> None:
     t.add_argument("plan")
     t.add_argument("--from-balance", action="store_true", help="pay from stored value")
     ps.add_parser("plans", help="list the plans of the policy", **p.read)
+    t = ps.add_parser("cancel", help="stop a pass now, refund the unused part pro rata",
+                      **p.write)
+    t.add_argument("pass_id", type=whole("pass id"))
 
     pts = group(sub, "points", "points")
-    t = pts.add_parser("redeem", **p.write)
+    t = pts.add_parser("redeem", help="points for a catalogue item or bonus balance",
+                       **p.write)
+    t.add_argument("member", type=member_arg)
+    t.add_argument("points", nargs="?", type=whole("points"),
+                   help="the points (for --item: optional, the catalogue price)")
+    g = t.add_mutually_exclusive_group(required=True)
+    g.add_argument("--item", help="a catalogue item (tapkiosk catalogue list)")
+    g.add_argument("--to-balance", action="store_true", help="convert to bonus balance")
+    t.add_argument("--qty", type=whole("quantity", 1, 1000), default=1)
+    t = pts.add_parser("grant", help="a manager's grant of points, with the reason", **p.write)
     t.add_argument("member", type=member_arg)
     t.add_argument("points", type=whole("points"))
-    g = t.add_mutually_exclusive_group(required=True)
-    g.add_argument("--item", help="what the points buy")
-    g.add_argument("--to-balance", action="store_true", help="convert to bonus balance")
+    t.add_argument("--reason", required=True)
     t = pts.add_parser("gift", **p.write)
     t.add_argument("from_member", type=member_arg)
     t.add_argument("to_member", type=member_arg)
@@ -55,6 +65,10 @@ def pass_sell(ctx: Ctx, a: argparse.Namespace) -> None:
     ctx.show(ctx.admin.sell_pass(a.member, a.plan, from_balance=a.from_balance, key=a.key))
 
 
+def pass_cancel(ctx: Ctx, a: argparse.Namespace) -> None:
+    ctx.show(ctx.admin.cancel_pass(a.pass_id, key=a.key))
+
+
 def pass_plans(ctx: Ctx, a: argparse.Namespace) -> None:
     ctx.show([{"plan": p.name, "kind": p.kind, "price_fen": p.price_fen,
                "covers": " ".join(p.covers), "duration": p.duration, "uses": p.uses,
@@ -63,8 +77,14 @@ def pass_plans(ctx: Ctx, a: argparse.Namespace) -> None:
 
 
 def points_redeem(ctx: Ctx, a: argparse.Namespace) -> None:
-    ctx.show(ctx.admin.redeem_points(a.member, a.points, item=a.item,
+    if a.to_balance and a.points is None:
+        raise InputError("give the points to convert")
+    ctx.show(ctx.admin.redeem_points(a.member, a.points, item=a.item, qty=a.qty,
                                      to_balance=a.to_balance, key=a.key))
+
+
+def points_grant(ctx: Ctx, a: argparse.Namespace) -> None:
+    ctx.show(ctx.admin.grant_points(a.member, a.points, a.reason, key=a.key))
 
 
 def points_gift(ctx: Ctx, a: argparse.Namespace) -> None:
@@ -73,5 +93,6 @@ def points_gift(ctx: Ctx, a: argparse.Namespace) -> None:
 
 COMMANDS: dict[str, Handler] = {
     "topup": topup, "refund": refund, "pass sell": pass_sell, "pass plans": pass_plans,
-    "points redeem": points_redeem, "points gift": points_gift,
+    "pass cancel": pass_cancel,
+    "points redeem": points_redeem, "points gift": points_gift, "points grant": points_grant,
 }

@@ -21,7 +21,10 @@ def show(value: Any, as_json: bool, out: TextIO, tz: tzinfo) -> None:
         table(value, out, tz)
         return
     for k, v in value.items():
-        if isinstance(v, list):
+        if isinstance(v, list) and not all(isinstance(x, dict) for x in v):
+            out.write(f"{k}:\n")
+            out.write("".join(f"  {_one_line(str(x))}\n" for x in v) or "  (none)\n")
+        elif isinstance(v, list):
             out.write(f"{k}:\n")
             table(v, out, tz, indent="  ")
         elif isinstance(v, dict):
@@ -35,7 +38,7 @@ def show(value: Any, as_json: bool, out: TextIO, tz: tzinfo) -> None:
 def human(key: str, v: Any, tz: tzinfo) -> str:
     """One value for people, by its key's name."""
     if isinstance(v, bool) or not isinstance(v, int):
-        return "" if v is None else str(v)
+        return "" if v is None else _one_line(str(v))
     if key.endswith("_fen"):
         return format_fen(v)
     if key == "ts" or key.endswith("_at") or key == "last_seen":
@@ -43,6 +46,14 @@ def human(key: str, v: Any, tz: tzinfo) -> str:
             return "never" if key == "expires_at" else "-"
         return datetime.fromtimestamp(v, tz).strftime("%Y-%m-%d %H:%M")
     return str(v)
+
+
+def _one_line(s: str) -> str:
+    """``s`` with control characters (a newline in a name) shown escaped, so that one row
+    stays one line."""
+    if s.isprintable():
+        return s
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
 
 
 def table(rows: list[dict[str, Any]], out: TextIO, tz: tzinfo, indent: str = "") -> None:
@@ -59,12 +70,27 @@ def table(rows: list[dict[str, Any]], out: TextIO, tz: tzinfo, indent: str = "")
         out.write(indent + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
 
 
+#: A text cell starting with one of these is read as a formula by spreadsheets.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(key: str, v: Any) -> Any:
+    """One CSV cell: money in yuan; text that a spreadsheet would run as a formula
+    (``=``, ``+``, ``-``, ``@``, tab, CR first) prefixed with ``'`` (OWASP CSV injection)."""
+    if key.endswith("_fen") and isinstance(v, int) and not isinstance(v, bool):
+        return format_fen(v)
+    if isinstance(v, str) and v.startswith(_FORMULA_START):
+        return "'" + v
+    return v
+
+
 def write_csv(rows: list[dict[str, Any]], out: TextIO) -> None:
-    """Rows as CSV with a header (money in yuan); nothing when empty."""
+    """Rows as CSV with a header (money in yuan); nothing when empty. The columns are every
+    key of any row, in first-seen order (a total row may carry more)."""
     if not rows:
         return
-    w = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    w = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: (format_fen(v) if k.endswith("_fen") and isinstance(v, int) else v)
-                    for k, v in r.items()})
+        w.writerow({k: csv_cell(k, v) for k, v in r.items()})

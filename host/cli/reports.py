@@ -9,13 +9,14 @@ from typing import Any
 from host.cli import render
 from host.cli.args import Parents, date_arg, group, whole
 from host.cli.context import Ctx, Handler
-from host.store import reports
+from host.store import programme_reports, reports
 
-_NAMES = ("daily", "members", "devices", "dormant")
+_NAMES = ("daily", "members", "devices", "dormant", "referrals", "coupons", "campaigns",
+          "spend", "top-spenders", "birthdays")
 
 
 def add_parsers(sub: Any, p: Parents) -> None:
-    """``report daily|members|devices|dormant`` with ``--csv`` and ``--days``."""
+    """``report daily|members|devices|dormant|referrals|coupons|campaigns|spend|top-spenders|birthdays`` with ``--csv`` and ``--days``."""
     rep = group(sub, "report", "reports")
     for name in _NAMES:
         r = rep.add_parser(name, **p.read)
@@ -23,6 +24,8 @@ def add_parsers(sub: Any, p: Parents) -> None:
         r.add_argument("--days", type=whole("days", 1, 3660))
         if name == "daily":
             r.add_argument("--date", type=date_arg, help="last day (default: today)")
+        if name == "top-spenders":
+            r.add_argument("--limit", type=whole("limit", 1, 1000), default=10)
 
 
 def _print(ctx: Ctx, a: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
@@ -48,7 +51,35 @@ def dormant(ctx: Ctx, a: argparse.Namespace) -> None:
     _print(ctx, a, reports.dormant(ctx.db, ctx.policy, ctx.now, a.days))
 
 
+def referrals_report(ctx: Ctx, a: argparse.Namespace) -> None:
+    _print(ctx, a, programme_reports.referrals(ctx.db, ctx.policy, ctx.now, a.days))
+
+
+def coupons_report(ctx: Ctx, a: argparse.Namespace) -> None:
+    _print(ctx, a, programme_reports.coupons(ctx.db, ctx.policy, ctx.now, a.days))
+
+
+def campaigns_report(ctx: Ctx, a: argparse.Namespace) -> None:
+    _print(ctx, a, programme_reports.campaigns(ctx.db, ctx.policy, ctx.now))
+
+
+def spend_report(ctx: Ctx, a: argparse.Namespace) -> None:
+    _print(ctx, a, programme_reports.spend(ctx.db, ctx.policy, ctx.now, a.days or 30))
+
+
+def top_spenders_report(ctx: Ctx, a: argparse.Namespace) -> None:
+    _print(ctx, a, programme_reports.top_spenders(ctx.db, ctx.policy, ctx.now, a.days or 30,
+                                                  a.limit))
+
+
+def birthdays_report(ctx: Ctx, a: argparse.Namespace) -> None:
+    _print(ctx, a, programme_reports.birthdays(ctx.db, ctx.policy, ctx.now, a.days or 14))
+
+
 COMMANDS: dict[str, Handler] = {
     "report daily": daily, "report members": members, "report devices": devices,
-    "report dormant": dormant,
+    "report dormant": dormant, "report referrals": referrals_report,
+    "report coupons": coupons_report, "report campaigns": campaigns_report,
+    "report spend": spend_report, "report top-spenders": top_spenders_report,
+    "report birthdays": birthdays_report,
 }

@@ -9,6 +9,7 @@ from typing import Any
 from host.store.uid import canonical_uid
 from host.cli.args import Parents, money_arg, whole
 from host.cli.context import Ctx, Handler
+from host.errors import InputError
 from host.rules.engine import Engine, Tap
 from host.store.devices import get_device
 
@@ -18,15 +19,27 @@ def add_parsers(sub: Any, p: Parents) -> None:
     t = sub.add_parser("tap", help="run one tap through the engine", **p.write)
     t.add_argument("device_id")
     t.add_argument("uid")
-    t.add_argument("--service", type=whole("service code", 0, 255), default=0)
-    t.add_argument("--amount", type=money_arg, default=0, help="yuan (kiosk)")
-    t.add_argument("--direction", choices=("in", "out"))
+    t.add_argument("--service", type=whole("service code", 0, 255),
+                   help="wash program code (wash bays: required)")
+    t.add_argument("--amount", type=money_arg, help="yuan (kiosks: required)")
+    t.add_argument("--direction", choices=("in", "out"),
+                   help="gate set to both directions: in (default) or out (leaving)")
+
+
+def _check_usage(kind: str, a: argparse.Namespace) -> None:
+    """A kiosk tap needs --amount, a wash tap --service; neither is recorded without."""
+    if kind == "kiosk" and a.amount is None:
+        raise InputError(f"device {a.device_id} is a kiosk: give --amount YUAN")
+    if kind == "wash" and a.service is None:
+        raise InputError(f"device {a.device_id} is a wash bay: give --service CODE")
+    if kind != "gate" and a.direction is not None:
+        raise InputError("--direction is only for gates")
 
 
 def tap(ctx: Ctx, a: argparse.Namespace) -> None:
-    get_device(ctx.db, a.device_id)
-    t = Tap(a.device_id, 0, canonical_uid(a.uid), service=a.service, amount_fen=a.amount,
-            direction=a.direction)
+    _check_usage(get_device(ctx.db, a.device_id)["kind"], a)
+    t = Tap(a.device_id, 0, canonical_uid(a.uid), service=a.service or 0,
+            amount_fen=a.amount or 0, direction=a.direction)
     engine = Engine(ctx.db, ctx.policy)
     d = engine.decide_local(t, key=a.key)
     ctx.show({"seq": engine.last_local_seq, "verdict": d.verdict, "reason": d.reason,

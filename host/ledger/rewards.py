@@ -4,8 +4,8 @@
 - points: ``paid_fen // 100 * points_per_yuan`` times the day's multiplier (birthday month,
   member day; policy ``points.combine`` says "max" or "multiply" when both apply), credited as
   a lot that expires ``points_expiry_months`` after the month it was earned in;
-- one qualifying purchase, after which the member moves up to the highest tier whose rule the
-  purchases in its window meet (never down, never when the tier was set manually).
+- one qualifying purchase (at least ``tier_rules.min_purchase``), after which the member moves
+  up to the highest tier whose upgrade rule is met (``host.ledger.tiers``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,11 @@ from typing import Any
 
 from host.ledger import book as ledger
 from host.ledger.periods import months_later_start
+from host.ledger.tiers import maybe_upgrade
+from host.rules import campaigns
 from host.rules.policy import Policy
+
+__all__ = ["earn", "maybe_upgrade", "points_expiry", "points_multiplier", "qualify"]
 
 
 def points_multiplier(policy: Policy, now: datetime, birthday: str | None) -> int:
@@ -44,9 +48,12 @@ def points_expiry(policy: Policy, now: datetime) -> int:
 
 def earn(conn: sqlite3.Connection, policy: Policy, member_id: int, birthday: str | None,
          paid_fen: int, now: datetime, ts: int, *, pending: ledger.Pending | None = None,
-         **refs: Any) -> int:
-    """Credit the points a payment of ``paid_fen`` earns; returns them (0: nothing written)."""
-    pts = paid_fen // 100 * policy.points_per_yuan * points_multiplier(policy, now, birthday)
+         campaign_kind: str | None = None, **refs: Any) -> int:
+    """Credit the points a payment of ``paid_fen`` earns (times a campaign's multiplier for
+    ``campaign_kind``, ``host.rules.campaigns``); returns them (0: nothing written)."""
+    mult = points_multiplier(policy, now, birthday)
+    mult *= campaigns.points_multiplier(policy, now, campaign_kind)
+    pts = paid_fen // 100 * policy.points_per_yuan * mult
     if pts > 0:
         ledger.credit(conn, ts, member_id, "points", pts, "earn",
                       expires_at=points_expiry(policy, now), pending=pending, **refs)
@@ -54,11 +61,14 @@ def earn(conn: sqlite3.Connection, policy: Policy, member_id: int, birthday: str
 
 
 def qualify(conn: sqlite3.Connection, policy: Policy, member_id: int, ts: int, *,
-            pending: ledger.Pending | None = None, current: tuple[str, int] | None = None,
-            **refs: Any) -> str | None:
-    """Count one qualifying purchase and upgrade the tier when a rule is met; returns the new
-    tier or None. ``current`` = (tier, tier_manual) and ``pending`` when the caller has them:
-    with both, a member below the smallest rule's count costs no window query."""
+            paid_fen: int, now: datetime | None = None, pending: ledger.Pending | None = None,
+            current: tuple[str, int] | None = None, **refs: Any) -> str | None:
+    """Count one qualifying purchase of ``paid_fen`` (nothing below
+    ``tier_rules.min_purchase``) and upgrade the tier when a rule is met (``host.ledger.tiers``);
+    returns the new tier or None. ``current`` = (tier, tier_manual) and ``pending`` when the
+    caller has them: with both, a member below every rule's count costs no window query."""
+    if paid_fen < policy.tier_min_purchase_fen:
+        return None
     ledger.credit(conn, ts, member_id, "qualifying", 1, "purchase", pending=pending, **refs)
     if current is not None and current[1]:
         return None
@@ -66,36 +76,11 @@ def qualify(conn: sqlite3.Connection, policy: Policy, member_id: int, ts: int, *
         # Purchases in any window <= lifetime purchases: below the smallest rule's count no
         # upgrade is possible.
         return None
-    return maybe_upgrade(conn, policy, member_id, ts, current=current)
+    return maybe_upgrade(conn, policy, member_id, ts, current=current, now=now, pending=pending,
+                         key=refs.get("op_key"))
 
 
 def _min_upgrade(policy: Policy) -> int:
-    return min((t.upgrade_purchases for t in policy.tiers.values() if t.upgrade_purchases),
-               default=1 << 62)
-
-
-def maybe_upgrade(conn: sqlite3.Connection, policy: Policy, member_id: int, ts: int,
-                  current: tuple[str, int] | None = None) -> str | None:
-    """Move the member up to the highest tier whose rule their qualifying activity meets
-    (never down, never when the tier was set manually). Logs the change; returns the new
-    tier or None. ``current`` = (tier, tier_manual) when the caller already read them."""
-    row = current if current is not None else conn.execute(
-        "SELECT tier, tier_manual FROM members WHERE id = ?", (member_id,)).fetchone()
-    if row is None or row[1]:
-        return None
-    current_tier = policy.tiers.get(row[0])
-    rank = current_tier.rank if current_tier else 0
-    for tier in reversed(policy.tiers_by_rank()):
-        if tier.rank <= rank or not tier.upgrade_purchases:
-            continue
-        since = ts - tier.upgrade_window_days * 86400
-        n = conn.execute("SELECT coalesce(sum(delta), 0) FROM ledger WHERE member_id = ? AND "
-                         "currency = 'qualifying' AND ts > ?", (member_id, since)).fetchone()[0]
-        if n >= tier.upgrade_purchases:
-            conn.execute("UPDATE members SET tier = ? WHERE id = ?", (tier.name, member_id))
-            conn.execute("INSERT INTO tier_changes (ts, member_id, old_tier, new_tier, manual, "
-                         "reason) VALUES (?,?,?,?,0,?)",
-                         (ts, member_id, row[0], tier.name,
-                          f"{n} purchases in {tier.upgrade_window_days} days"))
-            return tier.name
-    return None
+    """The fewest purchases any upgrade rule needs (a spend-only rule needs one)."""
+    return min((max(t.upgrade_purchases, 1) for t in policy.tiers.values()
+                if t.upgrade_purchases or t.upgrade_spend_fen), default=1 << 62)

@@ -113,6 +113,8 @@ class TapContext:
     now: datetime
     ts: int
     tap_id: int
+    #: The reader's armed sale (host/rules/sales.py), None when there is none.
+    sale: Any = None
 
     def deny(self, reason: str, text: str) -> Denied:
         """A Denied for this tap's member and device kind (to ``raise``)."""

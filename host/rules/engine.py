@@ -43,7 +43,7 @@ import sqlite_utils
 from host.errors import HostError, InputError
 from host.ledger import book as ledger
 from host.ledger import idempotent
-from host.rules import gate, kiosk, offline, wash
+from host.rules import gate, kiosk, offline, sales, wash
 from host.rules.context import CARD_SQL, CardRow, Denied, Member, Outcome, TapContext
 from host.rules.policy import Policy, policy_and_clock
 from host.secure.check import check_tap
@@ -71,6 +71,8 @@ class Tap:
     offline: bool = False
     device_time: int = 0
     secure: bytes = b""
+    #: The sale the reader showed when the card was tapped (0: none; host/rules/sales.py).
+    sale_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -88,12 +90,14 @@ class Decision:
     member_id: int | None
     reply: bytes = b""
     replayed: bool = False
+    #: The sale this tap paid or was refused for (0: none).
+    sale_id: int = 0
 
 
 #: Builds the reply packet of a decision inside the transaction (stored with the tap).
 EncodeReply = Callable[[Decision], bytes]
 
-_INT_FIELDS = ("seq", "sak", "service", "amount_fen", "device_time")
+_INT_FIELDS = ("seq", "sak", "service", "amount_fen", "device_time", "sale_id")
 _INT64 = 1 << 63
 
 
@@ -222,16 +226,20 @@ class Engine:
         # Secure cards first, outside the SAVEPOINT: a verified SUN counter stays used even
         # when the tap is then refused for another reason (host/secure/check.py).
         sec = check_tap(conn, self.policy, tap)
+        sale = None if tap.offline else sales.for_tap(conn, tap.device_id, ts)
+        if sale is not None and tap.sale_id and tap.sale_id != sale.id:
+            sale = None   # the reader showed another sale: this tap pays nothing
+        sale_id = sale.id if sale is not None else tap.sale_id
         conn.execute("SAVEPOINT tap")
         try:
             try:
                 if not sec.ok:
                     raise Denied(sec.reason, sec.text, sec.member_id)
-                out = self._evaluate(conn, tap, now, ts, tap_id)
+                out = self._evaluate(conn, tap, now, ts, tap_id, sale)
             except Denied as d:
                 conn.execute("ROLLBACK TO tap")
                 out = Outcome("deny", d.reason, d.text, member_id=d.member_id, kind=d.kind)
-            decision = self._finish(conn, out, encode_reply)
+            decision = self._finish(conn, out, encode_reply, sale_id=sale_id)
             self._record(conn, tap, ts, tap_id, out, decision, t0, sec.note)
         except (HostError, ValueError, TypeError, KeyError, sqlite3.IntegrityError,
                 ArithmeticError) as e:
@@ -239,13 +247,16 @@ class Engine:
             conn.execute("ROLLBACK TO tap")
             out = Outcome("deny", "internal", f"Error, see staff ({type(e).__name__})",
                           pattern=codes.PAT_FAULT)
-            decision = self._finish(conn, out, encode_reply, safe=True)
+            decision = self._finish(conn, out, encode_reply, safe=True, sale_id=sale_id)
             self._record(conn, tap, ts, tap_id, out, decision, t0, sec.note)
         conn.execute("RELEASE tap")
+        if sale is not None:
+            sales.settle(conn, sale.id, tap_id, ts, _sale_result(decision, out))
         return decision
 
     def _finish(self, conn: sqlite3.Connection, out: Outcome,
-                encode_reply: EncodeReply | None, safe: bool = False) -> Decision:
+                encode_reply: EncodeReply | None, safe: bool = False,
+                sale_id: int = 0) -> Decision:
         bal, pts = 0, 0
         if out.balance_fen is not None:
             bal, pts = out.balance_fen, out.points
@@ -257,7 +268,8 @@ class Engine:
         if out.verdict == "grant" and out.pattern == codes.PAT_DENY:
             out.pattern = codes.PAT_GRANT
         d = Decision(out.verdict, out.reason, out.relay_ms if out.verdict == "grant" else 0,
-                     out.pattern, clip_text(out.text), bal, pts, out.uses_left, out.member_id)
+                     out.pattern, clip_text(out.text), bal, pts, out.uses_left, out.member_id,
+                     sale_id=sale_id)
         reply = b""
         if encode_reply is not None:
             try:
@@ -300,7 +312,7 @@ class Engine:
         return kind, settings
 
     def _evaluate(self, conn: sqlite3.Connection, tap: Tap, now: datetime, ts: int,
-                  tap_id: int) -> Outcome:
+                  tap_id: int, sale: sales.Sale | None = None) -> Outcome:
         """Device, card and member checks, then the rule of the device's kind."""
         dev = self._device(conn, tap.device_id)
         if dev is None:
@@ -320,7 +332,7 @@ class Engine:
         if card.member_status != "active":
             raise Denied("member_inactive", "Membership suspended", card.member_id, kind)
         m = Member.from_card(card)
-        ctx = TapContext(conn, self.policy, tap, kind, settings, m, now, ts, tap_id)
+        ctx = TapContext(conn, self.policy, tap, kind, settings, m, now, ts, tap_id, sale)
         _expire(ctx)
         _refuse_duplicate(ctx)
         out = _RULES.get(kind, kiosk.decide)(ctx)
@@ -329,6 +341,14 @@ class Engine:
         out.balance_fen = m.balance_fen()
         out.points = m.pending.have("points")
         return out
+
+
+def _sale_result(d: Decision, out: Outcome) -> dict[str, Any]:
+    """What a sale keeps of the tap that settled it (``GET /v1/sales/{id}``)."""
+    return {"verdict": d.verdict, "reason": d.reason, "text": d.text,
+            "member_id": d.member_id, "charged_fen": out.charged_fen,
+            "points_earned": out.points_earned, "balance_fen": d.balance_fen,
+            "points": d.points}
 
 
 def _expire(ctx: TapContext) -> None:

@@ -3,9 +3,10 @@
 
 :func:`pay` tries the methods of ``order`` in turn: ``pass`` (a time pass covering the
 service, within its daily cap), ``punch`` (a punch card with uses left, oldest first) and
-``balance`` (stored value at the tier price, or a discount card's price when lower; points
-and a qualifying purchase earned). When none pays, the deny reason is, in priority,
-``daily_cap``, ``insufficient_balance``, ``no_pass``.
+``balance`` (stored value at the tier price, or a discount card's price when lower, less the
+best open coupon (``host.rules.coupons``); points and a qualifying purchase earned on what
+was paid). When none pays, a coupon that pays the whole price (a free wash or entry) is used;
+else the deny reason is, in priority, ``daily_cap``, ``insufficient_balance``, ``no_pass``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from host.ledger import book as ledger
 from host.ledger import rewards
 from host.ledger.periods import day_start
 from host.money import format_fen
+from host.rules import campaigns, coupons
 from host.rules.context import Outcome, TapContext
 
 
@@ -71,6 +73,9 @@ def pay(ctx: TapContext, cover: str, order: tuple[str, ...], price_fen: int,
             if out is not None:
                 return out
             short = True
+    free = _by_coupon(ctx, cover, price_fen)
+    if free is not None:
+        return free
     if capped:
         raise ctx.deny("daily_cap", "Pass used up for today")
     if short:
@@ -99,8 +104,9 @@ def _by_pass(ctx: TapContext, cover: str, method: str, count_direction: bool
     return None, capped
 
 
-def _by_balance(ctx: TapContext, cover: str, price_fen: int) -> Outcome | None:
-    """Stored value at the best of tier price and discount card; None when it is short."""
+def member_price(ctx: TapContext, cover: str, price_fen: int) -> tuple[int, int | None]:
+    """(price, discount pass id or None): the best of the tier price and a discount card,
+    less a campaign's extra discount (``host.rules.campaigns``)."""
     pol, m = ctx.policy, ctx.member
     tier = pol.tiers.get(m.tier) or pol.tiers[pol.default_tier]
     pay_fen = price_fen * tier.discount_pct // 100
@@ -109,17 +115,44 @@ def _by_balance(ctx: TapContext, cover: str, price_fen: int) -> Outcome | None:
         cand = price_fen * p.discount_pct // 100
         if cand < pay_fen:
             pay_fen, disc_pid = cand, p.id
+    extra = campaigns.extra_discount_pct(pol, ctx.now, ctx.kind)
+    return pay_fen * (100 - extra) // 100, disc_pid
+
+
+def _by_coupon(ctx: TapContext, cover: str, price_fen: int) -> Outcome | None:
+    """When nothing else paid: a coupon that pays the whole member price (free entry/wash)."""
+    pay_fen, _ = member_price(ctx, cover, price_fen)
+    a = coupons.whole(ctx, cover, pay_fen) if pay_fen > 0 else None
+    if a is None:
+        return None
+    coupons.use(ctx, a)
+    return Outcome("grant", "ok", f"{coupons.label(a)}free")
+
+
+def _by_balance(ctx: TapContext, cover: str, price_fen: int) -> Outcome | None:
+    """Stored value at the best of tier price and discount card, less the best coupon; None
+    when it is short (the coupon stays unused then)."""
+    pol, m = ctx.policy, ctx.member
+    pay_fen, disc_pid = member_price(ctx, cover, price_fen)
     if pay_fen <= 0:
         return Outcome("grant", "ok", "free", pass_id=disc_pid)
+    applied = coupons.pick(ctx, cover, pay_fen)
+    if applied is not None:
+        pay_fen -= applied.saved_fen
+        if pay_fen <= 0:
+            coupons.use(ctx, applied)
+            return Outcome("grant", "ok", f"{coupons.label(applied)}free", pass_id=disc_pid)
     try:
         ledger.spend(ctx.conn, ctx.ts, m.id, pay_fen, pol.spend_order, "spend",
                      tap_id=ctx.tap_id, pending=m.pending)
     except InsufficientFunds:
         return None
+    coupons.use(ctx, applied)
     earned = rewards.earn(ctx.conn, pol, m.id, m.birthday, pay_fen, ctx.now, ctx.ts,
-                          tap_id=ctx.tap_id, pending=m.pending)
-    rewards.qualify(ctx.conn, pol, m.id, ctx.ts, pending=m.pending,
-                    current=(m.tier, int(m.manual)), tap_id=ctx.tap_id)
-    return Outcome("grant", "ok",
-                   f"paid {format_fen(pay_fen)} left {format_fen(m.balance_fen())}",
+                          tap_id=ctx.tap_id, pending=m.pending, campaign_kind=ctx.kind)
+    campaigns.issue_coupons(ctx.conn, pol, m.id, ctx.now, ctx.ts, ctx.kind)
+    rewards.qualify(ctx.conn, pol, m.id, ctx.ts, paid_fen=pay_fen, now=ctx.now,
+                    pending=m.pending, current=(m.tier, int(m.manual)), tap_id=ctx.tap_id)
+    return Outcome("grant", "ok", f"{coupons.label(applied)}paid {format_fen(pay_fen)} "
+                   f"left {format_fen(m.balance_fen())}",
                    charged_fen=pay_fen, points_earned=earned, pass_id=disc_pid)

@@ -23,8 +23,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from host.errors import InputError
 from host.money import parse_yuan
+from host.rules.policy_programme import (Campaign, CouponRules, CouponTemplate, Messages,
+                                        campaigns, coupon_rules, coupon_templates, messages)
 
-_REPLACED_WHOLE = {("tiers",), ("plans",), ("wash", "programs"), ("stored_value", "ladder")}
+_REPLACED_WHOLE = {("tiers",), ("plans",), ("wash", "programs"), ("stored_value", "ladder"),
+                   ("coupons",), ("campaigns",), ("coupon_rules", "topup"), ("products",)}
 _DURATIONS = ("month", "quarter", "year")
 _SPEND_ORDERS = ("prorated", "bonus_first", "principal_first")
 _PAY_METHODS = ("pass", "punch", "balance")
@@ -32,13 +35,19 @@ _PAY_METHODS = ("pass", "punch", "balance")
 
 @dataclass(frozen=True)
 class Tier:
-    """A member tier: price paid in percent and the rule that upgrades a member to it."""
+    """A member tier: price paid in percent, the rule that upgrades a member to it (purchases
+    and/or spend in a window, with a bonus) and the rule that keeps them there (保级)."""
 
     name: str
     rank: int
     discount_pct: int
     upgrade_purchases: int = 0
     upgrade_window_days: int = 0
+    upgrade_spend_fen: int = 0
+    upgrade_bonus_points: int = 0
+    keep_purchases: int = 0
+    keep_spend_fen: int = 0
+    keep_window_days: int = 0
 
 
 @dataclass(frozen=True)
@@ -57,12 +66,34 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class Referral:
+    """Both sides' reward for a referral, paid at the referee's first purchase (top-up or
+    pass) of at least ``min_purchase_fen``."""
+
+    referrer_points: int = 0
+    referrer_bonus_fen: int = 0
+    referee_points: int = 0
+    referee_bonus_fen: int = 0
+    min_purchase_fen: int = 0
+
+
+@dataclass(frozen=True)
 class Program:
     """A wash program selected by the service code."""
 
     code: int
     name: str
     price_fen: int
+
+
+@dataclass(frozen=True)
+class Product:
+    """A product of the sales catalogue (``[products.<id>]``): sold on readers of ``kinds``."""
+
+    id: str
+    name: str
+    price_fen: int
+    kinds: tuple[str, ...] = ("kiosk",)
 
 
 @dataclass(frozen=True)
@@ -100,6 +131,20 @@ class Policy:
     #: "uid" (plain cards accepted on their UID) or "sun" (only secure cards); a card
     #: enrolled secure always needs its SUN proof (host/SECURE.md).
     security_mode: str = "uid"
+    #: Hours after which a gate entry without an exit no longer counts as inside
+    #: (anti-passback); 0 = never.
+    presence_expiry_hours: int = 12
+    referral: Referral = field(default_factory=Referral)
+    #: A purchase below this neither counts as qualifying nor towards tier spend.
+    tier_min_purchase_fen: int = 0
+    coupon_templates: dict[str, CouponTemplate] = field(default_factory=dict)
+    coupon_rules: CouponRules = field(default_factory=CouponRules)
+    campaigns: dict[str, Campaign] = field(default_factory=dict)
+    messages: Messages = field(default_factory=Messages)
+    #: False: a member receives points gifts from one other member only.
+    gift_pooling: bool = True
+    #: The sales catalogue (``[products]``), by product id, in file order.
+    products: dict[str, Product] = field(default_factory=dict)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -221,12 +266,21 @@ def build_policy(raw: dict[str, Any]) -> Policy:
     fields.update(_wash_section(top))
     fields.update(_gate_kiosk_sections(top))
     fields["plans"] = _plans_section(top, fields["programs"])
+    fields["products"] = _products_section(top)
     d = _Reader(top.get("dormant"), "dormant")
     fields["dormant_days"] = d.integer("days", 1, 3660)
     d.done()
     priv = _Reader(top.get("privacy", {"retention_days": 730}), "privacy")
     fields["retention_days"] = priv.integer("retention_days", 30, 3660)
     priv.done()
+    fields["referral"] = _referral_section(top, fields["referral_bonus"])
+    tr = _Reader(top.get("tier_rules", {}), "tier_rules")
+    fields["tier_min_purchase_fen"] = tr.money("min_purchase", "0.00")
+    tr.done()
+    fields["coupon_templates"] = coupon_templates(top, fields["programs"])
+    fields["coupon_rules"] = coupon_rules(top, fields["coupon_templates"])
+    fields["campaigns"] = campaigns(top, fields["coupon_templates"])
+    fields["messages"] = messages(top)
     sec = _Reader(top.get("security", {"mode": "uid"}), "security")
     fields["security_mode"] = sec.choice("mode", ("uid", "sun"))
     sec.done()
@@ -253,12 +307,21 @@ def _tiers_section(top: _Reader, default_tier: str) -> dict[str, Any]:
     tiers: dict[str, Tier] = {}
     for name, t in tiers_raw.items():
         r = _Reader(t, f"tiers.{name}")
-        tiers[name] = Tier(name, r.integer("rank", 1, 100), r.integer("discount_pct", 1, 100),
-                           r.integer("upgrade_purchases", 0, 10_000, 0),
-                           r.integer("upgrade_window_days", 0, 3660, 0))
-        if tiers[name].upgrade_purchases and not tiers[name].upgrade_window_days:
+        tiers[name] = t = Tier(
+            name, r.integer("rank", 1, 100), r.integer("discount_pct", 1, 100),
+            upgrade_purchases=r.integer("upgrade_purchases", 0, 10_000, 0),
+            upgrade_window_days=r.integer("upgrade_window_days", 0, 3660, 0),
+            upgrade_spend_fen=r.money("upgrade_spend", "0.00"),
+            upgrade_bonus_points=r.integer("upgrade_bonus_points", 0, 1_000_000, 0),
+            keep_purchases=r.integer("keep_purchases", 0, 10_000, 0),
+            keep_spend_fen=r.money("keep_spend", "0.00"),
+            keep_window_days=r.integer("keep_window_days", 0, 3660, 0))
+        if (t.upgrade_purchases or t.upgrade_spend_fen) and not t.upgrade_window_days:
             raise InputError(f"policy: tiers.{name}.upgrade_window_days must be set with "
-                             "upgrade_purchases")
+                             "upgrade_purchases or upgrade_spend")
+        if (t.keep_purchases or t.keep_spend_fen) and not t.keep_window_days:
+            raise InputError(f"policy: tiers.{name}.keep_window_days must be set with "
+                             "keep_purchases or keep_spend")
         r.done()
     if len({t.rank for t in tiers.values()}) != len(tiers):
         raise InputError("policy: tiers.*.rank must be distinct")
@@ -277,11 +340,30 @@ def _points_section(top: _Reader) -> dict[str, Any]:
         combine=p.choice("combine", ("max", "multiply")),
         convert_points_per_yuan=p.integer("convert_points_per_yuan", 1, 100_000),
         points_expiry_months=p.integer("expiry_months", 0, 120),
-        referral_bonus=p.integer("referral_bonus", 0, 1_000_000),
+        referral_bonus=p.integer("referral_bonus", 0, 1_000_000, 0),
         gift_min=p.integer("gift_min", 1, 1_000_000),
+        gift_pooling=p.get("gift_pooling", True),
     )
+    if not isinstance(points["gift_pooling"], bool):
+        raise InputError(f"policy: points.gift_pooling must be true or false, got "
+                         f"{json.dumps(points['gift_pooling'])}")
     p.done()
     return points
+
+
+def _referral_section(top: _Reader, legacy_points: int) -> Referral:
+    """``[referral]``; the older ``points.referral_bonus``, when set, is the referrer's
+    points."""
+    r = _Reader(top.get("referral", {}), "referral")
+    points = r.integer("referrer_points", 0, 1_000_000, 0)
+    out = Referral(
+        referrer_points=legacy_points or points,
+        referrer_bonus_fen=r.money("referrer_bonus", "0.00"),
+        referee_points=r.integer("referee_points", 0, 1_000_000, 0),
+        referee_bonus_fen=r.money("referee_bonus", "0.00"),
+        min_purchase_fen=r.money("min_purchase", "0.00"))
+    r.done()
+    return out
 
 
 def _stored_value_section(top: _Reader) -> dict[str, Any]:
@@ -330,7 +412,8 @@ def _wash_section(top: _Reader) -> dict[str, Any]:
 def _gate_kiosk_sections(top: _Reader) -> dict[str, Any]:
     g = _Reader(top.get("gate"), "gate")
     out = {"gate_order": g.order("order"), "gate_price_fen": g.money("price", "0.00"),
-           "gate_relay_ms": g.integer("relay_ms", 0, 60_000)}
+           "gate_relay_ms": g.integer("relay_ms", 0, 60_000),
+           "presence_expiry_hours": g.integer("presence_expiry_hours", 0, 8760, 12)}
     g.done()
     k = _Reader(top.get("kiosk"), "kiosk")
     out.update(kiosk_relay_ms=k.integer("relay_ms", 0, 60_000),
@@ -368,6 +451,29 @@ def _plan(name: str, pl: Any, programs: dict[int, Program]) -> Plan:
                   discount_pct=r.integer("discount_pct", 1, 100))
     r.done()
     return Plan(**kw)
+
+
+def _products_section(top: _Reader) -> dict[str, Product]:
+    raw = top.get("products", {})
+    if not isinstance(raw, dict):
+        raise InputError("policy: products must be a table")
+    out: dict[str, Product] = {}
+    for pid, pr in raw.items():
+        if not (isinstance(pid, str) and 1 <= len(pid) <= 32 and pid.isascii()
+                and all(c.isalnum() or c in "_-" for c in pid)):
+            raise InputError(f"policy: products.{pid} must be an id of 1-32 letters, digits, _ -")
+        r = _Reader(pr, f"products.{pid}")
+        kinds = r.get("kinds", ["kiosk"])
+        if (not isinstance(kinds, list) or not kinds
+                or any(k not in ("kiosk", "wash") for k in kinds)):
+            raise InputError(f"policy: products.{pid}.kinds must list \"kiosk\" and/or "
+                             f"\"wash\", got {json.dumps(kinds)}")
+        prod = Product(pid, r.text("name"), r.money("price"), tuple(kinds))
+        if prod.price_fen <= 0:
+            raise InputError(f"policy: products.{pid}.price must be above 0.00")
+        r.done()
+        out[pid] = prod
+    return out
 
 
 def _valid_cover(c: Any, programs: dict[int, Program]) -> bool:

@@ -8,8 +8,9 @@ VOID"). ``void_tap()`` settles it in ONE ``BEGIN IMMEDIATE`` transaction keyed o
 
 - **the tap was applied** (its DECISION was lost or came too late): every ledger row it wrote
   is reversed with a reversing entry (``host.ledger.book.reverse``: balance, bonus lots, points,
-  qualifying purchase, punch-card use); a gate's presence flag is flipped back when the tap
-  was the last thing that set it. The ledger stays append-only;
+  qualifying purchase, punch-card use); a coupon it used is given back (an ``unredeem``
+  event); a gate's presence flag is flipped back when the tap was the last thing that set
+  it. The ledger stays append-only;
 - **the tap never arrived**: a tombstone row takes its place in ``taps`` (verdict deny, reason
   ``voided``, the reply bytes), so when the TAP turns up later the engine returns that stored
   decision and never applies it;
@@ -42,6 +43,7 @@ from typing import NamedTuple
 import sqlite_utils
 
 from host.ledger import book as ledger
+from host.ledger import coupons
 from host.rules.engine import Decision, Engine, clip_text
 from host.errors import Conflict, InputError, InsufficientFunds
 from host.store.db import transaction
@@ -163,6 +165,7 @@ def _reverse(conn: sqlite3.Connection, device_id: str, tap_seq: int, void_seq: i
         except Conflict:
             conn.execute("ROLLBACK TO void_row")   # reversed already by an operator
         conn.execute("RELEASE void_row")
+    coupons.give_back_for_tap(conn, tap.id, now, f"void of tap {device_id}/{tap_seq}")
     if tap.kind == "gate" and tap.verdict == "grant" and member_id is not None:
         # The tap flipped the member in or out; undo that if nothing moved them since.
         conn.execute("UPDATE presence SET inside = 1 - inside WHERE member_id = ? AND "
@@ -181,6 +184,9 @@ def _reverse(conn: sqlite3.Connection, device_id: str, tap_seq: int, void_seq: i
     d = _encode(VoidDecision("deny", "voided", 0, codes.PAT_DENY, clip_text(text), bal, pts,
                              uses, member_id, outcome="reversed"), encode_reply)
     _record(conn, now, device_id, tap_seq, void_seq, tap.id, n, "; ".join(kept) or None, d)
+    # A sale the tap paid is not paid any more (host/rules/sales.py): the reader gave up.
+    conn.execute("UPDATE sales SET state = 'denied', reason = 'voided', settled_at = ? "
+                 "WHERE tap_id = ? AND state = 'paid'", (now, tap.id))
     return d
 
 

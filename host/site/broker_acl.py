@@ -6,7 +6,8 @@ Every reader logs in to mosquitto as its device id (``tools/flash.py`` writes th
 
 - each registered device: publish on ``tapkiosk/v1/<id>/up`` and ``.../status`` (its retained
   online flag and last will), subscribe to ``tapkiosk/v1/<id>/down``; nothing else;
-- the daemon: subscribe to every reader's ``up`` and ``status``, publish on every ``down``;
+- the daemon: subscribe to every reader's ``up`` and ``status``, publish on every ``down``,
+  and publish the site's events on ``tapkiosk/v1/events/<kind>`` (``host.web.events``);
 - any other login (a password-file user that is no registered device): nothing.
 
 With ``use_username_as_clientid true`` in ``deploy/mosquitto.conf`` a reader cannot take the
@@ -54,6 +55,7 @@ def acl_text(device_ids: Iterable[str], daemon_user: str = DAEMON_USER) -> str:
         f"topic read {PREFIX}+/up",
         f"topic read {PREFIX}+/status",
         f"topic write {PREFIX}+/down",
+        f"topic write {PREFIX}events/+",
     ]
     for dev in ids:
         lines += ["", f"user {dev}",

@@ -27,6 +27,12 @@ TOML keys (all optional; the same names as the flags with ``_`` for ``-``)::
     max_batch = 64
     policy = "/etc/tapkiosk/policy.toml"
     log_level = "info"
+
+    [http]                   # the HTTP API and kiosk screens (host/web/config.py)
+    address = "127.0.0.1"
+    port = 8080
+
+``--http ADDR:PORT`` overrides the address and port, ``--no-http`` turns the API off.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from typing import Any, NoReturn
 
 from host.errors import InputError
 from host.store.db import default_db_path
+from host.web.config import HttpConfig, http_config
 
 
 @dataclass
@@ -65,6 +72,7 @@ class DaemonConfig:
     max_batch: int = 64
     policy: str | None = None
     log_level: str = "info"
+    http: HttpConfig = field(default_factory=HttpConfig)
 
     @property
     def mqtt_host(self) -> str:
@@ -115,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", help="most taps in one database transaction")
     p.add_argument("--policy", help="policy TOML file (default: the shipped policy)")
     p.add_argument("--log-level", help="debug, info, warning or error")
+    p.add_argument("--http", metavar="ADDR:PORT",
+                   help="serve the HTTP API here (default 127.0.0.1:8080; port 0 = any)")
+    p.add_argument("--no-http", action="store_true", default=None,
+                   help="do not serve the HTTP API")
     return p
 
 
@@ -169,10 +181,28 @@ def load_config(argv: list[str]) -> DaemonConfig:
         for k in raw:
             if k not in known:
                 raise InputError(f"bad config {args.config}: unknown key {k!r}")
+    http = raw.get("http")
+    if http is not None and not isinstance(http, dict):
+        raise InputError("bad http: expected a [http] table")
+    http = dict(http or {})
+    if args.http is not None:
+        host, port = _http_flag(args.http)
+        http.update(address=host, port=port)
+    if args.no_http:
+        http["enabled"] = False
     for k, v in vars(args).items():
-        if k != "config" and v is not None:
+        if k not in ("config", "http", "no_http") and v is not None:
             raw[k] = v
+    raw["http"] = http
     return validate(raw)
+
+
+def _http_flag(text: str) -> tuple[str, int]:
+    """``--http ADDR:PORT`` (port 0 allowed: any free port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        raise InputError(f"bad --http {text!r}: expected ADDR:PORT (port 0..65535)")
+    return host.strip("[]"), int(port)
 
 
 def validate(raw: dict[str, Any]) -> DaemonConfig:
@@ -230,6 +260,7 @@ def validate(raw: dict[str, Any]) -> DaemonConfig:
     if level not in _LOG_LEVELS:
         raise InputError(f"bad log_level {level!r}: use {', '.join(_LOG_LEVELS)}")
     c.log_level = level
+    c.http = http_config(raw.get("http"))
     if not c.serial and c.mqtt is None and c.nfc is None:
         raise InputError("nothing to serve: give --serial PORT, --mqtt HOST:PORT or --nfc PATH")
     return c

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 
 from host.site.metrics import Metrics
+from host.site.publish import Publisher
 from host.site.refusals import Refusals
 from host.site.registry import DeviceState, Registry
 from host.site.writer import Writer, WriterClosed
@@ -26,8 +27,13 @@ class Liveness:
     """See the module doc."""
 
     def __init__(self, writer: Writer, registry: Registry, refusals: Refusals,
-                 metrics: Metrics, offline_after_s: float, clock: Callable[[], float]) -> None:
+                 metrics: Metrics, offline_after_s: float, clock: Callable[[], float],
+                 publisher: Publisher | None = None,
+                 on_offline: Callable[[str], None] | None = None) -> None:
         self.writer = writer
+        self.publisher = publisher or Publisher()
+        #: Called with the device id when a device goes offline (its armed sale is denied).
+        self.on_offline = on_offline
         self.registry = registry
         self.refusals = refusals
         self.metrics = metrics
@@ -50,6 +56,12 @@ class Liveness:
         self.metrics.online.set(sum(1 for d in self.registry.devices() if d.online))
         log.info("device=%s %s link=%s", st.device_id, "online" if online else "offline",
                  st.link or "-")
+        self.publisher.device(st.device_id, st.kind, st.link, st.fw, online)
+        if not online and self.on_offline is not None:
+            try:
+                self.on_offline(st.device_id)
+            except Exception:  # noqa: BLE001 - going offline must not fail on a sale
+                log.exception("device=%s ending its sale failed", st.device_id)
 
     def link_down(self, device_id: str | None) -> None:
         """A link serving ``device_id`` went away."""

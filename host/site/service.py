@@ -35,9 +35,11 @@ from host.site.liveness import Liveness
 from host.site.metrics import Metrics
 from host.site.refusals import Refusals
 from host.site.registry import DeviceState, Registry
+from host.site.publish import Publisher
 from host.site.replies import ReplyThread
+from host.site.sales import SaleDesk
 from host.site.taps import Taps
-from host.site.writer import Writer
+from host.site.writer import Writer, WriterClosed
 from host.store import site_state as store
 from protocol import codes
 from protocol import packet as pk
@@ -57,7 +59,7 @@ class Service:
 
     def __init__(self, writer: Writer, metrics: Metrics, policy: Policy,
                  config: ServiceConfig | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, bus: Any = None) -> None:
         self.writer = writer
         self.metrics = metrics
         self.policy = policy
@@ -69,12 +71,16 @@ class Service:
         self.refusals = Refusals(self.registry, metrics, clock)
         self.gate = InflightGate()
         self.replies = ReplyThread()
+        #: Events for the HTTP API and MQTT (``host.web.events.EventBus``; None: none).
+        self.publisher = Publisher(bus)
+        self.sales = SaleDesk(writer, self.registry, self.reader, self.publisher)
         self.taps = Taps(writer, self.registry, self.gate, self.replies, self.refusals,
-                         metrics, self.reader)
+                         metrics, self.reader, self.publisher, self.sales)
         self.configs = DeviceConfigs(writer, self.registry, self.reader, policy, self.config,
                                      clock)
         self.liveness = Liveness(writer, self.registry, self.refusals, metrics,
-                                 self.config.offline_after_s, clock)
+                                 self.config.offline_after_s, clock, self.publisher,
+                                 self.sales.offline)
         self._next_check = 0.0
         self._handlers: dict[int, Callable[[DeviceState, pk.Packet, Send, str, float], None]]
         self._handlers = {pk.TAP: self.taps.tap, pk.VOID: self.taps.void,
@@ -174,6 +180,8 @@ class Service:
         log.log(logging.WARNING if code in _WARN_EVENTS else logging.INFO,
                 "event device=%s name=%s value=%d text=%r", st.device_id, name, f["value"],
                 f["text"])
+        if code == codes.EV_BUTTON and st.kind == "wash":
+            self.sales.button(st.device_id, f["value"])
         if code == codes.EV_CONFIG_APPLIED:
             self.configs.acked(st, None, f["value"])
 
@@ -250,6 +258,10 @@ class Service:
         ``config_check_s`` push changed configs to connected gates."""
         self.liveness.expire()
         self.liveness.flush()
+        try:
+            self.sales.tick()
+        except WriterClosed:
+            pass
         if time.monotonic() >= self._next_check:
             self._next_check = time.monotonic() + self.config.config_check_s
             self.configs.check()

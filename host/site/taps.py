@@ -26,9 +26,11 @@ from host.secure.check import card_ref
 from host.site import inflight as gate_
 from host.site.inflight import InflightGate
 from host.site.metrics import Metrics
+from host.site.publish import Publisher
 from host.site.refusals import Refusals
 from host.site.registry import DeviceState, Registry
 from host.site.replies import ReplyThread
+from host.site.sales import SaleDesk
 from host.site.writer import Writer, WriterClosed
 from host.store import site_state as store
 from protocol import codes
@@ -53,6 +55,7 @@ def decision_fields(tap_seq: int, d: Decision) -> dict[str, Any]:
         "balance": clamp(d.balance_fen, -0x80000000, 0x7FFFFFFF),
         "points": clamp(d.points, -0x80000000, 0x7FFFFFFF),
         "uses": clamp(d.uses_left, -1, 0x7FFF), "text": clip_text(d.text or ""),
+        "sale_id": clamp(d.sale_id, 0, 0xFFFFFFFF),
     }
 
 
@@ -61,9 +64,12 @@ class Taps:
 
     def __init__(self, writer: Writer, registry: Registry, gate: InflightGate,
                  replies: ReplyThread, refusals: Refusals, metrics: Metrics,
-                 reader: store.Reader) -> None:
+                 reader: store.Reader, publisher: Publisher | None = None,
+                 sales: SaleDesk | None = None) -> None:
         self.writer = writer
         self.registry = registry
+        self.publisher = publisher or Publisher()
+        self.sales = sales
         self.gate = gate
         self.replies = replies
         self.refusals = refusals
@@ -136,7 +142,8 @@ class Taps:
         tap = Tap(device_id=st.device_id, seq=st.stored(p.seq), uid=f["uid"].hex().upper(),
                   sak=f["sak"], service=f["service"], amount_fen=f["amount"],
                   direction=_DIRECTIONS.get(f["direction"]), offline=bool(f["flags"] & 1),
-                  device_time=f["device_time"], secure=f["secure"])
+                  device_time=f["device_time"], secure=f["secure"], sale_id=f["sale_id"])
+        self.publisher.tap(tap)
         try:
             fut = self.writer.submit_tap(tap, self.encoder(st))
         except WriterClosed as err:
@@ -178,6 +185,9 @@ class Taps:
     def _count_and_log(self, st: DeviceState, tap: Tap, d: Decision, link: str, t0: float,
                        late: bool = False) -> None:
         ms = (time.perf_counter() - t0) * 1000.0
+        self.publisher.decision(tap, d)
+        if d.sale_id and not d.replayed and self.sales is not None:
+            self.sales.settled(d.sale_id)
         if d.replayed:
             self.metrics.retransmits.inc()
         else:
@@ -190,6 +200,7 @@ class Taps:
     def local_tap(self, st: DeviceState, tap: Tap, link: str) -> Decision:
         """Decide a tap made on the host itself (a USB reader): no frame, no MAC. Blocks."""
         t0 = time.perf_counter()
+        self.publisher.tap(tap)
         d = self.writer.submit_tap(tap, self.encoder(st)).result(30)
         self._count_and_log(st, tap, d, link, t0)
         return d

@@ -351,10 +351,142 @@ CREATE TABLE data_keys (
     retired_at INTEGER
 );
 """),
+    # Membership programme (issue 16): a cancelled pass keeps its row (cancelled_at set, ends_at
+    # moved to the cancel); site settings hold the site's policy file path.
+    (11, "passes: cancelled_at; site_settings (policy path)", """
+ALTER TABLE passes ADD COLUMN cancelled_at INTEGER;
+CREATE TABLE site_settings (
+    key TEXT PRIMARY KEY CHECK (length(key) BETWEEN 1 AND 64),
+    value TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+"""),
+    # Coupons (host/ledger/coupons.py): issued coupons and their redemptions, both append-only;
+    # a coupon is used while it has more 'redeem' than 'unredeem' events. (member, source,
+    # source_ref) makes each rule issue at most once.
+    (12, "coupons and coupon events", """
+CREATE TABLE coupons (
+    id INTEGER PRIMARY KEY,
+    member_id INTEGER NOT NULL REFERENCES members(id),
+    template TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('amount_off', 'percent_off', 'free_service',
+                                       'gift_item')),
+    value INTEGER NOT NULL DEFAULT 0 CHECK (value >= 0),
+    min_spend_fen INTEGER NOT NULL DEFAULT 0 CHECK (min_spend_fen >= 0),
+    covers TEXT NOT NULL DEFAULT '[]',
+    item TEXT NOT NULL DEFAULT '',
+    valid_from INTEGER NOT NULL,
+    valid_until INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    source_ref TEXT,
+    issued_at INTEGER NOT NULL,
+    op_key TEXT,
+    UNIQUE (member_id, source, source_ref)
+);
+CREATE INDEX coupons_member ON coupons(member_id, valid_until);
+CREATE TABLE coupon_events (
+    id INTEGER PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    coupon_id INTEGER NOT NULL REFERENCES coupons(id),
+    event TEXT NOT NULL CHECK (event IN ('redeem', 'unredeem')),
+    tap_id INTEGER,
+    saved_fen INTEGER NOT NULL DEFAULT 0 CHECK (saved_fen >= 0),
+    note TEXT,
+    op_key TEXT
+);
+CREATE INDEX coupon_events_coupon ON coupon_events(coupon_id);
+CREATE INDEX coupon_events_tap ON coupon_events(tap_id) WHERE tap_id IS NOT NULL;
+CREATE TRIGGER coupons_no_update BEFORE UPDATE ON coupons
+BEGIN SELECT RAISE(ABORT, 'coupons is append-only'); END;
+CREATE TRIGGER coupons_no_delete BEFORE DELETE ON coupons
+BEGIN SELECT RAISE(ABORT, 'coupons is append-only'); END;
+CREATE TRIGGER coupon_events_no_update BEFORE UPDATE ON coupon_events
+BEGIN SELECT RAISE(ABORT, 'coupon_events is append-only'); END;
+CREATE TRIGGER coupon_events_no_delete BEFORE DELETE ON coupon_events
+BEGIN SELECT RAISE(ABORT, 'coupon_events is append-only'); END;
+"""),
+    # Member messages (host/messages/): how to reach a member (and their opt-out), and the
+    # outbox the sender drains with retries; (member_id, dedup) makes each message once.
+    (13, "member contacts and the message outbox", """
+CREATE TABLE member_contacts (
+    member_id INTEGER PRIMARY KEY REFERENCES members(id),
+    email TEXT,
+    opt_out INTEGER NOT NULL DEFAULT 0 CHECK (opt_out IN (0, 1)),
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY,
+    member_id INTEGER NOT NULL REFERENCES members(id),
+    kind TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    body TEXT NOT NULL,
+    dedup TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending'
+        CHECK (status IN ('pending', 'sending', 'sent', 'failed', 'skipped')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    last_error TEXT,
+    created_at INTEGER NOT NULL,
+    sent_at INTEGER,
+    UNIQUE (member_id, dedup)
+);
+CREATE INDEX messages_due ON messages(status, next_attempt_at);
+"""),
+    # Points catalogue (host/admin/catalogue.py): what points buy; stock is the sum of the
+    # append-only moves (restock +, redemption -, a reversal gives it back).
+    (14, "points catalogue and stock moves", """
+CREATE TABLE catalogue_items (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 64),
+    points INTEGER NOT NULL CHECK (points > 0),
+    limited INTEGER NOT NULL DEFAULT 1 CHECK (limited IN (0, 1)),
+    active INTEGER NOT NULL DEFAULT 1 CHECK (active IN (0, 1)),
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE catalogue_moves (
+    id INTEGER PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    item_id INTEGER NOT NULL REFERENCES catalogue_items(id),
+    delta INTEGER NOT NULL CHECK (delta <> 0),
+    member_id INTEGER REFERENCES members(id),
+    ledger_id INTEGER REFERENCES ledger(id),
+    note TEXT,
+    op_key TEXT
+);
+CREATE INDEX catalogue_moves_item ON catalogue_moves(item_id);
+CREATE TRIGGER catalogue_moves_no_update BEFORE UPDATE ON catalogue_moves
+BEGIN SELECT RAISE(ABORT, 'catalogue_moves is append-only'); END;
+CREATE TRIGGER catalogue_moves_no_delete BEFORE DELETE ON catalogue_moves
+BEGIN SELECT RAISE(ABORT, 'catalogue_moves is append-only'); END;
+"""),
+    # Sales armed on a kiosk or wash reader through the API (host/rules/sales.py): the engine
+    # reads the armed row in the transaction of the tap that pays it. At most one armed sale
+    # per reader (the partial unique index); a settled sale keeps its tap and result.
+    (15, "sales: amounts and product lists armed on a reader, paid by its next tap", """
+CREATE TABLE sales (
+    id INTEGER PRIMARY KEY,
+    device_id TEXT NOT NULL REFERENCES devices(device_id),
+    amount_fen INTEGER NOT NULL CHECK (amount_fen > 0),
+    service INTEGER NOT NULL DEFAULT 0 CHECK (service BETWEEN 0 AND 65535),
+    items TEXT NOT NULL DEFAULT '[]',
+    text TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL CHECK (state IN ('armed', 'paid', 'cancelled', 'expired', 'denied')),
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    settled_at INTEGER,
+    tap_id INTEGER,
+    reason TEXT,
+    result TEXT,
+    actor TEXT
+);
+CREATE UNIQUE INDEX sales_armed ON sales(device_id) WHERE state = 'armed';
+"""),
     # A new device key starts a new sequence epoch (the firmware counts from boot 1 again):
     # the daemon stores seq_base + the wire seq, so the new epoch's taps, events and voids
     # never collide with the old ones under UNIQUE(device_id, seq) (host/store/devices.py).
-    (11, "devices: seq_base, the stored-seq offset of the current device key", """
+    (16, "devices: seq_base, the stored-seq offset of the current device key", """
 ALTER TABLE devices ADD COLUMN seq_base INTEGER NOT NULL DEFAULT 0 CHECK (seq_base >= 0);
 """),
 ]

@@ -27,7 +27,9 @@ _SETTINGS_DEFAULTS: dict[str, dict[str, Any]] = {
     "gate": {"name": "", "direction": "both", "anti_passback": True,
              "duplicate_window_s": 5, "hours": "00:00-24:00"},
     "wash": {"name": "", "duplicate_window_s": 5, "hours": "00:00-24:00"},
-    "kiosk": {"name": "", "duplicate_window_s": 0, "hours": "00:00-24:00"},
+    # fixed_price: with no sale armed, a tap pays the amount the reader sends (a simple vending
+    # point); false: such a tap is refused "no_sale" (host/rules/sales.py).
+    "kiosk": {"name": "", "duplicate_window_s": 0, "hours": "00:00-24:00", "fixed_price": True},
 }
 _TOUCHABLE = ("last_seq", "resend_floor", "last_seen", "online", "fw", "down_seq")
 
@@ -71,6 +73,8 @@ def validate_settings(kind: str, settings: dict[str, Any]) -> dict[str, Any]:
                              f"got {merged['direction']!r}")
         if not isinstance(merged["anti_passback"], bool):
             raise InputError("device setting anti_passback must be true or false")
+    if not isinstance(merged.get("fixed_price", True), bool):
+        raise InputError("device setting fixed_price must be true or false")
     dw = merged["duplicate_window_s"]
     if isinstance(dw, bool) or not isinstance(dw, int) or not 0 <= dw <= 3600:
         raise InputError(f"device setting duplicate_window_s must be an integer 0..3600, got {dw!r}")

@@ -4,8 +4,10 @@ row) so the CLI can print them as a table, JSON or CSV.
 
 Indicators (definitions used everywhere):
 
-- revenue: cash in (top-ups + pass sales sold for cash) minus refunds; consumption is what
-  taps charged to stored value (it is not new revenue, the top-up already was).
+- revenue: cash in (top-ups + pass sales sold for cash) minus refunds (a reversed refund
+  cancels its cash out; a cancelled cash-paid pass refunds as a refund); consumption is what
+  taps charged to stored value (it is not new revenue, the top-up already was);
+  pass_sales_from_balance is stored value spent on passes, net of pass refunds to balance.
 - activity rate: members with at least one granted tap in the period / all members.
 - repurchase rate: members with two or more paid purchases (balance taps, pass sales) in the
   period / members with at least one.
@@ -56,11 +58,15 @@ def _period(db: sqlite_utils.Database, t0: int, t1: int) -> dict[str, Any]:
               "AND kind = 'pass_sale'")
     refunds = -q("SELECT sum(amount_fen) FROM payments WHERE ts >= ? AND ts < ? "
                  "AND kind = 'refund'")
+    balance_sales = -q("SELECT sum(delta) FROM ledger WHERE ts >= ? AND ts < ? AND currency IN "
+                       "('principal', 'bonus') AND (kind IN ('pass_sale', 'pass_refund') OR "
+                       "(kind = 'reversal' AND pass_id IS NOT NULL))")
     return {
         "topups_fen": topups, "pass_sales_fen": sales, "refunds_fen": refunds,
         "revenue_fen": topups + sales - refunds,
         "consumption_fen": q("SELECT sum(charged_fen) FROM taps WHERE ts >= ? AND ts < ? "
                              f"AND {_NOT_VOIDED}"),
+        "pass_sales_from_balance_fen": balance_sales,
         "taps": q("SELECT count(*) FROM taps WHERE ts >= ? AND ts < ?"),
         "granted": q("SELECT count(*) FROM taps WHERE ts >= ? AND ts < ? AND verdict = 'grant' "
                      f"AND {_NOT_VOIDED}"),
@@ -182,3 +188,4 @@ def dormant(db: sqlite_utils.Database, policy: Policy, now: datetime, days: int 
                      "points": r[4], "last_active": datetime.fromtimestamp(r[5], policy.tz)
                      .date().isoformat(), "days_idle": (int(now.timestamp()) - r[5]) // 86400})
     return rows
+

@@ -4,6 +4,7 @@ function returns plain dicts, so a front end only renders them."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from typing import Any
@@ -21,6 +22,12 @@ _SEALED_COLUMNS = ("personal", "personal_version", "phone_index", "birthday")
 #: The tap columns a simulator prints after a tap.
 TAP_COLUMNS = ("id, device_id, uid, member_id, verdict, reason, text, charged_fen, "
                "points_earned, balance_fen, points, uses_left, relay_ms, latency_ms")
+
+
+#: A ledger or lot amount in two labelled columns: ``{v}_fen`` for money (principal,
+#: bonus), ``{v}_count`` for counts (points, qualifying purchases, pass uses); the other None.
+_BY_UNIT = ("CASE WHEN currency IN ('principal', 'bonus') THEN {v} END AS {v}_fen, "
+            "CASE WHEN currency IN ('principal', 'bonus') THEN NULL ELSE {v} END AS {v}_count")
 
 
 def _rows(db: sqlite_utils.Database, sql: str, params: list[Any]) -> list[dict[str, Any]]:
@@ -55,9 +62,9 @@ def member(db: sqlite_utils.Database, member_id: int) -> dict[str, Any]:
                            "ORDER BY created_at", [member_id])
     m["passes"] = _rows(db, "SELECT id, plan, kind, starts_at, ends_at, uses_left, daily_cap "
                             "FROM passes WHERE member_id = ? ORDER BY id", [member_id])
-    m["lots"] = _rows(db, "SELECT currency, expires_at, remaining FROM lots WHERE member_id = ? "
-                          "AND remaining > 0 ORDER BY currency, expires_at = 0, expires_at",
-                      [member_id])
+    m["lots"] = _rows(db, f"SELECT currency, expires_at, {_BY_UNIT.format(v='remaining')} "
+                          "FROM lots WHERE member_id = ? AND remaining > 0 "
+                          "ORDER BY currency, expires_at = 0, expires_at", [member_id])
     m["recent_taps"] = _rows(db, "SELECT ts, device_id, verdict, reason, charged_fen, text "
                                  "FROM taps WHERE member_id = ? ORDER BY id DESC LIMIT 10",
                              [member_id])
@@ -118,9 +125,9 @@ def ledger(db: sqlite_utils.Database, member_id: int, limit: int) -> list[dict[s
     """A member's ledger entries, newest first; NotFound for an unknown member."""
     if db.execute("SELECT 1 FROM members WHERE id = ?", (member_id,)).fetchone() is None:
         raise NotFound(f"unknown member {member_id}")
-    return _rows(db, "SELECT id, ts, currency, delta, kind, lot_id, pass_id, tap_id, reverses, "
-                     "note FROM ledger WHERE member_id = ? ORDER BY id DESC LIMIT ?",
-                 [member_id, limit])
+    return _rows(db, f"SELECT id, ts, currency, {_BY_UNIT.format(v='delta')}, kind, lot_id, "
+                     "pass_id, tap_id, reverses, note FROM ledger WHERE member_id = ? "
+                     "ORDER BY id DESC LIMIT ?", [member_id, limit])
 
 
 def ledger_rows(db: sqlite_utils.Database) -> int:
@@ -176,3 +183,56 @@ def tap_after(conn: sqlite3.Connection, device_id: str, after_id: int) -> dict[s
                        "m.id = taps.member_id) AS member FROM taps WHERE device_id = ? "
                        "AND id > ? ORDER BY id LIMIT 1", (device_id, after_id)).fetchone()
     return None if row is None else dict(row)
+
+
+def tier_changes(db: sqlite_utils.Database, member_id: int | None, limit: int
+                 ) -> list[dict[str, Any]]:
+    """Tier history, newest first (of one member when given; NotFound for an unknown one)."""
+    if member_id is not None and db.execute("SELECT 1 FROM members WHERE id = ?",
+                                            (member_id,)).fetchone() is None:
+        raise NotFound(f"unknown member {member_id}")
+    where, params = ("WHERE member_id = ?", [member_id]) if member_id is not None else ("", [])
+    return _rows(db, f"SELECT id, ts, member_id, old_tier, new_tier, manual, reason FROM "
+                     f"tier_changes {where} ORDER BY id DESC LIMIT ?", params + [limit])
+
+
+def coupons(db: sqlite_utils.Database, member_id: int, ts: int, include_closed: bool
+            ) -> list[dict[str, Any]]:
+    """A member's coupons, expiring first, each with its ``state`` (open, used, expired);
+    only open ones unless ``include_closed``. NotFound for an unknown member."""
+    if db.execute("SELECT 1 FROM members WHERE id = ?", (member_id,)).fetchone() is None:
+        raise NotFound(f"unknown member {member_id}")
+    rows = _rows(db, "SELECT id, template, kind, value, min_spend_fen, covers, item, valid_until, "
+                     "source, (SELECT coalesce(sum(CASE event WHEN 'redeem' THEN 1 ELSE -1 END), 0)"
+                     " FROM coupon_events e WHERE e.coupon_id = c.id) AS used FROM coupons c "
+                     "WHERE member_id = ? ORDER BY valid_until, id", [member_id])
+    out = []
+    for r in rows:
+        value, kind = r.pop("value"), r["kind"]
+        state = "used" if r.pop("used") > 0 else "expired" if r["valid_until"] <= ts else "open"
+        if include_closed or state == "open":
+            out.append({"id": r["id"], "template": r["template"], "kind": kind,
+                        "off_fen": value if kind == "amount_off" else None,
+                        "off_pct": value if kind == "percent_off" else None,
+                        "min_spend_fen": r["min_spend_fen"],
+                        "covers": " ".join(json.loads(r["covers"])) or "all",
+                        "item": r["item"], "expires_at": r["valid_until"],
+                        "source": r["source"], "state": state})
+    return out
+
+
+def messages(db: sqlite_utils.Database, status: str | None, limit: int) -> list[dict[str, Any]]:
+    """The message outbox, newest first (of ``status`` when given)."""
+    where, params = ("WHERE status = ?", [status]) if status else ("", [])
+    return _rows(db, f"SELECT id, created_at, member_id, kind, channel, recipient, subject, "
+                     f"status, attempts, last_error FROM messages {where} ORDER BY id DESC "
+                     f"LIMIT ?", params + [limit])
+
+
+def catalogue(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+    """Active catalogue items: name, points, stock (-1 = unlimited), redeemed so far."""
+    return _rows(db, "SELECT name AS item, points, CASE WHEN limited THEN (SELECT "
+                     "coalesce(sum(delta), 0) FROM catalogue_moves m WHERE m.item_id = i.id) "
+                     "ELSE -1 END AS stock, (SELECT coalesce(-sum(delta), 0) FROM catalogue_moves"
+                     " m WHERE m.item_id = i.id AND m.note IN ('redeemed', 'reversed')) AS "
+                     "redeemed FROM catalogue_items i WHERE active = 1 ORDER BY name", [])

@@ -33,6 +33,19 @@ class WriterLike(Protocol):
     def call(self, fn: Callable[[sqlite_utils.Database], Any]) -> Future: ...
 
 
+class SalesLike(Protocol):
+    """What the web layer needs of the daemon's ``host.site.sales.SaleDesk``."""
+
+    def arm(self, device_id: str, **kw: Any) -> dict[str, Any]: ...
+    def cancel(self, sale_id: int) -> dict[str, Any]: ...
+    def get(self, sale_id: int) -> dict[str, Any]: ...
+    def wait(self, sale_id: int, timeout: float) -> dict[str, Any]: ...
+
+
+class NoSales(HostError):
+    """This server runs without the daemon's links: no sale can be armed (HTTP 503)."""
+
+
 class WriteTimeout(HostError):
     """The writer did not answer in time (HTTP 503); the write may still commit, so the client
     retries with the same Idempotency-Key."""
@@ -46,6 +59,8 @@ class WebContext:
     read_db: Callable[[], sqlite_utils.Database]
     policy: Policy
     bus: EventBus
+    #: The daemon's sales desk (None: an API server without readers; sales answer 503).
+    sales: SalesLike | None = None
     write_timeout_s: float = WRITE_TIMEOUT_S
     _streams: set[Subscription] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -66,6 +81,12 @@ class WebContext:
                                       "token": actor.name,
                                       **{k: v for k, v in result.items() if k != "replayed"}})
         return result
+
+    def desk(self) -> SalesLike:
+        """The sales desk, or NoSales."""
+        if self.sales is None:
+            raise NoSales("this server has no readers: sales need the daemon")
+        return self.sales
 
     def open_stream(self, kinds: frozenset[str] | None) -> Subscription:
         """A bus subscription for an event stream; closed by :meth:`close_streams`."""

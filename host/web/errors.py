@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 
 from host.errors import Conflict, HostError, InputError, InsufficientFunds, NotFound
 from host.site.writer import WriterClosed
-from host.web.context import WriteTimeout
+from host.web.context import NoSales, WriteTimeout
 from host.web.deps import KEY_LOC, MISSING_KEY
 from host.web.permissions import Forbidden, Unauthorized
 
@@ -28,6 +28,7 @@ STATUS: list[tuple[type[HostError], int]] = [
     (InsufficientFunds, 409),
     (InputError, 400),
     (WriteTimeout, 503),
+    (NoSales, 503),
     (WriterClosed, 503),
 ]
 

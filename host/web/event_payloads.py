@@ -30,7 +30,7 @@ def decision_payload(tap: Tap, d: Decision) -> dict[str, Any]:
     return {"device_id": tap.device_id, "seq": tap.seq, "uid": tap.uid,
             "member_id": d.member_id, "verdict": d.verdict, "reason": d.reason,
             "text": d.text, "balance_fen": d.balance_fen, "points": d.points,
-            "uses_left": d.uses_left, "replayed": d.replayed}
+            "uses_left": d.uses_left, "replayed": d.replayed, "sale_id": d.sale_id or None}
 
 
 def device_payload(device_id: str, kind: str, link: str = "", fw: str = "") -> dict[str, Any]:

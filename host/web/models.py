@@ -122,3 +122,51 @@ class RedemptionOut(BalanceOut):
 class RefundOut(BalanceOut):
     refunded_fen: int
     bonus_forfeited_fen: int
+
+
+class SaleItemIn(_In):
+    """A product of the policy's catalogue (``GET /v1/products``) and how many."""
+
+    product: str = Field(min_length=1, max_length=32)
+    qty: StrictInt = Field(1, ge=1, le=99)
+
+
+class SaleIn(_In):
+    """Exactly one of: ``amount_fen`` (kiosk), ``items`` (products), ``service`` (a wash
+    program). ``timeout_s``: seconds the sale stays armed (default 60)."""
+
+    amount_fen: StrictInt | None = Field(None, ge=1)
+    items: list[SaleItemIn] = Field(default_factory=list, max_length=20)
+    service: StrictInt = Field(0, ge=0, le=255)
+    timeout_s: StrictInt = Field(60, ge=1, le=3600)
+
+
+class SaleOut(BaseModel):
+    """A sale on a reader: ``state`` armed, paid, cancelled, expired or denied; ``result``
+    (once a tap settled it): verdict, reason, text, charged_fen, points_earned, balance_fen,
+    points, member_id."""
+
+    id: int
+    device_id: str
+    amount_fen: int
+    service: int
+    items: list[dict]
+    text: str
+    state: str
+    created_at: int
+    expires_at: int
+    settled_at: int | None = None
+    tap_id: int | None = None
+    reason: str | None = None
+    result: dict | None = None
+
+
+class ProductOut(BaseModel):
+    id: str
+    name: str
+    price_fen: int
+    kinds: list[str]
+
+
+class ProductList(BaseModel):
+    products: list[ProductOut]

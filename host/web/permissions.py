@@ -7,7 +7,7 @@ look at scopes: they name an *action* and :func:`check` decides, from :data:`RUL
 | scope     | may                                                                  |
 |-----------|----------------------------------------------------------------------|
 | `members` | read members and cards (look-ups by id, card UID, phone)             |
-| `sales`   | what `members` may, plus top-ups, pass sales, points redemptions, and the event stream |
+| `sales`   | what `members` may, plus top-ups, pass sales, points redemptions, sales on readers (arm, read, cancel; the kiosk screen), and the event stream |
 | `admin`   | everything, including refunds (cash paid out)                       |
 """
 
@@ -44,6 +44,7 @@ class Actor:
 RULES: dict[str, frozenset[str]] = {
     "members.read": frozenset({"members", "sales", "admin"}),
     "sales.write": frozenset({"sales", "admin"}),
+    "sales.read": frozenset({"sales", "admin"}),
     "events.read": frozenset({"sales", "admin"}),
     "refunds.write": frozenset({"admin"}),
 }
