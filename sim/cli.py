@@ -50,6 +50,7 @@ from sim.pn532 import PN532Emulator
 from sim.run_device import EXIT_RESET, FEEDBACK, SimBoard, make_config
 
 CONTROL_FILE = "sim-control.json"
+BOARDS_DIR = "sim-boards"        # default --board-dir, next to the site database
 #: Global ``tapkiosk`` options forwarded to each subcommand (``tapkiosk --db X sim tap ...``).
 GLOBAL_OPTIONS = {"run": ("--db",), "tap": ("--db", "--json"), "place": ("--db",),
                   "remove": ("--db",)}
@@ -158,6 +159,10 @@ class VirtualReader:
         except BaseException:
             self.close()
             raise
+        # The firmware ignores the same card until it was away this long: its config's
+        # debounce, or the daemon's (pushed with the device config, 1.5 s by default).
+        self.debounce_s = max(cfg.get("debounce_ms", 0), 1500) / 1000 + 0.2
+        self._last_uid, self._removed_at = b"", 0.0
         self.board.popen_kw = child_popen_kw()
         self.lines = _Lines(echo)
         self.board.lines = self.lines
@@ -201,9 +206,32 @@ class VirtualReader:
         self.emu.remove()
 
     def tap(self, uid: str, hold_s: float = 0.4) -> None:
+        """Place, hold, remove. The same card again within the reader's debounce would be
+        ignored by the firmware (one presentation): wait the debounce out first."""
+        key = parse_uid(uid)
+        if key == self._last_uid:
+            time.sleep(max(0.0, self._removed_at + self.debounce_s - time.monotonic()))
         self.place(uid)
         time.sleep(hold_s)
         self.remove()
+        self._last_uid, self._removed_at = key, time.monotonic()
+
+    def tap_and_watch(self, uid: str, hold_s: float = 0.4, wait_s: float = 3.0) -> None:
+        """``tap``, then watch the reader for ``wait_s`` s: raises SimError when the daemon
+        refused the frame (the firmware prints ``host error``) instead of claiming success."""
+        mark = len(self.board.output())
+        self.tap(uid, hold_s)
+        deadline = time.monotonic() + wait_s
+        while True:
+            for line in self.board.output()[mark:]:
+                if "host error" in line or "host refused" in line:
+                    raise SimError(f"the daemon refused the tap on {self.device_id}: "
+                                   f"{line.strip()}")
+                if "DISPLAY:" in line:
+                    return
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.05)
 
     def feedback_since(self, since_ticks: int) -> dict[str, Any]:
         """What the board's outputs did since ``since_ticks`` (protocol.compat.ticks_ms, the
@@ -270,6 +298,11 @@ class ControlServer:
     def __init__(self, readers: dict[str, VirtualReader], site_dir: str | os.PathLike) -> None:
         self.readers = readers
         self.path = Path(site_dir) / CONTROL_FILE
+        other = running_simulator(self.path)
+        if other is not None:
+            raise SimError(f"another simulator (pid {other.get('pid')}, devices "
+                           f"{', '.join(other.get('devices', []))}) already runs for this site: "
+                           "stop it first, or give all devices to one 'sim run' (repeat --device)")
         self._srv = socket.create_server(("127.0.0.1", 0))
         self.port = self._srv.getsockname()[1]
         self._stop = False
@@ -312,16 +345,26 @@ class ControlServer:
             r.place(words[2])
         else:
             hold = int(words[3]) if len(words) > 3 and words[3].isdigit() else 400
-            r.tap(words[2], min(hold, 10000) / 1000)
+            r.tap_and_watch(words[2], min(hold, 10000) / 1000)
         return "ok"
 
     def close(self) -> None:
         self._stop = True
         self._srv.close()
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(self.path.read_text()).get("port") == self.port:
+                self.path.unlink()
+
+
+def running_simulator(path: Path) -> dict | None:
+    """The control info in ``path`` when the simulator that wrote it still answers (None: no
+    file, or a stale one left by a simulator that died)."""
+    try:
+        info = json.loads(path.read_text())
+        with socket.create_connection((info["host"], int(info["port"])), timeout=2):
+            return info
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _send_control(db: str, words: list[str], timeout: float = 15.0) -> None:
@@ -417,7 +460,8 @@ def _parser() -> argparse.ArgumentParser:
                                            "as its device id); or set TAPKIOSK_MQTT_PASSWORD")
     r.add_argument("--service", type=int, default=1, help="wash program sent by wash bays")
     r.add_argument("--amount", default="10.00", help="yuan sent by kiosks with every tap")
-    r.add_argument("--board-dir", help="where the boards' flash lives (default: a temp dir)")
+    r.add_argument("--board-dir", help="where the boards' flash lives, kept between runs so "
+                   "the boot counters go on (default: sim-boards/ next to the database)")
     r.add_argument("--no-input", action="store_true",
                    help="ignore stdin; run until Ctrl-C (taps through 'tapkiosk sim tap')")
     for name, helptext in (("tap", "place a card, hold it, remove it; print the decision"),
@@ -446,7 +490,6 @@ def _listen_addr(url: str) -> tuple[str, int]:
 
 
 def _run(a: argparse.Namespace, out: Any) -> int:
-    import tempfile
     from host.money import parse_yuan
     db = a.db or _default_db()
     if a.serial and len(a.serial) != len(a.device):
@@ -467,12 +510,9 @@ def _run(a: argparse.Namespace, out: Any) -> int:
                 out.flush()
         return echo
 
-    tmp = None
-    if a.board_dir:
-        boards = Path(a.board_dir)
-    else:
-        tmp = tempfile.TemporaryDirectory(prefix="tapkiosk-sim-")
-        boards = Path(tmp.name)
+    # The boards' flash (boot counter, outbox) outlives the run: a board wiped at every start
+    # would count from boot 1 again under the same key, and the daemon refuses that as replays.
+    boards = Path(a.board_dir) if a.board_dir else Path(db).resolve().parent / BOARDS_DIR
     readers: dict[str, VirtualReader] = {}
     control: ControlServer | None = None
     try:
@@ -504,8 +544,6 @@ def _run(a: argparse.Namespace, out: Any) -> int:
             control.close()
         for r in readers.values():
             r.close()
-        if tmp is not None:
-            tmp.cleanup()
 
 
 def _prompt(readers: dict[str, VirtualReader], out: Any, lock: threading.Lock) -> None:
@@ -535,7 +573,7 @@ def _prompt(readers: dict[str, VirtualReader], out: Any, lock: threading.Lock) -
                 elif cmd == "place":
                     readers[dev].place(rest[0])
                 else:
-                    readers[dev].tap(rest[0])
+                    readers[dev].tap_and_watch(rest[0])
                 msg = f"{cmd} {dev} ok"
             else:
                 raise SimError("commands: tap [DEVICE] UID | place [DEVICE] UID | "
@@ -554,8 +592,9 @@ def _tap(a: argparse.Namespace, out: Any) -> int:
     _send_control(db, ["tap", a.device, a.uid, str(max(0, a.hold_ms))])
     row = wait_tap(db, a.device, before, a.timeout)
     if row is None:
-        print(f"tapkiosk sim: error: no decision for {a.device} within {a.timeout:g} s "
-              "(is the daemon running and the reader online?)", file=sys.stderr)
+        print(f"tapkiosk sim: error: no decision for {a.device} within {a.timeout:g} s: the "
+              "reader sent the tap but no decision was stored (is the daemon running and the "
+              "reader online? see the sim run console)", file=sys.stderr)
         return 1
     if a.json:
         out.write(json.dumps(row, sort_keys=True) + "\n")

@@ -50,4 +50,4 @@ def test_nothing_in_host_is_named_current_tap():
 def test_delegated_subcommands_are_entry_points():
     names = {ep.name: ep.value for ep in entry_points(group="tapkiosk.commands")}
     assert names == {"daemon": "host.daemon", "flash": "tools.flash", "sim": "sim.cli",
-                     "demo": "sim.demo"}
+                     "demo": "sim.demo", "doctor": "host.site.doctor"}

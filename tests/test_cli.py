@@ -147,13 +147,40 @@ def test_ledger_is_append_only(run, member, tmp_path):
 
 def test_device_key_is_32_bytes_and_rotates(run):
     j(run, "device", "add", "G1", "gate", "--direction", "in", "--hours", "06:00-22:00")
-    k1 = j(run, "device", "key", "G1")["key"]
+    k1 = j(run, "device", "key", "G1", "--show")["key"]
     assert len(bytes.fromhex(k1)) == 32
-    assert j(run, "device", "key", "G1")["key"] == k1
-    k2 = j(run, "device", "key", "G1", "--rotate")["key"]
+    assert j(run, "device", "key", "G1", "--show")["key"] == k1
+    rotated = j(run, "device", "key", "G1", "--rotate")
+    assert "key" not in rotated and rotated["rotated"] is True
+    k2 = j(run, "device", "key", "G1", "--show")["key"]
     assert k2 != k1 and len(bytes.fromhex(k2)) == 32
     dev = j(run, "device", "list")
     assert [d["device_id"] for d in dev] == ["G1"]
+
+
+def test_device_key_is_not_printed_without_show(run):
+    j(run, "device", "add", "G1", "gate")
+    code, out, err = run("device", "key", "G1")
+    assert code == 2 and out == "" and "--show" in err
+
+
+def test_device_replace_starts_a_new_key_and_epoch(run, tmp_path):
+    from host.store.db import open_db
+    from host.store.devices import device_key
+    j(run, "device", "add", "G1", "gate")
+    db = open_db(tmp_path / "site.db")
+    old_key = device_key(db, "G1")
+    db.execute("UPDATE devices SET last_seq = 131077, resend_floor = 131070, down_seq = 196608,"
+               " board_mac = '24:6f:28:aa:bb:cc' WHERE device_id = 'G1'")
+    out = j(run, "device", "replace", "G1")
+    assert out["device_id"] == "G1" and old_key.hex() not in str(out)
+    row = db.execute("SELECT key, last_seq, resend_floor, down_seq, seq_base, board_mac "
+                     "FROM devices WHERE device_id = 'G1'").fetchone()
+    assert bytes(row[0]) != old_key
+    assert row[1:4] == (0, 0, 0) and row[5] is None
+    assert row[4] > 131077      # the new epoch's stored seqs sit above the old ones
+    assert run("device", "replace", "NOPE")[0] != 0
+    db.conn.close()
 
 
 def test_reports_csv_and_json(run, member):

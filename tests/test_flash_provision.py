@@ -329,10 +329,16 @@ def test_rebind_moves_the_device_and_locks_the_old_board_out(site, capsys):
     first = RecordingBoard(mac=MAC_A)
     assert run(provision_argv(site), first) == 0
     old_key = db_key(site)
+    import sqlite3
+    with sqlite3.connect(site["db"]) as c:   # the old board's sequence epoch
+        c.execute("UPDATE devices SET last_seq = 65540, resend_floor = 65539")
     second = RecordingBoard(mac=MAC_B)
     assert run(provision_argv(site, "--rebind"), second) == 0
     new_key = db_key(site)
     assert new_key != old_key and db_mac(site) == MAC_B
+    with sqlite3.connect(site["db"]) as c:   # the new board counts from boot 1: a new epoch
+        assert c.execute("SELECT last_seq, resend_floor, seq_base > 65540 FROM devices"
+                         ).fetchone() == (0, 0, 1)
     assert bytes.fromhex(board_config(second)["key"]) == new_key
     out = capsys.readouterr().out
     assert f"moved from board {MAC_A} to this board ({MAC_B})" in out

@@ -171,3 +171,79 @@ def test_demo_stay_then_sim_tap_then_ctrl_c(tmp_path):
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait(10)
+
+
+def _stop(p: subprocess.Popen) -> None:
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(5)
+
+
+def _sim_run(db: Path, port: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "sim.cli", "run", "--db", str(db), "--device",
+                             "gate-1", "--serial", f"socket://127.0.0.1:{port}", "--no-input"],
+                            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def test_sim_traps_second_run_restart_and_debounce(tmp_path, capsys):
+    """A second `sim run` for the same site is refused (it would hide the first one's readers
+    from `sim tap`); a restarted `sim run` keeps its boards' flash (no replay refusals); the
+    same card twice in a row is decided twice (the simulator waits out the debounce)."""
+    db = tmp_path / "site.db"
+    _cli(db, "init")
+    _cli(db, "device", "add", "gate-1", "gate", "--anti-passback", "off",
+         "--duplicate-window", "0")
+    _cli(db, "member", "add", "--consent-terms", "t1", "--name", "Ann")
+    _cli(db, "card", "enroll", "1", ANN)
+    _cli(db, "pass", "sell", "1", "gym_month")
+    capsys.readouterr()
+    port = free_port()
+    log = open(tmp_path / "daemon.log", "w")
+    daemon = subprocess.Popen([sys.executable, "-m", "host.daemon", "--db", str(db), "--serial",
+                               f"socket://127.0.0.1:{port}"], cwd=ROOT, stdout=log, stderr=log,
+                              start_new_session=True)
+    procs = [daemon]
+    try:
+        sim = _sim_run(db, port)
+        procs.append(sim)
+        Lines(sim).wait("[gate-1] tapkiosk: online")
+        second = _sim_run(db, free_port())
+        procs.append(second)
+        assert second.wait(30) == 2
+        assert "another simulator" in second.stdout.read()
+        for _ in range(2):   # the same card twice, at once: two decisions
+            assert simcli.main(["tap", "gate-1", ANN, "--db", str(db), "--json",
+                                "--timeout", "5"]) == 0
+            assert json.loads(capsys.readouterr().out)["verdict"] == "grant"
+        _stop(sim)
+        again = _sim_run(db, port)      # no --board-dir: the same boards, the boot counter goes on
+        procs.append(again)
+        Lines(again).wait("[gate-1] tapkiosk: online", timeout=60)
+        assert simcli.main(["tap", "gate-1", ANN, "--db", str(db), "--timeout", "5"]) == 0
+        assert "grant" in capsys.readouterr().out
+        assert "cause=replay" not in (tmp_path / "daemon.log").read_text()
+    finally:
+        for p in reversed(procs):
+            _stop(p)
+        log.close()
+
+
+def test_a_refused_tap_is_not_reported_as_ok():
+    class Board:
+        def __init__(self):
+            self.lines = []
+
+        def output(self):
+            return list(self.lines)
+
+    r = simcli.VirtualReader.__new__(simcli.VirtualReader)
+    r.device_id, r.board = "gate-1", Board()
+    r.tap = lambda uid, hold_s=0.4: r.board.lines.append(
+        "tapkiosk: host error 3 for seq 65538 replay")
+    with pytest.raises(simcli.SimError, match="refused the tap on gate-1: .*host error 3"):
+        r.tap_and_watch(ANN, wait_s=1)

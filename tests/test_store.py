@@ -127,7 +127,7 @@ def test_migration_3_adopts_tables_an_older_daemon_created(tmp_path):
     db.conn.execute("DELETE FROM schema_migrations WHERE version = 3")
     db.conn.execute("INSERT INTO device_config VALUES ('gate-1', 4, 'x', 3)")
     db.conn.close()
-    db = open_db(path)
+    db = open_db(path, upgrade=True)
     assert db.execute("SELECT version, acked FROM device_config").fetchall() == [(4, 3)]
     assert {3} <= {r[0] for r in db.execute("SELECT version FROM schema_migrations")}
 
@@ -140,7 +140,7 @@ def test_a_missing_earlier_migration_is_applied_after_a_later_one(tmp_path):
                           "DROP TABLE device_events; DROP TABLE device_config;"
                           "INSERT OR IGNORE INTO schema_migrations VALUES (999, 'later', 0);")
     db.conn.close()
-    db = open_db(path)
+    db = open_db(path, upgrade=True)
     assert {"device_events", "device_config"} <= set(db.table_names())
     assert schema_version(db) == 999
 
@@ -209,3 +209,31 @@ def test_tap_commit_indexes_are_gone_and_the_sweeps_still_seek(tmp_path):
                 "remaining > 0 ORDER BY expires_at = 0, expires_at, id"):
         plan = " ".join(r[3] for r in db.execute("EXPLAIN QUERY PLAN " + sql))
         assert "SEARCH lots USING INDEX sqlite_autoindex_lots_1 (member_id=?" in plan
+
+
+def test_a_new_device_key_starts_a_new_sequence_epoch():
+    from host.store import site_state
+    from host.store.devices import register_device
+    db = open_db(":memory:")
+    register_device(db, "G1", "gate")
+    db.execute("UPDATE devices SET last_seq = 65540, resend_floor = 65539, down_seq = 131072 "
+               "WHERE device_id = 'G1'")
+    register_device(db, "G1", "gate", rotate=True)
+    row = site_state.load_device(db, "G1")
+    assert (row["highest"], row["resend_floor"]) == (0, 0)
+    assert row["seq_base"] > 65540
+    # A daemon that still holds the old epoch cannot write its highest seq back.
+    site_state.save_states(db, [("G1", 65541, 1, True, 0)])
+    assert db.execute("SELECT last_seq FROM devices").fetchone()[0] == 0
+    site_state.save_states(db, [("G1", 65541, 1, True, row["seq_base"])])
+    assert db.execute("SELECT last_seq FROM devices").fetchone()[0] == 65541
+
+
+def test_open_db_refuses_pending_migrations_unless_upgrading(tmp_path):
+    from host.store.db import SchemaOutdated
+    path = tmp_path / "site.db"
+    open_db(path).conn.execute("DELETE FROM schema_migrations WHERE version = 3")
+    with pytest.raises(SchemaOutdated, match=r"lacks migration\(s\) 3 .* upgrade"):
+        open_db(path)
+    assert open_db(path, upgrade=True).execute(
+        "SELECT count(*) FROM schema_migrations WHERE version = 3").fetchone()[0] == 1

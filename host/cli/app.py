@@ -7,18 +7,22 @@
 a warning on a terminal), ``--json``.
 Every refused request (bad input, unknown member, conflicting idempotency key, not enough
 balance) prints one ``tapkiosk: error: ...`` line on stderr, exits 2 and writes nothing.
-``verify`` exits 1 when a projection differs from the ledger.
+``verify`` exits 1 when a projection differs from the ledger. Only ``init`` and ``upgrade``
+migrate the database (``upgrade`` backs it up first); every other command refuses an older
+schema with one line naming ``tapkiosk upgrade`` (exit 2).
 
 Each command is one handler in ``COMMANDS`` (``"member add"`` -> function), defined with
 its parser in the module of its group: ``devices`` (init, site, device), ``members``
 (member, card), ``money`` (topup, refund, pass, points), ``tap``, ``reports``, ``books``
-(ledger, verify, expire, export), ``staff`` (console staff accounts, ``audit``). ``daemon``,
-``flash``, ``sim`` and ``demo`` are handed to their own modules (``delegate``).
+(ledger, verify, expire, export), ``staff`` (console staff accounts, ``audit``), ``upkeep``
+(upgrade, backup). ``daemon``, ``doctor``, ``flash``, ``sim`` and ``demo`` are handed to their
+own modules (``delegate``).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import sqlite3
 import sys
@@ -27,7 +31,7 @@ from typing import TextIO
 
 from host.admin import Admin
 from host.cli import (books, catalogue, coupons, delegate, devices, members, messages, money,
-                      privacy, reports, site_policy, staff, tap, tiers, tokens)
+                       privacy, reports, site_policy, staff, tap, tiers, tokens, upkeep)
 from host.cli.args import Parser, parents
 from host.cli.context import Ctx, Handler
 from host.errors import HostError, InputError
@@ -39,26 +43,35 @@ from host.store.db import default_db_path, open_db
 _GROUPS = (devices.add_site_parsers, members.add_parsers, devices.add_parsers,
            money.add_parsers, tap.add_parsers, reports.add_parsers, books.add_parsers,
            tokens.add_parsers, staff.add_parsers, privacy.add_parsers, site_policy.add_parsers,
-           tiers.add_parsers, coupons.add_parsers, messages.add_parsers, catalogue.add_parsers)
+           tiers.add_parsers, coupons.add_parsers, messages.add_parsers, catalogue.add_parsers,
+           upkeep.add_parsers)
 
 #: Every command: its words (``"member add"``) -> its handler.
 COMMANDS: dict[str, Handler] = {**devices.COMMANDS, **members.COMMANDS, **money.COMMANDS,
                                 **tap.COMMANDS, **reports.COMMANDS, **books.COMMANDS,
                                 **tokens.COMMANDS, **staff.COMMANDS, **privacy.COMMANDS,
                                 **site_policy.COMMANDS, **tiers.COMMANDS, **coupons.COMMANDS,
-                                **messages.COMMANDS, **catalogue.COMMANDS}
+                                **messages.COMMANDS, **catalogue.COMMANDS, **upkeep.COMMANDS}
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("tapkiosk")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def build_parser() -> Parser:
     """The ``tapkiosk`` parser: global options, then each command group's parsers."""
     p = Parser(prog="tapkiosk", description="tapkiosk operator CLI",
-               epilog="also: tapkiosk daemon|flash|sim|demo ... (each has its own --help): "
-                      "the site daemon, the technician's flash tool, simulated readers, "
-                      "the demo")
+               epilog="also: tapkiosk daemon|doctor|flash|sim|demo ... (each has its own "
+                      "--help): the site daemon, the site check against daemon.toml, the "
+                      "technician's flash tool, simulated readers, the demo")
     p.add_argument("--db", help="site database (default: $TAPKIOSK_DB or the user data dir)")
     p.add_argument("--policy", help="policy TOML file (default: $TAPKIOSK_POLICY, else the "
                    "site's, set by 'tapkiosk policy set', else the shipped defaults)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--version", action="version", version=f"tapkiosk {_version()}")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     shared = parents()
@@ -71,7 +84,10 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     path = args.db or default_db_path()
     if args.cmd != "init" and path != ":memory:" and not os.path.exists(path):
         raise InputError(f"no database at {path}: run 'tapkiosk init' first (or pass --db)")
-    db = open_db(path)
+    migrating = args.cmd in upkeep.MIGRATING
+    if migrating:
+        upkeep.before_upgrade(path, args)
+    db = open_db(path, upgrade=migrating)
     try:
         where, source = settings.policy_location(db, args.policy)
         if source == "defaults" and args.cmd != "policy" and sys.stderr.isatty():

@@ -13,7 +13,8 @@ from host.errors import InputError
 from host.secure import check as secure_policy
 from host.store.db import schema_version
 from host.site.broker_acl import write_acl
-from host.store.devices import KINDS, device_key, get_device, list_devices, register_device
+from host.store.devices import (KINDS, device_key, get_device, list_devices, register_device,
+                                replace_device)
 
 _LIST_COLUMNS = ("device_id", "kind", "name", "board_mac", "online", "last_seen", "last_seq",
                  "fw")
@@ -21,7 +22,10 @@ _LIST_COLUMNS = ("device_id", "kind", "name", "board_mac", "online", "last_seen"
 
 def add_site_parsers(sub: Any, p: Parents) -> None:
     """``init`` and ``site key``."""
-    sub.add_parser("init", help="create or upgrade the database", **p.read)
+    i = sub.add_parser("init", help="create the database (an existing one: upgraded like "
+                       "'tapkiosk upgrade', backed up first)", **p.read)
+    i.add_argument("--backup-dir", help="where a dated backup goes before an upgrade "
+                   "(default: the database's folder)")
     site = group(sub, "site", "site settings")
     s = site.add_parser("key", help="show (or --rotate) the site key for secure cards; "
                         "the key itself is never printed", **p.read)
@@ -46,15 +50,24 @@ def add_parsers(sub: Any, p: Parents) -> None:
     d.add_argument("--broker-acl", metavar="FILE",
                    help="rewrite this mosquitto ACL file with the new reader's topics")
     device.add_parser("list", **p.read)
-    d = device.add_parser("key", help="print (or --rotate) the device's 32-byte key", **p.read)
+    d = device.add_parser("key", help="rotate (--rotate) the device's 32-byte key; the key is "
+                          "printed only with --show (for a hand-made config)", **p.read)
     d.add_argument("device_id")
-    d.add_argument("--rotate", action="store_true")
+    d.add_argument("--rotate", action="store_true", help="a new key and sequence epoch")
+    d.add_argument("--show", action="store_true", help="print the key (keep it secret)")
+    d = device.add_parser("replace", help="a replacement or wiped board for this id: new key "
+                          "and sequence epoch, unbound; then provision the new board",
+                          **p.read)
+    d.add_argument("device_id")
 
 
 def init(ctx: Ctx, a: argparse.Namespace) -> None:
     sk = secure_policy.ensure_site_key(ctx.db, ctx.ts())
-    ctx.show({"db": ctx.path, "schema_version": schema_version(ctx.db),
-              "site_key_version": sk["version"], **init_data_key(ctx)})
+    view = {"db": ctx.path, "schema_version": schema_version(ctx.db),
+            "site_key_version": sk["version"], **init_data_key(ctx)}
+    if getattr(a, "backup", None):
+        view["backup"] = a.backup
+    ctx.show(view)
 
 
 def site_key(ctx: Ctx, a: argparse.Namespace) -> None:
@@ -111,14 +124,29 @@ def device_list(ctx: Ctx, a: argparse.Namespace) -> None:
 
 def device_key_cmd(ctx: Ctx, a: argparse.Namespace) -> None:
     dev = get_device(ctx.db, a.device_id)
+    if not (a.rotate or a.show):
+        raise InputError("keys are not printed: add --show to print it, or --rotate for a "
+                         "new one (tools/flash.py writes the key to the board itself)")
     if a.rotate:
         k = register_device(ctx.db, a.device_id, dev["kind"], rotate=True)
     else:
         k = device_key(ctx.db, a.device_id)
-    ctx.show({"device_id": a.device_id, "key": k.hex(), "rotated": a.rotate})
+    view: dict[str, Any] = {"device_id": a.device_id, "rotated": a.rotate}
+    if a.show:
+        view["key"] = k.hex()
+    ctx.show(view)
+
+
+def device_replace(ctx: Ctx, a: argparse.Namespace) -> None:
+    """A new board for ``device_id``: new key and sequence epoch (``replace_device``)."""
+    replace_device(ctx.db, a.device_id)
+    ctx.show({"device_id": a.device_id, "key": "new (not printed)", "board": "unbound",
+              "next": f"tools/flash.py provision the new board as {a.device_id}; "
+                      "a running daemon picks the new key up at the board's first frame"})
 
 
 COMMANDS: dict[str, Handler] = {
     "init": init, "site key": site_key, "device add": device_add, "device list": device_list,
-    "device key": device_key_cmd, "broker-acl": broker_acl,
+    "device key": device_key_cmd, "device replace": device_replace,
+    "broker-acl": broker_acl,
 }

@@ -1,10 +1,10 @@
-# Runs on CPython (host): `tapkiosk datakey ...`, `retention run`, `upgrade` and member data files — the privacy commands.
-"""Data key, retention and upgrade commands (docs/operators.md "Privacy").
+# Runs on CPython (host): `tapkiosk datakey ...`, `retention run` and member data files — the privacy commands.
+"""Data key and retention commands (docs/operators.md "Privacy").
 
 ``datakey status|rotate``: the site data key file and its versions; rotation re-seals every
 member in batches while the daemon runs. ``retention run [--dry-run]``: erase the personal
-data of members idle longer than the policy's ``[privacy] retention_days``. ``upgrade``:
-apply migrations and seal member rows an older version kept in plain text.
+data of members idle longer than the policy's ``[privacy] retention_days``. ``upgrade``
+(host/cli/upkeep.py) seals member rows an older version kept in plain text.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def add_parsers(sub: Any, p: Parents) -> None:
     r = ret.add_parser("run", help="erase members idle over [privacy] retention_days",
                        **p.write)
     r.add_argument("--dry-run", action="store_true", help="only list them")
-    sub.add_parser("upgrade", help="apply migrations; seal plain-text member data", **p.read)
+    # ``upgrade`` (migrations after a dated backup, then ``seal_plain_rows``): host/cli/upkeep.py
 
 
 def write_private(path: str, text: str) -> None:
@@ -74,13 +74,7 @@ def retention_run(ctx: Ctx, a: argparse.Namespace) -> None:
     ctx.show(ctx.admin.retention(dry_run=a.dry_run, key=a.key))
 
 
-def upgrade(ctx: Ctx, a: argparse.Namespace) -> None:
-    from host.store.db import schema_version
-    ctx.show({"schema_version": schema_version(ctx.db),
-              **privacy_upgrade.seal_plain_rows(ctx.db)})
-
-
 COMMANDS: dict[str, Handler] = {
     "datakey status": datakey_status, "datakey rotate": datakey_rotate,
-    "retention run": retention_run, "upgrade": upgrade,
+    "retention run": retention_run,
 }

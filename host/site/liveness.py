@@ -89,7 +89,8 @@ class Liveness:
         for st in self.registry.devices():
             if st.dirty:
                 st.dirty = False
-                rows.append((st.device_id, st.window.highest, int(st.last_seen), st.online))
+                rows.append((st.device_id, st.window.highest, int(st.last_seen), st.online,
+                             st.seq_base))
         refused = self.refusals.take()
         if not rows and not refused:
             return

@@ -8,7 +8,9 @@ remembered as unknown for ``UNKNOWN_TTL_S`` in a cache of at most ``UNKNOWN_MAX`
 oldest is forgotten first), so a flood of made-up ids costs neither the writer nor memory.
 
 ``verify(st, packet)`` checks the MAC with the device's key; when it does not match, the key
-is re-read at most every ``KEY_RELOAD_S`` (a rotated key takes effect without a restart).
+is re-read at most every ``KEY_RELOAD_S``: a new key (rotated, or ``tapkiosk device replace``)
+takes effect without a restart, with the new sequence epoch that goes with it (replay
+window, ``seq_base``, down-seq boot reloaded together).
 ``encode(st, type, fields)`` builds a host -> device frame with the next down seq
 (``protocol.seq``: boot << 16 | counter, a new boot persisted when the counter runs out).
 """
@@ -65,6 +67,15 @@ class DeviceState:
     refused: dict[str, int] = field(default_factory=dict)      # cause -> count not persisted
     last_error: str = ""
     last_error_at: int = 0
+    seq_base: int = 0           # stored seq = seq_base + wire seq (host/store/devices.py)
+
+    def stored(self, seq: int) -> int:
+        """The store's seq for wire seq ``seq`` of this device's current key."""
+        return self.seq_base + seq
+
+    def wire(self, seq: int) -> int:
+        """The wire seq of stored seq ``seq`` (a host-made seq below the base: itself)."""
+        return seq - self.seq_base if seq > self.seq_base else seq
 
 
 class Registry:
@@ -106,7 +117,8 @@ class Registry:
                     device_id=device_id, kind=row["kind"], key=row["key"], mac=Mac(row["key"]),
                     window=ReplayWindow(row["highest"], row["resend_floor"], self.cache_size),
                     down_boot=row["down_boot"], cfg_version=row["cfg_version"],
-                    cfg_acked=row["cfg_acked"], key_checked=time.monotonic())
+                    cfg_acked=row["cfg_acked"], key_checked=time.monotonic(),
+                    seq_base=row["seq_base"])
                 self._devices[device_id] = st
                 self._unknown.pop(device_id, None)
             return st
@@ -148,9 +160,22 @@ class Registry:
         key = self._reader.run(lambda db: store.read_key(db, st.device_id))
         if key is None or key == st.key:
             raise AuthError(f"bad MAC from {p.device_id}")
-        st.key, st.mac = key, Mac(key)
-        log.info("device=%s key changed in the store; using the new key", st.device_id)
+        self._new_key(st)
         pk.verify(p, st.mac, pk.UP)
+
+    def _new_key(self, st: DeviceState) -> None:
+        """The store holds a new key for ``st`` (``device replace``, ``key --rotate``, a
+        rebind): a new sequence epoch too, so reload the key, the replay window, the seq base
+        and the down-seq boot together."""
+        row = self.writer.call(lambda db: store.load_device(db, st.device_id)).result(30)
+        if row is None:
+            raise AuthError(f"device {st.device_id} is no longer registered")
+        with st.lock, st.down_lock:
+            st.key, st.mac = row["key"], Mac(row["key"])
+            st.window = ReplayWindow(row["highest"], row["resend_floor"], self.cache_size)
+            st.seq_base, st.down_boot, st.down_ctr = row["seq_base"], row["down_boot"], 0
+        log.info("device=%s key changed in the store: new key and sequence epoch (base %d)",
+                 st.device_id, st.seq_base)
 
     # ----------------------------------------------------------------- down frames
     def next_down_seq(self, st: DeviceState) -> int:

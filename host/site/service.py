@@ -175,7 +175,7 @@ class Service:
         code = f["code"]
         name = codes.EVENTS[code] if code < len(codes.EVENTS) else f"code{code}"
         self._accept(st, p, None)
-        row = (int(self.clock()), st.device_id, p.seq, code, name, f["value"], f["text"])
+        row = (int(self.clock()), st.device_id, st.stored(p.seq), code, name, f["value"], f["text"])
         self.writer.call(lambda db: store.save_event(db, row))
         log.log(logging.WARNING if code in _WARN_EVENTS else logging.INFO,
                 "event device=%s name=%s value=%d text=%r", st.device_id, name, f["value"],

@@ -78,7 +78,8 @@ class Taps:
 
     def encoder(self, st: DeviceState) -> Callable[[Tap, Decision], bytes]:
         """The DECISION encoder of the device's taps (run by the writer in the transaction)."""
-        return lambda tap, d: self.registry.encode(st, pk.DECISION, decision_fields(tap.seq, d))
+        return lambda tap, d: self.registry.encode(st, pk.DECISION,
+                                                   decision_fields(st.wire(tap.seq), d))
 
     def _enter(self, st: DeviceState, p: pk.Packet, send: Send, link: str
                ) -> gate_.Entry | None:
@@ -138,8 +139,8 @@ class Taps:
             self._old_tap(st, p, send, link, str(e.error))
             return
         f = p.fields
-        tap = Tap(device_id=st.device_id, seq=p.seq, uid=f["uid"].hex().upper(), sak=f["sak"],
-                  service=f["service"], amount_fen=f["amount"],
+        tap = Tap(device_id=st.device_id, seq=st.stored(p.seq), uid=f["uid"].hex().upper(),
+                  sak=f["sak"], service=f["service"], amount_fen=f["amount"],
                   direction=_DIRECTIONS.get(f["direction"]), offline=bool(f["flags"] & 1),
                   device_time=f["device_time"], secure=f["secure"], sale_id=f["sale_id"])
         self.publisher.tap(tap)
@@ -157,7 +158,8 @@ class Taps:
         was lost in a restart), answer with the stored reply; otherwise refuse it."""
         f = p.fields
         try:
-            row = self.reader.run(lambda db: store.stored_tap(db, st.device_id, p.seq))
+            row = self.reader.run(lambda db: store.stored_tap(db, st.device_id,
+                                                                 st.stored(p.seq)))
         except Exception as err:  # noqa: BLE001 - refuse rather than guess
             row = None
             log.error("device=%s seq=%d stored-tap lookup failed: %s", st.device_id, p.seq, err)
@@ -221,7 +223,8 @@ class Taps:
         dev = st.device_id
         if e.verdict == gate_.REFUSED:
             try:
-                reply = self.reader.run(lambda db: stored_void_reply(db, dev, p.seq, tap_seq))
+                reply = self.reader.run(lambda db: stored_void_reply(
+                    db, dev, st.stored(p.seq), st.stored(tap_seq)))
             except Exception as err:  # noqa: BLE001 - refuse rather than guess
                 reply = None
                 log.error("device=%s VOID seq=%d stored-reply lookup failed: %s", dev, p.seq, err)
@@ -236,8 +239,8 @@ class Taps:
             return self.registry.encode(st, pk.DECISION, decision_fields(tap_seq, d))
 
         try:
-            fut = self.writer.call(lambda db: void_tap(engine, dev, tap_seq, encode,
-                                                       void_seq=p.seq))
+            fut = self.writer.call(lambda db: void_tap(engine, dev, st.stored(tap_seq), encode,
+                                                       void_seq=st.stored(p.seq)))
         except WriterClosed as err:
             self._failed(st, p, link, "internal", f"not decided: {type(err).__name__}",
                          codes.ERR_INTERNAL)

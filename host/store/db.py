@@ -2,7 +2,9 @@
 """SQLite store for tapkiosk.
 
 ``open_db()`` opens (or creates) the site database with WAL, ``synchronous=FULL``, foreign
-keys and a busy timeout, and applies the numbered schema migrations. The connection is in
+keys and a busy timeout. A new database gets the numbered schema migrations; an existing one
+is migrated only by ``open_db(..., upgrade=True)`` (``tapkiosk init`` / ``upgrade``), and
+refused with ``SchemaOutdated`` otherwise. The connection is in
 autocommit mode (``isolation_level=None``): every money write opens its own explicit
 ``BEGIN IMMEDIATE`` transaction (see ``transaction()``), never an implicit one.
 
@@ -489,6 +491,12 @@ CREATE UNIQUE INDEX sales_armed ON sales(device_id) WHERE state = 'armed';
 DROP INDEX IF EXISTS ledger_lot;
 DROP INDEX IF EXISTS lots_expiry;
 """),
+    # A new device key starts a new sequence epoch (the firmware counts from boot 1 again):
+    # the daemon stores seq_base + the wire seq, so the new epoch's taps, events and voids
+    # never collide with the old ones under UNIQUE(device_id, seq) (host/store/devices.py).
+    (17, "devices: seq_base, the stored-seq offset of the current device key", """
+ALTER TABLE devices ADD COLUMN seq_base INTEGER NOT NULL DEFAULT 0 CHECK (seq_base >= 0);
+"""),
 ]
 
 def default_db_path() -> str:
@@ -501,12 +509,19 @@ def default_db_path() -> str:
     return os.path.join(base, "tapkiosk", "site.db")
 
 
-def open_db(path: str | os.PathLike | None) -> sqlite_utils.Database:
+class SchemaOutdated(InputError):
+    """The database is at an older schema than this code: run ``tapkiosk upgrade``."""
+
+
+def open_db(path: str | os.PathLike | None, *, upgrade: bool = False) -> sqlite_utils.Database:
     """Open the site database at ``path`` (None or ``":memory:"`` = in memory).
 
-    Applies the pragmas (WAL, ``synchronous=FULL``, ``foreign_keys=ON``, busy timeout) and
-    every pending migration. Creates parent folders of a file path. The returned database's
-    connection is in autocommit mode; use ``transaction()`` for writes.
+    Applies the pragmas (WAL, ``synchronous=FULL``, ``foreign_keys=ON``, busy timeout).
+    A new, empty database gets the whole schema. An existing one with migrations pending is
+    migrated only with ``upgrade=True`` (``tapkiosk init`` / ``tapkiosk upgrade``, which back
+    it up first); otherwise SchemaOutdated, and nothing is written. Creates parent folders of
+    a file path. The returned database's connection is in autocommit mode; use
+    ``transaction()`` for writes.
     """
     if path is None or str(path) == ":memory:":
         conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
@@ -534,8 +549,31 @@ def open_db(path: str | os.PathLike | None) -> sqlite_utils.Database:
     # Erased personal data is overwritten, not left in free pages (issue #15).
     conn.execute("PRAGMA secure_delete = ON")
     db = sqlite_utils.Database(conn)
-    migrate(db)
+    if upgrade or is_empty(db):
+        migrate(db)
+        return db
+    pending = pending_migrations(db)
+    if pending:
+        version = schema_version(db)
+        conn.close()
+        raise SchemaOutdated(
+            f"database {path} is at schema {version} and lacks migration(s) "
+            f"{', '.join(map(str, pending))} of this tapkiosk: run 'tapkiosk --db {path} "
+            "upgrade' (it backs the database up first)")
     return db
+
+
+def is_empty(db: sqlite_utils.Database) -> bool:
+    """True for a database with no table at all (a new file: nothing to lose by migrating)."""
+    return db.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table' "
+                      "AND name != 'schema_migrations'").fetchone()[0] == 0
+
+
+def pending_migrations(db: sqlite_utils.Database) -> list[int]:
+    """Versions of the migrations not applied to ``db`` yet."""
+    done = (set(r[0] for r in db.execute("SELECT version FROM schema_migrations"))
+            if db["schema_migrations"].exists() else set())
+    return [v for v, _, _ in MIGRATIONS if v not in done]
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

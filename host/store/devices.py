@@ -165,8 +165,46 @@ def register_device(db: sqlite_utils.Database, device_id: str, kind: str, *,
             conn.execute("UPDATE devices SET settings = ? WHERE device_id = ?",
                          (json.dumps(merged, sort_keys=True), device_id))
         if new_key != old_key:
-            conn.execute("UPDATE devices SET key = ? WHERE device_id = ?", (new_key, device_id))
+            new_epoch(conn, device_id, new_key)
         return new_key
+
+
+def new_epoch(conn: Any, device_id: str, key: bytes) -> int:
+    """Store ``key`` for ``device_id`` and start a new sequence epoch, inside the caller's
+    transaction; returns the new ``seq_base``.
+
+    The firmware counts its boot number from 1 again under a new key (protocol/README.md
+    "Sequence numbers"), so the highest accepted seq, the resend floor and the host's down
+    seq start again from 0, and ``seq_base`` moves above every seq stored for the device:
+    the daemon stores ``seq_base + wire seq``, so the new epoch's taps never meet the old
+    ones under ``UNIQUE(device_id, seq)``. An old frame cannot replay: it carries the old
+    key's MAC.
+    """
+    top = conn.execute(
+        "SELECT max(seq_base + last_seq,"
+        " (SELECT coalesce(max(seq), 0) FROM taps WHERE device_id = ?1),"
+        " (SELECT coalesce(max(seq), 0) FROM device_events WHERE device_id = ?1),"
+        " (SELECT coalesce(max(void_seq), 0) FROM tap_voids WHERE device_id = ?1))"
+        " FROM devices WHERE device_id = ?1", (device_id,)).fetchone()[0]
+    base = ((top >> 16) + 1) << 16
+    conn.execute("UPDATE devices SET key = ?, seq_base = ?, last_seq = 0, resend_floor = 0, "
+                 "down_seq = 0 WHERE device_id = ?", (key, base, device_id))
+    return base
+
+
+def replace_device(db: sqlite_utils.Database, device_id: str) -> bytes:
+    """A replacement (or wiped and re-flashed) board for ``device_id``: a fresh key and a new
+    sequence epoch (``new_epoch``), unbound from the old board (the new one is bound at its
+    first provision), in one transaction. Returns the new key; raises NotFound."""
+    check_device_id(device_id)
+    key = secrets.token_bytes(32)
+    with transaction(db) as conn:
+        if conn.execute("SELECT 1 FROM devices WHERE device_id = ?",
+                        (device_id,)).fetchone() is None:
+            raise NotFound(f"unknown device {device_id!r}")
+        conn.execute("UPDATE devices SET board_mac = NULL WHERE device_id = ?", (device_id,))
+        new_epoch(conn, device_id, key)
+    return key
 
 
 def device_key(db: sqlite_utils.Database, device_id: str) -> bytes:
@@ -180,7 +218,7 @@ def device_key(db: sqlite_utils.Database, device_id: str) -> bytes:
 def get_device(db: sqlite_utils.Database, device_id: str) -> dict[str, Any]:
     """The device as a dict: device_id, kind, settings (also flattened at top level:
     direction, anti_passback, duplicate_window_s, hours, name), last_seq, resend_floor,
-    last_seen, online, fw, down_seq, created_at. The key is not included. Raises NotFound."""
+    last_seen, online, fw, down_seq, seq_base, created_at. The key is not included. Raises NotFound."""
     try:
         row = db.table("devices").get(device_id)
     except sqlite_utils.db.NotFoundError:

@@ -23,6 +23,7 @@ from typing import Any
 import sqlite_utils
 
 from host.rules.policy import Policy
+from protocol import codes
 
 
 def _rate(num: int, den: int) -> float:
@@ -128,7 +129,8 @@ def members(db: sqlite_utils.Database, policy: Policy, now: datetime, days: int 
 def devices(db: sqlite_utils.Database, policy: Policy, now: datetime, days: int = 1
             ) -> list[dict[str, Any]]:
     """One row per device: state, taps/grants/denies over the last ``days`` days, the most
-    frequent deny reason and the engine latency (p50/p99 ms, commit excluded)."""
+    frequent deny reason, the engine latency (p50/p99 ms, commit excluded) and its health
+    (``_health``: refusals by cause, last error, last boot, reader faults)."""
     t0 = int(now.timestamp()) - days * 86400
     rows = []
     for dev in db.execute("SELECT device_id, kind, online, last_seen, fw FROM devices "
@@ -149,8 +151,25 @@ def devices(db: sqlite_utils.Database, policy: Policy, now: datetime, days: int 
                      "last_seen": dev[3], "fw": dev[4], "taps": taps, "granted": granted,
                      "denied": taps - granted, "charged_fen": charged,
                      "top_deny_reason": top[0] if top else "", "latency_p50_ms": p50,
-                     "latency_p99_ms": p99})
+                     "latency_p99_ms": p99, **_health(db, did, t0)})
     return rows
+
+
+def _health(db: sqlite_utils.Database, device_id: str, t0: int) -> dict[str, Any]:
+    """A reader's health: frames the daemon refused by cause (all time, most first, e.g.
+    ``bad_mac:3 replay:1``), its last error, when it last booted (``booted_at``) and the reader (PN532)
+    faults it reported since ``t0``."""
+    refused = db.execute("SELECT cause, count FROM device_refusals WHERE device_id = ? AND "
+                         "count > 0 ORDER BY count DESC, cause", (device_id,)).fetchall()
+    err = db.execute("SELECT last_error, last_error_at FROM devices WHERE device_id = ?",
+                     (device_id,)).fetchone()
+    boot = db.execute("SELECT max(ts) FROM device_events WHERE device_id = ? AND code = ?",
+                      (device_id, codes.EV_BOOT)).fetchone()[0]
+    faults = db.execute("SELECT count(*) FROM device_events WHERE device_id = ? AND code = ? "
+                        "AND ts >= ?", (device_id, codes.EV_READER_FAULT, t0)).fetchone()[0]
+    return {"refusals": " ".join(f"{c}:{n}" for c, n in refused),
+            "last_error": err[0] or "", "last_error_at": err[1], "booted_at": boot,
+            "reader_faults": faults}
 
 
 def dormant(db: sqlite_utils.Database, policy: Policy, now: datetime, days: int | None = None

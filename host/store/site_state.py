@@ -70,12 +70,16 @@ def read_key(db: sqlite_utils.Database, device_id: str) -> bytes | None:
 
 
 def load_device(db: sqlite_utils.Database, device_id: str) -> dict[str, Any] | None:
-    """Device row plus the replay state to restore, and a fresh down-seq boot (persisted)."""
-    row = db.execute("SELECT kind, key, last_seq, resend_floor, down_seq FROM devices "
+    """Device row plus the replay state to restore, and a fresh down-seq boot (persisted).
+
+    ``highest`` is a wire seq of the device's current epoch: stored seqs are ``seq_base`` +
+    the wire seq (host/store/devices.py ``new_epoch``); those of earlier epochs are ignored.
+    """
+    row = db.execute("SELECT kind, key, last_seq, resend_floor, down_seq, seq_base FROM devices "
                      "WHERE device_id = ?", (device_id,)).fetchone()
     if row is None:
         return None
-    kind, key, last_seq, floor, down_seq = row
+    kind, key, last_seq, floor, down_seq, base = row
     top = db.execute(
         "SELECT max((SELECT coalesce(max(seq), 0) FROM taps WHERE device_id = ?1),"
         " (SELECT coalesce(max(seq), 0) FROM device_events WHERE device_id = ?1),"
@@ -85,8 +89,9 @@ def load_device(db: sqlite_utils.Database, device_id: str) -> dict[str, Any] | N
     save_down_boot(db, device_id, boot)
     cfg = db.execute("SELECT version, acked FROM device_config WHERE device_id = ?",
                      (device_id,)).fetchone() or (0, 0)
-    return {"kind": kind, "key": bytes(key), "highest": max(last_seq, top),
-            "resend_floor": floor, "down_boot": boot, "cfg_version": cfg[0], "cfg_acked": cfg[1]}
+    return {"kind": kind, "key": bytes(key), "highest": max(last_seq, max(top - base, 0)),
+            "resend_floor": floor, "down_boot": boot, "cfg_version": cfg[0],
+            "cfg_acked": cfg[1], "seq_base": base}
 
 
 def save_down_boot(db: sqlite_utils.Database, device_id: str, boot: int) -> None:
@@ -119,14 +124,18 @@ def save_hello(db: sqlite_utils.Database, device_id: str, seq: int, floor: int, 
                "online = 1, last_seen = ? WHERE device_id = ?", (seq, floor, fw, now, device_id))
 
 
-def save_states(db: sqlite_utils.Database, rows: list[tuple[str, int, int, bool]]) -> None:
-    """Persist (device_id, highest seq, last seen, online) rows in one transaction."""
+def save_states(db: sqlite_utils.Database, rows: list[tuple[str, int, int, bool, int]]
+                ) -> None:
+    """Persist (device_id, highest seq, last seen, online, seq_base) rows in one transaction.
+    The highest seq is kept only while ``seq_base`` is still the device's: a device replaced
+    meanwhile (new key, new epoch) keeps its reset ``last_seq``."""
     db.conn.execute("BEGIN IMMEDIATE")
     try:
         db.conn.executemany(
-            "UPDATE devices SET last_seq = max(last_seq, ?), last_seen = ?, online = ? "
-            "WHERE device_id = ?",
-            [(seq, seen, 1 if online else 0, dev) for dev, seq, seen, online in rows])
+            "UPDATE devices SET last_seq = CASE WHEN seq_base = ? THEN max(last_seq, ?) "
+            "ELSE last_seq END, last_seen = ?, online = ? WHERE device_id = ?",
+            [(base, seq, seen, 1 if online else 0, dev)
+             for dev, seq, seen, online, base in rows])
         db.conn.execute("COMMIT")
     except BaseException:
         db.conn.execute("ROLLBACK")
