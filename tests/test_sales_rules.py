@@ -172,3 +172,22 @@ def test_a_button_leaves_a_sale_armed_through_the_api_alone(site):
     with pytest.raises(Conflict), transaction(db) as conn:
         sales.arm_button(conn, engine.policy, "W1", 1, now(clock))
     assert sales.get(db.conn, s["id"])["state"] == "armed"
+
+
+def test_device_add_fixed_price_off_makes_a_kiosk_refuse_taps_without_a_sale(tmp_path, capsys):
+    from host.cli import main as cli_main
+    from host.rules.engine import Engine, Tap
+    from host.store.db import open_db
+    db_path = str(tmp_path / "site.db")
+    assert cli_main(["--db", db_path, "init"]) == 0
+    assert cli_main(["--db", db_path, "device", "add", "K9", "kiosk", "--fixed-price", "off"]) == 0
+    assert cli_main(["--db", db_path, "device", "add", "K8", "kiosk"]) == 0
+    assert cli_main(["--db", db_path, "device", "add", "K7", "kiosk", "--fixed-price", "maybe"]) == 2
+    assert "invalid choice" in capsys.readouterr().err
+    assert cli_main(["--db", db_path, "member", "add"]) == 0
+    assert cli_main(["--db", db_path, "card", "enroll", "1", "04A1B2C3D4E5F6"]) == 0
+    assert cli_main(["--db", db_path, "topup", "1", "50.00"]) == 0
+    engine = Engine(open_db(db_path))
+    assert engine.decide(Tap("K9", 1, "04A1B2C3D4E5F6", amount_fen=500)).reason == "no_sale"
+    d = engine.decide(Tap("K8", 1, "04A1B2C3D4E5F6", amount_fen=500))
+    assert (d.verdict, d.reason) == ("grant", "ok")

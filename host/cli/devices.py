@@ -44,6 +44,10 @@ def add_parsers(sub: Any, p: Parents) -> None:
     d.add_argument("--name")
     d.add_argument("--direction", choices=("in", "out", "both"))
     d.add_argument("--anti-passback", choices=("on", "off"))
+    d.add_argument("--fixed-price", choices=("on", "off"),
+                   help="kiosk: on (default) charges the reader's own amount when no sale is "
+                        "armed; off refuses such a tap (no_sale): a kiosk that sells through "
+                        "the HTTP API")
     d.add_argument("--duplicate-window", type=whole("duplicate window", 0, 3600))
     d.add_argument("--hours", help="opening hours HH:MM-HH:MM")
     d.add_argument("--key", help="64 hex digits (default: a fresh random key)")
@@ -92,6 +96,8 @@ def _settings(a: argparse.Namespace) -> dict[str, Any]:
             settings[name] = val
     if a.anti_passback is not None:
         settings["anti_passback"] = a.anti_passback == "on"
+    if a.fixed_price is not None:
+        settings["fixed_price"] = a.fixed_price == "on"
     return settings
 
 
