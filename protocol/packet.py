@@ -27,17 +27,39 @@ CONFIG = const(0x08)
 ERROR = const(0x09)
 ACK = const(0x0A)
 VOID = const(0x0B)
+# 0x0C..0x0F: left free for other message types being added (SALE); OTA updates from 0x10.
+STATUS = const(0x10)
+UPDATE_BEGIN = const(0x11)
+UPDATE_CHUNK = const(0x12)
+UPDATE_STATUS = const(0x13)
 
 NAMES = {
     HELLO: "HELLO", WELCOME: "WELCOME", TAP: "TAP", DECISION: "DECISION", PING: "PING",
     PONG: "PONG", EVENT: "EVENT", CONFIG: "CONFIG", ERROR: "ERROR", ACK: "ACK", VOID: "VOID",
+    STATUS: "STATUS", UPDATE_BEGIN: "UPDATE_BEGIN", UPDATE_CHUNK: "UPDATE_CHUNK",
+    UPDATE_STATUS: "UPDATE_STATUS",
 }
 # Which direction may send each type: U = device -> host, D = host -> device.
 DIRECTIONS = {
     HELLO: UP, WELCOME: DOWN, TAP: UP, DECISION: DOWN, PING: UP + DOWN, PONG: UP + DOWN,
     EVENT: UP, CONFIG: DOWN, ERROR: DOWN, ACK: UP, VOID: UP,
+    STATUS: UP, UPDATE_BEGIN: DOWN, UPDATE_CHUNK: DOWN, UPDATE_STATUS: UP,
 }
 
+# STATUS.link
+LINK_SERIAL = const(1)
+LINK_MQTT = const(2)
+# UPDATE_STATUS.state
+UPD_RECEIVING = const(0)   # `have` chunks stored; send chunk `have` next
+UPD_STAGED = const(1)      # every hash checked: switches on the next boot
+UPD_FAILED = const(2)      # refused (UPDATE_STATUS.code says why); the old app keeps running
+UPD_BUSY = const(3)        # another update is staged or on trial
+# UPDATE_STATUS.code when failed
+UPD_ERR_BUNDLE_HASH = const(1)  # the chunks put together do not hash to UPDATE_BEGIN.sha256
+UPD_ERR_MANIFEST = const(2)     # the manifest does not parse or names a bad path
+UPD_ERR_FILE_HASH = const(3)    # a file does not hash to its manifest entry
+UPD_ERR_STORAGE = const(4)      # the filesystem refused a write
+UPDATE_CHUNK_MAX = const(192)   # data bytes in one UPDATE_CHUNK
 # TAP.flags
 FLAG_OFFLINE = const(0x01)  # the device granted this tap from its offline allow-list
 # TAP.direction
@@ -91,6 +113,23 @@ SPECS = {
     ERROR: (("ref_seq", "I", 0, 0xFFFFFFFF), ("code", "B", 1, 255), ("text", _STR, 0, 64)),
     ACK: (("ref_seq", "I", 0, 0xFFFFFFFF), ("code", "B", 0, 255)),
     VOID: (("tap_seq", "I", 0, 0xFFFFFFFF),),
+    STATUS: (
+        ("app", _STR, 0, 32), ("mpy", _STR, 0, 32), ("uptime_s", "I", 0, 0xFFFFFFFF),
+        ("heap_free", "I", 0, 0xFFFFFFFF), ("reset", "B", 0, 255), ("link", "B", 0, 2),
+        ("outbox", "H", 0, 0xFFFF), ("trial", "B", 0, 1),
+    ),
+    UPDATE_BEGIN: (
+        ("update_id", "I", 1, 0xFFFFFFFF), ("version", _STR, 1, 32), ("size", "I", 1, 0xFFFFFFFF),
+        ("chunks", "H", 1, 0xFFFF), ("sha256", _BYTES, 32, 32),
+    ),
+    UPDATE_CHUNK: (
+        ("update_id", "I", 1, 0xFFFFFFFF), ("index", "H", 0, 0xFFFF),
+        ("data", _BYTES, 1, UPDATE_CHUNK_MAX),
+    ),
+    UPDATE_STATUS: (
+        ("update_id", "I", 0, 0xFFFFFFFF), ("have", "H", 0, 0xFFFF), ("state", "B", 0, 3),
+        ("code", "B", 0, 255),
+    ),
 }
 _UID_LENS = (4, 7, 10)
 
