@@ -44,6 +44,7 @@ class App:
         self.mac = Mac(cfg.key)
         self.bad_frames = 0
         self.errors = 0        # ERROR frames from the host
+        self.updater = None    # update.Updater, imported when the first UPDATE_BEGIN arrives
         self.session = Session(self, reset_cause)
         self.uplink = Uplink(self)
         self.tap_path = TapPath(self, feedback)
@@ -97,5 +98,16 @@ class App:
             self.errors += 1
             if not self.session.on_error(p.fields):
                 self.uplink.on_error(p.fields)
+        elif t == P.UPDATE_BEGIN or t == P.UPDATE_CHUNK:
+            self._update(t, p.fields)
         else:
             self.session.on_frame(t, p.seq, p.fields)
+
+    def _update(self, t, f):
+        # The update code costs heap: loaded only once an update starts.
+        if not self.save:
+            return
+        if self.updater is None:
+            from update import Updater
+            self.updater = Updater(self)
+        self.updater.on_frame(t, f)

@@ -34,6 +34,7 @@ _EV_OUTBOX_FULL = const(5)
 _Q_EVENT = const(1)
 _Q_PONG = const(2)
 _Q_ACK = const(3)
+_Q_FRAME = const(4)        # any other message: (type, fields)
 
 
 class Session:
@@ -60,6 +61,7 @@ class Session:
         self.wake = asyncio.Event()
         self.alive = ticks_ms()
         self.on_config = None      # fn(params), after a CONFIG changed them
+        self.on_welcome = None     # fn(first), after every WELCOME (first: the boot's first)
 
     # -- clock --------------------------------------------------------------------------
     def device_time(self):
@@ -115,6 +117,10 @@ class Session:
         # Queued; sent once the host has welcomed us (encoded then, with a fresh seq).
         self._queue(_Q_EVENT, code, value, text)
 
+    def frame(self, ptype, fields):
+        # Any other message to the host, queued like the control frames.
+        self._queue(_Q_FRAME, ptype, fields, None)
+
     def _queue(self, kind, a, b, c):
         if len(self.ctrl) >= _CTRL_MAX:
             self.ctrl.pop(0)  # the oldest goes
@@ -127,6 +133,8 @@ class Session:
             kind, a, b, c = self.ctrl[0]
             if kind == _Q_EVENT:
                 ok = await send(P.EVENT, {"code": a, "value": b & 0xFFFFFFFF, "text": c[:64]})
+            elif kind == _Q_FRAME:
+                ok = await send(a, b)
             elif kind == _Q_PONG:
                 ok = await send(P.PONG, {"nonce": a, "host_time": 0})
             else:
@@ -253,6 +261,8 @@ class Session:
         elif not was_online:
             self.event(_EV_LINK_DOWN, down_s, "")
         print("tapkiosk:", "online, boot", app.boot, "outbox", ob.pending())
+        if self.on_welcome is not None:
+            self.on_welcome(self.welcomed == 1)
 
     def _on_config(self, seq, f):
         app = self.app

@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import TextIO
 
 from host.admin import Admin
-from host.cli import books, delegate, devices, members, money, reports, staff, tap, tokens
+from host.cli import books, delegate, devices, fleet, members, money, reports, staff, tap, tokens
 from host.cli.args import Parser, parents
 from host.cli.context import Ctx, Handler
 from host.errors import HostError, InputError
@@ -35,12 +35,12 @@ from host.store.db import default_db_path, open_db
 #: Command groups in ``--help`` order.
 _GROUPS = (devices.add_site_parsers, members.add_parsers, devices.add_parsers,
            money.add_parsers, tap.add_parsers, reports.add_parsers, books.add_parsers,
-           tokens.add_parsers, staff.add_parsers)
+           tokens.add_parsers, staff.add_parsers, fleet.add_parsers)
 
 #: Every command: its words (``"member add"``) -> its handler.
 COMMANDS: dict[str, Handler] = {**devices.COMMANDS, **members.COMMANDS, **money.COMMANDS,
                                 **tap.COMMANDS, **reports.COMMANDS, **books.COMMANDS,
-                                **tokens.COMMANDS, **staff.COMMANDS}
+                                **tokens.COMMANDS, **staff.COMMANDS, **fleet.COMMANDS}
 
 
 def build_parser() -> Parser:

@@ -37,6 +37,7 @@ from host.site.refusals import Refusals
 from host.site.registry import DeviceState, Registry
 from host.site.replies import ReplyThread
 from host.site.taps import Taps
+from host.site.update import Updates
 from host.site.writer import Writer
 from host.store import site_state as store
 from protocol import codes
@@ -75,11 +76,13 @@ class Service:
                                      clock)
         self.liveness = Liveness(writer, self.registry, self.refusals, metrics,
                                  self.config.offline_after_s, clock)
+        self.updates = Updates(writer, self.registry, self.gate, self.reader, clock)
         self._next_check = 0.0
         self._handlers: dict[int, Callable[[DeviceState, pk.Packet, Send, str, float], None]]
         self._handlers = {pk.TAP: self.taps.tap, pk.VOID: self.taps.void,
                           pk.HELLO: self._hello, pk.PING: self._ping, pk.EVENT: self._event,
-                          pk.ACK: self._ack, pk.PONG: self._pong}
+                          pk.ACK: self._ack, pk.PONG: self._pong,
+                          pk.STATUS: self._status, pk.UPDATE_STATUS: self._update_status}
 
     # ----------------------------------------------------------------- entry point
     def handle(self, raw: bytes, send: Send, *, link: str = "", expect: str | None = None,
@@ -176,6 +179,18 @@ class Service:
                 f["text"])
         if code == codes.EV_CONFIG_APPLIED:
             self.configs.acked(st, None, f["value"])
+        self.updates.on_event(st, code, f["text"])
+
+    def _status(self, st: DeviceState, p: pk.Packet, send: Send, link: str, t0: float) -> None:
+        if self._window(st, p, send, link):
+            self._accept(st, p, None)
+            self.updates.on_status(st, p.fields)
+
+    def _update_status(self, st: DeviceState, p: pk.Packet, send: Send, link: str,
+                       t0: float) -> None:
+        if self._window(st, p, send, link):
+            self._accept(st, p, None)
+            self.updates.on_update_status(st, p.fields)
 
     def _hello(self, st: DeviceState, p: pk.Packet, send: Send, link: str, t0: float) -> None:
         if not self._window(st, p, send, link):
@@ -250,6 +265,7 @@ class Service:
         ``config_check_s`` push changed configs to connected gates."""
         self.liveness.expire()
         self.liveness.flush()
+        self.updates.start()
         if time.monotonic() >= self._next_check:
             self._next_check = time.monotonic() + self.config.config_check_s
             self.configs.check()
@@ -269,5 +285,6 @@ class Service:
     def close(self) -> None:
         """Stop the reply thread once it has run what is queued; close the read connection
         (the writer is closed by its owner)."""
+        self.updates.close()
         self.replies.close()
         self.reader.close()

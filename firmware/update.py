@@ -1,0 +1,221 @@
+# Runs on the ESP32 (and the unix port in tests): receives an app update over the link — chunks to flash, every hash checked, staged in next/ for the boot stub.
+#
+# Imported by app.py when the first UPDATE_BEGIN arrives (never at boot: it costs heap).
+# protocol/README.md "App updates over the link" has the exchange. On flash:
+#   upd/begin.dat   update_id u32 | size u32 | chunks u16 | sha256[32] | version (the BEGIN)
+#   upd/bundle.bin  the bundle bytes; chunk i at i * 192 (a chunk is stored only when it is
+#                   the next one, so the file size says how many are held: resume after a
+#                   power cut or a kill is the same as after a lost frame)
+#   next.part/      files being unpacked; renamed next/ once every hash checked (atomic)
+# Once staged, the board restarts (main.py switches apps) as soon as no tap is pending.
+import asyncio
+import hashlib
+import json
+import os
+import struct
+
+from protocol import packet as P
+from protocol.compat import const
+
+from main import NEXT, exists, rmtree
+
+_DIR = "upd"
+_BEGIN = "upd/begin.dat"
+_BUNDLE = "upd/bundle.bin"
+_PART = "next.part"
+_CH = const(192)       # protocol.packet.UPDATE_CHUNK_MAX
+_PIECE = const(512)    # bytes hashed or copied between two yields to the tap path
+_SWITCH_POLL_MS = const(200)
+
+
+def _size(path):
+    try:
+        return os.stat(path)[6]
+    except OSError:
+        return -1
+
+
+def _safe(path):
+    # A manifest path: relative, no "..", only [A-Za-z0-9_./-].
+    if not path or path[0] == "/" or ".." in path or len(path) > 64:
+        return False
+    for c in path:
+        if not (c.isalpha() or c.isdigit() or c in "_./-"):
+            return False
+    return True
+
+
+class Updater:
+    def __init__(self, app):
+        self.app = app
+        self.id = 0
+        self.size = 0
+        self.chunks = 0
+        self.sha = b""
+        self.version = ""
+        self.have = 0
+        self.state = P.UPD_RECEIVING
+        self.code = 0
+        self._load()
+
+    def _load(self):
+        try:
+            with open(_BEGIN, "rb") as fh:
+                raw = fh.read()
+        except OSError:
+            return
+        if len(raw) < 42:
+            return
+        self.id, self.size, self.chunks = struct.unpack(">IIH", raw[:10])
+        self.sha = raw[10:42]
+        self.version = raw[42:].decode()
+        self.have = min(max(_size(_BUNDLE), 0) // _CH, self.chunks)
+        if _size(_BUNDLE) >= self.size:
+            self.have = self.chunks
+        if exists(NEXT):
+            self.state = P.UPD_STAGED
+        print("tapkiosk:", "update", self.id, "resumes at chunk", self.have, "of", self.chunks)
+
+    def _reply(self):
+        self.app.session.frame(P.UPDATE_STATUS, {"update_id": self.id, "have": self.have,
+                                                 "state": self.state, "code": self.code})
+
+    def on_frame(self, t, f):
+        if t == P.UPDATE_BEGIN:
+            self._begin(f)
+        elif f["update_id"] == self.id and self.state == P.UPD_RECEIVING:
+            self._chunk(f["index"], f["data"])
+
+    def _begin(self, f):
+        if f["update_id"] != self.id or self.state == P.UPD_FAILED:
+            if exists("trial.dat"):
+                self.app.session.frame(P.UPDATE_STATUS, {"update_id": f["update_id"], "have": 0,
+                                                         "state": P.UPD_BUSY, "code": 0})
+                return
+            self._start(f)
+        elif self.state == P.UPD_RECEIVING and self.have == self.chunks:
+            asyncio.create_task(self._finish())
+            return
+        self._reply()
+
+    def _start(self, f):
+        rmtree(_PART)
+        rmtree(NEXT)
+        rmtree(_DIR)
+        os.mkdir(_DIR)
+        self.id, self.size, self.chunks = f["update_id"], f["size"], f["chunks"]
+        self.sha, self.version = f["sha256"], f["version"]
+        with open(_BEGIN, "wb") as fh:
+            fh.write(struct.pack(">IIH", self.id, self.size, self.chunks) + self.sha)
+            fh.write(self.version.encode())
+        with open(_BUNDLE, "wb"):
+            pass
+        self.have = 0
+        self.state = P.UPD_RECEIVING
+        self.code = 0
+        print("tapkiosk:", "update", self.id, "version", self.version, "begins:", self.chunks,
+              "chunks")
+
+    def _chunk(self, index, data):
+        if index != self.have or self.have >= self.chunks:
+            self._reply()  # the host resends from `have`
+            return
+        last = self.have == self.chunks - 1
+        if len(data) != (self.size - self.have * _CH if last else _CH):
+            self._reply()
+            return
+        try:
+            with open(_BUNDLE, "r+b") as fh:
+                fh.seek(self.have * _CH)
+                fh.write(data)
+        except OSError:
+            self._fail(P.UPD_ERR_STORAGE)
+            return
+        self.have += 1
+        if self.have == self.chunks:
+            asyncio.create_task(self._finish())
+        else:
+            self._reply()
+
+    def _fail(self, code):
+        print("tapkiosk:", "update", self.id, "refused: code", code)
+        self.state = P.UPD_FAILED
+        self.code = code
+        rmtree(_PART)
+        rmtree(_DIR)
+        self._reply()
+
+    async def _finish(self):
+        self.state = P.UPD_STAGED  # no more chunks taken while checking
+        try:
+            code = await self._unpack()
+        except OSError:
+            code = P.UPD_ERR_STORAGE
+        except (ValueError, KeyError, TypeError, IndexError):
+            code = P.UPD_ERR_MANIFEST
+        if code:
+            self._fail(code)
+            return
+        os.rename(_PART, NEXT)
+        rmtree(_DIR)
+        print("tapkiosk:", "update", self.id, "staged: version", self.version)
+        self._reply()
+        asyncio.create_task(self._switch())
+
+    async def _hash(self, fh, n, out=None):
+        h = hashlib.sha256()
+        buf = bytearray(_PIECE)
+        mv = memoryview(buf)
+        while n > 0:
+            k = fh.readinto(mv[:n if n < _PIECE else _PIECE])
+            if not k:
+                break
+            h.update(mv[:k])
+            if out is not None:
+                out.write(mv[:k])
+            n -= k
+            await asyncio.sleep_ms(0)  # the tap path goes first
+        return h.digest() if n == 0 else b""
+
+    async def _unpack(self):
+        with open(_BUNDLE, "rb") as fh:
+            if await self._hash(fh, self.size) != self.sha:
+                return P.UPD_ERR_BUNDLE_HASH
+        rmtree(_PART)
+        os.mkdir(_PART)
+        with open(_BUNDLE, "rb") as fh:
+            mlen = struct.unpack(">I", fh.read(4))[0]
+            man = json.loads(fh.read(mlen))
+            for path, size, sha in man["files"]:
+                if not _safe(path) or path.split("/")[-1] == "VERSION":
+                    return P.UPD_ERR_MANIFEST
+                self._mkdirs(path)
+                with open(_PART + "/" + path, "wb") as out:
+                    got = await self._hash(fh, size, out)
+                if _hex(got) != sha:
+                    return P.UPD_ERR_FILE_HASH
+        with open(_PART + "/VERSION", "w") as fh:
+            fh.write(man["version"])
+        return 0
+
+    def _mkdirs(self, path):
+        parts = path.split("/")
+        d = _PART
+        for p in parts[:-1]:
+            d = d + "/" + p
+            if not exists(d):
+                os.mkdir(d)
+
+    async def _switch(self):
+        # Pending taps go to the host first; then the boot stub switches apps.
+        app = self.app
+        while app.outbox.pending() or app.tap_path.live_seq or app.session.ctrl:
+            await asyncio.sleep_ms(_SWITCH_POLL_MS)
+        await asyncio.sleep_ms(_SWITCH_POLL_MS)
+        print("tapkiosk:", "restarting into version", self.version)
+        import machine
+        machine.reset()
+
+
+def _hex(b):
+    return "".join("%02x" % x for x in b)
