@@ -118,6 +118,8 @@ class Device:
         self.app.session.on_config = self._on_config
         self.ota = ota
         self.app.session.on_welcome = self._on_welcome
+        if ota is not None and ota.version:
+            self.app.session.fw = ota.version[:32]
         self.chip = build_chip(cfg)
         debounce = self.params.get("debounce_ms") if self.params.get("cfg_version") else cfg.debounce_ms
         hook = None

@@ -61,6 +61,7 @@ class Session:
         self.wake = asyncio.Event()
         self.alive = ticks_ms()
         self.on_config = None      # fn(params), after a CONFIG changed them
+        self.fw = FW_VERSION       # the app version HELLO names (device.py: an updated app's)
         self.on_welcome = None     # fn(first), after every WELCOME (first: the boot's first)
 
     # -- clock --------------------------------------------------------------------------
@@ -148,7 +149,7 @@ class Session:
         app = self.app
         self.hello_seq = app.next_seq()
         fields = {
-            "fw": FW_VERSION, "proto": PROTO, "kind": app.cfg.kind_code, "caps": 0,
+            "fw": self.fw, "proto": PROTO, "kind": app.cfg.kind_code, "caps": 0,
             "boot": app.boot, "reset": self.reset_cause & 0xFF,
             "resend_floor": app.outbox.oldest_seq(),
         }
@@ -255,7 +256,7 @@ class Session:
         app.uplink.new_session()
         ob = app.outbox
         if self.welcomed == 1:
-            self.event(_EV_BOOT, self.reset_cause, FW_VERSION)
+            self.event(_EV_BOOT, self.reset_cause, self.fw)
             if ob.dropped:
                 self.event(_EV_OUTBOX_FULL, ob.dropped, "")
         elif not was_online:

@@ -77,7 +77,7 @@ def update(ctx: Ctx, a: argparse.Namespace) -> int:
     devices = a.device or [d["device_id"] for d in list_devices(ctx.db)]
     r = fleet.add_rollout(ctx.db, blob, devices, a.canary, ctx.ts())
     if not a.wait:
-        ctx.show({**r, "jobs": fleet.rollout_rows(ctx.db, r["rollout"])})
+        _show_rollout(ctx, r, fleet.rollout_rows(ctx.db, r["rollout"]))
         return 0
     deadline = time.monotonic() + a.timeout
     while True:
@@ -85,8 +85,17 @@ def update(ctx: Ctx, a: argparse.Namespace) -> int:
         if all(j["state"] in fleet.DONE for j in rows) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    ctx.show({**r, "jobs": rows})
+    _show_rollout(ctx, r, rows)
     return 0 if all(j["state"] == "healthy" for j in rows) else 1
+
+
+def _show_rollout(ctx: Ctx, r: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    if ctx.as_json:
+        ctx.show({**r, "jobs": rows})
+    else:
+        ctx.show([{"device": j["device_id"], "version": j["version"], "wave": j["wave"],
+                   "state": j["state"], "chunks": f"{j['have']}/{j['chunks']}",
+                   "detail": j["detail"]} for j in rows])
 
 
 COMMANDS: dict[str, Handler] = {"fleet status": status, "fleet update": update}

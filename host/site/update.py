@@ -148,6 +148,9 @@ class Updates:
             if job.state != "sending":
                 continue
             if now - job.sent_at >= RESEND_S:
+                if job.sent_at:
+                    log.info("update device=%s job=%d no answer: BEGIN again (resume from the "
+                             "reader's count)", job.device_id, job.id)
                 job.want = None
                 self._send(st, job, pk.UPDATE_BEGIN, {
                     "update_id": job.id, "version": job.version, "size": len(job.blob),
