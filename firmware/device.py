@@ -119,7 +119,8 @@ class Device:
         self.ota = ota
         self.app.session.on_welcome = self._on_welcome
         if ota is not None and ota.version:
-            self.app.session.fw = ota.version[:32]
+            import session
+            session.FW_VERSION = ota.version[:32]  # what HELLO and the boot EVENT name
         self.chip = build_chip(cfg)
         debounce = self.params.get("debounce_ms") if self.params.get("cfg_version") else cfg.debounce_ms
         hook = None
@@ -132,8 +133,9 @@ class Device:
 
     def _on_welcome(self, first):
         # After every WELCOME: the status row; after the first, the update's outcome.
-        from status import welcomed
-        welcomed(self, first)
+        import status
+        status.welcomed(self, first)
+        del sys.modules["status"]
 
     def _on_config(self, p):
         self.reader.debounce_ms = p["debounce_ms"]

@@ -12,7 +12,7 @@ from protocol.compat import const, ticks_add, ticks_diff, ticks_ms
 
 import config as C
 
-FW_VERSION = "tapkiosk-fw 0.1.0"
+FW_VERSION = "tapkiosk-fw 0.1.0"  # device.py sets an updated app's version here
 PROTO = const(1)
 
 _PING_WAIT_MS = const(2000)
@@ -34,7 +34,6 @@ _EV_OUTBOX_FULL = const(5)
 _Q_EVENT = const(1)
 _Q_PONG = const(2)
 _Q_ACK = const(3)
-_Q_FRAME = const(4)        # any other message: (type, fields)
 
 
 class Session:
@@ -61,7 +60,6 @@ class Session:
         self.wake = asyncio.Event()
         self.alive = ticks_ms()
         self.on_config = None      # fn(params), after a CONFIG changed them
-        self.fw = FW_VERSION       # the app version HELLO names (device.py: an updated app's)
         self.on_welcome = None     # fn(first), after every WELCOME (first: the boot's first)
 
     # -- clock --------------------------------------------------------------------------
@@ -118,10 +116,6 @@ class Session:
         # Queued; sent once the host has welcomed us (encoded then, with a fresh seq).
         self._queue(_Q_EVENT, code, value, text)
 
-    def frame(self, ptype, fields):
-        # Any other message to the host, queued like the control frames.
-        self._queue(_Q_FRAME, ptype, fields, None)
-
     def _queue(self, kind, a, b, c):
         if len(self.ctrl) >= _CTRL_MAX:
             self.ctrl.pop(0)  # the oldest goes
@@ -134,8 +128,6 @@ class Session:
             kind, a, b, c = self.ctrl[0]
             if kind == _Q_EVENT:
                 ok = await send(P.EVENT, {"code": a, "value": b & 0xFFFFFFFF, "text": c[:64]})
-            elif kind == _Q_FRAME:
-                ok = await send(a, b)
             elif kind == _Q_PONG:
                 ok = await send(P.PONG, {"nonce": a, "host_time": 0})
             else:
@@ -149,7 +141,7 @@ class Session:
         app = self.app
         self.hello_seq = app.next_seq()
         fields = {
-            "fw": self.fw, "proto": PROTO, "kind": app.cfg.kind_code, "caps": 0,
+            "fw": FW_VERSION, "proto": PROTO, "kind": app.cfg.kind_code, "caps": 0,
             "boot": app.boot, "reset": self.reset_cause & 0xFF,
             "resend_floor": app.outbox.oldest_seq(),
         }
@@ -256,7 +248,7 @@ class Session:
         app.uplink.new_session()
         ob = app.outbox
         if self.welcomed == 1:
-            self.event(_EV_BOOT, self.reset_cause, self.fw)
+            self.event(_EV_BOOT, self.reset_cause, FW_VERSION)
             if ob.dropped:
                 self.event(_EV_OUTBOX_FULL, ob.dropped, "")
         elif not was_online:

@@ -14,7 +14,7 @@ import json
 import os
 import struct
 
-from protocol import packet as P
+from protocol import ota as O
 from protocol.compat import const
 
 from main import NEXT, exists, rmtree
@@ -54,7 +54,7 @@ class Updater:
         self.sha = b""
         self.version = ""
         self.have = 0
-        self.state = P.UPD_RECEIVING
+        self.state = O.UPD_RECEIVING
         self.code = 0
         self._load()
 
@@ -73,27 +73,33 @@ class Updater:
         if _size(_BUNDLE) >= self.size:
             self.have = self.chunks
         if exists(NEXT):
-            self.state = P.UPD_STAGED
+            self.state = O.UPD_STAGED
         print("tapkiosk:", "update", self.id, "resumes at chunk", self.have, "of", self.chunks)
 
-    def _reply(self):
-        self.app.session.frame(P.UPDATE_STATUS, {"update_id": self.id, "have": self.have,
-                                                 "state": self.state, "code": self.code})
+    def _reply(self, uid=0, state=-1):
+        self._status(uid or self.id, self.have if state < 0 else 0,
+                     self.state if state < 0 else state, self.code)
+
+    def _status(self, uid, have, state, code):
+        # Straight out: a lost UPDATE_STATUS costs the host one BEGIN after RESEND_S.
+        app = self.app
+        if app.session.reachable():
+            asyncio.create_task(app.send(O.UPDATE_STATUS, {"update_id": uid, "have": have,
+                                                           "state": state, "code": code}))
 
     def on_frame(self, t, f):
-        if t == P.UPDATE_BEGIN:
+        if t == O.UPDATE_BEGIN:
             self._begin(f)
-        elif f["update_id"] == self.id and self.state == P.UPD_RECEIVING:
+        elif f["update_id"] == self.id and self.state == O.UPD_RECEIVING:
             self._chunk(f["index"], f["data"])
 
     def _begin(self, f):
-        if f["update_id"] != self.id or self.state == P.UPD_FAILED:
+        if f["update_id"] != self.id or self.state == O.UPD_FAILED:
             if exists("trial.dat"):
-                self.app.session.frame(P.UPDATE_STATUS, {"update_id": f["update_id"], "have": 0,
-                                                         "state": P.UPD_BUSY, "code": 0})
+                self._reply(f["update_id"], O.UPD_BUSY)
                 return
             self._start(f)
-        elif self.state == P.UPD_RECEIVING and self.have == self.chunks:
+        elif self.state == O.UPD_RECEIVING and self.have == self.chunks:
             asyncio.create_task(self._finish())
             return
         self._reply()
@@ -111,7 +117,7 @@ class Updater:
         with open(_BUNDLE, "wb"):
             pass
         self.have = 0
-        self.state = P.UPD_RECEIVING
+        self.state = O.UPD_RECEIVING
         self.code = 0
         print("tapkiosk:", "update", self.id, "version", self.version, "begins:", self.chunks,
               "chunks")
@@ -129,7 +135,7 @@ class Updater:
                 fh.seek(self.have * _CH)
                 fh.write(data)
         except OSError:
-            self._fail(P.UPD_ERR_STORAGE)
+            self._fail(O.UPD_ERR_STORAGE)
             return
         self.have += 1
         if self.have == self.chunks:
@@ -139,20 +145,20 @@ class Updater:
 
     def _fail(self, code):
         print("tapkiosk:", "update", self.id, "refused: code", code)
-        self.state = P.UPD_FAILED
+        self.state = O.UPD_FAILED
         self.code = code
         rmtree(_PART)
         rmtree(_DIR)
         self._reply()
 
     async def _finish(self):
-        self.state = P.UPD_STAGED  # no more chunks taken while checking
+        self.state = O.UPD_STAGED  # no more chunks taken while checking
         try:
             code = await self._unpack()
         except OSError:
-            code = P.UPD_ERR_STORAGE
+            code = O.UPD_ERR_STORAGE
         except (ValueError, KeyError, TypeError, IndexError):
-            code = P.UPD_ERR_MANIFEST
+            code = O.UPD_ERR_MANIFEST
         if code:
             self._fail(code)
             return
@@ -180,7 +186,7 @@ class Updater:
     async def _unpack(self):
         with open(_BUNDLE, "rb") as fh:
             if await self._hash(fh, self.size) != self.sha:
-                return P.UPD_ERR_BUNDLE_HASH
+                return O.UPD_ERR_BUNDLE_HASH
         rmtree(_PART)
         os.mkdir(_PART)
         with open(_BUNDLE, "rb") as fh:
@@ -188,12 +194,12 @@ class Updater:
             man = json.loads(fh.read(mlen))
             for path, size, sha in man["files"]:
                 if not _safe(path) or path.split("/")[-1] == "VERSION":
-                    return P.UPD_ERR_MANIFEST
+                    return O.UPD_ERR_MANIFEST
                 self._mkdirs(path)
                 with open(_PART + "/" + path, "wb") as out:
                     got = await self._hash(fh, size, out)
                 if _hex(got) != sha:
-                    return P.UPD_ERR_FILE_HASH
+                    return O.UPD_ERR_FILE_HASH
         with open(_PART + "/VERSION", "w") as fh:
             fh.write(man["version"])
         return 0

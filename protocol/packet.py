@@ -27,39 +27,22 @@ CONFIG = const(0x08)
 ERROR = const(0x09)
 ACK = const(0x0A)
 VOID = const(0x0B)
-# 0x0C..0x0F: left free for other message types being added (SALE); OTA updates from 0x10.
-STATUS = const(0x10)
-UPDATE_BEGIN = const(0x11)
-UPDATE_CHUNK = const(0x12)
-UPDATE_STATUS = const(0x13)
+# 0x0C..0x0F: left free for other message types being added (SALE).
+# 0x10..0x13: STATUS and the app-update messages, in protocol/ota.py: their tables are loaded
+# with the first such frame (a reader that only taps never keeps them on its heap).
+_OTA_FIRST = const(0x10)
+_OTA_LAST = const(0x13)
 
 NAMES = {
     HELLO: "HELLO", WELCOME: "WELCOME", TAP: "TAP", DECISION: "DECISION", PING: "PING",
     PONG: "PONG", EVENT: "EVENT", CONFIG: "CONFIG", ERROR: "ERROR", ACK: "ACK", VOID: "VOID",
-    STATUS: "STATUS", UPDATE_BEGIN: "UPDATE_BEGIN", UPDATE_CHUNK: "UPDATE_CHUNK",
-    UPDATE_STATUS: "UPDATE_STATUS",
 }
 # Which direction may send each type: U = device -> host, D = host -> device.
 DIRECTIONS = {
     HELLO: UP, WELCOME: DOWN, TAP: UP, DECISION: DOWN, PING: UP + DOWN, PONG: UP + DOWN,
     EVENT: UP, CONFIG: DOWN, ERROR: DOWN, ACK: UP, VOID: UP,
-    STATUS: UP, UPDATE_BEGIN: DOWN, UPDATE_CHUNK: DOWN, UPDATE_STATUS: UP,
 }
 
-# STATUS.link
-LINK_SERIAL = const(1)
-LINK_MQTT = const(2)
-# UPDATE_STATUS.state
-UPD_RECEIVING = const(0)   # `have` chunks stored; send chunk `have` next
-UPD_STAGED = const(1)      # every hash checked: switches on the next boot
-UPD_FAILED = const(2)      # refused (UPDATE_STATUS.code says why); the old app keeps running
-UPD_BUSY = const(3)        # another update is staged or on trial
-# UPDATE_STATUS.code when failed
-UPD_ERR_BUNDLE_HASH = const(1)  # the chunks put together do not hash to UPDATE_BEGIN.sha256
-UPD_ERR_MANIFEST = const(2)     # the manifest does not parse or names a bad path
-UPD_ERR_FILE_HASH = const(3)    # a file does not hash to its manifest entry
-UPD_ERR_STORAGE = const(4)      # the filesystem refused a write
-UPDATE_CHUNK_MAX = const(192)   # data bytes in one UPDATE_CHUNK
 # TAP.flags
 FLAG_OFFLINE = const(0x01)  # the device granted this tap from its offline allow-list
 # TAP.direction
@@ -113,25 +96,20 @@ SPECS = {
     ERROR: (("ref_seq", "I", 0, 0xFFFFFFFF), ("code", "B", 1, 255), ("text", _STR, 0, 64)),
     ACK: (("ref_seq", "I", 0, 0xFFFFFFFF), ("code", "B", 0, 255)),
     VOID: (("tap_seq", "I", 0, 0xFFFFFFFF),),
-    STATUS: (
-        ("app", _STR, 0, 32), ("mpy", _STR, 0, 32), ("uptime_s", "I", 0, 0xFFFFFFFF),
-        ("heap_free", "I", 0, 0xFFFFFFFF), ("reset", "B", 0, 255), ("link", "B", 0, 2),
-        ("outbox", "H", 0, 0xFFFF), ("trial", "B", 0, 1),
-    ),
-    UPDATE_BEGIN: (
-        ("update_id", "I", 1, 0xFFFFFFFF), ("version", _STR, 1, 32), ("size", "I", 1, 0xFFFFFFFF),
-        ("chunks", "H", 1, 0xFFFF), ("sha256", _BYTES, 32, 32),
-    ),
-    UPDATE_CHUNK: (
-        ("update_id", "I", 1, 0xFFFFFFFF), ("index", "H", 0, 0xFFFF),
-        ("data", _BYTES, 1, UPDATE_CHUNK_MAX),
-    ),
-    UPDATE_STATUS: (
-        ("update_id", "I", 0, 0xFFFFFFFF), ("have", "H", 0, 0xFFFF), ("state", "B", 0, 3),
-        ("code", "B", 0, 255),
-    ),
 }
 _UID_LENS = (4, 7, 10)
+
+
+def spec(ptype):
+    # The body spec of ptype (None: unknown); protocol/ota.py's types load on first use.
+    s = SPECS.get(ptype)
+    if s is None and _OTA_FIRST <= ptype <= _OTA_LAST:
+        from protocol import ota
+        SPECS.update(ota.SPECS)
+        NAMES.update(ota.NAMES)
+        DIRECTIONS.update(ota.DIRECTIONS)
+        s = SPECS.get(ptype)
+    return s
 
 
 def _valid_device_id(dev):
@@ -157,11 +135,11 @@ def _text_bytes(ptype, name, text):
 
 def encode_body(ptype, fields):
     # fields: dict name -> value. Missing fields are an error; values are range-checked.
-    spec = SPECS.get(ptype)
-    if spec is None:
+    sp = spec(ptype)
+    if sp is None:
         raise UnsupportedError("unknown message type 0x%02x" % ptype)
     out = bytearray()
-    for name, kind, lo, hi in spec:
+    for name, kind, lo, hi in sp:
         if name not in fields:
             raise MalformedError("%s: missing field %s" % (NAMES[ptype], name))
         v = fields[name]
@@ -193,14 +171,14 @@ def encode_body(ptype, fields):
 
 def decode_body(ptype, body):
     # Strict: every byte accounted for, every value in range, text valid UTF-8.
-    spec = SPECS.get(ptype)
-    if spec is None:
+    sp = spec(ptype)
+    if sp is None:
         raise UnsupportedError("unknown message type 0x%02x" % ptype)
     name_t = NAMES[ptype]
     fields = {}
     i = 0
     n = len(body)
-    for name, kind, lo, hi in spec:
+    for name, kind, lo, hi in sp:
         if kind == _STR or kind == _BYTES:
             if i >= n:
                 raise MalformedError("%s.%s: truncated" % (name_t, name))
@@ -278,7 +256,7 @@ def parse(data):
     if data[0] != VERSION:
         raise UnsupportedError("protocol version %d not supported" % data[0])
     ptype = data[1]
-    if ptype not in SPECS:
+    if spec(ptype) is None:
         raise UnsupportedError("unknown message type 0x%02x" % ptype)
     seq = int.from_bytes(bytes(data[2:6]), "big")
     dl = data[6]

@@ -13,6 +13,7 @@ from conftest import micropython_path, wait_until
 from firmware_rig import CARD
 from fleet_rig import OLD_APP, Fleet, bundle, forged
 
+from protocol import ota
 from protocol import packet as pk
 
 pytestmark = pytest.mark.skipif(not micropython_path(), reason="micropython missing")
@@ -112,10 +113,10 @@ def test_frames_with_the_wrong_key_and_bad_bundles_are_refused(fleet, tmp_path):
     blob = bundle(tmp_path, "0.4.0-ota").read_bytes()
     mark = len(rd.board.output())
     chunks = (len(blob) + 191) // 192
-    rd.to_device(forged("gate-01", pk.UPDATE_BEGIN, 0x7FFF0001, {
+    rd.to_device(forged("gate-01", ota.UPDATE_BEGIN, 0x7FFF0001, {
         "update_id": 77, "version": "0.4.0-evil", "size": len(blob), "chunks": chunks,
         "sha256": hashlib.sha256(blob).digest()}))
-    rd.to_device(forged("gate-01", pk.UPDATE_CHUNK, 0x7FFF0002, {
+    rd.to_device(forged("gate-01", ota.UPDATE_CHUNK, 0x7FFF0002, {
         "update_id": 77, "index": 0, "data": blob[:192]}))
     assert wait_until(lambda: sum("dropped frame" in x for x in rd.board.output()[mark:]) >= 2,
                       10), f.console()

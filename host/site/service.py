@@ -41,6 +41,7 @@ from host.site.update import Updates
 from host.site.writer import Writer
 from host.store import site_state as store
 from protocol import codes
+from protocol import ota
 from protocol import packet as pk
 from protocol.errors import AuthError, ProtocolError, ReplayError
 from protocol.replay import RETRANSMIT
@@ -82,7 +83,7 @@ class Service:
         self._handlers = {pk.TAP: self.taps.tap, pk.VOID: self.taps.void,
                           pk.HELLO: self._hello, pk.PING: self._ping, pk.EVENT: self._event,
                           pk.ACK: self._ack, pk.PONG: self._pong,
-                          pk.STATUS: self._status, pk.UPDATE_STATUS: self._update_status}
+                          ota.STATUS: self._status, ota.UPDATE_STATUS: self._update_status}
 
     # ----------------------------------------------------------------- entry point
     def handle(self, raw: bytes, send: Send, *, link: str = "", expect: str | None = None,

@@ -32,6 +32,7 @@ from host.site.writer import Writer
 from host.store import fleet
 from host.store import site_state as store
 from protocol import codes
+from protocol import ota
 from protocol import packet as pk
 
 log = logging.getLogger("tapkiosk.update")
@@ -39,8 +40,8 @@ log = logging.getLogger("tapkiosk.update")
 RESEND_S = 2.0     # no UPDATE_STATUS for this long: UPDATE_BEGIN again (the reader says where it is)
 PUMP_S = 0.02      # how often deferred chunks are looked at
 POLL_S = 1.0       # how often the jobs are re-read from the store
-FAILURES = {pk.UPD_ERR_BUNDLE_HASH: "bundle hash mismatch", pk.UPD_ERR_MANIFEST: "bad manifest",
-            pk.UPD_ERR_FILE_HASH: "file hash mismatch", pk.UPD_ERR_STORAGE: "reader storage"}
+FAILURES = {ota.UPD_ERR_BUNDLE_HASH: "bundle hash mismatch", ota.UPD_ERR_MANIFEST: "bad manifest",
+            ota.UPD_ERR_FILE_HASH: "file hash mismatch", ota.UPD_ERR_STORAGE: "reader storage"}
 
 
 @dataclass
@@ -63,7 +64,7 @@ class Job:
 
     @property
     def chunks(self) -> int:
-        return (len(self.blob) + pk.UPDATE_CHUNK_MAX - 1) // pk.UPDATE_CHUNK_MAX
+        return (len(self.blob) + ota.UPDATE_CHUNK_MAX - 1) // ota.UPDATE_CHUNK_MAX
 
 
 class Updates:
@@ -152,7 +153,7 @@ class Updates:
                     log.info("update device=%s job=%d no answer: BEGIN again (resume from the "
                              "reader's count)", job.device_id, job.id)
                 job.want = None
-                self._send(st, job, pk.UPDATE_BEGIN, {
+                self._send(st, job, ota.UPDATE_BEGIN, {
                     "update_id": job.id, "version": job.version, "size": len(job.blob),
                     "chunks": job.chunks, "sha256": job.sha})
             elif job.want is not None:
@@ -163,8 +164,8 @@ class Updates:
         if i is None or self.gate.busy(st.device_id):
             return  # a tap is being decided: the chunk waits
         job.want = None
-        n = pk.UPDATE_CHUNK_MAX
-        self._send(st, job, pk.UPDATE_CHUNK, {"update_id": job.id, "index": i,
+        n = ota.UPDATE_CHUNK_MAX
+        self._send(st, job, ota.UPDATE_CHUNK, {"update_id": job.id, "index": i,
                                              "data": job.blob[i * n:(i + 1) * n]})
 
     def _send(self, st: DeviceState, job: Job, ptype: int, fields: dict[str, Any]) -> None:
@@ -190,16 +191,16 @@ class Updates:
         if job is None or f["update_id"] != job.id or job.state != "sending":
             return
         s = f["state"]
-        if s == pk.UPD_RECEIVING:
+        if s == ota.UPD_RECEIVING:
             job.have = f["have"]
             job.sent_at = time.monotonic()
             if job.have < job.chunks:
                 job.want = job.have
                 self._chunk(st, job)
-        elif s == pk.UPD_STAGED:
+        elif s == ota.UPD_STAGED:
             job.have = job.chunks
             self._set(job, "staged")
-        elif s == pk.UPD_FAILED:
+        elif s == ota.UPD_FAILED:
             self._set(job, "failed", FAILURES.get(f["code"], f"code {f['code']}"))
         else:
             self._set(job, "failed", "busy: the reader has another update on trial")
