@@ -90,7 +90,7 @@ class Updater:
     def on_frame(self, t, f):
         if t == O.UPDATE_BEGIN:
             self._begin(f)
-        elif f["update_id"] == self.id and self.state == O.UPD_RECEIVING:
+        elif t == O.UPDATE_CHUNK and f["update_id"] == self.id and self.state == O.UPD_RECEIVING:
             self._chunk(f["index"], f["data"])
 
     def _begin(self, f):
