@@ -45,11 +45,11 @@ def bundle(tmp: Path, version: str, change=None) -> Path:
 class Reader:
     """One board with its emulator and cable."""
 
-    def __init__(self, tmp: Path, device_id: str, **cfg_extra) -> None:
+    def __init__(self, tmp: Path, device_id: str, trial_ms: int = 20000) -> None:
         self.device_id = device_id
         self.emu = PN532Emulator()
         self.cable = Cable().start()
-        cfg = make_config(device_id, "gate", KEY, ota_trial_ms=20000, **cfg_extra)
+        cfg = make_config(device_id, "gate", KEY, ota_trial_ms=trial_ms)
         self.board = SimBoard(tmp / device_id, cfg, pn532_tcp=self.emu.serve_tcp(),
                               pn532_bus=self.emu.serve_bus(), link_tcp=self.cable.port_a)
 
@@ -73,13 +73,13 @@ class Reader:
 class Fleet:
     """``n`` gates (gate-01 ...) on one site database and one daemon."""
 
-    def __init__(self, tmp: Path, n: int = 1) -> None:
+    def __init__(self, tmp: Path, n: int = 1, trial_ms: int = 20000) -> None:
         self.tmp = tmp
         self.db = make_site(tmp, "gate-01", "gate")
         ids = [f"gate-{i:02d}" for i in range(1, n + 1)]
         for d in ids[1:]:
             register_device(open_db(self.db), d, "gate", key=KEY)
-        self.readers = [Reader(tmp, d) for d in ids]
+        self.readers = [Reader(tmp, d, trial_ms) for d in ids]
         links = [a for r in self.readers for a in ("--serial", r.cable.url_b)]
         self.daemon = Daemon(tmp, self.db, *links).start()
 

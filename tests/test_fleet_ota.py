@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
+import subprocess
+import sys
 
 import pytest
 
-from conftest import micropython_path, wait_until
+from conftest import ROOT, micropython_path, wait_until
 from firmware_rig import CARD
 from fleet_rig import OLD_APP, Fleet, bundle, forged
 
@@ -23,8 +26,8 @@ pytestmark = pytest.mark.skipif(not micropython_path(), reason="micropython miss
 def fleet(tmp_path):
     made = []
 
-    def make(n=1):
-        f = Fleet(tmp_path, n)
+    def make(n=1, **kw):
+        f = Fleet(tmp_path, n, **kw)
         made.append(f)
         return f
 
@@ -170,3 +173,39 @@ def test_new_app_that_crashes_at_import_is_rolled_back(fleet, tmp_path):
     rd.tap()
     rows = wait_until(lambda: f.taps("gate-01"), 15)
     assert rows and rows[0][2] == "grant", f.console()
+
+
+def test_new_app_that_never_reaches_the_host_is_rolled_back(fleet, tmp_path):
+    f = fleet(1, trial_ms=6000)
+    f.boot()
+    rd = f.readers[0]
+
+    def mute(root):
+        # A new app whose HELLO never goes out: it runs, but the host never answers it.
+        ses = root / "firmware" / "session.py"
+        ses.write_text(ses.read_text().replace("        await app.send_raw(pkt)\n", "        pkt = None\n", 1))
+
+    b = bundle(tmp_path, "0.6.0-mute", mute)
+    r = f.cli("fleet", "update", str(b), "--wait", "--timeout", "300")
+    assert r.returncode == 1, r.stdout + r.stderr + f.console()
+    state, _have, detail = f.jobs()["gate-01"]
+    assert state == "rolled_back" and "no answer from the host in 6 s" in detail, f.jobs()
+    assert rd.board.wait_for("switched to app 0.6.0-mute", 1)
+    assert wait_until(lambda: f.status("gate-01")[0] == OLD_APP, 10)
+
+
+def test_update_over_mqtt(rigs, broker):
+    rig = rigs(kind="gate", link="mqtt", broker=broker)
+    rig.board.start(supervise=True)
+    assert rig.board.wait_for("online", 30), rig.console()
+    b = bundle(rig.tmp, "0.7.0-mqtt")
+    r = subprocess.run([sys.executable, "-m", "host.cli", "--db", str(rig.db), "fleet", "update",
+                        str(b), "--wait", "--timeout", "300"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=400)
+    assert r.returncode == 0, r.stdout + r.stderr + rig.console()
+    with sqlite3.connect(rig.db) as c:
+        app, link = c.execute("SELECT app, link FROM fleet_status").fetchone()
+    assert (app, link) == ("0.7.0-mqtt", "mqtt")
+    rig.tap(CARD)
+    rows = wait_until(lambda: rig.wait_taps(1, 1), 15)
+    assert rows[0][2] == "grant", rig.console()
