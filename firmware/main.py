@@ -7,6 +7,9 @@
 #   prev/  the app before the last switch, kept for a rollback
 # Files: trial.dat (the new app's boots so far, until it reaches the host), rollback.txt (why
 # the last new app was rolled back: the app reports it as an EVENT, then deletes it).
+# A MicroPython firmware update (fwimage.py) switches ESP32 OTA app partitions instead: the
+# same trial, confirmed with esp32.Partition.mark_app_valid_cancel_rollback(); on failure the
+# previous partition boots again (set_boot, or the boot loader's own rollback).
 # A switch is two renames (app -> prev, next -> app), each atomic; trial.dat is written before
 # them, so a power cut anywhere leaves a state the next boot completes or rolls back.
 import asyncio
@@ -19,6 +22,8 @@ APP = "app"
 NEXT = "next"
 PREV = "prev"
 TRIAL = "trial.dat"
+FW_TRIAL = "fwtrial.dat"  # "<new partition> <previous partition> <version>" (fwimage.py)
+FW_VERSION = "fw.txt"     # "<partition> <version>": the firmware image an update installed
 ROLLBACK = "rollback.txt"
 TRIAL_RESETS = 3          # boots on trial without reaching the host: then the old app comes back
 TRIAL_MS = 60000          # time on trial to get a WELCOME (sim tests shorten it: trial_ms in config)
@@ -65,21 +70,60 @@ def write(path, text):
     os.rename(path + ".tmp", path)
 
 
-def rollback(why):
-    # The app on trial goes; prev/ (or the app flashed at the root) runs from the next boot.
-    _say("update rolled back:", why)
-    write(ROLLBACK, read(APP + "/VERSION", "?") + ": " + why)
-    rmtree(APP)
-    if exists(PREV):
-        os.rename(PREV, APP)
+def remove(path):
     try:
-        os.remove(TRIAL)
+        os.remove(path)
     except OSError:
         pass
 
 
+def running_partition():
+    try:
+        import esp32
+        return esp32.Partition(esp32.Partition.RUNNING).info()[4]
+    except (ImportError, OSError, AttributeError):
+        return ""
+
+
+def rollback(why):
+    # The app on trial goes; prev/ (or the app flashed at the root) runs from the next boot.
+    _say("update rolled back:", why)
+    fw = read(FW_TRIAL).split(" ", 2)
+    if len(fw) == 3:
+        import esp32
+        esp32.Partition(fw[1]).set_boot()
+        write(ROLLBACK, fw[2] + ": " + why)
+        remove(FW_TRIAL)
+    else:
+        write(ROLLBACK, read(APP + "/VERSION", "?") + ": " + why)
+        rmtree(APP)
+        if exists(PREV):
+            os.rename(PREV, APP)
+    remove(TRIAL)
+
+
+def firmware_check():
+    # After a firmware update: did the new partition start? If the boot loader went back,
+    # that is the rollback to report. With no firmware on trial the running image is marked
+    # valid (after a rollback the boot loader would otherwise go back again).
+    fw = read(FW_TRIAL).split(" ", 2)
+    if len(fw) != 3:
+        try:
+            import esp32
+            esp32.Partition.mark_app_valid_cancel_rollback()
+        except (ImportError, OSError, AttributeError):
+            pass
+        return
+    if running_partition() != fw[0]:
+        _say("firmware", fw[2], "did not start: running", running_partition())
+        write(ROLLBACK, fw[2] + ": firmware did not start (boot loader went back)")
+        remove(FW_TRIAL)
+        remove(TRIAL)
+
+
 def switch():
     # Returns the boots on trial so far (0 = the app is not on trial).
+    firmware_check()
     if exists(NEXT):
         write(TRIAL, "0")
         if exists(APP):
@@ -103,6 +147,9 @@ class Ota:
         self.trial = trial
         self.version = read(APP + "/VERSION", "").strip() if exists(APP) else ""
         self.rollback = read(ROLLBACK, "").strip()
+        fw = read(FW_VERSION).split(" ", 1)
+        # The version of the firmware image an update installed, while that image runs.
+        self.firmware = fw[1].strip() if len(fw) == 2 and fw[0] == running_partition() else ""
         self.trial_ms = TRIAL_MS
         if trial:
             import json
@@ -113,18 +160,21 @@ class Ota:
                 pass
 
     def confirm(self):
-        # The app reached the host: it stays.
-        try:
-            os.remove(TRIAL)
-        except OSError:
-            pass
+        # The app (or firmware) reached the host: it stays. Returns the version confirmed.
+        fw = read(FW_TRIAL).split(" ", 2)
+        done = self.version
+        if len(fw) == 3:
+            import esp32
+            esp32.Partition.mark_app_valid_cancel_rollback()
+            write(FW_VERSION, fw[0] + " " + fw[2])
+            remove(FW_TRIAL)
+            self.firmware = done = fw[2].strip()
+        remove(TRIAL)
         self.trial = 0
+        return done
 
     def reported(self):
-        try:
-            os.remove(ROLLBACK)
-        except OSError:
-            pass
+        remove(ROLLBACK)
         self.rollback = ""
 
     def fail(self, why):

@@ -23,7 +23,10 @@ def app_version(dev):
     return (ota.version if ota is not None and ota.version else FW_VERSION)[:32]
 
 
-def mpy_version():
+def mpy_version(dev):
+    # The version of a firmware image an update installed (while it runs), else MicroPython's.
+    if dev.ota is not None and dev.ota.firmware:
+        return dev.ota.firmware[:32]
     v = sys.implementation.version
     return "%d.%d.%d" % (v[0], v[1], v[2])
 
@@ -34,7 +37,7 @@ def body(dev):
     gc.collect()
     ota = dev.ota
     app = app_version(dev).encode()
-    mpy = mpy_version().encode()
+    mpy = mpy_version(dev).encode()
     return (bytes((len(app),)) + app + bytes((len(mpy),)) + mpy + struct.pack(
         ">IIBBHB", (ticks_diff(ticks_ms(), dev.started) // 1000) & 0xFFFFFFFF, gc.mem_free(),
         dev.app.session.reset_cause & 0xFF, _LINK_MQTT if dev.cfg.link == "mqtt" else _LINK_SERIAL,
@@ -46,9 +49,9 @@ def welcomed(dev, first):
     session = dev.app.session
     if first and ota is not None:
         if ota.trial:
-            ota.confirm()
-            print("tapkiosk:", "update confirmed:", app_version(dev))
-            session.event(_EV_UPDATE_APPLIED, 0, app_version(dev))
+            done = ota.confirm() or app_version(dev)
+            print("tapkiosk:", "update confirmed:", done)
+            session.event(_EV_UPDATE_APPLIED, 0, done[:64])
         if ota.rollback:
             session.event(_EV_UPDATE_ROLLBACK, 0, ota.rollback[:64])
             ota.reported()

@@ -7,6 +7,7 @@
 #                   the next one, so the file size says how many are held: resume after a
 #                   power cut or a kill is the same as after a lost frame)
 #   next.part/      files being unpacked; renamed next/ once every hash checked (atomic)
+# A firmware image (UPDATE_BEGIN kind 1) goes to the next OTA partition instead (fwimage.py).
 # Once staged, the board restarts (main.py switches apps) as soon as no tap is pending.
 import asyncio
 import hashlib
@@ -53,6 +54,8 @@ class Updater:
         self.chunks = 0
         self.sha = b""
         self.version = ""
+        self.kind = 0
+        self.img = None        # fwimage.Image for a firmware update
         self.have = 0
         self.state = O.UPD_RECEIVING
         self.code = 0
@@ -64,14 +67,19 @@ class Updater:
                 raw = fh.read()
         except OSError:
             return
-        if len(raw) < 42:
+        if len(raw) < 43:
             return
-        self.id, self.size, self.chunks = struct.unpack(">IIH", raw[:10])
-        self.sha = raw[10:42]
-        self.version = raw[42:].decode()
-        self.have = min(max(_size(_BUNDLE), 0) // _CH, self.chunks)
-        if _size(_BUNDLE) >= self.size:
-            self.have = self.chunks
+        self.id, self.size, self.chunks, self.kind = struct.unpack(">IIHB", raw[:11])
+        self.sha = raw[11:43]
+        self.version = raw[43:].decode()
+        if self.kind == O.KIND_FIRMWARE:
+            from fwimage import Image
+            self.img = Image(self.size)
+            self.have = min(self.img.held(), self.chunks)
+        else:
+            self.have = min(max(_size(_BUNDLE), 0) // _CH, self.chunks)
+            if _size(_BUNDLE) >= self.size:
+                self.have = self.chunks
         if exists(NEXT):
             self.state = O.UPD_STAGED
         print("tapkiosk:", "update", self.id, "resumes at chunk", self.have, "of", self.chunks)
@@ -110,12 +118,17 @@ class Updater:
         rmtree(_DIR)
         os.mkdir(_DIR)
         self.id, self.size, self.chunks = f["update_id"], f["size"], f["chunks"]
-        self.sha, self.version = f["sha256"], f["version"]
+        self.sha, self.version, self.kind = f["sha256"], f["version"], f["kind"]
+        self.img = None
         with open(_BEGIN, "wb") as fh:
-            fh.write(struct.pack(">IIH", self.id, self.size, self.chunks) + self.sha)
+            fh.write(struct.pack(">IIHB", self.id, self.size, self.chunks, self.kind) + self.sha)
             fh.write(self.version.encode())
-        with open(_BUNDLE, "wb"):
-            pass
+        if self.kind == O.KIND_FIRMWARE:
+            from fwimage import Image
+            self.img = Image(self.size)
+        else:
+            with open(_BUNDLE, "wb"):
+                pass
         self.have = 0
         self.state = O.UPD_RECEIVING
         self.code = 0
@@ -131,9 +144,12 @@ class Updater:
             self._reply()
             return
         try:
-            with open(_BUNDLE, "r+b") as fh:
-                fh.seek(self.have * _CH)
-                fh.write(data)
+            if self.img is not None:
+                self.img.write(index, data, self.have + 1)
+            else:
+                with open(_BUNDLE, "r+b") as fh:
+                    fh.seek(self.have * _CH)
+                    fh.write(data)
         except OSError:
             self._fail(O.UPD_ERR_STORAGE)
             return
@@ -153,6 +169,9 @@ class Updater:
 
     async def _finish(self):
         self.state = O.UPD_STAGED  # no more chunks taken while checking
+        if self.img is not None:
+            await self._finish_image()
+            return
         try:
             code = await self._unpack()
         except OSError:
@@ -165,6 +184,20 @@ class Updater:
         os.rename(_PART, NEXT)
         rmtree(_DIR)
         print("tapkiosk:", "update", self.id, "staged: version", self.version)
+        self._reply()
+        asyncio.create_task(self._switch())
+
+    async def _finish_image(self):
+        try:
+            if not await self.img.check(self.size, self.sha):
+                self._fail(O.UPD_ERR_BUNDLE_HASH)
+                return
+            self.img.boot(self.version)
+        except OSError:
+            self._fail(O.UPD_ERR_STORAGE)
+            return
+        rmtree(_DIR)
+        print("tapkiosk:", "update", self.id, "firmware staged: version", self.version)
         self._reply()
         asyncio.create_task(self._switch())
 

@@ -18,6 +18,9 @@ DIRECTIONS = {STATUS: b"U", UPDATE_BEGIN: b"D", UPDATE_CHUNK: b"D", UPDATE_STATU
 LINK_SERIAL = const(1)
 LINK_MQTT = const(2)
 
+# UPDATE_BEGIN.kind
+KIND_APP = const(0)        # the bundle: manifest + app files, staged in next/
+KIND_FIRMWARE = const(1)   # a MicroPython app image for the next OTA partition
 # UPDATE_STATUS.state
 UPD_RECEIVING = const(0)   # `have` chunks stored; send chunk `have` next
 UPD_STAGED = const(1)      # every hash checked: switches on the next boot
@@ -38,7 +41,7 @@ SPECS = {
     ),
     UPDATE_BEGIN: (
         ("update_id", "I", 1, 0xFFFFFFFF), ("version", "s", 1, 32), ("size", "I", 1, 0xFFFFFFFF),
-        ("chunks", "H", 1, 0xFFFF), ("sha256", "b", 32, 32),
+        ("chunks", "H", 1, 0xFFFF), ("sha256", "b", 32, 32), ("kind", "B", 0, 1),
     ),
     UPDATE_CHUNK: (
         ("update_id", "I", 1, 0xFFFFFFFF), ("index", "H", 0, 0xFFFF),

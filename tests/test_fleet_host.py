@@ -200,3 +200,17 @@ def test_flash_bundle_builds_what_the_store_accepts(tmp_path, capsys):
     assert "main.py" not in names and "update.mpy" in names and "protocol/ota.mpy" in names
     assert flash(["bundle", "--version", "x" * 33, "--out", str(out)]) != 0
     assert "must be 1..32 bytes" in capsys.readouterr().err
+
+
+def test_flash_bundle_of_a_firmware_image(tmp_path, capsys):
+    image = tmp_path / "micropython.bin"
+    image.write_bytes(b"\xe9" + bytes(5000))
+    out = tmp_path / "fw.bundle"
+    assert flash(["bundle", "--version", "1.25.0", "--out", str(out), "--firmware", str(image)]) == 0
+    blob = out.read_bytes()
+    assert fleet.parse_bundle(blob)["kind"] == "firmware"
+    assert fleet.payload(blob) == (ota.KIND_FIRMWARE, image.read_bytes())
+    assert fleet.payload(build_bundle(FILES, "1")) == (ota.KIND_APP, build_bundle(FILES, "1"))
+    image.write_bytes(b"\x00" * 100)  # a whole-flash image (bootloader first), not an app image
+    assert flash(["bundle", "--version", "1.25.0", "--out", str(out), "--firmware", str(image)]) == 2
+    assert "not an ESP32 app image" in capsys.readouterr().err

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from firmware_rig import CARD
 from fleet_rig import OLD_APP, Fleet, bundle, forged
 
 from protocol import ota
+from tools.appfiles import build_firmware_bundle
 from protocol import packet as pk
 
 pytestmark = pytest.mark.skipif(not micropython_path(), reason="micropython missing")
@@ -118,7 +120,7 @@ def test_frames_with_the_wrong_key_and_bad_bundles_are_refused(fleet, tmp_path):
     chunks = (len(blob) + 191) // 192
     rd.to_device(forged("gate-01", ota.UPDATE_BEGIN, 0x7FFF0001, {
         "update_id": 77, "version": "0.4.0-evil", "size": len(blob), "chunks": chunks,
-        "sha256": hashlib.sha256(blob).digest()}))
+        "sha256": hashlib.sha256(blob).digest(), "kind": 0}))
     rd.to_device(forged("gate-01", ota.UPDATE_CHUNK, 0x7FFF0002, {
         "update_id": 77, "index": 0, "data": blob[:192]}))
     assert wait_until(lambda: sum("dropped frame" in x for x in rd.board.output()[mark:]) >= 2,
@@ -209,3 +211,36 @@ def test_update_over_mqtt(rigs, broker):
     rig.tap(CARD)
     rows = wait_until(lambda: rig.wait_taps(1, 1), 15)
     assert rows[0][2] == "grant", rig.console()
+
+
+def test_firmware_image_through_the_ota_partitions_and_boot_loader_rollback(fleet, tmp_path):
+    # The sim/mpy esp32 stand-in keeps the OTA partitions in files of the board directory and
+    # plays the boot loader (rollback of an image that was started and never marked valid).
+    f = fleet(1)
+    f.boot()
+    rd = f.readers[0]
+    image = b"\xe9" + os.urandom(30000)
+    b = tmp_path / "fw.bundle"
+    b.write_bytes(build_firmware_bundle(image, "1.99.0-test"))
+    r = f.cli("fleet", "update", str(b), "--wait", "--timeout", "300")
+    assert r.returncode == 0, r.stdout + r.stderr + f.console()
+    assert (rd.board.dir / "ota_1.bin").read_bytes()[:len(image)] == image
+    assert (rd.board.dir / "otadata.txt").read_text() == "ota_1 valid"  # marked valid on trial
+    assert f.query("SELECT mpy, trial FROM fleet_status")[0] == ("1.99.0-test", 0)
+    assert not (rd.board.dir / "app").exists()  # the app itself did not change
+    rd.tap()
+    rows = wait_until(lambda: f.taps("gate-01"), 15)
+    assert rows and rows[0][2] == "grant", f.console()
+
+    # An image that resets before it reaches Python: the boot loader goes back to ota_1 and
+    # the reader reports the rollback.
+    bad = b"\xe9CRASH" + os.urandom(20000)
+    b2 = tmp_path / "bad.bundle"
+    b2.write_bytes(build_firmware_bundle(bad, "2.0.0-crash"))
+    r = f.cli("fleet", "update", str(b2), "--wait", "--timeout", "300")
+    assert r.returncode == 1, r.stdout + r.stderr + f.console()
+    state, _have, detail = f.jobs()["gate-01"]
+    assert state == "rolled_back" and "firmware did not start" in detail, f.jobs()
+    assert (rd.board.dir / "ota_0.bin").read_bytes()[:len(bad)] == bad
+    assert (rd.board.dir / "otadata.txt").read_text() == "ota_1 valid"
+    assert wait_until(lambda: f.query("SELECT mpy FROM fleet_status")[0][0] == "1.99.0-test", 10)

@@ -29,3 +29,12 @@ def test_switch_trial_rollback_and_power_cuts(tmp_path: Path) -> None:
     assert lines["CUT_ROLLBACK"] == "0 app 2 prev none next none trial none"
     # The restart waits until the taps still in the outbox reached the host.
     assert lines["SWITCH"] == "['tap delivered', 'tap delivered', 'reset 75']"
+
+
+def test_failed_firmware_trial_boots_the_previous_partition(tmp_path: Path) -> None:
+    r = run_micropython([str(ROOT / "tests" / "mpy" / "ota_fw.py")], cwd=tmp_path)
+    out = r.stdout.decode()
+    assert r.returncode == 0, out + r.stderr.decode()
+    assert "SWITCH 1 ota_1\n" in out
+    assert "DATA ota_0 new False False\n" in out
+    assert "ROLLBACK 3.0: no answer from the host in 60 s\n" in out

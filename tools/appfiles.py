@@ -102,6 +102,24 @@ def compile_app(root: Path = REPO_ROOT, arch: str = ESP32_ARCH) -> dict[str, byt
     return files
 
 
+def build_firmware_bundle(image: bytes, version: str) -> bytes:
+    """A bundle that carries one MicroPython app image (``micropython.bin`` of an OTA build,
+    not the combined flash image) for the reader's next OTA partition.
+
+    Raises:
+        AppBuildError: not an ESP32 app image, or a bad version.
+    """
+    if not version or len(version.encode()) > 32:
+        raise AppBuildError(f"bundle version {version!r} must be 1..32 bytes")
+    if not image or image[0] != 0xE9:
+        raise AppBuildError("not an ESP32 app image (no 0xE9 magic at offset 0)",
+                            "give micropython.bin of an OTA build, not the flash image with the bootloader")
+    manifest = {"version": version, "kind": "firmware",
+                "files": [["firmware.bin", len(image), hashlib.sha256(image).hexdigest()]]}
+    head = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
+    return len(head).to_bytes(4, "big") + head + image
+
+
 def build_bundle(files: dict[str, bytes], version: str) -> bytes:
     """An over-the-air bundle of the app: u32 manifest length | manifest JSON (``version`` and
     ``[path, size, sha256 hex]`` per file) | the files in manifest order. main.py and boot.py

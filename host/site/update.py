@@ -11,8 +11,12 @@ of that reader is in flight (``InflightGate.busy``), so a transfer never delays 
 the frames go out through the reader's link send (non-blocking), and the job's progress is
 written through the writer without waiting for it (one small write a second at most).
 
+A firmware bundle (``kind`` firmware: one MicroPython image) is sent as the image alone
+(UPDATE_BEGIN kind 1): the reader writes it to its next OTA partition.
+
 A job is ``staged`` when the reader checked every hash, ``healthy`` when the reader reports
-the new version in a STATUS after its restart, ``rolled_back`` on an ``update_rollback``
+the new version (the app's, or for a firmware update the firmware's) in a STATUS after its
+restart, off trial, ``rolled_back`` on an ``update_rollback``
 EVENT, ``failed`` when the reader refused the bundle.
 """
 
@@ -58,6 +62,7 @@ class Job:
     sent_at: float = 0.0        # when the last frame went (monotonic)
     saved_have: int = -1
     sha: bytes = b""
+    kind: int = 0               # UPDATE_BEGIN.kind: 0 app bundle, 1 firmware image
 
     def __post_init__(self) -> None:
         self.sha = hashlib.sha256(self.blob).digest()
@@ -78,7 +83,7 @@ class Updates:
         self.reader = reader
         self.clock = clock
         self._jobs: dict[str, Job] = {}
-        self._blobs: dict[str, bytes] = {}
+        self._blobs: dict[str, tuple[int, bytes]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -119,8 +124,9 @@ class Updates:
             for dev, r in active.items():
                 job = self._jobs.get(dev)
                 if job is None or job.id != r["id"]:
-                    self._jobs[dev] = Job(r["id"], dev, r["version"], self._blob(r["bundle"]),
-                                          r["state"], r["have"])
+                    kind, payload = self._blob(r["bundle"])
+                    self._jobs[dev] = Job(r["id"], dev, r["version"], payload, r["state"],
+                                          r["have"], kind=kind)
             saves = [(j.id, j.state, j.have) for j in self._jobs.values()
                      if j.state == "sending" and j.have != j.saved_have]
             for j in self._jobs.values():
@@ -128,11 +134,12 @@ class Updates:
         for job_id, state, have in saves:
             self._save(job_id, state, have, "")
 
-    def _blob(self, sha: str) -> bytes:
-        blob = self._blobs.get(sha)
-        if blob is None:
-            blob = self._blobs[sha] = self.reader.run(lambda db: fleet.bundle_blob(db, sha))
-        return blob
+    def _blob(self, sha: str) -> tuple[int, bytes]:
+        got = self._blobs.get(sha)
+        if got is None:
+            got = self._blobs[sha] = fleet.payload(
+                self.reader.run(lambda db: fleet.bundle_blob(db, sha)))
+        return got
 
     def pump(self) -> None:
         """Send what each job needs now: its BEGIN (first, or again after silence), or the
@@ -155,7 +162,7 @@ class Updates:
                 job.want = None
                 self._send(st, job, ota.UPDATE_BEGIN, {
                     "update_id": job.id, "version": job.version, "size": len(job.blob),
-                    "chunks": job.chunks, "sha256": job.sha})
+                    "chunks": job.chunks, "sha256": job.sha, "kind": job.kind})
             elif job.want is not None:
                 self._chunk(st, job)
 
@@ -211,7 +218,8 @@ class Updates:
         self.writer.call(lambda db: fleet.save_status(db, st.device_id, f, now))
         with self._lock:
             job = self._jobs.get(st.device_id)
-        if job is not None and job.state in ("sending", "staged") and f["app"] == job.version \
+        running = f["mpy"] if job is not None and job.kind else f["app"]
+        if job is not None and job.state in ("sending", "staged") and running == job.version \
                 and not f["trial"]:
             self._set(job, "healthy")
 

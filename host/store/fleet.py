@@ -23,6 +23,7 @@ ACTIVE = ("pending", "sending", "staged")
 DONE = ("healthy", "rolled_back", "failed", "cancelled")
 CHUNK = 192  # protocol.packet.UPDATE_CHUNK_MAX
 LINKS = ("", "serial", "mqtt")
+KINDS = ("app", "firmware")  # index = UPDATE_BEGIN.kind
 
 
 def save_status(db: sqlite_utils.Database, device_id: str, f: dict[str, Any], now: int) -> None:
@@ -62,6 +63,10 @@ def parse_bundle(blob: bytes) -> dict[str, Any]:
         raise InputError(f"not a tapkiosk bundle: manifest unreadable ({e})") from None
     if not isinstance(version, str) or not 1 <= len(version.encode()) <= 32:
         raise InputError("bundle version must be 1..32 bytes of text")
+    if man.get("kind", "app") not in KINDS:
+        raise InputError(f"bundle kind {man.get('kind')!r} is not app or firmware")
+    if man.get("kind") == "firmware" and len(files) != 1:
+        raise InputError("a firmware bundle holds exactly one image")
     off = 4 + mlen
     for path, size, sha in files:
         if hashlib.sha256(blob[off:off + size]).hexdigest() != sha:
@@ -72,6 +77,21 @@ def parse_bundle(blob: bytes) -> dict[str, Any]:
     if (len(blob) + CHUNK - 1) // CHUNK > 0xFFFF:
         raise InputError("bundle too large for one update")
     return man
+
+
+def payload(blob: bytes) -> tuple[int, bytes]:
+    """What a reader gets for a bundle: (UPDATE_BEGIN.kind, bytes): the whole bundle for an
+    app, only the image for a firmware update."""
+    # The manifest only: the reader checks every hash itself (a bundle changed in the store
+    # is refused there, and the job fails with the reason).
+    mlen = int.from_bytes(blob[:4], "big")
+    try:
+        kind = KINDS.index(json.loads(blob[4:4 + mlen]).get("kind", "app"))
+    except (ValueError, AttributeError):
+        raise InputError("not a tapkiosk bundle: manifest unreadable") from None
+    if kind:
+        return kind, blob[4 + mlen:]
+    return kind, blob
 
 
 def add_rollout(db: sqlite_utils.Database, blob: bytes, devices: list[str], canary: int,
