@@ -18,12 +18,16 @@
 from protocol import packet as P
 from protocol import seq as S
 from protocol.errors import ProtocolError
+from protocol.compat import const
 from protocol.mac import Mac
 
 import config as C
 from session import Session
 from tappath import TapPath
 from uplink import Uplink
+
+
+_UPDATE_BEGIN = const(0x11)  # protocol/ota.py: UPDATE_BEGIN, then UPDATE_CHUNK (the last down type)
 
 
 class BootsExhausted(OSError):
@@ -45,6 +49,7 @@ class App:
         self.mac = Mac(cfg.key)
         self.bad_frames = 0
         self.errors = 0        # ERROR frames from the host
+        self.updater = None    # update.Updater, imported when the first UPDATE_BEGIN arrives
         self.session = Session(self, reset_cause)
         self.uplink = Uplink(self)
         self.sale = None       # kiosk and wash readers: the sale armed by the host (sale.py)
@@ -105,5 +110,15 @@ class App:
             self.errors += 1
             if not self.session.on_error(p.fields):
                 self.uplink.on_error(p.fields)
+        elif t >= _UPDATE_BEGIN:
+            self._update(t, p.fields)
         else:
             self.session.on_frame(t, p.seq, p.fields)
+
+    def _update(self, t, f):
+        # The update code costs heap: loaded only once an update starts.
+        if self.updater is None and self.save:
+            from update import Updater
+            self.updater = Updater(self)
+        if self.updater:
+            self.updater.on_frame(t, f)

@@ -1,198 +1,219 @@
-# Runs on the ESP32 (and the unix port in tests): boot — config.json, hardware, link, then the asyncio run loop.
+# Runs on the ESP32 (and the unix port in tests): the boot stub — picks the app directory (over-the-air switch, trial, rollback), then runs device.py from it.
 #
-# A missing or bad config.json prints one line ("tapkiosk: FAULT: ...") and parks the board in a
-# safe state (relay off, amber LED if the pins are known, REPL reachable): never a crash loop.
-# The watchdog is fed by the main loop only while every task is running and recently alive.
+# Never updated over the air (an update replaces the app, not this file), so it stays small and
+# imports nothing of the app before it has chosen which app to run. Directories at the root:
+#   app/   the app installed by the last update (absent: the app flashed at the root runs)
+#   next/  a staged update (firmware/update.py wrote it and checked every hash)
+#   prev/  the app before the last switch, kept for a rollback
+# Files: trial.dat (the new app's boots so far, until it reaches the host), rollback.txt (why
+# the last new app was rolled back: the app reports it as an EVENT, then deletes it).
+# A MicroPython firmware update (fwimage.py) switches ESP32 OTA app partitions instead: the
+# same trial, confirmed with esp32.Partition.mark_app_valid_cancel_rollback(); on failure the
+# previous partition boots again (set_boot, or the boot loader's own rollback).
+# A switch is two renames (app -> prev, next -> app), each atomic; trial.dat is written before
+# them, so a power cut anywhere leaves a state the next boot completes or rolls back.
 import asyncio
+import os
 import sys
-import time
 
 import machine
 
-import config as C
-from protocol.compat import const, ticks_diff, ticks_ms
-
-_WDT_CHECK_MS = const(1000)
-_STALL_MS = const(6000)  # a task silent this long counts as hung (the watchdog then resets us)
-# protocol/codes.py values (tests/test_firmware_codes.py checks them): importing codes costs heap.
-_EV_READER_FAULT = const(2)
-_EV_READER_OK = const(3)
-_PAT_FAULT = const(5)
+APP = "app"
+NEXT = "next"
+PREV = "prev"
+TRIAL = "trial.dat"
+FW_TRIAL = "fwtrial.dat"  # "<new partition> <previous partition> <version>" (fwimage.py)
+FW_VERSION = "fw.txt"     # "<partition> <version>": the firmware image an update installed
+ROLLBACK = "rollback.txt"
+TRIAL_RESETS = 3          # boots on trial without reaching the host: then the old app comes back
+TRIAL_MS = 60000          # time on trial to get a WELCOME (sim tests shorten it: trial_ms in config)
 
 
 def _say(*args):
     print("tapkiosk:", *args)
 
 
-def fault(message, cfg=None):
-    # Safe state: the relay released, the LEDs amber if we know them, nothing else running.
-    _say("FAULT:", message)
+def exists(path):
     try:
-        fb = cfg.feedback if cfg is not None else None
-        if fb:
-            if fb.get("relay") is not None:
-                machine.Pin(fb["relay"], machine.Pin.OUT).value(1 - fb.get("relay_active", 1))
-            for name in ("led_r", "led_g"):
-                if fb.get(name) is not None:
-                    machine.Pin(fb[name], machine.Pin.OUT).value(1)
-    except (OSError, ValueError, TypeError):
-        pass
-    while True:
-        time.sleep_ms(1000)
-
-
-def build_chip(cfg):
-    from pn532 import PN532, HSUBus, I2CBus, SPIBus
-    r = cfg.reader
-    Pin = machine.Pin
-    bus = r["bus"]
-    if bus == "hsu":
-        kw = {"baudrate": 115200, "timeout": 0}
-        if r.get("tx") is not None:
-            kw["tx"] = r["tx"]
-        if r.get("rx") is not None:
-            kw["rx"] = r["rx"]
-        b = HSUBus(machine.UART(r["uart"], **kw))
-    elif bus == "i2c":
-        kw = {"freq": 400000}
-        if r.get("scl") is not None:
-            kw["scl"] = Pin(r["scl"])
-        if r.get("sda") is not None:
-            kw["sda"] = Pin(r["sda"])
-        b = I2CBus(machine.I2C(0, **kw))
-    else:
-        kw = {"baudrate": 1000000, "firstbit": machine.SPI.LSB}
-        for name in ("sck", "mosi", "miso"):
-            if r.get(name) is not None:
-                kw[name] = Pin(r[name])
-        b = SPIBus(machine.SPI(1, **kw), Pin(r["cs"], Pin.OUT, value=1), lsb_first=True)
-    rst = Pin(r["reset"], Pin.OUT, value=1) if r.get("reset") is not None else None
-    irq = Pin(r["irq"], Pin.IN) if r.get("irq") is not None else None
-    return PN532(b, reset_pin=rst, irq_pin=irq)
-
-
-def build_link(cfg):
-    if cfg.link == "serial":
-        from link_serial import SerialLink
-        s = cfg.serial
-        return SerialLink(machine, s["uart"], s["baud"], s.get("tx"), s.get("rx"))
-    from link_mqtt import MqttLink
-    try:
-        import network
-    except ImportError:
-        network = None  # unix port without the stand-in: the host's network is up already
-    return MqttLink(cfg.device_id, cfg.mqtt, cfg.wifi, network)
-
-
-class Device:
-    # Everything one board runs, wired together; main() and selfcheck use it.
-    def __init__(self, cfg):
-        from app import App
-        from feedback import Feedback
-        from outbox import Outbox
-        from reader import Reader
-
-        self.cfg = cfg
-        cause = 0
-        try:
-            cause = machine.reset_cause()
-        except (AttributeError, OSError):
-            pass
-        self.boot = C.next_boot(key=cfg.key)
-        if not self.boot:
-            raise C.ConfigError("boot counter used up: re-key the device (device replace) and provision it again")
-        self.params = C.load_params()
-        self.fb = Feedback(machine, cfg.feedback)
-        self.outbox = Outbox("outbox.bin", cfg.outbox_slots)
-        self.allow = None
-        if cfg.kind == "gate":
-            from allowlist import AllowList
-            self.allow = AllowList()
-        self.link = build_link(cfg)
-        self.app = App(cfg, self.link, self.fb, self.outbox, self.boot, self.params, self.allow,
-                       cause)
-        self.app.session.on_config = self._on_config
-        self.chip = build_chip(cfg)
-        debounce = self.params.get("debounce_ms") if self.params.get("cfg_version") else cfg.debounce_ms
-        hook = None
-        if cfg.secure:
-            from sun import read_sun
-            hook = read_sun
-        self.reader = Reader(self.chip, poll_ms=100, debounce_ms=debounce, secure_hook=hook,
-                             on_fault=self._reader_fault, on_recovered=self._reader_ok)
-        self.buttons = None
-        if cfg.buttons:
-            from buttons import Buttons, program_pressed
-            app = self.app
-            self.buttons = Buttons(machine, cfg.buttons, cfg.buttons_active,
-                                   lambda code: program_pressed(app, code))
-        self.tasks = []
-
-    def _on_config(self, p):
-        self.reader.debounce_ms = p["debounce_ms"]
-
-    def _reader_fault(self, kind, count, text):
-        _say("reader fault:", kind, count, text)
-        self.app.event(_EV_READER_FAULT, count, (kind + ": " + text)[:64])
-        self.fb.show(_PAT_FAULT)
-
-    def _reader_ok(self, resets):
-        _say("reader ok after", resets, "resets")
-        self.app.event(_EV_READER_OK, resets, "")
-
-    async def _on_tap(self, uid, sak, atqa, secure):
-        await self.app.tap_path.tap(uid, sak, secure or b"")
-
-    def start(self):
-        ct = asyncio.create_task
-        self.tasks = [ct(self.link.run()), ct(self.app.session.run()), ct(self.app.uplink.run()),
-                      ct(self.reader.run(self._on_tap))] + self.fb.tasks()
-        if self.app.sale is not None:
-            self.tasks.append(ct(self.app.sale.run()))
-        if self.buttons is not None:
-            self.tasks.append(ct(self.buttons.run()))
-
-    def healthy(self):
-        now = ticks_ms()
-        for t in self.tasks:
-            if t.done():
-                return False
-        for at in (self.app.session.alive, self.app.uplink.alive):
-            if ticks_diff(now, at) > _STALL_MS:
-                return False
+        os.stat(path)
         return True
+    except OSError:
+        return False
 
-    async def run(self):
-        self.start()
-        wdt = machine.WDT(timeout=self.cfg.wdt_ms) if self.cfg.wdt_ms else None
-        _say(self.cfg.device_id, self.cfg.kind, "boot", self.boot, "link", self.cfg.link,
-             "outbox", self.outbox.pending())
-        while True:
-            await asyncio.sleep_ms(_WDT_CHECK_MS)
-            if self.healthy():
-                if wdt is not None:
-                    wdt.feed()
-            else:
-                _say("a task stopped or hung: the watchdog will reset the board")
+
+def rmtree(path):
+    if not exists(path):
+        return
+    if os.stat(path)[0] & 0x4000:
+        for entry in os.ilistdir(path):
+            rmtree(path + "/" + entry[0])
+        os.rmdir(path)
+    else:
+        os.remove(path)
+
+
+def read(path, default=""):
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except OSError:
+        return default
+
+
+def write(path, text):
+    with open(path + ".tmp", "w") as fh:
+        fh.write(text)
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+    os.rename(path + ".tmp", path)
+
+
+def remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def running_partition():
+    try:
+        import esp32
+        return esp32.Partition(esp32.Partition.RUNNING).info()[4]
+    except (ImportError, OSError, AttributeError):
+        return ""
+
+
+def rollback(why):
+    # The app on trial goes; prev/ (or the app flashed at the root) runs from the next boot.
+    _say("update rolled back:", why)
+    fw = read(FW_TRIAL).split(" ", 2)
+    if len(fw) == 3:
+        import esp32
+        esp32.Partition(fw[1]).set_boot()
+        write(ROLLBACK, fw[2] + ": " + why)
+        remove(FW_TRIAL)
+    else:
+        write(ROLLBACK, read(APP + "/VERSION", "?") + ": " + why)
+        rmtree(APP)
+        if exists(PREV):
+            os.rename(PREV, APP)
+    remove(TRIAL)
+
+
+def firmware_check():
+    # After a firmware update: did the new partition start? If the boot loader went back,
+    # that is the rollback to report. With no firmware on trial the running image is marked
+    # valid (after a rollback the boot loader would otherwise go back again).
+    fw = read(FW_TRIAL).split(" ", 2)
+    if len(fw) != 3:
+        try:
+            import esp32
+            esp32.Partition.mark_app_valid_cancel_rollback()
+        except (ImportError, OSError, AttributeError):
+            pass
+        return
+    if running_partition() != fw[0]:
+        _say("firmware", fw[2], "did not start: running", running_partition())
+        write(ROLLBACK, fw[2] + ": firmware did not start (boot loader went back)")
+        remove(FW_TRIAL)
+        remove(TRIAL)
+
+
+def switch():
+    # Returns the boots on trial so far (0 = the app is not on trial).
+    firmware_check()
+    if exists(NEXT):
+        write(TRIAL, "0")
+        if exists(APP):
+            rmtree(PREV)
+            os.rename(APP, PREV)
+        os.rename(NEXT, APP)
+        _say("switched to app", read(APP + "/VERSION", "?"))
+    if not exists(TRIAL):
+        return 0
+    n = int(read(TRIAL, "0") or "0") + 1
+    if n > TRIAL_RESETS:
+        rollback("reset %d times on trial" % (n - 1))
+        return 0
+    write(TRIAL, str(n))
+    return n
+
+
+class Ota:
+    # What the stub tells the app: its version, whether it is on trial, a rollback to report.
+    def __init__(self, trial):
+        self.trial = trial
+        self.version = read(APP + "/VERSION", "").strip() if exists(APP) else ""
+        self.rollback = read(ROLLBACK, "").strip()
+        fw = read(FW_VERSION).split(" ", 1)
+        # The version of the firmware image an update installed, while that image runs.
+        self.firmware = fw[1].strip() if len(fw) == 2 and fw[0] == running_partition() else ""
+        self.trial_ms = TRIAL_MS
+        if trial:
+            import json
+            try:
+                with open("config.json") as fh:
+                    self.trial_ms = int(json.load(fh).get("ota_trial_ms") or TRIAL_MS)
+            except (OSError, ValueError, TypeError, AttributeError):
+                pass
+
+    def confirm(self):
+        # The app (or firmware) reached the host: it stays. Returns the version confirmed.
+        fw = read(FW_TRIAL).split(" ", 2)
+        done = self.version
+        if len(fw) == 3:
+            import esp32
+            esp32.Partition.mark_app_valid_cancel_rollback()
+            write(FW_VERSION, fw[0] + " " + fw[2])
+            remove(FW_TRIAL)
+            self.firmware = done = fw[2].strip()
+        remove(TRIAL)
+        self.trial = 0
+        return done
+
+    def reported(self):
+        remove(ROLLBACK)
+        self.rollback = ""
+
+    def fail(self, why):
+        rollback(why)
+        machine.reset()
+
+    async def guard(self):
+        # On trial: no WELCOME within trial_ms and the old app comes back.
+        await asyncio.sleep_ms(self.trial_ms)
+        if self.trial:
+            self.fail("no answer from the host in %d s" % (self.trial_ms // 1000))
+
+
+async def _run(dev, ota):
+    if ota.trial:
+        asyncio.create_task(ota.guard())
+    await dev.run()
 
 
 def main():
-    cfg = None
+    ota = Ota(switch())
+    if exists(APP):
+        sys.path.insert(0, APP)
     try:
-        cfg = C.load()
-    except C.ConfigError as e:
-        fault(str(e))
+        import device
+        dev = device.build(ota)
+    except Exception as e:  # noqa: BLE001 - any failure of a new app on trial rolls it back
+        if not ota.trial:
+            raise
+        ota.fail("start failed: %r" % (e,))
     try:
-        dev = Device(cfg)
-    except C.ConfigError as e:
-        fault(str(e), cfg)
-    except (OSError, ValueError, ImportError) as e:
-        fault("hardware setup failed: %r" % (e,), cfg)
-    try:
-        asyncio.run(dev.run())
+        asyncio.run(_run(dev, ota))
     except KeyboardInterrupt:
         _say("stopped")
         sys.exit(0)
+    except Exception as e:  # noqa: BLE001
+        if not ota.trial:
+            raise
+        ota.fail("crashed: %r" % (e,))
 
 
 if __name__ == "__main__":

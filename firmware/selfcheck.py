@@ -21,8 +21,8 @@ _VOIDED = const(20)  # protocol.codes reason "voided"
 
 
 async def _reader(cfg):
-    import main
-    chip = main.build_chip(cfg)
+    import device
+    chip = device.build_chip(cfg)
     try:
         v = await asyncio.wait_for_ms(chip.begin(), 3000)
     except asyncio.TimeoutError:
@@ -77,7 +77,7 @@ async def _test_tap(app, test_uid, wait_ms):
 
 
 async def _link_and_hello(cfg, wait_ms, test_uid=None):
-    import main
+    import device
     import config as C
     from app import App
     from outbox import Outbox
@@ -87,7 +87,7 @@ async def _link_and_hello(cfg, wait_ms, test_uid=None):
             pass
 
     try:
-        link = main.build_link(cfg)
+        link = device.build_link(cfg)
     except Exception as e:  # noqa: BLE001
         err = {"ok": False, "error": "%s: %s" % (type(e).__name__, e)}
         return err, {"ok": None, "error": "no link"}, {"ok": None, "error": "no link"}

@@ -12,7 +12,7 @@ from protocol.compat import const, ticks_add, ticks_diff, ticks_ms
 
 import config as C
 
-FW_VERSION = "tapkiosk-fw 0.1.0"
+FW_VERSION = "tapkiosk-fw 0.1.0"  # device.py sets an updated app's version here
 PROTO = const(1)
 
 _PING_WAIT_MS = const(2000)
@@ -60,6 +60,7 @@ class Session:
         self.wake = asyncio.Event()
         self.alive = ticks_ms()
         self.on_config = None      # fn(params), after a CONFIG changed them
+        self.on_welcome = None     # fn(first), after every WELCOME (first: the boot's first)
 
     # -- clock --------------------------------------------------------------------------
     def device_time(self):
@@ -253,6 +254,8 @@ class Session:
         elif not was_online:
             self.event(_EV_LINK_DOWN, down_s, "")
         print("tapkiosk:", "online, boot", app.boot, "outbox", ob.pending())
+        if self.on_welcome is not None:
+            self.on_welcome(self.welcomed == 1)
 
     def _on_config(self, seq, f):
         app = self.app

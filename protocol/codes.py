@@ -61,8 +61,10 @@ EV_OUTBOX_FULL = 5     # value = taps dropped
 EV_CONFIG_APPLIED = 6  # value = config version
 EV_LINK_DOWN = 7       # value = seconds the link was down
 EV_BUTTON = 8          # wash: program button pressed (value = program code); the host arms it
+EV_UPDATE_APPLIED = 9  # value = update id; text = the app version now running (on trial)
+EV_UPDATE_ROLLBACK = 10  # value = update id; text = why the new app was rolled back
 EVENTS = ("", "boot", "reader_fault", "reader_ok", "tamper", "outbox_full", "config_applied",
-          "link_down", "button")
+          "link_down", "button", "update_applied", "update_rollback")
 
 
 def reason_code(name):

@@ -28,6 +28,11 @@ ERROR = const(0x09)
 ACK = const(0x0A)
 VOID = const(0x0B)
 SALE = const(0x0C)
+# 0x0D..0x0F: free.
+# 0x10..0x13: STATUS and the app-update messages, in protocol/ota.py: their tables are loaded
+# with the first such frame (a reader that only taps never keeps them on its heap).
+_OTA_FIRST = const(0x10)
+_OTA_LAST = const(0x13)
 
 NAMES = {
     HELLO: "HELLO", WELCOME: "WELCOME", TAP: "TAP", DECISION: "DECISION", PING: "PING",
@@ -109,6 +114,18 @@ TAIL = {TAP: "sale_id", DECISION: "sale_id"}
 _UID_LENS = (4, 7, 10)
 
 
+def spec(ptype):
+    # The body spec of ptype (None: unknown); protocol/ota.py's types load on first use.
+    s = SPECS.get(ptype)
+    if s is None and _OTA_FIRST <= ptype <= _OTA_LAST:
+        from protocol import ota
+        SPECS.update(ota.SPECS)
+        NAMES.update(ota.NAMES)
+        DIRECTIONS.update(ota.DIRECTIONS)
+        s = SPECS.get(ptype)
+    return s
+
+
 def _valid_device_id(dev):
     if not 1 <= len(dev) <= MAX_DEVICE_ID:
         return False
@@ -144,12 +161,12 @@ def _text_bytes(ptype, name, text):
 
 def encode_body(ptype, fields):
     # fields: dict name -> value. Missing fields are an error; values are range-checked.
-    spec = SPECS.get(ptype)
-    if spec is None:
+    sp = spec(ptype)
+    if sp is None:
         raise UnsupportedError("unknown message type 0x%02x" % ptype)
     out = bytearray()
     tail = TAIL.get(ptype)
-    for name, kind, lo, hi in spec:
+    for name, kind, lo, hi in sp:
         if name == tail and not fields.get(name):
             break
         if name not in fields:
@@ -183,14 +200,14 @@ def encode_body(ptype, fields):
 
 def decode_body(ptype, body):
     # Strict: every byte accounted for, every value in range, text valid UTF-8.
-    spec = SPECS.get(ptype)
-    if spec is None:
+    sp = spec(ptype)
+    if sp is None:
         raise UnsupportedError("unknown message type 0x%02x" % ptype)
     fields = {}
     i = 0
     n = len(body)
     tail = TAIL.get(ptype)
-    for name, kind, lo, hi in spec:
+    for name, kind, lo, hi in sp:
         if name == tail and i == n:
             fields[name] = 0
             break
@@ -268,7 +285,7 @@ def parse(data):
     if data[0] != VERSION:
         raise UnsupportedError("protocol version %d not supported" % data[0])
     ptype = data[1]
-    if ptype not in SPECS:
+    if spec(ptype) is None:
         raise UnsupportedError("unknown message type 0x%02x" % ptype)
     seq = int.from_bytes(bytes(data[2:6]), "big")
     dl = data[6]

@@ -95,6 +95,8 @@ class SimBoard:
         self.popen_kw: dict[str, Any] = {}  # extra Popen arguments (the demo: start_new_session)
         self.lines: list[str] = []
         self._lock = threading.Lock()
+        self.restarts = 0           # machine.reset()s followed by start() (supervise=True)
+        self._supervise = False
 
     def _env(self, pn532_tcp, pn532_bus, link_tcp, extra) -> dict[str, str]:
         env = dict(os.environ)
@@ -110,8 +112,10 @@ class SimBoard:
         env.update(extra)
         return env
 
-    def start(self) -> "SimBoard":
-        """Start the firmware (a power-on); console lines are collected in ``lines``."""
+    def start(self, supervise: bool = False) -> "SimBoard":
+        """Start the firmware (a power-on); console lines are collected in ``lines``.
+        ``supervise``: a ``machine.reset()`` (exit code 75) starts it again, as a board reboots."""
+        self._supervise = supervise
         self.proc = subprocess.Popen([micropython_exe(), str(ROOT / "firmware" / "main.py")], cwd=self.dir,
                                      env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, bufsize=1, **self.popen_kw)
@@ -126,6 +130,9 @@ class SimBoard:
                 log.flush()
                 with self._lock:
                     self.lines.append(line.rstrip("\n"))
+        if proc.wait() == EXIT_RESET and self._supervise and proc is self.proc:
+            self.restarts += 1
+            self.start(supervise=True)
 
     def output(self) -> list[str]:
         with self._lock:
@@ -147,6 +154,7 @@ class SimBoard:
 
     def kill(self) -> None:
         """Power cut: SIGKILL, nothing flushed that was not flushed already."""
+        self._supervise = False
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)

@@ -10,7 +10,7 @@ from conftest import ROOT
 from protocol import codes
 
 
-@pytest.mark.parametrize("name", ["session.py", "uplink.py", "tappath.py", "main.py"])
+@pytest.mark.parametrize("name", ["session.py", "uplink.py", "tappath.py", "device.py", "status.py"])
 def test_firmware_code_consts_match_protocol_codes(name: str) -> None:
     src = (ROOT / "firmware" / name).read_text()
     found = re.findall(r"^_((?:ERR|EV|PAT)_[A-Z_]+|GRANT|VOIDED) = const\((\d+)\)", src, re.M)
@@ -21,3 +21,20 @@ def test_firmware_code_consts_match_protocol_codes(name: str) -> None:
     m = re.search(r"^_ERRORS = (\(.*\))$", src, re.M)
     if m:
         assert eval(m.group(1)) == codes.ERRORS  # noqa: S307 - a literal tuple from our own file
+
+
+def test_firmware_fleet_consts_match_protocol_ota() -> None:
+    from protocol import ota
+
+    want = {"_STATUS": ota.STATUS, "_LINK_SERIAL": ota.LINK_SERIAL, "_LINK_MQTT": ota.LINK_MQTT,
+            "_UPDATE_BEGIN": ota.UPDATE_BEGIN, "_CH": ota.UPDATE_CHUNK_MAX}
+    seen = set()
+    for name in ("status.py", "app.py", "update.py"):
+        src = (ROOT / "firmware" / name).read_text()
+        for const_name, value in re.findall(r"^(_[A-Z_]+) = const\((0x[0-9A-Fa-f]+|\d+)\)", src, re.M):
+            if const_name in want:
+                assert int(value, 0) == want[const_name], (name, const_name)
+                seen.add(const_name)
+    assert seen == set(want)
+    # UPDATE_CHUNK is the last type the reader takes to its updater (app.py: t >= UPDATE_BEGIN).
+    assert ota.UPDATE_CHUNK == ota.UPDATE_BEGIN + 1 and ota.UPDATE_STATUS > ota.UPDATE_CHUNK

@@ -8,6 +8,8 @@ Everything is compiled to ``.mpy`` with mpy-cross (``-march=xtensawin``) except
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -71,6 +73,9 @@ def compile_app(root: Path = REPO_ROOT, arch: str = ESP32_ARCH) -> dict[str, byt
 
     Raises:
         AppBuildError: a file does not compile (the message names it and quotes mpy-cross).
+
+    ``arch=None`` compiles to bytecode only (no native code: runs on any port, e.g. the unix
+    port of the simulator).
     """
     sources = source_files(root)
     files: dict[str, bytes] = {}
@@ -83,7 +88,7 @@ def compile_app(root: Path = REPO_ROOT, arch: str = ESP32_ARCH) -> dict[str, byt
             exe = exe or mpy_cross_path()
             out = Path(tmp) / (board_path.replace("/", "__") + ".mpy")
             proc = subprocess.run(
-                [exe, f"-march={arch}", "-s", board_path, "-o", str(out), str(src)],
+                [exe, *([f"-march={arch}"] if arch else []), "-s", board_path, "-o", str(out), str(src)],
                 capture_output=True,
                 text=True,
                 check=False,
@@ -95,3 +100,40 @@ def compile_app(root: Path = REPO_ROOT, arch: str = ESP32_ARCH) -> dict[str, byt
                 )
             files[board_path[:-3] + ".mpy"] = out.read_bytes()
     return files
+
+
+def build_firmware_bundle(image: bytes, version: str) -> bytes:
+    """A bundle that carries one MicroPython app image (``micropython.bin`` of an OTA build,
+    not the combined flash image) for the reader's next OTA partition.
+
+    Raises:
+        AppBuildError: not an ESP32 app image, or a bad version.
+    """
+    if not version or len(version.encode()) > 32:
+        raise AppBuildError(f"bundle version {version!r} must be 1..32 bytes")
+    if not image or image[0] != 0xE9:
+        raise AppBuildError("not an ESP32 app image (no 0xE9 magic at offset 0)",
+                            "give micropython.bin of an OTA build, not the flash image with the bootloader")
+    manifest = {"version": version, "kind": "firmware",
+                "files": [["firmware.bin", len(image), hashlib.sha256(image).hexdigest()]]}
+    head = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
+    return len(head).to_bytes(4, "big") + head + image
+
+
+def build_bundle(files: dict[str, bytes], version: str) -> bytes:
+    """An over-the-air bundle of the app: u32 manifest length | manifest JSON (``version`` and
+    ``[path, size, sha256 hex]`` per file) | the files in manifest order. main.py and boot.py
+    (the boot stub, which picks the app directory) are never in a bundle.
+
+    Raises:
+        AppBuildError: the version is not 1..32 bytes of text, or there are no files.
+    """
+    if not version or len(version.encode()) > 32:
+        raise AppBuildError(f"bundle version {version!r} must be 1..32 bytes")
+    paths = sorted(p for p in files if p not in KEEP_AS_SOURCE)
+    if not paths:
+        raise AppBuildError("no app files to bundle")
+    manifest = {"version": version,
+                "files": [[p, len(files[p]), hashlib.sha256(files[p]).hexdigest()] for p in paths]}
+    head = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
+    return len(head).to_bytes(4, "big") + head + b"".join(files[p] for p in paths)

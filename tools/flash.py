@@ -17,6 +17,7 @@ screen, a log or a command line.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import secrets
@@ -45,7 +46,7 @@ def _check_runtime() -> None:
 if __name__ == "__main__":
     _check_runtime()
 
-from tools.appfiles import REPO_ROOT, compile_app  # noqa: E402
+from tools.appfiles import ESP32_ARCH, REPO_ROOT, build_bundle, build_firmware_bundle, compile_app  # noqa: E402
 from tools.board import Board, ChipInfo, EspBoard, list_esp_ports  # noqa: E402
 from tools.errors import (  # noqa: E402
     AppBuildError,
@@ -1095,6 +1096,34 @@ class _Parser(argparse.ArgumentParser):
         """Turn a parse error into a one-line UsageError."""
         raise UsageError(message)
 
+def cmd_bundle(args: argparse.Namespace, out: TextIO) -> int:
+    """Build an over-the-air app bundle for ``tapkiosk fleet update``."""
+    if args.firmware:
+        try:
+            image = Path(args.firmware).read_bytes()
+        except OSError as e:
+            raise FirmwareFileError(f"cannot read {args.firmware}: {e.strerror}") from None
+        files = {"firmware.bin": image}
+        blob = build_firmware_bundle(image, args.version)
+    else:
+        files = compile_app(Path(args.app_root), None if args.arch == "none" else args.arch)
+        blob = build_bundle(files, args.version)
+    if args.dry_run:
+        print(f"tapkiosk bundle: {args.version}: {len(files)} files, {len(blob)} bytes (not written)",
+              file=out)
+        return 0
+    target = Path(args.out)
+    tmp = target.with_name(target.name + ".part")
+    try:
+        tmp.write_bytes(blob)
+        os.replace(tmp, target)
+    except OSError as e:
+        raise UsageError(f"cannot write {args.out}: {e.strerror}", "check the --out folder exists and is writable") from None
+    print(f"OK: bundle {args.version} -> {target} ({len(blob)} bytes, sha256 "
+          f"{hashlib.sha256(blob).hexdigest()[:16]}); send it with `tapkiosk fleet update {target.name}`",
+          file=out)
+    return 0
+
 
 #: Global ``tapkiosk`` options each subcommand takes (``tapkiosk --db X flash provision``).
 GLOBAL_OPTIONS = {"provision": ("--db",), "image": ("--db",), "update": ("--db",)}
@@ -1128,6 +1157,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     _add_config_args(p)
     common(p)
+    p = sub.add_parser("bundle", help="build an app bundle for over-the-air updates (tapkiosk fleet update)")
+    p.add_argument("--version", required=True, help="app version the readers will report (1..32 bytes)")
+    p.add_argument("--out", required=True, help="bundle file to write")
+    p.add_argument("--arch", default=ESP32_ARCH, help="mpy-cross -march (default %(default)s; "
+                   "none: bytecode only, for the simulator)")
+    p.add_argument("--firmware", metavar="MICROPYTHON_BIN", help="bundle this MicroPython app "
+                   "image (an OTA build's micropython.bin) instead of the app: the readers write it "
+                   "to their next OTA partition; --version is what they then report as MicroPython")
+    common(p)
     p = sub.add_parser("update", help="app-only update, keeping identity and key")
     p.add_argument("--port")
     p.add_argument("--db", help="check the board's key against this site database")
@@ -1148,6 +1186,8 @@ def main(argv: list[str] | None = None, *, board_factory: BoardFactory | None = 
             return cmd_provision(args, factory, out)
         if args.command == "image":
             return cmd_image(args, out)
+        if args.command == "bundle":
+            return cmd_bundle(args, out)
         return cmd_update(args, factory, out)
     except FlashError as e:
         print(f"tapkiosk flash: error: {e}", file=sys.stderr)

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from protocol import cobs, packet as P
+from protocol import cobs, ota, packet as P
 
 OUT = Path(__file__).resolve().parent.parent / "protocol" / "vectors.json"
 KEY = bytes(range(32))
@@ -148,6 +148,10 @@ MESSAGES: list[tuple[str, int, int, bytes, dict[str, Any]]] = [
     ("sale_cancel", P.SALE, 0x0001000C, P.DOWN, dict(sale_id=42, amount=0, service=0, timeout_s=0, text="")),
     ("tap_sale", P.TAP, 0x00030009, P.UP, dict(uid=bytes.fromhex("04A1B2C3D4E5F6"), sak=0x00, flags=0, direction=0, service=0, amount=2400, device_time=1795000009, secure=b"", sale_id=42)),
     ("decision_sale", P.DECISION, 0x0001000D, P.DOWN, dict(tap_seq=0x00030009, verdict=1, reason=0, relay_ms=0, pattern=1, balance=9945, points=700, uses=-1, text="paid 22.80", sale_id=42)),
+    ("status", ota.STATUS, 0x00030009, P.UP, dict(app="tapkiosk-fw 0.2.0", mpy="1.24.1", uptime_s=86400, heap_free=61440, reset=1, link=1, outbox=2, trial=1)),
+    ("update_begin", ota.UPDATE_BEGIN, 0x0001000A, P.DOWN, dict(update_id=0x5EED0001, version="0.2.0", size=1000, chunks=6, sha256=bytes(range(32)), kind=1)),
+    ("update_chunk", ota.UPDATE_CHUNK, 0x0001000B, P.DOWN, dict(update_id=0x5EED0001, index=5, data=bytes(range(40)))),
+    ("update_status", ota.UPDATE_STATUS, 0x0003000A, P.UP, dict(update_id=0x5EED0001, have=6, state=1, code=0)),
 ]
 
 

@@ -96,6 +96,11 @@ class InflightGate:
             _raw, sends = self._waiting.pop(key, (b"", []))
             return sends
 
+    def busy(self, device_id: str) -> bool:
+        """True while a TAP or VOID of ``device_id`` is being decided."""
+        with self._lock:
+            return any(dev == device_id for dev, _seq in self._waiting)
+
     def done(self) -> None:
         """A frame that went in flight has been answered."""
         with self._lock:

@@ -39,9 +39,11 @@ from host.site.publish import Publisher
 from host.site.replies import ReplyThread
 from host.site.sales import SaleDesk
 from host.site.taps import Taps
+from host.site.update import Updates
 from host.site.writer import Writer, WriterClosed
 from host.store import site_state as store
 from protocol import codes
+from protocol import ota
 from protocol import packet as pk
 from protocol.errors import AuthError, ProtocolError, ReplayError
 from protocol.replay import RETRANSMIT
@@ -81,11 +83,13 @@ class Service:
         self.liveness = Liveness(writer, self.registry, self.refusals, metrics,
                                  self.config.offline_after_s, clock, self.publisher,
                                  self.sales.offline)
+        self.updates = Updates(writer, self.registry, self.gate, self.reader, clock)
         self._next_check = 0.0
         self._handlers: dict[int, Callable[[DeviceState, pk.Packet, Send, str, float], None]]
         self._handlers = {pk.TAP: self.taps.tap, pk.VOID: self.taps.void,
                           pk.HELLO: self._hello, pk.PING: self._ping, pk.EVENT: self._event,
-                          pk.ACK: self._ack, pk.PONG: self._pong}
+                          pk.ACK: self._ack, pk.PONG: self._pong,
+                          ota.STATUS: self._status, ota.UPDATE_STATUS: self._update_status}
 
     # ----------------------------------------------------------------- entry point
     def handle(self, raw: bytes, send: Send, *, link: str = "", expect: str | None = None,
@@ -184,6 +188,18 @@ class Service:
             self.sales.button(st.device_id, f["value"])
         if code == codes.EV_CONFIG_APPLIED:
             self.configs.acked(st, None, f["value"])
+        self.updates.on_event(st, code, f["text"])
+
+    def _status(self, st: DeviceState, p: pk.Packet, send: Send, link: str, t0: float) -> None:
+        if self._window(st, p, send, link):
+            self._accept(st, p, None)
+            self.updates.on_status(st, p.fields)
+
+    def _update_status(self, st: DeviceState, p: pk.Packet, send: Send, link: str,
+                       t0: float) -> None:
+        if self._window(st, p, send, link):
+            self._accept(st, p, None)
+            self.updates.on_update_status(st, p.fields)
 
     def _hello(self, st: DeviceState, p: pk.Packet, send: Send, link: str, t0: float) -> None:
         if not self._window(st, p, send, link):
@@ -258,6 +274,7 @@ class Service:
         ``config_check_s`` push changed configs to connected gates."""
         self.liveness.expire()
         self.liveness.flush()
+        self.updates.start()
         try:
             self.sales.tick()
         except WriterClosed:
@@ -281,5 +298,6 @@ class Service:
     def close(self) -> None:
         """Stop the reply thread once it has run what is queued; close the read connection
         (the writer is closed by its owner)."""
+        self.updates.close()
         self.replies.close()
         self.reader.close()

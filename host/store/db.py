@@ -497,6 +497,45 @@ DROP INDEX IF EXISTS lots_expiry;
     (17, "devices: seq_base, the stored-seq offset of the current device key", """
 ALTER TABLE devices ADD COLUMN seq_base INTEGER NOT NULL DEFAULT 0 CHECK (seq_base >= 0);
 """),
+    # Fleet: what each reader last reported (STATUS), the app bundles sent over the air and
+    # one row per (rollout, reader) update job (host/store/fleet.py, host/site/update.py).
+    (18, "fleet: reader status, app bundles, over-the-air update jobs", """
+CREATE TABLE fleet_status (
+    device_id TEXT PRIMARY KEY REFERENCES devices(device_id),
+    app TEXT NOT NULL,
+    mpy TEXT NOT NULL,
+    uptime_s INTEGER NOT NULL,
+    heap_free INTEGER NOT NULL,
+    reset INTEGER NOT NULL,
+    link TEXT NOT NULL,
+    outbox INTEGER NOT NULL,
+    trial INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE fleet_bundles (
+    sha256 TEXT PRIMARY KEY,
+    version TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    blob BLOB NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE fleet_updates (
+    id INTEGER PRIMARY KEY,
+    rollout TEXT NOT NULL,
+    device_id TEXT NOT NULL REFERENCES devices(device_id),
+    bundle TEXT NOT NULL REFERENCES fleet_bundles(sha256),
+    wave INTEGER NOT NULL CHECK (wave IN (1, 2)),
+    state TEXT NOT NULL CHECK (state IN ('waiting', 'pending', 'sending', 'staged', 'healthy',
+                                         'rolled_back', 'failed', 'cancelled')),
+    have INTEGER NOT NULL DEFAULT 0,
+    chunks INTEGER NOT NULL,
+    detail TEXT NOT NULL DEFAULT '',
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    UNIQUE (rollout, device_id)
+);
+CREATE INDEX fleet_updates_state ON fleet_updates(state);
+"""),
 ]
 
 def default_db_path() -> str:
