@@ -6,6 +6,7 @@ includes it; a key rotation keeps it; the birthday coupon needs only the birth m
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -140,3 +141,32 @@ def test_birthday_coupon_by_the_birth_month_opens_no_sealed_data(monkeypatch):
     clock.set(2026, 5, 31, 9, 0)
     assert [r["member_id"] for r in admin.run_coupon_rules()["issued"]] == [ids[2]]
     assert admin.run_coupon_rules()["issued"] == []                  # once a year
+
+
+def test_upgrade_seals_contact_emails_an_older_version_kept_in_clear(tmp_path, capsys,
+                                                                     monkeypatch):
+    monkeypatch.delenv(keyfile.ENV, raising=False)
+    path = str(tmp_path / "site.db")
+    assert main(["--db", path, "init"]) == 0
+    db = open_db(path)
+    admin = Admin(db, policy(), Clock(2026, 3, 10, 12, 0))
+    mid = admin.add_member(NAME, phone="13800000000", consent_terms="t1")["member_id"]
+    db.execute("INSERT INTO member_contacts (member_id, email, updated_at) VALUES (?, ?, 0)",
+               (mid, EMAIL))                                   # as the programme kept it
+    db.execute("INSERT INTO messages (member_id, kind, channel, recipient, subject, body, "
+               "dedup, next_attempt_at, created_at) VALUES (?, 'receipt', 'email', ?, 's', "
+               "'b', 'd1', 0, 0)", (mid, EMAIL))
+    db.execute("INSERT INTO ops VALUES ('k9', 'messages.contact', ?, '{}', 0)",
+               (json.dumps({"member_id": mid, "email": EMAIL, "opt_out": None}),))
+    db.conn.close()
+    capsys.readouterr()
+    assert main(["--db", path, "--json", "upgrade"]) == 0
+    assert json.loads(capsys.readouterr().out)["contact_emails_sealed"] == 1
+    assert _found(path) == []
+    db = open_db(path)
+    assert db.execute("SELECT email FROM member_contacts").fetchone()[0] == "l*@e*"
+    assert db.execute("SELECT recipient FROM messages").fetchone()[0] == "l*@e*"
+    assert Admin(db).reveal(mid, "t")["email"] == EMAIL
+    assert Admin(db).reveal(mid, "t")["phone"] == "13800000000"        # the rest kept
+    assert main(["--db", path, "--json", "upgrade"]) == 0                # nothing left
+    assert json.loads(capsys.readouterr().out)["contact_emails_sealed"] == 0
