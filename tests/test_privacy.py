@@ -177,7 +177,7 @@ def test_erase_keeps_verify_and_report_totals(tmp_path):
     assert after == before
     assert lookup.members_by_phone(db, PHONE) == []
     assert admin.reveal(mid, "test") == {"name": None, "phone": None, "birthday": None,
-                                         "note": None}
+                                         "note": None, "email": None}
     assert db.execute("SELECT count(*) FROM taps WHERE member_id = ?", (mid,)).fetchone()[0] == 2
     assert engine.decide(Tap("K1", 9, UID, amount_fen=1000)).reason == "blocked"
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

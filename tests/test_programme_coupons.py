@@ -114,7 +114,7 @@ def test_gift_item_at_the_counter_once_and_never_at_a_tap():
 def test_rules_signup_first_card_topup_referral_once_each():
     db, admin, engine, clock, mid = site(signup="ten_pct", first_card="mug", referral="mug",
                                          topup=[{"min": "500.00", "coupon": "free_wash"}])
-    new = admin.add_member("Wang", referrer_id=mid)["member_id"]
+    new = admin.add_member("Wang", consent_terms="t1", referrer_id=mid)["member_id"]
     admin.enroll_card(new, "04000000000009")
     admin.enroll_card(new, "0400000000000A")
     admin.topup(new, 50000)
@@ -177,7 +177,7 @@ def test_coupon_cli_and_bad_input(tmp_path, capsys):
         return code, out, err
 
     assert run("init")[0] == 0
-    run("member", "add", "--name", "A")
+    run("member", "add", "--name", "A", "--consent-terms", "t1")
     code, out, _ = run("--json", "coupon", "issue", "1", "mug")
     cid = json.loads(out)["coupon_id"]
     assert run("coupon", "list", "1")[1].count("mug") == 2

@@ -37,7 +37,7 @@ def j(run, *argv):
 
 @pytest.fixture
 def member(run):
-    j(run, "member", "add", "--name", "Li")
+    j(run, "member", "add", "--name", "Li", "--consent-terms", "t1")
     j(run, "card", "enroll", "1", UID)
     for dev, kind in (("K1", "kiosk"), ("W1", "wash"), ("G1", "gate")):
         j(run, "device", "add", dev, kind)
@@ -84,7 +84,7 @@ def test_csv_escapes_formula_names():
 
 
 def test_name_with_newline_refused_and_listing_one_line_per_member(run, member):
-    refused(run, "member", "add", "--name", "Evil\nInjected")
+    refused(run, "member", "add", "--name", "Evil\nInjected", "--consent-terms", "t1")
     code, out, _ = run("member", "list")
     assert code == 0 and len(out.splitlines()) == 2
     from host.cli.render import human
@@ -93,7 +93,7 @@ def test_name_with_newline_refused_and_listing_one_line_per_member(run, member):
 
 
 def test_suspended_member_cannot_gift_or_redeem(run, member):
-    j(run, "member", "add", "--name", "Wang")
+    j(run, "member", "add", "--name", "Wang", "--consent-terms", "t1")
     j(run, "topup", "1", "100.00")
     j(run, "member", "edit", "1", "--status", "suspended")
     assert "suspended" in refused(run, "points", "gift", "1", "2", "10")

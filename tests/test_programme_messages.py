@@ -109,6 +109,7 @@ def test_webhook_retries_then_delivers_and_gives_up(webhook):
     clock.set(2026, 3, 10, 12, 11)
     assert send(db, admin, clock)["sent"] == 1
     assert hook.got[0]["to"] == "13800000000" and hook.got[0]["kind"] == "receipt"
+    assert db.execute("SELECT DISTINCT recipient FROM messages").fetchall() == [("138****0000",)]
     hook.fail = 5
     admin.topup(mid, 1000)
     send(db, admin, clock)
@@ -166,7 +167,7 @@ def test_messages_cli_and_bad_input(tmp_path, capsys):
         return code, out, err
 
     assert run("init")[0] == 0
-    run("member", "add", "--name", "A")
+    run("member", "add", "--name", "A", "--consent-terms", "t1")
     assert run("messages", "contact", "1", "--email", "a@example.com", "--opt-out")[0] == 0
     assert "opt_out: False" in run("messages", "contact", "1", "--opt-in")[1]
     assert run("--json", "messages", "queue")[0] == 0

@@ -71,8 +71,8 @@ def test_no_pooling_gifts_from_one_member_only():
     raw = load_policy().raw
     pol = build_policy({**raw, "points": {**raw["points"], "gift_pooling": False}})
     admin = Admin(db, pol, clock)
-    b = admin.add_member("B")["member_id"]
-    c = admin.add_member("C")["member_id"]
+    b = admin.add_member("B", consent_terms="t1")["member_id"]
+    c = admin.add_member("C", consent_terms="t1")["member_id"]
     for m in (a, b):
         grant(admin, m)
     admin.gift_points(a, c, 10)
@@ -93,7 +93,7 @@ def test_catalogue_and_grant_cli_bad_input(tmp_path, capsys):
         return code, out, err
 
     assert run("init")[0] == 0
-    run("member", "add", "--name", "A")
+    run("member", "add", "--name", "A", "--consent-terms", "t1")
     assert run("points", "grant", "1", "100", "--reason", "welcome")[0] == 0
     assert run("catalogue", "add", "mug", "30", "--stock", "1")[0] == 0
     assert run("points", "redeem", "1", "--item", "mug")[0] == 0

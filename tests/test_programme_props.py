@@ -101,7 +101,8 @@ def test_random_programme_operations_keep_books_and_tables_consistent(ops):
     for dev, kind in (("K1", "kiosk"), ("W1", "wash"), ("G1", "gate")):
         register_device(db, dev, kind, duplicate_window_s=0)
     for i, uid in enumerate(UIDS, start=1):
-        admin.add_member(f"m{i}", birthday="02-05", referrer_id=1 if i > 1 else None)
+        admin.add_member(f"m{i}", consent_terms="t1", birthday="02-05",
+                         referrer_id=1 if i > 1 else None)
         admin.enroll_card(i, uid)
     admin.add_item("mugs", 30, stock_units=2)
     seqs = {"K1": 0, "W1": 0, "G1": 0}

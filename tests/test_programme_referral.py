@@ -9,7 +9,7 @@ from site_support import make_site
 
 def test_both_sides_rewarded_once_after_a_qualifying_purchase():
     db, admin, engine, clock, mid = make_site()
-    new = admin.add_member("Wang", referrer_id=mid)["member_id"]
+    new = admin.add_member("Wang", consent_terms="t1", referrer_id=mid)["member_id"]
     assert ledger.balances(db.conn, new)["points"] == 0           # not at sign-up
     assert admin.topup(new, 9999)["referral_points"] == 0         # below 100.00
     assert admin.topup(new, 10000)["referral_points"] == 50
@@ -23,8 +23,8 @@ def test_both_sides_rewarded_once_after_a_qualifying_purchase():
 
 def test_pass_sale_qualifies_and_report_counts():
     db, admin, engine, clock, mid = make_site()
-    a = admin.add_member("A", referrer_id=mid)["member_id"]
-    admin.add_member("B", referrer_id=mid)
+    a = admin.add_member("A", consent_terms="t1", referrer_id=mid)["member_id"]
+    admin.add_member("B", consent_terms="t1", referrer_id=mid)
     admin.sell_pass(a, "wash_month")                               # 199.00 >= 100.00
     assert db.execute("SELECT referral_paid FROM members WHERE id = ?", (a,)).fetchone()[0] == 1
     [row] = programme_reports.referrals(db, admin.policy, clock())
@@ -47,12 +47,14 @@ def test_report_referrals_cli_csv_and_bad_days(tmp_path, capsys):
     from host.cli.app import main
     db = str(tmp_path / "s.db")
     assert main(["--db", db, "init"]) == 0
-    main(["--db", db, "member", "add", "--name", "R"])
-    main(["--db", db, "member", "add", "--name", "N", "--referrer", "1"])
+    main(["--db", db, "member", "add", "--name", "R", "--consent-terms", "t1"])
+    main(["--db", db, "member", "add", "--name", "N", "--consent-terms", "t1", "--referrer",
+          "1"])
     main(["--db", db, "topup", "2", "200.00"])
     capsys.readouterr()
     assert main(["--db", db, "report", "referrals", "--csv"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("referrer_id,name,referred,qualified") and out[1].startswith("1,R,1,1")
+    assert out[0].startswith("referrer_id,name,referred,qualified")
+    assert out[1].startswith("1,R*,1,1")                            # the referrer's masked name
     assert main(["--db", db, "report", "referrals", "--days", "0"]) == 2
     assert capsys.readouterr().err.count("\n") == 1

@@ -11,7 +11,8 @@ from site_support import UID, make_site
 
 def test_spend_top_spenders_cycle_referral_rate_and_share():
     db, admin, engine, clock, mid = make_site(topup_fen=50000)
-    other = admin.add_member("Wang", referrer_id=mid, birthday="03-20")["member_id"]
+    other = admin.add_member("Wang", consent_terms="t1", referrer_id=mid,
+                             birthday="03-20")["member_id"]
     admin.enroll_card(other, "04000000000009")
     admin.topup(other, 10000)
     engine.decide(Tap("K1", 1, UID, amount_fen=10000))               # Li 95.00 on day 0
@@ -41,13 +42,13 @@ def test_cancelled_pass_and_voided_tap_are_not_spend():
 
 def test_upcoming_birthdays_wrap_the_year():
     db, admin, engine, clock, mid = make_site(birthday="03-12")
-    admin.add_member("Jan", birthday="01-02")
-    admin.add_member("Past", birthday="03-01")
+    admin.add_member("Jan", consent_terms="t1", birthday="01-02")
+    admin.add_member("Past", consent_terms="t1", birthday="03-01")
     rows = pr.birthdays(db, admin.policy, clock(), 14)
-    assert [(r["name"], r["in_days"]) for r in rows] == [("Li", 2)]
+    assert [(r["name"], r["in_days"]) for r in rows] == [("L*", 2)]      # names masked
     clock.set(2026, 12, 25, 12, 0)
     assert [(r["name"], r["date"]) for r in pr.birthdays(db, admin.policy, clock(), 14)] == \
-        [("Jan", "2027-01-02")]
+        [("J*", "2027-01-02")]
 
 
 @pytest.mark.parametrize("name", ["spend", "top-spenders", "birthdays", "referrals",
@@ -56,7 +57,8 @@ def test_every_report_as_csv_and_bad_days(tmp_path, capsys, name):
     from host.cli.app import main
     db = str(tmp_path / "s.db")
     assert main(["--db", db, "init"]) == 0
-    main(["--db", db, "member", "add", "--name", "=cmd", "--birthday", "01-01"])
+    main(["--db", db, "member", "add", "--name", "=cmd", "--consent-terms", "t1", "--birthday",
+          "01-01"])
     main(["--db", db, "topup", "1", "100.00"])
     capsys.readouterr()
     assert main(["--db", db, "report", name, "--csv", "--days", "366"]) == 0
@@ -64,5 +66,6 @@ def test_every_report_as_csv_and_bad_days(tmp_path, capsys, name):
     rows = list(csv.reader(io.StringIO(out)))
     assert all(len(r) == len(rows[0]) for r in rows)
     assert "=cmd" not in out.replace("'=cmd", "")
+    assert not any(cell.startswith(("=", "+", "-", "@")) for r in rows for cell in r)
     assert main(["--db", db, "report", name, "--days", "0"]) == 2
     assert capsys.readouterr().err.count("\n") == 1

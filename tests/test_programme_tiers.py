@@ -75,7 +75,7 @@ def test_keep_rule_downgrades_after_a_whole_window_and_evaluate_is_idempotent():
 
 def test_keep_rule_met_keeps_the_tier_and_manual_tier_is_never_touched():
     db, admin, engine, clock, mid = make_site(topup_fen=20000)
-    other = admin.add_member("Wang")["member_id"]
+    other = admin.add_member("Wang", consent_terms="t1")["member_id"]
     admin.edit_member(other, tier="diamond")
     for i in range(3):
         kiosk(engine, i + 1, 1000)
@@ -112,7 +112,7 @@ def test_tiers_cli_evaluate_history_and_bad_input(tmp_path, capsys):
     from host.cli.app import main
     db = str(tmp_path / "s.db")
     assert main(["--db", db, "init"]) == 0
-    main(["--db", db, "member", "add", "--name", "A"])
+    main(["--db", db, "member", "add", "--name", "A", "--consent-terms", "t1"])
     main(["--db", db, "member", "edit", "1", "--tier", "gold"])
     capsys.readouterr()
     assert main(["--db", db, "--json", "tiers", "evaluate"]) == 0

@@ -4,7 +4,9 @@
 Rules (policy ``[coupon_rules]``), each issuing at most once per occasion (the coupon's
 ``source_ref``): ``signup`` (a new member), ``first_card`` (their first card), ``topup``
 (the highest rung met by a top-up), ``referral`` (both sides when the referral pays),
-``birthday`` (``birthday_days_before`` days before, once a year) and ``winback`` (回归礼,
+``birthday`` (by the birth month, the one birthday field kept in clear: from
+``birthday_days_before`` days before the month starts to its end, once a year; the sealed
+day is not needed, so the daily run opens no member data) and ``winback`` (回归礼,
 members idle ``winback_days`` days, once per idle stretch); the last two by the daily
 ``run_coupon_rules`` (``tapkiosk coupon run``). A manager issues any template with
 ``issue_coupon`` (``tapkiosk coupon issue``) and hands over gift items (or takes any coupon
@@ -42,16 +44,11 @@ def issue_for_topup(conn: sqlite3.Connection, policy: Policy, member_id: int, am
     return coupons.issue(conn, member_id, policy.coupon_templates[name], ts, "topup", ref, key)
 
 
-def _next_birthday(mmdd: str, today: date) -> date:
-    month, day = int(mmdd[:2]), int(mmdd[3:])
-    for year in (today.year, today.year + 1):
-        try:
-            d = date(year, month, day)
-        except ValueError:          # 02-29 outside a leap year: the 28th
-            d = date(year, 2, 28)
-        if d >= today:
-            return d
-    return d
+def _next_birth_month(month: int, today: date) -> date:
+    """The first day of the member's birth month now under way or next to come."""
+    if month == today.month:
+        return date(today.year, month, 1)
+    return date(today.year + (month < today.month), month, 1)
 
 
 class CouponWrites(AdminCore):
@@ -101,9 +98,10 @@ class CouponWrites(AdminCore):
             return []
         today, out = now.date(), []
         horizon = today + timedelta(days=rules.birthday_days_before)
-        for mid, bday in conn.execute("SELECT id, birthday FROM members WHERE status = 'active' "
-                                      "AND birthday IS NOT NULL ORDER BY id").fetchall():
-            nxt = _next_birthday(bday, today)
+        for mid, month in conn.execute("SELECT id, birth_month FROM members WHERE status = "
+                                       "'active' AND birth_month IS NOT NULL ORDER BY id"
+                                       ).fetchall():
+            nxt = _next_birth_month(month, today)
             if nxt <= horizon:
                 cid = issue_for_event(conn, self.policy, mid, "birthday", ts, str(nxt.year), key)
                 if cid is not None:

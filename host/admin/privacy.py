@@ -4,10 +4,12 @@
 - ``reveal``: a member's personal fields in clear, each reveal written to the audit log
   (``host.store.audit``: action ``member.reveal``, who, when, what was shown; never the
   values).
-- ``export_member``: everything stored about a member, personal fields opened (a reveal).
-- ``erase_member``: personal fields destroyed (sealed data, blind index, masks, birth month),
-  cards blocked; ledger, payments and taps stay under the member id, so ``verify`` and the
-  reports' totals are unchanged.
+- ``export_member``: everything stored about a member, personal fields opened (a reveal),
+  with their contact settings (opt-out) and messages.
+- ``erase_member``: personal fields destroyed (sealed data, blind index, masks, birth month,
+  the contact e-mail and its mask), messages not sent yet dropped (``skipped``) and every
+  outbox recipient mask blanked, cards blocked; ledger, payments and taps stay under the
+  member id, so ``verify`` and the reports' totals are unchanged.
 - ``retention``: members idle longer than the policy's ``[privacy] retention_days`` erased;
   members still holding principal (money of theirs a store must be able to refund) are
   listed as kept.
@@ -25,6 +27,17 @@ from host.privacy.record import ERASED, personal_fields
 from host.privacy.vault import vault_for
 from host.store import audit, views
 from host.store.db import transaction
+
+
+def _messages_data(db: Any, member_id: int) -> dict[str, Any]:
+    """The member's contact settings and messages (the e-mail itself is in the profile)."""
+    row = db.execute("SELECT opt_out, updated_at FROM member_contacts WHERE member_id = ?",
+                     (member_id,)).fetchone()
+    msgs = db.execute("SELECT id, kind, channel, subject, body, status, created_at, sent_at "
+                      "FROM messages WHERE member_id = ? ORDER BY id", (member_id,)).fetchall()
+    cols = ("id", "kind", "channel", "subject", "body", "status", "created_at", "sent_at")
+    return {"contact": {"opt_out": bool(row[0]), "updated_at": row[1]} if row else None,
+            "messages": [dict(zip(cols, r)) for r in msgs]}
 
 
 class PrivacyWrites(AdminCore):
@@ -76,7 +89,8 @@ class PrivacyWrites(AdminCore):
         account = {k: row[k] for k in ("id", "tier", "status", "created_at", "last_active_at",
                                        "consent_terms", "consent_at", "erased_at",
                                        "principal_fen", "bonus_fen", "points")}
-        return {"member_id": member_id, "profile": profile, "account": account, **data}
+        return {"member_id": member_id, "profile": profile, "account": account,
+                **data, **_messages_data(self.db, member_id)}
 
     def erase_member(self, member_id: int, *, reason: str = "request",
                      key: str | None = None) -> dict[str, Any]:
@@ -95,6 +109,11 @@ class PrivacyWrites(AdminCore):
         cols = {**ERASED, "status": "suspended", "erased_at": ts}
         conn.execute(f"UPDATE members SET {', '.join(f'{c} = ?' for c in cols)} WHERE id = ? "
                      "AND erased_at IS NULL", (*cols.values(), member_id))
+        conn.execute("UPDATE member_contacts SET email = NULL, updated_at = ? WHERE "
+                     "member_id = ?", (ts, member_id))
+        conn.execute("UPDATE messages SET status = CASE WHEN status IN ('pending', 'sending') "
+                     "THEN 'skipped' ELSE status END, recipient = '' WHERE member_id = ?",
+                     (member_id,))
         blocked = conn.execute("UPDATE cards SET status = 'blocked', updated_at = ? WHERE "
                                "member_id = ? AND status = 'active'", (ts, member_id)).rowcount
         erased_at = conn.execute("SELECT erased_at FROM members WHERE id = ?",

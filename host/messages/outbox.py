@@ -6,6 +6,13 @@ A message is queued only when the policy has a channel the member can be reached
 in ``messages.kinds`` and the member has not opted out; otherwise nothing is written.
 ``queue_due`` (daily) queues birthday greetings (on the day), win-back coupons (each one
 issued) and notices of points expiring within ``messages.expiry_notice_days``.
+
+Privacy: the outbox holds no personal data in clear. ``recipient`` is the mask (``138****8000``,
+``l*@e*``); the sender opens the member's sealed record for the real address when it sends
+(host/messages/sender.py). A body that greets the member by name holds the placeholder
+``{name}``, which only the sender fills in. The birthday day is sealed: ``queue_due`` opens
+the records of the members born this month (``birth_month``) through the vault to find
+today's birthdays; this is a daily batch job, never a tap.
 """
 
 from __future__ import annotations
@@ -14,7 +21,12 @@ import sqlite3
 from datetime import datetime
 
 from host.money import format_fen
+from host.privacy.record import personal_fields
+from host.privacy.vault import Vault
 from host.rules.policy import Policy
+
+#: Placeholder in a body for the member's name, filled in by the sender only.
+NAME = "{name}"
 
 
 def _recipient(conn: sqlite3.Connection, policy: Policy, member_id: int
@@ -64,18 +76,32 @@ def receipt(conn: sqlite3.Connection, policy: Policy, member_id: int, what: str,
                    f"receipt:{ref}", ts)
 
 
-def queue_due(conn: sqlite3.Connection, policy: Policy, ts: int, now: datetime) -> int:
+def birthdays_on(conn: sqlite3.Connection, vault: Vault | None, month: int, day: int
+                 ) -> list[int]:
+    """Active members born on ``month``-``day``: only those of the month (``birth_month`` in
+    clear) are opened, for the sealed day."""
+    mmdd = f"{month:02d}-{day:02d}"
+    out = []
+    for mid, blob, bday in conn.execute(
+            "SELECT id, personal, birthday FROM members WHERE status = 'active' AND "
+            "(birth_month = ? OR birthday IS NOT NULL) ORDER BY id", (month,)).fetchall():
+        fields = personal_fields(vault, mid, {"personal": blob, "birthday": bday})
+        if fields["birthday"] == mmdd:
+            out.append(mid)
+    return out
+
+
+def queue_due(conn: sqlite3.Connection, policy: Policy, ts: int, now: datetime,
+              vault: Vault | None) -> int:
     """Queue today's birthday greetings, win-back coupon messages and points-expiry notices;
-    returns how many were queued."""
+    returns how many were queued. ``vault`` opens the birthdays (None: no sealed member)."""
     if not policy.messages.channels:
         return 0
     n = 0
-    mmdd = f"{now.month:02d}-{now.day:02d}"
-    for (mid,) in conn.execute("SELECT id FROM members WHERE status = 'active' AND birthday = ?",
-                               (mmdd,)).fetchall():
+    for mid in birthdays_on(conn, vault, now.month, now.day):
         n += enqueue(conn, policy, mid, "birthday", "Happy birthday!",
-                     "Happy birthday from all of us! Your birthday-month points count double.",
-                     f"birthday:{now.year}", ts) is not None
+                     f"Happy birthday, {NAME}, from all of us! Your birthday-month points "
+                     "count double.", f"birthday:{now.year}", ts) is not None
     for cid, mid, until in conn.execute(
             "SELECT id, member_id, valid_until FROM coupons WHERE source = 'winback' AND "
             "valid_until > ?", (ts,)).fetchall():

@@ -3,7 +3,12 @@
 transaction, delivered outside any transaction, then marked ``sent``, or retried after
 ``retry_minutes * attempts`` until ``max_attempts`` (then ``failed``). A member who opted out
 since the message was queued gets nothing (``skipped``). A message left ``sending`` by a
-crash is taken again after the retry delay, so a crash can at worst send one twice."""
+crash is taken again after the retry delay, so a crash can at worst send one twice.
+
+The outbox keeps only masked recipients: each message is completed here, in memory, from the
+member's sealed record (the real phone or e-mail, the name for a ``{name}`` greeting) opened
+through the vault; a member erased since (or whose address was cleared) gets nothing
+(``skipped``). The clear values are never written back."""
 
 from __future__ import annotations
 
@@ -14,8 +19,14 @@ from typing import Any
 import sqlite_utils
 
 from host.messages.channels import Channel, ChannelError, Message
+from host.messages.outbox import NAME
+from host.privacy.record import personal_fields
+from host.privacy.vault import Vault, vault_for
 from host.rules.policy import Policy
 from host.store.db import transaction
+
+#: Which personal field a channel delivers to.
+_ADDRESS = {"email": "email", "sms": "phone"}
 
 
 def _claim(db: sqlite_utils.Database, ts: int, retry_s: int, limit: int) -> list[Message]:
@@ -30,6 +41,21 @@ def _claim(db: sqlite_utils.Database, ts: int, retry_s: int, limit: int) -> list
     return [Message(*r) for r in rows]
 
 
+def _complete(db: sqlite_utils.Database, vault: Vault, msg: Message, channel: str
+              ) -> Message | None:
+    """``msg`` with the member's real address and name, or None when there is none now."""
+    row = db.execute("SELECT personal, name, phone, birthday, erased_at FROM members WHERE "
+                     "id = ?", (msg.member_id,)).fetchone()
+    if row is None or row[4] is not None:
+        return None
+    fields = personal_fields(vault, msg.member_id, dict(zip(
+        ("personal", "name", "phone", "birthday"), row)))
+    to = fields.get(_ADDRESS.get(channel, ""))
+    if not to:
+        return None
+    return msg._replace(recipient=to, body=msg.body.replace(NAME, fields["name"] or "member"))
+
+
 def _opted_out(conn: sqlite3.Connection, member_id: int) -> bool:
     row = conn.execute("SELECT opt_out FROM member_contacts WHERE member_id = ?",
                        (member_id,)).fetchone()
@@ -41,16 +67,19 @@ def send_due(db: sqlite_utils.Database, policy: Policy, channels: Mapping[str, C
     """Deliver the due messages; counts of sent, retried, failed and skipped."""
     m = policy.messages
     counts = {"sent": 0, "retried": 0, "failed": 0, "skipped": 0}
-    for msg in _claim(db, clock(), m.retry_minutes * 60, limit):
+    claimed = _claim(db, clock(), m.retry_minutes * 60, limit)
+    vault = vault_for(db) if claimed else None
+    for msg in claimed:
         channel = db.execute("SELECT channel FROM messages WHERE id = ?", (msg.id,)).fetchone()[0]
         status, error = "sent", None
-        if _opted_out(db.conn, msg.member_id):
+        full = _complete(db, vault, msg, channel) if vault is not None else None
+        if full is None or _opted_out(db.conn, msg.member_id):
             status = "skipped"
         elif channel not in channels:
             status, error = "retry", f"no {channel} channel configured"
         else:
             try:
-                channels[channel].send(msg)
+                channels[channel].send(full)
             except ChannelError as e:
                 status, error = "retry", str(e)
         counts[_finish(db, msg.id, status, error, clock(), m.max_attempts,

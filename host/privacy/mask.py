@@ -3,7 +3,8 @@
 
 ``normalise_phone("+86 138-0013-8000") == "13800138000"``; ``mask_phone("13800138000") ==
 "138****8000"``; ``mask_name("李雷") == "李*"`` (the first character and one star, whatever
-the length, so the mask does not tell the length either).
+the length, so the mask does not tell the length either); ``mask_email("li@example.com") ==
+"l*@e*"`` (not an address any more).
 """
 
 from __future__ import annotations
@@ -42,3 +43,11 @@ def mask_phone(phone: str | None) -> str | None:
 def mask_name(name: str | None) -> str:
     """``李*``: first character and one star; ``""`` for no name."""
     return name[0] + "*" if name else ""
+
+
+def mask_email(email: str | None) -> str | None:
+    """``l*@e*``: the first character of each side (None or ``""`` stays as it is)."""
+    if not email:
+        return email
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}*@{domain[:1]}*"

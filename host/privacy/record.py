@@ -1,9 +1,11 @@
 # Runs on CPython (host): a member's personal fields <-> the columns stored for them (sealed blob, masks, blind index).
 """What a member row stores for their personal fields, and how to read them back.
 
-Personal fields: ``name``, ``phone`` (normalised), ``birthday`` (``MM-DD``), ``note``. The row
-keeps them sealed in ``personal``; in clear only what a front end or a tap may show without a
-key: the masks in ``name`` and ``phone``, and ``birth_month`` for the birthday multiplier.
+Personal fields: ``name``, ``phone`` (normalised), ``birthday`` (``MM-DD``), ``note`` and the
+contact ``email`` (member messages). The row keeps them sealed in ``personal``; in clear only
+what a front end or a tap may show without a key: the masks in ``name`` and ``phone``, and
+``birth_month`` for the birthday multiplier and the birthday coupon. The e-mail's mask is kept
+in ``member_contacts.email`` (host/admin/messages.py), so the outbox knows who can be mailed.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from host.privacy.keyfile import DataKeyError
 from host.privacy.vault import Vault
 
 #: The personal fields, in the order they are shown.
-FIELDS = ("name", "phone", "birthday", "note")
+FIELDS = ("name", "phone", "birthday", "note", "email")
 
 #: The member columns holding personal data or derived from it.
 COLUMNS = ("name", "phone", "birthday", "birth_month", "personal", "personal_version",

@@ -5,7 +5,9 @@
   name, phone or birthday) are sealed; the gate greetings of their past taps get the masked
   name; the idempotency records of old member writes lose the personal values they kept;
   then the WAL is checkpointed and the file vacuumed, so no old page keeps the clear text
-  (``secure_delete`` is on for every connection).
+  (``secure_delete`` is on for every connection). Contact e-mails an older version kept in
+  clear in ``member_contacts`` (and in the outbox and the ops records) move into the sealed
+  record the same way, leaving their masks.
 - ``rotate``: a new key version is added to the key file, every row is re-sealed under it in
   batches (each ciphertext names its version, so rows of both versions open meanwhile and
   phone look-ups try both), then the old versions are retired and dropped from the file.
@@ -22,7 +24,7 @@ import sqlite_utils
 
 from host.errors import InputError
 from host.privacy import keyfile
-from host.privacy.mask import mask_name, normalise_phone
+from host.privacy.mask import mask_email, mask_name, mask_phone, normalise_phone
 from host.privacy.record import personal_fields, sealed_columns
 from host.privacy.vault import Vault, db_file, register, set_ephemeral, vault_for
 from host.rules.context import NAME_CHARS
@@ -52,15 +54,27 @@ def _legacy_phone(phone: str | None) -> str | None:
         return phone  # not a mainland mobile: sealed as it was, not indexed twice
 
 
+def _scrubbed(a: dict[str, Any]) -> bool:
+    """Drop the personal values an ops record kept in clear; True when there were some."""
+    changed = False
+    if isinstance(a.get("email"), str) and "@" in a["email"]:
+        a["email"] = "sealed by upgrade"
+        changed = True
+    if any(a.get(k) is not None for k in _PERSONAL_ARGS):
+        for k in _PERSONAL_ARGS:
+            a.pop(k, None)
+        a["personal"] = "sealed by upgrade"
+        changed = True
+    return changed
+
+
 def _scrub_ops(conn: Any) -> int:
     n = 0
     for key, args in conn.execute("SELECT key, args FROM ops WHERE command IN "
-                                  "('member.add', 'member.edit')").fetchall():
+                                  "('member.add', 'member.edit', 'messages.contact')"
+                                  ).fetchall():
         a = json.loads(args)
-        if any(a.get(k) is not None for k in _PERSONAL_ARGS):
-            for k in _PERSONAL_ARGS:
-                a.pop(k, None)
-            a["personal"] = "sealed by upgrade"
+        if _scrubbed(a):
             conn.execute("UPDATE ops SET args = ? WHERE key = ?",
                          (json.dumps(a, sort_keys=True, separators=(",", ":")), key))
             n += 1
@@ -93,6 +107,33 @@ def _scrub_greetings(conn: Any, member_id: int, name: str) -> int:
     return n
 
 
+#: Contact rows an older version left with the e-mail in clear (a mask has no '.').
+_PLAIN_CONTACTS = ("SELECT c.member_id, c.email, m.personal, m.name, m.phone, m.birthday FROM "
+                   "member_contacts c JOIN members m ON m.id = c.member_id WHERE c.email LIKE "
+                   "'%@%.%'")
+
+
+def _seal_plain_contacts(db: sqlite_utils.Database) -> int:
+    """Move clear contact e-mails into the sealed records; masks in the contacts and the
+    outbox."""
+    if db.execute(_PLAIN_CONTACTS + " LIMIT 1").fetchone() is None:
+        return 0
+    vault = vault_for(db)
+    with transaction(db) as conn:
+        register(conn, vault, int(time.time()))
+        rows = conn.execute(_PLAIN_CONTACTS).fetchall()
+        for mid, email, blob, name, phone, bday in rows:
+            row = {"personal": blob, "name": name, "phone": phone, "birthday": bday}
+            _update(conn, mid, sealed_columns(vault, mid, {**personal_fields(vault, mid, row),
+                                                           "email": email}))
+            conn.execute("UPDATE member_contacts SET email = ? WHERE member_id = ?",
+                         (mask_email(email), mid))
+            conn.execute("UPDATE messages SET recipient = CASE channel WHEN 'email' THEN ? "
+                         "ELSE ? END WHERE member_id = ?",
+                         (mask_email(email), mask_phone(phone) or "", mid))
+    return len(rows)
+
+
 def seal_plain_rows(db: sqlite_utils.Database) -> dict[str, int]:
     """Seal every plain-text member row; returns how many rows and ops records changed. A
     phone several members shared (allowed before) stays sealed with them but indexed only
@@ -120,15 +161,17 @@ def seal_plain_rows(db: sqlite_utils.Database) -> dict[str, int]:
             sealed += len(rows)
         if len(rows) < BATCH:
             break
+    contacts = _seal_plain_contacts(db)
     with transaction(db) as conn:
         scrubbed = _scrub_ops(conn)
-    if sealed or scrubbed:
+    if sealed or scrubbed or contacts:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         if db_file(db):
             db.execute("VACUUM")
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return {"members_sealed": sealed, "phones_shared_unindexed": shared,
-            "tap_greetings_masked": greetings, "ops_scrubbed": scrubbed}
+            "tap_greetings_masked": greetings, "ops_scrubbed": scrubbed,
+            "contact_emails_sealed": contacts}
 
 
 def _new_version(db: sqlite_utils.Database, vault: Vault) -> int:

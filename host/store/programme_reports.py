@@ -18,11 +18,13 @@ Definitions:
 from __future__ import annotations
 
 import statistics
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import sqlite_utils
 
+from host.privacy.record import personal_fields
+from host.privacy.vault import vault_for
 from host.rules.policy import Policy
 from host.store.reports import _NOT_VOIDED, _day_bounds, _rate
 
@@ -175,14 +177,29 @@ def top_spenders(db: sqlite_utils.Database, policy: Policy, now: datetime, days:
     return out
 
 
+def _window_months(today: date, days: int) -> set[int]:
+    return {(today + timedelta(days=i)).month for i in range(0, min(days, 366), 28)} | {
+        (today + timedelta(days=max(days - 1, 0))).month}
+
+
 def birthdays(db: sqlite_utils.Database, policy: Policy, now: datetime, days: int = 14
               ) -> list[dict[str, Any]]:
     """Active members whose birthday falls in the next ``days`` days (today included),
-    soonest first."""
+    soonest first, by masked name. The day is sealed: the records of the members born in the
+    months of the window (``birth_month`` in clear) are opened through the vault, here in the
+    report and nowhere else; names stay masked."""
     today = now.date()
+    months = _window_months(today, days)
+    rows = db.execute("SELECT id, name, tier, personal, birthday, birth_month FROM members "
+                      "WHERE status = 'active' AND (birth_month IS NOT NULL OR birthday IS "
+                      "NOT NULL)").fetchall()
+    rows = [r for r in rows if r[5] is None or r[5] in months]
+    vault = vault_for(db) if any(r[3] is not None for r in rows) else None
     out = []
-    for mid, name, tier, bday in db.execute("SELECT id, name, tier, birthday FROM members WHERE "
-                                            "status = 'active' AND birthday IS NOT NULL"):
+    for mid, name, tier, blob, plain, _ in rows:
+        bday = personal_fields(vault, mid, {"personal": blob, "birthday": plain})["birthday"]
+        if not bday:
+            continue
         for year in (today.year, today.year + 1):
             try:
                 d = date(year, int(bday[:2]), int(bday[3:]))
