@@ -12,6 +12,9 @@ from protocol.compat import const, ticks_add, ticks_diff, ticks_ms
 
 import config as C
 
+# u32 wire fields; on a 32-bit port this is a big int: one object, not one per use.
+_U32 = 0xFFFFFFFF
+
 FW_VERSION = "tapkiosk-fw 0.1.0"  # device.py sets an updated app's version here
 PROTO = const(1)
 
@@ -66,7 +69,7 @@ class Session:
     def device_time(self):
         if not self.host_time:
             return 0
-        return (self.host_time + ticks_diff(ticks_ms(), self.time_ticks) // 1000) & 0xFFFFFFFF
+        return (self.host_time + ticks_diff(ticks_ms(), self.time_ticks) // 1000) & _U32
 
     def age_clocks(self, now):
         # ticks_ms wraps (2**30 ms on the ESP32: ticks_diff is only right within ~6.2 days).
@@ -76,7 +79,7 @@ class Session:
         # days. Called at least once a day (every _TICK_MS), so no anchor falls further behind.
         if self.host_time and ticks_diff(now, self.time_ticks) >= _DAY_MS:
             self.time_ticks = ticks_add(self.time_ticks, _DAY_MS)
-            self.host_time = (self.host_time + _DAY_MS // 1000) & 0xFFFFFFFF
+            self.host_time = (self.host_time + _DAY_MS // 1000) & _U32
         if not self.reachable() and ticks_diff(now, self.down_at) >= 2 * _DAY_MS:
             self.down_at = ticks_add(self.down_at, _DAY_MS)
 
@@ -127,7 +130,7 @@ class Session:
         while self.ctrl and self.online and self.link.connected:
             kind, a, b, c = self.ctrl[0]
             if kind == _Q_EVENT:
-                ok = await send(P.EVENT, {"code": a, "value": b & 0xFFFFFFFF, "text": c[:64]})
+                ok = await send(P.EVENT, {"code": a, "value": b & _U32, "text": c[:64]})
             elif kind == _Q_PONG:
                 ok = await send(P.PONG, {"nonce": a, "host_time": 0})
             else:
@@ -152,7 +155,7 @@ class Session:
     async def ping(self):
         if self.ping_nonce:
             return
-        self.ping_nonce = ((ticks_ms() * 2654435761) & 0x7FFFFFFF) | 1
+        self.ping_nonce = ((ticks_ms() * 40503) & 0x3FFFFFFF) | 1
         self.ping_at = ticks_ms()
         await self.app.send(P.PING, {"nonce": self.ping_nonce})
 

@@ -2,15 +2,9 @@
 
 
 class ProtocolError(ValueError):
-    # Root of every error the protocol layer raises. `code` is the wire ERROR code.
+    # Root of every error the protocol layer raises, with its message as the one argument
+    # (str(e) is the message on both interpreters). `code` is the wire ERROR code.
     code = 1
-
-    def __init__(self, message=""):
-        super().__init__(message)
-        self.message = message
-
-    def __str__(self):
-        return self.message
 
 
 class FrameError(ProtocolError):

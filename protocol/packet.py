@@ -341,13 +341,18 @@ def encode_raw(ptype, seq, device_id, body, mac, direction):
     return data + mac.tag(direction, data)
 
 
+# uid (u8 length + 10) + sak..device_time + secure length (14) + secure (96) + sale_id (4).
+_TAP_BODY_MAX = const(1 + 10 + 14 + 96 + 4)
+
+
 class TapWriter:
     # Firmware hot path: builds a TAP packet in a buffer allocated once.
     # Returns a memoryview into that buffer (valid until the next call).
     def __init__(self, device_id, mac):
         dev = _dev_bytes(device_id)
         self._mac = mac
-        self._buf = bytearray(MAX_PACKET)
+        # The largest TAP this device can send: uid 10, secure 96, sale_id, and the MAC.
+        self._buf = bytearray(9 + len(dev) + _TAP_BODY_MAX + MAC_LEN)
         self._mv = memoryview(self._buf)
         b = self._buf
         b[0] = VERSION
