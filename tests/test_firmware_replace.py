@@ -20,7 +20,7 @@ from protocol import seq as seqs
 from protocol.mac import Mac
 from sim.run_device import SimBoard, make_config
 
-pytestmark = pytest.mark.skipif(not micropython_path(), reason="micropython missing")
+pytestmark = [pytest.mark.micropython, pytest.mark.skipif(not micropython_path(), reason="micropython missing")]
 
 
 def _refusals(db, device_id: str) -> dict[str, int]:

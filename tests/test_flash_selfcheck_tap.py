@@ -22,7 +22,7 @@ from flash_support import RecordingBoard, make_app_tree
 from conftest import micropython_path
 from tools import flash
 
-pytestmark = pytest.mark.skipif(micropython_path() is None, reason="needs the MicroPython unix port")
+pytestmark = [pytest.mark.micropython, pytest.mark.skipif(micropython_path() is None, reason="needs the MicroPython unix port")]
 
 
 class SimBoard(RecordingBoard):

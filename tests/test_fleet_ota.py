@@ -20,7 +20,7 @@ from fleet_rig import OLD_APP, Fleet, bundle, forged
 from protocol import ota
 from tools.appfiles import build_firmware_bundle
 
-pytestmark = pytest.mark.skipif(not micropython_path(), reason="micropython missing")
+pytestmark = [pytest.mark.micropython, pytest.mark.skipif(not micropython_path(), reason="micropython missing")]
 
 
 @pytest.fixture

@@ -7,6 +7,10 @@ import sys
 
 from conftest import ROOT, run_micropython
 
+import pytest
+
+pytestmark = pytest.mark.micropython
+
 
 def _cpython(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, timeout=120)

@@ -17,7 +17,7 @@ from firmware_rig import CARD, cli
 from host.store.db import open_db
 from host.store.tokens import add_token
 
-pytestmark = pytest.mark.skipif(micropython_path() is None, reason="needs the MicroPython unix port")
+pytestmark = [pytest.mark.micropython, pytest.mark.skipif(micropython_path() is None, reason="needs the MicroPython unix port")]
 
 SILVER_PCT = 95
 
