@@ -202,6 +202,27 @@ def console_site(tmp_path: Path):
         writer.stop()
 
 
+@pytest.fixture
+def site_cli(tmp_path: Path, capsys, monkeypatch):
+    """``tapkiosk`` run in-process on a new, initialised site: ``site_cli(*argv)`` returns
+    ``(exit code, stdout, stderr)``; ``site_cli.db`` is the database path. The environment's
+    TAPKIOSK_DB and TAPKIOSK_POLICY are cleared so that only the test's arguments count."""
+    from host.cli.app import main
+
+    monkeypatch.delenv("TAPKIOSK_DB", raising=False)
+    monkeypatch.delenv("TAPKIOSK_POLICY", raising=False)
+    db = str(tmp_path / "site.db")
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = main(["--db", db, *argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    assert run("init")[0] == 0
+    run.db = db
+    return run
+
+
 def run_micropython(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 60, input: bytes | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run the MicroPython unix port from the repo root with the simulator on its path."""
     exe = micropython_path()

@@ -11,17 +11,8 @@ UID = "04A1B2C3D4E5F6"
 
 
 @pytest.fixture
-def run(tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv("TAPKIOSK_DB", raising=False)
-    db = str(tmp_path / "site.db")
-
-    def run(*argv, db=db):
-        code = main(["--db", db, *argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    assert run("init")[0] == 0
-    return run
+def run(site_cli):
+    return site_cli
 
 
 def j(run, *argv):

@@ -5,7 +5,6 @@ import json
 
 import pytest
 
-from host.cli.app import main
 from host.errors import Conflict
 from host.ledger import book as ledger
 from host.rules.engine import Tap
@@ -14,19 +13,8 @@ from site_support import UID, make_site
 
 
 @pytest.fixture
-def run(tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv("TAPKIOSK_DB", raising=False)
-    monkeypatch.delenv("TAPKIOSK_POLICY", raising=False)
-    db = str(tmp_path / "site.db")
-
-    def run(*argv):
-        code = main(["--db", db, *argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    assert run("init")[0] == 0
-    run.db = db
-    return run
+def run(site_cli):
+    return site_cli
 
 
 def j(run, *argv):

@@ -157,16 +157,8 @@ def test_bad_message_policy_refused():
             build_policy({**raw, "messages": {**raw["messages"], **bad}})
 
 
-def test_messages_cli_and_bad_input(tmp_path, capsys):
-    from host.cli.app import main
-    db = str(tmp_path / "s.db")
-
-    def run(*argv):
-        code = main(["--db", db, *argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    assert run("init")[0] == 0
+def test_messages_cli_and_bad_input(site_cli):
+    run = site_cli
     run("member", "add", "--name", "A", "--consent-terms", "t1")
     assert run("messages", "contact", "1", "--email", "a@example.com", "--opt-out")[0] == 0
     assert "opt_out: False" in run("messages", "contact", "1", "--opt-in")[1]

@@ -83,16 +83,8 @@ def test_no_pooling_gifts_from_one_member_only():
         build_policy({**raw, "points": {**raw["points"], "gift_pooling": "no"}})
 
 
-def test_catalogue_and_grant_cli_bad_input(tmp_path, capsys):
-    from host.cli.app import main
-    db = str(tmp_path / "s.db")
-
-    def run(*argv):
-        code = main(["--db", db, *argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    assert run("init")[0] == 0
+def test_catalogue_and_grant_cli_bad_input(site_cli):
+    run = site_cli
     run("member", "add", "--name", "A", "--consent-terms", "t1")
     assert run("points", "grant", "1", "100", "--reason", "welcome")[0] == 0
     assert run("catalogue", "add", "mug", "30", "--stock", "1")[0] == 0

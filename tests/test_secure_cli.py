@@ -10,7 +10,6 @@ import pytest
 
 pytest.importorskip("nfc")
 
-from host.cli.app import main  # noqa: E402
 from sim.ntag424 import Ntag424  # noqa: E402
 from sim.pn532 import PN532Emulator  # noqa: E402
 
@@ -18,18 +17,9 @@ UID = "04A1B2C3D4E5F6"
 
 
 @pytest.fixture
-def run(tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv("TAPKIOSK_DB", raising=False)
-    db = str(tmp_path / "site.db")
-
-    def run(*argv):
-        code = main(["--db", db, *argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    assert run("init")[0] == 0
-    assert run("member", "add", "--consent-terms", "t1", "--name", "Li")[0] == 0
-    return run
+def run(site_cli):
+    assert site_cli("member", "add", "--consent-terms", "t1", "--name", "Li")[0] == 0
+    return site_cli
 
 
 @pytest.fixture
