@@ -102,3 +102,25 @@ def test_service_payloads_are_json_events() -> None:
     assert got[1]["verdict"] == "grant" and got[1]["balance_fen"] == 8750
     assert got[1]["member_id"] == 3 and "reply" not in got[1]
     assert got[2] == {"device_id": "K1", "kind": "kiosk", "link": "mqtt", "fw": "1.2.0"}
+
+
+def test_publisher_builds_nothing_when_nobody_listens():
+    from host.site.publish import Publisher
+    from host.web.events import EventBus
+    bus = EventBus()
+    built = []
+
+    def build(x):
+        built.append(x)
+        return {"x": x}
+
+    pub = Publisher(bus)
+    pub.publish("tap", build, 1)
+    assert built == [] and pub.failed == 0
+    sub = bus.subscribe(["decision"])
+    pub.publish("tap", build, 2)            # a subscriber of other kinds only
+    assert built == []
+    pub.publish("decision", build, 3)
+    assert built == [3] and bus.wanted("decision") and not bus.wanted("tap")
+    sub.close()
+    assert not bus.wanted("decision")

@@ -27,6 +27,8 @@ class Publisher:
         if self.bus is None:
             return
         try:
+            if not self.bus.wanted(kind):
+                return   # nobody listens: no payload, no JSON on the tap path
             self.bus.publish(kind, build(*args))
         except Exception:  # noqa: BLE001 - an event must never break a tap
             self.failed += 1

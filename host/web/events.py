@@ -140,6 +140,13 @@ class EventBus:
         self._lock = threading.Lock()
         self._last_id = 0
 
+    def wanted(self, kind: str) -> bool:
+        """Whether any subscriber takes events of ``kind``: a publisher with nobody to tell
+        skips building the event (the daemon asks on every tap)."""
+        with self._lock:
+            subs = tuple(self._subs)
+        return any(sub.kinds is None or kind in sub.kinds for sub in subs)
+
     def publish(self, kind: str, data: dict[str, Any]) -> Event:
         """Send ``data`` (a JSON-able dict) as an event of ``kind`` to every subscriber.
         InputError for an unknown kind or data that is not JSON-able; never blocks."""
