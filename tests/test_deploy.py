@@ -334,3 +334,8 @@ def test_cli_writes_the_acl_on_device_add_and_on_its_own(tmp_path, capsys):
     assert cli_main(["--db", db, "--json", "broker-acl", str(acl)]) == 0
     assert json.loads(capsys.readouterr().out)["devices"] == ["gate-2", "wash-1"]
     assert "tapkiosk/v1/gate-2/up" in acl.read_text()
+    # A broker ACL that cannot be written refuses the device before registering it.
+    assert cli_main(["--db", db, "device", "add", "gate-3", "gate", "--broker-acl",
+                     str(tmp_path / "no" / "such.acl")]) == 2
+    assert "not a writable folder" in capsys.readouterr().err
+    assert cli_main(["--db", db, "device", "key", "gate-3", "--show"]) == 2

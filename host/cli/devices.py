@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from host.cli.args import Parents, group, whole
@@ -108,11 +109,19 @@ def device_add(ctx: Ctx, a: argparse.Namespace) -> None:
             key = bytes.fromhex(a.key)
         except ValueError:
             raise InputError("--key must be 64 hex digits") from None
+    if a.broker_acl:
+        _check_writable(a.broker_acl)   # refused before anything is registered
     register_device(ctx.db, a.device_id, a.kind, key=key, **_settings(a))
     view = _device_view(get_device(ctx.db, a.device_id))
     if a.broker_acl:
         view["broker_acl"] = _acl_line(a.broker_acl, write_acl(ctx.db, a.broker_acl))
     ctx.show(view)
+
+
+def _check_writable(path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise InputError(f"cannot write the broker ACL {path}: {folder} is not a writable folder")
 
 
 def _acl_line(path: str, ids: list[str]) -> str:
