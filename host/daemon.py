@@ -99,7 +99,8 @@ class Daemon:
         from host.store.readonly import readonly_factory
         from host.web.server import WebServer
         self.web = WebServer(c.http, writer=self.writer, read_db=readonly_factory(c.db),
-                             policy=self.policy, bus=self.bus, sales=self.service.sales)
+                             policy=self.policy, bus=self.bus, sales=self.service.sales,
+                             readers=self.service)
         try:
             self.web.start()
         except HostError as e:

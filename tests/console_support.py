@@ -6,12 +6,16 @@
 (:data:`STAFF`, password :data:`PASSWORD`), the daemon's real Writer, an event bus and a
 settable monotonic clock for sessions and lockouts. ``site.client()`` is an in-process
 client of the daemon's whole web application (``/v1`` and ``/console``);
-``site.login(client, name)`` logs it in and returns the page's CSRF token.
+``site.login(client, name)`` logs it in and returns the page's CSRF token; ``site.devices()``
+registers a few readers and ``site.connected(id)`` gives the daemon's frame service with one
+of them connected (the frames it is sent in a list).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +25,12 @@ from fastapi.testclient import TestClient
 from host.admin import Admin
 from host.privacy import keyfile
 from host.rules.policy import Policy, load_policy
+from host.site.metrics import Metrics
+from host.site.service import Service
 from host.site.writer import Writer
 from host.store import staff
 from host.store.db import open_db
+from host.store.devices import register_device, touch_device
 from host.store.readonly import readonly_factory
 from host.web.console import create_console
 from host.web.console.core import ConsoleConfig
@@ -35,6 +42,9 @@ PHONE = "138 0013 8000"
 PASSWORD = "correct horse"
 STAFF = {"alice": "cashier", "bob": "manager", "tom": "technician"}
 RAISE = False
+#: Readers ``site.devices()`` registers: id -> (kind, settings).
+DEVICES = {"gate-1": ("gate", {"name": "Front gate"}), "wash-2": ("wash", {}),
+           "kiosk-3": ("kiosk", {})}
 CSRF_RE = re.compile(r'name="csrf_token" value="([0-9a-f]+)"')
 
 
@@ -57,15 +67,16 @@ class ConsoleSite:
     bus: EventBus
     clock: Clock
 
-    def context(self) -> WebContext:
+    def context(self, readers: Service | None = None) -> WebContext:
         return WebContext(writer=self.writer, read_db=readonly_factory(self.path),
-                          policy=self.policy, bus=self.bus)
+                          policy=self.policy, bus=self.bus, readers=readers)
 
-    def app(self, **config) -> FastAPI:
-        """The daemon's whole application with the console mounted at /console."""
+    def app(self, readers: Service | None = None, **config) -> FastAPI:
+        """The daemon's whole application with the console mounted at /console
+        (``readers``: the daemon's frame service, for pushes to connected readers)."""
         outer = FastAPI()
         outer.mount("/console", create_console(
-            self.context(), ConsoleConfig(clock=self.clock, **config)))
+            self.context(readers), ConsoleConfig(clock=self.clock, **config)))
         return outer
 
     def client(self, app: FastAPI | None = None, **config) -> TestClient:
@@ -80,6 +91,31 @@ class ConsoleSite:
                                                 "csrf_token": token})
         assert r.status_code == 303, r.text
         return token
+
+    def devices(self) -> None:
+        """Register the readers of :data:`DEVICES` (gate-1 online, firmware 1.4.2)."""
+        db = open_db(self.path)
+        try:
+            for device_id, (kind, settings) in DEVICES.items():
+                register_device(db, device_id, kind, **settings)
+            touch_device(db, "gate-1", online=1, fw="1.4.2", last_seen=1_764_560_000)
+        finally:
+            db.conn.close()
+
+    @contextmanager
+    def connected(self, device_id: str) -> Iterator[tuple[Service, list[bytes]]]:
+        """The daemon's real frame service on this site's writer, with ``device_id`` connected:
+        yields the service and the list of frames sent to the reader."""
+        svc = Service(self.writer, Metrics(), self.policy)
+        sent: list[bytes] = []
+        try:
+            st = svc.device(device_id)
+            assert st is not None
+            st.send = sent.append
+            svc.set_online(st, True)
+            yield svc, sent
+        finally:
+            svc.close()
 
     def db_value(self, sql: str, params: list | None = None):
         db = open_db(self.path)

@@ -24,6 +24,7 @@ def _console_routes(site: ConsoleSite) -> list[APIRoute]:
 
 def _concrete(path: str, member_id: int) -> str:
     return (path.replace("{member_id}", str(member_id)).replace("{name}", "daily")
+            .replace("{device_id}", "gate-1")
             .replace("{name}", "alice"))
 
 

@@ -6,12 +6,13 @@ CLI's ``--idempotency-key``); see ``host.admin.core``. The writes live by respon
 ``members``, ``cards``, ``wallet`` (top-up, refund, points, reversals, expiry), ``passes``,
 ``privacy`` (reveal, member data export, erasure, retention), ``tiers`` (periodic
 re-evaluation), ``coupons``, ``messages`` (contacts, the daily queue), ``catalogue`` (what
-points buy).
+points buy), ``devices`` (reader settings, key rotation, config pushes).
 """
 
 from host.admin.cards import CardWrites
 from host.admin.catalogue import CatalogueWrites
 from host.admin.coupons import CouponWrites
+from host.admin.devices import DeviceWrites
 from host.admin.members import MemberWrites
 from host.admin.messages import MessageWrites
 from host.admin.passes import PassWrites
@@ -21,7 +22,7 @@ from host.admin.wallet import WalletWrites
 
 
 class Admin(MemberWrites, CardWrites, WalletWrites, PassWrites, PrivacyWrites, TierWrites,
-            CouponWrites, MessageWrites, CatalogueWrites):
+            CouponWrites, MessageWrites, CatalogueWrites, DeviceWrites):
     """Operator writes: ``Admin(db, policy=None, clock=None)``."""
 
 

@@ -106,7 +106,8 @@ class AdminCore:
             result = fn(conn, ts, now)
             if self.actor:
                 audit.record(conn, ts, self.actor, command, before=before, after=result,
-                             member_id=audit.member_of(args, result), client=self.client,
+                             member_id=audit.member_of(args, result),
+                             device_id=audit.device_of(args), client=self.client,
                              op_key=key)
             idempotent.remember(conn, key, command, canon, result, ts)
         return {**result, "replayed": False}

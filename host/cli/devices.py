@@ -14,8 +14,8 @@ from host.errors import InputError
 from host.secure import check as secure_policy
 from host.store.db import schema_version
 from host.site.broker_acl import write_acl
-from host.store.devices import (KINDS, device_key, get_device, list_devices, register_device,
-                                replace_device)
+from host.store.devices import (KINDS, device_key, get_device, list_devices, parse_settings,
+                                register_device, replace_device)
 
 _LIST_COLUMNS = ("device_id", "kind", "name", "board_mac", "online", "last_seen", "last_seq",
                  "fw")
@@ -90,16 +90,9 @@ def _device_view(dev: dict[str, Any]) -> dict[str, Any]:
 
 
 def _settings(a: argparse.Namespace) -> dict[str, Any]:
-    settings: dict[str, Any] = {}
-    for name, val in (("name", a.name), ("direction", a.direction),
-                      ("duplicate_window_s", a.duplicate_window), ("hours", a.hours)):
-        if val is not None:
-            settings[name] = val
-    if a.anti_passback is not None:
-        settings["anti_passback"] = a.anti_passback == "on"
-    if a.fixed_price is not None:
-        settings["fixed_price"] = a.fixed_price == "on"
-    return settings
+    return parse_settings(a.kind, {
+        "name": a.name, "direction": a.direction, "duplicate_window_s": a.duplicate_window,
+        "hours": a.hours, "anti_passback": a.anti_passback, "fixed_price": a.fixed_price})
 
 
 def device_add(ctx: Ctx, a: argparse.Namespace) -> None:
@@ -138,12 +131,12 @@ def device_list(ctx: Ctx, a: argparse.Namespace) -> None:
 
 
 def device_key_cmd(ctx: Ctx, a: argparse.Namespace) -> None:
-    dev = get_device(ctx.db, a.device_id)
+    get_device(ctx.db, a.device_id)     # an unknown device: NotFound before anything else
     if not (a.rotate or a.show):
         raise InputError("keys are not printed: add --show to print it, or --rotate for a "
                          "new one (tools/flash.py writes the key to the board itself)")
     if a.rotate:
-        k = register_device(ctx.db, a.device_id, dev["kind"], rotate=True)
+        k = bytes.fromhex(ctx.admin.rotate_device_key(a.device_id)["new_key"])
     else:
         k = device_key(ctx.db, a.device_id)
     view: dict[str, Any] = {"device_id": a.device_id, "rotated": a.rotate}

@@ -21,10 +21,12 @@ from typing import Any
 
 import sqlite_utils
 
+from host.errors import Conflict, NotFound
 from host.rules.policy import Policy
 from host.site.registry import DeviceState, Registry
 from host.site.writer import Writer, WriterClosed
 from host.store import site_state as store
+from host.store.db import transaction
 from protocol import packet as pk
 
 log = logging.getLogger("tapkiosk.service")
@@ -69,9 +71,10 @@ class DeviceConfigs:
         self._allow_seen: bytes | None = None
 
     def sync(self, db: sqlite_utils.Database, device_id: str, kind: str, now: int,
-             allow: list[bytes] | None = None) -> DeviceConfig:
-        """Compute the device's config; bump its version when it changed. On the writer.
-        ``allow``: the gate allow-list when the caller already read it in this transaction."""
+             allow: list[bytes] | None = None, force: bool = False) -> DeviceConfig:
+        """Compute the device's config; bump its version when it changed (or ``force``: the
+        device then applies it again, even unchanged). On the writer. ``allow``: the gate
+        allow-list when the caller already read it in this transaction."""
         if kind != "gate":
             allow = []
         elif allow is None:
@@ -86,7 +89,7 @@ class DeviceConfigs:
         chunks = [allow[i:i + _ALLOW_PER_FRAME]
                   for i in range(0, len(allow), _ALLOW_PER_FRAME)] or [[]]
         row = store.config_row(db, device_id)
-        if row is None or row[1] != digest:
+        if force or row is None or row[1] != digest:
             version = (row[0] if row else 0) + len(chunks)
             acked = row[2] if row else 0
             store.save_config(db, device_id, version, digest, acked)
@@ -107,6 +110,32 @@ class DeviceConfigs:
                 while len(st.cfg_pending) > _PENDING_MAX:
                     st.cfg_pending.pop(next(iter(st.cfg_pending)))
             send(raw)
+
+    def push_now(self, device_id: str) -> dict[str, Any]:
+        """Send a connected device its whole config again under a new version (a gate: its
+        allow-list as of now, replace then adds), whether or not it changed: a technician's
+        push from the console. NotFound for an unknown device; Conflict when it is offline
+        (it gets its config at its next HELLO anyway)."""
+        st = self.registry.device(device_id)
+        if st is None:
+            raise NotFound(f"unknown device {device_id!r}")
+        send = st.send
+        if not st.online or send is None:
+            raise Conflict(f"device {device_id} is offline: it gets its config and allow-list "
+                           "when it next connects")
+        now = int(self.clock())
+
+        def sync_one(db: sqlite_utils.Database) -> DeviceConfig:
+            with transaction(db):
+                return self.sync(db, device_id, st.kind, now, force=True)
+
+        cfg = self.writer.call(sync_one).result(30)
+        st.cfg_version = max(st.cfg_version, cfg.version)
+        cards = sum(len(f["allow"]) for f in cfg.frames)
+        log.info("device=%s config %d pushed by hand (%d cards)", device_id, cfg.version, cards)
+        self.push(st, cfg, send)
+        return {"device_id": device_id, "cfg_version": cfg.version, "frames": len(cfg.frames),
+                "cards": cards}
 
     def acked(self, st: DeviceState, ref_seq: int | None, version: int | None) -> None:
         """The device acknowledged the CONFIG sent as ``ref_seq`` (an ACK) or applied

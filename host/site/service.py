@@ -269,6 +269,11 @@ class Service:
         """Push changed allow-lists to connected gates; returns how many got one."""
         return self.configs.check()
 
+    def push_config(self, device_id: str) -> dict[str, Any]:
+        """Send a connected device its config (a gate: its allow-list) now; see
+        ``DeviceConfigs.push_now``."""
+        return self.configs.push_now(device_id)
+
     def tick(self) -> None:
         """Once a second: mark silent devices offline, persist device state, and every
         ``config_check_s`` push changed configs to connected gates."""

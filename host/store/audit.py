@@ -53,7 +53,8 @@ def record(conn: sqlite3.Connection, ts: int, actor: str, action: str, *,
 
 def snapshot(conn: sqlite3.Connection, args: dict[str, Any]) -> dict[str, Any] | None:
     """The state an admin command with ``args`` is about to change: the member's tier, status
-    and balances, and the card's status when a card is named. None when nothing exists yet."""
+    and balances, the card's status when a card is named, the device's kind and settings when
+    a device is named (never its key). None when nothing exists yet."""
     out: dict[str, Any] = {}
     mid = args.get("member_id")
     if isinstance(mid, int):
@@ -69,7 +70,19 @@ def snapshot(conn: sqlite3.Connection, args: dict[str, Any]) -> dict[str, Any] |
                                (uid,)).fetchone()
             if row is not None:
                 out[f"card_{uid}"] = {"member_id": row[0], "status": row[1]}
+    device = args.get("device_id")
+    if isinstance(device, str):
+        row = conn.execute("SELECT kind, settings FROM devices WHERE device_id = ?",
+                           (device,)).fetchone()
+        if row is not None:     # never the key
+            out["device"] = {"kind": row[0], "settings": json.loads(row[1])}
     return out or None
+
+
+def device_of(args: dict[str, Any]) -> str | None:
+    """The device an admin command touched, from its arguments."""
+    device = args.get("device_id")
+    return device if isinstance(device, str) else None
 
 
 def member_of(args: dict[str, Any], result: dict[str, Any]) -> int | None:

@@ -31,6 +31,8 @@ _SETTINGS_DEFAULTS: dict[str, dict[str, Any]] = {
     # point); false: such a tap is refused "no_sale" (host/rules/sales.py).
     "kiosk": {"name": "", "duplicate_window_s": 0, "hours": "00:00-24:00", "fixed_price": True},
 }
+#: Settings given as on/off by an operator, stored as booleans.
+_SWITCHES = ("anti_passback", "fixed_price")
 _TOUCHABLE = ("last_seq", "resend_floor", "last_seen", "online", "fw", "down_seq")
 
 
@@ -159,14 +161,64 @@ def register_device(db: sqlite_utils.Database, device_id: str, kind: str, *,
             conn.execute("UPDATE devices SET board_mac = ? WHERE device_id = ?",
                          (mac, device_id))
         if settings:
-            stored = json.loads(old_settings)
-            stored.update(settings)
-            merged = validate_settings(kind, stored)
-            conn.execute("UPDATE devices SET settings = ? WHERE device_id = ?",
-                         (json.dumps(merged, sort_keys=True), device_id))
+            _save_settings(conn, device_id, kind, old_settings, settings)
         if new_key != old_key:
             new_epoch(conn, device_id, new_key)
         return new_key
+
+
+def parse_settings(kind: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Settings as an operator gives them (CLI options, a console form): ``on``/``off`` for
+    the switches, the duplicate window as digits; None = not given. Returns the
+    given settings typed, checked by :func:`validate_settings` (InputError naming the
+    setting); nothing is stored."""
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        if name in _SWITCHES and isinstance(value, str):
+            if value not in ("on", "off"):
+                raise InputError(f"device setting {name} must be on or off, got {value!r}")
+            value = value == "on"
+        elif name == "duplicate_window_s" and isinstance(value, str) \
+                and re.fullmatch(r"[0-9]{1,6}", value.strip()):
+            value = int(value)
+        out[name] = value
+    validate_settings(kind, out)
+    return out
+
+
+def _save_settings(conn: Any, device_id: str, kind: str, stored: str,
+                   settings: dict[str, Any]) -> dict[str, Any]:
+    merged = validate_settings(kind, {**json.loads(stored), **settings})
+    conn.execute("UPDATE devices SET settings = ? WHERE device_id = ?",
+                 (json.dumps(merged, sort_keys=True), device_id))
+    return merged
+
+
+def update_settings(conn: Any, device_id: str, settings: dict[str, Any]
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Change some settings of a registered device inside the caller's transaction; returns
+    the settings (before, after). NotFound, or InputError naming a bad setting."""
+    row = conn.execute("SELECT kind, settings FROM devices WHERE device_id = ?",
+                       (check_device_id(device_id),)).fetchone()
+    if row is None:
+        raise NotFound(f"unknown device {device_id!r}")
+    kind, stored = row
+    before = {**_SETTINGS_DEFAULTS[kind], **json.loads(stored)}
+    return before, _save_settings(conn, device_id, kind, stored, settings)
+
+
+def rotate_key(conn: Any, device_id: str) -> bytes:
+    """A fresh 32-byte key and a new sequence epoch for ``device_id`` inside the caller's
+    transaction (``device key --rotate``: the board binding stays); returns the key.
+    NotFound for an unknown device."""
+    if conn.execute("SELECT 1 FROM devices WHERE device_id = ?",
+                    (check_device_id(device_id),)).fetchone() is None:
+        raise NotFound(f"unknown device {device_id!r}")
+    key = secrets.token_bytes(32)
+    new_epoch(conn, device_id, key)
+    return key
 
 
 def new_epoch(conn: Any, device_id: str, key: bytes) -> int:

@@ -42,8 +42,19 @@ class SalesLike(Protocol):
     def wait(self, sale_id: int, timeout: float) -> dict[str, Any]: ...
 
 
+class ReadersLike(Protocol):
+    """What the web layer needs of the daemon's ``host.site.service.Service``."""
+
+    def device(self, device_id: str) -> Any: ...
+    def push_config(self, device_id: str) -> dict[str, Any]: ...
+
+
 class NoSales(HostError):
     """This server runs without the daemon's links: no sale can be armed (HTTP 503)."""
+
+
+class NoReaders(NoSales):
+    """This server runs without the daemon's links: nothing can be sent to a reader (503)."""
 
 
 class WriteTimeout(HostError):
@@ -61,6 +72,8 @@ class WebContext:
     bus: EventBus
     #: The daemon's sales desk (None: an API server without readers; sales answer 503).
     sales: SalesLike | None = None
+    #: The daemon's frame service, to reach connected readers (None: a server without links).
+    readers: ReadersLike | None = None
     write_timeout_s: float = WRITE_TIMEOUT_S
     _streams: set[Subscription] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -87,6 +100,12 @@ class WebContext:
         if self.sales is None:
             raise NoSales("this server has no readers: sales need the daemon")
         return self.sales
+
+    def links(self) -> ReadersLike:
+        """The daemon's readers, or NoReaders (this server runs without the daemon's links)."""
+        if self.readers is None:
+            raise NoReaders("this server has no readers: pushing to a reader needs the daemon")
+        return self.readers
 
     def open_stream(self, kinds: frozenset[str] | None) -> Subscription:
         """A bus subscription for an event stream; closed by :meth:`close_streams`."""

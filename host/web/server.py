@@ -20,7 +20,7 @@ from host.errors import HostError
 from host.rules.policy import Policy
 from host.web.app import create_app
 from host.web.config import HttpConfig
-from host.web.context import SalesLike, WebContext, WriterLike
+from host.web.context import ReadersLike, SalesLike, WebContext, WriterLike
 from host.web.events import EventBus
 
 log = logging.getLogger("tapkiosk.web")
@@ -36,11 +36,11 @@ class WebServer:
 
     def __init__(self, config: HttpConfig, *, writer: WriterLike,
                  read_db: Callable[[], sqlite_utils.Database], policy: Policy,
-                 bus: EventBus, log_level: str = "warning", sales: SalesLike | None = None
-                 ) -> None:
+                 bus: EventBus, log_level: str = "warning", sales: SalesLike | None = None,
+                 readers: ReadersLike | None = None) -> None:
         self.config = config
         self.ctx = WebContext(writer=writer, read_db=read_db, policy=policy, bus=bus,
-                              sales=sales)
+                              sales=sales, readers=readers)
         self.app = create_app(self.ctx)
         self._log_level = log_level
         self._server: uvicorn.Server | None = None

@@ -8,6 +8,8 @@ audit row.
 
 from __future__ import annotations
 
+import re
+import secrets
 from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
@@ -15,8 +17,21 @@ from typing import Any
 import sqlite_utils
 
 from host.admin import Admin
+from host.errors import InputError
 from host.web.console.permissions import StaffActor
 from host.web.context import WebContext, WriteTimeout
+
+
+def new_form_key() -> str:
+    """A key for one form as the page renders it: posting that form again is a replay."""
+    return secrets.token_urlsafe(12)
+
+
+def form_key(text: str) -> str:
+    """The idempotency key of a posted form (its hidden ``key`` field)."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{8,64}", text or ""):
+        raise InputError("the form has no valid key: reload the page")
+    return "console-" + text
 
 
 def store_write(ctx: WebContext, fn: Callable[[sqlite_utils.Database], Any]) -> Any:

@@ -26,7 +26,7 @@ from host.web.console import i18n
 from host.web.console.csrf import CSRF_COOKIE, NEW_COOKIE, Csrf
 from host.web.console.permissions import LoginRequired, StaffActor, allowed, check
 from host.web.console.sessions import SESSION_COOKIE, LoginThrottle, SessionStore
-from host.web.context import WebContext, WriteTimeout
+from host.web.context import NoSales, WebContext, WriteTimeout
 from host.web.permissions import Forbidden
 
 #: Version of the vendored console assets (in their file names, so caches never go stale).
@@ -143,7 +143,7 @@ def redirect(request: Request, path: str) -> RedirectResponse:
 
 STATUS: list[tuple[type[HostError], int]] = [
     (Forbidden, 403), (NotFound, 404), (Conflict, 409), (InsufficientFunds, 409),
-    (InputError, 400), (WriteTimeout, 503)]
+    (InputError, 400), (WriteTimeout, 503), (NoSales, 503)]
 
 
 def error_page(request: Request, status: int, message: str) -> HTMLResponse:

@@ -1,25 +1,40 @@
-# Runs on CPython (host): the technician's device page — every reader, its settings and health.
+# Runs on CPython (host): the technician's device page — readers, their health, settings, config pushes, keys.
 """``GET /devices``: each device's kind, settings, online state, last seen, firmware, last
-tap and today's health (taps, denies, latency) from the store's own functions."""
+tap and today's health (taps, denies, latency) from the store's own functions.
+
+The technician's actions (``devices.write``), each one audited, idempotent write through
+``actions.run`` (the form's key: a double submit is applied once):
+
+* ``POST /devices/{id}/settings``: the settings of ``tapkiosk device add`` (name, hours,
+  duplicate window; a gate's direction and anti-passback; a kiosk's fixed price), parsed and
+  checked by the store's ``parse_settings``: a bad value is one line on the page, nothing
+  changed;
+* ``POST /devices/{id}/push``: the device's config and, for a gate, its allow-list sent now
+  by the daemon (``Service.push_config``) to a connected reader;
+* ``POST /devices/{id}/key``: a new key and sequence epoch (``tapkiosk device key
+  --rotate``); the key is shown once on the answer, never logged nor audited.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Form, Path, Request
 from fastapi.responses import Response
 
+from host.errors import Conflict, InputError, NotFound
 from host.store import frontdesk, reports
-from host.store.devices import list_devices
-from host.web.console.core import console, need, render
+from host.store.devices import get_device, list_devices, parse_settings
+from host.web.console import actions
+from host.web.console.core import console, need, redirect, render
 from host.web.console.permissions import StaffActor
 
 router = APIRouter(prefix="/devices")
+DeviceId = Path(pattern=r"^[A-Za-z0-9_.-]{1,16}$")
 
 
-@router.get("")
-def devices_page(request: Request, actor: StaffActor = Depends(need("devices.read"))
-                 ) -> Response:
+def _page(request: Request, status: int = 200, **values: Any) -> Response:
     ctx = console(request).ctx
     db = ctx.read_db()
     try:
@@ -29,4 +44,70 @@ def devices_page(request: Request, actor: StaffActor = Depends(need("devices.rea
         last = frontdesk.last_taps(db)
     finally:
         db.conn.close()
-    return render(request, "devices.html", devices=devices, health=health, last=last)
+    values.setdefault("error", None)
+    values.setdefault("notice", None)
+    return render(request, "devices.html", status=status, devices=devices, health=health,
+                  last=last, key=actions.new_form_key, **values)
+
+
+@router.get("")
+def devices_page(request: Request, actor: StaffActor = Depends(need("devices.read"))
+                 ) -> Response:
+    return _page(request)
+
+
+def _kind(request: Request, device_id: str) -> str:
+    db = console(request).ctx.read_db()
+    try:
+        return get_device(db, device_id)["kind"]
+    finally:
+        db.conn.close()
+
+
+@router.post("/{device_id}/settings")
+def edit_settings(request: Request, device_id: str = DeviceId, key: str = Form(""),
+                  name: str | None = Form(None), hours: str | None = Form(None),
+                  duplicate_window_s: str | None = Form(None),
+                  direction: str | None = Form(None), anti_passback: str | None = Form(None),
+                  fixed_price: str | None = Form(None),
+                  actor: StaffActor = Depends(need("devices.write"))) -> Response:
+    k = actions.form_key(key)
+    given = {"name": name, "hours": hours, "duplicate_window_s": duplicate_window_s,
+             "direction": direction, "anti_passback": anti_passback, "fixed_price": fixed_price}
+    try:
+        settings = parse_settings(_kind(request, device_id),
+                                  {f: v.strip() for f, v in given.items() if v is not None})
+        actions.run(console(request).ctx, actor,
+                    lambda admin: admin.set_device(device_id, settings, key=k))
+    except InputError as e:
+        return _page(request, 400, error=f"{device_id}: {e}")
+    return redirect(request, f"/devices?saved={device_id}#device-{device_id}")
+
+
+@router.post("/{device_id}/push")
+def push_config(request: Request, device_id: str = DeviceId, key: str = Form(""),
+                actor: StaffActor = Depends(need("devices.write"))) -> Response:
+    k = actions.form_key(key)
+    ctx = console(request).ctx
+    readers = ctx.links()
+    st = readers.device(device_id)
+    if st is None:
+        raise NotFound(f"unknown device {device_id!r}")
+    if not st.online:       # refused before anything is recorded
+        raise Conflict(f"device {device_id} is offline: it gets its config and allow-list "
+                       "when it next connects")
+    recorded = actions.run(ctx, actor, lambda admin: admin.record_config_push(device_id, key=k))
+    if recorded["replayed"]:
+        return _page(request, notice=("replayed", device_id, recorded))
+    return _page(request, notice=("pushed", device_id, readers.push_config(device_id)))
+
+
+@router.post("/{device_id}/key")
+def rotate_key(request: Request, device_id: str = DeviceId, key: str = Form(""),
+               actor: StaffActor = Depends(need("devices.write"))) -> Response:
+    k = actions.form_key(key)
+    kind = _kind(request, device_id)
+    result = actions.run(console(request).ctx, actor,
+                         lambda admin: admin.rotate_device_key(device_id, key=k))
+    return render(request, "device_key.html", device_id=device_id, kind=kind,
+                  new_key=result.get("new_key"))

@@ -44,6 +44,23 @@ ZH: dict[str, str] = {
     "expired": "已过期", "grant": "通过", "deny": "拒绝", "Member report": "会员报表",
     "Device report": "设备报表", "Liability": "储值负债", "Latency p50 ms": "延迟 p50 ms",
     "Top deny reason": "主要拒绝原因", "Idempotency key": "幂等键",
+    "Settings saved": "设置已保存", "Config pushed": "配置已下发", "version": "版本",
+    "cards on the allow-list": "白名单卡数",
+    "Already applied: this form was posted before.": "已处理过：此表单之前已提交。",
+    "Opening hours": "营业时间", "Duplicate-tap window (s)": "重复刷卡间隔（秒）",
+    "Direction": "方向", "both": "双向", "in": "进", "out": "出",
+    "Anti-passback": "防回传", "Fixed price (no sale armed)": "固定价格（无待付订单时）",
+    "on": "开", "off": "关", "Push allow-list now": "立即下发白名单",
+    "Push config now": "立即下发配置", "Rotate key": "更换密钥",
+    "A new key locks the reader out until it is provisioned again with tools/flash.py.":
+        "更换密钥后，读卡器需用 tools/flash.py 重新配置才能继续使用。",
+    "The new key of this reader, shown this once. It is not kept anywhere you can read it "
+    "again:": "此读卡器的新密钥，仅显示这一次，之后无法再查看：",
+    "The reader is refused with its old key from now on: provision it again with "
+    "tools/flash.py and the site database, which writes the new key to the board:":
+        "从现在起旧密钥将被拒绝：请用 tools/flash.py 和站点数据库重新配置读卡器，新密钥会写入板子：",
+    "Already applied: this form was posted before. The key was shown on the first answer; "
+    "if it is lost, rotate again.": "已处理过：此表单之前已提交。密钥只在第一次显示；如已丢失，请再次更换。",
 }
 
 

@@ -7,7 +7,6 @@ double click or a re-posted form is applied once (the second answer is the first
 from __future__ import annotations
 
 import re
-import secrets
 from typing import Any
 
 from fastapi import APIRouter, Depends, Form, Path, Request
@@ -25,10 +24,7 @@ _RECEIPT_RE = re.compile(r"[A-Za-z0-9-]{1,40}")
 MemberId = Path(ge=1, le=2**63 - 1)
 
 
-def _key(text: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9_-]{8,64}", text or ""):
-        raise InputError("the form has no valid key: reload the page")
-    return "console-" + text
+_key = actions.form_key
 
 
 def _int(text: str, what: str) -> int:
@@ -58,7 +54,7 @@ def member_page(request: Request, member_id: int = MemberId,
     finally:
         db.conn.close()
     return render(request, "member.html", m=m, plans=sorted(ctx.policy.plans),
-                  tiers=list(ctx.policy.tiers), key=lambda: secrets.token_urlsafe(12))
+                  tiers=list(ctx.policy.tiers), key=actions.new_form_key)
 
 
 def _receipt(request: Request, actor: StaffActor, kind: str, member_id: int,
