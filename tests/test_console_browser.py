@@ -4,7 +4,10 @@
 login; find a member by search and by a card tap on the live feed; top up twice with the same
 receipt number (credited once); sell a pass; a cashier's refund is refused (403, posted
 directly); a manager refunds; a tap published on the bus shows on the dashboard; the audit
-log names the staff. Screenshots go to ``tests/artefacts/console/``.
+log names the staff. A technician edits a reader's setting (a bad value first: one line,
+nothing changed), pushes a gate's allow-list through the daemon's frame service and rotates a
+key (shown once; the same form posted again changes nothing). Screenshots go to
+``tests/artefacts/console/``.
 
 Skipped only when no chromium binary is installed (``make test`` installs it with apt-get).
 """
@@ -18,11 +21,13 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_until
+from host.site.service import Service
 from host.store.db import open_db
-from host.store.devices import register_device, touch_device
+from host.store.devices import device_key, get_device
 from host.store.readonly import readonly_factory
 from host.web.config import HttpConfig
 from host.web.server import WebServer
+from protocol import packet as pk
 from console_support import PASSWORD, UID, ConsoleSite
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -33,17 +38,18 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None,
 
 
 @pytest.fixture
-def server(console_site: ConsoleSite) -> Iterator[WebServer]:
-    db = open_db(console_site.path)
-    try:
-        register_device(db, "gate-1", "gate", name="Front gate")
-        touch_device(db, "gate-1", online=1, fw="1.4.2", last_seen=1_764_560_000)
-        register_device(db, "wash-2", "wash")
-    finally:
-        db.conn.close()
+def readers(console_site: ConsoleSite) -> Iterator[tuple[Service, list[bytes]]]:
+    """The site's readers registered; the daemon's frame service with gate-1 connected."""
+    console_site.devices()
+    with console_site.connected("gate-1") as connected:
+        yield connected
+
+
+@pytest.fixture
+def server(console_site: ConsoleSite, readers) -> Iterator[WebServer]:
     srv = WebServer(HttpConfig(port=0), writer=console_site.writer,
                     read_db=readonly_factory(console_site.path), policy=console_site.policy,
-                    bus=console_site.bus).start()
+                    bus=console_site.bus, readers=readers[0]).start()
     try:
         yield srv
     finally:
@@ -162,3 +168,74 @@ def test_front_desk_walkthrough(console_site: ConsoleSite, server: WebServer, br
     assert ("alice", "pass.sell") in rows and ("bob", "refund") in rows
     assert not any(action == "refund" and who == "alice" for who, action in rows)
     manager.screenshot(path=str(ARTEFACTS / "audit.png"), full_page=True)
+
+
+def test_technician_devices(console_site: ConsoleSite, server: WebServer, readers,
+                            browser) -> None:
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    base, (svc, sent) = server.url, readers
+    tech = browser.new_page(viewport={"width": 1280, "height": 900})
+    _login(tech, base, "tom")
+    tech.goto(f"{base}/console/devices")
+    gate = "#device-gate-1 "
+
+    # A bad value: one line on the page, nothing changed.
+    tech.fill(gate + "input[name=hours]", "25:00-26:00")
+    tech.click(gate + ".settings-form button")
+    assert "bad opening hours" in tech.inner_text("#error")
+    assert _device(console_site, "gate-1")["hours"] == "00:00-24:00"
+
+    # A setting edited.
+    tech.fill(gate + "input[name=hours]", "06:00-22:00")
+    tech.select_option(gate + "select[name=direction]", "in")
+    tech.click(gate + ".settings-form button")
+    tech.wait_for_selector("#notice")
+    settings = _device(console_site, "gate-1")
+    assert (settings["hours"], settings["direction"]) == ("06:00-22:00", "in")
+
+    # The allow-list pushed to the connected gate by the daemon.
+    tech.click(gate + ".push-form button")
+    tech.wait_for_selector("#cfg-version")
+    assert [pk.decode(raw, svc.device("gate-1").mac, pk.DOWN).type for raw in sent] == \
+        [pk.CONFIG]
+    tech.screenshot(path=str(ARTEFACTS / "devices.png"), full_page=True)
+
+    # A key rotated: shown once; the same form posted again (a double submit) changes nothing.
+    tech.goto(f"{base}/console/devices")
+    token = tech.get_attribute("#device-wash-2 .key-form input[name=csrf_token]", "value")
+    form_key = tech.get_attribute("#device-wash-2 .key-form input[name=key]", "value")
+    tech.click("#device-wash-2 .key-form button")
+    shown = tech.inner_text("#new-key")
+    assert shown == _key(console_site, "wash-2").hex()
+    again = tech.request.post(f"{base}/console/devices/wash-2/key",
+                              form={"csrf_token": token, "key": form_key})
+    assert again.status == 200 and shown not in again.text()
+    assert _key(console_site, "wash-2").hex() == shown
+
+    # A cashier posting the same forms directly is refused by the server.
+    cashier = browser.new_page()
+    _login(cashier, base, "alice")
+    cashier.goto(f"{base}/console/")
+    token = cashier.get_attribute("header form input[name=csrf_token]", "value")
+    for action in ("settings", "push", "key"):
+        r = cashier.request.post(f"{base}/console/devices/gate-1/{action}",
+                                 form={"csrf_token": token, "key": "cashier-form-1",
+                                       "hours": "01:00-02:00"})
+        assert r.status == 403, action
+    assert _device(console_site, "gate-1")["hours"] == "06:00-22:00" and len(sent) == 1
+
+
+def _device(site: ConsoleSite, device_id: str) -> dict:
+    db = open_db(site.path)
+    try:
+        return get_device(db, device_id)["settings"]
+    finally:
+        db.conn.close()
+
+
+def _key(site: ConsoleSite, device_id: str) -> bytes:
+    db = open_db(site.path)
+    try:
+        return device_key(db, device_id)
+    finally:
+        db.conn.close()
