@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-micropython venv site mosquitto chromium selftest bench clean
+.PHONY: demo test test-micropython venv site mosquitto chromium selftest bench clean screenshots
 
 demo: $(STAMP)
 	$(PY) -m sim.demo
@@ -14,6 +14,10 @@ test: $(STAMP) mosquitto chromium
 	$(PY) -m protocol.selftest
 	$${TAPKIOSK_MICROPYTHON:-$(VENV)/bin/micropython} -m protocol.selftest
 	$(PY) -m pytest -q
+
+# The console pictures of docs/operators.md (docs/img/), taken from a running demo site.
+screenshots: $(STAMP) chromium
+	$(PY) docs/screenshots.py
 
 # The MicroPython tests alone, under $$TAPKIOSK_MICROPYTHON when set (.ci/run: the 32-bit build).
 test-micropython: $(STAMP)

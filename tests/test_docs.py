@@ -141,6 +141,26 @@ def test_relative_links_point_at_files_and_headings(doc):
     assert not bad, f"{doc.relative_to(ROOT)}: " + "; ".join(bad)
 
 
+def test_every_image_in_the_docs_exists_and_is_a_small_png():
+    """Every ``![...](...)`` of the docs is a PNG under 200 KB that exists; every picture in
+    docs/img/ is shown somewhere; the console walkthrough shows each page docs/screenshots.py
+    takes."""
+    shown = set()
+    for doc in DOCS:
+        text = re.sub(r"```.*?```", "", doc.read_text(encoding="utf-8"), flags=re.S)
+        for target in re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", text):
+            path = (doc.parent / target).resolve()
+            assert path.is_file(), f"{doc.relative_to(ROOT)}: no image {target}"
+            assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{target} is not a PNG"
+            assert path.stat().st_size < 200_000, f"{target} is over 200 KB"
+            shown.add(path)
+    pictures = set((ROOT / "docs" / "img").glob("*.png"))
+    assert pictures <= shown, f"pictures no doc shows: {sorted(p.name for p in pictures - shown)}"
+    operators = (ROOT / "docs" / "operators.md").read_text(encoding="utf-8")
+    for page in ("login", "dashboard", "member", "receipt", "reports", "devices", "audit"):
+        assert f"](img/console-{page}.png)" in operators, page
+
+
 def test_docs_name_no_machine_paths():
     for doc in DOCS:
         text = doc.read_text(encoding="utf-8")

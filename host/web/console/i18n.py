@@ -44,7 +44,7 @@ ZH: dict[str, str] = {
     "expired": "已过期", "grant": "通过", "deny": "拒绝", "Member report": "会员报表",
     "Device report": "设备报表", "Liability": "储值负债", "Latency p50 ms": "延迟 p50 ms",
     "Top deny reason": "主要拒绝原因", "Idempotency key": "幂等键",
-    "Settings saved": "设置已保存", "Config pushed": "配置已下发", "version": "版本",
+    "Bonus added": "本次赠送", "Settings saved": "设置已保存", "Config pushed": "配置已下发", "version": "版本",
     "cards on the allow-list": "白名单卡数",
     "Already applied: this form was posted before.": "已处理过：此表单之前已提交。",
     "Opening hours": "营业时间", "Duplicate-tap window (s)": "重复刷卡间隔（秒）",
