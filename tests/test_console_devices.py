@@ -211,3 +211,26 @@ def test_missing_csrf_is_403(console_site: ConsoleSite, tech, action: str) -> No
     assert device_key(db, "gate-1") == old
     db.conn.close()
     assert _settings(console_site, "gate-1")["name"] == "Front gate"
+
+
+def test_the_cli_makes_the_same_audited_writes(site_cli) -> None:
+    """``device add`` on a registered reader and ``device key --rotate`` are the console's
+    admin writes: audited as ``cli:<user>``, the settings before and after, never the key."""
+    assert site_cli("device", "add", "G1", "gate", "--name", "North")[0] == 0
+    assert site_cli("device", "add", "G1", "gate", "--hours", "06:00-22:00")[0] == 0
+    code, out, _ = site_cli("--json", "device", "key", "G1", "--rotate", "--show")
+    assert code == 0
+    key = json.loads(out)["key"]
+    db = open_db(site_cli.db)
+    try:
+        assert device_key(db, "G1").hex() == key
+        assert get_device(db, "G1")["settings"]["name"] == "North"   # kept by the 2nd add
+        rows = db.execute("SELECT actor, action, device_id, before, after FROM audit_log "
+                          "WHERE device_id = 'G1' ORDER BY id").fetchall()
+    finally:
+        db.conn.close()
+    assert [r[1] for r in rows] == ["device.set", "device.key.rotate"]
+    assert all(r[0].startswith("cli:") for r in rows)
+    assert json.loads(rows[0][3])["device"]["settings"]["hours"] == "00:00-24:00"
+    assert json.loads(rows[0][4])["settings"]["hours"] == "06:00-22:00"
+    assert key not in json.dumps(rows)

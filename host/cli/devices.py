@@ -10,7 +10,7 @@ from typing import Any
 from host.cli.args import Parents, group, whole
 from host.cli.context import Ctx, Handler
 from host.cli.privacy import init_data_key
-from host.errors import InputError
+from host.errors import InputError, NotFound
 from host.secure import check as secure_policy
 from host.store.db import schema_version
 from host.site.broker_acl import write_acl
@@ -102,13 +102,27 @@ def device_add(ctx: Ctx, a: argparse.Namespace) -> None:
             key = bytes.fromhex(a.key)
         except ValueError:
             raise InputError("--key must be 64 hex digits") from None
+    settings = _settings(a)
     if a.broker_acl:
         _check_writable(a.broker_acl)   # refused before anything is registered
-    register_device(ctx.db, a.device_id, a.kind, key=key, **_settings(a))
+    if _registered(ctx, a.device_id):
+        register_device(ctx.db, a.device_id, a.kind, key=key)  # same kind and key, or Conflict
+        if settings:
+            ctx.admin.set_device(a.device_id, settings)  # the console's write, audited
+    else:
+        register_device(ctx.db, a.device_id, a.kind, key=key, **settings)
     view = _device_view(get_device(ctx.db, a.device_id))
     if a.broker_acl:
         view["broker_acl"] = _acl_line(a.broker_acl, write_acl(ctx.db, a.broker_acl))
     ctx.show(view)
+
+
+def _registered(ctx: Ctx, device_id: str) -> bool:
+    try:
+        get_device(ctx.db, device_id)
+    except NotFound:
+        return False
+    return True
 
 
 def _check_writable(path: str) -> None:

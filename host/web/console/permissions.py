@@ -9,7 +9,7 @@ an *action*; :func:`check` decides from :data:`RULES` alone. Templates never dec
 |------------|---------------------------------------------------------------------------|
 | cashier    | dashboard; find members; enrol, replace, block cards; top-ups, passes, points |
 | manager    | what a cashier may, plus refunds, reversals, tier and status edits, reports, staff, audit log |
-| technician | dashboard; devices and their health                                       |
+| technician | dashboard; devices and their health; device settings, config pushes, key rotation |
 """
 
 from __future__ import annotations
