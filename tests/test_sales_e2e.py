@@ -203,6 +203,10 @@ def test_a_sale_paid_partly_with_points_shows_the_points_on_the_reader(rigs):
     api, tok = setup(rig)
     cli(rig.db, "points", "grant", "1", "1000", "--reason", "test")
     before = cli(rig.db, "member", "show", "1")
+    for bad, status in ((5, 400), ("all", 422)):       # below min_points; not "max" or a number
+        r = api.post(f"/devices/{rig.device_id}/sales", json={"amount_fen": 2000, "points": bad},
+                     headers=auth(tok["sales"], f"bad-{bad}"))
+        assert r.status_code == status, r.text
     mark = len(rig.board.output())
     s = api.post(f"/devices/{rig.device_id}/sales", json={"amount_fen": 2000, "points": "max"},
                  headers=auth(tok["sales"], "p1"))

@@ -177,3 +177,58 @@ class ProductOut(BaseModel):
 
 class ProductList(BaseModel):
     products: list[ProductOut]
+
+
+class CouponOut(BaseModel):
+    """A member's coupon: ``state`` open, used or expired; ``off_fen`` (amount off) or
+    ``off_pct`` (percent off); ``covers`` what it pays for ("all" for everything);
+    ``expires_at`` unix seconds."""
+
+    id: int
+    template: str
+    kind: str
+    off_fen: int | None = None
+    off_pct: int | None = None
+    min_spend_fen: int
+    covers: str
+    item: str | None = None
+    expires_at: int
+    source: str
+    state: str
+
+
+class CouponList(BaseModel):
+    coupons: list[CouponOut]
+
+
+class CouponIn(_In):
+    """A coupon of a policy template (``tapkiosk coupon templates``)."""
+
+    template: str = Field(..., min_length=1, max_length=64)
+
+
+class CouponIssued(BaseModel):
+    coupon_id: int
+    member_id: int
+    template: str
+    kind: str
+    expires_at: int
+
+
+class CampaignOut(BaseModel):
+    """A campaign of the policy: its window (site dates, inclusive), whether it is on today,
+    and what it changes."""
+
+    name: str
+    starts: str
+    ends: str
+    kinds: list[str]
+    active: bool
+    points_multiplier: int
+    extra_discount_pct: int
+    ladder: list[dict]
+    coupon: str | None = None
+
+
+class CampaignList(BaseModel):
+    campaigns: list[CampaignOut]
