@@ -67,8 +67,6 @@ def _period(db: sqlite_utils.Database, t0: int, t1: int) -> dict[str, Any]:
         "revenue_fen": topups + sales - refunds,
         "consumption_fen": q("SELECT sum(charged_fen) FROM taps WHERE ts >= ? AND ts < ? "
                              f"AND {_NOT_VOIDED}"),
-        "points_paid_fen": q("SELECT sum(fen) FROM tap_points WHERE ts >= ? AND ts < ? AND "
-                             "tap_id NOT IN (SELECT tap_id FROM tap_voids)"),
         "pass_sales_from_balance_fen": balance_sales,
         "taps": q("SELECT count(*) FROM taps WHERE ts >= ? AND ts < ?"),
         "granted": q("SELECT count(*) FROM taps WHERE ts >= ? AND ts < ? AND verdict = 'grant' "
@@ -79,6 +77,8 @@ def _period(db: sqlite_utils.Database, t0: int, t1: int) -> dict[str, Any]:
         "repurchase_rate": _rate(buyers[1] or 0, buyers[0] or 0),
         "points_issued": issued, "points_redeemed": redeemed,
         "points_redemption_rate": _rate(redeemed, issued),
+        "points_paid_fen": q("SELECT sum(fen) FROM tap_points WHERE ts >= ? AND ts < ? AND "
+                             "tap_id NOT IN (SELECT tap_id FROM tap_voids)"),
     }
 
 

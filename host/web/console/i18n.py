@@ -44,6 +44,15 @@ ZH: dict[str, str] = {
     "expired": "已过期", "grant": "通过", "deny": "拒绝", "Member report": "会员报表",
     "Device report": "设备报表", "Liability": "储值负债", "Latency p50 ms": "延迟 p50 ms",
     "Top deny reason": "主要拒绝原因", "Idempotency key": "幂等键",
+    # The membership programme (host/web/console/programme.py).
+    "Coupons": "优惠券", "Coupon": "优惠券", "Template": "券种", "Value": "面值",
+    "Covers": "适用", "Valid until": "有效期至", "State": "状态", "Issue coupon": "发券",
+    "open": "可用", "used": "已使用", "amount_off": "满减", "percent_off": "折扣券",
+    "free_service": "免费券", "gift_item": "礼品券", "Campaigns": "活动", "From": "开始",
+    "To": "结束", "Applies to": "适用于", "Changes": "内容", "on": "进行中", "off": "未进行",
+    "No campaigns in the policy": "策略中没有活动",
+    "Campaigns are set in the site policy; this page only shows them.":
+        "活动在站点策略中设置，本页仅供查看。",
 }
 
 
