@@ -240,3 +240,33 @@ def test_cli_tap_use_points_and_bad_input(site_cli):
     assert j("verify")["problems"] == []
     day = j("report", "daily", "--days", "1")
     assert day[0]["points_paid_fen"] == 500
+
+
+def test_cli_retried_points_tap_with_its_key_pays_once(site_cli):
+    import json
+    for argv in (("member", "add", "--consent-terms", "t1", "--name", "Li"),
+                 ("card", "enroll", "1", UID), ("device", "add", "K1", "kiosk"),
+                 ("topup", "1", "100.00"), ("points", "grant", "1", "500", "--reason", "x")):
+        assert site_cli(*argv)[0] == 0
+    tap = ("--json", "tap", "K1", UID, "--amount", "12.00", "--idempotency-key", "pos-9")
+    first = json.loads(site_cli(*tap, "--use-points")[1])
+    again = json.loads(site_cli(*tap, "--use-points")[1])
+    assert (first["replayed"], again["replayed"]) == (False, True)
+    assert again["balance_fen"] == first["balance_fen"] == 10000 - 640
+    code, _out, err = site_cli(*tap)                     # the same key without points
+    assert code == 2 and "pos-9" in err
+    code, _out, err = site_cli(*tap, "--use-points", "300")
+    assert code == 2 and "pos-9" in err
+    assert json.loads(site_cli("--json", "member", "show", "1")[1])["points"] == 6
+
+
+def test_a_wash_sale_with_points_only_where_the_policy_says():
+    db, admin, engine, clock, mid = site(kinds=["kiosk", "wash"])
+    ts = int(clock().timestamp())
+    with transaction(db) as conn:
+        s = sales.arm(conn, engine.policy, "W1", amount_fen=None, items=[], service=1,
+                      timeout_s=60, key="w1", actor="t", ts=ts, points=500)
+    d = engine.decide(Tap("W1", 1, UID, service=1, sale_id=s["id"]))
+    # basic wash 25.00 at silver 23.75: 500 points (5.00), 18.75 from the balance
+    assert d.verdict == "grant" and d.balance_fen == 10000 - 1875
+    assert tap_points(db) == [(1, 500, 500)] and ledger.verify(db) == []
