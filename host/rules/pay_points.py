@@ -5,8 +5,8 @@ with points").
 The member asks for it: the sale armed on the reader carries ``points`` (the kiosk page's
 "use my points", the API's ``points``), an operator tap ``Tap.use_points`` (``tapkiosk tap
 --use-points``): :data:`POINTS_MAX` for as many as the rules allow, or a number of points.
-Only then does :func:`plan` run, on the price left after the member price and the best coupon
-(``host.rules.payment``):
+Only then does :func:`plan` do anything; it works on the price left after the member price
+and the best coupon (``host.rules.payment``):
 
 - at most ``max_share_pct`` of that price, in whole points (``fen_per_point`` fen each); a
   request above the cap is cut to the cap;
@@ -47,11 +47,15 @@ def requested(ctx: TapContext) -> int:
     return ctx.tap.use_points
 
 
-def plan(ctx: TapContext, price_fen: int, want: int) -> PointsPart:
-    """The points paying part of ``price_fen`` for a request of ``want``; raises ``Denied``
-    when the policy's ``short`` rule is "deny" and the member has fewer than asked."""
+def plan(ctx: TapContext, price_fen: int) -> PointsPart:
+    """The points paying part of ``price_fen`` for the tap's request (:data:`NONE` without
+    one); raises ``Denied`` when the policy's ``short`` rule is "deny" and the member has
+    fewer than asked."""
+    want = requested(ctx)
+    if not want:
+        return NONE
     pp = ctx.policy.points_payment
-    if not want or not pp.enabled or ctx.kind not in pp.kinds or price_fen <= 0:
+    if not pp.enabled or ctx.kind not in pp.kinds or price_fen <= 0:
         return NONE
     cap = price_fen * pp.max_share_pct // 100 // pp.fen_per_point
     have = ctx.member.pending.have("points")

@@ -144,8 +144,7 @@ def _by_balance(ctx: TapContext, cover: str, price_fen: int) -> Outcome | None:
         if pay_fen <= 0:
             coupons.use(ctx, applied)
             return Outcome("grant", "ok", f"{coupons.label(applied)}free", pass_id=disc_pid)
-    want = pay_points.requested(ctx)
-    part = pay_points.plan(ctx, pay_fen, want) if want else pay_points.NONE
+    part = pay_points.plan(ctx, pay_fen)          # none unless the member asked for it
     pay_fen -= part.fen
     try:
         if pay_fen:
