@@ -77,3 +77,38 @@ def test_kiosk_page_sells_a_product_and_shows_the_result(rigs) -> None:
             browser.close()
     with sqlite3.connect(rig.db) as c:
         assert c.execute("SELECT sum(charged_fen) FROM taps").fetchone()[0] == 1425
+
+
+def test_use_my_points_arms_the_sale_with_points_and_shows_them(rigs) -> None:
+    from firmware_rig import cli
+    rig = rigs(kind="kiosk", link="serial")
+    rig.boot()
+    db = open_db(rig.db)
+    token = add_token(db, "kiosk-1 screen", "sales")[1]
+    db.conn.close()
+    cli(rig.db, "points", "grant", "1", "1000", "--reason", "test")
+    with playwright.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM,
+                                     args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1024, "height": 768})
+            page.goto(f"{rig.daemon.api_url}/kiosk/{rig.device_id}#token={token}")
+            page.locator("button.product[data-product=coffee]").click()
+            toggle = page.locator("#use-points")
+            toggle.click()
+            assert toggle.get_attribute("aria-pressed") == "true"
+            mark = len(rig.board.output())
+            page.locator("#pay").click()
+            assert rig.board.wait_for("Pay 12.00", 15, mark), rig.console()
+            rig.tap(CARD)
+            page.locator("#result[data-state=paid]").wait_for(state="visible", timeout=20_000)
+            text = page.inner_text("#result")
+            # 11.40 at the silver price: half (570 points) with points, 5.70 from the balance.
+            assert "积分 570" in text and "5.70" in text, text
+            page.locator("#menu").wait_for(state="visible", timeout=15_000)
+            assert page.locator("#use-points").get_attribute("aria-pressed") == "false"
+        finally:
+            browser.close()
+    with sqlite3.connect(rig.db) as c:
+        assert c.execute("SELECT points, fen FROM tap_points").fetchall() == [(570, 570)]
+        assert c.execute("SELECT points FROM sales").fetchone() == (-1,)

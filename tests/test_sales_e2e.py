@@ -195,3 +195,31 @@ def test_a_sale_armed_while_a_card_lies_on_the_reader_waits_for_the_next_present
     tap_again(rig)                                              # presented anew: it pays
     got = api.get(f"/sales/{s['id']}", params={"wait": 20}, headers=auth(tok["sales"])).json()
     assert got["state"] == "paid" and charged(rig)[-1] == (285, "grant", "ok")
+
+
+def test_a_sale_paid_partly_with_points_shows_the_points_on_the_reader(rigs):
+    rig = rigs(kind="kiosk", link="serial")
+    rig.boot()
+    api, tok = setup(rig)
+    cli(rig.db, "points", "grant", "1", "1000", "--reason", "test")
+    before = cli(rig.db, "member", "show", "1")
+    for bad, status in ((5, 400), ("all", 422)):       # below min_points; not "max" or a number
+        r = api.post(f"/devices/{rig.device_id}/sales", json={"amount_fen": 2000, "points": bad},
+                     headers=auth(tok["sales"], f"bad-{bad}"))
+        assert r.status_code == status, r.text
+    mark = len(rig.board.output())
+    s = api.post(f"/devices/{rig.device_id}/sales", json={"amount_fen": 2000, "points": "max"},
+                 headers=auth(tok["sales"], "p1"))
+    assert s.status_code == 201 and s.json()["points"] == "max", s.text
+    assert shown(rig, "Pay 20.00", mark), rig.console()
+    rig.tap(CARD)
+    got = api.get(f"/sales/{s.json()['id']}", params={"wait": 20}, headers=auth(tok["sales"])).json()
+    assert got["state"] == "paid", rig.console()
+    # 19.00 at the silver price: half (950 points) with points, 9.50 from stored value.
+    r = got["result"]
+    assert (r["points_paid"], r["points_paid_fen"], r["charged_fen"]) == (950, 950, 950)
+    assert shown(rig, "积分950抵9.50", mark), rig.console()
+    after = cli(rig.db, "member", "show", "1")
+    assert after["balance_fen"] == before["balance_fen"] - 950
+    assert after["points"] == before["points"] - 950 + 9
+    assert cli(rig.db, "verify")["ok"] is True

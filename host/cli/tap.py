@@ -10,12 +10,13 @@ from host.store.uid import canonical_uid
 from host.cli.args import Parents, money_arg, whole
 from host.cli.context import Ctx, Handler
 from host.errors import InputError
+from host.rules import sales
 from host.rules.engine import Engine, Tap
 from host.store.devices import get_device
 
 
 def add_parsers(sub: Any, p: Parents) -> None:
-    """``tap DEVICE UID [--service N] [--amount YUAN] [--direction in|out]``."""
+    """``tap DEVICE UID [--service N] [--amount YUAN] [--direction in|out] [--use-points [N]]``."""
     t = sub.add_parser("tap", help="run one tap through the engine", **p.write)
     t.add_argument("device_id")
     t.add_argument("uid")
@@ -24,6 +25,9 @@ def add_parsers(sub: Any, p: Parents) -> None:
     t.add_argument("--amount", type=money_arg, help="yuan (kiosks: required)")
     t.add_argument("--direction", choices=("in", "out"),
                    help="gate set to both directions: in (default) or out (leaving)")
+    t.add_argument("--use-points", nargs="?", const="max", metavar="N",
+                   help="kiosk: pay part with points, as many as the policy allows or N "
+                        "(policy [points_payment])")
 
 
 def _check_usage(kind: str, a: argparse.Namespace) -> None:
@@ -36,10 +40,25 @@ def _check_usage(kind: str, a: argparse.Namespace) -> None:
         raise InputError("--direction is only for gates")
 
 
+def _use_points(ctx: Ctx, kind: str, a: argparse.Namespace) -> int:
+    """``--use-points [N]`` as ``Tap.use_points`` (0 without it); InputError when paying with
+    points is off for the device's kind or N is not a number of points."""
+    if a.use_points is None:
+        return 0
+    given: str | int = a.use_points
+    if given != "max":
+        if not given.isascii() or not given.isdigit():
+            raise InputError(f"--use-points takes a number of points, got {given!r}")
+        given = int(given)
+    return sales.points_request(ctx.policy, kind, given)
+
+
 def tap(ctx: Ctx, a: argparse.Namespace) -> None:
-    _check_usage(get_device(ctx.db, a.device_id)["kind"], a)
+    kind = get_device(ctx.db, a.device_id)["kind"]
+    _check_usage(kind, a)
     t = Tap(a.device_id, 0, canonical_uid(a.uid), service=a.service or 0,
-            amount_fen=a.amount or 0, direction=a.direction)
+            amount_fen=a.amount or 0, direction=a.direction,
+            use_points=_use_points(ctx, kind, a))
     engine = Engine(ctx.db, ctx.policy)
     d = engine.decide_local(t, key=a.key)
     ctx.show({"seq": engine.last_local_seq, "verdict": d.verdict, "reason": d.reason,

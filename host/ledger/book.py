@@ -296,7 +296,8 @@ def verify(db: sqlite_utils.Database) -> list[str]:
 
     Checks: each member's principal, bonus, points and qualifying; each lot's remaining
     (and that bonus/points equal the sum of their lots); each punch card's uses_left; that
-    no projection is negative; that each tap's ``charged_fen`` is what its ledger rows took.
+    no projection is negative; that each tap's ``charged_fen`` is what its ledger rows took
+    and its points paid (``tap_points``) what its ``pay`` rows took.
     An empty list means the store is consistent.
     """
     problems: list[str] = []
@@ -336,6 +337,8 @@ def verify(db: sqlite_utils.Database) -> list[str]:
         if kind != "punch" and want:
             problems.append(f"pass {pid} ({kind}) has use rows in the ledger")
     problems += _verify_tap_charges(db)
+    from host.ledger import points_pay   # it builds on this module's debit
+    problems += points_pay.problems(db)
     return problems
 
 

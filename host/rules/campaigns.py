@@ -59,3 +59,16 @@ def issue_coupons(conn: sqlite3.Connection, policy: Policy, member_id: int, now:
             if cid is not None:
                 out.append(cid)
     return out
+
+
+def describe(policy: Policy, now: datetime) -> list[dict]:
+    """Every campaign of the policy by name, with its window and whether it is on today
+    (site date) — what the API's /v1/campaigns and the console's campaigns page show."""
+    today = now.date()
+    return [{"name": c.name, "starts": c.starts.isoformat(), "ends": c.ends.isoformat(),
+             "kinds": list(c.kinds), "active": c.starts <= today <= c.ends,
+             "points_multiplier": c.points_multiplier,
+             "extra_discount_pct": c.extra_discount_pct,
+             "ladder": [{"min_fen": m, "bonus_fen": b} for m, b in c.ladder],
+             "coupon": c.coupon or None}
+            for _, c in sorted(policy.campaigns.items())]

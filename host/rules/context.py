@@ -52,6 +52,9 @@ class Outcome:
     pattern: int = codes.PAT_DENY
     balance_fen: int | None = None
     points: int | None = None
+    #: Points that paid part of the price, and the fen they paid (host/rules/pay_points.py).
+    points_paid: int = 0
+    points_paid_fen: int = 0
 
 
 class CardRow(NamedTuple):

@@ -73,6 +73,9 @@ class Tap:
     secure: bytes = b""
     #: The sale the reader showed when the card was tapped (0: none; host/rules/sales.py).
     sale_id: int = 0
+    #: An operator tap paying partly with points (host/rules/pay_points.py): 0 none, -1 as
+    #: many as the rules allow, N points. A device tap pays with what its sale asks for.
+    use_points: int = 0
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,7 @@ class Decision:
 #: Builds the reply packet of a decision inside the transaction (stored with the tap).
 EncodeReply = Callable[[Decision], bytes]
 
-_INT_FIELDS = ("seq", "sak", "service", "amount_fen", "device_time", "sale_id")
+_INT_FIELDS = ("seq", "sak", "service", "amount_fen", "device_time", "sale_id", "use_points")
 _INT64 = 1 << 63
 
 
@@ -195,9 +198,12 @@ class Engine:
         idempotent.check_key(key)
         check_tap_fields(tap, seq=False)
         dev = tap.device_id
-        canon = idempotent.canonical({"device_id": dev, "uid": tap.uid,
-                                      "service": tap.service, "amount_fen": tap.amount_fen,
-                                      "direction": tap.direction, "offline": bool(tap.offline)})
+        args = {"device_id": dev, "uid": tap.uid, "service": tap.service,
+                "amount_fen": tap.amount_fen, "direction": tap.direction,
+                "offline": bool(tap.offline)}
+        if tap.use_points:
+            args["use_points"] = tap.use_points
+        canon = idempotent.canonical(args)
         with self.transaction() as conn:
             first = idempotent.recall(conn, key, "tap", canon)
             seq = first["seq"] if first is not None else None
@@ -348,7 +354,8 @@ def _sale_result(d: Decision, out: Outcome) -> dict[str, Any]:
     return {"verdict": d.verdict, "reason": d.reason, "text": d.text,
             "member_id": d.member_id, "charged_fen": out.charged_fen,
             "points_earned": out.points_earned, "balance_fen": d.balance_fen,
-            "points": d.points}
+            "points": d.points, "points_paid": out.points_paid,
+            "points_paid_fen": out.points_paid_fen}
 
 
 def _expire(ctx: TapContext) -> None:

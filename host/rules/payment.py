@@ -4,8 +4,9 @@
 :func:`pay` tries the methods of ``order`` in turn: ``pass`` (a time pass covering the
 service, within its daily cap), ``punch`` (a punch card with uses left, oldest first) and
 ``balance`` (stored value at the tier price, or a discount card's price when lower, less the
-best open coupon (``host.rules.coupons``); points and a qualifying purchase earned on what
-was paid). When none pays, a coupon that pays the whole price (a free wash or entry) is used;
+best open coupon (``host.rules.coupons``), less the points the member asked to pay with
+(``host.rules.pay_points``); points and a qualifying purchase earned on the stored value
+paid). When none pays, a coupon that pays the whole price (a free wash or entry) is used;
 else the deny reason is, in priority, ``daily_cap``, ``insufficient_balance``, ``no_pass``.
 """
 
@@ -21,7 +22,7 @@ from host.ledger import book as ledger
 from host.ledger import rewards
 from host.ledger.periods import day_start
 from host.money import format_fen
-from host.rules import campaigns, coupons
+from host.rules import campaigns, coupons, pay_points
 from host.rules.context import Outcome, TapContext
 
 
@@ -130,8 +131,9 @@ def _by_coupon(ctx: TapContext, cover: str, price_fen: int) -> Outcome | None:
 
 
 def _by_balance(ctx: TapContext, cover: str, price_fen: int) -> Outcome | None:
-    """Stored value at the best of tier price and discount card, less the best coupon; None
-    when it is short (the coupon stays unused then)."""
+    """Stored value at the best of tier price and discount card, less the best coupon, less
+    the points the member asked to pay with (``host.rules.pay_points``); None when stored
+    value is short (the coupon and the points stay unused then)."""
     pol, m = ctx.policy, ctx.member
     pay_fen, disc_pid = member_price(ctx, cover, price_fen)
     if pay_fen <= 0:
@@ -142,17 +144,22 @@ def _by_balance(ctx: TapContext, cover: str, price_fen: int) -> Outcome | None:
         if pay_fen <= 0:
             coupons.use(ctx, applied)
             return Outcome("grant", "ok", f"{coupons.label(applied)}free", pass_id=disc_pid)
+    part = pay_points.plan(ctx, pay_fen)          # none unless the member asked for it
+    pay_fen -= part.fen
     try:
-        ledger.spend(ctx.conn, ctx.ts, m.id, pay_fen, pol.spend_order, "spend",
-                     tap_id=ctx.tap_id, pending=m.pending)
+        if pay_fen:
+            ledger.spend(ctx.conn, ctx.ts, m.id, pay_fen, pol.spend_order, "spend",
+                         tap_id=ctx.tap_id, pending=m.pending)
     except InsufficientFunds:
         return None
+    pay_points.take(ctx, part)
     coupons.use(ctx, applied)
     earned = rewards.earn(ctx.conn, pol, m.id, m.birthday, pay_fen, ctx.now, ctx.ts,
                           tap_id=ctx.tap_id, pending=m.pending, campaign_kind=ctx.kind)
     campaigns.issue_coupons(ctx.conn, pol, m.id, ctx.now, ctx.ts, ctx.kind)
     rewards.qualify(ctx.conn, pol, m.id, ctx.ts, paid_fen=pay_fen, now=ctx.now,
                     pending=m.pending, current=(m.tier, int(m.manual)), tap_id=ctx.tap_id)
-    return Outcome("grant", "ok", f"{coupons.label(applied)}paid {format_fen(pay_fen)} "
-                   f"left {format_fen(m.balance_fen())}",
-                   charged_fen=pay_fen, points_earned=earned, pass_id=disc_pid)
+    return Outcome("grant", "ok", f"{coupons.label(applied)}{pay_points.label(part)}paid "
+                   f"{format_fen(pay_fen)} left {format_fen(m.balance_fen())}",
+                   charged_fen=pay_fen, points_earned=earned, pass_id=disc_pid,
+                   points_paid=part.points, points_paid_fen=part.fen)

@@ -87,6 +87,27 @@ class Program:
 
 
 @dataclass(frozen=True)
+class PointsPayment:
+    """Paying part of a sale with points (``[points_payment]``): ``points_per_yuan`` points
+    pay 1.00 yuan (it divides 100, so one point is ``fen_per_point`` whole fen); at most
+    ``max_share_pct`` of the price after discounts and coupons; never fewer than
+    ``min_points``; ``short`` says what a request for more points than the member has does
+    ("partial": uses what they have, "deny": refuses the tap)."""
+
+    enabled: bool = False
+    points_per_yuan: int = 100
+    max_share_pct: int = 50
+    min_points: int = 1
+    short: str = "partial"
+    kinds: tuple[str, ...] = ("kiosk",)
+
+    @property
+    def fen_per_point(self) -> int:
+        """What one point pays, in fen."""
+        return 100 // self.points_per_yuan
+
+
+@dataclass(frozen=True)
 class Product:
     """A product of the sales catalogue (``[products.<id>]``): sold on readers of ``kinds``."""
 
@@ -145,6 +166,8 @@ class Policy:
     gift_pooling: bool = True
     #: The sales catalogue (``[products]``), by product id, in file order.
     products: dict[str, Product] = field(default_factory=dict)
+    #: Paying part of a sale with points (``[points_payment]``).
+    points_payment: PointsPayment = field(default_factory=PointsPayment)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -267,6 +290,7 @@ def build_policy(raw: dict[str, Any]) -> Policy:
     fields.update(_gate_kiosk_sections(top))
     fields["plans"] = _plans_section(top, fields["programs"])
     fields["products"] = _products_section(top)
+    fields["points_payment"] = _points_payment_section(top)
     d = _Reader(top.get("dormant"), "dormant")
     fields["dormant_days"] = d.integer("days", 1, 3660)
     d.done()
@@ -349,6 +373,29 @@ def _points_section(top: _Reader) -> dict[str, Any]:
                          f"{json.dumps(points['gift_pooling'])}")
     p.done()
     return points
+
+
+def _points_payment_section(top: _Reader) -> PointsPayment:
+    """``[points_payment]`` (absent: paying with points is off)."""
+    r = _Reader(top.get("points_payment", {"enabled": False}), "points_payment")
+    enabled = r.get("enabled", False)
+    if not isinstance(enabled, bool):
+        raise InputError(f"policy: points_payment.enabled must be true or false, got "
+                         f"{json.dumps(enabled)}")
+    per_yuan = r.integer("points_per_yuan", 1, 100, 100)
+    if 100 % per_yuan:
+        raise InputError(f"policy: points_payment.points_per_yuan must divide 100 (one point "
+                         f"is whole fen): 1, 2, 4, 5, 10, 20, 25, 50 or 100, got {per_yuan}")
+    kinds = r.get("kinds", ["kiosk"])
+    if (not isinstance(kinds, list) or not kinds
+            or any(k not in ("kiosk", "wash") for k in kinds)):
+        raise InputError(f"policy: points_payment.kinds must list \"kiosk\" and/or \"wash\", "
+                         f"got {json.dumps(kinds)}")
+    out = PointsPayment(enabled, per_yuan, r.integer("max_share_pct", 1, 100, 50),
+                        r.integer("min_points", 1, 1_000_000, 1),
+                        r.choice("short", ("partial", "deny"), "partial"), tuple(kinds))
+    r.done()
+    return out
 
 
 def _referral_section(top: _Reader, legacy_points: int) -> Referral:

@@ -33,7 +33,7 @@ SALE_KINDS = ("kiosk", "wash")
 STATES = ("armed", "paid", "cancelled", "expired", "denied")
 
 _COLS = ("id", "device_id", "amount_fen", "service", "items", "text", "state", "created_at",
-         "expires_at", "settled_at", "tap_id", "reason", "result", "actor")
+         "expires_at", "settled_at", "tap_id", "reason", "result", "actor", "points")
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,8 @@ class Sale:
     id: int
     amount_fen: int
     service: int
+    #: Points asked to pay part of it: 0 none, -1 as many as allowed, N (host/rules/pay_points.py).
+    points: int = 0
 
 
 def sale_text(amount_fen: int, label: str = "") -> str:
@@ -88,13 +90,37 @@ def price(policy: Policy, kind: str, *, amount_fen: int | None, items: list[dict
     return total, priced, 0, label
 
 
+def points_request(policy: Policy, kind: str, points: str | int | None) -> int:
+    """A sale's ``points`` field as stored: 0 (None: no points), -1 (``"max"``) or a number
+    of points; InputError when paying with points is off for ``kind`` or the number is below
+    the policy's ``min_points``."""
+    if points is None:
+        return 0
+    pp = policy.points_payment
+    if not pp.enabled or kind not in pp.kinds:
+        raise InputError(f"paying with points is not on for {kind} readers (policy "
+                         "points_payment)")
+    if points == "max":
+        return -1
+    if isinstance(points, bool) or not isinstance(points, int) or not (
+            pp.min_points <= points <= 100_000_000):
+        raise InputError(f"points must be \"max\" or a number of points from "
+                         f"{pp.min_points}, got {points!r}")
+    return points
+
+
 def arm(conn: sqlite3.Connection, policy: Policy, device_id: str, *, amount_fen: int | None,
         items: list[dict[str, Any]], service: int, timeout_s: int, key: str | None,
-        actor: str, ts: int) -> dict[str, Any]:
+        actor: str, ts: int, points: str | int | None = None) -> dict[str, Any]:
     """Arm a sale on ``device_id`` (inside the caller's transaction); returns the sale with
-    ``replayed``. Conflict when the reader has an armed sale; NotFound for an unknown reader."""
-    canon = idempotent.canonical({"device_id": device_id, "amount_fen": amount_fen,
-                                  "items": items, "service": service, "timeout_s": timeout_s})
+    ``replayed``. ``points``: pay part of it with points (``"max"`` or a number; see
+    :func:`points_request`). Conflict when the reader has an armed sale; NotFound for an
+    unknown reader."""
+    args = {"device_id": device_id, "amount_fen": amount_fen, "items": items,
+            "service": service, "timeout_s": timeout_s}
+    if points is not None:
+        args["points"] = points
+    canon = idempotent.canonical(args)
     first = idempotent.recall(conn, key, "sale", canon)
     if first is not None:
         return {**get(conn, first["sale_id"]), "replayed": True}
@@ -107,6 +133,7 @@ def arm(conn: sqlite3.Connection, policy: Policy, device_id: str, *, amount_fen:
         raise InputError(f"timeout_s must be 1..{MAX_TIMEOUT_S}")
     amount, priced, service, label = price(policy, row[0], amount_fen=amount_fen, items=items,
                                            service=service)
+    want = points_request(policy, row[0], points)
     expire(conn, ts, device_id)
     busy = conn.execute("SELECT id FROM sales WHERE device_id = ? AND state = 'armed'",
                         (device_id,)).fetchone()
@@ -114,9 +141,9 @@ def arm(conn: sqlite3.Connection, policy: Policy, device_id: str, *, amount_fen:
         raise Conflict(f"device {device_id} already has sale {busy[0]} armed: cancel it first")
     cur = conn.execute(
         "INSERT INTO sales (device_id, amount_fen, service, items, text, state, created_at,"
-        " expires_at, actor) VALUES (?,?,?,?,?, 'armed', ?,?,?)",
+        " expires_at, actor, points) VALUES (?,?,?,?,?, 'armed', ?,?,?,?)",
         (device_id, amount, service, json.dumps(priced, ensure_ascii=False),
-         sale_text(amount, label), ts, ts + timeout_s, actor))
+         sale_text(amount, label), ts, ts + timeout_s, actor, want))
     sale_id = int(cur.lastrowid)
     idempotent.remember(conn, key, "sale", canon, {"sale_id": sale_id}, ts)
     return {**get(conn, sale_id), "replayed": False}
@@ -186,7 +213,7 @@ def end_for_device(conn: sqlite3.Connection, device_id: str, ts: int, reason: st
 
 def for_tap(conn: sqlite3.Connection, device_id: str, ts: int) -> Sale | None:
     """The reader's armed sale a tap at ``ts`` would pay (an expired one is marked so)."""
-    row = conn.execute("SELECT id, amount_fen, service, expires_at FROM sales WHERE "
+    row = conn.execute("SELECT id, amount_fen, service, expires_at, points FROM sales WHERE "
                        "device_id = ? AND state = 'armed'", (device_id,)).fetchone()
     if row is None:
         return None
@@ -194,7 +221,7 @@ def for_tap(conn: sqlite3.Connection, device_id: str, ts: int) -> Sale | None:
         conn.execute("UPDATE sales SET state = 'expired', settled_at = ? WHERE id = ?",
                      (ts, row[0]))
         return None
-    return Sale(row[0], row[1], row[2])
+    return Sale(row[0], row[1], row[2], row[4])
 
 
 def settle(conn: sqlite3.Connection, sale_id: int, tap_id: int, ts: int,
@@ -216,4 +243,5 @@ def get(conn: sqlite3.Connection | Any, sale_id: int) -> dict[str, Any]:
     out = dict(zip(_COLS, row))
     out["items"] = json.loads(out["items"])
     out["result"] = json.loads(out["result"]) if out["result"] else None
+    out["points"] = {0: None, -1: "max"}.get(out["points"], out["points"])
     return out

@@ -56,9 +56,10 @@ class SaleDesk:
     def arm(self, device_id: str, *, amount_fen: int | None = None,
             items: list[dict[str, Any]] | None = None, service: int = 0,
             timeout_s: int = rules.DEFAULT_TIMEOUT_S, key: str | None = None,
-            actor: str = "") -> dict[str, Any]:
+            actor: str = "", points: str | int | None = None) -> dict[str, Any]:
         """Arm a sale on an online reader and show it there; returns the sale (``replayed``
-        True for a retried request, which shows the sale again while it is armed)."""
+        True for a retried request, which shows the sale again while it is armed).
+        ``points``: pay part of it with points (``host.rules.sales.points_request``)."""
         st = self.registry.device(device_id)
         if st is None:
             raise NotFound(f"unknown device {device_id!r}")
@@ -70,7 +71,7 @@ class SaleDesk:
         policy = self.writer.engine.policy
         sale = self._write(lambda conn, ts: rules.arm(
             conn, policy, device_id, amount_fen=amount_fen, items=list(items or []),
-            service=service, timeout_s=timeout_s, key=key, actor=actor, ts=ts))
+            service=service, timeout_s=timeout_s, key=key, actor=actor, ts=ts, points=points))
         if sale["state"] == "armed":
             self._show(st, sale)
         if not sale["replayed"]:

@@ -536,6 +536,25 @@ CREATE TABLE fleet_updates (
 );
 CREATE INDEX fleet_updates_state ON fleet_updates(state);
 """),
+    # Paying part of a sale with points (issue 16, host/rules/pay_points.py): what the sale
+    # asks for (0 none, -1 as many as the rules allow, N points) and, per tap that paid with
+    # points, the points and the fen they paid (the daily report's points column; verify
+    # checks the points against the tap's ledger rows). Append-only.
+    (19, "points payment: the points request of a sale, the points each tap paid with", """
+ALTER TABLE sales ADD COLUMN points INTEGER NOT NULL DEFAULT 0 CHECK (points >= -1);
+CREATE TABLE tap_points (
+    tap_id INTEGER PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    member_id INTEGER NOT NULL REFERENCES members(id),
+    points INTEGER NOT NULL CHECK (points > 0),
+    fen INTEGER NOT NULL CHECK (fen > 0)
+);
+CREATE INDEX tap_points_ts ON tap_points(ts);
+CREATE TRIGGER tap_points_no_update BEFORE UPDATE ON tap_points
+BEGIN SELECT RAISE(ABORT, 'tap_points is append-only'); END;
+CREATE TRIGGER tap_points_no_delete BEFORE DELETE ON tap_points
+BEGIN SELECT RAISE(ABORT, 'tap_points is append-only'); END;
+"""),
 ]
 
 def default_db_path() -> str:

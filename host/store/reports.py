@@ -7,6 +7,7 @@ Indicators (definitions used everywhere):
 - revenue: cash in (top-ups + pass sales sold for cash) minus refunds (a reversed refund
   cancels its cash out; a cancelled cash-paid pass refunds as a refund); consumption is what
   taps charged to stored value (it is not new revenue, the top-up already was);
+  points_paid_fen is the part of sales paid with points (``tap_points``, voided taps left out);
   pass_sales_from_balance is stored value spent on passes, net of pass refunds to balance.
 - activity rate: members with at least one granted tap in the period / all members.
 - repurchase rate: members with two or more paid purchases (balance taps, pass sales) in the
@@ -76,6 +77,8 @@ def _period(db: sqlite_utils.Database, t0: int, t1: int) -> dict[str, Any]:
         "repurchase_rate": _rate(buyers[1] or 0, buyers[0] or 0),
         "points_issued": issued, "points_redeemed": redeemed,
         "points_redemption_rate": _rate(redeemed, issued),
+        "points_paid_fen": q("SELECT sum(fen) FROM tap_points WHERE ts >= ? AND ts < ? AND "
+                             "tap_id NOT IN (SELECT tap_id FROM tap_voids)"),
     }
 
 

@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse
 
 from host.web import console, errors
 from host.web.context import WebContext
-from host.web.routes import cards, events, kiosk, members, sales
+from host.web.routes import campaigns, cards, coupons, events, kiosk, members, sales
 
 API_VERSION = "1"
 PREFIX = "/v1"
@@ -33,7 +33,7 @@ def create_app(ctx: WebContext) -> FastAPI:
                   openapi_url=f"{PREFIX}/openapi.json", docs_url=None, redoc_url=None)
     app.state.ctx = ctx
     errors.install(app)
-    for module in (members, cards, events, sales):
+    for module in (members, coupons, cards, events, sales, campaigns):
         app.include_router(module.router, prefix=PREFIX)
     app.include_router(kiosk.router)
     page = _docs_page()

@@ -78,17 +78,21 @@ class WebContext:
     _streams: set[Subscription] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def write(self, actor: Actor, op: Callable[[Admin], dict[str, Any]]) -> dict[str, Any]:
+        """Run ``op(Admin)`` on the writer thread, as ``actor``, and return its result."""
+        future = self.writer.call(lambda db: op(Admin(db, self.policy,
+                                                      actor=f"api:{actor.name}")))
+        try:
+            return future.result(self.write_timeout_s)
+        except FutureTimeout:
+            raise WriteTimeout("the database writer did not answer in time; retry with the "
+                               "same Idempotency-Key") from None
+
     def sale(self, actor: Actor, kind: str, member_id: int,
              op: Callable[[Admin], dict[str, Any]]) -> dict[str, Any]:
         """Run ``op(Admin)`` on the writer thread and return its result; a first (not
         replayed) result is published as a ``sale`` event of ``kind``."""
-        future = self.writer.call(lambda db: op(Admin(db, self.policy,
-                                                      actor=f"api:{actor.name}")))
-        try:
-            result = future.result(self.write_timeout_s)
-        except FutureTimeout:
-            raise WriteTimeout("the database writer did not answer in time; retry with the "
-                               "same Idempotency-Key") from None
+        result = self.write(actor, op)
         if not result.get("replayed"):
             self.bus.publish("sale", {"kind": kind, "member_id": member_id,
                                       "token": actor.name,

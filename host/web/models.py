@@ -4,6 +4,8 @@ request bodies refuse unknown fields and non-integer amounts (HTTP 422)."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 
@@ -133,18 +135,22 @@ class SaleItemIn(_In):
 
 class SaleIn(_In):
     """Exactly one of: ``amount_fen`` (kiosk), ``items`` (products), ``service`` (a wash
-    program). ``timeout_s``: seconds the sale stays armed (default 60)."""
+    program). ``timeout_s``: seconds the sale stays armed (default 60). ``points``: pay part
+    of it with points, ``"max"`` (as many as the policy allows) or a number of points."""
 
     amount_fen: StrictInt | None = Field(None, ge=1)
     items: list[SaleItemIn] = Field(default_factory=list, max_length=20)
     service: StrictInt = Field(0, ge=0, le=255)
     timeout_s: StrictInt = Field(60, ge=1, le=3600)
+    points: Literal["max"] | StrictInt | None = None
 
 
 class SaleOut(BaseModel):
-    """A sale on a reader: ``state`` armed, paid, cancelled, expired or denied; ``result``
-    (once a tap settled it): verdict, reason, text, charged_fen, points_earned, balance_fen,
-    points, member_id."""
+    """A sale on a reader: ``state`` armed, paid, cancelled, expired or denied; ``points``
+    what was asked to be paid with points (null, "max" or a number); ``result`` (once a tap
+    settled it): verdict, reason, text, charged_fen (stored value), points_paid and
+    points_paid_fen (the part paid with points), points_earned, balance_fen, points,
+    member_id."""
 
     id: int
     device_id: str
@@ -159,6 +165,7 @@ class SaleOut(BaseModel):
     tap_id: int | None = None
     reason: str | None = None
     result: dict | None = None
+    points: str | int | None = None
 
 
 class ProductOut(BaseModel):
@@ -170,3 +177,58 @@ class ProductOut(BaseModel):
 
 class ProductList(BaseModel):
     products: list[ProductOut]
+
+
+class CouponOut(BaseModel):
+    """A member's coupon: ``state`` open, used or expired; ``off_fen`` (amount off) or
+    ``off_pct`` (percent off); ``covers`` what it pays for ("all" for everything);
+    ``expires_at`` unix seconds."""
+
+    id: int
+    template: str
+    kind: str
+    off_fen: int | None = None
+    off_pct: int | None = None
+    min_spend_fen: int
+    covers: str
+    item: str | None = None
+    expires_at: int
+    source: str
+    state: str
+
+
+class CouponList(BaseModel):
+    coupons: list[CouponOut]
+
+
+class CouponIn(_In):
+    """A coupon of a policy template (``tapkiosk coupon templates``)."""
+
+    template: str = Field(..., min_length=1, max_length=64)
+
+
+class CouponIssued(BaseModel):
+    coupon_id: int
+    member_id: int
+    template: str
+    kind: str
+    expires_at: int
+
+
+class CampaignOut(BaseModel):
+    """A campaign of the policy: its window (site dates, inclusive), whether it is on today,
+    and what it changes."""
+
+    name: str
+    starts: str
+    ends: str
+    kinds: list[str]
+    active: bool
+    points_multiplier: int
+    extra_discount_pct: int
+    ladder: list[dict]
+    coupon: str | None = None
+
+
+class CampaignList(BaseModel):
+    campaigns: list[CampaignOut]

@@ -6,9 +6,9 @@ look at scopes: they name an *action* and :func:`check` decides, from :data:`RUL
 
 | scope     | may                                                                  |
 |-----------|----------------------------------------------------------------------|
-| `members` | read members and cards (look-ups by id, card UID, phone)             |
+| `members` | read members and cards (look-ups by id, card UID, phone), a member's coupons, the campaigns |
 | `sales`   | what `members` may, plus top-ups, pass sales, points redemptions, sales on readers (arm, read, cancel; the kiosk screen), and the event stream |
-| `admin`   | everything, including refunds (cash paid out)                       |
+| `admin`   | everything, including refunds (cash paid out) and issuing coupons    |
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ RULES: dict[str, frozenset[str]] = {
     "sales.read": frozenset({"sales", "admin"}),
     "events.read": frozenset({"sales", "admin"}),
     "refunds.write": frozenset({"admin"}),
+    # Coupons are issued by the policy's rules or by a manager (issue 16): admin tokens only.
+    "coupons.issue": frozenset({"admin"}),
 }
 
 if not all(rule <= set(SCOPES) for rule in RULES.values()):

@@ -17,14 +17,15 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from host.errors import HostError
-from host.web.console import auth, dashboard, devices, members, reports, staff_pages
+from host.web.console import (auth, dashboard, devices, members, programme, reports,
+                                staff_pages)
 from host.web.console.core import Console, ConsoleConfig, error_page, gate, host_error
 from host.web.context import WebContext
 
 #: Where the daemon's web server mounts the console.
 PREFIX = "/console"
 #: The page modules, each with its ``router``.
-PAGES = (auth, dashboard, members, reports, devices, staff_pages)
+PAGES = (auth, dashboard, members, programme, reports, devices, staff_pages)
 
 
 def create_console(ctx: WebContext, config: ConsoleConfig | None = None) -> FastAPI:

@@ -61,6 +61,15 @@ ZH: dict[str, str] = {
         "从现在起旧密钥将被拒绝：请用 tools/flash.py 和站点数据库重新配置读卡器，新密钥会写入板子：",
     "Already applied: this form was posted before. The key was shown on the first answer; "
     "if it is lost, rotate again.": "已处理过：此表单之前已提交。密钥只在第一次显示；如已丢失，请再次更换。",
+    # The membership programme (host/web/console/programme.py).
+    "Coupons": "优惠券", "Coupon": "优惠券", "Template": "券种", "Value": "面值",
+    "Covers": "适用", "Valid until": "有效期至", "State": "状态", "Issue coupon": "发券",
+    "open": "可用", "used": "已使用", "amount_off": "满减", "percent_off": "折扣券",
+    "free_service": "免费券", "gift_item": "礼品券", "Campaigns": "活动", "From": "开始",
+    "To": "结束", "Applies to": "适用于", "Changes": "内容", "running": "进行中", "not running": "未进行",
+    "No campaigns in the policy": "策略中没有活动",
+    "Campaigns are set in the site policy; this page only shows them.":
+        "活动在站点策略中设置，本页仅供查看。",
 }
 
 

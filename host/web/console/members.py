@@ -15,7 +15,7 @@ from fastapi.responses import Response
 from host.errors import InputError, NotFound
 from host.money import parse_yuan
 from host.store import frontdesk
-from host.web.console import actions
+from host.web.console import actions, programme
 from host.web.console.core import console, need, redirect, render
 from host.web.console.permissions import StaffActor
 
@@ -51,10 +51,12 @@ def member_page(request: Request, member_id: int = MemberId,
     db = ctx.read_db()
     try:
         m = frontdesk.member_detail(db, member_id)
+        coupons = programme.member_coupons(db, ctx.policy, member_id)
     finally:
         db.conn.close()
     return render(request, "member.html", m=m, plans=sorted(ctx.policy.plans),
-                  tiers=list(ctx.policy.tiers), key=actions.new_form_key)
+                  tiers=list(ctx.policy.tiers), key=actions.new_form_key,
+                  coupons=coupons, coupon_templates=sorted(ctx.policy.coupon_templates))
 
 
 def _receipt(request: Request, actor: StaffActor, kind: str, member_id: int,

@@ -7,8 +7,8 @@ an *action*; :func:`check` decides from :data:`RULES` alone. Templates never dec
 
 | role       | may                                                                       |
 |------------|---------------------------------------------------------------------------|
-| cashier    | dashboard; find members; enrol, replace, block cards; top-ups, passes, points |
-| manager    | what a cashier may, plus refunds, reversals, tier and status edits, reports, staff, audit log |
+| cashier    | dashboard; find members; enrol, replace, block cards; top-ups, passes, points; campaigns |
+| manager    | what a cashier may, plus refunds, reversals, tier and status edits, issuing coupons, reports, staff, audit log |
 | technician | dashboard; devices and their health; device settings, config pushes, key rotation |
 """
 
@@ -52,6 +52,8 @@ RULES: dict[str, frozenset[str]] = {
     "reports.read": frozenset({"manager"}),
     "staff.manage": frozenset({"manager"}),
     "audit.read": frozenset({"manager"}),
+    "coupons.issue": frozenset({"manager"}),
+    "campaigns.read": _FRONT,
     "devices.read": frozenset({"technician"}),
     "devices.write": frozenset({"technician"}),
 }

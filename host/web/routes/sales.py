@@ -39,7 +39,7 @@ async def arm(device_id: str, body: SaleIn, response: Response, actor: Actor = _
     items = [i.model_dump() for i in body.items]
     sale = await anyio.to_thread.run_sync(lambda: ctx.desk().arm(
         device_id, amount_fen=body.amount_fen, items=items, service=body.service,
-        timeout_s=body.timeout_s, key=key, actor=actor.name))
+        timeout_s=body.timeout_s, key=key, actor=actor.name, points=body.points))
     return replayed(response, sale)
 
 

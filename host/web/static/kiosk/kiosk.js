@@ -19,6 +19,8 @@
   const cart = new Map();
   let products = [];
   let current = null;
+  // "Use my points": the next sale asks to pay part with points (policy [points_payment]).
+  let usePoints = false;
 
   const hash = new URLSearchParams(location.hash.slice(1));
   if (hash.get("token")) {
@@ -84,7 +86,9 @@
     for (const [product, qty] of cart) if (qty) items.push({ product, qty });
     const key = newKey();
     try {
-      current = await api("POST", "/devices/" + device + "/sales", { items }, key);
+      const body = { items };
+      if (usePoints) body.points = "max";      // as many as the site's policy allows
+      current = await api("POST", "/devices/" + device + "/sales", body, key);
     } catch (e) {
       el("error").textContent = e.message;
       render();
@@ -116,6 +120,10 @@
       title = "支付成功 Paid " + fen(r.charged_fen || 0);
       detail = "余额 Balance " + fen(r.balance_fen || 0) + " · +" + (r.points_earned || 0) +
         " 积分 points";
+      if (r.points_paid) {
+        detail = "积分 " + r.points_paid + " 抵 Points paid " + fen(r.points_paid_fen) +
+          " · " + detail;
+      }
     } else {
       const why = sale.state === "expired" ? "expired_sale" : (sale.reason || sale.state);
       title = REASONS[why] || why;
@@ -128,9 +136,15 @@
     show("result");
     current = null;
     cart.clear();
+    setUsePoints(false);
     setTimeout(() => { if (!current) { render(); show("menu"); } }, RESULT_MS);
   }
 
+  function setUsePoints(on) {
+    usePoints = on;
+    el("use-points").setAttribute("aria-pressed", on ? "true" : "false");
+  }
+  el("use-points").onclick = () => setUsePoints(!usePoints);
   el("pay").onclick = pay;
   el("clear").onclick = () => { cart.clear(); render(); };
   el("cancel").onclick = async () => {
