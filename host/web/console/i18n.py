@@ -62,7 +62,7 @@ ZH: dict[str, str] = {
     "Already applied: this form was posted before. The key was shown on the first answer; "
     "if it is lost, rotate again.": "已处理过：此表单之前已提交。密钥只在第一次显示；如已丢失，请再次更换。",
     "Revenue by day": "每日营收", "Taps by hour": "分时段刷卡", "last 7 days to": "近 7 天，截至",
-    "Member rates, last 30 days": "会员指标（近 30 天）", "Activity": "活跃率",
+    "Member rates": "会员指标", "Activity": "活跃率",
     "Repurchase": "复购率", "Points redemption": "积分兑换率", "total": "合计",
 }
 
