@@ -2,8 +2,8 @@
 """The reports page over an in-process client (real database, Writer and rules engine):
 taps made at 09:xx and 14:xx land in those bars of the taps-by-hour chart; the rates chart
 shows the CLI member report's rates; each report downloads as the CLI's ``--csv`` writes it
-(money in yuan, spreadsheet formulas defused); only managers see any of it; the page is in
-zh-CN with an English switch. ``taps_by_hour`` places taps in their local hour across a
+(money in yuan, spreadsheet formulas defused); report text is escaped; only managers see
+any of it; the page is in zh-CN with an English switch. ``taps_by_hour`` places taps in their local hour across a
 daylight-saving change and in a half-hour time zone."""
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from host.rules.engine import Engine, Tap
 from host.store.db import open_db
 from host.store.reports import taps_by_hour
 from host.web.console.i18n import ZH
+from host.web.console.reports import RATES
 from console_support import UID, ConsoleSite
 from site_support import UID as SITE_UID
 from site_support import make_site
@@ -160,6 +161,17 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_defused(console_site: Consol
         '\'=HYPERLINK("http://x","y")']
 
 
+def test_report_text_is_escaped_on_the_page(console_site: ConsoleSite) -> None:
+    db = open_db(console_site.path)
+    try:  # a tier the policy does not know, as an old site may hold
+        db.execute("UPDATE members SET tier = ?", ["<script>alert(1)</script>"])
+        db.conn.commit()
+    finally:
+        db.conn.close()
+    page = _manager(console_site).get("/console/reports").text
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
 @pytest.mark.parametrize("who", ["alice", "tom"])
 def test_reports_are_for_managers_only(console_site: ConsoleSite, who: str) -> None:
     c = console_site.client()
@@ -167,9 +179,8 @@ def test_reports_are_for_managers_only(console_site: ConsoleSite, who: str) -> N
     for url in ("/console/reports", *(f"/console/reports/{n}.csv" for n in CSV_NAMES)):
         r = c.get(url)
         assert r.status_code == 403 and "text/csv" not in r.headers["content-type"], url
-    anonymous = console_site.client()
-    r = anonymous.get("/console/reports/daily.csv")
-    assert r.status_code != 200 and "text/csv" not in r.headers.get("content-type", "")
+    r = console_site.client().get("/console/reports/daily.csv")  # anonymous
+    assert r.status_code == 303 and r.headers["location"] == "/console/login"
 
 
 def test_page_is_zh_cn_with_an_english_switch(console_site: ConsoleSite) -> None:
@@ -181,7 +192,8 @@ def test_page_is_zh_cn_with_an_english_switch(console_site: ConsoleSite) -> None
     folder = resources.files("host.web.console").joinpath("templates")
     texts = {m for f in ("reports.html", "_chart.html")
              for m in re.findall(r't\("([^"]+)"\)', folder.joinpath(f).read_text())}
-    assert texts and sorted(texts - set(ZH)) == []
+    texts |= {label for _, label in RATES}
+    assert "Revenue by day" in texts and sorted(texts - set(ZH)) == []
 
 
 def _hours_of(tz: str, *times: datetime) -> dict[int, int]:
