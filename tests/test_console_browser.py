@@ -157,7 +157,8 @@ def test_front_desk_walkthrough(console_site: ConsoleSite, server: WebServer, br
 
     # Reports, with their charts.
     manager.goto(f"{base}/console/reports")
-    assert manager.query_selector("svg.chart rect") is not None
+    for chart in ("chart-revenue", "chart-hours", "chart-rates"):
+        assert manager.query_selector(f"svg#{chart} rect") is not None, chart
     manager.screenshot(path=str(ARTEFACTS / "reports.png"), full_page=True)
 
     # The audit log lists these actions with the staff names.

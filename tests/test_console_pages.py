@@ -1,13 +1,11 @@
-# Runs on CPython (pytest): the console's pages and forms do what they say — search, member actions, reports, devices, staff.
+# Runs on CPython (pytest): the console's pages and forms do what they say — search, member actions, devices, staff.
 """Every page and form of the staff console over an in-process client (real database and
 Writer): search by name, phone tail and id; redeem, card enrol/replace/block, tier edit and
-reversal; reports with SVG charts and CSV; the technician's devices page; staff accounts made
-in the console; the live feed's event stream ends with the session."""
+reversal; the technician's devices page; staff accounts made in the console; the live
+feed's event stream ends with the session. The reports page: test_console_reports.py."""
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 
 from host.store.db import open_db
@@ -85,18 +83,6 @@ def test_refused_action_shows_the_reason(console_site: ConsoleSite) -> None:
     r = c.post(f"{url}/topup", data={"receipt": "Q2", "amount": "2", "csrf_token": token})
     assert r.status_code == 409  # the same receipt number for another amount
     assert console_site.db_value("SELECT principal_fen FROM members")[0] == 10100
-
-
-def test_reports_chart_and_csv(console_site: ConsoleSite) -> None:
-    c = console_site.client()
-    console_site.login(c, "bob")
-    page = c.get("/console/reports").text
-    assert page.count("<svg") == 2 and "<rect" in page
-    r = c.get("/console/reports/daily.csv")
-    rows = list(csv.DictReader(io.StringIO(r.text)))
-    assert r.headers["content-type"].startswith("text/csv") and len(rows) == 7
-    assert rows[-1]["topups_fen"] == "10000"
-    assert c.get("/console/reports/nothing.csv").status_code == 404
 
 
 def test_devices_page_for_technicians(console_site: ConsoleSite) -> None:

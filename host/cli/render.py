@@ -4,11 +4,11 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from datetime import datetime, tzinfo
 from typing import Any, TextIO
 
+from host.csvrows import csv_cell, write_csv  # noqa: F401  (re-exported: the CLI's CSV)
 from host.money import format_fen
 
 
@@ -68,29 +68,3 @@ def table(rows: list[dict[str, Any]], out: TextIO, tz: tzinfo, indent: str = "")
     out.write(indent + "  ".join(h.ljust(w) for h, w in zip(heads, widths)).rstrip() + "\n")
     for row in cells:
         out.write(indent + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
-
-
-#: A text cell starting with one of these is read as a formula by spreadsheets.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_cell(key: str, v: Any) -> Any:
-    """One CSV cell: money in yuan; text that a spreadsheet would run as a formula
-    (``=``, ``+``, ``-``, ``@``, tab, CR first) prefixed with ``'`` (OWASP CSV injection)."""
-    if key.endswith("_fen") and isinstance(v, int) and not isinstance(v, bool):
-        return format_fen(v)
-    if isinstance(v, str) and v.startswith(_FORMULA_START):
-        return "'" + v
-    return v
-
-
-def write_csv(rows: list[dict[str, Any]], out: TextIO) -> None:
-    """Rows as CSV with a header (money in yuan); nothing when empty. The columns are every
-    key of any row, in first-seen order (a total row may carry more)."""
-    if not rows:
-        return
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    w = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: csv_cell(k, v) for k, v in r.items()})

@@ -1,4 +1,4 @@
-# Runs on CPython (host): operator reports (daily, members, devices, dormant), read-only.
+# Runs on CPython (host): operator reports (daily, taps by hour, members, devices, dormant), read-only.
 """Reports over the store. Read-only; every function returns a list of flat dicts (one per
 row) so the CLI can print them as a table, JSON or CSV.
 
@@ -90,6 +90,30 @@ def daily(db: sqlite_utils.Database, policy: Policy, last_day: date, days: int =
         day = last_day - timedelta(days=i)
         t0, t1 = _day_bounds(day, policy)
         rows.append({"date": day.isoformat(), **_period(db, t0, t1)})
+    return rows
+
+
+#: Seconds per bucket of :func:`taps_by_hour`: every time zone's offset is a multiple of it.
+_QUARTER_S = 900
+
+
+def taps_by_hour(db: sqlite_utils.Database, policy: Policy, last_day: date, days: int = 7
+                 ) -> list[dict[str, Any]]:
+    """24 rows, one per site-local hour of the day (0-23): the taps (all, as ``daily``
+    counts them) and the granted ones (voided taps excluded) over the ``days`` site-local
+    days ending with ``last_day``. The SQL groups by quarter-hour (integer division of the
+    stored seconds, no date functions) and each quarter is placed in its local hour here, so
+    a daylight-saving change or a half-hour offset lands every tap in the right hour."""
+    t0 = _day_bounds(last_day - timedelta(days=days - 1), policy)[0]
+    t1 = _day_bounds(last_day, policy)[1]
+    rows = [{"hour": h, "taps": 0, "granted": 0} for h in range(24)]
+    for quarter, taps, granted in db.execute(
+            f"SELECT ts / {_QUARTER_S}, count(*), coalesce(sum(CASE WHEN verdict = 'grant' AND "
+            f"{_NOT_VOIDED} THEN 1 ELSE 0 END), 0) FROM taps WHERE ts >= ? AND ts < ? "
+            f"GROUP BY ts / {_QUARTER_S}", (t0, t1)):
+        row = rows[datetime.fromtimestamp(quarter * _QUARTER_S, policy.tz).hour]
+        row["taps"] += taps
+        row["granted"] += granted
     return rows
 
 

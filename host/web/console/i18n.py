@@ -70,6 +70,9 @@ ZH: dict[str, str] = {
     "No campaigns in the policy": "策略中没有活动",
     "Campaigns are set in the site policy; this page only shows them.":
         "活动在站点策略中设置，本页仅供查看。",
+    "Revenue by day": "每日营收", "Taps by hour": "分时段刷卡", "last 7 days to": "近 7 天，截至",
+    "Member rates": "会员指标", "Activity": "活跃率",
+    "Repurchase": "复购率", "Points redemption": "积分兑换率", "total": "合计",
 }
 
 

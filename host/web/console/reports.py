@@ -1,75 +1,87 @@
-# Runs on CPython (host): reports pages (daily, members, devices) with inline SVG charts and CSV.
-"""``GET /reports`` renders the three reports of ``host.store.reports``; ``GET
-/reports/{name}.csv`` downloads one. Charts are drawn here as inline SVG (no script)."""
+# Runs on CPython (host): the reports page (daily, taps by hour, members, devices) with SVG charts and CSV.
+"""``GET /reports`` renders the reports of ``host.store.reports`` with three charts (revenue
+by day, taps by hour, the members' activity / repurchase / points redemption rates);
+``GET /reports/{name}.csv`` downloads one report as the CLI's ``--csv`` writes it."""
 
 from __future__ import annotations
 
-import csv
 import io
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import sqlite_utils
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from host.csvrows import write_csv
 from host.errors import NotFound
+from host.money import format_fen
+from host.rules.policy import Policy
 from host.store import reports as store_reports
+from host.web.console.charts import bar_chart, percent
 from host.web.console.core import console, need, render
 from host.web.console.permissions import StaffActor
 
 router = APIRouter(prefix="/reports")
-NAMES = ("daily", "members", "devices")
+#: Site-local days of the daily report and of the taps-by-hour chart (today the last).
+DAYS = 7
+Read = Callable[[sqlite_utils.Database, Policy, datetime], list[dict[str, Any]]]
+#: Every report of the page, by the name of its CSV download.
+READS: dict[str, Read] = {
+    "daily": lambda db, pol, now: store_reports.daily(db, pol, now.date(), DAYS),
+    "hours": lambda db, pol, now: store_reports.taps_by_hour(db, pol, now.date(), DAYS),
+    "members": lambda db, pol, now: store_reports.members(db, pol, now),
+    "devices": lambda db, pol, now: store_reports.devices(db, pol, now),
+}
+#: The rates charted, from the member report's total row: (column, label).
+RATES = (("activity_rate", "Activity"), ("repurchase_rate", "Repurchase"),
+         ("points_redemption_rate", "Points redemption"))
 
 
-def _rows(request: Request, name: str) -> list[dict[str, Any]]:
+def _read(request: Request, names: tuple[str, ...]) -> tuple[datetime, dict[str, Any]]:
+    """The reports ``names`` on one read-only connection, and the time they were read."""
     ctx = console(request).ctx
     now = datetime.now(ctx.policy.tz)
     db = ctx.read_db()
     try:
-        if name == "daily":
-            return store_reports.daily(db, ctx.policy, now.date(), 7)
-        if name == "members":
-            return store_reports.members(db, ctx.policy, now)
-        if name == "devices":
-            return store_reports.devices(db, ctx.policy, now)
+        return now, {name: READS[name](db, ctx.policy, now) for name in names}
     finally:
         db.conn.close()
-    raise NotFound(f"no report {name!r} (reports: {', '.join(NAMES)})")
 
 
-def bar_chart(labels: list[str], values: list[int], width: int = 560, height: int = 160
-              ) -> dict[str, Any]:
-    """Bars of ``values`` (non-negative), for the ``chart`` template macro."""
-    top = max([v for v in values if v > 0] or [1])
-    slot = width / max(1, len(values))
-    bars = []
-    for i, (label, v) in enumerate(zip(labels, values)):
-        h = round((height - 30) * max(v, 0) / top)
-        bars.append({"x": round(i * slot + slot * 0.15), "w": round(slot * 0.7),
-                     "y": height - 20 - h, "h": h, "label": label, "value": v,
-                     "tx": round(i * slot + slot / 2)})
-    return {"width": width, "height": height, "bars": bars}
+def charts(daily: list[dict[str, Any]], hours: list[dict[str, Any]],
+           members: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The page's three charts, from its reports."""
+    total = members[-1]
+    return {
+        "revenue": bar_chart([d["date"][5:] for d in daily], [d["revenue_fen"] for d in daily],
+                             format_fen, width=330),
+        "hours": bar_chart([f"{h['hour']:02d}" for h in hours], [h["taps"] for h in hours],
+                           width=430, label_every=3),
+        "rates": bar_chart([label for _, label in RATES], [total[k] for k, _ in RATES],
+                           percent, top=1.0, width=300),
+    }
 
 
 @router.get("")
 def reports_page(request: Request, actor: StaffActor = Depends(need("reports.read"))
                  ) -> Response:
-    daily = _rows(request, "daily")
-    chart = bar_chart([d["date"][5:] for d in daily], [d["revenue_fen"] for d in daily])
-    taps = bar_chart([d["date"][5:] for d in daily], [d["taps"] for d in daily])
-    return render(request, "reports.html", daily=daily, members=_rows(request, "members"),
-                  devices=_rows(request, "devices"), chart=chart, taps_chart=taps)
+    now, rep = _read(request, tuple(READS))
+    return render(request, "reports.html", today=now.date().isoformat(),
+                  charts=charts(rep["daily"], rep["hours"], rep["members"]),
+                  percent=percent, **rep)
 
 
 @router.get("/{name}.csv")
 def report_csv(request: Request, name: str,
                actor: StaffActor = Depends(need("reports.read"))) -> Response:
-    rows = _rows(request, name)
+    if name not in READS:
+        raise NotFound(f"no report {name!r} (reports: {', '.join(READS)})")
+    now, rep = _read(request, (name,))
     out = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rep[name], out)
+    filename = f"tapkiosk-{name}-{now.date().isoformat()}.csv"
     return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="{name}.csv"',
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"',
                              "Cache-Control": "no-store"})
