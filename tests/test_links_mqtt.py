@@ -57,7 +57,9 @@ def test_tap_retransmit_status(site, broker) -> None:
         assert len(decisions) == 3 and decisions[-1] == decisions[-2]
         assert tap_count(path, "kiosk-1") == 2
         assert d.metrics.value("tapkiosk_retransmits_total") >= 1
-        assert d.metrics.value("tapkiosk_taps_total", verdict="grant", reason="ok") == 2
+        # Counted on the reply thread once the DECISION went out: wait for it.
+        wait_until(lambda: d.metrics.value("tapkiosk_taps_total", verdict="grant",
+                                           reason="ok") == 2, what="taps counted")
         dev.transport.close(graceful=False)   # the broker publishes the LWT "offline"
         wait_until(lambda: d.metrics.value("tapkiosk_devices_online") == 0, what="LWT offline")
     finally:

@@ -76,11 +76,20 @@ class Taps:
         self.refusals = refusals
         self.metrics = metrics
         self.reader = reader
+        self._encoders: dict[str, tuple[DeviceState, Callable[[Tap, Decision], bytes]]] = {}
 
     def encoder(self, st: DeviceState) -> Callable[[Tap, Decision], bytes]:
-        """The DECISION encoder of the device's taps (run by the writer in the transaction)."""
-        return lambda tap, d: self.registry.encode(st, pk.DECISION,
-                                                   decision_fields(st.wire(tap.seq), d))
+        """The DECISION encoder of the device's taps (run by the writer in the transaction),
+        made once per device state."""
+        cached = self._encoders.get(st.device_id)
+        if cached is not None and cached[0] is st:
+            return cached[1]
+
+        def encode(tap: Tap, d: Decision) -> bytes:
+            return self.registry.encode(st, pk.DECISION, decision_fields(st.wire(tap.seq), d))
+
+        self._encoders[st.device_id] = (st, encode)
+        return encode
 
     def _enter(self, st: DeviceState, p: pk.Packet, send: Send, link: str
                ) -> gate_.Entry | None:
@@ -108,10 +117,11 @@ class Taps:
         send(reply)
 
     def _answer(self, st: DeviceState, p: pk.Packet, reply: bytes,
-                then: Callable[[], None]) -> None:
+                then: Callable[[float], None]) -> None:
         """The frame is decided: answer every copy received at once (on the thread that
-        committed it: a link's send never blocks), then ``then`` (count and log) on the
-        reply thread, which leaves the gate."""
+        committed it: a link's send never blocks), then ``then(sent)`` (count and log;
+        ``sent`` = ``time.perf_counter()`` once the answers went out) on the reply thread,
+        which leaves the gate."""
         try:
             for s in self.gate.finish(st, p, reply):
                 try:
@@ -121,11 +131,11 @@ class Taps:
         except BaseException:
             self.gate.done()
             raise
-        self.replies.put(partial(self._then_done, then))
+        self.replies.put(partial(self._then_done, then, time.perf_counter()))
 
-    def _then_done(self, then: Callable[[], None]) -> None:
+    def _then_done(self, then: Callable[[float], None], sent: float) -> None:
         try:
-            then()
+            then(sent)
         finally:
             self.gate.done()
 
@@ -191,11 +201,12 @@ class Taps:
             return
         d: Decision = fut.result()
         reply = d.reply or self.encoder(st)(tap, d)   # a tap stored before replies were
-        self._answer(st, p, reply, lambda: self._count_and_log(st, tap, d, link, t0, late))
+        self._answer(st, p, reply,
+                     lambda sent: self._count_and_log(st, tap, d, link, t0, late, sent))
 
     def _count_and_log(self, st: DeviceState, tap: Tap, d: Decision, link: str, t0: float,
-                       late: bool = False) -> None:
-        ms = (time.perf_counter() - t0) * 1000.0
+                       late: bool = False, sent: float | None = None) -> None:
+        ms = ((time.perf_counter() if sent is None else sent) - t0) * 1000.0
         self.publisher.decision(tap, d)
         if d.sale_id and not d.replayed and self.sales is not None:
             self.sales.settled(d.sale_id)
@@ -276,10 +287,10 @@ class Taps:
         d = fut.result()
         outcome = "repeat" if d.replayed else d.outcome
 
-        def count_and_log() -> None:
+        def count_and_log(sent: float) -> None:
             self.metrics.voids.labels(outcome).inc()
             log.info("void device=%s seq=%d tap_seq=%d outcome=%s balance=%d latency_ms=%.2f "
                      "link=%s%s", st.device_id, p.seq, tap_seq, outcome, d.balance_fen,
-                     (time.perf_counter() - t0) * 1000.0, link or "-", " late=1" if late else "")
+                     (sent - t0) * 1000.0, link or "-", " late=1" if late else "")
 
         self._answer(st, p, d.reply, count_and_log)

@@ -26,6 +26,8 @@ import ssl
 import sys
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -38,6 +40,7 @@ log = logging.getLogger("tapkiosk.mqtt")
 
 PREFIX = "tapkiosk/v1/"
 _QUEUE_MAX = 100_000
+_SENDERS_MAX = 4096
 
 
 def topic_device(topic: str, leaf: str) -> str | None:
@@ -73,6 +76,7 @@ class MqttLink:
         #: Messages put on the queue (paho's thread) and handled from it (the worker).
         self._queued = 0
         self._handled = 0
+        self._senders: dict[str, Callable[[bytes], None]] = {}
         self._stop = threading.Event()
         self._keepalive = keepalive
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
@@ -175,6 +179,16 @@ class MqttLink:
         """Publish a packet on the device's down topic (QoS 1)."""
         self.client.publish(PREFIX + device_id + "/down", packet, qos=1)
 
+    def _sender(self, device_id: str) -> Callable[[bytes], None]:
+        """The send function of a device's down topic, made once per device (at most
+        ``_SENDERS_MAX`` remembered: ids that are not registered must not grow it)."""
+        send = self._senders.get(device_id)
+        if send is None:
+            if len(self._senders) >= _SENDERS_MAX:
+                self._senders.clear()
+            send = self._senders[device_id] = partial(self.send_to, device_id)
+        return send
+
     def _work(self) -> None:
         while True:
             item = self._q.get()
@@ -192,8 +206,8 @@ class MqttLink:
     def _dispatch(self, topic: str, payload: bytes, received: float) -> None:
         dev = topic_device(topic, "up")
         if dev is not None:
-            self.service.handle(bytes(payload), lambda b, d=dev: self.send_to(d, b),
-                                link=self.name, expect=dev, received=received)
+            self.service.handle(bytes(payload), self._sender(dev), link=self.name, expect=dev,
+                                received=received)
             return
         dev = topic_device(topic, "status")
         if dev is not None:
