@@ -197,8 +197,15 @@ def main(argv: list[str] | None = None) -> int:
         def probe_bare(k: int) -> None:
             bare_write(rng.randint(1, args.members))
 
+        def probe_batch(k: int) -> None:
+            base = seq + n_probe + 8 * k
+            engine.decide_many([(Tap("K1", base + j, uid_of(rng.randint(1, args.members)),
+                                     amount_fen=300), None) for j in range(8)])
+
         tap_stmts, tap_pages = probe(probe_tap)
         bare_stmts, bare_pages = probe(probe_bare)
+        # Group commit: what a tap costs when the writer commits 8 queued taps at once.
+        batch_stmts, batch_pages = (x / 8 for x in probe(probe_batch))
         tap50, tap99 = statistics.median(tap_ms), pct(tap_ms, 99)
         batch50 = statistics.median(batch_ms)
         bare50, bare99 = statistics.median(bare_ms), pct(bare_ms, 99)
@@ -211,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"finished between transactions ({sum(finish_ms):.1f} ms in all, untimed)")
         print(f"per commit: decide() {tap_stmts:.1f} statements, {tap_pages:.1f} WAL pages; "
               f"bare {bare_stmts:.1f} statements, {bare_pages:.1f} WAL pages")
+        print(f"per tap in batches of 8: {batch_stmts:.1f} statements, {batch_pages:.1f} WAL pages")
         print(json.dumps({"bench": "ledger", "tap_p50_ms": round(tap50, 3),
                           "tap_p99_ms": round(tap99, 3), "bare_p50_ms": round(bare50, 3),
                           "bare_p99_ms": round(bare99, 3), "ratio_p50": round(tap50 / bare50, 2),
@@ -219,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
                           "tap_wal_pages": round(tap_pages, 1),
                           "bare_statements": round(bare_stmts, 1),
                           "bare_wal_pages": round(bare_pages, 1),
+                          "batch8_statements_per_tap": round(batch_stmts, 1),
+                          "batch8_wal_pages_per_tap": round(batch_pages, 1),
                           "checkpoint": "auto" if args.auto_checkpoint else "thread",
                           "members": args.members, "ledger_rows": n_rows,
                           "build_s": round(build_s, 1)}))

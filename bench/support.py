@@ -45,16 +45,25 @@ def scrape(port: int) -> dict[str, float]:
 
 
 def wait_ready(port: int, timeout: float = 30.0) -> None:
-    """Wait until the daemon process serves its metrics (it starts its links right after)."""
+    """Wait until the daemon process serves its metrics and every link it reports is up
+    (``tapkiosk_link_up`` 1: an MQTT link has subscribed; a slow start, e.g. under the
+    profiler, would otherwise lose the first taps), at most ``timeout`` seconds: links still
+    down then (a serial peer started later) are left to the bench."""
     deadline = time.monotonic() + timeout
+    served = False
     while True:
         try:
-            scrape(port)
-            return
+            up = [v for k, v in scrape(port).items() if k.startswith("tapkiosk_link_up")]
+            served = True
+            if up and all(v == 1 for v in up):
+                return
         except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the daemon did not start (see its log)") from None
-            time.sleep(0.1)
+            pass
+        if time.monotonic() > deadline:
+            if served:
+                return
+            raise RuntimeError("the daemon did not start (see its log)") from None
+        time.sleep(0.1)
 
 
 def start_daemon(db: Path, workdir: Path, *link_args: str,

@@ -382,3 +382,24 @@ def test_wire_range_amount_beyond_the_policy_is_a_deny(site):
     admin.topup(mid, 10000)
     d = engine.decide(Tap("K1", 1, UID, amount_fen=0xFFFFFFFF))
     assert (d.verdict, d.reason) == ("deny", "invalid_amount") and bal(db, mid) == 10000
+
+
+def test_a_plain_kiosk_tap_reads_in_three_statements(site):
+    """Issue 19: a kiosk tap of a member with no pass, coupon or expired lot reads in three
+    statements (replay check with the next tap id, device with its armed sale, card with its
+    member) and skips the pass, coupon and expiry queries. 13 in all: BEGIN, SAVEPOINT,
+    RELEASE, COMMIT, the 3 reads, one ledger row per currency moved (principal, points,
+    qualifying), the points lot, the member's projections in one UPDATE, the tap row."""
+    db, admin, engine, clock, mid = site
+    admin.topup(mid, 10000)
+    engine.decide(Tap("K1", 1, UID, amount_fen=100))
+    stmts: list[str] = []
+    db.conn.set_trace_callback(stmts.append)
+    d = engine.decide(Tap("K1", 2, UID, amount_fen=1000))
+    db.conn.set_trace_callback(None)
+    assert d.verdict == "grant"
+    skipped = ("SELECT id, covers", "SELECT id, member_id, template",
+               "SELECT id, member_id, currency, remaining FROM lots")
+    assert not [s for s in stmts if s.startswith(skipped)]
+    assert len(stmts) == 13, stmts
+    assert ledger.verify(db) == []

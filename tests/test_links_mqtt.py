@@ -57,7 +57,9 @@ def test_tap_retransmit_status(site, broker) -> None:
         assert len(decisions) == 3 and decisions[-1] == decisions[-2]
         assert tap_count(path, "kiosk-1") == 2
         assert d.metrics.value("tapkiosk_retransmits_total") >= 1
-        assert d.metrics.value("tapkiosk_taps_total", verdict="grant", reason="ok") == 2
+        # Counted on the reply thread once the DECISION went out: wait for it.
+        wait_until(lambda: d.metrics.value("tapkiosk_taps_total", verdict="grant",
+                                           reason="ok") == 2, what="taps counted")
         dev.transport.close(graceful=False)   # the broker publishes the LWT "offline"
         wait_until(lambda: d.metrics.value("tapkiosk_devices_online") == 0, what="LWT offline")
     finally:
@@ -220,3 +222,47 @@ def open_db_acked(path: Path, device_id: str) -> int:
         return row[0] if row else 0
     finally:
         db.conn.close()
+
+
+def test_a_tap_of_a_loaded_device_skips_the_worker_only_when_nothing_is_queued() -> None:
+    """Issue 19: a TAP of a device already in RAM is handled on paho's thread (one hand-off
+    less) when the worker has nothing queued; behind a queued frame, or for a device not
+    loaded yet, it waits its turn on the worker, so frames stay in arrival order."""
+    import threading
+    from types import SimpleNamespace
+
+    from host.site.links.mqtt import MqttLink
+    from host.site.metrics import Metrics
+
+    calls: list[tuple[str, str, int]] = []
+
+    class Service:
+        metrics = Metrics()
+        registry = SimpleNamespace(known=lambda dev: object() if dev == "kiosk-1" else None)
+
+        def handle(self, raw, send, *, link, expect, received):  # noqa: ANN001 - a stand-in
+            calls.append((threading.current_thread().name, expect, raw[1]))
+
+    link = MqttLink("127.0.0.1", 1, Service())    # never started: no broker needed
+    here = threading.current_thread().name
+    tap, hello = bytes([1, pk.TAP, 0]), bytes([1, pk.HELLO, 0])
+
+    def message(dev: str, payload: bytes) -> None:
+        link._on_message(link.client, None, SimpleNamespace(topic=f"tapkiosk/v1/{dev}/up",
+                                                           payload=payload))
+
+    message("kiosk-1", tap)
+    assert calls == [(here, "kiosk-1", pk.TAP)]
+    message("kiosk-1", hello)          # not a TAP: queued
+    message("kiosk-1", tap)            # behind the queued HELLO: queued too
+    message("kiosk-9", tap)            # not loaded: queued
+    assert len(calls) == 1
+    link._worker.start()
+    wait_until(lambda: len(calls) == 4, what="the worker handled the queued frames")
+    assert calls[1:] == [("mqtt worker", "kiosk-1", pk.HELLO), ("mqtt worker", "kiosk-1", pk.TAP),
+                         ("mqtt worker", "kiosk-9", pk.TAP)]
+    wait_until(lambda: link._handled == link._queued == 3, what="the worker idle")
+    message("kiosk-1", tap)
+    assert calls[-1] == (here, "kiosk-1", pk.TAP)
+    link._q.put(None)
+    link._worker.join(5)

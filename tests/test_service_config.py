@@ -56,10 +56,14 @@ def test_check_configs_pushes_only_on_change(tmp_path: Path) -> None:
 
 
 def test_a_blocked_link_does_not_hold_up_the_writer(tmp_path: Path) -> None:
-    """The DECISION is sent from the service's reply thread: a send that blocks (a serial
-    peer that stopped reading) leaves the single writer free for every other device."""
+    """The DECISION is sent from the writer's thread right after COMMIT, through the link's
+    send, which never blocks: a link whose writes can block (a serial peer that stopped
+    reading) sends through a SendQueue of its own, so the single writer stays free for every
+    other device."""
     import threading
 
+    from conftest import wait_until
+    from host.site.replies import SendQueue
     from protocol.mac import Mac
 
     path = tmp_path / "site.db"
@@ -73,21 +77,24 @@ def test_a_blocked_link_does_not_hold_up_the_writer(tmp_path: Path) -> None:
         release.wait(30)
         sent.append(raw)
 
+    out = SendQueue("test", stuck)
     try:
         tap = pk.encode(pk.TAP, (1 << 16) | 1, "kiosk-1",
                         {"uid": bytes.fromhex(CARD), "sak": 0x20, "flags": 0, "direction": 0,
                          "service": 0, "amount": 100, "device_time": 0, "secure": b""},
                         Mac(KEY_A), pk.UP)
-        assert svc.handle(tap, stuck, link="test") == "kiosk-1"
+        assert svc.handle(tap, out.put, link="test") == "kiosk-1"
         # The tap's DECISION is waiting on the stuck link; the writer still answers.
         assert w.call(lambda db: db.execute("SELECT count(*) FROM taps").fetchone()[0]
                       ).result(5) == 1
         assert sent == []
         release.set()
         assert svc.drain(10.0)
+        wait_until(lambda: sent, what="the DECISION written once the line moves again")
         d = pk.decode(sent[0], Mac(KEY_A), pk.DOWN)
         assert d.type == pk.DECISION and d.fields["verdict"] == 1
     finally:
         release.set()
+        out.close()
         svc.close()
         w.stop()

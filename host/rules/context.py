@@ -58,7 +58,8 @@ class Outcome:
 
 
 class CardRow(NamedTuple):
-    """A card and its member, as the engine reads them for a tap."""
+    """A card and its member, as the engine reads them for a tap (one query: ``CARD_SQL``
+    with ``(ts, ts, ts, uid)``)."""
 
     status: str
     expires_at: int | None
@@ -72,11 +73,30 @@ class CardRow(NamedTuple):
     bonus_fen: int
     points: int
     qualifying: int
+    #: The secure-card columns ``host.secure.check.check_tap`` needs.
+    secure: int
+    key_version: int | None
+    sun_counter: int | None
+    #: 1 when a lot of the member expired by ``ts`` still holds something (sweep it).
+    expiring: int
+    #: 1 when the member has a pass not ended at ``ts`` (else no pass query is needed).
+    passes: int
+    #: 1 when the member has a coupon still valid at ``ts`` (else no coupon query).
+    coupons: int
+
+    def secure_row(self) -> tuple[int, int, int | None, int | None]:
+        """(member_id, secure, key_version, sun_counter) for ``check_tap``."""
+        return self.member_id, self.secure, self.key_version, self.sun_counter
 
 
 CARD_SQL = ("SELECT c.status, c.expires_at, m.id, m.name, m.status, m.tier, "
             "substr('0' || m.birth_month, -2), m.tier_manual, m.principal_fen, m.bonus_fen, "
-            "m.points, m.qualifying "
+            "m.points, m.qualifying, c.secure, c.key_version, c.sun_counter, "
+            "EXISTS (SELECT 1 FROM lots l WHERE l.member_id = m.id AND l.expires_at > 0 "
+            "AND l.expires_at <= ? AND l.remaining > 0), "
+            "EXISTS (SELECT 1 FROM passes p WHERE p.member_id = m.id "
+            "AND (p.ends_at = 0 OR p.ends_at > ?)), "
+            "EXISTS (SELECT 1 FROM coupons k WHERE k.member_id = m.id AND k.valid_until > ?) "
             "FROM cards c JOIN members m ON m.id = c.member_id WHERE c.uid = ?")
 
 
@@ -90,13 +110,16 @@ class Member:
     birthday: str | None
     manual: bool
     pending: Pending
+    #: False when the member has no pass (or coupon) that could apply: rules skip the query.
+    passes: bool = True
+    coupons: bool = True
 
     @classmethod
     def from_card(cls, card: CardRow) -> "Member":
         return cls(card.member_id, (card.name or f"#{card.member_id}")[:NAME_CHARS], card.tier,
                    card.birthday, bool(card.tier_manual),
                    Pending(card.member_id, card.principal_fen, card.bonus_fen, card.points,
-                           card.qualifying))
+                           card.qualifying), bool(card.passes), bool(card.coupons))
 
     def balance_fen(self) -> int:
         """Stored value (principal + bonus) including pending changes."""

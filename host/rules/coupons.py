@@ -23,6 +23,8 @@ class Applied(NamedTuple):
 
 def pick(ctx: TapContext, cover: str, price_fen: int) -> Applied | None:
     """The best coupon for ``price_fen`` of ``cover``, or None."""
+    if not ctx.member.coupons:
+        return None   # the tap's card query found no valid coupon of the member
     found = coupons.best(ctx.conn, ctx.member.id, cover, price_fen, ctx.ts)
     return None if found is None else Applied(found[0].id, found[1])
 

@@ -125,6 +125,14 @@ def clip_text(text: str, limit: int = TEXT_MAX_BYTES) -> str:
 
 _TAP_COLS = ("verdict", "reason", "relay_ms", "pattern", "text", "balance_fen", "points",
              "uses_left", "member_id", "reply")
+#: The replay check and the next tap id in one read: (next id, stored decision or NULLs).
+_HEAD_SQL = ("SELECT (SELECT coalesce(max(id), 0) + 1 FROM taps), "
+             + ", ".join(f"t.{c}" for c in _TAP_COLS)
+             + " FROM (SELECT 1) AS one LEFT JOIN taps t ON t.device_id = ? AND t.seq = ?")
+#: The device and its armed sale (host/rules/sales.py) in one read.
+_DEVICE_SQL = ("SELECT d.kind, d.settings, s.id, s.amount_fen, s.service, s.expires_at "
+               "FROM devices d LEFT JOIN sales s ON s.device_id = d.device_id "
+               "AND s.state = 'armed' WHERE d.device_id = ?")
 _RULES = {"gate": gate.decide, "wash": wash.decide, "kiosk": kiosk.decide}
 _CARD_TEXT = {"blocked": "Card blocked, see staff", "lost": "Card reported lost",
               "expired": "Card expired"}
@@ -220,28 +228,28 @@ class Engine:
     def _one(self, conn: sqlite3.Connection, tap: Tap,
              encode_reply: EncodeReply | None) -> Decision:
         t0 = time.perf_counter()
-        row = conn.execute(f"SELECT {', '.join(_TAP_COLS)} FROM taps WHERE device_id = ? "
-                           "AND seq = ?", (tap.device_id, tap.seq)).fetchone()
-        if row is not None:
-            d = dict(zip(_TAP_COLS, row))
+        head = conn.execute(_HEAD_SQL, (tap.device_id, tap.seq)).fetchone()
+        if head[1] is not None:
+            d = dict(zip(_TAP_COLS, head[1:]))
             d["reply"] = bytes(d["reply"])
             return Decision(**d, replayed=True)
+        tap_id = head[0]
         now = self.clock()
         ts = int(now.timestamp())
-        tap_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM taps").fetchone()[0]
+        dev = self._device(conn, tap.device_id)
+        sale = None if tap.offline or dev is None else self._sale(conn, tap, dev[2], ts)
+        sale_id = sale.id if sale is not None else tap.sale_id
+        row = conn.execute(CARD_SQL, (ts, ts, ts, tap.uid.upper())).fetchone()
+        card = CardRow._make(row) if row is not None else None
         # Secure cards first, outside the SAVEPOINT: a verified SUN counter stays used even
         # when the tap is then refused for another reason (host/secure/check.py).
-        sec = check_tap(conn, self.policy, tap)
-        sale = None if tap.offline else sales.for_tap(conn, tap.device_id, ts)
-        if sale is not None and tap.sale_id and tap.sale_id != sale.id:
-            sale = None   # the reader showed another sale: this tap pays nothing
-        sale_id = sale.id if sale is not None else tap.sale_id
+        sec = check_tap(conn, self.policy, tap, card.secure_row() if card is not None else None)
         conn.execute("SAVEPOINT tap")
         try:
             try:
                 if not sec.ok:
                     raise Denied(sec.reason, sec.text, sec.member_id)
-                out = self._evaluate(conn, tap, now, ts, tap_id, sale)
+                out = self._evaluate(conn, tap, now, ts, tap_id, dev, card, sale)
             except Denied as d:
                 conn.execute("ROLLBACK TO tap")
                 out = Outcome("deny", d.reason, d.text, member_id=d.member_id, kind=d.kind)
@@ -259,6 +267,20 @@ class Engine:
         if sale is not None:
             sales.settle(conn, sale.id, tap_id, ts, _sale_result(decision, out))
         return decision
+
+    @staticmethod
+    def _sale(conn: sqlite3.Connection, tap: Tap, armed: tuple | None,
+              ts: int) -> sales.Sale | None:
+        """The armed sale this tap pays (read with the device): None when there is none,
+        it expired (marked so here) or the reader showed another one."""
+        if armed is None:
+            return None
+        if armed[3] <= ts:
+            sales.expire(conn, ts, tap.device_id)
+            return None
+        if tap.sale_id and tap.sale_id != armed[0]:
+            return None   # the reader showed another sale: this tap pays nothing
+        return sales.Sale(armed[0], armed[1], armed[2])
 
     def _finish(self, conn: sqlite3.Connection, out: Outcome,
                 encode_reply: EncodeReply | None, safe: bool = False,
@@ -301,31 +323,30 @@ class Engine:
 
     # ------------------------------------------------------------------ dispatch
     def _device(self, conn: sqlite3.Connection, device_id: str
-                ) -> tuple[str, dict[str, Any]] | None:
-        """(kind, settings) of ``device_id``, or None; settings parsed once per change."""
-        row = conn.execute("SELECT kind, settings FROM devices WHERE device_id = ?",
-                           (device_id,)).fetchone()
+                ) -> tuple[str, dict[str, Any], tuple | None] | None:
+        """(kind, settings, armed sale row or None) of ``device_id``, or None; settings
+        parsed once per change. One query reads the device and its armed sale."""
+        row = conn.execute(_DEVICE_SQL, (device_id,)).fetchone()
         if row is None:
             return None
-        kind, raw = row
+        kind, raw = row[0], row[1]
+        armed = row[2:] if row[2] is not None else None
         cached = self._devices.get(device_id)
         if cached is not None and cached[0] == kind + raw:
-            return cached[1]
+            return cached[1] + (armed,)
         settings = json.loads(raw)
         settings.setdefault("hours", "00:00-24:00")
         settings.setdefault("duplicate_window_s", 0)
         self._devices[device_id] = (kind + raw, (kind, settings))
-        return kind, settings
+        return kind, settings, armed
 
     def _evaluate(self, conn: sqlite3.Connection, tap: Tap, now: datetime, ts: int,
-                  tap_id: int, sale: sales.Sale | None = None) -> Outcome:
+                  tap_id: int, dev: tuple | None, card: CardRow | None,
+                  sale: sales.Sale | None = None) -> Outcome:
         """Device, card and member checks, then the rule of the device's kind."""
-        dev = self._device(conn, tap.device_id)
         if dev is None:
             raise Denied("unknown_device", "Unknown reader")
-        kind, settings = dev
-        row = conn.execute(CARD_SQL, (tap.uid.upper(),)).fetchone()
-        card = CardRow._make(row) if row is not None else None
+        kind, settings, _armed = dev
         if tap.offline:
             return offline.record(conn, tap, kind, card, ts, tap_id)
         if card is None:
@@ -339,7 +360,8 @@ class Engine:
             raise Denied("member_inactive", "Membership suspended", card.member_id, kind)
         m = Member.from_card(card)
         ctx = TapContext(conn, self.policy, tap, kind, settings, m, now, ts, tap_id, sale)
-        _expire(ctx)
+        if card.expiring:
+            _expire(ctx)
         _refuse_duplicate(ctx)
         out = _RULES.get(kind, kiosk.decide)(ctx)
         out.member_id, out.kind = m.id, kind

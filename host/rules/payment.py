@@ -90,7 +90,7 @@ def _by_pass(ctx: TapContext, cover: str, method: str, count_direction: bool
     """A time pass (``method`` "pass") or punch card ("punch"): (Outcome or None, capped)."""
     capped = False
     kind = "time" if method == "pass" else "punch"
-    for p in passes(ctx.conn, ctx.member.id, cover, ctx.ts, kind):
+    for p in passes(ctx.conn, ctx.member.id, cover, ctx.ts, kind) if ctx.member.passes else ():
         if kind == "punch" and not p.uses_left:
             continue
         if p.daily_cap and used_today(ctx.conn, p.id, ctx.now, count_direction) >= p.daily_cap:
@@ -112,7 +112,7 @@ def member_price(ctx: TapContext, cover: str, price_fen: int) -> tuple[int, int 
     tier = pol.tiers.get(m.tier) or pol.tiers[pol.default_tier]
     pay_fen = price_fen * tier.discount_pct // 100
     disc_pid = None
-    for p in passes(ctx.conn, m.id, cover, ctx.ts, "discount"):
+    for p in passes(ctx.conn, m.id, cover, ctx.ts, "discount") if m.passes else ():
         cand = price_fen * p.discount_pct // 100
         if cand < pay_fen:
             pay_fen, disc_pid = cand, p.id

@@ -148,18 +148,23 @@ class SecureCheck:
         return self.reason == "ok"
 
 
-def check_tap(conn: sqlite3.Connection, policy: Any, tap: Any) -> SecureCheck:
+_READ = object()
+
+
+def check_tap(conn: sqlite3.Connection, policy: Any, tap: Any, row: Any = _READ) -> SecureCheck:
     """Check the secure-card rules for ``tap`` inside the caller's transaction.
 
-    Reads the card's ``secure``, ``key_version``, ``sun_counter``; a secure card gets
+    Reads the card's ``member_id``, ``secure``, ``key_version``, ``sun_counter`` (``row``:
+    the caller read them already in its own query, None for an unknown card); a secure card gets
     ``SunVerifier.verify`` and, when it passes, ``sun_counter`` is set to the new counter
     here (so the caller must be in its tap transaction). An offline tap (the device already
     opened) is never refused: the failure is only noted, and a valid message still moves the
     counter. Raises only for database errors.
     """
     uid = str(tap.uid).upper()
-    row = conn.execute("SELECT member_id, secure, key_version, sun_counter FROM cards "
-                       "WHERE uid = ?", (uid,)).fetchone()
+    if row is _READ:
+        row = conn.execute("SELECT member_id, secure, key_version, sun_counter FROM cards "
+                           "WHERE uid = ?", (uid,)).fetchone()
     if row is None:
         return SecureCheck("ok", None)
     member_id, secure, key_version, counter = row
@@ -170,8 +175,9 @@ def check_tap(conn: sqlite3.Connection, policy: Any, tap: Any) -> SecureCheck:
                         tap.device_id)
             return SecureCheck("secure_required", "secure_required", _TEXT["secure_required"],
                                member_id, "plain card on a sun site")
-        log.info("insecure tap: plain card %s on %s accepted on its UID", card_ref(uid),
-                 tap.device_id)
+        if log.isEnabledFor(logging.INFO):   # card_ref hashes: not on every tap for nothing
+            log.info("insecure tap: plain card %s on %s accepted on its UID", card_ref(uid),
+                     tap.device_id)
         return SecureCheck("ok", "insecure", member_id=member_id)
     try:
         _, master = site_key(conn, key_version)

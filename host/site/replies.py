@@ -1,8 +1,9 @@
 # Runs on CPython (host): the daemon's reply thread and the per-link send queues.
 """Getting answers out without one device holding up another.
 
-:class:`ReplyThread` runs the work that follows a writer commit (send the DECISION, count,
-log) off the writer's thread. Its sends never block: every link that can block on a write (a
+:class:`ReplyThread` runs the work that follows a writer commit (count, log, refuse)
+off the writer's thread; the DECISION itself is sent from the writer's thread right after
+the COMMIT (``host.site.taps``), which sends can never block: every link that can block on a write (a
 serial port whose peer stopped reading waits up to its write timeout) sends through its own
 :class:`SendQueue`, a bounded queue with one thread writing to that link only. When the
 queue is full the frame is dropped (counted in ``tapkiosk_link_dropped_total{link}``): the

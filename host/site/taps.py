@@ -3,8 +3,8 @@
 
 Both pass the one :class:`host.site.inflight.InflightGate`, go to the single writer (a TAP
 through ``submit_tap`` with its DECISION encoder, group-committed; a VOID through
-``host.rules.voids.void_tap``), and are answered from the reply thread once the writer
-committed. A frame the replay window refuses may still be one the store applied before a
+``host.rules.voids.void_tap``), and are answered from the writer's thread right after the
+COMMIT (a link's send never blocks); counting and logging follow on the reply thread. A frame the replay window refuses may still be one the store applied before a
 restart: then the stored reply is sent again, and nothing is applied twice.
 
 The tap latency metric runs from the moment the link received the frame (``received``,
@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from functools import partial
 from typing import Any
 
 from host.rules.engine import Decision, Tap, clip_text
@@ -75,11 +76,20 @@ class Taps:
         self.refusals = refusals
         self.metrics = metrics
         self.reader = reader
+        self._encoders: dict[str, tuple[DeviceState, Callable[[Tap, Decision], bytes]]] = {}
 
     def encoder(self, st: DeviceState) -> Callable[[Tap, Decision], bytes]:
-        """The DECISION encoder of the device's taps (run by the writer in the transaction)."""
-        return lambda tap, d: self.registry.encode(st, pk.DECISION,
-                                                   decision_fields(st.wire(tap.seq), d))
+        """The DECISION encoder of the device's taps (run by the writer in the transaction),
+        made once per device state."""
+        cached = self._encoders.get(st.device_id)
+        if cached is not None and cached[0] is st:
+            return cached[1]
+
+        def encode(tap: Tap, d: Decision) -> bytes:
+            return self.registry.encode(st, pk.DECISION, decision_fields(st.wire(tap.seq), d))
+
+        self._encoders[st.device_id] = (st, encode)
+        return encode
 
     def _enter(self, st: DeviceState, p: pk.Packet, send: Send, link: str
                ) -> gate_.Entry | None:
@@ -107,16 +117,25 @@ class Taps:
         send(reply)
 
     def _answer(self, st: DeviceState, p: pk.Packet, reply: bytes,
-                then: Callable[[], None]) -> None:
-        """The frame is decided: answer every copy received, run ``then`` (count and log),
-        then leave the gate."""
+                then: Callable[[float], None]) -> None:
+        """The frame is decided: answer every copy received at once (on the thread that
+        committed it: a link's send never blocks), then ``then(sent)`` (count and log;
+        ``sent`` = ``time.perf_counter()`` once the answers went out) on the reply thread,
+        which leaves the gate."""
         try:
             for s in self.gate.finish(st, p, reply):
                 try:
                     s(reply)
                 except Exception as e:  # noqa: BLE001 - it is stored; the device resends
                     log.warning("device=%s cannot send DECISION: %s", st.device_id, e)
-            then()
+        except BaseException:
+            self.gate.done()
+            raise
+        self.replies.put(partial(self._then_done, then, time.perf_counter()))
+
+    def _then_done(self, then: Callable[[float], None], sent: float) -> None:
+        try:
+            then(sent)
         finally:
             self.gate.done()
 
@@ -150,8 +169,9 @@ class Taps:
             self._failed(st, p, link, "internal", f"not decided: {type(err).__name__}",
                          codes.ERR_INTERNAL)
             return
-        fut.add_done_callback(lambda fu: self.replies.put(
-            lambda: self._tap_done(st, p, tap, fu, link, t0, e.late)))
+        # The DECISION goes out from the writer's thread right after COMMIT (one hand-off
+        # less); counting and logging follow on the reply thread.
+        fut.add_done_callback(lambda fu: self._tap_done(st, p, tap, fu, link, t0, e.late))
 
     def _old_tap(self, st: DeviceState, p: pk.Packet, send: Send, link: str, why: str) -> None:
         """A TAP the window refuses: if the store already applied this very tap (the RAM cache
@@ -175,16 +195,18 @@ class Taps:
                   t0: float, late: bool) -> None:
         err = fut.exception()
         if err is not None:
-            self._failed(st, p, link, "internal", f"not decided: {type(err).__name__}",
-                         codes.ERR_INTERNAL)
+            self.replies.put(lambda: self._failed(st, p, link, "internal",
+                                                  f"not decided: {type(err).__name__}",
+                                                  codes.ERR_INTERNAL))
             return
         d: Decision = fut.result()
         reply = d.reply or self.encoder(st)(tap, d)   # a tap stored before replies were
-        self._answer(st, p, reply, lambda: self._count_and_log(st, tap, d, link, t0, late))
+        self._answer(st, p, reply,
+                     lambda sent: self._count_and_log(st, tap, d, link, t0, late, sent))
 
     def _count_and_log(self, st: DeviceState, tap: Tap, d: Decision, link: str, t0: float,
-                       late: bool = False) -> None:
-        ms = (time.perf_counter() - t0) * 1000.0
+                       late: bool = False, sent: float | None = None) -> None:
+        ms = ((time.perf_counter() if sent is None else sent) - t0) * 1000.0
         self.publisher.decision(tap, d)
         if d.sale_id and not d.replayed and self.sales is not None:
             self.sales.settled(d.sale_id)
@@ -193,9 +215,11 @@ class Taps:
         else:
             self.metrics.taps.labels(d.verdict, d.reason).inc()
             self.metrics.latency.observe(ms / 1000.0)
-        log.info("tap device=%s seq=%d card=%s verdict=%s reason=%s latency_ms=%.2f link=%s%s%s",
-                 st.device_id, tap.seq, card_ref(tap.uid), d.verdict, d.reason, ms, link or "-",
-                 " late=1" if late else "", " replayed=1" if d.replayed else "")
+        if log.isEnabledFor(logging.INFO):
+            log.info("tap device=%s seq=%d card=%s verdict=%s reason=%s latency_ms=%.2f "
+                     "link=%s%s%s", st.device_id, tap.seq, card_ref(tap.uid), d.verdict,
+                     d.reason, ms, link or "-", " late=1" if late else "",
+                     " replayed=1" if d.replayed else "")
 
     def local_tap(self, st: DeviceState, tap: Tap, link: str) -> Decision:
         """Decide a tap made on the host itself (a USB reader): no frame, no MAC. Blocks."""
@@ -245,26 +269,28 @@ class Taps:
             self._failed(st, p, link, "internal", f"not decided: {type(err).__name__}",
                          codes.ERR_INTERNAL)
             return
-        fut.add_done_callback(lambda fu: self.replies.put(
-            lambda: self._void_done(st, p, tap_seq, fu, link, t0, e.late)))
+        fut.add_done_callback(lambda fu: self._void_done(st, p, tap_seq, fu, link, t0, e.late))
+
+    def _void_failed(self, st: DeviceState, p: pk.Packet, link: str, err: BaseException) -> None:
+        if isinstance(err, VoidRefused):
+            self.metrics.voids.labels("refused").inc()
+            self._failed(st, p, link, "void_refused", str(err), codes.ERR_UNSUPPORTED)
+        else:
+            self._failed(st, p, link, "internal", str(err), codes.ERR_INTERNAL)
 
     def _void_done(self, st: DeviceState, p: pk.Packet, tap_seq: int, fut: Future, link: str,
                    t0: float, late: bool) -> None:
         err = fut.exception()
         if err is not None:
-            if isinstance(err, VoidRefused):
-                self.metrics.voids.labels("refused").inc()
-                self._failed(st, p, link, "void_refused", str(err), codes.ERR_UNSUPPORTED)
-            else:
-                self._failed(st, p, link, "internal", str(err), codes.ERR_INTERNAL)
+            self.replies.put(lambda: self._void_failed(st, p, link, err))
             return
         d = fut.result()
         outcome = "repeat" if d.replayed else d.outcome
 
-        def count_and_log() -> None:
+        def count_and_log(sent: float) -> None:
             self.metrics.voids.labels(outcome).inc()
             log.info("void device=%s seq=%d tap_seq=%d outcome=%s balance=%d latency_ms=%.2f "
                      "link=%s%s", st.device_id, p.seq, tap_seq, outcome, d.balance_fen,
-                     (time.perf_counter() - t0) * 1000.0, link or "-", " late=1" if late else "")
+                     (sent - t0) * 1000.0, link or "-", " late=1" if late else "")
 
         self._answer(st, p, d.reply, count_and_log)
