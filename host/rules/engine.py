@@ -130,7 +130,7 @@ _HEAD_SQL = ("SELECT (SELECT coalesce(max(id), 0) + 1 FROM taps), "
              + ", ".join(f"t.{c}" for c in _TAP_COLS)
              + " FROM (SELECT 1) AS one LEFT JOIN taps t ON t.device_id = ? AND t.seq = ?")
 #: The device and its armed sale (host/rules/sales.py) in one read.
-_DEVICE_SQL = ("SELECT d.kind, d.settings, s.id, s.amount_fen, s.service, s.expires_at "
+_DEVICE_SQL = ("SELECT d.kind, d.settings, s.id, s.amount_fen, s.service, s.expires_at, s.points "
                "FROM devices d LEFT JOIN sales s ON s.device_id = d.device_id "
                "AND s.state = 'armed' WHERE d.device_id = ?")
 _RULES = {"gate": gate.decide, "wash": wash.decide, "kiosk": kiosk.decide}
@@ -280,7 +280,7 @@ class Engine:
             return None
         if tap.sale_id and tap.sale_id != armed[0]:
             return None   # the reader showed another sale: this tap pays nothing
-        return sales.Sale(armed[0], armed[1], armed[2])
+        return sales.Sale(armed[0], armed[1], armed[2], armed[4])
 
     def _finish(self, conn: sqlite3.Connection, out: Outcome,
                 encode_reply: EncodeReply | None, safe: bool = False,

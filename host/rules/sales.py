@@ -211,19 +211,6 @@ def end_for_device(conn: sqlite3.Connection, device_id: str, ts: int, reason: st
     return ids
 
 
-def for_tap(conn: sqlite3.Connection, device_id: str, ts: int) -> Sale | None:
-    """The reader's armed sale a tap at ``ts`` would pay (an expired one is marked so)."""
-    row = conn.execute("SELECT id, amount_fen, service, expires_at, points FROM sales WHERE "
-                       "device_id = ? AND state = 'armed'", (device_id,)).fetchone()
-    if row is None:
-        return None
-    if row[3] <= ts:
-        conn.execute("UPDATE sales SET state = 'expired', settled_at = ? WHERE id = ?",
-                     (ts, row[0]))
-        return None
-    return Sale(row[0], row[1], row[2], row[4])
-
-
 def settle(conn: sqlite3.Connection, sale_id: int, tap_id: int, ts: int,
            result: dict[str, Any]) -> None:
     """Record the tap that paid (or was refused for) the sale, in the tap's transaction."""
