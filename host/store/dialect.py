@@ -201,10 +201,21 @@ def _qualify_upsert(body: str, table: str) -> str:
     return head + "".join(out)
 
 
+#: Whole statements PostgreSQL runs differently. The engine numbers a tap before writing it
+#: (its ledger rows carry the id): on SQLite the write lock makes ``max(id) + 1`` safe; on
+#: PostgreSQL two daemons would read the same maximum, so the id comes from the sequence.
+STATEMENTS = {
+    "SELECT coalesce(max(id), 0) + 1 FROM taps":
+        "SELECT nextval(pg_get_serial_sequence('taps', 'id'))",
+}
+
+
 @functools.lru_cache(maxsize=4096)
 def translate(sql: str) -> tuple[str, bool]:
     """(PostgreSQL text of ``sql``, whether ``RETURNING id`` was added)."""
     s = sql.strip().rstrip(";")
+    if s in STATEMENTS:
+        return STATEMENTS[s], False
     head = s[:20].upper()
     if head.startswith("BEGIN"):
         return "BEGIN ISOLATION LEVEL SERIALIZABLE", False
