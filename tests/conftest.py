@@ -203,15 +203,17 @@ def console_site(tmp_path: Path):
 
 
 @pytest.fixture
-def site_cli(tmp_path: Path, capsys, monkeypatch):
+def site_cli(request, tmp_path: Path, capsys, monkeypatch):
     """``tapkiosk`` run in-process on a new, initialised site: ``site_cli(*argv)`` returns
-    ``(exit code, stdout, stderr)``; ``site_cli.db`` is the database path. The environment's
-    TAPKIOSK_DB and TAPKIOSK_POLICY are cleared so that only the test's arguments count."""
+    ``(exit code, stdout, stderr)``; ``site_cli.db`` is the database path (or URL: when the
+    test also uses ``db_url``, the site is on each backend). The environment's TAPKIOSK_DB and
+    TAPKIOSK_POLICY are cleared so that only the test's arguments count."""
     from host.cli.app import main
 
     monkeypatch.delenv("TAPKIOSK_DB", raising=False)
     monkeypatch.delenv("TAPKIOSK_POLICY", raising=False)
-    db = str(tmp_path / "site.db")
+    db = (request.getfixturevalue("db_url") if "db_url" in request.fixturenames
+          else str(tmp_path / "site.db"))
 
     def run(*argv: str) -> tuple[int, str, str]:
         code = main(["--db", db, *argv])

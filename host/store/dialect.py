@@ -117,6 +117,10 @@ def _rewrite(toks: list[str]) -> list[str]:
             out.extend(_function(low, t, args))
             i = end
             continue
+        if t == "?" and i + 1 < len(toks) and toks[i + 1].isdigit():
+            out.append(f"%(p{toks[i + 1]})s")   # ?N: the N-th parameter (see PgConnection)
+            i += 2
+            continue
         if t == "?":
             out.append("%s")
         elif t.startswith("'"):
@@ -180,6 +184,47 @@ def _alias_subqueries(toks: list[str]) -> list[str]:
     return out
 
 
+def _select_aliases(toks: list[str], having: int) -> dict[str, list[str]]:
+    """``expr AS name`` of the SELECT list that the HAVING at ``toks[having]`` belongs to."""
+    depth, i = 0, having - 1
+    while i >= 0 and not (depth == 0 and toks[i].upper() == "SELECT"):
+        depth += toks[i] == ")"
+        depth -= toks[i] == "("
+        i -= 1
+    aliases: dict[str, list[str]] = {}
+    item: list[str] = []
+    depth = 0
+    for t in toks[i + 1:having]:
+        if depth == 0 and (t == "," or t.upper() == "FROM"):
+            words = [w for w in item if not w.isspace()]
+            if len(words) > 2 and words[-2].upper() == "AS":
+                cut = len(item) - 1 - item[::-1].index(words[-2])
+                aliases[words[-1]] = item[:cut]
+            item = []
+            if t.upper() == "FROM":
+                break
+            continue
+        depth += (t == "(") - (t == ")")
+        item.append(t)
+    return aliases
+
+
+def _having_aliases(toks: list[str]) -> list[str]:
+    """``HAVING fen > 0`` where ``fen`` names a SELECT expression: PostgreSQL wants the
+    expression itself."""
+    out = list(toks)
+    for h in [i for i, t in enumerate(out) if t.upper() == "HAVING"][::-1]:
+        aliases = _select_aliases(out, h)
+        depth, j = 0, h + 1
+        while j < len(out) and depth >= 0:
+            t = out[j]
+            depth += (t == "(") - (t == ")")
+            if depth >= 0 and t in aliases and out[j - 1] != ".":
+                out[j] = "(" + "".join(aliases[t]) + ")"
+            j += 1
+    return out
+
+
 def _qualify_upsert(body: str, table: str) -> str:
     """``SET n = n + excluded.n``: PostgreSQL wants the old row's ``n`` as ``table.n``."""
     m = re.search(r"\bDO\s+UPDATE\s+SET\b", body, re.I)
@@ -226,7 +271,7 @@ def translate(sql: str) -> tuple[str, bool]:
         returning = tail.endswith("RETURNING id")
         if m.group(1):
             s = re.sub(r"^\s*INSERT\s+OR\s+\w+\s+INTO", "INSERT INTO", s, flags=re.I)
-    body = "".join(_alias_subqueries(_rewrite(_tokens(s))))
+    body = "".join(_having_aliases(_alias_subqueries(_rewrite(_tokens(s)))))
     if m and re.search(r"\bDO\s+UPDATE\s+SET\b", body, re.I):
         body = _qualify_upsert(body, m.group(2).lower())
     ret = re.search(r"\sRETURNING\s", body, re.I)

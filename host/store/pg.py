@@ -148,6 +148,8 @@ class PgConnection:
         if sql.lstrip()[:6].upper() == "PRAGMA":
             return PgCursor(None, False)
         text, returning = translate(sql)
+        if "%(p" in text and not isinstance(params, dict):
+            params = {f"p{n}": v for n, v in enumerate(params, 1)}
         import psycopg
         with self._lock:
             if text.startswith("ROLLBACK") and (self._pg.closed or self._pg.broken):
