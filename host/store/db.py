@@ -563,12 +563,13 @@ def is_postgres(path: str | os.PathLike | None) -> bool:
     return isinstance(path, str) and path.startswith(("postgresql://", "postgres://"))
 
 
-def _open_pg(url: str) -> Any:
+def open_pg(url: str, *, readonly: bool = False) -> Any:
+    """A ``PgDatabase`` on ``url`` (schema not checked: ``open_db`` does that)."""
     from host.store import pg
     for _version, _name, sql in MIGRATIONS:
         learn_schema(sql)
     try:
-        return pg.PgDatabase(url)
+        return pg.PgDatabase(url, readonly=readonly)
     except ImportError:
         raise InputError("PostgreSQL needs psycopg: pip install 'psycopg[binary]'") from None
     except sqlite3.Error as e:
@@ -593,7 +594,7 @@ def open_db(path: str | os.PathLike | None, *, upgrade: bool = False) -> sqlite_
     ``transaction()`` for writes.
     """
     if is_postgres(path):
-        return _check_schema(_open_pg(path), _safe_url(path), upgrade)
+        return _check_schema(open_pg(path), _safe_url(path), upgrade)
     if path is None or str(path) == ":memory:":
         conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
     else:

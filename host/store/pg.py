@@ -108,8 +108,9 @@ def _numeric_loader() -> type:
 class PgConnection:
     """A psycopg connection in autocommit mode, used like the store's sqlite3 connection."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, readonly: bool = False) -> None:
         self.url = url
+        self.readonly = readonly
         self.row_factory = None   # accepted and ignored: rows are tuples, like sqlite3's
         self._lock = threading.RLock()
         self._pg = self._connect()
@@ -119,6 +120,8 @@ class PgConnection:
         pg = psycopg.connect(self.url, autocommit=True, cursor_factory=psycopg.ClientCursor,
                              connect_timeout=10)
         pg.adapters.register_loader("numeric", _numeric_loader())
+        if self.readonly:
+            pg.execute("SET default_transaction_read_only = on")
         return pg
 
     @property
@@ -234,9 +237,9 @@ class PgDatabase:
 
     backend = "postgresql"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, readonly: bool = False) -> None:
         self.url = url
-        self.conn = PgConnection(url)
+        self.conn = PgConnection(url, readonly=readonly)
 
     def execute(self, sql: str, params: Sequence[Any] | dict = ()) -> PgCursor:
         return self.conn.execute(sql, params)
@@ -259,3 +262,10 @@ class PgDatabase:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def open_readonly(url: str) -> PgDatabase:
+    """A read-only session on the PostgreSQL store at ``url`` (the HTTP API's reads): a write
+    through it fails, like SQLite's ``mode=ro``."""
+    from host.store.db import open_pg
+    return open_pg(url, readonly=True)
