@@ -711,25 +711,30 @@ END $$;
 
 
 def _migrate_pg(db: Any) -> int:
-    """``migrate`` on PostgreSQL: the same versions, DDL translated (host/store/dialect.py);
-    concurrent migrators wait for each other on an advisory lock."""
+    """``migrate`` on PostgreSQL: the same versions, DDL translated (host/store/dialect.py),
+    each in its own transaction; concurrent migrators take turns on a session advisory lock
+    (taken before any snapshot, so the second one sees what the first applied)."""
     conn = db.conn
-    conn.execute_script(translate_ddl(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
-        " name TEXT NOT NULL, applied_at INTEGER NOT NULL)") + ";\n" + _PG_FUNCTIONS)
-    for version, name, sql in MIGRATIONS:
-        conn.execute("BEGIN")
-        try:
-            conn.execute("SELECT pg_advisory_xact_lock(1952539753)")   # 'tapk'
-            if conn.execute("SELECT 1 FROM schema_migrations WHERE version = ?",
-                            (version,)).fetchone() is None:
+    conn.execute("SELECT pg_advisory_lock(1952539753)")   # 'tapk'
+    try:
+        conn.execute_script(translate_ddl(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
+            " name TEXT NOT NULL, applied_at INTEGER NOT NULL)") + ";\n" + _PG_FUNCTIONS)
+        done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+        for version, name, sql in MIGRATIONS:
+            if version in done:
+                continue
+            conn.execute("BEGIN")
+            try:
                 conn.execute_script(translate_ddl(sql))
                 conn.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)",
                              (version, name, int(time.time())))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.rollback()
-            raise
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.rollback()
+                raise
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(1952539753)")
     return schema_version(db)
 
 
