@@ -19,6 +19,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 
@@ -91,13 +92,19 @@ class PgServer:
                   "-E", "UTF8", "--locale=C")
         return self
 
-    def start(self) -> "PgServer":
-        """pg_ctl start on the loopback port; waits until it accepts connections."""
+    def start(self, attempts: int = 20) -> "PgServer":
+        """pg_ctl start on the loopback port; waits until it accepts connections. After a
+        kill -9 the old backends may still hold the shared memory for a moment: tried again."""
         opts = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=on "
                 "-c max_connections=200 -c shared_buffers=32MB")
-        self._run(pg_bin("pg_ctl"), "-D", str(self.data), "-o", opts, "-l",
-                  str(self.dir / "log"), "-w", "-t", "60", "start")
-        return self
+        for attempt in range(attempts):
+            r = self._run(pg_bin("pg_ctl"), "-D", str(self.data), "-o", opts, "-l",
+                          str(self.dir / "log"), "-w", "-t", "60", "start", check=False)
+            if r.returncode == 0:
+                return self
+            time.sleep(0.25)
+        log = (self.dir / "log").read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"PostgreSQL did not start: {r.stdout}{r.stderr}\n{log}")
 
     def stop(self, mode: str = "fast") -> None:
         """pg_ctl stop (``immediate`` is a crash: no checkpoint, recovery at the next start)."""
