@@ -214,6 +214,10 @@ def site_cli(request, tmp_path: Path, capsys, monkeypatch):
     monkeypatch.delenv("TAPKIOSK_POLICY", raising=False)
     db = (request.getfixturevalue("db_url") if "db_url" in request.fixturenames
           else str(tmp_path / "site.db"))
+    if "both_backends" in request.fixturenames and request.getfixturevalue(
+            "both_backends") == "postgresql":
+        import site_support
+        db = site_support.new_store()
 
     def run(*argv: str) -> tuple[int, str, str]:
         code = main(["--db", db, *argv])
@@ -260,6 +264,21 @@ def db_url(request, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return str(tmp_path / "site.db")
     return _pg_database(request, tmp_path)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def both_backends(request, tmp_path: Path) -> str:
+    """Run a test on SQLite and on PostgreSQL: site_support.make_site() and site_cli put their
+    site on the backend of the run (a module opts in with
+    ``pytestmark = pytest.mark.usefixtures("both_backends")``)."""
+    if request.param == "postgresql":
+        import site_support
+
+        _pg_database(request, tmp_path)   # the server and the data key file
+        server = request.getfixturevalue("pg_server")
+        request.getfixturevalue("monkeypatch").setattr(site_support, "new_store",
+                                                       server.new_database)
+    return request.param
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -35,6 +35,16 @@ class Clock:
         self.now = datetime(*args, tzinfo=TZ)
 
 
+def _sqlite_in_memory() -> str | None:
+    return None
+
+
+#: Where ``make_site()`` puts a site when no ``db`` is given: a function returning a new store
+#: (None: SQLite in memory). The ``both_backends`` fixture (tests/conftest.py) sets it to new
+#: PostgreSQL databases for a module's PostgreSQL runs.
+new_store = _sqlite_in_memory
+
+
 def make_site(*, birthday: str | None = None, gate_hours: str | None = None, topup_fen: int = 0,
               db: str | None = None):
     """The seeded site described in the module docstring.
@@ -43,7 +53,7 @@ def make_site(*, birthday: str | None = None, gate_hours: str | None = None, top
     hours (none: always open), ``topup_fen`` a first top-up of the member's balance, ``db``
     the store (None: SQLite in memory; a ``postgresql://`` URL: a new PostgreSQL database).
     """
-    db = open_db(db)
+    db = open_db(db if db is not None else new_store())
     clock = Clock(2026, 3, 10, 12, 0)
     pol = load_policy()
     admin, engine = Admin(db, pol, clock), Engine(db, pol, clock)
