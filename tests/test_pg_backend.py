@@ -180,3 +180,15 @@ def test_two_processes_migrating_one_new_database_at_once(pg_server):
     assert [o.strip() for o, _ in outs] == ["ok", "ok"], outs
     from host.store.db import MIGRATIONS, schema_version
     assert schema_version(open_db(url)) == MIGRATIONS[-1][0]
+
+
+def test_cli_export_and_verify_work_and_backup_is_refused_on_postgresql(site_cli, db_url,
+                                                                       tmp_path):
+    code, out, _ = site_cli("--json", "export")
+    assert code == 0 and '"schema_migrations"' in out
+    assert site_cli("verify")[0] == 0
+    code, out, err = site_cli("backup", str(tmp_path / "bk"))
+    if db_url.startswith("postgresql://"):
+        assert code == 2 and "pg_dump" in err and not (tmp_path / "bk").exists()
+    else:
+        assert code == 0

@@ -123,6 +123,12 @@ def _rewrite(toks: list[str]) -> list[str]:
             continue
         if t == "?":
             out.append("%s")
+        elif t == "[" and i + 2 < len(toks) and toks[i + 2] == "]":
+            out.append(f'"{toks[i + 1]}"')         # [name]: SQLite's other identifier quotes
+            i += 3
+            continue
+        elif t.lower() == "rowid":
+            out.append("ctid")                      # insertion order, near enough (export)
         elif t.startswith("'"):
             out.append(t.replace("%", "%%"))
         elif t == "%":
