@@ -135,6 +135,12 @@ class PgServer:
         return self.url(name)
 
     def cleanup(self) -> None:
-        """Stop the server and remove its directory."""
+        """Stop the server (SIGKILL when pg_ctl could not) and remove its directory."""
         self.stop("immediate")
+        pid_file = self.data / "postmaster.pid"
+        if pid_file.exists():
+            try:
+                os.kill(int(pid_file.read_text().split()[0]), 9)
+            except (OSError, ValueError):
+                pass
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -192,3 +192,24 @@ def test_cli_export_and_verify_work_and_backup_is_refused_on_postgresql(site_cli
         assert code == 2 and "pg_dump" in err and not (tmp_path / "bk").exists()
     else:
         assert code == 0
+
+
+def test_a_connection_lost_inside_a_transaction_never_autocommits_the_rest(pg_server):
+    """After the server closed the connection mid-transaction, the transaction's next
+    statements fail (they must not run, one by one, on a new connection); ROLLBACK and the
+    next BEGIN go on."""
+    url = pg_server.new_database()
+    db = open_db(url)
+    conn = db.conn
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("INSERT INTO ops VALUES ('a', 'c', '{}', '{}', 1)")
+    pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    open_db(url).execute("SELECT pg_terminate_backend(?)", (pid,))
+    for _ in range(2):
+        with pytest.raises(sqlite3.OperationalError):
+            conn.execute("INSERT INTO ops VALUES ('b', 'c', '{}', '{}', 1)")
+    conn.execute("ROLLBACK")
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("INSERT INTO ops VALUES ('c', 'c', '{}', '{}', 1)")
+    conn.execute("COMMIT")
+    assert db.execute("SELECT key FROM ops").fetchall() == [("c",)]

@@ -31,6 +31,8 @@ T = TypeVar("T")
 
 #: Busy timeout in milliseconds: a second writer waits this long for the lock.
 BUSY_TIMEOUT_MS = 10_000
+#: Most runs of one transaction that PostgreSQL rolls back on a conflict (``retrying``).
+RETRY_ATTEMPTS = 30
 
 _APPEND_ONLY = ("ledger", "payments", "taps", "tier_changes")
 
@@ -745,17 +747,21 @@ def _pg_class() -> type:
     return mod.PgDatabase if mod is not None else type(None)
 
 
-def retrying(fn: Callable[[], T], *, attempts: int = 8) -> T:
-    """``fn()``, run again (up to ``attempts`` times in all, with a short random backoff)
-    when it raises a serialization failure or deadlock (PostgreSQL 40001/40P01), which
-    rolled its whole transaction back. SQLite never raises it: ``fn()`` runs once."""
+def retrying(fn: Callable[[], T], *, attempts: int = RETRY_ATTEMPTS) -> T:
+    """``fn()``, run again (up to ``attempts`` times in all, after a random backoff of at
+    most 50 ms) when it raises a serialization failure or deadlock (PostgreSQL 40001/40P01),
+    which rolled its whole transaction back. SQLite never raises it: ``fn()`` runs once.
+
+    Two writers spending one member's balance at once: one of the two is rolled back, about
+    evenly; with two daemons in a closed loop a transaction can lose several times in a row,
+    hence the many attempts (a loser's chance to lose them all is about 2**-attempts)."""
     for attempt in range(attempts):
         try:
             return fn()
         except sqlite3.OperationalError as e:
             if type(e).__name__ != "Retryable" or attempt == attempts - 1:
                 raise
-            time.sleep(random.uniform(0, 0.002 * 2 ** attempt))
+            time.sleep(random.uniform(0, min(0.05, 0.001 * 2 ** attempt)))
     raise AssertionError("unreachable")
 
 

@@ -113,6 +113,7 @@ class PgConnection:
         self.readonly = readonly
         self.row_factory = None   # accepted and ignored: rows are tuples, like sqlite3's
         self._lock = threading.RLock()
+        self._open = False    # a transaction was begun and not yet committed or rolled back
         self._pg = self._connect()
 
     def _connect(self) -> Any:
@@ -130,12 +131,13 @@ class PgConnection:
         return self._pg.info.transaction_status in (S.INTRANS, S.INERROR, S.ACTIVE)
 
     def _ready(self, text: str) -> None:
-        """Reopen a lost connection, unless it was lost inside a transaction (then the
-        statement fails; the caller's ROLLBACK or next BEGIN gets the new connection)."""
+        """Reopen a lost connection, unless it was lost inside a transaction: then every
+        statement but ROLLBACK or a new BEGIN fails (the transaction is gone; the rest of it
+        must not autocommit on a new connection)."""
         if not (self._pg.closed or self._pg.broken):
             return
-        if text.startswith(("COMMIT", "RELEASE", "SAVEPOINT")):
-            return
+        if self._open and not text.startswith("BEGIN"):
+            raise sqlite3.OperationalError("connection lost inside a transaction: rolled back")
         try:
             self._pg.close()
         except Exception:  # noqa: BLE001 - closing a connection that is already gone
@@ -156,8 +158,12 @@ class PgConnection:
         import psycopg
         with self._lock:
             if text.startswith("ROLLBACK") and (self._pg.closed or self._pg.broken):
+                if text == "ROLLBACK":
+                    self._open = False
                 return PgCursor(None, False)
             self._ready(text)
+            if text in ("COMMIT", "ROLLBACK"):
+                self._open = False     # over, whether it then succeeds or not
             wrap = text.lstrip()[:6].upper() in _DML and self.in_transaction
             try:
                 if wrap:
@@ -169,6 +175,8 @@ class PgConnection:
                 if wrap and not self._pg.broken:
                     self._pg.execute("ROLLBACK TO _s; RELEASE _s")
                 raise _mapped(e) from e
+            if text.startswith("BEGIN"):
+                self._open = True
             return PgCursor(cur, returning)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> PgCursor:
