@@ -213,3 +213,47 @@ def test_a_connection_lost_inside_a_transaction_never_autocommits_the_rest(pg_se
     conn.execute("INSERT INTO ops VALUES ('c', 'c', '{}', '{}', 1)")
     conn.execute("COMMIT")
     assert db.execute("SELECT key FROM ops").fetchall() == [("c",)]
+
+
+def test_taps_and_console_topups_on_one_member_at_once(db_url):
+    """A daemon's taps and the console's top-ups of the same member, on two connections at
+    once: every top-up and every charge lands exactly once (a conflict is run again)."""
+    from host.admin import Admin
+    from host.ledger import book as ledger
+    from host.rules.engine import Tap
+    from site_support import UID, make_site
+    from host.privacy import keyfile
+    if not db_url.startswith("postgresql://"):
+        keyfile.create(db_url + ".key")      # what `tapkiosk init` makes beside a file
+    db, admin, engine, _clock, mid = make_site(topup_fen=100_000, db=db_url)
+    start = sum(ledger.balances(db.conn, mid)[k] for k in ("principal_fen", "bonus_fen"))
+    other = open_db(db_url)
+    console = Admin(other, admin.policy, admin.clock)
+    errors = []
+
+    def taps():
+        try:
+            for seq in range(1, 41):
+                engine.decide(Tap("K1", seq, UID, amount_fen=100))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    def topups():
+        try:
+            for n in range(20):
+                console.topup(mid, 1000, key=f"console-{n}")
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=taps), threading.Thread(target=topups)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    charged, n = db.execute("SELECT sum(charged_fen), count(*) FROM taps WHERE "
+                            "verdict = 'grant'").fetchone()
+    b = ledger.balances(db.conn, mid)
+    assert n == 40 and b["principal_fen"] + b["bonus_fen"] == start + 20 * 1000 - charged
+    assert db.execute("SELECT count(*) FROM payments WHERE kind = 'topup'").fetchone()[0] == 21
+    assert ledger.verify(db) == []
