@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -203,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bare PostgreSQL transaction: p50 {out['bare_p50_ms']} ms, p99 {out['bare_p99_ms']} ms")
     print(f"decided {decided}, stored {stored}, lost {lost}, doubled {doubled}")
     print(json.dumps(out))
+    shutil.rmtree(tmp, ignore_errors=True)   # kept when a phase failed: its daemon logs
     return 0 if lost == 0 and doubled == 0 else 1
 
 
