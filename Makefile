@@ -4,12 +4,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-micropython venv site mosquitto chromium selftest bench clean screenshots
+.PHONY: demo test test-micropython venv site mosquitto postgresql chromium selftest bench clean screenshots
 
 demo: $(STAMP)
 	$(PY) -m sim.demo
 
-test: $(STAMP) mosquitto chromium
+test: $(STAMP) mosquitto postgresql chromium
 	$(VENV)/bin/ruff check .
 	$(PY) -m protocol.selftest
 	$${TAPKIOSK_MICROPYTHON:-$(VENV)/bin/micropython} -m protocol.selftest
@@ -52,6 +52,18 @@ mosquitto:
 	    echo "error: mosquitto is missing; install it with: sudo apt-get install mosquitto" >&2; exit 1; \
 	  fi; }
 
+# The tests on the PostgreSQL backend start their own server from Debian's package (initdb into
+# a temporary folder); without it they are skipped, with the reason.
+postgresql:
+	@{ command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing postgresql (the store's PostgreSQL backend is tested on a real server)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else \
+	    echo "warning: postgresql is missing, the PostgreSQL tests will be skipped; install it with: sudo apt-get install postgresql" >&2; \
+	  fi; }
+
 # The console's browser tests drive Debian's chromium through Playwright (never its own download).
 chromium:
 	@command -v chromium >/dev/null 2>&1 || test -x /usr/bin/chromium || { \
@@ -64,8 +76,8 @@ chromium:
 	  fi; }
 
 # Every bench once, in this order; each prints its figures, the last line JSON.
-BENCHES := ledger mqtt_rtt throughput serial_rtt firmware_heap
-bench: $(STAMP)
+BENCHES := ledger mqtt_rtt throughput serial_rtt firmware_heap chain
+bench: $(STAMP) postgresql
 	@date -u '+== make bench %Y-%m-%d %H:%M UTC'; uptime
 	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(PY) bench/$$b.py || exit 1; done
 

@@ -26,6 +26,7 @@ from host.site.config import DaemonConfig, load_config
 from host.errors import HostError, InputError
 from host.site.metrics import Metrics
 from host.rules.policy import load_policy
+from host.store.db import is_postgres
 from host.store.settings import stored_policy_path
 from host.site.service import Service, ServiceConfig
 from host.site.writer import Writer
@@ -41,8 +42,8 @@ class Daemon:
     """The running daemon: writer, service, links and metrics endpoint."""
 
     def __init__(self, config: DaemonConfig) -> None:
-        db = Path(config.db).expanduser()
-        if not db.exists() and not db.parent.is_file():
+        db = config.db if is_postgres(config.db) else Path(config.db).expanduser()
+        if not is_postgres(config.db) and not db.exists() and not db.parent.is_file():
             # A mistyped --db would otherwise start an empty site where every card is unknown.
             # (A path under a file is left to open_db, which names the real problem.)
             raise InputError(f"database {config.db} does not exist; create the site first: "

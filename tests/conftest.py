@@ -203,15 +203,21 @@ def console_site(tmp_path: Path):
 
 
 @pytest.fixture
-def site_cli(tmp_path: Path, capsys, monkeypatch):
+def site_cli(request, tmp_path: Path, capsys, monkeypatch):
     """``tapkiosk`` run in-process on a new, initialised site: ``site_cli(*argv)`` returns
-    ``(exit code, stdout, stderr)``; ``site_cli.db`` is the database path. The environment's
-    TAPKIOSK_DB and TAPKIOSK_POLICY are cleared so that only the test's arguments count."""
+    ``(exit code, stdout, stderr)``; ``site_cli.db`` is the database path (or URL: when the
+    test also uses ``db_url``, the site is on each backend). The environment's TAPKIOSK_DB and
+    TAPKIOSK_POLICY are cleared so that only the test's arguments count."""
     from host.cli.app import main
 
     monkeypatch.delenv("TAPKIOSK_DB", raising=False)
     monkeypatch.delenv("TAPKIOSK_POLICY", raising=False)
-    db = str(tmp_path / "site.db")
+    db = (request.getfixturevalue("db_url") if "db_url" in request.fixturenames
+          else str(tmp_path / "site.db"))
+    if "both_backends" in request.fixturenames and request.getfixturevalue(
+            "both_backends") == "postgresql":
+        import site_support
+        db = site_support.new_store()
 
     def run(*argv: str) -> tuple[int, str, str]:
         code = main(["--db", db, *argv])
@@ -221,6 +227,66 @@ def site_cli(tmp_path: Path, capsys, monkeypatch):
     assert run("init")[0] == 0
     run.db = db
     return run
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One PostgreSQL server for the session (tests/pg_support.py), with a migrated template
+    database; skips with the reason when PostgreSQL cannot run here."""
+    import pg_support
+
+    why = pg_support.unavailable()
+    if why:
+        pytest.skip(why)
+    server = pg_support.PgServer().init().start()
+    try:
+        server.make_template()
+        yield server
+    finally:
+        server.cleanup()
+
+
+def _pg_database(request, tmp_path: Path) -> str:
+    """A new PostgreSQL database, and TAPKIOSK_DATA_KEY_FILE for it (a PostgreSQL store has no
+    file to keep its data key beside)."""
+    from host.privacy import keyfile
+
+    key = str(tmp_path / "chain.key")
+    keyfile.create(key)
+    request.getfixturevalue("monkeypatch").setenv(keyfile.ENV, key)
+    return request.getfixturevalue("pg_server").new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path: Path) -> str:
+    """The store of a test run on both backends: a new SQLite file, or a new PostgreSQL
+    database (migrated, empty) on the session's server."""
+    if request.param == "sqlite":
+        return str(tmp_path / "site.db")
+    return _pg_database(request, tmp_path)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def both_backends(request, tmp_path: Path) -> str:
+    """Run a test on SQLite and on PostgreSQL: site_support.make_site() and site_cli put their
+    site on the backend of the run (a module opts in with
+    ``pytestmark = pytest.mark.usefixtures("both_backends")``)."""
+    if request.param == "postgresql":
+        import site_support
+
+        _pg_database(request, tmp_path)   # the server and the data key file
+        server = request.getfixturevalue("pg_server")
+        request.getfixturevalue("monkeypatch").setattr(site_support, "new_store",
+                                                       server.new_database)
+    return request.param
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path: Path) -> str:
+    """Like ``db_url``, with SQLite in memory (the seeded sites of site_support)."""
+    if request.param == "sqlite":
+        return ":memory:"
+    return _pg_database(request, tmp_path)
 
 
 def run_micropython(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 60, input: bytes | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:

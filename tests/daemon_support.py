@@ -29,7 +29,8 @@ CARD2 = "04112233445566"       # member 2, 100.00 yuan, gym pass
 def make_site(path: Path, devices: dict[str, tuple[str, bytes]] | None = None) -> dict[str, Any]:
     """A site database with two members with balance and the given devices registered."""
     db = open_db(path)
-    keyfile.create(f"{path}.key")  # what `tapkiosk init` makes
+    if not str(path).startswith("postgresql://"):   # PostgreSQL: the db_url fixture's key file
+        keyfile.create(f"{path}.key")  # what `tapkiosk init` makes
     devices = devices or {"kiosk-1": ("kiosk", KEY_A), "kiosk-2": ("kiosk", KEY_B)}
     for dev, (kind, key) in devices.items():
         register_device(db, dev, kind, key=key)

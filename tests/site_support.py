@@ -35,13 +35,25 @@ class Clock:
         self.now = datetime(*args, tzinfo=TZ)
 
 
-def make_site(*, birthday: str | None = None, gate_hours: str | None = None, topup_fen: int = 0):
+def _sqlite_in_memory() -> str | None:
+    return None
+
+
+#: Where ``make_site()`` puts a site when no ``db`` is given: a function returning a new store
+#: (None: SQLite in memory). The ``both_backends`` fixture (tests/conftest.py) sets it to new
+#: PostgreSQL databases for a module's PostgreSQL runs.
+new_store = _sqlite_in_memory
+
+
+def make_site(*, birthday: str | None = None, gate_hours: str | None = None, topup_fen: int = 0,
+              db: str | None = None):
     """The seeded site described in the module docstring.
 
     ``birthday`` ("MM-DD") is the member's, ``gate_hours`` ("HH:MM-HH:MM") the gate's opening
-    hours (none: always open), ``topup_fen`` a first top-up of the member's balance.
+    hours (none: always open), ``topup_fen`` a first top-up of the member's balance, ``db``
+    the store (None: SQLite in memory; a ``postgresql://`` URL: a new PostgreSQL database).
     """
-    db = open_db(None)
+    db = open_db(db if db is not None else new_store())
     clock = Clock(2026, 3, 10, 12, 0)
     pol = load_policy()
     admin, engine = Admin(db, pol, clock), Engine(db, pol, clock)

@@ -6,12 +6,14 @@ import json
 import pytest
 
 from host.cli.app import main
+from host.store.db import open_db
 
 UID = "04A1B2C3D4E5F6"
 
 
 @pytest.fixture
-def run(site_cli):
+def run(db_url, site_cli):
+    """The CLI on a new site, on SQLite and on PostgreSQL."""
     return site_cli
 
 
@@ -115,11 +117,9 @@ def test_card_replace_blocks_old(run, member):
 def test_verify_detects_tampering(run, member, tmp_path):
     j(run, "topup", "1", "50.00")
     assert run("verify")[0] == 0
-    import sqlite3
-    conn = sqlite3.connect(tmp_path / "site.db")
-    conn.execute("UPDATE members SET principal_fen = principal_fen + 1")
-    conn.commit()
-    conn.close()
+    db = open_db(run.db)
+    db.execute("UPDATE members SET principal_fen = principal_fen + 1")
+    db.conn.close()
     code, out, _ = run("--json", "verify")
     assert code == 1
     assert "member 1 principal: projection 5001, ledger 5000" in json.loads(out)["problems"]
@@ -129,7 +129,7 @@ def test_ledger_is_append_only(run, member, tmp_path):
     j(run, "topup", "1", "50.00")
     j(run, "tap", "K1", UID, "--amount", "1.00")
     import sqlite3
-    conn = sqlite3.connect(tmp_path / "site.db")
+    conn = open_db(run.db).conn
     for sql in ("UPDATE ledger SET delta = 1", "DELETE FROM ledger", "DELETE FROM taps"):
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             conn.execute(sql)
@@ -156,10 +156,9 @@ def test_device_key_is_not_printed_without_show(run):
 
 
 def test_device_replace_starts_a_new_key_and_epoch(run, tmp_path):
-    from host.store.db import open_db
     from host.store.devices import device_key
     j(run, "device", "add", "G1", "gate")
-    db = open_db(tmp_path / "site.db")
+    db = open_db(run.db)
     old_key = device_key(db, "G1")
     db.execute("UPDATE devices SET last_seq = 131077, resend_floor = 131070, down_seq = 196608,"
                " board_mac = '24:6f:28:aa:bb:cc' WHERE device_id = 'G1'")

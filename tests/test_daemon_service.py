@@ -35,10 +35,10 @@ def _tap(dev: str, key: bytes, seq: int, uid: str = CARD) -> bytes:
 
 
 @pytest.fixture
-def svc(tmp_path: Path):
-    path = tmp_path / "site.db"
-    make_site(path)
-    w = Writer(str(path)).start()
+def svc(db_url: str):
+    """A Service on a seeded site, on SQLite and on PostgreSQL."""
+    make_site(db_url)
+    w = Writer(db_url).start()
     s = Service(w, Metrics(), load_policy())
     yield s
     s.close()

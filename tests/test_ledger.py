@@ -37,8 +37,8 @@ def test_split_spend_never_overdraws(p, b, amount, order):
     assert pp + bb == amount and 0 <= pp <= p and 0 <= bb <= b
 
 
-def _site():
-    db = open_db(None)
+def _site(store_url):
+    db = open_db(store_url)
     clock = [datetime(2026, 1, 15, 12, 0, tzinfo=TZ)]
     admin = Admin(db, load_policy(), lambda: clock[0])
     mid = admin.add_member("A", consent_terms="t1")["member_id"]
@@ -46,8 +46,8 @@ def _site():
     return db, admin, clock, mid, other
 
 
-def test_lots_used_soonest_expiry_first_never_expiring_last():
-    db, admin, clock, mid, _ = _site()
+def test_lots_used_soonest_expiry_first_never_expiring_last(store_url):
+    db, admin, clock, mid, _ = _site(store_url)
     ts = 1_800_000_000
     with transaction(db) as conn:
         ledger.credit(conn, ts, mid, "points", 100, "earn", expires_at=0)
@@ -59,16 +59,16 @@ def test_lots_used_soonest_expiry_first_never_expiring_last():
     assert ledger.verify(db) == []
 
 
-def test_credit_same_expiry_shares_a_lot():
-    db, admin, clock, mid, _ = _site()
+def test_credit_same_expiry_shares_a_lot(store_url):
+    db, admin, clock, mid, _ = _site(store_url)
     with transaction(db) as conn:
         ledger.credit(conn, 1, mid, "points", 5, "earn", expires_at=99)
         ledger.credit(conn, 2, mid, "points", 7, "earn", expires_at=99)
     assert db.execute("SELECT amount, remaining FROM lots").fetchall() == [(12, 12)]
 
 
-def test_debit_more_than_held_writes_nothing():
-    db, admin, clock, mid, _ = _site()
+def test_debit_more_than_held_writes_nothing(store_url):
+    db, admin, clock, mid, _ = _site(store_url)
     admin.topup(mid, 1000)
     n = db.execute("SELECT count(*) FROM ledger").fetchone()[0]
     with pytest.raises(InsufficientFunds):
@@ -77,11 +77,11 @@ def test_debit_more_than_held_writes_nothing():
     assert db.execute("SELECT count(*) FROM ledger").fetchone()[0] == n
 
 
-def test_spend_refused_by_short_lots_writes_nothing_in_the_open_transaction():
+def test_spend_refused_by_short_lots_writes_nothing_in_the_open_transaction(store_url):
     # Projection says 10 bonus fen, the lot holds 9: the refusal must leave no principal
     # debit behind, since the engine goes on to the next payment method in the same
     # transaction (e.g. order = ["balance", "punch"]).
-    db, admin, clock, mid, _ = _site()
+    db, admin, clock, mid, _ = _site(store_url)
     admin.topup(mid, 20000)                       # 200.00 + a bonus lot
     db.execute("UPDATE lots SET remaining = remaining - 1")
     bal = ledger.balances(db.conn, mid)
@@ -99,8 +99,8 @@ def test_spend_refused_by_short_lots_writes_nothing_in_the_open_transaction():
         assert ledger.balances(conn, mid) == bal
 
 
-def test_gift_keeps_expiry_and_sweep_expires():
-    db, admin, clock, mid, other = _site()
+def test_gift_keeps_expiry_and_sweep_expires(store_url):
+    db, admin, clock, mid, other = _site(store_url)
     ts = int(clock[0].timestamp())
     with transaction(db) as conn:
         ledger.credit(conn, ts, mid, "points", 30, "earn", expires_at=ts + 100)
@@ -116,10 +116,10 @@ def test_gift_keeps_expiry_and_sweep_expires():
     assert ledger.verify(db) == []
 
 
-def test_bonus_expiry_from_policy():
+def test_bonus_expiry_from_policy(store_url):
     raw = load_policy().raw
     pol = build_policy({**raw, "stored_value": {**raw["stored_value"], "bonus_expiry_days": 30}})
-    db = open_db(None)
+    db = open_db(store_url)
     clock = [datetime(2026, 1, 15, 12, 0, tzinfo=TZ)]
     admin = Admin(db, pol, lambda: clock[0])
     mid = admin.add_member("A", consent_terms="t1")["member_id"]
@@ -131,8 +131,8 @@ def test_bonus_expiry_from_policy():
     assert "expire" in kinds and ledger.verify(db) == []
 
 
-def test_referral_paid_once_on_first_qualifying_topup():
-    db, admin, clock, mid, _ = _site()
+def test_referral_paid_once_on_first_qualifying_topup(store_url):
+    db, admin, clock, mid, _ = _site(store_url)
     new = admin.add_member("C", referrer_id=mid, consent_terms="t1")["member_id"]
     before = ledger.balances(db.conn, mid)
     assert admin.topup(new, 1)["referral_points"] == 0          # below referral.min_purchase
@@ -145,8 +145,8 @@ def test_referral_paid_once_on_first_qualifying_topup():
     assert (mine["points"], mine["bonus_fen"]) == (50, 500)
 
 
-def test_verify_reports_lot_mismatch():
-    db, admin, clock, mid, _ = _site()
+def test_verify_reports_lot_mismatch(store_url):
+    db, admin, clock, mid, _ = _site(store_url)
     admin.topup(mid, 20000)
     db.execute("UPDATE lots SET remaining = remaining - 1")
     problems = ledger.verify(db)
@@ -161,8 +161,8 @@ def _tap_row(db, tap_id, seq, charged_fen, member_id):
                (tap_id, seq, member_id, charged_fen))
 
 
-def test_verify_compares_each_taps_charge_with_its_ledger_rows():
-    db, admin, clock, mid, _ = _site()
+def test_verify_compares_each_taps_charge_with_its_ledger_rows(store_url):
+    db, admin, clock, mid, _ = _site(store_url)
     admin.topup(mid, 1000)
     with transaction(db) as conn:
         _tap_row(db, 1, 1, 300, mid)                               # says charged, no rows

@@ -29,10 +29,10 @@ WORKER = textwrap.dedent("""
 """ % UID)
 
 
-def _site(tmp_path, balance_fen):
-    path = tmp_path / "site.db"
+def _site(path, balance_fen):
     db = open_db(path)
-    keyfile.create(f"{path}.key")  # what `tapkiosk init` makes
+    if not path.startswith("postgresql://"):
+        keyfile.create(f"{path}.key")  # what `tapkiosk init` makes
     admin = Admin(db)
     for dev in ("K1", "K2"):
         register_device(db, dev, "kiosk")
@@ -52,10 +52,10 @@ def _run_pair(path, jobs):
     return [int(out) for out, _ in outs]
 
 
-def test_two_processes_cannot_double_spend(tmp_path):
+def test_two_processes_cannot_double_spend(db_url):
     # 100.00 of principal (no ladder bonus below 200.00); a tap costs 10.00 at tier price
     # (9.50 silver, 8.80 once upgraded to gold after three purchases).
-    path, db, mid = _site(tmp_path, 10_000)
+    path, db, mid = _site(db_url, 10_000)
     grants = _run_pair(path, [("K1", 1, 60, 1000), ("K2", 1, 60, 1000)])
     db2 = open_db(path)
     bal = ledger.balances(db2.conn, mid)
@@ -70,8 +70,8 @@ def test_two_processes_cannot_double_spend(tmp_path):
     assert ledger.verify(db2) == []
 
 
-def test_two_processes_same_seqs_apply_once(tmp_path):
-    path, db, mid = _site(tmp_path, 100_000)
+def test_two_processes_same_seqs_apply_once(db_url):
+    path, db, mid = _site(db_url, 100_000)
     # 10.00 a tap: above tier_rules.min_purchase, so every applied tap is a qualifying purchase.
     grants = _run_pair(path, [("K1", 1, 80, 1000), ("K1", 1, 80, 1000)])
     db2 = open_db(path)

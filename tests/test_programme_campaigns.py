@@ -8,6 +8,9 @@ from host.rules.policy import build_policy, load_policy
 from host.store import programme_reports
 from site_support import UID, make_site
 
+# Every test of this module runs on SQLite and on PostgreSQL (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("both_backends")
+
 CAMPAIGNS = {
     "new_year": {"starts": "2027-01-01", "ends": "2027-01-03", "kinds": ["topup"],
                  "ladder": [{"min": "100.00", "bonus": "30.00"}]},

@@ -12,6 +12,9 @@ from host.rules.voids import void_tap
 from host.store import programme_reports, views
 from site_support import UID, make_site
 
+# Every test of this module runs on SQLite and on PostgreSQL (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("both_backends")
+
 TEMPLATES = {
     "five_off_30": {"kind": "amount_off", "value": "5.00", "min_spend": "30.00",
                     "covers": ["kiosk", "wash"]},

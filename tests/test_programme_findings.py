@@ -11,6 +11,9 @@ from host.rules.engine import Tap
 from host.store import reports
 from site_support import UID, make_site
 
+# Every test of this module runs on SQLite and on PostgreSQL (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("both_backends")
+
 
 @pytest.fixture
 def run(site_cli):
@@ -44,11 +47,10 @@ def refused(run, *argv):
 
 def test_plain_verify_lists_problems_without_traceback(run, member):
     j(run, "topup", "1", "10.00")
-    import sqlite3
-    conn = sqlite3.connect(run.db)
-    conn.execute("UPDATE members SET principal_fen = 5 WHERE id = 1")
-    conn.commit()
-    conn.close()
+    from host.store.db import open_db
+    db = open_db(run.db)
+    db.execute("UPDATE members SET principal_fen = 5 WHERE id = 1")
+    db.conn.close()
     code, out, err = run("verify")
     assert code == 1 and err == ""
     assert "member 1 principal: projection 5, ledger 1000" in out

@@ -12,6 +12,9 @@ from host.messages import channels, sender
 from host.rules.policy import build_policy, load_policy
 from site_support import make_site
 
+# Every test of this module runs on SQLite and on PostgreSQL (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("both_backends")
+
 
 class Inbox:
     """aiosmtpd handler keeping what it received."""

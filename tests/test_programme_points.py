@@ -8,6 +8,9 @@ from host.rules.policy import build_policy, load_policy
 from host.store import views
 from site_support import make_site
 
+# Every test of this module runs on SQLite and on PostgreSQL (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("both_backends")
+
 
 def grant(admin, mid, n=500):
     return admin.grant_points(mid, n, "opening gift")

@@ -6,6 +6,9 @@ from host.rules.policy import build_policy, load_policy
 from host.store import programme_reports
 from site_support import make_site
 
+# Every test of this module runs on SQLite and on PostgreSQL (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("both_backends")
+
 
 def test_both_sides_rewarded_once_after_a_qualifying_purchase():
     db, admin, engine, clock, mid = make_site()

@@ -8,6 +8,9 @@ from host.rules.engine import Tap
 from host.store import programme_reports as pr
 from site_support import UID, make_site
 
+# Every test of this module runs on SQLite and on PostgreSQL (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("both_backends")
+
 
 def test_spend_top_spenders_cycle_referral_rate_and_share():
     db, admin, engine, clock, mid = make_site(topup_fen=50000)

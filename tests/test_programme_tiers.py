@@ -6,6 +6,9 @@ from host.rules.engine import Engine, Tap
 from host.rules.policy import build_policy, load_policy
 from site_support import UID, make_site
 
+# Every test of this module runs on SQLite and on PostgreSQL (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("both_backends")
+
 
 def tier(db, mid=1):
     return db.execute("SELECT tier FROM members WHERE id = ?", (mid,)).fetchone()[0]

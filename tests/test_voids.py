@@ -11,9 +11,9 @@ from site_support import UID, make_site
 
 
 @pytest.fixture
-def site():
-    """K1/W1/G1 and member Li with card UID and 100.00 of balance."""
-    return make_site(topup_fen=10000)
+def site(store_url):
+    """K1/W1/G1 and member Li with card UID and 100.00 of balance; on both backends."""
+    return make_site(topup_fen=10000, db=store_url)
 
 
 def enc(d):
@@ -174,7 +174,7 @@ def test_void_refuses_a_tap_seq_that_is_not_before_the_void(site):
 
 
 # ------------------------------------------------------------------ through the daemon
-def test_daemon_answers_voids_over_a_cable(tmp_path):
+def test_daemon_answers_voids_over_a_cable(db_url):
     """A kiosk's DECISION is lost on the way back; its VOID gives the money back. A VOID for
     a tap that never arrived tombstones it, and the late TAP is answered 'voided'."""
     from protocol import codes
@@ -184,7 +184,7 @@ def test_daemon_answers_voids_over_a_cable(tmp_path):
     from daemon_support import (CARD, CARD2, KEY_A, InProcessDaemon, balance, ledger_ok,
                                      make_site, tap_count, wait_for)
 
-    path = tmp_path / "site.db"
+    path = db_url
     ids = make_site(path)
     start = balance(path, ids["m1"])
     cable = Cable().start()

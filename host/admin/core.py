@@ -23,7 +23,7 @@ from host.ledger import book as ledger
 from host.ledger import idempotent
 from host.rules.policy import Policy, policy_and_clock
 from host.store import audit
-from host.store.db import transaction
+from host.store.db import retrying, transaction
 
 #: The largest integer SQLite stores (a signed 64-bit INTEGER).
 SQLITE_MAX_INT = 2**63 - 1
@@ -96,6 +96,12 @@ class AdminCore:
         A replay writes nothing, not even an audit row."""
         idempotent.check_key(key)
         canon = idempotent.canonical(args)
+        return retrying(lambda: self._write_once(command, args, key, canon, fn))
+
+    def _write_once(self, command: str, args: dict[str, Any], key: str | None, canon: str,
+                    fn: WriteFn) -> dict[str, Any]:
+        # One attempt of ``write``; on PostgreSQL ``retrying`` runs it again after a
+        # serialization failure (the whole transaction was rolled back).
         with transaction(self.db) as conn:
             first = idempotent.recall(conn, key, command, canon)
             if first is not None:

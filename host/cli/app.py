@@ -37,7 +37,7 @@ from host.cli.context import Ctx, Handler
 from host.errors import HostError, InputError
 from host.rules.policy import load_policy
 from host.store import audit, settings
-from host.store.db import default_db_path, open_db
+from host.store.db import default_db_path, is_postgres, open_db
 
 #: Command groups in ``--help`` order.
 _GROUPS = (devices.add_site_parsers, members.add_parsers, devices.add_parsers,
@@ -83,7 +83,8 @@ def build_parser() -> Parser:
 
 def _run(args: argparse.Namespace, out: TextIO) -> int:
     path = args.db or default_db_path()
-    if args.cmd != "init" and path != ":memory:" and not os.path.exists(path):
+    if (args.cmd != "init" and path != ":memory:" and not is_postgres(path)
+            and not os.path.exists(path)):
         raise InputError(f"no database at {path}: run 'tapkiosk init' first (or pass --db)")
     migrating = args.cmd in upkeep.MIGRATING
     if migrating:

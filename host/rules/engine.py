@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from datetime import datetime
 from typing import Any
 
@@ -47,7 +48,7 @@ from host.rules import gate, kiosk, offline, sales, wash
 from host.rules.context import CARD_SQL, CardRow, Denied, Member, Outcome, TapContext
 from host.rules.policy import Policy, policy_and_clock
 from host.secure.check import check_tap
-from host.store.db import transaction
+from host.store.db import retrying, transaction
 from protocol import codes
 
 TEXT_MAX_BYTES = 64
@@ -176,17 +177,21 @@ class Engine:
         jobs = list(jobs)
         for tap, _enc in jobs:
             check_tap_fields(tap)
-        # The tap path: the same as ``with self.transaction()``, without its generator layers.
         with self._lock:
-            conn = self.db.conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                out = [self._one(conn, tap, enc) for tap, enc in jobs]
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+            return retrying(partial(self._batch, jobs))
+
+    def _batch(self, jobs: list[tuple[Tap, EncodeReply | None]]) -> list[Decision]:
+        # The tap path: the same as ``with self.transaction()``, without its generator layers.
+        # On PostgreSQL a serialization failure rolls it all back and ``retrying`` runs it again.
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            out = [self._one(conn, tap, enc) for tap, enc in jobs]
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
         return out
 
     def decide_local(self, tap: Tap, encode_reply: EncodeReply | None = None,

@@ -42,7 +42,7 @@ from host.rules.engine import Decision, Engine, Tap
 from host.errors import HostError
 from host.site.metrics import Metrics
 from host.rules.policy import Policy
-from host.store.db import BUSY_TIMEOUT_MS, open_db
+from host.store.db import BUSY_TIMEOUT_MS, is_postgres, open_db, retrying
 
 T = TypeVar("T")
 Encoder = Callable[[Tap, Decision], bytes]
@@ -171,7 +171,7 @@ class Writer:
         self.commits = 0
         self._wal_full = threading.Event()
         self.checkpointer: Checkpointer | None = None
-        if db_path is not None and str(db_path) != ":memory:":
+        if db_path is not None and str(db_path) != ":memory:" and not is_postgres(db_path):
             self.db.conn.execute("PRAGMA wal_autocheckpoint = 0")
             self.checkpointer = Checkpointer(db_path, lambda: self.commits,
                                              on_full=self._wal_full.set)
@@ -200,7 +200,8 @@ class Writer:
         return job.future
 
     def call(self, fn: Callable[[sqlite_utils.Database], T]) -> Future[T]:
-        """Run ``fn(db)`` on the writer thread (its own transaction is up to ``fn``)."""
+        """Run ``fn(db)`` on the writer thread (its own transaction is up to ``fn``; on
+        PostgreSQL ``fn`` runs again when a serialization failure rolled it back)."""
         job = _CallJob(fn)
         self._put(job)
         return job.future
@@ -279,7 +280,9 @@ class Writer:
         if not job.future.set_running_or_notify_cancel():
             return
         try:
-            result = job.fn(self.db)
+            # On PostgreSQL a serialization failure rolled ``fn``'s transaction back: run
+            # again (writes are idempotent; SQLite never raises it).
+            result = retrying(partial(job.fn, self.db))
             if self.db.conn.in_transaction:
                 # Left open, it would make every later BEGIN IMMEDIATE (every tap) fail.
                 raise HostError("a writer call returned inside an open transaction: rolled back")

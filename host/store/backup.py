@@ -20,7 +20,7 @@ from pathlib import Path
 import sqlite_utils
 
 from host.errors import InputError
-from host.store.db import BUSY_TIMEOUT_MS, is_empty, pending_migrations
+from host.store.db import BUSY_TIMEOUT_MS, is_empty, is_postgres, pending_migrations
 
 _STAMP = "%Y-%m-%dT%H%M%S"
 _GEN_RE = r"-(\d{4}-\d{2}-\d{2}T\d{6})(?:-(\d+))?\.db"
@@ -35,6 +35,9 @@ def backup_db(path: str | os.PathLike, folder: str | os.PathLike,
               now: datetime | None = None) -> Path:
     """A dated snapshot of the database at ``path`` in ``folder`` (created ``0770`` if
     missing), mode ``0660``; returns its path. Raises InputError when either side fails."""
+    if is_postgres(path):
+        raise InputError("a PostgreSQL store is backed up by PostgreSQL's own tools "
+                         "(pg_dump, or pgBackRest for point-in-time recovery), not by tapkiosk")
     src_path = Path(path)
     if not src_path.is_file():
         raise InputError(f"no database at {src_path}")

@@ -118,7 +118,7 @@ def campaigns(db: sqlite_utils.Database, policy: Policy, now: datetime
 def _purchases(db: sqlite_utils.Database, t0: int, t1: int) -> list[tuple[int, int, int]]:
     """(member_id, ts, fen) of every purchase in ``t0 <= ts < t1`` (module doc)."""
     taps = db.execute(
-        "SELECT member_id, min(ts), -sum(delta) FROM ledger WHERE kind = 'spend' AND tap_id IS "
+        "SELECT min(member_id), min(ts), -sum(delta) FROM ledger WHERE kind = 'spend' AND tap_id IS "
         "NOT NULL AND currency IN ('principal', 'bonus') AND ts >= ? AND ts < ? AND id NOT IN "
         "(SELECT reverses FROM ledger WHERE reverses IS NOT NULL) GROUP BY tap_id",
         (t0, t1)).fetchall()

@@ -16,11 +16,14 @@ from pathlib import Path
 import sqlite_utils
 
 from host.errors import InputError
-from host.store.db import BUSY_TIMEOUT_MS
+from host.store import pg
+from host.store.db import BUSY_TIMEOUT_MS, is_postgres
 
 
 def open_readonly(path: str | os.PathLike) -> sqlite_utils.Database:
     """Open the existing site database at ``path`` read-only (InputError if it cannot be)."""
+    if is_postgres(path):
+        return pg.open_readonly(path)
     uri = Path(path).expanduser().absolute().as_uri() + "?mode=ro"
     try:
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,

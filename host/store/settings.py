@@ -15,6 +15,7 @@ import sqlite3
 import sqlite_utils
 
 from host.errors import InputError
+from host.store.db import is_postgres
 
 #: The environment variable naming the site policy file.
 POLICY_ENV = "TAPKIOSK_POLICY"
@@ -55,6 +56,13 @@ def stored_policy_path(db_path: str, explicit: str | None) -> str | None:
     reads the stored setting read-only. InputError when the file cannot be opened."""
     if explicit or os.environ.get(POLICY_ENV) or db_path == ":memory:":
         return policy_location(None, explicit)[0]
+    if is_postgres(db_path):
+        from host.store.pg import open_readonly
+        db = open_readonly(db_path)
+        try:
+            return policy_location(db, None)[0]
+        finally:
+            db.close()
     try:
         conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
     except sqlite3.Error as e:

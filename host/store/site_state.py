@@ -20,7 +20,8 @@ from typing import Any
 
 import sqlite_utils
 
-from host.store.db import BUSY_TIMEOUT_MS
+from host.store import pg
+from host.store.db import BUSY_TIMEOUT_MS, is_postgres
 from protocol import seq as seqs
 
 
@@ -41,6 +42,8 @@ class Reader:
         if self.path is None or str(self.path) == ":memory:":
             return self._fallback(fn)
         with self._lock:
+            if self._db is None and is_postgres(self.path):
+                self._db = pg.open_readonly(self.path)
             if self._db is None:
                 uri = ("file:" + urllib.request.pathname2url(os.path.abspath(self.path))
                        + "?mode=ro")

@@ -231,7 +231,7 @@ def messages(db: sqlite_utils.Database, status: str | None, limit: int) -> list[
 
 def catalogue(db: sqlite_utils.Database) -> list[dict[str, Any]]:
     """Active catalogue items: name, points, stock (-1 = unlimited), redeemed so far."""
-    return _rows(db, "SELECT name AS item, points, CASE WHEN limited THEN (SELECT "
+    return _rows(db, "SELECT name AS item, points, CASE WHEN limited = 1 THEN (SELECT "
                      "coalesce(sum(delta), 0) FROM catalogue_moves m WHERE m.item_id = i.id) "
                      "ELSE -1 END AS stock, (SELECT coalesce(-sum(delta), 0) FROM catalogue_moves"
                      " m WHERE m.item_id = i.id AND m.note IN ('redeemed', 'reversed')) AS "
