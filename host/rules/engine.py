@@ -139,7 +139,7 @@ class Engine:
                  clock: Callable[[], datetime] | None = None) -> None:
         self.db = db
         self.policy, self.clock = policy_and_clock(policy, clock)
-        self._devices: dict[str, tuple[str, tuple[str, dict[str, Any]]]] = {}
+        self._devices: dict[str, tuple[str, tuple[str, dict[str, Any], str | None]]] = {}
         self._lock = threading.RLock()
         #: The seq ``decide_local`` used last (None before its first call).
         self.last_local_seq: int | None = None
@@ -295,21 +295,23 @@ class Engine:
 
     # ------------------------------------------------------------------ dispatch
     def _device(self, conn: sqlite3.Connection, device_id: str
-                ) -> tuple[str, dict[str, Any]] | None:
-        """(kind, settings) of ``device_id``, or None; settings parsed once per change."""
-        row = conn.execute("SELECT kind, settings FROM devices WHERE device_id = ?",
+                ) -> tuple[str, dict[str, Any], str | None] | None:
+        """(kind, settings, store name) of ``device_id``, or None; settings parsed once per
+        change. The store (None: the site's only one) picks the policy (``for_store``)."""
+        row = conn.execute("SELECT d.kind, d.settings, s.name FROM devices d LEFT JOIN stores s"
+                           " ON s.id = d.store_id WHERE d.device_id = ?",
                            (device_id,)).fetchone()
         if row is None:
             return None
-        kind, raw = row
+        kind, raw, store = row
         cached = self._devices.get(device_id)
-        if cached is not None and cached[0] == kind + raw:
+        if cached is not None and cached[0] == f"{kind}{raw}{store}":
             return cached[1]
         settings = json.loads(raw)
         settings.setdefault("hours", "00:00-24:00")
         settings.setdefault("duplicate_window_s", 0)
-        self._devices[device_id] = (kind + raw, (kind, settings))
-        return kind, settings
+        self._devices[device_id] = (f"{kind}{raw}{store}", (kind, settings, store))
+        return kind, settings, store
 
     def _evaluate(self, conn: sqlite3.Connection, tap: Tap, now: datetime, ts: int,
                   tap_id: int, sale: sales.Sale | None = None) -> Outcome:
@@ -317,7 +319,7 @@ class Engine:
         dev = self._device(conn, tap.device_id)
         if dev is None:
             raise Denied("unknown_device", "Unknown reader")
-        kind, settings = dev
+        kind, settings, store = dev
         row = conn.execute(CARD_SQL, (tap.uid.upper(),)).fetchone()
         card = CardRow._make(row) if row is not None else None
         if tap.offline:
@@ -332,7 +334,9 @@ class Engine:
         if card.member_status != "active":
             raise Denied("member_inactive", "Membership suspended", card.member_id, kind)
         m = Member.from_card(card)
-        ctx = TapContext(conn, self.policy, tap, kind, settings, m, now, ts, tap_id, sale)
+        sp = self.policy.stores.get(store) if store is not None else None
+        ctx = TapContext(conn, self.policy.for_store(store), tap, kind, settings, m, now, ts,
+                         tap_id, sale, sp.hours_for(kind) if sp is not None else None)
         _expire(ctx)
         _refuse_duplicate(ctx)
         out = _RULES.get(kind, kiosk.decide)(ctx)

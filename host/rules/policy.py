@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from host.errors import InputError
 from host.money import parse_yuan
+from host.store.devices import parse_hours
 from host.rules.policy_programme import (Campaign, CouponRules, CouponTemplate, Messages,
                                         campaigns, coupon_rules, coupon_templates, messages)
 
@@ -31,6 +32,10 @@ _REPLACED_WHOLE = {("tiers",), ("plans",), ("wash", "programs"), ("stored_value"
 _DURATIONS = ("month", "quarter", "year")
 _SPEND_ORDERS = ("prorated", "bonus_first", "principal_first")
 _PAY_METHODS = ("pass", "punch", "balance")
+_ALWAYS = "00:00-24:00"
+#: What a ``[stores.NAME]`` table may override, besides ``hours`` and ``hours_exempt``.
+_STORE_SECTIONS = ("wash", "gate", "kiosk", "products")
+_KINDS = ("gate", "wash", "kiosk")
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,8 @@ class Policy:
     gift_pooling: bool = True
     #: The sales catalogue (``[products]``), by product id, in file order.
     products: dict[str, Product] = field(default_factory=dict)
+    #: Per-store overrides of a chain (``[stores.NAME]``), by store name.
+    stores: dict[str, "StorePolicy"] = field(default_factory=dict)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -154,6 +161,28 @@ class Policy:
     def tiers_by_rank(self) -> list[Tier]:
         """Tiers from lowest to highest rank."""
         return sorted(self.tiers.values(), key=lambda t: t.rank)
+
+    def for_store(self, store: str | None) -> "Policy":
+        """The policy a tap at a reader of ``store`` is decided by: this one with the
+        store's ``[stores.NAME]`` overrides (this one itself for no store, or a store with
+        no overrides)."""
+        sp = self.stores.get(store) if store is not None else None
+        return sp.policy if sp is not None else self
+
+
+@dataclass(frozen=True)
+class StorePolicy:
+    """One store's overrides (``[stores.NAME]``): its opening hours, the device kinds they
+    do not bind, and the whole policy with its prices, programmes and products applied."""
+
+    name: str
+    hours: str
+    hours_exempt: tuple[str, ...]
+    policy: Policy
+
+    def hours_for(self, kind: str) -> str:
+        """The store hours a reader of ``kind`` obeys (always open when exempt)."""
+        return _ALWAYS if kind in self.hours_exempt else self.hours
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any], path: tuple[str, ...] = ()) -> dict:
@@ -284,8 +313,60 @@ def build_policy(raw: dict[str, Any]) -> Policy:
     sec = _Reader(top.get("security", {"mode": "uid"}), "security")
     fields["security_mode"] = sec.choice("mode", ("uid", "sun"))
     sec.done()
+    fields["stores"] = _stores_section(top, raw)
     top.done()
     return Policy(raw=raw, **fields)
+
+
+def _stores_section(top: _Reader, raw: dict[str, Any]) -> dict[str, StorePolicy]:
+    """``[stores.NAME]``: per-store ``hours`` (HH:MM-HH:MM; a tap outside them is denied
+    ``closed``; a gate's exit never is), ``hours_exempt`` (device kinds the store hours do not
+    bind, default none) and overrides of ``wash`` (order, programmes and their prices),
+    ``gate``, ``kiosk`` and ``products``, merged key by key over the chain's policy (a
+    programme or product named here changes that one; the others stay the chain's) and
+    validated like the chain's. Unknown keys are refused; a store name
+    that is not in the chain's database is refused by :func:`check_stores`."""
+    table = top.get("stores", {})
+    if not isinstance(table, dict):
+        raise InputError("policy: stores must be a table of [stores.NAME] tables")
+    base = {k: v for k, v in raw.items() if k != "stores"}
+    out: dict[str, StorePolicy] = {}
+    for name, over in table.items():
+        r = _Reader(over, f"stores.{name}")
+        if not (1 <= len(name) <= 32 and name.isascii()
+                and all(c.isalnum() or c in "_-" for c in name)):
+            raise InputError(f"policy: stores.{name} must be a store name of 1-32 letters, "
+                             "digits, _ -")
+        hours = r.get("hours", _ALWAYS)
+        try:
+            parse_hours(hours)
+        except InputError:
+            raise InputError(f"policy: stores.{name}.hours must be HH:MM-HH:MM, e.g. "
+                             f"\"08:00-22:00\", got {json.dumps(hours)}") from None
+        exempt = r.get("hours_exempt", [])
+        if not isinstance(exempt, list) or any(k not in _KINDS for k in exempt):
+            raise InputError(f"policy: stores.{name}.hours_exempt must list device kinds "
+                             f"{'|'.join(_KINDS)}, got {json.dumps(exempt)}")
+        sections = {k: r.get(k) for k in _STORE_SECTIONS if k in over}
+        r.done()
+        try:
+            # Merged table by table (a programme or product named here overrides that one
+            # only, the others stay the chain's): the path prefix keeps _REPLACED_WHOLE out.
+            policy = build_policy(_merge(base, sections, ("stores",)))
+        except InputError as e:
+            raise InputError(str(e).replace("policy: ", f"policy: stores.{name}.", 1)) from None
+        out[name] = StorePolicy(name, hours, tuple(exempt), policy)
+    return out
+
+
+def check_stores(policy: Policy, names: list[str]) -> None:
+    """InputError when the policy overrides a store that is not one of ``names`` (the
+    stores of the chain's database, ``host.store.stores.store_names``)."""
+    unknown = sorted(set(policy.stores) - set(names))
+    if unknown:
+        raise InputError(f"policy: stores.{unknown[0]} names no store of this chain (stores: "
+                         f"{', '.join(names) or 'none'}; add it with: tapkiosk store add "
+                         f"{unknown[0]})")
 
 
 def _site_section(top: _Reader) -> dict[str, Any]:

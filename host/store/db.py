@@ -536,6 +536,20 @@ CREATE TABLE fleet_updates (
 );
 CREATE INDEX fleet_updates_state ON fleet_updates(state);
 """),
+    # A chain (issue 17, host/store/stores.py): stores, and the store of each reader and of
+    # each staff account. NULL = the site's only store (a device) or every store (staff),
+    # so a single-store site changes nothing. Taps and ledger rows belong to a store
+    # through their device.
+    (19, "chain: stores; devices and staff belong to a store", """
+CREATE TABLE stores (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 32),
+    created_at INTEGER NOT NULL
+);
+ALTER TABLE devices ADD COLUMN store_id INTEGER REFERENCES stores(id);
+ALTER TABLE staff ADD COLUMN store_id INTEGER REFERENCES stores(id);
+CREATE INDEX devices_store ON devices(store_id);
+"""),
 ]
 
 def default_db_path() -> str:
