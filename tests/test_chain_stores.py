@@ -140,3 +140,36 @@ def test_single_store_site_is_unchanged():
     assert engine.decide(Tap("W1", 1, UID, service=1)).balance_fen == 100_00 - 25_00 * 95 // 100
     with pytest.raises(NotFound):
         stores.set_device_store(db, "W1", "north", actor="t")
+
+
+def test_daily_report_per_store_and_chain_wide(site_cli):
+    for args in (("store", "add", "north"), ("store", "add", "south"),
+                 ("device", "add", "K1", "kiosk", "--store", "north"),
+                 ("device", "add", "K2", "kiosk", "--store", "south"),
+                 ("member", "add"), ("card", "enroll", "1", UID), ("topup", "1", "100.00"),
+                 ("tap", "K1", UID, "--amount", "10.00"), ("tap", "K2", UID, "--amount", "4.00"),
+                 ("tap", "K2", UID, "--amount", "2.00")):
+        assert site_cli(*args)[0] == 0, args
+    code, out, _ = site_cli("--json", "report", "daily", "--days", "1")
+    rows = {r["store"]: r for r in json.loads(out)}
+    assert set(rows) == {"*", "north", "south"}
+    assert rows["*"]["taps"] == 3 and rows["*"]["topups_fen"] == 100_00
+    assert (rows["north"]["taps"], rows["south"]["taps"]) == (1, 2)
+    assert rows["*"]["consumption_fen"] == rows["north"]["consumption_fen"] + \
+        rows["south"]["consumption_fen"] > 0
+    assert rows["south"]["topups_fen"] is None      # counter cash names no reader
+    code, out, _ = site_cli("--json", "report", "daily", "--days", "1", "--store", "south")
+    assert [(r["store"], r["taps"]) for r in json.loads(out)] == [("south", 2)]
+    code, out, _ = site_cli("report", "daily", "--days", "1", "--store", "south", "--csv")
+    head, row = out.strip().splitlines()
+    assert head.startswith("date,store,") and ",south," in row
+    assert site_cli("report", "daily", "--store", "west")[0] == 2
+    code, out, _ = site_cli("--json", "report", "devices", "--store", "north")
+    assert [(r["device_id"], r["store"], r["taps"]) for r in json.loads(out)] == [("K1", "north", 1)]
+
+
+def test_single_store_daily_report_has_no_store_split(site_cli):
+    site_cli("store", "add", "north")
+    site_cli("device", "add", "K1", "kiosk", "--store", "north")
+    code, out, _ = site_cli("--json", "report", "daily", "--days", "2")
+    assert [("store" in r) for r in json.loads(out)] == [False, False]

@@ -22,6 +22,9 @@ def add_parsers(sub: Any, p: Parents) -> None:
         r = rep.add_parser(name, **p.read)
         r.add_argument("--csv", action="store_true")
         r.add_argument("--days", type=whole("days", 1, 3660))
+        if name in ("daily", "devices"):
+            r.add_argument("--store", help="that store of the chain only (default: chain-wide,"
+                           " split per store when there is more than one)")
         if name == "daily":
             r.add_argument("--date", type=date_arg, help="last day (default: today)")
         if name == "top-spenders":
@@ -36,7 +39,8 @@ def _print(ctx: Ctx, a: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
 
 
 def daily(ctx: Ctx, a: argparse.Namespace) -> None:
-    _print(ctx, a, reports.daily(ctx.db, ctx.policy, a.date or ctx.now.date(), a.days or 7))
+    _print(ctx, a, reports.daily(ctx.db, ctx.policy, a.date or ctx.now.date(), a.days or 7,
+                                 store=a.store, breakdown=True))
 
 
 def members(ctx: Ctx, a: argparse.Namespace) -> None:
@@ -44,7 +48,7 @@ def members(ctx: Ctx, a: argparse.Namespace) -> None:
 
 
 def devices(ctx: Ctx, a: argparse.Namespace) -> None:
-    _print(ctx, a, reports.devices(ctx.db, ctx.policy, ctx.now, a.days or 1))
+    _print(ctx, a, reports.devices(ctx.db, ctx.policy, ctx.now, a.days or 1, store=a.store))
 
 
 def dormant(ctx: Ctx, a: argparse.Namespace) -> None:
