@@ -80,8 +80,8 @@ async def gate(request: Request) -> None:
     con = console(request)
     await con.csrf.check(request)
     session = con.sessions.get(request.cookies.get(SESSION_COOKIE))
-    request.state.actor = (StaffActor(session.name, session.role, client_address(request))
-                           if session else None)
+    request.state.actor = (StaffActor(session.name, session.role, client_address(request),
+                                      session.store) if session else None)
     if session is None and not getattr(request.scope.get("endpoint"), "console_public", False):
         raise LoginRequired("log in first")
 
@@ -109,6 +109,11 @@ def local_time(request: Request) -> Callable[[int | None], str]:
     return fmt
 
 
+def _fen(v: int | None) -> str:
+    """Yuan of ``v``; ``-`` for None (counter cash in a store's report row names no store)."""
+    return "-" if v is None else format_fen(v)
+
+
 def render(request: Request, template: str, status: int = 200, **values: Any) -> HTMLResponse:
     """The page ``template`` with ``values`` and what every page needs."""
     con = console(request)
@@ -117,7 +122,7 @@ def render(request: Request, template: str, status: int = 200, **values: Any) ->
     page = con.templates.get_template(template).render(
         request=request, actor=actor, can=lambda action: allowed(actor, action),
         csrf=con.csrf.token(request), lang=lang, t=i18n.translator(lang), base=base(request),
-        fen=format_fen, when=local_time(request), assets=ASSETS, **values)
+        fen=_fen, when=local_time(request), assets=ASSETS, **values)
     response = HTMLResponse(page, status_code=status,
                             headers={"Cache-Control": "no-store",
                                      "Content-Security-Policy": "default-src 'self'; "

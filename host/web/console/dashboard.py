@@ -27,8 +27,8 @@ def dashboard(request: Request, actor: StaffActor = Depends(need("dashboard.read
     now = datetime.now(ctx.policy.tz)
     db = ctx.read_db()
     try:
-        today = reports.daily(db, ctx.policy, now.date(), 1)[0]
-        board = reports.devices(db, ctx.policy, now, 1)
+        today = reports.daily(db, ctx.policy, now.date(), 1, store=actor.store)[0]
+        board = reports.devices(db, ctx.policy, now, 1, store=actor.store)
         last = frontdesk.last_taps(db)
     finally:
         db.conn.close()

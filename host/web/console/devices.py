@@ -24,8 +24,8 @@ def devices_page(request: Request, actor: StaffActor = Depends(need("devices.rea
     db = ctx.read_db()
     try:
         health = {r["device_id"]: r for r in reports.devices(
-            db, ctx.policy, datetime.now(ctx.policy.tz), 1)}
-        devices = list_devices(db)
+            db, ctx.policy, datetime.now(ctx.policy.tz), 1, store=actor.store)}
+        devices = [d for d in list_devices(db) if d["device_id"] in health]  # actor's store
         last = frontdesk.last_taps(db)
     finally:
         db.conn.close()

@@ -21,17 +21,18 @@ router = APIRouter(prefix="/reports")
 NAMES = ("daily", "members", "devices")
 
 
-def _rows(request: Request, name: str) -> list[dict[str, Any]]:
+def _rows(request: Request, name: str, store: str | None = None) -> list[dict[str, Any]]:
+    """Report ``name``; ``store``: a store-scoped actor's store (members are chain-wide)."""
     ctx = console(request).ctx
     now = datetime.now(ctx.policy.tz)
     db = ctx.read_db()
     try:
         if name == "daily":
-            return store_reports.daily(db, ctx.policy, now.date(), 7)
+            return store_reports.daily(db, ctx.policy, now.date(), 7, store=store)
         if name == "members":
             return store_reports.members(db, ctx.policy, now)
         if name == "devices":
-            return store_reports.devices(db, ctx.policy, now)
+            return store_reports.devices(db, ctx.policy, now, store=store)
     finally:
         db.conn.close()
     raise NotFound(f"no report {name!r} (reports: {', '.join(NAMES)})")
@@ -54,17 +55,18 @@ def bar_chart(labels: list[str], values: list[int], width: int = 560, height: in
 @router.get("")
 def reports_page(request: Request, actor: StaffActor = Depends(need("reports.read"))
                  ) -> Response:
-    daily = _rows(request, "daily")
-    chart = bar_chart([d["date"][5:] for d in daily], [d["revenue_fen"] for d in daily])
+    daily = _rows(request, "daily", actor.store)
+    chart = bar_chart([d["date"][5:] for d in daily], [d["revenue_fen"] or 0 for d in daily])
     taps = bar_chart([d["date"][5:] for d in daily], [d["taps"] for d in daily])
     return render(request, "reports.html", daily=daily, members=_rows(request, "members"),
-                  devices=_rows(request, "devices"), chart=chart, taps_chart=taps)
+                  devices=_rows(request, "devices", actor.store), chart=chart,
+                  taps_chart=taps)
 
 
 @router.get("/{name}.csv")
 def report_csv(request: Request, name: str,
                actor: StaffActor = Depends(need("reports.read"))) -> Response:
-    rows = _rows(request, name)
+    rows = _rows(request, name, actor.store)
     out = io.StringIO()
     if rows:
         writer = csv.DictWriter(out, fieldnames=list(rows[0]))
