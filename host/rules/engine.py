@@ -48,6 +48,7 @@ from host.rules.context import CARD_SQL, CardRow, Denied, Member, Outcome, TapCo
 from host.rules.policy import Policy, policy_and_clock
 from host.secure.check import check_tap
 from host.store.db import transaction
+from host.store.outage import StoreUnavailable
 from protocol import codes
 
 TEXT_MAX_BYTES = 64
@@ -241,6 +242,8 @@ class Engine:
                 out = Outcome("deny", d.reason, d.text, member_id=d.member_id, kind=d.kind)
             decision = self._finish(conn, out, encode_reply, sale_id=sale_id)
             self._record(conn, tap, ts, tap_id, out, decision, t0, sec.note)
+        except StoreUnavailable:
+            raise   # the database is gone: nothing of the batch is written (host/site/outage.py)
         except (HostError, ValueError, TypeError, KeyError, sqlite3.IntegrityError,
                 ArithmeticError) as e:
             # A host fault in this tap: nothing of it is charged, the device gets "internal".

@@ -152,6 +152,8 @@ class Policy:
     products: dict[str, Product] = field(default_factory=dict)
     #: Per-store overrides of a chain (``[stores.NAME]``), by store name.
     stores: dict[str, "StorePolicy"] = field(default_factory=dict)
+    #: What a store's daemon may grant while the chain's database is unreachable.
+    offline: "OfflineAllowance" = field(default_factory=lambda: OfflineAllowance())
 
     @property
     def tz(self) -> ZoneInfo:
@@ -168,6 +170,17 @@ class Policy:
         no overrides)."""
         sp = self.stores.get(store) if store is not None else None
         return sp.policy if sp is not None else self
+
+
+@dataclass(frozen=True)
+class OfflineAllowance:
+    """``[offline]``: while the chain's database is unreachable, a store's daemon grants a
+    member at most ``allowance_fen`` of stored value per outage (0: none), and time passes
+    (``passes``) and punch-card uses (``punch``) its last snapshot shows."""
+
+    allowance_fen: int = 0
+    passes: bool = True
+    punch: bool = True
 
 
 @dataclass(frozen=True)
@@ -314,6 +327,7 @@ def build_policy(raw: dict[str, Any]) -> Policy:
     fields["security_mode"] = sec.choice("mode", ("uid", "sun"))
     sec.done()
     fields["stores"] = _stores_section(top, raw)
+    fields["offline"] = _offline_section(top)
     top.done()
     return Policy(raw=raw, **fields)
 
@@ -357,6 +371,21 @@ def _stores_section(top: _Reader, raw: dict[str, Any]) -> dict[str, StorePolicy]
             raise InputError(str(e).replace("policy: ", f"policy: stores.{name}.", 1)) from None
         out[name] = StorePolicy(name, hours, tuple(exempt), policy)
     return out
+
+
+def _offline_section(top: _Reader) -> OfflineAllowance:
+    """``[offline]``: ``allowance`` (yuan, per member per outage, default "0.00": no stored
+    value is spent offline), ``passes`` and ``punch`` (true/false, default true)."""
+    r = _Reader(top.get("offline", {}), "offline")
+    allowance = r.money("allowance", "0.00")
+    flags = {k: r.get(k, True) for k in ("passes", "punch")}
+    for k, v in flags.items():
+        if not isinstance(v, bool):
+            raise InputError(f"policy: offline.{k} must be true or false, got {json.dumps(v)}")
+    if allowance > 1_000_000_00:
+        raise InputError("policy: offline.allowance must be at most 1000000.00")
+    r.done()
+    return OfflineAllowance(allowance, flags["passes"], flags["punch"])
 
 
 def check_stores(policy: Policy, names: list[str]) -> None:

@@ -550,6 +550,29 @@ ALTER TABLE devices ADD COLUMN store_id INTEGER REFERENCES stores(id);
 ALTER TABLE staff ADD COLUMN store_id INTEGER REFERENCES stores(id);
 CREATE INDEX devices_store ON devices(store_id);
 """),
+    # WAN outage at a store (host/site/outage.py): a tap its daemon granted from the local
+    # journal that the chain's database then refused on replay (balance spent elsewhere
+    # meanwhile, card blocked...), kept for `tapkiosk report offline`, never dropped.
+    # UNIQUE(device_id, seq): a replay after a crash records it once. Append-only.
+    (20, "chain: offline taps the central database refused on replay", """
+CREATE TABLE offline_unapplied (
+    id INTEGER PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    uid TEXT NOT NULL,
+    member_id INTEGER,
+    tapped_at INTEGER NOT NULL,
+    granted_fen INTEGER NOT NULL DEFAULT 0,
+    reason TEXT NOT NULL,
+    text TEXT NOT NULL DEFAULT '',
+    recorded_at INTEGER NOT NULL,
+    UNIQUE (device_id, seq)
+);
+CREATE TRIGGER offline_unapplied_no_update BEFORE UPDATE ON offline_unapplied
+BEGIN SELECT RAISE(ABORT, 'offline_unapplied is append-only'); END;
+CREATE TRIGGER offline_unapplied_no_delete BEFORE DELETE ON offline_unapplied
+BEGIN SELECT RAISE(ABORT, 'offline_unapplied is append-only'); END;
+"""),
 ]
 
 def default_db_path() -> str:
