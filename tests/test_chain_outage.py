@@ -6,6 +6,7 @@ replays in order when the database is back, and reports what the database refuse
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
@@ -165,8 +166,7 @@ def test_outage_mid_transaction_writes_nothing_and_a_blocked_card_is_reported(ch
     assert tap(writer, "W1", 1, UID, service=1).verdict == "grant"
     assert outage.offline
     assert db.execute("SELECT count(*) FROM taps").fetchone()[0] == 0
-    admin.block_card(UID) if hasattr(admin, "block_card") else db.execute(
-        "UPDATE cards SET status = 'blocked' WHERE uid = ?", (UID,))
+    admin.set_card_status(UID, "blocked")
     holder["db"].conn.down = False
     tap(writer, "K1", 1, UID, amount_fen=1_00)
     rows = unapplied(db)
@@ -191,3 +191,25 @@ def test_gate_and_punch_offline_from_the_snapshot(chain):
     assert db.execute("SELECT uses_left FROM passes WHERE member_id = ?", (mid,)
                       ).fetchone()[0] == 8
     assert verify(db) == []
+
+
+def test_report_offline_and_doctor_show_refused_replays(chain, tmp_path, capsys):
+    db, admin, writer, outage, holder, clock, mid = chain
+    from host.cli.app import main
+    from host.site import doctor
+    path = writer.db_path
+    assert doctor.offline_replays(db, clock.now.timestamp()) == []
+    holder["db"].conn.down = True
+    tap(writer, "W1", 1, UID, service=1)
+    admin.set_card_status(UID, "blocked")
+    holder["db"].conn.down = False
+    tap(writer, "K1", 1, UID, amount_fen=1_00)
+    assert main(["--db", path, "--json", "report", "offline"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["device_id"], r["seq"], r["reason"], r["granted_fen"]) for r in rows] == [
+        ("W1", 1, "blocked", BASIC)]
+    assert main(["--db", path, "report", "offline", "--csv"]) == 0
+    assert "W1,1," in capsys.readouterr().out
+    import time
+    [check] = doctor.offline_replays(db, time.time())
+    assert check.status == "FAIL" and "tapkiosk report offline" in check.note

@@ -9,10 +9,10 @@ from typing import Any
 from host.cli import render
 from host.cli.args import Parents, date_arg, group, whole
 from host.cli.context import Ctx, Handler
-from host.store import programme_reports, reports
+from host.store import outage, programme_reports, reports
 
 _NAMES = ("daily", "members", "devices", "dormant", "referrals", "coupons", "campaigns",
-          "spend", "top-spenders", "birthdays")
+          "spend", "top-spenders", "birthdays", "offline")
 
 
 def add_parsers(sub: Any, p: Parents) -> None:
@@ -55,6 +55,14 @@ def dormant(ctx: Ctx, a: argparse.Namespace) -> None:
     _print(ctx, a, reports.dormant(ctx.db, ctx.policy, ctx.now, a.days))
 
 
+def offline_report(ctx: Ctx, a: argparse.Namespace) -> None:
+    """Taps granted during a WAN outage that the chain's database refused on replay."""
+    rows = outage.unapplied(ctx.db)
+    if a.days:
+        rows = [r for r in rows if r["tapped_at"] >= ctx.ts() - a.days * 86400]
+    _print(ctx, a, rows)
+
+
 def referrals_report(ctx: Ctx, a: argparse.Namespace) -> None:
     _print(ctx, a, programme_reports.referrals(ctx.db, ctx.policy, ctx.now, a.days))
 
@@ -85,5 +93,5 @@ COMMANDS: dict[str, Handler] = {
     "report dormant": dormant, "report referrals": referrals_report,
     "report coupons": coupons_report, "report campaigns": campaigns_report,
     "report spend": spend_report, "report top-spenders": top_spenders_report,
-    "report birthdays": birthdays_report,
+    "report birthdays": birthdays_report, "report offline": offline_report,
 }

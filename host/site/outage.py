@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -37,6 +38,9 @@ from host.store.outage import StoreUnavailable, record_unapplied
 from protocol import codes
 
 log = logging.getLogger("tapkiosk.outage")
+
+#: Environment variable naming the local journal file of a store's daemon.
+JOURNAL_ENV = "TAPKIOSK_OFFLINE_JOURNAL"
 
 #: Seconds between attempts to reach the chain's database while offline.
 RETRY_S = 2.0
@@ -187,6 +191,21 @@ class Outage:
         """For metrics and doctor: offline or not, the journal's counts, the snapshot's age."""
         return {"offline": self.offline, "outage": self.outage,
                 "snapshot_at": self.journal.taken_at(), **self.journal.counts()}
+
+
+def outage_for(db: str) -> Outage | None:
+    """The offline mode of a daemon on database ``db``: a journal at ``$TAPKIOSK_OFFLINE_
+    JOURNAL``, else, for a chain database (``postgresql://``), ``offline-journal.db`` in the
+    user data dir; None for a local SQLite site (its database cannot be cut off)."""
+    path = os.environ.get(JOURNAL_ENV)
+    if not path and not str(db).startswith(("postgresql://", "postgres://")):
+        return None
+    if not path:
+        base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"),
+                                                               ".local", "share")
+        os.makedirs(os.path.join(base, "tapkiosk"), exist_ok=True)
+        path = os.path.join(base, "tapkiosk", "offline-journal.db")
+    return Outage(Journal(path))
 
 
 def _decision(e: Entry, replayed: bool = False) -> Decision:
