@@ -223,6 +223,51 @@ def site_cli(tmp_path: Path, capsys, monkeypatch):
     return run
 
 
+@pytest.fixture(scope="session")
+def pg_server():
+    """One PostgreSQL server for the session (tests/pg_support.py), with a migrated template
+    database; skips with the reason when PostgreSQL cannot run here."""
+    import pg_support
+
+    why = pg_support.unavailable()
+    if why:
+        pytest.skip(why)
+    server = pg_support.PgServer().init().start()
+    try:
+        server.make_template()
+        yield server
+    finally:
+        server.cleanup()
+
+
+def _pg_database(request, tmp_path: Path) -> str:
+    """A new PostgreSQL database, and TAPKIOSK_DATA_KEY_FILE for it (a PostgreSQL store has no
+    file to keep its data key beside)."""
+    from host.privacy import keyfile
+
+    key = str(tmp_path / "chain.key")
+    keyfile.create(key)
+    request.getfixturevalue("monkeypatch").setenv(keyfile.ENV, key)
+    return request.getfixturevalue("pg_server").new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path: Path) -> str:
+    """The store of a test run on both backends: a new SQLite file, or a new PostgreSQL
+    database (migrated, empty) on the session's server."""
+    if request.param == "sqlite":
+        return str(tmp_path / "site.db")
+    return _pg_database(request, tmp_path)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path: Path) -> str:
+    """Like ``db_url``, with SQLite in memory (the seeded sites of site_support)."""
+    if request.param == "sqlite":
+        return ":memory:"
+    return _pg_database(request, tmp_path)
+
+
 def run_micropython(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 60, input: bytes | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run the MicroPython unix port from the repo root with the simulator on its path."""
     exe = micropython_path()

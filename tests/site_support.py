@@ -35,13 +35,15 @@ class Clock:
         self.now = datetime(*args, tzinfo=TZ)
 
 
-def make_site(*, birthday: str | None = None, gate_hours: str | None = None, topup_fen: int = 0):
+def make_site(*, birthday: str | None = None, gate_hours: str | None = None, topup_fen: int = 0,
+              db: str | None = None):
     """The seeded site described in the module docstring.
 
     ``birthday`` ("MM-DD") is the member's, ``gate_hours`` ("HH:MM-HH:MM") the gate's opening
-    hours (none: always open), ``topup_fen`` a first top-up of the member's balance.
+    hours (none: always open), ``topup_fen`` a first top-up of the member's balance, ``db``
+    the store (None: SQLite in memory; a ``postgresql://`` URL: a new PostgreSQL database).
     """
-    db = open_db(None)
+    db = open_db(db)
     clock = Clock(2026, 3, 10, 12, 0)
     pol = load_policy()
     admin, engine = Admin(db, pol, clock), Engine(db, pol, clock)

@@ -19,9 +19,10 @@ UID2 = "04A1B2C3D4E5F7"
 
 
 @pytest.fixture
-def site():
-    """K1/W1/G1 (gate open 06:00-23:00) and member Li (birthday 07-01) with card UID, no balance."""
-    return make_site(birthday="07-01", gate_hours="06:00-23:00")
+def site(store_url):
+    """K1/W1/G1 (gate open 06:00-23:00) and member Li (birthday 07-01) with card UID, no
+    balance; on both backends."""
+    return make_site(birthday="07-01", gate_hours="06:00-23:00", db=store_url)
 
 
 def bal(db, mid):

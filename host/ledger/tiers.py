@@ -37,7 +37,7 @@ def activity(conn: sqlite3.Connection, policy: Policy, member_id: int, since: in
         "SELECT coalesce(sum(fen), 0) FROM (SELECT -sum(delta) AS fen FROM ledger WHERE "
         "member_id = ? AND ts > ? AND ts <= ? AND kind = 'spend' AND tap_id IS NOT NULL AND "
         "currency IN ('principal', 'bonus') AND id NOT IN (SELECT reverses FROM ledger WHERE "
-        "reverses IS NOT NULL) GROUP BY tap_id HAVING fen >= ? AND fen > 0)",
+        "reverses IS NOT NULL) GROUP BY tap_id HAVING -sum(delta) >= ? AND -sum(delta) > 0) AS t",
         (member_id, since, until, floor)).fetchone()[0]
     sales = conn.execute(
         "SELECT coalesce(sum(price_fen), 0) FROM passes WHERE member_id = ? AND created_at > ? "

@@ -120,6 +120,8 @@ def vault_for(db: sqlite_utils.Database) -> Vault:
     """The checked data keys of ``db``: DataKeyError when the file is missing, or when a
     version the database still uses is absent from it or is another key."""
     path = keyfile.key_path(db_file(db))
+    if path is None and not isinstance(db.conn, sqlite3.Connection):
+        raise DataKeyError(f"a PostgreSQL store keeps its data keys in a file: set {keyfile.ENV}")
     if path is None:
         vault = Vault(_ephemeral(db.conn), "(in-memory database)")
     else:

@@ -43,7 +43,7 @@ from host.errors import HostError
 from host.site.metrics import Metrics
 from host.site.outage import Outage
 from host.rules.policy import Policy
-from host.store.db import BUSY_TIMEOUT_MS, open_db
+from host.store.db import BUSY_TIMEOUT_MS, is_postgres, open_db
 
 T = TypeVar("T")
 Encoder = Callable[[Tap, Decision], bytes]
@@ -173,7 +173,7 @@ class Writer:
         self.commits = 0
         self._wal_full = threading.Event()
         self.checkpointer: Checkpointer | None = None
-        if db_path is not None and str(db_path) != ":memory:":
+        if db_path is not None and str(db_path) != ":memory:" and not is_postgres(db_path):
             self.db.conn.execute("PRAGMA wal_autocheckpoint = 0")
             self.checkpointer = Checkpointer(db_path, lambda: self.commits,
                                              on_full=self._wal_full.set)

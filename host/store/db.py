@@ -15,13 +15,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
+import re
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import sqlite_utils
 
 from host.errors import InputError
+from host.store.dialect import learn_schema, translate_ddl
+
+T = TypeVar("T")
 
 #: Busy timeout in milliseconds: a second writer waits this long for the lock.
 BUSY_TIMEOUT_MS = 10_000
@@ -589,6 +595,30 @@ class SchemaOutdated(InputError):
     """The database is at an older schema than this code: run ``tapkiosk upgrade``."""
 
 
+def is_postgres(path: str | os.PathLike | None) -> bool:
+    """Whether ``path`` names a PostgreSQL database (``postgresql://...``), not a file."""
+    return isinstance(path, str) and path.startswith(("postgresql://", "postgres://"))
+
+
+def _open_pg(url: str) -> Any:
+    from host.store import pg
+    for _version, _name, sql in MIGRATIONS:
+        learn_schema(sql)
+    try:
+        return pg.PgDatabase(url)
+    except ImportError:
+        raise InputError("PostgreSQL needs psycopg: pip install 'psycopg[binary]'") from None
+    except sqlite3.Error as e:
+        raise InputError(f"cannot open database {_safe_url(url)}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - psycopg's connection errors
+        raise InputError(f"cannot open database {_safe_url(url)}: {e}") from None
+
+
+def _safe_url(url: str) -> str:
+    """``url`` without its password."""
+    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
+
+
 def open_db(path: str | os.PathLike | None, *, upgrade: bool = False) -> sqlite_utils.Database:
     """Open the site database at ``path`` (None or ``":memory:"`` = in memory).
 
@@ -599,6 +629,8 @@ def open_db(path: str | os.PathLike | None, *, upgrade: bool = False) -> sqlite_
     a file path. The returned database's connection is in autocommit mode; use
     ``transaction()`` for writes.
     """
+    if is_postgres(path):
+        return _check_schema(_open_pg(path), _safe_url(path), upgrade)
     if path is None or str(path) == ":memory:":
         conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
     else:
@@ -624,14 +656,18 @@ def open_db(path: str | os.PathLike | None, *, upgrade: bool = False) -> sqlite_
     conn.execute("PRAGMA foreign_keys = ON")
     # Erased personal data is overwritten, not left in free pages (issue #15).
     conn.execute("PRAGMA secure_delete = ON")
-    db = sqlite_utils.Database(conn)
+    return _check_schema(sqlite_utils.Database(conn), path, upgrade)
+
+
+def _check_schema(db: sqlite_utils.Database, path: Any, upgrade: bool) -> sqlite_utils.Database:
+    """Migrate a new database (or any with ``upgrade``); SchemaOutdated for an old one."""
     if upgrade or is_empty(db):
         migrate(db)
         return db
     pending = pending_migrations(db)
     if pending:
         version = schema_version(db)
-        conn.close()
+        db.conn.close()
         raise SchemaOutdated(
             f"database {path} is at schema {version} and lacks migration(s) "
             f"{', '.join(map(str, pending))} of this tapkiosk: run 'tapkiosk --db {path} "
@@ -641,6 +677,8 @@ def open_db(path: str | os.PathLike | None, *, upgrade: bool = False) -> sqlite_
 
 def is_empty(db: sqlite_utils.Database) -> bool:
     """True for a database with no table at all (a new file: nothing to lose by migrating)."""
+    if isinstance(db, _pg_class()):
+        return not [t for t in db.table_names() if t != "schema_migrations"]
     return db.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table' "
                       "AND name != 'schema_migrations'").fetchone()[0] == 0
 
@@ -669,6 +707,8 @@ def migrate(db: sqlite_utils.Database) -> int:
     development build) still gets the earlier one. Returns the schema version after
     migrating.
     """
+    if isinstance(db, _pg_class()):
+        return _migrate_pg(db)
     conn = db.conn
     conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
                  " name TEXT NOT NULL, applied_at INTEGER NOT NULL)")
@@ -691,6 +731,63 @@ def migrate(db: sqlite_utils.Database) -> int:
                 continue  # another process applied it first
             raise
     return schema_version(db)
+
+
+#: What SQLite has and PostgreSQL lacks: sum() of a condition (true counts 1), as in
+#: ``sum(verdict = 'grant')``.
+_PG_FUNCTIONS = """
+CREATE OR REPLACE FUNCTION tapkiosk_sum_bool(bigint, boolean) RETURNS bigint
+    LANGUAGE sql IMMUTABLE AS
+    'SELECT CASE WHEN $2 IS NULL THEN $1 ELSE coalesce($1, 0) + $2::int END';
+DO $$ BEGIN
+    CREATE AGGREGATE sum(boolean) (SFUNC = tapkiosk_sum_bool, STYPE = bigint);
+EXCEPTION WHEN duplicate_function THEN NULL;
+END $$;
+"""
+
+
+def _migrate_pg(db: Any) -> int:
+    """``migrate`` on PostgreSQL: the same versions, DDL translated (host/store/dialect.py);
+    concurrent migrators wait for each other on an advisory lock."""
+    conn = db.conn
+    conn.execute_script(translate_ddl(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
+        " name TEXT NOT NULL, applied_at INTEGER NOT NULL)") + ";\n" + _PG_FUNCTIONS)
+    for version, name, sql in MIGRATIONS:
+        conn.execute("BEGIN")
+        try:
+            conn.execute("SELECT pg_advisory_xact_lock(1952539753)")   # 'tapk'
+            if conn.execute("SELECT 1 FROM schema_migrations WHERE version = ?",
+                            (version,)).fetchone() is None:
+                conn.execute_script(translate_ddl(sql))
+                conn.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                             (version, name, int(time.time())))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.rollback()
+            raise
+    return schema_version(db)
+
+
+def _pg_class() -> type:
+    """The PostgreSQL database class (imported only when a PostgreSQL database is open)."""
+    import sys
+    mod = sys.modules.get("host.store.pg")
+    return mod.PgDatabase if mod is not None else type(None)
+
+
+def retrying(fn: Callable[[], T], *, attempts: int = 8) -> T:
+    """``fn()``, run again (up to ``attempts`` times in all, with a short random backoff)
+    when it raises a serialization failure or deadlock (PostgreSQL 40001/40P01), which
+    rolled its whole transaction back. SQLite never raises it: ``fn()`` runs once."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except sqlite3.OperationalError as e:
+            if type(e).__name__ != "Retryable" or attempt == attempts - 1:
+                raise
+            time.sleep(random.uniform(0, 0.002 * 2 ** attempt))
+    raise AssertionError("unreachable")
 
 
 @contextlib.contextmanager
