@@ -213,3 +213,71 @@ def test_report_offline_and_doctor_show_refused_replays(chain, tmp_path, capsys)
     import time
     [check] = doctor.offline_replays(db, time.time())
     assert check.status == "FAIL" and "tapkiosk report offline" in check.note
+
+
+@pytest.fixture
+def own_pg():
+    """A PostgreSQL server of this test's own, so that stopping it touches no other test."""
+    import pg_support
+    why = pg_support.unavailable()
+    if why:
+        pytest.skip(why)
+    server = pg_support.PgServer().init().start()
+    try:
+        server.make_template()
+        yield server
+    finally:
+        server.cleanup()
+
+
+def restart(server) -> None:
+    """Start the server again; after a kill -9 its dying backends may hold the lock file a
+    moment, so a failed start is tried again."""
+    import subprocess
+    import time
+    for _ in range(20):
+        try:
+            server.start()
+            return
+        except subprocess.CalledProcessError:
+            time.sleep(0.5)
+    server.start()
+
+
+@pytest.mark.parametrize("how", ["fast", "kill9"])
+def test_postgresql_stopped_and_restarted(own_pg, tmp_path, how):
+    url = own_pg.new_database()
+    db = open_db(url)
+    clock = Clock(2026, 3, 10, 12, 0)
+    admin = Admin(db, POLICY, clock)
+    register_device(db, "W1", "wash")
+    register_device(db, "K1", "kiosk")
+    mid = admin.add_member()["member_id"]
+    admin.enroll_card(mid, UID)
+    admin.topup(mid, 100_00)
+    outage = Outage(Journal(str(tmp_path / "store.journal")), retry_s=0.0)
+    writer = Writer(url, policy=POLICY, engine_factory=lambda d: Engine(d, POLICY, clock),
+                    outage=outage).start()
+    try:
+        assert tap(writer, "W1", 1, UID, service=1).verdict == "grant"
+        own_pg.kill9() if how == "kill9" else own_pg.stop("fast")
+        assert tap(writer, "W1", 2, UID, service=1).verdict == "grant"
+        assert outage.offline
+        assert tap(writer, "K1", 1, UID, amount_fen=5_00).verdict == "grant"
+        assert tap(writer, "K1", 2, UID, amount_fen=5_00).reason == "insufficient_balance"
+        assert tap(writer, "K1", 2, UID, amount_fen=5_00).replayed
+        tap(writer, "W1", 3, UID, service=1)       # still down: decided offline too
+        restart(own_pg)
+        d = tap(writer, "K1", 3, UID, amount_fen=1_00)
+        assert d.verdict == "grant" and not outage.offline
+        db.conn.close()
+        db = open_db(url)       # this test's own connection died with the server
+        rows = db.execute("SELECT device_id, seq, verdict FROM taps ORDER BY device_id, seq"
+                          ).fetchall()
+        assert rows == [("K1", 1, "grant"), ("K1", 3, "grant"), ("W1", 1, "grant"),
+                        ("W1", 2, "grant")]
+        assert balance(db, mid) == 100_00 - 2 * BASIC - (5_00 + 1_00) * 95 // 100
+        assert unapplied(db) == [] and verify(db) == []
+    finally:
+        writer.stop()
+        db.conn.close()

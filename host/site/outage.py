@@ -4,7 +4,8 @@
 The writer hands every batch of taps to :meth:`Outage.decide_many` instead of straight to
 the engine. Online, the engine decides them as always, and the local snapshot
 (``host.site.journal``) is refreshed every ``snapshot_every_s``. When the engine raises
-``StoreUnavailable`` (nothing was written), the store goes offline: each tap is decided by
+``StoreUnavailable`` or a connection-level backend error (``is_unavailable``; nothing was
+written), the store goes offline: each tap is decided by
 ``host.rules.offline.decide_outage`` from the snapshot under the policy's ``[offline]``
 allowance, journaled durably with its reply bytes, and only then answered. A repeated
 (device, seq) gets the journaled reply.
@@ -34,7 +35,7 @@ from typing import Any
 from host.rules.engine import Decision, EncodeReply, Engine, Tap, clip_text
 from host.rules.offline import decide_outage
 from host.site.journal import Entry, Journal
-from host.store.outage import StoreUnavailable, record_unapplied
+from host.store.outage import is_unavailable, record_unapplied
 from protocol import codes
 
 log = logging.getLogger("tapkiosk.outage")
@@ -78,7 +79,9 @@ class Outage:
             return [self._offline(engine, tap, enc) for tap, enc in jobs]
         try:
             decisions = engine.decide_many(jobs)
-        except StoreUnavailable as e:
+        except Exception as e:  # noqa: BLE001 - anything but an outage is re-raised
+            if not is_unavailable(e):
+                raise
             self._go_offline(e)
             return [self._offline(engine, tap, enc) for tap, enc in jobs]
         for d in decisions:   # fresher than the snapshot until its next refresh
@@ -130,7 +133,9 @@ class Outage:
         self._last_try = self.monotonic()
         try:
             self.replay(engine)
-        except StoreUnavailable:
+        except Exception as e:  # noqa: BLE001 - anything but an outage is re-raised
+            if not is_unavailable(e):
+                raise
             return False
         log.warning("outage %s over: journal replayed (%s)", self.outage,
                     self.journal.counts())
@@ -177,7 +182,9 @@ class Outage:
             return
         try:
             self.journal.refresh(engine.db.conn, int(engine.clock().timestamp()))
-        except StoreUnavailable as e:
+        except Exception as e:  # noqa: BLE001 - anything but an outage is re-raised
+            if not is_unavailable(e):
+                raise
             log.warning("offline snapshot not refreshed: %s", e)
             return
         self._balances.clear()

@@ -27,6 +27,18 @@ class StoreUnavailable(HostError):
     exit_code = 1
 
 
+def is_unavailable(e: BaseException) -> bool:
+    """True when ``e`` means the database cannot be reached: :class:`StoreUnavailable`, or a
+    backend error carrying a connection-level ``sqlstate`` (the PostgreSQL backend maps
+    psycopg errors to sqlite3 ones and keeps the SQLSTATE: ``""`` for a connection that
+    failed or dropped, class 08 connection exception, 57P admin shutdown / cannot connect
+    now). A SQLite error has no ``sqlstate``: "database is locked" is not an outage."""
+    if isinstance(e, StoreUnavailable):
+        return True
+    state = getattr(e, "sqlstate", None)
+    return state is not None and (state == "" or state.startswith(("08", "57P")))
+
+
 def record_unapplied(conn: Any, *, device_id: str, seq: int, uid: str,
                      member_id: int | None, tapped_at: int, granted_fen: int, reason: str,
                      text: str, recorded_at: int) -> None:
