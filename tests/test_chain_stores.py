@@ -173,3 +173,14 @@ def test_single_store_daily_report_has_no_store_split(site_cli):
     site_cli("device", "add", "K1", "kiosk", "--store", "north")
     code, out, _ = site_cli("--json", "report", "daily", "--days", "2")
     assert [("store" in r) for r in json.loads(out)] == [False, False]
+
+
+def test_a_sale_armed_on_a_store_reader_is_priced_by_the_store():
+    from host.rules import sales
+    db, admin, engine, clock, mid = chain_site()
+    with engine.transaction() as conn:
+        north = sales.arm(conn, engine.policy, "W1", amount_fen=None, items=[], service=1,
+                          timeout_s=60, key=None, actor="t", ts=int(clock.now.timestamp()))
+        chain = sales.arm(conn, engine.policy, "W2", amount_fen=None, items=[], service=1,
+                          timeout_s=60, key=None, actor="t", ts=int(clock.now.timestamp()))
+    assert (north["amount_fen"], chain["amount_fen"]) == (20_00, 25_00)
