@@ -58,3 +58,19 @@ def test_chain_wide_staff_see_every_store(console_site: ConsoleSite) -> None:
     assert "NORTHK" in page and "SOUTHK" in page
 
 
+
+
+def test_store_staff_feed_shows_their_store_only(console_site: ConsoleSite) -> None:
+    _chain(console_site)
+    c = console_site.client(idle_s=60)
+    console_site.login(c, "nina")
+    with c.stream("GET", "/console/events") as r:
+        lines = r.iter_lines()
+        assert [next(lines) for _ in range(3)] == ["event: ready", "data: {}", ""]
+        console_site.bus.publish("tap", {"device_id": "SOUTHK", "uid": "04BEEF"})
+        console_site.bus.publish("tap", {"device_id": "NORTHK", "uid": "04CAFE"})
+        got = [next(lines) for _ in range(3)]
+        assert got[1] == "event: tap" and "04CAFE" in got[2]   # the south tap was not sent
+        console_site.clock.now += 61
+        console_site.bus.publish("tap", {"device_id": "NORTHK"})
+        list(lines)
