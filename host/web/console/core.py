@@ -24,6 +24,7 @@ from host.errors import Conflict, HostError, InputError, InsufficientFunds, NotF
 from host.money import format_fen
 from host.web.console import i18n
 from host.web.console.csrf import CSRF_COOKIE, NEW_COOKIE, Csrf
+from host.store.outage import StoreUnavailable
 from host.web.console.permissions import LoginRequired, StaffActor, allowed, check
 from host.web.console.sessions import SESSION_COOKIE, LoginThrottle, SessionStore
 from host.web.context import WebContext, WriteTimeout
@@ -148,7 +149,7 @@ def redirect(request: Request, path: str) -> RedirectResponse:
 
 STATUS: list[tuple[type[HostError], int]] = [
     (Forbidden, 403), (NotFound, 404), (Conflict, 409), (InsufficientFunds, 409),
-    (InputError, 400), (WriteTimeout, 503)]
+    (InputError, 400), (WriteTimeout, 503), (StoreUnavailable, 503)]
 
 
 def error_page(request: Request, status: int, message: str) -> HTMLResponse:
