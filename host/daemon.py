@@ -25,10 +25,12 @@ from typing import Any
 from host.site.config import DaemonConfig, load_config
 from host.errors import HostError, InputError
 from host.site.metrics import Metrics
-from host.rules.policy import load_policy
+from host.rules.policy import check_stores, load_policy
 from host.store.db import is_postgres
+from host.store.stores import store_names
 from host.store.settings import stored_policy_path
 from host.site.service import Service, ServiceConfig
+from host.site.outage import outage_for
 from host.site.writer import Writer
 from host.web.events import EventBus
 
@@ -52,7 +54,12 @@ class Daemon:
         self.metrics = Metrics()
         self.policy = load_policy(stored_policy_path(str(db), config.policy))
         self.writer = Writer(config.db, policy=self.policy, metrics=self.metrics,
-                             max_batch=config.max_batch)
+                             max_batch=config.max_batch, outage=outage_for(config.db))
+        try:   # a policy overriding a store the chain does not have is a configuration error
+            check_stores(self.policy, store_names(self.writer.db))
+        except InputError:
+            self.writer.stop()
+            raise
         self.bus = EventBus()
         self.service = Service(self.writer, self.metrics, self.policy, ServiceConfig(
             heartbeat_s=config.heartbeat_s, offline_after_s=config.offline_after_s,

@@ -30,8 +30,9 @@ from datetime import datetime
 from typing import TextIO
 
 from host.admin import Admin
-from host.cli import (books, catalogue, coupons, delegate, devices, fleet, members, messages, money,
-                       privacy, reports, site_policy, staff, tap, tiers, tokens, upkeep)
+from host.cli import (books, catalogue, chain, coupons, delegate, devices, fleet, members,
+                       messages, money, privacy, reports, site_policy, staff, tap, tiers,
+                       tokens, upkeep)
 from host.cli.args import Parser, parents
 from host.cli.context import Ctx, Handler
 from host.errors import HostError, InputError
@@ -44,7 +45,7 @@ _GROUPS = (devices.add_site_parsers, members.add_parsers, devices.add_parsers,
            money.add_parsers, tap.add_parsers, reports.add_parsers, books.add_parsers,
            tokens.add_parsers, staff.add_parsers, privacy.add_parsers, site_policy.add_parsers,
            tiers.add_parsers, coupons.add_parsers, messages.add_parsers, catalogue.add_parsers,
-           upkeep.add_parsers, fleet.add_parsers)
+           upkeep.add_parsers, fleet.add_parsers, chain.add_parsers)
 
 #: Every command: its words (``"member add"``) -> its handler.
 COMMANDS: dict[str, Handler] = {**devices.COMMANDS, **members.COMMANDS, **money.COMMANDS,
@@ -52,7 +53,7 @@ COMMANDS: dict[str, Handler] = {**devices.COMMANDS, **members.COMMANDS, **money.
                                 **tokens.COMMANDS, **staff.COMMANDS, **privacy.COMMANDS,
                                 **site_policy.COMMANDS, **tiers.COMMANDS, **coupons.COMMANDS,
                                 **messages.COMMANDS, **catalogue.COMMANDS, **upkeep.COMMANDS,
-                                **fleet.COMMANDS}
+                                **fleet.COMMANDS, **chain.COMMANDS}
 
 
 def _version() -> str:

@@ -12,13 +12,14 @@ from host.cli.context import Ctx, Handler
 from host.cli.privacy import init_data_key
 from host.errors import InputError, NotFound
 from host.secure import check as secure_policy
+from host.store import audit, stores
 from host.store.db import schema_version
 from host.site.broker_acl import write_acl
 from host.store.devices import (KINDS, device_key, get_device, list_devices, parse_settings,
                                 register_device, replace_device)
 
-_LIST_COLUMNS = ("device_id", "kind", "name", "board_mac", "online", "last_seen", "last_seq",
-                 "fw")
+_LIST_COLUMNS = ("device_id", "kind", "name", "store", "board_mac", "online", "last_seen",
+                 "last_seq", "fw")
 
 
 def add_site_parsers(sub: Any, p: Parents) -> None:
@@ -54,7 +55,13 @@ def add_parsers(sub: Any, p: Parents) -> None:
     d.add_argument("--key", help="64 hex digits (default: a fresh random key)")
     d.add_argument("--broker-acl", metavar="FILE",
                    help="rewrite this mosquitto ACL file with the new reader's topics")
+    d.add_argument("--store", help="the chain store the reader is in (tapkiosk store add)")
     device.add_parser("list", **p.read)
+    d = device.add_parser("set", help="move a reader to another store of the chain", **p.read)
+    d.add_argument("device_id")
+    g = d.add_mutually_exclusive_group(required=True)
+    g.add_argument("--store", help="a store name (tapkiosk store list)")
+    g.add_argument("--no-store", action="store_true", help="the site's only store")
     d = device.add_parser("key", help="rotate (--rotate) the device's 32-byte key; the key is "
                           "printed only with --show (for a hand-made config)", **p.read)
     d.add_argument("device_id")
@@ -105,12 +112,16 @@ def device_add(ctx: Ctx, a: argparse.Namespace) -> None:
     settings = _settings(a)
     if a.broker_acl:
         _check_writable(a.broker_acl)   # refused before anything is registered
+    if a.store is not None:
+        stores.store_id(ctx.db, a.store)   # an unknown store is refused before anything
     if _registered(ctx, a.device_id):
         register_device(ctx.db, a.device_id, a.kind, key=key)  # same kind and key, or Conflict
         if settings:
             ctx.admin.set_device(a.device_id, settings)  # the console's write, audited
     else:
         register_device(ctx.db, a.device_id, a.kind, key=key, **settings)
+    if a.store is not None:
+        stores.set_device_store(ctx.db, a.device_id, a.store, actor=audit.cli_actor())
     view = _device_view(get_device(ctx.db, a.device_id))
     if a.broker_acl:
         view["broker_acl"] = _acl_line(a.broker_acl, write_acl(ctx.db, a.broker_acl))
@@ -144,6 +155,11 @@ def device_list(ctx: Ctx, a: argparse.Namespace) -> None:
     ctx.show([{k: d[k] for k in _LIST_COLUMNS} for d in list_devices(ctx.db)])
 
 
+def device_set(ctx: Ctx, a: argparse.Namespace) -> None:
+    ctx.show(stores.set_device_store(ctx.db, a.device_id, None if a.no_store else a.store,
+                                     actor=audit.cli_actor()))
+
+
 def device_key_cmd(ctx: Ctx, a: argparse.Namespace) -> None:
     get_device(ctx.db, a.device_id)     # an unknown device: NotFound before anything else
     if not (a.rotate or a.show):
@@ -169,6 +185,6 @@ def device_replace(ctx: Ctx, a: argparse.Namespace) -> None:
 
 COMMANDS: dict[str, Handler] = {
     "init": init, "site key": site_key, "device add": device_add, "device list": device_list,
-    "device key": device_key_cmd, "device replace": device_replace,
+    "device key": device_key_cmd, "device replace": device_replace, "device set": device_set,
     "broker-acl": broker_acl,
 }

@@ -11,8 +11,8 @@ from typing import Any
 
 from host.cli.args import Parents, group
 from host.cli.context import Ctx, Handler
-from host.rules.policy import load_policy
-from host.store import settings
+from host.rules.policy import check_stores, load_policy
+from host.store import settings, stores
 from host.store.db import transaction
 
 #: The line front ends print when no policy was configured.
@@ -37,7 +37,9 @@ def policy_show(ctx: Ctx, a: argparse.Namespace) -> None:
 
 def policy_set(ctx: Ctx, a: argparse.Namespace) -> None:
     path = os.path.abspath(a.path)
-    load_policy(path)       # refuses a missing or invalid file before anything is stored
+    # refuses a missing or invalid file, or one naming a store the chain lacks, before
+    # anything is stored
+    check_stores(load_policy(path), stores.store_names(ctx.db))
     with transaction(ctx.db) as conn:
         settings.put(conn, "policy", path, ctx.ts())
     ctx.show({"policy": path, "source": "site"})

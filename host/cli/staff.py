@@ -1,9 +1,10 @@
 # Runs on CPython (host): `tapkiosk staff ...` (console accounts) and `tapkiosk audit` (the audit log).
 """Staff accounts of the web console and the audit log of every staff and CLI write.
 
-``staff add NAME --role cashier|manager|technician`` asks for the password (twice on a
+``staff add NAME --role cashier|manager|technician [--store S]`` asks for the password (twice on a
 terminal; one line on standard input otherwise, for scripts); ``staff list``, ``staff
-disable|enable NAME``, ``staff role NAME ROLE``, ``staff password NAME``. ``audit`` prints the
+disable|enable NAME``, ``staff role NAME ROLE``, ``staff password NAME``, ``staff store NAME --store S|--all``
+(a store-scoped account sees and acts on its store's devices and reports only). ``audit`` prints the
 log, newest first, filtered by ``--actor``, ``--action`` (``card`` matches ``card.enroll``),
 ``--member`` and ``--limit``. Each staff write is audited as ``cli:<os user>``.
 """
@@ -19,7 +20,7 @@ from typing import Any
 from host.cli.args import Parents, group, member_arg, whole
 from host.cli.context import Ctx, Handler
 from host.errors import InputError
-from host.store import audit, staff
+from host.store import audit, staff, stores
 
 
 def add_parsers(sub: Any, p: Parents) -> None:
@@ -28,7 +29,15 @@ def add_parsers(sub: Any, p: Parents) -> None:
     s = st.add_parser("add", **p.read)
     s.add_argument("name")
     s.add_argument("--role", required=True, choices=staff.ROLES)
+    s.add_argument("--store", help="the one store of the chain this account sees and acts "
+                   "on (default: every store)")
     st.add_parser("list", **p.read)
+    s = st.add_parser("store", help="scope an account to one store (--all: every store)",
+                      **p.read)
+    s.add_argument("name")
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument("--store", help="a store name (tapkiosk store list)")
+    g.add_argument("--all", action="store_true", help="every store of the chain")
     for name in ("disable", "enable", "password"):
         st.add_parser(name, **p.read).add_argument("name")
     s = st.add_parser("role", **p.read)
@@ -59,7 +68,13 @@ def _who() -> dict[str, str]:
 
 
 def add(ctx: Ctx, a: argparse.Namespace) -> None:
-    ctx.show(staff.add_staff(ctx.db, a.name, a.role, _password(), **_who()))
+    if a.store is not None:
+        stores.store_id(ctx.db, a.store)   # an unknown store is refused before the password
+    ctx.show(staff.add_staff(ctx.db, a.name, a.role, _password(), store=a.store, **_who()))
+
+
+def store(ctx: Ctx, a: argparse.Namespace) -> None:
+    ctx.show(staff.set_store(ctx.db, a.name, None if a.all else a.store, **_who()))
 
 
 def list_(ctx: Ctx, a: argparse.Namespace) -> None:
@@ -94,5 +109,6 @@ def show_audit(ctx: Ctx, a: argparse.Namespace) -> None:
 
 COMMANDS: dict[str, Handler] = {
     "staff add": add, "staff list": list_, "staff disable": disable, "staff enable": enable,
-    "staff role": role, "staff password": password, "audit": show_audit,
+    "staff role": role, "staff password": password, "staff store": store,
+    "audit": show_audit,
 }

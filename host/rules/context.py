@@ -141,19 +141,33 @@ class TapContext:
     tap_id: int
     #: The reader's armed sale (host/rules/sales.py), None when there is none.
     sale: Any = None
+    #: The opening hours of the reader's store (policy ``[stores.NAME]``), None: no store
+    #: hours (a single-store site, or a kind the store exempts).
+    store_hours: str | None = None
 
     def deny(self, reason: str, text: str) -> Denied:
         """A Denied for this tap's member and device kind (to ``raise``)."""
         return Denied(reason, text, self.member.id, self.kind)
 
     def open_now(self) -> bool:
-        """Whether ``now`` is within the device's opening hours."""
-        start, end = parse_hours(self.settings.get("hours", "00:00-24:00"))
-        minute = self.now.hour * 60 + self.now.minute
-        if start < end:
-            return start <= minute < end
-        return minute >= start or minute < end
+        """Whether ``now`` is within the device's opening hours and its store's."""
+        return self.store_open() and _within(self.settings.get("hours", "00:00-24:00"),
+                                             self.now)
+
+    def store_open(self) -> bool:
+        """Whether ``now`` is within the opening hours of the reader's store (always true
+        without store hours)."""
+        return self.store_hours is None or _within(self.store_hours, self.now)
 
     def closed(self) -> Denied:
-        """The deny for a tap outside opening hours."""
-        return self.deny("closed", f"Closed, hours {self.settings.get('hours')}")
+        """The deny for a tap outside opening hours (the store's when those are the cause)."""
+        hours = self.settings.get("hours") if self.store_open() else self.store_hours
+        return self.deny("closed", f"Closed, hours {hours}")
+
+
+def _within(hours: str, now: datetime) -> bool:
+    start, end = parse_hours(hours)
+    minute = now.hour * 60 + now.minute
+    if start < end:
+        return start <= minute < end
+    return minute >= start or minute < end

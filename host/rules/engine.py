@@ -49,6 +49,7 @@ from host.rules.context import CARD_SQL, CardRow, Denied, Member, Outcome, TapCo
 from host.rules.policy import Policy, policy_and_clock
 from host.secure.check import check_tap
 from host.store.db import retrying, transaction
+from host.store.outage import StoreUnavailable
 from protocol import codes
 
 TEXT_MAX_BYTES = 64
@@ -130,9 +131,10 @@ _TAP_COLS = ("verdict", "reason", "relay_ms", "pattern", "text", "balance_fen", 
 _HEAD_SQL = ("SELECT (SELECT coalesce(max(id), 0) + 1 FROM taps), "
              + ", ".join(f"t.{c}" for c in _TAP_COLS)
              + " FROM (SELECT 1) AS one LEFT JOIN taps t ON t.device_id = ? AND t.seq = ?")
-#: The device and its armed sale (host/rules/sales.py) in one read.
-_DEVICE_SQL = ("SELECT d.kind, d.settings, s.id, s.amount_fen, s.service, s.expires_at, s.points "
-               "FROM devices d LEFT JOIN sales s ON s.device_id = d.device_id "
+#: The device, its store and its armed sale (host/rules/sales.py) in one read.
+_DEVICE_SQL = ("SELECT d.kind, d.settings, st.name, s.id, s.amount_fen, s.service, "
+               "s.expires_at, s.points FROM devices d LEFT JOIN stores st ON st.id = d.store_id "
+               "LEFT JOIN sales s ON s.device_id = d.device_id "
                "AND s.state = 'armed' WHERE d.device_id = ?")
 _RULES = {"gate": gate.decide, "wash": wash.decide, "kiosk": kiosk.decide}
 _CARD_TEXT = {"blocked": "Card blocked, see staff", "lost": "Card reported lost",
@@ -151,7 +153,7 @@ class Engine:
                  clock: Callable[[], datetime] | None = None) -> None:
         self.db = db
         self.policy, self.clock = policy_and_clock(policy, clock)
-        self._devices: dict[str, tuple[str, tuple[str, dict[str, Any]]]] = {}
+        self._devices: dict[str, tuple[str, tuple[str, dict[str, Any], str | None]]] = {}
         self._lock = threading.RLock()
         #: The seq ``decide_local`` used last (None before its first call).
         self.last_local_seq: int | None = None
@@ -242,7 +244,7 @@ class Engine:
         now = self.clock()
         ts = int(now.timestamp())
         dev = self._device(conn, tap.device_id)
-        sale = None if tap.offline or dev is None else self._sale(conn, tap, dev[2], ts)
+        sale = None if tap.offline or dev is None else self._sale(conn, tap, dev[3], ts)
         sale_id = sale.id if sale is not None else tap.sale_id
         row = conn.execute(CARD_SQL, (ts, ts, ts, tap.uid.upper())).fetchone()
         card = CardRow._make(row) if row is not None else None
@@ -260,6 +262,8 @@ class Engine:
                 out = Outcome("deny", d.reason, d.text, member_id=d.member_id, kind=d.kind)
             decision = self._finish(conn, out, encode_reply, sale_id=sale_id)
             self._record(conn, tap, ts, tap_id, out, decision, t0, sec.note)
+        except StoreUnavailable:
+            raise   # the database is gone: nothing of the batch is written (host/site/outage.py)
         except (HostError, ValueError, TypeError, KeyError, sqlite3.IntegrityError,
                 ArithmeticError) as e:
             # A host fault in this tap: nothing of it is charged, the device gets "internal".
@@ -328,22 +332,23 @@ class Engine:
 
     # ------------------------------------------------------------------ dispatch
     def _device(self, conn: sqlite3.Connection, device_id: str
-                ) -> tuple[str, dict[str, Any], tuple | None] | None:
-        """(kind, settings, armed sale row or None) of ``device_id``, or None; settings
-        parsed once per change. One query reads the device and its armed sale."""
+                ) -> tuple[str, dict[str, Any], str | None, tuple | None] | None:
+        """(kind, settings, store name, armed sale row or None) of ``device_id``, or None;
+        settings parsed once per change. One query reads the device, its store (None: the
+        site's only one, which picks the policy through ``for_store``) and its armed sale."""
         row = conn.execute(_DEVICE_SQL, (device_id,)).fetchone()
         if row is None:
             return None
-        kind, raw = row[0], row[1]
-        armed = row[2:] if row[2] is not None else None
+        kind, raw, store = row[0], row[1], row[2]
+        armed = row[3:] if row[3] is not None else None
         cached = self._devices.get(device_id)
-        if cached is not None and cached[0] == kind + raw:
+        if cached is not None and cached[0] == (kind, raw, store):
             return cached[1] + (armed,)
         settings = json.loads(raw)
         settings.setdefault("hours", "00:00-24:00")
         settings.setdefault("duplicate_window_s", 0)
-        self._devices[device_id] = (kind + raw, (kind, settings))
-        return kind, settings, armed
+        self._devices[device_id] = ((kind, raw, store), (kind, settings, store))
+        return kind, settings, store, armed
 
     def _evaluate(self, conn: sqlite3.Connection, tap: Tap, now: datetime, ts: int,
                   tap_id: int, dev: tuple | None, card: CardRow | None,
@@ -351,7 +356,7 @@ class Engine:
         """Device, card and member checks, then the rule of the device's kind."""
         if dev is None:
             raise Denied("unknown_device", "Unknown reader")
-        kind, settings, _armed = dev
+        kind, settings, store, _armed = dev
         if tap.offline:
             return offline.record(conn, tap, kind, card, ts, tap_id)
         if card is None:
@@ -364,7 +369,9 @@ class Engine:
         if card.member_status != "active":
             raise Denied("member_inactive", "Membership suspended", card.member_id, kind)
         m = Member.from_card(card)
-        ctx = TapContext(conn, self.policy, tap, kind, settings, m, now, ts, tap_id, sale)
+        sp = self.policy.stores.get(store) if store is not None else None
+        ctx = TapContext(conn, self.policy.for_store(store), tap, kind, settings, m, now, ts,
+                         tap_id, sale, sp.hours_for(kind) if sp is not None else None)
         if card.expiring:
             _expire(ctx)
         _refuse_duplicate(ctx)

@@ -14,6 +14,8 @@ from host.rules.payment import pay
 def decide(ctx: TapContext) -> Outcome:
     """Decide a kiosk tap; raises ``Denied``."""
     pol = ctx.policy
+    if not ctx.store_open():   # a chain store's hours (policy [stores.NAME])
+        raise ctx.closed()
     if ctx.sale is not None:
         amount = ctx.sale.amount_fen
     elif ctx.tap.sale_id or not ctx.settings.get("fixed_price", True):

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from host.errors import InputError
 from host.money import parse_yuan
+from host.store.devices import parse_hours
 from host.rules.policy_programme import (Campaign, CouponRules, CouponTemplate, Messages,
                                         campaigns, coupon_rules, coupon_templates, messages)
 
@@ -31,6 +32,10 @@ _REPLACED_WHOLE = {("tiers",), ("plans",), ("wash", "programs"), ("stored_value"
 _DURATIONS = ("month", "quarter", "year")
 _SPEND_ORDERS = ("prorated", "bonus_first", "principal_first")
 _PAY_METHODS = ("pass", "punch", "balance")
+_ALWAYS = "00:00-24:00"
+#: What a ``[stores.NAME]`` table may override, besides ``hours`` and ``hours_exempt``.
+_STORE_SECTIONS = ("wash", "gate", "kiosk", "products")
+_KINDS = ("gate", "wash", "kiosk")
 
 
 @dataclass(frozen=True)
@@ -168,6 +173,10 @@ class Policy:
     products: dict[str, Product] = field(default_factory=dict)
     #: Paying part of a sale with points (``[points_payment]``).
     points_payment: PointsPayment = field(default_factory=PointsPayment)
+    #: Per-store overrides of a chain (``[stores.NAME]``), by store name.
+    stores: dict[str, "StorePolicy"] = field(default_factory=dict)
+    #: What a store's daemon may grant while the chain's database is unreachable.
+    offline: "OfflineAllowance" = field(default_factory=lambda: OfflineAllowance())
 
     @property
     def tz(self) -> ZoneInfo:
@@ -177,6 +186,39 @@ class Policy:
     def tiers_by_rank(self) -> list[Tier]:
         """Tiers from lowest to highest rank."""
         return sorted(self.tiers.values(), key=lambda t: t.rank)
+
+    def for_store(self, store: str | None) -> "Policy":
+        """The policy a tap at a reader of ``store`` is decided by: this one with the
+        store's ``[stores.NAME]`` overrides (this one itself for no store, or a store with
+        no overrides)."""
+        sp = self.stores.get(store) if store is not None else None
+        return sp.policy if sp is not None else self
+
+
+@dataclass(frozen=True)
+class OfflineAllowance:
+    """``[offline]``: while the chain's database is unreachable, a store's daemon grants a
+    member at most ``allowance_fen`` of stored value per outage (0: none), and time passes
+    (``passes``) and punch-card uses (``punch``) its last snapshot shows."""
+
+    allowance_fen: int = 0
+    passes: bool = True
+    punch: bool = True
+
+
+@dataclass(frozen=True)
+class StorePolicy:
+    """One store's overrides (``[stores.NAME]``): its opening hours, the device kinds they
+    do not bind, and the whole policy with its prices, programmes and products applied."""
+
+    name: str
+    hours: str
+    hours_exempt: tuple[str, ...]
+    policy: Policy
+
+    def hours_for(self, kind: str) -> str:
+        """The store hours a reader of ``kind`` obeys (always open when exempt)."""
+        return _ALWAYS if kind in self.hours_exempt else self.hours
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any], path: tuple[str, ...] = ()) -> dict:
@@ -308,8 +350,76 @@ def build_policy(raw: dict[str, Any]) -> Policy:
     sec = _Reader(top.get("security", {"mode": "uid"}), "security")
     fields["security_mode"] = sec.choice("mode", ("uid", "sun"))
     sec.done()
+    fields["stores"] = _stores_section(top, raw)
+    fields["offline"] = _offline_section(top)
     top.done()
     return Policy(raw=raw, **fields)
+
+
+def _stores_section(top: _Reader, raw: dict[str, Any]) -> dict[str, StorePolicy]:
+    """``[stores.NAME]``: per-store ``hours`` (HH:MM-HH:MM; a tap outside them is denied
+    ``closed``; a gate's exit never is), ``hours_exempt`` (device kinds the store hours do not
+    bind, default none) and overrides of ``wash`` (order, programmes and their prices),
+    ``gate``, ``kiosk`` and ``products``, merged key by key over the chain's policy (a
+    programme or product named here changes that one; the others stay the chain's) and
+    validated like the chain's. Unknown keys are refused; a store name
+    that is not in the chain's database is refused by :func:`check_stores`."""
+    table = top.get("stores", {})
+    if not isinstance(table, dict):
+        raise InputError("policy: stores must be a table of [stores.NAME] tables")
+    base = {k: v for k, v in raw.items() if k != "stores"}
+    out: dict[str, StorePolicy] = {}
+    for name, over in table.items():
+        r = _Reader(over, f"stores.{name}")
+        if not (1 <= len(name) <= 32 and name.isascii()
+                and all(c.isalnum() or c in "_-" for c in name)):
+            raise InputError(f"policy: stores.{name} must be a store name of 1-32 letters, "
+                             "digits, _ -")
+        hours = r.get("hours", _ALWAYS)
+        try:
+            parse_hours(hours)
+        except InputError:
+            raise InputError(f"policy: stores.{name}.hours must be HH:MM-HH:MM, e.g. "
+                             f"\"08:00-22:00\", got {json.dumps(hours)}") from None
+        exempt = r.get("hours_exempt", [])
+        if not isinstance(exempt, list) or any(k not in _KINDS for k in exempt):
+            raise InputError(f"policy: stores.{name}.hours_exempt must list device kinds "
+                             f"{'|'.join(_KINDS)}, got {json.dumps(exempt)}")
+        sections = {k: r.get(k) for k in _STORE_SECTIONS if k in over}
+        r.done()
+        try:
+            # Merged table by table (a programme or product named here overrides that one
+            # only, the others stay the chain's): the path prefix keeps _REPLACED_WHOLE out.
+            policy = build_policy(_merge(base, sections, ("stores",)))
+        except InputError as e:
+            raise InputError(str(e).replace("policy: ", f"policy: stores.{name}.", 1)) from None
+        out[name] = StorePolicy(name, hours, tuple(exempt), policy)
+    return out
+
+
+def _offline_section(top: _Reader) -> OfflineAllowance:
+    """``[offline]``: ``allowance`` (yuan, per member per outage, default "0.00": no stored
+    value is spent offline), ``passes`` and ``punch`` (true/false, default true)."""
+    r = _Reader(top.get("offline", {}), "offline")
+    allowance = r.money("allowance", "0.00")
+    flags = {k: r.get(k, True) for k in ("passes", "punch")}
+    for k, v in flags.items():
+        if not isinstance(v, bool):
+            raise InputError(f"policy: offline.{k} must be true or false, got {json.dumps(v)}")
+    if allowance > 1_000_000_00:
+        raise InputError("policy: offline.allowance must be at most 1000000.00")
+    r.done()
+    return OfflineAllowance(allowance, flags["passes"], flags["punch"])
+
+
+def check_stores(policy: Policy, names: list[str]) -> None:
+    """InputError when the policy overrides a store that is not one of ``names`` (the
+    stores of the chain's database, ``host.store.stores.store_names``)."""
+    unknown = sorted(set(policy.stores) - set(names))
+    if unknown:
+        raise InputError(f"policy: stores.{unknown[0]} names no store of this chain (stores: "
+                         f"{', '.join(names) or 'none'}; add it with: tapkiosk store add "
+                         f"{unknown[0]})")
 
 
 def _site_section(top: _Reader) -> dict[str, Any]:

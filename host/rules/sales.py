@@ -24,6 +24,7 @@ from host.errors import Conflict, InputError, NotFound
 from host.ledger import idempotent
 from host.money import format_fen
 from host.rules.policy import Policy
+from host.store.stores import device_store
 
 #: Seconds a sale stays armed when the request names no timeout.
 DEFAULT_TIMEOUT_S = 60
@@ -131,6 +132,7 @@ def arm(conn: sqlite3.Connection, policy: Policy, device_id: str, *, amount_fen:
         raise InputError(f"device {device_id} is a {row[0]}: sales are for kiosk and wash readers")
     if not 1 <= timeout_s <= MAX_TIMEOUT_S:
         raise InputError(f"timeout_s must be 1..{MAX_TIMEOUT_S}")
+    policy = policy.for_store(device_store(conn, device_id))   # a chain store's prices
     amount, priced, service, label = price(policy, row[0], amount_fen=amount_fen, items=items,
                                            service=service)
     want = points_request(policy, row[0], points)

@@ -13,7 +13,9 @@ as ``tapkiosk daemon``) and prints one line per check, ``OK``, ``FAIL`` (with wh
 * the database opens, is at this version's schema and takes the write lock;
 * each registered reader was seen within ``offline_after_s`` and is online;
 * the readers' clocks agree with this PC's (the device time of each reader's newest online tap
-  against the time it was stored).
+  against the time it was stored);
+* no tap granted during a WAN outage was refused when replayed in the last week (a chain
+  store, ``tapkiosk report offline``).
 
 Exit 0 when nothing failed, 1 when a check failed, 2 for a bad configuration.
 """
@@ -192,6 +194,24 @@ def clocks(db, now: float) -> list[Check]:  # noqa: ANN001 - sqlite_utils
     return out
 
 
+#: Offline taps refused on replay within this many seconds fail the check.
+OFFLINE_RECENT_S = 7 * 86400
+
+
+def offline_replays(db, now: float) -> list[Check]:  # noqa: ANN001 - sqlite_utils
+    """Taps a store granted during a WAN outage that the chain's database refused on replay
+    (``offline_unapplied``): a FAIL while any is from the last week. No line when there was
+    never one."""
+    total, recent = db.execute("SELECT count(*), coalesce(sum(CASE WHEN recorded_at >= ? THEN 1 "
+                               "ELSE 0 END), 0) FROM offline_unapplied",
+                               (int(now) - OFFLINE_RECENT_S,)).fetchone()
+    if not total:
+        return []
+    what = "offline taps refused on replay"
+    note = f"{recent} this week, {total} in all: see tapkiosk report offline"
+    return [Check("FAIL" if recent else "OK", what, note)]
+
+
 def run(c: DaemonConfig, say: Callable[[str], None], now: float | None = None) -> int:
     """Every check, one line each through ``say``; 1 when one failed."""
     now = time.time() if now is None else now
@@ -200,7 +220,7 @@ def run(c: DaemonConfig, say: Callable[[str], None], now: float | None = None) -
     results += checks
     if db is not None:
         try:
-            results += readers(c, db, now) + clocks(db, now)
+            results += readers(c, db, now) + clocks(db, now) + offline_replays(db, now)
         finally:
             db.conn.close()
     for r in results:

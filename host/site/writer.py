@@ -41,6 +41,7 @@ import sqlite_utils
 from host.rules.engine import Decision, Engine, Tap
 from host.errors import HostError
 from host.site.metrics import Metrics
+from host.site.outage import Outage
 from host.rules.policy import Policy
 from host.store.db import BUSY_TIMEOUT_MS, is_postgres, open_db, retrying
 
@@ -165,7 +166,8 @@ class Writer:
 
     def __init__(self, db_path: str, *, policy: Policy | None = None,
                  metrics: Metrics | None = None, max_batch: int = 64,
-                 engine_factory: Callable[[sqlite_utils.Database], Engine] | None = None) -> None:
+                 engine_factory: Callable[[sqlite_utils.Database], Engine] | None = None,
+                 outage: Outage | None = None) -> None:
         self.db_path = db_path
         self.db = open_db(db_path)
         self.commits = 0
@@ -177,6 +179,9 @@ class Writer:
                                              on_full=self._wal_full.set)
         self.engine = (engine_factory(self.db) if engine_factory is not None
                        else Engine(self.db, policy=policy))
+        #: A chain store's offline mode (host/site/outage.py): taps decided from the local
+        #: journal while the chain's database is unreachable. None: the engine alone.
+        self.outage = outage
         self.metrics = metrics
         self.max_batch = max(1, int(max_batch))
         self._q: queue.Queue[Any] = queue.Queue()
@@ -191,6 +196,8 @@ class Writer:
         self._thread.start()
         if self.checkpointer is not None:
             self.checkpointer.start()
+        if self.outage is not None:
+            self.call(lambda db: self.outage.prime(self.engine))
         return self
 
     def submit_tap(self, tap: Tap, encoder: Encoder) -> Future[Decision]:
@@ -298,8 +305,9 @@ class Writer:
 
     def _do_taps(self, batch: list[_TapJob]) -> None:
         try:
-            decisions = self.engine.decide_many([(j.tap, partial(j.encoder, j.tap))
-                                                 for j in batch])
+            jobs = [(j.tap, partial(j.encoder, j.tap)) for j in batch]
+            decisions = (self.outage.decide_many(self.engine, jobs) if self.outage is not None
+                         else self.engine.decide_many(jobs))
         except Exception as e:  # noqa: BLE001 - every waiter learns the batch failed
             log.error("writer: batch of %d taps failed: %s: %s", len(batch), type(e).__name__, e)
             if len(batch) > 1:

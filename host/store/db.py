@@ -563,6 +563,43 @@ BEGIN SELECT RAISE(ABORT, 'tap_points is append-only'); END;
 CREATE TRIGGER tap_points_no_delete BEFORE DELETE ON tap_points
 BEGIN SELECT RAISE(ABORT, 'tap_points is append-only'); END;
 """),
+    # A chain (issue 17, host/store/stores.py): stores, and the store of each reader and of
+    # each staff account. NULL = the site's only store (a device) or every store (staff),
+    # so a single-store site changes nothing. Taps and ledger rows belong to a store
+    # through their device.
+    (20, "chain: stores; devices and staff belong to a store", """
+CREATE TABLE stores (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 32),
+    created_at INTEGER NOT NULL
+);
+ALTER TABLE devices ADD COLUMN store_id INTEGER REFERENCES stores(id);
+ALTER TABLE staff ADD COLUMN store_id INTEGER REFERENCES stores(id);
+CREATE INDEX devices_store ON devices(store_id);
+"""),
+    # WAN outage at a store (host/site/outage.py): a tap its daemon granted from the local
+    # journal that the chain's database then refused on replay (balance spent elsewhere
+    # meanwhile, card blocked...), kept for `tapkiosk report offline`, never dropped.
+    # UNIQUE(device_id, seq): a replay after a crash records it once. Append-only.
+    (21, "chain: offline taps the central database refused on replay", """
+CREATE TABLE offline_unapplied (
+    id INTEGER PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    uid TEXT NOT NULL,
+    member_id INTEGER,
+    tapped_at INTEGER NOT NULL,
+    granted_fen INTEGER NOT NULL DEFAULT 0,
+    reason TEXT NOT NULL,
+    text TEXT NOT NULL DEFAULT '',
+    recorded_at INTEGER NOT NULL,
+    UNIQUE (device_id, seq)
+);
+CREATE TRIGGER offline_unapplied_no_update BEFORE UPDATE ON offline_unapplied
+BEGIN SELECT RAISE(ABORT, 'offline_unapplied is append-only'); END;
+CREATE TRIGGER offline_unapplied_no_delete BEFORE DELETE ON offline_unapplied
+BEGIN SELECT RAISE(ABORT, 'offline_unapplied is append-only'); END;
+"""),
 ]
 
 def default_db_path() -> str:

@@ -270,12 +270,15 @@ def device_key(db: sqlite_utils.Database, device_id: str) -> bytes:
 def get_device(db: sqlite_utils.Database, device_id: str) -> dict[str, Any]:
     """The device as a dict: device_id, kind, settings (also flattened at top level:
     direction, anti_passback, duplicate_window_s, hours, name), last_seq, resend_floor,
-    last_seen, online, fw, down_seq, seq_base, created_at. The key is not included. Raises NotFound."""
+    last_seen, online, fw, down_seq, seq_base, created_at, store_id and store (its name, ""
+    when the device is in no store). The key is not included. Raises NotFound."""
     try:
         row = db.table("devices").get(device_id)
     except sqlite_utils.db.NotFoundError:
         raise NotFound(f"unknown device {device_id!r}") from None
     row.pop("key", None)
+    store = db.execute("SELECT name FROM stores WHERE id = ?", (row["store_id"],)).fetchone()
+    row["store"] = store[0] if store is not None else ""
     settings = {**_SETTINGS_DEFAULTS[row["kind"]], **json.loads(row["settings"])}
     row["settings"] = settings
     for k, v in settings.items():

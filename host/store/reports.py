@@ -23,6 +23,7 @@ from typing import Any
 
 import sqlite_utils
 
+from host.errors import NotFound
 from host.rules.policy import Policy
 from protocol import codes
 
@@ -82,14 +83,73 @@ def _period(db: sqlite_utils.Database, t0: int, t1: int) -> dict[str, Any]:
     }
 
 
-def daily(db: sqlite_utils.Database, policy: Policy, last_day: date, days: int = 7
-          ) -> list[dict[str, Any]]:
-    """One row per site-local day, ``days`` days ending with ``last_day``."""
+def _store_period(db: sqlite_utils.Database, t0: int, t1: int, store_id: int | None
+                  ) -> dict[str, Any]:
+    """What belongs to one store of a chain in ``[t0, t1)``: its readers' taps (``store_id``
+    None: readers in no store). Cash at the counter (top-ups, pass sales, refunds) names no
+    reader, so it is chain-wide only: those columns are None in a store's row."""
+    on = ("device_id IN (SELECT device_id FROM devices WHERE "
+          + ("store_id IS NULL)" if store_id is None else "store_id = ?)"))
+    sa = () if store_id is None else (store_id,)
+    q = lambda sql, *a: db.execute(sql, (t0, t1, *sa, *a)).fetchone()[0] or 0  # noqa: E731
+    members = db.execute("SELECT count(*) FROM members WHERE created_at < ?", (t1,)).fetchone()[0]
+    active = q("SELECT count(DISTINCT member_id) FROM taps WHERE ts >= ? AND ts < ? AND "
+               f"{on} AND verdict = 'grant' AND member_id IS NOT NULL AND {_NOT_VOIDED}")
+    issued = q("SELECT sum(l.delta) FROM ledger l JOIN taps t ON t.id = l.tap_id WHERE "
+               f"l.ts >= ? AND l.ts < ? AND t.{on} AND l.currency = 'points' AND l.delta > 0 "
+               "AND l.kind = 'earn'")
+    return {
+        "topups_fen": None, "pass_sales_fen": None, "refunds_fen": None, "revenue_fen": None,
+        "consumption_fen": q("SELECT sum(charged_fen) FROM taps WHERE ts >= ? AND ts < ? "
+                             f"AND {on} AND {_NOT_VOIDED}"),
+        "pass_sales_from_balance_fen": None,
+        "taps": q(f"SELECT count(*) FROM taps WHERE ts >= ? AND ts < ? AND {on}"),
+        "granted": q(f"SELECT count(*) FROM taps WHERE ts >= ? AND ts < ? AND {on} AND "
+                     f"verdict = 'grant' AND {_NOT_VOIDED}"),
+        "members": members, "active_members": active, "new_members": None,
+        "activity_rate": _rate(active, members), "repurchase_rate": None,
+        "points_issued": issued, "points_redeemed": None, "points_redemption_rate": None,
+    }
+
+
+def _stores(db: sqlite_utils.Database, store: str | None, breakdown: bool
+            ) -> list[tuple[str, int | None]] | None:
+    """The (name, id) of the stores a report is split into: ``store`` alone, or with
+    ``breakdown`` every store (and ``(none)`` for readers in none) when the chain has more than
+    one; None: one chain-wide row."""
+    named = [(r[0], r[1]) for r in db.execute("SELECT name, id FROM stores ORDER BY name")]
+    if store is not None:
+        ids = [sid for name, sid in named if name == store]
+        if not ids:
+            raise NotFound(f"unknown store {store!r} (tapkiosk store list)")
+        return [(store, ids[0])]
+    if not breakdown:
+        return None
+    loose = db.execute("SELECT count(*) FROM devices WHERE store_id IS NULL").fetchone()[0]
+    split = named + ([("(none)", None)] if loose and named else [])
+    return split if len(split) > 1 else None
+
+
+def daily(db: sqlite_utils.Database, policy: Policy, last_day: date, days: int = 7, *,
+          store: str | None = None, breakdown: bool = False) -> list[dict[str, Any]]:
+    """One row per site-local day, ``days`` days ending with ``last_day``.
+
+    ``store``: that store's rows only (``_store_period``); ``breakdown``: in a chain of
+    more than one store, each day's chain-wide row (store ``*``) is followed by one row per
+    store. Rows carry a ``store`` column only when split."""
+    split = _stores(db, store, breakdown)
     rows = []
     for i in range(days - 1, -1, -1):
         day = last_day - timedelta(days=i)
         t0, t1 = _day_bounds(day, policy)
-        rows.append({"date": day.isoformat(), **_period(db, t0, t1)})
+        if split is None:
+            rows.append({"date": day.isoformat(), **_period(db, t0, t1)})
+            continue
+        if store is None:
+            rows.append({"date": day.isoformat(), "store": "*", **_period(db, t0, t1)})
+        for name, sid in split:
+            rows.append({"date": day.isoformat(), "store": name,
+                         **_store_period(db, t0, t1, sid)})
     return rows
 
 
@@ -97,20 +157,25 @@ def daily(db: sqlite_utils.Database, policy: Policy, last_day: date, days: int =
 _QUARTER_S = 900
 
 
-def taps_by_hour(db: sqlite_utils.Database, policy: Policy, last_day: date, days: int = 7
-                 ) -> list[dict[str, Any]]:
+def taps_by_hour(db: sqlite_utils.Database, policy: Policy, last_day: date, days: int = 7,
+                 *, store: str | None = None) -> list[dict[str, Any]]:
     """24 rows, one per site-local hour of the day (0-23): the taps (all, as ``daily``
     counts them) and the granted ones (voided taps excluded) over the ``days`` site-local
     days ending with ``last_day``. The SQL groups by quarter-hour (integer division of the
     stored seconds, no date functions) and each quarter is placed in its local hour here, so
-    a daylight-saving change or a half-hour offset lands every tap in the right hour."""
+    a daylight-saving change or a half-hour offset lands every tap in the right hour.
+    ``store``: the taps of that store's readers only."""
     t0 = _day_bounds(last_day - timedelta(days=days - 1), policy)[0]
     t1 = _day_bounds(last_day, policy)[1]
+    on, sa = "", ()
+    if store is not None:
+        on, sa = ("AND device_id IN (SELECT device_id FROM devices WHERE store_id = ?) ",
+                  (_stores(db, store, False)[0][1],))
     rows = [{"hour": h, "taps": 0, "granted": 0} for h in range(24)]
     for quarter, taps, granted in db.execute(
             f"SELECT ts / {_QUARTER_S}, count(*), coalesce(sum(CASE WHEN verdict = 'grant' AND "
-            f"{_NOT_VOIDED} THEN 1 ELSE 0 END), 0) FROM taps WHERE ts >= ? AND ts < ? "
-            f"GROUP BY ts / {_QUARTER_S}", (t0, t1)):
+            f"{_NOT_VOIDED} THEN 1 ELSE 0 END), 0) FROM taps WHERE ts >= ? AND ts < ? {on}"
+            f"GROUP BY ts / {_QUARTER_S}", (t0, t1, *sa)):
         row = rows[datetime.fromtimestamp(quarter * _QUARTER_S, policy.tz).hour]
         row["taps"] += taps
         row["granted"] += granted
@@ -153,15 +218,22 @@ def members(db: sqlite_utils.Database, policy: Policy, now: datetime, days: int 
     return rows
 
 
-def devices(db: sqlite_utils.Database, policy: Policy, now: datetime, days: int = 1
-            ) -> list[dict[str, Any]]:
+def devices(db: sqlite_utils.Database, policy: Policy, now: datetime, days: int = 1, *,
+            store: str | None = None) -> list[dict[str, Any]]:
     """One row per device: state, taps/grants/denies over the last ``days`` days, the most
     frequent deny reason, the engine latency (p50/p99 ms, commit excluded) and its health
-    (``_health``: refusals by cause, last error, last boot, reader faults)."""
+    (``_health``: refusals by cause, last error, last boot, reader faults). ``store``: the
+    devices of that store only (a ``store`` column is there whenever the chain has stores)."""
     t0 = int(now.timestamp()) - days * 86400
     rows = []
-    for dev in db.execute("SELECT device_id, kind, online, last_seen, fw FROM devices "
-                          "ORDER BY device_id").fetchall():
+    named = db.execute("SELECT count(*) FROM stores").fetchone()[0]
+    where, args = "", ()
+    if store is not None:
+        split = _stores(db, store, False)
+        where, args = "WHERE d.store_id = ?", (split[0][1],)
+    for dev in db.execute("SELECT d.device_id, d.kind, d.online, d.last_seen, d.fw, s.name "
+                          "FROM devices d LEFT JOIN stores s ON s.id = d.store_id "
+                          f"{where} ORDER BY d.device_id", args).fetchall():
         did = dev[0]
         taps, granted, charged = db.execute(
             f"SELECT count(*), coalesce(sum(verdict = 'grant' AND {_NOT_VOIDED}), 0), "
@@ -174,7 +246,8 @@ def devices(db: sqlite_utils.Database, policy: Policy, now: datetime, days: int 
                                         "ts >= ? AND latency_ms IS NOT NULL", (did, t0))]
         p50 = round(statistics.median(lat), 3) if lat else None
         p99 = round(sorted(lat)[min(len(lat) - 1, int(len(lat) * 0.99))], 3) if lat else None
-        rows.append({"device_id": did, "kind": dev[1], "online": bool(dev[2]),
+        rows.append({"device_id": did, **({"store": dev[5] or "(none)"} if named else {}),
+                     "kind": dev[1], "online": bool(dev[2]),
                      "last_seen": dev[3], "fw": dev[4], "taps": taps, "granted": granted,
                      "denied": taps - granted, "charged_fen": charged,
                      "top_deny_reason": top[0] if top else "", "latency_p50_ms": p50,

@@ -19,7 +19,7 @@ from typing import Any
 import sqlite_utils
 
 from host.errors import Conflict, InputError, NotFound
-from host.store import audit
+from host.store import audit, stores
 from host.store.db import transaction
 
 #: Staff roles, as ``tapkiosk staff add --role`` takes them.
@@ -74,8 +74,10 @@ _DUMMY = hash_password("not-a-password")
 
 
 def add_staff(db: sqlite_utils.Database, name: str, role: str, password: str, *,
-              actor: str, client: str | None = None) -> dict[str, Any]:
-    """Create an account; Conflict when the name is taken."""
+              actor: str, client: str | None = None, store: str | None = None
+              ) -> dict[str, Any]:
+    """Create an account; Conflict when the name is taken. ``store``: the one store the
+    account sees and acts on (None: every store of the chain); NotFound when unknown."""
     check_name(name)
     check_role(role)
     pw = hash_password(password)
@@ -83,9 +85,12 @@ def add_staff(db: sqlite_utils.Database, name: str, role: str, password: str, *,
     with transaction(db) as conn:
         if conn.execute("SELECT 1 FROM staff WHERE name = ?", (name,)).fetchone():
             raise Conflict(f"staff {name!r} already exists")
-        cur = conn.execute("INSERT INTO staff (name, role, pw_hash, created_at) VALUES "
-                           "(?,?,?,?)", (name, role, pw, ts))
+        sid = stores.store_id(conn, store)
+        cur = conn.execute("INSERT INTO staff (name, role, pw_hash, created_at, store_id) "
+                           "VALUES (?,?,?,?,?)", (name, role, pw, ts, sid))
         after = {"name": name, "role": role, "active": True}
+        if store is not None:
+            after["store"] = store
         audit.record(conn, ts, actor, "staff.add", after=after, client=client)
     return {"id": cur.lastrowid, **after}
 
@@ -127,21 +132,33 @@ def set_password(db: sqlite_utils.Database, name: str, password: str, *, actor: 
                    {"pw_hash": hash_password(password)}, actor=actor, client=client)
 
 
+def set_store(db: sqlite_utils.Database, name: str, store: str | None, *, actor: str,
+              client: str | None = None) -> dict[str, Any]:
+    """Scope an account to one store (None: every store); NotFound for an unknown store."""
+    check_name(name)
+    with transaction(db) as conn:
+        sid = stores.store_id(conn, store)
+    return _change(db, name, "staff.store", {"store_id": sid}, actor=actor, client=client)
+
+
 def list_staff(db: sqlite_utils.Database) -> list[dict[str, Any]]:
-    """Every account without its hash, by name."""
-    return [{**dict(r), "active": bool(r["active"])} for r in db.query(
-        "SELECT id, name, role, active, created_at FROM staff ORDER BY name")]
+    """Every account without its hash, by name; ``store`` empty = every store."""
+    return [{**dict(r), "active": bool(r["active"]), "store": r["store"] or ""}
+            for r in db.query(
+        "SELECT f.id, f.name, f.role, f.active, s.name AS store, f.created_at FROM staff f "
+        "LEFT JOIN stores s ON s.id = f.store_id ORDER BY f.name")]
 
 
 def authenticate(db: sqlite_utils.Database, name: str, password: str) -> dict[str, Any] | None:
-    """``{"name", "role"}`` of an active account whose password matches, else None. Takes a
-    hash's time whether or not the name exists."""
-    rows = list(db.query("SELECT name, role, pw_hash, active FROM staff WHERE name = ?",
-                         [name])) if isinstance(name, str) else []
+    """``{"name", "role", "store"}`` of an active account whose password matches, else None
+    (``store`` None: every store). Takes a hash's time whether or not the name exists."""
+    rows = list(db.query("SELECT f.name, f.role, f.pw_hash, f.active, s.name AS store "
+                         "FROM staff f LEFT JOIN stores s ON s.id = f.store_id "
+                         "WHERE f.name = ?", [name])) if isinstance(name, str) else []
     if not rows:
         verify_password(_DUMMY, password or "")
         return None
     row = rows[0]
     if not verify_password(row["pw_hash"], password or "") or not row["active"]:
         return None
-    return {"name": row["name"], "role": row["role"]}
+    return {"name": row["name"], "role": row["role"], "store": row["store"]}

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 
 from host.errors import Conflict, HostError, InputError, InsufficientFunds, NotFound
 from host.site.writer import WriterClosed
+from host.store.outage import StoreUnavailable
 from host.web.context import NoSales, WriteTimeout
 from host.web.deps import KEY_LOC, MISSING_KEY
 from host.web.permissions import Forbidden, Unauthorized
@@ -30,6 +31,7 @@ STATUS: list[tuple[type[HostError], int]] = [
     (WriteTimeout, 503),
     (NoSales, 503),
     (WriterClosed, 503),
+    (StoreUnavailable, 503),   # a chain store cut off from the chain's database
 ]
 
 

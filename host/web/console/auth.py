@@ -42,7 +42,8 @@ def login(request: Request, name: str = Form(""), password: str = Form("")) -> R
     con.throttle.succeeded(name)
     con.sessions.end(request.cookies.get(SESSION_COOKIE))
     response = redirect(request, "/")
-    set_cookie(request, response, SESSION_COOKIE, con.sessions.create(who["name"], who["role"]))
+    set_cookie(request, response, SESSION_COOKIE, con.sessions.create(who["name"], who["role"],
+                                                                   who.get("store")))
     return response
 
 

@@ -24,6 +24,7 @@ from host.errors import Conflict, HostError, InputError, InsufficientFunds, NotF
 from host.money import format_fen
 from host.web.console import i18n
 from host.web.console.csrf import CSRF_COOKIE, NEW_COOKIE, Csrf
+from host.store.outage import StoreUnavailable
 from host.web.console.permissions import LoginRequired, StaffActor, allowed, check
 from host.web.console.sessions import SESSION_COOKIE, LoginThrottle, SessionStore
 from host.web.context import NoSales, WebContext, WriteTimeout
@@ -80,8 +81,8 @@ async def gate(request: Request) -> None:
     con = console(request)
     await con.csrf.check(request)
     session = con.sessions.get(request.cookies.get(SESSION_COOKIE))
-    request.state.actor = (StaffActor(session.name, session.role, client_address(request))
-                           if session else None)
+    request.state.actor = (StaffActor(session.name, session.role, client_address(request),
+                                      session.store) if session else None)
     if session is None and not getattr(request.scope.get("endpoint"), "console_public", False):
         raise LoginRequired("log in first")
 
@@ -109,6 +110,11 @@ def local_time(request: Request) -> Callable[[int | None], str]:
     return fmt
 
 
+def _fen(v: int | None) -> str:
+    """Yuan of ``v``; ``-`` for None (counter cash in a store's report row names no store)."""
+    return "-" if v is None else format_fen(v)
+
+
 def render(request: Request, template: str, status: int = 200, **values: Any) -> HTMLResponse:
     """The page ``template`` with ``values`` and what every page needs."""
     con = console(request)
@@ -117,7 +123,7 @@ def render(request: Request, template: str, status: int = 200, **values: Any) ->
     page = con.templates.get_template(template).render(
         request=request, actor=actor, can=lambda action: allowed(actor, action),
         csrf=con.csrf.token(request), lang=lang, t=i18n.translator(lang), base=base(request),
-        fen=format_fen, when=local_time(request), assets=ASSETS, **values)
+        fen=_fen, when=local_time(request), assets=ASSETS, **values)
     response = HTMLResponse(page, status_code=status,
                             headers={"Cache-Control": "no-store",
                                      "Content-Security-Policy": "default-src 'self'; "
@@ -143,7 +149,7 @@ def redirect(request: Request, path: str) -> RedirectResponse:
 
 STATUS: list[tuple[type[HostError], int]] = [
     (Forbidden, 403), (NotFound, 404), (Conflict, 409), (InsufficientFunds, 409),
-    (InputError, 400), (WriteTimeout, 503), (NoSales, 503)]
+    (InputError, 400), (WriteTimeout, 503), (NoSales, 503), (StoreUnavailable, 503)]
 
 
 def error_page(request: Request, status: int, message: str) -> HTMLResponse:

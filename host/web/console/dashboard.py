@@ -27,15 +27,28 @@ def dashboard(request: Request, actor: StaffActor = Depends(need("dashboard.read
     now = datetime.now(ctx.policy.tz)
     db = ctx.read_db()
     try:
-        today = reports.daily(db, ctx.policy, now.date(), 1)[0]
-        board = reports.devices(db, ctx.policy, now, 1)
+        today = reports.daily(db, ctx.policy, now.date(), 1, store=actor.store)[0]
+        board = reports.devices(db, ctx.policy, now, 1, store=actor.store)
         last = frontdesk.last_taps(db)
     finally:
         db.conn.close()
     return render(request, "dashboard.html", today=today, board=board, last=last)
 
 
-async def _feed(request: Request) -> AsyncIterator[str]:
+def _store_devices(request: Request, store: str | None) -> frozenset[str] | None:
+    """The readers a store-scoped account's feed shows (None: every reader)."""
+    if store is None:
+        return None
+    ctx = console(request).ctx
+    db = ctx.read_db()
+    try:
+        return frozenset(d["device_id"] for d in reports.devices(
+            db, ctx.policy, datetime.now(ctx.policy.tz), 1, store=store))
+    finally:
+        db.conn.close()
+
+
+async def _feed(request: Request, devices: frozenset[str] | None = None) -> AsyncIterator[str]:
     con = console(request)
     ctx, sid = con.ctx, request.cookies.get(SESSION_COOKIE)
     sub = ctx.open_stream(FEED_KINDS)
@@ -45,6 +58,9 @@ async def _feed(request: Request) -> AsyncIterator[str]:
             event = await sub.next(KEEPALIVE_S)
             if not con.sessions.alive(sid):  # the feed ends with the session
                 break
+            if event is not None and devices is not None and \
+                    event.data.get("device_id") not in devices:
+                continue      # another store's reader (a store-scoped account)
             yield event.sse() if event is not None else ": keep-alive\n\n"
     finally:
         ctx.end_stream(sub)
@@ -53,5 +69,6 @@ async def _feed(request: Request) -> AsyncIterator[str]:
 @router.get("/events")
 def events(request: Request, actor: StaffActor = Depends(need("events.read"))
            ) -> StreamingResponse:
-    return StreamingResponse(_feed(request), media_type="text/event-stream",
+    return StreamingResponse(_feed(request, _store_devices(request, actor.store)),
+                             media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

@@ -34,13 +34,13 @@ router = APIRouter(prefix="/devices")
 DeviceId = Path(pattern=r"^[A-Za-z0-9_.-]{1,16}$")
 
 
-def _page(request: Request, status: int = 200, **values: Any) -> Response:
+def _page(request: Request, actor: StaffActor, status: int = 200, **values: Any) -> Response:
     ctx = console(request).ctx
     db = ctx.read_db()
     try:
         health = {r["device_id"]: r for r in reports.devices(
-            db, ctx.policy, datetime.now(ctx.policy.tz), 1)}
-        devices = list_devices(db)
+            db, ctx.policy, datetime.now(ctx.policy.tz), 1, store=actor.store)}
+        devices = [d for d in list_devices(db) if d["device_id"] in health]  # actor's store
         last = frontdesk.last_taps(db)
     finally:
         db.conn.close()
@@ -53,15 +53,20 @@ def _page(request: Request, status: int = 200, **values: Any) -> Response:
 @router.get("")
 def devices_page(request: Request, actor: StaffActor = Depends(need("devices.read"))
                  ) -> Response:
-    return _page(request)
+    return _page(request, actor)
 
 
-def _kind(request: Request, device_id: str) -> str:
+def _kind(request: Request, actor: StaffActor, device_id: str) -> str:
+    """The device's kind; a store-scoped technician may act on their store's readers only
+    (the same answer as for a device that does not exist: nothing is told of other stores)."""
     db = console(request).ctx.read_db()
     try:
-        return get_device(db, device_id)["kind"]
+        dev = get_device(db, device_id)
     finally:
         db.conn.close()
+    if actor.store is not None and dev.get("store") != actor.store:
+        raise NotFound(f"unknown device {device_id!r}")
+    return dev["kind"]
 
 
 @router.post("/{device_id}/settings")
@@ -75,12 +80,12 @@ def edit_settings(request: Request, device_id: str = DeviceId, key: str = Form("
     given = {"name": name, "hours": hours, "duplicate_window_s": duplicate_window_s,
              "direction": direction, "anti_passback": anti_passback, "fixed_price": fixed_price}
     try:
-        settings = parse_settings(_kind(request, device_id),
+        settings = parse_settings(_kind(request, actor, device_id),
                                   {f: v.strip() for f, v in given.items() if v is not None})
         actions.run(console(request).ctx, actor,
                     lambda admin: admin.set_device(device_id, settings, key=k))
     except InputError as e:
-        return _page(request, 400, error=f"{device_id}: {e}")
+        return _page(request, actor, 400, error=f"{device_id}: {e}")
     return redirect(request, f"/devices?saved={device_id}#device-{device_id}")
 
 
@@ -88,6 +93,7 @@ def edit_settings(request: Request, device_id: str = DeviceId, key: str = Form("
 def push_config(request: Request, device_id: str = DeviceId, key: str = Form(""),
                 actor: StaffActor = Depends(need("devices.write"))) -> Response:
     k = actions.form_key(key)
+    _kind(request, actor, device_id)
     ctx = console(request).ctx
     readers = ctx.links()
     st = readers.device(device_id)
@@ -98,15 +104,15 @@ def push_config(request: Request, device_id: str = DeviceId, key: str = Form("")
                        "when it next connects")
     recorded = actions.run(ctx, actor, lambda admin: admin.record_config_push(device_id, key=k))
     if recorded["replayed"]:
-        return _page(request, notice=("replayed", device_id, recorded))
-    return _page(request, notice=("pushed", device_id, readers.push_config(device_id)))
+        return _page(request, actor, notice=("replayed", device_id, recorded))
+    return _page(request, actor, notice=("pushed", device_id, readers.push_config(device_id)))
 
 
 @router.post("/{device_id}/key")
 def rotate_key(request: Request, device_id: str = DeviceId, key: str = Form(""),
                actor: StaffActor = Depends(need("devices.write"))) -> Response:
     k = actions.form_key(key)
-    kind = _kind(request, device_id)
+    kind = _kind(request, actor, device_id)
     result = actions.run(console(request).ctx, actor,
                          lambda admin: admin.rotate_device_key(device_id, key=k))
     return render(request, "device_key.html", device_id=device_id, kind=kind,

@@ -34,6 +34,9 @@ class StaffActor:
     name: str
     role: str
     client: str | None = None
+    #: The one store of the chain the account sees and acts on (None: every store):
+    #: devices, the dashboard and reports are that store's (members are chain-wide).
+    store: str | None = None
 
 
 _FRONT = frozenset({"cashier", "manager"})

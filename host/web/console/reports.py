@@ -29,23 +29,27 @@ DAYS = 7
 Read = Callable[[sqlite_utils.Database, Policy, datetime], list[dict[str, Any]]]
 #: Every report of the page, by the name of its CSV download.
 READS: dict[str, Read] = {
-    "daily": lambda db, pol, now: store_reports.daily(db, pol, now.date(), DAYS),
-    "hours": lambda db, pol, now: store_reports.taps_by_hour(db, pol, now.date(), DAYS),
-    "members": lambda db, pol, now: store_reports.members(db, pol, now),
-    "devices": lambda db, pol, now: store_reports.devices(db, pol, now),
+    "daily": lambda db, pol, now, st: store_reports.daily(db, pol, now.date(), DAYS, store=st),
+    "hours": lambda db, pol, now, st: store_reports.taps_by_hour(db, pol, now.date(), DAYS,
+                                                                 store=st),
+    # Members are chain-wide: a card topped up at one store pays at another.
+    "members": lambda db, pol, now, st: store_reports.members(db, pol, now),
+    "devices": lambda db, pol, now, st: store_reports.devices(db, pol, now, store=st),
 }
 #: The rates charted, from the member report's total row: (column, label).
 RATES = (("activity_rate", "Activity"), ("repurchase_rate", "Repurchase"),
          ("points_redemption_rate", "Points redemption"))
 
 
-def _read(request: Request, names: tuple[str, ...]) -> tuple[datetime, dict[str, Any]]:
-    """The reports ``names`` on one read-only connection, and the time they were read."""
+def _read(request: Request, names: tuple[str, ...], store: str | None = None
+          ) -> tuple[datetime, dict[str, Any]]:
+    """The reports ``names`` on one read-only connection, and the time they were read;
+    ``store``: a store-scoped actor's store (members are chain-wide)."""
     ctx = console(request).ctx
     now = datetime.now(ctx.policy.tz)
     db = ctx.read_db()
     try:
-        return now, {name: READS[name](db, ctx.policy, now) for name in names}
+        return now, {name: READS[name](db, ctx.policy, now, store) for name in names}
     finally:
         db.conn.close()
 
@@ -67,7 +71,7 @@ def charts(daily: list[dict[str, Any]], hours: list[dict[str, Any]],
 @router.get("")
 def reports_page(request: Request, actor: StaffActor = Depends(need("reports.read"))
                  ) -> Response:
-    now, rep = _read(request, tuple(READS))
+    now, rep = _read(request, tuple(READS), actor.store)
     return render(request, "reports.html", today=now.date().isoformat(),
                   charts=charts(rep["daily"], rep["hours"], rep["members"]),
                   percent=percent, **rep)
@@ -78,7 +82,7 @@ def report_csv(request: Request, name: str,
                actor: StaffActor = Depends(need("reports.read"))) -> Response:
     if name not in READS:
         raise NotFound(f"no report {name!r} (reports: {', '.join(READS)})")
-    now, rep = _read(request, (name,))
+    now, rep = _read(request, (name,), actor.store)
     out = io.StringIO()
     write_csv(rep[name], out)
     filename = f"tapkiosk-{name}-{now.date().isoformat()}.csv"

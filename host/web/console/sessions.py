@@ -26,6 +26,8 @@ class Session:
     name: str
     role: str
     last_used: float
+    #: The one store the account is scoped to (None: every store of the chain).
+    store: str | None = None
 
 
 class SessionStore:
@@ -38,11 +40,12 @@ class SessionStore:
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
 
-    def create(self, name: str, role: str) -> str:
-        """A new session for ``name``; returns its id."""
+    def create(self, name: str, role: str, store: str | None = None) -> str:
+        """A new session for ``name`` (scoped to ``store``, None: every store); returns its
+        id."""
         sid = secrets.token_urlsafe(32)
         with self._lock:
-            self._sessions[sid] = Session(name, role, self.clock())
+            self._sessions[sid] = Session(name, role, self.clock(), store)
         return sid
 
     def get(self, sid: str | None) -> Session | None:

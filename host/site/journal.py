@@ -1,0 +1,218 @@
+# Runs on CPython (host): a store daemon's local SQLite file — the member snapshot and the offline tap journal.
+"""The local journal of a store's daemon (issue 17, WAN outage).
+
+One SQLite file on the store PC, apart from the chain's database, holds:
+
+- a **snapshot** of what an outage decision needs (card -> member, status, tier, stored
+  value, valid time passes and punch cards, each reader's kind and store), replaced as a
+  whole by :meth:`Journal.refresh` while the chain's database is reachable;
+- the **journal**: every tap decided during an outage, with its decision and reply bytes,
+  written durably (``synchronous=FULL``, committed) BEFORE the reply leaves, keyed by the
+  original (device, seq) so a retransmission gets the same reply and a replay after a crash
+  applies it once. Entries go ``pending`` -> ``applied`` | ``unapplied`` (the chain refused
+  it: see ``offline_unapplied``) | ``denied`` (refused offline: nothing to apply).
+
+Only the daemon's writer thread uses it.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from typing import Any, NamedTuple
+
+from host.errors import InputError
+from host.rules.offline import OutageDecision, SnapCard, SnapPass
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS snap_cards (uid TEXT PRIMARY KEY, member_id INTEGER NOT NULL,
+    status TEXT NOT NULL, expires_at INTEGER, member_status TEXT NOT NULL, tier TEXT NOT NULL,
+    balance_fen INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS snap_cards_member ON snap_cards(member_id);
+CREATE TABLE IF NOT EXISTS snap_passes (id INTEGER PRIMARY KEY, member_id INTEGER NOT NULL,
+    kind TEXT NOT NULL, covers TEXT NOT NULL, starts_at INTEGER NOT NULL,
+    ends_at INTEGER NOT NULL, uses_left INTEGER, created_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS snap_passes_member ON snap_passes(member_id);
+CREATE TABLE IF NOT EXISTS snap_devices (device_id TEXT PRIMARY KEY, kind TEXT NOT NULL,
+    store TEXT);
+CREATE TABLE IF NOT EXISTS snap_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS journal (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    outage INTEGER NOT NULL,
+    device_id TEXT NOT NULL, seq INTEGER NOT NULL, uid TEXT NOT NULL,
+    service INTEGER NOT NULL, amount_fen INTEGER NOT NULL, direction TEXT,
+    device_time INTEGER NOT NULL, ts INTEGER NOT NULL,
+    member_id INTEGER, kind TEXT NOT NULL, verdict TEXT NOT NULL, reason TEXT NOT NULL,
+    text TEXT NOT NULL, charged_fen INTEGER NOT NULL, pass_id INTEGER,
+    uses_left INTEGER NOT NULL, balance_fen INTEGER NOT NULL, relay_ms INTEGER NOT NULL,
+    pattern INTEGER NOT NULL, reply BLOB NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending'
+        CHECK (state IN ('pending', 'applied', 'unapplied', 'denied')),
+    note TEXT NOT NULL DEFAULT '',
+    UNIQUE (device_id, seq)
+);
+CREATE INDEX IF NOT EXISTS journal_state ON journal(state, id);
+"""
+
+_ENTRY_COLS = ("id", "outage", "device_id", "seq", "uid", "service", "amount_fen", "direction",
+               "device_time", "ts", "member_id", "kind", "verdict", "reason", "text",
+               "charged_fen", "pass_id", "uses_left", "balance_fen", "relay_ms", "pattern",
+               "reply", "state", "note")
+
+
+class Entry(NamedTuple):
+    """One journaled tap."""
+
+    id: int
+    outage: int
+    device_id: str
+    seq: int
+    uid: str
+    service: int
+    amount_fen: int
+    direction: str | None
+    device_time: int
+    ts: int
+    member_id: int | None
+    kind: str
+    verdict: str
+    reason: str
+    text: str
+    charged_fen: int
+    pass_id: int | None
+    uses_left: int
+    balance_fen: int
+    relay_ms: int
+    pattern: int
+    reply: bytes
+    state: str
+    note: str
+
+
+class Journal:
+    """The local snapshot and journal file at ``path`` (created when missing)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = os.fspath(path)
+        try:
+            self.conn = sqlite3.connect(self.path, isolation_level=None,
+                                        check_same_thread=False)
+            self.conn.execute("PRAGMA journal_mode = WAL")
+            self.conn.execute("PRAGMA synchronous = FULL")
+            self.conn.executescript(_SCHEMA)
+        except sqlite3.Error as e:
+            raise InputError(f"cannot open the offline journal {self.path}: {e}") from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # ----------------------------------------------------------------- snapshot
+    def refresh(self, central: Any, ts: int) -> int:
+        """Replace the snapshot by what the chain's database ``central`` (a connection or
+        Database with ``execute``) holds now; returns the number of cards. Portable SQL."""
+        cards = central.execute(
+            "SELECT c.uid, c.member_id, c.status, c.expires_at, m.status, m.tier, "
+            "m.principal_fen + m.bonus_fen FROM cards c JOIN members m ON m.id = c.member_id"
+        ).fetchall()
+        passes = central.execute(
+            "SELECT id, member_id, kind, covers, starts_at, ends_at, uses_left, created_at "
+            "FROM passes WHERE cancelled_at IS NULL AND kind IN ('time', 'punch') AND "
+            "(ends_at = 0 OR ends_at > ?)", (ts,)).fetchall()
+        devices = central.execute(
+            "SELECT d.device_id, d.kind, s.name FROM devices d LEFT JOIN stores s "
+            "ON s.id = d.store_id").fetchall()
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            for table in ("snap_cards", "snap_passes", "snap_devices"):
+                c.execute(f"DELETE FROM {table}")
+            c.executemany("INSERT INTO snap_cards VALUES (?,?,?,?,?,?,?)", cards)
+            c.executemany("INSERT INTO snap_passes VALUES (?,?,?,?,?,?,?,?)", passes)
+            c.executemany("INSERT INTO snap_devices VALUES (?,?,?)", devices)
+            c.execute("INSERT INTO snap_meta VALUES ('taken_at', ?) ON CONFLICT (key) "
+                      "DO UPDATE SET value = excluded.value", (ts,))
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        return len(cards)
+
+    def taken_at(self) -> int | None:
+        """When the snapshot was last refreshed (unix seconds), None if never."""
+        row = self.conn.execute("SELECT value FROM snap_meta WHERE key = 'taken_at'").fetchone()
+        return row[0] if row else None
+
+    def card(self, uid: str) -> SnapCard | None:
+        """The snapshot of card ``uid`` with its member's passes, None when unknown."""
+        row = self.conn.execute("SELECT * FROM snap_cards WHERE uid = ?", (uid,)).fetchone()
+        if row is None:
+            return None
+        passes = tuple(SnapPass._make(r) for r in self.conn.execute(
+            "SELECT id, kind, covers, starts_at, ends_at, uses_left FROM snap_passes "
+            "WHERE member_id = ? ORDER BY created_at, id", (row[1],)))
+        return SnapCard(*row, passes=passes)
+
+    def device(self, device_id: str) -> tuple[str, str | None] | None:
+        """(kind, store) of a reader in the snapshot, None when unknown."""
+        row = self.conn.execute("SELECT kind, store FROM snap_devices WHERE device_id = ?",
+                                (device_id,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    # ----------------------------------------------------------------- journal
+    def next_outage(self) -> int:
+        """A new outage number (one more than any journaled)."""
+        return self.conn.execute("SELECT coalesce(max(outage), 0) + 1 FROM journal"
+                                 ).fetchone()[0]
+
+    def spent(self, member_id: int, outage: int) -> tuple[int, dict[int, int]]:
+        """What ``member_id`` was granted offline in ``outage``: stored value (fen) and
+        punch uses by pass id."""
+        fen = self.conn.execute("SELECT coalesce(sum(charged_fen), 0) FROM journal WHERE "
+                                "member_id = ? AND outage = ? AND verdict = 'grant'",
+                                (member_id, outage)).fetchone()[0]
+        uses = dict(self.conn.execute(
+            "SELECT pass_id, count(*) FROM journal WHERE member_id = ? AND outage = ? AND "
+            "verdict = 'grant' AND uses_left >= 0 AND pass_id IS NOT NULL GROUP BY pass_id",
+            (member_id, outage)).fetchall())
+        return fen, uses
+
+    def find(self, device_id: str, seq: int) -> Entry | None:
+        """The journaled tap (device, seq), None when there is none."""
+        row = self.conn.execute(f"SELECT {', '.join(_ENTRY_COLS)} FROM journal WHERE "
+                                "device_id = ? AND seq = ?", (device_id, seq)).fetchone()
+        return _entry(row) if row else None
+
+    def append(self, outage: int, tap: Any, ts: int, kind: str, d: OutageDecision,
+               relay_ms: int, pattern: int, reply: bytes) -> None:
+        """Journal a decided tap durably (committed with ``synchronous=FULL``): call it
+        before the reply leaves. A refused tap is journaled ``denied`` (nothing to apply)."""
+        self.conn.execute(
+            "INSERT INTO journal (outage, device_id, seq, uid, service, amount_fen, direction, "
+            "device_time, ts, member_id, kind, verdict, reason, text, charged_fen, pass_id, "
+            "uses_left, balance_fen, relay_ms, pattern, reply, state) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (outage, tap.device_id, tap.seq, tap.uid, tap.service, tap.amount_fen,
+             tap.direction, tap.device_time, ts, d.member_id, kind, d.verdict, d.reason, d.text,
+             d.charged_fen, d.pass_id, d.uses_left, d.balance_fen, relay_ms, pattern, reply,
+             "pending" if d.verdict == "grant" else "denied"))
+
+    def pending(self) -> list[Entry]:
+        """Granted taps not applied to the chain's database yet, in the order decided."""
+        return [_entry(r) for r in self.conn.execute(
+            f"SELECT {', '.join(_ENTRY_COLS)} FROM journal WHERE state = 'pending' ORDER BY id")]
+
+    def mark(self, entry_id: int, state: str, note: str = "") -> None:
+        """Set a pending entry's outcome once it is in the chain's database."""
+        self.conn.execute("UPDATE journal SET state = ?, note = ? WHERE id = ?",
+                          (state, note, entry_id))
+
+    def counts(self) -> dict[str, int]:
+        """Journal entries by state (``pending``, ``applied``, ``unapplied``, ``denied``)."""
+        out = {s: 0 for s in ("pending", "applied", "unapplied", "denied")}
+        out.update(self.conn.execute("SELECT state, count(*) FROM journal GROUP BY state"))
+        return out
+
+
+def _entry(row: Any) -> Entry:
+    e = Entry._make(row)
+    return e._replace(reply=bytes(e.reply))
