@@ -67,45 +67,89 @@ _U32 = 0xFFFFFFFF
 _I32_LO = -0x80000000
 _I32_HI = 0x7FFFFFFF
 
-# Field specs: (name, kind, lo, hi). For _STR/_BYTES lo/hi bound the byte length;
-# for integers they bound the value; for _UIDS they bound the count.
+# Field specs, flat: name, kind, lo, hi for each field in turn (one tuple per type, not one
+# per field: about 1 KB less board heap). For _STR/_BYTES lo/hi bound the byte length; for
+# integers they bound the value; for _UIDS they bound the count. fields(ptype) gives the
+# (name, kind, lo, hi) tuples.
 SPECS = {
     HELLO: (
-        ("fw", _STR, 0, 32), ("proto", "B", 1, 255), ("kind", "B", 1, 3),
-        ("caps", "H", 0, 0xFFFF), ("boot", "H", 0, 0xFFFF), ("reset", "B", 0, 255),
-        ("resend_floor", "I", 0, _U32),
+        "fw", _STR, 0, 32,
+        "proto", "B", 1, 255,
+        "kind", "B", 1, 3,
+        "caps", "H", 0, 0xFFFF,
+        "boot", "H", 0, 0xFFFF,
+        "reset", "B", 0, 255,
+        "resend_floor", "I", 0, _U32,
     ),
     WELCOME: (
-        ("hello_seq", "I", 0, _U32), ("host_time", "I", 0, _U32),
-        ("heartbeat_s", "H", 1, 3600), ("offline_after_s", "H", 1, 3600),
-        ("cfg_version", "I", 0, _U32),
+        "hello_seq", "I", 0, _U32,
+        "host_time", "I", 0, _U32,
+        "heartbeat_s", "H", 1, 3600,
+        "offline_after_s", "H", 1, 3600,
+        "cfg_version", "I", 0, _U32,
     ),
     TAP: (
-        ("uid", _BYTES, 4, 10), ("sak", "B", 0, 255), ("flags", "B", 0, 3),
-        ("direction", "B", 0, 2), ("service", "H", 0, 0xFFFF),
-        ("amount", "I", 0, _U32), ("device_time", "I", 0, _U32),
-        ("secure", _BYTES, 0, 96), ("sale_id", "I", 1, _U32),
+        "uid", _BYTES, 4, 10,
+        "sak", "B", 0, 255,
+        "flags", "B", 0, 3,
+        "direction", "B", 0, 2,
+        "service", "H", 0, 0xFFFF,
+        "amount", "I", 0, _U32,
+        "device_time", "I", 0, _U32,
+        "secure", _BYTES, 0, 96,
+        "sale_id", "I", 1, _U32,
     ),
     DECISION: (
-        ("tap_seq", "I", 0, _U32), ("verdict", "B", 0, 1), ("reason", "B", 0, 255),
-        ("relay_ms", "H", 0, 60000), ("pattern", "B", 0, 255),
-        ("balance", "i", _I32_LO, _I32_HI), ("points", "i", _I32_LO, _I32_HI),
-        ("uses", "h", -1, 0x7FFF), ("text", _STR, 0, 64), ("sale_id", "I", 1, _U32),
+        "tap_seq", "I", 0, _U32,
+        "verdict", "B", 0, 1,
+        "reason", "B", 0, 255,
+        "relay_ms", "H", 0, 60000,
+        "pattern", "B", 0, 255,
+        "balance", "i", _I32_LO, _I32_HI,
+        "points", "i", _I32_LO, _I32_HI,
+        "uses", "h", -1, 0x7FFF,
+        "text", _STR, 0, 64,
+        "sale_id", "I", 1, _U32,
     ),
-    PING: (("nonce", "I", 0, _U32),),
-    PONG: (("nonce", "I", 0, _U32), ("host_time", "I", 0, _U32)),
-    EVENT: (("code", "B", 1, 255), ("value", "I", 0, _U32), ("text", _STR, 0, 64)),
+    PING: (
+        "nonce", "I", 0, _U32,
+    ),
+    PONG: (
+        "nonce", "I", 0, _U32,
+        "host_time", "I", 0, _U32,
+    ),
+    EVENT: (
+        "code", "B", 1, 255,
+        "value", "I", 0, _U32,
+        "text", _STR, 0, 64,
+    ),
     CONFIG: (
-        ("cfg_version", "I", 0, _U32), ("relay_ms", "H", 0, 60000),
-        ("debounce_ms", "H", 0, 60000), ("offline_after_s", "H", 1, 3600),
-        ("heartbeat_s", "H", 1, 3600), ("allow_op", "B", 0, 3), ("allow", _UIDS, 0, 24),
+        "cfg_version", "I", 0, _U32,
+        "relay_ms", "H", 0, 60000,
+        "debounce_ms", "H", 0, 60000,
+        "offline_after_s", "H", 1, 3600,
+        "heartbeat_s", "H", 1, 3600,
+        "allow_op", "B", 0, 3,
+        "allow", _UIDS, 0, 24,
     ),
-    ERROR: (("ref_seq", "I", 0, _U32), ("code", "B", 1, 255), ("text", _STR, 0, 64)),
-    ACK: (("ref_seq", "I", 0, _U32), ("code", "B", 0, 255)),
-    VOID: (("tap_seq", "I", 0, _U32),),
+    ERROR: (
+        "ref_seq", "I", 0, _U32,
+        "code", "B", 1, 255,
+        "text", _STR, 0, 64,
+    ),
+    ACK: (
+        "ref_seq", "I", 0, _U32,
+        "code", "B", 0, 255,
+    ),
+    VOID: (
+        "tap_seq", "I", 0, _U32,
+    ),
     SALE: (
-        ("sale_id", "I", 1, _U32), ("amount", "I", 0, _U32),
-        ("service", "H", 0, 0xFFFF), ("timeout_s", "H", 0, 3600), ("text", _STR, 0, 64),
+        "sale_id", "I", 1, _U32,
+        "amount", "I", 0, _U32,
+        "service", "H", 0, 0xFFFF,
+        "timeout_s", "H", 0, 3600,
+        "text", _STR, 0, 64,
     ),
 }
 # Optional last field (absent = 0): TAP and DECISION carry `sale_id` only when a sale is being
@@ -124,6 +168,12 @@ def spec(ptype):
         DIRECTIONS.update(ota.DIRECTIONS)
         s = SPECS.get(ptype)
     return s
+
+
+def fields(ptype):
+    # The (name, kind, lo, hi) of each body field of ptype, in wire order (host and tests).
+    sp = spec(ptype)
+    return [tuple(sp[j:j + 4]) for j in range(0, len(sp), 4)]
 
 
 def _valid_device_id(dev):
@@ -166,7 +216,8 @@ def encode_body(ptype, fields):
         raise UnsupportedError("unknown message type 0x%02x" % ptype)
     out = bytearray()
     tail = TAIL.get(ptype)
-    for name, kind, lo, hi in sp:
+    for j in range(0, len(sp), 4):
+        name, kind, lo, hi = sp[j], sp[j + 1], sp[j + 2], sp[j + 3]
         if name == tail and not fields.get(name):
             break
         if name not in fields:
@@ -207,7 +258,8 @@ def decode_body(ptype, body):
     i = 0
     n = len(body)
     tail = TAIL.get(ptype)
-    for name, kind, lo, hi in sp:
+    for j in range(0, len(sp), 4):
+        name, kind, lo, hi = sp[j], sp[j + 1], sp[j + 2], sp[j + 3]
         if name == tail and i == n:
             fields[name] = 0
             break

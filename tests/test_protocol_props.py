@@ -37,7 +37,7 @@ def _field(name: str, kind: str, lo: int, hi: int) -> st.SearchStrategy:
 
 
 messages = st.sampled_from(sorted(P.SPECS)).flatmap(
-    lambda t: st.tuples(st.just(t), st.fixed_dictionaries({n: _field(n, k, lo, hi) for n, k, lo, hi in P.SPECS[t]}))
+    lambda t: st.tuples(st.just(t), st.fixed_dictionaries({n: _field(n, k, lo, hi) for n, k, lo, hi in P.fields(t)}))
 )
 
 
