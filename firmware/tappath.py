@@ -6,7 +6,7 @@
 # "Giving up on a tap"), which goes out like a TAP until the host answers "voided".
 # Offline: a gate grants from its allow-list once the host has been unreachable for
 # offline_after_s (the TAP is queued, flagged offline); wash and kiosk never spend offline.
-# Buffers for TAP and VOID packets are allocated once (protocol.packet TapWriter, VoidWriter).
+# TAP and VOID packets are built in one buffer allocated once (protocol.packet TapWriter).
 import asyncio
 
 from protocol import packet as P
@@ -27,7 +27,6 @@ class TapPath:
         self.cfg = app.cfg
         self.fb = feedback
         self.tw = P.TapWriter(app.cfg.device_id, app.mac)
-        self.vw = P.VoidWriter(app.cfg.device_id, app.mac)
         self.live_seq = 0          # the tap a member is standing at, waiting for its answer
         self.live = None
         self._ev = asyncio.Event()
@@ -120,7 +119,7 @@ class TapPath:
         if i < 0 or ob.is_void(i):
             return -1
         vseq = self.app.next_seq()
-        ob.replace_void(i, vseq, self.vw.void(vseq, tap_seq))
+        ob.replace_void(i, vseq, self.tw.void(vseq, tap_seq))
         self.voids += 1
         print("tapkiosk:", "no answer for tap", tap_seq, "- voided as", vseq)
         self.app.uplink.kick.set()

@@ -398,8 +398,9 @@ _TAP_BODY_MAX = const(1 + 10 + 14 + 96 + 4)
 
 
 class TapWriter:
-    # Firmware hot path: builds a TAP packet in a buffer allocated once.
-    # Returns a memoryview into that buffer (valid until the next call).
+    # Firmware hot path: builds TAP packets, and the VOID that gives up on one, in one buffer
+    # allocated once. Returns a memoryview into that buffer (valid until the next call: the
+    # caller stores or sends it first).
     def __init__(self, device_id, mac):
         dev = _dev_bytes(device_id)
         self._mac = mac
@@ -408,7 +409,6 @@ class TapWriter:
         self._mv = memoryview(self._buf)
         b = self._buf
         b[0] = VERSION
-        b[1] = TAP
         b[6] = len(dev)
         b[7:7 + len(dev)] = dev
         self._body = 9 + len(dev)
@@ -420,6 +420,7 @@ class TapWriter:
         if ul not in _UID_LENS or sl > 96:
             raise MalformedError("TAP: bad uid or secure length")
         b = self._buf
+        b[1] = TAP
         struct.pack_into(">I", b, 2, seq)
         i = self._body
         b[i] = ul
@@ -433,32 +434,19 @@ class TapWriter:
         if sale_id:
             struct.pack_into(">I", b, i, sale_id)
             i += 4
+        return self._seal(i)
+
+    def void(self, seq, tap_seq):
+        # VOID: the device gives up on tap_seq (body: tap_seq u32).
+        b = self._buf
+        b[1] = VOID
+        struct.pack_into(">I", b, 2, seq)
+        struct.pack_into(">I", b, self._body, tap_seq)
+        return self._seal(self._body + 4)
+
+    def _seal(self, i):
+        # body_len, then the MAC over everything before it.
+        b = self._buf
         struct.pack_into(">H", b, self._body - 2, i - self._body)
         b[i:i + MAC_LEN] = self._mac.tag(UP, self._mv[:i])
         return self._mv[:i + MAC_LEN]
-
-
-class VoidWriter:
-    # Firmware: builds a VOID packet (the device gives up on tap_seq) in a buffer allocated
-    # once. Returns a memoryview into that buffer (valid until the next call).
-    def __init__(self, device_id, mac):
-        dev = _dev_bytes(device_id)
-        self._mac = mac
-        n = 13 + len(dev)  # ver type seq dev_len dev body_len tap_seq
-        self._n = n
-        self._buf = bytearray(n + MAC_LEN)
-        self._mv = memoryview(self._buf)
-        b = self._buf
-        b[0] = VERSION
-        b[1] = VOID
-        b[6] = len(dev)
-        b[7:7 + len(dev)] = dev
-        struct.pack_into(">H", b, 7 + len(dev), 4)
-
-    def void(self, seq, tap_seq):
-        b = self._buf
-        n = self._n
-        struct.pack_into(">I", b, 2, seq)
-        struct.pack_into(">I", b, n - 4, tap_seq)
-        b[n:n + MAC_LEN] = self._mac.tag(UP, self._mv[:n])
-        return self._mv
