@@ -186,9 +186,28 @@ def _valid_device_id(dev):
     return True
 
 
+# Error messages: few distinct texts, built by the helpers below (each text is an object on
+# the board's heap).
 def _bad(ptype, name, what):
-    # The MalformedError for field `name` of a `ptype` body (one helper: less firmware heap).
+    # The MalformedError for field `name` of a `ptype` body.
     return MalformedError("%s.%s: %s" % (NAMES[ptype], name, what))
+
+
+def _range(ptype, name, what, v, lo, hi):
+    # what: "length", "count" or "value"; v is not in lo..hi.
+    return _bad(ptype, name, "%s %r not in %d..%d" % (what, v, lo, hi))
+
+
+def _uid_len(ptype, name, n):
+    return _bad(ptype, name, "uid length %d is not 4, 7 or 10" % n)
+
+
+def _unknown(ptype):
+    return UnsupportedError("unknown message type 0x%02x" % ptype)
+
+
+def _too_long(n):
+    return MalformedError("body of %d bytes exceeds %d" % (n, MAX_BODY))
 
 
 def _dev_bytes(device_id):
@@ -205,7 +224,7 @@ def _text_bytes(ptype, name, text):
     except UnicodeError:
         raw = None
     if raw is None or not _valid_utf8(raw):
-        raise _bad(ptype, name, "not valid UTF-8 text")
+        raise _bad(ptype, name, "not UTF-8")
     return raw
 
 
@@ -213,7 +232,7 @@ def encode_body(ptype, fields):
     # fields: dict name -> value. Missing fields are an error; values are range-checked.
     sp = spec(ptype)
     if sp is None:
-        raise UnsupportedError("unknown message type 0x%02x" % ptype)
+        raise _unknown(ptype)
     out = bytearray()
     tail = TAIL.get(ptype)
     for j in range(0, len(sp), 4):
@@ -221,31 +240,31 @@ def encode_body(ptype, fields):
         if name == tail and not fields.get(name):
             break
         if name not in fields:
-            raise MalformedError("%s: missing field %s" % (NAMES[ptype], name))
+            raise _bad(ptype, name, "missing")
         v = fields[name]
         if kind == _STR or kind == _BYTES:
             raw = _text_bytes(ptype, name, v) if kind == _STR else bytes(v)
             if not lo <= len(raw) <= hi:
-                raise _bad(ptype, name, "length %d not in %d..%d" % (len(raw), lo, hi))
+                raise _range(ptype, name, "length", len(raw), lo, hi)
             if name == "uid" and len(raw) not in _UID_LENS:
-                raise MalformedError("TAP.uid: length %d is not 4, 7 or 10" % len(raw))
+                raise _uid_len(ptype, name, len(raw))
             out.append(len(raw))
             out.extend(raw)
         elif kind == _UIDS:
             if not lo <= len(v) <= hi:
-                raise _bad(ptype, name, "count %d not in %d..%d" % (len(v), lo, hi))
+                raise _range(ptype, name, "count", len(v), lo, hi)
             out.append(len(v))
             for uid in v:
                 if len(uid) not in _UID_LENS:
-                    raise _bad(ptype, name, "uid length %d is not 4, 7 or 10" % len(uid))
+                    raise _uid_len(ptype, name, len(uid))
                 out.append(len(uid))
                 out.extend(uid)
         else:
             if not isinstance(v, int) or not lo <= v <= hi:
-                raise _bad(ptype, name, "%r not in %d..%d" % (v, lo, hi))
+                raise _range(ptype, name, "value", v, lo, hi)
             out.extend(struct.pack(">" + kind, v))
     if len(out) > MAX_BODY:
-        raise MalformedError("%s: body of %d bytes exceeds %d" % (NAMES[ptype], len(out), MAX_BODY))
+        raise _too_long(len(out))
     return bytes(out)
 
 
@@ -253,7 +272,7 @@ def decode_body(ptype, body):
     # Strict: every byte accounted for, every value in range, text valid UTF-8.
     sp = spec(ptype)
     if sp is None:
-        raise UnsupportedError("unknown message type 0x%02x" % ptype)
+        raise _unknown(ptype)
     fields = {}
     i = 0
     n = len(body)
@@ -268,8 +287,10 @@ def decode_body(ptype, body):
                 raise _bad(ptype, name, "truncated")
             ln = body[i]
             i += 1
-            if not lo <= ln <= hi or i + ln > n:
-                raise _bad(ptype, name, "bad length %d" % ln)
+            if not lo <= ln <= hi:
+                raise _range(ptype, name, "length", ln, lo, hi)
+            if i + ln > n:
+                raise _bad(ptype, name, "truncated")
             raw = bytes(body[i:i + ln])
             i += ln
             if kind == _STR:
@@ -278,7 +299,7 @@ def decode_body(ptype, body):
                 fields[name] = raw.decode("utf-8")
             else:
                 if name == "uid" and ln not in _UID_LENS:
-                    raise MalformedError("TAP.uid: length %d is not 4, 7 or 10" % ln)
+                    raise _uid_len(ptype, name, ln)
                 fields[name] = raw
         elif kind == _UIDS:
             if i >= n:
@@ -286,15 +307,17 @@ def decode_body(ptype, body):
             count = body[i]
             i += 1
             if not lo <= count <= hi:
-                raise _bad(ptype, name, "count %d not in %d..%d" % (count, lo, hi))
+                raise _range(ptype, name, "count", count, lo, hi)
             uids = []
             for _ in range(count):
                 if i >= n:
                     raise _bad(ptype, name, "truncated")
                 ln = body[i]
                 i += 1
-                if ln not in _UID_LENS or i + ln > n:
-                    raise _bad(ptype, name, "bad uid length %d" % ln)
+                if ln not in _UID_LENS:
+                    raise _uid_len(ptype, name, ln)
+                if i + ln > n:
+                    raise _bad(ptype, name, "truncated")
                 uids.append(bytes(body[i:i + ln]))
                 i += ln
             fields[name] = uids
@@ -305,7 +328,7 @@ def decode_body(ptype, body):
             v = struct.unpack_from(">" + kind, body, i)[0]
             i += size
             if not lo <= v <= hi:
-                raise _bad(ptype, name, "%d not in %d..%d" % (v, lo, hi))
+                raise _range(ptype, name, "value", v, lo, hi)
             fields[name] = v
     if i != n:
         raise MalformedError("%s: %d trailing bytes" % (NAMES[ptype], n - i))
@@ -338,16 +361,16 @@ def parse(data):
         raise UnsupportedError("protocol version %d not supported" % data[0])
     ptype = data[1]
     if spec(ptype) is None:
-        raise UnsupportedError("unknown message type 0x%02x" % ptype)
+        raise _unknown(ptype)
     seq = int.from_bytes(bytes(data[2:6]), "big")
     dl = data[6]
     dev = bytes(data[7:7 + dl])
     if dl == 0 or dl > MAX_DEVICE_ID or not _valid_device_id(dev):
-        raise MalformedError("bad device id")
+        raise MalformedError("bad device id %r" % dev)
     off = 7 + dl
     bl = (data[off] << 8) | data[off + 1]
     if bl > MAX_BODY:
-        raise MalformedError("body of %d bytes exceeds %d" % (bl, MAX_BODY))
+        raise _too_long(bl)
     if off + 2 + bl + MAC_LEN != n:
         raise MalformedError("length fields do not match packet size")
     body = bytes(data[off + 2:off + 2 + bl])
@@ -381,7 +404,7 @@ def encode_raw(ptype, seq, device_id, body, mac, direction):
     if not 0 <= seq <= 0xFFFFFFFF:
         raise MalformedError("seq out of range")
     if len(body) > MAX_BODY:
-        raise MalformedError("body too long")
+        raise _too_long(len(body))
     head = bytearray(7 + len(dev) + 2)
     head[0] = VERSION
     head[1] = ptype
