@@ -13,7 +13,7 @@
 # Sequence numbers (protocol/seq.py, protocol/README.md "Sequence numbers"): boot << 16 |
 # counter. After CTR_MAX frames in one boot the next boot number is taken (one flash write).
 # The boot counter never wraps: config.next_boot() returns 0 once BOOT_MAX is used up, and
-# next_seq() then raises BootsExhausted (the task ends, the watchdog resets the board, and the
+# next_seq() then raises OSError (the task ends, the watchdog resets the board, and the
 # next boot parks in a FAULT until the device is re-keyed, which starts a new epoch).
 from protocol import packet as P
 from protocol import seq as S
@@ -28,11 +28,6 @@ from uplink import Uplink
 
 
 _UPDATE_BEGIN = const(0x11)  # protocol/ota.py: UPDATE_BEGIN, then UPDATE_CHUNK (the last down type)
-
-
-class BootsExhausted(OSError):
-    def __init__(self):
-        super().__init__("boot counter used up: re-key the device (device replace) and provision it again")
 
 
 class App:
@@ -66,7 +61,7 @@ class App:
             # CTR_MAX frames in one boot: take a new boot number (one more flash write).
             b = C.next_boot(key=self.cfg.key) if self.save else S.next_boot(self.boot)
             if not b:
-                raise BootsExhausted()
+                raise OSError("boot counter used up: re-key the device (device replace) and provision it again")
             self.boot = b
             self.ctr = 0
         self.ctr += 1
