@@ -29,20 +29,20 @@ ACK = const(0x0A)
 VOID = const(0x0B)
 SALE = const(0x0C)
 # 0x0D..0x0F: free.
-# 0x10..0x13: STATUS and the app-update messages, in protocol/ota.py: their tables are loaded
-# with the first such frame (a reader that only taps never keeps them on its heap).
+# CONFIG, SALE (in protocol/control.py) and 0x10..0x13, STATUS and the app-update messages (in
+# protocol/ota.py): their tables are loaded with the first such frame (a reader that only taps
+# never keeps them on its heap).
 _OTA_FIRST = const(0x10)
 _OTA_LAST = const(0x13)
 
 NAMES = {
     HELLO: "HELLO", WELCOME: "WELCOME", TAP: "TAP", DECISION: "DECISION", PING: "PING",
-    PONG: "PONG", EVENT: "EVENT", CONFIG: "CONFIG", ERROR: "ERROR", ACK: "ACK", VOID: "VOID",
-    SALE: "SALE",
+    PONG: "PONG", EVENT: "EVENT", ERROR: "ERROR", ACK: "ACK", VOID: "VOID",
 }
 # Which direction may send each type: U = device -> host, D = host -> device.
 DIRECTIONS = {
     HELLO: UP, WELCOME: DOWN, TAP: UP, DECISION: DOWN, PING: UP + DOWN, PONG: UP + DOWN,
-    EVENT: UP, CONFIG: DOWN, ERROR: DOWN, ACK: UP, VOID: UP, SALE: DOWN,
+    EVENT: UP, ERROR: DOWN, ACK: UP, VOID: UP,
 }
 
 # TAP.flags
@@ -123,15 +123,6 @@ SPECS = {
         "value", "I", 0, _U32,
         "text", _STR, 0, 64,
     ),
-    CONFIG: (
-        "cfg_version", "I", 0, _U32,
-        "relay_ms", "H", 0, 60000,
-        "debounce_ms", "H", 0, 60000,
-        "offline_after_s", "H", 1, 3600,
-        "heartbeat_s", "H", 1, 3600,
-        "allow_op", "B", 0, 3,
-        "allow", _UIDS, 0, 24,
-    ),
     ERROR: (
         "ref_seq", "I", 0, _U32,
         "code", "B", 1, 255,
@@ -144,13 +135,6 @@ SPECS = {
     VOID: (
         "tap_seq", "I", 0, _U32,
     ),
-    SALE: (
-        "sale_id", "I", 1, _U32,
-        "amount", "I", 0, _U32,
-        "service", "H", 0, 0xFFFF,
-        "timeout_s", "H", 0, 3600,
-        "text", _STR, 0, 64,
-    ),
 }
 # Optional last field (absent = 0): TAP and DECISION carry `sale_id` only when a sale is being
 # paid, so frames without a sale are byte for byte those of readers that know no SALE.
@@ -159,13 +143,19 @@ _UID_LENS = (4, 7, 10)
 
 
 def spec(ptype):
-    # The body spec of ptype (None: unknown); protocol/ota.py's types load on first use.
+    # The body spec of ptype (None: unknown); the types of protocol/control.py and
+    # protocol/ota.py load on first use.
     s = SPECS.get(ptype)
-    if s is None and _OTA_FIRST <= ptype <= _OTA_LAST:
-        from protocol import ota
-        SPECS.update(ota.SPECS)
-        NAMES.update(ota.NAMES)
-        DIRECTIONS.update(ota.DIRECTIONS)
+    if s is None:
+        if ptype == CONFIG or ptype == SALE:
+            from protocol import control as m
+        elif _OTA_FIRST <= ptype <= _OTA_LAST:
+            from protocol import ota as m
+        else:
+            return None
+        SPECS.update(m.SPECS)
+        NAMES.update(m.NAMES)
+        DIRECTIONS.update(m.DIRECTIONS)
         s = SPECS.get(ptype)
     return s
 
@@ -251,14 +241,8 @@ def encode_body(ptype, fields):
             out.append(len(raw))
             out.extend(raw)
         elif kind == _UIDS:
-            if not lo <= len(v) <= hi:
-                raise _range(ptype, name, "count", len(v), lo, hi)
-            out.append(len(v))
-            for uid in v:
-                if len(uid) not in _UID_LENS:
-                    raise _uid_len(ptype, name, len(uid))
-                out.append(len(uid))
-                out.extend(uid)
+            from protocol.control import encode_uids
+            encode_uids(out, ptype, name, v, lo, hi)
         else:
             if not isinstance(v, int) or not lo <= v <= hi:
                 raise _range(ptype, name, "value", v, lo, hi)
@@ -302,25 +286,8 @@ def decode_body(ptype, body):
                     raise _uid_len(ptype, name, ln)
                 fields[name] = raw
         elif kind == _UIDS:
-            if i >= n:
-                raise _bad(ptype, name, "truncated")
-            count = body[i]
-            i += 1
-            if not lo <= count <= hi:
-                raise _range(ptype, name, "count", count, lo, hi)
-            uids = []
-            for _ in range(count):
-                if i >= n:
-                    raise _bad(ptype, name, "truncated")
-                ln = body[i]
-                i += 1
-                if ln not in _UID_LENS:
-                    raise _uid_len(ptype, name, ln)
-                if i + ln > n:
-                    raise _bad(ptype, name, "truncated")
-                uids.append(bytes(body[i:i + ln]))
-                i += ln
-            fields[name] = uids
+            from protocol.control import decode_uids
+            fields[name], i = decode_uids(body, i, ptype, name, lo, hi)
         else:
             size = struct.calcsize(kind)
             if i + size > n:
