@@ -2,9 +2,11 @@
 #
 # One App per device. The link (serial or MQTT) calls on_packet() with every packet it
 # receives and exposes `connected` and `async send(packet)`. The parts, one module each:
-#   session.py  HELLO/WELCOME, heartbeat (PING/PONG), control frames (EVENT, ACK, CONFIG), clock
-#   uplink.py   the outbox window: TAPs and VOIDs out, oldest first; DECISION and ERROR matching;
-#               resync after a refused or unanswered frame
+#   session.py  HELLO/WELCOME, heartbeat (PING/PONG), control frames (EVENT, ACK, CONFIG), clock;
+#               its run() is also the uplink's 50 ms tick
+#   uplink.py   the outbox window: TAPs and VOIDs out, oldest first, then control frames;
+#               DECISION matching; resync after a refused or unanswered frame
+#   host_error.py, config_apply.py  an ERROR, a CONFIG: imported for one frame, dropped after
 #   sale.py     the sale armed on this reader by the host (SALE): display, blink, timeout
 #   tappath.py  one card presentation: online (TAP, wait, feedback, or give up with a VOID)
 #               or offline (allow-list at a gate, refusal elsewhere)
@@ -102,9 +104,7 @@ class App:
             if self.sale is not None:
                 self.sale.on_sale(p.fields)
         elif t == P.ERROR:
-            self.errors += 1
-            if not self.session.on_error(p.fields):
-                self.uplink.on_error(p.fields)
+            C.once("host_error", "on_error", self, p.fields)
         elif t >= _UPDATE_BEGIN:
             self._update(t, p.fields)
         else:
