@@ -34,11 +34,11 @@ SPECS = {
 def encode_uids(out, ptype, name, v, lo, hi):
     # Appends the UID list v to the bytearray out.
     if not lo <= len(v) <= hi:
-        raise P._range(ptype, name, "count", len(v), lo, hi)
+        raise P._err("out_of_range", ptype, name, "count", len(v), lo, hi)
     out.append(len(v))
     for uid in v:
         if len(uid) not in P._UID_LENS:
-            raise P._uid_len(ptype, name, len(uid))
+            raise P._err("uid_len", ptype, name, len(uid))
         out.append(len(uid))
         out.extend(uid)
 
@@ -47,21 +47,21 @@ def decode_uids(body, i, ptype, name, lo, hi):
     # The UID list at body[i:] -> (list of bytes, index after it).
     n = len(body)
     if i >= n:
-        raise P._bad(ptype, name, "truncated")
+        raise P._err("bad", ptype, name, "truncated")
     count = body[i]
     i += 1
     if not lo <= count <= hi:
-        raise P._range(ptype, name, "count", count, lo, hi)
+        raise P._err("out_of_range", ptype, name, "count", count, lo, hi)
     uids = []
     for _ in range(count):
         if i >= n:
-            raise P._bad(ptype, name, "truncated")
+            raise P._err("bad", ptype, name, "truncated")
         ln = body[i]
         i += 1
         if ln not in P._UID_LENS:
-            raise P._uid_len(ptype, name, ln)
+            raise P._err("uid_len", ptype, name, ln)
         if i + ln > n:
-            raise P._bad(ptype, name, "truncated")
+            raise P._err("bad", ptype, name, "truncated")
         uids.append(bytes(body[i:i + ln]))
         i += ln
     return uids, i

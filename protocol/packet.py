@@ -176,28 +176,11 @@ def _valid_device_id(dev):
     return True
 
 
-# Error messages: few distinct texts, built by the helpers below (each text is an object on
-# the board's heap).
-def _bad(ptype, name, what):
-    # The MalformedError for field `name` of a `ptype` body.
-    return MalformedError("%s.%s: %s" % (NAMES[ptype], name, what))
-
-
-def _range(ptype, name, what, v, lo, hi):
-    # what: "length", "count" or "value"; v is not in lo..hi.
-    return _bad(ptype, name, "%s %r not in %d..%d" % (what, v, lo, hi))
-
-
-def _uid_len(ptype, name, n):
-    return _bad(ptype, name, "uid length %d is not 4, 7 or 10" % n)
-
-
-def _unknown(ptype):
-    return UnsupportedError("unknown message type 0x%02x" % ptype)
-
-
-def _too_long(n):
-    return MalformedError("body of %d bytes exceeds %d" % (n, MAX_BODY))
+def _err(fn, *args):
+    # The exception for a bad packet, built by protocol/badpacket.py (few distinct texts; that
+    # code loads with the first bad packet, not at boot).
+    from protocol import badpacket
+    return getattr(badpacket, fn)(*args)
 
 
 def _dev_bytes(device_id):
@@ -214,7 +197,7 @@ def _text_bytes(ptype, name, text):
     except UnicodeError:
         raw = None
     if raw is None or not _valid_utf8(raw):
-        raise _bad(ptype, name, "not UTF-8")
+        raise _err("bad", ptype, name, "not UTF-8")
     return raw
 
 
@@ -222,7 +205,7 @@ def encode_body(ptype, fields):
     # fields: dict name -> value. Missing fields are an error; values are range-checked.
     sp = spec(ptype)
     if sp is None:
-        raise _unknown(ptype)
+        raise _err("unknown", ptype)
     out = bytearray()
     tail = TAIL.get(ptype)
     for j in range(0, len(sp), 4):
@@ -230,14 +213,14 @@ def encode_body(ptype, fields):
         if name == tail and not fields.get(name):
             break
         if name not in fields:
-            raise _bad(ptype, name, "missing")
+            raise _err("bad", ptype, name, "missing")
         v = fields[name]
         if kind == _STR or kind == _BYTES:
             raw = _text_bytes(ptype, name, v) if kind == _STR else bytes(v)
             if not lo <= len(raw) <= hi:
-                raise _range(ptype, name, "length", len(raw), lo, hi)
+                raise _err("out_of_range", ptype, name, "length", len(raw), lo, hi)
             if name == "uid" and len(raw) not in _UID_LENS:
-                raise _uid_len(ptype, name, len(raw))
+                raise _err("uid_len", ptype, name, len(raw))
             out.append(len(raw))
             out.extend(raw)
         elif kind == _UIDS:
@@ -245,10 +228,10 @@ def encode_body(ptype, fields):
             encode_uids(out, ptype, name, v, lo, hi)
         else:
             if not isinstance(v, int) or not lo <= v <= hi:
-                raise _range(ptype, name, "value", v, lo, hi)
+                raise _err("out_of_range", ptype, name, "value", v, lo, hi)
             out.extend(struct.pack(">" + kind, v))
     if len(out) > MAX_BODY:
-        raise _too_long(len(out))
+        raise _err("too_long", len(out))
     return bytes(out)
 
 
@@ -256,7 +239,7 @@ def decode_body(ptype, body):
     # Strict: every byte accounted for, every value in range, text valid UTF-8.
     sp = spec(ptype)
     if sp is None:
-        raise _unknown(ptype)
+        raise _err("unknown", ptype)
     fields = {}
     i = 0
     n = len(body)
@@ -268,22 +251,22 @@ def decode_body(ptype, body):
             break
         if kind == _STR or kind == _BYTES:
             if i >= n:
-                raise _bad(ptype, name, "truncated")
+                raise _err("bad", ptype, name, "truncated")
             ln = body[i]
             i += 1
             if not lo <= ln <= hi:
-                raise _range(ptype, name, "length", ln, lo, hi)
+                raise _err("out_of_range", ptype, name, "length", ln, lo, hi)
             if i + ln > n:
-                raise _bad(ptype, name, "truncated")
+                raise _err("bad", ptype, name, "truncated")
             raw = bytes(body[i:i + ln])
             i += ln
             if kind == _STR:
                 if not _valid_utf8(raw):
-                    raise _bad(ptype, name, "not UTF-8")
+                    raise _err("bad", ptype, name, "not UTF-8")
                 fields[name] = raw.decode("utf-8")
             else:
                 if name == "uid" and ln not in _UID_LENS:
-                    raise _uid_len(ptype, name, ln)
+                    raise _err("uid_len", ptype, name, ln)
                 fields[name] = raw
         elif kind == _UIDS:
             from protocol.control import decode_uids
@@ -291,11 +274,11 @@ def decode_body(ptype, body):
         else:
             size = struct.calcsize(kind)
             if i + size > n:
-                raise _bad(ptype, name, "truncated")
+                raise _err("bad", ptype, name, "truncated")
             v = struct.unpack_from(">" + kind, body, i)[0]
             i += size
             if not lo <= v <= hi:
-                raise _range(ptype, name, "value", v, lo, hi)
+                raise _err("out_of_range", ptype, name, "value", v, lo, hi)
             fields[name] = v
     if i != n:
         raise MalformedError("%s: %d trailing bytes" % (NAMES[ptype], n - i))
@@ -328,7 +311,7 @@ def parse(data):
         raise UnsupportedError("protocol version %d not supported" % data[0])
     ptype = data[1]
     if spec(ptype) is None:
-        raise _unknown(ptype)
+        raise _err("unknown", ptype)
     seq = int.from_bytes(bytes(data[2:6]), "big")
     dl = data[6]
     dev = bytes(data[7:7 + dl])
@@ -337,7 +320,7 @@ def parse(data):
     off = 7 + dl
     bl = (data[off] << 8) | data[off + 1]
     if bl > MAX_BODY:
-        raise _too_long(bl)
+        raise _err("too_long", bl)
     if off + 2 + bl + MAC_LEN != n:
         raise MalformedError("length fields do not match packet size")
     body = bytes(data[off + 2:off + 2 + bl])
@@ -371,7 +354,7 @@ def encode_raw(ptype, seq, device_id, body, mac, direction):
     if not 0 <= seq <= 0xFFFFFFFF:
         raise MalformedError("seq out of range")
     if len(body) > MAX_BODY:
-        raise _too_long(len(body))
+        raise _err("too_long", len(body))
     head = bytearray(7 + len(dev) + 2)
     head[0] = VERSION
     head[1] = ptype
