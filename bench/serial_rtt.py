@@ -9,6 +9,12 @@ paced figure is reported against the wire time of the two frames (TAP + DECISION
 per byte) measured in the same run: ``over_wire_p50_ms`` is what the host, the cable relay
 and the simulated device add on top of the line (target at 115200: <= 1 ms).
 
+A third line times the real firmware's serial link (``firmware/link_serial.py`` under the
+MicroPython unix port, ``$TAPKIOSK_MICROPYTHON`` when set) over the same paced cable: it sends
+the TAP's bytes, an echo host answers each frame at once with the DECISION's bytes, and the
+firmware times send -> answer parsed (``fw_over_wire_p50_ms``: its UART polling and framing,
+the cable and the echo host; no daemon).
+
 Usage: ``python bench/serial_rtt.py [--taps 300] [--baud 115200 --baud 921600]``. Last line
 JSON: the first rate's figures at the top level (``paced_p50_ms``, ``wire_ms``,
 ``ratio_p50_wire``, ``over_wire_p50_ms``), every rate's under ``bauds``.
@@ -19,9 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tty
 from pathlib import Path
@@ -29,6 +38,79 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from support import pct, start_daemon, stop  # noqa: E402
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+FW_SCRIPT = r"""
+import asyncio, binascii, sys, time
+import machine
+from link_serial import SerialLink
+
+N = int(sys.argv[1])
+pkt = binascii.unhexlify(sys.argv[3])
+link = SerialLink(machine, 2, int(sys.argv[2]))
+ev = asyncio.Event()
+link.on_packet = lambda p: ev.set()
+
+async def main():
+    asyncio.create_task(link.run())
+    await asyncio.sleep_ms(200)
+    out = []
+    for i in range(N + 20):
+        ev.clear()
+        t0 = time.ticks_us()
+        await link.send(pkt)
+        await asyncio.wait_for_ms(ev.wait(), 2000)
+        if i >= 20:
+            out.append(time.ticks_diff(time.ticks_us(), t0))
+        await asyncio.sleep_ms(3 + i % 5)  # taps are not back to back: the poll phase varies
+    print("T", " ".join(str(x) for x in out))
+
+asyncio.run(main())
+"""
+
+
+def firmware_link(baud: int, taps: int, tap_raw: bytes, dec_raw: bytes) -> tuple[float, float]:
+    """The firmware's serial link over a paced cable to an echo host: (p50, p99) in ms."""
+    from protocol import framing
+    from sim.cable import Cable
+    from sim.run_device import micropython_exe
+
+    cable = Cable(baud=baud).start()
+    host = socket.create_connection(("127.0.0.1", cable.port_b))
+    host.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    answer = framing.encode(dec_raw)
+
+    def echo() -> None:
+        parser = framing.FrameParser()
+        while True:
+            try:
+                data = host.recv(4096)
+            except OSError:
+                return
+            if not data:
+                return
+            for _ in parser.feed(data):
+                host.sendall(answer)
+
+    threading.Thread(target=echo, daemon=True, name="echo host").start()
+    with tempfile.TemporaryDirectory(prefix="tk-fwlink-") as tmp:
+        (Path(tmp) / "fwlink.py").write_text(FW_SCRIPT)
+        env = {"MICROPYPATH": ":".join([str(ROOT / "sim" / "mpy"), str(ROOT / "firmware"),
+                                        str(ROOT), ".frozen"]),
+               "TAPKIOSK_SIM_UART2": f"tcp:127.0.0.1:{cable.port_a}", "PATH": "/usr/bin:/bin"}
+        try:
+            r = subprocess.run([micropython_exe(), "fwlink.py", str(taps), str(baud), tap_raw.hex()],
+                               cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
+        finally:
+            host.close()
+            cable.stop()
+    line = next((x for x in r.stdout.splitlines() if x.startswith("T ")), None)
+    if r.returncode != 0 or line is None:
+        raise SystemExit("firmware link bench failed:\n" + r.stdout[-2000:] + r.stderr[-2000:])
+    times = [int(x) / 1000 for x in line.split()[1:]]
+    return statistics.median(times), pct(times, 99)
 
 
 def run_rate(baud: int, taps: int) -> dict[str, float]:
@@ -69,6 +151,7 @@ def run_rate(baud: int, taps: int) -> dict[str, float]:
             dec_raw = next(r for r in reversed(dev.raw_in) if r[1] == 0x04)
             wire = (len(framing.encode(tap_raw)) + len(framing.encode(dec_raw))) * 10 / baud
             out[name] = (statistics.median(times), pct(times, 99), wire * 1000.0)
+            frames = (tap_raw, dec_raw)
             dev.close()
     finally:
         if proc is not None:
@@ -78,10 +161,13 @@ def run_rate(baud: int, taps: int) -> dict[str, float]:
         os.close(slave)
     p50, p99, _ = out["pty"]
     c50, c99, wire = out["cable"]
+    f50, f99 = firmware_link(baud, taps, *frames)
     return {"baud": baud, "pty_p50_ms": round(p50, 3), "pty_p99_ms": round(p99, 3),
             "paced_p50_ms": round(c50, 3), "paced_p99_ms": round(c99, 3),
             "wire_ms": round(wire, 3), "ratio_p50_wire": round(c50 / wire, 2),
-            "over_wire_p50_ms": round(c50 - wire, 3)}
+            "over_wire_p50_ms": round(c50 - wire, 3),
+            "fw_p50_ms": round(f50, 3), "fw_p99_ms": round(f99, 3),
+            "fw_over_wire_p50_ms": round(f50 - wire, 3)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
               f"cable p50 {r['paced_p50_ms']:.2f} ms, p99 {r['paced_p99_ms']:.2f} ms; wire time "
               f"of TAP + DECISION {r['wire_ms']:.2f} ms; p50 - wire {r['over_wire_p50_ms']:.2f} "
               f"ms; p50/wire {r['ratio_p50_wire']:.2f}  ({a.taps} taps)")
+        print(f"{r['baud']} baud: firmware link (unix port) to an echo host over the cable: p50 "
+              f"{r['fw_p50_ms']:.2f} ms, p99 {r['fw_p99_ms']:.2f} ms; p50 - wire "
+              f"{r['fw_over_wire_p50_ms']:.2f} ms")
     first = runs[0]
     print(json.dumps({"bench": "serial_rtt", "taps": a.taps, **first,
                       "bauds": {str(r["baud"]): r for r in runs}}))

@@ -2,9 +2,11 @@
 #
 # One App per device. The link (serial or MQTT) calls on_packet() with every packet it
 # receives and exposes `connected` and `async send(packet)`. The parts, one module each:
-#   session.py  HELLO/WELCOME, heartbeat (PING/PONG), control frames (EVENT, ACK, CONFIG), clock
-#   uplink.py   the outbox window: TAPs and VOIDs out, oldest first; DECISION and ERROR matching;
-#               resync after a refused or unanswered frame
+#   session.py  HELLO/WELCOME, heartbeat (PING/PONG), control frames (EVENT, ACK, CONFIG), clock;
+#               its run() is also the uplink's 50 ms tick
+#   uplink.py   the outbox window: TAPs and VOIDs out, oldest first, then control frames;
+#               DECISION matching; resync after a refused or unanswered frame
+#   host_error.py, config_apply.py  an ERROR, a CONFIG: imported for one frame, dropped after
 #   sale.py     the sale armed on this reader by the host (SALE): display, blink, timeout
 #   tappath.py  one card presentation: online (TAP, wait, feedback, or give up with a VOID)
 #               or offline (allow-list at a gate, refusal elsewhere)
@@ -13,7 +15,7 @@
 # Sequence numbers (protocol/seq.py, protocol/README.md "Sequence numbers"): boot << 16 |
 # counter. After CTR_MAX frames in one boot the next boot number is taken (one flash write).
 # The boot counter never wraps: config.next_boot() returns 0 once BOOT_MAX is used up, and
-# next_seq() then raises BootsExhausted (the task ends, the watchdog resets the board, and the
+# next_seq() then raises OSError (the task ends, the watchdog resets the board, and the
 # next boot parks in a FAULT until the device is re-keyed, which starts a new epoch).
 from protocol import packet as P
 from protocol import seq as S
@@ -28,11 +30,6 @@ from uplink import Uplink
 
 
 _UPDATE_BEGIN = const(0x11)  # protocol/ota.py: UPDATE_BEGIN, then UPDATE_CHUNK (the last down type)
-
-
-class BootsExhausted(OSError):
-    def __init__(self):
-        super().__init__("boot counter used up: re-key the device (device replace) and provision it again")
 
 
 class App:
@@ -66,7 +63,7 @@ class App:
             # CTR_MAX frames in one boot: take a new boot number (one more flash write).
             b = C.next_boot(key=self.cfg.key) if self.save else S.next_boot(self.boot)
             if not b:
-                raise BootsExhausted()
+                raise OSError("boot counter used up: re-key the device (device replace) and provision it again")
             self.boot = b
             self.ctr = 0
         self.ctr += 1
@@ -107,9 +104,7 @@ class App:
             if self.sale is not None:
                 self.sale.on_sale(p.fields)
         elif t == P.ERROR:
-            self.errors += 1
-            if not self.session.on_error(p.fields):
-                self.uplink.on_error(p.fields)
+            C.once("host_error", "on_error", self, p.fields)
         elif t >= _UPDATE_BEGIN:
             self._update(t, p.fields)
         else:

@@ -52,9 +52,9 @@ class Config:
     wifi = None
 
 
-def _once(module, fn, *args):
-    # Boot-time code: `module` is imported for this one call and dropped after it, to give its
-    # heap back.
+def once(module, fn, *args):
+    # Code run seldom (boot, a fault, a CONFIG): `module` is imported for this one call and
+    # dropped after it, to give its heap back.
     import sys
     m = __import__(module)
     try:
@@ -65,17 +65,17 @@ def _once(module, fn, *args):
 
 def check(cfg):
     # dict -> Config, or ConfigError naming the first bad key (config_check.py).
-    return _once("config_check", "check", cfg)
+    return once("config_check", "check", cfg)
 
 
 def load(path="config.json"):
     # config.json -> Config, or ConfigError with one line that says what to fix.
-    return _once("config_check", "load", path)
+    return once("config_check", "load", path)
 
 
 def next_boot(path=BOOT_FILE, key=None):
     # The next boot number, 0 once they are used up (bootcount.py).
-    return _once("bootcount", "next_boot", path, key)
+    return once("bootcount", "next_boot", path, key)
 
 
 def load_params(path=PARAMS_FILE):
@@ -90,13 +90,6 @@ def load_params(path=PARAMS_FILE):
     except (OSError, ValueError, AttributeError):
         pass
     return p
-
-
-def save_params(p, path=PARAMS_FILE):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        fh.write(json.dumps(p))
-    replace_file(tmp, path)
 
 
 def replace_file(tmp, path):

@@ -1,7 +1,7 @@
 # Runs on the ESP32 (and the unix port in tests): taps waiting for their DECISION, kept in a ring of fixed slots on flash.
 #
 # File layout: 16-byte header (b"TKOB", u16 slots, u16 slot size, 8 zero bytes), then `slots`
-# slots of _SLOT bytes, allocated in full when the file is made. Slot:
+# slots of SLOT bytes, allocated in full when the file is made. Slot:
 #   state u8 (0 empty, 1 pending, 2 done) | pad u8 | len u16 | gen u32 | crc32(data) u32 | seq u32 | data
 # A tap costs one slot write when it is made and one 1-byte write when it is decided. The
 # stored data is the whole TAP packet (MAC included): a resend is the identical frame, so the
@@ -19,18 +19,17 @@ from array import array
 
 from protocol.compat import const
 
-_MAGIC = b"TKOB"
-_HEAD = const(16)
-_SLOT = const(192)
-_HDR = const(16)
-MAX_DATA = const(176)  # _SLOT - _HDR; a TAP packet is at most 162 bytes
+MAGIC = b"TKOB"
+HEAD = const(16)   # file header
+SLOT = const(192)  # slot size
+HDR = const(16)    # slot header
+MAX_DATA = const(176)  # SLOT - HDR; a TAP packet is at most 162 bytes
 
 EMPTY = const(0)
 PENDING = const(1)
 DONE = const(2)
 
 _B_DONE = b"\x02"
-_VOID = const(0x0B)  # protocol.packet.VOID
 
 
 class OutboxError(Exception):
@@ -53,79 +52,25 @@ class Outbox:
         self.next_gen = 1
         self.dropped = 0    # pending taps overwritten because the ring was full (since boot)
         self.recovered = 0  # pending taps found at boot
-        self._buf = bytearray(_SLOT)    # add() and _load() build/read a whole slot here
+        self._buf = bytearray(SLOT)    # add() and _load() build/read a whole slot here
         self._mv = memoryview(self._buf)
         # read() has its own buffer: the packet it returns is being sent (an MQTT publish may
         # wait for a free in-flight slot) while a new tap is add()ed through _buf.
         self._rbuf = bytearray(MAX_DATA)
         self._rmv = memoryview(self._rbuf)
-        self._hbuf = bytearray(_HDR)    # slot header of a VOID (the packet is written as is)
+        self._hbuf = bytearray(HDR)    # slot header of a VOID (the packet is written as is)
         self._fh = None
         self._open()
 
     def _open(self):
-        head = bytearray(_HEAD)
-        ok = False
+        # Boot-time code (open or create the file, read every slot back) lives in
+        # outbox_open.py, imported for this one call and dropped after it: ~0.8 KB less heap.
+        import sys
+        import outbox_open
         try:
-            fh = open(self.path, "r+b")
-            n = fh.readinto(head)
-            ok = n == _HEAD and head[:4] == _MAGIC and struct.unpack_from(">HH", head, 4) == (self.n, _SLOT)
-            if ok:
-                fh.seek(0, 2)
-                ok = fh.tell() == _HEAD + self.n * _SLOT
-            if not ok:
-                fh.close()
-        except OSError:
-            ok = False
-        if not ok:
-            fh = self._create()
-        self._fh = fh
-        self._load()
-
-    def _create(self):
-        # A fresh ring, written once in full so no later write grows the file.
-        fh = open(self.path, "wb")
-        head = bytearray(_HEAD)
-        head[:4] = _MAGIC
-        struct.pack_into(">HH", head, 4, self.n, _SLOT)
-        fh.write(head)
-        zero = bytearray(_SLOT)
-        for _ in range(self.n):
-            fh.write(zero)
-        fh.close()
-        return open(self.path, "r+b")
-
-    def _load(self):
-        fh = self._fh
-        buf = self._buf
-        mv = self._mv
-        best = -1
-        top = 0
-        for i in range(self.n):
-            fh.seek(_HEAD + i * _SLOT)
-            got = fh.readinto(buf)
-            st = EMPTY
-            if got == _SLOT and buf[0] in (PENDING, DONE):
-                ln, gen, crc, seq = struct.unpack_from(">HIII", buf, 2)
-                if 10 <= ln <= MAX_DATA and binascii.crc32(mv[_HDR:_HDR + ln]) & 0xFFFFFFFF == crc \
-                        and struct.unpack_from(">I", buf, _HDR + 2)[0] == seq:
-                    st = buf[0]
-                    self.seq[i] = seq
-                    self.ref[i] = seq
-                    self.void[i] = 0
-                    if buf[_HDR + 1] == _VOID:
-                        # tap_seq: the body's first field, after ver type seq dev_len dev body_len
-                        self.ref[i] = struct.unpack_from(">I", buf, _HDR + 9 + buf[_HDR + 6])[0]
-                        self.void[i] = 1
-                    if gen >= top:
-                        top = gen
-                        best = i
-            self.state[i] = st
-            if st == PENDING:
-                self.recovered += 1
-        if best >= 0:
-            self.head = (best + 1) % self.n
-            self.next_gen = top + 1
+            outbox_open.open_ring(self)
+        finally:
+            del sys.modules["outbox_open"]
 
     def close(self):
         if self._fh is not None:
@@ -162,11 +107,11 @@ class Outbox:
         buf = self._buf
         buf[0] = PENDING
         buf[1] = 0
-        buf[_HDR:_HDR + ln] = data
-        struct.pack_into(">HIII", buf, 2, ln, self.next_gen, binascii.crc32(self._mv[_HDR:_HDR + ln]) & 0xFFFFFFFF, seq)
+        buf[HDR:HDR + ln] = data
+        struct.pack_into(">HIII", buf, 2, ln, self.next_gen, binascii.crc32(self._mv[HDR:HDR + ln]) & 0xFFFFFFFF, seq)
         fh = self._fh
-        fh.seek(_HEAD + i * _SLOT)
-        fh.write(self._mv[:_HDR + ln])
+        fh.seek(HEAD + i * SLOT)
+        fh.write(self._mv[:HDR + ln])
         fh.flush()
         self.state[i] = PENDING
         self.seq[i] = seq
@@ -199,13 +144,13 @@ class Outbox:
             raise OutboxError("cannot void slot %d" % i)
         h = self._hbuf
         fh = self._fh
-        fh.seek(_HEAD + i * _SLOT)
+        fh.seek(HEAD + i * SLOT)
         fh.readinto(h)  # the slot's header: its gen stays
         h[0] = PENDING
         h[1] = 0
         struct.pack_into(">H", h, 2, ln)
         struct.pack_into(">II", h, 8, binascii.crc32(data) & 0xFFFFFFFF, seq)
-        fh.seek(_HEAD + i * _SLOT)
+        fh.seek(HEAD + i * SLOT)
         fh.write(h)
         fh.write(data)
         fh.flush()
@@ -222,7 +167,7 @@ class Outbox:
         if i < 0:
             return False
         fh = self._fh
-        fh.seek(_HEAD + i * _SLOT)
+        fh.seek(HEAD + i * SLOT)
         fh.write(_B_DONE)
         fh.flush()
         self.state[i] = DONE
@@ -274,12 +219,12 @@ class Outbox:
         # The stored packet of slot i, as a memoryview into the read buffer: valid until the
         # next read() (add() and replace_void() never touch it).
         fh = self._fh
-        fh.seek(_HEAD + i * _SLOT + 2)
+        fh.seek(HEAD + i * SLOT + 2)
         fh.readinto(self._rmv[:2])
         ln = struct.unpack_from(">H", self._rbuf, 0)[0]
         if ln > MAX_DATA:
             ln = MAX_DATA
-        fh.seek(_HEAD + i * _SLOT + _HDR)
+        fh.seek(HEAD + i * SLOT + HDR)
         fh.readinto(self._rmv[:ln])
         return self._rmv[:ln]
 

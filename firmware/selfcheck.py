@@ -64,7 +64,8 @@ async def _test_tap(app, test_uid, wait_ms):
         return {"ok": False, "error": "no DECISION for the test tap within %d ms" % app.cfg.decision_ms}
     tap_seq = d["tap_seq"]
     vseq = app.next_seq()
-    await app.send_raw(app.tap_path.vw.void(vseq, tap_seq))
+    # A copy: the tap path's buffer may build the next TAP while this VOID is being sent.
+    await app.send_raw(bytes(app.tap_path.tw.void(vseq, tap_seq)))
     voided = await _decision(seen, tap_seq, True, wait_ms)
     reason = codes.reason_name(d["reason"])
     what = "%s (%s, %s)" % (reason, d["text"], "voided: not charged" if voided else

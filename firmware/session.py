@@ -29,7 +29,6 @@ _DAY_MS = const(86400000)  # clock anchors are kept within a day of now (ticks_d
 # protocol/codes.py values, as consts: importing that module (name tables for the host) would
 # cost the board ~4 KB of heap. tests/test_firmware_codes.py checks they match.
 _EV_BOOT = const(1)
-_EV_CONFIG_APPLIED = const(6)
 _EV_LINK_DOWN = const(7)
 _EV_OUTBOX_FULL = const(5)
 
@@ -60,7 +59,6 @@ class Session:
         self.host_time = 0         # host clock at time_ticks
         self.time_ticks = 0
         self.ctrl = []
-        self.wake = asyncio.Event()
         self.alive = ticks_ms()
         self.on_config = None      # fn(params), after a CONFIG changed them
         self.on_welcome = None     # fn(first), after every WELCOME (first: the boot's first)
@@ -119,13 +117,17 @@ class Session:
         # Queued; sent once the host has welcomed us (encoded then, with a fresh seq).
         self._queue(_Q_EVENT, code, value, text)
 
+    def queue_ack(self, seq):
+        self._queue(_Q_ACK, seq, 0, None)
+
     def _queue(self, kind, a, b, c):
         if len(self.ctrl) >= _CTRL_MAX:
             self.ctrl.pop(0)  # the oldest goes
         self.ctrl.append((kind, a, b, c))
-        self.wake.set()
+        self.app.uplink.kick.set()
 
-    async def _flush_ctrl(self):
+    async def flush_ctrl(self):
+        # Called by uplink.run() (one task sends every frame: two would race for ctrl[0]).
         send = self.app.send
         while self.ctrl and self.online and self.link.connected:
             kind, a, b, c = self.ctrl[0]
@@ -160,7 +162,8 @@ class Session:
         await self.app.send(P.PING, {"nonce": self.ping_nonce})
 
     async def _online_step(self, now):
-        # One pass of the loop while welcomed: resync HELLO, heartbeat, control frames.
+        # One pass of the loop while welcomed: resync HELLO, heartbeat (control frames go out
+        # from uplink.run()).
         if self.hello_seq:
             # Resync after a TAP went unanswered: one more HELLO, then give up on the host.
             if ticks_diff(now, self.hello_at) >= _PING_WAIT_MS:
@@ -180,7 +183,6 @@ class Session:
             await self.ping()
         if not self.ping_nonce and ticks_diff(now, self.last_rx) >= self.params["heartbeat_s"] * 1000:
             await self.ping()
-        await self._flush_ctrl()
 
     async def run(self):
         was_connected = False
@@ -204,21 +206,11 @@ class Session:
                         await self.hello()
                 else:
                     await self._online_step(now)
-            self.wake.clear()
-            try:
-                await asyncio.wait_for_ms(self.wake.wait(), _TICK_MS)
-            except asyncio.TimeoutError:
-                pass
+            # Also the uplink's tick (its retry check): no wait_for task per loop in either.
+            self.app.uplink.kick.set()
+            await asyncio.sleep_ms(_TICK_MS)
 
     # -- frames from the host -----------------------------------------------------------
-    def on_error(self, f):
-        # True if the ERROR refused our HELLO (unknown device, bad key): retry slowly.
-        if not self.hello_seq or f["ref_seq"] != self.hello_seq:
-            return False
-        print("tapkiosk:", "host refused HELLO: error", f["code"], f["text"])
-        self.hello_wait = _HELLO_MAX_MS
-        return True
-
     def on_frame(self, t, seq, f):
         if t == P.WELCOME:
             self._on_welcome(f)
@@ -231,7 +223,7 @@ class Session:
             if self.online:
                 self._queue(_Q_PONG, f["nonce"], 0, None)
         elif t == P.CONFIG:
-            self._on_config(seq, f)
+            C.once("config_apply", "apply", self, seq, f)
 
     def _on_welcome(self, f):
         if not self.hello_seq or f["hello_seq"] != self.hello_seq:
@@ -259,29 +251,3 @@ class Session:
         print("tapkiosk:", "online, boot", app.boot, "outbox", ob.pending())
         if self.on_welcome is not None:
             self.on_welcome(self.welcomed == 1)
-
-    def _on_config(self, seq, f):
-        app = self.app
-        if not app.save:
-            # This App keeps nothing (selfcheck): it must not acknowledge a CONFIG. An ACK makes
-            # the host count the CONFIG applied, and it would never send it to the firmware
-            # that boots next (an offline gate would keep its old allow-list).
-            return
-        p = self.params
-        v = f["cfg_version"]
-        if v < p["cfg_version"]:
-            return
-        if v > p["cfg_version"]:
-            p["cfg_version"] = v
-            p["relay_ms"] = f["relay_ms"]
-            p["debounce_ms"] = f["debounce_ms"]
-            p["offline_after_s"] = f["offline_after_s"]
-            p["heartbeat_s"] = f["heartbeat_s"]
-            if app.allow is not None and f["allow_op"]:
-                app.allow.apply(f["allow_op"], f["allow"])
-            C.save_params(p)
-            if self.on_config is not None:
-                self.on_config(p)
-            self.event(_EV_CONFIG_APPLIED, v, "")
-        # Equal version: our ACK was probably lost; acknowledge again, change nothing.
-        self._queue(_Q_ACK, seq, 0, None)

@@ -6,18 +6,19 @@
 # "Giving up on a tap"), which goes out like a TAP until the host answers "voided".
 # Offline: a gate grants from its allow-list once the host has been unreachable for
 # offline_after_s (the TAP is queued, flagged offline); wash and kiosk never spend offline.
-# Buffers for TAP and VOID packets are allocated once (protocol.packet TapWriter, VoidWriter).
+# TAP and VOID packets are built in one buffer allocated once (protocol.packet TapWriter).
+# The give-up and offline code is in tapfault.py, imported for such a tap and dropped after.
 import asyncio
+from asyncio import wait_for_ms  # at import: the first tap allocates no module
 
 from protocol import packet as P
 from protocol.compat import const
 
+import config as C
+
 _GRANT = const(1)
 _PAT_DENY = const(2)
-_PAT_FAULT = const(5)
 _PAT_GRANT = const(1)
-_PAT_OFFLINE_DENY = const(4)
-_PAT_OFFLINE_GRANT = const(3)
 _EV_OUTBOX_FULL = const(5)
 
 
@@ -27,7 +28,6 @@ class TapPath:
         self.cfg = app.cfg
         self.fb = feedback
         self.tw = P.TapWriter(app.cfg.device_id, app.mac)
-        self.vw = P.VoidWriter(app.cfg.device_id, app.mac)
         self.live_seq = 0          # the tap a member is standing at, waiting for its answer
         self.live = None
         self._ev = asyncio.Event()
@@ -49,23 +49,7 @@ class TapPath:
         session = self.app.session
         if session.reachable():
             return await self._online(uid, sak, secure)
-        cfg = self.cfg
-        params = self.app.params
-        allow = self.app.allow
-        if cfg.kind == "gate" and allow is not None \
-                and session.offline_ms() >= params["offline_after_s"] * 1000:
-            if uid in allow:
-                seq = self.app.next_seq()
-                frame = self.tw.tap(seq, uid, sak, P.FLAG_OFFLINE, cfg.direction, cfg.service, 0,
-                                    session.device_time(), secure)
-                self._store(seq, frame)
-                self.fb.show(_PAT_OFFLINE_GRANT, params["relay_ms"], "Welcome (offline)")
-                return _PAT_OFFLINE_GRANT
-            self.fb.show(_PAT_OFFLINE_DENY, 0, "Offline - not on the list")
-            return _PAT_OFFLINE_DENY
-        # Wash and kiosk never spend stored value offline; a gate waits offline_after_s first.
-        self.fb.show(_PAT_OFFLINE_DENY, 0, "Offline - please try later")
-        return _PAT_OFFLINE_DENY
+        return C.once("tapfault", "offline", self, uid, sak, secure)
 
     async def _online(self, uid, sak, secure):
         app = self.app
@@ -77,20 +61,22 @@ class TapPath:
         service = (sale.service if sale_id else 0) or self.program or cfg.service
         frame = self.tw.tap(seq, uid, sak, 0, cfg.direction, service, amount,
                             app.session.device_time(), secure, sale_id)
-        self._store(seq, frame)
+        self.store(seq, frame)
         self.live = None
         self._ev.clear()
         self.live_seq = seq
         app.uplink.kick.set()
+        # Its own timeout (not session.run()'s tick: a send can hold that task up, and a
+        # member must never wait longer than decision_ms).
         try:
-            await asyncio.wait_for_ms(self._ev.wait(), cfg.decision_ms)
+            await wait_for_ms(self._ev.wait(), cfg.decision_ms)
         except asyncio.TimeoutError:
             pass
         d = self.live
         self.live_seq = 0
         self.live = None
         if d is None:
-            return await self._no_answer(seq)
+            return await C.once("tapfault", "no_answer", self, seq)
         if sale is not None:
             sale.settled(d["sale_id"])
         relay = 0
@@ -100,33 +86,11 @@ class TapPath:
         self.fb.show(pat, relay, d["text"])
         return pat
 
-    async def _no_answer(self, seq):
-        # Nothing starts; the TAP becomes a VOID so the host never charges it. The VOID goes out
-        # now, before the PING below takes a higher seq.
-        app = self.app
-        i = self.give_up(seq)
-        self.fb.show(_PAT_FAULT, 0, "No answer - please tap again")
-        if i >= 0 and app.session.reachable():
-            await app.uplink.send_slot(i)
-        app.uplink.kick.set()
-        if app.session.reachable():
-            await app.session.ping()
-        return _PAT_FAULT
-
     def give_up(self, tap_seq):
-        # Synchronous (no await): a DECISION cannot slip in between the check and the rewrite.
-        ob = self.app.outbox
-        i = ob.find_tap(tap_seq)
-        if i < 0 or ob.is_void(i):
-            return -1
-        vseq = self.app.next_seq()
-        ob.replace_void(i, vseq, self.vw.void(vseq, tap_seq))
-        self.voids += 1
-        print("tapkiosk:", "no answer for tap", tap_seq, "- voided as", vseq)
-        self.app.uplink.kick.set()
-        return i
+        # The pending TAP tap_seq becomes a VOID (tapfault.py); its slot, or -1.
+        return C.once("tapfault", "give_up", self, tap_seq)
 
-    def _store(self, seq, frame):
+    def store(self, seq, frame):
         ob = self.app.outbox
         lost = ob.add(seq, frame)
         if lost:

@@ -16,19 +16,8 @@ from protocol.compat import const, ticks_diff, ticks_ms
 
 _WINDOW = const(4)         # frames in flight at once while the outbox drains
 _RETRY_MS = const(2000)    # a frame with no answer after this long triggers a resync
-_TICK_MS = const(50)
-_REFUSED_MAX = const(3)    # ERROR `replay` answers (each after a resync) before a frame is final
 _VOIDED = const(20)        # protocol.codes reason "voided"
-# protocol/codes.py error codes (tests/test_firmware_codes.py checks them).
-_ERR_MALFORMED = const(1)
-_ERR_UNKNOWN_DEVICE = const(3)
-_ERR_REPLAY = const(4)
-_ERR_UNSUPPORTED = const(5)
-
-# ERROR codes that settle a frame: the host will never apply these bytes. `bad_mac` is not one:
-# our stored bytes carry a good MAC (the slot's CRC checks them), so that answer is about
-# something else (a forged frame under our seq, a host mid key change); the frame stays.
-_FINAL = (_ERR_MALFORMED, _ERR_UNKNOWN_DEVICE, _ERR_UNSUPPORTED)
+# ERROR frames: host_error.py.
 
 
 class Uplink:
@@ -83,6 +72,7 @@ class Uplink:
         session = self.app.session
         while True:
             self.alive = ticks_ms()
+            self.kick.clear()
             if session.reachable() and not session.hello_seq:
                 if self.resync:
                     # A HELLO with resend_floor = lowest pending seq first; its WELCOME makes
@@ -91,12 +81,13 @@ class Uplink:
                     session.hello_miss = 0
                     await session.hello()
                 else:
+                    # Outbox frames first (their seqs are older), then control frames.
                     await self._drain()
-            self.kick.clear()
-            try:
-                await asyncio.wait_for_ms(self.kick.wait(), _TICK_MS)
-            except asyncio.TimeoutError:
-                pass
+                    if not session.hello_seq:
+                        await session.flush_ctrl()
+            # Set by a new frame, an answer, a control frame, and by session.run() every
+            # 50 ms (the retry check of frames in flight).
+            await self.kick.wait()
 
     def on_decision(self, f):
         seq = f["tap_seq"]
@@ -118,36 +109,3 @@ class Uplink:
         self.kick.set()
         if not self.app.tap_path.answer(seq, f):
             print("tapkiosk:", "late decision for", seq, "reason", f["reason"])
-
-    def on_error(self, f):
-        # What an ERROR does to the frame it names:
-        # - nothing unless that frame was sent in this session and is still waiting for its
-        #   answer (in flight);
-        # - final (malformed, unknown_device, unsupported): the host will never apply these
-        #   bytes, and they are all we have: the slot is cleared (logged);
-        # - replay: the frame was overtaken by a newer seq (or came after a HELLO that did not
-        #   cover it). It stays: a fresh HELLO (resend_floor = lowest pending seq) goes at once
-        #   and the frame is resent, as a late outbox delivery. Refused again _REFUSED_MAX
-        #   times (the host holds different bytes under this seq): final;
-        # - bad_mac, internal or a code we do not know: it stays and goes again with the next
-        #   resync.
-        ref = f["ref_seq"]
-        code = f["code"]
-        print("tapkiosk:", "host error", code, "for seq", ref, f["text"])
-        ob = self.outbox
-        i = ob.find(ref)
-        if i < 0 or not ob.in_flight(i):
-            return
-        if code == _ERR_REPLAY:
-            if ob.refuse(i) <= _REFUSED_MAX:
-                ob.mark_unsent(i)
-                self.resync = True
-                self.kick.set()
-                print("tapkiosk:", "outbox frame", ref, "overtaken; resent after resync")
-                return
-        elif code not in _FINAL:
-            return
-        ob.done_slot(i)
-        self.given_up += 1
-        self.kick.set()
-        print("tapkiosk:", "outbox frame", ref, "given up after host error", code)

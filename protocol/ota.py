@@ -33,22 +33,35 @@ UPD_ERR_FILE_HASH = const(3)    # a file does not hash to its manifest entry
 UPD_ERR_STORAGE = const(4)      # the filesystem refused a write
 UPDATE_CHUNK_MAX = const(192)   # data bytes in one UPDATE_CHUNK
 
+# Flat, as protocol/packet.py SPECS: name, kind, lo, hi for each field in turn.
 SPECS = {
     STATUS: (
-        ("app", "s", 0, 32), ("mpy", "s", 0, 32), ("uptime_s", "I", 0, 0xFFFFFFFF),
-        ("heap_free", "I", 0, 0xFFFFFFFF), ("reset", "B", 0, 255), ("link", "B", 0, 2),
-        ("outbox", "H", 0, 0xFFFF), ("trial", "B", 0, 1),
+        "app", "s", 0, 32,
+        "mpy", "s", 0, 32,
+        "uptime_s", "I", 0, 0xFFFFFFFF,
+        "heap_free", "I", 0, 0xFFFFFFFF,
+        "reset", "B", 0, 255,
+        "link", "B", 0, 2,
+        "outbox", "H", 0, 0xFFFF,
+        "trial", "B", 0, 1,
     ),
     UPDATE_BEGIN: (
-        ("update_id", "I", 1, 0xFFFFFFFF), ("version", "s", 1, 32), ("size", "I", 1, 0xFFFFFFFF),
-        ("chunks", "H", 1, 0xFFFF), ("sha256", "b", 32, 32), ("kind", "B", 0, 1),
+        "update_id", "I", 1, 0xFFFFFFFF,
+        "version", "s", 1, 32,
+        "size", "I", 1, 0xFFFFFFFF,
+        "chunks", "H", 1, 0xFFFF,
+        "sha256", "b", 32, 32,
+        "kind", "B", 0, 1,
     ),
     UPDATE_CHUNK: (
-        ("update_id", "I", 1, 0xFFFFFFFF), ("index", "H", 0, 0xFFFF),
-        ("data", "b", 1, UPDATE_CHUNK_MAX),
+        "update_id", "I", 1, 0xFFFFFFFF,
+        "index", "H", 0, 0xFFFF,
+        "data", "b", 1, UPDATE_CHUNK_MAX,
     ),
     UPDATE_STATUS: (
-        ("update_id", "I", 0, 0xFFFFFFFF), ("have", "H", 0, 0xFFFF), ("state", "B", 0, 3),
-        ("code", "B", 0, 255),
+        "update_id", "I", 0, 0xFFFFFFFF,
+        "have", "H", 0, 0xFFFF,
+        "state", "B", 0, 3,
+        "code", "B", 0, 255,
     ),
 }

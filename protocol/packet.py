@@ -29,20 +29,20 @@ ACK = const(0x0A)
 VOID = const(0x0B)
 SALE = const(0x0C)
 # 0x0D..0x0F: free.
-# 0x10..0x13: STATUS and the app-update messages, in protocol/ota.py: their tables are loaded
-# with the first such frame (a reader that only taps never keeps them on its heap).
+# CONFIG, SALE (in protocol/control.py) and 0x10..0x13, STATUS and the app-update messages (in
+# protocol/ota.py): their tables are loaded with the first such frame (a reader that only taps
+# never keeps them on its heap).
 _OTA_FIRST = const(0x10)
 _OTA_LAST = const(0x13)
 
 NAMES = {
     HELLO: "HELLO", WELCOME: "WELCOME", TAP: "TAP", DECISION: "DECISION", PING: "PING",
-    PONG: "PONG", EVENT: "EVENT", CONFIG: "CONFIG", ERROR: "ERROR", ACK: "ACK", VOID: "VOID",
-    SALE: "SALE",
+    PONG: "PONG", EVENT: "EVENT", ERROR: "ERROR", ACK: "ACK", VOID: "VOID",
 }
 # Which direction may send each type: U = device -> host, D = host -> device.
 DIRECTIONS = {
     HELLO: UP, WELCOME: DOWN, TAP: UP, DECISION: DOWN, PING: UP + DOWN, PONG: UP + DOWN,
-    EVENT: UP, CONFIG: DOWN, ERROR: DOWN, ACK: UP, VOID: UP, SALE: DOWN,
+    EVENT: UP, ERROR: DOWN, ACK: UP, VOID: UP,
 }
 
 # TAP.flags
@@ -67,45 +67,73 @@ _U32 = 0xFFFFFFFF
 _I32_LO = -0x80000000
 _I32_HI = 0x7FFFFFFF
 
-# Field specs: (name, kind, lo, hi). For _STR/_BYTES lo/hi bound the byte length;
-# for integers they bound the value; for _UIDS they bound the count.
+# Field specs, flat: name, kind, lo, hi for each field in turn (one tuple per type, not one
+# per field: about 1 KB less board heap). For _STR/_BYTES lo/hi bound the byte length; for
+# integers they bound the value; for _UIDS they bound the count. fields(ptype) gives the
+# (name, kind, lo, hi) tuples.
 SPECS = {
     HELLO: (
-        ("fw", _STR, 0, 32), ("proto", "B", 1, 255), ("kind", "B", 1, 3),
-        ("caps", "H", 0, 0xFFFF), ("boot", "H", 0, 0xFFFF), ("reset", "B", 0, 255),
-        ("resend_floor", "I", 0, _U32),
+        "fw", _STR, 0, 32,
+        "proto", "B", 1, 255,
+        "kind", "B", 1, 3,
+        "caps", "H", 0, 0xFFFF,
+        "boot", "H", 0, 0xFFFF,
+        "reset", "B", 0, 255,
+        "resend_floor", "I", 0, _U32,
     ),
     WELCOME: (
-        ("hello_seq", "I", 0, _U32), ("host_time", "I", 0, _U32),
-        ("heartbeat_s", "H", 1, 3600), ("offline_after_s", "H", 1, 3600),
-        ("cfg_version", "I", 0, _U32),
+        "hello_seq", "I", 0, _U32,
+        "host_time", "I", 0, _U32,
+        "heartbeat_s", "H", 1, 3600,
+        "offline_after_s", "H", 1, 3600,
+        "cfg_version", "I", 0, _U32,
     ),
     TAP: (
-        ("uid", _BYTES, 4, 10), ("sak", "B", 0, 255), ("flags", "B", 0, 3),
-        ("direction", "B", 0, 2), ("service", "H", 0, 0xFFFF),
-        ("amount", "I", 0, _U32), ("device_time", "I", 0, _U32),
-        ("secure", _BYTES, 0, 96), ("sale_id", "I", 1, _U32),
+        "uid", _BYTES, 4, 10,
+        "sak", "B", 0, 255,
+        "flags", "B", 0, 3,
+        "direction", "B", 0, 2,
+        "service", "H", 0, 0xFFFF,
+        "amount", "I", 0, _U32,
+        "device_time", "I", 0, _U32,
+        "secure", _BYTES, 0, 96,
+        "sale_id", "I", 1, _U32,
     ),
     DECISION: (
-        ("tap_seq", "I", 0, _U32), ("verdict", "B", 0, 1), ("reason", "B", 0, 255),
-        ("relay_ms", "H", 0, 60000), ("pattern", "B", 0, 255),
-        ("balance", "i", _I32_LO, _I32_HI), ("points", "i", _I32_LO, _I32_HI),
-        ("uses", "h", -1, 0x7FFF), ("text", _STR, 0, 64), ("sale_id", "I", 1, _U32),
+        "tap_seq", "I", 0, _U32,
+        "verdict", "B", 0, 1,
+        "reason", "B", 0, 255,
+        "relay_ms", "H", 0, 60000,
+        "pattern", "B", 0, 255,
+        "balance", "i", _I32_LO, _I32_HI,
+        "points", "i", _I32_LO, _I32_HI,
+        "uses", "h", -1, 0x7FFF,
+        "text", _STR, 0, 64,
+        "sale_id", "I", 1, _U32,
     ),
-    PING: (("nonce", "I", 0, _U32),),
-    PONG: (("nonce", "I", 0, _U32), ("host_time", "I", 0, _U32)),
-    EVENT: (("code", "B", 1, 255), ("value", "I", 0, _U32), ("text", _STR, 0, 64)),
-    CONFIG: (
-        ("cfg_version", "I", 0, _U32), ("relay_ms", "H", 0, 60000),
-        ("debounce_ms", "H", 0, 60000), ("offline_after_s", "H", 1, 3600),
-        ("heartbeat_s", "H", 1, 3600), ("allow_op", "B", 0, 3), ("allow", _UIDS, 0, 24),
+    PING: (
+        "nonce", "I", 0, _U32,
     ),
-    ERROR: (("ref_seq", "I", 0, _U32), ("code", "B", 1, 255), ("text", _STR, 0, 64)),
-    ACK: (("ref_seq", "I", 0, _U32), ("code", "B", 0, 255)),
-    VOID: (("tap_seq", "I", 0, _U32),),
-    SALE: (
-        ("sale_id", "I", 1, _U32), ("amount", "I", 0, _U32),
-        ("service", "H", 0, 0xFFFF), ("timeout_s", "H", 0, 3600), ("text", _STR, 0, 64),
+    PONG: (
+        "nonce", "I", 0, _U32,
+        "host_time", "I", 0, _U32,
+    ),
+    EVENT: (
+        "code", "B", 1, 255,
+        "value", "I", 0, _U32,
+        "text", _STR, 0, 64,
+    ),
+    ERROR: (
+        "ref_seq", "I", 0, _U32,
+        "code", "B", 1, 255,
+        "text", _STR, 0, 64,
+    ),
+    ACK: (
+        "ref_seq", "I", 0, _U32,
+        "code", "B", 0, 255,
+    ),
+    VOID: (
+        "tap_seq", "I", 0, _U32,
     ),
 }
 # Optional last field (absent = 0): TAP and DECISION carry `sale_id` only when a sale is being
@@ -115,15 +143,27 @@ _UID_LENS = (4, 7, 10)
 
 
 def spec(ptype):
-    # The body spec of ptype (None: unknown); protocol/ota.py's types load on first use.
+    # The body spec of ptype (None: unknown); the types of protocol/control.py and
+    # protocol/ota.py load on first use.
     s = SPECS.get(ptype)
-    if s is None and _OTA_FIRST <= ptype <= _OTA_LAST:
-        from protocol import ota
-        SPECS.update(ota.SPECS)
-        NAMES.update(ota.NAMES)
-        DIRECTIONS.update(ota.DIRECTIONS)
+    if s is None:
+        if ptype == CONFIG or ptype == SALE:
+            from protocol import control as m
+        elif _OTA_FIRST <= ptype <= _OTA_LAST:
+            from protocol import ota as m
+        else:
+            return None
+        SPECS.update(m.SPECS)
+        NAMES.update(m.NAMES)
+        DIRECTIONS.update(m.DIRECTIONS)
         s = SPECS.get(ptype)
     return s
+
+
+def fields(ptype):
+    # The (name, kind, lo, hi) of each body field of ptype, in wire order (host and tests).
+    sp = spec(ptype)
+    return [tuple(sp[j:j + 4]) for j in range(0, len(sp), 4)]
 
 
 def _valid_device_id(dev):
@@ -136,9 +176,11 @@ def _valid_device_id(dev):
     return True
 
 
-def _bad(ptype, name, what):
-    # The MalformedError for field `name` of a `ptype` body (one helper: less firmware heap).
-    return MalformedError("%s.%s: %s" % (NAMES[ptype], name, what))
+def _err(fn, *args):
+    # The exception for a bad packet, built by protocol/badpacket.py (few distinct texts; that
+    # code loads with the first bad packet, not at boot).
+    from protocol import badpacket
+    return getattr(badpacket, fn)(*args)
 
 
 def _dev_bytes(device_id):
@@ -155,7 +197,7 @@ def _text_bytes(ptype, name, text):
     except UnicodeError:
         raw = None
     if raw is None or not _valid_utf8(raw):
-        raise _bad(ptype, name, "not valid UTF-8 text")
+        raise _err("bad", ptype, name, "not UTF-8")
     return raw
 
 
@@ -163,38 +205,33 @@ def encode_body(ptype, fields):
     # fields: dict name -> value. Missing fields are an error; values are range-checked.
     sp = spec(ptype)
     if sp is None:
-        raise UnsupportedError("unknown message type 0x%02x" % ptype)
+        raise _err("unknown", ptype)
     out = bytearray()
     tail = TAIL.get(ptype)
-    for name, kind, lo, hi in sp:
+    for j in range(0, len(sp), 4):
+        name, kind, lo, hi = sp[j], sp[j + 1], sp[j + 2], sp[j + 3]
         if name == tail and not fields.get(name):
             break
         if name not in fields:
-            raise MalformedError("%s: missing field %s" % (NAMES[ptype], name))
+            raise _err("bad", ptype, name, "missing")
         v = fields[name]
         if kind == _STR or kind == _BYTES:
             raw = _text_bytes(ptype, name, v) if kind == _STR else bytes(v)
             if not lo <= len(raw) <= hi:
-                raise _bad(ptype, name, "length %d not in %d..%d" % (len(raw), lo, hi))
+                raise _err("out_of_range", ptype, name, "length", len(raw), lo, hi)
             if name == "uid" and len(raw) not in _UID_LENS:
-                raise MalformedError("TAP.uid: length %d is not 4, 7 or 10" % len(raw))
+                raise _err("uid_len", ptype, name, len(raw))
             out.append(len(raw))
             out.extend(raw)
         elif kind == _UIDS:
-            if not lo <= len(v) <= hi:
-                raise _bad(ptype, name, "count %d not in %d..%d" % (len(v), lo, hi))
-            out.append(len(v))
-            for uid in v:
-                if len(uid) not in _UID_LENS:
-                    raise _bad(ptype, name, "uid length %d is not 4, 7 or 10" % len(uid))
-                out.append(len(uid))
-                out.extend(uid)
+            from protocol.control import encode_uids
+            encode_uids(out, ptype, name, v, lo, hi)
         else:
             if not isinstance(v, int) or not lo <= v <= hi:
-                raise _bad(ptype, name, "%r not in %d..%d" % (v, lo, hi))
+                raise _err("out_of_range", ptype, name, "value", v, lo, hi)
             out.extend(struct.pack(">" + kind, v))
     if len(out) > MAX_BODY:
-        raise MalformedError("%s: body of %d bytes exceeds %d" % (NAMES[ptype], len(out), MAX_BODY))
+        raise _err("too_long", len(out))
     return bytes(out)
 
 
@@ -202,58 +239,46 @@ def decode_body(ptype, body):
     # Strict: every byte accounted for, every value in range, text valid UTF-8.
     sp = spec(ptype)
     if sp is None:
-        raise UnsupportedError("unknown message type 0x%02x" % ptype)
+        raise _err("unknown", ptype)
     fields = {}
     i = 0
     n = len(body)
     tail = TAIL.get(ptype)
-    for name, kind, lo, hi in sp:
+    for j in range(0, len(sp), 4):
+        name, kind, lo, hi = sp[j], sp[j + 1], sp[j + 2], sp[j + 3]
         if name == tail and i == n:
             fields[name] = 0
             break
         if kind == _STR or kind == _BYTES:
             if i >= n:
-                raise _bad(ptype, name, "truncated")
+                raise _err("bad", ptype, name, "truncated")
             ln = body[i]
             i += 1
-            if not lo <= ln <= hi or i + ln > n:
-                raise _bad(ptype, name, "bad length %d" % ln)
+            if not lo <= ln <= hi:
+                raise _err("out_of_range", ptype, name, "length", ln, lo, hi)
+            if i + ln > n:
+                raise _err("bad", ptype, name, "truncated")
             raw = bytes(body[i:i + ln])
             i += ln
             if kind == _STR:
                 if not _valid_utf8(raw):
-                    raise _bad(ptype, name, "not UTF-8")
+                    raise _err("bad", ptype, name, "not UTF-8")
                 fields[name] = raw.decode("utf-8")
             else:
                 if name == "uid" and ln not in _UID_LENS:
-                    raise MalformedError("TAP.uid: length %d is not 4, 7 or 10" % ln)
+                    raise _err("uid_len", ptype, name, ln)
                 fields[name] = raw
         elif kind == _UIDS:
-            if i >= n:
-                raise _bad(ptype, name, "truncated")
-            count = body[i]
-            i += 1
-            if not lo <= count <= hi:
-                raise _bad(ptype, name, "count %d not in %d..%d" % (count, lo, hi))
-            uids = []
-            for _ in range(count):
-                if i >= n:
-                    raise _bad(ptype, name, "truncated")
-                ln = body[i]
-                i += 1
-                if ln not in _UID_LENS or i + ln > n:
-                    raise _bad(ptype, name, "bad uid length %d" % ln)
-                uids.append(bytes(body[i:i + ln]))
-                i += ln
-            fields[name] = uids
+            from protocol.control import decode_uids
+            fields[name], i = decode_uids(body, i, ptype, name, lo, hi)
         else:
             size = struct.calcsize(kind)
             if i + size > n:
-                raise _bad(ptype, name, "truncated")
+                raise _err("bad", ptype, name, "truncated")
             v = struct.unpack_from(">" + kind, body, i)[0]
             i += size
             if not lo <= v <= hi:
-                raise _bad(ptype, name, "%d not in %d..%d" % (v, lo, hi))
+                raise _err("out_of_range", ptype, name, "value", v, lo, hi)
             fields[name] = v
     if i != n:
         raise MalformedError("%s: %d trailing bytes" % (NAMES[ptype], n - i))
@@ -286,16 +311,16 @@ def parse(data):
         raise UnsupportedError("protocol version %d not supported" % data[0])
     ptype = data[1]
     if spec(ptype) is None:
-        raise UnsupportedError("unknown message type 0x%02x" % ptype)
+        raise _err("unknown", ptype)
     seq = int.from_bytes(bytes(data[2:6]), "big")
     dl = data[6]
     dev = bytes(data[7:7 + dl])
     if dl == 0 or dl > MAX_DEVICE_ID or not _valid_device_id(dev):
-        raise MalformedError("bad device id")
+        raise MalformedError("bad device id %r" % dev)
     off = 7 + dl
     bl = (data[off] << 8) | data[off + 1]
     if bl > MAX_BODY:
-        raise MalformedError("body of %d bytes exceeds %d" % (bl, MAX_BODY))
+        raise _err("too_long", bl)
     if off + 2 + bl + MAC_LEN != n:
         raise MalformedError("length fields do not match packet size")
     body = bytes(data[off + 2:off + 2 + bl])
@@ -329,7 +354,7 @@ def encode_raw(ptype, seq, device_id, body, mac, direction):
     if not 0 <= seq <= 0xFFFFFFFF:
         raise MalformedError("seq out of range")
     if len(body) > MAX_BODY:
-        raise MalformedError("body too long")
+        raise _err("too_long", len(body))
     head = bytearray(7 + len(dev) + 2)
     head[0] = VERSION
     head[1] = ptype
@@ -346,8 +371,9 @@ _TAP_BODY_MAX = const(1 + 10 + 14 + 96 + 4)
 
 
 class TapWriter:
-    # Firmware hot path: builds a TAP packet in a buffer allocated once.
-    # Returns a memoryview into that buffer (valid until the next call).
+    # Firmware hot path: builds TAP packets, and the VOID that gives up on one, in one buffer
+    # allocated once. Returns a memoryview into that buffer (valid until the next call: the
+    # caller stores or sends it first).
     def __init__(self, device_id, mac):
         dev = _dev_bytes(device_id)
         self._mac = mac
@@ -356,7 +382,6 @@ class TapWriter:
         self._mv = memoryview(self._buf)
         b = self._buf
         b[0] = VERSION
-        b[1] = TAP
         b[6] = len(dev)
         b[7:7 + len(dev)] = dev
         self._body = 9 + len(dev)
@@ -368,6 +393,7 @@ class TapWriter:
         if ul not in _UID_LENS or sl > 96:
             raise MalformedError("TAP: bad uid or secure length")
         b = self._buf
+        b[1] = TAP
         struct.pack_into(">I", b, 2, seq)
         i = self._body
         b[i] = ul
@@ -381,32 +407,19 @@ class TapWriter:
         if sale_id:
             struct.pack_into(">I", b, i, sale_id)
             i += 4
+        return self._seal(i)
+
+    def void(self, seq, tap_seq):
+        # VOID: the device gives up on tap_seq (body: tap_seq u32).
+        b = self._buf
+        b[1] = VOID
+        struct.pack_into(">I", b, 2, seq)
+        struct.pack_into(">I", b, self._body, tap_seq)
+        return self._seal(self._body + 4)
+
+    def _seal(self, i):
+        # body_len, then the MAC over everything before it.
+        b = self._buf
         struct.pack_into(">H", b, self._body - 2, i - self._body)
         b[i:i + MAC_LEN] = self._mac.tag(UP, self._mv[:i])
         return self._mv[:i + MAC_LEN]
-
-
-class VoidWriter:
-    # Firmware: builds a VOID packet (the device gives up on tap_seq) in a buffer allocated
-    # once. Returns a memoryview into that buffer (valid until the next call).
-    def __init__(self, device_id, mac):
-        dev = _dev_bytes(device_id)
-        self._mac = mac
-        n = 13 + len(dev)  # ver type seq dev_len dev body_len tap_seq
-        self._n = n
-        self._buf = bytearray(n + MAC_LEN)
-        self._mv = memoryview(self._buf)
-        b = self._buf
-        b[0] = VERSION
-        b[1] = VOID
-        b[6] = len(dev)
-        b[7:7 + len(dev)] = dev
-        struct.pack_into(">H", b, 7 + len(dev), 4)
-
-    def void(self, seq, tap_seq):
-        b = self._buf
-        n = self._n
-        struct.pack_into(">I", b, 2, seq)
-        struct.pack_into(">I", b, n - 4, tap_seq)
-        b[n:n + MAC_LEN] = self._mac.tag(UP, self._mv[:n])
-        return self._mv

@@ -51,6 +51,14 @@ class Refused(SimError):
         self.ref_seq, self.code, self.text = ref_seq, code, text
 
 
+def _rest(sock: socket.socket) -> bytes:
+    """What the socket holds right now, without waiting (b"" when nothing)."""
+    try:
+        return sock.recv(4096, socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return b""
+
+
 class SerialTransport:
     """COBS frames over a pyserial URL (a pty/tty path, ``socket://host:port``...)."""
 
@@ -77,10 +85,15 @@ class SerialTransport:
 
     def _read(self, on_packet: OnPacket) -> None:
         port = self._port
+        # pyserial's socket:// port says at most 1 byte is waiting: read the rest of what
+        # arrived straight from its socket (as the daemon's link does), not one byte per loop.
+        sock = port._socket if type(port).__module__.endswith(".protocol_socket") else None
         while not self._stop.is_set():
             try:
                 n = port.in_waiting
                 data = port.read(n if n > 0 else 1)
+                if data and sock is not None:
+                    data += _rest(sock)
             except Exception:  # noqa: BLE001 - port closed under us: the reader ends
                 return
             for pkt in self.parser.feed(data):

@@ -155,3 +155,29 @@ def test_921600_baud_end_to_end(site: tuple[Path, dict]) -> None:
         d.stop()
         os.close(master)
         os.close(slave)
+
+
+def test_low_latency_asked_for_and_optional() -> None:
+    """The link asks a tty for ASYNC_LOW_LATENCY (a USB bridge then hands bytes on at once, not
+    after its latency timer); a port that cannot do it (a pty, socket://) still opens."""
+    import serial
+
+    from host.site.links.serial import _low_latency
+
+    class Tty:
+        asked: list[bool] = []
+
+        def set_low_latency_mode(self, on: bool) -> None:
+            self.asked.append(on)
+
+    port = Tty()
+    assert _low_latency(port) is True and port.asked == [True]
+    assert _low_latency(object()) is False            # socket:// has no such call
+    master, slave = os.openpty()
+    try:
+        pty = serial.Serial(os.ttyname(slave))
+        assert _low_latency(pty) is False             # a pty refuses the ioctl: no error
+        pty.close()
+    finally:
+        os.close(master)
+        os.close(slave)

@@ -53,5 +53,5 @@ def test_workout_prints_the_same_under_both(micropython: str) -> None:
     assert lines[1].split()[2:] == ["forged", "0", "lost_clean", "0"]
     assert lines[2] == "noise lost 0"
     assert lines[3].startswith("roundtrip") and lines[3].split()[1] == lines[3].split()[3]
-    assert lines[4:] == ["tapwriter True", "framewriter True"]
+    assert lines[4:] == ["tapwriter True", "voidwriter True True", "framewriter True"]
     assert cp.stdout == mp.stdout

@@ -103,6 +103,11 @@ def main():
     f = from_json(v["fields"])
     got = bytes(tw.tap(v["seq"], f["uid"], f["sak"], f["flags"], f["direction"], f["service"], f["amount"], f["device_time"], f["secure"]))
     print("tapwriter", got == binascii.unhexlify(v["packet"]))
+    # ... and the VOID in the same buffer, then a TAP again (the type byte is set each time).
+    vv = [x for x in vectors if x["name"] == "void"][0]
+    void = bytes(tw.void(vv["seq"], vv["fields"]["tap_seq"]))
+    again = bytes(tw.tap(v["seq"], f["uid"], f["sak"], f["flags"], f["direction"], f["service"], f["amount"], f["device_time"], f["secure"]))
+    print("voidwriter", void == binascii.unhexlify(vv["packet"]), again == got)
     fw = framing.FrameWriter()
     print("framewriter", bytes(fw.encode(got)) == framing.encode(got))
 
