@@ -105,10 +105,12 @@ class InProcessDaemon:
 class DaemonProcess:
     """``python -m host.daemon`` as a subprocess; waits for its ``daemon ready`` line."""
 
-    def __init__(self, argv: list[str], log_path: Path) -> None:
+    def __init__(self, argv: list[str], log_path: Path, journal: Path | None = None) -> None:
         self.log_path = log_path
         self._log = open(log_path, "ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if journal is not None:     # a chain daemon's offline journal (host/site/outage.py)
+            env["TAPKIOSK_OFFLINE_JOURNAL"] = str(journal)
         self.proc = subprocess.Popen([sys.executable, "-m", "host.daemon",
                                       *any_http_port(argv)], cwd=ROOT,
                                      stdout=self._log, stderr=self._log, env=env)

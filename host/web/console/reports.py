@@ -59,7 +59,9 @@ def charts(daily: list[dict[str, Any]], hours: list[dict[str, Any]],
     """The page's three charts, from its reports."""
     total = members[-1]
     return {
-        "revenue": bar_chart([d["date"][5:] for d in daily], [d["revenue_fen"] for d in daily],
+        # A store's row has no counter cash (it names no reader): None, charted as 0.
+        "revenue": bar_chart([d["date"][5:] for d in daily],
+                             [d["revenue_fen"] or 0 for d in daily],
                              format_fen, width=330),
         "hours": bar_chart([f"{h['hour']:02d}" for h in hours], [h["taps"] for h in hours],
                            width=430, label_every=3),
