@@ -235,15 +235,8 @@ def pg_server():
     database; skips with the reason when PostgreSQL cannot run here."""
     import pg_support
 
-    why = pg_support.unavailable()
-    if why:
-        pytest.skip(why)
-    server = pg_support.PgServer().init().start()
-    try:
-        server.make_template()
+    with pg_support.running_server() as server:
         yield server
-    finally:
-        server.cleanup()
 
 
 def _pg_database(request, tmp_path: Path) -> str:

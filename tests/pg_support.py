@@ -11,6 +11,7 @@ each test starts from an empty, migrated store in a few milliseconds.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import itertools
 import os
@@ -144,3 +145,20 @@ class PgServer:
             except (OSError, ValueError):
                 pass
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_server():
+    """A started PostgreSQL server with its migrated template, removed afterwards; the test
+    is skipped with the reason when PostgreSQL cannot run here."""
+    import pytest
+
+    why = unavailable()
+    if why:
+        pytest.skip(why)
+    server = PgServer().init().start()
+    try:
+        server.make_template()
+        yield server
+    finally:
+        server.cleanup()

@@ -219,15 +219,9 @@ def test_report_offline_and_doctor_show_refused_replays(chain, tmp_path, capsys)
 def own_pg():
     """A PostgreSQL server of this test's own, so that stopping it touches no other test."""
     import pg_support
-    why = pg_support.unavailable()
-    if why:
-        pytest.skip(why)
-    server = pg_support.PgServer().init().start()
-    try:
-        server.make_template()
+
+    with pg_support.running_server() as server:
         yield server
-    finally:
-        server.cleanup()
 
 
 def restart(server) -> None:
