@@ -6,7 +6,8 @@
 #               its run() is also the uplink's 50 ms tick
 #   uplink.py   the outbox window: TAPs and VOIDs out, oldest first, then control frames;
 #               DECISION matching; resync after a refused or unanswered frame
-#   host_error.py, config_apply.py  an ERROR, a CONFIG: imported for one frame, dropped after
+#   host_error.py, config_apply.py, welcome.py  an ERROR, a CONFIG, a WELCOME: imported for one
+#               frame, dropped after
 #   sale.py     the sale armed on this reader by the host (SALE): display, blink, timeout
 #   tappath.py  one card presentation: online (TAP, wait, feedback, or give up with a VOID)
 #               or offline (allow-list at a gate, refusal elsewhere)
@@ -81,13 +82,10 @@ class App:
 
     async def send_raw(self, pkt):
         try:
-            ok = await self.link.send(pkt)
+            return await self.link.send(pkt)
         except OSError as e:
             print("tapkiosk:", "send failed: OSError", e.args[0])
-            ok = False
-        if ok:
-            self.session.sent()
-        return ok
+            return False
 
     def on_packet(self, raw):
         try:
