@@ -10,7 +10,7 @@ from conftest import ROOT
 from protocol import codes
 
 
-@pytest.mark.parametrize("name", ["welcome.py", "uplink.py", "host_error.py", "config_apply.py", "tappath.py", "tapfault.py", "device.py", "status.py"])
+@pytest.mark.parametrize("name", ["welcome.py", "host_error.py", "config_apply.py", "tappath.py", "tapfault.py", "device.py", "status.py"])
 def test_firmware_code_consts_match_protocol_codes(name: str) -> None:
     src = (ROOT / "firmware" / name).read_text()
     found = re.findall(r"^_((?:ERR|EV|PAT)_[A-Z_]+|GRANT|VOIDED) = const\((\d+)\)", src, re.M)
