@@ -6,7 +6,9 @@ inside one MicroPython process with a loopback link: the link's ``send()`` hands
 a minimal host written with ``protocol/`` that answers HELLO with WELCOME and TAP with DECISION
 at once. Measured after ``gc.collect()``:
 
-- heap in use after init (imports, buffers, outbox, online);
+- heap in use after init (imports, buffers, outbox, online), with the .mpy files built as
+  ``tools/appfiles.py`` builds them for the board (``-s`` board path; ``__file__`` as long as
+  on the board), and the earlier count beside it (plain mpy-cross, long temporary paths);
 - heap growth over 10,000 taps after a warm-up (target 0: nothing in the tap path keeps memory);
 - per-tap time inside the firmware (the loopback host's own encode/decode time subtracted),
   p50 and p99, against the loopback host's mean time per tap (decode the TAP, encode the
