@@ -21,6 +21,7 @@ from host.site.writer import Writer
 from host.store.db import open_db
 from host.store.devices import register_device
 from host.store.outage import StoreUnavailable, unapplied
+from conftest import wait_until
 from site_support import UID, Clock
 
 POLICY = build_policy(_merge(_default_raw(), {"offline": {"allowance": "30.00"}}))
@@ -136,10 +137,33 @@ def test_outage_grants_within_allowance_and_reconciles_on_return(chain):
                     "AND seq = 1").fetchone()
     assert k1[:2] == ("grant", 5_00 * 95 // 100)
     assert bytes(k1[2]).startswith(b"K1/1/grant")            # the reply the reader got
-    assert db.execute("SELECT count(*) FROM taps WHERE device_id = 'K1' AND seq = 2"
-                      ).fetchone()[0] == 0                    # refused offline: not applied
-    assert outage.journal.counts()["pending"] == 0
+    # Refused offline: nothing applied, stored once as the refused tap the reader saw.
+    k2 = db.execute("SELECT verdict, reason, charged_fen, reply FROM taps WHERE device_id = "
+                    "'K1' AND seq = 2").fetchall()
+    assert [r[:3] for r in k2] == [("deny", "insufficient_balance", 0)]
+    assert bytes(k2[0][3]).startswith(b"K1/2/deny")
+    assert outage.journal.counts()["pending"] == 0 and outage.journal.waiting() == 0
     assert verify(db) == []
+
+
+def test_outage_ends_without_a_tap_when_the_database_is_back(chain):
+    db, admin, writer, outage, holder, clock, mid = chain
+    holder["db"].conn.down = True
+    assert tap(writer, "K1", 1, UID, amount_fen=1_00).verdict == "grant"
+    assert tap(writer, "K1", 2, UID, amount_fen=99_00).verdict == "deny"   # over 30.00
+    assert outage.offline and outage.journal.waiting() == 2
+    holder["db"].conn.down = False
+    # No tap comes: the idle writer replays the journal on its own.
+    wait_until(lambda: not outage.offline, 10, what="the idle writer's replay")
+    assert outage.journal.waiting() == 0
+    rows = db.execute("SELECT seq, verdict, charged_fen FROM taps WHERE device_id = 'K1' "
+                      "ORDER BY seq").fetchall()
+    assert rows == [(1, "grant", 1_00 * 95 // 100), (2, "deny", 0)]
+    # The reader resending the refused tap now gets the reply it was given offline.
+    again = tap(writer, "K1", 2, UID, amount_fen=99_00)
+    assert again.replayed and again.reason == "insufficient_balance"
+    assert again.reply.startswith(b"K1/2/deny")
+    assert balance(db, mid) == 100_00 - 1_00 * 95 // 100 and verify(db) == []
 
 
 def test_replay_after_a_crash_applies_each_tap_once(chain):
@@ -268,8 +292,8 @@ def test_postgresql_stopped_and_restarted(own_pg, tmp_path, how):
         db = open_db(url)       # this test's own connection died with the server
         rows = db.execute("SELECT device_id, seq, verdict FROM taps ORDER BY device_id, seq"
                           ).fetchall()
-        assert rows == [("K1", 1, "grant"), ("K1", 3, "grant"), ("W1", 1, "grant"),
-                        ("W1", 2, "grant")]
+        assert rows == [("K1", 1, "grant"), ("K1", 2, "deny"), ("K1", 3, "grant"),
+                        ("W1", 1, "grant"), ("W1", 2, "grant"), ("W1", 3, "deny")]
         assert balance(db, mid) == 100_00 - 2 * BASIC - (5_00 + 1_00) * 95 // 100
         assert unapplied(db) == [] and verify(db) == []
     finally:

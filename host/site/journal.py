@@ -10,7 +10,9 @@ One SQLite file on the store PC, apart from the chain's database, holds:
   written durably (``synchronous=FULL``, committed) BEFORE the reply leaves, keyed by the
   original (device, seq) so a retransmission gets the same reply and a replay after a crash
   applies it once. Entries go ``pending`` -> ``applied`` | ``unapplied`` (the chain refused
-  it: see ``offline_unapplied``) | ``denied`` (refused offline: nothing to apply).
+  it: see ``offline_unapplied``); a tap refused offline is ``denied`` from the start (nothing
+  to apply) and is only recorded, as refused, in the chain's taps (``stored`` set then), so
+  every tap a reader saw decided is in the chain's database once.
 
 Only the daemon's writer thread uses it.
 """
@@ -49,6 +51,7 @@ CREATE TABLE IF NOT EXISTS journal (
     state TEXT NOT NULL DEFAULT 'pending'
         CHECK (state IN ('pending', 'applied', 'unapplied', 'denied')),
     note TEXT NOT NULL DEFAULT '',
+    stored INTEGER NOT NULL DEFAULT 0,
     UNIQUE (device_id, seq)
 );
 CREATE INDEX IF NOT EXISTS journal_state ON journal(state, id);
@@ -100,6 +103,10 @@ class Journal:
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA synchronous = FULL")
             self.conn.executescript(_SCHEMA)
+            cols = {r[1] for r in self.conn.execute("PRAGMA table_info(journal)")}
+            if "stored" not in cols:     # a journal written before denied taps were recorded
+                self.conn.execute("ALTER TABLE journal ADD COLUMN stored INTEGER NOT NULL "
+                                  "DEFAULT 0")
         except sqlite3.Error as e:
             raise InputError(f"cannot open the offline journal {self.path}: {e}") from None
 
@@ -197,14 +204,21 @@ class Journal:
              "pending" if d.verdict == "grant" else "denied"))
 
     def pending(self) -> list[Entry]:
-        """Granted taps not applied to the chain's database yet, in the order decided."""
+        """Taps not in the chain's database yet, in the order decided: granted ones to
+        apply, denied ones to record as refused."""
         return [_entry(r) for r in self.conn.execute(
-            f"SELECT {', '.join(_ENTRY_COLS)} FROM journal WHERE state = 'pending' ORDER BY id")]
+            f"SELECT {', '.join(_ENTRY_COLS)} FROM journal WHERE state = 'pending' OR "
+            "(state = 'denied' AND stored = 0) ORDER BY id")]
 
     def mark(self, entry_id: int, state: str, note: str = "") -> None:
-        """Set a pending entry's outcome once it is in the chain's database."""
-        self.conn.execute("UPDATE journal SET state = ?, note = ? WHERE id = ?",
+        """Set an entry's outcome once it is in the chain's database."""
+        self.conn.execute("UPDATE journal SET state = ?, note = ?, stored = 1 WHERE id = ?",
                           (state, note, entry_id))
+
+    def waiting(self) -> int:
+        """How many taps wait for the chain's database (granted or denied offline)."""
+        return self.conn.execute("SELECT count(*) FROM journal WHERE state = 'pending' OR "
+                                 "(state = 'denied' AND stored = 0)").fetchone()[0]
 
     def counts(self) -> dict[str, int]:
         """Journal entries by state (``pending``, ``applied``, ``unapplied``, ``denied``)."""

@@ -17,7 +17,10 @@ UNIQUE(device, seq) applies each once, even when a crash interrupted an earlier 
 tap the engine then refuses (balance spent elsewhere meanwhile, card blocked) is recorded
 in ``offline_unapplied`` (``tapkiosk report offline``), never dropped. Once the journal is
 empty the store is online again and the batch is decided by the engine. Taps refused
-offline are journaled as ``denied`` and not replayed (the member got nothing). Gate taps
+offline are journaled as ``denied``: nothing is applied for them, but each is stored in the
+chain's taps as the refused tap its reader saw (so every decided tap is there once). While
+no tap comes, the writer calls :meth:`Outage.idle`, so the journal is replayed as soon as
+the database answers, not only at the next tap. Gate taps
 replay as offline taps (``host.rules.offline.record``, as from a reader's allow-list): the
 member went through, so they are recorded and use their pass, never refused afterwards.
 """
@@ -30,12 +33,14 @@ import os
 import time
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from host.rules.engine import Decision, EncodeReply, Engine, Tap, clip_text
 from host.rules.offline import decide_outage
 from host.site.journal import Entry, Journal
-from host.store.outage import is_unavailable, record_unapplied
+from host.store.db import retrying
+from host.store.outage import is_unavailable, record_denied, record_unapplied
 from protocol import codes
 
 log = logging.getLogger("tapkiosk.outage")
@@ -126,6 +131,15 @@ class Outage:
         return dataclasses.replace(d, reply=reply)
 
     # ----------------------------------------------------------------- back online
+    def idle(self, engine: Engine) -> None:
+        """The writer has no tap to decide: replay the journal if a retry is due (so an
+        outage ends when the database is back, not at the next tap), else refresh the
+        snapshot if due."""
+        if self.offline:
+            self._reconnect(engine)
+        else:
+            self._maybe_refresh(engine)
+
     def _reconnect(self, engine: Engine) -> bool:
         """Replay the journal if a retry is due; True once it is empty (online again)."""
         if self.monotonic() - self._last_try < self.retry_s:
@@ -148,17 +162,23 @@ class Outage:
         """Apply every pending journal entry through ``engine`` in order (raises
         StoreUnavailable when the database is still unreachable); returns how many."""
         entries = self.journal.pending()
-        clock = engine.clock
-        try:
-            for e in entries:
-                self._apply(engine, e)
-        finally:
-            engine.clock = clock
+        if not entries:
+            engine.db.conn.execute("SELECT 1")     # still unreachable: raises
+            return 0
+        # An engine of its own whose clock is each tap's time: the writer's engine (and its
+        # clock, which other threads read) is left alone.
+        at: list[datetime] = [engine.clock()]
+        replayer = Engine(engine.db, engine.policy, lambda: at[0])
+        for e in entries:
+            at[0] = datetime.fromtimestamp(e.ts, engine.policy.tz)
+            self._apply(replayer, e)
         return len(entries)
 
     def _apply(self, engine: Engine, e: Entry) -> None:
-        when = datetime.fromtimestamp(e.ts, engine.policy.tz)
-        engine.clock = lambda: when
+        if e.verdict != "grant":       # refused offline: stored as the reader saw it
+            retrying(lambda: self._write(engine, record_denied, e))
+            self.journal.mark(e.id, "denied")
+            return
         # A gate tap replays as an offline tap (host/rules/offline.record): the member went
         # through, so it is recorded with its pass use and presence, never refused after
         # the fact (anti-passback could not be checked offline). Paid taps go through rules.
@@ -168,12 +188,18 @@ class Outage:
         if d.verdict == "grant":
             self.journal.mark(e.id, "applied")
             return
-        with engine.transaction() as conn:
-            record_unapplied(conn, device_id=e.device_id, seq=e.seq, uid=e.uid,
-                             member_id=e.member_id, tapped_at=e.ts, granted_fen=e.charged_fen,
-                             reason=d.reason, text=d.text, recorded_at=int(time.time()))
+        retrying(lambda: self._write(engine, partial(
+            record_unapplied, device_id=e.device_id, seq=e.seq, uid=e.uid,
+            member_id=e.member_id, tapped_at=e.ts, granted_fen=e.charged_fen,
+            reason=d.reason, text=d.text, recorded_at=int(time.time()))))
         self.journal.mark(e.id, "unapplied", d.reason)
         self.unapplied += 1
+
+    @staticmethod
+    def _write(engine: Engine, fn: Callable[..., None], *args: Any) -> None:
+        """``fn(conn, *args)`` in one transaction of the engine's store."""
+        with engine.transaction() as conn:
+            fn(conn, *args)
 
     def _maybe_refresh(self, engine: Engine, force: bool = False) -> None:
         now = self.monotonic()
