@@ -54,7 +54,7 @@ class Daemon:
         self.metrics = Metrics()
         self.policy = load_policy(stored_policy_path(str(db), config.policy))
         self.writer = Writer(config.db, policy=self.policy, metrics=self.metrics,
-                             max_batch=config.max_batch, outage=outage_for(config.db))
+                             max_batch=config.max_batch, outage=outage_for(config.db, _links(config)))
         try:   # a policy overriding a store the chain does not have is a configuration error
             check_stores(self.policy, store_names(self.writer.db))
         except InputError:
@@ -193,6 +193,12 @@ class Daemon:
         self.service.close()
         self.metrics.close()
         log.info("stopped")
+
+
+def _links(c: DaemonConfig) -> list[str]:
+    """The daemon's reader links, as named in its offline journal's default file name."""
+    return ([f"mqtt:{c.mqtt}"] if c.mqtt else []) + [f"serial:{s}" for s in c.serial] + (
+        [f"nfc:{c.nfc}"] if c.nfc else [])
 
 
 def setup_logging(level: str) -> None:

@@ -299,3 +299,62 @@ def test_postgresql_stopped_and_restarted(own_pg, tmp_path, how):
     finally:
         writer.stop()
         db.conn.close()
+
+
+def test_a_journal_left_waiting_is_replayed_before_the_next_tap(chain, tmp_path):
+    db, admin, writer, outage, holder, clock, mid = chain
+    holder["db"].conn.down = True
+    assert tap(writer, "K1", 1, UID, amount_fen=2_00).verdict == "grant"
+    writer.stop()                     # the daemon is killed before the journal is replayed
+    holder["db"].conn.down = False
+    again = Outage(Journal(outage.journal.path), retry_s=60.0)   # the restarted daemon
+    assert again.offline and again.outage == 1
+    engine = Engine(db, POLICY, clock)
+    d = again.decide_many(engine, [(Tap("K1", 2, UID, amount_fen=1_00), None)])[0]
+    assert d.verdict == "grant" and not again.offline
+    assert db.execute("SELECT seq FROM taps WHERE device_id = 'K1' ORDER BY id"
+                      ).fetchall() == [(1,), (2,)]            # the journaled tap first
+    assert balance(db, mid) == 100_00 - 3_00 * 95 // 100 and verify(db) == []
+
+
+def test_default_journal_is_per_database_and_per_daemon(tmp_path, monkeypatch):
+    from host.site.outage import JOURNAL_ENV, default_journal, outage_for
+    url = "postgresql://tapkiosk:secret@db.example/chain"
+    north, south = ["mqtt:127.0.0.1:1883"], ["mqtt:127.0.0.1:1884"]
+    names = {default_journal(url, north), default_journal(url, south),
+             default_journal("postgresql://tapkiosk@db.example/other", north)}
+    assert len(names) == 3                       # two stores, or two chains: two journals
+    assert default_journal(url, north) == default_journal(
+        "postgresql://tapkiosk:changed@db.example/chain", north)   # the password is left out
+    assert "secret" not in default_journal(url, north)
+    monkeypatch.delenv(JOURNAL_ENV, raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    a, b = outage_for(url, north), outage_for(url, south)
+    try:
+        assert a.journal.path != b.journal.path
+        assert a.journal.path.startswith(str(tmp_path / "tapkiosk"))
+        assert outage_for(url, north).journal.path == a.journal.path  # a restart: the same
+    finally:
+        a.journal.close()
+        b.journal.close()
+    assert outage_for(str(tmp_path / "site.db"), north) is None     # SQLite: unchanged
+    monkeypatch.setenv(JOURNAL_ENV, str(tmp_path / "mine.journal"))
+    assert outage_for(url, north).journal.path == str(tmp_path / "mine.journal")
+
+
+def test_another_journal_of_the_database_with_taps_waiting_is_named(tmp_path, monkeypatch,
+                                                                      caplog):
+    from host.site.outage import JOURNAL_ENV, default_journal, outage_for
+    url = "postgresql://tapkiosk@db.example/chain"
+    monkeypatch.delenv(JOURNAL_ENV, raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    (tmp_path / "tapkiosk").mkdir()
+    old = Journal(str(tmp_path / "tapkiosk" / default_journal(url, ["mqtt:old:1883"])))
+    old.conn.execute("INSERT INTO journal (outage, device_id, seq, uid, service, amount_fen, "
+                     "device_time, ts, kind, verdict, reason, text, charged_fen, uses_left, "
+                     "balance_fen, relay_ms, pattern, reply) VALUES (1, 'K1', 1, ?, 0, 100, 0, "
+                     "0, 'kiosk', 'grant', 'ok', '', 95, -1, 0, 0, 0, x'')", (UID,))
+    old.close()
+    with caplog.at_level("WARNING", logger="tapkiosk.outage"):
+        outage_for(url, ["mqtt:new:1883"]).journal.close()
+    assert "holds 1 taps not replayed" in caplog.text and old.path in caplog.text

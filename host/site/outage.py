@@ -27,11 +27,15 @@ member went through, so they are recorded and use their pass, never refused afte
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import glob
+import hashlib
 import logging
 import os
+import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -39,7 +43,7 @@ from typing import Any
 from host.rules.engine import Decision, EncodeReply, Engine, Tap, clip_text
 from host.rules.offline import decide_outage
 from host.site.journal import Entry, Journal
-from host.store.db import retrying
+from host.store.db import is_postgres, retrying, safe_url
 from host.store.outage import is_unavailable, record_denied, record_unapplied
 from protocol import codes
 
@@ -70,6 +74,11 @@ class Outage:
         self.unapplied = 0
         #: Balances the engine answered since the last snapshot, by member.
         self._balances: dict[int, int] = {}
+        if journal.waiting():
+            # Killed before its journal was replayed: that outage goes on until it is (taps
+            # are decided after those of the journal, never before them).
+            self.outage = journal.next_outage() - 1
+            self._last_try = monotonic() - retry_s
 
     @property
     def offline(self) -> bool:
@@ -226,19 +235,51 @@ class Outage:
                 "snapshot_at": self.journal.taken_at(), **self.journal.counts()}
 
 
-def outage_for(db: str) -> Outage | None:
+def outage_for(db: str, links: Sequence[str] = ()) -> Outage | None:
     """The offline mode of a daemon on database ``db``: a journal at ``$TAPKIOSK_OFFLINE_
-    JOURNAL``, else, for a chain database (``postgresql://``), ``offline-journal.db`` in the
-    user data dir; None for a local SQLite site (its database cannot be cut off)."""
+    JOURNAL``, else, for a chain database (``postgresql://``), :func:`default_journal` in
+    the user data dir; None for a local SQLite site (its database cannot be cut off)."""
     path = os.environ.get(JOURNAL_ENV)
-    if not path and not str(db).startswith(("postgresql://", "postgres://")):
+    if not path and not is_postgres(db):
         return None
     if not path:
         base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"),
                                                                ".local", "share")
         os.makedirs(os.path.join(base, "tapkiosk"), exist_ok=True)
-        path = os.path.join(base, "tapkiosk", "offline-journal.db")
+        path = os.path.join(base, "tapkiosk", default_journal(db, links))
+        _warn_other_journals(path)
+    log.info("offline journal %s", path)
     return Outage(Journal(path))
+
+
+def default_journal(db: str, links: Sequence[str] = ()) -> str:
+    """The file name of a daemon's journal: ``offline-journal-D-L.db``, D from the database
+    URL without its password, L from the daemon's reader links (``links``: its MQTT broker,
+    serial ports, NFC reader). Two daemons on one PC share a journal only when they serve
+    the same readers from the same database, which never happens (one daemon per reader)."""
+    def digest(text: str, n: int) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()[:n]
+    return (f"offline-journal-{digest(safe_url(str(db)), 12)}-"
+            f"{digest(chr(10).join(links), 8)}.db")
+
+
+def _warn_other_journals(path: str) -> None:
+    """Say so when another journal of this database (the daemon's links changed) still holds
+    taps for the database: they are replayed only by a daemon that names that file."""
+    stem = os.path.basename(path).rsplit("-", 1)[0]
+    for other in sorted(glob.glob(os.path.join(os.path.dirname(path), stem + "-*.db"))):
+        if os.path.abspath(other) == os.path.abspath(path):
+            continue
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{other}?mode=ro", uri=True)) as c:
+                n = c.execute("SELECT count(*) FROM journal WHERE state = 'pending' OR "
+                              "(state = 'denied' AND stored = 0)").fetchone()[0]
+        except sqlite3.Error:
+            continue
+        if n:
+            log.warning("offline journal %s of this database holds %d taps not replayed: "
+                        "start a daemon with %s=%s to replay them", other, n, JOURNAL_ENV,
+                        other)
 
 
 def _decision(e: Entry, replayed: bool = False) -> Decision:

@@ -631,13 +631,14 @@ def open_pg(url: str, *, readonly: bool = False) -> Any:
     except ImportError:
         raise InputError("PostgreSQL needs psycopg: pip install 'psycopg[binary]'") from None
     except sqlite3.Error as e:
-        raise InputError(f"cannot open database {_safe_url(url)}: {e}") from None
+        raise InputError(f"cannot open database {safe_url(url)}: {e}") from None
     except Exception as e:  # noqa: BLE001 - psycopg's connection errors
-        raise InputError(f"cannot open database {_safe_url(url)}: {e}") from None
+        raise InputError(f"cannot open database {safe_url(url)}: {e}") from None
 
 
-def _safe_url(url: str) -> str:
-    """``url`` without its password."""
+def safe_url(url: str) -> str:
+    """``url`` without its password (in the user part or as a ``password=`` parameter)."""
+    url = re.sub(r"([?&]password=)[^&]*", r"\1***", url)
     return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
 
 
@@ -652,7 +653,7 @@ def open_db(path: str | os.PathLike | None, *, upgrade: bool = False) -> sqlite_
     ``transaction()`` for writes.
     """
     if is_postgres(path):
-        return _check_schema(open_pg(path), _safe_url(path), upgrade)
+        return _check_schema(open_pg(path), safe_url(path), upgrade)
     if path is None or str(path) == ":memory:":
         conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
     else:
