@@ -44,8 +44,10 @@ from host.rules.engine import Decision, EncodeReply, Engine, Tap, clip_text
 from host.rules.offline import decide_outage
 from host.site.journal import Entry, Journal
 from host.store.db import is_postgres, retrying, safe_url
-from host.store.outage import is_unavailable, record_denied, record_unapplied
+from host.store.site_state import raise_down_boot
+from host.store.outage import StoreUnavailable, is_unavailable, record_denied, record_unapplied
 from protocol import codes
+from protocol import seq as seqs
 
 log = logging.getLogger("tapkiosk.outage")
 
@@ -74,6 +76,11 @@ class Outage:
         self.unapplied = 0
         #: Balances the engine answered since the last snapshot, by member.
         self._balances: dict[int, int] = {}
+        #: Down-seq boots taken offline (``offline_reader``), to write when back online.
+        self._boots: dict[str, int] = {}
+        #: Called once, on the writer thread, when the database is next back (the daemon
+        #: loads the chain's policy then if it could not at start).
+        self.on_online: Callable[[], None] | None = None
         if journal.waiting():
             # Killed before its journal was replayed: that outage goes on until it is (taps
             # are decided after those of the journal, never before them).
@@ -119,8 +126,9 @@ class Outage:
         ts = int(now.timestamp())
         dev = self.journal.device(tap.device_id)
         if dev is None:
-            d = Decision("deny", "unknown_device", 0, codes.PAT_DENY, "Unknown reader", 0, 0,
-                         -1, None)
+            why = (("unknown_device", "Unknown reader") if self.journal.taken_at() is not None
+                   else ("no_snapshot", "Offline, no data yet"))
+            d = Decision("deny", *why[:1], 0, codes.PAT_DENY, why[1], 0, 0, -1, None)
             return dataclasses.replace(d, reply=bytes(encode(d)) if encode else b"")
         kind, store = dev
         policy = engine.policy.for_store(store)
@@ -156,6 +164,7 @@ class Outage:
         self._last_try = self.monotonic()
         try:
             self.replay(engine)
+            self._save_boots(engine)
         except Exception as e:  # noqa: BLE001 - anything but an outage is re-raised
             if not is_unavailable(e):
                 raise
@@ -163,6 +172,9 @@ class Outage:
         log.warning("outage %s over: journal replayed (%s)", self.outage,
                     self.journal.counts())
         self.outage = None
+        hook, self.on_online = self.on_online, None
+        if hook is not None:
+            hook()
         self._last_snapshot = None
         self._maybe_refresh(engine)
         return True
@@ -226,8 +238,39 @@ class Outage:
         self._last_snapshot = now
 
     def prime(self, engine: Engine) -> None:
-        """Take the first snapshot (the writer calls it at start, on its thread)."""
+        """Take the first snapshot (the writer calls it at start, on its thread); a database
+        that cannot be reached starts the daemon offline."""
         self._maybe_refresh(engine, force=True)
+        if self._last_snapshot is None and not self.offline:
+            self._go_offline(StoreUnavailable("not reachable at start"))
+            if self.journal.taken_at() is None:
+                log.error("no offline snapshot yet (this daemon never reached the chain's "
+                          "database): every tap is refused until it does")
+
+    # ----------------------------------------------------------------- readers
+    def remember_reader(self, device_id: str, row: dict[str, Any]) -> None:
+        """Keep reader ``device_id``'s ``load_device`` row for a start while offline. The
+        database answered: if offline, the next batch tries to replay at once."""
+        self.journal.save_reader(device_id, row)
+        if self.offline:
+            self._last_try = self.monotonic() - self.retry_s
+
+    def offline_reader(self, device_id: str) -> dict[str, Any] | None:
+        """The saved row of reader ``device_id`` with a fresh down-seq boot (kept here and
+        written to the database when it is back, like ``load_device`` does online); None
+        when this daemon never served it while the database answered."""
+        row = self.journal.reader(device_id)
+        if row is None:
+            return None
+        row["down_boot"] = seqs.next_boot(row["down_boot"])
+        self.journal.save_reader(device_id, row)
+        self._boots[device_id] = row["down_boot"]
+        return row
+
+    def _save_boots(self, engine: Engine) -> None:
+        for device_id, boot in list(self._boots.items()):
+            retrying(lambda: self._write(engine, raise_down_boot, device_id, boot))
+            del self._boots[device_id]
 
     def status(self) -> dict[str, Any]:
         """For metrics and doctor: offline or not, the journal's counts, the snapshot's age."""

@@ -169,7 +169,9 @@ class Writer:
                  engine_factory: Callable[[sqlite_utils.Database], Engine] | None = None,
                  outage: Outage | None = None) -> None:
         self.db_path = db_path
-        self.db = open_db(db_path)
+        # A chain store's daemon starts even when the chain's database cannot be reached
+        # (it then decides from its offline journal); the schema is checked once it can.
+        self.db = open_db(db_path, unreachable_ok=outage is not None)
         self.commits = 0
         self._wal_full = threading.Event()
         self.checkpointer: Checkpointer | None = None
