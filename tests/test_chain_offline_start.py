@@ -132,3 +132,21 @@ def test_start_without_a_snapshot_refuses_with_a_reason_then_serves(chain, tmp_p
         assert db.execute("SELECT verdict FROM taps").fetchall() == [("grant",)]
     finally:
         db.close()
+
+
+def test_a_wrong_database_name_is_still_an_error_at_start(chain, tmp_path, monkeypatch,
+                                                          capsys):
+    import logging
+
+    from host.daemon import main
+    server, url, broker = chain
+    monkeypatch.setenv("TAPKIOSK_OFFLINE_JOURNAL", str(tmp_path / "journal.db"))
+    root = logging.getLogger("tapkiosk")
+    saved = (root.handlers[:], root.propagate, root.level)
+    try:
+        rc = main(["--db", url.rsplit("/", 1)[0] + "/nosuchdb", "--mqtt", broker.address,
+                   "--no-http"])
+    finally:    # main() set up logging to this test's captured stderr
+        root.handlers[:], root.propagate, root.level = saved
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and "nosuchdb" in err[-1] and "does not exist" in err[-1]
