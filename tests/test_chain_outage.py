@@ -358,3 +358,17 @@ def test_another_journal_of_the_database_with_taps_waiting_is_named(tmp_path, mo
     with caplog.at_level("WARNING", logger="tapkiosk.outage"):
         outage_for(url, ["mqtt:new:1883"]).journal.close()
     assert "holds 1 taps not replayed" in caplog.text and old.path in caplog.text
+
+
+def test_started_offline_without_a_snapshot_denies_saying_so(tmp_path):
+    db = open_db(str(tmp_path / "chain.db"))
+    register_device(db, "K1", "kiosk")
+    flaky = FlakyDb(db)
+    flaky.conn.down = True                      # unreachable from the start
+    engine = Engine(flaky, POLICY, Clock(2026, 3, 10, 12, 0))
+    outage = Outage(Journal(str(tmp_path / "store.journal")), retry_s=60.0)
+    outage.prime(engine)
+    assert outage.offline and outage.journal.taken_at() is None
+    d = outage.decide_many(engine, [(Tap("K1", 1, UID, amount_fen=1_00), None)])[0]
+    assert (d.verdict, d.reason, d.text) == ("deny", "no_snapshot", "Offline, no data yet")
+    db.conn.close()

@@ -126,9 +126,10 @@ class Outage:
         ts = int(now.timestamp())
         dev = self.journal.device(tap.device_id)
         if dev is None:
-            why = (("unknown_device", "Unknown reader") if self.journal.taken_at() is not None
-                   else ("no_snapshot", "Offline, no data yet"))
-            d = Decision("deny", *why[:1], 0, codes.PAT_DENY, why[1], 0, 0, -1, None)
+            reason, text = (("unknown_device", "Unknown reader")
+                            if self.journal.taken_at() is not None
+                            else ("no_snapshot", "Offline, no data yet"))
+            d = Decision("deny", reason, 0, codes.PAT_DENY, text, 0, 0, -1, None)
             return dataclasses.replace(d, reply=bytes(encode(d)) if encode else b"")
         kind, store = dev
         policy = engine.policy.for_store(store)
