@@ -372,3 +372,40 @@ def test_started_offline_without_a_snapshot_denies_saying_so(tmp_path):
     d = outage.decide_many(engine, [(Tap("K1", 1, UID, amount_fen=1_00), None)])[0]
     assert (d.verdict, d.reason, d.text) == ("deny", "no_snapshot", "Offline, no data yet")
     db.conn.close()
+
+
+def test_the_writer_replays_only_once_the_probe_found_the_database(tmp_path):
+    """A WAN that drops packets makes a connection attempt hang for its whole timeout: the
+    writer must not make one while offline. The probe, on a thread of its own, says when
+    the database answers; only then does the writer replay."""
+    db = open_db(str(tmp_path / "chain.db"))
+    clock = Clock(2026, 3, 10, 12, 0)
+    admin = Admin(db, POLICY, clock)
+    register_device(db, "K1", "kiosk")
+    mid = admin.add_member()["member_id"]
+    admin.enroll_card(mid, UID)
+    admin.topup(mid, 100_00)
+    flaky = FlakyDb(db)
+    engine = Engine(flaky, POLICY, clock)
+    answers = {"up": False, "asked": 0}
+
+    def probe() -> bool:
+        answers["asked"] += 1
+        return answers["up"]
+
+    outage = Outage(Journal(str(tmp_path / "store.journal")), retry_s=0.0, probe=probe)
+    outage.prime(engine)
+    flaky.conn.down = True
+    job = lambda seq: [(Tap("K1", seq, UID, amount_fen=1_00), None)]  # noqa: E731
+    assert outage.decide_many(engine, job(1))[0].verdict == "grant" and outage.offline
+    flaky.conn.down = False                       # back, but the probe has not seen it yet
+    wait_until(lambda: answers["asked"] >= 2, 10, what="the probe asking")
+    assert outage.decide_many(engine, job(2))[0].verdict == "grant"
+    assert outage.offline and outage.journal.waiting() == 2   # no attempt by the writer
+    assert db.execute("SELECT count(*) FROM taps").fetchone()[0] == 0
+    answers["up"] = True
+    wait_until(lambda: (outage.decide_many(engine, job(3)) and not outage.offline), 10,
+               what="the replay once the probe found the database")
+    assert [r[0] for r in db.execute("SELECT seq FROM taps ORDER BY id")] == [1, 2, 3]
+    assert balance(db, mid) == 100_00 - 3 * (1_00 * 95 // 100) and verify(db) == []
+    db.conn.close()

@@ -43,8 +43,10 @@ from typing import Any
 from host.rules.engine import Decision, EncodeReply, Engine, Tap, clip_text
 from host.rules.offline import decide_outage
 from host.site.journal import Entry, Journal
+from host.site.reach import Prober
 from host.store.db import is_postgres, retrying, safe_url
 from host.store.site_state import raise_down_boot
+from host.store.pg import reachable
 from host.store.outage import StoreUnavailable, is_unavailable, record_denied, record_unapplied
 from protocol import codes
 from protocol import seq as seqs
@@ -65,8 +67,12 @@ class Outage:
 
     def __init__(self, journal: Journal, *, retry_s: float = RETRY_S,
                  snapshot_every_s: float = SNAPSHOT_EVERY_S,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 probe: Callable[[], bool] | None = None) -> None:
         self.journal = journal
+        #: Asks whether the database answers, off the writer thread (None: the writer's
+        #: replay attempts find out themselves).
+        self.prober = Prober(probe, retry_s) if probe is not None else None
         self.retry_s = retry_s
         self.snapshot_every_s = snapshot_every_s
         self.monotonic = monotonic
@@ -86,6 +92,8 @@ class Outage:
             # are decided after those of the journal, never before them).
             self.outage = journal.next_outage() - 1
             self._last_try = monotonic() - retry_s
+            if self.prober is not None:
+                self.prober.start()
 
     @property
     def offline(self) -> bool:
@@ -116,6 +124,8 @@ class Outage:
             self.outage = self.journal.next_outage()
             log.warning("outage %d: the chain's database is unreachable (%s): deciding taps "
                         "from the local journal", self.outage, why)
+            if self.prober is not None:
+                self.prober.start()
         self._last_try = self.monotonic()
 
     def _offline(self, engine: Engine, tap: Tap, encode: EncodeReply | None) -> Decision:
@@ -162,6 +172,8 @@ class Outage:
         """Replay the journal if a retry is due; True once it is empty (online again)."""
         if self.monotonic() - self._last_try < self.retry_s:
             return False
+        if self.prober is not None and not self.prober.take():
+            return False      # not known to answer: no connection attempt on this thread
         self._last_try = self.monotonic()
         try:
             self.replay(engine)
@@ -173,6 +185,8 @@ class Outage:
         log.warning("outage %s over: journal replayed (%s)", self.outage,
                     self.journal.counts())
         self.outage = None
+        if self.prober is not None:
+            self.prober.stop()
         hook, self.on_online = self.on_online, None
         if hook is not None:
             hook()
@@ -255,6 +269,8 @@ class Outage:
         self.journal.save_reader(device_id, row)
         if self.offline:
             self._last_try = self.monotonic() - self.retry_s
+            if self.prober is not None:
+                self.prober.mark()
 
     def offline_reader(self, device_id: str) -> dict[str, Any] | None:
         """The saved row of reader ``device_id`` with a fresh down-seq boot (kept here and
@@ -293,7 +309,7 @@ def outage_for(db: str, links: Sequence[str] = ()) -> Outage | None:
         path = os.path.join(base, "tapkiosk", default_journal(db, links))
         _warn_other_journals(path)
     log.info("offline journal %s", path)
-    return Outage(Journal(path))
+    return Outage(Journal(path), probe=partial(reachable, db) if is_postgres(db) else None)
 
 
 def default_journal(db: str, links: Sequence[str] = ()) -> str:

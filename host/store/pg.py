@@ -312,6 +312,17 @@ class PgDatabase:
         self.conn.close()
 
 
+def reachable(url: str, timeout_s: int = 5) -> bool:
+    """Whether the PostgreSQL server at ``url`` accepts a connection now (opened and closed;
+    a store's daemon asks it off its writer thread during an outage, host/site/reach.py)."""
+    import psycopg
+    try:
+        psycopg.connect(url, autocommit=True, connect_timeout=timeout_s).close()
+    except Exception:  # noqa: BLE001 - any failure means: not yet
+        return False
+    return True
+
+
 def open_readonly(url: str, *, lazy: bool = False) -> PgDatabase:
     """A read-only session on the PostgreSQL store at ``url`` (the HTTP API's reads): a write
     through it fails, like SQLite's ``mode=ro``. ``lazy``: connected by its first statement
