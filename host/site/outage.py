@@ -23,6 +23,13 @@ no tap comes, the writer calls :meth:`Outage.idle`, so the journal is replayed a
 the database answers, not only at the next tap. Gate taps
 replay as offline taps (``host.rules.offline.record``, as from a reader's allow-list): the
 member went through, so they are recorded and use their pass, never refused afterwards.
+
+While offline, a :class:`host.site.reach.Prober` asks on its own thread whether the
+database answers; the writer replays only then (a hanging connect never holds taps up). A
+daemon that starts offline (``prime`` cannot take a snapshot) or with taps left in its
+journal starts in an outage; the readers it served while online are kept in the journal
+(``remember_reader``) so that it can authenticate them (``offline_reader``, with a fresh
+down-seq boot written to the database when it is back).
 """
 
 from __future__ import annotations
