@@ -6,17 +6,25 @@ One SQLite file on the store PC, apart from the chain's database, holds:
 - a **snapshot** of what an outage decision needs (card -> member, status, tier, stored
   value, valid time passes and punch cards, each reader's kind and store), replaced as a
   whole by :meth:`Journal.refresh` while the chain's database is reachable;
+- the **readers this daemon served** (``snap_readers``: key, replay state, config version,
+  saved whenever one is loaded while the database answers) and the daemon's settings
+  (``snap_settings``: where its policy file is), so that a daemon started while the
+  database is unreachable can still authenticate its readers and load its policy. The file
+  holds reader keys: it is created readable by its owner only;
 - the **journal**: every tap decided during an outage, with its decision and reply bytes,
   written durably (``synchronous=FULL``, committed) BEFORE the reply leaves, keyed by the
   original (device, seq) so a retransmission gets the same reply and a replay after a crash
   applies it once. Entries go ``pending`` -> ``applied`` | ``unapplied`` (the chain refused
-  it: see ``offline_unapplied``) | ``denied`` (refused offline: nothing to apply).
+  it: see ``offline_unapplied``); a tap refused offline is ``denied`` from the start (nothing
+  to apply) and is only recorded, as refused, in the chain's taps (``stored`` set then), so
+  every tap a reader saw decided is in the chain's database once.
 
 Only the daemon's writer thread uses it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from typing import Any, NamedTuple
@@ -36,6 +44,11 @@ CREATE INDEX IF NOT EXISTS snap_passes_member ON snap_passes(member_id);
 CREATE TABLE IF NOT EXISTS snap_devices (device_id TEXT PRIMARY KEY, kind TEXT NOT NULL,
     store TEXT);
 CREATE TABLE IF NOT EXISTS snap_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS snap_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS snap_readers (device_id TEXT PRIMARY KEY, kind TEXT NOT NULL,
+    key BLOB NOT NULL, highest INTEGER NOT NULL, resend_floor INTEGER NOT NULL,
+    down_boot INTEGER NOT NULL, cfg_version INTEGER NOT NULL, cfg_acked INTEGER NOT NULL,
+    seq_base INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS journal (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     outage INTEGER NOT NULL,
@@ -49,6 +62,7 @@ CREATE TABLE IF NOT EXISTS journal (
     state TEXT NOT NULL DEFAULT 'pending'
         CHECK (state IN ('pending', 'applied', 'unapplied', 'denied')),
     note TEXT NOT NULL DEFAULT '',
+    stored INTEGER NOT NULL DEFAULT 0,
     UNIQUE (device_id, seq)
 );
 CREATE INDEX IF NOT EXISTS journal_state ON journal(state, id);
@@ -95,12 +109,18 @@ class Journal:
     def __init__(self, path: str) -> None:
         self.path = os.fspath(path)
         try:
+            with contextlib.suppress(FileExistsError):   # reader keys: the owner only
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             self.conn = sqlite3.connect(self.path, isolation_level=None,
                                         check_same_thread=False)
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA synchronous = FULL")
             self.conn.executescript(_SCHEMA)
-        except sqlite3.Error as e:
+            cols = {r[1] for r in self.conn.execute("PRAGMA table_info(journal)")}
+            if "stored" not in cols:     # a journal written before denied taps were recorded
+                self.conn.execute("ALTER TABLE journal ADD COLUMN stored INTEGER NOT NULL "
+                                  "DEFAULT 0")
+        except (OSError, sqlite3.Error) as e:
             raise InputError(f"cannot open the offline journal {self.path}: {e}") from None
 
     def close(self) -> None:
@@ -158,6 +178,32 @@ class Journal:
                                 (device_id,)).fetchone()
         return (row[0], row[1]) if row else None
 
+    _READER_COLS = ("kind", "key", "highest", "resend_floor", "down_boot", "cfg_version",
+                    "cfg_acked", "seq_base")
+
+    def save_reader(self, device_id: str, row: dict[str, Any]) -> None:
+        """Keep what authenticates reader ``device_id`` (a ``load_device`` row)."""
+        self.conn.execute("INSERT OR REPLACE INTO snap_readers VALUES (?,?,?,?,?,?,?,?,?)",
+                          (device_id, *(row[c] for c in self._READER_COLS)))
+
+    def reader(self, device_id: str) -> dict[str, Any] | None:
+        """The saved ``load_device`` row of reader ``device_id``, None when never saved."""
+        row = self.conn.execute(f"SELECT {', '.join(self._READER_COLS)} FROM snap_readers "
+                                "WHERE device_id = ?", (device_id,)).fetchone()
+        if row is None:
+            return None
+        out = dict(zip(self._READER_COLS, row))
+        out["key"] = bytes(out["key"])
+        return out
+
+    def set_setting(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO snap_settings VALUES (?, ?)", (key, value))
+
+    def setting(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM snap_settings WHERE key = ?",
+                                (key,)).fetchone()
+        return row[0] if row else None
+
     # ----------------------------------------------------------------- journal
     def next_outage(self) -> int:
         """A new outage number (one more than any journaled)."""
@@ -197,14 +243,21 @@ class Journal:
              "pending" if d.verdict == "grant" else "denied"))
 
     def pending(self) -> list[Entry]:
-        """Granted taps not applied to the chain's database yet, in the order decided."""
+        """Taps not in the chain's database yet, in the order decided: granted ones to
+        apply, denied ones to record as refused."""
         return [_entry(r) for r in self.conn.execute(
-            f"SELECT {', '.join(_ENTRY_COLS)} FROM journal WHERE state = 'pending' ORDER BY id")]
+            f"SELECT {', '.join(_ENTRY_COLS)} FROM journal WHERE state = 'pending' OR "
+            "(state = 'denied' AND stored = 0) ORDER BY id")]
 
     def mark(self, entry_id: int, state: str, note: str = "") -> None:
-        """Set a pending entry's outcome once it is in the chain's database."""
-        self.conn.execute("UPDATE journal SET state = ?, note = ? WHERE id = ?",
+        """Set an entry's outcome once it is in the chain's database."""
+        self.conn.execute("UPDATE journal SET state = ?, note = ?, stored = 1 WHERE id = ?",
                           (state, note, entry_id))
+
+    def waiting(self) -> int:
+        """How many taps wait for the chain's database (granted or denied offline)."""
+        return self.conn.execute("SELECT count(*) FROM journal WHERE state = 'pending' OR "
+                                 "(state = 'denied' AND stored = 0)").fetchone()[0]
 
     def counts(self) -> dict[str, int]:
         """Journal entries by state (``pending``, ``applied``, ``unapplied``, ``denied``)."""

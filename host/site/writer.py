@@ -169,7 +169,9 @@ class Writer:
                  engine_factory: Callable[[sqlite_utils.Database], Engine] | None = None,
                  outage: Outage | None = None) -> None:
         self.db_path = db_path
-        self.db = open_db(db_path)
+        # A chain store's daemon starts even when the chain's database cannot be reached
+        # (it then decides from its offline journal); the schema is checked once it can.
+        self.db = open_db(db_path, unreachable_ok=outage is not None)
         self.commits = 0
         self._wal_full = threading.Event()
         self.checkpointer: Checkpointer | None = None
@@ -250,8 +252,10 @@ class Writer:
     def _run(self) -> None:
         pending: Any = None
         while True:
-            job = pending if pending is not None else self._q.get()
+            job = pending if pending is not None else self._next()
             pending = None
+            if job is None:
+                continue
             if job is _STOP:
                 return
             if isinstance(job, _CallJob):
@@ -273,6 +277,26 @@ class Writer:
             self._do_taps(batch)
             if self._wal_full.is_set():
                 self._finish_checkpoint()
+
+    def _next(self) -> Any:
+        """The next job; None after a second without one when the writer has an offline
+        mode, which then gets its idle turn (an outage ends without waiting for a tap)."""
+        if self.outage is None:
+            return self._q.get()
+        try:
+            return self._q.get(timeout=min(1.0, max(0.05, self.outage.retry_s)))
+        except queue.Empty:
+            pass
+        try:
+            self.outage.idle(self.engine)
+        except Exception as e:  # noqa: BLE001 - the writer thread must outlive it
+            log.error("writer: offline journal round failed: %s: %s", type(e).__name__, e)
+            try:
+                if self.db.conn.in_transaction:
+                    self.db.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+        return None
 
     def _finish_checkpoint(self) -> None:
         """Between transactions: a PASSIVE checkpoint on the writer's own connection, so the
