@@ -238,6 +238,8 @@ class _Move:
                     r["member_id"] = self.ids["members"][r["member_id"]]
                     if "pass_id" in r and r["pass_id"] is not None:
                         r["pass_id"] = self.ids["passes"].get(r["pass_id"])
+                    if table == "payments":      # the site's counter is the store's now
+                        r["store_id"] = store_id
                     _insert(self.conn, table, r)
         merged = sum(1 for t in self.match.values() if t is not None)
         return {"members_new": len(self.match) - merged, "members_merged": merged,
