@@ -284,6 +284,10 @@ def test_join_moves_coupons_messages_sales_and_fleet_into_postgresql(cli, pg_ser
         for uid in (UID_A, UID_B):
             assert after[uid] == {**before[uid], "armed": 0}, uid   # armed sales stay
         assert verify(chain) == []
+        assert chain.execute("SELECT DISTINCT s.name FROM payments p JOIN stores s ON "
+                             "s.id = p.store_id").fetchall() == [("south",)]  # its counter
+        assert chain.execute("SELECT count(*) FROM payments WHERE store_id IS NULL"
+                             ).fetchone()[0] == 0
         again = join_site(chain, path, "south", actor="test", site_key=path + ".key")
         assert again["replayed"] is True
         assert {uid: _history(chain, uid) for uid in (UID_A, UID_B)} == after

@@ -44,7 +44,8 @@ def store(tmp_path):
                                 ("GX", "gate", {"direction": "out"}),
                                 ("W2", "wash", {"hours": "06:00-20:00"}),
                                 ("W3", "wash", {"duplicate_window_s": 600}),
-                                ("N1", "kiosk", {}), ("K1", "kiosk", {})):
+                                ("N1", "kiosk", {}), ("K1", "kiosk", {}),
+                                ("K3", "kiosk", {"fixed_price": False})):
         register_device(db, dev, kind, **settings)
     stores.set_device_store(db, "N1", "north", actor="t")
     mid = admin.add_member()["member_id"]
@@ -167,3 +168,31 @@ def test_duplicate_window_offline(store):
     assert tap(s, "W3", 2, UID, service=1, minutes=5).reason == "duplicate"
     assert tap(s, "W1", 1, UID, service=2, minutes=0).verdict == "deny"  # over allowance
     assert tap(s, "W3", 3, UID, service=1, minutes=11).reason == "insufficient_balance"
+
+
+def test_a_kiosk_without_fixed_price_wants_a_sale_offline(store):
+    s = store
+    s.link().down = True
+    d = tap(s, "K3", 1, UID, amount_fen=1_00)
+    assert (d.verdict, d.reason) == ("deny", "no_sale")
+    assert tap(s, "K1", 1, UID, amount_fen=1_00).verdict == "grant"
+
+
+def test_a_journal_file_of_an_earlier_version_gets_the_new_snapshot_columns(tmp_path):
+    import sqlite3
+    path = tmp_path / "old.journal"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE snap_passes (id INTEGER PRIMARY KEY, member_id INTEGER NOT NULL, "
+        "kind TEXT NOT NULL, covers TEXT NOT NULL, starts_at INTEGER NOT NULL, "
+        "ends_at INTEGER NOT NULL, uses_left INTEGER, created_at INTEGER NOT NULL);"
+        "CREATE TABLE snap_devices (device_id TEXT PRIMARY KEY, kind TEXT NOT NULL, store TEXT);"
+        "INSERT INTO snap_devices VALUES ('G1', 'gate', NULL);")
+    old.close()
+    j = Journal(str(path))
+    try:
+        assert j.device("G1") == ("gate", None, {})
+        cols = {r[1] for r in j.conn.execute("PRAGMA table_info(snap_passes)")}
+        assert "daily_cap" in cols
+    finally:
+        j.close()

@@ -11,8 +11,8 @@ decides a tap from its local snapshot of the member (``host.site.journal``) and 
 policy's ``[offline]`` allowance, with no database at all. A gate exit is always granted;
 the other taps go through the same checks as online, from what the store knows locally
 (:class:`Local`: the snapshot plus the taps it decided offline): the reader's opening hours
-and its store's (``[stores.NAME]``), the duplicate window, the gate's anti-passback on
-entry, then the methods of ``wash.order`` / ``gate.order`` in turn: a time pass
+and its store's (``[stores.NAME]``), the duplicate window, a kiosk's ``fixed_price``, the
+gate's anti-passback on entry, then the methods of ``wash.order`` / ``gate.order`` in turn: a time pass
 (``offline.passes``) or a punch card with uses left (``offline.punch``) covering the
 service, each within its daily cap (the snapshot's count of the day plus the offline
 grants since), and stored value at the tier price (discount cards, coupons and campaigns
@@ -192,6 +192,8 @@ def decide_outage(card: SnapCard | None, tap: Any, dev: SnapDevice, chain: Polic
                     local, ts)
     if not store_open:
         return closed
+    if not getattr(tap, "sale_id", 0) and not dev.settings.get("fixed_price", True):
+        return OutageDecision("deny", "no_sale", "No sale - choose first 请先选择", **base)
     price = int(tap.amount_fen)
     if not 0 < price <= policy.kiosk_max_fen:
         return OutageDecision("deny", "invalid_amount", "Invalid amount", **base)
