@@ -218,6 +218,9 @@ def _site_history(cli):
         d = Engine(site, pol, lambda: later).decide(Tap("W1", 2, UID_A, service=1))
         assert d.verdict == "grant" and "free" in d.text              # the wash coupon
         assert Engine(site, pol).decide(Tap("K2", 1, UID_A)).verdict == "grant"  # the sale
+        from host.rules.voids import void_tap
+        assert Engine(site, pol).decide(Tap("K2", 2, UID_A, amount_fen=2_00)).verdict == "grant"
+        assert void_tap(Engine(site, pol), "K2", 2, void_seq=3).outcome == "reversed"
         with transaction(site) as conn:
             sales.arm(conn, pol, "K2", amount_fen=4_00, items=[], service=0, timeout_s=600,
                       key=None, actor="t", ts=int(__import__("time").time()))
@@ -250,7 +253,10 @@ def _history(db, uid):
     fleet = db.execute("SELECT s.device_id, s.app, u.state, b.version FROM fleet_status s "
                        "JOIN fleet_updates u ON u.device_id = s.device_id JOIN fleet_bundles b"
                        " ON b.sha256 = u.bundle").fetchall()
-    return {"coupons": [tuple(c) for c in coupons], "messages": [tuple(m) for m in messages],
+    voids = db.execute("SELECT t.device_id || '/' || t.seq, v.outcome FROM tap_voids v JOIN "
+                       "taps t ON t.id = v.tap_id WHERE v.member_id = ?", (mid,)).fetchall()
+    return {"voids": [tuple(v) for v in voids],
+            "coupons": [tuple(c) for c in coupons], "messages": [tuple(m) for m in messages],
             "contact": tuple(contact) if contact else None, "sales": sales, "armed": armed,
             "fleet": [tuple(f) for f in fleet]}
 
@@ -273,6 +279,7 @@ def test_join_moves_coupons_messages_sales_and_fleet_into_postgresql(cli, pg_ser
     assert before[UID_A]["coupons"] == [("birthday_wash", 1, "W1/2"), ("welcome", 0, None)]
     assert before[UID_A]["sales"] == [("paid", 3_00, "K2/1", True)]
     assert before[UID_A]["messages"] == [("r1", "sent"), ("r2", "pending")]
+    assert before[UID_A]["voids"] == [("K2/2", "reversed")]
     assert before[UID_B]["contact"] == (None, 1) and before[UID_A]["armed"] == 1
     chain = _pg_chain(pg_server, tmp_path, monkeypatch)
     try:
