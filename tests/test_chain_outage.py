@@ -208,7 +208,9 @@ def test_gate_and_punch_offline_from_the_snapshot(chain):
     assert tap(writer, "G1", 1, UID, direction="out").verdict == "grant"  # nobody locked in
     d = tap(writer, "G1", 2, UID, direction="in")
     assert (d.verdict, d.uses_left) == ("grant", 9)
-    assert tap(writer, "G2", 1, UID, direction="in").uses_left == 8      # counted offline
+    assert tap(writer, "G2", 1, UID, direction="in").reason == "passback"  # inside
+    assert tap(writer, "G1", 3, UID, direction="out").verdict == "grant"
+    assert tap(writer, "G2", 2, UID, direction="in").uses_left == 8      # counted offline
     assert tap(writer, "ZZ", 1, UID).reason == "unknown_device"
     holder["db"].conn.down = False
     tap(writer, "K1", 1, UID, amount_fen=1_00)

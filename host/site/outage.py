@@ -48,7 +48,8 @@ from functools import partial
 from typing import Any
 
 from host.rules.engine import Decision, EncodeReply, Engine, Tap, clip_text
-from host.rules.offline import decide_outage
+from host.ledger.periods import day_start
+from host.rules.offline import Local, decide_outage
 from host.site.journal import Entry, Journal
 from host.site.reach import Prober
 from host.store.db import is_postgres, retrying, safe_url
@@ -148,13 +149,14 @@ class Outage:
                             else ("no_snapshot", "Offline, no data yet"))
             d = Decision("deny", reason, 0, codes.PAT_DENY, text, 0, 0, -1, None)
             return dataclasses.replace(d, reply=bytes(encode(d)) if encode else b"")
-        kind, store = dev
-        policy = engine.policy.for_store(store)
+        kind = dev.kind
+        policy = engine.policy.for_store(dev.store)
         card = self.journal.card(tap.uid.upper())
         if card is not None and card.member_id in self._balances:
             card = card._replace(balance_fen=self._balances[card.member_id])
-        spent, uses = self.journal.spent(card.member_id, self.outage) if card else (0, {})
-        out = decide_outage(card, tap, kind, policy, ts, spent, uses)
+        local = self.journal.local(card.member_id, self.outage, tap.device_id,
+                                   day_start(now)) if card else Local()
+        out = decide_outage(card, tap, dev, engine.policy, now, local)
         grant = out.verdict == "grant"
         relay = {"gate": policy.gate_relay_ms, "wash": policy.wash_relay_ms}.get(
             kind, policy.kiosk_relay_ms) if grant else 0
@@ -250,7 +252,8 @@ class Outage:
                 and now - self._last_snapshot < self.snapshot_every_s):
             return
         try:
-            self.journal.refresh(engine.db.conn, int(engine.clock().timestamp()))
+            wall = engine.clock()
+            self.journal.refresh(engine.db.conn, int(wall.timestamp()), day_start(wall))
         except Exception as e:  # noqa: BLE001 - anything but an outage is re-raised
             if not is_unavailable(e):
                 raise

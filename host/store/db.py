@@ -600,6 +600,13 @@ BEGIN SELECT RAISE(ABORT, 'offline_unapplied is append-only'); END;
 CREATE TRIGGER offline_unapplied_no_delete BEFORE DELETE ON offline_unapplied
 BEGIN SELECT RAISE(ABORT, 'offline_unapplied is append-only'); END;
 """),
+    # A chain's counter cash by store (issue 17, host/admin/core.py ``counter_store``): the
+    # store whose counter took a top-up, pass sale or refund (the write's --store, else the
+    # store of the staff account making it); NULL: none named, chain-wide only.
+    (22, "chain: payments belong to the store whose counter took them", """
+ALTER TABLE payments ADD COLUMN store_id INTEGER REFERENCES stores(id);
+CREATE INDEX payments_store ON payments(store_id, ts);
+"""),
 ]
 
 def default_db_path() -> str:
