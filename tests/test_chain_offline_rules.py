@@ -95,7 +95,8 @@ def test_daily_cap_counts_the_snapshot_day_and_offline_grants(store):
     tap(s, "K1", 1, UID, amount_fen=1_00)
     rows = s.db.execute("SELECT seq, pass_id IS NOT NULL, charged_fen FROM taps WHERE "
                         "device_id = 'W1' ORDER BY seq").fetchall()
-    assert rows == [(1, 1, 0), (2, 1, 0), (3, 0, BASIC), (5, 1, 0)]
+    # the tap refused offline is stored too, as refused: nothing charged
+    assert rows == [(1, 1, 0), (2, 1, 0), (3, 0, BASIC), (4, 0, 0), (5, 1, 0)]
     assert unapplied(s.db) == [] and verify(s.db) == []
 
 

@@ -17,7 +17,7 @@ import pytest
 from conftest import free_port, mosquitto_path, wait_until
 from host.cli.app import main
 from host.store.db import open_db
-from host.store.db import _safe_url as safe_url
+from host.store.db import safe_url
 from host.store.devices import register_device, touch_device
 
 
