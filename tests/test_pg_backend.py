@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from host.store import dialect
-from host.store.db import open_db, retrying
+from host.store.db import RETRIES, open_db, retrying
 from host.store.pg import Retryable
 
 
@@ -82,17 +82,41 @@ def test_insert_returns_lastrowid_and_or_ignore_does_nothing(pg_server):
     assert cur.rowcount == 0 and cur.lastrowid is None
 
 
-def test_a_failed_statement_undoes_only_itself_inside_a_transaction(pg_server):
-    """Like SQLite: code that catches IntegrityError inside a transaction carries on."""
+def test_a_failed_statement_is_undone_by_rolling_back_to_the_savepoint_before_it(pg_server):
+    """What the engine does with a tap whose rules fail (``ROLLBACK TO tap``): the work
+    before the savepoint stays, the transaction carries on and commits."""
+    db = open_db(pg_server.new_database())
+    conn = db.conn
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("INSERT INTO ops VALUES ('k1', 'c', '{}', '{}', 1)")
+    conn.execute("SAVEPOINT tap")
+    conn.execute("INSERT INTO ops VALUES ('k2', 'c', '{}', '{}', 1)")
+    with pytest.raises(sqlite3.IntegrityError):
+        conn.execute("INSERT INTO ops VALUES ('k1', 'c', '{}', '{}', 1)")
+    conn.execute("ROLLBACK TO tap")
+    conn.execute("INSERT INTO ops VALUES ('k3', 'c', '{}', '{}', 1)")
+    conn.execute("RELEASE tap")
+    conn.execute("COMMIT")
+    assert db.execute("SELECT key FROM ops ORDER BY key").fetchall() == [("k1",), ("k3",)]
+
+
+def test_commit_after_a_failed_statement_raises_and_keeps_nothing(pg_server):
+    """No savepoint per statement: a transaction a failed statement aborted cannot be
+    committed (PostgreSQL would roll it back in silence); it is rolled back, loudly."""
     db = open_db(pg_server.new_database())
     conn = db.conn
     conn.execute("BEGIN IMMEDIATE")
     conn.execute("INSERT INTO ops VALUES ('k1', 'c', '{}', '{}', 1)")
     with pytest.raises(sqlite3.IntegrityError):
         conn.execute("INSERT INTO ops VALUES ('k1', 'c', '{}', '{}', 1)")
+    with pytest.raises(sqlite3.OperationalError, match="aborted"):
+        conn.execute("COMMIT")
+    assert not conn.in_transaction
+    assert db.execute("SELECT count(*) FROM ops").fetchone()[0] == 0
+    conn.execute("BEGIN IMMEDIATE")          # the connection goes on
     conn.execute("INSERT INTO ops VALUES ('k2', 'c', '{}', '{}', 1)")
     conn.execute("COMMIT")
-    assert db.execute("SELECT key FROM ops ORDER BY key").fetchall() == [("k1",), ("k2",)]
+    assert db.execute("SELECT key FROM ops").fetchall() == [("k2",)]
 
 
 def test_sum_of_integers_is_an_int_and_sum_of_a_condition_counts(pg_server):
@@ -143,9 +167,11 @@ def test_retrying_gives_up_after_its_attempts():
         calls.append(1)
         raise Retryable("40001")
 
+    before = dict(RETRIES)
     with pytest.raises(Retryable):
         retrying(always, attempts=3)
     assert len(calls) == 3
+    assert RETRIES["40001"] - before["40001"] == 2     # run again twice, then given up
 
 
 def test_a_lost_connection_is_reopened_at_the_next_statement(pg_server):

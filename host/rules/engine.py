@@ -48,7 +48,7 @@ from host.rules import gate, kiosk, offline, sales, wash
 from host.rules.context import CARD_SQL, CardRow, Denied, Member, Outcome, TapContext
 from host.rules.policy import Policy, policy_and_clock
 from host.secure.check import check_tap
-from host.store.db import retrying, transaction
+from host.store.db import begin_taps, retrying, transaction
 from host.store.outage import StoreUnavailable
 from protocol import codes
 
@@ -184,9 +184,9 @@ class Engine:
 
     def _batch(self, jobs: list[tuple[Tap, EncodeReply | None]]) -> list[Decision]:
         # The tap path: the same as ``with self.transaction()``, without its generator layers.
-        # On PostgreSQL a serialization failure rolls it all back and ``retrying`` runs it again.
+        # On PostgreSQL a deadlock rolls it all back and ``retrying`` runs it again.
         conn = self.db.conn
-        conn.execute("BEGIN IMMEDIATE")
+        begin_taps(conn)   # BEGIN IMMEDIATE; on PostgreSQL READ COMMITTED + row locks
         try:
             out = [self._one(conn, tap, enc) for tap, enc in jobs]
             conn.execute("COMMIT")

@@ -14,15 +14,23 @@ violation, SQLSTATE class 23, as ``sqlite3.IntegrityError``; the rest as
 works on both backends; a serialization failure or deadlock (40001, 40P01) is
 :class:`Retryable`, which the transactions that can be retried as a whole retry.
 
-Statement-level atomicity: in SQLite a failed statement inside a transaction undoes only
-itself; in PostgreSQL it aborts the whole transaction. So inside a transaction every
-INSERT/UPDATE/DELETE runs under its own savepoint, sent in the same round trip
-(``SAVEPOINT _s; stmt; RELEASE _s``) and rolled back to on error: code that catches an
-``IntegrityError`` and carries on behaves the same on both.
+A failed statement: in SQLite it undoes only itself; in PostgreSQL it aborts the transaction
+up to its innermost savepoint. No code carries on after a failed statement without rolling
+back: the one place that catches ``IntegrityError`` inside a transaction, a tap's rules in
+``Engine._one``, rolls back to the tap's own ``SAVEPOINT tap`` (which undoes the same in
+both). So statements run bare, without a savepoint each (one was two more statements per
+INSERT/UPDATE/DELETE for the server). What SQLite would forgive cannot be lost silently:
+a ``COMMIT`` of a transaction a failed statement left aborted (which PostgreSQL would turn
+into a ROLLBACK without an error) rolls back and raises ``sqlite3.OperationalError``.
 
-Transactions are SERIALIZABLE (``BEGIN IMMEDIATE`` translates to it): two daemons deciding
-taps of one member at once cannot both spend the same balance; the loser gets
-:class:`Retryable` and its transaction is run again (host/store/db.py ``retrying``).
+Transactions are SERIALIZABLE (``BEGIN IMMEDIATE`` translates to it): two writers of one
+member at once cannot both spend the same balance; the loser gets :class:`Retryable` and its
+transaction is run again (host/store/db.py ``retrying``). The one exception is a batch of
+taps (``begin_taps``, host/store/db.py): READ COMMITTED, the tap's card and member rows
+locked when it reads them (host/store/dialect.py ``ROW_LOCKS``). SERIALIZABLE tracks reads by
+index page or whole table (a small table is read by a scan): two daemons' taps of different
+members read and wrote the same pages and failed each other (measured, bench/chain.py
+``retries``); a row lock makes only taps of one member wait for each other.
 A connection lost outside a transaction is reopened at the next statement.
 """
 
@@ -35,19 +43,27 @@ from typing import Any
 
 import sqlite_utils
 
-from host.store.dialect import translate
-
-_DML = ("INSERT", "UPDATE", "DELETE")
+from host.store.dialect import TAP_BEGIN, translate
 
 
 class Retryable(sqlite3.OperationalError):
     """A serialization failure or deadlock: the transaction may be run again as a whole."""
 
 
+#: Unique keys whose violation means another transaction stored the same thing first: the
+#: transaction is run again (and then finds it). A tap's (device, seq) read by the engine's
+#: replay check before another daemon's COMMIT (READ COMMITTED, see ``begin_taps``): the run
+#: again answers it as a replay, as SERIALIZABLE's 40001 did.
+RACED_KEYS = {"taps_device_id_seq_key"}
+
+
 def _mapped(e: Exception) -> sqlite3.Error:
     state = getattr(e, "sqlstate", None) or ""
-    if state in ("40001", "40P01"):
+    diag = getattr(e, "diag", None)
+    if state == "23505" and getattr(diag, "constraint_name", None) in RACED_KEYS:
         out: sqlite3.Error = Retryable(str(e))
+    elif state in ("40001", "40P01"):
+        out = Retryable(str(e))
     elif state.startswith("23"):
         out = sqlite3.IntegrityError(str(e).splitlines()[0] if str(e) else state)
     else:
@@ -172,40 +188,40 @@ class PgConnection:
             self._ready(text)
             if text in ("COMMIT", "ROLLBACK"):
                 self._open = False     # over, whether it then succeeds or not
-            wrap = text.lstrip()[:6].upper() in _DML and self.in_transaction
+            if text == "COMMIT":
+                self._refuse_aborted()
             try:
-                if wrap:
-                    cur = self._pg.execute(f"SAVEPOINT _s; {text}; RELEASE _s", params)
-                    cur.nextset()
-                else:
-                    cur = self._pg.execute(text, params)
+                cur = self._pg.execute(text, params)
             except psycopg.Error as e:
-                if wrap and not self._pg.broken:
-                    self._pg.execute("ROLLBACK TO _s; RELEASE _s")
                 raise _mapped(e) from e
             if text.startswith("BEGIN"):
                 self._open = True
             return PgCursor(cur, returning)
 
+    def begin_taps(self) -> None:
+        """BEGIN a batch of taps: READ COMMITTED with row locks (see the module doc)."""
+        self.execute(TAP_BEGIN)
+
+    def _refuse_aborted(self) -> None:
+        """Before COMMIT: a transaction a failed statement aborted is rolled back, loudly."""
+        from psycopg.pq import TransactionStatus as S
+        if self._pg.info.transaction_status == S.INERROR:
+            self._pg.execute("ROLLBACK")
+            raise sqlite3.OperationalError(
+                "COMMIT of a transaction a failed statement aborted: rolled back")
+
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> PgCursor:
-        """``sql`` once per row, in one savepoint when inside a transaction."""
+        """``sql`` once per row (a failed row aborts the transaction, see the module doc)."""
         text, _ = translate(sql)
         if text.endswith(" RETURNING id"):
             text = text[:-len(" RETURNING id")]
         import psycopg
         with self._lock:
             self._ready(text)
-            wrap = self.in_transaction
             try:
-                if wrap:
-                    self._pg.execute("SAVEPOINT _m")
                 cur = self._pg.cursor()
                 cur.executemany(text, list(rows))
-                if wrap:
-                    self._pg.execute("RELEASE _m")
             except psycopg.Error as e:
-                if wrap and not self._pg.broken:
-                    self._pg.execute("ROLLBACK TO _m; RELEASE _m")
                 raise _mapped(e) from e
             return PgCursor(cur, False)
 
