@@ -82,41 +82,97 @@ def test_insert_returns_lastrowid_and_or_ignore_does_nothing(pg_server):
     assert cur.rowcount == 0 and cur.lastrowid is None
 
 
-def test_a_failed_statement_is_undone_by_rolling_back_to_the_savepoint_before_it(pg_server):
-    """What the engine does with a tap whose rules fail (``ROLLBACK TO tap``): the work
-    before the savepoint stays, the transaction carries on and commits."""
+def test_a_failed_write_is_raised_when_its_result_is_read(pg_server):
+    """Writes inside a transaction go with the next statement that waits for an answer; the
+    error of one is raised by that statement, or as soon as its own result is read."""
     db = open_db(pg_server.new_database())
     conn = db.conn
     conn.execute("BEGIN IMMEDIATE")
     conn.execute("INSERT INTO ops VALUES ('k1', 'c', '{}', '{}', 1)")
     conn.execute("SAVEPOINT tap")
     conn.execute("INSERT INTO ops VALUES ('k2', 'c', '{}', '{}', 1)")
+    cur = conn.execute("INSERT INTO ops VALUES ('k1', 'c', '{}', '{}', 1)")
     with pytest.raises(sqlite3.IntegrityError):
-        conn.execute("INSERT INTO ops VALUES ('k1', 'c', '{}', '{}', 1)")
+        cur.rowcount
     conn.execute("ROLLBACK TO tap")
+    cur = conn.execute("INSERT INTO ops VALUES ('k3', 'c', '{}', '{}', 1)")
+    assert cur.rowcount == 1
+    conn.execute("RELEASE tap")
+    conn.execute("COMMIT")
+    assert db.execute("SELECT key FROM ops ORDER BY key").fetchall() == [("k1",), ("k3",)]
+
+
+def test_a_failed_write_is_raised_by_the_rollback_to_that_undoes_it(pg_server):
+    """What the engine does with a tap whose rules fail: ``ROLLBACK TO tap`` undoes the
+    failed write and says so; the work before the savepoint stays and commits."""
+    db = open_db(pg_server.new_database())
+    conn = db.conn
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("INSERT INTO ops VALUES ('k1', 'c', '{}', '{}', 1)")
+    conn.execute("SAVEPOINT tap")
+    conn.execute("INSERT INTO ops VALUES ('k1', 'c', '{}', '{}', 1)")
+    with pytest.raises(sqlite3.IntegrityError):
+        conn.execute("ROLLBACK TO tap")
+    conn.execute("ROLLBACK TO tap")     # again: harmless
     conn.execute("INSERT INTO ops VALUES ('k3', 'c', '{}', '{}', 1)")
     conn.execute("RELEASE tap")
     conn.execute("COMMIT")
     assert db.execute("SELECT key FROM ops ORDER BY key").fetchall() == [("k1",), ("k3",)]
 
 
-def test_commit_after_a_failed_statement_raises_and_keeps_nothing(pg_server):
-    """No savepoint per statement: a transaction a failed statement aborted cannot be
-    committed (PostgreSQL would roll it back in silence); it is rolled back, loudly."""
+def test_a_failed_write_is_never_committed(pg_server):
+    """No savepoint per statement: a transaction a failed write aborted cannot be committed
+    (PostgreSQL would roll it back in silence): the COMMIT raises, nothing is kept."""
     db = open_db(pg_server.new_database())
     conn = db.conn
-    conn.execute("BEGIN IMMEDIATE")
-    conn.execute("INSERT INTO ops VALUES ('k1', 'c', '{}', '{}', 1)")
-    with pytest.raises(sqlite3.IntegrityError):
+    for read_first in (False, True):
+        conn.execute("BEGIN IMMEDIATE")
         conn.execute("INSERT INTO ops VALUES ('k1', 'c', '{}', '{}', 1)")
-    with pytest.raises(sqlite3.OperationalError, match="aborted"):
-        conn.execute("COMMIT")
-    assert not conn.in_transaction
-    assert db.execute("SELECT count(*) FROM ops").fetchone()[0] == 0
+        cur = conn.execute("INSERT INTO ops VALUES ('k1', 'c', '{}', '{}', 1)")
+        if read_first:
+            with pytest.raises(sqlite3.IntegrityError):
+                cur.rowcount
+        with pytest.raises(sqlite3.Error):      # the write's error, or "aborted"
+            conn.execute("COMMIT")
+        conn.rollback()
+        assert not conn.in_transaction
+        assert db.execute("SELECT count(*) FROM ops").fetchone()[0] == 0
     conn.execute("BEGIN IMMEDIATE")          # the connection goes on
     conn.execute("INSERT INTO ops VALUES ('k2', 'c', '{}', '{}', 1)")
     conn.execute("COMMIT")
     assert db.execute("SELECT key FROM ops").fetchall() == [("k2",)]
+
+
+def test_a_tap_whose_write_fails_is_an_internal_deny_and_charges_nothing(pg_server):
+    """A write of a tap's rules that fails (here a trigger refusing the spend's ledger rows)
+    is sent with the tap's RELEASE: the engine still rolls the tap back to its savepoint and
+    answers ``internal``, as on SQLite, and the next tap goes on."""
+    from host.admin import Admin
+    from host.rules.engine import Engine, Tap
+    from host.store.devices import register_device
+    db = open_db(pg_server.new_database())
+    admin = Admin(db)
+    register_device(db, "K1", "kiosk")
+    mid = admin.add_member()["member_id"]
+    admin.enroll_card(mid, "04A1B2C3D4E5F6")
+    admin.topup(mid, 10_000)
+    db.conn.execute_script(
+        "CREATE FUNCTION no_777() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE "
+        "EXCEPTION 'no' USING ERRCODE = 'check_violation'; END $$; CREATE TRIGGER no_777 "
+        "BEFORE INSERT ON ledger FOR EACH ROW WHEN (NEW.delta BETWEEN -777 AND -500) "
+        "EXECUTE FUNCTION "
+        "no_777();")
+    engine = Engine(db)
+    bad, good = engine.decide_many([(Tap("K1", 1, "04A1B2C3D4E5F6", amount_fen=777), None),
+                                    (Tap("K1", 2, "04A1B2C3D4E5F6", amount_fen=100), None)])
+    assert (bad.verdict, bad.reason) == ("deny", "internal")
+    assert good.verdict == "grant"
+    assert db.execute("SELECT count(*) FROM taps").fetchone()[0] == 2
+    assert db.execute("SELECT sum(charged_fen) FROM taps").fetchone()[0] == good_charge(db)
+
+
+def good_charge(db):
+    return -db.execute("SELECT sum(delta) FROM ledger WHERE kind = 'spend'").fetchone()[0]
 
 
 def test_sum_of_integers_is_an_int_and_sum_of_a_condition_counts(pg_server):
@@ -232,13 +288,20 @@ def test_a_connection_lost_inside_a_transaction_never_autocommits_the_rest(pg_se
     pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
     open_db(url).execute("SELECT pg_terminate_backend(?)", (pid,))
     for _ in range(2):
-        with pytest.raises(sqlite3.OperationalError):
-            conn.execute("INSERT INTO ops VALUES ('b', 'c', '{}', '{}', 1)")
+        with pytest.raises(sqlite3.OperationalError):   # sent when its result is read
+            conn.execute("INSERT INTO ops VALUES ('b', 'c', '{}', '{}', 1)").rowcount
     conn.execute("ROLLBACK")
     conn.execute("BEGIN IMMEDIATE")
     conn.execute("INSERT INTO ops VALUES ('c', 'c', '{}', '{}', 1)")
+    pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    open_db(url).execute("SELECT pg_terminate_backend(?)", (pid,))
+    conn.execute("INSERT INTO ops VALUES ('d', 'c', '{}', '{}', 1)")   # held, then lost
+    with pytest.raises(sqlite3.OperationalError):
+        conn.execute("COMMIT")              # finds the connection gone
+    conn.execute("BEGIN IMMEDIATE")         # a new connection, without the held write
+    conn.execute("INSERT INTO ops VALUES ('e', 'c', '{}', '{}', 1)")
     conn.execute("COMMIT")
-    assert db.execute("SELECT key FROM ops").fetchall() == [("c",)]
+    assert db.execute("SELECT key FROM ops").fetchall() == [("e",)]
 
 
 def test_taps_and_console_topups_on_one_member_at_once(db_url):

@@ -45,6 +45,9 @@ import sqlite_utils
 
 from host.store.dialect import TAP_BEGIN, translate
 
+#: Statements that wait, inside a transaction, for the next one that needs an answer.
+_LATER = ("INSERT", "UPDATE", "DELETE", "SAVEPOINT")
+
 
 class Retryable(sqlite3.OperationalError):
     """A serialization failure or deadlock: the transaction may be run again as a whole."""
@@ -70,6 +73,64 @@ def _mapped(e: Exception) -> sqlite3.Error:
         out = sqlite3.OperationalError(str(e))
     out.sqlstate = state  # type: ignore[attr-defined]
     return out
+
+
+class _Later:
+    """The result of a statement sent with the next one that waits for an answer (see the
+    module doc), read like a :class:`PgCursor`: reading it sends it now."""
+
+    __slots__ = ("_conn", "_returning", "_sent", "_rows", "_desc", "_rowcount", "_lastrowid")
+
+    def __init__(self, conn: "PgConnection", returning: bool) -> None:
+        self._conn, self._returning, self._sent = conn, returning, False
+        self._rows: list[tuple] = []
+        self._desc: Any = None
+        self._rowcount, self._lastrowid = -1, None
+
+    def _take(self, cur: Any) -> None:
+        """Keep the result ``cur`` is on (None: the statement failed or was never run)."""
+        self._sent = True
+        if cur is None:
+            return
+        self._rowcount, self._desc = cur.rowcount, cur.description
+        self._rows = cur.fetchall() if cur.description is not None else []
+        if self._returning:
+            self._lastrowid = self._rows[0][0] if self._rows else None
+            self._rows, self._desc = [], None
+
+    def _wait(self) -> None:
+        if not self._sent:
+            self._conn.send_later()
+
+    @property
+    def rowcount(self) -> int:
+        self._wait()
+        return self._rowcount
+
+    @property
+    def lastrowid(self) -> Any:
+        self._wait()
+        return self._lastrowid
+
+    @property
+    def description(self) -> Any:
+        self._wait()
+        return self._desc
+
+    def fetchone(self) -> tuple | None:
+        self._wait()
+        return self._rows.pop(0) if self._rows else None
+
+    def fetchall(self) -> list[tuple]:
+        self._wait()
+        rows, self._rows = self._rows, []
+        return rows
+
+    def __iter__(self) -> Iterator[tuple]:
+        return iter(self.fetchall())
+
+    def close(self) -> None:
+        self._rows = []
 
 
 class PgCursor:
@@ -132,6 +193,8 @@ class PgConnection:
         self._open = False    # a transaction was begun and not yet committed or rolled back
         self._trace: Any = None
         self._pg = self._connect()
+        #: Statements not sent yet, client-side bound, with their results to fill in.
+        self._later: list[tuple[bytes, _Later]] = []
 
     def set_trace_callback(self, fn: Any) -> None:
         """Call ``fn(sql)`` with the SQLite text of every statement run (None: stop), as
@@ -160,6 +223,7 @@ class PgConnection:
             return
         if self._open and not text.startswith("BEGIN"):
             raise sqlite3.OperationalError("connection lost inside a transaction: rolled back")
+        self._later.clear()   # the lost transaction's writes: never sent on a new connection
         try:
             self._pg.close()
         except Exception:  # noqa: BLE001 - closing a connection that is already gone
@@ -188,15 +252,75 @@ class PgConnection:
             self._ready(text)
             if text in ("COMMIT", "ROLLBACK"):
                 self._open = False     # over, whether it then succeeds or not
+            if text == "ROLLBACK":
+                self._later.clear()    # undone anyway: never sent
             if text == "COMMIT":
                 self._refuse_aborted()
+            if self._may_wait(text):
+                later = _Later(self, returning)
+                self._later.append((self._pg.cursor().mogrify(text, params).encode(), later))
+                return later     # type: ignore[return-value]
+            if text.startswith("ROLLBACK TO"):
+                return PgCursor(self._rollback_to(text), returning)
             try:
-                cur = self._pg.execute(text, params)
+                cur = self._send(text, params)
             except psycopg.Error as e:
                 raise _mapped(e) from e
             if text.startswith("BEGIN"):
                 self._open = True
             return PgCursor(cur, returning)
+
+    def _may_wait(self, text: str) -> bool:
+        """Whether ``text`` is sent with the next statement that waits for an answer: a
+        write or SAVEPOINT inside a transaction (see the module doc)."""
+        from psycopg.pq import TransactionStatus as S
+        return (text.startswith(_LATER)
+                and self._pg.info.transaction_status == S.INTRANS)
+
+    def _send(self, text: str | None, params: Sequence[Any] | dict = ()) -> Any:
+        """Run the statements waiting and then ``text`` (None: only those), in one round trip;
+        the psycopg cursor on ``text``'s result. psycopg errors are raised as they are."""
+        if not self._later:
+            return self._pg.execute(text, params) if text is not None else None
+        later, self._later = self._later, []
+        cur = self._pg.cursor()
+        parts = [q for q, _ in later]
+        if text is not None:
+            parts.append(cur.mogrify(text, params).encode())
+        try:
+            cur.execute(b"; ".join(parts))
+        except Exception:
+            for _q, result in later:
+                result._take(None)
+            raise
+        for _q, result in later:
+            result._take(cur)
+            cur.nextset()
+        return cur if text is not None else None
+
+    def send_later(self) -> None:
+        """Send the statements waiting now (their results are read)."""
+        import psycopg
+        with self._lock:
+            try:
+                self._send(None)
+            except psycopg.Error as e:
+                raise _mapped(e) from e
+
+    def _rollback_to(self, text: str) -> Any:
+        """ROLLBACK TO a savepoint, after the statements waiting. When one of them fails, the
+        rollback is still done (when the savepoint came before it) and the error raised: the
+        caller learns of it, as it would have at the statement (see the module doc)."""
+        import psycopg
+        try:
+            return self._send(text)
+        except psycopg.Error as e:
+            if not self._pg.broken:
+                try:
+                    self._pg.execute(text)
+                except psycopg.Error:
+                    pass     # the savepoint was made after the failed statement
+            raise _mapped(e) from e
 
     def begin_taps(self) -> None:
         """BEGIN a batch of taps: READ COMMITTED with row locks (see the module doc)."""
@@ -219,6 +343,7 @@ class PgConnection:
         with self._lock:
             self._ready(text)
             try:
+                self._send(None)
                 cur = self._pg.cursor()
                 cur.executemany(text, list(rows))
             except psycopg.Error as e:
@@ -231,6 +356,7 @@ class PgConnection:
         with self._lock:
             self._ready(text)
             try:
+                self._send(None)
                 self._pg.execute(text)
             except psycopg.Error as e:
                 raise _mapped(e) from e
@@ -245,6 +371,7 @@ class PgConnection:
 
     def close(self) -> None:
         with self._lock:
+            self._later.clear()
             self._pg.close()
 
 
