@@ -213,7 +213,8 @@ class PgConnection:
     @property
     def in_transaction(self) -> bool:
         from psycopg.pq import TransactionStatus as S
-        return self._pg.info.transaction_status in (S.INTRANS, S.INERROR, S.ACTIVE)
+        return bool(self._later) or self._pg.info.transaction_status in (S.INTRANS, S.INERROR,
+                                                                          S.ACTIVE)
 
     def _ready(self, text: str) -> None:
         """Reopen a lost connection, unless it was lost inside a transaction: then every
@@ -254,11 +255,14 @@ class PgConnection:
                 self._open = False     # over, whether it then succeeds or not
             if text == "ROLLBACK":
                 self._later.clear()    # undone anyway: never sent
+                if not self.in_transaction:
+                    return PgCursor(None, False)    # only its BEGIN was held
             if text == "COMMIT":
                 self._refuse_aborted()
             if self._may_wait(text):
                 later = _Later(self, returning)
                 self._later.append((self._pg.cursor().mogrify(text, params).encode(), later))
+                self._open = self._open or text.startswith("BEGIN")
                 return later     # type: ignore[return-value]
             if text.startswith("ROLLBACK TO"):
                 return PgCursor(self._rollback_to(text), returning)
@@ -272,10 +276,13 @@ class PgConnection:
 
     def _may_wait(self, text: str) -> bool:
         """Whether ``text`` is sent with the next statement that waits for an answer: a
-        write or SAVEPOINT inside a transaction (see the module doc)."""
+        BEGIN, or a write or SAVEPOINT inside a transaction (see the module doc)."""
         from psycopg.pq import TransactionStatus as S
-        return (text.startswith(_LATER)
-                and self._pg.info.transaction_status == S.INTRANS)
+        status = self._pg.info.transaction_status
+        if text.startswith("BEGIN"):
+            return status == S.IDLE and not self._later
+        return text.startswith(_LATER) and (status == S.INTRANS
+                                            or (status == S.IDLE and bool(self._later)))
 
     def _send(self, text: str | None, params: Sequence[Any] | dict = ()) -> Any:
         """Run the statements waiting and then ``text`` (None: only those), in one round trip;
