@@ -279,11 +279,14 @@ TAP_BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
 #: Statements (by their ending) that lock the rows they read, and how. The engine's read of
 #: a tap's card and member (host/rules/context.py ``CARD_SQL``) locks both until the tap's
 #: transaction ends: a second tap of that member (another daemon's) waits for the COMMIT and
-#: then reads the balance the first one left. Every write of a member's money writes the
-#: member's row as well (host/ledger/book.py ``Pending.flush``), so it waits for the same lock
-#: (or, in a SERIALIZABLE transaction, fails with 40001 and is run again).
+#: then reads the balance the first one left. An operator write reads its member first
+#: (host/admin/core.py ``member``) and locks it the same way; in its SERIALIZABLE
+#: transaction, a member a tap changed meanwhile fails it with 40001 and it is run again.
+#: So a tap's READ COMMITTED never interleaves with another write of the same member, even
+#: one that writes no money (a coupon used at the counter).
 ROW_LOCKS = {
     "FROM cards c JOIN members m ON m.id = c.member_id WHERE c.uid = ?": " FOR UPDATE OF c, m",
+    "referrer_id, referral_paid FROM members WHERE id = ?": " FOR UPDATE",
 }
 
 
