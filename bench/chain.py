@@ -44,6 +44,7 @@ from throughput import Loader, make_site  # noqa: E402
 import pg_support  # noqa: E402  (tests/, put on the path by support)
 from host.privacy import keyfile  # noqa: E402
 from host.rules.engine import Engine, Tap  # noqa: E402
+from host.site.outage import JOURNAL_ENV  # noqa: E402
 from host.store.db import open_db  # noqa: E402
 from protocol import packet as pk  # noqa: E402
 
@@ -81,6 +82,9 @@ def run_phase(url: str, tmp: Path, groups: list[list[tuple[str, bytes, str]]],
             work = tmp / f"store{len(groups)}-{i}"
             work.mkdir()
             brokers.append(Broker(work))
+            # Each store's daemon its own offline journal (not the shared one in the user's
+            # data dir, which another daemon or another version may hold).
+            os.environ[JOURNAL_ENV] = str(work / "offline-journal.db")
             proc, port = start_daemon(url, work, "--mqtt", brokers[-1].address, metrics=True)
             procs.append(proc)
             ports.append(port)
