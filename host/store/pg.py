@@ -23,6 +23,16 @@ INSERT/UPDATE/DELETE for the server). What SQLite would forgive cannot be lost s
 a ``COMMIT`` of a transaction a failed statement left aborted (which PostgreSQL would turn
 into a ROLLBACK without an error) rolls back and raises ``sqlite3.OperationalError``.
 
+Held statements (fewer round trips): a BEGIN, and inside a transaction a SAVEPOINT, INSERT,
+UPDATE or DELETE, is bound on the client and held; it is sent with the next statement that
+needs an answer (a read, RELEASE, ROLLBACK TO, COMMIT, ``executemany``, a script), all in one
+simple query. Reading a held statement's result (``rowcount``, ``lastrowid``, rows) sends it
+at once. The error of a held statement is raised by the statement it was sent with: the
+engine sends a tap's writes with its ``RELEASE tap`` inside the tap's ``try``, so a write
+that fails is still a deny ``internal``. ROLLBACK TO after a held statement that failed
+still rolls back (when the savepoint came first) and raises that error. A ROLLBACK, or a
+connection lost, drops what is held: it is never sent.
+
 Transactions are SERIALIZABLE (``BEGIN IMMEDIATE`` translates to it): two writers of one
 member at once cannot both spend the same balance; the loser gets :class:`Retryable` and its
 transaction is run again (host/store/db.py ``retrying``). The one exception is a batch of
