@@ -346,3 +346,32 @@ def test_taps_and_console_topups_on_one_member_at_once(db_url):
     assert n == 40 and b["principal_fen"] + b["bonus_fen"] == start + 20 * 1000 - charged
     assert db.execute("SELECT count(*) FROM payments WHERE kind = 'topup'").fetchone()[0] == 21
     assert ledger.verify(db) == []
+
+
+def test_a_tap_batch_locks_its_card_and_member_until_it_ends(pg_server):
+    """READ COMMITTED taps (``begin_taps``): the card + member read of one tap locks both rows;
+    another daemon's read of that member waits for the COMMIT (here: gives up at its lock
+    timeout), a read of another member does not wait."""
+    from host.admin import Admin
+    from host.rules.context import CARD_SQL
+    from host.store.db import begin_taps
+    url = pg_server.new_database()
+    db = open_db(url)
+    admin = Admin(db)
+    uids = ["04A1B2C3D4E5F6", "04A1B2C3D4E5F7"]
+    for uid in uids:
+        admin.enroll_card(admin.add_member()["member_id"], uid)
+    other = open_db(url)
+    other.execute("SET lock_timeout = '200ms'")
+    begin_taps(db.conn)
+    assert db.conn.execute("SHOW transaction_isolation").fetchone() == ("read committed",)
+    assert db.conn.execute(CARD_SQL, (0, 0, 0, uids[0])).fetchone() is not None
+    begin_taps(other.conn)
+    assert other.conn.execute(CARD_SQL, (0, 0, 0, uids[1])).fetchone() is not None
+    with pytest.raises(sqlite3.OperationalError, match="lock"):
+        other.conn.execute(CARD_SQL, (0, 0, 0, uids[0])).fetchone()
+    other.conn.rollback()
+    db.conn.execute("COMMIT")
+    begin_taps(other.conn)
+    assert other.conn.execute(CARD_SQL, (0, 0, 0, uids[0])).fetchone() is not None
+    other.conn.execute("COMMIT")
