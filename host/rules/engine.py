@@ -48,7 +48,7 @@ from host.rules import gate, kiosk, offline, sales, wash
 from host.rules.context import CARD_SQL, CardRow, Denied, Member, Outcome, TapContext
 from host.rules.policy import Policy, policy_and_clock
 from host.secure.check import check_tap
-from host.store.db import retrying, transaction
+from host.store.db import begin_taps, retrying, transaction
 from host.store.outage import StoreUnavailable
 from protocol import codes
 
@@ -184,9 +184,9 @@ class Engine:
 
     def _batch(self, jobs: list[tuple[Tap, EncodeReply | None]]) -> list[Decision]:
         # The tap path: the same as ``with self.transaction()``, without its generator layers.
-        # On PostgreSQL a serialization failure rolls it all back and ``retrying`` runs it again.
+        # On PostgreSQL a deadlock rolls it all back and ``retrying`` runs it again.
         conn = self.db.conn
-        conn.execute("BEGIN IMMEDIATE")
+        begin_taps(conn)   # BEGIN IMMEDIATE; on PostgreSQL READ COMMITTED + row locks
         try:
             out = [self._one(conn, tap, enc) for tap, enc in jobs]
             conn.execute("COMMIT")
@@ -262,6 +262,9 @@ class Engine:
                 out = Outcome("deny", d.reason, d.text, member_id=d.member_id, kind=d.kind)
             decision = self._finish(conn, out, encode_reply, sale_id=sale_id)
             self._record(conn, tap, ts, tap_id, out, decision, t0, sec.note)
+            # Inside the try: on PostgreSQL the tap's writes are sent with the RELEASE (one
+            # round trip, host/store/pg.py), so a write that fails raises here.
+            conn.execute("RELEASE tap")
         except StoreUnavailable:
             raise   # the database is gone: nothing of the batch is written (host/site/outage.py)
         except (HostError, ValueError, TypeError, KeyError, sqlite3.IntegrityError,
@@ -272,7 +275,7 @@ class Engine:
                           pattern=codes.PAT_FAULT)
             decision = self._finish(conn, out, encode_reply, safe=True, sale_id=sale_id)
             self._record(conn, tap, ts, tap_id, out, decision, t0, sec.note)
-        conn.execute("RELEASE tap")
+            conn.execute("RELEASE tap")
         if sale is not None:
             sales.settle(conn, sale.id, tap_id, ts, _sale_result(decision, out))
         return decision

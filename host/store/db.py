@@ -818,10 +818,17 @@ def _pg_class() -> type:
     return mod.PgDatabase if mod is not None else type(None)
 
 
+#: Transactions run again by ``retrying`` in this process, by SQLSTATE (40001 serialization
+#: failure, 40P01 deadlock, 23505 a tap another daemon stored first: host/store/pg.py): the
+#: daemon's ``tapkiosk_store_retries`` metric, bench/chain.py.
+RETRIES: dict[str, int] = {"40001": 0, "40P01": 0, "23505": 0}
+
+
 def retrying(fn: Callable[[], T], *, attempts: int = RETRY_ATTEMPTS) -> T:
     """``fn()``, run again (up to ``attempts`` times in all, after a random backoff of at
-    most 50 ms) when it raises a serialization failure or deadlock (PostgreSQL 40001/40P01),
-    which rolled its whole transaction back. SQLite never raises it: ``fn()`` runs once.
+    most 50 ms) when it raises ``Retryable`` (PostgreSQL: a serialization failure, deadlock
+    or raced unique key, host/store/pg.py), which rolled its whole transaction back. SQLite
+    never raises it: ``fn()`` runs once.
 
     Two writers spending one member's balance at once: one of the two is rolled back, about
     evenly; with two daemons in a closed loop a transaction can lose several times in a row,
@@ -832,8 +839,21 @@ def retrying(fn: Callable[[], T], *, attempts: int = RETRY_ATTEMPTS) -> T:
         except sqlite3.OperationalError as e:
             if type(e).__name__ != "Retryable" or attempt == attempts - 1:
                 raise
+            state = getattr(e, "sqlstate", "40001")
+            RETRIES[state] = RETRIES.get(state, 0) + 1
             time.sleep(random.uniform(0, min(0.05, 0.001 * 2 ** attempt)))
     raise AssertionError("unreachable")
+
+
+def begin_taps(conn: Any) -> None:
+    """BEGIN the transaction of a batch of taps (``Engine.decide_many``): ``BEGIN IMMEDIATE``
+    on SQLite, like every write; on PostgreSQL READ COMMITTED with the card and member rows
+    of each tap locked as they are read (host/store/pg.py)."""
+    begin = getattr(conn, "begin_taps", None)
+    if begin is None:
+        conn.execute("BEGIN IMMEDIATE")
+    else:
+        begin()
 
 
 @contextlib.contextmanager
