@@ -1,4 +1,5 @@
 # Runs on CPython (pytest): engine.decide — exactly-once, reasons, gate/wash/kiosk rules.
+import sqlite3
 import sys
 import threading
 from datetime import datetime
@@ -402,5 +403,11 @@ def test_a_plain_kiosk_tap_reads_in_three_statements(site):
     skipped = ("SELECT id, covers", "SELECT id, member_id, template",
                "SELECT id, member_id, currency, remaining FROM lots")
     assert not [s for s in stmts if s.startswith(skipped)]
-    assert len(stmts) == 13, stmts
+    # A trigger program (the day marks of migration 22) traces as a repeat of the INSERT
+    # that fired it: counted apart, as the bench does.
+    # (PostgreSQL's trace is the statements sent, its triggers are not in it.)
+    on_sqlite = isinstance(db.conn, sqlite3.Connection)
+    sent = [s for i, s in enumerate(stmts) if i == 0 or s != stmts[i - 1] or not on_sqlite]
+    assert len(sent) == 13, sent
+    assert len(stmts) - len(sent) == (4 if on_sqlite else 0)   # a mark check per row
     assert ledger.verify(db) == []
