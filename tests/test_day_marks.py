@@ -56,6 +56,9 @@ def test_id_ranges_find_exactly_the_rows_of_a_ts_scan(seeded):
     db = seeded[0]
     stepped = db.execute("SELECT count(*) FROM day_marks WHERE stepped = 1").fetchone()[0]
     assert stepped >= 1                     # the clock that ran ahead left stepped marks
+    days = db.execute("SELECT count(*) FROM (SELECT ts / 86400 FROM taps UNION "
+                      "SELECT ts / 86400 FROM ledger) AS d").fetchone()[0]
+    assert db.execute("SELECT count(*) FROM day_marks").fetchone()[0] == days   # one a day
     rng = random.Random(7)
     lo_s, hi_s = int((START - timedelta(days=2)).timestamp()), int(
         (START + timedelta(days=46)).timestamp())
