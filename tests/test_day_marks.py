@@ -130,3 +130,37 @@ def test_migration_backfills_marks_of_existing_rows(tmp_path):
                                                    "ts < ? ORDER BY id", (t0, t1))]
                 assert _ids(conn, table, t0, t1, args) == want, (table, d, args)
     conn.close()
+
+
+def test_backfill_on_postgresql(db_url):
+    """The backfill of migration 22 (window function, integer day numbers) on PostgreSQL:
+    marks rebuilt from rows written with steps in ts give a ts scan's rows."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("the SQLite backfill is test_migration_backfills_marks_of_existing_rows")
+    from host.store.db import _DAY_MARKS_SQL, open_db
+    from host.store.dialect import translate_ddl
+
+    db = open_db(db_url)
+    conn = db.conn
+    conn.execute("INSERT INTO members (id, tier, created_at) VALUES (1, 'silver', 0)")
+    day0 = 20_000 * 86400
+    times = [day0 + i * 30_000 for i in range(30)]
+    times[10:12] = [day0 + 25 * 86400, day0 + 86400]
+    for i, ts in enumerate(times):
+        conn.execute("INSERT INTO taps (ts, device_id, seq, uid, verdict, reason, relay_ms, "
+                     "pattern, text, balance_fen, points, uses_left) VALUES "
+                     "(?, 'K1', ?, 'AABBCCDD', 'deny', 'x', 0, 0, '', 0, 0, 0)", (ts, i))
+        conn.execute("INSERT INTO ledger (ts, member_id, currency, delta, kind) "
+                     "VALUES (?, 1, 'principal', 5, 'topup')", (ts,))
+    conn.execute("BEGIN")
+    conn.execute("DROP TABLE day_marks")
+    conn.execute_script(translate_ddl(_DAY_MARKS_SQL))
+    conn.execute("COMMIT")
+    assert db.execute("SELECT count(*) FROM day_marks WHERE stepped = 1").fetchone()[0] >= 1
+    for d in range(-1, 27):
+        t0, t1 = day0 + d * 86400, day0 + (d + 1) * 86400 + 3600
+        for table in ("taps", "ledger"):
+            args = day_marks.span_args(db, table, t0, t1)
+            want = [r[0] for r in db.execute(f"SELECT id FROM {table} WHERE ts >= ? AND ts < ? "
+                                             "ORDER BY id", (t0, t1))]
+            assert _ids(db, table, t0, t1, args) == want, (table, d, args)
