@@ -190,9 +190,9 @@ def test_daemon_answers_voids_over_a_cable(db_url):
     cable = Cable().start()
     d = InProcessDaemon(["--db", str(path), "--serial", cable.url_b])
     try:
-        # The link's open, not the cable's accept: pyserial's open() drops what has arrived
-        # so far (test_daemon_serial.py).
-        wait_for(d.daemon.links[0].opened.is_set, what="daemon's line open")
+        # The cable's accept and the link's open (see test_daemon_serial.py).
+        wait_for(lambda: cable.connected["b"].is_set() and d.daemon.links[0].opened.is_set(),
+                 what="daemon on the cable, its line open")
         dev = SimDevice("kiosk-1", KEY_A, "kiosk", SerialTransport(cable.url_a), timeout=5)
         dev.hello()
         # 1. Applied, answer lost: the host charged, the device gave up.
