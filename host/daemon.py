@@ -131,14 +131,17 @@ class Daemon:
             from host.site.links.serial import SerialLink
             self.links.append(SerialLink(url, self.service, baudrate=c.baud).start())
         if c.mqtt is not None:
-            from host.site.links.mqtt import MqttLink
+            if c.mqtt_process:
+                from host.site.links.mqtt_pipe import MqttPipeLink as MqttLink
+            else:
+                from host.site.links.mqtt import MqttLink   # type: ignore[assignment]
             link = MqttLink(c.mqtt_host, c.mqtt_port, self.service,
                             client_id=c.mqtt_client_id, username=c.mqtt_user,
                             password=c.mqtt_password, tls=c.mqtt_tls, ca_file=c.mqtt_ca).start()
             self.links.append(link)
             from host.web.events import MqttEventPublisher
             self.mqtt_events = MqttEventPublisher(
-                self.bus, lambda topic, payload: link.client.publish(topic, payload, qos=0)).start()
+                self.bus, link.publish).start()
         if c.nfc is not None:
             from host.site.links.nfc import NfcLink
             self.links.append(NfcLink(c.nfc, c.nfc_device or "", self.service).start())
