@@ -70,6 +70,15 @@ def cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (the daemon's MQTT link process)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
 class Loader:
     """One paho client speaking for several devices, closed loop (one tap in flight each)."""
 
@@ -161,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     devices = make_site(db, a.devices)
     broker = Broker(tmp)
     try:
-        proc, mport = start_daemon(db, tmp, "--mqtt", broker.address)
+        proc, mport = start_daemon(db, tmp, "--mqtt", broker.address, "--mqtt-process", os.environ.get("MQP", "on"))
     except BaseException:
         broker.stop()
         raise
@@ -177,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             ld.start()
         time.sleep(1.0)
         base = sum(ld.decided for ld in loaders)
-        pids = (proc.pid, broker.proc.pid, None)
+        kids = children(proc.pid)
+        pids = (proc.pid, broker.proc.pid, None, *kids)
         cpu0 = [cpu_seconds(p) for p in pids]
         m0 = scrape(mport)
         t0 = time.perf_counter()
@@ -185,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         done = sum(ld.decided for ld in loaders) - base
         elapsed = time.perf_counter() - t0
         cores = [round((cpu_seconds(p) - c) / elapsed, 2) for p, c in zip(pids, cpu0)]
+        link_cores = round(sum(cores[3:]), 2)
         m1 = scrape(mport)
         bs = "tapkiosk_writer_batch_size_"
         n_tx = m1[bs + "count"] - m0[bs + "count"]
@@ -210,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"devices {a.devices}, {a.clients} load clients, {a.seconds:.0f} s measured")
     print(f"sustained {rate:.0f} taps/s; sent {sent}, decided {decided}, stored {stored}, "
           f"lost {lost}, duplicate decisions {dupes}, denied/bad {bad}")
-    print(f"CPU over the window (cores): daemon {cores[0]}, mosquitto {cores[1]}, "
+    print(f"CPU over the window (cores): daemon {cores[0]} + its MQTT link process "
+          f"{link_cores}, mosquitto {cores[1]}, "
           f"load generator {cores[2]} (2 cores shared with everything else on the machine); "
           f"{batch} taps per writer transaction")
     print(f"daemon exit code {proc.returncode} (SIGTERM)")
@@ -218,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                       "taps": decided, "sent": sent, "stored": stored, "lost": lost,
                       "duplicates": dupes, "bad": bad, "target_taps_per_s": 4000,
                       "zero_loss": lost == 0 and stored == decided and dupes == 0,
-                      "batch": batch, "cpu_daemon": cores[0], "cpu_broker": cores[1],
+                      "batch": batch, "cpu_daemon": cores[0], "cpu_link_process": link_cores, "cpu_broker": cores[1],
                       "cpu_load_generator": cores[2]}))
     return 0 if lost == 0 and stored == decided else 1
 

@@ -190,6 +190,15 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="tapkiosk-writer", daemon=True)
         self.batches = 0
         self.taps = 0
+        #: Called on the writer thread after each job or batch of taps, once its futures
+        #: are resolved (and the DECISIONs handed to the links): a link that buffers what
+        #: the writer thread sends writes it out here, one system call per batch.
+        self.after_job: list[Callable[[], None]] = []
+
+    @property
+    def thread_id(self) -> int | None:
+        """The writer thread's ident (None before ``start``)."""
+        return self._thread.ident
 
     def start(self) -> "Writer":
         """Start the writer thread (and the checkpointer); returns self."""
@@ -256,6 +265,7 @@ class Writer:
                 return
             if isinstance(job, _CallJob):
                 self._do_call(job)
+                self._after_job()
                 if self._wal_full.is_set():
                     self._finish_checkpoint()
                 continue
@@ -271,8 +281,16 @@ class Writer:
                     pending = nxt
                     break
             self._do_taps(batch)
+            self._after_job()
             if self._wal_full.is_set():
                 self._finish_checkpoint()
+
+    def _after_job(self) -> None:
+        for fn in self.after_job:
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - a link's flush must not stop the writer
+                log.exception("writer: after-job hook failed")
 
     def _finish_checkpoint(self) -> None:
         """Between transactions: a PASSIVE checkpoint on the writer's own connection, so the

@@ -58,6 +58,7 @@ class MqttPipeLink(MqttInbox):
         self._lock = threading.Lock()
         self._buf: list[bytes] = []
         self._writing = False
+        self._defer: int | None = None
         self._sock: socket.socket | None = None
         self.child: subprocess.Popen | None = None
         self.restarts = 0
@@ -113,12 +114,22 @@ class MqttPipeLink(MqttInbox):
         self._reader.join(timeout)
 
     # ------------------------------------------------------------- daemon -> child
+    def defer_on(self, thread_id: int | None) -> None:
+        """Sends made on thread ``thread_id`` (the writer's) are only buffered; that thread
+        calls ``flush()`` once its batch is answered."""
+        self._defer = thread_id
+
     def _put(self, data: bytes) -> None:
-        """Queue ``data`` for the child; the first thread to find nobody writing writes all
-        that is queued, then what came meanwhile."""
         with self._lock:
             self._buf.append(data)
-            if self._writing:
+        if threading.get_ident() != self._defer:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what is buffered, unless another thread is writing (it takes it along);
+        then what came meanwhile."""
+        with self._lock:
+            if self._writing or not self._buf:
                 return
             self._writing = True
         try:
@@ -146,6 +157,10 @@ class MqttPipeLink(MqttInbox):
     def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
         """Publish on any topic (the daemon's events)."""
         self._put(record(b"P" if qos else b"Q", topic, payload))
+
+    def publish_many(self, messages: list[tuple[str, bytes]]) -> None:
+        """Publish several QoS-0 messages in one write (the daemon's events, batched)."""
+        self._put(b"".join(record(b"Q", t, p) for t, p in messages))
 
     def _kill_child(self, why: str) -> None:
         log.error("mqtt %s: %s", self.name, why)
