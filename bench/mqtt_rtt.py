@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--taps", type=int, default=500)
     ap.add_argument("--echo", nargs=2, metavar=("HOST", "PORT"), help=argparse.SUPPRESS)
+    ap.add_argument("--mqtt-process", choices=("on", "off"), default="on",
+                    help="the daemon's MQTT link in a child process (on) or in-process (off)")
     a = ap.parse_args(argv)
     if a.echo:
         echo(a.echo[0], int(a.echo[1]))
@@ -92,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     broker = Broker(tmp)
     procs = [subprocess.Popen([sys.executable, __file__, "--echo", broker.host, str(broker.port)])]
     try:
-        daemon, mport = start_daemon(db, tmp, "--mqtt", broker.address)
+        daemon, mport = start_daemon(db, tmp, "--mqtt", broker.address,
+                                     "--mqtt-process", a.mqtt_process)
         procs.insert(0, daemon)
         dev = SimDevice("kiosk-1", KEY_A, "kiosk", MqttTransport(broker.host, broker.port))
         for attempt in range(5):   # the daemon may still be subscribing on a loaded machine

@@ -72,11 +72,13 @@ def cpu_seconds(pid: int | None = None) -> float:
 
 def children(pid: int) -> list[int]:
     """The child processes of ``pid`` (the daemon's MQTT link process)."""
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():   # each thread lists what it started
+        try:
+            out += [int(x) for x in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
 
 
 class Loader:
@@ -164,13 +166,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--devices", type=int, default=100)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--mqtt-process", choices=("on", "off"), default="on",
+                    help="the daemon's MQTT link in a child process (on) or in-process (off)")
     a = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="tapkiosk-bench-"))
     db = tmp / "site.db"
     devices = make_site(db, a.devices)
     broker = Broker(tmp)
     try:
-        proc, mport = start_daemon(db, tmp, "--mqtt", broker.address, "--mqtt-process", os.environ.get("MQP", "on"))
+        proc, mport = start_daemon(db, tmp, "--mqtt", broker.address, "--mqtt-process", a.mqtt_process)
     except BaseException:
         broker.stop()
         raise
