@@ -229,13 +229,20 @@ def main(argv: list[str] | None = None) -> int:
           f"{link_cores}, mosquitto {cores[1]}, "
           f"load generator {cores[2]} (2 cores shared with everything else on the machine); "
           f"{batch} taps per writer transaction")
+    per_tap = {k: round(c * 1000.0 / rate, 3) if rate else None for k, c in
+               (("daemon", cores[0]), ("link_process", link_cores), ("broker", cores[1]),
+                ("load_generator", cores[2]))}
+    print("CPU per tap (ms): " + ", ".join(f"{k} {v}" for k, v in per_tap.items())
+          + f"; the daemon's process alone could do {1000.0 / per_tap['daemon']:.0f} taps/s "
+          "on one free core" if per_tap["daemon"] else "")
     print(f"daemon exit code {proc.returncode} (SIGTERM)")
     print(json.dumps({"bench": "throughput", "devices": a.devices, "taps_per_s": round(rate, 1),
                       "taps": decided, "sent": sent, "stored": stored, "lost": lost,
                       "duplicates": dupes, "bad": bad, "target_taps_per_s": 4000,
                       "zero_loss": lost == 0 and stored == decided and dupes == 0,
                       "batch": batch, "cpu_daemon": cores[0], "cpu_link_process": link_cores, "cpu_broker": cores[1],
-                      "cpu_load_generator": cores[2]}))
+                      "cpu_load_generator": cores[2],
+                      "cpu_ms_per_tap": per_tap, "mqtt_process": a.mqtt_process}))
     return 0 if lost == 0 and stored == decided else 1
 
 

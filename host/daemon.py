@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from host.site.config import DaemonConfig, load_config
+from host.site.gctune import settle
 from host.errors import HostError, InputError
 from host.site.metrics import Metrics
 from host.rules.policy import check_stores, load_policy
@@ -240,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     except HostError as e:
         print(f"tapkiosk daemon: error: {e}", file=sys.stderr)
         return e.exit_code
+    settle(daemon.metrics)   # the start-up heap frozen, the young GC rarer, its pauses timed
     try:
         while not stop.wait(0.5):
             pass

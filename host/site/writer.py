@@ -31,6 +31,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from functools import partial
@@ -55,12 +56,13 @@ class WriterClosed(HostError):
 
 
 class _TapJob:
-    __slots__ = ("tap", "encoder", "future")
+    __slots__ = ("tap", "encoder", "future", "queued")
 
     def __init__(self, tap: Tap, encoder: Encoder) -> None:
         self.tap = tap
         self.encoder = encoder
         self.future: Future[Decision] = Future()
+        self.queued = time.perf_counter()
 
 
 class _CallJob:
@@ -322,6 +324,7 @@ class Writer:
             job.future.set_exception(e)
 
     def _do_taps(self, batch: list[_TapJob]) -> None:
+        t0 = time.perf_counter()
         try:
             jobs = [(j.tap, partial(j.encoder, j.tap)) for j in batch]
             decisions = (self.outage.decide_many(self.engine, jobs) if self.outage is not None
@@ -345,6 +348,9 @@ class Writer:
         self.taps += len(batch)
         self.commits += 1
         if self.metrics is not None:
-            self.metrics.batch.observe(len(batch))
+            m = self.metrics
+            m.batch.observe(len(batch))
+            m.transaction.observe(time.perf_counter() - t0)
+            m.writer_queue.observe(t0 - batch[0].queued)
         for j, d in zip(batch, decisions):
             j.future.set_result(d)

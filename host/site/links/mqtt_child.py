@@ -24,7 +24,7 @@ import socket
 import ssl
 import struct
 import sys
-import threading
+import select
 import time
 from typing import Any
 
@@ -36,6 +36,7 @@ log = logging.getLogger("tapkiosk.mqtt")
 PREFIX = "tapkiosk/v1/"
 HEADER = struct.Struct("<cdHI")
 RECV_CHUNK = 1 << 18
+MAX_DELAY_S = 8.0
 
 
 def record(kind: bytes, topic: str, payload: bytes = b"", received: float = 0.0) -> bytes:
@@ -91,40 +92,45 @@ def new_client(client_id: str, username: str | None, password: str | None, tls: 
 
 
 class Pump:
-    """paho on one side, the daemon's socket on the other."""
+    """paho on one side, the daemon's socket on the other, in ONE thread: a select loop over
+    both sockets (paho's own loop thread would add a thread hand-off to every publish and a
+    wake-up byte per message). What paho hands over during one pass is sent to the daemon in
+    one write at its end; the DECISIONs one read from the daemon brings are queued in paho and
+    written at the end of the pass."""
 
     def __init__(self, sock: socket.socket, cfg: dict[str, Any]) -> None:
         self.sock = sock
-        self._lock = threading.Lock()
+        self._out: list[bytes] = []
         self._sub_mid: int | None = None
         c = new_client(cfg["client_id"], cfg.get("username"), cfg.get("password"),
                        bool(cfg.get("tls")), cfg.get("ca_file"))
         c.on_connect = self._on_connect
-        c.on_connect_fail = self._on_connect_fail
         c.on_subscribe = self._on_subscribe
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        # Without this paho writes each publish at once; here they go at the end of a pass.
+        c.on_socket_register_write = lambda *a: None
         self.client = c
         self.cfg = cfg
+        self._delay = 1.0
+        self._next_try = 0.0
 
     def _put(self, data: bytes) -> None:
-        try:
-            with self._lock:
-                self.sock.sendall(data)
-        except OSError:   # the daemon is gone: run() sees its end closed and exits
-            pass
+        self._out.append(data)
+
+    def _flush(self) -> None:
+        if self._out:
+            data, self._out = b"".join(self._out), []
+            self.sock.sendall(data)
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
                     props: Any = None) -> None:
         if rc.is_failure:
             self._put(record(b"D", f"connection refused by the broker: {rc}"))
             return
+        self._delay = 1.0
         set_nodelay(client)
         _rc, self._sub_mid = client.subscribe([(PREFIX + "+/up", 1), (PREFIX + "+/status", 1)])
-
-    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        err = sys.exc_info()[1]
-        self._put(record(b"D", f"cannot connect: {err if err is not None else 'failed'}"))
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any,
                       props: Any = None) -> None:
@@ -134,27 +140,63 @@ class Pump:
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
                        props: Any = None) -> None:
         self._put(record(b"D", f"disconnected ({rc}); reconnecting"))
+        self._retry_later()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self._put(record(b"M", msg.topic, msg.payload, time.perf_counter()))
+        self._out.append(record(b"M", msg.topic, msg.payload, time.perf_counter()))
+
+    def _retry_later(self) -> None:
+        self._next_try = time.monotonic() + self._delay
+        self._delay = min(self._delay * 2, MAX_DELAY_S)
+
+    def _connect(self) -> None:
+        """(Re)connect when it is time; a failure is reported and retried with backoff."""
+        if time.monotonic() < self._next_try:
+            return
+        try:
+            self.client.reconnect()
+        except (OSError, ValueError) as e:
+            self._put(record(b"D", f"cannot connect: {e}"))
+            self._retry_later()
+
+    def _from_daemon(self, records: "Records") -> bool:
+        """Queue in paho what the daemon sent; False when the daemon's end closed."""
+        data = self.sock.recv(RECV_CHUNK)
+        if not data:
+            return False
+        publish = self.client.publish
+        for kind, _r, topic, payload in records.feed(data):
+            publish(topic, payload, qos=1 if kind == b"P" else 0)
+        return True
 
     def run(self) -> None:
-        """Connect, then publish what the daemon sends until its end closes."""
-        self.client.connect_async(self.cfg["host"], self.cfg["port"],
-                                  keepalive=self.cfg.get("keepalive", 30))
-        self.client.loop_start()
+        """Serve both sockets until the daemon's end closes."""
+        c = self.client
+        c.connect_async(self.cfg["host"], self.cfg["port"], keepalive=self.cfg.get("keepalive", 30))
         records = Records()
-        publish = self.client.publish
         try:
             while True:
-                data = self.sock.recv(RECV_CHUNK)
-                if not data:
+                broker = c.socket()
+                if broker is None:
+                    self._connect()
+                    broker = c.socket()
+                rl: list[Any] = [self.sock] if broker is None else [self.sock, broker]
+                wl = [broker] if broker is not None and c.want_write() else []
+                wait = 1.0 if broker is not None else max(0.0, self._next_try - time.monotonic())
+                r, w, _x = select.select(rl, wl, [], min(wait, 1.0))
+                if broker is not None and broker in r:
+                    c.loop_read()
+                if self.sock in r and not self._from_daemon(records):
                     return
-                for kind, _r, topic, payload in records.feed(data):
-                    publish(topic, payload, qos=1 if kind == b"P" else 0)
+                if c.socket() is not None:
+                    if c.want_write():
+                        c.loop_write()
+                    c.loop_misc()
+                self._flush()
         finally:
-            self.client.disconnect()
-            self.client.loop_stop()
+            c.disconnect()
+            if c.socket() is not None:
+                c.loop_write()
 
 
 def read_config(sock: socket.socket) -> dict[str, Any]:
