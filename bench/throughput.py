@@ -3,7 +3,8 @@
 
 Starts a mosquitto on loopback (``set_tcp_nodelay true``) and the daemon as a subprocess
 (``python -m host.daemon``) on a fresh site database with one member and card per device.
-A load generator (a few paho clients, each speaking for many devices on their own topics)
+A load generator (a few raw-socket MQTT clients, ``bench/rawmqtt.py``, each speaking for many
+devices on their own topics, every TAP built before the measured window)
 runs ``--devices`` readers closed-loop: each device sends its next TAP as soon as the
 previous DECISION came back (authenticated with the device key). After ``--seconds`` the
 generator stops, waits for the last decisions, and checks that every tap sent got exactly one
@@ -23,7 +24,6 @@ import argparse
 import json
 import os
 import resource
-import socket
 import sys
 import tempfile
 import threading
@@ -32,9 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import paho.mqtt.client as mqtt  # noqa: E402
-from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
-
+from rawmqtt import RawMqtt, publish_packet  # noqa: E402
 from support import Broker, scrape, start_daemon, stop  # noqa: E402
 
 from host.admin import Admin  # noqa: E402
@@ -82,14 +80,17 @@ def children(pid: int) -> list[int]:
 
 
 class Loader:
-    """One paho client speaking for several devices, closed loop (one tap in flight each)."""
+    """One raw MQTT client (``bench/rawmqtt.py``) speaking for several devices, closed loop
+    (one tap in flight each). Every TAP is encoded and wrapped in its PUBLISH before the
+    measured window; a DECISION is checked (MAC, tap_seq, verdict) and answered with the
+    device's next TAP in the same write as its PUBACK."""
 
     def __init__(self, broker: Broker, devices: list[tuple[str, bytes, str]], idx: int) -> None:
         self.devs = {d: (Mac(k), bytes.fromhex(u)) for d, k, u in devices}
+        self.index = {d: i for i, d in enumerate(self.devs)}
         self.seq = {d: 1 << 16 for d in self.devs}
         self.pending: dict[str, int] = {}
         self.frames: dict[str, dict[int, bytes]] = {d: {} for d in self.devs}
-        self.topics = {d: f"tapkiosk/v1/{d}/up" for d in self.devs}
         self.sent = 0
         self.decided = 0
         self.dupes = 0
@@ -97,44 +98,35 @@ class Loader:
         self.running = False
         self.idle = threading.Event()
         self.lock = threading.Lock()
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-load-{idx}",
-                        clean_session=True)
-        c.max_inflight_messages_set(1000)
-        c.max_queued_messages_set(0)
         self.ready = threading.Event()
-        c.on_connect = self._on_connect
-        c.on_subscribe = lambda *a: self.ready.set()
-        c.on_message = self._on_message
-        self.c = c
-        c.connect(broker.host, broker.port)
-        c.loop_start()
+        self.c = RawMqtt(broker.host, broker.port, f"bench-load-{idx}", self._on_message)
+        self.c.subscribe([f"tapkiosk/v1/{d}/down" for d in self.devs])
+        self.ready.set()
 
-    def _on_connect(self, client, userdata, flags, rc, props=None) -> None:
-        client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client.subscribe([(f"tapkiosk/v1/{d}/down", 1) for d in self.devs])
-
-    def encode(self, dev: str, seq: int) -> bytes:
+    def packet(self, dev: str, seq: int) -> bytes:
+        """The PUBLISH of the device's TAP ``seq`` (packet ids: a range per device)."""
         mac, uid = self.devs[dev]
-        return pk.encode(pk.TAP, seq, dev, {"uid": uid, "sak": 8, "flags": 0, "direction": 0,
-                                            "service": 0, "amount": 100, "device_time": 0,
-                                            "secure": b""}, mac, pk.UP)
+        raw = pk.encode(pk.TAP, seq, dev, {"uid": uid, "sak": 8, "flags": 0, "direction": 0,
+                                           "service": 0, "amount": 100, "device_time": 0,
+                                           "secure": b""}, mac, pk.UP)
+        return publish_packet(f"tapkiosk/v1/{dev}/up", raw,
+                              1 + self.index[dev] * 600 + seq % 600)
 
     def pre_encode(self, per_device: int) -> None:
-        """Encode each device's next ``per_device`` TAPs now, before the measured window
-        (the generator shares the cores with the daemon: 13 us of HMAC and packing a tap
-        less in the window); past them, taps are encoded as they go."""
-        self.frames = {d: {s: self.encode(d, s) for s in range(self.seq[d] + 1,
+        """Build each device's next ``per_device`` TAP PUBLISHes now, before the measured
+        window (the generator shares the cores with the daemon); past them, taps are built
+        as they go."""
+        self.frames = {d: {s: self.packet(d, s) for s in range(self.seq[d] + 1,
                                                                 self.seq[d] + 1 + per_device)}
                        for d in self.devs}
-        self.topics = {d: f"tapkiosk/v1/{d}/up" for d in self.devs}
 
     def send_tap(self, dev: str) -> None:
         self.seq[dev] += 1
         seq = self.seq[dev]
-        raw = self.frames[dev].pop(seq, None) or self.encode(dev, seq)
+        data = self.frames[dev].pop(seq, None) or self.packet(dev, seq)
         self.pending[dev] = seq
         self.sent += 1
-        self.c.publish(self.topics[dev], raw, qos=1)
+        self.c.send(data)
 
     def start(self) -> None:
         with self.lock:
@@ -148,10 +140,10 @@ class Loader:
             if not self.pending:
                 self.idle.set()
 
-    def _on_message(self, client, userdata, msg) -> None:
-        dev = msg.topic.split("/")[2]
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        dev = topic.split("/")[2]
         try:
-            p = pk.decode(msg.payload, self.devs[dev][0], pk.DOWN)
+            p = pk.decode(payload, self.devs[dev][0], pk.DOWN)
         except Exception:  # noqa: BLE001 - counted as a bad frame
             self.bad += 1
             return
@@ -171,8 +163,7 @@ class Loader:
                 self.idle.set()
 
     def close(self) -> None:
-        self.c.disconnect()
-        self.c.loop_stop()
+        self.c.close()
 
 
 def main(argv: list[str] | None = None) -> int:
