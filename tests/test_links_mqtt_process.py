@@ -158,3 +158,39 @@ def test_both_modes_serve_taps_and_forward_events(tmp_path: Path, broker) -> Non
             sub.disconnect()
             sub.loop_stop()
         assert tap_count(path, "kiosk-1") == 1 and ledger_ok(path)
+
+
+def test_the_writer_threads_sends_wait_for_its_flush_others_go_at_once() -> None:
+    """DECISIONs sent on the writer's thread are buffered until it has answered its batch
+    (``Writer.after_job`` calls ``flush``): one write for the batch; a send from any other
+    thread (a refusal, a HELLO's WELCOME) is written at once, in order behind them."""
+    import socket
+    from types import SimpleNamespace
+
+    from host.site.links.mqtt_pipe import MqttPipeLink
+    from host.site.metrics import Metrics
+
+    link = MqttPipeLink("127.0.0.1", 1, SimpleNamespace(metrics=Metrics()))  # never started
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    link._sock = ours
+    link.defer_on(threading.get_ident())
+    for i in range(3):
+        link.send_to("kiosk-1", bytes([i]) * 20)
+    try:
+        theirs.recv(1 << 16)
+        raise AssertionError("the writer thread's sends went out before its flush")
+    except BlockingIOError:
+        pass
+    link.flush()
+    got = Records().feed(theirs.recv(1 << 16))
+    assert [(k, t, p) for k, _, t, p in got] == [
+        (b"P", "tapkiosk/v1/kiosk-1/down", bytes([i]) * 20) for i in range(3)]
+    other = threading.Thread(target=link.send_to, args=("kiosk-2", b"welcome"))
+    other.start()
+    other.join(5)
+    theirs.settimeout(5)   # written by the other thread itself, no flush from here
+    assert [(t, p) for _, _, t, p in Records().feed(theirs.recv(1 << 16))] == [
+        ("tapkiosk/v1/kiosk-2/down", b"welcome")]
+    ours.close()
+    theirs.close()
