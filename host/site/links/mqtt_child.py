@@ -17,6 +17,7 @@ the cause). The child exits when the daemon's end closes (the daemon died or sto
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ import ssl
 import struct
 import sys
 import select
+import signal
 import time
 from typing import Any
 
@@ -216,9 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Ctrl-C in a terminal reaches the whole process group: the daemon stops, then closes
+    # its end, and that is when this process exits (not with a traceback of its own).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=int(argv[0]))
     cfg = read_config(sock)
-    import gc
     gc.freeze()
     Pump(sock, cfg).run()
     return 0
