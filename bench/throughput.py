@@ -211,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
         bs = "tapkiosk_writer_batch_size_"
         n_tx = m1[bs + "count"] - m0[bs + "count"]
         batch = round((m1[bs + "sum"] - m0[bs + "sum"]) / n_tx, 1) if n_tx else None
+        tx = "tapkiosk_writer_transaction_seconds_sum"
+        tx_s = m1.get(tx, 0.0) - m0.get(tx, 0.0)
+        tx_ms = round(tx_s / n_tx * 1000.0, 2) if n_tx else None
+        writer_busy = round(tx_s / elapsed, 2)
         for ld in loaders:
             ld.stop()
         for ld in loaders:
@@ -242,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     print("CPU per tap (ms): " + ", ".join(f"{k} {v}" for k, v in per_tap.items())
           + f"; the daemon's process alone could do {1000.0 / per_tap['daemon']:.0f} taps/s "
           "on one free core" if per_tap["daemon"] else "")
+    print(f"writer: {tx_ms} ms per transaction (BEGIN .. durable COMMIT), busy "
+          f"{writer_busy:.0%} of the window in transactions")
     print(f"daemon exit code {proc.returncode} (SIGTERM)")
     print(json.dumps({"bench": "throughput", "devices": a.devices, "taps_per_s": round(rate, 1),
                       "taps": decided, "sent": sent, "stored": stored, "lost": lost,
@@ -249,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
                       "zero_loss": lost == 0 and stored == decided and dupes == 0,
                       "batch": batch, "cpu_daemon": cores[0], "cpu_link_process": link_cores, "cpu_broker": cores[1],
                       "cpu_load_generator": cores[2],
-                      "cpu_ms_per_tap": per_tap, "mqtt_process": a.mqtt_process}))
+                      "cpu_ms_per_tap": per_tap, "mqtt_process": a.mqtt_process,
+                      "transaction_ms": tx_ms, "writer_busy": writer_busy}))
     return 0 if lost == 0 and stored == decided else 1
 
 
