@@ -6,7 +6,9 @@ inside one MicroPython process with a loopback link: the link's ``send()`` hands
 a minimal host written with ``protocol/`` that answers HELLO with WELCOME and TAP with DECISION
 at once. Measured after ``gc.collect()``:
 
-- heap in use after init (imports, buffers, outbox, online);
+- heap in use after init (imports, buffers, outbox, online), with the .mpy files built as
+  ``tools/appfiles.py`` builds them for the board (``-s`` board path; ``__file__`` as long as
+  on the board), and the earlier count beside it (plain mpy-cross, long temporary paths);
 - heap growth over 10,000 taps after a warm-up (target 0: nothing in the tap path keeps memory);
 - per-tap time inside the firmware (the loopback host's own encode/decode time subtracted),
   p50 and p99, against the loopback host's mean time per tap (decode the TAP, encode the
@@ -166,8 +168,9 @@ def _mpy_cross() -> str | None:
     return None
 
 
-def _compile(dst: Path) -> bool:
-    # The board runs .mpy files (tools/appfiles.py compiles them): no compiler work at import.
+def _compile_plain(dst: Path) -> bool:
+    # The earlier count: plain mpy-cross (each module keeps its full source path) into a long
+    # temporary directory (long __file__ paths). Printed beside the board's count.
     exe = _mpy_cross()
     if exe is None:
         return False
@@ -177,6 +180,23 @@ def _compile(dst: Path) -> bool:
             if src.name in ("main.py", "boot.py"):
                 continue
             subprocess.run([exe, "-o", str(out / (src.stem + ".mpy")), str(src)], check=True)
+    return True
+
+
+def _compile(dst: Path) -> bool:
+    # The .mpy files the board runs, built as tools/appfiles.py builds them (`mpy-cross -s` with
+    # the board path), bytecode only (the unix port runs no xtensa code); the run puts them in
+    # `lib/` under its working directory, so each module's __file__ is as long as on a board
+    # whose app was updated ("app/session.mpy", main.py; `app/` here would shadow app.mpy).
+    if _mpy_cross() is None:
+        return False
+    from tools.appfiles import compile_app
+
+    for board_path, data in compile_app(ROOT, arch=None).items():
+        if board_path.endswith(".mpy"):
+            out = dst / board_path
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(data)
     return True
 
 
@@ -201,11 +221,15 @@ def main(argv: list[str] | None = None) -> int:
     src_path = [str(ROOT / "sim" / "mpy"), str(ROOT / "firmware"), str(ROOT)]
     with tempfile.TemporaryDirectory(prefix="tk-heap-") as tmp:
         (init_src, growth_src, *_), _ = _run(200, src_path, tmp)
-    mpy_init = None
+    plain_init = None
     with tempfile.TemporaryDirectory(prefix="tk-heap-") as tmp:
         lib = Path(tmp) / "lib"
-        if _compile(lib):
-            (res, times) = _run(n, [str(ROOT / "sim" / "mpy"), str(lib), str(lib.parent)], tmp)
+        if _compile_plain(lib):
+            (plain_init, *_), _ = _run(200, [str(ROOT / "sim" / "mpy"), str(lib), str(lib.parent)], tmp)
+    mpy_init = None
+    with tempfile.TemporaryDirectory(prefix="tk-heap-") as tmp:
+        if _compile(Path(tmp) / "lib"):
+            (res, times) = _run(n, [str(ROOT / "sim" / "mpy"), "lib", "."], tmp)
             mpy_init = res[0]
         else:
             (res, times) = _run(n, src_path, tmp)
@@ -217,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"heap after init, .py sources: {init_src} bytes ({init_src / 1024:.1f} KiB)")
     if mpy_init is not None:
         print(f"heap after init, .mpy as on the board: {mpy_init} bytes ({mpy_init / 1024:.1f} KiB; target <= 32 KiB on 32 bits)")
+    if plain_init is not None:
+        print(f"  (counted as before: plain mpy-cross, long temporary paths: {plain_init} bytes)")
     if word_bits == 64:
         print("  (unix port on 64-bit: every object and pointer is twice the ESP32's 32-bit size;"
               " TAPKIOSK_MICROPYTHON=<32-bit unix port> measures at the ESP32's word size)")
@@ -227,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
           f"firmware p50 / host mean {p50 / host_ms:.2f}")
     print(json.dumps({"bench": "firmware_heap", "word_bits": word_bits, "heap_after_init_bytes": init,
                       "heap_after_init_source_bytes": init_src,
+                      "heap_after_init_plain_mpy_bytes": plain_init,
                       "heap_growth_bytes": growth, "harness_bytes": harness, "tap_ms_p50": round(p50, 3),
                       "tap_ms_p99": round(p99, 3), "host_protocol_ms_mean": round(host_ms, 3),
                       "ratio_p50_host": round(p50 / host_ms, 2), "taps": n}))

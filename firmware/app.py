@@ -6,7 +6,8 @@
 #               its run() is also the uplink's 50 ms tick
 #   uplink.py   the outbox window: TAPs and VOIDs out, oldest first, then control frames;
 #               DECISION matching; resync after a refused or unanswered frame
-#   host_error.py, config_apply.py  an ERROR, a CONFIG: imported for one frame, dropped after
+#   host_error.py, config_apply.py, welcome.py  an ERROR, a CONFIG, a WELCOME: imported for one
+#               frame, dropped after
 #   sale.py     the sale armed on this reader by the host (SALE): display, blink, timeout
 #   tappath.py  one card presentation: online (TAP, wait, feedback, or give up with a VOID)
 #               or offline (allow-list at a gate, refusal elsewhere)
@@ -18,7 +19,6 @@
 # next_seq() then raises OSError (the task ends, the watchdog resets the board, and the
 # next boot parks in a FAULT until the device is re-keyed, which starts a new epoch).
 from protocol import packet as P
-from protocol import seq as S
 from protocol.errors import ProtocolError
 from protocol.compat import const
 from protocol.mac import Mac
@@ -29,6 +29,10 @@ from tappath import TapPath
 from uplink import Uplink
 
 
+# protocol/seq.py, as consts and arithmetic (that module is not loaded on the board: heap);
+# tests/test_firmware_codes.py checks they match.
+_CTR_MAX = const(0xFFFF)
+_BOOT_MAX = const(0xFFFF)
 _UPDATE_BEGIN = const(0x11)  # protocol/ota.py: UPDATE_BEGIN, then UPDATE_CHUNK (the last down type)
 
 
@@ -59,15 +63,15 @@ class App:
             print("tapkiosk:", "outbox holds", outbox.recovered, "taps from before the reboot")
 
     def next_seq(self):
-        if self.ctr >= S.CTR_MAX:
+        if self.ctr >= _CTR_MAX:
             # CTR_MAX frames in one boot: take a new boot number (one more flash write).
-            b = C.next_boot(key=self.cfg.key) if self.save else S.next_boot(self.boot)
+            b = C.next_boot(key=self.cfg.key) if self.save else self.boot % _BOOT_MAX + 1
             if not b:
                 raise OSError("boot counter used up: re-key the device (device replace) and provision it again")
             self.boot = b
             self.ctr = 0
         self.ctr += 1
-        return S.make(self.boot, self.ctr)
+        return ((self.boot & 0xFFFF) << 16) | self.ctr  # seq.make(boot, ctr)
 
     def event(self, code, value=0, text=""):
         self.session.event(code, value, text)
@@ -78,13 +82,10 @@ class App:
 
     async def send_raw(self, pkt):
         try:
-            ok = await self.link.send(pkt)
+            return await self.link.send(pkt)
         except OSError as e:
             print("tapkiosk:", "send failed: OSError", e.args[0])
-            ok = False
-        if ok:
-            self.session.sent()
-        return ok
+            return False
 
     def on_packet(self, raw):
         try:

@@ -25,12 +25,8 @@ PARAM_DEFAULTS = {
 
 
 class ConfigError(ValueError):
-    def __init__(self, message):
-        super().__init__(message)
-        self.message = message
-
-    def __str__(self):
-        return self.message
+    # One line that says what to fix: str(e) on both interpreters.
+    pass
 
 
 class Config:

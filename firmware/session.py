@@ -26,12 +26,6 @@ _TICK_MS = const(50)
 _CTRL_MAX = const(12)      # control frames waiting to go out (PONG, ACK, EVENT)
 _DAY_MS = const(86400000)  # clock anchors are kept within a day of now (ticks_diff wraps at ~6 days)
 
-# protocol/codes.py values, as consts: importing that module (name tables for the host) would
-# cost the board ~4 KB of heap. tests/test_firmware_codes.py checks they match.
-_EV_BOOT = const(1)
-_EV_LINK_DOWN = const(7)
-_EV_OUTBOX_FULL = const(5)
-
 # Control queue item kinds.
 _Q_EVENT = const(1)
 _Q_PONG = const(2)
@@ -52,7 +46,6 @@ class Session:
         self.hello_miss = 0
         self.down_at = ticks_ms()  # host unreachable since (boot counts as unreachable)
         self.last_rx = self.down_at
-        self.last_tx = self.down_at
         self.ping_nonce = 0
         self.ping_miss = 0
         self.ping_at = 0
@@ -95,9 +88,6 @@ class Session:
         if self.reachable():
             return 0
         return ticks_diff(ticks_ms(), self.down_at)
-
-    def sent(self):
-        self.last_tx = ticks_ms()
 
     def received(self):
         self.last_rx = ticks_ms()
@@ -213,7 +203,8 @@ class Session:
     # -- frames from the host -----------------------------------------------------------
     def on_frame(self, t, seq, f):
         if t == P.WELCOME:
-            self._on_welcome(f)
+            # Seldom (once per (re)connect): welcome.py, imported for this frame, dropped after.
+            C.once("welcome", "on_welcome", self, f)
         elif t == P.PONG:
             if self.ping_nonce and f["nonce"] == self.ping_nonce:
                 self.ping_nonce = 0
@@ -224,30 +215,3 @@ class Session:
                 self._queue(_Q_PONG, f["nonce"], 0, None)
         elif t == P.CONFIG:
             C.once("config_apply", "apply", self, seq, f)
-
-    def _on_welcome(self, f):
-        if not self.hello_seq or f["hello_seq"] != self.hello_seq:
-            return
-        app = self.app
-        self.hello_seq = 0
-        self._set_time(f["host_time"])
-        p = self.params
-        p["heartbeat_s"] = f["heartbeat_s"]
-        p["offline_after_s"] = f["offline_after_s"]
-        down_s = ticks_diff(ticks_ms(), self.down_at) // 1000
-        was_online = self.online
-        self.online = True
-        self.hello_miss = 0
-        self.welcomed += 1
-        self.ping_nonce = 0
-        app.uplink.new_session()
-        ob = app.outbox
-        if self.welcomed == 1:
-            self.event(_EV_BOOT, self.reset_cause, FW_VERSION)
-            if ob.dropped:
-                self.event(_EV_OUTBOX_FULL, ob.dropped, "")
-        elif not was_online:
-            self.event(_EV_LINK_DOWN, down_s, "")
-        print("tapkiosk:", "online, boot", app.boot, "outbox", ob.pending())
-        if self.on_welcome is not None:
-            self.on_welcome(self.welcomed == 1)

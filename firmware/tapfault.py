@@ -1,13 +1,16 @@
 # Runs on the ESP32 (and the unix port in tests): the tap path when the host does not answer (give up: VOID) or cannot be reached (offline mode).
 #
-# Fault handling only: tappath.py imports this module for one such tap and drops it after (a
-# reader whose host answers never keeps this code on its heap).
+# Fault handling only: tappath.py (and uplink.py, for the answer to a VOID) imports this module
+# for one such tap and drops it after (a reader whose host answers never keeps this code on its
+# heap).
 from protocol import packet as P
 from protocol.compat import const
 
 _PAT_FAULT = const(5)
 _PAT_OFFLINE_DENY = const(4)
 _PAT_OFFLINE_GRANT = const(3)
+_EV_OUTBOX_FULL = const(5)
+_VOIDED = const(20)  # protocol.codes reason "voided"
 
 
 def offline(tp, uid, sak, secure):
@@ -59,3 +62,22 @@ def give_up(tp, tap_seq):
     print("tapkiosk:", "no answer for tap", tap_seq, "- voided as", vseq)
     app.uplink.kick.set()
     return i
+
+
+def dropped(tp, lost):
+    # The outbox was full: the tap `lost` (its oldest pending one) was overwritten.
+    ob = tp.app.outbox
+    print("tapkiosk:", "outbox full: dropped tap", lost)
+    tp.app.event(_EV_OUTBOX_FULL, ob.dropped, "dropped seq %d" % lost)
+
+
+def void_answered(up, i, seq, f):
+    # A DECISION for tap `seq`, whose pending slot i holds the VOID that gave up on it: only
+    # the answer "voided" settles it.
+    if f["reason"] != _VOIDED:
+        # The original answer, after we gave up: start nothing, keep the VOID going.
+        print("tapkiosk:", "decision for voided tap", seq, "ignored: reason", f["reason"])
+        return
+    up.outbox.done_slot(i)
+    up.kick.set()
+    print("tapkiosk:", "tap", seq, "voided by the host")

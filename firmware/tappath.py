@@ -19,7 +19,6 @@ import config as C
 _GRANT = const(1)
 _PAT_DENY = const(2)
 _PAT_GRANT = const(1)
-_EV_OUTBOX_FULL = const(5)
 
 
 class TapPath:
@@ -91,8 +90,6 @@ class TapPath:
         return C.once("tapfault", "give_up", self, tap_seq)
 
     def store(self, seq, frame):
-        ob = self.app.outbox
-        lost = ob.add(seq, frame)
+        lost = self.app.outbox.add(seq, frame)
         if lost:
-            print("tapkiosk:", "outbox full: dropped tap", lost)
-            self.app.event(_EV_OUTBOX_FULL, ob.dropped, "dropped seq %d" % lost)
+            C.once("tapfault", "dropped", self, lost)

@@ -28,6 +28,7 @@ from host.errors import HostError, InputError
 from host.site.metrics import Metrics
 from host.rules.policy import check_stores, load_policy
 from host.store.db import is_postgres
+from host.store.outage import is_unavailable
 from host.store.stores import store_names
 from host.store.settings import stored_policy_path
 from host.site.service import Service, ServiceConfig
@@ -53,14 +54,24 @@ class Daemon:
                              f"tapkiosk --db {config.db} init")
         self.config = config
         self.metrics = Metrics()
-        self.policy = load_policy(stored_policy_path(str(db), config.policy))
+        outage = outage_for(config.db, _links(config))
+        path, known = _policy_path(str(db), config.policy, outage)
+        self.policy = load_policy(path)
         self.writer = Writer(config.db, policy=self.policy, metrics=self.metrics,
-                             max_batch=config.max_batch, outage=outage_for(config.db))
+                             max_batch=config.max_batch, outage=outage)
         try:   # a policy overriding a store the chain does not have is a configuration error
             check_stores(self.policy, store_names(self.writer.db))
         except InputError:
             self.writer.stop()
             raise
+        except Exception as e:  # noqa: BLE001 - re-raised unless the database is unreachable
+            if outage is None or not is_unavailable(e):
+                self.writer.stop()
+                raise
+            log.warning("the chain's database is unreachable: the policy's stores are "
+                        "checked at the next start")
+        if not known:       # the chain's policy is loaded once the database answers
+            outage.on_online = self._adopt_stored_policy
         self.bus = EventBus()
         self.service = Service(self.writer, self.metrics, self.policy, ServiceConfig(
             heartbeat_s=config.heartbeat_s, offline_after_s=config.offline_after_s,
@@ -72,6 +83,22 @@ class Daemon:
         self.metrics_port: int | None = None
         self.stopping = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="tapkiosk-tick", daemon=True)
+
+    def _adopt_stored_policy(self) -> None:
+        """The database answers after a start without it: load the chain's policy (until
+        now the defaults) into everything that decides or configures readers."""
+        try:
+            path, _known = _policy_path(str(self.config.db), self.config.policy,
+                                        self.writer.outage)
+            policy = load_policy(path)
+        except Exception:  # noqa: BLE001 - the daemon keeps serving with what it has
+            log.exception("the chain's policy could not be loaded: the defaults stay")
+            return
+        self.policy = self.service.policy = self.service.configs.policy = policy
+        self.writer.engine.policy = policy
+        if self.web is not None:
+            log.warning("the HTTP API keeps the default policy until the daemon restarts")
+        log.warning("the chain's database answers: policy %s loaded", path or "(defaults)")
 
     def start(self) -> "Daemon":
         """Start the writer, the links and the metrics endpoint."""
@@ -206,6 +233,32 @@ class Daemon:
         log.info("stopped")
 
 
+def _policy_path(db: str, explicit: str | None, outage: Any) -> tuple[str | None, bool]:
+    """(where the policy is, known): ``stored_policy_path``; a chain daemon keeps it in its
+    offline snapshot and takes it from there when the chain's database cannot be reached;
+    not known when neither can say (the defaults apply meanwhile)."""
+    try:
+        path = stored_policy_path(db, explicit)
+    except Exception as e:  # noqa: BLE001 - re-raised unless the database is unreachable
+        if outage is None or not is_unavailable(e):
+            raise
+        path = outage.journal.setting("policy_path")
+        if path is None:
+            log.warning("the chain's database is unreachable and no policy location is in "
+                        "the offline snapshot: the default policy applies until it answers")
+            return None, False
+        return path or None, True
+    if outage is not None:
+        outage.journal.set_setting("policy_path", path or "")
+    return path, True
+
+
+def _links(c: DaemonConfig) -> list[str]:
+    """The daemon's reader links, as named in its offline journal's default file name."""
+    return ([f"mqtt:{c.mqtt}"] if c.mqtt else []) + [f"serial:{s}" for s in c.serial] + (
+        [f"nfc:{c.nfc}"] if c.nfc else [])
+
+
 def setup_logging(level: str) -> None:
     """One line per event on stderr: time, level, logger, message."""
     handler = logging.StreamHandler(sys.stderr)
@@ -241,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     except HostError as e:
         print(f"tapkiosk daemon: error: {e}", file=sys.stderr)
         return e.exit_code
-    settle(daemon.metrics)   # the start-up heap frozen, the young GC rarer, its pauses timed
+    settle(daemon.metrics)   # the start-up heap frozen, the GC pauses timed
     try:
         while not stop.wait(0.5):
             pass

@@ -7,6 +7,12 @@ from protocol import packet as P
 
 _U32 = 0xFFFFFFFF
 
+# CONFIG.allow_op
+ALLOW_KEEP = 0
+ALLOW_REPLACE = 1
+ALLOW_ADD = 2
+ALLOW_REMOVE = 3
+
 NAMES = {P.CONFIG: "CONFIG", P.SALE: "SALE"}
 DIRECTIONS = {P.CONFIG: P.DOWN, P.SALE: P.DOWN}
 

@@ -7,14 +7,15 @@ import struct
 
 from protocol.compat import const
 from protocol.errors import AuthError, MalformedError, UnsupportedError
-from protocol.mac import DOWN, MAC_LEN, UP, Mac, equal  # noqa: F401 (re-exported)
+from protocol.mac import DOWN, UP, equal  # noqa: F401 (UP, DOWN re-exported)
 from protocol.utf8 import valid as _valid_utf8
 
 VERSION = const(1)
-MAX_DEVICE_ID = const(16)
+_MAX_DEVICE_ID = const(16)
 MAX_BODY = const(255)
-HEADER_MIN = const(9)  # ver, type, seq, dev_len, body_len with an empty device id
+_HEADER_MIN = const(9)  # ver, type, seq, dev_len, body_len with an empty device id
 MAX_PACKET = const(296)  # 9 + 16 + 255 + 16
+_MAC_LEN = const(16)  # protocol/mac.py MAC_LEN
 
 HELLO = const(0x01)
 WELCOME = const(0x02)
@@ -51,18 +52,18 @@ FLAG_OFFLINE = const(0x01)  # the device granted this tap from its offline allow
 DIR_NONE = const(0)
 DIR_IN = const(1)
 DIR_OUT = const(2)
-# CONFIG.allow_op
-ALLOW_KEEP = const(0)
-ALLOW_REPLACE = const(1)
-ALLOW_ADD = const(2)
-ALLOW_REMOVE = const(3)
+# CONFIG.allow_op: protocol/control.py (ALLOW_*).
 
+# Module globals cost the board a dict slot each (and this module's dict is the largest one
+# it keeps): names used only here are `_NAME = const(...)`, which MicroPython folds into the
+# code and never stores (the dict stays at 53 slots or fewer, the size below 97).
 # Body field kinds: struct codes for integers, and three variable-length kinds.
-_STR = "s"    # u8 length + UTF-8 text
-_BYTES = "b"  # u8 length + raw bytes
-_UIDS = "L"   # u8 count + count * (u8 length + uid bytes)
+_STR = const("s")    # u8 length + UTF-8 text
+_BYTES = const("b")  # u8 length + raw bytes
+_UIDS = const("L")   # u8 count + count * (u8 length + uid bytes)
 
-# Bounds above 2**30 are big ints on a 32-bit port (an object each): named once, shared.
+# Bounds above 2**30 are big ints on a 32-bit port (an object each): named once, shared. Not
+# const(): a const big int is a new constant object at every use (about 2 KB more heap here).
 _U32 = 0xFFFFFFFF
 _I32_LO = -0x80000000
 _I32_HI = 0x7FFFFFFF
@@ -138,8 +139,12 @@ SPECS = {
 }
 # Optional last field (absent = 0): TAP and DECISION carry `sale_id` only when a sale is being
 # paid, so frames without a sale are byte for byte those of readers that know no SALE.
-TAIL = {TAP: "sale_id", DECISION: "sale_id"}
+_TAIL = const("sale_id")
 _UID_LENS = (4, 7, 10)
+
+
+def _tail(ptype):
+    return _TAIL if ptype == TAP or ptype == DECISION else None
 
 
 def spec(ptype):
@@ -167,7 +172,7 @@ def fields(ptype):
 
 
 def _valid_device_id(dev):
-    if not 1 <= len(dev) <= MAX_DEVICE_ID:
+    if not 1 <= len(dev) <= _MAX_DEVICE_ID:
         return False
     for c in dev:
         # [A-Za-z0-9_.-]
@@ -207,7 +212,7 @@ def encode_body(ptype, fields):
     if sp is None:
         raise _err("unknown", ptype)
     out = bytearray()
-    tail = TAIL.get(ptype)
+    tail = _tail(ptype)
     for j in range(0, len(sp), 4):
         name, kind, lo, hi = sp[j], sp[j + 1], sp[j + 2], sp[j + 3]
         if name == tail and not fields.get(name):
@@ -243,7 +248,7 @@ def decode_body(ptype, body):
     fields = {}
     i = 0
     n = len(body)
-    tail = TAIL.get(ptype)
+    tail = _tail(ptype)
     for j in range(0, len(sp), 4):
         name, kind, lo, hi = sp[j], sp[j + 1], sp[j + 2], sp[j + 3]
         if name == tail and i == n:
@@ -303,7 +308,7 @@ class Packet:
 def parse(data):
     # Structure only (no MAC check, no body decode): lets the host find the device key first.
     n = len(data)
-    if n < HEADER_MIN + 1 + MAC_LEN:
+    if n < _HEADER_MIN + 1 + _MAC_LEN:
         raise MalformedError("packet too short (%d bytes)" % n)
     if n > MAX_PACKET:
         raise MalformedError("packet too long (%d bytes)" % n)
@@ -315,13 +320,13 @@ def parse(data):
     seq = int.from_bytes(bytes(data[2:6]), "big")
     dl = data[6]
     dev = bytes(data[7:7 + dl])
-    if dl == 0 or dl > MAX_DEVICE_ID or not _valid_device_id(dev):
+    if dl == 0 or dl > _MAX_DEVICE_ID or not _valid_device_id(dev):
         raise MalformedError("bad device id %r" % dev)
     off = 7 + dl
     bl = (data[off] << 8) | data[off + 1]
     if bl > MAX_BODY:
         raise _err("too_long", bl)
-    if off + 2 + bl + MAC_LEN != n:
+    if off + 2 + bl + _MAC_LEN != n:
         raise MalformedError("length fields do not match packet size")
     body = bytes(data[off + 2:off + 2 + bl])
     return Packet(ptype, seq, dev.decode(), body, bytes(data))
@@ -330,7 +335,7 @@ def parse(data):
 def verify(packet, mac, direction):
     # mac: a Mac for the device's key. Raises AuthError on mismatch.
     raw = packet.raw
-    if not equal(mac.tag(direction, raw[:-MAC_LEN]), raw[-MAC_LEN:]):
+    if not equal(mac.tag(direction, raw[:-_MAC_LEN]), raw[-_MAC_LEN:]):
         raise AuthError("bad MAC from %s" % packet.device_id)
 
 
@@ -378,7 +383,7 @@ class TapWriter:
         dev = _dev_bytes(device_id)
         self._mac = mac
         # The largest TAP this device can send: uid 10, secure 96, sale_id, and the MAC.
-        self._buf = bytearray(9 + len(dev) + _TAP_BODY_MAX + MAC_LEN)
+        self._buf = bytearray(9 + len(dev) + _TAP_BODY_MAX + _MAC_LEN)
         self._mv = memoryview(self._buf)
         b = self._buf
         b[0] = VERSION
@@ -421,5 +426,5 @@ class TapWriter:
         # body_len, then the MAC over everything before it.
         b = self._buf
         struct.pack_into(">H", b, self._body - 2, i - self._body)
-        b[i:i + MAC_LEN] = self._mac.tag(UP, self._mv[:i])
-        return self._mv[:i + MAC_LEN]
+        b[i:i + _MAC_LEN] = self._mac.tag(UP, self._mv[:i])
+        return self._mv[:i + _MAC_LEN]

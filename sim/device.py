@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from protocol import codes, framing
+from protocol import codes, control, framing
 from protocol import packet as pk
 from protocol import seq as seqs
 from protocol.errors import ProtocolError
@@ -508,11 +508,11 @@ class SimDevice:
                 if f["cfg_version"] > self.cfg_version:
                     self.cfg_version = f["cfg_version"]
                     op = f["allow_op"]
-                    if op == pk.ALLOW_REPLACE:
+                    if op == control.ALLOW_REPLACE:
                         self.allow = set(f["allow"])
-                    elif op == pk.ALLOW_ADD:
+                    elif op == control.ALLOW_ADD:
                         self.allow |= set(f["allow"])
-                    elif op == pk.ALLOW_REMOVE:
+                    elif op == control.ALLOW_REMOVE:
                         self.allow -= set(f["allow"])
                     self.configs.append(f)
                     if self.auto_ack:

@@ -112,9 +112,26 @@ class PgServer:
         self._run(pg_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop", check=False)
 
     def kill9(self) -> None:
-        """SIGKILL the postmaster (its backends see it die and exit): a crash of the server."""
+        """SIGKILL the postmaster (its backends see it die and exit): a crash of the server.
+        Returns once no process of the server is left (a backend that has not yet seen the
+        postmaster die could still answer a query)."""
         pid = int((self.data / "postmaster.pid").read_text().split()[0])
         os.kill(pid, 9)
+        deadline = time.monotonic() + 30
+        while self._processes() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def _processes(self) -> list[int]:
+        """Pids of the processes working in this server's data directory."""
+        out = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    if os.readlink(f"/proc/{entry}/cwd") == os.path.realpath(self.data):
+                        out.append(int(entry))
+                except OSError:
+                    continue
+        return out
 
     def admin(self, sql: str) -> None:
         import psycopg

@@ -74,3 +74,35 @@ def test_store_staff_feed_shows_their_store_only(console_site: ConsoleSite) -> N
         console_site.clock.now += 61
         console_site.bus.publish("tap", {"device_id": "NORTHK"})
         list(lines)
+
+
+def test_a_top_up_by_store_staff_is_that_stores_revenue(console_site: ConsoleSite) -> None:
+    """Counter cash belongs to the store of the staff account that took it (payments.store_id):
+    the north manager's top-up is north's revenue in its daily report, the chain-wide
+    manager's is in the chain-wide row only."""
+    _chain(console_site)
+    mid = console_site.member_id
+    c = console_site.client()
+    token = console_site.login(c, "nina")
+    r = c.post(f"/console/members/{mid}/topup", data={"receipt": "N-1", "amount": "50.00",
+                                                      "csrf_token": token})
+    assert r.status_code == 200
+    daily = c.get("/console/reports/daily.csv").text.splitlines()
+    head = daily[0].split(",")
+    north = dict(zip(head, daily[-1].split(",")))           # today, the last day
+    assert north["store"] == "north" and north["revenue_fen"] == "50.00"
+    c = console_site.client()
+    token = console_site.login(c, "bob")
+
+    def chain_topups() -> float:
+        rows = [ln.split(",") for ln in c.get("/console/reports/daily.csv").text.splitlines()]
+        return float(rows[-1][rows[0].index("topups_fen")])
+
+    before = chain_topups()
+    c.post(f"/console/members/{mid}/topup", data={"receipt": "B-1", "amount": "20.00",
+                                                  "csrf_token": token})
+    assert chain_topups() == before + 20.00 and before >= 50.00   # chain-wide: both
+    c = console_site.client()
+    console_site.login(c, "nina")
+    daily = c.get("/console/reports/daily.csv").text.splitlines()
+    assert dict(zip(head, daily[-1].split(",")))["topups_fen"] == "50.00"  # north: hers only

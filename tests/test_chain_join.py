@@ -183,3 +183,160 @@ def test_join_into_postgresql(cli, pg_server, tmp_path, monkeypatch):
         assert chain.execute("SELECT count(*) FROM stores").fetchone()[0] == 0
     finally:
         chain.conn.close()
+
+
+def _site_history(cli):
+    """make_site plus what a store manager expects to find after joining: an open and a used
+    coupon, message consent (an e-mail, an opt-out) and outbox history, a paid sale (and one
+    still armed), a reader's fleet status and an update job."""
+    from host.messages.outbox import enqueue
+    from host.rules import sales
+    from host.rules.policy import _default_raw, _merge, build_policy
+    from host.store import fleet
+    from host.store.db import transaction
+    from tools.appfiles import build_bundle
+    make_site(cli)
+    ok = cli.ok
+    ok("site.db", "device", "add", "K2", "kiosk")
+    ok("site.db", "coupon", "issue", "1", "welcome")
+    ok("site.db", "coupon", "issue", "1", "birthday_wash")
+    ok("site.db", "messages", "contact", "1", "--email", "li@example.com")
+    ok("site.db", "messages", "contact", "2", "--opt-out")
+    site = open_db(cli.path("site.db"))
+    pol = build_policy(_merge(_default_raw(), {"messages": {"channels": ["email"]}}))
+    try:
+        with transaction(site) as conn:
+            for n in (1, 2):
+                enqueue(conn, pol, 1, "receipt", "s", f"body {n}", f"r{n}", 1_700_000_000)
+            conn.execute("UPDATE messages SET status = 'sent', sent_at = 1700000100 "
+                         "WHERE dedup = 'r1'")
+            sales.arm(conn, pol, "K2", amount_fen=3_00, items=[], service=0, timeout_s=600,
+                      key=None, actor="t", ts=int(__import__("time").time()))
+        from datetime import datetime, timedelta
+        from host.rules.engine import Engine, Tap
+        later = datetime.now(pol.tz) + timedelta(minutes=1)       # out of the wash's window
+        d = Engine(site, pol, lambda: later).decide(Tap("W1", 2, UID_A, service=1))
+        assert d.verdict == "grant" and "free" in d.text              # the wash coupon
+        assert Engine(site, pol).decide(Tap("K2", 1, UID_A)).verdict == "grant"  # the sale
+        from host.rules.voids import void_tap
+        assert Engine(site, pol).decide(Tap("K2", 2, UID_A, amount_fen=2_00)).verdict == "grant"
+        assert void_tap(Engine(site, pol), "K2", 2, void_seq=3).outcome == "reversed"
+        with transaction(site) as conn:
+            sales.arm(conn, pol, "K2", amount_fen=4_00, items=[], service=0, timeout_s=600,
+                      key=None, actor="t", ts=int(__import__("time").time()))
+        fleet.save_status(site, "W1", {"app": "0.2.0", "mpy": "1.22", "uptime_s": 5,
+                                       "heap_free": 40000, "reset": 1, "link": 2,
+                                       "outbox": 0, "trial": 0}, 1_700_000_000)
+        fleet.add_rollout(site, build_bundle({"app/x.mpy": b"x"}, "0.3.0"), ["W1"], 0,
+                          1_700_000_000)
+    finally:
+        site.conn.close()
+
+
+def _history(db, uid):
+    """The history of the member holding card ``uid`` and of the readers, as the chain
+    reports it (ids resolved to device/seq and card)."""
+    mid = db.execute("SELECT member_id FROM cards WHERE uid = ?", (uid,)).fetchone()[0]
+    coupons = db.execute(
+        "SELECT c.template, (SELECT count(*) FROM coupon_events e WHERE e.coupon_id = c.id "
+        "AND e.event = 'redeem'), (SELECT max(t.device_id || '/' || t.seq) FROM coupon_events e"
+        " JOIN taps t ON t.id = e.tap_id WHERE e.coupon_id = c.id) FROM coupons c "
+        "WHERE c.member_id = ? ORDER BY c.template", (mid,)).fetchall()
+    messages = db.execute("SELECT dedup, status FROM messages WHERE member_id = ? ORDER BY "
+                          "dedup", (mid,)).fetchall()
+    contact = db.execute("SELECT email, opt_out FROM member_contacts WHERE member_id = ?",
+                         (mid,)).fetchone()
+    sales = [(r[0], r[1], r[2], json.loads(r[3])["member_id"] == mid) for r in db.execute(
+        "SELECT s.state, s.amount_fen, t.device_id || '/' || t.seq, s.result FROM sales s "
+        "JOIN taps t ON t.id = s.tap_id ORDER BY s.id")]
+    armed = db.execute("SELECT count(*) FROM sales WHERE state = 'armed'").fetchone()[0]
+    fleet = db.execute("SELECT s.device_id, s.app, u.state, b.version FROM fleet_status s "
+                       "JOIN fleet_updates u ON u.device_id = s.device_id JOIN fleet_bundles b"
+                       " ON b.sha256 = u.bundle").fetchall()
+    voids = db.execute("SELECT t.device_id || '/' || t.seq, v.outcome FROM tap_voids v JOIN "
+                       "taps t ON t.id = v.tap_id WHERE v.member_id = ?", (mid,)).fetchall()
+    return {"voids": [tuple(v) for v in voids],
+            "coupons": [tuple(c) for c in coupons], "messages": [tuple(m) for m in messages],
+            "contact": tuple(contact) if contact else None, "sales": sales, "armed": armed,
+            "fleet": [tuple(f) for f in fleet]}
+
+
+def _pg_chain(pg_server, tmp_path, monkeypatch):
+    from host.privacy import keyfile
+    key = str(tmp_path / "chain.key")
+    if not (tmp_path / "chain.key").exists():
+        keyfile.create(key)
+    monkeypatch.setenv(keyfile.ENV, key)
+    return open_db(pg_server.new_database())
+
+
+def test_join_moves_coupons_messages_sales_and_fleet_into_postgresql(cli, pg_server, tmp_path,
+                                                                     monkeypatch):
+    _site_history(cli)
+    site = open_db(cli.path("site.db"))
+    before = {uid: _history(site, uid) for uid in (UID_A, UID_B)}
+    site.conn.close()
+    assert before[UID_A]["coupons"] == [("birthday_wash", 1, "W1/2"), ("welcome", 0, None)]
+    assert before[UID_A]["sales"] == [("paid", 3_00, "K2/1", True)]
+    assert before[UID_A]["messages"] == [("r1", "sent"), ("r2", "pending")]
+    assert before[UID_A]["voids"] == [("K2/2", "reversed")]
+    assert before[UID_B]["contact"] == (None, 1) and before[UID_A]["armed"] == 1
+    chain = _pg_chain(pg_server, tmp_path, monkeypatch)
+    try:
+        path = cli.path("site.db")
+        result = join_site(chain, path, "south", actor="test", site_key=path + ".key")
+        assert (result["coupons"], result["coupon_events"], result["messages"],
+                result["sales"], result["fleet_updates"]) == (2, 1, 2, 1, 1)
+        after = {uid: _history(chain, uid) for uid in (UID_A, UID_B)}
+        for uid in (UID_A, UID_B):
+            assert after[uid] == {**before[uid], "armed": 0}, uid   # armed sales stay
+        assert verify(chain) == []
+        assert chain.execute("SELECT DISTINCT s.name FROM payments p JOIN stores s ON "
+                             "s.id = p.store_id").fetchall() == [("south",)]  # its counter
+        assert chain.execute("SELECT count(*) FROM payments WHERE store_id IS NULL"
+                             ).fetchone()[0] == 0
+        again = join_site(chain, path, "south", actor="test", site_key=path + ".key")
+        assert again["replayed"] is True
+        assert {uid: _history(chain, uid) for uid in (UID_A, UID_B)} == after
+    finally:
+        chain.conn.close()
+
+
+def test_join_of_a_merged_member_lists_an_opt_out_conflict_and_never_resends(
+        cli, pg_server, tmp_path, monkeypatch):
+    from host.admin import Admin
+    from host.messages.outbox import enqueue
+    from host.rules.policy import _default_raw, _merge, build_policy
+    from host.store.db import transaction
+    _site_history(cli)
+    path = cli.path("site.db")
+    chain = _pg_chain(pg_server, tmp_path, monkeypatch)
+    try:
+        admin = Admin(chain)
+        for uid in (UID_A, UID_B):                 # both site members are known at the chain
+            admin.enroll_card(admin.add_member(consent_terms="t1")["member_id"], uid)
+        admin.set_contact(2, opt_out=False)               # opted in at the chain
+        admin.set_contact(1, email="li@example.com")
+        with transaction(chain) as conn:                    # the chain sent "r2" already
+            enqueue(conn, build_policy(_merge(_default_raw(), {"messages": {
+                "channels": ["email"]}})), 1, "receipt", "s", "chain's", "r2", 1_700_000_000)
+        snapshot = _history(chain, UID_A)
+        with pytest.raises(JoinConflicts) as e:
+            join_site(chain, path, "south", actor="test", site_key=path + ".key")
+        assert e.value.lines == ["site member 2: opted out of messages here and in at the "
+                                 "chain (chain member 2)"]
+        assert _history(chain, UID_A) == snapshot            # nothing written
+        result = join_site(chain, path, "south", actor="test", site_key=path + ".key",
+                           skip_conflicts=True)
+        assert (result["members_merged"], result["members_skipped"]) == (1, [2])
+        assert result["messages_duplicate"] == 1
+        moved = _history(chain, UID_A)
+        assert moved["messages"] == [("join:south:r2", "skipped"), ("r1", "sent"),
+                                     ("r2", "pending")]
+        assert chain.execute("SELECT body FROM messages WHERE dedup = 'r2'").fetchone()[0] \
+            == "chain's"
+        assert moved["contact"] == snapshot["contact"]       # the chain's row stays
+        assert [c[:2] for c in moved["coupons"]] == [("birthday_wash", 1), ("welcome", 0)]
+        assert verify(chain) == []
+    finally:
+        chain.conn.close()

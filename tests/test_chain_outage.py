@@ -21,6 +21,7 @@ from host.site.writer import Writer
 from host.store.db import open_db
 from host.store.devices import register_device
 from host.store.outage import StoreUnavailable, unapplied
+from conftest import wait_until
 from site_support import UID, Clock
 
 POLICY = build_policy(_merge(_default_raw(), {"offline": {"allowance": "30.00"}}))
@@ -136,10 +137,33 @@ def test_outage_grants_within_allowance_and_reconciles_on_return(chain):
                     "AND seq = 1").fetchone()
     assert k1[:2] == ("grant", 5_00 * 95 // 100)
     assert bytes(k1[2]).startswith(b"K1/1/grant")            # the reply the reader got
-    assert db.execute("SELECT count(*) FROM taps WHERE device_id = 'K1' AND seq = 2"
-                      ).fetchone()[0] == 0                    # refused offline: not applied
-    assert outage.journal.counts()["pending"] == 0
+    # Refused offline: nothing applied, stored once as the refused tap the reader saw.
+    k2 = db.execute("SELECT verdict, reason, charged_fen, reply FROM taps WHERE device_id = "
+                    "'K1' AND seq = 2").fetchall()
+    assert [r[:3] for r in k2] == [("deny", "insufficient_balance", 0)]
+    assert bytes(k2[0][3]).startswith(b"K1/2/deny")
+    assert outage.journal.counts()["pending"] == 0 and outage.journal.waiting() == 0
     assert verify(db) == []
+
+
+def test_outage_ends_without_a_tap_when_the_database_is_back(chain):
+    db, admin, writer, outage, holder, clock, mid = chain
+    holder["db"].conn.down = True
+    assert tap(writer, "K1", 1, UID, amount_fen=1_00).verdict == "grant"
+    assert tap(writer, "K1", 2, UID, amount_fen=99_00).verdict == "deny"   # over 30.00
+    assert outage.offline and outage.journal.waiting() == 2
+    holder["db"].conn.down = False
+    # No tap comes: the idle writer replays the journal on its own.
+    wait_until(lambda: not outage.offline, 10, what="the idle writer's replay")
+    assert outage.journal.waiting() == 0
+    rows = db.execute("SELECT seq, verdict, charged_fen FROM taps WHERE device_id = 'K1' "
+                      "ORDER BY seq").fetchall()
+    assert rows == [(1, "grant", 1_00 * 95 // 100), (2, "deny", 0)]
+    # The reader resending the refused tap now gets the reply it was given offline.
+    again = tap(writer, "K1", 2, UID, amount_fen=99_00)
+    assert again.replayed and again.reason == "insufficient_balance"
+    assert again.reply.startswith(b"K1/2/deny")
+    assert balance(db, mid) == 100_00 - 1_00 * 95 // 100 and verify(db) == []
 
 
 def test_replay_after_a_crash_applies_each_tap_once(chain):
@@ -184,7 +208,9 @@ def test_gate_and_punch_offline_from_the_snapshot(chain):
     assert tap(writer, "G1", 1, UID, direction="out").verdict == "grant"  # nobody locked in
     d = tap(writer, "G1", 2, UID, direction="in")
     assert (d.verdict, d.uses_left) == ("grant", 9)
-    assert tap(writer, "G2", 1, UID, direction="in").uses_left == 8      # counted offline
+    assert tap(writer, "G2", 1, UID, direction="in").reason == "passback"  # inside
+    assert tap(writer, "G1", 3, UID, direction="out").verdict == "grant"
+    assert tap(writer, "G2", 2, UID, direction="in").uses_left == 8      # counted offline
     assert tap(writer, "ZZ", 1, UID).reason == "unknown_device"
     holder["db"].conn.down = False
     tap(writer, "K1", 1, UID, amount_fen=1_00)
@@ -268,10 +294,120 @@ def test_postgresql_stopped_and_restarted(own_pg, tmp_path, how):
         db = open_db(url)       # this test's own connection died with the server
         rows = db.execute("SELECT device_id, seq, verdict FROM taps ORDER BY device_id, seq"
                           ).fetchall()
-        assert rows == [("K1", 1, "grant"), ("K1", 3, "grant"), ("W1", 1, "grant"),
-                        ("W1", 2, "grant")]
+        assert rows == [("K1", 1, "grant"), ("K1", 2, "deny"), ("K1", 3, "grant"),
+                        ("W1", 1, "grant"), ("W1", 2, "grant"), ("W1", 3, "deny")]
         assert balance(db, mid) == 100_00 - 2 * BASIC - (5_00 + 1_00) * 95 // 100
         assert unapplied(db) == [] and verify(db) == []
     finally:
         writer.stop()
         db.conn.close()
+
+
+def test_a_journal_left_waiting_is_replayed_before_the_next_tap(chain, tmp_path):
+    db, admin, writer, outage, holder, clock, mid = chain
+    holder["db"].conn.down = True
+    assert tap(writer, "K1", 1, UID, amount_fen=2_00).verdict == "grant"
+    writer.stop()                     # the daemon is killed before the journal is replayed
+    holder["db"].conn.down = False
+    again = Outage(Journal(outage.journal.path), retry_s=60.0)   # the restarted daemon
+    assert again.offline and again.outage == 1
+    engine = Engine(db, POLICY, clock)
+    d = again.decide_many(engine, [(Tap("K1", 2, UID, amount_fen=1_00), None)])[0]
+    assert d.verdict == "grant" and not again.offline
+    assert db.execute("SELECT seq FROM taps WHERE device_id = 'K1' ORDER BY id"
+                      ).fetchall() == [(1,), (2,)]            # the journaled tap first
+    assert balance(db, mid) == 100_00 - 3_00 * 95 // 100 and verify(db) == []
+
+
+def test_default_journal_is_per_database_and_per_daemon(tmp_path, monkeypatch):
+    from host.site.outage import JOURNAL_ENV, default_journal, outage_for
+    url = "postgresql://tapkiosk:secret@db.example/chain"
+    north, south = ["mqtt:127.0.0.1:1883"], ["mqtt:127.0.0.1:1884"]
+    names = {default_journal(url, north), default_journal(url, south),
+             default_journal("postgresql://tapkiosk@db.example/other", north)}
+    assert len(names) == 3                       # two stores, or two chains: two journals
+    assert default_journal(url, north) == default_journal(
+        "postgresql://tapkiosk:changed@db.example/chain", north)   # the password is left out
+    assert "secret" not in default_journal(url, north)
+    monkeypatch.delenv(JOURNAL_ENV, raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    a, b = outage_for(url, north), outage_for(url, south)
+    try:
+        assert a.journal.path != b.journal.path
+        assert a.journal.path.startswith(str(tmp_path / "tapkiosk"))
+        assert outage_for(url, north).journal.path == a.journal.path  # a restart: the same
+    finally:
+        a.journal.close()
+        b.journal.close()
+    assert outage_for(str(tmp_path / "site.db"), north) is None     # SQLite: unchanged
+    monkeypatch.setenv(JOURNAL_ENV, str(tmp_path / "mine.journal"))
+    assert outage_for(url, north).journal.path == str(tmp_path / "mine.journal")
+
+
+def test_another_journal_of_the_database_with_taps_waiting_is_named(tmp_path, monkeypatch,
+                                                                      caplog):
+    from host.site.outage import JOURNAL_ENV, default_journal, outage_for
+    url = "postgresql://tapkiosk@db.example/chain"
+    monkeypatch.delenv(JOURNAL_ENV, raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    (tmp_path / "tapkiosk").mkdir()
+    old = Journal(str(tmp_path / "tapkiosk" / default_journal(url, ["mqtt:old:1883"])))
+    old.conn.execute("INSERT INTO journal (outage, device_id, seq, uid, service, amount_fen, "
+                     "device_time, ts, kind, verdict, reason, text, charged_fen, uses_left, "
+                     "balance_fen, relay_ms, pattern, reply) VALUES (1, 'K1', 1, ?, 0, 100, 0, "
+                     "0, 'kiosk', 'grant', 'ok', '', 95, -1, 0, 0, 0, x'')", (UID,))
+    old.close()
+    with caplog.at_level("WARNING", logger="tapkiosk.outage"):
+        outage_for(url, ["mqtt:new:1883"]).journal.close()
+    assert "holds 1 taps not replayed" in caplog.text and old.path in caplog.text
+
+
+def test_started_offline_without_a_snapshot_denies_saying_so(tmp_path):
+    db = open_db(str(tmp_path / "chain.db"))
+    register_device(db, "K1", "kiosk")
+    flaky = FlakyDb(db)
+    flaky.conn.down = True                      # unreachable from the start
+    engine = Engine(flaky, POLICY, Clock(2026, 3, 10, 12, 0))
+    outage = Outage(Journal(str(tmp_path / "store.journal")), retry_s=60.0)
+    outage.prime(engine)
+    assert outage.offline and outage.journal.taken_at() is None
+    d = outage.decide_many(engine, [(Tap("K1", 1, UID, amount_fen=1_00), None)])[0]
+    assert (d.verdict, d.reason, d.text) == ("deny", "no_snapshot", "Offline, no data yet")
+    db.conn.close()
+
+
+def test_the_writer_replays_only_once_the_probe_found_the_database(tmp_path):
+    """A WAN that drops packets makes a connection attempt hang for its whole timeout: the
+    writer must not make one while offline. The probe, on a thread of its own, says when
+    the database answers; only then does the writer replay."""
+    db = open_db(str(tmp_path / "chain.db"))
+    clock = Clock(2026, 3, 10, 12, 0)
+    admin = Admin(db, POLICY, clock)
+    register_device(db, "K1", "kiosk")
+    mid = admin.add_member()["member_id"]
+    admin.enroll_card(mid, UID)
+    admin.topup(mid, 100_00)
+    flaky = FlakyDb(db)
+    engine = Engine(flaky, POLICY, clock)
+    answers = {"up": False, "asked": 0}
+
+    def probe() -> bool:
+        answers["asked"] += 1
+        return answers["up"]
+
+    outage = Outage(Journal(str(tmp_path / "store.journal")), retry_s=0.0, probe=probe)
+    outage.prime(engine)
+    flaky.conn.down = True
+    job = lambda seq: [(Tap("K1", seq, UID, amount_fen=1_00), None)]  # noqa: E731
+    assert outage.decide_many(engine, job(1))[0].verdict == "grant" and outage.offline
+    flaky.conn.down = False                       # back, but the probe has not seen it yet
+    wait_until(lambda: answers["asked"] >= 2, 10, what="the probe asking")
+    assert outage.decide_many(engine, job(2))[0].verdict == "grant"
+    assert outage.offline and outage.journal.waiting() == 2   # no attempt by the writer
+    assert db.execute("SELECT count(*) FROM taps").fetchone()[0] == 0
+    answers["up"] = True
+    wait_until(lambda: (outage.decide_many(engine, job(3)) and not outage.offline), 10,
+               what="the replay once the probe found the database")
+    assert [r[0] for r in db.execute("SELECT seq FROM taps ORDER BY id")] == [1, 2, 3]
+    assert balance(db, mid) == 100_00 - 3 * (1_00 * 95 // 100) and verify(db) == []
+    db.conn.close()

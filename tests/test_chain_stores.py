@@ -157,7 +157,7 @@ def test_daily_report_per_store_and_chain_wide(site_cli):
     assert (rows["north"]["taps"], rows["south"]["taps"]) == (1, 2)
     assert rows["*"]["consumption_fen"] == rows["north"]["consumption_fen"] + \
         rows["south"]["consumption_fen"] > 0
-    assert rows["south"]["topups_fen"] is None      # counter cash names no reader
+    assert rows["south"]["topups_fen"] == 0         # the top-up named no store
     code, out, _ = site_cli("--json", "report", "daily", "--days", "1", "--store", "south")
     assert [(r["store"], r["taps"]) for r in json.loads(out)] == [("south", 2)]
     code, out, _ = site_cli("report", "daily", "--days", "1", "--store", "south", "--csv")
@@ -184,3 +184,34 @@ def test_a_sale_armed_on_a_store_reader_is_priced_by_the_store():
         chain = sales.arm(conn, engine.policy, "W2", amount_fen=None, items=[], service=1,
                           timeout_s=60, key=None, actor="t", ts=int(clock.now.timestamp()))
     assert (north["amount_fen"], chain["amount_fen"]) == (20_00, 25_00)
+
+
+def test_counter_cash_belongs_to_the_store_that_took_it(site_cli, both_backends):
+    """Top-ups, cash pass sales and refunds go to the store named by --store, else to the
+    store of the staff account making them; the rest is chain-wide only."""
+    from host.store.db import open_db
+    for args in (("store", "add", "north"), ("store", "add", "south"),
+                 ("device", "add", "K1", "kiosk", "--store", "north"),
+                 ("device", "add", "K2", "kiosk", "--store", "south"),
+                 ("member", "add"), ("card", "enroll", "1", UID),
+                 ("topup", "1", "100.00", "--store", "north"),
+                 ("topup", "1", "30.00"),                             # no store named
+                 ("pass", "sell", "1", "wash10", "--store", "south"),  # 200.00 cash
+                 ("refund", "1", "5.00", "--store", "south"),
+                 ("tap", "K2", UID, "--amount", "4.00")):
+        assert site_cli(*args)[0] == 0, args
+    code, _, err = site_cli("topup", "1", "1.00", "--store", "west")
+    assert code == 2 and "unknown store 'west'" in err
+    db = open_db(site_cli.db)
+    try:
+        staff.add_staff(db, "ann", "cashier", "correct horse", actor="t", store="north")
+        Admin(db, actor="ann").topup(1, 20_00)                      # ann's counter: north
+    finally:
+        db.conn.close()
+    code, out, _ = site_cli("--json", "report", "daily", "--days", "1")
+    rows = {r["store"]: r for r in json.loads(out)}
+    assert {k: (rows[k]["topups_fen"], rows[k]["pass_sales_fen"], rows[k]["refunds_fen"],
+                rows[k]["revenue_fen"]) for k in rows} == {
+        "*": (150_00, 200_00, 5_00, 345_00), "north": (120_00, 0, 0, 120_00),
+        "south": (0, 200_00, 5_00, 195_00)}
+    assert rows["south"]["consumption_fen"] > 0

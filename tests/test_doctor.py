@@ -1,5 +1,7 @@
 """`tapkiosk doctor`: one line per check against daemon.toml, exit 1 when one fails; a real
-mosquitto for the broker login, a missing serial port, the database and the readers."""
+mosquitto for the broker login, a missing serial port, the database and the readers. The
+database checks run on SQLite and on PostgreSQL (``db_url``), and a PostgreSQL server that
+does not answer is one FAIL line."""
 
 from __future__ import annotations
 
@@ -15,11 +17,12 @@ import pytest
 from conftest import free_port, mosquitto_path, wait_until
 from host.cli.app import main
 from host.store.db import open_db
+from host.store.db import safe_url
 from host.store.devices import register_device, touch_device
 
 
-def _site(tmp_path, broker_address: str, serial: str, **mqtt: str):
-    db = tmp_path / "site.db"
+def _site(tmp_path, broker_address: str, serial: str, db=None, **mqtt: str):
+    db = db or tmp_path / "site.db"
     d = open_db(db)
     register_device(d, "gate-1", "gate")
     register_device(d, "wash-1", "wash")
@@ -35,8 +38,8 @@ def _site(tmp_path, broker_address: str, serial: str, **mqtt: str):
     return db, conf
 
 
-def test_doctor_reports_each_check_and_exits_1_on_a_failure(tmp_path, broker, capsys):
-    db, conf = _site(tmp_path, broker.address, str(tmp_path / "ttyUSB9"))
+def test_doctor_reports_each_check_and_exits_1_on_a_failure(tmp_path, broker, capsys, db_url):
+    db, conf = _site(tmp_path, broker.address, str(tmp_path / "ttyUSB9"), db_url)
     assert main(["doctor", "--config", str(conf)]) == 1
     lines = capsys.readouterr().out.splitlines()
 
@@ -46,24 +49,38 @@ def test_doctor_reports_each_check_and_exits_1_on_a_failure(tmp_path, broker, ca
 
     assert status(f"serial {tmp_path / 'ttyUSB9'}") == "FAIL"
     assert status(f"broker {broker.host}:{broker.port} login as (anonymous)") == "OK"
-    assert status(f"database {db}") == "OK"
+    assert status(f"database {safe_url(str(db))}") == "OK"
     assert status("reader gate-1 (gate)") == "OK" and status("reader wash-1 (wash)") == "FAIL"
     assert status("clock of gate-1") == "OK"
     assert any("no such port" in ln and "daemon.toml" in ln for ln in lines)
     assert lines[-1] == "2 check(s) failed"
 
 
-def test_doctor_fails_a_stopped_broker_and_an_old_schema(tmp_path, broker, capsys):
+def test_doctor_fails_a_stopped_broker_and_an_old_schema(tmp_path, broker, capsys, db_url):
     port = tmp_path / "ttyUSB0"
     port.write_text("")
-    db, conf = _site(tmp_path, broker.address, str(port))
+    db, conf = _site(tmp_path, broker.address, str(port), db_url)
     broker.stop()
-    open_db(db).conn.execute("DELETE FROM schema_migrations WHERE version = 3")
+    d = open_db(db)
+    d.conn.execute("DELETE FROM schema_migrations WHERE version = 3")
+    d.conn.close()
     assert main(["doctor", "--config", str(conf)]) == 1
     out = capsys.readouterr().out
     assert f"OK   serial {port}" in out
     assert "FAIL broker" in out and "cannot connect" in out
-    assert f"FAIL database {db}" in out and "upgrade" in out
+    assert f"FAIL database {safe_url(str(db))}" in out and "upgrade" in out
+
+
+def test_doctor_fails_a_postgresql_server_that_does_not_answer(tmp_path, broker, capsys):
+    port = free_port()                   # nothing listens there
+    url = f"postgresql://tapkiosk:secret@127.0.0.1:{port}/tapkiosk"
+    conf = tmp_path / "daemon.toml"
+    conf.write_text(f'db = "{url}"\nserial = []\nmqtt = "{broker.address}"\n')
+    assert main(["doctor", "--config", str(conf)]) == 1
+    out = capsys.readouterr().out
+    [line] = [ln for ln in out.splitlines() if " database " in ln]
+    assert line.startswith("FAIL database postgresql://tapkiosk:***@127.0.0.1") and \
+        "Connection refused" in line and "secret" not in out
 
 
 def _password_broker(tmp_path, user: str, password: str):

@@ -47,6 +47,26 @@ def cli(tmp_path, capsys, monkeypatch):
     return run
 
 
+@pytest.fixture
+def any_cli(db_url, capsys, monkeypatch):
+    """Like ``cli`` on the backend of the run (``db_url``): a SQLite file with its key beside
+    it, or a PostgreSQL database with the key file in TAPKIOSK_DATA_KEY_FILE."""
+    monkeypatch.delenv("TAPKIOSK_DB", raising=False)
+    pg = db_url.startswith("postgresql://")
+    if not pg:
+        monkeypatch.delenv(keyfile.ENV, raising=False)
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = main(["--db", db_url, *argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    run.db = db_url
+    run.key = os.environ[keyfile.ENV] if pg else db_url + ".key"
+    assert run("init")[0] == 0
+    return run
+
+
 def jrun(cli, *argv: str):
     code, out, err = cli("--json", *argv)
     assert code == 0, err
@@ -186,7 +206,8 @@ def test_erase_keeps_verify_and_report_totals(tmp_path):
     assert admin.add_member("", phone=PHONE, consent_terms="v2")["member_id"] == mid + 1
 
 
-def test_rotation_keeps_every_member_readable_even_mid_way(cli, monkeypatch):
+def test_rotation_keeps_every_member_readable_even_mid_way(any_cli, monkeypatch):
+    cli = any_cli
     _add_two(cli)
     for i in range(5):
         jrun(cli, "member", "add", "--name", f"m{i}", "--phone", f"1360000000{i}",
@@ -208,7 +229,7 @@ def test_rotation_keeps_every_member_readable_even_mid_way(cli, monkeypatch):
     out = jrun(cli, "datakey", "rotate")
     assert out["key_version"] == 2 and out["members_resealed"] == 7
     assert seen == [1, 2, 7, 1, 1]
-    keys = keyfile.read_keys(cli.db + ".key")
+    keys = keyfile.read_keys(cli.key)
     assert sorted(keys) == [2]
     for mid in range(1, 8):
         assert jrun(cli, "member", "show", str(mid), "--reveal")["phone"].startswith("13")

@@ -22,7 +22,7 @@ from host.errors import Conflict, InputError, NotFound
 from host.ledger import book as ledger
 from host.ledger import idempotent
 from host.rules.policy import Policy, policy_and_clock
-from host.store import audit
+from host.store import audit, stores
 from host.store.db import retrying, transaction
 
 #: The largest integer SQLite stores (a signed 64-bit INTEGER).
@@ -82,12 +82,24 @@ class AdminCore:
 
     def __init__(self, db: sqlite_utils.Database, policy: Policy | None = None,
                  clock: Callable[[], datetime] | None = None, *, actor: str | None = None,
-                 client: str | None = None) -> None:
+                 client: str | None = None, store: str | None = None) -> None:
         self.db = db
         self.policy, self.clock = policy_and_clock(policy, clock)
         #: Who makes the writes (a staff name, ``cli:<os user>``, ``api:<token>``) and from
         #: where: each write then appends an audit row in its own transaction.
         self.actor, self.client = actor, client
+        #: The chain store whose counter takes the cash of these writes (None: the store of
+        #: the staff account ``actor``, if any; see :meth:`counter_store`).
+        self.store = store
+
+    def counter_store(self, conn: sqlite3.Connection) -> int | None:
+        """The store id a payment (top-up, pass sale, refund) of this write belongs to: the
+        named ``store`` (NotFound when the chain has none of that name), else the store of
+        the staff account making the write, else None (chain-wide only)."""
+        name = self.store
+        if name is None and self.actor:
+            name = stores.staff_store(conn, self.actor)
+        return stores.store_id(conn, name)
 
     def write(self, command: str, args: dict[str, Any], key: str | None,
               fn: WriteFn) -> dict[str, Any]:

@@ -102,8 +102,9 @@ class PassWrites(AdminCore):
                          pass_id=pid, op_key=key)
         else:
             conn.execute("INSERT INTO payments (ts, member_id, kind, amount_fen, pass_id,"
-                         " op_key) VALUES (?,?,?,?,?,?)",
-                         (ts, m.id, "pass_sale", pl.price_fen, pid, key))
+                         " op_key, store_id) VALUES (?,?,?,?,?,?,?)",
+                         (ts, m.id, "pass_sale", pl.price_fen, pid, key,
+                          self.counter_store(conn)))
         rewards.earn(conn, pol, m.id, m.birthday, pl.price_fen, now, ts, pass_id=pid, op_key=key,
                      campaign_kind="pass")
         campaigns.issue_coupons(conn, pol, m.id, now, ts, "pass", key)
@@ -147,7 +148,8 @@ class PassWrites(AdminCore):
         if not taken:
             if refund:
                 conn.execute("INSERT INTO payments (ts, member_id, kind, amount_fen, pass_id, "
-                             "op_key) VALUES (?,?,?,?,?,?)", (ts, mid, "refund", -refund, pid, key))
+                             "op_key, store_id) VALUES (?,?,?,?,?,?,?)",
+                             (ts, mid, "refund", -refund, pid, key, self.counter_store(conn)))
             return False
         p_back = taken.get("principal", 0) * refund // price if price else 0
         if p_back:

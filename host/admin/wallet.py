@@ -49,9 +49,10 @@ class WalletWrites(AdminCore):
             if bonus:
                 ledger.credit(conn, ts, member_id, "bonus", bonus, "topup_bonus",
                               expires_at=self.bonus_expiry(now), op_key=key)
-            pay_id = conn.execute("INSERT INTO payments (ts, member_id, kind, amount_fen, op_key)"
-                                  " VALUES (?,?,?,?,?)",
-                                  (ts, member_id, "topup", amount_fen, key)).lastrowid
+            pay_id = conn.execute("INSERT INTO payments (ts, member_id, kind, amount_fen, op_key,"
+                                  " store_id) VALUES (?,?,?,?,?,?)",
+                                  (ts, member_id, "topup", amount_fen, key,
+                                   self.counter_store(conn))).lastrowid
             coupon = issue_for_topup(conn, pol, member_id, amount_fen, ts, f"payment:{pay_id}",
                                      key)
             campaigns.issue_coupons(conn, pol, member_id, now, ts, "topup", key)
@@ -89,9 +90,10 @@ class WalletWrites(AdminCore):
             ledger.debit(conn, ts, member_id, "principal", r, "refund", op_key=key)
             if forfeit:
                 ledger.debit(conn, ts, member_id, "bonus", forfeit, "refund_forfeit", op_key=key)
-            pay_id = conn.execute("INSERT INTO payments (ts, member_id, kind, amount_fen, op_key)"
-                                  " VALUES (?,?,?,?,?)",
-                                  (ts, member_id, "refund", -r, key)).lastrowid
+            pay_id = conn.execute("INSERT INTO payments (ts, member_id, kind, amount_fen, op_key,"
+                                  " store_id) VALUES (?,?,?,?,?,?)",
+                                  (ts, member_id, "refund", -r, key,
+                                   self.counter_store(conn))).lastrowid
             outbox.receipt(conn, self.policy, member_id, "Refund", r, ts, f"payment:{pay_id}")
             return {**self.state(conn, member_id), "refunded_fen": r,
                     "bonus_forfeited_fen": forfeit}
@@ -217,8 +219,15 @@ class WalletWrites(AdminCore):
             catalogue.give_back(conn, entry_id, ts, key)
             if row[0] == "refund" and row[1] == "principal":
                 # The refund did not happen: its cash out is cancelled by an opposite record.
-                conn.execute("INSERT INTO payments (ts, member_id, kind, amount_fen, op_key) "
-                             "VALUES (?,?,?,?,?)", (ts, mid, "refund", -row[2], key))
+                # It belongs to the store whose counter recorded the refund.
+                was = conn.execute(
+                    "SELECT p.store_id FROM payments p JOIN ledger l ON l.id = ? WHERE "
+                    "p.member_id = l.member_id AND p.ts = l.ts AND p.kind = 'refund' AND "
+                    "p.amount_fen = l.delta ORDER BY p.id LIMIT 1", (entry_id,)).fetchone()
+                conn.execute("INSERT INTO payments (ts, member_id, kind, amount_fen, op_key, "
+                             "store_id) VALUES (?,?,?,?,?,?)",
+                             (ts, mid, "refund", -row[2], key,
+                              was[0] if was else self.counter_store(conn)))
             return {**self.state(conn, mid), "reversed": entry_id, "entry_id": new_id}
         return self.write("ledger.reverse", dict(entry_id=entry_id, reason=reason), key, fn)
 

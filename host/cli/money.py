@@ -16,20 +16,24 @@ def add_parsers(sub: Any, p: Parents) -> None:
     t = sub.add_parser("topup", help="add stored value (ladder bonus applies)", **p.write)
     t.add_argument("member", type=member_arg)
     t.add_argument("amount", type=money_arg, help="yuan, e.g. 100.00")
+    _counter(t)
     t = sub.add_parser("refund", help="refund principal (bonus is forfeited pro rata)", **p.write)
     t.add_argument("member", type=member_arg)
     t.add_argument("amount", nargs="?", type=money_arg, help="yuan; omit with --all")
     t.add_argument("--all", action="store_true", help="refund all principal")
+    _counter(t)
 
     ps = group(sub, "pass", "passes")
     t = ps.add_parser("sell", **p.write)
     t.add_argument("member", type=member_arg)
     t.add_argument("plan")
     t.add_argument("--from-balance", action="store_true", help="pay from stored value")
+    _counter(t)
     ps.add_parser("plans", help="list the plans of the policy", **p.read)
     t = ps.add_parser("cancel", help="stop a pass now, refund the unused part pro rata",
                       **p.write)
     t.add_argument("pass_id", type=whole("pass id"))
+    _counter(t)
 
     pts = group(sub, "points", "points")
     t = pts.add_parser("redeem", help="points for a catalogue item or bonus balance",
@@ -51,21 +55,34 @@ def add_parsers(sub: Any, p: Parents) -> None:
     t.add_argument("points", type=whole("points"))
 
 
+def _counter(t: Any) -> None:
+    t.add_argument("--store", metavar="NAME",
+                   help="a chain's store whose counter takes the cash (its daily report)")
+
+
+def _at_counter(ctx: Ctx, a: argparse.Namespace) -> None:
+    ctx.admin.store = a.store
+
+
 def topup(ctx: Ctx, a: argparse.Namespace) -> None:
+    _at_counter(ctx, a)
     ctx.show(ctx.admin.topup(a.member, a.amount, key=a.key))
 
 
 def refund(ctx: Ctx, a: argparse.Namespace) -> None:
     if (a.amount is None) == (not a.all):
         raise InputError("give an amount or --all (not both)")
+    _at_counter(ctx, a)
     ctx.show(ctx.admin.refund(a.member, None if a.all else a.amount, key=a.key))
 
 
 def pass_sell(ctx: Ctx, a: argparse.Namespace) -> None:
+    _at_counter(ctx, a)
     ctx.show(ctx.admin.sell_pass(a.member, a.plan, from_balance=a.from_balance, key=a.key))
 
 
 def pass_cancel(ctx: Ctx, a: argparse.Namespace) -> None:
+    _at_counter(ctx, a)
     ctx.show(ctx.admin.cancel_pass(a.pass_id, key=a.key))
 
 

@@ -18,7 +18,8 @@ from host.cli.context import Ctx, Handler
 from host.ledger import book as ledger
 from host.privacy import upgrade as privacy_upgrade
 from host.store import backup as backups
-from host.store.db import open_db, schema_version
+from host.store import pg_backup
+from host.store.db import is_postgres, open_db, schema_version
 
 #: Commands that may migrate the database they open.
 MIGRATING = ("init", "upgrade")
@@ -55,8 +56,23 @@ def upgrade(ctx: Ctx, a: argparse.Namespace) -> None:
 
 
 def backup(ctx: Ctx, a: argparse.Namespace) -> int:
-    """Exit 1 when the new generation does not verify (it is kept, for a look)."""
-    gen = backups.backup_db(ctx.path, a.dir, ctx.now.replace(tzinfo=None))
+    """Exit 1 when the new generation does not verify (it is kept, for a look). A
+    PostgreSQL database is dumped with pg_dump (host/store/pg_backup.py)."""
+    if is_postgres(ctx.path):
+        gen, problems = pg_backup.dump(ctx.path, a.dir, ctx.now.replace(tzinfo=None))
+        name, suffix = pg_backup.stem(ctx.path), pg_backup.SUFFIX
+    else:
+        gen, problems = _sqlite_generation(ctx.path, a.dir, ctx.now.replace(tzinfo=None))
+        name, suffix = backups.stem(ctx.path), ".db"
+    removed = [] if problems else backups.prune(a.dir, name, a.keep, suffix)
+    ctx.show({"backup": str(gen), "verify": "ok" if not problems else "FAILED",
+              "problems": problems, "removed": [str(p) for p in removed],
+              "generations": len(backups.generations(a.dir, name, suffix))})
+    return 1 if problems else 0
+
+
+def _sqlite_generation(path: str, folder: str, now: Any) -> tuple[Path, list[str]]:
+    gen = backups.backup_db(path, folder, now)
     db = open_db(gen)
     try:
         problems = ledger.verify(db)
@@ -64,11 +80,7 @@ def backup(ctx: Ctx, a: argparse.Namespace) -> int:
         db.conn.close()
     for extra in (Path(f"{gen}-wal"), Path(f"{gen}-shm")):
         extra.unlink(missing_ok=True)
-    removed = [] if problems else backups.prune(a.dir, backups.stem(ctx.path), a.keep)
-    ctx.show({"backup": str(gen), "verify": "ok" if not problems else "FAILED",
-              "problems": problems, "removed": [str(p) for p in removed],
-              "generations": len(backups.generations(a.dir, backups.stem(ctx.path)))})
-    return 1 if problems else 0
+    return gen, problems
 
 
 COMMANDS: dict[str, Handler] = {"upgrade": upgrade, "backup": backup}

@@ -151,13 +151,13 @@ class TapContext:
 
     def open_now(self) -> bool:
         """Whether ``now`` is within the device's opening hours and its store's."""
-        return self.store_open() and _within(self.settings.get("hours", "00:00-24:00"),
+        return self.store_open() and within(self.settings.get("hours", "00:00-24:00"),
                                              self.now)
 
     def store_open(self) -> bool:
         """Whether ``now`` is within the opening hours of the reader's store (always true
         without store hours)."""
-        return self.store_hours is None or _within(self.store_hours, self.now)
+        return self.store_hours is None or within(self.store_hours, self.now)
 
     def closed(self) -> Denied:
         """The deny for a tap outside opening hours (the store's when those are the cause)."""
@@ -165,7 +165,8 @@ class TapContext:
         return self.deny("closed", f"Closed, hours {hours}")
 
 
-def _within(hours: str, now: datetime) -> bool:
+def within(hours: str, now: datetime) -> bool:
+    """Whether ``now`` (local time) is within ``hours`` ("HH:MM-HH:MM", may wrap midnight)."""
     start, end = parse_hours(hours)
     minute = now.hour * 60 + now.minute
     if start < end:

@@ -27,6 +27,7 @@ from host.site.registry import DeviceState, Registry
 from host.site.writer import Writer, WriterClosed
 from host.store import site_state as store
 from host.store.db import transaction
+from protocol import control
 from protocol import packet as pk
 
 log = logging.getLogger("tapkiosk.service")
@@ -97,7 +98,7 @@ class DeviceConfigs:
             version, acked = row[0], row[2]
         first = version - len(chunks) + 1
         frames = [{**base, "cfg_version": first + i,
-                   "allow_op": pk.ALLOW_REPLACE if i == 0 else pk.ALLOW_ADD, "allow": chunk}
+                   "allow_op": control.ALLOW_REPLACE if i == 0 else control.ALLOW_ADD, "allow": chunk}
                   for i, chunk in enumerate(chunks)]
         return DeviceConfig(version, acked, frames)
 

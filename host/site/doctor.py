@@ -134,14 +134,16 @@ def broker_login(c: DaemonConfig) -> list[Check]:
 def database(c: DaemonConfig) -> tuple[list[Check], object | None]:
     """The database opens at this version's schema and takes the write lock; returns the open
     database for the reader checks (None when it failed)."""
-    from host.store.db import open_db, schema_version
-    what = f"database {c.db}"
-    if not os.path.exists(c.db):
+    from host.store.db import safe_url, is_postgres, open_db, schema_version
+    pg = is_postgres(c.db)
+    shown = safe_url(c.db) if pg else c.db
+    what = f"database {shown}"
+    if not pg and not os.path.exists(c.db):
         return [Check("FAIL", what, f"missing: tapkiosk --db {c.db} init")], None
     try:
         db = open_db(c.db)
-    except HostError as e:
-        return [Check("FAIL", what, str(e))], None
+    except HostError as e:     # also a PostgreSQL server that does not answer
+        return [Check("FAIL", what, safe_url(str(e)))], None
     try:
         db.conn.execute("PRAGMA busy_timeout = 2000")
         db.conn.execute("BEGIN IMMEDIATE")

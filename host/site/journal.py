@@ -4,25 +4,36 @@
 One SQLite file on the store PC, apart from the chain's database, holds:
 
 - a **snapshot** of what an outage decision needs (card -> member, status, tier, stored
-  value, valid time passes and punch cards, each reader's kind and store), replaced as a
-  whole by :meth:`Journal.refresh` while the chain's database is reachable;
+  value, valid time passes and punch cards with their daily caps and grants of the day,
+  gate presence, each reader's kind, store and settings), replaced as a whole by
+  :meth:`Journal.refresh` while the chain's database is reachable, with the last journal
+  id it already includes (an entry after it is counted on top of the snapshot);
+- the **readers this daemon served** (``snap_readers``: key, replay state, config version,
+  saved whenever one is loaded while the database answers) and the daemon's settings
+  (``snap_settings``: where its policy file is), so that a daemon started while the
+  database is unreachable can still authenticate its readers and load its policy. The file
+  holds reader keys: it is created readable by its owner only;
 - the **journal**: every tap decided during an outage, with its decision and reply bytes,
   written durably (``synchronous=FULL``, committed) BEFORE the reply leaves, keyed by the
   original (device, seq) so a retransmission gets the same reply and a replay after a crash
   applies it once. Entries go ``pending`` -> ``applied`` | ``unapplied`` (the chain refused
-  it: see ``offline_unapplied``) | ``denied`` (refused offline: nothing to apply).
+  it: see ``offline_unapplied``); a tap refused offline is ``denied`` from the start (nothing
+  to apply) and is only recorded, as refused, in the chain's taps (``stored`` set then), so
+  every tap a reader saw decided is in the chain's database once.
 
 Only the daemon's writer thread uses it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import sqlite3
 from typing import Any, NamedTuple
 
 from host.errors import InputError
-from host.rules.offline import OutageDecision, SnapCard, SnapPass
+from host.rules.offline import Local, OutageDecision, SnapCard, SnapDevice, SnapPass
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS snap_cards (uid TEXT PRIMARY KEY, member_id INTEGER NOT NULL,
@@ -31,11 +42,20 @@ CREATE TABLE IF NOT EXISTS snap_cards (uid TEXT PRIMARY KEY, member_id INTEGER N
 CREATE INDEX IF NOT EXISTS snap_cards_member ON snap_cards(member_id);
 CREATE TABLE IF NOT EXISTS snap_passes (id INTEGER PRIMARY KEY, member_id INTEGER NOT NULL,
     kind TEXT NOT NULL, covers TEXT NOT NULL, starts_at INTEGER NOT NULL,
-    ends_at INTEGER NOT NULL, uses_left INTEGER, created_at INTEGER NOT NULL);
+    ends_at INTEGER NOT NULL, uses_left INTEGER, created_at INTEGER NOT NULL,
+    daily_cap INTEGER);
 CREATE INDEX IF NOT EXISTS snap_passes_member ON snap_passes(member_id);
 CREATE TABLE IF NOT EXISTS snap_devices (device_id TEXT PRIMARY KEY, kind TEXT NOT NULL,
-    store TEXT);
+    store TEXT, settings TEXT NOT NULL DEFAULT '{}');
+CREATE TABLE IF NOT EXISTS snap_presence (member_id INTEGER PRIMARY KEY,
+    inside INTEGER NOT NULL, ts INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS snap_pass_day (pass_id INTEGER PRIMARY KEY, used INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS snap_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS snap_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS snap_readers (device_id TEXT PRIMARY KEY, kind TEXT NOT NULL,
+    key BLOB NOT NULL, highest INTEGER NOT NULL, resend_floor INTEGER NOT NULL,
+    down_boot INTEGER NOT NULL, cfg_version INTEGER NOT NULL, cfg_acked INTEGER NOT NULL,
+    seq_base INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS journal (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     outage INTEGER NOT NULL,
@@ -49,6 +69,7 @@ CREATE TABLE IF NOT EXISTS journal (
     state TEXT NOT NULL DEFAULT 'pending'
         CHECK (state IN ('pending', 'applied', 'unapplied', 'denied')),
     note TEXT NOT NULL DEFAULT '',
+    stored INTEGER NOT NULL DEFAULT 0,
     UNIQUE (device_id, seq)
 );
 CREATE INDEX IF NOT EXISTS journal_state ON journal(state, id);
@@ -95,42 +116,59 @@ class Journal:
     def __init__(self, path: str) -> None:
         self.path = os.fspath(path)
         try:
+            with contextlib.suppress(FileExistsError):   # reader keys: the owner only
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             self.conn = sqlite3.connect(self.path, isolation_level=None,
                                         check_same_thread=False)
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA synchronous = FULL")
             self.conn.executescript(_SCHEMA)
-        except sqlite3.Error as e:
+            _add_columns(self.conn)
+        except (OSError, sqlite3.Error) as e:
             raise InputError(f"cannot open the offline journal {self.path}: {e}") from None
 
     def close(self) -> None:
         self.conn.close()
 
     # ----------------------------------------------------------------- snapshot
-    def refresh(self, central: Any, ts: int) -> int:
+    def refresh(self, central: Any, ts: int, day_start: int) -> int:
         """Replace the snapshot by what the chain's database ``central`` (a connection or
-        Database with ``execute``) holds now; returns the number of cards. Portable SQL."""
+        Database with ``execute``) holds now, ``day_start`` the unix time of today's local
+        midnight; returns the number of cards. Portable SQL."""
         cards = central.execute(
             "SELECT c.uid, c.member_id, c.status, c.expires_at, m.status, m.tier, "
             "m.principal_fen + m.bonus_fen FROM cards c JOIN members m ON m.id = c.member_id"
         ).fetchall()
         passes = central.execute(
-            "SELECT id, member_id, kind, covers, starts_at, ends_at, uses_left, created_at "
-            "FROM passes WHERE cancelled_at IS NULL AND kind IN ('time', 'punch') AND "
-            "(ends_at = 0 OR ends_at > ?)", (ts,)).fetchall()
+            "SELECT id, member_id, kind, covers, starts_at, ends_at, uses_left, created_at, "
+            "daily_cap FROM passes WHERE cancelled_at IS NULL AND kind IN ('time', 'punch') "
+            "AND (ends_at = 0 OR ends_at > ?)", (ts,)).fetchall()
         devices = central.execute(
-            "SELECT d.device_id, d.kind, s.name FROM devices d LEFT JOIN stores s "
+            "SELECT d.device_id, d.kind, s.name, d.settings FROM devices d LEFT JOIN stores s "
             "ON s.id = d.store_id").fetchall()
+        presence = central.execute("SELECT member_id, inside, ts FROM presence").fetchall()
+        # Grants of the day on capped passes, counted as host.rules.payment.used_today does.
+        day = central.execute(
+            "SELECT t.pass_id, count(*) FROM taps t JOIN passes p ON p.id = t.pass_id "
+            "WHERE p.daily_cap > 0 AND t.ts >= ? AND t.verdict = 'grant' AND "
+            "coalesce(t.direction, 'in') <> 'out' AND t.id NOT IN "
+            "(SELECT tap_id FROM tap_voids) GROUP BY t.pass_id", (day_start,)).fetchall()
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
         try:
-            for table in ("snap_cards", "snap_passes", "snap_devices"):
+            for table in ("snap_cards", "snap_passes", "snap_devices", "snap_presence",
+                          "snap_pass_day"):
                 c.execute(f"DELETE FROM {table}")
             c.executemany("INSERT INTO snap_cards VALUES (?,?,?,?,?,?,?)", cards)
-            c.executemany("INSERT INTO snap_passes VALUES (?,?,?,?,?,?,?,?)", passes)
-            c.executemany("INSERT INTO snap_devices VALUES (?,?,?)", devices)
-            c.execute("INSERT INTO snap_meta VALUES ('taken_at', ?) ON CONFLICT (key) "
-                      "DO UPDATE SET value = excluded.value", (ts,))
+            c.executemany("INSERT INTO snap_passes VALUES (?,?,?,?,?,?,?,?,?)", passes)
+            c.executemany("INSERT INTO snap_devices VALUES (?,?,?,?)", devices)
+            c.executemany("INSERT INTO snap_presence VALUES (?,?,?)", presence)
+            c.executemany("INSERT INTO snap_pass_day VALUES (?,?)", day)
+            upto = c.execute("SELECT coalesce(max(id), 0) FROM journal").fetchone()[0]
+            for key, value in (("taken_at", ts), ("day_start", day_start),
+                               ("journal_upto", upto)):
+                c.execute("INSERT INTO snap_meta VALUES (?, ?) ON CONFLICT (key) "
+                          "DO UPDATE SET value = excluded.value", (key, value))
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
@@ -139,7 +177,10 @@ class Journal:
 
     def taken_at(self) -> int | None:
         """When the snapshot was last refreshed (unix seconds), None if never."""
-        row = self.conn.execute("SELECT value FROM snap_meta WHERE key = 'taken_at'").fetchone()
+        return self._meta("taken_at")
+
+    def _meta(self, key: str) -> int | None:
+        row = self.conn.execute("SELECT value FROM snap_meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
     def card(self, uid: str) -> SnapCard | None:
@@ -148,15 +189,41 @@ class Journal:
         if row is None:
             return None
         passes = tuple(SnapPass._make(r) for r in self.conn.execute(
-            "SELECT id, kind, covers, starts_at, ends_at, uses_left FROM snap_passes "
+            "SELECT id, kind, covers, starts_at, ends_at, uses_left, daily_cap FROM snap_passes "
             "WHERE member_id = ? ORDER BY created_at, id", (row[1],)))
         return SnapCard(*row, passes=passes)
 
-    def device(self, device_id: str) -> tuple[str, str | None] | None:
-        """(kind, store) of a reader in the snapshot, None when unknown."""
-        row = self.conn.execute("SELECT kind, store FROM snap_devices WHERE device_id = ?",
-                                (device_id,)).fetchone()
-        return (row[0], row[1]) if row else None
+    def device(self, device_id: str) -> SnapDevice | None:
+        """(kind, store, settings) of a reader in the snapshot, None when unknown."""
+        row = self.conn.execute("SELECT kind, store, settings FROM snap_devices WHERE "
+                                "device_id = ?", (device_id,)).fetchone()
+        return SnapDevice(row[0], row[1], json.loads(row[2] or "{}")) if row else None
+
+    _READER_COLS = ("kind", "key", "highest", "resend_floor", "down_boot", "cfg_version",
+                    "cfg_acked", "seq_base")
+
+    def save_reader(self, device_id: str, row: dict[str, Any]) -> None:
+        """Keep what authenticates reader ``device_id`` (a ``load_device`` row)."""
+        self.conn.execute("INSERT OR REPLACE INTO snap_readers VALUES (?,?,?,?,?,?,?,?,?)",
+                          (device_id, *(row[c] for c in self._READER_COLS)))
+
+    def reader(self, device_id: str) -> dict[str, Any] | None:
+        """The saved ``load_device`` row of reader ``device_id``, None when never saved."""
+        row = self.conn.execute(f"SELECT {', '.join(self._READER_COLS)} FROM snap_readers "
+                                "WHERE device_id = ?", (device_id,)).fetchone()
+        if row is None:
+            return None
+        out = dict(zip(self._READER_COLS, row))
+        out["key"] = bytes(out["key"])
+        return out
+
+    def set_setting(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO snap_settings VALUES (?, ?)", (key, value))
+
+    def setting(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM snap_settings WHERE key = ?",
+                                (key,)).fetchone()
+        return row[0] if row else None
 
     # ----------------------------------------------------------------- journal
     def next_outage(self) -> int:
@@ -176,6 +243,33 @@ class Journal:
             (member_id, outage)).fetchall())
         return fen, uses
 
+    def local(self, member_id: int, outage: int, device_id: str, day_start: int) -> Local:
+        """What this store knows of ``member_id`` beyond its snapshot card (see
+        host.rules.offline.Local): the snapshot's counts plus the journal's grants after it
+        (``journal_upto``); the snapshot's day counts only when taken the same day."""
+        spent, uses = self.spent(member_id, outage)
+        upto = self._meta("journal_upto") or 0
+        same_day = self._meta("day_start") == day_start
+        day: dict[int, int] = dict(self.conn.execute(
+            "SELECT pass_id, used FROM snap_pass_day WHERE pass_id IN (SELECT id FROM "
+            "snap_passes WHERE member_id = ?)", (member_id,))) if same_day else {}
+        for pid, n in self.conn.execute(
+                "SELECT pass_id, count(*) FROM journal WHERE member_id = ? AND id > ? AND "
+                "ts >= ? AND verdict = 'grant' AND pass_id IS NOT NULL AND "
+                "coalesce(direction, 'in') <> 'out' GROUP BY pass_id",
+                (member_id, upto, day_start)):
+            day[pid] = day.get(pid, 0) + n
+        last_gate = self.conn.execute(
+            "SELECT direction, ts FROM journal WHERE member_id = ? AND id > ? AND kind = 'gate' "
+            "AND verdict = 'grant' ORDER BY id DESC LIMIT 1", (member_id, upto)).fetchone()
+        pres = ((1 if (last_gate[0] or "in") == "in" else 0, last_gate[1]) if last_gate else
+                self.conn.execute("SELECT inside, ts FROM snap_presence WHERE member_id = ?",
+                                  (member_id,)).fetchone())
+        last_here = self.conn.execute(
+            "SELECT max(ts) FROM journal WHERE member_id = ? AND device_id = ? AND "
+            "verdict = 'grant'", (member_id, device_id)).fetchone()[0]
+        return Local(spent, uses, day, pres[1] if pres and pres[0] else None, last_here)
+
     def find(self, device_id: str, seq: int) -> Entry | None:
         """The journaled tap (device, seq), None when there is none."""
         row = self.conn.execute(f"SELECT {', '.join(_ENTRY_COLS)} FROM journal WHERE "
@@ -192,25 +286,44 @@ class Journal:
             "uses_left, balance_fen, relay_ms, pattern, reply, state) "
             "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (outage, tap.device_id, tap.seq, tap.uid, tap.service, tap.amount_fen,
-             tap.direction, tap.device_time, ts, d.member_id, kind, d.verdict, d.reason, d.text,
+             d.direction or tap.direction, tap.device_time, ts, d.member_id, kind, d.verdict,
+             d.reason, d.text,
              d.charged_fen, d.pass_id, d.uses_left, d.balance_fen, relay_ms, pattern, reply,
              "pending" if d.verdict == "grant" else "denied"))
 
     def pending(self) -> list[Entry]:
-        """Granted taps not applied to the chain's database yet, in the order decided."""
+        """Taps not in the chain's database yet, in the order decided: granted ones to
+        apply, denied ones to record as refused."""
         return [_entry(r) for r in self.conn.execute(
-            f"SELECT {', '.join(_ENTRY_COLS)} FROM journal WHERE state = 'pending' ORDER BY id")]
+            f"SELECT {', '.join(_ENTRY_COLS)} FROM journal WHERE state = 'pending' OR "
+            "(state = 'denied' AND stored = 0) ORDER BY id")]
 
     def mark(self, entry_id: int, state: str, note: str = "") -> None:
-        """Set a pending entry's outcome once it is in the chain's database."""
-        self.conn.execute("UPDATE journal SET state = ?, note = ? WHERE id = ?",
+        """Set an entry's outcome once it is in the chain's database."""
+        self.conn.execute("UPDATE journal SET state = ?, note = ?, stored = 1 WHERE id = ?",
                           (state, note, entry_id))
+
+    def waiting(self) -> int:
+        """How many taps wait for the chain's database (granted or denied offline)."""
+        return self.conn.execute("SELECT count(*) FROM journal WHERE state = 'pending' OR "
+                                 "(state = 'denied' AND stored = 0)").fetchone()[0]
 
     def counts(self) -> dict[str, int]:
         """Journal entries by state (``pending``, ``applied``, ``unapplied``, ``denied``)."""
         out = {s: 0 for s in ("pending", "applied", "unapplied", "denied")}
         out.update(self.conn.execute("SELECT state, count(*) FROM journal GROUP BY state"))
         return out
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """Columns a journal file written by an earlier version lacks (denied taps recorded,
+    the snapshot's caps and reader settings)."""
+    for table, col, decl in (("journal", "stored", "INTEGER NOT NULL DEFAULT 0"),
+                             ("snap_passes", "daily_cap", "INTEGER"),
+                             ("snap_devices", "settings", "TEXT NOT NULL DEFAULT '{}'")):
+        cols = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        if col not in cols:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {col} {decl}")
 
 
 def _entry(row: Any) -> Entry:

@@ -17,26 +17,47 @@ UNIQUE(device, seq) applies each once, even when a crash interrupted an earlier 
 tap the engine then refuses (balance spent elsewhere meanwhile, card blocked) is recorded
 in ``offline_unapplied`` (``tapkiosk report offline``), never dropped. Once the journal is
 empty the store is online again and the batch is decided by the engine. Taps refused
-offline are journaled as ``denied`` and not replayed (the member got nothing). Gate taps
+offline are journaled as ``denied``: nothing is applied for them, but each is stored in the
+chain's taps as the refused tap its reader saw (so every decided tap is there once). While
+no tap comes, the writer calls :meth:`Outage.idle`, so the journal is replayed as soon as
+the database answers, not only at the next tap. Gate taps
 replay as offline taps (``host.rules.offline.record``, as from a reader's allow-list): the
 member went through, so they are recorded and use their pass, never refused afterwards.
+
+While offline, a :class:`host.site.reach.Prober` asks on its own thread whether the
+database answers; the writer replays only then (a hanging connect never holds taps up). A
+daemon that starts offline (``prime`` cannot take a snapshot) or with taps left in its
+journal starts in an outage; the readers it served while online are kept in the journal
+(``remember_reader``) so that it can authenticate them (``offline_reader``, with a fresh
+down-seq boot written to the database when it is back).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import glob
+import hashlib
 import logging
 import os
+import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from host.rules.engine import Decision, EncodeReply, Engine, Tap, clip_text
-from host.rules.offline import decide_outage
+from host.ledger.periods import day_start
+from host.rules.offline import Local, decide_outage
 from host.site.journal import Entry, Journal
-from host.store.outage import is_unavailable, record_unapplied
+from host.site.reach import Prober
+from host.store.db import is_postgres, retrying, safe_url
+from host.store.site_state import raise_down_boot
+from host.store.pg import reachable
+from host.store.outage import StoreUnavailable, is_unavailable, record_denied, record_unapplied
 from protocol import codes
+from protocol import seq as seqs
 
 log = logging.getLogger("tapkiosk.outage")
 
@@ -54,8 +75,12 @@ class Outage:
 
     def __init__(self, journal: Journal, *, retry_s: float = RETRY_S,
                  snapshot_every_s: float = SNAPSHOT_EVERY_S,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 probe: Callable[[], bool] | None = None) -> None:
         self.journal = journal
+        #: Asks whether the database answers, off the writer thread (None: the writer's
+        #: replay attempts find out themselves).
+        self.prober = Prober(probe, retry_s) if probe is not None else None
         self.retry_s = retry_s
         self.snapshot_every_s = snapshot_every_s
         self.monotonic = monotonic
@@ -65,6 +90,18 @@ class Outage:
         self.unapplied = 0
         #: Balances the engine answered since the last snapshot, by member.
         self._balances: dict[int, int] = {}
+        #: Down-seq boots taken offline (``offline_reader``), to write when back online.
+        self._boots: dict[str, int] = {}
+        #: Called once, on the writer thread, when the database is next back (the daemon
+        #: loads the chain's policy then if it could not at start).
+        self.on_online: Callable[[], None] | None = None
+        if journal.waiting():
+            # Killed before its journal was replayed: that outage goes on until it is (taps
+            # are decided after those of the journal, never before them).
+            self.outage = journal.next_outage() - 1
+            self._last_try = monotonic() - retry_s
+            if self.prober is not None:
+                self.prober.start()
 
     @property
     def offline(self) -> bool:
@@ -95,6 +132,8 @@ class Outage:
             self.outage = self.journal.next_outage()
             log.warning("outage %d: the chain's database is unreachable (%s): deciding taps "
                         "from the local journal", self.outage, why)
+            if self.prober is not None:
+                self.prober.start()
         self._last_try = self.monotonic()
 
     def _offline(self, engine: Engine, tap: Tap, encode: EncodeReply | None) -> Decision:
@@ -105,16 +144,19 @@ class Outage:
         ts = int(now.timestamp())
         dev = self.journal.device(tap.device_id)
         if dev is None:
-            d = Decision("deny", "unknown_device", 0, codes.PAT_DENY, "Unknown reader", 0, 0,
-                         -1, None)
+            reason, text = (("unknown_device", "Unknown reader")
+                            if self.journal.taken_at() is not None
+                            else ("no_snapshot", "Offline, no data yet"))
+            d = Decision("deny", reason, 0, codes.PAT_DENY, text, 0, 0, -1, None)
             return dataclasses.replace(d, reply=bytes(encode(d)) if encode else b"")
-        kind, store = dev
-        policy = engine.policy.for_store(store)
+        kind = dev.kind
+        policy = engine.policy.for_store(dev.store)
         card = self.journal.card(tap.uid.upper())
         if card is not None and card.member_id in self._balances:
             card = card._replace(balance_fen=self._balances[card.member_id])
-        spent, uses = self.journal.spent(card.member_id, self.outage) if card else (0, {})
-        out = decide_outage(card, tap, kind, policy, ts, spent, uses)
+        local = self.journal.local(card.member_id, self.outage, tap.device_id,
+                                   day_start(now)) if card else Local()
+        out = decide_outage(card, tap, dev, engine.policy, now, local)
         grant = out.verdict == "grant"
         relay = {"gate": policy.gate_relay_ms, "wash": policy.wash_relay_ms}.get(
             kind, policy.kiosk_relay_ms) if grant else 0
@@ -126,13 +168,25 @@ class Outage:
         return dataclasses.replace(d, reply=reply)
 
     # ----------------------------------------------------------------- back online
+    def idle(self, engine: Engine) -> None:
+        """The writer has no tap to decide: replay the journal if a retry is due (so an
+        outage ends when the database is back, not at the next tap), else refresh the
+        snapshot if due."""
+        if self.offline:
+            self._reconnect(engine)
+        else:
+            self._maybe_refresh(engine)
+
     def _reconnect(self, engine: Engine) -> bool:
         """Replay the journal if a retry is due; True once it is empty (online again)."""
         if self.monotonic() - self._last_try < self.retry_s:
             return False
+        if self.prober is not None and not self.prober.take():
+            return False      # not known to answer: no connection attempt on this thread
         self._last_try = self.monotonic()
         try:
             self.replay(engine)
+            self._save_boots(engine)
         except Exception as e:  # noqa: BLE001 - anything but an outage is re-raised
             if not is_unavailable(e):
                 raise
@@ -140,6 +194,11 @@ class Outage:
         log.warning("outage %s over: journal replayed (%s)", self.outage,
                     self.journal.counts())
         self.outage = None
+        if self.prober is not None:
+            self.prober.stop()
+        hook, self.on_online = self.on_online, None
+        if hook is not None:
+            hook()
         self._last_snapshot = None
         self._maybe_refresh(engine)
         return True
@@ -148,17 +207,23 @@ class Outage:
         """Apply every pending journal entry through ``engine`` in order (raises
         StoreUnavailable when the database is still unreachable); returns how many."""
         entries = self.journal.pending()
-        clock = engine.clock
-        try:
-            for e in entries:
-                self._apply(engine, e)
-        finally:
-            engine.clock = clock
+        if not entries:
+            engine.db.conn.execute("SELECT 1")     # still unreachable: raises
+            return 0
+        # An engine of its own whose clock is each tap's time: the writer's engine (and its
+        # clock, which other threads read) is left alone.
+        at: list[datetime] = [engine.clock()]
+        replayer = Engine(engine.db, engine.policy, lambda: at[0])
+        for e in entries:
+            at[0] = datetime.fromtimestamp(e.ts, engine.policy.tz)
+            self._apply(replayer, e)
         return len(entries)
 
     def _apply(self, engine: Engine, e: Entry) -> None:
-        when = datetime.fromtimestamp(e.ts, engine.policy.tz)
-        engine.clock = lambda: when
+        if e.verdict != "grant":       # refused offline: stored as the reader saw it
+            retrying(lambda: self._write(engine, record_denied, e))
+            self.journal.mark(e.id, "denied")
+            return
         # A gate tap replays as an offline tap (host/rules/offline.record): the member went
         # through, so it is recorded with its pass use and presence, never refused after
         # the fact (anti-passback could not be checked offline). Paid taps go through rules.
@@ -168,12 +233,18 @@ class Outage:
         if d.verdict == "grant":
             self.journal.mark(e.id, "applied")
             return
-        with engine.transaction() as conn:
-            record_unapplied(conn, device_id=e.device_id, seq=e.seq, uid=e.uid,
-                             member_id=e.member_id, tapped_at=e.ts, granted_fen=e.charged_fen,
-                             reason=d.reason, text=d.text, recorded_at=int(time.time()))
+        retrying(lambda: self._write(engine, partial(
+            record_unapplied, device_id=e.device_id, seq=e.seq, uid=e.uid,
+            member_id=e.member_id, tapped_at=e.ts, granted_fen=e.charged_fen,
+            reason=d.reason, text=d.text, recorded_at=int(time.time()))))
         self.journal.mark(e.id, "unapplied", d.reason)
         self.unapplied += 1
+
+    @staticmethod
+    def _write(engine: Engine, fn: Callable[..., None], *args: Any) -> None:
+        """``fn(conn, *args)`` in one transaction of the engine's store."""
+        with engine.transaction() as conn:
+            fn(conn, *args)
 
     def _maybe_refresh(self, engine: Engine, force: bool = False) -> None:
         now = self.monotonic()
@@ -181,7 +252,8 @@ class Outage:
                 and now - self._last_snapshot < self.snapshot_every_s):
             return
         try:
-            self.journal.refresh(engine.db.conn, int(engine.clock().timestamp()))
+            wall = engine.clock()
+            self.journal.refresh(engine.db.conn, int(wall.timestamp()), day_start(wall))
         except Exception as e:  # noqa: BLE001 - anything but an outage is re-raised
             if not is_unavailable(e):
                 raise
@@ -191,8 +263,41 @@ class Outage:
         self._last_snapshot = now
 
     def prime(self, engine: Engine) -> None:
-        """Take the first snapshot (the writer calls it at start, on its thread)."""
+        """Take the first snapshot (the writer calls it at start, on its thread); a database
+        that cannot be reached starts the daemon offline."""
         self._maybe_refresh(engine, force=True)
+        if self._last_snapshot is None and not self.offline:
+            self._go_offline(StoreUnavailable("not reachable at start"))
+            if self.journal.taken_at() is None:
+                log.error("no offline snapshot yet (this daemon never reached the chain's "
+                          "database): every tap is refused until it does")
+
+    # ----------------------------------------------------------------- readers
+    def remember_reader(self, device_id: str, row: dict[str, Any]) -> None:
+        """Keep reader ``device_id``'s ``load_device`` row for a start while offline. The
+        database answered: if offline, the next batch tries to replay at once."""
+        self.journal.save_reader(device_id, row)
+        if self.offline:
+            self._last_try = self.monotonic() - self.retry_s
+            if self.prober is not None:
+                self.prober.mark()
+
+    def offline_reader(self, device_id: str) -> dict[str, Any] | None:
+        """The saved row of reader ``device_id`` with a fresh down-seq boot (kept here and
+        written to the database when it is back, like ``load_device`` does online); None
+        when this daemon never served it while the database answered."""
+        row = self.journal.reader(device_id)
+        if row is None:
+            return None
+        row["down_boot"] = seqs.next_boot(row["down_boot"])
+        self.journal.save_reader(device_id, row)
+        self._boots[device_id] = row["down_boot"]
+        return row
+
+    def _save_boots(self, engine: Engine) -> None:
+        for device_id, boot in list(self._boots.items()):
+            retrying(lambda: self._write(engine, raise_down_boot, device_id, boot))
+            del self._boots[device_id]
 
     def status(self) -> dict[str, Any]:
         """For metrics and doctor: offline or not, the journal's counts, the snapshot's age."""
@@ -200,19 +305,51 @@ class Outage:
                 "snapshot_at": self.journal.taken_at(), **self.journal.counts()}
 
 
-def outage_for(db: str) -> Outage | None:
+def outage_for(db: str, links: Sequence[str] = ()) -> Outage | None:
     """The offline mode of a daemon on database ``db``: a journal at ``$TAPKIOSK_OFFLINE_
-    JOURNAL``, else, for a chain database (``postgresql://``), ``offline-journal.db`` in the
-    user data dir; None for a local SQLite site (its database cannot be cut off)."""
+    JOURNAL``, else, for a chain database (``postgresql://``), :func:`default_journal` in
+    the user data dir; None for a local SQLite site (its database cannot be cut off)."""
     path = os.environ.get(JOURNAL_ENV)
-    if not path and not str(db).startswith(("postgresql://", "postgres://")):
+    if not path and not is_postgres(db):
         return None
     if not path:
         base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"),
                                                                ".local", "share")
         os.makedirs(os.path.join(base, "tapkiosk"), exist_ok=True)
-        path = os.path.join(base, "tapkiosk", "offline-journal.db")
-    return Outage(Journal(path))
+        path = os.path.join(base, "tapkiosk", default_journal(db, links))
+        _warn_other_journals(path)
+    log.info("offline journal %s", path)
+    return Outage(Journal(path), probe=partial(reachable, db) if is_postgres(db) else None)
+
+
+def default_journal(db: str, links: Sequence[str] = ()) -> str:
+    """The file name of a daemon's journal: ``offline-journal-D-L.db``, D from the database
+    URL without its password, L from the daemon's reader links (``links``: its MQTT broker,
+    serial ports, NFC reader). Two daemons on one PC share a journal only when they serve
+    the same readers from the same database, which never happens (one daemon per reader)."""
+    def digest(text: str, n: int) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()[:n]
+    return (f"offline-journal-{digest(safe_url(str(db)), 12)}-"
+            f"{digest(chr(10).join(links), 8)}.db")
+
+
+def _warn_other_journals(path: str) -> None:
+    """Say so when another journal of this database (the daemon's links changed) still holds
+    taps for the database: they are replayed only by a daemon that names that file."""
+    stem = os.path.basename(path).rsplit("-", 1)[0]
+    for other in sorted(glob.glob(os.path.join(os.path.dirname(path), stem + "-*.db"))):
+        if os.path.abspath(other) == os.path.abspath(path):
+            continue
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{other}?mode=ro", uri=True)) as c:
+                n = c.execute("SELECT count(*) FROM journal WHERE state = 'pending' OR "
+                              "(state = 'denied' AND stored = 0)").fetchone()[0]
+        except sqlite3.Error:
+            continue
+        if n:
+            log.warning("offline journal %s of this database holds %d taps not replayed: "
+                        "start a daemon with %s=%s to replay them", other, n, JOURNAL_ENV,
+                        other)
 
 
 def _decision(e: Entry, replayed: bool = False) -> Decision:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from host.site.writer import Writer
+from host.store.outage import StoreUnavailable, is_unavailable
 from host.store import site_state as store
 from protocol import packet as pk
 from protocol import seq as seqs
@@ -104,10 +105,13 @@ class Registry:
             t = self._unknown.get(device_id)
             if t is not None and now - t < UNKNOWN_TTL_S:
                 return None
-        if not self._exists(device_id):
-            self._remember_unknown(device_id, now)
-            return None
-        row = self.writer.call(lambda db: store.load_device(db, device_id)).result(30)
+        try:
+            if not self._exists(device_id):
+                self._remember_unknown(device_id, now)
+                return None
+            row = self.writer.call(lambda db: self._load(db, device_id)).result(30)
+        except Exception as e:  # noqa: BLE001 - re-raised unless the database is unreachable
+            row = self._offline_row(device_id, e)
         with self._lock:
             if row is None:
                 return None
@@ -122,6 +126,30 @@ class Registry:
                 self._devices[device_id] = st
                 self._unknown.pop(device_id, None)
             return st
+
+    def _load(self, db: Any, device_id: str) -> dict[str, Any] | None:
+        """``load_device`` on the writer; kept in a chain daemon's offline snapshot."""
+        row = store.load_device(db, device_id)
+        outage = getattr(self.writer, "outage", None)
+        if row is not None and outage is not None:
+            outage.remember_reader(device_id, row)
+        return row
+
+    def _offline_row(self, device_id: str, e: Exception) -> dict[str, Any]:
+        """The database is unreachable: the reader as the offline snapshot has it (a chain
+        daemon started during an outage); ``e`` again for any other failure."""
+        outage = getattr(self.writer, "outage", None)
+        if outage is None or not is_unavailable(e):
+            raise e
+        row = self.writer.call(lambda db: outage.offline_reader(device_id)).result(30)
+        if row is None:
+            raise StoreUnavailable(
+                f"the chain's database is unreachable and reader {device_id} is not in this "
+                "daemon's offline snapshot (it never connected here while the database "
+                "answered): its taps are refused until the database answers") from None
+        log.warning("device=%s loaded from the offline snapshot: the chain's database is "
+                    "unreachable", device_id)
+        return row
 
     def _exists(self, device_id: str) -> bool:
         return self._reader.run(lambda db: store.device_exists(db, device_id))

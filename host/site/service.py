@@ -29,7 +29,7 @@ from typing import Any
 from host.errors import HostError
 from host.rules.engine import Decision, Tap
 from host.rules.policy import Policy
-from host.site.devconfig import DeviceConfigs, ServiceConfig
+from host.site.devconfig import DeviceConfig, DeviceConfigs, ServiceConfig
 from host.site.inflight import InflightGate
 from host.site.liveness import Liveness
 from host.site.metrics import Metrics
@@ -42,6 +42,7 @@ from host.site.taps import Taps
 from host.site.update import Updates
 from host.site.writer import Writer, WriterClosed
 from host.store import site_state as store
+from host.store.outage import is_unavailable
 from protocol import codes
 from protocol import ota
 from protocol import packet as pk
@@ -222,8 +223,13 @@ class Service:
         try:
             cfg = self.writer.call(persist).result(30)
         except Exception as e:  # noqa: BLE001 - answer nothing; the device says HELLO again
-            log.error("device=%s HELLO not stored: %s", st.device_id, e)
-            return
+            if getattr(self.writer, "outage", None) is None or not is_unavailable(e):
+                log.error("device=%s HELLO not stored: %s", st.device_id, e)
+                return
+            # A chain store in a WAN outage: welcome it with the config it has (the seqs
+            # are kept by the replay window; the journal's taps carry them to the database).
+            log.warning("device=%s HELLO answered offline, not stored: %s", st.device_id, e)
+            cfg = DeviceConfig(st.cfg_version, st.cfg_acked, [])     # nothing to push
         st.cfg_version, st.cfg_acked = cfg.version, max(st.cfg_acked, cfg.acked)
         welcome = self.registry.encode(st, pk.WELCOME, {
             "hello_seq": p.seq, "host_time": now & 0xFFFFFFFF,
@@ -233,7 +239,7 @@ class Service:
         log.info("hello device=%s fw=%s boot=%d reset=%d resend_floor=%d cfg=%d acked=%d",
                  st.device_id, f["fw"], f["boot"], f["reset"], floor, cfg.version, st.cfg_acked)
         send(welcome)
-        if st.cfg_acked < cfg.version:
+        if st.cfg_acked < cfg.version and cfg.frames:
             self.configs.push(st, cfg, send)
 
     # ----------------------------------------------------------------- for links and daemon

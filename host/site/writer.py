@@ -171,7 +171,9 @@ class Writer:
                  engine_factory: Callable[[sqlite_utils.Database], Engine] | None = None,
                  outage: Outage | None = None) -> None:
         self.db_path = db_path
-        self.db = open_db(db_path)
+        # A chain store's daemon starts even when the chain's database cannot be reached
+        # (it then decides from its offline journal); the schema is checked once it can.
+        self.db = open_db(db_path, unreachable_ok=outage is not None)
         self.commits = 0
         self._wal_full = threading.Event()
         self.checkpointer: Checkpointer | None = None
@@ -261,8 +263,11 @@ class Writer:
     def _run(self) -> None:
         pending: Any = None
         while True:
-            job = pending if pending is not None else self._q.get()
+            job = pending if pending is not None else self._next()
             pending = None
+            if job is None:
+                self._after_job()   # what the offline mode's idle turn may have sent
+                continue
             if job is _STOP:
                 return
             if isinstance(job, _CallJob):
@@ -293,6 +298,26 @@ class Writer:
                 fn()
             except Exception:  # noqa: BLE001 - a link's flush must not stop the writer
                 log.exception("writer: after-job hook failed")
+
+    def _next(self) -> Any:
+        """The next job; None after a second without one when the writer has an offline
+        mode, which then gets its idle turn (an outage ends without waiting for a tap)."""
+        if self.outage is None:
+            return self._q.get()
+        try:
+            return self._q.get(timeout=min(1.0, max(0.05, self.outage.retry_s)))
+        except queue.Empty:
+            pass
+        try:
+            self.outage.idle(self.engine)
+        except Exception as e:  # noqa: BLE001 - the writer thread must outlive it
+            log.error("writer: offline journal round failed: %s: %s", type(e).__name__, e)
+            try:
+                if self.db.conn.in_transaction:
+                    self.db.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+        return None
 
     def _finish_checkpoint(self) -> None:
         """Between transactions: a PASSIVE checkpoint on the writer's own connection, so the

@@ -23,7 +23,7 @@ from host.errors import InputError
 from host.store.db import BUSY_TIMEOUT_MS, is_empty, is_postgres, pending_migrations
 
 _STAMP = "%Y-%m-%dT%H%M%S"
-_GEN_RE = r"-(\d{4}-\d{2}-\d{2}T\d{6})(?:-(\d+))?\.db"
+_GEN_RE = r"-(\d{4}-\d{2}-\d{2}T\d{6})(?:-(\d+))?"
 
 
 def stem(path: str | os.PathLike) -> str:
@@ -36,8 +36,8 @@ def backup_db(path: str | os.PathLike, folder: str | os.PathLike,
     """A dated snapshot of the database at ``path`` in ``folder`` (created ``0770`` if
     missing), mode ``0660``; returns its path. Raises InputError when either side fails."""
     if is_postgres(path):
-        raise InputError("a PostgreSQL store is backed up by PostgreSQL's own tools "
-                         "(pg_dump, or pgBackRest for point-in-time recovery), not by tapkiosk")
+        raise InputError("a PostgreSQL store is backed up with pg_dump (tapkiosk backup runs "
+                         "it) or pgBackRest, not copied as a file")
     src_path = Path(path)
     if not src_path.is_file():
         raise InputError(f"no database at {src_path}")
@@ -67,22 +67,23 @@ def backup_db(path: str | os.PathLike, folder: str | os.PathLike,
     return dest
 
 
-def generations(folder: str | os.PathLike, name: str) -> list[Path]:
-    """Backups of database ``name`` (a stem) in ``folder``, oldest first."""
+def generations(folder: str | os.PathLike, name: str, suffix: str = ".db") -> list[Path]:
+    """Backups of database ``name`` (a stem) in ``folder``, oldest first (``suffix``
+    ``.dump``: PostgreSQL dumps, host/store/pg_backup.py)."""
     d = Path(folder)
     if not d.is_dir():
         return []
-    pat = re.compile(re.escape(name) + _GEN_RE)
+    pat = re.compile(re.escape(name) + _GEN_RE + re.escape(suffix))
     found = [(m, p) for p in d.iterdir() if (m := pat.fullmatch(p.name))]
     found.sort(key=lambda mp: (mp[0].group(1), int(mp[0].group(2) or 1)))
     return [p for _, p in found]
 
 
-def prune(folder: str | os.PathLike, name: str, keep: int) -> list[Path]:
+def prune(folder: str | os.PathLike, name: str, keep: int, suffix: str = ".db") -> list[Path]:
     """Delete all but the newest ``keep`` generations of ``name``; returns the deleted ones."""
     if keep < 1:
         raise InputError("keep at least one backup generation")
-    old = generations(folder, name)[:-keep]
+    old = generations(folder, name, suffix)[:-keep]
     for p in old:
         for extra in (p, Path(f"{p}-wal"), Path(f"{p}-shm")):
             with contextlib.suppress(FileNotFoundError):

@@ -600,6 +600,13 @@ BEGIN SELECT RAISE(ABORT, 'offline_unapplied is append-only'); END;
 CREATE TRIGGER offline_unapplied_no_delete BEFORE DELETE ON offline_unapplied
 BEGIN SELECT RAISE(ABORT, 'offline_unapplied is append-only'); END;
 """),
+    # A chain's counter cash by store (issue 17, host/admin/core.py ``counter_store``): the
+    # store whose counter took a top-up, pass sale or refund (the write's --store, else the
+    # store of the staff account making it); NULL: none named, chain-wide only.
+    (22, "chain: payments belong to the store whose counter took them", """
+ALTER TABLE payments ADD COLUMN store_id INTEGER REFERENCES stores(id);
+CREATE INDEX payments_store ON payments(store_id, ts);
+"""),
 ]
 
 def default_db_path() -> str:
@@ -621,27 +628,30 @@ def is_postgres(path: str | os.PathLike | None) -> bool:
     return isinstance(path, str) and path.startswith(("postgresql://", "postgres://"))
 
 
-def open_pg(url: str, *, readonly: bool = False) -> Any:
-    """A ``PgDatabase`` on ``url`` (schema not checked: ``open_db`` does that)."""
+def open_pg(url: str, *, readonly: bool = False, lazy: bool = False) -> Any:
+    """A ``PgDatabase`` on ``url`` (schema not checked: ``open_db`` does that); ``lazy``: an
+    unreachable server is not an error (the first statement that reaches it connects)."""
     from host.store import pg
     for _version, _name, sql in MIGRATIONS:
         learn_schema(sql)
     try:
-        return pg.PgDatabase(url, readonly=readonly)
+        return pg.PgDatabase(url, readonly=readonly, lazy=lazy)
     except ImportError:
         raise InputError("PostgreSQL needs psycopg: pip install 'psycopg[binary]'") from None
     except sqlite3.Error as e:
-        raise InputError(f"cannot open database {_safe_url(url)}: {e}") from None
+        raise InputError(f"cannot open database {safe_url(url)}: {e}") from None
     except Exception as e:  # noqa: BLE001 - psycopg's connection errors
-        raise InputError(f"cannot open database {_safe_url(url)}: {e}") from None
+        raise InputError(f"cannot open database {safe_url(url)}: {e}") from None
 
 
-def _safe_url(url: str) -> str:
-    """``url`` without its password."""
+def safe_url(url: str) -> str:
+    """``url`` without its password (in the user part or as a ``password=`` parameter)."""
+    url = re.sub(r"([?&]password=)[^&]*", r"\1***", url)
     return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
 
 
-def open_db(path: str | os.PathLike | None, *, upgrade: bool = False) -> sqlite_utils.Database:
+def open_db(path: str | os.PathLike | None, *, upgrade: bool = False,
+            unreachable_ok: bool = False) -> sqlite_utils.Database:
     """Open the site database at ``path`` (None or ``":memory:"`` = in memory).
 
     Applies the pragmas (WAL, ``synchronous=FULL``, ``foreign_keys=ON``, busy timeout).
@@ -649,10 +659,15 @@ def open_db(path: str | os.PathLike | None, *, upgrade: bool = False) -> sqlite_
     migrated only with ``upgrade=True`` (``tapkiosk init`` / ``tapkiosk upgrade``, which back
     it up first); otherwise SchemaOutdated, and nothing is written. Creates parent folders of
     a file path. The returned database's connection is in autocommit mode; use
-    ``transaction()`` for writes.
+    ``transaction()`` for writes. ``unreachable_ok`` (a store's daemon, PostgreSQL only):
+    a server that cannot be reached is not an error; the schema is checked when it is.
     """
     if is_postgres(path):
-        return _check_schema(open_pg(path), _safe_url(path), upgrade)
+        db = open_pg(path, lazy=unreachable_ok)
+        if not db.conn.connected:
+            db.conn.on_connect = lambda: _check_schema(db, safe_url(path), upgrade)
+            return db
+        return _check_schema(db, safe_url(path), upgrade)
     if path is None or str(path) == ":memory:":
         conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
     else:

@@ -22,12 +22,16 @@ PostgreSQL) as store ``NAME``, in ONE transaction of the chain's database:
   ``site_key``) and sealed again under the chain's key (the chain's ``vault_for``): one key
   for the whole chain, the site's key is not needed afterwards; the phone's blind index is
   recomputed under the chain's key;
+- **the rest of the history** (``host.store.join_history``): coupons with their events,
+  the members' message consent and outbox, the sales history with the taps' points and
+  voids, the readers' fleet status and update jobs; its conflicts (a merged member's
+  opt-out that differs, a rollout name the chain has) are listed with the others;
 - **idempotent**: the join is stored in ``ops`` under a key derived from the site's data key
   check value, so running it again returns the first result (``replayed``) and writes
   nothing; the same site into another store is a Conflict.
 
-Not moved: coupons and their events, messages and contacts, catalogue moves, armed sales,
-tap voids, device events and config, gate presence, site keys of secure cards, staff (the
+Not moved: catalogue moves (the chain's catalogue is its own), armed sales (they expire in
+minutes), device events and config, gate presence, site keys of secure cards, staff (the
 chain's staff are its own). SQL is portable (plain SQL, ``?`` placeholders).
 """
 
@@ -48,6 +52,7 @@ from host.privacy.record import personal_fields, sealed_columns
 from host.privacy.vault import Vault, register, vault_for
 from host.store import audit, stores
 from host.store.db import open_db, transaction
+from host.store.join_history import History
 
 
 class JoinConflicts(Conflict):
@@ -107,13 +112,15 @@ def join_site(chain: sqlite_utils.Database, site_path: str, store: str, *, actor
             if first is not None:
                 return {**first, "replayed": True}
             mover = _Move(site, conn, vault, chain_vault)
+            history = History(mover, store)
             conflicts = mover.plan()
+            conflicts += history.plan()
             if conflicts and not skip_conflicts:
                 raise JoinConflicts(conflicts)
             if chain_vault is not None:
                 register(conn, chain_vault, ts)
             sid = _ensure_store(conn, store, ts)
-            counts = mover.run(sid)
+            counts = {**mover.run(sid), **history.run()}
             result = {"store": store, **counts, "skipped_conflicts": conflicts}
             audit.record(conn, ts, actor, "chain.join", after={"store": store, **counts})
             idempotent.remember(conn, key, "chain join", canon, result, ts)
@@ -231,6 +238,8 @@ class _Move:
                     r["member_id"] = self.ids["members"][r["member_id"]]
                     if "pass_id" in r and r["pass_id"] is not None:
                         r["pass_id"] = self.ids["passes"].get(r["pass_id"])
+                    if table == "payments":      # the site's counter is the store's now
+                        r["store_id"] = store_id
                     _insert(self.conn, table, r)
         merged = sum(1 for t in self.match.values() if t is not None)
         return {"members_new": len(self.match) - merged, "members_merged": merged,

@@ -9,7 +9,8 @@ neutral: nothing here imports a driver.
 ``offline_unapplied`` (migration 20) keeps every tap a store granted offline that the chain's
 database refused when the journal was replayed; :func:`record_unapplied` writes one inside
 the replay's transaction (idempotent on (device, seq)), :func:`unapplied` lists them for
-``tapkiosk report offline`` and ``doctor``.
+``tapkiosk report offline`` and ``doctor``. :func:`record_denied` stores a tap refused
+offline as the refused tap its reader saw (idempotent on (device, seq) too).
 """
 
 from __future__ import annotations
@@ -48,6 +49,19 @@ def record_unapplied(conn: Any, *, device_id: str, seq: int, uid: str,
                  "ON CONFLICT (device_id, seq) DO NOTHING",
                  (device_id, seq, uid, member_id, tapped_at, granted_fen, reason, text,
                   recorded_at))
+
+
+def record_denied(conn: Any, e: Any) -> None:
+    """Store a tap the daemon refused during an outage (``e``: its journal entry) as the
+    refused tap the reader saw, with its reply: nothing charged, once per (device, seq)."""
+    conn.execute("INSERT INTO taps (ts, device_id, seq, uid, member_id, kind, service, "
+                 "amount_fen, direction, device_time, verdict, reason, relay_ms, pattern, "
+                 "text, balance_fen, points, uses_left, reply) "
+                 "VALUES (?,?,?,?,?,?,?,?,?,?,'deny',?,0,?,?,?,0,?,?) "
+                 "ON CONFLICT (device_id, seq) DO NOTHING",
+                 (e.ts, e.device_id, e.seq, e.uid, e.member_id, e.kind, e.service,
+                  e.amount_fen, e.direction, e.device_time, e.reason, e.pattern, e.text,
+                  e.balance_fen, e.uses_left, e.reply))
 
 
 def unapplied(db: sqlite_utils.Database, limit: int = 1000) -> list[dict[str, Any]]:

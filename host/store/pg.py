@@ -23,7 +23,9 @@ INSERT/UPDATE/DELETE runs under its own savepoint, sent in the same round trip
 Transactions are SERIALIZABLE (``BEGIN IMMEDIATE`` translates to it): two daemons deciding
 taps of one member at once cannot both spend the same balance; the loser gets
 :class:`Retryable` and its transaction is run again (host/store/db.py ``retrying``).
-A connection lost outside a transaction is reopened at the next statement.
+A connection lost outside a transaction is reopened at the next statement. A ``lazy`` one
+(a store's daemon starting while the database is unreachable) is first made by the first
+statement that finds the server; its ``on_connect`` hook then runs (the schema check).
 """
 
 from __future__ import annotations
@@ -54,6 +56,13 @@ def _mapped(e: Exception) -> sqlite3.Error:
         out = sqlite3.OperationalError(str(e))
     out.sqlstate = state  # type: ignore[attr-defined]
     return out
+
+
+def refused_login(e: BaseException) -> bool:
+    """Whether a failed connect was refused for its login or database name (a configuration
+    error), not because the server could not be reached."""
+    text = str(e)
+    return "authentication failed" in text or "does not exist" in text
 
 
 class PgCursor:
@@ -108,14 +117,21 @@ def _numeric_loader() -> type:
 class PgConnection:
     """A psycopg connection in autocommit mode, used like the store's sqlite3 connection."""
 
-    def __init__(self, url: str, *, readonly: bool = False) -> None:
+    def __init__(self, url: str, *, readonly: bool = False, lazy: bool = False) -> None:
         self.url = url
         self.readonly = readonly
         self.row_factory = None   # accepted and ignored: rows are tuples, like sqlite3's
         self._lock = threading.RLock()
         self._open = False    # a transaction was begun and not yet committed or rolled back
         self._trace: Any = None
-        self._pg = self._connect()
+        #: Called once, with no argument, when a ``lazy`` connection is first made.
+        self.on_connect: Any = None
+        self._pg: Any = None
+        try:
+            self._pg = self._connect()
+        except Exception as e:
+            if not lazy or refused_login(e):
+                raise
 
     def set_trace_callback(self, fn: Any) -> None:
         """Call ``fn(sql)`` with the SQLite text of every statement run (None: stop), as
@@ -132,27 +148,42 @@ class PgConnection:
         return pg
 
     @property
+    def connected(self) -> bool:
+        """Whether a connection is open now (False: the next statement tries to make one)."""
+        return self._pg is not None and not (self._pg.closed or self._pg.broken)
+
+    @property
     def in_transaction(self) -> bool:
         from psycopg.pq import TransactionStatus as S
+        if self._pg is None:
+            return False
         return self._pg.info.transaction_status in (S.INTRANS, S.INERROR, S.ACTIVE)
 
     def _ready(self, text: str) -> None:
         """Reopen a lost connection, unless it was lost inside a transaction: then every
         statement but ROLLBACK or a new BEGIN fails (the transaction is gone; the rest of it
         must not autocommit on a new connection)."""
-        if not (self._pg.closed or self._pg.broken):
+        if self.connected:
             return
         if self._open and not text.startswith("BEGIN"):
             raise sqlite3.OperationalError("connection lost inside a transaction: rolled back")
-        try:
-            self._pg.close()
-        except Exception:  # noqa: BLE001 - closing a connection that is already gone
-            pass
+        if self._pg is not None:
+            try:
+                self._pg.close()
+            except Exception:  # noqa: BLE001 - closing a connection that is already gone
+                pass
         import psycopg
         try:
             self._pg = self._connect()
         except psycopg.Error as e:
             raise _mapped(e) from e
+        hook, self.on_connect = self.on_connect, None
+        if hook is not None:
+            try:
+                hook()
+            except BaseException:
+                self.on_connect = hook     # checked again at the next statement
+                raise
 
     def execute(self, sql: str, params: Sequence[Any] | dict = ()) -> PgCursor:
         """Run one statement (SQLite text, translated); see the module doc."""
@@ -165,7 +196,7 @@ class PgConnection:
             params = {f"p{n}": v for n, v in enumerate(params, 1)}
         import psycopg
         with self._lock:
-            if text.startswith("ROLLBACK") and (self._pg.closed or self._pg.broken):
+            if text.startswith("ROLLBACK") and not self.connected:
                 if text == "ROLLBACK":
                     self._open = False
                 return PgCursor(None, False)
@@ -229,7 +260,8 @@ class PgConnection:
 
     def close(self) -> None:
         with self._lock:
-            self._pg.close()
+            if self._pg is not None:
+                self._pg.close()
 
 
 class _Table:
@@ -253,9 +285,9 @@ class PgDatabase:
 
     backend = "postgresql"
 
-    def __init__(self, url: str, *, readonly: bool = False) -> None:
+    def __init__(self, url: str, *, readonly: bool = False, lazy: bool = False) -> None:
         self.url = url
-        self.conn = PgConnection(url, readonly=readonly)
+        self.conn = PgConnection(url, readonly=readonly, lazy=lazy)
 
     def execute(self, sql: str, params: Sequence[Any] | dict = ()) -> PgCursor:
         return self.conn.execute(sql, params)
@@ -280,8 +312,20 @@ class PgDatabase:
         self.conn.close()
 
 
-def open_readonly(url: str) -> PgDatabase:
+def reachable(url: str, timeout_s: int = 5) -> bool:
+    """Whether the PostgreSQL server at ``url`` accepts a connection now (opened and closed;
+    a store's daemon asks it off its writer thread during an outage, host/site/reach.py)."""
+    import psycopg
+    try:
+        psycopg.connect(url, autocommit=True, connect_timeout=timeout_s).close()
+    except Exception:  # noqa: BLE001 - any failure means: not yet
+        return False
+    return True
+
+
+def open_readonly(url: str, *, lazy: bool = False) -> PgDatabase:
     """A read-only session on the PostgreSQL store at ``url`` (the HTTP API's reads): a write
-    through it fails, like SQLite's ``mode=ro``."""
+    through it fails, like SQLite's ``mode=ro``. ``lazy``: connected by its first statement
+    that reaches the server (an unreachable server is then that statement's error)."""
     from host.store.db import open_pg
-    return open_pg(url, readonly=True)
+    return open_pg(url, readonly=True, lazy=lazy)

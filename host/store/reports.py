@@ -85,13 +85,15 @@ def _period(db: sqlite_utils.Database, t0: int, t1: int) -> dict[str, Any]:
 
 def _store_period(db: sqlite_utils.Database, t0: int, t1: int, store_id: int | None
                   ) -> dict[str, Any]:
-    """What belongs to one store of a chain in ``[t0, t1)``: its readers' taps (``store_id``
-    None: readers in no store). Cash at the counter (top-ups, pass sales, refunds) names no
-    reader, so it is chain-wide only: those columns are None in a store's row."""
-    on = ("device_id IN (SELECT device_id FROM devices WHERE "
-          + ("store_id IS NULL)" if store_id is None else "store_id = ?)"))
+    """What belongs to one store of a chain in ``[t0, t1)``: its readers' taps and the cash
+    its counter took (payments of the store: top-ups, pass sales, refunds; ``store_id``
+    None: readers in no store and cash no store took)."""
+    mine = "store_id IS NULL" if store_id is None else "store_id = ?"
+    on = f"device_id IN (SELECT device_id FROM devices WHERE {mine})"
     sa = () if store_id is None else (store_id,)
     q = lambda sql, *a: db.execute(sql, (t0, t1, *sa, *a)).fetchone()[0] or 0  # noqa: E731
+    cash = {kind: q(f"SELECT sum(amount_fen) FROM payments WHERE ts >= ? AND ts < ? AND {mine}"
+                    " AND kind = ?", kind) for kind in ("topup", "pass_sale", "refund")}
     members = db.execute("SELECT count(*) FROM members WHERE created_at < ?", (t1,)).fetchone()[0]
     active = q("SELECT count(DISTINCT member_id) FROM taps WHERE ts >= ? AND ts < ? AND "
                f"{on} AND verdict = 'grant' AND member_id IS NOT NULL AND {_NOT_VOIDED}")
@@ -99,7 +101,9 @@ def _store_period(db: sqlite_utils.Database, t0: int, t1: int, store_id: int | N
                f"l.ts >= ? AND l.ts < ? AND t.{on} AND l.currency = 'points' AND l.delta > 0 "
                "AND l.kind = 'earn'")
     return {
-        "topups_fen": None, "pass_sales_fen": None, "refunds_fen": None, "revenue_fen": None,
+        "topups_fen": cash["topup"], "pass_sales_fen": cash["pass_sale"],
+        "refunds_fen": -cash["refund"],
+        "revenue_fen": cash["topup"] + cash["pass_sale"] + cash["refund"],
         "consumption_fen": q("SELECT sum(charged_fen) FROM taps WHERE ts >= ? AND ts < ? "
                              f"AND {on} AND {_NOT_VOIDED}"),
         "pass_sales_from_balance_fen": None,

@@ -15,6 +15,7 @@ import sqlite3
 import sqlite_utils
 
 from host.errors import InputError
+from host.store.outage import is_unavailable
 from host.store.db import is_postgres
 
 #: The environment variable naming the site policy file.
@@ -25,7 +26,9 @@ def get(db: sqlite_utils.Database | sqlite3.Connection, key: str) -> str | None:
     """The value of setting ``key`` (None when unset or before the table exists)."""
     try:
         row = db.execute("SELECT value FROM site_settings WHERE key = ?", (key,)).fetchone()
-    except sqlite3.OperationalError:   # a database older than the settings table
+    except sqlite3.OperationalError as e:   # a database older than the settings table
+        if is_unavailable(e):                # not a missing table: no database at all
+            raise
         return None
     return None if row is None else row[0]
 
@@ -58,7 +61,7 @@ def stored_policy_path(db_path: str, explicit: str | None) -> str | None:
         return policy_location(None, explicit)[0]
     if is_postgres(db_path):
         from host.store.pg import open_readonly
-        db = open_readonly(db_path)
+        db = open_readonly(db_path, lazy=True)   # unreachable: the read's error says so
         try:
             return policy_location(db, None)[0]
         finally:

@@ -43,7 +43,7 @@ class Reader:
             return self._fallback(fn)
         with self._lock:
             if self._db is None and is_postgres(self.path):
-                self._db = pg.open_readonly(self.path)
+                self._db = pg.open_readonly(self.path, lazy=True)
             if self._db is None:
                 uri = ("file:" + urllib.request.pathname2url(os.path.abspath(self.path))
                        + "?mode=ro")
@@ -95,6 +95,13 @@ def load_device(db: sqlite_utils.Database, device_id: str) -> dict[str, Any] | N
     return {"kind": kind, "key": bytes(key), "highest": max(last_seq, max(top - base, 0)),
             "resend_floor": floor, "down_boot": boot, "cfg_version": cfg[0],
             "cfg_acked": cfg[1], "seq_base": base}
+
+
+def raise_down_boot(db: Any, device_id: str, boot: int) -> None:
+    """Persist ``boot`` as ``device_id``'s down-seq boot unless a later one is stored (a boot
+    a daemon took while the database was unreachable)."""
+    db.execute("UPDATE devices SET down_seq = ? WHERE device_id = ? AND down_seq < ?",
+               (seqs.make(boot, 0), device_id, seqs.make(boot, 0)))
 
 
 def save_down_boot(db: sqlite_utils.Database, device_id: str, boot: int) -> None:
