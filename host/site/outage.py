@@ -88,8 +88,9 @@ class Outage:
         self._last_try = 0.0
         self._last_snapshot: float | None = None
         self.unapplied = 0
-        #: Balances the engine answered since the last snapshot, by member.
-        self._balances: dict[int, int] = {}
+        #: Taps of members decided online since the last snapshot (``Journal.keep_recent``
+        #: rows), written to the journal when the database drops.
+        self._recent: list[tuple] = []
         #: Down-seq boots taken offline (``offline_reader``), to write when back online.
         self._boots: dict[str, int] = {}
         #: Called once, on the writer thread, when the database is next back (the daemon
@@ -121,13 +122,20 @@ class Outage:
                 raise
             self._go_offline(e)
             return [self._offline(engine, tap, enc) for tap, enc in jobs]
-        for d in decisions:   # fresher than the snapshot until its next refresh
-            if d.member_id is not None and not d.replayed:
-                self._balances[d.member_id] = d.balance_fen
+        ts = int(engine.clock().timestamp())
+        self._recent.extend(      # fresher than the snapshot until its next refresh
+            (tap.device_id, tap.seq, d.member_id, d.verdict, d.pass_id, d.uses_left,
+             tap.direction, ts, d.balance_fen)
+            for (tap, _enc), d in zip(jobs, decisions)
+            if d.member_id is not None and not d.replayed)
         self._maybe_refresh(engine)
         return decisions
 
     def _go_offline(self, why: Exception) -> None:
+        # What was decided online since the snapshot counts offline (balances, pass uses,
+        # entries), also after a restart in this outage.
+        self.journal.keep_recent(self._recent)
+        self._recent.clear()
         if self.outage is None:
             self.outage = self.journal.next_outage()
             log.warning("outage %d: the chain's database is unreachable (%s): deciding taps "
@@ -152,8 +160,6 @@ class Outage:
         kind = dev.kind
         policy = engine.policy.for_store(dev.store)
         card = self.journal.card(tap.uid.upper())
-        if card is not None and card.member_id in self._balances:
-            card = card._replace(balance_fen=self._balances[card.member_id])
         local = self.journal.local(card.member_id, self.outage, tap.device_id,
                                    day_start(now)) if card else Local()
         out = decide_outage(card, tap, dev, engine.policy, now, local)
@@ -259,7 +265,7 @@ class Outage:
                 raise
             log.warning("offline snapshot not refreshed: %s", e)
             return
-        self._balances.clear()
+        self._recent.clear()
         self._last_snapshot = now
 
     def prime(self, engine: Engine) -> None:
