@@ -51,7 +51,7 @@ from host.rules.engine import Decision, EncodeReply, Engine, Tap, clip_text
 from host.ledger.periods import day_start
 from host.rules.offline import Local, decide_outage
 from host.site.journal import Entry, Journal
-from host.site.reach import Prober
+from host.site.reach import Prober, Watchdog
 from host.store.db import is_postgres, retrying, safe_url
 from host.store.site_state import raise_down_boot
 from host.store.pg import reachable
@@ -68,6 +68,11 @@ JOURNAL_ENV = "TAPKIOSK_OFFLINE_JOURNAL"
 RETRY_S = 2.0
 #: Seconds between snapshot refreshes while online.
 SNAPSHOT_EVERY_S = 30.0
+#: Seconds a batch of taps (or one replayed tap) may wait on the chain's PostgreSQL before
+#: its connection is broken and the store goes offline (host/site/reach.py Watchdog).
+TAP_LIMIT_S = 5.0
+#: The same for a snapshot refresh (it reads every card of the chain).
+SNAPSHOT_LIMIT_S = 30.0
 
 
 class Outage:
@@ -76,8 +81,11 @@ class Outage:
     def __init__(self, journal: Journal, *, retry_s: float = RETRY_S,
                  snapshot_every_s: float = SNAPSHOT_EVERY_S,
                  monotonic: Callable[[], float] = time.monotonic,
-                 probe: Callable[[], bool] | None = None) -> None:
+                 probe: Callable[[], bool] | None = None,
+                 tap_limit_s: float = TAP_LIMIT_S) -> None:
         self.journal = journal
+        self.tap_limit_s = tap_limit_s
+        self.watchdog = Watchdog()
         #: Asks whether the database answers, off the writer thread (None: the writer's
         #: replay attempts find out themselves).
         self.prober = Prober(probe, retry_s) if probe is not None else None
@@ -116,7 +124,8 @@ class Outage:
         if self.offline and not self._reconnect(engine):
             return [self._offline(engine, tap, enc) for tap, enc in jobs]
         try:
-            decisions = engine.decide_many(jobs)
+            with self._limit(engine, self.tap_limit_s):
+                decisions = engine.decide_many(jobs)
         except Exception as e:  # noqa: BLE001 - anything but an outage is re-raised
             if not is_unavailable(e):
                 raise
@@ -214,7 +223,8 @@ class Outage:
         StoreUnavailable when the database is still unreachable); returns how many."""
         entries = self.journal.pending()
         if not entries:
-            engine.db.conn.execute("SELECT 1")     # still unreachable: raises
+            with self._limit(engine, self.tap_limit_s):
+                engine.db.conn.execute("SELECT 1")     # still unreachable: raises
             return 0
         # An engine of its own whose clock is each tap's time: the writer's engine (and its
         # clock, which other threads read) is left alone.
@@ -222,7 +232,8 @@ class Outage:
         replayer = Engine(engine.db, engine.policy, lambda: at[0])
         for e in entries:
             at[0] = datetime.fromtimestamp(e.ts, engine.policy.tz)
-            self._apply(replayer, e)
+            with self._limit(engine, self.tap_limit_s):
+                self._apply(replayer, e)
         return len(entries)
 
     def _apply(self, engine: Engine, e: Entry) -> None:
@@ -246,6 +257,14 @@ class Outage:
         self.journal.mark(e.id, "unapplied", d.reason)
         self.unapplied += 1
 
+    def _limit(self, engine: Engine, limit_s: float) -> contextlib.AbstractContextManager:
+        """Bound the block's wait on the chain's PostgreSQL to ``limit_s`` (its connection
+        is broken then: the block fails as a lost connection); SQLite is left alone."""
+        conn = engine.db.conn
+        if getattr(engine.db, "backend", None) != "postgresql" or not hasattr(conn, "interrupt"):
+            return contextlib.nullcontext()
+        return self.watchdog.armed(limit_s, conn.interrupt)
+
     @staticmethod
     def _write(engine: Engine, fn: Callable[..., None], *args: Any) -> None:
         """``fn(conn, *args)`` in one transaction of the engine's store."""
@@ -259,7 +278,8 @@ class Outage:
             return
         try:
             wall = engine.clock()
-            self.journal.refresh(engine.db.conn, int(wall.timestamp()), day_start(wall))
+            with self._limit(engine, SNAPSHOT_LIMIT_S):
+                self.journal.refresh(engine.db.conn, int(wall.timestamp()), day_start(wall))
         except Exception as e:  # noqa: BLE001 - anything but an outage is re-raised
             if not is_unavailable(e):
                 raise
