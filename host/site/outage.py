@@ -8,7 +8,13 @@ the engine. Online, the engine decides them as always, and the local snapshot
 written), the store goes offline: each tap is decided by
 ``host.rules.offline.decide_outage`` from the snapshot under the policy's ``[offline]``
 allowance, journaled durably with its reply bytes, and only then answered. A repeated
-(device, seq) gets the journaled reply.
+(device, seq) gets the journaled reply. The taps decided online since the last snapshot are
+kept in RAM and written to the journal when the store goes offline
+(``Journal.keep_recent``): offline they count like the journal's own (balances, pass uses,
+daily caps, gate entries). On PostgreSQL a batch that waits on the database longer than
+``tap_limit_s`` has its connection broken by a :class:`host.site.reach.Watchdog` (a WAN
+that drops packets without a reset), so it fails as a lost connection and is decided
+offline.
 
 Every ``retry_s`` while offline, the next batch first replays the journal through the
 engine, in the order the taps were decided, each with its original device, seq and time
