@@ -220,6 +220,8 @@ class Journal:
         verdict, pass_id, uses_left, tap direction, ts, balance_fen after), in one durable
         transaction; a gate's direction is resolved as the engine does (the reader's fixed
         one, else the tap's). A (device, seq) already kept is kept once."""
+        if not rows:
+            return
         out = []
         for dev_id, seq, mid, verdict, pid, left, direction, ts, bal in rows:
             dev = self.device(dev_id)
