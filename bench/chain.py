@@ -3,6 +3,13 @@
 stores have) deciding taps on one PostgreSQL database, against a bare PostgreSQL transaction
 writing the same rows (the member's balance, a ledger row, a tap row) in the same run.
 
+Besides the readers' latency (which in a closed loop is mostly the queue before the writer:
+readers / taps per second), one tap's own transaction is timed: ``Engine.decide`` of a
+single tap in this process, alternating with the bare transaction (raw psycopg, one round
+trip per statement), so both see the same load: ``txn_p50_ms`` against ``bare_p50_ms``.
+``retries``: transactions the daemons ran again (serialization failure, deadlock, a tap
+stored first by the other daemon; their ``tapkiosk_store_retries`` metric).
+
 Starts its own PostgreSQL (Debian's package, tests/pg_support.py: initdb in a temporary
 directory, fsync on) and brokers. Readers are the closed-loop load generator of
 bench/throughput.py (each reader sends its next TAP when the previous DECISION came back);
@@ -12,8 +19,9 @@ does not hold, ``doubled`` = duplicate decisions received plus taps charged more
 
 Usage: ``python bench/chain.py [--devices 20] [--seconds 5] [--bare 500]``
 Last line JSON: ``{"bench": "chain", "taps_per_s_1": .., "taps_per_s_2": .., "tap_p50_ms": ..,
-"tap_p99_ms": .., "tap_p99_ms_2": .., "bare_p50_ms": .., "bare_p99_ms": .., "lost": 0,
-"doubled": 0}`` (``tap_p50_ms``/``tap_p99_ms``: one daemon).
+"tap_p99_ms": .., "tap_p99_ms_2": .., "txn_p50_ms": .., "txn_p99_ms": .., "bare_p50_ms": ..,
+"bare_p99_ms": .., "retries": .., "lost": 0, "doubled": 0}`` (``tap_p50_ms``/``tap_p99_ms``:
+one daemon; ``retries``: both phases).
 """
 
 from __future__ import annotations
@@ -30,11 +38,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support import Broker, pct, start_daemon, stop  # noqa: E402
+from support import Broker, pct, scrape, start_daemon, stop  # noqa: E402
 from throughput import Loader, make_site  # noqa: E402
 
 import pg_support  # noqa: E402  (tests/, put on the path by support)
 from host.privacy import keyfile  # noqa: E402
+from host.rules.engine import Engine, Tap  # noqa: E402
+from host.site.outage import JOURNAL_ENV  # noqa: E402
 from host.store.db import open_db  # noqa: E402
 from protocol import packet as pk  # noqa: E402
 
@@ -66,14 +76,18 @@ class TimedLoader(Loader):
 def run_phase(url: str, tmp: Path, groups: list[list[tuple[str, bytes, str]]],
               seconds: float) -> dict:
     """One daemon (and broker) per group of readers; closed loop for ``seconds``."""
-    brokers, procs, loaders = [], [], []
+    brokers, procs, ports, loaders = [], [], [], []
     try:
         for i, devs in enumerate(groups):
             work = tmp / f"store{len(groups)}-{i}"
             work.mkdir()
             brokers.append(Broker(work))
-            procs.append(start_daemon(url, work, "--mqtt", brokers[-1].address,
-                                      metrics=True)[0])
+            # Each store's daemon its own offline journal (not the shared one in the user's
+            # data dir, which another daemon or another version may hold).
+            os.environ[JOURNAL_ENV] = str(work / "offline-journal.db")
+            proc, port = start_daemon(url, work, "--mqtt", brokers[-1].address, metrics=True)
+            procs.append(proc)
+            ports.append(port)
             half = (len(devs) + 1) // 2
             loaders += [TimedLoader(brokers[-1], part, 10 * len(groups) + i * 2 + k)
                         for k, part in enumerate((devs[:half], devs[half:])) if part]
@@ -109,7 +123,9 @@ def run_phase(url: str, tmp: Path, groups: list[list[tuple[str, bytes, str]]],
             ld.stop()
         for ld in loaders:
             ld.idle.wait(15)
-        return {"rate": done / elapsed, "ms": ms,
+        retries = sum(v for port in ports for k, v in scrape(port).items()
+                      if k.startswith("tapkiosk_store_retries"))
+        return {"rate": done / elapsed, "ms": ms, "retries": int(retries),
                 "decided": sum(ld.decided for ld in loaders),
                 "sent": sum(ld.sent for ld in loaders),
                 # A kicked reader's first TAP may still be decided, after its second one
@@ -125,28 +141,39 @@ def run_phase(url: str, tmp: Path, groups: list[list[tuple[str, bytes, str]]],
             b.stop()
 
 
-def bare(url: str, n: int, member: int, first_seq: int = 1) -> list[float]:
+def bare_once(pg, i: int, member: int, now: int) -> float:
     """The baseline: one durable transaction writing the rows a tap writes (the member's
-    balance, a ledger row, a tap row), as small as a tap's transaction gets."""
+    balance, a ledger row, a tap row), raw psycopg, one round trip per statement."""
+    t0 = time.perf_counter()
+    pg.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+    pg.execute("UPDATE members SET principal_fen = principal_fen - 1 WHERE id = %s", (member,))
+    tap_id = pg.execute("INSERT INTO taps (ts, device_id, seq, uid, member_id, verdict, reason,"
+                        " relay_ms, pattern, text, balance_fen, points, uses_left) VALUES (%s, "
+                        "'bare', %s, 'BARE', %s, 'grant', 'ok', 0, 0, '', 0, 0, 0) RETURNING id",
+                        (now, i, member)).fetchone()[0]
+    pg.execute("INSERT INTO ledger (ts, member_id, currency, delta, kind, tap_id) VALUES (%s, "
+               "%s, 'principal', -1, 'spend', %s)", (now, member, tap_id))
+    pg.execute("COMMIT")
+    return (time.perf_counter() - t0) * 1000
+
+
+def bare_and_txn(url: str, n: int, member: int, reader: tuple[str, bytes, str],
+                 first_seq: int = 1) -> tuple[list[float], list[float]]:
+    """``n`` bare transactions alternating with ``n`` taps decided one at a time by the
+    engine (``reader``'s kiosk and card), each timed: (bare ms, tap transaction ms)."""
+    import psycopg
     db = open_db(url)
-    conn = db.conn
-    ms = []
+    engine = Engine(db)
+    bare_ms, txn_ms = [], []
     now = int(time.time())
-    for i in range(n):
-        t0 = time.perf_counter()
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("UPDATE members SET principal_fen = principal_fen - 1 WHERE id = ?",
-                     (member,))
-        tap_id = conn.execute("INSERT INTO taps (ts, device_id, seq, uid, member_id, verdict, "
-                              "reason, relay_ms, pattern, text, balance_fen, points, uses_left)"
-                              " VALUES (?, 'bare', ?, 'BARE', ?, 'grant', 'ok', 0, 0, '', 0, 0,"
-                              " 0)", (now, first_seq + i, member)).lastrowid
-        conn.execute("INSERT INTO ledger (ts, member_id, currency, delta, kind, tap_id) "
-                     "VALUES (?, ?, 'principal', -1, 'spend', ?)", (now, member, tap_id))
-        conn.execute("COMMIT")
-        ms.append((time.perf_counter() - t0) * 1000)
+    with psycopg.connect(url, autocommit=True) as pg:
+        for i in range(first_seq, first_seq + n):
+            bare_ms.append(bare_once(pg, i, member, now))
+            t0 = time.perf_counter()
+            engine.decide(Tap(reader[0], i, reader[2], amount_fen=100))
+            txn_ms.append((time.perf_counter() - t0) * 1000)
     db.close()
-    return ms
+    return bare_ms, txn_ms
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,17 +195,20 @@ def main(argv: list[str] | None = None) -> int:
         server.admin("CREATE DATABASE chain")
         url = server.url("chain")
         open_db(url, upgrade=True).close()
-        devices = make_site(url, 2 * a.devices)
-        one, two = devices[:a.devices], devices[a.devices:]
-        bare_ms = bare(url, a.bare // 2, 1)
+        devices = make_site(url, 2 * a.devices + 1)
+        one, two, solo = devices[:a.devices], devices[a.devices:-1], devices[-1]
+        bare_ms, txn_ms = bare_and_txn(url, a.bare // 2, 1, solo)
         p1 = run_phase(url, tmp, [one], a.seconds)
         p2 = run_phase(url, tmp, [two[:len(two) // 2], two[len(two) // 2:]], a.seconds)
-        bare_ms += bare(url, a.bare - a.bare // 2, 2, first_seq=a.bare)
+        more = bare_and_txn(url, a.bare - a.bare // 2, 2, solo, first_seq=a.bare)
+        bare_ms, txn_ms = bare_ms + more[0], txn_ms + more[1]
         db = open_db(url)
-        stored = db.execute("SELECT count(*) FROM taps WHERE device_id <> 'bare'").fetchone()[0]
+        stored = db.execute("SELECT count(*) FROM taps WHERE device_id NOT IN ('bare', ?)",
+                            (solo[0],)).fetchone()[0]
         twice = db.execute("SELECT count(*) - count(DISTINCT tap_id) FROM ledger WHERE "
                            "kind = 'spend' AND currency = 'principal' AND tap_id IN "
-                           "(SELECT id FROM taps WHERE device_id <> 'bare')").fetchone()[0]
+                           "(SELECT id FROM taps WHERE device_id NOT IN ('bare', ?))",
+                           (solo[0],)).fetchone()[0]
         db.close()
     finally:
         server.cleanup()
@@ -191,8 +221,11 @@ def main(argv: list[str] | None = None) -> int:
            "tap_p99_ms": round(pct(p1["ms"], 99), 2),
            "tap_p50_ms_2": round(statistics.median(p2["ms"]), 2),
            "tap_p99_ms_2": round(pct(p2["ms"], 99), 2),
+           "txn_p50_ms": round(statistics.median(txn_ms), 2),
+           "txn_p99_ms": round(pct(txn_ms, 99), 2),
            "bare_p50_ms": round(statistics.median(bare_ms), 2),
            "bare_p99_ms": round(pct(bare_ms, 99), 2),
+           "retries": p1["retries"] + p2["retries"],
            "decided": decided, "stored": stored, "lost": lost, "doubled": doubled,
            "denied_or_bad": p1["bad"] + p2["bad"]}
     print(f"{a.devices} readers per phase, {a.seconds:.0f} s measured per phase, PostgreSQL "
@@ -201,7 +234,10 @@ def main(argv: list[str] | None = None) -> int:
           f"p99 {out['tap_p99_ms']} ms")
     print(f"two daemons: {out['taps_per_s_2']} taps/s, tap p50 {out['tap_p50_ms_2']} ms, "
           f"p99 {out['tap_p99_ms_2']} ms")
+    print(f"one tap's transaction (engine, alone): p50 {out['txn_p50_ms']} ms, "
+          f"p99 {out['txn_p99_ms']} ms")
     print(f"bare PostgreSQL transaction: p50 {out['bare_p50_ms']} ms, p99 {out['bare_p99_ms']} ms")
+    print(f"transactions run again (retries): {out['retries']}")
     print(f"decided {decided}, stored {stored}, lost {lost}, doubled {doubled}")
     print(json.dumps(out))
     shutil.rmtree(tmp, ignore_errors=True)   # kept when a phase failed: its daemon logs

@@ -1,4 +1,5 @@
 # Runs on CPython (pytest): engine.decide — exactly-once, reasons, gate/wash/kiosk rules.
+import sqlite3
 import sys
 import threading
 from datetime import datetime
@@ -385,12 +386,13 @@ def test_wire_range_amount_beyond_the_policy_is_a_deny(site):
     assert (d.verdict, d.reason) == ("deny", "invalid_amount") and bal(db, mid) == 10000
 
 
-def test_a_plain_kiosk_tap_reads_in_three_statements(site):
-    """Issue 19: a kiosk tap of a member with no pass, coupon or expired lot reads in three
-    statements (replay check with the next tap id, device with its armed sale, card with its
-    member) and skips the pass, coupon and expiry queries. 13 in all: BEGIN, SAVEPOINT,
-    RELEASE, COMMIT, the 3 reads, one ledger row per currency moved (principal, points,
-    qualifying), the points lot, the member's projections in one UPDATE, the tap row."""
+def test_a_plain_kiosk_tap_reads_in_one_statement(site):
+    """Issue 19: a kiosk tap of a member with no pass, coupon or expired lot reads in one
+    statement (next tap id, replay check, device with its store and armed sale, card with
+    its member and three flags) and skips the pass, coupon and expiry queries. 11 in all:
+    BEGIN, SAVEPOINT, RELEASE, COMMIT, the read, one ledger row per currency moved
+    (principal, points, qualifying), the points lot, the member's projections in one UPDATE,
+    the tap row."""
     db, admin, engine, clock, mid = site
     admin.topup(mid, 10000)
     engine.decide(Tap("K1", 1, UID, amount_fen=100))
@@ -402,5 +404,11 @@ def test_a_plain_kiosk_tap_reads_in_three_statements(site):
     skipped = ("SELECT id, covers", "SELECT id, member_id, template",
                "SELECT id, member_id, currency, remaining FROM lots")
     assert not [s for s in stmts if s.startswith(skipped)]
-    assert len(stmts) == 13, stmts
+    # A trigger program (the day marks of migration 23) traces as a repeat of the INSERT
+    # that fired it: counted apart, as the bench does.
+    # (PostgreSQL's trace is the statements sent, its triggers are not in it.)
+    on_sqlite = isinstance(db.conn, sqlite3.Connection)
+    sent = [s for i, s in enumerate(stmts) if i == 0 or s != stmts[i - 1] or not on_sqlite]
+    assert len(sent) == 11, sent
+    assert len(stmts) - len(sent) == (4 if on_sqlite else 0)   # a mark check per row
     assert ledger.verify(db) == []

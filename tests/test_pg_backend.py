@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from host.store import dialect
-from host.store.db import open_db, retrying
+from host.store.db import RETRIES, open_db, retrying
 from host.store.pg import Retryable
 
 
@@ -83,17 +83,97 @@ def test_insert_returns_lastrowid_and_or_ignore_does_nothing(pg_server):
     assert cur.rowcount == 0 and cur.lastrowid is None
 
 
-def test_a_failed_statement_undoes_only_itself_inside_a_transaction(pg_server):
-    """Like SQLite: code that catches IntegrityError inside a transaction carries on."""
+def test_a_failed_write_is_raised_when_its_result_is_read(pg_server):
+    """Writes inside a transaction go with the next statement that waits for an answer; the
+    error of one is raised by that statement, or as soon as its own result is read."""
     db = open_db(pg_server.new_database())
     conn = db.conn
     conn.execute("BEGIN IMMEDIATE")
     conn.execute("INSERT INTO ops VALUES ('k1', 'c', '{}', '{}', 1)")
+    conn.execute("SAVEPOINT tap")
+    conn.execute("INSERT INTO ops VALUES ('k2', 'c', '{}', '{}', 1)")
+    cur = conn.execute("INSERT INTO ops VALUES ('k1', 'c', '{}', '{}', 1)")
     with pytest.raises(sqlite3.IntegrityError):
+        cur.rowcount
+    conn.execute("ROLLBACK TO tap")
+    cur = conn.execute("INSERT INTO ops VALUES ('k3', 'c', '{}', '{}', 1)")
+    assert cur.rowcount == 1
+    conn.execute("RELEASE tap")
+    conn.execute("COMMIT")
+    assert db.execute("SELECT key FROM ops ORDER BY key").fetchall() == [("k1",), ("k3",)]
+
+
+def test_a_failed_write_is_raised_by_the_rollback_to_that_undoes_it(pg_server):
+    """What the engine does with a tap whose rules fail: ``ROLLBACK TO tap`` undoes the
+    failed write and says so; the work before the savepoint stays and commits."""
+    db = open_db(pg_server.new_database())
+    conn = db.conn
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("INSERT INTO ops VALUES ('k1', 'c', '{}', '{}', 1)")
+    conn.execute("SAVEPOINT tap")
+    conn.execute("INSERT INTO ops VALUES ('k1', 'c', '{}', '{}', 1)")
+    with pytest.raises(sqlite3.IntegrityError):
+        conn.execute("ROLLBACK TO tap")
+    conn.execute("ROLLBACK TO tap")     # again: harmless
+    conn.execute("INSERT INTO ops VALUES ('k3', 'c', '{}', '{}', 1)")
+    conn.execute("RELEASE tap")
+    conn.execute("COMMIT")
+    assert db.execute("SELECT key FROM ops ORDER BY key").fetchall() == [("k1",), ("k3",)]
+
+
+def test_a_failed_write_is_never_committed(pg_server):
+    """No savepoint per statement: a transaction a failed write aborted cannot be committed
+    (PostgreSQL would roll it back in silence): the COMMIT raises, nothing is kept."""
+    db = open_db(pg_server.new_database())
+    conn = db.conn
+    for read_first in (False, True):
+        conn.execute("BEGIN IMMEDIATE")
         conn.execute("INSERT INTO ops VALUES ('k1', 'c', '{}', '{}', 1)")
+        cur = conn.execute("INSERT INTO ops VALUES ('k1', 'c', '{}', '{}', 1)")
+        if read_first:
+            with pytest.raises(sqlite3.IntegrityError):
+                cur.rowcount
+        with pytest.raises(sqlite3.Error):      # the write's error, or "aborted"
+            conn.execute("COMMIT")
+        conn.rollback()
+        assert not conn.in_transaction
+        assert db.execute("SELECT count(*) FROM ops").fetchone()[0] == 0
+    conn.execute("BEGIN IMMEDIATE")          # the connection goes on
     conn.execute("INSERT INTO ops VALUES ('k2', 'c', '{}', '{}', 1)")
     conn.execute("COMMIT")
-    assert db.execute("SELECT key FROM ops ORDER BY key").fetchall() == [("k1",), ("k2",)]
+    assert db.execute("SELECT key FROM ops").fetchall() == [("k2",)]
+
+
+def test_a_tap_whose_write_fails_is_an_internal_deny_and_charges_nothing(pg_server):
+    """A write of a tap's rules that fails (here a trigger refusing the spend's ledger rows)
+    is sent with the tap's RELEASE: the engine still rolls the tap back to its savepoint and
+    answers ``internal``, as on SQLite, and the next tap goes on."""
+    from host.admin import Admin
+    from host.rules.engine import Engine, Tap
+    from host.store.devices import register_device
+    db = open_db(pg_server.new_database())
+    admin = Admin(db)
+    register_device(db, "K1", "kiosk")
+    mid = admin.add_member()["member_id"]
+    admin.enroll_card(mid, "04A1B2C3D4E5F6")
+    admin.topup(mid, 10_000)
+    db.conn.execute_script(
+        "CREATE FUNCTION no_777() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE "
+        "EXCEPTION 'no' USING ERRCODE = 'check_violation'; END $$; CREATE TRIGGER no_777 "
+        "BEFORE INSERT ON ledger FOR EACH ROW WHEN (NEW.delta BETWEEN -777 AND -500) "
+        "EXECUTE FUNCTION "
+        "no_777();")
+    engine = Engine(db)
+    bad, good = engine.decide_many([(Tap("K1", 1, "04A1B2C3D4E5F6", amount_fen=777), None),
+                                    (Tap("K1", 2, "04A1B2C3D4E5F6", amount_fen=100), None)])
+    assert (bad.verdict, bad.reason) == ("deny", "internal")
+    assert good.verdict == "grant"
+    assert db.execute("SELECT count(*) FROM taps").fetchone()[0] == 2
+    assert db.execute("SELECT sum(charged_fen) FROM taps").fetchone()[0] == good_charge(db)
+
+
+def good_charge(db):
+    return -db.execute("SELECT sum(delta) FROM ledger WHERE kind = 'spend'").fetchone()[0]
 
 
 def test_sum_of_integers_is_an_int_and_sum_of_a_condition_counts(pg_server):
@@ -144,9 +224,11 @@ def test_retrying_gives_up_after_its_attempts():
         calls.append(1)
         raise Retryable("40001")
 
+    before = dict(RETRIES)
     with pytest.raises(Retryable):
         retrying(always, attempts=3)
     assert len(calls) == 3
+    assert RETRIES["40001"] - before["40001"] == 2     # run again twice, then given up
 
 
 def test_a_lost_connection_is_reopened_at_the_next_statement(pg_server):
@@ -205,13 +287,20 @@ def test_a_connection_lost_inside_a_transaction_never_autocommits_the_rest(pg_se
     pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
     open_db(url).execute("SELECT pg_terminate_backend(?)", (pid,))
     for _ in range(2):
-        with pytest.raises(sqlite3.OperationalError):
-            conn.execute("INSERT INTO ops VALUES ('b', 'c', '{}', '{}', 1)")
+        with pytest.raises(sqlite3.OperationalError):   # sent when its result is read
+            conn.execute("INSERT INTO ops VALUES ('b', 'c', '{}', '{}', 1)").rowcount
     conn.execute("ROLLBACK")
     conn.execute("BEGIN IMMEDIATE")
     conn.execute("INSERT INTO ops VALUES ('c', 'c', '{}', '{}', 1)")
+    pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    open_db(url).execute("SELECT pg_terminate_backend(?)", (pid,))
+    conn.execute("INSERT INTO ops VALUES ('d', 'c', '{}', '{}', 1)")   # held, then lost
+    with pytest.raises(sqlite3.OperationalError):
+        conn.execute("COMMIT")              # finds the connection gone
+    conn.execute("BEGIN IMMEDIATE")         # a new connection, without the held write
+    conn.execute("INSERT INTO ops VALUES ('e', 'c', '{}', '{}', 1)")
     conn.execute("COMMIT")
-    assert db.execute("SELECT key FROM ops").fetchall() == [("c",)]
+    assert db.execute("SELECT key FROM ops").fetchall() == [("e",)]
 
 
 def test_taps_and_console_topups_on_one_member_at_once(db_url):
@@ -256,3 +345,32 @@ def test_taps_and_console_topups_on_one_member_at_once(db_url):
     assert n == 40 and b["principal_fen"] + b["bonus_fen"] == start + 20 * 1000 - charged
     assert db.execute("SELECT count(*) FROM payments WHERE kind = 'topup'").fetchone()[0] == 21
     assert ledger.verify(db) == []
+
+
+def test_a_tap_batch_locks_its_card_and_member_until_it_ends(pg_server):
+    """READ COMMITTED taps (``begin_taps``): the card + member read of one tap locks both rows;
+    another daemon's read of that member waits for the COMMIT (here: gives up at its lock
+    timeout), a read of another member does not wait."""
+    from host.admin import Admin
+    from host.rules.context import CARD_SQL
+    from host.store.db import begin_taps
+    url = pg_server.new_database()
+    db = open_db(url)
+    admin = Admin(db)
+    uids = ["04A1B2C3D4E5F6", "04A1B2C3D4E5F7"]
+    for uid in uids:
+        admin.enroll_card(admin.add_member()["member_id"], uid)
+    other = open_db(url)
+    other.execute("SET lock_timeout = '200ms'")
+    begin_taps(db.conn)
+    assert db.conn.execute("SHOW transaction_isolation").fetchone() == ("read committed",)
+    assert db.conn.execute(CARD_SQL, (0, 0, 0, uids[0])).fetchone() is not None
+    begin_taps(other.conn)
+    assert other.conn.execute(CARD_SQL, (0, 0, 0, uids[1])).fetchone() is not None
+    with pytest.raises(sqlite3.OperationalError, match="lock"):
+        other.conn.execute(CARD_SQL, (0, 0, 0, uids[0])).fetchone()
+    other.conn.rollback()
+    db.conn.execute("COMMIT")
+    begin_taps(other.conn)
+    assert other.conn.execute(CARD_SQL, (0, 0, 0, uids[0])).fetchone() is not None
+    other.conn.execute("COMMIT")

@@ -39,15 +39,21 @@ class Taken:
     expires_at: int
 
 
-def _row(conn: sqlite3.Connection, ts: int, member_id: int, currency: str, delta: int,
-         kind: str, *, lot_id: int | None = None, pass_id: int | None = None,
-         tap_id: int | None = None, op_key: str | None = None, reverses: int | None = None,
-         note: str | None = None) -> int:
-    cur = conn.execute(
+def _insert(conn: sqlite3.Connection, ts: int, member_id: int, currency: str, delta: int,
+            kind: str, *, lot_id: int | None = None, pass_id: int | None = None,
+            tap_id: int | None = None, op_key: str | None = None, reverses: int | None = None,
+            note: str | None = None) -> sqlite3.Cursor:
+    """Write one ledger row; its id is the cursor's ``lastrowid``. Not reading it lets
+    PostgreSQL send the row with the next statement (host/store/pg.py)."""
+    return conn.execute(
         "INSERT INTO ledger (ts, member_id, currency, delta, kind, lot_id, pass_id, tap_id,"
         " op_key, reverses, note) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
         (ts, member_id, currency, delta, kind, lot_id, pass_id, tap_id, op_key, reverses, note))
-    return cur.lastrowid
+
+
+def _row(conn: sqlite3.Connection, *args: Any, **refs: Any) -> int:
+    """Write one ledger row (``_insert``'s arguments); its id."""
+    return _insert(conn, *args, **refs).lastrowid
 
 
 class Pending:
@@ -142,7 +148,7 @@ def debit(conn: sqlite3.Connection, ts: int, member_id: int, currency: str, amou
         raise InsufficientFunds(f"member {member_id} has {have} {currency}, needs {amount}")
     if currency not in LOT_CURRENCIES:
         _apply(conn, member_id, currency, -amount, pending)
-        _row(conn, ts, member_id, currency, -amount, kind, **refs)
+        _insert(conn, ts, member_id, currency, -amount, kind, **refs)
         return [Taken(None, amount, 0)]
     lots = conn.execute(
         "SELECT id, remaining, expires_at FROM lots WHERE member_id = ? AND currency = ? "
@@ -159,7 +165,7 @@ def debit(conn: sqlite3.Connection, ts: int, member_id: int, currency: str, amou
     for lot_id, remaining, expires_at in lots:
         part = min(left, remaining)
         conn.execute("UPDATE lots SET remaining = remaining - ? WHERE id = ?", (part, lot_id))
-        _row(conn, ts, member_id, currency, -part, kind, lot_id=lot_id, **refs)
+        _insert(conn, ts, member_id, currency, -part, kind, lot_id=lot_id, **refs)
         taken.append(Taken(lot_id, part, expires_at))
         left -= part
         if left == 0:
@@ -248,7 +254,7 @@ def sweep_expired(conn: sqlite3.Connection, ts: int, member_id: int | None = Non
     for lot_id, mid, currency, remaining in conn.execute(sql, args).fetchall():
         conn.execute("UPDATE lots SET remaining = 0 WHERE id = ?", (lot_id,))
         _apply(conn, mid, currency, -remaining, pending)
-        _row(conn, ts, mid, currency, -remaining, "expire", lot_id=lot_id)
+        _insert(conn, ts, mid, currency, -remaining, "expire", lot_id=lot_id)
         n += 1
     return n
 

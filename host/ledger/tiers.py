@@ -28,7 +28,10 @@ _LOG = ("INSERT INTO tier_changes (ts, member_id, old_tier, new_tier, manual, re
 
 def activity(conn: sqlite3.Connection, policy: Policy, member_id: int, since: int,
              until: int) -> tuple[int, int]:
-    """(qualifying purchases, spend in fen) of the member in ``since < ts <= until``."""
+    """(qualifying purchases, spend in fen) of the member in ``since < ts <= until``. A
+    reversal is the member's own row (book.reverse), so the reversed spends are looked up
+    among the member's rows (the ledger_member index), not in the whole ledger: a tier
+    check near a threshold took 120 ms on a 1M-row ledger."""
     n = conn.execute("SELECT coalesce(sum(delta), 0) FROM ledger WHERE member_id = ? AND "
                      "currency = 'qualifying' AND ts > ? AND ts <= ?",
                      (member_id, since, until)).fetchone()[0]
@@ -37,8 +40,8 @@ def activity(conn: sqlite3.Connection, policy: Policy, member_id: int, since: in
         "SELECT coalesce(sum(fen), 0) FROM (SELECT -sum(delta) AS fen FROM ledger WHERE "
         "member_id = ? AND ts > ? AND ts <= ? AND kind = 'spend' AND tap_id IS NOT NULL AND "
         "currency IN ('principal', 'bonus') AND id NOT IN (SELECT reverses FROM ledger WHERE "
-        "reverses IS NOT NULL) GROUP BY tap_id HAVING fen >= ? AND fen > 0)",
-        (member_id, since, until, floor)).fetchone()[0]
+        "member_id = ? AND reverses IS NOT NULL) GROUP BY tap_id HAVING fen >= ? AND fen > 0)",
+        (member_id, since, until, member_id, floor)).fetchone()[0]
     sales = conn.execute(
         "SELECT coalesce(sum(price_fen), 0) FROM passes WHERE member_id = ? AND created_at > ? "
         "AND created_at <= ? AND cancelled_at IS NULL AND price_fen >= ? AND price_fen > 0",

@@ -58,8 +58,8 @@ class Outcome:
 
 
 class CardRow(NamedTuple):
-    """A card and its member, as the engine reads them for a tap (one query: ``CARD_SQL``
-    with ``(ts, ts, ts, uid)``)."""
+    """A card and its member, as the engine reads them for a tap (``CARD_COLS`` over
+    ``CARD_JOIN``, in the engine's one head read)."""
 
     status: str
     expires_at: int | None
@@ -89,15 +89,17 @@ class CardRow(NamedTuple):
         return self.member_id, self.secure, self.key_version, self.sun_counter
 
 
-CARD_SQL = ("SELECT c.status, c.expires_at, m.id, m.name, m.status, m.tier, "
-            "substr('0' || m.birth_month, -2), m.tier_manual, m.principal_fen, m.bonus_fen, "
-            "m.points, m.qualifying, c.secure, c.key_version, c.sun_counter, "
-            "EXISTS (SELECT 1 FROM lots l WHERE l.member_id = m.id AND l.expires_at > 0 "
-            "AND l.expires_at <= ? AND l.remaining > 0), "
-            "EXISTS (SELECT 1 FROM passes p WHERE p.member_id = m.id "
-            "AND (p.ends_at = 0 OR p.ends_at > ?)), "
-            "EXISTS (SELECT 1 FROM coupons k WHERE k.member_id = m.id AND k.valid_until > ?) "
-            "FROM cards c JOIN members m ON m.id = c.member_id WHERE c.uid = ?")
+#: The columns of a ``CardRow`` (arguments ``ts, ts, ts``) over ``CARD_JOIN`` (argument
+#: ``uid``), read by the engine's head query (host/rules/engine.py); all NULL: no such card.
+CARD_COLS = ("c.status, c.expires_at, m.id, m.name, m.status, m.tier, "
+             "substr('0' || m.birth_month, -2), m.tier_manual, m.principal_fen, m.bonus_fen, "
+             "m.points, m.qualifying, c.secure, c.key_version, c.sun_counter, "
+             "EXISTS (SELECT 1 FROM lots l WHERE l.member_id = m.id AND l.expires_at > 0 "
+             "AND l.expires_at <= ? AND l.remaining > 0), "
+             "EXISTS (SELECT 1 FROM passes p WHERE p.member_id = m.id "
+             "AND (p.ends_at = 0 OR p.ends_at > ?)), "
+             "EXISTS (SELECT 1 FROM coupons k WHERE k.member_id = m.id AND k.valid_until > ?)")
+CARD_JOIN = "LEFT JOIN cards c ON c.uid = ? LEFT JOIN members m ON m.id = c.member_id"
 
 
 @dataclass(slots=True)

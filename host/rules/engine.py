@@ -45,10 +45,10 @@ from host.errors import HostError, InputError
 from host.ledger import book as ledger
 from host.ledger import idempotent
 from host.rules import gate, kiosk, offline, sales, wash
-from host.rules.context import CARD_SQL, CardRow, Denied, Member, Outcome, TapContext
+from host.rules.context import CARD_COLS, CARD_JOIN, CardRow, Denied, Member, Outcome, TapContext
 from host.rules.policy import Policy, policy_and_clock
 from host.secure.check import check_tap
-from host.store.db import retrying, transaction
+from host.store.db import begin_taps, retrying, transaction
 from host.store.outage import StoreUnavailable
 from protocol import codes
 
@@ -130,15 +130,20 @@ def clip_text(text: str, limit: int = TEXT_MAX_BYTES) -> str:
 
 _TAP_COLS = ("verdict", "reason", "relay_ms", "pattern", "text", "balance_fen", "points",
              "uses_left", "member_id", "reply")
-#: The replay check and the next tap id in one read: (next id, stored decision or NULLs).
+#: One read before anything is decided: the next tap id, the replay check (the stored
+#: decision of (device, seq) or NULLs), the device with its store and its armed sale
+#: (host/rules/sales.py; NULLs for an unknown device) and the card with its member
+#: (``CardRow``; NULLs for an unknown card). Always one row. Arguments: ts, ts, ts,
+#: device_id, seq, device_id, uid.
 _HEAD_SQL = ("SELECT (SELECT coalesce(max(id), 0) + 1 FROM taps), "
              + ", ".join(f"t.{c}" for c in _TAP_COLS)
-             + " FROM (SELECT 1) AS one LEFT JOIN taps t ON t.device_id = ? AND t.seq = ?")
-#: The device, its store and its armed sale (host/rules/sales.py) in one read.
-_DEVICE_SQL = ("SELECT d.kind, d.settings, st.name, s.id, s.amount_fen, s.service, "
-               "s.expires_at, s.points FROM devices d LEFT JOIN stores st ON st.id = d.store_id "
-               "LEFT JOIN sales s ON s.device_id = d.device_id "
-               "AND s.state = 'armed' WHERE d.device_id = ?")
+             + ", d.kind, d.settings, st.name, s.id, s.amount_fen, s.service, s.expires_at, "
+             f"s.points, {CARD_COLS} FROM (SELECT 1) AS one LEFT JOIN taps t ON "
+             "t.device_id = ? AND t.seq = ? LEFT JOIN devices d ON d.device_id = ? LEFT JOIN "
+             "stores st ON st.id = d.store_id LEFT JOIN sales s ON s.device_id = d.device_id "
+             f"AND s.state = 'armed' {CARD_JOIN}")
+_DEV_AT = 1 + len(_TAP_COLS)
+_CARD_AT = _DEV_AT + 8
 _RULES = {"gate": gate.decide, "wash": wash.decide, "kiosk": kiosk.decide}
 _CARD_TEXT = {"blocked": "Card blocked, see staff", "lost": "Card reported lost",
               "expired": "Card expired"}
@@ -187,9 +192,9 @@ class Engine:
 
     def _batch(self, jobs: list[tuple[Tap, EncodeReply | None]]) -> list[Decision]:
         # The tap path: the same as ``with self.transaction()``, without its generator layers.
-        # On PostgreSQL a serialization failure rolls it all back and ``retrying`` runs it again.
+        # On PostgreSQL a deadlock rolls it all back and ``retrying`` runs it again.
         conn = self.db.conn
-        conn.execute("BEGIN IMMEDIATE")
+        begin_taps(conn)   # BEGIN IMMEDIATE; on PostgreSQL READ COMMITTED + row locks
         try:
             out = [self._one(conn, tap, enc) for tap, enc in jobs]
             conn.execute("COMMIT")
@@ -238,19 +243,19 @@ class Engine:
     def _one(self, conn: sqlite3.Connection, tap: Tap,
              encode_reply: EncodeReply | None) -> Decision:
         t0 = time.perf_counter()
-        head = conn.execute(_HEAD_SQL, (tap.device_id, tap.seq)).fetchone()
+        now = self.clock()
+        ts = int(now.timestamp())
+        head = conn.execute(_HEAD_SQL, (ts, ts, ts, tap.device_id, tap.seq, tap.device_id,
+                                        tap.uid.upper())).fetchone()
         if head[1] is not None:
-            d = dict(zip(_TAP_COLS, head[1:]))
+            d = dict(zip(_TAP_COLS, head[1:_DEV_AT]))
             d["reply"] = bytes(d["reply"])
             return Decision(**d, replayed=True)
         tap_id = head[0]
-        now = self.clock()
-        ts = int(now.timestamp())
-        dev = self._device(conn, tap.device_id)
+        dev = self._device(tap.device_id, head[_DEV_AT:_CARD_AT])
         sale = None if tap.offline or dev is None else self._sale(conn, tap, dev[3], ts)
         sale_id = sale.id if sale is not None else tap.sale_id
-        row = conn.execute(CARD_SQL, (ts, ts, ts, tap.uid.upper())).fetchone()
-        card = CardRow._make(row) if row is not None else None
+        card = CardRow._make(head[_CARD_AT:]) if head[_CARD_AT] is not None else None
         # Secure cards first, outside the SAVEPOINT: a verified SUN counter stays used even
         # when the tap is then refused for another reason (host/secure/check.py).
         sec = check_tap(conn, self.policy, tap, card.secure_row() if card is not None else None)
@@ -265,6 +270,9 @@ class Engine:
                 out = Outcome("deny", d.reason, d.text, member_id=d.member_id, kind=d.kind)
             decision = self._finish(conn, out, encode_reply, sale_id=sale_id)
             self._record(conn, tap, ts, tap_id, out, decision, t0, sec.note)
+            # Inside the try: on PostgreSQL the tap's writes are sent with the RELEASE (one
+            # round trip, host/store/pg.py), so a write that fails raises here.
+            conn.execute("RELEASE tap")
         except StoreUnavailable:
             raise   # the database is gone: nothing of the batch is written (host/site/outage.py)
         except (HostError, ValueError, TypeError, KeyError, sqlite3.IntegrityError,
@@ -275,7 +283,7 @@ class Engine:
                           pattern=codes.PAT_FAULT)
             decision = self._finish(conn, out, encode_reply, safe=True, sale_id=sale_id)
             self._record(conn, tap, ts, tap_id, out, decision, t0, sec.note)
-        conn.execute("RELEASE tap")
+            conn.execute("RELEASE tap")
         if sale is not None:
             sales.settle(conn, sale.id, tap_id, ts, _sale_result(decision, out))
         return decision
@@ -334,13 +342,13 @@ class Engine:
              d.uses_left, d.reply, latency_ms, security))
 
     # ------------------------------------------------------------------ dispatch
-    def _device(self, conn: sqlite3.Connection, device_id: str
+    def _device(self, device_id: str, row: tuple
                 ) -> tuple[str, dict[str, Any], str | None, tuple | None] | None:
-        """(kind, settings, store name, armed sale row or None) of ``device_id``, or None;
-        settings parsed once per change. One query reads the device, its store (None: the
-        site's only one, which picks the policy through ``for_store``) and its armed sale."""
-        row = conn.execute(_DEVICE_SQL, (device_id,)).fetchone()
-        if row is None:
+        """(kind, settings, store name, armed sale row or None) of ``device_id`` from its
+        columns in the head read (``_HEAD_SQL``), or None for an unknown device; settings
+        parsed once per change. A device in no store (store None) gets the site's policy
+        through ``for_store``."""
+        if row[0] is None:
             return None
         kind, raw, store = row[0], row[1], row[2]
         armed = row[3:] if row[3] is not None else None

@@ -20,14 +20,20 @@ Names:
 - ``tapkiosk_link_up{link}``: 1 while a link's transport is open (port, broker, reader).
 - ``tapkiosk_link_dropped_total{link}``: frames a link could not send (its send queue full
   or the write failed); the device resends.
+- ``tapkiosk_store_retries{sqlstate}``: transactions PostgreSQL rolled back and that were run
+  again since the process started: serialization failure (40001), deadlock (40P01), a tap
+  another daemon stored first (23505) (``host.store.db.RETRIES``; always 0 on SQLite).
 """
 
 from __future__ import annotations
 
 import threading
+from functools import partial
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from host.store.db import RETRIES
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -58,6 +64,10 @@ class Metrics:
                              registry=r)
         self.link_dropped = Counter("tapkiosk_link_dropped", "Frames a link could not send",
                                     ["link"], registry=r)
+        self.retries = Gauge("tapkiosk_store_retries", "Transactions run again after a "
+                             "serialization failure or deadlock", ["sqlstate"], registry=r)
+        for state in RETRIES:
+            self.retries.labels(state).set_function(partial(RETRIES.get, state, 0))
         self._server: Any = None
         self._lock = threading.Lock()
 

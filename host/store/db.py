@@ -39,6 +39,62 @@ _APPEND_ONLY = ("ledger", "payments", "taps", "tier_changes")
 #: SQL condition on ``board_mac``: six lowercase hex pairs joined by colons.
 _MAC_GLOB_SQL = "board_mac GLOB '" + ":".join(["[0-9a-f][0-9a-f]"] * 6) + "'"
 
+# Day marks (migration 23, host/store/day_marks.py): for each UTC day (ts / 86400) that has
+# a tap or a ledger row, a lower bound of the ids of that day's taps and of its ledger rows
+# (the next id of each table when the day's first row was written). ``stepped`` = 1 once a
+# row of an earlier day was written after the mark (host clock stepped back, a chain join
+# copying old rows): the mark is then no upper bound of earlier days' ids. Kept by triggers,
+# so every writer (engine, admin, voids, join, a test's raw INSERT) keeps them; a trigger
+# does nothing while the row's day is the newest mark's, so a day's first row pays the page.
+_DAY_MARKS_SQL = """
+CREATE TABLE day_marks (
+    day INTEGER PRIMARY KEY,
+    tap_id INTEGER NOT NULL,
+    ledger_id INTEGER NOT NULL,
+    stepped INTEGER NOT NULL DEFAULT 0 CHECK (stepped IN (0, 1))
+);
+INSERT INTO day_marks (day, tap_id, ledger_id, stepped)
+    SELECT r.day, coalesce(min(r.tap_id), (SELECT coalesce(max(id), 0) + 1 FROM taps)),
+        coalesce(min(r.ledger_id), (SELECT coalesce(max(id), 0) + 1 FROM ledger)), 0
+    FROM (SELECT ts / 86400 AS day, id AS tap_id, NULL AS ledger_id FROM taps
+          UNION ALL SELECT ts / 86400 AS day, NULL AS tap_id, id AS ledger_id FROM ledger) r
+    GROUP BY r.day;
+UPDATE day_marks SET stepped = 1 WHERE day IN (
+    SELECT m.day FROM day_marks m JOIN (SELECT id, min(ts) OVER (ORDER BY id DESC) AS later
+        FROM taps) s ON s.id = m.tap_id WHERE s.later < m.day * 86400
+    UNION SELECT m.day FROM day_marks m JOIN (SELECT id, min(ts) OVER (ORDER BY id DESC) AS
+        later FROM ledger) s ON s.id = m.ledger_id WHERE s.later < m.day * 86400);
+DROP INDEX IF EXISTS taps_ts;
+DROP INDEX IF EXISTS ledger_ts;
+"""
+
+_DAY_MARK_TRIGGERS_SQLITE = "".join(f"""
+CREATE TRIGGER {t}_day_mark AFTER INSERT ON {t}
+WHEN NEW.ts / 86400 IS NOT (SELECT max(day) FROM day_marks)
+BEGIN
+    INSERT OR IGNORE INTO day_marks (day, tap_id, ledger_id) VALUES (NEW.ts / 86400, {tap},
+        {led});
+    UPDATE day_marks SET stepped = 1 WHERE day > NEW.ts / 86400 AND stepped = 0;
+END;
+""" for t, tap, led in (
+    ("taps", "NEW.id", "(SELECT coalesce(max(id), 0) + 1 FROM ledger)"),
+    ("ledger", "(SELECT coalesce(max(id), 0) + 1 FROM taps)", "NEW.id")))
+
+_DAY_MARK_TRIGGERS_PG = "".join(f"""
+CREATE OR REPLACE FUNCTION {t}_day_mark_fn() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.ts / 86400 IS DISTINCT FROM (SELECT max(day) FROM day_marks) THEN
+        INSERT INTO day_marks (day, tap_id, ledger_id) VALUES (NEW.ts / 86400, {tap}, {led})
+            ON CONFLICT DO NOTHING;
+        UPDATE day_marks SET stepped = 1 WHERE day > NEW.ts / 86400 AND stepped = 0;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER {t}_day_mark AFTER INSERT ON {t} FOR EACH ROW EXECUTE FUNCTION {t}_day_mark_fn();
+""" for t, tap, led in (
+    ("taps", "NEW.id", "(SELECT coalesce(max(id), 0) + 1 FROM ledger)"),
+    ("ledger", "(SELECT coalesce(max(id), 0) + 1 FROM taps)", "NEW.id")))
+
 # Each migration is (version, name, SQL). Append only: never edit a shipped migration.
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "initial schema", """
@@ -607,7 +663,16 @@ BEGIN SELECT RAISE(ABORT, 'offline_unapplied is append-only'); END;
 ALTER TABLE payments ADD COLUMN store_id INTEGER REFERENCES stores(id);
 CREATE INDEX payments_store ON payments(store_id, ts);
 """),
+    # Fewer pages per tap commit (issue 19): period reports find a period's taps and ledger
+    # rows by id range (host/store/day_marks.py) instead of the ts indexes every tap wrote.
+    (23, "day marks: first tap and ledger id of each day; drop taps_ts and ledger_ts",
+     _DAY_MARKS_SQL + _DAY_MARK_TRIGGERS_SQLITE),
 ]
+
+#: PostgreSQL text of the migrations whose SQLite triggers translate_ddl cannot carry.
+PG_MIGRATIONS: dict[int, str] = {
+    23: translate_ddl(_DAY_MARKS_SQL) + _DAY_MARK_TRIGGERS_PG,
+}
 
 def default_db_path() -> str:
     """``$TAPKIOSK_DB``, else ``$XDG_DATA_HOME/tapkiosk/site.db`` (``~/.local/share``)."""
@@ -799,7 +864,7 @@ def _migrate_pg(db: Any) -> int:
                 continue
             conn.execute("BEGIN")
             try:
-                conn.execute_script(translate_ddl(sql))
+                conn.execute_script(PG_MIGRATIONS.get(version) or translate_ddl(sql))
                 conn.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)",
                              (version, name, int(time.time())))
                 conn.execute("COMMIT")
@@ -818,10 +883,17 @@ def _pg_class() -> type:
     return mod.PgDatabase if mod is not None else type(None)
 
 
+#: Transactions run again by ``retrying`` in this process, by SQLSTATE (40001 serialization
+#: failure, 40P01 deadlock, 23505 a tap another daemon stored first: host/store/pg.py): the
+#: daemon's ``tapkiosk_store_retries`` metric, bench/chain.py.
+RETRIES: dict[str, int] = {"40001": 0, "40P01": 0, "23505": 0}
+
+
 def retrying(fn: Callable[[], T], *, attempts: int = RETRY_ATTEMPTS) -> T:
     """``fn()``, run again (up to ``attempts`` times in all, after a random backoff of at
-    most 50 ms) when it raises a serialization failure or deadlock (PostgreSQL 40001/40P01),
-    which rolled its whole transaction back. SQLite never raises it: ``fn()`` runs once.
+    most 50 ms) when it raises ``Retryable`` (PostgreSQL: a serialization failure, deadlock
+    or raced unique key, host/store/pg.py), which rolled its whole transaction back. SQLite
+    never raises it: ``fn()`` runs once.
 
     Two writers spending one member's balance at once: one of the two is rolled back, about
     evenly; with two daemons in a closed loop a transaction can lose several times in a row,
@@ -832,8 +904,21 @@ def retrying(fn: Callable[[], T], *, attempts: int = RETRY_ATTEMPTS) -> T:
         except sqlite3.OperationalError as e:
             if type(e).__name__ != "Retryable" or attempt == attempts - 1:
                 raise
+            state = getattr(e, "sqlstate", "40001")
+            RETRIES[state] = RETRIES.get(state, 0) + 1
             time.sleep(random.uniform(0, min(0.05, 0.001 * 2 ** attempt)))
     raise AssertionError("unreachable")
+
+
+def begin_taps(conn: Any) -> None:
+    """BEGIN the transaction of a batch of taps (``Engine.decide_many``): ``BEGIN IMMEDIATE``
+    on SQLite, like every write; on PostgreSQL READ COMMITTED with the card and member rows
+    of each tap locked as they are read (host/store/pg.py)."""
+    begin = getattr(conn, "begin_taps", None)
+    if begin is None:
+        conn.execute("BEGIN IMMEDIATE")
+    else:
+        begin()
 
 
 @contextlib.contextmanager

@@ -5,7 +5,10 @@ The store's queries are written for SQLite; ``translate()`` turns one into Postg
 
 - ``?`` -> ``%s`` and ``%`` -> ``%%`` (psycopg's placeholders; literals are left alone
   except for the ``%`` doubling psycopg needs in them too);
-- ``BEGIN IMMEDIATE`` -> ``BEGIN ISOLATION LEVEL SERIALIZABLE`` (see host/store/pg.py);
+- ``BEGIN IMMEDIATE`` -> ``BEGIN ISOLATION LEVEL SERIALIZABLE`` (see host/store/pg.py); a
+  ``BEGIN ISOLATION LEVEL ...`` (the tap transaction's :data:`TAP_BEGIN`) is kept as it is;
+- the engine's read of a tap's card and member locks both rows (``FOR UPDATE``, see
+  :data:`ROW_LOCKS`);
 - ``INSERT OR IGNORE`` -> ``INSERT ... ON CONFLICT DO NOTHING``; ``INSERT OR REPLACE`` ->
   ``ON CONFLICT (primary key) DO UPDATE`` of every other inserted column;
 - scalar ``max(a, b)`` / ``min(a, b)`` -> ``GREATEST`` / ``LEAST``; ``ifnull`` ->
@@ -268,6 +271,25 @@ SUBQUERIES = {
 }
 
 
+#: The BEGIN of a tap batch on PostgreSQL (``PgConnection.begin_taps``): READ COMMITTED, with
+#: the rows a tap decides on locked (:data:`ROW_LOCKS`) instead of SERIALIZABLE's predicate
+#: locks, which on a store's small tables made taps of different members fail each other.
+TAP_BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
+
+#: Statements (by their ending) that lock the rows they read, and how. The engine's read of
+#: a tap's card and member (host/rules/context.py ``CARD_SQL``) locks both until the tap's
+#: transaction ends: a second tap of that member (another daemon's) waits for the COMMIT and
+#: then reads the balance the first one left. An operator write reads its member first
+#: (host/admin/core.py ``member``) and locks it the same way; in its SERIALIZABLE
+#: transaction, a member a tap changed meanwhile fails it with 40001 and it is run again.
+#: So a tap's READ COMMITTED never interleaves with another write of the same member, even
+#: one that writes no money (a coupon used at the counter).
+ROW_LOCKS = {
+    "FROM cards c JOIN members m ON m.id = c.member_id WHERE c.uid = ?": " FOR UPDATE OF c, m",
+    "referrer_id, referral_paid FROM members WHERE id = ?": " FOR UPDATE",
+}
+
+
 @functools.lru_cache(maxsize=4096)
 def translate(sql: str) -> tuple[str, bool]:
     """(PostgreSQL text of ``sql``, whether ``RETURNING id`` was added)."""
@@ -278,7 +300,10 @@ def translate(sql: str) -> tuple[str, bool]:
         s = s.replace(sub, pg)
     head = s[:20].upper()
     if head.startswith("BEGIN"):
+        if s.upper().startswith("BEGIN ISOLATION LEVEL "):
+            return s, False
         return "BEGIN ISOLATION LEVEL SERIALIZABLE", False
+    lock = next((v for k, v in ROW_LOCKS.items() if s.endswith(k)), "")
     m = _INSERT.match(s)
     tail, returning = "", False
     if m:
@@ -294,7 +319,7 @@ def translate(sql: str) -> tuple[str, bool]:
         body = body[:ret.start()] + tail + body[ret.start():]
     else:
         body += tail
-    return body, returning
+    return body + lock, returning
 
 
 # ---------------------------------------------------------------------------------- DDL

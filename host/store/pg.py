@@ -14,15 +14,33 @@ violation, SQLSTATE class 23, as ``sqlite3.IntegrityError``; the rest as
 works on both backends; a serialization failure or deadlock (40001, 40P01) is
 :class:`Retryable`, which the transactions that can be retried as a whole retry.
 
-Statement-level atomicity: in SQLite a failed statement inside a transaction undoes only
-itself; in PostgreSQL it aborts the whole transaction. So inside a transaction every
-INSERT/UPDATE/DELETE runs under its own savepoint, sent in the same round trip
-(``SAVEPOINT _s; stmt; RELEASE _s``) and rolled back to on error: code that catches an
-``IntegrityError`` and carries on behaves the same on both.
+A failed statement: in SQLite it undoes only itself; in PostgreSQL it aborts the transaction
+up to its innermost savepoint. No code carries on after a failed statement without rolling
+back: the one place that catches ``IntegrityError`` inside a transaction, a tap's rules in
+``Engine._one``, rolls back to the tap's own ``SAVEPOINT tap`` (which undoes the same in
+both). So statements run bare, without a savepoint each (one was two more statements per
+INSERT/UPDATE/DELETE for the server). What SQLite would forgive cannot be lost silently:
+a ``COMMIT`` of a transaction a failed statement left aborted (which PostgreSQL would turn
+into a ROLLBACK without an error) rolls back and raises ``sqlite3.OperationalError``.
 
-Transactions are SERIALIZABLE (``BEGIN IMMEDIATE`` translates to it): two daemons deciding
-taps of one member at once cannot both spend the same balance; the loser gets
-:class:`Retryable` and its transaction is run again (host/store/db.py ``retrying``).
+Held statements (fewer round trips): a BEGIN, and inside a transaction a SAVEPOINT, INSERT,
+UPDATE or DELETE, is bound on the client and held; it is sent with the next statement that
+needs an answer (a read, RELEASE, ROLLBACK TO, COMMIT, ``executemany``, a script), all in one
+simple query. Reading a held statement's result (``rowcount``, ``lastrowid``, rows) sends it
+at once. The error of a held statement is raised by the statement it was sent with: the
+engine sends a tap's writes with its ``RELEASE tap`` inside the tap's ``try``, so a write
+that fails is still a deny ``internal``. ROLLBACK TO after a held statement that failed
+still rolls back (when the savepoint came first) and raises that error. A ROLLBACK, or a
+connection lost, drops what is held: it is never sent.
+
+Transactions are SERIALIZABLE (``BEGIN IMMEDIATE`` translates to it): two writers of one
+member at once cannot both spend the same balance; the loser gets :class:`Retryable` and its
+transaction is run again (host/store/db.py ``retrying``). The one exception is a batch of
+taps (``begin_taps``, host/store/db.py): READ COMMITTED, the tap's card and member rows
+locked when it reads them (host/store/dialect.py ``ROW_LOCKS``). SERIALIZABLE tracks reads by
+index page or whole table (a small table is read by a scan): two daemons' taps of different
+members read and wrote the same pages and failed each other (measured, bench/chain.py
+``retries``); a row lock makes only taps of one member wait for each other.
 A connection lost outside a transaction is reopened at the next statement. A ``lazy`` one
 (a store's daemon starting while the database is unreachable) is first made by the first
 statement that finds the server; its ``on_connect`` hook then runs (the schema check).
@@ -39,9 +57,10 @@ from typing import Any
 
 import sqlite_utils
 
-from host.store.dialect import translate
+from host.store.dialect import TAP_BEGIN, translate
 
-_DML = ("INSERT", "UPDATE", "DELETE")
+#: Statements that wait, inside a transaction, for the next one that needs an answer.
+_LATER = ("INSERT", "UPDATE", "DELETE", "SAVEPOINT")
 
 #: libpq settings of every connection the URL does not set itself. A server that vanished
 #: without a word (a WAN that drops packets, no RST) is found out within seconds instead of
@@ -64,10 +83,20 @@ class Retryable(sqlite3.OperationalError):
     """A serialization failure or deadlock: the transaction may be run again as a whole."""
 
 
+#: Unique keys whose violation means another transaction stored the same thing first: the
+#: transaction is run again (and then finds it). A tap's (device, seq) read by the engine's
+#: replay check before another daemon's COMMIT (READ COMMITTED, see ``begin_taps``): the run
+#: again answers it as a replay, as SERIALIZABLE's 40001 did.
+RACED_KEYS = {"taps_device_id_seq_key"}
+
+
 def _mapped(e: Exception) -> sqlite3.Error:
     state = getattr(e, "sqlstate", None) or ""
-    if state in ("40001", "40P01"):
+    diag = getattr(e, "diag", None)
+    if state == "23505" and getattr(diag, "constraint_name", None) in RACED_KEYS:
         out: sqlite3.Error = Retryable(str(e))
+    elif state in ("40001", "40P01"):
+        out = Retryable(str(e))
     elif state.startswith("23"):
         out = sqlite3.IntegrityError(str(e).splitlines()[0] if str(e) else state)
     else:
@@ -81,6 +110,64 @@ def refused_login(e: BaseException) -> bool:
     error), not because the server could not be reached."""
     text = str(e)
     return "authentication failed" in text or "does not exist" in text
+
+
+class _Later:
+    """The result of a statement sent with the next one that waits for an answer (see the
+    module doc), read like a :class:`PgCursor`: reading it sends it now."""
+
+    __slots__ = ("_conn", "_returning", "_sent", "_rows", "_desc", "_rowcount", "_lastrowid")
+
+    def __init__(self, conn: "PgConnection", returning: bool) -> None:
+        self._conn, self._returning, self._sent = conn, returning, False
+        self._rows: list[tuple] = []
+        self._desc: Any = None
+        self._rowcount, self._lastrowid = -1, None
+
+    def _take(self, cur: Any) -> None:
+        """Keep the result ``cur`` is on (None: the statement failed or was never run)."""
+        self._sent = True
+        if cur is None:
+            return
+        self._rowcount, self._desc = cur.rowcount, cur.description
+        self._rows = cur.fetchall() if cur.description is not None else []
+        if self._returning:
+            self._lastrowid = self._rows[0][0] if self._rows else None
+            self._rows, self._desc = [], None
+
+    def _wait(self) -> None:
+        if not self._sent:
+            self._conn.send_later()
+
+    @property
+    def rowcount(self) -> int:
+        self._wait()
+        return self._rowcount
+
+    @property
+    def lastrowid(self) -> Any:
+        self._wait()
+        return self._lastrowid
+
+    @property
+    def description(self) -> Any:
+        self._wait()
+        return self._desc
+
+    def fetchone(self) -> tuple | None:
+        self._wait()
+        return self._rows.pop(0) if self._rows else None
+
+    def fetchall(self) -> list[tuple]:
+        self._wait()
+        rows, self._rows = self._rows, []
+        return rows
+
+    def __iter__(self) -> Iterator[tuple]:
+        return iter(self.fetchall())
+
+    def close(self) -> None:
+        self._rows = []
 
 
 class PgCursor:
@@ -144,6 +231,8 @@ class PgConnection:
         self._trace: Any = None
         #: Called once, with no argument, when a ``lazy`` connection is first made.
         self.on_connect: Any = None
+        #: Statements not sent yet, client-side bound, with their results to fill in.
+        self._later: list[tuple[bytes, _Later]] = []
         self._pg: Any = None
         try:
             self._pg = self._connect()
@@ -174,8 +263,9 @@ class PgConnection:
     def in_transaction(self) -> bool:
         from psycopg.pq import TransactionStatus as S
         if self._pg is None:
-            return False
-        return self._pg.info.transaction_status in (S.INTRANS, S.INERROR, S.ACTIVE)
+            return bool(self._later)
+        return bool(self._later) or self._pg.info.transaction_status in (S.INTRANS, S.INERROR,
+                                                                          S.ACTIVE)
 
     def _ready(self, text: str) -> None:
         """Reopen a lost connection, unless it was lost inside a transaction: then every
@@ -185,6 +275,7 @@ class PgConnection:
             return
         if self._open and not text.startswith("BEGIN"):
             raise sqlite3.OperationalError("connection lost inside a transaction: rolled back")
+        self._later.clear()   # the lost transaction's writes: never sent on a new connection
         if self._pg is not None:
             try:
                 self._pg.close()
@@ -221,40 +312,107 @@ class PgConnection:
             self._ready(text)
             if text in ("COMMIT", "ROLLBACK"):
                 self._open = False     # over, whether it then succeeds or not
-            wrap = text.lstrip()[:6].upper() in _DML and self.in_transaction
+            if text == "ROLLBACK":
+                self._later.clear()    # undone anyway: never sent
+                if not self.in_transaction:
+                    return PgCursor(None, False)    # only its BEGIN was held
+            if text == "COMMIT":
+                self._refuse_aborted()
+            if self._may_wait(text):
+                later = _Later(self, returning)
+                self._later.append((self._pg.cursor().mogrify(text, params).encode(), later))
+                self._open = self._open or text.startswith("BEGIN")
+                return later     # type: ignore[return-value]
+            if text.startswith("ROLLBACK TO"):
+                return PgCursor(self._rollback_to(text), returning)
             try:
-                if wrap:
-                    cur = self._pg.execute(f"SAVEPOINT _s; {text}; RELEASE _s", params)
-                    cur.nextset()
-                else:
-                    cur = self._pg.execute(text, params)
+                cur = self._send(text, params)
             except psycopg.Error as e:
-                if wrap and not self._pg.broken:
-                    self._pg.execute("ROLLBACK TO _s; RELEASE _s")
                 raise _mapped(e) from e
             if text.startswith("BEGIN"):
                 self._open = True
             return PgCursor(cur, returning)
 
+    def _may_wait(self, text: str) -> bool:
+        """Whether ``text`` is sent with the next statement that waits for an answer: a
+        BEGIN, or a write or SAVEPOINT inside a transaction (see the module doc)."""
+        from psycopg.pq import TransactionStatus as S
+        status = self._pg.info.transaction_status
+        if text.startswith("BEGIN"):
+            return status == S.IDLE and not self._later
+        return text.startswith(_LATER) and (status == S.INTRANS
+                                            or (status == S.IDLE and bool(self._later)))
+
+    def _send(self, text: str | None, params: Sequence[Any] | dict = ()) -> Any:
+        """Run the statements waiting and then ``text`` (None: only those), in one round trip;
+        the psycopg cursor on ``text``'s result. psycopg errors are raised as they are."""
+        if not self._later:
+            return self._pg.execute(text, params) if text is not None else None
+        later, self._later = self._later, []
+        cur = self._pg.cursor()
+        parts = [q for q, _ in later]
+        if text is not None:
+            parts.append(cur.mogrify(text, params).encode())
+        try:
+            cur.execute(b"; ".join(parts))
+        except Exception:
+            for _q, result in later:
+                result._take(None)
+            raise
+        for _q, result in later:
+            result._take(cur)
+            cur.nextset()
+        return cur if text is not None else None
+
+    def send_later(self) -> None:
+        """Send the statements waiting now (their results are read)."""
+        import psycopg
+        with self._lock:
+            try:
+                self._send(None)
+            except psycopg.Error as e:
+                raise _mapped(e) from e
+
+    def _rollback_to(self, text: str) -> Any:
+        """ROLLBACK TO a savepoint, after the statements waiting. When one of them fails, the
+        rollback is still done (when the savepoint came before it) and the error raised: the
+        caller learns of it, as it would have at the statement (see the module doc)."""
+        import psycopg
+        try:
+            return self._send(text)
+        except psycopg.Error as e:
+            if not self._pg.broken:
+                try:
+                    self._pg.execute(text)
+                except psycopg.Error:
+                    pass     # the savepoint was made after the failed statement
+            raise _mapped(e) from e
+
+    def begin_taps(self) -> None:
+        """BEGIN a batch of taps: READ COMMITTED with row locks (see the module doc)."""
+        self.execute(TAP_BEGIN)
+
+    def _refuse_aborted(self) -> None:
+        """Before COMMIT: a transaction a failed statement aborted is rolled back, loudly."""
+        from psycopg.pq import TransactionStatus as S
+        if self._pg.info.transaction_status == S.INERROR:
+            self._pg.execute("ROLLBACK")
+            raise sqlite3.OperationalError(
+                "COMMIT of a transaction a failed statement aborted: rolled back")
+
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> PgCursor:
-        """``sql`` once per row, in one savepoint when inside a transaction."""
+        """``sql`` once per row (a failed row aborts the transaction, see the module doc)."""
         text, _ = translate(sql)
         if text.endswith(" RETURNING id"):
             text = text[:-len(" RETURNING id")]
         import psycopg
         with self._lock:
             self._ready(text)
-            wrap = self.in_transaction
             try:
-                if wrap:
-                    self._pg.execute("SAVEPOINT _m")
+                self._send(None)
                 cur = self._pg.cursor()
                 cur.executemany(text, list(rows))
-                if wrap:
-                    self._pg.execute("RELEASE _m")
             except psycopg.Error as e:
-                if wrap and not self._pg.broken:
-                    self._pg.execute("ROLLBACK TO _m; RELEASE _m")
                 raise _mapped(e) from e
             return PgCursor(cur, False)
 
@@ -264,6 +422,7 @@ class PgConnection:
         with self._lock:
             self._ready(text)
             try:
+                self._send(None)
                 self._pg.execute(text)
             except psycopg.Error as e:
                 raise _mapped(e) from e
@@ -291,6 +450,7 @@ class PgConnection:
 
     def close(self) -> None:
         with self._lock:
+            self._later.clear()
             if self._pg is not None:
                 self._pg.close()
 

@@ -26,6 +26,7 @@ import sqlite_utils
 from host.privacy.record import personal_fields
 from host.privacy.vault import vault_for
 from host.rules.policy import Policy
+from host.store.day_marks import span, span_args
 from host.store.reports import _NOT_VOIDED, _day_bounds, _rate
 
 
@@ -93,9 +94,9 @@ def campaigns(db: sqlite_utils.Database, policy: Policy, now: datetime
 
         def taps(a: int, b: int) -> tuple[int, int]:
             return db.execute(
-                f"SELECT count(*), coalesce(sum(charged_fen), 0) FROM taps WHERE ts >= ? AND "
-                f"ts < ? AND verdict = 'grant' AND kind IN ({marks}) AND {_NOT_VOIDED}",
-                (a, b, *kinds)).fetchone()
+                f"SELECT count(*), coalesce(sum(charged_fen), 0) FROM taps WHERE {span()} AND "
+                f"verdict = 'grant' AND kind IN ({marks}) AND {_NOT_VOIDED}",
+                (*span_args(db, "taps", a, b), *kinds)).fetchone()
 
         def topups(a: int, b: int) -> int:
             if "topup" not in c.kinds:
@@ -119,9 +120,9 @@ def _purchases(db: sqlite_utils.Database, t0: int, t1: int) -> list[tuple[int, i
     """(member_id, ts, fen) of every purchase in ``t0 <= ts < t1`` (module doc)."""
     taps = db.execute(
         "SELECT min(member_id), min(ts), -sum(delta) FROM ledger WHERE kind = 'spend' AND tap_id IS "
-        "NOT NULL AND currency IN ('principal', 'bonus') AND ts >= ? AND ts < ? AND id NOT IN "
+        f"NOT NULL AND currency IN ('principal', 'bonus') AND {span()} AND id NOT IN "
         "(SELECT reverses FROM ledger WHERE reverses IS NOT NULL) GROUP BY tap_id",
-        (t0, t1)).fetchall()
+        span_args(db, "ledger", t0, t1)).fetchall()
     sales = db.execute("SELECT member_id, created_at, price_fen FROM passes WHERE created_at >= ?"
                        " AND created_at < ? AND cancelled_at IS NULL AND price_fen > 0",
                        (t0, t1)).fetchall()
@@ -149,9 +150,9 @@ def spend(db: sqlite_utils.Database, policy: Policy, now: datetime, days: int = 
     total = sum(r[2] for r in rows)
     new, referred = db.execute("SELECT count(*), count(referrer_id) FROM members WHERE "
                                "created_at >= ? AND created_at < ?", (t0, t1)).fetchone()
-    anonymous = db.execute(f"SELECT coalesce(sum(charged_fen), 0) FROM taps WHERE ts >= ? AND "
-                           f"ts < ? AND member_id IS NULL AND {_NOT_VOIDED}",
-                           (t0, t1)).fetchone()[0]
+    anonymous = db.execute(f"SELECT coalesce(sum(charged_fen), 0) FROM taps WHERE {span()} "
+                           f"AND member_id IS NULL AND {_NOT_VOIDED}",
+                           span_args(db, "taps", t0, t1)).fetchone()[0]
     return [{"days": days, "buyers": len(by_member), "purchases": len(rows), "spend_fen": total,
              "avg_spend_fen": total // len(by_member) if by_member else 0,
              "avg_ticket_fen": total // len(rows) if rows else 0,

@@ -25,6 +25,7 @@ import sqlite_utils
 
 from host.errors import NotFound
 from host.rules.policy import Policy
+from host.store.day_marks import span, span_args
 from protocol import codes
 
 
@@ -44,34 +45,37 @@ _NOT_VOIDED = "id NOT IN (SELECT tap_id FROM tap_voids)"
 
 def _period(db: sqlite_utils.Database, t0: int, t1: int) -> dict[str, Any]:
     q = lambda sql, *a: db.execute(sql, (t0, t1, *a)).fetchone()[0] or 0  # noqa: E731
+    tw, lw = span_args(db, "taps", t0, t1), span_args(db, "ledger", t0, t1)
+    qt = lambda sql: db.execute(sql, tw).fetchone()[0] or 0  # noqa: E731
+    ql = lambda sql: db.execute(sql, lw).fetchone()[0] or 0  # noqa: E731
     members = db.execute("SELECT count(*) FROM members WHERE created_at < ?", (t1,)).fetchone()[0]
-    active = q("SELECT count(DISTINCT member_id) FROM taps WHERE ts >= ? AND ts < ? "
-               f"AND verdict = 'grant' AND member_id IS NOT NULL AND {_NOT_VOIDED}")
+    active = qt(f"SELECT count(DISTINCT member_id) FROM taps WHERE {span()} "
+                f"AND verdict = 'grant' AND member_id IS NOT NULL AND {_NOT_VOIDED}")
     buyers = db.execute(
         "SELECT count(*), sum(n >= 2) FROM (SELECT member_id, sum(delta) AS n FROM ledger "
-        "WHERE currency = 'qualifying' AND ts >= ? AND ts < ? GROUP BY member_id HAVING n > 0)",
-        (t0, t1)).fetchone()
-    issued = q("SELECT sum(delta) FROM ledger WHERE currency = 'points' AND delta > 0 AND "
-               "ts >= ? AND ts < ? AND kind IN ('earn', 'referral')")
-    redeemed = -q("SELECT sum(delta) FROM ledger WHERE currency = 'points' AND ts >= ? AND "
-                  "ts < ? AND kind IN ('redeem', 'convert')")
+        f"WHERE currency = 'qualifying' AND {span()} GROUP BY member_id HAVING n > 0)",
+        lw).fetchone()
+    issued = ql("SELECT sum(delta) FROM ledger WHERE currency = 'points' AND delta > 0 AND "
+                f"{span()} AND kind IN ('earn', 'referral')")
+    redeemed = -ql(f"SELECT sum(delta) FROM ledger WHERE currency = 'points' AND {span()} "
+                   "AND kind IN ('redeem', 'convert')")
     topups = q("SELECT sum(amount_fen) FROM payments WHERE ts >= ? AND ts < ? AND kind = 'topup'")
     sales = q("SELECT sum(amount_fen) FROM payments WHERE ts >= ? AND ts < ? "
               "AND kind = 'pass_sale'")
     refunds = -q("SELECT sum(amount_fen) FROM payments WHERE ts >= ? AND ts < ? "
                  "AND kind = 'refund'")
-    balance_sales = -q("SELECT sum(delta) FROM ledger WHERE ts >= ? AND ts < ? AND currency IN "
-                       "('principal', 'bonus') AND (kind IN ('pass_sale', 'pass_refund') OR "
-                       "(kind = 'reversal' AND pass_id IS NOT NULL))")
+    balance_sales = -ql(f"SELECT sum(delta) FROM ledger WHERE {span()} AND currency IN "
+                        "('principal', 'bonus') AND (kind IN ('pass_sale', 'pass_refund') OR "
+                        "(kind = 'reversal' AND pass_id IS NOT NULL))")
     return {
         "topups_fen": topups, "pass_sales_fen": sales, "refunds_fen": refunds,
         "revenue_fen": topups + sales - refunds,
-        "consumption_fen": q("SELECT sum(charged_fen) FROM taps WHERE ts >= ? AND ts < ? "
-                             f"AND {_NOT_VOIDED}"),
+        "consumption_fen": qt(f"SELECT sum(charged_fen) FROM taps WHERE {span()} "
+                              f"AND {_NOT_VOIDED}"),
         "pass_sales_from_balance_fen": balance_sales,
-        "taps": q("SELECT count(*) FROM taps WHERE ts >= ? AND ts < ?"),
-        "granted": q("SELECT count(*) FROM taps WHERE ts >= ? AND ts < ? AND verdict = 'grant' "
-                     f"AND {_NOT_VOIDED}"),
+        "taps": qt(f"SELECT count(*) FROM taps WHERE {span()}"),
+        "granted": qt(f"SELECT count(*) FROM taps WHERE {span()} AND verdict = 'grant' "
+                      f"AND {_NOT_VOIDED}"),
         "members": members, "active_members": active,
         "new_members": q("SELECT count(*) FROM members WHERE created_at >= ? AND created_at < ?"),
         "activity_rate": _rate(active, members),
@@ -91,24 +95,27 @@ def _store_period(db: sqlite_utils.Database, t0: int, t1: int, store_id: int | N
     mine = "store_id IS NULL" if store_id is None else "store_id = ?"
     on = f"device_id IN (SELECT device_id FROM devices WHERE {mine})"
     sa = () if store_id is None else (store_id,)
-    q = lambda sql, *a: db.execute(sql, (t0, t1, *sa, *a)).fetchone()[0] or 0  # noqa: E731
-    cash = {kind: q(f"SELECT sum(amount_fen) FROM payments WHERE ts >= ? AND ts < ? AND {mine}"
-                    " AND kind = ?", kind) for kind in ("topup", "pass_sale", "refund")}
+    tw = span_args(db, "taps", t0, t1)
+    q = lambda sql, *a: db.execute(sql, (*tw, *sa, *a)).fetchone()[0] or 0  # noqa: E731
+    cash = {kind: db.execute(
+        f"SELECT sum(amount_fen) FROM payments WHERE ts >= ? AND ts < ? AND {mine} AND kind = ?",
+        (t0, t1, *sa, kind)).fetchone()[0] or 0 for kind in ("topup", "pass_sale", "refund")}
     members = db.execute("SELECT count(*) FROM members WHERE created_at < ?", (t1,)).fetchone()[0]
-    active = q("SELECT count(DISTINCT member_id) FROM taps WHERE ts >= ? AND ts < ? AND "
+    active = q(f"SELECT count(DISTINCT member_id) FROM taps WHERE {span()} AND "
                f"{on} AND verdict = 'grant' AND member_id IS NOT NULL AND {_NOT_VOIDED}")
-    issued = q("SELECT sum(l.delta) FROM ledger l JOIN taps t ON t.id = l.tap_id WHERE "
-               f"l.ts >= ? AND l.ts < ? AND t.{on} AND l.currency = 'points' AND l.delta > 0 "
-               "AND l.kind = 'earn'")
+    issued = db.execute(
+        f"SELECT sum(l.delta) FROM ledger l JOIN taps t ON t.id = l.tap_id WHERE {span('l.')} "
+        f"AND t.{on} AND l.currency = 'points' AND l.delta > 0 AND l.kind = 'earn'",
+        (*span_args(db, "ledger", t0, t1), *sa)).fetchone()[0] or 0
     return {
         "topups_fen": cash["topup"], "pass_sales_fen": cash["pass_sale"],
         "refunds_fen": -cash["refund"],
         "revenue_fen": cash["topup"] + cash["pass_sale"] + cash["refund"],
-        "consumption_fen": q("SELECT sum(charged_fen) FROM taps WHERE ts >= ? AND ts < ? "
+        "consumption_fen": q(f"SELECT sum(charged_fen) FROM taps WHERE {span()} "
                              f"AND {on} AND {_NOT_VOIDED}"),
         "pass_sales_from_balance_fen": None,
-        "taps": q(f"SELECT count(*) FROM taps WHERE ts >= ? AND ts < ? AND {on}"),
-        "granted": q(f"SELECT count(*) FROM taps WHERE ts >= ? AND ts < ? AND {on} AND "
+        "taps": q(f"SELECT count(*) FROM taps WHERE {span()} AND {on}"),
+        "granted": q(f"SELECT count(*) FROM taps WHERE {span()} AND {on} AND "
                      f"verdict = 'grant' AND {_NOT_VOIDED}"),
         "members": members, "active_members": active, "new_members": None,
         "activity_rate": _rate(active, members), "repurchase_rate": None,
@@ -178,8 +185,8 @@ def taps_by_hour(db: sqlite_utils.Database, policy: Policy, last_day: date, days
     rows = [{"hour": h, "taps": 0, "granted": 0} for h in range(24)]
     for quarter, taps, granted in db.execute(
             f"SELECT ts / {_QUARTER_S}, count(*), coalesce(sum(CASE WHEN verdict = 'grant' AND "
-            f"{_NOT_VOIDED} THEN 1 ELSE 0 END), 0) FROM taps WHERE ts >= ? AND ts < ? {on}"
-            f"GROUP BY ts / {_QUARTER_S}", (t0, t1, *sa)):
+            f"{_NOT_VOIDED} THEN 1 ELSE 0 END), 0) FROM taps WHERE {span()} {on}"
+            f"GROUP BY ts / {_QUARTER_S}", (*span_args(db, "taps", t0, t1), *sa)):
         row = rows[datetime.fromtimestamp(quarter * _QUARTER_S, policy.tz).hour]
         row["taps"] += taps
         row["granted"] += granted
@@ -193,6 +200,7 @@ def members(db: sqlite_utils.Database, policy: Policy, now: datetime, days: int 
     t1 = int(now.timestamp())
     t0 = t1 - days * 86400
     rows = []
+    tw, lw = span_args(db, "taps", t0, t1), span_args(db, "ledger", t0, t1)
     tiers = [t.name for t in policy.tiers_by_rank()]
     extra = [r[0] for r in db.execute("SELECT DISTINCT tier FROM members") if r[0] not in tiers]
     for tier in tiers + extra + [None]:
@@ -202,13 +210,13 @@ def members(db: sqlite_utils.Database, policy: Policy, now: datetime, days: int 
             f"coalesce(sum(points), 0) FROM members {where}", args).fetchone()
         active = db.execute(
             f"SELECT count(DISTINCT t.member_id) FROM taps t JOIN members m ON m.id = t.member_id"
-            f" WHERE t.ts >= ? AND t.ts < ? AND t.verdict = 'grant' AND t.{_NOT_VOIDED} "
-            f"{'AND m.tier = ?' if tier else ''}", (t0, t1, *args)).fetchone()[0]
+            f" WHERE {span('t.')} AND t.verdict = 'grant' AND t.{_NOT_VOIDED} "
+            f"{'AND m.tier = ?' if tier else ''}", (*tw, *args)).fetchone()[0]
         buyers = db.execute(
             f"SELECT count(*), sum(n >= 2) FROM (SELECT l.member_id, sum(l.delta) AS n FROM "
             f"ledger l JOIN members m ON m.id = l.member_id WHERE l.currency = 'qualifying' AND "
-            f"l.ts >= ? AND l.ts < ? {'AND m.tier = ?' if tier else ''} GROUP BY l.member_id "
-            f"HAVING n > 0)", (t0, t1, *args)).fetchone()
+            f"{span('l.')} {'AND m.tier = ?' if tier else ''} GROUP BY l.member_id "
+            f"HAVING n > 0)", (*lw, *args)).fetchone()
         rows.append({"tier": tier or "total", "members": n, "principal_fen": p, "bonus_fen": b,
                      "points_outstanding": pts, "active_members": active,
                      "activity_rate": _rate(active, n),
@@ -229,6 +237,7 @@ def devices(db: sqlite_utils.Database, policy: Policy, now: datetime, days: int 
     (``_health``: refusals by cause, last error, last boot, reader faults). ``store``: the
     devices of that store only (a ``store`` column is there whenever the chain has stores)."""
     t0 = int(now.timestamp()) - days * 86400
+    tw = span_args(db, "taps", t0)
     rows = []
     named = db.execute("SELECT count(*) FROM stores").fetchone()[0]
     where, args = "", ()
@@ -242,12 +251,12 @@ def devices(db: sqlite_utils.Database, policy: Policy, now: datetime, days: int 
         taps, granted, charged = db.execute(
             f"SELECT count(*), coalesce(sum(verdict = 'grant' AND {_NOT_VOIDED}), 0), "
             f"coalesce(sum(CASE WHEN {_NOT_VOIDED} THEN charged_fen ELSE 0 END), 0)"
-            " FROM taps WHERE device_id = ? AND ts >= ?", (did, t0)).fetchone()
-        top = db.execute("SELECT reason, count(*) AS n FROM taps WHERE device_id = ? AND ts >= ?"
-                         " AND verdict = 'deny' GROUP BY reason ORDER BY n DESC LIMIT 1",
-                         (did, t0)).fetchone()
-        lat = [r[0] for r in db.execute("SELECT latency_ms FROM taps WHERE device_id = ? AND "
-                                        "ts >= ? AND latency_ms IS NOT NULL", (did, t0))]
+            f" FROM taps WHERE {span()} AND device_id = ?", (*tw, did)).fetchone()
+        top = db.execute(f"SELECT reason, count(*) AS n FROM taps WHERE {span()} AND "
+                         "device_id = ? AND verdict = 'deny' GROUP BY reason ORDER BY n DESC "
+                         "LIMIT 1", (*tw, did)).fetchone()
+        lat = [r[0] for r in db.execute(f"SELECT latency_ms FROM taps WHERE {span()} AND "
+                                        "device_id = ? AND latency_ms IS NOT NULL", (*tw, did))]
         p50 = round(statistics.median(lat), 3) if lat else None
         p99 = round(sorted(lat)[min(len(lat) - 1, int(len(lat) * 0.99))], 3) if lat else None
         rows.append({"device_id": did, **({"store": dev[5] or "(none)"} if named else {}),
