@@ -61,16 +61,16 @@ class TimedLoader(Loader):
         self.sent_at[dev] = time.perf_counter()
         super().send_tap(dev)
 
-    def _on_message(self, client, userdata, msg) -> None:
-        dev = msg.topic.split("/")[2]
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        dev = topic.split("/")[2]
         t = time.perf_counter()
         try:
-            p = pk.decode(msg.payload, self.devs[dev][0], pk.DOWN)
+            p = pk.decode(payload, self.devs[dev][0], pk.DOWN)
             if p.type == pk.DECISION and self.pending.get(dev) == p.fields["tap_seq"]:
                 self.ms.append((t - self.sent_at[dev]) * 1000)
         except Exception:  # noqa: BLE001 - the base class counts it
             pass
-        super()._on_message(client, userdata, msg)
+        super()._on_message(topic, payload)
 
 
 def run_phase(url: str, tmp: Path, groups: list[list[tuple[str, bytes, str]]],

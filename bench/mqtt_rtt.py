@@ -74,10 +74,41 @@ class Pinger:
         return (time.perf_counter() - t0) * 1000.0
 
 
+def hist(m0: dict[str, float], m1: dict[str, float], name: str, labels: str = ""
+         ) -> dict[str, float]:
+    """A daemon histogram over the run (between two scrapes): count, mean and p99 in ms, the
+    p99 as the upper bound of its bucket."""
+    def get(key: str) -> float:
+        return m1.get(key, 0.0) - m0.get(key, 0.0)
+    n = get(f"{name}_count{labels}")
+    if not n:
+        return {"n": 0, "mean_ms": 0.0, "p99_ms": 0.0}
+    inner = labels[1:-1] + "," if labels else ""
+    bounds = sorted((float(k.split('le="')[1].split('"')[0]), k) for k in m1
+                    if k.startswith(f"{name}_bucket{{{inner}le=") and "+Inf" not in k)
+    p99 = next((b for b, k in bounds if get(k) >= 0.99 * n), float("inf"))
+    return {"n": int(n), "mean_ms": round(get(f"{name}_sum{labels}") / n * 1000.0, 3),
+            "p99_ms": round(p99 * 1000.0, 3)}
+
+
+def components(m0: dict[str, float], m1: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Where a tap's time goes in the daemon: the whole (received -> DECISION handed to the
+    link), the wait for the writer thread, the transaction with its durable COMMIT, the
+    garbage collector's pauses per generation."""
+    out = {"daemon": hist(m0, m1, "tapkiosk_tap_latency_seconds"),
+           "writer_queue": hist(m0, m1, "tapkiosk_writer_queue_seconds"),
+           "transaction": hist(m0, m1, "tapkiosk_writer_transaction_seconds")}
+    for g in range(3):
+        out[f"gc{g}"] = hist(m0, m1, "tapkiosk_gc_pause_seconds", f'{{generation="{g}"}}')
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--taps", type=int, default=500)
     ap.add_argument("--echo", nargs=2, metavar=("HOST", "PORT"), help=argparse.SUPPRESS)
+    ap.add_argument("--mqtt-process", choices=("on", "off"), default="on",
+                    help="the daemon's MQTT link in a child process (on) or in-process (off)")
     a = ap.parse_args(argv)
     if a.echo:
         echo(a.echo[0], int(a.echo[1]))
@@ -92,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     broker = Broker(tmp)
     procs = [subprocess.Popen([sys.executable, __file__, "--echo", broker.host, str(broker.port)])]
     try:
-        daemon, mport = start_daemon(db, tmp, "--mqtt", broker.address)
+        daemon, mport = start_daemon(db, tmp, "--mqtt", broker.address,
+                                     "--mqtt-process", a.mqtt_process)
         procs.insert(0, daemon)
         dev = SimDevice("kiosk-1", KEY_A, "kiosk", MqttTransport(broker.host, broker.port))
         for attempt in range(5):   # the daemon may still be subscribing on a loaded machine
@@ -134,7 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"mean tap {mean:.2f} ms = in the daemon {inside:.2f} ms (parse, MAC, queue to the "
           f"writer, decide + durable commit, encode, publish) + outside {mean - inside:.2f} ms "
           f"(device, broker, paho; the raw echo's mean is {statistics.fmean(echoes):.2f} ms)")
-    print(json.dumps({"bench": "mqtt_rtt", "taps": a.taps, "tap_p50_ms": round(t50, 3),
+    parts = components(m0, m1)
+    print("in the daemon, per part (count, mean, p99 by bucket bound, ms): " + "; ".join(
+        f"{k} {v['n']} x {v['mean_ms']:.3f}, p99 <= {v['p99_ms']:g}" for k, v in parts.items()))
+    print(json.dumps({"bench": "mqtt_rtt", "taps": a.taps, "parts": parts,
+                      "mqtt_process": a.mqtt_process, "tap_p50_ms": round(t50, 3),
                       "tap_p99_ms": round(t99, 3), "echo_p50_ms": round(e50, 3),
                       "echo_p99_ms": round(e99, 3), "ratio_p99": round(t99 / e99, 2),
                       "ratio_p50": round(t50 / e50, 2), "tap_mean_ms": round(mean, 3),

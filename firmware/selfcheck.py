@@ -1,7 +1,7 @@
 # Runs on the ESP32 (and the unix port in tests): technician self-check; tools/flash.py calls run() over the REPL.
 #
 # run() prints one JSON line and returns the same dict:
-#   {"reader": {"ok": bool, "version": "PN532 v1.6" | "error": ...},
+#   {"reader": {"ok": bool, "version": "PN532 v1.6", "tries": n | "error": ...},
 #    "link":   {"ok": bool, "detail": "serial uart 2" | "mqtt host:port" | "error": ...},
 #    "hello":  {"ok": bool, "detail": "boot N" | "error": ...},
 #    "tap":    {"ok": bool | None, "detail": "granted: ..." | "error": "refused: bad_service ..."}}
@@ -18,20 +18,35 @@ import json
 from protocol.compat import const, ticks_diff, ticks_ms
 
 _VOIDED = const(20)  # protocol.codes reason "voided"
+_READER_TRIES = const(3)  # as the reader task: max_failures (3) errors in a row make a fault
+
+
+async def _begin(chip, tries):
+    # begin() until it succeeds, at most ``tries`` times: one missed deadline (an ACK later
+    # than 30 ms) is not a broken reader, for the self-check as for the reader task. Returns
+    # (version, tries used); the last error is raised.
+    n = 0
+    while True:
+        n += 1
+        try:
+            return await chip.begin(), n
+        except Exception:  # noqa: BLE001 - retried; the last one is the answer
+            if n >= tries:
+                raise
 
 
 async def _reader(cfg):
     import device
     chip = device.build_chip(cfg)
     try:
-        v = await asyncio.wait_for_ms(chip.begin(), 3000)
+        v, n = await asyncio.wait_for_ms(_begin(chip, _READER_TRIES), 3000)
     except asyncio.TimeoutError:
         return {"ok": False, "error": "no answer from the PN532"}
     except Exception as e:  # noqa: BLE001 - any failure is the answer
-        return {"ok": False, "error": "%s: %s" % (type(e).__name__, e)}
+        return {"ok": False, "error": "%s: %s (%d tries)" % (type(e).__name__, e, _READER_TRIES)}
     if isinstance(v, (tuple, list)) and len(v) >= 3:
         v = "PN532 v%d.%d" % (v[1], v[2])
-    return {"ok": True, "version": str(v)}
+    return {"ok": True, "version": str(v), "tries": n}
 
 
 async def _decision(seen, tap_seq, want_void, wait_ms):

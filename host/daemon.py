@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from host.site.config import DaemonConfig, load_config
+from host.site.gctune import settle
 from host.errors import HostError, InputError
 from host.site.metrics import Metrics
 from host.rules.policy import check_stores, load_policy
@@ -158,14 +159,24 @@ class Daemon:
             from host.site.links.serial import SerialLink
             self.links.append(SerialLink(url, self.service, baudrate=c.baud).start())
         if c.mqtt is not None:
-            from host.site.links.mqtt import MqttLink
+            if c.mqtt_process:
+                from host.site.links.mqtt_pipe import MqttPipeLink as MqttLink
+            else:
+                from host.site.links.mqtt import MqttLink   # type: ignore[assignment]
             link = MqttLink(c.mqtt_host, c.mqtt_port, self.service,
                             client_id=c.mqtt_client_id, username=c.mqtt_user,
                             password=c.mqtt_password, tls=c.mqtt_tls, ca_file=c.mqtt_ca).start()
             self.links.append(link)
-            from host.web.events import MqttEventPublisher
-            self.mqtt_events = MqttEventPublisher(
-                self.bus, lambda topic, payload: link.client.publish(topic, payload, qos=0)).start()
+            if c.mqtt_process:
+                # DECISIONs the writer thread sends go out in one write per batch, and the
+                # events in one write per wake-up of their thread.
+                link.defer_on(self.writer.thread_id)
+                self.writer.after_job.append(link.flush)
+                from host.site.links.mqtt_events import EventBatcher
+                self.mqtt_events = EventBatcher(self.bus, link.publish_many).start()
+            else:
+                from host.web.events import MqttEventPublisher
+                self.mqtt_events = MqttEventPublisher(self.bus, link.publish).start()
         if c.nfc is not None:
             from host.site.links.nfc import NfcLink
             self.links.append(NfcLink(c.nfc, c.nfc_device or "", self.service).start())
@@ -283,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     except HostError as e:
         print(f"tapkiosk daemon: error: {e}", file=sys.stderr)
         return e.exit_code
+    settle(daemon.metrics)   # the start-up heap frozen, the GC pauses timed
     try:
         while not stop.wait(0.5):
             pass

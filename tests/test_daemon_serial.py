@@ -27,7 +27,11 @@ def test_tap_over_socket_cable(site: tuple[Path, dict]) -> None:
     cable = Cable().start()
     d = InProcessDaemon(["--db", str(path), "--serial", cable.url_b])
     try:
-        wait_until(lambda: cable.connected["b"].is_set(), what="daemon on the cable")
+        # Both the cable's accept (bytes for an end not accepted yet are lost) and the link's
+        # open (pyserial's open() drops what arrived before it finished): a HELLO sent
+        # between the two was lost either way (NoReply, loaded).
+        wait_until(lambda: cable.connected["b"].is_set() and d.daemon.links[0].opened.is_set(),
+                   what="daemon on the cable, its line open")
         dev = SimDevice("kiosk-1", KEY_A, "kiosk", SerialTransport(cable.url_a))
         w = dev.hello()
         assert w["heartbeat_s"] == 30 and w["cfg_version"] >= 1
@@ -77,7 +81,11 @@ def test_faulty_cable_garbage_flips_drops_split_frames(site: tuple[Path, dict]) 
     cable = Cable(chunk=7, seed=7).start()
     d = InProcessDaemon(["--db", str(path), "--serial", cable.url_b])
     try:
-        wait_until(lambda: cable.connected["b"].is_set(), what="daemon on the cable")
+        # Both the cable's accept (bytes for an end not accepted yet are lost) and the link's
+        # open (pyserial's open() drops what arrived before it finished): a HELLO sent
+        # between the two was lost either way (NoReply, loaded).
+        wait_until(lambda: cable.connected["b"].is_set() and d.daemon.links[0].opened.is_set(),
+                   what="daemon on the cable, its line open")
         dev = SimDevice("kiosk-1", KEY_A, "kiosk", SerialTransport(cable.url_a))
         dev.hello()
         cable.set_faults("ab", flip=0.002, drop=0.001, garbage=0.05)

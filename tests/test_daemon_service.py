@@ -228,6 +228,23 @@ def test_metrics_port_in_use_is_exit_2_naming_the_port(tmp_path: Path,
     assert len(err) == 1 and str(port) in err[0]
 
 
+def _next_packet(peer: socket.socket):
+    """A condition for ``wait_until``: the next whole packet the peer received, else None."""
+    parser = framing.FrameParser()
+    got: list[bytes] = []
+    peer.settimeout(0.05)
+
+    def poll() -> bytes | None:
+        if not got:
+            try:
+                data = peer.recv(4096)
+            except TimeoutError:
+                return None
+            got.extend(bytes(p) for p in parser.feed(data))
+        return got.pop(0) if got else None
+    return poll
+
+
 def test_a_socket_line_reads_what_arrived_at_once_not_byte_by_byte(svc: Service) -> None:
     """Issue 19: pyserial's socket:// port reports at most 1 byte waiting; the link reads the
     rest of a segment from the socket in the same loop, so a frame is not fed byte by byte."""
@@ -249,6 +266,10 @@ def test_a_socket_line_reads_what_arrived_at_once_not_byte_by_byte(svc: Service)
         peer.sendall(frame)
         wait_until(lambda: sum(chunks) == len(frame), what="frame read")
         assert len(chunks) <= 2 < len(frame)
+        # feed() has run, but the tap may not have entered the gate yet (a loaded machine):
+        # wait for its DECISION on the line, then for the gate to be idle (counted by then).
+        reply = wait_until(_next_packet(peer), timeout=30, what="DECISION on the line")
+        assert pk.decode(reply, Mac(KEY_A), pk.DOWN).type == pk.DECISION
         assert svc.drain(10.0)
         assert svc.metrics.value("tapkiosk_tap_latency_seconds_count") == 1
         peer.close()

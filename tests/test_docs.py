@@ -11,6 +11,7 @@ import shlex
 import sqlite3
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ import pytest
 from conftest import ROOT
 
 from host.cli import app as cli
+from host.rules import policy as policy_mod
 
 DOCS = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "host" / "README.md",
         ROOT / "protocol" / "README.md", ROOT / "deploy" / "README.md", ROOT / "DEVELOPERS.md"]
@@ -55,9 +57,27 @@ def _norm(text: str) -> str:
     return " ".join(text.split())
 
 
+def _pin_clock(monkeypatch) -> None:
+    """Every command of the walkthrough reads one instant, the one it starts at: the doc's
+    figures are those of commands run "at once" (a pass sold and cancelled at once refunds its
+    whole price; a second later it refunds 198.99, rounded down pro rata), and a loaded
+    machine may take seconds between two commands. The CLI's and the rules' clocks are
+    ``datetime.now`` read in these two modules."""
+    start = datetime.now().astimezone()
+
+    class Pinned(datetime):
+        @classmethod
+        def now(cls, tz=None):  # type: ignore[override]
+            return start.astimezone(tz) if tz is not None else start.replace(tzinfo=None)
+
+    monkeypatch.setattr(cli, "datetime", Pinned)
+    monkeypatch.setattr(policy_mod, "datetime", Pinned)
+
+
 def test_operator_walkthrough_runs_as_written(tmp_path, monkeypatch):
     steps = walkthrough(ROOT / "docs" / "operators.md")
     assert len(steps) >= 25, "the walkthrough lost its commands"
+    _pin_clock(monkeypatch)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("TAPKIOSK_DB", raising=False)
     for command, expected in steps:

@@ -159,6 +159,7 @@ def test_selfcheck_reports_reader_link_and_hello(rigs):
     assert r.returncode == 0 and lines, r.stdout + r.stderr
     res = json.loads(lines[-1])
     assert res["reader"]["ok"] is True and "PN532 v1.6" in res["reader"]["version"], res
+    assert 1 <= res["reader"]["tries"] <= 3, res
     assert res["link"]["ok"] is True and res["hello"]["ok"] is True, res
     # Without the daemon the HELLO goes unanswered, and the result says so.
     rig.daemon.stop()

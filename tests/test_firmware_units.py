@@ -97,6 +97,15 @@ def test_host_errors_clear_only_frames_in_flight_and_never_on_bad_mac(tmp_path: 
         assert line in out, out
 
 
+def test_selfcheck_tries_the_reader_three_times(tmp_path: Path) -> None:
+    # One missed ACK deadline is not a broken reader (the reader task takes 3 errors in a
+    # row for a fault): begin() is tried again, at most 3 times, the last error is the answer.
+    out = mpy("selfcheck_begin.py", cwd=tmp_path)
+    assert "FAILS 0 OK 1 6 TRIES 1 CALLS 1" in out, out
+    assert "FAILS 2 OK 1 6 TRIES 3 CALLS 3" in out, out
+    assert "FAILS 3 ERROR PN532 did not answer in 30 ms CALLS 3" in out, out
+
+
 def test_config_is_acknowledged_only_when_kept(tmp_path: Path) -> None:
     # selfcheck runs an App that saves nothing: an ACK from it would make the host count the
     # CONFIG applied and never push it to the real firmware.

@@ -18,11 +18,25 @@ from sim.cards import FelicaCard, IsoDepCard, UidCard  # noqa: E402
 from sim.pn532 import PN532Emulator  # noqa: E402
 
 
+# nfcpy waits for a real chip's answers (ACK within 100 ms at init, most commands 100-250 ms).
+# The emulator is a thread of this process: on a loaded machine it may not be scheduled that
+# soon, and init gives up with ENODEV. The test checks what the emulator answers, not how
+# fast, so its transport gives it this many times nfcpy's deadlines.
+_SLACK = 20
+
+
+class PatientTTY(nfc.clf.transport.TTY):
+    """nfcpy's TTY transport with every read deadline ``_SLACK`` times longer."""
+
+    def read(self, timeout):
+        return super().read(timeout * _SLACK if timeout else timeout)
+
+
 @pytest.fixture
 def emu_clf():
     emu = PN532Emulator()
     path = emu.serve_pty()
-    device = nfc.clf.pn532.init(nfc.clf.transport.TTY(path))
+    device = nfc.clf.pn532.init(PatientTTY(path))
     device._path = path  # what nfc.clf.device.connect sets
     clf = nfc.ContactlessFrontend()
     clf.device = device

@@ -348,12 +348,11 @@ def test_taps_and_console_topups_on_one_member_at_once(db_url):
 
 
 def test_a_tap_batch_locks_its_card_and_member_until_it_ends(pg_server):
-    """READ COMMITTED taps (``begin_taps``): the card + member read of one tap locks both rows;
-    another daemon's read of that member waits for the COMMIT (here: gives up at its lock
-    timeout), a read of another member does not wait."""
+    """READ COMMITTED taps (``begin_taps``): ``lock_card`` of one tap locks its card and
+    member (sent with the next read); another daemon's lock of that member waits for the
+    COMMIT (here: gives up at its lock timeout), a lock of another member does not wait."""
     from host.admin import Admin
-    from host.rules.context import CARD_SQL
-    from host.store.db import begin_taps
+    from host.store.db import begin_taps, lock_card
     url = pg_server.new_database()
     db = open_db(url)
     admin = Admin(db)
@@ -364,13 +363,17 @@ def test_a_tap_batch_locks_its_card_and_member_until_it_ends(pg_server):
     other.execute("SET lock_timeout = '200ms'")
     begin_taps(db.conn)
     assert db.conn.execute("SHOW transaction_isolation").fetchone() == ("read committed",)
-    assert db.conn.execute(CARD_SQL, (0, 0, 0, uids[0])).fetchone() is not None
+    lock_card(db.conn, uids[0])
+    assert db.conn.execute("SELECT 1").fetchone() == (1,)     # sends the held lock
     begin_taps(other.conn)
-    assert other.conn.execute(CARD_SQL, (0, 0, 0, uids[1])).fetchone() is not None
+    lock_card(other.conn, uids[1])
+    assert other.conn.execute("SELECT 1").fetchone() == (1,)
     with pytest.raises(sqlite3.OperationalError, match="lock"):
-        other.conn.execute(CARD_SQL, (0, 0, 0, uids[0])).fetchone()
+        lock_card(other.conn, uids[0])
+        other.conn.execute("SELECT 1").fetchone()
     other.conn.rollback()
     db.conn.execute("COMMIT")
     begin_taps(other.conn)
-    assert other.conn.execute(CARD_SQL, (0, 0, 0, uids[0])).fetchone() is not None
+    lock_card(other.conn, uids[0])
+    assert other.conn.execute("SELECT 1").fetchone() == (1,)
     other.conn.execute("COMMIT")

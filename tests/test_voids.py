@@ -190,15 +190,24 @@ def test_daemon_answers_voids_over_a_cable(db_url):
     cable = Cable().start()
     d = InProcessDaemon(["--db", str(path), "--serial", cable.url_b])
     try:
-        wait_for(lambda: cable.connected["b"].is_set(), what="daemon on the cable")
+        # The cable's accept and the link's open (see test_daemon_serial.py).
+        wait_for(lambda: cable.connected["b"].is_set() and d.daemon.links[0].opened.is_set(),
+                 what="daemon on the cable, its line open")
         dev = SimDevice("kiosk-1", KEY_A, "kiosk", SerialTransport(cable.url_a), timeout=5)
-        dev.hello()
+        w = dev.hello()
+        # The CONFIG pushed after the WELCOME is in (else it could be the frame dropped below).
+        wait_for(lambda: dev.cfg_version == w["cfg_version"], what="CONFIG applied")
         # 1. Applied, answer lost: the host charged, the device gave up.
         cable.set_faults("ba", drop=1.0)
         tap_seq, raw = dev.tap_frame(CARD, amount_fen=1500)
         dev.send(raw)
         wait_for(lambda: tap_count(path, "kiosk-1") == 1, what="tap applied")
         assert balance(path, ids["m1"]) < start
+        # Applied is not answered yet: clear the fault only once the DECISION met it (its
+        # bytes still on their way came through after the clearing, and the VOID below was
+        # answered with the tap's grant; loaded). A chunk is mangled whole, so the rest of a
+        # DECISION split across reads reaches the device damaged, never as a DECISION.
+        wait_for(lambda: cable.stats["dropped"] > 0, what="the DECISION dropped on the cable")
         cable.set_faults("ba")
         _vseq, vraw = dev.frame(pk.VOID, {"tap_seq": tap_seq})
         r = dev.void(tap_seq, raw=vraw)

@@ -48,7 +48,7 @@ from host.rules import gate, kiosk, offline, sales, wash
 from host.rules.context import CARD_COLS, CARD_JOIN, CardRow, Denied, Member, Outcome, TapContext
 from host.rules.policy import Policy, policy_and_clock
 from host.secure.check import check_tap
-from host.store.db import begin_taps, retrying, transaction
+from host.store.db import begin_taps, lock_card, retrying, transaction
 from host.store.outage import StoreUnavailable
 from protocol import codes
 
@@ -245,6 +245,7 @@ class Engine:
         t0 = time.perf_counter()
         now = self.clock()
         ts = int(now.timestamp())
+        lock_card(conn, tap.uid.upper())
         head = conn.execute(_HEAD_SQL, (ts, ts, ts, tap.device_id, tap.seq, tap.device_id,
                                         tap.uid.upper())).fetchone()
         if head[1] is not None:

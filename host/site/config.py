@@ -16,6 +16,7 @@ TOML keys (all optional; the same names as the flags with ``_`` for ``-``)::
     mqtt_tls = false
     mqtt_ca = "/etc/tapkiosk/ca.pem"
     mqtt_client_id = "tapkiosk-daemon"
+    mqtt_process = true      # paho in a child process (false: in the daemon's own)
     nfc = "usb"              # or "udp:127.0.0.1:54321"
     nfc_device = "kiosk-pc"
     metrics_port = 9108
@@ -61,6 +62,7 @@ class DaemonConfig:
     mqtt_tls: bool = False
     mqtt_ca: str | None = None
     mqtt_client_id: str = "tapkiosk-daemon"
+    mqtt_process: bool = True
     nfc: str | None = None
     nfc_device: str | None = None
     metrics_port: int | None = None
@@ -111,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TLS to the broker (with --mqtt-ca)")
     p.add_argument("--mqtt-ca", metavar="FILE", help="CA certificate file for --mqtt-tls")
     p.add_argument("--mqtt-client-id", help="fixed client id of the persistent session")
+    p.add_argument("--mqtt-process", choices=("on", "off"),
+                   help="paho in a child process (on, the default) or in the daemon's (off)")
     p.add_argument("--nfc", metavar="PATH", help="nfcpy reader: usb, usb:BUS:DEV, udp:HOST:PORT")
     p.add_argument("--nfc-device", metavar="ID", help="registered device the NFC reader acts as")
     p.add_argument("--metrics-port", help="serve Prometheus metrics on this port (0 = any)")
@@ -225,6 +229,11 @@ def validate(raw: dict[str, Any]) -> DaemonConfig:
             setattr(c, k, _str(raw[k], k))
     if raw.get("mqtt_client_id") is not None:
         c.mqtt_client_id = _str(raw["mqtt_client_id"], "mqtt_client_id")
+    proc = raw.get("mqtt_process", True)
+    proc = {"on": True, "off": False}.get(proc, proc) if isinstance(proc, str) else proc
+    if not isinstance(proc, bool):
+        raise InputError(f"bad mqtt_process {proc!r}: expected true or false")
+    c.mqtt_process = proc
     tls = raw.get("mqtt_tls", False)
     if not isinstance(tls, bool):
         raise InputError(f"bad mqtt_tls {tls!r}: expected true or false")

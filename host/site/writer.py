@@ -31,6 +31,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from functools import partial
@@ -55,12 +56,13 @@ class WriterClosed(HostError):
 
 
 class _TapJob:
-    __slots__ = ("tap", "encoder", "future")
+    __slots__ = ("tap", "encoder", "future", "queued")
 
     def __init__(self, tap: Tap, encoder: Encoder) -> None:
         self.tap = tap
         self.encoder = encoder
         self.future: Future[Decision] = Future()
+        self.queued = time.perf_counter()
 
 
 class _CallJob:
@@ -192,6 +194,15 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="tapkiosk-writer", daemon=True)
         self.batches = 0
         self.taps = 0
+        #: Called on the writer thread after each job or batch of taps, once its futures
+        #: are resolved (and the DECISIONs handed to the links): a link that buffers what
+        #: the writer thread sends writes it out here, one system call per batch.
+        self.after_job: list[Callable[[], None]] = []
+
+    @property
+    def thread_id(self) -> int | None:
+        """The writer thread's ident (None before ``start``)."""
+        return self._thread.ident
 
     def start(self) -> "Writer":
         """Start the writer thread (and the checkpointer); returns self."""
@@ -255,11 +266,13 @@ class Writer:
             job = pending if pending is not None else self._next()
             pending = None
             if job is None:
+                self._after_job()   # what the offline mode's idle turn may have sent
                 continue
             if job is _STOP:
                 return
             if isinstance(job, _CallJob):
                 self._do_call(job)
+                self._after_job()
                 if self._wal_full.is_set():
                     self._finish_checkpoint()
                 continue
@@ -275,8 +288,16 @@ class Writer:
                     pending = nxt
                     break
             self._do_taps(batch)
+            self._after_job()
             if self._wal_full.is_set():
                 self._finish_checkpoint()
+
+    def _after_job(self) -> None:
+        for fn in self.after_job:
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - a link's flush must not stop the writer
+                log.exception("writer: after-job hook failed")
 
     def _next(self) -> Any:
         """The next job; None after a second without one when the writer has an offline
@@ -328,6 +349,7 @@ class Writer:
             job.future.set_exception(e)
 
     def _do_taps(self, batch: list[_TapJob]) -> None:
+        t0 = time.perf_counter()
         try:
             jobs = [(j.tap, partial(j.encoder, j.tap)) for j in batch]
             decisions = (self.outage.decide_many(self.engine, jobs) if self.outage is not None
@@ -351,6 +373,9 @@ class Writer:
         self.taps += len(batch)
         self.commits += 1
         if self.metrics is not None:
-            self.metrics.batch.observe(len(batch))
+            m = self.metrics
+            m.batch.observe(len(batch))
+            m.transaction.observe(time.perf_counter() - t0)
+            m.writer_queue.observe(t0 - batch[0].queued)
         for j, d in zip(batch, decisions):
             j.future.set_result(d)

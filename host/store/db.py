@@ -921,6 +921,15 @@ def begin_taps(conn: Any) -> None:
         begin()
 
 
+def lock_card(conn: Any, uid: str) -> None:
+    """In a batch of taps, lock card ``uid`` and its member before the tap reads them: on
+    PostgreSQL (READ COMMITTED) another daemon's tap of that member waits for this COMMIT;
+    on SQLite nothing to do (``BEGIN IMMEDIATE`` holds the whole store)."""
+    lock = getattr(conn, "lock_card", None)
+    if lock is not None:
+        lock(uid)
+
+
 @contextlib.contextmanager
 def transaction(db: sqlite_utils.Database) -> Iterator[sqlite3.Connection]:
     """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on any exception).

@@ -276,14 +276,18 @@ SUBQUERIES = {
 #: locks, which on a store's small tables made taps of different members fail each other.
 TAP_BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
 
-#: Statements (by their ending) that lock the rows they read, and how. The engine's read of
-#: a tap's card and member (host/rules/context.py ``CARD_SQL``) locks both until the tap's
-#: transaction ends: a second tap of that member (another daemon's) waits for the COMMIT and
-#: then reads the balance the first one left. An operator write reads its member first
-#: (host/admin/core.py ``member``) and locks it the same way; in its SERIALIZABLE
-#: transaction, a member a tap changed meanwhile fails it with 40001 and it is run again.
-#: So a tap's READ COMMITTED never interleaves with another write of the same member, even
-#: one that writes no money (a coupon used at the counter).
+#: The statement that locks a tap's card and its member (host/store/db.py ``lock_card``,
+#: sent with the engine's head read in one round trip): a second tap of that member
+#: (another daemon's) waits for the COMMIT and then, its head read being a statement of its
+#: own under READ COMMITTED, reads the balance the first one left. On SQLite it is not run
+#: (``BEGIN IMMEDIATE`` already holds the store).
+CARD_LOCK = "SELECT 1 FROM cards c JOIN members m ON m.id = c.member_id WHERE c.uid = ?"
+
+#: Statements (by their ending) that lock the rows they read, and how: the card lock above,
+#: and an operator write's read of its member (host/admin/core.py ``member``), locked the
+#: same way; in its SERIALIZABLE transaction, a member a tap changed meanwhile fails it with
+#: 40001 and it is run again. So a tap's READ COMMITTED never interleaves with another write
+#: of the same member, even one that writes no money (a coupon used at the counter).
 ROW_LOCKS = {
     "FROM cards c JOIN members m ON m.id = c.member_id WHERE c.uid = ?": " FOR UPDATE OF c, m",
     "referrer_id, referral_paid FROM members WHERE id = ?": " FOR UPDATE",

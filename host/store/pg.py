@@ -57,10 +57,11 @@ from typing import Any
 
 import sqlite_utils
 
-from host.store.dialect import TAP_BEGIN, translate
+from host.store.dialect import CARD_LOCK, TAP_BEGIN, translate
 
 #: Statements that wait, inside a transaction, for the next one that needs an answer.
 _LATER = ("INSERT", "UPDATE", "DELETE", "SAVEPOINT")
+_CARD_LOCK = translate(CARD_LOCK)[0]
 
 #: libpq settings of every connection the URL does not set itself. A server that vanished
 #: without a word (a WAN that drops packets, no RST) is found out within seconds instead of
@@ -340,7 +341,7 @@ class PgConnection:
         status = self._pg.info.transaction_status
         if text.startswith("BEGIN"):
             return status == S.IDLE and not self._later
-        return text.startswith(_LATER) and (status == S.INTRANS
+        return (text.startswith(_LATER) or text == _CARD_LOCK) and (status == S.INTRANS
                                             or (status == S.IDLE and bool(self._later)))
 
     def _send(self, text: str | None, params: Sequence[Any] | dict = ()) -> Any:
@@ -387,6 +388,11 @@ class PgConnection:
                 except psycopg.Error:
                     pass     # the savepoint was made after the failed statement
             raise _mapped(e) from e
+
+    def lock_card(self, uid: str) -> None:
+        """Lock card ``uid`` and its member until the transaction ends, sent with the next
+        statement that waits for an answer (the engine's head read)."""
+        self.execute(CARD_LOCK, (uid,))
 
     def begin_taps(self) -> None:
         """BEGIN a batch of taps: READ COMMITTED with row locks (see the module doc)."""

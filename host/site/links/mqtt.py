@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import socket
-import ssl
 import sys
 import threading
 import time
@@ -31,14 +29,13 @@ from functools import partial
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
+from host.site.links.mqtt_child import PREFIX, new_client, set_nodelay
 from host.site.service import Service
 from protocol import packet as pk
 
 log = logging.getLogger("tapkiosk.mqtt")
 
-PREFIX = "tapkiosk/v1/"
 _QUEUE_MAX = 100_000
 _SENDERS_MAX = 4096
 
@@ -51,53 +48,115 @@ def topic_device(topic: str, leaf: str) -> str | None:
     return None
 
 
-def set_nodelay(client: mqtt.Client) -> None:
-    """TCP_NODELAY on the client's socket (called from on_connect)."""
-    sock = client.socket()
-    if isinstance(sock, socket.socket):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    elif sock is not None and hasattr(sock, "setsockopt"):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+class MqttInbox:
+    """What every MQTT link shares once a message is in: the service, the worker queue
+    (with the fast path for a TAP of a loaded device, ``deliver``), the per-device send
+    functions. A subclass gets messages to ``deliver`` and frames out through ``send_to``."""
+
+    def __init__(self, service: Service, name: str) -> None:
+        self.service = service
+        self.name = name
+        self.connected = threading.Event()   # set once the broker acknowledged our SUBSCRIBE
+        self._q: queue.Queue[Any] = queue.Queue(_QUEUE_MAX)
+        #: Messages put on the queue (the receiving thread) and handled from it (the worker).
+        self._queued = 0
+        self._handled = 0
+        self._senders: dict[str, Callable[[bytes], None]] = {}
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._work, name="mqtt worker", daemon=True)
+        self._up = service.metrics.link_up.labels(self.name)
+        self._up.set(0)
+        self._down_cause: str | None = None
+
+    def send_to(self, device_id: str, packet: bytes) -> None:
+        """Publish a packet on the device's down topic (QoS 1); never blocks."""
+        raise NotImplementedError
+
+    def deliver(self, topic: str, payload: bytes, received: float) -> None:
+        """A message from the broker (``received``: ``time.perf_counter()`` when it came)."""
+        if self._queued == self._handled and self._fast(topic, payload):
+            # A TAP of a device already loaded, nothing queued before it: handled here, on
+            # the receiving thread (parse, MAC, in-flight gate, submit to the writer: nothing
+            # that waits), which saves the hand-off to the worker. Frames stay in order.
+            self._dispatch_safe(topic, payload, received)
+            return
+        self._queued += 1
+        self._q.put((topic, payload, received))
+
+    def _fast(self, topic: str, payload: bytes) -> bool:
+        """A TAP frame (type byte) on the up topic of a device whose state is in RAM."""
+        if (len(payload) < 2 or payload[1] != pk.TAP or not topic.endswith("/up")
+                or self._stop.is_set()):
+            return False
+        dev = topic_device(topic, "up")
+        return dev is not None and self.service.registry.known(dev) is not None
+
+    def _down(self, cause: str) -> None:
+        self._up.set(0)
+        if cause != self._down_cause and not self._stop.is_set():
+            self._down_cause = cause
+            log.warning("mqtt %s: link down: %s", self.name, cause)
+
+    def _sender(self, device_id: str) -> Callable[[bytes], None]:
+        """The send function of a device's down topic, made once per device (at most
+        ``_SENDERS_MAX`` remembered: ids that are not registered must not grow it)."""
+        send = self._senders.get(device_id)
+        if send is None:
+            if len(self._senders) >= _SENDERS_MAX:
+                self._senders.clear()
+            send = self._senders[device_id] = partial(self.send_to, device_id)
+        return send
+
+    def _work(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            self._dispatch_safe(*item)
+            self._handled += 1   # written by this thread only; _queued by the receiver only
+
+    def _dispatch_safe(self, topic: str, payload: bytes, received: float) -> None:
+        try:
+            self._dispatch(topic, payload, received)
+        except Exception:  # noqa: BLE001 - one bad message must not stop the link
+            log.exception("mqtt %s: handling %s failed", self.name, topic)
+
+    def _dispatch(self, topic: str, payload: bytes, received: float) -> None:
+        dev = topic_device(topic, "up")
+        if dev is not None:
+            self.service.handle(bytes(payload), self._sender(dev), link=self.name, expect=dev,
+                                received=received)
+            return
+        dev = topic_device(topic, "status")
+        if dev is not None:
+            text = bytes(payload).decode("ascii", "replace").strip()
+            if text in ("online", "offline"):
+                self.service.status(dev, text == "online")
 
 
-class MqttLink:
-    """Serves every device that talks through one broker; see the module doc."""
+class MqttLink(MqttInbox):
+    """Serves every device that talks through one broker, paho in this process; see the
+    module doc."""
 
     def __init__(self, host: str, port: int, service: Service, *,
                  client_id: str = "tapkiosk-daemon", username: str | None = None,
                  password: str | None = None, tls: bool = False, ca_file: str | None = None,
                  keepalive: int = 30) -> None:
+        super().__init__(service, f"mqtt:{host}:{port}")
         self.host, self.port = host, port
-        self.service = service
-        self.name = f"mqtt:{host}:{port}"
-        self.connected = threading.Event()   # set once the broker acknowledged our SUBSCRIBE
         self._sub_mid: int | None = None
-        self._q: queue.Queue[Any] = queue.Queue(_QUEUE_MAX)
-        #: Messages put on the queue (paho's thread) and handled from it (the worker).
-        self._queued = 0
-        self._handled = 0
-        self._senders: dict[str, Callable[[bytes], None]] = {}
-        self._stop = threading.Event()
         self._keepalive = keepalive
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
-                        protocol=mqtt.MQTTv311)
-        if username is not None:
-            c.username_pw_set(username, password)
-        if tls:
-            c.tls_set(ca_certs=ca_file, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        c.max_inflight_messages_set(1000)
-        c.max_queued_messages_set(0)
-        c.reconnect_delay_set(min_delay=1, max_delay=8)
+        c = new_client(client_id, username, password, tls, ca_file)
         c.on_connect = self._on_connect
         c.on_connect_fail = self._on_connect_fail
         c.on_subscribe = self._on_subscribe
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         self.client = c
-        self._worker = threading.Thread(target=self._work, name="mqtt worker", daemon=True)
-        self._up = service.metrics.link_up.labels(self.name)
-        self._up.set(0)
-        self._down_cause: str | None = None
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
+        """Publish on any topic (the daemon's events)."""
+        self.client.publish(topic, payload, qos=qos)
 
     def start(self) -> "MqttLink":
         """Connect in the background (the broker may be down; paho keeps retrying)."""
@@ -135,12 +194,6 @@ class MqttLink:
         err = sys.exc_info()[1]
         self._down(f"cannot connect: {err if err is not None else 'connection failed'}")
 
-    def _down(self, cause: str) -> None:
-        self._up.set(0)
-        if cause != self._down_cause and not self._stop.is_set():
-            self._down_cause = cause
-            log.warning("mqtt %s: link down: %s", self.name, cause)
-
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any,
                       props: Any = None) -> None:
         # Without a stored session (broker restarted without persistence) frames published
@@ -155,62 +208,8 @@ class MqttLink:
         self._down(f"disconnected ({rc}); reconnecting")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        received = time.perf_counter()
-        topic, payload = msg.topic, msg.payload
-        if self._queued == self._handled and self._fast(topic, payload):
-            # A TAP of a device already loaded, nothing queued before it: handled here, on
-            # paho's thread (parse, MAC, in-flight gate, submit to the writer: nothing that
-            # waits), which saves the hand-off to the worker. Frames stay in arrival order.
-            self._dispatch_safe(topic, payload, received)
-            return
-        self._queued += 1
-        self._q.put((topic, payload, received))
+        self.deliver(msg.topic, msg.payload, time.perf_counter())
 
-    def _fast(self, topic: str, payload: bytes) -> bool:
-        """A TAP frame (type byte) on the up topic of a device whose state is in RAM."""
-        if (len(payload) < 2 or payload[1] != pk.TAP or not topic.endswith("/up")
-                or self._stop.is_set()):
-            return False
-        dev = topic_device(topic, "up")
-        return dev is not None and self.service.registry.known(dev) is not None
-
-    # ------------------------------------------------------------- worker
     def send_to(self, device_id: str, packet: bytes) -> None:
         """Publish a packet on the device's down topic (QoS 1)."""
         self.client.publish(PREFIX + device_id + "/down", packet, qos=1)
-
-    def _sender(self, device_id: str) -> Callable[[bytes], None]:
-        """The send function of a device's down topic, made once per device (at most
-        ``_SENDERS_MAX`` remembered: ids that are not registered must not grow it)."""
-        send = self._senders.get(device_id)
-        if send is None:
-            if len(self._senders) >= _SENDERS_MAX:
-                self._senders.clear()
-            send = self._senders[device_id] = partial(self.send_to, device_id)
-        return send
-
-    def _work(self) -> None:
-        while True:
-            item = self._q.get()
-            if item is None:
-                return
-            self._dispatch_safe(*item)
-            self._handled += 1   # written by this thread only; _queued by paho's only
-
-    def _dispatch_safe(self, topic: str, payload: bytes, received: float) -> None:
-        try:
-            self._dispatch(topic, payload, received)
-        except Exception:  # noqa: BLE001 - one bad message must not stop the link
-            log.exception("mqtt %s: handling %s failed", self.name, topic)
-
-    def _dispatch(self, topic: str, payload: bytes, received: float) -> None:
-        dev = topic_device(topic, "up")
-        if dev is not None:
-            self.service.handle(bytes(payload), self._sender(dev), link=self.name, expect=dev,
-                                received=received)
-            return
-        dev = topic_device(topic, "status")
-        if dev is not None:
-            text = bytes(payload).decode("ascii", "replace").strip()
-            if text in ("online", "offline"):
-                self.service.status(dev, text == "online")

@@ -1,0 +1,71 @@
+# Runs on CPython (host): forwards the daemon's bus events to MQTT in batches (one write per batch).
+"""``EventBatcher(bus, publish_many)`` forwards every bus event to MQTT as
+``tapkiosk/v1/events/<kind>`` with the event's JSON, as
+:class:`host.web.events.MqttEventPublisher` does, but hands the link every event queued when
+its thread wakes up in one ``publish_many`` call: with the MQTT link in its own process
+(:mod:`host.site.links.mqtt_pipe`) that is one write to the link process for many events,
+instead of one per event (two events per tap: the ``tap`` and its ``decision``). Its own
+thread, so a slow link never delays a publisher; events are QoS 0 and never block a tap.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from host.web.events import TOPIC_PREFIX, EventBus, Subscription
+
+log = logging.getLogger("tapkiosk.events")
+
+#: Most events in one write.
+BATCH_MAX = 256
+
+
+class EventBatcher:
+    """See the module doc."""
+
+    def __init__(self, bus: EventBus, publish_many: Callable[[list[tuple[str, bytes]]], Any],
+                 prefix: str = TOPIC_PREFIX) -> None:
+        self._bus = bus
+        self._publish_many = publish_many
+        self.prefix = prefix.rstrip("/")
+        self._sub: Subscription | None = None
+        self._thread: threading.Thread | None = None
+        self.sent = 0
+        self.batches = 0
+
+    def start(self) -> "EventBatcher":
+        """Subscribe to the bus and start forwarding; returns self."""
+        self._sub = self._bus.subscribe()
+        self._thread = threading.Thread(target=self._run, args=(self._sub,),
+                                        name="tapkiosk-events-mqtt", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self, sub: Subscription) -> None:
+        while not sub.closed:
+            event = sub.get(timeout=1.0)
+            if event is None:
+                continue
+            batch = [event]
+            while len(batch) < BATCH_MAX:
+                more = sub.get(timeout=0)
+                if more is None:
+                    break
+                batch.append(more)
+            try:
+                self._publish_many([(f"{self.prefix}/{e.kind}", e.json.encode("utf-8"))
+                                    for e in batch])
+                self.sent += len(batch)
+                self.batches += 1
+            except Exception:  # noqa: BLE001 - a link hiccup must not stop the forwarding
+                log.exception("publishing %d events to MQTT failed", len(batch))
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop forwarding (events still queued are dropped). Idempotent."""
+        if self._sub is not None:
+            self._sub.close()
+        if self._thread is not None and self._thread.is_alive():
+            self._thread.join(timeout)

@@ -1,0 +1,196 @@
+"""Issue 19: the MQTT link's paho in a child process (``mqtt_process``, the default).
+
+kill -9 of the link process mid-stream: the daemon starts another, no tap is lost or applied
+twice; kill -9 of the daemon: its link process exits (systemd restarts the daemon as a whole);
+SIGTERM stops both; the daemon's events reach MQTT through the link process; the records
+survive any split of the byte stream; ``mqtt_process = false`` still serves taps in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from conftest import wait_until
+from daemon_support import (CARD, KEY_A, DaemonProcess, InProcessDaemon, balance, ledger_ok,
+                            make_site, tap_count)
+from host.cli import app as cli
+from host.site.links.mqtt_child import Records, record
+from protocol import codes
+from sim.device import MqttTransport, SimDevice
+
+N_TAPS = 40
+
+
+def _child(pid: int) -> int:
+    """The one child process of ``pid`` (the MQTT link process)."""
+    kids: list[int] = []
+
+    def found() -> bool:
+        # /proc/PID/task/TID/children lists what that thread started: the reader thread
+        # starts a new link process.
+        kids[:] = [int(x) for t in Path(f"/proc/{pid}/task").iterdir()
+                   for x in (t / "children").read_text().split() if _alive(int(x))]
+        return len(kids) == 1
+    wait_until(found, what="the daemon's link process")
+    return kids[0]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_records_survive_any_split_of_the_stream() -> None:
+    recs = [record(b"M", "tapkiosk/v1/k1/up", bytes(range(40)), 12.5),
+            record(b"U", ""), record(b"D", "cannot connect: refused"),
+            record(b"P", "tapkiosk/v1/k1/down", b"\x00" * 300)]
+    stream = b"".join(recs)
+    for cut in range(1, len(stream)):
+        r = Records()
+        got = r.feed(stream[:cut]) + r.feed(stream[cut:])
+        assert [(k, t) for k, _, t, _ in got] == [
+            (b"M", "tapkiosk/v1/k1/up"), (b"U", ""), (b"D", "cannot connect: refused"),
+            (b"P", "tapkiosk/v1/k1/down")]
+        assert got[0][1] == 12.5 and got[0][3] == bytes(range(40))
+        assert got[3][3] == b"\x00" * 300
+
+
+def test_link_process_killed_mid_stream_is_restarted_nothing_lost(tmp_path: Path,
+                                                                  broker) -> None:
+    path = tmp_path / "site.db"
+    ids = make_site(path)
+    d = DaemonProcess(["--db", str(path), "--mqtt", broker.address], tmp_path / "d.log")
+    results: dict[int, dict] = {}
+    errors: list[BaseException] = []
+    dev = SimDevice("kiosk-1", KEY_A, "kiosk", MqttTransport(broker.host, broker.port))
+
+    def run() -> None:
+        try:
+            dev.hello()
+            for _ in range(N_TAPS):
+                seq, raw = dev.tap_frame(CARD, amount_fen=100)
+                results[seq] = dev.deliver(raw, attempts=80, timeout=0.25)
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            errors.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    try:
+        first = _child(d.proc.pid)
+        wait_until(lambda: len(results) >= 10, 20, what="ten decisions")
+        os.kill(first, 9)                              # SIGKILL the link process mid-stream
+        t.join(60)
+        assert not t.is_alive() and not errors, errors
+        second = _child(d.proc.pid)
+        assert second != first and d.proc.poll() is None
+        assert "link process exited" in d.log()
+        assert d.terminate() == 0
+        wait_until(lambda: not _alive(second), what="the link process stopped with the daemon")
+    finally:
+        dev.close()
+        d.close()
+    assert len(results) == N_TAPS
+    assert all(r["verdict"] == codes.GRANT for r in results.values())
+    assert tap_count(path, "kiosk-1") == N_TAPS          # none lost, none applied twice
+    balances = [results[s]["balance"] for s in sorted(results)]
+    assert all(a > b for a, b in zip(balances, balances[1:]))
+    assert balance(path, ids["m1"]) == balances[-1]
+    assert cli.main(["--db", str(path), "verify"]) == 0
+
+
+def test_daemon_killed_its_link_process_exits(tmp_path: Path, broker) -> None:
+    path = tmp_path / "site.db"
+    make_site(path)
+    d = DaemonProcess(["--db", str(path), "--mqtt", broker.address], tmp_path / "d.log")
+    try:
+        child = _child(d.proc.pid)
+        assert _alive(child)
+        d.kill()                                       # SIGKILL the daemon
+        wait_until(lambda: not _alive(child), what="the orphaned link process exited")
+    finally:
+        d.close()
+
+
+def _events(broker, got: list[tuple[str, dict]]) -> mqtt.Client:
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-events")
+    ready = threading.Event()
+    sub.on_connect = lambda c, u, f, rc, p: c.subscribe("tapkiosk/v1/events/#", qos=1)
+    sub.on_subscribe = lambda *a: ready.set()
+    sub.on_message = lambda c, u, m: got.append((m.topic, json.loads(m.payload)))
+    sub.connect(broker.host, broker.port)
+    sub.loop_start()
+    assert ready.wait(10)
+    return sub
+
+
+def test_both_modes_serve_taps_and_forward_events(tmp_path: Path, broker) -> None:
+    for mode in ("on", "off"):
+        path = tmp_path / f"site-{mode}.db"
+        ids = make_site(path)
+        got: list[tuple[str, dict]] = []
+        sub = _events(broker, got)
+        d = InProcessDaemon(["--db", str(path), "--mqtt", broker.address,
+                             "--mqtt-process", mode])
+        try:
+            link = d.daemon.links[0]
+            assert type(link).__name__ == ("MqttPipeLink" if mode == "on" else "MqttLink")
+            wait_until(link.connected.is_set, what="daemon subscribed")
+            dev = SimDevice("kiosk-1", KEY_A, "kiosk", MqttTransport(broker.host, broker.port))
+            dev.hello()
+            r = dev.tap(CARD, amount_fen=300)
+            assert r["verdict"] == codes.GRANT and r["balance"] == balance(path, ids["m1"])
+            wait_until(lambda: {"tapkiosk/v1/events/tap", "tapkiosk/v1/events/decision"}
+                       <= {t for t, _ in got}, what=f"tap and decision events ({mode})")
+            decision = next(e for t, e in got if t == "tapkiosk/v1/events/decision")
+            assert decision["data"]["verdict"] == "grant"
+            dev.close()
+        finally:
+            d.stop()
+            sub.disconnect()
+            sub.loop_stop()
+        assert tap_count(path, "kiosk-1") == 1 and ledger_ok(path)
+
+
+def test_the_writer_threads_sends_wait_for_its_flush_others_go_at_once() -> None:
+    """DECISIONs sent on the writer's thread are buffered until it has answered its batch
+    (``Writer.after_job`` calls ``flush``): one write for the batch; a send from any other
+    thread (a refusal, a HELLO's WELCOME) is written at once, in order behind them."""
+    import socket
+    from types import SimpleNamespace
+
+    from host.site.links.mqtt_pipe import MqttPipeLink
+    from host.site.metrics import Metrics
+
+    link = MqttPipeLink("127.0.0.1", 1, SimpleNamespace(metrics=Metrics()))  # never started
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    link._sock = ours
+    link.defer_on(threading.get_ident())
+    for i in range(3):
+        link.send_to("kiosk-1", bytes([i]) * 20)
+    try:
+        theirs.recv(1 << 16)
+        raise AssertionError("the writer thread's sends went out before its flush")
+    except BlockingIOError:
+        pass
+    link.flush()
+    got = Records().feed(theirs.recv(1 << 16))
+    assert [(k, t, p) for k, _, t, p in got] == [
+        (b"P", "tapkiosk/v1/kiosk-1/down", bytes([i]) * 20) for i in range(3)]
+    other = threading.Thread(target=link.send_to, args=("kiosk-2", b"welcome"))
+    other.start()
+    other.join(5)
+    theirs.settimeout(5)   # written by the other thread itself, no flush from here
+    assert [(t, p) for _, _, t, p in Records().feed(theirs.recv(1 << 16))] == [
+        ("tapkiosk/v1/kiosk-2/down", b"welcome")]
+    ours.close()
+    theirs.close()
