@@ -97,7 +97,7 @@ class Daemon:
         self.policy = self.service.policy = self.service.configs.policy = policy
         self.writer.engine.policy = policy
         if self.web is not None:
-            log.warning("the HTTP API keeps the default policy until the daemon restarts")
+            self.web.ctx.policy = policy
         log.warning("the chain's database answers: policy %s loaded", path or "(defaults)")
 
     def start(self) -> "Daemon":

@@ -197,3 +197,50 @@ def test_a_journal_file_of_an_earlier_version_gets_the_new_snapshot_columns(tmp_
         assert "daily_cap" in cols
     finally:
         j.close()
+
+
+def test_online_taps_after_the_snapshot_count_offline(store):
+    """Taps decided online at this store after the last snapshot (up to 30 s before the WAN
+    drops) count offline: a daily cap, a punch card's uses, anti-passback, the balance."""
+    s = store
+    s.admin.sell_pass(s.mid, "wash_month")                   # time pass, daily cap 2
+    s.admin.sell_pass(s.mid, "gym10")                        # punch card for the gate
+    prime(s)                                                 # the snapshot: nothing used
+    assert "pass to" in tap(s, "W1", 1, UID, service=1).text      # online, after it
+    assert "pass to" in tap(s, "W1", 2, UID, service=1).text      # the cap is reached
+    assert tap(s, "G1", 1, UID, direction="in").uses_left == 9       # online entry
+    left = 100_00 - 2_00 * 95 // 100                         # silver price, online
+    assert tap(s, "K1", 1, UID, amount_fen=2_00).balance_fen == left
+    s.link().down = True
+    d = tap(s, "W1", 3, UID, service=1)          # capped: paid from stored value, not the pass
+    assert (d.verdict, d.balance_fen) == ("grant", left - BASIC) and s.outage.offline
+    d = tap(s, "G2", 1, UID, direction="in")     # still inside from the online entry
+    assert (d.verdict, d.reason) == ("deny", "passback")
+    tap(s, "G1", 2, UID, direction="out")
+    assert tap(s, "G2", 2, UID, direction="in").uses_left == 8      # the online use counted
+    s.link().down = False
+    tap(s, "K1", 2, UID, amount_fen=1_00)
+    assert unapplied(s.db) == [] and verify(s.db) == []
+    assert s.outage.journal.conn.execute("SELECT count(*) FROM snap_recent").fetchone() \
+        == (0,)                                              # the refresh holds them now
+
+
+def test_online_taps_after_the_snapshot_survive_a_restart_offline(store, tmp_path):
+    s = store
+    s.admin.sell_pass(s.mid, "wash_month")
+    prime(s)
+    tap(s, "W1", 1, UID, service=1)
+    tap(s, "W1", 2, UID, service=1)                          # capped, online
+    left = tap(s, "K1", 1, UID, amount_fen=2_00).balance_fen
+    s.link().down = True
+    tap(s, "K1", 2, UID, amount_fen=1_00)                    # offline from here
+    s.writer.stop()
+    j = Journal(str(tmp_path / "store.journal"))             # the daemon restarted offline
+    try:
+        day = int(s.clock.now.replace(hour=0, minute=0).timestamp())
+        card = j.card(UID)
+        local = j.local(s.mid, j.next_outage() - 1, "W1", day)
+        assert left < 100_00 and card.balance_fen == left and local.spent_fen == 95
+        assert sorted(local.day_uses.values()) == [2] and local.last_here is not None
+    finally:
+        j.close()

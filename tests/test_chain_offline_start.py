@@ -14,7 +14,7 @@ import pytest
 
 import pg_support
 from conftest import Broker, wait_until
-from daemon_support import CARD, KEY_A, DaemonProcess
+from daemon_support import CARD, KEY_A, DaemonProcess, InProcessDaemon
 from host.admin import Admin
 from host.cli import app as cli
 from host.privacy import keyfile
@@ -52,8 +52,9 @@ def chain(tmp_path: Path, monkeypatch):
             broker.stop()
 
 
-def _daemon(url: str, broker: Broker, tmp_path: Path, name: str) -> DaemonProcess:
-    return DaemonProcess(["--db", url, "--mqtt", broker.address, "--no-http"],
+def _daemon(url: str, broker: Broker, tmp_path: Path, name: str,
+            *extra: str) -> DaemonProcess:
+    return DaemonProcess(["--db", url, "--mqtt", broker.address, "--no-http", *extra],
                          tmp_path / f"{name}.log", tmp_path / "journal.db")
 
 
@@ -75,8 +76,10 @@ def test_start_during_an_outage_serves_from_the_snapshot_and_reconciles(chain, t
         assert daemon.terminate() == 0
         daemon.close()
         server.stop("fast")                          # the store PC reboots in an outage
-        daemon = _daemon(url, broker, tmp_path, "offline")
+        # ... with another heartbeat: the reader's config changes, but cannot be stored
+        daemon = _daemon(url, broker, tmp_path, "offline", "--heartbeat-s", "20")
         wait_until(lambda: _hello(dev), 20, what="WELCOME while PostgreSQL is down")
+        cfg_before = dev.cfg_version
         first = dev.tap(CARD, amount_fen=3_00)       # within the 5.00 allowance
         second = dev.tap(CARD, amount_fen=3_00)      # 6.00 would exceed it
         assert first["verdict"] == codes.GRANT and second["verdict"] == codes.DENY
@@ -85,6 +88,9 @@ def test_start_during_an_outage_serves_from_the_snapshot_and_reconciles(chain, t
         assert "loaded from the offline snapshot" in log and "HELLO answered offline" in log
         server.start()
         wait_until(lambda: "outage 1 over" in daemon.log(), 30, what="the journal replayed")
+        # The HELLO answered offline is stored now and its config pushed, without a HELLO.
+        wait_until(lambda: dev.cfg_version > cfg_before, 20, what="the config pushed")
+        assert dev.configs[-1]["heartbeat_s"] == 20
         assert dev.tap(CARD, amount_fen=1_00)["verdict"] == codes.GRANT   # online again
         assert daemon.terminate() == 0
     finally:
@@ -132,6 +138,23 @@ def test_start_without_a_snapshot_refuses_with_a_reason_then_serves(chain, tmp_p
         assert db.execute("SELECT verdict FROM taps").fetchall() == [("grant",)]
     finally:
         db.close()
+
+
+def test_the_http_api_takes_the_chain_policy_once_the_database_answers(chain, tmp_path,
+                                                                        monkeypatch):
+    server, url, broker = chain
+    server.stop("fast")
+    monkeypatch.setenv("TAPKIOSK_OFFLINE_JOURNAL", str(tmp_path / "api-journal.db"))
+    daemon = InProcessDaemon(["--db", url, "--mqtt", broker.address])
+    try:
+        web = daemon.daemon.web
+        assert web is not None and web.ctx.policy.offline.allowance_fen == 0   # defaults
+        server.start()
+        wait_until(lambda: web.ctx.policy.offline.allowance_fen == 5_00, 30,
+                   what="the API on the chain's stored policy")
+        assert web.ctx.policy is daemon.daemon.writer.engine.policy
+    finally:
+        daemon.stop()
 
 
 def test_a_wrong_database_name_is_still_an_error_at_start(chain, tmp_path, monkeypatch,

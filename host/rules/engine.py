@@ -97,6 +97,9 @@ class Decision:
     replayed: bool = False
     #: The sale this tap paid or was refused for (0: none).
     sale_id: int = 0
+    #: The pass that paid a granted tap (None: none, or a tap answered again from the store;
+    #: a store's daemon counts it offline after a WAN drop, host/site/outage.py).
+    pass_id: int | None = None
 
 
 #: Builds the reply packet of a decision inside the transaction (stored with the tap).
@@ -315,7 +318,7 @@ class Engine:
             out.pattern = codes.PAT_GRANT
         d = Decision(out.verdict, out.reason, out.relay_ms if out.verdict == "grant" else 0,
                      out.pattern, clip_text(out.text), bal, pts, out.uses_left, out.member_id,
-                     sale_id=sale_id)
+                     sale_id=sale_id, pass_id=out.pass_id if out.verdict == "grant" else None)
         reply = b""
         if encode_reply is not None:
             try:

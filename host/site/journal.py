@@ -8,6 +8,11 @@ One SQLite file on the store PC, apart from the chain's database, holds:
   gate presence, each reader's kind, store and settings), replaced as a whole by
   :meth:`Journal.refresh` while the chain's database is reachable, with the last journal
   id it already includes (an entry after it is counted on top of the snapshot);
+- the **recent online taps** (``snap_recent``): the taps of members this daemon decided
+  online after the last refresh (balance after, pass used, gate direction), which the
+  snapshot cannot hold yet; the writer keeps them in RAM and writes them here when the
+  database drops (:meth:`Journal.keep_recent`), and a refresh clears them. Offline they
+  count like journal entries after the snapshot;
 - the **readers this daemon served** (``snap_readers``: key, replay state, config version,
   saved whenever one is loaded while the database answers) and the daemon's settings
   (``snap_settings``: where its policy file is), so that a daemon started while the
@@ -30,6 +35,7 @@ import contextlib
 import json
 import os
 import sqlite3
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from host.errors import InputError
@@ -50,6 +56,11 @@ CREATE TABLE IF NOT EXISTS snap_devices (device_id TEXT PRIMARY KEY, kind TEXT N
 CREATE TABLE IF NOT EXISTS snap_presence (member_id INTEGER PRIMARY KEY,
     inside INTEGER NOT NULL, ts INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS snap_pass_day (pass_id INTEGER PRIMARY KEY, used INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS snap_recent (device_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    member_id INTEGER NOT NULL, kind TEXT NOT NULL, verdict TEXT NOT NULL, pass_id INTEGER,
+    uses_left INTEGER NOT NULL, direction TEXT, ts INTEGER NOT NULL,
+    balance_fen INTEGER NOT NULL, PRIMARY KEY (device_id, seq));
+CREATE INDEX IF NOT EXISTS snap_recent_member ON snap_recent(member_id);
 CREATE TABLE IF NOT EXISTS snap_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS snap_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS snap_readers (device_id TEXT PRIMARY KEY, kind TEXT NOT NULL,
@@ -74,6 +85,13 @@ CREATE TABLE IF NOT EXISTS journal (
 );
 CREATE INDEX IF NOT EXISTS journal_state ON journal(state, id);
 """
+
+#: A member's granted taps after the snapshot: online (``snap_recent``, src 0) then offline
+#: (journal entries after ``journal_upto``, src 1); named parameters ``m`` and ``upto``.
+_SINCE = ("SELECT kind, pass_id, direction, ts, 0 AS src, rowid AS n FROM snap_recent "
+          "WHERE member_id = :m AND verdict = 'grant' UNION ALL SELECT kind, pass_id, "
+          "direction, ts, 1, id FROM journal WHERE member_id = :m AND id > :upto AND "
+          "verdict = 'grant'")
 
 _ENTRY_COLS = ("id", "outage", "device_id", "seq", "uid", "service", "amount_fen", "direction",
                "device_time", "ts", "member_id", "kind", "verdict", "reason", "text",
@@ -157,7 +175,7 @@ class Journal:
         c.execute("BEGIN IMMEDIATE")
         try:
             for table in ("snap_cards", "snap_passes", "snap_devices", "snap_presence",
-                          "snap_pass_day"):
+                          "snap_pass_day", "snap_recent"):
                 c.execute(f"DELETE FROM {table}")
             c.executemany("INSERT INTO snap_cards VALUES (?,?,?,?,?,?,?)", cards)
             c.executemany("INSERT INTO snap_passes VALUES (?,?,?,?,?,?,?,?,?)", passes)
@@ -191,7 +209,35 @@ class Journal:
         passes = tuple(SnapPass._make(r) for r in self.conn.execute(
             "SELECT id, kind, covers, starts_at, ends_at, uses_left, daily_cap FROM snap_passes "
             "WHERE member_id = ? ORDER BY created_at, id", (row[1],)))
-        return SnapCard(*row, passes=passes)
+        fresher = self.conn.execute("SELECT balance_fen FROM snap_recent WHERE member_id = ? "
+                                    "ORDER BY rowid DESC LIMIT 1", (row[1],)).fetchone()
+        card = SnapCard(*row, passes=passes)
+        return card._replace(balance_fen=fresher[0]) if fresher else card
+
+    def keep_recent(self, rows: Sequence[tuple[str, int, int, str, int | None, int,
+                                               str | None, int, int]]) -> None:
+        """Keep taps decided online since the snapshot, as (device_id, seq, member_id,
+        verdict, pass_id, uses_left, tap direction, ts, balance_fen after), in one durable
+        transaction; a gate's direction is resolved as the engine does (the reader's fixed
+        one, else the tap's). A (device, seq) already kept is kept once."""
+        if not rows:
+            return
+        out = []
+        for dev_id, seq, mid, verdict, pid, left, direction, ts, bal in rows:
+            dev = self.device(dev_id)
+            kind = dev.kind if dev is not None else ""
+            if kind == "gate":
+                fixed = dev.settings.get("direction", "both")
+                direction = fixed if fixed in ("in", "out") else (direction or "in")
+            out.append((dev_id, seq, mid, kind, verdict, pid, left, direction, ts, bal))
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            c.executemany("INSERT OR IGNORE INTO snap_recent VALUES (?,?,?,?,?,?,?,?,?,?)", out)
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
 
     def device(self, device_id: str) -> SnapDevice | None:
         """(kind, store, settings) of a reader in the snapshot, None when unknown."""
@@ -245,29 +291,37 @@ class Journal:
 
     def local(self, member_id: int, outage: int, device_id: str, day_start: int) -> Local:
         """What this store knows of ``member_id`` beyond its snapshot card (see
-        host.rules.offline.Local): the snapshot's counts plus the journal's grants after it
-        (``journal_upto``); the snapshot's day counts only when taken the same day."""
+        host.rules.offline.Local): the snapshot's counts plus the taps it decided after it,
+        online (``snap_recent``) and offline (journal entries after ``journal_upto``); the
+        snapshot's day counts only when taken the same day."""
         spent, uses = self.spent(member_id, outage)
-        upto = self._meta("journal_upto") or 0
+        for pid, n in self.conn.execute(
+                "SELECT pass_id, count(*) FROM snap_recent WHERE member_id = ? AND "
+                "verdict = 'grant' AND uses_left >= 0 AND pass_id IS NOT NULL GROUP BY pass_id",
+                (member_id,)):
+            uses[pid] = uses.get(pid, 0) + n
+        since = {"m": member_id, "upto": self._meta("journal_upto") or 0,
+                 "day": day_start, "dev": device_id}
         same_day = self._meta("day_start") == day_start
         day: dict[int, int] = dict(self.conn.execute(
             "SELECT pass_id, used FROM snap_pass_day WHERE pass_id IN (SELECT id FROM "
             "snap_passes WHERE member_id = ?)", (member_id,))) if same_day else {}
         for pid, n in self.conn.execute(
-                "SELECT pass_id, count(*) FROM journal WHERE member_id = ? AND id > ? AND "
-                "ts >= ? AND verdict = 'grant' AND pass_id IS NOT NULL AND "
-                "coalesce(direction, 'in') <> 'out' GROUP BY pass_id",
-                (member_id, upto, day_start)):
+                f"SELECT pass_id, count(*) FROM ({_SINCE}) WHERE ts >= :day AND "
+                "pass_id IS NOT NULL AND coalesce(direction, 'in') <> 'out' GROUP BY pass_id",
+                since):
             day[pid] = day.get(pid, 0) + n
         last_gate = self.conn.execute(
-            "SELECT direction, ts FROM journal WHERE member_id = ? AND id > ? AND kind = 'gate' "
-            "AND verdict = 'grant' ORDER BY id DESC LIMIT 1", (member_id, upto)).fetchone()
+            f"SELECT direction, ts FROM ({_SINCE}) WHERE kind = 'gate' "
+            "ORDER BY ts DESC, src DESC, n DESC LIMIT 1", since).fetchone()
         pres = ((1 if (last_gate[0] or "in") == "in" else 0, last_gate[1]) if last_gate else
                 self.conn.execute("SELECT inside, ts FROM snap_presence WHERE member_id = ?",
                                   (member_id,)).fetchone())
         last_here = self.conn.execute(
-            "SELECT max(ts) FROM journal WHERE member_id = ? AND device_id = ? AND "
-            "verdict = 'grant'", (member_id, device_id)).fetchone()[0]
+            "SELECT max(ts) FROM (SELECT ts FROM journal WHERE member_id = :m AND "
+            "device_id = :dev AND verdict = 'grant' UNION ALL SELECT ts FROM snap_recent "
+            "WHERE member_id = :m AND device_id = :dev AND verdict = 'grant')",
+            since).fetchone()[0]
         return Local(spent, uses, day, pres[1] if pres and pres[0] else None, last_here)
 
     def find(self, device_id: str, seq: int) -> Entry | None:

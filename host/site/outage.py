@@ -8,7 +8,13 @@ the engine. Online, the engine decides them as always, and the local snapshot
 written), the store goes offline: each tap is decided by
 ``host.rules.offline.decide_outage`` from the snapshot under the policy's ``[offline]``
 allowance, journaled durably with its reply bytes, and only then answered. A repeated
-(device, seq) gets the journaled reply.
+(device, seq) gets the journaled reply. The taps decided online since the last snapshot are
+kept in RAM and written to the journal when the store goes offline
+(``Journal.keep_recent``): offline they count like the journal's own (balances, pass uses,
+daily caps, gate entries). On PostgreSQL a batch that waits on the database longer than
+``tap_limit_s`` has its connection broken by a :class:`host.site.reach.Watchdog` (a WAN
+that drops packets without a reset), so it fails as a lost connection and is decided
+offline.
 
 Every ``retry_s`` while offline, the next batch first replays the journal through the
 engine, in the order the taps were decided, each with its original device, seq and time
@@ -51,7 +57,7 @@ from host.rules.engine import Decision, EncodeReply, Engine, Tap, clip_text
 from host.ledger.periods import day_start
 from host.rules.offline import Local, decide_outage
 from host.site.journal import Entry, Journal
-from host.site.reach import Prober
+from host.site.reach import Prober, Watchdog
 from host.store.db import is_postgres, retrying, safe_url
 from host.store.site_state import raise_down_boot
 from host.store.pg import reachable
@@ -68,6 +74,11 @@ JOURNAL_ENV = "TAPKIOSK_OFFLINE_JOURNAL"
 RETRY_S = 2.0
 #: Seconds between snapshot refreshes while online.
 SNAPSHOT_EVERY_S = 30.0
+#: Seconds a batch of taps (or one replayed tap) may wait on the chain's PostgreSQL before
+#: its connection is broken and the store goes offline (host/site/reach.py Watchdog).
+TAP_LIMIT_S = 5.0
+#: The same for a snapshot refresh (it reads every card of the chain).
+SNAPSHOT_LIMIT_S = 30.0
 
 
 class Outage:
@@ -76,8 +87,11 @@ class Outage:
     def __init__(self, journal: Journal, *, retry_s: float = RETRY_S,
                  snapshot_every_s: float = SNAPSHOT_EVERY_S,
                  monotonic: Callable[[], float] = time.monotonic,
-                 probe: Callable[[], bool] | None = None) -> None:
+                 probe: Callable[[], bool] | None = None,
+                 tap_limit_s: float = TAP_LIMIT_S) -> None:
         self.journal = journal
+        self.tap_limit_s = tap_limit_s
+        self.watchdog = Watchdog()
         #: Asks whether the database answers, off the writer thread (None: the writer's
         #: replay attempts find out themselves).
         self.prober = Prober(probe, retry_s) if probe is not None else None
@@ -88,8 +102,9 @@ class Outage:
         self._last_try = 0.0
         self._last_snapshot: float | None = None
         self.unapplied = 0
-        #: Balances the engine answered since the last snapshot, by member.
-        self._balances: dict[int, int] = {}
+        #: Taps of members decided online since the last snapshot (``Journal.keep_recent``
+        #: rows), written to the journal when the database drops.
+        self._recent: list[tuple] = []
         #: Down-seq boots taken offline (``offline_reader``), to write when back online.
         self._boots: dict[str, int] = {}
         #: Called once, on the writer thread, when the database is next back (the daemon
@@ -115,19 +130,27 @@ class Outage:
         if self.offline and not self._reconnect(engine):
             return [self._offline(engine, tap, enc) for tap, enc in jobs]
         try:
-            decisions = engine.decide_many(jobs)
+            with self._limit(engine, self.tap_limit_s):
+                decisions = engine.decide_many(jobs)
         except Exception as e:  # noqa: BLE001 - anything but an outage is re-raised
             if not is_unavailable(e):
                 raise
             self._go_offline(e)
             return [self._offline(engine, tap, enc) for tap, enc in jobs]
-        for d in decisions:   # fresher than the snapshot until its next refresh
-            if d.member_id is not None and not d.replayed:
-                self._balances[d.member_id] = d.balance_fen
+        ts = int(engine.clock().timestamp())
+        self._recent.extend(      # fresher than the snapshot until its next refresh
+            (tap.device_id, tap.seq, d.member_id, d.verdict, d.pass_id, d.uses_left,
+             tap.direction, ts, d.balance_fen)
+            for (tap, _enc), d in zip(jobs, decisions)
+            if d.member_id is not None and not d.replayed)
         self._maybe_refresh(engine)
         return decisions
 
     def _go_offline(self, why: Exception) -> None:
+        # What was decided online since the snapshot counts offline (balances, pass uses,
+        # entries), also after a restart in this outage.
+        self.journal.keep_recent(self._recent)
+        self._recent.clear()
         if self.outage is None:
             self.outage = self.journal.next_outage()
             log.warning("outage %d: the chain's database is unreachable (%s): deciding taps "
@@ -152,8 +175,6 @@ class Outage:
         kind = dev.kind
         policy = engine.policy.for_store(dev.store)
         card = self.journal.card(tap.uid.upper())
-        if card is not None and card.member_id in self._balances:
-            card = card._replace(balance_fen=self._balances[card.member_id])
         local = self.journal.local(card.member_id, self.outage, tap.device_id,
                                    day_start(now)) if card else Local()
         out = decide_outage(card, tap, dev, engine.policy, now, local)
@@ -208,7 +229,8 @@ class Outage:
         StoreUnavailable when the database is still unreachable); returns how many."""
         entries = self.journal.pending()
         if not entries:
-            engine.db.conn.execute("SELECT 1")     # still unreachable: raises
+            with self._limit(engine, self.tap_limit_s):
+                engine.db.conn.execute("SELECT 1")     # still unreachable: raises
             return 0
         # An engine of its own whose clock is each tap's time: the writer's engine (and its
         # clock, which other threads read) is left alone.
@@ -216,7 +238,8 @@ class Outage:
         replayer = Engine(engine.db, engine.policy, lambda: at[0])
         for e in entries:
             at[0] = datetime.fromtimestamp(e.ts, engine.policy.tz)
-            self._apply(replayer, e)
+            with self._limit(engine, self.tap_limit_s):
+                self._apply(replayer, e)
         return len(entries)
 
     def _apply(self, engine: Engine, e: Entry) -> None:
@@ -240,6 +263,14 @@ class Outage:
         self.journal.mark(e.id, "unapplied", d.reason)
         self.unapplied += 1
 
+    def _limit(self, engine: Engine, limit_s: float) -> contextlib.AbstractContextManager:
+        """Bound the block's wait on the chain's PostgreSQL to ``limit_s`` (its connection
+        is broken then: the block fails as a lost connection); SQLite is left alone."""
+        conn = engine.db.conn
+        if getattr(engine.db, "backend", None) != "postgresql" or not hasattr(conn, "interrupt"):
+            return contextlib.nullcontext()
+        return self.watchdog.armed(limit_s, conn.interrupt)
+
     @staticmethod
     def _write(engine: Engine, fn: Callable[..., None], *args: Any) -> None:
         """``fn(conn, *args)`` in one transaction of the engine's store."""
@@ -253,13 +284,14 @@ class Outage:
             return
         try:
             wall = engine.clock()
-            self.journal.refresh(engine.db.conn, int(wall.timestamp()), day_start(wall))
+            with self._limit(engine, SNAPSHOT_LIMIT_S):
+                self.journal.refresh(engine.db.conn, int(wall.timestamp()), day_start(wall))
         except Exception as e:  # noqa: BLE001 - anything but an outage is re-raised
             if not is_unavailable(e):
                 raise
             log.warning("offline snapshot not refreshed: %s", e)
             return
-        self._balances.clear()
+        self._recent.clear()
         self._last_snapshot = now
 
     def prime(self, engine: Engine) -> None:

@@ -86,6 +86,9 @@ class Service:
                                  self.sales.offline)
         self.updates = Updates(writer, self.registry, self.gate, self.reader, clock)
         self._next_check = 0.0
+        #: HELLOs answered in an outage (nothing stored, no config pushed), by device:
+        #: (seq, resend floor, firmware); stored and pushed once the database is back.
+        self._offline_hellos: dict[str, tuple[int, int, str]] = {}
         self._handlers: dict[int, Callable[[DeviceState, pk.Packet, Send, str, float], None]]
         self._handlers = {pk.TAP: self.taps.tap, pk.VOID: self.taps.void,
                           pk.HELLO: self._hello, pk.PING: self._ping, pk.EVENT: self._event,
@@ -215,13 +218,9 @@ class Service:
             floor = st.window.floor
         st.fw = f["fw"]
         now = int(self.clock())
-
-        def persist(db: Any) -> Any:
-            store.save_hello(db, st.device_id, p.seq, floor, f["fw"], now)
-            return self.configs.sync(db, st.device_id, st.kind, now)
-
+        self._offline_hellos.pop(st.device_id, None)
         try:
-            cfg = self.writer.call(persist).result(30)
+            cfg = self._store_hello(st, p.seq, floor, f["fw"], now)
         except Exception as e:  # noqa: BLE001 - answer nothing; the device says HELLO again
             if getattr(self.writer, "outage", None) is None or not is_unavailable(e):
                 log.error("device=%s HELLO not stored: %s", st.device_id, e)
@@ -230,6 +229,7 @@ class Service:
             # are kept by the replay window; the journal's taps carry them to the database).
             log.warning("device=%s HELLO answered offline, not stored: %s", st.device_id, e)
             cfg = DeviceConfig(st.cfg_version, st.cfg_acked, [])     # nothing to push
+            self._offline_hellos[st.device_id] = (p.seq, floor, f["fw"])
         st.cfg_version, st.cfg_acked = cfg.version, max(st.cfg_acked, cfg.acked)
         welcome = self.registry.encode(st, pk.WELCOME, {
             "hello_seq": p.seq, "host_time": now & 0xFFFFFFFF,
@@ -241,6 +241,44 @@ class Service:
         send(welcome)
         if st.cfg_acked < cfg.version and cfg.frames:
             self.configs.push(st, cfg, send)
+
+    def _store_hello(self, st: DeviceState, seq: int, floor: int, fw: str,
+                     now: int) -> DeviceConfig:
+        """Store an accepted HELLO and compute the device's config (on the writer)."""
+        def persist(db: Any) -> Any:
+            store.save_hello(db, st.device_id, seq, floor, fw, now)
+            return self.configs.sync(db, st.device_id, st.kind, now)
+
+        return self.writer.call(persist).result(30)
+
+    def _after_outage(self) -> int:
+        """Once the chain's database is back: store the HELLOs answered offline and push
+        each still connected reader the config it lacks; returns how many got one."""
+        outage = getattr(self.writer, "outage", None)
+        if not self._offline_hellos or outage is None or outage.offline:
+            return 0
+        pushed = 0
+        for device_id, (seq, floor, fw) in list(self._offline_hellos.items()):
+            st = self.registry.device(device_id)
+            if st is None:
+                self._offline_hellos.pop(device_id, None)
+                continue
+            try:
+                cfg = self._store_hello(st, seq, floor, fw, int(self.clock()))
+            except Exception as e:  # noqa: BLE001 - tried again at the next tick
+                if is_unavailable(e):
+                    return pushed
+                log.error("device=%s HELLO answered offline not stored: %s", device_id, e)
+            else:
+                st.cfg_version = max(st.cfg_version, cfg.version)
+                send = st.send
+                if st.cfg_acked < cfg.version and cfg.frames and send is not None:
+                    log.info("device=%s HELLO answered offline stored: pushing config %d",
+                             device_id, cfg.version)
+                    self.configs.push(st, cfg, send)
+                    pushed += 1
+            self._offline_hellos.pop(device_id, None)
+        return pushed
 
     # ----------------------------------------------------------------- for links and daemon
     def device(self, device_id: str) -> DeviceState | None:
@@ -281,10 +319,12 @@ class Service:
         return self.configs.push_now(device_id)
 
     def tick(self) -> None:
-        """Once a second: mark silent devices offline, persist device state, and every
+        """Once a second: mark silent devices offline, persist device state, store the
+        HELLOs answered in an outage once it is over (and push their configs), and every
         ``config_check_s`` push changed configs to connected gates."""
         self.liveness.expire()
         self.liveness.flush()
+        self._after_outage()
         self.updates.start()
         try:
             self.sales.tick()
