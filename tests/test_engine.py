@@ -433,7 +433,11 @@ def test_a_lone_tap_failing_after_its_writes_is_an_internal_deny(site, monkeypat
         raise ValueError("earn broke")
 
     monkeypatch.setattr(rewards, "earn", broken)
+    stmts: list[str] = []
+    db.conn.set_trace_callback(stmts.append)
     d = engine.decide(Tap("K1", 1, UID, amount_fen=1000))
+    db.conn.set_trace_callback(None)
+    _assert_redone(db, stmts)
     assert (d.verdict, d.reason, d.pattern) == ("deny", "internal", codes.PAT_FAULT)
     assert bal(db, mid) == 10000
     assert db.execute("SELECT count(*), max(reason), max(charged_fen) FROM taps").fetchone() \
@@ -457,7 +461,11 @@ def test_a_lone_tap_refused_after_its_writes_writes_nothing_of_it(site, monkeypa
         raise Denied("closed", "Closed late", mid, "kiosk")
 
     monkeypatch.setattr(campaigns, "issue_coupons", refuse)
+    stmts: list[str] = []
+    db.conn.set_trace_callback(stmts.append)
     d = engine.decide(Tap("K1", 1, UID, amount_fen=1000))
+    db.conn.set_trace_callback(None)
+    _assert_redone(db, stmts)
     assert (d.verdict, d.reason, d.text) == ("deny", "closed", "Closed late")
     assert bal(db, mid) == 10000 and d.balance_fen == 10000
     assert db.execute("SELECT count(*) FROM taps WHERE reason = 'closed'").fetchone()[0] == 1
@@ -478,3 +486,14 @@ def test_a_lone_tap_refused_before_any_write_takes_one_transaction(site):
         assert [s for s in stmts if s.startswith(("BEGIN", "ROLLBACK", "SAVEPOINT"))] \
             == ["BEGIN IMMEDIATE"]
     assert bal(db, mid) == 100 and ledger.verify(db) == []
+
+
+def _assert_redone(db, stmts: list[str]) -> None:
+    """On SQLite the lone tap ran without a SAVEPOINT, was rolled back whole and decided
+    again with one (rolled back to it); PostgreSQL ran it with the SAVEPOINT once."""
+    control = [s for s in stmts if s.startswith(("BEGIN", "ROLLBACK", "SAVEPOINT", "COMMIT"))]
+    if isinstance(db.conn, sqlite3.Connection):
+        assert control == ["BEGIN IMMEDIATE", "ROLLBACK", "BEGIN IMMEDIATE", "SAVEPOINT tap",
+                           "ROLLBACK TO tap", "COMMIT"], control
+    else:
+        assert control.count("ROLLBACK") == 0 and "ROLLBACK TO tap" in control, control
