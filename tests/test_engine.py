@@ -389,10 +389,11 @@ def test_wire_range_amount_beyond_the_policy_is_a_deny(site):
 def test_a_plain_kiosk_tap_reads_in_one_statement(site):
     """Issue 19: a kiosk tap of a member with no pass, coupon or expired lot reads in one
     statement (next tap id, replay check, device with its store and armed sale, card with
-    its member and three flags) and skips the pass, coupon and expiry queries. 11 in all:
-    BEGIN, SAVEPOINT, RELEASE, COMMIT, the read, one ledger row per currency moved
-    (principal, points, qualifying), the points lot, the member's projections in one UPDATE,
-    the tap row."""
+    its member and three flags) and skips the pass, coupon and expiry queries. 9 in all on
+    SQLite: BEGIN, COMMIT, the read, one ledger row per currency moved (principal, points,
+    qualifying), the points lot, the member's projections in one UPDATE, the tap row. A lone
+    tap needs no SAVEPOINT/RELEASE on SQLite (its transaction is its own, a failure is
+    decided again: test_a_lone_tap_*); PostgreSQL keeps them (RELEASE sends the writes)."""
     db, admin, engine, clock, mid = site
     admin.topup(mid, 10000)
     engine.decide(Tap("K1", 1, UID, amount_fen=100))
@@ -412,7 +413,87 @@ def test_a_plain_kiosk_tap_reads_in_one_statement(site):
     # PostgreSQL also locks the card and its member first (READ COMMITTED taps), sent in the
     # read's round trip.
     from host.store.dialect import CARD_LOCK
-    assert len(sent) == (11 if on_sqlite else 12), sent
+    assert len(sent) == (9 if on_sqlite else 12), sent
+    assert ("SAVEPOINT tap" in sent) == (not on_sqlite)
     assert (CARD_LOCK in sent) == (not on_sqlite)
     assert len(stmts) - len(sent) == (4 if on_sqlite else 0)   # a mark check per row
     assert ledger.verify(db) == []
+
+
+def test_a_lone_tap_failing_after_its_writes_is_an_internal_deny(site, monkeypatch):
+    """A lone tap whose rules fail after the spend was written (no SAVEPOINT on SQLite: the
+    transaction is rolled back and the tap decided again) is a stored deny ``internal``
+    that charges nothing, once; the next tap goes on."""
+    from host.ledger import rewards
+    db, admin, engine, clock, mid = site
+    admin.topup(mid, 10000)
+    real = rewards.earn
+
+    def broken(*a, **k):
+        raise ValueError("earn broke")
+
+    monkeypatch.setattr(rewards, "earn", broken)
+    stmts: list[str] = []
+    db.conn.set_trace_callback(stmts.append)
+    d = engine.decide(Tap("K1", 1, UID, amount_fen=1000))
+    db.conn.set_trace_callback(None)
+    _assert_redone(db, stmts)
+    assert (d.verdict, d.reason, d.pattern) == ("deny", "internal", codes.PAT_FAULT)
+    assert bal(db, mid) == 10000
+    assert db.execute("SELECT count(*), max(reason), max(charged_fen) FROM taps").fetchone() \
+        == (1, "internal", 0)
+    assert db.execute("SELECT count(*) FROM ledger WHERE tap_id IS NOT NULL").fetchone()[0] == 0
+    assert engine.decide(Tap("K1", 1, UID, amount_fen=1000)).replayed
+    monkeypatch.setattr(rewards, "earn", real)
+    assert engine.decide(Tap("K1", 2, UID, amount_fen=1000)).verdict == "grant"
+    assert bal(db, mid) == 10000 - 950 and ledger.verify(db) == []
+
+
+def test_a_lone_tap_refused_after_its_writes_writes_nothing_of_it(site, monkeypatch):
+    """A rule refusing a lone tap after the spend was written: the deny is stored with its
+    own reason and nothing of the spend stays."""
+    from host.rules import campaigns
+    from host.rules.context import Denied
+    db, admin, engine, clock, mid = site
+    admin.topup(mid, 10000)
+
+    def refuse(*a, **k):
+        raise Denied("closed", "Closed late", mid, "kiosk")
+
+    monkeypatch.setattr(campaigns, "issue_coupons", refuse)
+    stmts: list[str] = []
+    db.conn.set_trace_callback(stmts.append)
+    d = engine.decide(Tap("K1", 1, UID, amount_fen=1000))
+    db.conn.set_trace_callback(None)
+    _assert_redone(db, stmts)
+    assert (d.verdict, d.reason, d.text) == ("deny", "closed", "Closed late")
+    assert bal(db, mid) == 10000 and d.balance_fen == 10000
+    assert db.execute("SELECT count(*) FROM taps WHERE reason = 'closed'").fetchone()[0] == 1
+    assert db.execute("SELECT count(*) FROM ledger WHERE tap_id IS NOT NULL").fetchone()[0] == 0
+    assert ledger.verify(db) == []
+
+
+def test_a_lone_tap_refused_before_any_write_takes_one_transaction(site):
+    """A deny that wrote nothing needs no redo: one transaction, no ROLLBACK (SQLite)."""
+    db, admin, engine, clock, mid = site
+    admin.topup(mid, 100)
+    stmts: list[str] = []
+    db.conn.set_trace_callback(stmts.append)
+    d = engine.decide(Tap("K1", 1, UID, amount_fen=1000))
+    db.conn.set_trace_callback(None)
+    assert (d.verdict, d.reason) == ("deny", "insufficient_balance")
+    if isinstance(db.conn, sqlite3.Connection):
+        assert [s for s in stmts if s.startswith(("BEGIN", "ROLLBACK", "SAVEPOINT"))] \
+            == ["BEGIN IMMEDIATE"]
+    assert bal(db, mid) == 100 and ledger.verify(db) == []
+
+
+def _assert_redone(db, stmts: list[str]) -> None:
+    """On SQLite the lone tap ran without a SAVEPOINT, was rolled back whole and decided
+    again with one (rolled back to it); PostgreSQL ran it with the SAVEPOINT once."""
+    control = [s for s in stmts if s.startswith(("BEGIN", "ROLLBACK", "SAVEPOINT", "COMMIT"))]
+    if isinstance(db.conn, sqlite3.Connection):
+        assert control == ["BEGIN IMMEDIATE", "ROLLBACK", "BEGIN IMMEDIATE", "SAVEPOINT tap",
+                           "ROLLBACK TO tap", "COMMIT"], control
+    else:
+        assert control.count("ROLLBACK") == 0 and "ROLLBACK TO tap" in control, control

@@ -74,14 +74,33 @@ class Pending:
 
     def flush(self, conn: sqlite3.Connection, last_active_at: int | None = None) -> None:
         """Write the pending changes (and ``last_active_at``) in one UPDATE."""
-        sets = [f"{_COLUMN[c]} = {_COLUMN[c]} + {int(d)}" for c, d in self.delta.items() if d]
+        # Bound values, not literals: a handful of statement shapes that sqlite3's statement
+        # cache compiles once, instead of a new statement text (and a compile) per tap.
+        changed = tuple(c for c, d in self.delta.items() if d)
+        args = [self.delta[c] for c in changed]
         if last_active_at is not None:
-            sets.append(f"last_active_at = {int(last_active_at)}")
-        if sets:
-            conn.execute(f"UPDATE members SET {', '.join(sets)} WHERE id = ?", (self.member_id,))
+            args.append(last_active_at)
+        if args:
+            args.append(self.member_id)
+            conn.execute(_flush_sql(changed, last_active_at is not None), args)
         for c, d in self.delta.items():
             self.base[c] += d
             self.delta[c] = 0
+
+
+_FLUSH_SQL: dict[tuple[tuple[str, ...], bool], str] = {}
+
+
+def _flush_sql(changed: tuple[str, ...], active: bool) -> str:
+    """The ``UPDATE members`` of ``Pending.flush`` for these changed currencies (built once
+    per shape)."""
+    sql = _FLUSH_SQL.get((changed, active))
+    if sql is None:
+        sets = [f"{_COLUMN[c]} = {_COLUMN[c]} + ?" for c in changed]
+        if active:
+            sets.append("last_active_at = ?")
+        sql = _FLUSH_SQL[(changed, active)] = f"UPDATE members SET {', '.join(sets)} WHERE id = ?"
+    return sql
 
 
 def _apply(conn: sqlite3.Connection, member_id: int, currency: str, amount: int,

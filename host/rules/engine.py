@@ -149,6 +149,14 @@ _CARD_TEXT = {"blocked": "Card blocked, see staff", "lost": "Card reported lost"
               "expired": "Card expired"}
 
 
+#: A host fault in one tap's rules: the tap is denied ``internal`` and charges nothing.
+_FAULTS = (HostError, ValueError, TypeError, KeyError, sqlite3.IntegrityError, ArithmeticError)
+
+
+class _Redo(Exception):
+    """A lone tap (``Engine._lone``) must be rolled back and decided with a SAVEPOINT."""
+
+
 class Engine:
     """The rules engine over one store.
 
@@ -183,11 +191,21 @@ class Engine:
         its own SAVEPOINT and its reply is built by its own ``encode_reply`` (None: no
         reply bytes). A (device, seq) twice in the batch is applied once: the second copy
         comes back replayed, with the first one's reply. InputError (nothing written) for
-        a tap the store cannot hold."""
+        a tap the store cannot hold.
+
+        A batch of one on SQLite (a lone tap) runs without a SAVEPOINT: the transaction is
+        the tap's own. When its rules fail, or refuse it, after writing, the transaction is
+        rolled back and the tap decided again in a new one with the SAVEPOINT (a failed tap
+        is then a stored deny ``internal`` that charges nothing). PostgreSQL keeps the
+        SAVEPOINT: its ``RELEASE`` is the round trip that sends the tap's writes."""
         jobs = list(jobs)
         for tap, _enc in jobs:
             check_tap_fields(tap)
         with self._lock:
+            if len(jobs) == 1 and getattr(self.db.conn, "begin_taps", None) is None:
+                d = self._lone(*jobs[0])
+                if d is not None:
+                    return [d]
             return retrying(partial(self._batch, jobs))
 
     def _batch(self, jobs: list[tuple[Tap, EncodeReply | None]]) -> list[Decision]:
@@ -203,6 +221,23 @@ class Engine:
                 conn.execute("ROLLBACK")
             raise
         return out
+
+    def _lone(self, tap: Tap, encode_reply: EncodeReply | None) -> Decision | None:
+        """One SQLite tap in its own transaction, no SAVEPOINT; None (rolled back, nothing
+        written) when the tap must be decided again with one (``_Redo``)."""
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            d = self._one(conn, tap, encode_reply, lone=True)
+            conn.execute("COMMIT")
+        except _Redo:
+            conn.execute("ROLLBACK")
+            return None
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return d
 
     def decide_local(self, tap: Tap, encode_reply: EncodeReply | None = None,
                      *, key: str | None = None) -> Decision:
@@ -240,8 +275,11 @@ class Engine:
         self.last_local_seq = seq
         return d
 
-    def _one(self, conn: sqlite3.Connection, tap: Tap,
-             encode_reply: EncodeReply | None) -> Decision:
+    def _one(self, conn: sqlite3.Connection, tap: Tap, encode_reply: EncodeReply | None,
+             lone: bool = False) -> Decision:
+        """Decide ``tap`` inside the open transaction. ``lone`` (``_lone``): no SAVEPOINT
+        unless the card has expired lots to write off (``_expire`` keeps those apart);
+        a refusal after a write, or a fault, raises ``_Redo`` instead of rolling back to it."""
         t0 = time.perf_counter()
         now = self.clock()
         ts = int(now.timestamp())
@@ -260,24 +298,32 @@ class Engine:
         # Secure cards first, outside the SAVEPOINT: a verified SUN counter stays used even
         # when the tap is then refused for another reason (host/secure/check.py).
         sec = check_tap(conn, self.policy, tap, card.secure_row() if card is not None else None)
-        conn.execute("SAVEPOINT tap")
+        sp = not lone or (card is not None and bool(card.expiring))
+        if sp:
+            conn.execute("SAVEPOINT tap")
+        changes = 0 if sp else conn.total_changes
         try:
             try:
                 if not sec.ok:
                     raise Denied(sec.reason, sec.text, sec.member_id)
                 out = self._evaluate(conn, tap, now, ts, tap_id, dev, card, sale)
             except Denied as d:
-                conn.execute("ROLLBACK TO tap")
+                if sp:
+                    conn.execute("ROLLBACK TO tap")
+                elif conn.total_changes != changes:
+                    raise _Redo from None   # refused after a write: undo it all, again
                 out = Outcome("deny", d.reason, d.text, member_id=d.member_id, kind=d.kind)
             decision = self._finish(conn, out, encode_reply, sale_id=sale_id)
             self._record(conn, tap, ts, tap_id, out, decision, t0, sec.note)
             # Inside the try: on PostgreSQL the tap's writes are sent with the RELEASE (one
             # round trip, host/store/pg.py), so a write that fails raises here.
-            conn.execute("RELEASE tap")
+            if sp:
+                conn.execute("RELEASE tap")
         except StoreUnavailable:
             raise   # the database is gone: nothing of the batch is written (host/site/outage.py)
-        except (HostError, ValueError, TypeError, KeyError, sqlite3.IntegrityError,
-                ArithmeticError) as e:
+        except _FAULTS as e:
+            if not sp:
+                raise _Redo from e
             # A host fault in this tap: nothing of it is charged, the device gets "internal".
             conn.execute("ROLLBACK TO tap")
             out = Outcome("deny", "internal", f"Error, see staff ({type(e).__name__})",
@@ -316,17 +362,20 @@ class Engine:
                 bal, pts = r
         if out.verdict == "grant" and out.pattern == codes.PAT_DENY:
             out.pattern = codes.PAT_GRANT
-        d = Decision(out.verdict, out.reason, out.relay_ms if out.verdict == "grant" else 0,
-                     out.pattern, clip_text(out.text), bal, pts, out.uses_left, out.member_id,
-                     sale_id=sale_id, pass_id=out.pass_id if out.verdict == "grant" else None)
-        reply = b""
-        if encode_reply is not None:
-            try:
-                reply = bytes(encode_reply(d))
-            except Exception:  # noqa: BLE001 - the fault path must still record the tap
-                if not safe:
-                    raise
-        return dataclasses.replace(d, reply=reply)
+        fields = (out.verdict, out.reason, out.relay_ms if out.verdict == "grant" else 0,
+                  out.pattern, clip_text(out.text), bal, pts, out.uses_left, out.member_id)
+        pass_id = out.pass_id if out.verdict == "grant" else None
+        d = Decision(*fields, sale_id=sale_id, pass_id=pass_id)
+        if encode_reply is None:
+            return d
+        try:
+            reply = bytes(encode_reply(d))
+        except Exception:  # noqa: BLE001 - the fault path must still record the tap
+            if not safe:
+                raise
+            reply = b""
+        # A second Decision with the reply: cheaper than dataclasses.replace on the tap path.
+        return Decision(*fields, reply=reply, sale_id=sale_id, pass_id=pass_id)
 
     def _record(self, conn: sqlite3.Connection, tap: Tap, ts: int, tap_id: int, out: Outcome,
                 d: Decision, t0: float, security: str | None = None) -> None:
