@@ -168,15 +168,12 @@ class Daemon:
                             password=c.mqtt_password, tls=c.mqtt_tls, ca_file=c.mqtt_ca).start()
             self.links.append(link)
             if c.mqtt_process:
-                # DECISIONs the writer thread sends go out in one write per batch, and the
-                # events in one write per wake-up of their thread.
+                # DECISIONs the writer thread sends go out in one write per batch (and the
+                # events below in one write per wake-up of their thread).
                 link.defer_on(self.writer.thread_id)
                 self.writer.after_job.append(link.flush)
-                from host.site.links.mqtt_events import EventBatcher
-                self.mqtt_events = EventBatcher(self.bus, link.publish_many).start()
-            else:
-                from host.web.events import MqttEventPublisher
-                self.mqtt_events = MqttEventPublisher(self.bus, link.publish).start()
+            from host.site.links.mqtt_events import EventBatcher
+            self.mqtt_events = EventBatcher(self.bus, link.publish_many).start()
         if c.nfc is not None:
             from host.site.links.nfc import NfcLink
             self.links.append(NfcLink(c.nfc, c.nfc_device or "", self.service).start())

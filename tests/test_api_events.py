@@ -13,7 +13,8 @@ import pytest
 
 from conftest import wait_until
 from host.errors import InputError
-from host.web.events import EventBus, MqttEventPublisher
+from host.site.links.mqtt_events import EventBatcher
+from host.web.events import EventBus
 
 
 def test_slow_subscriber_loses_its_oldest_events() -> None:
@@ -70,7 +71,7 @@ def test_events_are_forwarded_to_mqtt(broker) -> None:
     pub.connect(broker.host, broker.port)
     pub.loop_start()
     bus = EventBus()
-    forwarder = MqttEventPublisher(bus, lambda t, p: pub.publish(t, p, qos=1)).start()
+    forwarder = EventBatcher(bus, lambda batch: [pub.publish(t, p, qos=1) for t, p in batch]).start()
     try:
         wait_until(subscribed.is_set, 10, what="the test client subscribed")
         event = bus.publish("device_online", {"device_id": "W1"})

@@ -22,13 +22,30 @@ import sqlite_utils
 from host.errors import InputError
 from host.store.db import BUSY_TIMEOUT_MS, is_empty, is_postgres, pending_migrations
 
-_STAMP = "%Y-%m-%dT%H%M%S"
+#: The date and time in the name of a backup generation.
+STAMP = "%Y-%m-%dT%H%M%S"
 _GEN_RE = r"-(\d{4}-\d{2}-\d{2}T\d{6})(?:-(\d+))?"
 
 
 def stem(path: str | os.PathLike) -> str:
     """The name backups of ``path`` start with: ``site`` for ``site.db``."""
     return Path(path).stem
+
+
+def new_generation(folder: Path, name: str, suffix: str) -> Path:
+    """Create ``folder/NAME SUFFIX`` (``NAME-2 SUFFIX`` ... when taken), empty, mode ``0660``,
+    ``folder`` made ``0770`` if missing; returns its path. Raises OSError."""
+    folder.mkdir(mode=0o770, parents=True, exist_ok=True)
+    dest, n = folder / f"{name}{suffix}", 1
+    while True:
+        try:
+            os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o660))
+            break
+        except FileExistsError:
+            n += 1
+            dest = folder / f"{name}-{n}{suffix}"
+    os.chmod(dest, 0o660)
+    return dest
 
 
 def backup_db(path: str | os.PathLike, folder: str | os.PathLike,
@@ -42,18 +59,9 @@ def backup_db(path: str | os.PathLike, folder: str | os.PathLike,
     if not src_path.is_file():
         raise InputError(f"no database at {src_path}")
     out_dir = Path(folder)
-    name = f"{stem(src_path)}-{(now or datetime.now()).strftime(_STAMP)}"
+    name = f"{stem(src_path)}-{(now or datetime.now()).strftime(STAMP)}"
     try:
-        out_dir.mkdir(mode=0o770, parents=True, exist_ok=True)
-        dest, n = out_dir / f"{name}.db", 1
-        while True:
-            try:
-                os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o660))
-                break
-            except FileExistsError:
-                n += 1
-                dest = out_dir / f"{name}-{n}.db"
-        os.chmod(dest, 0o660)
+        dest = new_generation(out_dir, name, ".db")
         src = sqlite3.connect(src_path, timeout=BUSY_TIMEOUT_MS / 1000)
         dst = sqlite3.connect(dest)
         try:

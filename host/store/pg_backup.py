@@ -23,9 +23,9 @@ from urllib.parse import urlsplit
 
 from host.errors import InputError
 from host.ledger.book import verify
+from host.store.backup import STAMP, new_generation
 from host.store.db import open_pg
 
-_STAMP = "%Y-%m-%dT%H%M%S"
 #: The suffix of a PostgreSQL backup generation (``host.store.backup.generations``).
 SUFFIX = ".dump"
 
@@ -50,29 +50,15 @@ def stem(url: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
-def _new_file(folder: Path, name: str) -> Path:
-    folder.mkdir(mode=0o770, parents=True, exist_ok=True)
-    dest, n = folder / f"{name}{SUFFIX}", 1
-    while True:
-        try:
-            os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o660))
-            break
-        except FileExistsError:
-            n += 1
-            dest = folder / f"{name}-{n}{SUFFIX}"
-    os.chmod(dest, 0o660)
-    return dest
-
-
 def dump(url: str, folder: str | os.PathLike, now: datetime | None = None
          ) -> tuple[Path, list[str]]:
     """A dated ``pg_dump`` of ``url`` in ``folder`` and ``verify``'s problems in the same
     snapshot (empty: consistent). Raises InputError (nothing is left behind) when
     ``pg_dump`` is missing or fails."""
     exe = pg_tool("pg_dump")
-    name = f"{stem(url)}-{(now or datetime.now()).strftime(_STAMP)}"
+    name = f"{stem(url)}-{(now or datetime.now()).strftime(STAMP)}"
     try:
-        dest = _new_file(Path(folder), name)
+        dest = new_generation(Path(folder), name, SUFFIX)
     except OSError as e:
         raise InputError(f"cannot write a backup to {folder}: {e}") from None
     db = open_pg(url, readonly=True)

@@ -1,4 +1,4 @@
-# Runs on CPython (host): the in-process event bus (taps, decisions, device state, sales) and its MQTT publisher.
+# Runs on CPython (host): the in-process event bus (taps, decisions, device state, sales) (forwarded to MQTT by host/site/links/mqtt_events.py).
 """In-process event bus.
 
 ``bus.publish(kind, data)`` is thread-safe and never blocks: the event is encoded to JSON once
@@ -8,7 +8,7 @@ are increasing integers, so a client sees a gap when it lost events.
 
 Kinds (:data:`KINDS`): ``tap``, ``decision``, ``device_online``, ``device_offline``, ``sale``.
 Consumers: ``GET /v1/events`` (server-sent events, ``host.web.routes.events``) and
-:class:`MqttEventPublisher` (``tapkiosk/v1/events/<kind>``).
+:class:`host.site.links.mqtt_events.EventBatcher` (``tapkiosk/v1/events/<kind>``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ log = logging.getLogger("tapkiosk.events")
 KINDS = ("tap", "decision", "device_online", "device_offline", "sale")
 #: Events kept per subscriber before the oldest are dropped.
 QUEUE_SIZE = 256
-#: MQTT topic prefix of :class:`MqttEventPublisher`.
+#: MQTT topic prefix of the events forwarded to MQTT (host/site/links/mqtt_events.py).
 TOPIC_PREFIX = "tapkiosk/v1/events"
 
 
@@ -186,47 +186,3 @@ class EventBus:
         """How many subscriptions are open."""
         with self._lock:
             return len(self._subs)
-
-
-class MqttEventPublisher:
-    """Forwards every bus event to MQTT as ``<prefix>/<kind>`` with the event's JSON.
-
-    ``publish(topic, payload)`` is the MQTT link's publish (e.g.
-    ``lambda t, p: client.publish(t, p, qos=0)``: paho's publish is thread-safe). Runs its
-    own thread so a slow broker never delays a publisher of the bus.
-    """
-
-    def __init__(self, bus: EventBus, publish: Callable[[str, bytes], Any],
-                 prefix: str = TOPIC_PREFIX) -> None:
-        self._bus = bus
-        self._publish = publish
-        self.prefix = prefix.rstrip("/")
-        self._sub: Subscription | None = None
-        self._thread: threading.Thread | None = None
-        self.sent = 0
-
-    def start(self) -> "MqttEventPublisher":
-        """Subscribe to the bus and start forwarding; returns self."""
-        self._sub = self._bus.subscribe()
-        self._thread = threading.Thread(target=self._run, args=(self._sub,),
-                                        name="tapkiosk-events-mqtt", daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self, sub: Subscription) -> None:
-        while not sub.closed:
-            event = sub.get(timeout=1.0)
-            if event is None:
-                continue
-            try:
-                self._publish(f"{self.prefix}/{event.kind}", event.json.encode("utf-8"))
-                self.sent += 1
-            except Exception:  # noqa: BLE001 - a broker hiccup must not stop the forwarding
-                log.exception("publishing event %d to MQTT failed", event.id)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop forwarding (events still queued are dropped). Idempotent."""
-        if self._sub is not None:
-            self._sub.close()
-        if self._thread is not None and self._thread.is_alive():
-            self._thread.join(timeout)

@@ -158,6 +158,11 @@ class MqttLink(MqttInbox):
         """Publish on any topic (the daemon's events)."""
         self.client.publish(topic, payload, qos=qos)
 
+    def publish_many(self, messages: list[tuple[str, bytes]]) -> None:
+        """Publish several QoS-0 messages (the daemon's events; paho queues each)."""
+        for topic, payload in messages:
+            self.client.publish(topic, payload, qos=0)
+
     def start(self) -> "MqttLink":
         """Connect in the background (the broker may be down; paho keeps retrying)."""
         self._worker.start()

@@ -1,11 +1,11 @@
 # Runs on CPython (host): forwards the daemon's bus events to MQTT in batches (one write per batch).
 """``EventBatcher(bus, publish_many)`` forwards every bus event to MQTT as
-``tapkiosk/v1/events/<kind>`` with the event's JSON, as
-:class:`host.web.events.MqttEventPublisher` does, but hands the link every event queued when
+``tapkiosk/v1/events/<kind>`` with the event's JSON, handing the link every event queued when
 its thread wakes up in one ``publish_many`` call: with the MQTT link in its own process
 (:mod:`host.site.links.mqtt_pipe`) that is one write to the link process for many events,
-instead of one per event (two events per tap: the ``tap`` and its ``decision``). Its own
-thread, so a slow link never delays a publisher; events are QoS 0 and never block a tap.
+instead of one per event (two events per tap: the ``tap`` and its ``decision``); the
+in-process link (:mod:`host.site.links.mqtt`) publishes them one by one. Its own thread, so a
+slow link never delays a publisher; events are QoS 0 and never block a tap.
 """
 
 from __future__ import annotations
