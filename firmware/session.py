@@ -30,6 +30,7 @@ _DAY_MS = const(86400000)  # clock anchors are kept within a day of now (ticks_d
 _Q_EVENT = const(1)
 _Q_PONG = const(2)
 _Q_ACK = const(3)
+_Q_PING = const(4)
 
 
 class Session:
@@ -110,6 +111,10 @@ class Session:
     def queue_ack(self, seq):
         self._queue(_Q_ACK, seq, 0, None)
 
+    def queue_ping(self):
+        # A PING sent by the uplink's task after the outbox frames (tapfault.no_answer).
+        self._queue(_Q_PING, 0, 0, None)
+
     def _queue(self, kind, a, b, c):
         if len(self.ctrl) >= _CTRL_MAX:
             self.ctrl.pop(0)  # the oldest goes
@@ -125,6 +130,8 @@ class Session:
                 ok = await send(P.EVENT, {"code": a, "value": b & _U32, "text": c[:64]})
             elif kind == _Q_PONG:
                 ok = await send(P.PONG, {"nonce": a, "host_time": 0})
+            elif kind == _Q_PING:
+                ok = await self.ping()
             else:
                 ok = await send(P.ACK, {"ref_seq": a, "code": b})
             if not ok:
@@ -145,11 +152,12 @@ class Session:
         await app.send_raw(pkt)
 
     async def ping(self):
+        # True once a PING is out (or one already waits for its PONG).
         if self.ping_nonce:
-            return
+            return True
         self.ping_nonce = ((ticks_ms() * 40503) & 0x3FFFFFFF) | 1
         self.ping_at = ticks_ms()
-        await self.app.send(P.PING, {"nonce": self.ping_nonce})
+        return await self.app.send(P.PING, {"nonce": self.ping_nonce})
 
     async def _online_step(self, now):
         # One pass of the loop while welcomed: resync HELLO, heartbeat (control frames go out

@@ -35,17 +35,17 @@ def offline(tp, uid, sak, secure):
     return _PAT_OFFLINE_DENY
 
 
-async def no_answer(tp, seq):
-    # Nothing starts; the TAP becomes a VOID so the host never charges it. The VOID goes out
-    # now, before the PING below takes a higher seq.
+def no_answer(tp, seq):
+    # Nothing starts; the TAP becomes a VOID so the host never charges it. Nothing is sent
+    # from here: this is the reader's task, and a send can wait seconds for the link (MQTT
+    # in-flight slots full) while the next card goes unread. give_up() kicked the uplink's
+    # task, which sends the VOID, then the PING queued below (control frames go after outbox
+    # frames: the VOID is sent before the PING takes a higher seq).
     app = tp.app
-    i = give_up(tp, seq)
+    give_up(tp, seq)
     tp.fb.show(_PAT_FAULT, 0, "No answer - please tap again")
-    if i >= 0 and app.session.reachable():
-        await app.uplink.send_slot(i)
-    app.uplink.kick.set()
     if app.session.reachable():
-        await app.session.ping()
+        app.session.queue_ping()
     return _PAT_FAULT
 
 

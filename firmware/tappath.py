@@ -75,7 +75,7 @@ class TapPath:
         self.live_seq = 0
         self.live = None
         if d is None:
-            return await C.once("tapfault", "no_answer", self, seq)
+            return C.once("tapfault", "no_answer", self, seq)
         if sale is not None:
             sale.settled(d["sale_id"])
         relay = 0

@@ -59,6 +59,8 @@ class Uplink:
                 return
             if not await self.send_slot(i):
                 return
+            if self.kick.is_set():
+                return  # changed while sending (a new frame, a VOID behind us): walk again
             flying += 1
 
     async def send_slot(self, i):
@@ -82,9 +84,10 @@ class Uplink:
                     session.hello_miss = 0
                     await session.hello()
                 else:
-                    # Outbox frames first (their seqs are older), then control frames.
+                    # Outbox frames first (their seqs are older), then control frames: not
+                    # while a frame stored or voided during the drain waits for the next.
                     await self._drain()
-                    if not session.hello_seq:
+                    if not session.hello_seq and not self.kick.is_set():
                         await session.flush_ctrl()
             # Set by a new frame, an answer, a control frame, and by session.run() every
             # 50 ms (the retry check of frames in flight).

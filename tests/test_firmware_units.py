@@ -97,6 +97,17 @@ def test_host_errors_clear_only_frames_in_flight_and_never_on_bad_mac(tmp_path: 
         assert line in out, out
 
 
+def test_unanswered_taps_never_wait_on_the_link_and_the_void_goes_before_the_ping(tmp_path: Path) -> None:
+    # A link whose send does not return (MQTT in-flight slots full): two taps in a row go
+    # unanswered, and each returns (the reader reads the next card) instead of waiting on
+    # the link for the VOID or the PING. Once the link sends again: every frame once, in seq
+    # order (the give-up VOIDs before the probe PING: no replay refusal, no resync).
+    out = mpy("tap_busy_link.py", cwd=tmp_path)
+    assert out.count("TAP_RETURNED 5") == 2 and "TAP_BLOCKED" not in out, out
+    assert "SENT TAP:1 VOID:2 VOID:4 PING:5\n" in out, out
+    assert "ORDERED 1 ONCE 1" in out and "VOIDS 2 VOIDED 2" in out, out
+
+
 def test_selfcheck_tries_the_reader_three_times(tmp_path: Path) -> None:
     # One missed ACK deadline is not a broken reader (the reader task takes 3 errors in a
     # row for a fault): begin() is tried again, at most 3 times, the last error is the answer.
