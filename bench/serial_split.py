@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
 import sys
 import tempfile
@@ -39,35 +38,6 @@ from support import pct, start_daemon, stop  # noqa: E402
 import sim.cable as cable_mod  # noqa: E402
 
 PARTS = ("device_to_cable", "pace_tap", "relay", "daemon", "pace_decision", "cable_to_device")
-
-
-class StampedCable(cable_mod.Cable):
-    """The cable without faults or chunking, stamping each relayed write:
-    (from end, received, wire time up, handed on, bytes)."""
-
-    stamps: list[tuple[str, float, float, float, int]]
-
-    def _pump(self, src_end: str, conn: socket.socket) -> None:
-        dst_end = "b" if src_end == "a" else "a"
-        byte_s = 10.0 / self.baud if self.baud else 0.0
-        next_free = 0.0
-        while not self._stop.is_set():
-            try:
-                data = conn.recv(4096)
-            except OSError:
-                data = b""
-            got = time.perf_counter()
-            if not data:
-                return
-            start = max(time.monotonic(), next_free)
-            next_free = start + byte_s * len(data)
-            cable_mod._wait_until(next_free)
-            due = time.perf_counter()
-            dst = self._conns[dst_end]
-            if dst is None:
-                continue
-            dst.sendall(data)
-            self.stamps.append((src_end, got, due, time.perf_counter(), len(data)))
 
 
 def _split(t0: float, t1: float, stamps: list, baud: int) -> tuple[float, ...] | None:
@@ -91,8 +61,9 @@ def run(baud: int, taps: int, db_dir: str | None) -> list[tuple[float, ...]]:
 
     tmp = Path(tempfile.mkdtemp(prefix="tapkiosk-split-", dir=db_dir))
     make_site(tmp / "site.db")
-    cable = StampedCable(baud=baud)
-    cable.stamps = []
+    cable = cable_mod.Cable(baud=baud)
+    stamps: list[tuple[str, float, float, float, int]] = []
+    cable.on_relay = lambda *row: stamps.append(row)
     cable.start()
     proc = None
     rows = []
@@ -107,10 +78,10 @@ def run(baud: int, taps: int, db_dir: str | None) -> list[tuple[float, ...]]:
         for _ in range(20):
             dev.tap(CARD2, amount_fen=1)
         for _ in range(taps):
-            cable.stamps.clear()
+            stamps.clear()
             t0 = time.perf_counter()
             dev.tap(CARD2, amount_fen=1)
-            row = _split(t0, time.perf_counter(), list(cable.stamps), baud)
+            row = _split(t0, time.perf_counter(), list(stamps), baud)
             if row is not None:
                 rows.append(row)
         dev.close()

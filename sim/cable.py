@@ -28,6 +28,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -78,6 +79,10 @@ class Cable:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.connected = {"a": threading.Event(), "b": threading.Event()}
+        #: Called for each piece relayed, from its pump's thread, when set (bench/serial_split.py):
+        #: ``(from end, received, wire time up, handed on, bytes)``, ``time.perf_counter()``
+        #: seconds.
+        self.on_relay: Callable[[str, float, float, float, int], None] | None = None
 
     def start(self) -> "Cable":
         """Bind both ends and start relaying."""
@@ -186,6 +191,8 @@ class Cable:
                 data = conn.recv(4096)
             except OSError:
                 data = b""
+            stamp = self.on_relay
+            got = time.perf_counter() if stamp else 0.0
             if not data:
                 with self._lock:
                     if self._conns[src_end] is conn:
@@ -209,11 +216,15 @@ class Cable:
                 if dst is None:
                     self.stats["lost"] += len(piece)
                     continue
+                due = time.perf_counter() if stamp else 0.0
                 try:
                     dst.sendall(piece)
                     self.stats[direction] += len(piece)
                 except OSError:
                     self.stats["lost"] += len(piece)
+                    continue
+                if stamp:
+                    stamp(src_end, got, due, time.perf_counter(), len(piece))
 
 
 def main(argv: list[str] | None = None) -> int:
