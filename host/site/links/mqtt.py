@@ -107,6 +107,13 @@ class MqttInbox:
             send = self._senders[device_id] = partial(self.send_to, device_id)
         return send
 
+    def _stop_worker(self, timeout: float) -> None:
+        """Stop taking messages, finish the queued ones; the link counts as down."""
+        self._stop.set()
+        self._q.put(None)
+        self._worker.join(timeout)
+        self._up.set(0)
+
     def _work(self) -> None:
         while True:
             item = self._q.get()
@@ -172,10 +179,7 @@ class MqttLink(MqttInbox):
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop taking messages, finish the queued ones, disconnect."""
-        self._stop.set()
-        self._q.put(None)
-        self._worker.join(timeout)
-        self._up.set(0)
+        self._stop_worker(timeout)
         try:
             self.client.disconnect()
         finally:

@@ -92,10 +92,7 @@ class MqttPipeLink(MqttInbox):
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop taking messages, finish the queued ones, stop the child."""
-        self._stop.set()
-        self._q.put(None)
-        self._worker.join(timeout)
-        self._up.set(0)
+        self._stop_worker(timeout)
         self.connected.clear()
         with self._lock:
             sock, self._sock = self._sock, None
