@@ -9,8 +9,9 @@ link that can block gives a :class:`host.site.replies.SendQueue`'s ``put``):
    topic's id, or the id a serial line is bound to);
 2. registered device (:mod:`host.site.registry`), MAC with its key, direction and body;
 3. dispatch by type through ``_HANDLERS``: TAP and VOID -> :mod:`host.site.taps` (replay
-   and in-flight gate, writer, DECISION from the reply thread); HELLO -> WELCOME (+ CONFIG,
-   :mod:`host.site.devconfig`); PING -> PONG; EVENT -> stored; ACK -> config acknowledged.
+   and in-flight gate, writer, DECISION from the reply thread); HELLO -> stored
+   (:mod:`host.site.hellos`), WELCOME (+ CONFIG, :mod:`host.site.devconfig`); PING -> PONG;
+   EVENT -> stored; ACK -> config acknowledged.
    The others pass the replay window here: a retransmission gets the cached reply.
 
 A refused frame is counted and logged (:mod:`host.site.refusals`); it gets an ERROR only
@@ -29,7 +30,8 @@ from typing import Any
 from host.errors import HostError
 from host.rules.engine import Decision, Tap
 from host.rules.policy import Policy
-from host.site.devconfig import DeviceConfig, DeviceConfigs, ServiceConfig
+from host.site.devconfig import DeviceConfigs, ServiceConfig
+from host.site.hellos import Hellos
 from host.site.inflight import InflightGate
 from host.site.liveness import Liveness
 from host.site.metrics import Metrics
@@ -42,7 +44,6 @@ from host.site.taps import Taps
 from host.site.update import Updates
 from host.site.writer import Writer, WriterClosed
 from host.store import site_state as store
-from host.store.outage import is_unavailable
 from protocol import codes
 from protocol import ota
 from protocol import packet as pk
@@ -85,10 +86,8 @@ class Service:
                                  self.config.offline_after_s, clock, self.publisher,
                                  self.sales.offline)
         self.updates = Updates(writer, self.registry, self.gate, self.reader, clock)
+        self.hellos = Hellos(writer, self.registry, self.configs, clock)
         self._next_check = 0.0
-        #: HELLOs answered in an outage (nothing stored, no config pushed), by device:
-        #: (seq, resend floor, firmware); stored and pushed once the database is back.
-        self._offline_hellos: dict[str, tuple[int, int, str]] = {}
         self._handlers: dict[int, Callable[[DeviceState, pk.Packet, Send, str, float], None]]
         self._handlers = {pk.TAP: self.taps.tap, pk.VOID: self.taps.void,
                           pk.HELLO: self._hello, pk.PING: self._ping, pk.EVENT: self._event,
@@ -218,18 +217,16 @@ class Service:
             floor = st.window.floor
         st.fw = f["fw"]
         now = int(self.clock())
-        self._offline_hellos.pop(st.device_id, None)
         try:
-            cfg = self._store_hello(st, p.seq, floor, f["fw"], now)
+            cfg = self.hellos.store(st, p.seq, floor, f["fw"], now)
         except Exception as e:  # noqa: BLE001 - answer nothing; the device says HELLO again
-            if getattr(self.writer, "outage", None) is None or not is_unavailable(e):
+            if not self.hellos.in_outage(e):
                 log.error("device=%s HELLO not stored: %s", st.device_id, e)
                 return
             # A chain store in a WAN outage: welcome it with the config it has (the seqs
             # are kept by the replay window; the journal's taps carry them to the database).
             log.warning("device=%s HELLO answered offline, not stored: %s", st.device_id, e)
-            cfg = DeviceConfig(st.cfg_version, st.cfg_acked, [])     # nothing to push
-            self._offline_hellos[st.device_id] = (p.seq, floor, f["fw"])
+            cfg = self.hellos.answered_offline(st, p.seq, floor, f["fw"])
         st.cfg_version, st.cfg_acked = cfg.version, max(st.cfg_acked, cfg.acked)
         welcome = self.registry.encode(st, pk.WELCOME, {
             "hello_seq": p.seq, "host_time": now & 0xFFFFFFFF,
@@ -241,44 +238,6 @@ class Service:
         send(welcome)
         if st.cfg_acked < cfg.version and cfg.frames:
             self.configs.push(st, cfg, send)
-
-    def _store_hello(self, st: DeviceState, seq: int, floor: int, fw: str,
-                     now: int) -> DeviceConfig:
-        """Store an accepted HELLO and compute the device's config (on the writer)."""
-        def persist(db: Any) -> Any:
-            store.save_hello(db, st.device_id, seq, floor, fw, now)
-            return self.configs.sync(db, st.device_id, st.kind, now)
-
-        return self.writer.call(persist).result(30)
-
-    def _after_outage(self) -> int:
-        """Once the chain's database is back: store the HELLOs answered offline and push
-        each still connected reader the config it lacks; returns how many got one."""
-        outage = getattr(self.writer, "outage", None)
-        if not self._offline_hellos or outage is None or outage.offline:
-            return 0
-        pushed = 0
-        for device_id, (seq, floor, fw) in list(self._offline_hellos.items()):
-            st = self.registry.device(device_id)
-            if st is None:
-                self._offline_hellos.pop(device_id, None)
-                continue
-            try:
-                cfg = self._store_hello(st, seq, floor, fw, int(self.clock()))
-            except Exception as e:  # noqa: BLE001 - tried again at the next tick
-                if is_unavailable(e):
-                    return pushed
-                log.error("device=%s HELLO answered offline not stored: %s", device_id, e)
-            else:
-                st.cfg_version = max(st.cfg_version, cfg.version)
-                send = st.send
-                if st.cfg_acked < cfg.version and cfg.frames and send is not None:
-                    log.info("device=%s HELLO answered offline stored: pushing config %d",
-                             device_id, cfg.version)
-                    self.configs.push(st, cfg, send)
-                    pushed += 1
-            self._offline_hellos.pop(device_id, None)
-        return pushed
 
     # ----------------------------------------------------------------- for links and daemon
     def device(self, device_id: str) -> DeviceState | None:
@@ -324,7 +283,7 @@ class Service:
         ``config_check_s`` push changed configs to connected gates."""
         self.liveness.expire()
         self.liveness.flush()
-        self._after_outage()
+        self.hellos.after_outage()
         self.updates.start()
         try:
             self.sales.tick()
