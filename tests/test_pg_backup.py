@@ -13,6 +13,7 @@ import pytest
 
 from host.admin import Admin
 from host.cli.app import main
+from host.errors import InputError
 from host.rules.engine import Engine, Tap
 from host.store import pg_backup
 from host.store.db import open_db
@@ -101,3 +102,10 @@ def test_a_failing_pg_dump_leaves_no_file(chain_url, tmp_path, capsys, monkeypat
     assert main(["--db", chain_url, "backup", str(tmp_path / "b")]) == 2
     assert "pg_dump failed: pg_dump: error: server version mismatch" in capsys.readouterr().err
     assert list((tmp_path / "b").iterdir()) == []
+
+
+def test_a_server_that_does_not_answer_leaves_no_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(pg_backup, "pg_tool", lambda name: name)     # found; the server refuses
+    with pytest.raises(InputError, match="cannot open database"):
+        pg_backup.dump("postgresql://nobody@127.0.0.1:1/x", tmp_path / "b")
+    assert not (tmp_path / "b").exists()

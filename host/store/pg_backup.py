@@ -57,11 +57,12 @@ def dump(url: str, folder: str | os.PathLike, now: datetime | None = None
     ``pg_dump`` is missing or fails."""
     exe = pg_tool("pg_dump")
     name = f"{stem(url)}-{(now or datetime.now()).strftime(STAMP)}"
+    db = open_pg(url, readonly=True)      # first: a server that does not answer leaves no file
     try:
         dest = new_generation(Path(folder), name, SUFFIX)
     except OSError as e:
+        db.close()
         raise InputError(f"cannot write a backup to {folder}: {e}") from None
-    db = open_pg(url, readonly=True)
     try:
         db.execute("BEGIN")
         snapshot = db.execute("SELECT pg_export_snapshot()").fetchone()[0]
