@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import random
 import socket
+import struct
 import sys
 import threading
 import time
@@ -35,6 +36,13 @@ from dataclasses import dataclass
 # time.sleep() wakes up late (timer slack, an idle CPU waking up: 0.1-0.3 ms on a VM), which
 # a wire does not: sleep until this close to the deadline, then spin the rest.
 _SPIN_S = 0.0005
+# Between a frame's first and last byte, hand on what is due at most this often (a UART
+# delivers each byte at its wire time; a send per byte would cost more CPU than it models).
+_PIECE_S = 0.0002
+# SO_TIMESTAMPNS (asm-generic/socket.h; the socket module has no name for it): the kernel's
+# receive time of the bytes, i.e. when the sender wrote them, not when this pump woke up.
+_SO_TIMESTAMPNS = 35
+_ANC = socket.CMSG_SPACE(16)
 
 
 def _wait_until(deadline: float) -> None:
@@ -44,6 +52,19 @@ def _wait_until(deadline: float) -> None:
         time.sleep(left - _SPIN_S)
     while time.monotonic() < deadline:
         pass
+
+
+def _written_at(anc: list, got: float) -> float:
+    """When the bytes were written, on time.monotonic()'s clock: the kernel's receive stamp
+    when there is one (a few microseconds after the sender's write, so never earlier than
+    it), else ``got``. Never later than ``got``."""
+    for level, kind, data in anc:
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(data) >= 16:
+            sec, ns = struct.unpack("qq", data[:16])
+            real = time.time_ns()
+            mono = time.monotonic()   # read after the wall clock: the start is never early
+            return min(got, mono - (real - (sec * 1_000_000_000 + ns)) / 1e9)
+    return got
 
 
 @dataclass
@@ -79,9 +100,9 @@ class Cable:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.connected = {"a": threading.Event(), "b": threading.Event()}
-        #: Called for each piece relayed, from its pump's thread, when set (bench/serial_split.py):
-        #: ``(from end, received, wire time up, handed on, bytes)``, ``time.perf_counter()``
-        #: seconds.
+        #: Called for each write relayed, from its pump's thread, when set (bench/serial_split.py):
+        #: ``(from end, written (its wire time starts), wire time up, its last byte handed on,
+        #: bytes)``, time.monotonic() seconds (time.perf_counter()'s clock on Linux).
         self.on_relay: Callable[[str, float, float, float, int], None] | None = None
 
     def start(self) -> "Cable":
@@ -185,46 +206,74 @@ class Cable:
         dst_end = "b" if src_end == "a" else "a"
         direction = src_end + dst_end
         byte_s = 10.0 / self.baud if self.baud else 0.0
+        try:
+            conn.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        except OSError:
+            pass   # closed already: the recv below ends the pump
         next_free = 0.0
         while not self._stop.is_set():
             try:
-                data = conn.recv(4096)
+                data, anc, _flags, _addr = conn.recvmsg(4096, _ANC)
             except OSError:
-                data = b""
-            stamp = self.on_relay
-            got = time.perf_counter() if stamp else 0.0
+                data, anc = b"", []
+            got = time.monotonic()
             if not data:
                 with self._lock:
                     if self._conns[src_end] is conn:
                         self._conns[src_end] = None
                         self.connected[src_end].clear()
                 return
+            start = max(_written_at(anc, got), next_free)
             with self._lock:
                 f = self.faults[direction]
             if f.active:
                 data = self._mangle(data, f)
-            step = self.chunk or len(data) or 1
-            for i in range(0, len(data), step):
-                piece = data[i:i + step]
-                if byte_s:
-                    now = time.monotonic()
-                    start = max(now, next_free)
-                    next_free = start + byte_s * len(piece)
-                    _wait_until(next_free)
-                with self._lock:
-                    dst = self._conns[dst_end]
-                if dst is None:
-                    self.stats["lost"] += len(piece)
+            next_free = start + byte_s * len(data)
+            handed = self._relay(data, start, byte_s, dst_end, direction)
+            stamp = self.on_relay
+            if stamp is not None and data:
+                stamp(src_end, start, next_free, handed, len(data))
+
+    def _relay(self, data: bytes, start: float, byte_s: float, dst_end: str,
+               direction: str) -> float:
+        """Hand ``data`` on as a UART would: byte ``i`` not before ``start + (i + 1) *
+        byte_s``; the last byte at its time to the spin, the ones before it in pieces of what
+        is due (at most ``chunk`` bytes each). Returns time.monotonic() after the last send."""
+        n = len(data)
+        step = self.chunk or n or 1
+        sent = 0
+        while sent < n:
+            if byte_s:
+                due_last = start + n * byte_s
+                left = due_last - time.monotonic()
+                if left > _SPIN_S + _PIECE_S:
+                    time.sleep(_PIECE_S)
+                elif left > byte_s:
+                    _wait_until(due_last - byte_s)   # all but the last byte, then the last
+                else:
+                    _wait_until(due_last)
+                due = min(n, int((time.monotonic() - start) / byte_s))
+                if due <= sent:
                     continue
-                due = time.perf_counter() if stamp else 0.0
-                try:
-                    dst.sendall(piece)
-                    self.stats[direction] += len(piece)
-                except OSError:
-                    self.stats["lost"] += len(piece)
-                    continue
-                if stamp:
-                    stamp(src_end, got, due, time.perf_counter(), len(piece))
+            else:
+                due = n
+            while sent < due:
+                piece = data[sent:min(due, sent + step)]
+                sent += len(piece)
+                self._send(dst_end, direction, piece)
+        return time.monotonic()
+
+    def _send(self, dst_end: str, direction: str, piece: bytes) -> None:
+        with self._lock:
+            dst = self._conns[dst_end]
+        if dst is None:
+            self.stats["lost"] += len(piece)
+            return
+        try:
+            dst.sendall(piece)
+            self.stats[direction] += len(piece)
+        except OSError:
+            self.stats["lost"] += len(piece)
 
 
 def main(argv: list[str] | None = None) -> int:
