@@ -65,14 +65,17 @@ class SendQueue:
         self._thread = threading.Thread(target=self._run, name=f"send {name}", daemon=True)
         self._thread.start()
 
-    def put(self, frame: bytes) -> None:
-        """Queue ``frame`` for the link; dropped (and counted) when the queue is full."""
+    def put(self, frame: bytes) -> bool:
+        """Queue ``frame`` for the link: True; False when the queue is full (the frame is
+        dropped and counted)."""
         try:
             self._q.put_nowait(frame)
         except queue.Full:
             if self._metrics is not None:
                 self._metrics.link_dropped.labels(self.name).inc()
             log.debug("link %s: send queue full, frame dropped", self.name)
+            return False
+        return True
 
     def _run(self) -> None:
         while True:

@@ -8,9 +8,13 @@ device: the id of the first authenticated frame binds the line, and frames namin
 device are refused. When the port goes away the link marks the device offline and reopens
 the port with a capped backoff until the daemon stops.
 
-Replies go through a :class:`host.site.replies.SendQueue` of this link's own: a peer that
-stops reading blocks only this line (each write waits at most ``_WRITE_TIMEOUT_S``), never the
-daemon's reply thread or another device. The link's state changes (open, cannot open, lost)
+A reply is written at once by the thread that sends it (the writer's, right after the
+COMMIT) when nothing is queued before it and the line takes the whole frame without waiting
+(a socket:// port, or a tty/pty, which pyserial opens non-blocking): no hand-off to another
+thread. Otherwise, and for the rest of a frame the line took only in part, it goes through a
+:class:`host.site.replies.SendQueue` of this link's own: a peer that stops reading blocks only
+this line (each write waits at most ``_WRITE_TIMEOUT_S``), never the daemon's writer, its reply
+thread or another device. The link's state changes (open, cannot open, lost)
 are logged at WARNING with the cause, once per change, and exported as
 ``tapkiosk_link_up{link}``; damaged frames are counted per frame and logged at most once per
 ``_GARBAGE_LOG_S`` per line.
@@ -19,9 +23,11 @@ are logged at WARNING with the cause, once per change, and exported as
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import serial
@@ -72,6 +78,31 @@ def _rest(sock: socket.socket) -> bytes:
     return more
 
 
+def _nonblocking_write(port: Any) -> Callable[[bytes], int] | None:
+    """A write to ``port`` that never waits: it returns how many bytes the line took (0 when
+    its buffer is full). For a socket:// port and a tty/pty (pyserial opens it O_NONBLOCK);
+    None for other port types (rfc2217://, loop://), whose replies all go through the queue."""
+    if type(port).__module__.endswith(".protocol_socket"):
+        sock = port._socket
+
+        def to_socket(data: bytes) -> int:
+            try:
+                return sock.send(data, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return 0
+        return to_socket
+    fd = getattr(port, "fd", None)
+    if not isinstance(fd, int) or fd < 0 or os.get_blocking(fd):
+        return None
+
+    def to_fd(data: bytes) -> int:
+        try:
+            return os.write(fd, data)
+        except (BlockingIOError, InterruptedError):
+            return 0
+    return to_fd
+
+
 class SerialLink:
     """Serves the device on one serial port; see the module doc."""
 
@@ -83,11 +114,14 @@ class SerialLink:
         self.parser = framing.FrameParser()
         self.opened = threading.Event()
         self._port: Any = None
-        self._wlock = threading.Lock()
+        self._now: Callable[[bytes], int] | None = None   # the port's non-blocking write
+        self._wlock = threading.Lock()   # held for every write: frames never interleave
+        self._count = threading.Lock()
+        self._queued = 0   # frames (or rests of one) queued and not yet written
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"serial {url}", daemon=True)
         self.name = f"serial:{url}"
-        self.out = SendQueue(self.name, self.write, service.metrics)
+        self.out = SendQueue(self.name, self._write_queued, service.metrics)
         self._up = service.metrics.link_up.labels(self.name)
         self._up.set(0)
         self._garbage_log = RateLimitedLog(log, _GARBAGE_LOG_S)
@@ -111,17 +145,52 @@ class SerialLink:
         self.out.close(timeout)
 
     def send(self, packet: bytes) -> None:
-        """Queue one packet for this line (never blocks; dropped when the queue is full)."""
-        self.out.put(packet)
-
-    def write(self, packet: bytes) -> None:
-        """Write one packet as a COBS frame now (raises OSError when the port is gone)."""
+        """Write one packet as a COBS frame: now when nothing is queued before it and the line
+        takes it without waiting, else (or what the line did not take) through the queue.
+        Never blocks; dropped (and counted) when the queue is full or the port is gone."""
         frame = framing.encode(packet)
-        with self._wlock:
-            port = self._port
-            if port is None:
-                raise OSError(f"{self.url} is not open")
-            port.write(frame)
+        if not self._wlock.acquire(blocking=False):   # a queued frame is being written
+            self._enqueue(frame)
+            return
+        try:
+            with self._count:
+                idle = self._queued == 0
+            if idle and self._now is not None:
+                frame = frame[self._take(frame):]
+            if frame:
+                self._enqueue(frame)   # under the lock: a rest goes out before any later frame
+        finally:
+            self._wlock.release()
+
+    def _take(self, frame: bytes) -> int:
+        """How much of ``frame`` the line took at once (all of it when the port failed: the
+        frame is dropped, the device resends)."""
+        try:
+            return self._now(frame)
+        except OSError as e:
+            self.service.metrics.link_dropped.labels(self.name).inc()
+            log.debug("serial %s: frame not sent: %s", self.url, e)
+            return len(frame)
+
+    def _enqueue(self, frame: bytes) -> None:
+        with self._count:
+            self._queued += 1
+        if not self.out.put(frame):
+            with self._count:
+                self._queued -= 1
+
+    def _write_queued(self, frame: bytes) -> None:
+        """The send queue's write: ``frame`` now, waiting at most the write timeout (raises
+        OSError when the port is gone)."""
+        try:
+            with self._wlock:
+                port = self._port
+                if port is None:
+                    raise OSError(f"{self.url} is not open")
+                port.write(frame)
+        finally:
+            with self._count:
+                self._queued -= 1
 
     def _open(self) -> Any:
         port = serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=_READ_TIMEOUT_S,
@@ -143,6 +212,7 @@ class SerialLink:
                 continue
             with self._wlock:
                 self._port = port
+                self._now = _nonblocking_write(port)
             self.parser = framing.FrameParser()
             log.log(logging.WARNING if self._down_cause else logging.INFO, "serial %s: open",
                     self.url)
@@ -159,6 +229,7 @@ class SerialLink:
                 self._up.set(0)
                 with self._wlock:
                     self._port = None
+                    self._now = None
                 try:
                     port.close()
                 except Exception:  # noqa: BLE001 - closing a port that already failed
