@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support import pct, start_daemon, stop  # noqa: E402
+from support import hello, pct, start_daemon, stop  # noqa: E402
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,7 +139,7 @@ def run_rate(baud: int, taps: int) -> dict[str, float]:
                  "cable": SimDevice("kiosk-2", KEY_B, "kiosk", SerialTransport(cable.url_a))}
         cards = {"pty": CARD, "cable": CARD2}
         for name, dev in lines.items():
-            dev.hello()
+            hello(dev)
             for _ in range(20):
                 dev.tap(cards[name], amount_fen=1)
             times = []

@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support import pct, start_daemon, stop  # noqa: E402
+from support import hello, pct, start_daemon, stop  # noqa: E402
 
 import sim.cable as cable_mod  # noqa: E402
 
@@ -74,7 +74,7 @@ def run(baud: int, taps: int, db_dir: str | None) -> list[tuple[float, ...]]:
         while not cable.connected["b"].is_set() and time.monotonic() < deadline:
             time.sleep(0.05)
         dev = SimDevice("kiosk-2", KEY_B, "kiosk", SerialTransport(cable.url_a))
-        dev.hello()
+        hello(dev)
         for _ in range(20):
             dev.tap(CARD2, amount_fen=1)
         for _ in range(taps):

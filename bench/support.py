@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from typing import Any
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,3 +107,17 @@ def stop(proc: subprocess.Popen, timeout: float = 20.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
+
+
+def hello(dev: Any, attempts: int = 5) -> dict:
+    """``dev.hello()`` until a WELCOME comes, as the firmware resends its HELLO: a daemon that
+    is still opening its ``socket://`` port discards what arrived before (pyserial resets the
+    input buffer on open), and a bench that waits only for the connection may send too early."""
+    from sim.device import NoReply
+
+    for _ in range(attempts - 1):
+        try:
+            return dev.hello()
+        except NoReply:
+            continue
+    return dev.hello()
