@@ -276,3 +276,108 @@ def test_a_socket_line_reads_what_arrived_at_once_not_byte_by_byte(svc: Service)
     finally:
         link.stop()
         srv.close()
+
+
+def _socket_link(svc: Service, rcvbuf: int | None = None) -> tuple[SerialLink, socket.socket]:
+    """A SerialLink on ``socket://`` to a real TCP peer (the peer's receive buffer as given)."""
+    lst = socket.socket()
+    if rcvbuf is not None:
+        lst.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(1)
+    lst.settimeout(10)
+    link = SerialLink(f"socket://127.0.0.1:{lst.getsockname()[1]}", svc).start()
+    peer, _ = lst.accept()
+    lst.close()
+    wait_until(link.opened.is_set, what="the link's port open")
+    return link, peer
+
+
+def _read_frames(peer: socket.socket, n: int) -> list[bytes]:
+    parser, got = framing.FrameParser(), []
+    peer.settimeout(10)
+    while len(got) < n:
+        data = peer.recv(65536)
+        assert data, "the link closed"
+        got += parser.feed(data)
+    return got
+
+
+def test_a_reply_the_line_takes_at_once_is_written_by_the_sending_thread(svc: Service) -> None:
+    link, peer = _socket_link(svc)
+    queued: list[bytes] = []
+    put = link.out.put
+    link.out.put = lambda frame: bool(queued.append(frame)) or put(frame)   # type: ignore[method-assign]
+    try:
+        link.send(b"\x01\x00\x02")
+        assert _read_frames(peer, 1) == [b"\x01\x00\x02"]
+        assert queued == []     # no hand-off to the send thread
+    finally:
+        peer.close()
+        link.stop()
+
+
+def test_a_frame_the_line_takes_in_part_goes_out_whole_and_in_order(svc: Service) -> None:
+    """The peer does not read: the line fills, a frame goes out in part and its rest is queued;
+    later frames queue behind it. Once the peer reads, every frame arrives whole, in order."""
+    link, peer = _socket_link(svc, rcvbuf=4096)
+    link._port._socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    queued: list[bytes] = []
+    put = link.out.put
+    link.out.put = lambda frame: bool(queued.append(frame)) or put(frame)   # type: ignore[method-assign]
+    sent = []
+    try:
+        for i in range(2000):
+            sent.append(bytes([i % 251 + 1]) * 290)
+            link.send(sent[-1])
+            if queued:
+                break
+        assert queued, "the line never filled"
+        direct = len(sent) - 1
+        for i in range(10):
+            sent.append(bytes([i + 1, 0]) * 100)
+            link.send(sent[-1])
+        assert direct > 0
+        assert _read_frames(peer, len(sent)) == sent
+        assert svc.metrics.value("tapkiosk_link_dropped_total", link=link.name) == 0
+    finally:
+        peer.close()
+        link.stop()
+
+
+class _Line:
+    """A port's two writes onto one wire: the non-blocking one takes ``first`` bytes the first
+    time (a line nearly full), then all it is given; the blocking one all it is given."""
+
+    def __init__(self, first: int) -> None:
+        self.wire = bytearray()
+        self.first: int | None = first
+
+    def take(self, data: bytes) -> int:
+        n = len(data) if self.first is None else min(self.first, len(data))
+        self.first = None
+        self.wire += data[:n]
+        return n
+
+    def write(self, data: bytes) -> int:
+        self.wire += data
+        return len(data)
+
+
+def test_the_rest_of_a_frame_taken_in_part_goes_out_before_any_later_frame(svc: Service) -> None:
+    line = _Line(first=10)
+    link = SerialLink("loop://p", svc)
+    link._port, link._now = line, line.take     # not started: the port is given, not opened
+    go = threading.Event()
+    write = link.out._write
+    link.out._write = lambda frame: (go.wait(10), write(frame))[1]   # type: ignore[method-assign]
+    packets = [b"\x05" * 200, b"\x06" * 200, b"\x07\x00\x07"]
+    try:
+        for p in packets:   # the 1st: 10 bytes now, the rest queued (held); the line has room
+            link.send(p)    # again, but the 2nd and 3rd must not overtake that rest
+        go.set()
+        wait_until(lambda: framing.FrameParser().feed(bytes(line.wire)) == packets,
+                   what="the three frames whole, in order")
+    finally:
+        go.set()
+        link.out.close()
