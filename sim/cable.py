@@ -36,12 +36,12 @@ from dataclasses import dataclass
 # time.sleep() wakes up late (timer slack, an idle CPU waking up: 0.1-0.3 ms on a VM), which
 # a wire does not: sleep until this close to the deadline, then spin the rest.
 _SPIN_S = 0.0005
-# Between a frame's first and last byte, hand on what is due every byte time, but not more
-# often than this (a UART delivers each byte at its wire time; below 0.1 ms a send per byte
-# costs more CPU than the model gains; time.sleep() adds its own slack on top). How often the
-# receiver is woken during a frame matters to it: a CPU idle for 5 ms runs the next Python
-# several times slower (host/README.md, the serial paragraphs).
-_PIECE_S = 0.0001
+# Between a frame's first and last byte, hand on what is due every 0.2 ms (a UART delivers
+# each byte at its wire time). How often the receiver is woken during a frame matters to it:
+# a CPU idle for 5 ms runs the next Python several times slower; but pieces every 0.1 ms cost
+# the bench's process 4-5 ms of CPU a tap against 2.7-3.4 (0.2 ms) and 1.6 (none), which a
+# loaded 2-core machine pays back in outliers (host/README.md, the serial paragraphs).
+_PIECE_S = 0.0002
 # SO_TIMESTAMPNS (asm-generic/socket.h; the socket module has no name for it): the kernel's
 # receive time of the bytes, i.e. when the sender wrote them, not when this pump woke up.
 _SO_TIMESTAMPNS = 35
@@ -241,7 +241,7 @@ class Cable:
                direction: str) -> float:
         """Hand ``data`` on as a UART would: byte ``i`` not before ``start + (i + 1) *
         byte_s``; the last byte at its time to the spin, the ones before it in pieces of what
-        is due, every byte time or 0.1 ms (at most ``chunk`` bytes each). Returns
+        is due, every 0.2 ms (at most ``chunk`` bytes each). Returns
         time.monotonic() after the last send."""
         n = len(data)
         step = self.chunk or n or 1
@@ -250,8 +250,8 @@ class Cable:
             if byte_s:
                 due_last = start + n * byte_s
                 left = due_last - time.monotonic()
-                if left > _SPIN_S + max(byte_s, _PIECE_S):
-                    time.sleep(max(byte_s, _PIECE_S))
+                if left > _SPIN_S + _PIECE_S:
+                    time.sleep(_PIECE_S)
                 elif left > byte_s:
                     _wait_until(due_last - byte_s)   # all but the last byte, then the last
                 else:
