@@ -2,14 +2,15 @@
 """Serial tap round trip, split at the cable.
 
 One daemon on one paced ``sim/cable.py`` line (``socket://``), one simulated kiosk on the
-other end, as in ``bench/serial_rtt.py``. The cable stamps each relayed frame: when it came in,
-when its wire time was up, when it was handed on. Per tap (medians over ``--taps``, ms):
+other end, as in ``bench/serial_rtt.py``. The cable stamps each relayed frame: when it was
+written (the kernel's receive stamp: its wire time starts there), when its wire time was up,
+when its last byte was handed on. Per tap (medians over ``--taps``, ms):
 
-- ``device_to_cable``: the TAP written by the device until the cable has it;
+- ``device_to_cable``: ``tap()`` called until the TAP is written (the device builds the frame);
 - ``pace_tap``, ``pace_decision``: each frame's time on the simulated wire;
-- ``relay``: the cable handing both frames on (its sends, both directions);
-- ``daemon``: the TAP handed to the daemon's end until the DECISION is back at the cable
-  (the daemon's read, MAC, writer and durable commit, reply; two loopback hops);
+- ``relay``: the cable handing each frame's last byte on after its wire time (both directions);
+- ``daemon``: the TAP's last byte handed to the daemon's end until the DECISION is written
+  (the daemon's read, MAC, writer and durable commit, reply);
 - ``cable_to_device``: the DECISION handed on until the device's ``tap()`` returns;
 - ``over_wire``: the whole round trip minus the wire time of both frames (the baseline,
   computed from the frame sizes in the same run).
