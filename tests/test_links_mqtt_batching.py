@@ -87,6 +87,19 @@ def test_batched_client_sends_and_receives_every_message_in_order(broker) -> Non
         assert all(i.is_published() for i in infos)   # PUBACKs read back
         assert counting.sends - before < N // 10, counting.sends - before
 
+        # daemon -> broker: QoS-0 events written raw, among QoS-1 publishes
+        down.clear()
+        for i in range(N):
+            c.publish_qos0("t/out", b"e%d" % i)
+            if i % 50 == 0:
+                c.publish("t/out", b"q%d" % i, qos=1)
+        _pump(c, lambda: len(down) == N + N // 50 and not c._out_messages)
+        assert [x for x in down if x.startswith(b"e")] == [b"e%d" % i for i in range(N)]
+        assert [x for x in down if x.startswith(b"q")] == [b"q%d" % i for i in range(0, N, 50)]
+        big = bytes(range(256)) * 3   # a remaining length of two bytes
+        c.publish_qos0("t/out", big)
+        _pump(c, lambda: down[-1:] == [big])
+
         # broker -> daemon: a burst of QoS-1 messages, as TAPs arrive
         for i in range(N):
             other.publish("t/in", b"%d" % i, qos=1)
@@ -94,6 +107,10 @@ def test_batched_client_sends_and_receives_every_message_in_order(broker) -> Non
         time.sleep(0.2)
         _pump(c, lambda: True)
         assert received == [b"%d" % i for i in range(N)]
+        c.disconnect()
+        c.flush_out()
+        c.publish_qos0("t/out", b"after")   # not connected: dropped, as paho drops it
+        assert not c.want_write()
     finally:
         other.loop_stop()
         other.disconnect()

@@ -63,6 +63,23 @@ class BatchingClient(mqtt.Client):
             self.flush_out()
         return len(buf)
 
+    def publish_qos0(self, topic: str, payload: bytes) -> None:
+        """A QoS-0 PUBLISH appended to the write buffer as it is: nothing to acknowledge or
+        send again, so none of ``publish``'s bookkeeping (the daemon's events, two a tap).
+        Dropped while not connected, as ``publish`` drops it. paho never leaves half a
+        packet here (``_sock_send`` takes all it is given), so this lands between two."""
+        if self._sock is None or not self.is_connected():
+            return
+        t = topic.encode("utf-8")
+        n = 2 + len(t) + len(payload)
+        size = bytearray()
+        while True:                       # MQTT's variable-length remaining length
+            b, n = n & 0x7F, n >> 7
+            size.append(b | 0x80 if n else b)
+            if not n:
+                break
+        self._wbuf.append(b"\x30" + bytes(size) + len(t).to_bytes(2, "big") + t + payload)
+
     def want_write(self) -> bool:
         return bool(self._wbuf) or super().want_write()
 

@@ -170,9 +170,12 @@ class Pump:
         data = self.sock.recv(RECV_CHUNK)
         if not data:
             return False
-        publish = self.client.publish
+        c = self.client
         for kind, _r, topic, payload in records.feed(data):
-            publish(topic, payload, qos=1 if kind == b"P" else 0)
+            if kind == b"P":
+                c.publish(topic, payload, qos=1)
+            else:
+                c.publish_qos0(topic, payload)
         return True
 
     def run(self) -> None:
