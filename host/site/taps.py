@@ -166,15 +166,15 @@ class Taps:
                   direction=_DIRECTIONS.get(f["direction"]), offline=bool(f["flags"] & 1),
                   device_time=f["device_time"], secure=f["secure"], sale_id=f["sale_id"])
         self.publisher.tap(tap)
+        # The DECISION goes out from the writer's thread right after COMMIT (one hand-off
+        # less); counting and logging follow on the reply thread.
+        late = e.late
         try:
-            fut = self.writer.submit_tap(tap, self.encoder(st))
+            self.writer.submit_tap_then(tap, self.encoder(st), lambda d, err: self._tap_done(
+                st, p, tap, d, err, link, t0, late))
         except WriterClosed as err:
             self._failed(st, p, link, "internal", f"not decided: {type(err).__name__}",
                          codes.ERR_INTERNAL)
-            return
-        # The DECISION goes out from the writer's thread right after COMMIT (one hand-off
-        # less); counting and logging follow on the reply thread.
-        fut.add_done_callback(lambda fu: self._tap_done(st, p, tap, fu, link, t0, e.late))
 
     def _old_tap(self, st: DeviceState, p: pk.Packet, send: Send, link: str, why: str) -> None:
         """A TAP the window refuses: if the store already applied this very tap (the RAM cache
@@ -194,11 +194,9 @@ class Taps:
             return
         self.refusals.refuse("replay", st, p, send, link, why, codes.ERR_REPLAY)
 
-    def _tap_done(self, st: DeviceState, p: pk.Packet, tap: Tap, fut: Future, link: str,
-                  t0: float, late: bool) -> None:
-        try:
-            d: Decision = fut.result()
-        except BaseException as err:  # noqa: BLE001 - refused as internal; the device resends
+    def _tap_done(self, st: DeviceState, p: pk.Packet, tap: Tap, d: Decision | None,
+                  err: BaseException | None, link: str, t0: float, late: bool) -> None:
+        if d is None:   # not decided: refused as internal; the device resends
             why = f"not decided: {type(err).__name__}"
             self.replies.put(lambda: self._failed(st, p, link, "internal", why,
                                                   codes.ERR_INTERNAL))
