@@ -6,8 +6,14 @@ publishes leaves in a handful of ``send`` calls instead of one per packet."""
 from __future__ import annotations
 
 import select
+import shutil
+import subprocess
+import tempfile
 import threading
 import time
+from pathlib import Path
+
+import pytest
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -50,8 +56,11 @@ def _pump(c: BatchingClient, until, timeout: float = 15.0) -> None:  # noqa: ANN
         c.flush_out()
 
 
-def _plain(cid: str, broker, topics: list[str], got: list[bytes]) -> mqtt.Client:  # noqa: ANN001
+def _plain(cid: str, broker, topics: list[str], got: list[bytes],  # noqa: ANN001
+           ca: str | None = None) -> mqtt.Client:
     p = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid)
+    if ca is not None:
+        p.tls_set(ca_certs=ca)
     ready = threading.Event()
     p.on_subscribe = lambda *a: ready.set()
     p.on_message = lambda cl, ud, msg: got.append(msg.payload)
@@ -63,8 +72,32 @@ def _plain(cid: str, broker, topics: list[str], got: list[bytes]) -> mqtt.Client
     return p
 
 
-def test_batched_client_sends_and_receives_every_message_in_order(broker) -> None:  # noqa: ANN001
-    c = new_client("batching-test", None, None, False, None, BatchingClient)
+def _tls(broker, tmp: Path) -> str:  # noqa: ANN001
+    """Restart ``broker`` with TLS only, a self-signed certificate for 127.0.0.1; its path.
+    (Readable by all: mosquitto started as root reads them after dropping to its own user.)"""
+    cert, key = tmp / "broker.pem", tmp / "broker.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    for f in (cert, key):
+        f.chmod(0o644)
+    broker.stop()
+    broker._conf.write_text(broker._conf.read_text()
+                            + f"cafile {cert}\ncertfile {cert}\nkeyfile {key}\n")
+    broker.start()
+    return str(cert)
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+def test_batched_client_sends_and_receives_every_message_in_order(broker, request,  # noqa: ANN001
+                                                                   tls: bool) -> None:
+    if tls and shutil.which("openssl") is None:
+        pytest.fail("openssl is needed to make the broker's certificate")
+    certs = Path(tempfile.mkdtemp(prefix="tapkiosk-tls-"))
+    certs.chmod(0o755)
+    request.addfinalizer(lambda: shutil.rmtree(certs, ignore_errors=True))
+    ca = _tls(broker, certs) if tls else None
+    c = new_client("batching-test", None, None, tls, ca, BatchingClient)
     subscribed: list[int] = []
     c.on_subscribe = lambda cl, ud, mid, rc, props=None: subscribed.append(mid)
     received: list[bytes] = []
@@ -77,7 +110,7 @@ def test_batched_client_sends_and_receives_every_message_in_order(broker) -> Non
     _pump(c, lambda: bool(subscribed))
 
     down: list[bytes] = []
-    other = _plain("batching-other", broker, ["t/out"], down)
+    other = _plain("batching-other", broker, ["t/out"], down, ca)
     try:
         # daemon -> broker: a burst of QoS-1 publishes, as DECISIONs leave under load
         before = counting.sends

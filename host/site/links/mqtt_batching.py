@@ -41,8 +41,12 @@ class BatchingClient(mqtt.Client):
         self._rbuf, self._rpos, self._wbuf = b"", 0, []
 
     def buffered(self) -> bool:
-        """Bytes read from the broker that paho has not taken yet."""
-        return self._rpos < len(self._rbuf)
+        """Bytes read from the broker that paho has not taken yet (here, or decrypted and
+        waiting in a TLS socket, which ``select`` does not see either)."""
+        if self._rpos < len(self._rbuf):
+            return True
+        pending = getattr(self._sock, "pending", None)
+        return pending is not None and pending() > 0
 
     def _sock_recv(self, bufsize: int) -> bytes:
         if self._rpos >= len(self._rbuf):
