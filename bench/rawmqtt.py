@@ -85,8 +85,11 @@ class RawMqtt:
             buf = self._packets(buf)
             out, self._out = self._out, None
             if out:
-                with self._lock:
-                    self.sock.sendall(b"".join(out))
+                try:
+                    with self._lock:
+                        self.sock.sendall(b"".join(out))
+                except OSError:   # closed while a last chunk was handled: the run is over
+                    return
 
     def _packets(self, buf: bytes) -> bytes:
         """Handle every whole packet in ``buf``; return what is left."""

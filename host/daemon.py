@@ -114,6 +114,9 @@ class Daemon:
                 raise InputError(f"cannot serve metrics on port {c.metrics_port} "
                                  f"({c.metrics_addr}): {e.strerror}") from None
             log.info("metrics on http://%s:%d/metrics", c.metrics_addr, self.metrics_port)
+        # What follows a commit (count, log, events) reaches the reply thread once per batch.
+        self.writer.after_job.append(self.service.replies.flush)
+        self.service.replies.defer_on(self.writer.thread_id)
         try:
             self._start_web()
             self._start_links()
@@ -171,7 +174,7 @@ class Daemon:
                 # DECISIONs the writer thread sends go out in one write per batch (and the
                 # events below in one write per wake-up of their thread).
                 link.defer_on(self.writer.thread_id)
-                self.writer.after_job.append(link.flush)
+                self.writer.after_job.insert(0, link.flush)   # the DECISIONs first
             from host.site.links.mqtt_events import EventBatcher
             self.mqtt_events = EventBatcher(self.bus, link.publish_many).start()
         if c.nfc is not None:

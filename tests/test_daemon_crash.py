@@ -70,9 +70,14 @@ def test_sigterm_is_graceful_and_metrics_served(tmp_path: Path, broker) -> None:
         dev = SimDevice("kiosk-1", KEY_A, "kiosk", MqttTransport(broker.host, broker.port))
         dev.hello()
         assert dev.tap(CARD, amount_fen=100)["verdict"] == codes.GRANT
-        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
-        text = body.decode()
-        assert 'tapkiosk_taps_total{reason="ok",verdict="grant"} 1.0' in text
+
+        def counted() -> str | None:
+            # Counted on the reply thread once the DECISION went out: it may trail the device.
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                          timeout=5).read().decode()
+            return text if 'tapkiosk_taps_total{reason="ok",verdict="grant"} 1.0' in text \
+                else None
+        text = wait_until(counted, what="the tap counted")
         assert "tapkiosk_tap_latency_seconds_bucket" in text
         assert "tapkiosk_devices_online 1.0" in text
         dev.close()

@@ -190,3 +190,47 @@ def test_a_tap_that_fails_its_batch_does_not_refuse_the_others(tmp_path: Path) -
         assert ledger.verify(db) == []
     finally:
         db.conn.close()
+
+
+def test_submit_tap_then_calls_back_on_the_writer_thread_after_commit(tmp_path: Path) -> None:
+    """The daemon's tap path: no future, ``done(decision, None)`` on the writer's thread once
+    committed (the tap is in the store by then); a writer that never started calls
+    ``done(None, WriterClosed)``; a callback that raises does not stop the writer."""
+    import threading
+
+    from host.site.writer import WriterClosed
+    path = tmp_path / "site.db"
+    make_site(path)
+    w = Writer(str(path)).start()
+    got: list[tuple[int, Decision | None, BaseException | None, int, int]] = []
+    done = threading.Event()
+
+    def cb(seq: int):
+        def then(d: Decision | None, err: BaseException | None) -> None:
+            got.append((seq, d, err, threading.get_ident(), tap_count(path, "kiosk-1")))
+            if seq == 1:
+                raise RuntimeError("a callback that fails")
+            if len(got) == 3:
+                done.set()
+        return then
+
+    try:
+        for seq in (1, 2, 3):
+            w.submit_tap_then(Tap("kiosk-1", seq, CARD, amount_fen=10), _encoder(b"A", []),
+                              cb(seq))
+        assert done.wait(30)
+    finally:
+        w.stop()
+    assert [g[0] for g in got] == [1, 2, 3]
+    assert all(g[1] is not None and g[2] is None and g[1].reply.startswith(b"A:")
+               for g in got)
+    assert {g[3] for g in got} == {w.thread_id}
+    assert [g[4] >= g[0] for g in got] == [True] * 3   # committed before its callback
+    assert tap_count(path, "kiosk-1") == 3
+
+    never = Writer(str(path))
+    errs: list[BaseException | None] = []
+    never.submit_tap_then(Tap("kiosk-1", 9, CARD, amount_fen=10), _encoder(b"A", []),
+                          lambda d, err: errs.append(err))
+    never.stop()
+    assert len(errs) == 1 and isinstance(errs[0], WriterClosed)

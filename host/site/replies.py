@@ -25,26 +25,47 @@ SEND_QUEUE_MAX = 64
 
 
 class ReplyThread:
-    """One thread running queued jobs in order; a failing job is logged, the rest go on."""
+    """One thread running queued jobs in order; a failing job is logged, the rest go on.
+
+    Jobs put by the thread named in ``defer_on`` (the writer's) are held until that thread
+    calls ``flush()`` (once its batch is answered), then queued as one: one hand-off and one
+    wake-up of this thread per batch of taps instead of one per tap."""
 
     def __init__(self) -> None:
-        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._jobs: queue.Queue[Callable[[], None] | list[Callable[[], None]] | None]
+        self._jobs = queue.Queue()
+        self._defer: int | None = None
+        self._held: list[Callable[[], None]] = []   # touched by the deferred thread only
         self._thread = threading.Thread(target=self._run, name="tapkiosk-reply", daemon=True)
         self._thread.start()
 
+    def defer_on(self, thread_id: int | None) -> None:
+        """Hold the jobs ``thread_id`` puts until it calls ``flush()``."""
+        self._defer = thread_id
+
     def put(self, job: Callable[[], None]) -> None:
         """Run ``job()`` on the reply thread."""
+        if self._defer is not None and threading.get_ident() == self._defer:
+            self._held.append(job)
+            return
         self._jobs.put(job)
+
+    def flush(self) -> None:
+        """Hand the held jobs to the reply thread (called by the deferred thread)."""
+        if self._held:
+            held, self._held = self._held, []
+            self._jobs.put(held)
 
     def _run(self) -> None:
         while True:
             job = self._jobs.get()
             if job is None:
                 return
-            try:
-                job()
-            except Exception:  # noqa: BLE001 - one failed reply must not stop the others
-                log.exception("sending a reply failed")
+            for one in job if isinstance(job, list) else (job,):
+                try:
+                    one()
+                except Exception:  # noqa: BLE001 - one failed reply must not stop the others
+                    log.exception("sending a reply failed")
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop once what is queued has run."""

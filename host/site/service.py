@@ -88,6 +88,7 @@ class Service:
         self.updates = Updates(writer, self.registry, self.gate, self.reader, clock)
         self.hellos = Hellos(writer, self.registry, self.configs, clock)
         self._next_check = 0.0
+        self._frame_counters: dict[int, Any] = {}
         self._handlers: dict[int, Callable[[DeviceState, pk.Packet, Send, str, float], None]]
         self._handlers = {pk.TAP: self.taps.tap, pk.VOID: self.taps.void,
                           pk.HELLO: self._hello, pk.PING: self._ping, pk.EVENT: self._event,
@@ -132,7 +133,10 @@ class Service:
         except ProtocolError as e:
             refuse("malformed", st, p, send, link, str(e), e.code)
             return None
-        self.metrics.frames.labels(p.name).inc()
+        counter = self._frame_counters.get(p.type)
+        if counter is None:   # labels() looks its child up under a lock: once per type
+            counter = self._frame_counters[p.type] = self.metrics.frames.labels(p.name)
+        counter.inc()
         self.liveness.seen(st, link)
         st.send = send
         self._handlers[p.type](st, p, send, link, t0)

@@ -25,6 +25,7 @@ from host.rules.engine import Decision, Tap, clip_text
 from host.rules.voids import VoidRefused, stored_void_reply, void_tap
 from host.secure.check import card_ref
 from host.site import inflight as gate_
+from host.site.decision_frame import decision_frame
 from host.site.inflight import InflightGate
 from host.site.metrics import Metrics
 from host.site.publish import Publisher
@@ -77,6 +78,7 @@ class Taps:
         self.metrics = metrics
         self.reader = reader
         self._encoders: dict[str, tuple[DeviceState, Callable[[Tap, Decision], bytes]]] = {}
+        self._tap_counters: dict[tuple[str, str], Any] = {}
 
     def encoder(self, st: DeviceState) -> Callable[[Tap, Decision], bytes]:
         """The DECISION encoder of the device's taps (run by the writer in the transaction),
@@ -86,7 +88,8 @@ class Taps:
             return cached[1]
 
         def encode(tap: Tap, d: Decision) -> bytes:
-            return self.registry.encode(st, pk.DECISION, decision_fields(st.wire(tap.seq), d))
+            return decision_frame(self.registry.next_down_seq(st), st.device_id,
+                                  decision_fields(st.wire(tap.seq), d), st.mac)
 
         self._encoders[st.device_id] = (st, encode)
         return encode
@@ -163,15 +166,15 @@ class Taps:
                   direction=_DIRECTIONS.get(f["direction"]), offline=bool(f["flags"] & 1),
                   device_time=f["device_time"], secure=f["secure"], sale_id=f["sale_id"])
         self.publisher.tap(tap)
+        # The DECISION goes out from the writer's thread right after COMMIT (one hand-off
+        # less); counting and logging follow on the reply thread.
+        late = e.late
         try:
-            fut = self.writer.submit_tap(tap, self.encoder(st))
+            self.writer.submit_tap_then(tap, self.encoder(st), lambda d, err: self._tap_done(
+                st, p, tap, d, err, link, t0, late))
         except WriterClosed as err:
             self._failed(st, p, link, "internal", f"not decided: {type(err).__name__}",
                          codes.ERR_INTERNAL)
-            return
-        # The DECISION goes out from the writer's thread right after COMMIT (one hand-off
-        # less); counting and logging follow on the reply thread.
-        fut.add_done_callback(lambda fu: self._tap_done(st, p, tap, fu, link, t0, e.late))
 
     def _old_tap(self, st: DeviceState, p: pk.Packet, send: Send, link: str, why: str) -> None:
         """A TAP the window refuses: if the store already applied this very tap (the RAM cache
@@ -191,15 +194,13 @@ class Taps:
             return
         self.refusals.refuse("replay", st, p, send, link, why, codes.ERR_REPLAY)
 
-    def _tap_done(self, st: DeviceState, p: pk.Packet, tap: Tap, fut: Future, link: str,
-                  t0: float, late: bool) -> None:
-        err = fut.exception()
-        if err is not None:
-            self.replies.put(lambda: self._failed(st, p, link, "internal",
-                                                  f"not decided: {type(err).__name__}",
+    def _tap_done(self, st: DeviceState, p: pk.Packet, tap: Tap, d: Decision | None,
+                  err: BaseException | None, link: str, t0: float, late: bool) -> None:
+        if d is None:   # not decided: refused as internal; the device resends
+            why = f"not decided: {type(err).__name__}"
+            self.replies.put(lambda: self._failed(st, p, link, "internal", why,
                                                   codes.ERR_INTERNAL))
             return
-        d: Decision = fut.result()
         reply = d.reply or self.encoder(st)(tap, d)   # a tap stored before replies were
         self._answer(st, p, reply,
                      lambda sent: self._count_and_log(st, tap, d, link, t0, late, sent))
@@ -213,7 +214,11 @@ class Taps:
         if d.replayed:
             self.metrics.retransmits.inc()
         else:
-            self.metrics.taps.labels(d.verdict, d.reason).inc()
+            counter = self._tap_counters.get((d.verdict, d.reason))
+            if counter is None:   # labels() looks its child up under a lock: once per pair
+                counter = self._tap_counters[(d.verdict, d.reason)] = \
+                    self.metrics.taps.labels(d.verdict, d.reason)
+            counter.inc()
             self.metrics.latency.observe(ms / 1000.0)
         if log.isEnabledFor(logging.INFO):
             log.info("tap device=%s seq=%d card=%s verdict=%s reason=%s latency_ms=%.2f "

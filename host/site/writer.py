@@ -48,6 +48,7 @@ from host.store.db import BUSY_TIMEOUT_MS, is_postgres, open_db, retrying
 
 T = TypeVar("T")
 Encoder = Callable[[Tap, Decision], bytes]
+Done = Callable[[Decision | None, BaseException | None], None]
 
 log = logging.getLogger("tapkiosk.writer")
 
@@ -56,13 +57,36 @@ class WriterClosed(HostError):
 
 
 class _TapJob:
-    __slots__ = ("tap", "encoder", "future", "queued")
+    """A queued tap: its committed Decision (or the exception) goes to its future, or
+    straight to ``done(decision, error)`` on the writer's thread when one was given (no
+    future to make, lock and resolve per tap)."""
 
-    def __init__(self, tap: Tap, encoder: Encoder) -> None:
+    __slots__ = ("tap", "encoder", "future", "done", "queued")
+
+    def __init__(self, tap: Tap, encoder: Encoder, done: Done | None = None) -> None:
         self.tap = tap
         self.encoder = encoder
-        self.future: Future[Decision] = Future()
+        self.done = done
+        self.future: Future[Decision] | None = Future() if done is None else None
         self.queued = time.perf_counter()
+
+    def resolve(self, d: Decision) -> None:
+        if self.future is not None:
+            self.future.set_result(d)
+        else:
+            self._call(d, None)
+
+    def fail(self, e: BaseException) -> None:
+        if self.future is not None:
+            self.future.set_exception(e)
+        else:
+            self._call(None, e)
+
+    def _call(self, d: Decision | None, e: BaseException | None) -> None:
+        try:
+            self.done(d, e)   # type: ignore[misc]
+        except Exception:  # noqa: BLE001 - as a future's callback: logged, the writer goes on
+            log.exception("writer: a tap's done callback failed")
 
 
 class _CallJob:
@@ -217,7 +241,12 @@ class Writer:
         """Queue ``tap``; the future gets its committed Decision (or the exception)."""
         job = _TapJob(tap, encoder)
         self._put(job)
-        return job.future
+        return job.future   # type: ignore[return-value]
+
+    def submit_tap_then(self, tap: Tap, encoder: Encoder, done: Done) -> None:
+        """Queue ``tap``; ``done(decision, None)`` once committed (``done(None, error)``
+        when it cannot be), called on the writer's thread: it must not block."""
+        self._put(_TapJob(tap, encoder, done))
 
     def call(self, fn: Callable[[sqlite_utils.Database], T]) -> Future[T]:
         """Run ``fn(db)`` on the writer thread (its own transaction is up to ``fn``; on
@@ -256,7 +285,9 @@ class Writer:
                 job = self._q.get_nowait()
             except queue.Empty:
                 return
-            if job is not _STOP:
+            if isinstance(job, _TapJob):
+                job.fail(WriterClosed("the database writer never started"))
+            elif job is not _STOP:
                 job.future.set_exception(WriterClosed("the database writer never started"))
 
     # ----------------------------------------------------------------- thread
@@ -363,11 +394,11 @@ class Writer:
                     self._do_taps([j])
                 return
             for j in batch:
-                j.future.set_exception(e)
+                j.fail(e)
             return
         except BaseException as e:  # noqa: BLE001 - every waiter learns the batch failed
             for j in batch:
-                j.future.set_exception(e)
+                j.fail(e)
             return
         self.batches += 1
         self.taps += len(batch)
@@ -378,4 +409,4 @@ class Writer:
             m.transaction.observe(time.perf_counter() - t0)
             m.writer_queue.observe(t0 - batch[0].queued)
         for j, d in zip(batch, decisions):
-            j.future.set_result(d)
+            j.resolve(d)

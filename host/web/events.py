@@ -34,6 +34,9 @@ QUEUE_SIZE = 256
 #: MQTT topic prefix of the events forwarded to MQTT (host/site/links/mqtt_events.py).
 TOPIC_PREFIX = "tapkiosk/v1/events"
 
+#: One encoder for every event (``json.dumps`` with options builds a new one per call).
+_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+
 
 @dataclass(frozen=True)
 class Event:
@@ -139,26 +142,31 @@ class EventBus:
         self._subs: set[Subscription] = set()
         self._lock = threading.Lock()
         self._last_id = 0
+        #: The kinds some subscriber takes, kept when subscribers come and go (read unlocked).
+        self._wanted: frozenset[str] = frozenset()
 
     def wanted(self, kind: str) -> bool:
         """Whether any subscriber takes events of ``kind``: a publisher with nobody to tell
         skips building the event (the daemon asks on every tap)."""
-        with self._lock:
-            subs = tuple(self._subs)
-        return any(sub.kinds is None or kind in sub.kinds for sub in subs)
+        return kind in self._wanted
+
+    def _rewant(self) -> None:
+        """Recompute ``_wanted`` (under ``_lock``)."""
+        self._wanted = frozenset(k for k in KINDS
+                                 if any(s.kinds is None or k in s.kinds for s in self._subs))
 
     def publish(self, kind: str, data: dict[str, Any]) -> Event:
         """Send ``data`` (a JSON-able dict) as an event of ``kind`` to every subscriber.
         InputError for an unknown kind or data that is not JSON-able; never blocks."""
-        check_kinds([kind])
+        if kind not in KINDS:
+            check_kinds([kind])
         if not isinstance(data, dict):
             raise InputError(f"event data must be a dict, got {type(data).__name__}")
         with self._lock:  # ids and delivery in one order for every subscriber
             ts = time.time()
             eid = self._last_id + 1
             try:
-                text = json.dumps({"id": eid, "kind": kind, "ts": ts, "data": data},
-                                  sort_keys=True, separators=(",", ":"))
+                text = _ENCODE({"id": eid, "kind": kind, "ts": ts, "data": data})
             except (TypeError, ValueError) as e:
                 raise InputError(f"event data is not JSON-able: {e}") from None
             self._last_id = eid
@@ -174,12 +182,14 @@ class EventBus:
                            queue_size or self.queue_size)
         with self._lock:
             self._subs.add(sub)
+            self._rewant()
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
         """Forget ``sub`` (``Subscription.close`` calls this)."""
         with self._lock:
             self._subs.discard(sub)
+            self._rewant()
 
     @property
     def subscribers(self) -> int:

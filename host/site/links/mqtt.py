@@ -74,22 +74,28 @@ class MqttInbox:
 
     def deliver(self, topic: str, payload: bytes, received: float) -> None:
         """A message from the broker (``received``: ``time.perf_counter()`` when it came)."""
-        if self._queued == self._handled and self._fast(topic, payload):
+        dev = self._fast(topic, payload) if self._queued == self._handled else None
+        if dev is not None:
             # A TAP of a device already loaded, nothing queued before it: handled here, on
             # the receiving thread (parse, MAC, in-flight gate, submit to the writer: nothing
             # that waits), which saves the hand-off to the worker. Frames stay in order.
-            self._dispatch_safe(topic, payload, received)
+            try:
+                self.service.handle(payload, self._sender(dev), link=self.name, expect=dev,
+                                    received=received)
+            except Exception:  # noqa: BLE001 - one bad message must not stop the link
+                log.exception("mqtt %s: handling %s failed", self.name, topic)
             return
         self._queued += 1
         self._q.put((topic, payload, received))
 
-    def _fast(self, topic: str, payload: bytes) -> bool:
-        """A TAP frame (type byte) on the up topic of a device whose state is in RAM."""
+    def _fast(self, topic: str, payload: bytes) -> str | None:
+        """The device id of a TAP frame (type byte) on the up topic of a device whose state
+        is in RAM; None for anything else."""
         if (len(payload) < 2 or payload[1] != pk.TAP or not topic.endswith("/up")
                 or self._stop.is_set()):
-            return False
+            return None
         dev = topic_device(topic, "up")
-        return dev is not None and self.service.registry.known(dev) is not None
+        return dev if dev is not None and self.service.registry.known(dev) is not None else None
 
     def _down(self, cause: str) -> None:
         self._up.set(0)

@@ -33,6 +33,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from host.site.links.mqtt_batching import BatchingClient
+
 log = logging.getLogger("tapkiosk.mqtt")
 
 PREFIX = "tapkiosk/v1/"
@@ -79,10 +81,11 @@ def set_nodelay(client: mqtt.Client) -> None:
 
 
 def new_client(client_id: str, username: str | None, password: str | None, tls: bool,
-               ca_file: str | None) -> mqtt.Client:
-    """The daemon's paho client: persistent session, QoS-1 window 1000, no local queue cap."""
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
-                    protocol=mqtt.MQTTv311)
+               ca_file: str | None, cls: type[mqtt.Client] = mqtt.Client) -> mqtt.Client:
+    """The daemon's paho client (of class ``cls``): persistent session, QoS-1 window 1000,
+    no local queue cap."""
+    c = cls(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
+            protocol=mqtt.MQTTv311)
     if username is not None:
         c.username_pw_set(username, password)
     if tls:
@@ -105,14 +108,14 @@ class Pump:
         self._out: list[bytes] = []
         self._sub_mid: int | None = None
         c = new_client(cfg["client_id"], cfg.get("username"), cfg.get("password"),
-                       bool(cfg.get("tls")), cfg.get("ca_file"))
+                       bool(cfg.get("tls")), cfg.get("ca_file"), BatchingClient)
         c.on_connect = self._on_connect
         c.on_subscribe = self._on_subscribe
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         # Without this paho writes each publish at once; here they go at the end of a pass.
         c.on_socket_register_write = lambda *a: None
-        self.client = c
+        self.client: BatchingClient = c
         self.cfg = cfg
         self._delay = 1.0
         self._next_try = 0.0
@@ -156,6 +159,7 @@ class Pump:
         if time.monotonic() < self._next_try:
             return
         try:
+            self.client.reset_buffers()
             self.client.reconnect()
         except (OSError, ValueError) as e:
             self._put(record(b"D", f"cannot connect: {e}"))
@@ -166,9 +170,12 @@ class Pump:
         data = self.sock.recv(RECV_CHUNK)
         if not data:
             return False
-        publish = self.client.publish
+        c = self.client
         for kind, _r, topic, payload in records.feed(data):
-            publish(topic, payload, qos=1 if kind == b"P" else 0)
+            if kind == b"P":
+                c.publish(topic, payload, qos=1)
+            else:
+                c.publish_qos0(topic, payload)
         return True
 
     def run(self) -> None:
@@ -188,17 +195,20 @@ class Pump:
                 r, w, _x = select.select(rl, wl, [], min(wait, 1.0))
                 if broker is not None and broker in r:
                     c.loop_read()
+                    while c.buffered() and c.socket() is not None:
+                        c.loop_read()
                 if self.sock in r and not self._from_daemon(records):
                     return
                 if c.socket() is not None:
-                    if c.want_write():
-                        c.loop_write()
+                    c.loop_write()
                     c.loop_misc()
+                    c.flush_out()
                 self._flush()
         finally:
             c.disconnect()
             if c.socket() is not None:
                 c.loop_write()
+                c.flush_out()
 
 
 def read_config(sock: socket.socket) -> dict[str, Any]:
