@@ -499,3 +499,19 @@ def _assert_redone(db, stmts: list[str]) -> None:
                            "ROLLBACK TO tap", "COMMIT"], control
     else:
         assert control.count("ROLLBACK") == 0 and "ROLLBACK TO tap" in control, control
+
+
+def test_the_tap_paths_decision_is_a_whole_decision(site):
+    """The engine builds its Decision without the frozen dataclass's __init__
+    (``engine._decision``): every field is set, and it equals, hashes and compares like one
+    built the ordinary way."""
+    import dataclasses
+    from host.rules.engine import _DECISION_FIELDS, Decision
+    db, admin, engine, clock, mid = site
+    admin.topup(mid, 10000)
+    d = engine.decide(Tap("K1", 1, UID, amount_fen=100), lambda d: b"R" + d.text.encode())
+    assert set(vars(d)) == set(_DECISION_FIELDS)
+    again = Decision(**dataclasses.asdict(d))
+    assert d == again and hash(d) == hash(again) and d.reply == b"R" + d.text.encode()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        d.verdict = "deny"

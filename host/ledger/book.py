@@ -112,19 +112,24 @@ class Pending:
     def flush(self, conn: sqlite3.Connection, last_active_at: int | None = None) -> None:
         """Write the held ledger rows, then the pending changes (and ``last_active_at``) in
         one UPDATE."""
-        self.write_rows(conn)
+        if self.rows:
+            self.write_rows(conn)
         # Bound values, not literals: a handful of statement shapes that sqlite3's statement
         # cache compiles once, instead of a new statement text (and a compile) per tap.
-        changed = tuple(c for c, d in self.delta.items() if d)
-        args = [self.delta[c] for c in changed]
+        delta, base = self.delta, self.base
+        changed = []
+        args = []
+        for c, d in delta.items():
+            if d:
+                changed.append(c)
+                args.append(d)
+                base[c] += d
+                delta[c] = 0
         if last_active_at is not None:
             args.append(last_active_at)
         if args:
             args.append(self.member_id)
-            conn.execute(_flush_sql(changed, last_active_at is not None), args)
-        for c, d in self.delta.items():
-            self.base[c] += d
-            self.delta[c] = 0
+            conn.execute(_flush_sql(tuple(changed), last_active_at is not None), args)
 
 
 _FLUSH_SQL: dict[tuple[tuple[str, ...], bool], str] = {}

@@ -105,6 +105,16 @@ class Decision:
 #: Builds the reply packet of a decision inside the transaction (stored with the tap).
 EncodeReply = Callable[[Decision], bytes]
 
+_DECISION_FIELDS = tuple(f.name for f in dataclasses.fields(Decision))
+
+
+def _decision(fields: dict[str, Any]) -> Decision:
+    """A ``Decision`` of ``fields`` (every field named): the tap path's constructor, a
+    copy of the dict instead of the frozen dataclass's setattr per field (1.6 us -> 0.3)."""
+    d = object.__new__(Decision)
+    d.__dict__.update(fields)
+    return d
+
 _INT_FIELDS = ("seq", "sak", "service", "amount_fen", "device_time", "sale_id", "use_points")
 _INT64 = 1 << 63
 
@@ -283,9 +293,10 @@ class Engine:
         t0 = time.perf_counter()
         now = self.clock()
         ts = int(now.timestamp())
-        lock_card(conn, tap.uid.upper())
+        uid = tap.uid.upper()
+        lock_card(conn, uid)
         head = conn.execute(_HEAD_SQL, (ts, ts, ts, tap.device_id, tap.seq, tap.device_id,
-                                        tap.uid.upper())).fetchone()
+                                        uid)).fetchone()
         if head[1] is not None:
             d = dict(zip(_TAP_COLS, head[1:_DEV_AT]))
             d["reply"] = bytes(d["reply"])
@@ -362,20 +373,23 @@ class Engine:
                 bal, pts = r
         if out.verdict == "grant" and out.pattern == codes.PAT_DENY:
             out.pattern = codes.PAT_GRANT
-        fields = (out.verdict, out.reason, out.relay_ms if out.verdict == "grant" else 0,
-                  out.pattern, clip_text(out.text), bal, pts, out.uses_left, out.member_id)
-        pass_id = out.pass_id if out.verdict == "grant" else None
-        d = Decision(*fields, sale_id=sale_id, pass_id=pass_id)
+        grant = out.verdict == "grant"
+        fields = {"verdict": out.verdict, "reason": out.reason,
+                  "relay_ms": out.relay_ms if grant else 0, "pattern": out.pattern,
+                  "text": clip_text(out.text), "balance_fen": bal, "points": pts,
+                  "uses_left": out.uses_left, "member_id": out.member_id, "reply": b"",
+                  "replayed": False, "sale_id": sale_id,
+                  "pass_id": out.pass_id if grant else None}
+        d = _decision(fields)
         if encode_reply is None:
             return d
         try:
-            reply = bytes(encode_reply(d))
+            fields["reply"] = bytes(encode_reply(d))
         except Exception:  # noqa: BLE001 - the fault path must still record the tap
             if not safe:
                 raise
-            reply = b""
-        # A second Decision with the reply: cheaper than dataclasses.replace on the tap path.
-        return Decision(*fields, reply=reply, sale_id=sale_id, pass_id=pass_id)
+        # A second Decision with the reply (the first one went to encode_reply).
+        return _decision(fields)
 
     def _record(self, conn: sqlite3.Connection, tap: Tap, ts: int, tap_id: int, out: Outcome,
                 d: Decision, t0: float, security: str | None = None) -> None:
