@@ -515,3 +515,31 @@ def test_the_tap_paths_decision_is_a_whole_decision(site):
     assert d == again and hash(d) == hash(again) and d.reply == b"R" + d.text.encode()
     with pytest.raises(dataclasses.FrozenInstanceError):
         d.verdict = "deny"
+
+
+def test_points_go_to_the_months_lot_by_id_once_it_exists(site):
+    """The head read knows the member's points lot of this month: a tap after the first one
+    adds to it with an UPDATE by id, no upsert (and so does a second credit in the tap that
+    made the lot); a tap in the next month makes that month's lot. Lots and ledger stay
+    consistent (verify)."""
+    db, admin, engine, clock, mid = site
+    admin.topup(mid, 100000)
+    stmts: list[str] = []
+    db.conn.set_trace_callback(stmts.append)
+    for seq in (1, 2, 3):
+        assert engine.decide(Tap("K1", seq, UID, amount_fen=1000)).verdict == "grant"
+    clock.set(2026, 4, 20, 12, 0)
+    assert engine.decide(Tap("K1", 4, UID, amount_fen=1000)).verdict == "grant"
+    db.conn.set_trace_callback(None)
+    lots = db.execute("SELECT expires_at, amount, remaining FROM lots WHERE member_id = ? AND "
+                      "currency = 'points' ORDER BY expires_at", (mid,)).fetchall()
+    assert len(lots) == 2 and lots[0][1] == lots[0][2] > 0 and lots[1][1] > 0
+    if isinstance(db.conn, sqlite3.Connection):
+        upserts = [s for s in stmts if s.startswith("INSERT INTO lots")]
+        by_id = [s for s in stmts if s.startswith("UPDATE lots SET amount")]
+        credits = db.execute("SELECT count(*) FROM ledger WHERE member_id = ? AND "
+                             "currency = 'points' AND delta > 0", (mid,)).fetchone()[0]
+        # An upsert for the first tap and the new month's first; every other points credit
+        # (earns, the tier bonus the fourth tap brings) by id.
+        assert len(upserts) == 2 and len(upserts) + len(by_id) == credits >= 4, (upserts, by_id)
+    assert ledger.verify(db) == []

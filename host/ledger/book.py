@@ -93,6 +93,9 @@ class Pending:
         self.delta = {"principal": 0, "bonus": 0, "points": 0, "qualifying": 0}
         #: Ledger rows not written yet (``_insert``'s column values).
         self.rows: list[tuple] = []
+        #: Lot ids known to exist, by (currency, expires_at): a credit to one is an UPDATE
+        #: by id instead of the upsert (lots are never deleted nor re-keyed).
+        self.lots: dict[tuple[str, int], int] = {}
 
     def have(self, currency: str) -> int:
         """Current value of ``currency`` including pending changes."""
@@ -179,12 +182,7 @@ def credit(conn: sqlite3.Connection, ts: int, member_id: int, currency: str, amo
         raise InputError("use credit_uses() for pass uses")
     lot_id = None
     if currency in LOT_CURRENCIES:
-        row = conn.execute(
-            "INSERT INTO lots (member_id, currency, expires_at, amount, remaining) "
-            "VALUES (?,?,?,?,?) ON CONFLICT (member_id, currency, expires_at) DO UPDATE SET "
-            "amount = amount + excluded.amount, remaining = remaining + excluded.remaining "
-            "RETURNING id", (member_id, currency, expires_at, amount, amount)).fetchone()
-        lot_id = row[0]
+        lot_id = _credit_lot(conn, member_id, currency, expires_at, amount, pending)
     elif expires_at:
         raise InputError(f"{currency} credits cannot expire")
     _apply(conn, member_id, currency, amount, pending)
@@ -192,6 +190,26 @@ def credit(conn: sqlite3.Connection, ts: int, member_id: int, currency: str, amo
         _hold(pending, ts, member_id, currency, amount, kind, lot_id=lot_id, **refs)
         return 0
     return _row(conn, ts, member_id, currency, amount, kind, lot_id=lot_id, **refs)
+
+
+def _credit_lot(conn: sqlite3.Connection, member_id: int, currency: str, expires_at: int,
+                amount: int, pending: Pending | None) -> int:
+    """Add ``amount`` to the member's lot of (currency, expires_at), made when missing; its
+    id. A lot ``pending`` knows is updated by id (cheaper than the upsert)."""
+    known = pending is not None and pending.member_id == member_id
+    lot_id = pending.lots.get((currency, expires_at)) if known else None
+    if lot_id is not None:
+        conn.execute("UPDATE lots SET amount = amount + ?, remaining = remaining + ? "
+                     "WHERE id = ?", (amount, amount, lot_id))
+        return lot_id
+    lot_id = conn.execute(
+        "INSERT INTO lots (member_id, currency, expires_at, amount, remaining) "
+        "VALUES (?,?,?,?,?) ON CONFLICT (member_id, currency, expires_at) DO UPDATE SET "
+        "amount = amount + excluded.amount, remaining = remaining + excluded.remaining "
+        "RETURNING id", (member_id, currency, expires_at, amount, amount)).fetchone()[0]
+    if known:
+        pending.lots[(currency, expires_at)] = lot_id
+    return lot_id
 
 
 def debit(conn: sqlite3.Connection, ts: int, member_id: int, currency: str, amount: int,

@@ -44,6 +44,7 @@ import sqlite_utils
 from host.errors import HostError, InputError
 from host.ledger import book as ledger
 from host.ledger import idempotent
+from host.ledger.rewards import points_expiry
 from host.rules import gate, kiosk, offline, sales, wash
 from host.rules.context import CARD_COLS, CARD_JOIN, CardRow, Denied, Member, Outcome, TapContext
 from host.rules.policy import Policy, policy_and_clock
@@ -144,7 +145,7 @@ _TAP_COLS = ("verdict", "reason", "relay_ms", "pattern", "text", "balance_fen", 
 #: decision of (device, seq) or NULLs), the device with its store and its armed sale
 #: (host/rules/sales.py; NULLs for an unknown device) and the card with its member
 #: (``CardRow``; NULLs for an unknown card). Always one row. Arguments: ts, ts, ts,
-#: device_id, seq, device_id, uid.
+#: points expiry (host/ledger/rewards.py), device_id, seq, device_id, uid.
 _HEAD_SQL = ("SELECT (SELECT coalesce(max(id), 0) + 1 FROM taps), "
              + ", ".join(f"t.{c}" for c in _TAP_COLS)
              + ", d.kind, d.settings, st.name, s.id, s.amount_fen, s.service, s.expires_at, "
@@ -295,8 +296,9 @@ class Engine:
         ts = int(now.timestamp())
         uid = tap.uid.upper()
         lock_card(conn, uid)
-        head = conn.execute(_HEAD_SQL, (ts, ts, ts, tap.device_id, tap.seq, tap.device_id,
-                                        uid)).fetchone()
+        expiry = points_expiry(self.policy, now)
+        head = conn.execute(_HEAD_SQL, (ts, ts, ts, expiry, tap.device_id, tap.seq,
+                                        tap.device_id, uid)).fetchone()
         if head[1] is not None:
             d = dict(zip(_TAP_COLS, head[1:_DEV_AT]))
             d["reply"] = bytes(d["reply"])
@@ -317,7 +319,7 @@ class Engine:
             try:
                 if not sec.ok:
                     raise Denied(sec.reason, sec.text, sec.member_id)
-                out = self._evaluate(conn, tap, now, ts, tap_id, dev, card, sale)
+                out = self._evaluate(conn, tap, now, ts, tap_id, dev, card, sale, expiry)
             except Denied as d:
                 if sp:
                     conn.execute("ROLLBACK TO tap")
@@ -427,7 +429,7 @@ class Engine:
 
     def _evaluate(self, conn: sqlite3.Connection, tap: Tap, now: datetime, ts: int,
                   tap_id: int, dev: tuple | None, card: CardRow | None,
-                  sale: sales.Sale | None = None) -> Outcome:
+                  sale: sales.Sale | None = None, expiry: int | None = None) -> Outcome:
         """Device, card and member checks, then the rule of the device's kind."""
         if dev is None:
             raise Denied("unknown_device", "Unknown reader")
@@ -443,7 +445,7 @@ class Engine:
             raise Denied(status, _CARD_TEXT[status], card.member_id, kind)
         if card.member_status != "active":
             raise Denied("member_inactive", "Membership suspended", card.member_id, kind)
-        m = Member.from_card(card)
+        m = Member.from_card(card, expiry)
         sp = self.policy.stores.get(store) if store is not None else None
         ctx = TapContext(conn, self.policy.for_store(store), tap, kind, settings, m, now, ts,
                          tap_id, sale, sp.hours_for(kind) if sp is not None else None)
