@@ -123,10 +123,12 @@ _INT64 = 1 << 63
 def check_tap_fields(tap: Tap, *, seq: bool = True) -> None:
     """Raise ``InputError`` for a tap the store cannot hold (see the module doc); ``seq``
     False leaves out the seq (``decide_local`` replaces it)."""
-    for name in _INT_FIELDS if seq else _INT_FIELDS[1:]:
-        v = getattr(tap, name)
+    values = (tap.seq, tap.sak, tap.service, tap.amount_fen, tap.device_time, tap.sale_id,
+              tap.use_points)
+    for i in range(0 if seq else 1, len(values)):
+        v = values[i]
         if type(v) is not int or not -_INT64 <= v < _INT64:   # bool is not a field's type
-            raise InputError(f"tap {name} {v!r} is not an integer of at most 64 bits")
+            raise InputError(f"tap {_INT_FIELDS[i]} {v!r} is not an integer of at most 64 bits")
     if type(tap.device_id) is not str or type(tap.uid) is not str:
         raise InputError(f"tap device id and uid must be text, got {tap.device_id!r}, {tap.uid!r}")
 
