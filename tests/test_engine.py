@@ -543,3 +543,47 @@ def test_points_go_to_the_months_lot_by_id_once_it_exists(site):
         # (earns, the tier bonus the fourth tap brings) by id.
         assert len(upserts) == 2 and len(upserts) + len(by_id) == credits >= 4, (upserts, by_id)
     assert ledger.verify(db) == []
+
+
+def test_a_batch_runs_without_savepoints_unless_a_tap_needs_one(site):
+    """SQLite: a batch of taps that all go through runs in one transaction with no
+    SAVEPOINT; a batch in which one tap fails after writing is rolled back whole and decided
+    again with a SAVEPOINT per tap: the failing tap is an ``internal`` deny charging nothing,
+    the others are applied once. PostgreSQL always keeps the SAVEPOINTs."""
+    from host.ledger import rewards
+    db, admin, engine, clock, mid = site
+    admin.topup(mid, 10000)
+    on_sqlite = isinstance(db.conn, sqlite3.Connection)
+    stmts: list[str] = []
+    db.conn.set_trace_callback(stmts.append)
+    out = engine.decide_many([(Tap("K1", s, UID, amount_fen=1000), None) for s in (1, 2, 3)])
+    db.conn.set_trace_callback(None)
+    assert [d.verdict for d in out] == ["grant"] * 3 and bal(db, mid) == 10000 - 3 * 950
+    assert (sum(s == "SAVEPOINT tap" for s in stmts) == 0) == on_sqlite
+    real = rewards.earn
+
+    def broken_second(*a, **k):
+        if k["tap_id"] == 5:             # the batch's second tap, in either attempt
+            raise ValueError("earn broke")
+        return real(*a, **k)
+
+    rewards_earn = rewards.earn
+    rewards.earn = broken_second
+    try:
+        stmts.clear()
+        db.conn.set_trace_callback(stmts.append)
+        out = engine.decide_many([(Tap("K1", s, UID, amount_fen=1000), None) for s in (4, 5, 6)])
+        db.conn.set_trace_callback(None)
+    finally:
+        rewards.earn = rewards_earn
+    assert [(d.verdict, d.reason) for d in out] == [("grant", "ok"), ("deny", "internal"),
+                                                    ("grant", "ok")]
+    control = [s for s in stmts if s.startswith(("BEGIN", "ROLLBACK", "COMMIT"))]
+    if on_sqlite:
+        assert control[:3] == ["BEGIN IMMEDIATE", "ROLLBACK", "BEGIN IMMEDIATE"], control
+        assert sum(s == "SAVEPOINT tap" for s in stmts) == 3
+    assert control[-1] == "COMMIT"
+    charged = db.execute("SELECT count(*), sum(charged_fen), sum(charged_fen > 0) "
+                         "FROM taps").fetchone()
+    assert charged[0] == 6 and charged[2] == 5 and bal(db, mid) == 10000 - charged[1]
+    assert ledger.verify(db) == []

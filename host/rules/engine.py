@@ -167,7 +167,8 @@ _FAULTS = (HostError, ValueError, TypeError, KeyError, sqlite3.IntegrityError, A
 
 
 class _Redo(Exception):
-    """A lone tap (``Engine._lone``) must be rolled back and decided with a SAVEPOINT."""
+    """A tap decided without a SAVEPOINT (``Engine._bare``) must be rolled back and decided
+    with one."""
 
 
 class Engine:
@@ -206,19 +207,20 @@ class Engine:
         comes back replayed, with the first one's reply. InputError (nothing written) for
         a tap the store cannot hold.
 
-        A batch of one on SQLite (a lone tap) runs without a SAVEPOINT: the transaction is
-        the tap's own. When its rules fail, or refuse it, after writing, the transaction is
-        rolled back and the tap decided again in a new one with the SAVEPOINT (a failed tap
-        is then a stored deny ``internal`` that charges nothing). PostgreSQL keeps the
-        SAVEPOINT: its ``RELEASE`` is the round trip that sends the tap's writes."""
+        On SQLite a batch (a lone tap too) first runs without SAVEPOINTs: the transaction
+        is the taps' own. When the rules of one tap fail, or refuse it, after writing, the
+        transaction is rolled back and the whole batch decided again in a new one, each tap
+        with its SAVEPOINT (a failed tap is then a stored deny ``internal`` that charges
+        nothing). PostgreSQL keeps the SAVEPOINTs: a ``RELEASE`` is the round trip that
+        sends a tap's writes."""
         jobs = list(jobs)
         for tap, _enc in jobs:
             check_tap_fields(tap)
         with self._lock:
-            if len(jobs) == 1 and getattr(self.db.conn, "begin_taps", None) is None:
-                d = self._lone(*jobs[0])
-                if d is not None:
-                    return [d]
+            if getattr(self.db.conn, "begin_taps", None) is None:
+                out = self._bare(jobs)
+                if out is not None:
+                    return out
             return retrying(partial(self._batch, jobs))
 
     def _batch(self, jobs: list[tuple[Tap, EncodeReply | None]]) -> list[Decision]:
@@ -235,13 +237,14 @@ class Engine:
             raise
         return out
 
-    def _lone(self, tap: Tap, encode_reply: EncodeReply | None) -> Decision | None:
-        """One SQLite tap in its own transaction, no SAVEPOINT; None (rolled back, nothing
-        written) when the tap must be decided again with one (``_Redo``)."""
+    def _bare(self, jobs: list[tuple[Tap, EncodeReply | None]]) -> list[Decision] | None:
+        """SQLite taps in one transaction, no SAVEPOINT per tap; None (rolled back, nothing
+        written) when a tap must be decided with one (``_Redo``): the caller decides the
+        batch again with ``_batch``."""
         conn = self.db.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            d = self._one(conn, tap, encode_reply, lone=True)
+            out = [self._one(conn, tap, enc, lone=True) for tap, enc in jobs]
             conn.execute("COMMIT")
         except _Redo:
             conn.execute("ROLLBACK")
@@ -250,7 +253,7 @@ class Engine:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        return d
+        return out
 
     def decide_local(self, tap: Tap, encode_reply: EncodeReply | None = None,
                      *, key: str | None = None) -> Decision:
@@ -290,7 +293,7 @@ class Engine:
 
     def _one(self, conn: sqlite3.Connection, tap: Tap, encode_reply: EncodeReply | None,
              lone: bool = False) -> Decision:
-        """Decide ``tap`` inside the open transaction. ``lone`` (``_lone``): no SAVEPOINT
+        """Decide ``tap`` inside the open transaction. ``lone`` (``_bare``): no SAVEPOINT
         unless the card has expired lots to write off (``_expire`` keeps those apart);
         a refusal after a write, or a fault, raises ``_Redo`` instead of rolling back to it."""
         t0 = time.perf_counter()
