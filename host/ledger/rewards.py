@@ -46,7 +46,7 @@ def points_expiry(policy: Policy, now: datetime) -> int:
     months = policy.points_expiry_months
     if not months:
         return 0
-    key = (now.year, now.month, now.tzinfo, months)
+    key = (now.year, now.month, now.tzinfo, now.fold, months)
     at = _EXPIRY.get(key)
     if at is None:
         if len(_EXPIRY) > 64:
@@ -55,7 +55,7 @@ def points_expiry(policy: Policy, now: datetime) -> int:
     return at
 
 
-#: points_expiry by (year, month, tzinfo, months).
+#: points_expiry by (year, month, tzinfo, fold, months).
 _EXPIRY: dict[tuple, int] = {}
 
 
