@@ -197,6 +197,27 @@ def test_gate_passback_hours_duplicate(site):
     assert engine.decide(Tap("G1", 7, UID, direction="in")).reason == "closed"
 
 
+def test_a_paid_wash_tap_counts_as_a_duplicate_and_stays_in_the_members_taps(site):
+    """Migration 24: a tap that charged is not in taps_member_free; the duplicate check and
+    the member's taps find it through its ledger rows (on both backends)."""
+    from host.store import views
+    db, admin, engine, clock, mid = site
+    admin.topup(mid, 10000)
+    assert engine.decide(Tap("W1", 1, UID, service=1)).verdict == "grant"
+    paid = db.execute("SELECT charged_fen FROM taps WHERE seq = 1").fetchone()[0]
+    assert paid > 0
+    clock.set(2026, 3, 10, 12, 0, 3)
+    d = engine.decide(Tap("W1", 2, UID, service=1))
+    assert (d.verdict, d.reason, d.balance_fen) == ("deny", "duplicate", 10000 - paid)
+    clock.set(2026, 3, 10, 12, 0, 30)
+    assert engine.decide(Tap("W1", 3, UID, service=1)).verdict == "grant"
+    recent = [(t["verdict"], t["charged_fen"]) for t in views.member(db, mid)["recent_taps"]]
+    assert recent == [("grant", paid), ("deny", 0), ("grant", paid)]
+    assert [t["id"] for t in views.member_data(db, mid)["taps"]] == [
+        r[0] for r in db.execute("SELECT id FROM taps WHERE member_id = ? ORDER BY id", (mid,))]
+    assert ledger.verify(db) == []
+
+
 def test_gate_offline_tap_is_recorded_as_granted(site):
     db, admin, engine, clock, mid = site
     admin.sell_pass(mid, "gym10")

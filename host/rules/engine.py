@@ -49,6 +49,7 @@ from host.rules import gate, kiosk, offline, sales, wash
 from host.rules.context import CARD_COLS, CARD_JOIN, CardRow, Denied, Member, Outcome, TapContext
 from host.rules.policy import Policy, policy_and_clock
 from host.secure.check import check_tap
+from host.store import member_taps
 from host.store.db import begin_taps, lock_card, retrying, transaction
 from host.store.outage import StoreUnavailable
 from protocol import codes
@@ -484,14 +485,23 @@ def _expire(ctx: TapContext) -> None:
         ctx.conn.execute("SAVEPOINT tap")
 
 
+#: The member's last grant on this device after a time (host/store/member_taps.py). CROSS
+#: JOIN: SQLite takes the member's few tap ids first, not every tap of the device.
+_DUPLICATE_SQL = (f"SELECT max(t.ts) FROM {member_taps.tap_ids(since=True)} AS x CROSS JOIN "
+                  "taps t WHERE t.id = x.id AND t.member_id = ? AND t.ts > ? AND "
+                  "t.device_id = ? AND t.verdict = 'grant' AND "
+                  "t.id NOT IN (SELECT tap_id FROM tap_voids)")
+
+
 def _refuse_duplicate(ctx: TapContext) -> None:
     """Deny ``duplicate`` when the member was granted on this device within the window."""
     window = int(ctx.settings.get("duplicate_window_s", 0))
     if not window:
         return
+    since = ctx.ts - window
     last = ctx.conn.execute(
-        "SELECT max(ts) FROM taps WHERE member_id = ? AND ts > ? AND device_id = ? AND "
-        "verdict = 'grant' AND id NOT IN (SELECT tap_id FROM tap_voids)",  # rules/voids.py
-        (ctx.member.id, ctx.ts - window, ctx.tap.device_id)).fetchone()[0]
+        _DUPLICATE_SQL,  # voided taps (rules/voids.py) do not count
+        (*member_taps.params(ctx.member.id, since), ctx.member.id, since,
+         ctx.tap.device_id)).fetchone()[0]
     if last is not None:
         raise ctx.deny("duplicate", "Already done, wait a moment")
