@@ -213,8 +213,13 @@ def test_a_paid_wash_tap_counts_as_a_duplicate_and_stays_in_the_members_taps(sit
     assert engine.decide(Tap("W1", 3, UID, service=1)).verdict == "grant"
     recent = [(t["verdict"], t["charged_fen"]) for t in views.member(db, mid)["recent_taps"]]
     assert recent == [("grant", paid), ("deny", 0), ("grant", paid)]
+    admin.sell_pass(mid, "gym_month")                      # a tap on a pass, at the gate
+    assert engine.decide(Tap("G1", 1, UID, direction="in")).verdict == "grant"
+    assert db.execute("SELECT pass_id FROM taps WHERE device_id = 'G1'").fetchone()[0]
+    assert views.member(db, mid)["recent_taps"][0]["device_id"] == "G1"
     assert [t["id"] for t in views.member_data(db, mid)["taps"]] == [
         r[0] for r in db.execute("SELECT id FROM taps WHERE member_id = ? ORDER BY id", (mid,))]
+    assert len(views.member_data(db, mid)["taps"]) == 4
     assert ledger.verify(db) == []
 
 

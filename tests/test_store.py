@@ -215,8 +215,9 @@ def test_tap_commit_indexes_are_gone_and_the_sweeps_still_seek(tmp_path):
 
 def test_a_members_taps_are_read_by_index_without_a_by_member_index_of_paying_taps(tmp_path):
     """Issue 19, migration 24: a tap that charged is found through its ledger rows
-    (ledger_member), one that charged nothing through taps_member_free; the reads by member
-    (member card, data export, duplicate check) seek both and scan neither table."""
+    (ledger_member), one on a pass through taps_pass, the others through taps_member_free;
+    the reads by member (member card, data export, duplicate check) seek all three and scan
+    neither table."""
     from host.rules.engine import _DUPLICATE_SQL
     from host.store import member_taps
     db = open_db(tmp_path / "s.db")
@@ -226,17 +227,20 @@ def test_a_members_taps_are_read_by_index_without_a_by_member_index_of_paying_ta
         text = " | ".join(plan)
         assert "USING INDEX taps_member_free (member_id=?" in text, text
         assert "USING INDEX ledger_member (member_id=? AND currency=?" in text, text
+        assert "USING COVERING INDEX taps_pass (pass_id=?" in text, text
+        assert "USING COVERING INDEX passes_member (member_id=?)" in text, text
         assert not [p for p in plan if p.startswith(("SCAN taps", "SCAN ledger"))], text
         assert "USING INTEGER PRIMARY KEY (rowid=?)" in text, text
         assert "sqlite_autoindex_taps_1" not in text, text   # not every tap of the device
-    # A tap row that charges nothing is in the partial index, one that charged is not.
+    # Only a tap row with neither a charge nor a pass is in the partial index.
     db.execute("INSERT INTO members (id, tier, created_at) VALUES (1, 'silver', 0)")
-    for seq, charged in ((1, 0), (2, 300)):
-        db.execute("INSERT INTO taps (ts, device_id, seq, uid, member_id, charged_fen, verdict,"
-                   " reason, relay_ms, pattern, text, balance_fen, points, uses_left) VALUES "
-                   "(5, 'K1', ?, '04AA', 1, ?, 'grant', 'ok', 0, 0, '', 0, 0, 0)", (seq, charged))
+    for seq, charged, pass_id in ((1, 0, None), (2, 300, None), (3, 0, 4)):
+        db.execute("INSERT INTO taps (ts, device_id, seq, uid, member_id, charged_fen, pass_id,"
+                   " verdict, reason, relay_ms, pattern, text, balance_fen, points, uses_left) "
+                   "VALUES (5, 'K1', ?, '04AA', 1, ?, ?, 'grant', 'ok', 0, 0, '', 0, 0, 0)",
+                   (seq, charged, pass_id))
     assert db.execute("SELECT seq FROM taps INDEXED BY taps_member_free WHERE member_id = 1 "
-                      "AND charged_fen = 0").fetchall() == [(1,)]
+                      "AND charged_fen = 0 AND pass_id IS NULL").fetchall() == [(1,)]
 
 
 def test_a_new_device_key_starts_a_new_sequence_epoch():
