@@ -226,7 +226,7 @@ def test_a_members_taps_are_read_by_index_without_a_by_member_index_of_paying_ta
         plan = [r[3] for r in db.execute("EXPLAIN QUERY PLAN " + sql, [1] * sql.count("?"))]
         text = " | ".join(plan)
         assert "USING INDEX taps_member_free (member_id=?" in text, text
-        assert "USING INDEX ledger_member (member_id=?" in text, text
+        assert "USING INDEX ledger_member (member_id=? AND currency=?" in text, text
         assert "USING COVERING INDEX taps_pass (pass_id=?" in text, text
         assert "USING COVERING INDEX passes_member (member_id=?)" in text, text
         assert not [p for p in plan if p.startswith(("SCAN taps", "SCAN ledger"))], text
@@ -241,27 +241,6 @@ def test_a_members_taps_are_read_by_index_without_a_by_member_index_of_paying_ta
                    (seq, charged, pass_id))
     assert db.execute("SELECT seq FROM taps INDEXED BY taps_member_free WHERE member_id = 1 "
                       "AND charged_fen = 0 AND pass_id IS NULL").fetchall() == [(1,)]
-
-
-def test_ledger_member_is_ordered_by_time_and_the_tier_reads_still_seek_it(tmp_path):
-    """Migration 25: ledger_member is (member_id, ts, currency), so a tap's rows of two
-    currencies share a leaf page; the tier check's reads by member, currency and time seek
-    the member's time range (as the plans of the statements it runs show)."""
-    from host.ledger import tiers
-    from host.rules.policy import load_policy
-    db = open_db(tmp_path / "s.db")
-    assert [r[2] for r in db.execute("PRAGMA index_info(ledger_member)")] == [
-        "member_id", "ts", "currency"]
-    ran: list[str] = []
-    db.conn.set_trace_callback(ran.append)
-    tiers.activity(db.conn, load_policy(), 7, 100, 200)
-    db.conn.set_trace_callback(None)
-    plans = [" | ".join(r[3] for r in db.execute("EXPLAIN QUERY PLAN " + sql))
-             for sql in ran if "FROM ledger" in sql]
-    assert len(plans) == 2, ran
-    for plan in plans:
-        assert "SEARCH ledger USING INDEX ledger_member (member_id=? AND ts>? AND ts<?)" in plan
-        assert "SCAN ledger" not in plan, plan
 
 
 def test_a_new_device_key_starts_a_new_sequence_epoch():

@@ -676,15 +676,6 @@ CREATE INDEX payments_store ON payments(store_id, ts);
 DROP INDEX IF EXISTS taps_member;
 CREATE INDEX taps_member_free ON taps(member_id, ts) WHERE charged_fen = 0 AND pass_id IS NULL;
 """),
-    # Fewer pages per tap commit (issue 19): a tap's ledger rows (a spend and a points earn,
-    # of one member, one ts) sit side by side in ledger_member ordered by (member, ts), where
-    # by (member, currency, ts) they often fell on two leaf pages (1.5 -> 1.07 pages per tap).
-    # Reads by member and currency seek the member's time range and filter the currency in
-    # the index (it stays a column of it).
-    (25, "tap commit: ledger_member ordered by member then time", """
-DROP INDEX IF EXISTS ledger_member;
-CREATE INDEX ledger_member ON ledger(member_id, ts, currency);
-"""),
 ]
 
 #: PostgreSQL text of the migrations whose SQLite triggers translate_ddl cannot carry.
