@@ -14,8 +14,10 @@ month's points lot: ``tap_*``, ``ratio_p50``) and as a member's first tap of the
 creates the lot (``tap_new_lot_p50_ms``, ``ratio_p50_new_lot``, ``tap_wal_pages_new_lot``).
 The last line printed is JSON: ``{"bench": "ledger", "tap_p50_ms": .., "tap_p99_ms": ..,
 "bare_p50_ms": .., "ratio_p50": .., "tap_wal_pages": .., "tap_wal_pages_new_lot": ..,
-"tap_cpu_us_sync_off": .., ..}`` (``*_cpu_us_sync_off``: process CPU per commit with
-``synchronous=OFF``, the fsync taken out, a less noisy figure on a loaded machine).
+"tap_cpu_us_sync_off": .., ..}`` (``tap_wal_pages_by_btree``: the steady tap's WAL pages by
+table or index, from the WAL's frames and ``dbstat``; ``*_cpu_us_sync_off``: process CPU per
+commit with ``synchronous=OFF``, the fsync taken out, a less noisy figure on a loaded
+machine).
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ import argparse
 import json
 import os
 import random
+import sqlite3
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
@@ -80,6 +84,22 @@ def populate(db, members: int, rows: int, now: int) -> float:
                      "VALUES (?, ?, ?, ?, ?)", ledger_rows())
     conn.execute("COMMIT")
     return time.perf_counter() - t0
+
+
+def wal_pages_by_btree(conn, wal_path: str, commits: int) -> dict[str, float]:
+    """WAL frames per commit by the b-tree (table or index) their page belongs to, from the
+    WAL's frame headers and SQLite's ``dbstat`` table (``{}`` where SQLite lacks it)."""
+    try:
+        names = dict(conn.execute("SELECT pageno, name FROM dbstat"))
+    except sqlite3.Error:
+        return {}
+    data = Path(wal_path).read_bytes()
+    size = int.from_bytes(data[8:12], "big")
+    counts: Counter[str] = Counter()
+    for off in range(32, len(data) - 23, 24 + size):
+        page = int.from_bytes(data[off:off + 4], "big")
+        counts["page 1" if page == 1 else names.get(page, "(free)")] += 1
+    return {name: round(n / commits, 2) for name, n in counts.most_common()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                                      amount_fen=300), None) for j in range(8)])
 
         tap_stmts, tap_trig, tap_pages = probe(lambda k: probe_tap(pool[k % len(pool)]))
+        by_btree = wal_pages_by_btree(conn, path + "-wal", n_probe)
         new_stmts, _, new_pages = probe(lambda k: probe_tap(fresh[-1 - k % 200]))
         bare_stmts, _, bare_pages = probe(lambda k: bare_write(rng.randint(1, args.members)))
         # Group commit: what a tap costs when the writer commits 8 queued taps at once.
@@ -264,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{tap_pages:.1f} WAL pages; first tap of the month {new_stmts:.1f} statements, "
               f"{new_pages:.1f} WAL pages; bare {bare_stmts:.1f} statements, "
               f"{bare_pages:.1f} WAL pages")
+        print("steady tap's WAL pages by b-tree: " + ", ".join(f"{k} {v}"
+                                                              for k, v in by_btree.items()))
         print(f"per tap in batches of 8: {batch_stmts:.1f} statements, {batch_pages:.1f} WAL pages")
         print(f"CPU per commit, synchronous=OFF: decide() {cpu_tap:.0f} us, bare {cpu_bare:.0f} us "
               f"(ratio {cpu_tap / cpu_bare:.2f})")
@@ -278,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                           "tap_wal_pages": round(tap_pages, 1),
                           "tap_statements_new_lot": round(new_stmts, 1),
                           "tap_wal_pages_new_lot": round(new_pages, 1),
+                          "tap_wal_pages_by_btree": by_btree,
                           "bare_statements": round(bare_stmts, 1),
                           "bare_wal_pages": round(bare_pages, 1),
                           "batch8_statements_per_tap": round(batch_stmts, 1),

@@ -32,7 +32,7 @@ def parse_yuan(text: str) -> int:
 
 def format_fen(fen: int) -> str:
     """Format integer fen as yuan with two decimals: ``1250 -> "12.50"``, ``-5 -> "-0.05"``."""
-    if isinstance(fen, bool) or not isinstance(fen, int):
+    if type(fen) is not int and (isinstance(fen, bool) or not isinstance(fen, int)):
         raise TypeError(f"fen must be an int, got {type(fen).__name__}")
     sign = "-" if fen < 0 else ""
     q, r = divmod(abs(fen), 100)

@@ -197,6 +197,32 @@ def test_gate_passback_hours_duplicate(site):
     assert engine.decide(Tap("G1", 7, UID, direction="in")).reason == "closed"
 
 
+def test_a_paid_wash_tap_counts_as_a_duplicate_and_stays_in_the_members_taps(site):
+    """Migration 24: a tap that charged is not in taps_member_free; the duplicate check and
+    the member's taps find it through its ledger rows (on both backends)."""
+    from host.store import views
+    db, admin, engine, clock, mid = site
+    admin.topup(mid, 10000)
+    assert engine.decide(Tap("W1", 1, UID, service=1)).verdict == "grant"
+    paid = db.execute("SELECT charged_fen FROM taps WHERE seq = 1").fetchone()[0]
+    assert paid > 0
+    clock.set(2026, 3, 10, 12, 0, 3)
+    d = engine.decide(Tap("W1", 2, UID, service=1))
+    assert (d.verdict, d.reason, d.balance_fen) == ("deny", "duplicate", 10000 - paid)
+    clock.set(2026, 3, 10, 12, 0, 30)
+    assert engine.decide(Tap("W1", 3, UID, service=1)).verdict == "grant"
+    recent = [(t["verdict"], t["charged_fen"]) for t in views.member(db, mid)["recent_taps"]]
+    assert recent == [("grant", paid), ("deny", 0), ("grant", paid)]
+    admin.sell_pass(mid, "gym_month")                      # a tap on a pass, at the gate
+    assert engine.decide(Tap("G1", 1, UID, direction="in")).verdict == "grant"
+    assert db.execute("SELECT pass_id FROM taps WHERE device_id = 'G1'").fetchone()[0]
+    assert views.member(db, mid)["recent_taps"][0]["device_id"] == "G1"
+    assert [t["id"] for t in views.member_data(db, mid)["taps"]] == [
+        r[0] for r in db.execute("SELECT id FROM taps WHERE member_id = ? ORDER BY id", (mid,))]
+    assert len(views.member_data(db, mid)["taps"]) == 4
+    assert ledger.verify(db) == []
+
+
 def test_gate_offline_tap_is_recorded_as_granted(site):
     db, admin, engine, clock, mid = site
     admin.sell_pass(mid, "gym10")
@@ -389,9 +415,10 @@ def test_wire_range_amount_beyond_the_policy_is_a_deny(site):
 def test_a_plain_kiosk_tap_reads_in_one_statement(site):
     """Issue 19: a kiosk tap of a member with no pass, coupon or expired lot reads in one
     statement (next tap id, replay check, device with its store and armed sale, card with
-    its member and three flags) and skips the pass, coupon and expiry queries. 9 in all on
-    SQLite: BEGIN, COMMIT, the read, one ledger row per currency moved (principal, points,
-    qualifying), the points lot, the member's projections in one UPDATE, the tap row. A lone
+    its member and three flags) and skips the pass, coupon and expiry queries. 7 in all on
+    SQLite: BEGIN, COMMIT, the read, the points lot, the tap's ledger rows (one per currency
+    moved: principal, points, qualifying) in one INSERT, the member's projections in one
+    UPDATE, the tap row. A lone
     tap needs no SAVEPOINT/RELEASE on SQLite (its transaction is its own, a failure is
     decided again: test_a_lone_tap_*); PostgreSQL keeps them (RELEASE sends the writes)."""
     db, admin, engine, clock, mid = site
@@ -413,7 +440,8 @@ def test_a_plain_kiosk_tap_reads_in_one_statement(site):
     # PostgreSQL also locks the card and its member first (READ COMMITTED taps), sent in the
     # read's round trip.
     from host.store.dialect import CARD_LOCK
-    assert len(sent) == (9 if on_sqlite else 12), sent
+    assert len(sent) == (7 if on_sqlite else 10), sent
+    assert len([s for s in sent if s.startswith("INSERT INTO ledger")]) == 1, sent
     assert ("SAVEPOINT tap" in sent) == (not on_sqlite)
     assert (CARD_LOCK in sent) == (not on_sqlite)
     assert len(stmts) - len(sent) == (4 if on_sqlite else 0)   # a mark check per row
@@ -497,3 +525,91 @@ def _assert_redone(db, stmts: list[str]) -> None:
                            "ROLLBACK TO tap", "COMMIT"], control
     else:
         assert control.count("ROLLBACK") == 0 and "ROLLBACK TO tap" in control, control
+
+
+def test_the_tap_paths_decision_is_a_whole_decision(site):
+    """The engine builds its Decision without the frozen dataclass's __init__
+    (``engine._decision``): every field is set, and it equals, hashes and compares like one
+    built the ordinary way."""
+    import dataclasses
+    from host.rules.engine import _DECISION_FIELDS, Decision
+    db, admin, engine, clock, mid = site
+    admin.topup(mid, 10000)
+    d = engine.decide(Tap("K1", 1, UID, amount_fen=100), lambda d: b"R" + d.text.encode())
+    assert set(vars(d)) == set(_DECISION_FIELDS)
+    again = Decision(**dataclasses.asdict(d))
+    assert d == again and hash(d) == hash(again) and d.reply == b"R" + d.text.encode()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        d.verdict = "deny"
+
+
+def test_points_go_to_the_months_lot_by_id_once_it_exists(site):
+    """The head read knows the member's points lot of this month: a tap after the first one
+    adds to it with an UPDATE by id, no upsert (and so does a second credit in the tap that
+    made the lot); a tap in the next month makes that month's lot. Lots and ledger stay
+    consistent (verify)."""
+    db, admin, engine, clock, mid = site
+    admin.topup(mid, 100000)
+    stmts: list[str] = []
+    db.conn.set_trace_callback(stmts.append)
+    for seq in (1, 2, 3):
+        assert engine.decide(Tap("K1", seq, UID, amount_fen=1000)).verdict == "grant"
+    clock.set(2026, 4, 20, 12, 0)
+    assert engine.decide(Tap("K1", 4, UID, amount_fen=1000)).verdict == "grant"
+    db.conn.set_trace_callback(None)
+    lots = db.execute("SELECT expires_at, amount, remaining FROM lots WHERE member_id = ? AND "
+                      "currency = 'points' ORDER BY expires_at", (mid,)).fetchall()
+    assert len(lots) == 2 and lots[0][1] == lots[0][2] > 0 and lots[1][1] > 0
+    if isinstance(db.conn, sqlite3.Connection):
+        upserts = [s for s in stmts if s.startswith("INSERT INTO lots")]
+        by_id = [s for s in stmts if s.startswith("UPDATE lots SET amount")]
+        credits = db.execute("SELECT count(*) FROM ledger WHERE member_id = ? AND "
+                             "currency = 'points' AND delta > 0", (mid,)).fetchone()[0]
+        # An upsert for the first tap and the new month's first; every other points credit
+        # (earns, the tier bonus the fourth tap brings) by id.
+        assert len(upserts) == 2 and len(upserts) + len(by_id) == credits >= 4, (upserts, by_id)
+    assert ledger.verify(db) == []
+
+
+def test_a_batch_runs_without_savepoints_unless_a_tap_needs_one(site):
+    """SQLite: a batch of taps that all go through runs in one transaction with no
+    SAVEPOINT; a batch in which one tap fails after writing is rolled back whole and decided
+    again with a SAVEPOINT per tap: the failing tap is an ``internal`` deny charging nothing,
+    the others are applied once. PostgreSQL always keeps the SAVEPOINTs."""
+    from host.ledger import rewards
+    db, admin, engine, clock, mid = site
+    admin.topup(mid, 10000)
+    on_sqlite = isinstance(db.conn, sqlite3.Connection)
+    stmts: list[str] = []
+    db.conn.set_trace_callback(stmts.append)
+    out = engine.decide_many([(Tap("K1", s, UID, amount_fen=1000), None) for s in (1, 2, 3)])
+    db.conn.set_trace_callback(None)
+    assert [d.verdict for d in out] == ["grant"] * 3 and bal(db, mid) == 10000 - 3 * 950
+    assert (sum(s == "SAVEPOINT tap" for s in stmts) == 0) == on_sqlite
+    real = rewards.earn
+
+    def broken_second(*a, **k):
+        if k["tap_id"] == 5:             # the batch's second tap, in either attempt
+            raise ValueError("earn broke")
+        return real(*a, **k)
+
+    rewards_earn = rewards.earn
+    rewards.earn = broken_second
+    try:
+        stmts.clear()
+        db.conn.set_trace_callback(stmts.append)
+        out = engine.decide_many([(Tap("K1", s, UID, amount_fen=1000), None) for s in (4, 5, 6)])
+        db.conn.set_trace_callback(None)
+    finally:
+        rewards.earn = rewards_earn
+    assert [(d.verdict, d.reason) for d in out] == [("grant", "ok"), ("deny", "internal"),
+                                                    ("grant", "ok")]
+    control = [s for s in stmts if s.startswith(("BEGIN", "ROLLBACK", "COMMIT"))]
+    if on_sqlite:
+        assert control[:3] == ["BEGIN IMMEDIATE", "ROLLBACK", "BEGIN IMMEDIATE"], control
+        assert sum(s == "SAVEPOINT tap" for s in stmts) == 3
+    assert control[-1] == "COMMIT"
+    charged = db.execute("SELECT count(*), sum(charged_fen), sum(charged_fen > 0) "
+                         "FROM taps").fetchone()
+    assert charged[0] == 6 and charged[2] == 5 and bal(db, mid) == 10000 - charged[1]
+    assert ledger.verify(db) == []

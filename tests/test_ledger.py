@@ -178,3 +178,22 @@ def test_verify_compares_each_taps_charge_with_its_ledger_rows(store_url):
     assert "tap 9 (missing): charged_fen 0, ledger 40" in problems
     assert not any(p.startswith("tap 3 ") for p in problems)
     assert len([p for p in problems if p.startswith("tap ")]) == 3
+
+
+def test_points_expiry_remembered_per_month_is_the_computed_one():
+    """rewards.points_expiry keeps one value per month and zone: for days across months,
+    years and two zones it is what months_later_start gives."""
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+    from host.ledger import rewards
+    from host.ledger.periods import months_later_start
+    from host.rules.policy import load_policy
+    policy = load_policy()
+    months = policy.points_expiry_months
+    assert months > 0
+    for tz in (ZoneInfo("Asia/Shanghai"), ZoneInfo("Europe/Berlin")):
+        day = datetime(2026, 11, 28, 23, 30, tzinfo=tz)
+        for _ in range(70):
+            day += timedelta(days=1, hours=1)
+            want = int(months_later_start(day, months).timestamp())
+            assert rewards.points_expiry(policy, day) == want, day

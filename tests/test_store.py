@@ -202,7 +202,8 @@ def test_tap_commit_indexes_are_gone_and_the_sweeps_still_seek(tmp_path):
     db = open_db(tmp_path / "s.db")
     names = {r[0] for r in db.execute("SELECT name FROM sqlite_schema WHERE type = 'index'")}
     assert not {"ledger_lot", "lots_expiry"} & names
-    assert {"ledger_member", "taps_member"} <= names
+    assert {"ledger_member", "taps_member_free"} <= names
+    assert "taps_member" not in names                 # migration 24: partial, see below
     assert not {"ledger_ts", "taps_ts"} & names       # migration 23: period reads by day marks
     for sql in ("SELECT id FROM lots WHERE expires_at > 0 AND expires_at <= 1 AND "
                 "remaining > 0 AND member_id = 7",
@@ -210,6 +211,36 @@ def test_tap_commit_indexes_are_gone_and_the_sweeps_still_seek(tmp_path):
                 "remaining > 0 ORDER BY expires_at = 0, expires_at, id"):
         plan = " ".join(r[3] for r in db.execute("EXPLAIN QUERY PLAN " + sql))
         assert "SEARCH lots USING INDEX sqlite_autoindex_lots_1 (member_id=?" in plan
+
+
+def test_a_members_taps_are_read_by_index_without_a_by_member_index_of_paying_taps(tmp_path):
+    """Issue 19, migration 24: a tap that charged is found through its ledger rows
+    (ledger_member), one on a pass through taps_pass, the others through taps_member_free;
+    the reads by member (member card, data export, duplicate check) seek all three and scan
+    neither table."""
+    from host.rules.engine import _DUPLICATE_SQL
+    from host.store import member_taps
+    db = open_db(tmp_path / "s.db")
+    for sql in (member_taps.select("ts, text", "ORDER BY id DESC LIMIT 10"),
+                member_taps.select("id, ts"), _DUPLICATE_SQL):
+        plan = [r[3] for r in db.execute("EXPLAIN QUERY PLAN " + sql, [1] * sql.count("?"))]
+        text = " | ".join(plan)
+        assert "USING INDEX taps_member_free (member_id=?" in text, text
+        assert "USING INDEX ledger_member (member_id=? AND currency=?" in text, text
+        assert "USING COVERING INDEX taps_pass (pass_id=?" in text, text
+        assert "USING COVERING INDEX passes_member (member_id=?)" in text, text
+        assert not [p for p in plan if p.startswith(("SCAN taps", "SCAN ledger"))], text
+        assert "USING INTEGER PRIMARY KEY (rowid=?)" in text, text
+        assert "sqlite_autoindex_taps_1" not in text, text   # not every tap of the device
+    # Only a tap row with neither a charge nor a pass is in the partial index.
+    db.execute("INSERT INTO members (id, tier, created_at) VALUES (1, 'silver', 0)")
+    for seq, charged, pass_id in ((1, 0, None), (2, 300, None), (3, 0, 4)):
+        db.execute("INSERT INTO taps (ts, device_id, seq, uid, member_id, charged_fen, pass_id,"
+                   " verdict, reason, relay_ms, pattern, text, balance_fen, points, uses_left) "
+                   "VALUES (5, 'K1', ?, '04AA', 1, ?, ?, 'grant', 'ok', 0, 0, '', 0, 0, 0)",
+                   (seq, charged, pass_id))
+    assert db.execute("SELECT seq FROM taps INDEXED BY taps_member_free WHERE member_id = 1 "
+                      "AND charged_fen = 0 AND pass_id IS NULL").fetchall() == [(1,)]
 
 
 def test_a_new_device_key_starts_a_new_sequence_epoch():

@@ -39,16 +39,38 @@ class Taken:
     expires_at: int
 
 
+_INSERT_COLS = ("INSERT INTO ledger (ts, member_id, currency, delta, kind, lot_id, pass_id, "
+                "tap_id, op_key, reverses, note) VALUES ")
+_VALUES = "(?,?,?,?,?,?,?,?,?,?,?)"
+_INSERT_SQL = _INSERT_COLS + _VALUES
+_INSERT_MANY: dict[int, str] = {}
+
+
+def _insert_many_sql(n: int) -> str:
+    """The INSERT of ``n`` ledger rows (built once per ``n``)."""
+    sql = _INSERT_MANY.get(n)
+    if sql is None:
+        sql = _INSERT_MANY[n] = _INSERT_COLS + ",".join([_VALUES] * n)
+    return sql
+
+
 def _insert(conn: sqlite3.Connection, ts: int, member_id: int, currency: str, delta: int,
             kind: str, *, lot_id: int | None = None, pass_id: int | None = None,
             tap_id: int | None = None, op_key: str | None = None, reverses: int | None = None,
             note: str | None = None) -> sqlite3.Cursor:
     """Write one ledger row; its id is the cursor's ``lastrowid``. Not reading it lets
     PostgreSQL send the row with the next statement (host/store/pg.py)."""
-    return conn.execute(
-        "INSERT INTO ledger (ts, member_id, currency, delta, kind, lot_id, pass_id, tap_id,"
-        " op_key, reverses, note) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-        (ts, member_id, currency, delta, kind, lot_id, pass_id, tap_id, op_key, reverses, note))
+    return conn.execute(_INSERT_SQL, (ts, member_id, currency, delta, kind, lot_id, pass_id,
+                                      tap_id, op_key, reverses, note))
+
+
+def _hold(pending: Pending, ts: int, member_id: int, currency: str, delta: int, kind: str, *,
+          lot_id: int | None = None, pass_id: int | None = None, tap_id: int | None = None,
+          op_key: str | None = None, reverses: int | None = None,
+          note: str | None = None) -> None:
+    """Hold one ledger row (``_insert``'s arguments) in ``pending`` until its flush."""
+    pending.rows.append((ts, member_id, currency, delta, kind, lot_id, pass_id, tap_id, op_key,
+                         reverses, note))
 
 
 def _row(conn: sqlite3.Connection, *args: Any, **refs: Any) -> int:
@@ -57,9 +79,11 @@ def _row(conn: sqlite3.Connection, *args: Any, **refs: Any) -> int:
 
 
 class Pending:
-    """Projection changes of one member held back until ``flush()``: the engine's tap path
-    uses it to turn several ``UPDATE members`` into one. Balance checks use the known
-    balances plus the pending deltas, so they are as strict as the direct path."""
+    """Projection changes and ledger rows of one member held back until ``flush()``: the
+    engine's tap path uses it to turn several ``UPDATE members`` into one, and the tap's
+    ledger rows into one multi-row INSERT (ids in the order the rows were made). Balance
+    checks use the known balances plus the pending deltas, so they are as strict as the
+    direct path. A read of the ledger inside the transaction calls ``write_rows`` first."""
 
     def __init__(self, member_id: int, principal_fen: int, bonus_fen: int, points: int,
                  qualifying: int) -> None:
@@ -67,25 +91,48 @@ class Pending:
         self.base = {"principal": principal_fen, "bonus": bonus_fen, "points": points,
                      "qualifying": qualifying}
         self.delta = {"principal": 0, "bonus": 0, "points": 0, "qualifying": 0}
+        #: Ledger rows not written yet (``_insert``'s column values).
+        self.rows: list[tuple] = []
+        #: Lot ids known to exist, by (currency, expires_at): a credit to one is an UPDATE
+        #: by id instead of the upsert (lots are never deleted nor re-keyed).
+        self.lots: dict[tuple[str, int], int] = {}
 
     def have(self, currency: str) -> int:
         """Current value of ``currency`` including pending changes."""
         return self.base[currency] + self.delta[currency]
 
+    def write_rows(self, conn: sqlite3.Connection) -> None:
+        """Write the held ledger rows in one INSERT (nothing when there are none)."""
+        rows = self.rows
+        if not rows:
+            return
+        self.rows = []
+        if len(rows) == 1:
+            conn.execute(_INSERT_SQL, rows[0])
+        else:
+            conn.execute(_insert_many_sql(len(rows)), [v for r in rows for v in r])
+
     def flush(self, conn: sqlite3.Connection, last_active_at: int | None = None) -> None:
-        """Write the pending changes (and ``last_active_at``) in one UPDATE."""
+        """Write the held ledger rows, then the pending changes (and ``last_active_at``) in
+        one UPDATE."""
+        if self.rows:
+            self.write_rows(conn)
         # Bound values, not literals: a handful of statement shapes that sqlite3's statement
         # cache compiles once, instead of a new statement text (and a compile) per tap.
-        changed = tuple(c for c, d in self.delta.items() if d)
-        args = [self.delta[c] for c in changed]
+        delta, base = self.delta, self.base
+        changed = []
+        args = []
+        for c, d in delta.items():
+            if d:
+                changed.append(c)
+                args.append(d)
+                base[c] += d
+                delta[c] = 0
         if last_active_at is not None:
             args.append(last_active_at)
         if args:
             args.append(self.member_id)
-            conn.execute(_flush_sql(changed, last_active_at is not None), args)
-        for c, d in self.delta.items():
-            self.base[c] += d
-            self.delta[c] = 0
+            conn.execute(_flush_sql(tuple(changed), last_active_at is not None), args)
 
 
 _FLUSH_SQL: dict[tuple[tuple[str, ...], bool], str] = {}
@@ -127,23 +174,42 @@ def credit(conn: sqlite3.Connection, ts: int, member_id: int, currency: str, amo
            kind: str, *, expires_at: int = 0, pending: Pending | None = None, **refs: Any) -> int:
     """Credit ``amount`` (> 0) of ``currency``; bonus and points go into the lot keyed by
     (member, currency, expires_at). Returns the ledger row id. With ``pending`` (same
-    member), the member's projection change is held in it until ``pending.flush()``."""
+    member), the member's projection change and the ledger row are held in it until
+    ``pending.flush()`` (the row has no id yet: returns 0)."""
     if amount <= 0:
         raise InputError(f"credit of {currency} must be positive, got {amount}")
     if currency == "uses":
         raise InputError("use credit_uses() for pass uses")
     lot_id = None
     if currency in LOT_CURRENCIES:
-        row = conn.execute(
-            "INSERT INTO lots (member_id, currency, expires_at, amount, remaining) "
-            "VALUES (?,?,?,?,?) ON CONFLICT (member_id, currency, expires_at) DO UPDATE SET "
-            "amount = amount + excluded.amount, remaining = remaining + excluded.remaining "
-            "RETURNING id", (member_id, currency, expires_at, amount, amount)).fetchone()
-        lot_id = row[0]
+        lot_id = _credit_lot(conn, member_id, currency, expires_at, amount, pending)
     elif expires_at:
         raise InputError(f"{currency} credits cannot expire")
     _apply(conn, member_id, currency, amount, pending)
+    if pending is not None and pending.member_id == member_id:
+        _hold(pending, ts, member_id, currency, amount, kind, lot_id=lot_id, **refs)
+        return 0
     return _row(conn, ts, member_id, currency, amount, kind, lot_id=lot_id, **refs)
+
+
+def _credit_lot(conn: sqlite3.Connection, member_id: int, currency: str, expires_at: int,
+                amount: int, pending: Pending | None) -> int:
+    """Add ``amount`` to the member's lot of (currency, expires_at), made when missing; its
+    id. A lot ``pending`` knows is updated by id (cheaper than the upsert)."""
+    known = pending is not None and pending.member_id == member_id
+    lot_id = pending.lots.get((currency, expires_at)) if known else None
+    if lot_id is not None:
+        conn.execute("UPDATE lots SET amount = amount + ?, remaining = remaining + ? "
+                     "WHERE id = ?", (amount, amount, lot_id))
+        return lot_id
+    lot_id = conn.execute(
+        "INSERT INTO lots (member_id, currency, expires_at, amount, remaining) "
+        "VALUES (?,?,?,?,?) ON CONFLICT (member_id, currency, expires_at) DO UPDATE SET "
+        "amount = amount + excluded.amount, remaining = remaining + excluded.remaining "
+        "RETURNING id", (member_id, currency, expires_at, amount, amount)).fetchone()[0]
+    if known:
+        pending.lots[(currency, expires_at)] = lot_id
+    return lot_id
 
 
 def debit(conn: sqlite3.Connection, ts: int, member_id: int, currency: str, amount: int,
@@ -167,7 +233,10 @@ def debit(conn: sqlite3.Connection, ts: int, member_id: int, currency: str, amou
         raise InsufficientFunds(f"member {member_id} has {have} {currency}, needs {amount}")
     if currency not in LOT_CURRENCIES:
         _apply(conn, member_id, currency, -amount, pending)
-        _insert(conn, ts, member_id, currency, -amount, kind, **refs)
+        if pending is not None and pending.member_id == member_id:
+            _hold(pending, ts, member_id, currency, -amount, kind, **refs)
+        else:
+            _insert(conn, ts, member_id, currency, -amount, kind, **refs)
         return [Taken(None, amount, 0)]
     lots = conn.execute(
         "SELECT id, remaining, expires_at FROM lots WHERE member_id = ? AND currency = ? "
@@ -184,7 +253,10 @@ def debit(conn: sqlite3.Connection, ts: int, member_id: int, currency: str, amou
     for lot_id, remaining, expires_at in lots:
         part = min(left, remaining)
         conn.execute("UPDATE lots SET remaining = remaining - ? WHERE id = ?", (part, lot_id))
-        _insert(conn, ts, member_id, currency, -part, kind, lot_id=lot_id, **refs)
+        if pending is not None and pending.member_id == member_id:
+            _hold(pending, ts, member_id, currency, -part, kind, lot_id=lot_id, **refs)
+        else:
+            _insert(conn, ts, member_id, currency, -part, kind, lot_id=lot_id, **refs)
         taken.append(Taken(lot_id, part, expires_at))
         left -= part
         if left == 0:

@@ -41,9 +41,22 @@ def points_multiplier(policy: Policy, now: datetime, birthday: str | None) -> in
 
 
 def points_expiry(policy: Policy, now: datetime) -> int:
-    """When points earned at ``now`` expire (unix time; 0 = never)."""
+    """When points earned at ``now`` expire (unix time; 0 = never). It depends only on the
+    month of ``now`` and its time zone: computed once per month, not per tap."""
     months = policy.points_expiry_months
-    return int(months_later_start(now, months).timestamp()) if months else 0
+    if not months:
+        return 0
+    key = (now.year, now.month, now.tzinfo, now.fold, months)
+    at = _EXPIRY.get(key)
+    if at is None:
+        if len(_EXPIRY) > 64:
+            _EXPIRY.clear()
+        at = _EXPIRY[key] = int(months_later_start(now, months).timestamp())
+    return at
+
+
+#: points_expiry by (year, month, tzinfo, fold, months).
+_EXPIRY: dict[tuple, int] = {}
 
 
 def earn(conn: sqlite3.Connection, policy: Policy, member_id: int, birthday: str | None,

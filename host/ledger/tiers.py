@@ -97,6 +97,8 @@ def maybe_upgrade(conn: sqlite3.Connection, policy: Policy, member_id: int, ts: 
         "SELECT tier, tier_manual FROM members WHERE id = ?", (member_id,)).fetchone()
     if row is None or row[1]:
         return None
+    if pending is not None:
+        pending.write_rows(conn)   # the window reads below count this tap's rows
     cur = policy.tiers.get(row[0])
     rank = cur.rank if cur else 0
     for tier in reversed(policy.tiers_by_rank()):

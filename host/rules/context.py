@@ -83,14 +83,18 @@ class CardRow(NamedTuple):
     passes: int
     #: 1 when the member has a coupon still valid at ``ts`` (else no coupon query).
     coupons: int
+    #: The id of the member's points lot expiring when points earned now expire (the head
+    #: read's ``points_expiry`` argument); None: no such lot yet.
+    points_lot: int | None = None
 
     def secure_row(self) -> tuple[int, int, int | None, int | None]:
         """(member_id, secure, key_version, sun_counter) for ``check_tap``."""
         return self.member_id, self.secure, self.key_version, self.sun_counter
 
 
-#: The columns of a ``CardRow`` (arguments ``ts, ts, ts``) over ``CARD_JOIN`` (argument
-#: ``uid``), read by the engine's head query (host/rules/engine.py); all NULL: no such card.
+#: The columns of a ``CardRow`` (arguments ``ts, ts, ts, points_expiry``) over ``CARD_JOIN``
+#: (argument ``uid``), read by the engine's head query (host/rules/engine.py); all NULL: no
+#: such card.
 CARD_COLS = ("c.status, c.expires_at, m.id, m.name, m.status, m.tier, "
              "substr('0' || m.birth_month, -2), m.tier_manual, m.principal_fen, m.bonus_fen, "
              "m.points, m.qualifying, c.secure, c.key_version, c.sun_counter, "
@@ -98,7 +102,9 @@ CARD_COLS = ("c.status, c.expires_at, m.id, m.name, m.status, m.tier, "
              "AND l.expires_at <= ? AND l.remaining > 0), "
              "EXISTS (SELECT 1 FROM passes p WHERE p.member_id = m.id "
              "AND (p.ends_at = 0 OR p.ends_at > ?)), "
-             "EXISTS (SELECT 1 FROM coupons k WHERE k.member_id = m.id AND k.valid_until > ?)")
+             "EXISTS (SELECT 1 FROM coupons k WHERE k.member_id = m.id AND k.valid_until > ?), "
+             "(SELECT l.id FROM lots l WHERE l.member_id = m.id AND l.currency = 'points' "
+             "AND l.expires_at = ?)")
 CARD_JOIN = "LEFT JOIN cards c ON c.uid = ? LEFT JOIN members m ON m.id = c.member_id"
 
 
@@ -117,11 +123,16 @@ class Member:
     coupons: bool = True
 
     @classmethod
-    def from_card(cls, card: CardRow) -> "Member":
+    def from_card(cls, card: CardRow, points_expiry: int | None = None) -> "Member":
+        """The member of ``card``; ``points_expiry``: the head read's argument, whose lot
+        (``card.points_lot``) the pending changes then know."""
+        pending = Pending(card.member_id, card.principal_fen, card.bonus_fen, card.points,
+                          card.qualifying)
+        if card.points_lot is not None and points_expiry is not None:
+            pending.lots[("points", points_expiry)] = card.points_lot
         return cls(card.member_id, (card.name or f"#{card.member_id}")[:NAME_CHARS], card.tier,
-                   card.birthday, bool(card.tier_manual),
-                   Pending(card.member_id, card.principal_fen, card.bonus_fen, card.points,
-                           card.qualifying), bool(card.passes), bool(card.coupons))
+                   card.birthday, bool(card.tier_manual), pending, bool(card.passes),
+                   bool(card.coupons))
 
     def balance_fen(self) -> int:
         """Stored value (principal + bonus) including pending changes."""

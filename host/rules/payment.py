@@ -152,14 +152,17 @@ def _by_balance(ctx: TapContext, cover: str, price_fen: int) -> Outcome | None:
                          tap_id=ctx.tap_id, pending=m.pending)
     except InsufficientFunds:
         return None
-    pay_points.take(ctx, part)
-    coupons.use(ctx, applied)
+    if part.points:
+        pay_points.take(ctx, part)
+    if applied is not None:
+        coupons.use(ctx, applied)
     earned = rewards.earn(ctx.conn, pol, m.id, m.birthday, pay_fen, ctx.now, ctx.ts,
                           tap_id=ctx.tap_id, pending=m.pending, campaign_kind=ctx.kind)
     campaigns.issue_coupons(ctx.conn, pol, m.id, ctx.now, ctx.ts, ctx.kind)
     rewards.qualify(ctx.conn, pol, m.id, ctx.ts, paid_fen=pay_fen, now=ctx.now,
                     pending=m.pending, current=(m.tier, int(m.manual)), tap_id=ctx.tap_id)
-    return Outcome("grant", "ok", f"{coupons.label(applied)}{pay_points.label(part)}paid "
-                   f"{format_fen(pay_fen)} left {format_fen(m.balance_fen())}",
-                   charged_fen=pay_fen, points_earned=earned, pass_id=disc_pid,
-                   points_paid=part.points, points_paid_fen=part.fen)
+    text = f"paid {format_fen(pay_fen)} left {format_fen(m.balance_fen())}"
+    if applied is not None or part.points:
+        text = f"{coupons.label(applied)}{pay_points.label(part)}{text}"
+    return Outcome("grant", "ok", text, charged_fen=pay_fen, points_earned=earned,
+                   pass_id=disc_pid, points_paid=part.points, points_paid_fen=part.fen)

@@ -667,6 +667,15 @@ CREATE INDEX payments_store ON payments(store_id, ts);
     # rows by id range (host/store/day_marks.py) instead of the ts indexes every tap wrote.
     (23, "day marks: first tap and ledger id of each day; drop taps_ts and ledger_ts",
      _DAY_MARKS_SQL + _DAY_MARK_TRIGGERS_SQLITE),
+    # Fewer pages per tap commit (issue 19): a tap that charged stored value is found by
+    # member through its own principal/bonus ledger rows (``ledger_member``, which the tap
+    # writes anyway; verify() checks that those rows sum to its charged_fen), one on a pass
+    # through ``taps_pass`` and the member's passes, so only the other taps stay in a
+    # by-member index of taps (host/store/member_taps.py).
+    (24, "tap commit: taps by member indexed only for taps without a charge or a pass", """
+DROP INDEX IF EXISTS taps_member;
+CREATE INDEX taps_member_free ON taps(member_id, ts) WHERE charged_fen = 0 AND pass_id IS NULL;
+"""),
 ]
 
 #: PostgreSQL text of the migrations whose SQLite triggers translate_ddl cannot carry.

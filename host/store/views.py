@@ -12,6 +12,7 @@ from typing import Any
 import sqlite_utils
 
 from host.errors import InputError, NotFound
+from host.store import member_taps
 
 #: Tables whose ``key`` column is secret: left out of an export unless asked for.
 _KEYED_TABLES = ("devices", "site_keys")
@@ -65,9 +66,9 @@ def member(db: sqlite_utils.Database, member_id: int) -> dict[str, Any]:
     m["lots"] = _rows(db, f"SELECT currency, expires_at, {_BY_UNIT.format(v='remaining')} "
                           "FROM lots WHERE member_id = ? AND remaining > 0 "
                           "ORDER BY currency, expires_at = 0, expires_at", [member_id])
-    m["recent_taps"] = _rows(db, "SELECT ts, device_id, verdict, reason, charged_fen, text "
-                                 "FROM taps WHERE member_id = ? ORDER BY id DESC LIMIT 10",
-                             [member_id])
+    m["recent_taps"] = _rows(db, member_taps.select(
+        "ts, device_id, verdict, reason, charged_fen, text", "ORDER BY id DESC LIMIT 10"),
+        [*member_taps.params(member_id), member_id])
     return m
 
 
@@ -100,8 +101,9 @@ def member_data(db: sqlite_utils.Database, member_id: int) -> dict[str, Any]:
                     "FROM ledger WHERE member_id = ? ORDER BY id"),
         "payments": q("SELECT id, ts, kind, amount_fen, pass_id FROM payments "
                       "WHERE member_id = ? ORDER BY id"),
-        "taps": q("SELECT id, ts, device_id, uid, verdict, reason, charged_fen, "
-                  "points_earned, text FROM taps WHERE member_id = ? ORDER BY id"),
+        "taps": _rows(db, member_taps.select("id, ts, device_id, uid, verdict, reason, "
+                                             "charged_fen, points_earned, text"),
+                      [*member_taps.params(member_id), member_id]),
     }
 
 
