@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import collections
 import cProfile
+import gc
 import json
 import pstats
 import statistics
@@ -73,12 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sync", choices=("full", "off"), default="full")
     ap.add_argument("--profile", type=int, default=0)
     ap.add_argument("--sql", action="store_true")
+    ap.add_argument("--cache-kib", type=int, default=0,
+                    help="PRAGMA cache_size of the engine's connection (0: open_db's)")
     a = ap.parse_args(argv)
     path = Path(tempfile.mkdtemp(prefix="tapkiosk-engine-")) / "site.db"
     devices = make_site(path, a.devices)
     db = open_db(path)
     if a.sync == "off":
         db.conn.execute("PRAGMA synchronous = OFF")
+    if a.cache_kib:
+        db.conn.execute(f"PRAGMA cache_size = -{a.cache_kib}")
     eng = Engine(db)
     down = [0]
     encs = {d: _encoder(d, Mac(k), down) for d, k, _u in devices}
@@ -99,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
 
     for _ in range(20):                      # warm-up: devices, statements, pages
         eng.decide_many(batch())
+    gc.collect()
+    gc.freeze()                              # as the daemon after start (host/site/gctune.py)
     acc: dict[str, float] = collections.defaultdict(float)
     cnt: collections.Counter = collections.Counter()
     if a.sql:

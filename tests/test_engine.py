@@ -613,3 +613,58 @@ def test_a_batch_runs_without_savepoints_unless_a_tap_needs_one(site):
                          "FROM taps").fetchone()
     assert charged[0] == 6 and charged[2] == 5 and bal(db, mid) == 10000 - charged[1]
     assert ledger.verify(db) == []
+
+
+def _bonus_lots(db, mid):
+    return db.conn.execute("SELECT expires_at, remaining FROM lots WHERE member_id = ? AND "
+                           "currency = 'bonus' ORDER BY expires_at = 0, expires_at",
+                           (mid,)).fetchall()
+
+
+def test_a_bonus_spend_takes_its_lot_from_the_head_read(site):
+    """Issue 19: the head read also brings the bonus lot a spend takes from first, so a tap
+    whose bonus part that lot covers reads no lots; one it does not cover reads them and
+    takes the rest from the next lot in order (soonest expiry first, never-expiring last),
+    in a lone tap and in a batch of the same member's taps; the ledger still verifies."""
+    db, admin, engine, clock, mid = site
+    ts = int(clock().timestamp())
+    with engine.transaction() as conn:
+        ledger.credit(conn, ts, mid, "bonus", 300, "adjust", expires_at=ts + 10 * 86400)
+        ledger.credit(conn, ts, mid, "bonus", 10000, "adjust")
+    read_lots = "SELECT id, remaining, expires_at FROM lots"
+    stmts: list[str] = []
+    db.conn.set_trace_callback(stmts.append)
+    d1 = engine.decide(Tap("K1", 1, UID, amount_fen=200))
+    db.conn.set_trace_callback(None)
+    paid1 = 10300 - d1.balance_fen
+    assert d1.verdict == "grant" and 0 < paid1 < 300
+    assert not [s for s in stmts if s.startswith(read_lots)], stmts
+    assert _bonus_lots(db, mid) == [(ts + 10 * 86400, 300 - paid1), (0, 10000)]
+    stmts.clear()
+    db.conn.set_trace_callback(stmts.append)
+    out = engine.decide_many([(Tap("K1", s, UID, amount_fen=1000), None) for s in (2, 3)])
+    db.conn.set_trace_callback(None)
+    assert [d.verdict for d in out] == ["grant", "grant"]
+    assert [s for s in stmts if s.startswith(read_lots)], stmts   # the first lot is short
+    paid = 10300 - out[1].balance_fen
+    assert _bonus_lots(db, mid) == [(ts + 10 * 86400, 0), (0, 10300 - paid)]
+    assert ledger.verify(db) == []
+
+
+def test_a_bonus_credit_in_the_tap_forgets_the_head_reads_lot(site):
+    """A credit to a member's bonus inside the tap (here before the spend) may make a lot that
+    comes first: the spend then reads the lots (the head read's lot is forgotten)."""
+    db, admin, engine, clock, mid = site
+    ts = int(clock().timestamp())
+    with engine.transaction() as conn:
+        ledger.credit(conn, ts, mid, "bonus", 10000, "adjust")
+    pending = ledger.Pending(mid, 0, 10000, 0, 0)
+    lot = db.conn.execute("SELECT id FROM lots WHERE member_id = ?", (mid,)).fetchone()[0]
+    pending.first["bonus"] = (lot, 10000, 0)
+    with engine.transaction() as conn:
+        ledger.credit(conn, ts, mid, "bonus", 50, "adjust", expires_at=ts + 86400,
+                      pending=pending)
+        taken = ledger.debit(conn, ts, mid, "bonus", 60, "spend", pending=pending)
+        pending.flush(conn)
+    assert [(t.amount, t.expires_at) for t in taken] == [(50, ts + 86400), (10, 0)]
+    assert ledger.verify(db) == []

@@ -96,6 +96,10 @@ class Pending:
         #: Lot ids known to exist, by (currency, expires_at): a credit to one is an UPDATE
         #: by id instead of the upsert (lots are never deleted nor re-keyed).
         self.lots: dict[tuple[str, int], int] = {}
+        #: The lot a debit of a currency takes from first, as (id, remaining, expires_at),
+        #: when known (the engine's head read): a debit it covers reads no lots. Forgotten
+        #: on any other change to that currency's lots.
+        self.first: dict[str, tuple[int, int, int]] = {}
 
     def have(self, currency: str) -> int:
         """Current value of ``currency`` including pending changes."""
@@ -182,6 +186,8 @@ def credit(conn: sqlite3.Connection, ts: int, member_id: int, currency: str, amo
         raise InputError("use credit_uses() for pass uses")
     lot_id = None
     if currency in LOT_CURRENCIES:
+        if pending is not None:
+            pending.first.pop(currency, None)   # the new credit's lot may come first
         lot_id = _credit_lot(conn, member_id, currency, expires_at, amount, pending)
     elif expires_at:
         raise InputError(f"{currency} credits cannot expire")
@@ -238,10 +244,15 @@ def debit(conn: sqlite3.Connection, ts: int, member_id: int, currency: str, amou
         else:
             _insert(conn, ts, member_id, currency, -amount, kind, **refs)
         return [Taken(None, amount, 0)]
-    lots = conn.execute(
-        "SELECT id, remaining, expires_at FROM lots WHERE member_id = ? AND currency = ? "
-        "AND remaining > 0 ORDER BY expires_at = 0, expires_at, id",
-        (member_id, currency)).fetchall()
+    known = pending is not None and pending.member_id == member_id
+    first = pending.first.pop(currency, None) if known else None
+    if first is not None and first[1] >= amount:
+        lots = [first]
+    else:
+        lots = conn.execute(
+            "SELECT id, remaining, expires_at FROM lots WHERE member_id = ? AND currency = ? "
+            "AND remaining > 0 ORDER BY expires_at = 0, expires_at, id",
+            (member_id, currency)).fetchall()
     short = amount - sum(r[1] for r in lots)
     if short > 0:
         # Projection and lots disagree: refuse, writing nothing, rather than go negative
@@ -253,8 +264,10 @@ def debit(conn: sqlite3.Connection, ts: int, member_id: int, currency: str, amou
     for lot_id, remaining, expires_at in lots:
         part = min(left, remaining)
         conn.execute("UPDATE lots SET remaining = remaining - ? WHERE id = ?", (part, lot_id))
-        if pending is not None and pending.member_id == member_id:
+        if known:
             _hold(pending, ts, member_id, currency, -part, kind, lot_id=lot_id, **refs)
+            if first is not None and part < remaining:   # still the first lot
+                pending.first[currency] = (lot_id, remaining - part, expires_at)
         else:
             _insert(conn, ts, member_id, currency, -part, kind, lot_id=lot_id, **refs)
         taken.append(Taken(lot_id, part, expires_at))
@@ -342,6 +355,8 @@ def sweep_expired(conn: sqlite3.Connection, ts: int, member_id: int | None = Non
         sql += " AND member_id = ?"
         args = (ts, member_id)
     n = 0
+    if pending is not None:
+        pending.first.clear()
     for lot_id, mid, currency, remaining in conn.execute(sql, args).fetchall():
         conn.execute("UPDATE lots SET remaining = 0 WHERE id = ?", (lot_id,))
         _apply(conn, mid, currency, -remaining, pending)

@@ -86,6 +86,11 @@ class CardRow(NamedTuple):
     #: The id of the member's points lot expiring when points earned now expire (the head
     #: read's ``points_expiry`` argument); None: no such lot yet.
     points_lot: int | None = None
+    #: The member's bonus lot a spend takes from first (id, remaining, expires_at; None:
+    #: no bonus): ``host.ledger.book.debit`` takes it without reading the lots again.
+    bonus_lot: int | None = None
+    bonus_remaining: int | None = None
+    bonus_expires_at: int | None = None
 
     def secure_row(self) -> tuple[int, int, int | None, int | None]:
         """(member_id, secure, key_version, sun_counter) for ``check_tap``."""
@@ -104,8 +109,11 @@ CARD_COLS = ("c.status, c.expires_at, m.id, m.name, m.status, m.tier, "
              "AND (p.ends_at = 0 OR p.ends_at > ?)), "
              "EXISTS (SELECT 1 FROM coupons k WHERE k.member_id = m.id AND k.valid_until > ?), "
              "(SELECT l.id FROM lots l WHERE l.member_id = m.id AND l.currency = 'points' "
-             "AND l.expires_at = ?)")
-CARD_JOIN = "LEFT JOIN cards c ON c.uid = ? LEFT JOIN members m ON m.id = c.member_id"
+             "AND l.expires_at = ?), b.id, b.remaining, b.expires_at")
+CARD_JOIN = ("LEFT JOIN cards c ON c.uid = ? LEFT JOIN members m ON m.id = c.member_id "
+             "LEFT JOIN lots b ON m.bonus_fen > 0 AND b.id = (SELECT l.id FROM lots l "
+             "WHERE l.member_id = m.id AND l.currency = 'bonus' AND l.remaining > 0 "
+             "ORDER BY l.expires_at = 0, l.expires_at, l.id LIMIT 1)")
 
 
 @dataclass(slots=True)
@@ -130,6 +138,9 @@ class Member:
                           card.qualifying)
         if card.points_lot is not None and points_expiry is not None:
             pending.lots[("points", points_expiry)] = card.points_lot
+        if card.bonus_lot is not None and not card.expiring:   # an expired lot sorts first
+            pending.first["bonus"] = (card.bonus_lot, card.bonus_remaining,
+                                      card.bonus_expires_at)
         return cls(card.member_id, (card.name or f"#{card.member_id}")[:NAME_CHARS], card.tier,
                    card.birthday, bool(card.tier_manual), pending, bool(card.passes),
                    bool(card.coupons))
