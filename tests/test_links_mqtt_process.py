@@ -143,6 +143,7 @@ def test_both_modes_serve_taps_and_forward_events(tmp_path: Path, broker) -> Non
         try:
             link = d.daemon.links[0]
             assert type(link).__name__ == ("MqttPipeLink" if mode == "on" else "MqttLink")
+            bus_sub, local = d.daemon.bus.subscribe(), {}
             wait_until(link.connected.is_set, what="daemon subscribed")
             dev = SimDevice("kiosk-1", KEY_A, "kiosk", MqttTransport(broker.host, broker.port))
             dev.hello()
@@ -152,6 +153,18 @@ def test_both_modes_serve_taps_and_forward_events(tmp_path: Path, broker) -> Non
                        <= {t for t, _ in got}, what=f"tap and decision events ({mode})")
             decision = next(e for t, e in got if t == "tapkiosk/v1/events/decision")
             assert decision["data"]["verdict"] == "grant"
+            # on MQTT the very envelope the bus holds (mode "on": encoded by the link process)
+
+            def drained() -> bool:
+                e = bus_sub.get(0.1)
+                if e is not None:
+                    local[e.id] = json.loads(e.json)
+                return {e["kind"] for e in local.values()} >= {"tap", "decision"}
+
+            wait_until(drained, what=f"bus events ({mode})")
+            matched = [e for _t, e in got if e["id"] in local]
+            assert {e["kind"] for e in matched} >= {"tap", "decision"}
+            assert all(e == local[e["id"]] for e in matched)
             dev.close()
         finally:
             d.stop()

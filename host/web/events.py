@@ -20,7 +20,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from host.errors import InputError
@@ -38,15 +37,29 @@ TOPIC_PREFIX = "tapkiosk/v1/events"
 _ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 
 
-@dataclass(frozen=True)
-class Event:
-    """One published event: increasing ``id``, ``kind``, unix ``ts``, JSON of the envelope."""
+def event_json(eid: int, kind: str, ts: float, data: dict[str, Any]) -> str:
+    """The JSON of an event's envelope (the same text wherever it is encoded: the MQTT link
+    process encodes the daemon's tap and decision events itself)."""
+    return _ENCODE({"id": eid, "kind": kind, "ts": ts, "data": data})
 
-    id: int
-    kind: str
-    ts: float
-    data: dict[str, Any]
-    json: str
+
+class Event:
+    """One published event: increasing ``id``, ``kind``, unix ``ts``, ``data`` and ``json``,
+    the JSON of the envelope (of a ``lazy`` publish: encoded when first read, so an event no
+    consumer in this process reads is never encoded here)."""
+
+    __slots__ = ("id", "kind", "ts", "data", "_json")
+
+    def __init__(self, eid: int, kind: str, ts: float, data: dict[str, Any],
+                 text: str | None = None) -> None:
+        self.id, self.kind, self.ts, self.data, self._json = eid, kind, ts, data, text
+
+    @property
+    def json(self) -> str:
+        text = self._json
+        if text is None:
+            text = self._json = event_json(self.id, self.kind, self.ts, self.data)
+        return text
 
     def sse(self) -> str:
         """The event as one server-sent-events message."""
@@ -155,9 +168,12 @@ class EventBus:
         self._wanted = frozenset(k for k in KINDS
                                  if any(s.kinds is None or k in s.kinds for s in self._subs))
 
-    def publish(self, kind: str, data: dict[str, Any]) -> Event:
+    def publish(self, kind: str, data: dict[str, Any], lazy: bool = False) -> Event:
         """Send ``data`` (a JSON-able dict) as an event of ``kind`` to every subscriber.
-        InputError for an unknown kind or data that is not JSON-able; never blocks."""
+        InputError for an unknown kind or data that is not JSON-able; never blocks.
+        ``lazy=True`` (the daemon's tap and decision events, plain JSON types by
+        construction, ``host.web.event_payloads``): ``data`` is neither copied nor checked,
+        and its JSON is made when a consumer first reads it."""
         if kind not in KINDS:
             check_kinds([kind])
         if not isinstance(data, dict):
@@ -165,12 +181,15 @@ class EventBus:
         with self._lock:  # ids and delivery in one order for every subscriber
             ts = time.time()
             eid = self._last_id + 1
-            try:
-                text = _ENCODE({"id": eid, "kind": kind, "ts": ts, "data": data})
-            except (TypeError, ValueError) as e:
-                raise InputError(f"event data is not JSON-able: {e}") from None
+            if lazy:
+                event = Event(eid, kind, ts, data)
+            else:
+                try:
+                    text = event_json(eid, kind, ts, data)
+                except (TypeError, ValueError) as e:
+                    raise InputError(f"event data is not JSON-able: {e}") from None
+                event = Event(eid, kind, ts, dict(data), text)
             self._last_id = eid
-            event = Event(eid, kind, ts, dict(data), text)
             for sub in self._subs:
                 sub.offer(event)
         return event
