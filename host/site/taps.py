@@ -21,11 +21,11 @@ from concurrent.futures import Future
 from functools import partial
 from typing import Any
 
-from host.rules.engine import Decision, Tap, clip_text
+from host.rules.engine import Decision, Tap
 from host.rules.voids import VoidRefused, stored_void_reply, void_tap
 from host.secure.check import card_ref
 from host.site import inflight as gate_
-from host.site.decision_frame import decision_frame
+from host.site.decision_frame import decision_fields, decision_of
 from host.site.inflight import InflightGate
 from host.site.metrics import Metrics
 from host.site.publish import Publisher
@@ -42,23 +42,9 @@ log = logging.getLogger("tapkiosk.service")
 
 Send = Callable[[bytes], None]
 
+__all__ = ["Taps", "decision_fields"]
+
 _DIRECTIONS = {pk.DIR_NONE: None, pk.DIR_IN: "in", pk.DIR_OUT: "out"}
-
-
-def decision_fields(tap_seq: int, d: Decision) -> dict[str, Any]:
-    """DECISION body fields for an engine Decision, clamped to the wire's ranges."""
-    def clamp(v: int, lo: int, hi: int) -> int:
-        return max(lo, min(hi, int(v)))
-
-    return {
-        "tap_seq": tap_seq, "verdict": codes.GRANT if d.verdict == "grant" else codes.DENY,
-        "reason": codes.reason_code(d.reason), "relay_ms": clamp(d.relay_ms, 0, 60000),
-        "pattern": clamp(d.pattern, 0, 255),
-        "balance": clamp(d.balance_fen, -0x80000000, 0x7FFFFFFF),
-        "points": clamp(d.points, -0x80000000, 0x7FFFFFFF),
-        "uses": clamp(d.uses_left, -1, 0x7FFF), "text": clip_text(d.text or ""),
-        "sale_id": clamp(d.sale_id, 0, 0xFFFFFFFF),
-    }
 
 
 class Taps:
@@ -88,8 +74,8 @@ class Taps:
             return cached[1]
 
         def encode(tap: Tap, d: Decision) -> bytes:
-            return decision_frame(self.registry.next_down_seq(st), st.device_id,
-                                  decision_fields(st.wire(tap.seq), d), st.mac)
+            return decision_of(self.registry.next_down_seq(st), st.device_id,
+                               st.wire(tap.seq), d, st.mac)
 
         self._encoders[st.device_id] = (st, encode)
         return encode
