@@ -169,3 +169,17 @@ def test_the_batcher_hands_fields_to_a_link_that_encodes_them_else_json() -> Non
         forwarder.stop()
     assert fields == [("tapkiosk/v1/events", [(first.id, "tap", first.ts, {"seq": 1})])]
     assert raw == [("tapkiosk/v1/events/tap", second.json.encode())]
+
+
+def test_publish_many_is_publish_of_each_under_one_wake_up() -> None:
+    bus = EventBus(queue_size=3)
+    every, picky = bus.subscribe(), bus.subscribe(["tap"])
+    bus.publish("sale", {"n": 0})
+    events = bus.publish_many("decision", [{"n": 1}, {"n": 2}, {"n": 3}])
+    assert [e.id for e in events] == [2, 3, 4] and {e.kind for e in events} == {"decision"}
+    assert [json.loads(e.json)["data"] for e in events] == [{"n": 1}, {"n": 2}, {"n": 3}]
+    got = [every.get(timeout=0) for _ in range(4)]
+    assert got[:3] == events and got[3] is None and every.dropped == 1   # the sale fell out
+    assert picky.get(timeout=0) is None and picky.dropped == 0
+    assert bus.publish("tap", {"n": 4}).id == 5
+    assert bus.publish_many("tap", []) == [] and bus.publish("tap", {}).id == 6

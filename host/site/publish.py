@@ -43,6 +43,17 @@ class Publisher:
         """The decision of ``tap``, after its reply was sent."""
         self.publish("decision", decision_payload, tap, d, lazy=True)
 
+    def decisions(self, decided: list[tuple[Tap, Decision]]) -> None:
+        """``decision`` for each of ``decided``, published as one batch; never raises."""
+        if self.bus is None or not decided:
+            return
+        try:
+            if self.bus.wanted("decision"):
+                self.bus.publish_many("decision", [decision_payload(t, d) for t, d in decided])
+        except Exception:  # noqa: BLE001 - an event must never break a tap
+            self.failed += 1
+            log.exception("publishing %d decision events failed", len(decided))
+
     def device(self, device_id: str, kind: str, link: str, fw: str, online: bool) -> None:
         """A device came online or went offline."""
         self.publish("device_online" if online else "device_offline", device_payload,

@@ -101,6 +101,20 @@ class Subscription:
         if waker is not None:
             waker()
 
+    def offer_many(self, events: list[Event]) -> None:
+        """Queue ``events`` (all of one kind, called by the bus) with one wake-up."""
+        if self.kinds is not None and events and events[0].kind not in self.kinds:
+            return
+        with self._cond:
+            if self.closed:
+                return
+            self.dropped += max(0, len(self._items) + len(events) - self._items.maxlen)
+            self._items.extend(events)
+            self._cond.notify_all()
+            waker = self._waker
+        if waker is not None:
+            waker()
+
     def _pop(self) -> Event | None:
         with self._cond:
             return self._items.popleft() if self._items else None
@@ -193,6 +207,20 @@ class EventBus:
             for sub in self._subs:
                 sub.offer(event)
         return event
+
+    def publish_many(self, kind: str, datas: list[dict[str, Any]]) -> list[Event]:
+        """``publish(kind, data, lazy=True)`` for each of ``datas`` (in order, one ``ts``),
+        under one lock and with one wake-up per subscriber."""
+        if kind not in KINDS:
+            check_kinds([kind])
+        with self._lock:
+            ts = time.time()
+            first = self._last_id + 1
+            events = [Event(first + i, kind, ts, data) for i, data in enumerate(datas)]
+            self._last_id += len(events)
+            for sub in self._subs:
+                sub.offer_many(events)
+        return events
 
     def subscribe(self, kinds: Iterable[str] | None = None,
                   queue_size: int | None = None) -> Subscription:
