@@ -207,3 +207,21 @@ def test_the_writer_threads_sends_wait_for_its_flush_others_go_at_once() -> None
         ("tapkiosk/v1/kiosk-2/down", b"welcome")]
     ours.close()
     theirs.close()
+
+
+def test_the_link_process_encodes_the_events_and_skips_one_it_cannot() -> None:
+    import marshal
+    from types import SimpleNamespace
+
+    from host.site.links.mqtt_child import Pump
+    from host.web.events import event_json
+
+    out: list[tuple[str, bytes]] = []
+    pump = Pump.__new__(Pump)   # no sockets: only its event encoding
+    pump.client = SimpleNamespace(publish_qos0=lambda t, p: out.append((t, p)))
+    tap, late = {"seq": 1, "uid": "04A1"}, {"seq": 1, "verdict": "grant", "text": "Paid 1.00"}
+    pump._events("tapkiosk/v1/events", marshal.dumps(
+        [(1, "tap", 1.5, tap), (2, "decision", 1.6, {"raw": b"\x01"}), (3, "decision", 1.7, late)]))
+    assert out == [("tapkiosk/v1/events/tap", event_json(1, "tap", 1.5, tap).encode()),
+                   ("tapkiosk/v1/events/decision", event_json(3, "decision", 1.7, late).encode())]
+    assert json.loads(out[1][1]) == {"id": 3, "kind": "decision", "ts": 1.7, "data": late}

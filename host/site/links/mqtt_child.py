@@ -179,12 +179,20 @@ class Pump:
             if kind == b"P":
                 c.publish(topic, payload, qos=1)
             elif kind == b"E":
-                for eid, ekind, ts, edata in marshal.loads(payload):
-                    c.publish_qos0(f"{topic}/{ekind}",
-                                   event_json(eid, ekind, ts, edata).encode("utf-8"))
+                self._events(topic, payload)
             else:
                 c.publish_qos0(topic, payload)
         return True
+
+    def _events(self, prefix: str, payload: bytes) -> None:
+        """Publish an ``E`` record's events; one that cannot be encoded is logged, skipped."""
+        for eid, kind, ts, data in marshal.loads(payload):
+            try:
+                text = event_json(eid, kind, ts, data)
+            except (TypeError, ValueError) as e:
+                log.error("event %d (%s) not published: %s", eid, kind, e)
+                continue
+            self.client.publish_qos0(f"{prefix}/{kind}", text.encode("utf-8"))
 
     def run(self) -> None:
         """Serve both sockets until the daemon's end closes."""
