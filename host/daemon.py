@@ -176,7 +176,8 @@ class Daemon:
                 link.defer_on(self.writer.thread_id)
                 self.writer.after_job.insert(0, link.flush)   # the DECISIONs first
             from host.site.links.mqtt_events import EventBatcher
-            self.mqtt_events = EventBatcher(self.bus, link.publish_many).start()
+            self.mqtt_events = EventBatcher(self.bus, link.publish_many, publish_events=getattr(
+                link, "publish_events", None)).start()
         if c.nfc is not None:
             from host.site.links.nfc import NfcLink
             self.links.append(NfcLink(c.nfc, c.nfc_device or "", self.service).start())

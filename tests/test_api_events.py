@@ -125,3 +125,61 @@ def test_publisher_builds_nothing_when_nobody_listens():
     assert built == [3] and bus.wanted("decision") and not bus.wanted("tap")
     sub.close()
     assert not bus.wanted("decision")
+
+
+def test_a_lazy_event_is_encoded_once_when_first_read(monkeypatch) -> None:
+    import host.web.events as events
+
+    calls: list[object] = []
+    real = events._ENCODE
+    monkeypatch.setattr(events, "_ENCODE", lambda obj: calls.append(obj) or real(obj))
+    bus = EventBus()
+    sub = bus.subscribe()
+    data = {"verdict": "grant", "balance_fen": 8750}
+    lazy = bus.publish("decision", data, lazy=True)
+    assert calls == [] and sub.get(timeout=0) is lazy
+    eager = bus.publish("decision", data)
+    assert len(calls) == 1
+    assert json.loads(lazy.json) == {"id": lazy.id, "kind": "decision", "ts": lazy.ts,
+                                     "data": data}
+    assert lazy.json == lazy.json and len(calls) == 2   # encoded once, then kept
+    assert lazy.json.replace(f'"id":{lazy.id}', f'"id":{eager.id}').replace(
+        repr(lazy.ts), repr(eager.ts)) == eager.json
+
+
+def test_the_batcher_hands_fields_to_a_link_that_encodes_them_else_json() -> None:
+    bus = EventBus()
+    raw: list[tuple[str, bytes]] = []
+    fields: list[tuple[str, list]] = []
+    accept = [True]
+
+    def publish_events(prefix: str, events: list) -> bool:
+        if accept[0]:
+            fields.append((prefix, events))
+        return accept[0]
+
+    forwarder = EventBatcher(bus, raw.extend, publish_events=publish_events).start()
+    try:
+        first = bus.publish("tap", {"seq": 1}, lazy=True)
+        wait_until(lambda: forwarder.sent == 1, 10, what="the first event forwarded")
+        accept[0] = False
+        second = bus.publish("tap", {"seq": 2}, lazy=True)
+        wait_until(lambda: forwarder.sent == 2, 10, what="the second event forwarded")
+    finally:
+        forwarder.stop()
+    assert fields == [("tapkiosk/v1/events", [(first.id, "tap", first.ts, {"seq": 1})])]
+    assert raw == [("tapkiosk/v1/events/tap", second.json.encode())]
+
+
+def test_publish_many_is_publish_of_each_under_one_wake_up() -> None:
+    bus = EventBus(queue_size=3)
+    every, picky = bus.subscribe(), bus.subscribe(["tap"])
+    bus.publish("sale", {"n": 0})
+    events = bus.publish_many("decision", [{"n": 1}, {"n": 2}, {"n": 3}])
+    assert [e.id for e in events] == [2, 3, 4] and {e.kind for e in events} == {"decision"}
+    assert [json.loads(e.json)["data"] for e in events] == [{"n": 1}, {"n": 2}, {"n": 3}]
+    got = [every.get(timeout=0) for _ in range(4)]
+    assert got[:3] == events and got[3] is None and every.dropped == 1   # the sale fell out
+    assert picky.get(timeout=0) is None and picky.dropped == 0
+    assert bus.publish("tap", {"n": 4}).id == 5
+    assert bus.publish_many("tap", []) == [] and bus.publish("tap", {}).id == 6

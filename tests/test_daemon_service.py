@@ -381,3 +381,32 @@ def test_the_rest_of_a_frame_taken_in_part_goes_out_before_any_later_frame(svc: 
     finally:
         go.set()
         link.out.close()
+
+
+def test_taps_answered_in_batches_give_one_decision_event_each_then_drain(db_url: str) -> None:
+    """The reply thread publishes a batch's decision events and counts its taps once per
+    batch (as the daemon wires it: the writer's replies held until its batch is answered);
+    every tap still gets its own event, and drain returns only once they are out."""
+    from host.web.events import EventBus
+
+    make_site(db_url)
+    w = Writer(db_url).start()
+    bus = EventBus()
+    events = bus.subscribe(["decision"], queue_size=100)
+    s = Service(w, Metrics(), load_policy(), bus=bus)
+    w.after_job.append(s.replies.flush)
+    s.replies.defer_on(w.thread_id)
+    answers: list[bytes] = []
+    try:
+        for i in range(1, 9):
+            s.handle(_tap("kiosk-1", KEY_A, 1 << 16 | i), answers.append, link="t")
+        assert s.drain(10.0)
+        got = [events.get(timeout=0) for _ in range(9)]
+        assert got[8] is None and len(answers) == 8
+        seqs = [e.data["seq"] for e in got[:8]]
+        assert seqs == sorted(seqs) and len(set(seqs)) == 8
+        assert [e.id for e in got[:8]] == sorted(e.id for e in got[:8])
+        assert s.metrics.value("tapkiosk_taps_total") == 8
+    finally:
+        s.close()
+        w.stop()

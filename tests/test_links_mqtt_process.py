@@ -143,6 +143,7 @@ def test_both_modes_serve_taps_and_forward_events(tmp_path: Path, broker) -> Non
         try:
             link = d.daemon.links[0]
             assert type(link).__name__ == ("MqttPipeLink" if mode == "on" else "MqttLink")
+            bus_sub, local = d.daemon.bus.subscribe(), {}
             wait_until(link.connected.is_set, what="daemon subscribed")
             dev = SimDevice("kiosk-1", KEY_A, "kiosk", MqttTransport(broker.host, broker.port))
             dev.hello()
@@ -152,6 +153,18 @@ def test_both_modes_serve_taps_and_forward_events(tmp_path: Path, broker) -> Non
                        <= {t for t, _ in got}, what=f"tap and decision events ({mode})")
             decision = next(e for t, e in got if t == "tapkiosk/v1/events/decision")
             assert decision["data"]["verdict"] == "grant"
+            # on MQTT the very envelope the bus holds (mode "on": encoded by the link process)
+
+            def drained() -> bool:
+                e = bus_sub.get(0.1)
+                if e is not None:
+                    local[e.id] = json.loads(e.json)
+                return {e["kind"] for e in local.values()} >= {"tap", "decision"}
+
+            wait_until(drained, what=f"bus events ({mode})")
+            matched = [e for _t, e in got if e["id"] in local]
+            assert {e["kind"] for e in matched} >= {"tap", "decision"}
+            assert all(e == local[e["id"]] for e in matched)
             dev.close()
         finally:
             d.stop()
@@ -194,3 +207,21 @@ def test_the_writer_threads_sends_wait_for_its_flush_others_go_at_once() -> None
         ("tapkiosk/v1/kiosk-2/down", b"welcome")]
     ours.close()
     theirs.close()
+
+
+def test_the_link_process_encodes_the_events_and_skips_one_it_cannot() -> None:
+    import marshal
+    from types import SimpleNamespace
+
+    from host.site.links.mqtt_child import Pump
+    from host.web.events import event_json
+
+    out: list[tuple[str, bytes]] = []
+    pump = Pump.__new__(Pump)   # no sockets: only its event encoding
+    pump.client = SimpleNamespace(publish_qos0=lambda t, p: out.append((t, p)))
+    tap, late = {"seq": 1, "uid": "04A1"}, {"seq": 1, "verdict": "grant", "text": "Paid 1.00"}
+    pump._events("tapkiosk/v1/events", marshal.dumps(
+        [(1, "tap", 1.5, tap), (2, "decision", 1.6, {"raw": b"\x01"}), (3, "decision", 1.7, late)]))
+    assert out == [("tapkiosk/v1/events/tap", event_json(1, "tap", 1.5, tap).encode()),
+                   ("tapkiosk/v1/events/decision", event_json(3, "decision", 1.7, late).encode())]
+    assert json.loads(out[1][1]) == {"id": 3, "kind": "decision", "ts": 1.7, "data": late}

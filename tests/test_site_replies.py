@@ -46,3 +46,28 @@ def test_without_a_deferred_thread_every_job_runs_at_once() -> None:
         r.put(lambda i=i: ran.append(i))
     wait_until(lambda: ran == [0, 1, 2], what="the jobs")
     r.close()
+
+
+def test_after_batch_runs_once_after_each_batch_on_the_reply_thread() -> None:
+    r = ReplyThread()
+    ran: list[str] = []
+    r.after_batch.append(lambda: ran.append(f"end on_thread={r.on_thread()}"))
+    done = threading.Event()
+
+    def writer() -> None:
+        r.defer_on(threading.get_ident())
+        for i in range(3):
+            r.put(lambda i=i: ran.append(f"w{i}"))
+        r.flush()
+        done.set()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    assert done.wait(10)
+    t.join(10)
+    wait_until(lambda: len(ran) == 4, what="the batch and its end")
+    r.put(lambda: ran.append("other"))       # a lone job is a batch of one
+    wait_until(lambda: len(ran) == 6, what="the lone job and its end")
+    assert ran == ["w0", "w1", "w2", "end on_thread=True", "other", "end on_thread=True"]
+    assert not r.on_thread()
+    r.close()

@@ -101,10 +101,10 @@ class InflightGate:
         with self._lock:
             return any(dev == device_id for dev, _seq in self._waiting)
 
-    def done(self) -> None:
-        """A frame that went in flight has been answered."""
+    def done(self, n: int = 1) -> None:
+        """A frame (``n`` frames) that went in flight has been answered."""
         with self._lock:
-            self._count -= 1
+            self._count -= n
             if self._count <= 0:
                 self._idle.notify_all()
 

@@ -29,15 +29,22 @@ class ReplyThread:
 
     Jobs put by the thread named in ``defer_on`` (the writer's) are held until that thread
     calls ``flush()`` (once its batch is answered), then queued as one: one hand-off and one
-    wake-up of this thread per batch of taps instead of one per tap."""
+    wake-up of this thread per batch of taps instead of one per tap. After each job (or held
+    batch of jobs) it calls every ``after_batch`` function (the taps' events and counters,
+    published once per batch)."""
 
     def __init__(self) -> None:
         self._jobs: queue.Queue[Callable[[], None] | list[Callable[[], None]] | None]
         self._jobs = queue.Queue()
         self._defer: int | None = None
         self._held: list[Callable[[], None]] = []   # touched by the deferred thread only
+        self.after_batch: list[Callable[[], None]] = []
         self._thread = threading.Thread(target=self._run, name="tapkiosk-reply", daemon=True)
         self._thread.start()
+
+    def on_thread(self) -> bool:
+        """Whether the caller is this reply thread."""
+        return threading.current_thread() is self._thread
 
     def defer_on(self, thread_id: int | None) -> None:
         """Hold the jobs ``thread_id`` puts until it calls ``flush()``."""
@@ -61,7 +68,7 @@ class ReplyThread:
             job = self._jobs.get()
             if job is None:
                 return
-            for one in job if isinstance(job, list) else (job,):
+            for one in (job if isinstance(job, list) else [job]) + self.after_batch:
                 try:
                     one()
                 except Exception:  # noqa: BLE001 - one failed reply must not stop the others

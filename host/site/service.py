@@ -40,6 +40,7 @@ from host.site.registry import DeviceState, Registry
 from host.site.publish import Publisher
 from host.site.replies import ReplyThread
 from host.site.sales import SaleDesk
+from host.site.tap_fields import tap_fields
 from host.site.taps import Taps
 from host.site.update import Updates
 from host.site.writer import Writer, WriterClosed
@@ -123,7 +124,8 @@ class Service:
             self.registry.verify(st, p)
             if pk.UP not in pk.DIRECTIONS[p.type]:
                 raise ProtocolError(f"{p.name} may not be sent by a device")
-            p.fields = pk.decode_body(p.type, p.body)
+            p.fields = (tap_fields(p.body) if p.type == pk.TAP
+                        else pk.decode_body(p.type, p.body))
         except AuthError as e:
             refuse("bad_mac", st, p, send, link, str(e))
             return None

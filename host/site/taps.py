@@ -21,11 +21,11 @@ from concurrent.futures import Future
 from functools import partial
 from typing import Any
 
-from host.rules.engine import Decision, Tap, clip_text
+from host.rules.engine import Decision, Tap
 from host.rules.voids import VoidRefused, stored_void_reply, void_tap
 from host.secure.check import card_ref
 from host.site import inflight as gate_
-from host.site.decision_frame import decision_frame
+from host.site.decision_frame import decision_fields, decision_of
 from host.site.inflight import InflightGate
 from host.site.metrics import Metrics
 from host.site.publish import Publisher
@@ -42,23 +42,9 @@ log = logging.getLogger("tapkiosk.service")
 
 Send = Callable[[bytes], None]
 
+__all__ = ["Taps", "decision_fields"]
+
 _DIRECTIONS = {pk.DIR_NONE: None, pk.DIR_IN: "in", pk.DIR_OUT: "out"}
-
-
-def decision_fields(tap_seq: int, d: Decision) -> dict[str, Any]:
-    """DECISION body fields for an engine Decision, clamped to the wire's ranges."""
-    def clamp(v: int, lo: int, hi: int) -> int:
-        return max(lo, min(hi, int(v)))
-
-    return {
-        "tap_seq": tap_seq, "verdict": codes.GRANT if d.verdict == "grant" else codes.DENY,
-        "reason": codes.reason_code(d.reason), "relay_ms": clamp(d.relay_ms, 0, 60000),
-        "pattern": clamp(d.pattern, 0, 255),
-        "balance": clamp(d.balance_fen, -0x80000000, 0x7FFFFFFF),
-        "points": clamp(d.points, -0x80000000, 0x7FFFFFFF),
-        "uses": clamp(d.uses_left, -1, 0x7FFF), "text": clip_text(d.text or ""),
-        "sale_id": clamp(d.sale_id, 0, 0xFFFFFFFF),
-    }
 
 
 class Taps:
@@ -79,6 +65,12 @@ class Taps:
         self.reader = reader
         self._encoders: dict[str, tuple[DeviceState, Callable[[Tap, Decision], bytes]]] = {}
         self._tap_counters: dict[tuple[str, str], Any] = {}
+        #: The reply thread's taps since its last batch ended: their decision events and
+        #: counts, published and counted once per batch (``_end_batch``).
+        self._decided: list[tuple[Tap, Decision]] = []
+        self._counts: dict[tuple[str, str], int] = {}
+        self._dones = 0
+        replies.after_batch.append(self._end_batch)
 
     def encoder(self, st: DeviceState) -> Callable[[Tap, Decision], bytes]:
         """The DECISION encoder of the device's taps (run by the writer in the transaction),
@@ -88,8 +80,8 @@ class Taps:
             return cached[1]
 
         def encode(tap: Tap, d: Decision) -> bytes:
-            return decision_frame(self.registry.next_down_seq(st), st.device_id,
-                                  decision_fields(st.wire(tap.seq), d), st.mac)
+            return decision_of(self.registry.next_down_seq(st), st.device_id,
+                               st.wire(tap.seq), d, st.mac)
 
         self._encoders[st.device_id] = (st, encode)
         return encode
@@ -140,7 +132,10 @@ class Taps:
         try:
             then(sent)
         finally:
-            self.gate.done()
+            if self.replies.on_thread():
+                self._dones += 1   # left at the batch's end, once its events are out
+            else:
+                self.gate.done()
 
     def _failed(self, st: DeviceState, p: pk.Packet, link: str, cause: str, why: str,
                 code: int) -> None:
@@ -208,23 +203,49 @@ class Taps:
     def _count_and_log(self, st: DeviceState, tap: Tap, d: Decision, link: str, t0: float,
                        late: bool = False, sent: float | None = None) -> None:
         ms = ((time.perf_counter() if sent is None else sent) - t0) * 1000.0
-        self.publisher.decision(tap, d)
+        held = self.replies.on_thread()   # else a local tap: published and counted now
+        if held:
+            self._decided.append((tap, d))
+        else:
+            self.publisher.decision(tap, d)
         if d.sale_id and not d.replayed and self.sales is not None:
             self.sales.settled(d.sale_id)
         if d.replayed:
             self.metrics.retransmits.inc()
         else:
-            counter = self._tap_counters.get((d.verdict, d.reason))
-            if counter is None:   # labels() looks its child up under a lock: once per pair
-                counter = self._tap_counters[(d.verdict, d.reason)] = \
-                    self.metrics.taps.labels(d.verdict, d.reason)
-            counter.inc()
+            key = (d.verdict, d.reason)
+            if held:
+                self._counts[key] = self._counts.get(key, 0) + 1
+            else:
+                self._tap_counter(key).inc()
             self.metrics.latency.observe(ms / 1000.0)
         if log.isEnabledFor(logging.INFO):
             log.info("tap device=%s seq=%d card=%s verdict=%s reason=%s latency_ms=%.2f "
                      "link=%s%s%s", st.device_id, tap.seq, card_ref(tap.uid), d.verdict,
                      d.reason, ms, link or "-", " late=1" if late else "",
                      " replayed=1" if d.replayed else "")
+
+    def _tap_counter(self, key: tuple[str, str]) -> Any:
+        counter = self._tap_counters.get(key)
+        if counter is None:   # labels() looks its child up under a lock: once per pair
+            counter = self._tap_counters[key] = self.metrics.taps.labels(*key)
+        return counter
+
+    def _end_batch(self) -> None:
+        """On the reply thread after each batch: its decision events, its tap counts; then
+        its frames leave the gate (``drain`` returns once they are published and counted)."""
+        dones, self._dones = self._dones, 0
+        try:
+            if self._decided:
+                decided, self._decided = self._decided, []
+                self.publisher.decisions(decided)
+            if self._counts:
+                counts, self._counts = self._counts, {}
+                for key, n in counts.items():
+                    self._tap_counter(key).inc(n)
+        finally:
+            if dones:
+                self.gate.done(dones)
 
     def local_tap(self, st: DeviceState, tap: Tap, link: str) -> Decision:
         """Decide a tap made on the host itself (a USB reader): no frame, no MAC. Blocks."""

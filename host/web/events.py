@@ -20,7 +20,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from host.errors import InputError
@@ -38,15 +37,29 @@ TOPIC_PREFIX = "tapkiosk/v1/events"
 _ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 
 
-@dataclass(frozen=True)
-class Event:
-    """One published event: increasing ``id``, ``kind``, unix ``ts``, JSON of the envelope."""
+def event_json(eid: int, kind: str, ts: float, data: dict[str, Any]) -> str:
+    """The JSON of an event's envelope (the same text wherever it is encoded: the MQTT link
+    process encodes the daemon's tap and decision events itself)."""
+    return _ENCODE({"id": eid, "kind": kind, "ts": ts, "data": data})
 
-    id: int
-    kind: str
-    ts: float
-    data: dict[str, Any]
-    json: str
+
+class Event:
+    """One published event: increasing ``id``, ``kind``, unix ``ts``, ``data`` and ``json``,
+    the JSON of the envelope (of a ``lazy`` publish: encoded when first read, so an event no
+    consumer in this process reads is never encoded here)."""
+
+    __slots__ = ("id", "kind", "ts", "data", "_json")
+
+    def __init__(self, eid: int, kind: str, ts: float, data: dict[str, Any],
+                 text: str | None = None) -> None:
+        self.id, self.kind, self.ts, self.data, self._json = eid, kind, ts, data, text
+
+    @property
+    def json(self) -> str:
+        text = self._json
+        if text is None:
+            text = self._json = event_json(self.id, self.kind, self.ts, self.data)
+        return text
 
     def sse(self) -> str:
         """The event as one server-sent-events message."""
@@ -83,6 +96,20 @@ class Subscription:
             if len(self._items) == self._items.maxlen:
                 self.dropped += 1
             self._items.append(event)
+            self._cond.notify_all()
+            waker = self._waker
+        if waker is not None:
+            waker()
+
+    def offer_many(self, events: list[Event]) -> None:
+        """Queue ``events`` (all of one kind, called by the bus) with one wake-up."""
+        if self.kinds is not None and events and events[0].kind not in self.kinds:
+            return
+        with self._cond:
+            if self.closed:
+                return
+            self.dropped += max(0, len(self._items) + len(events) - self._items.maxlen)
+            self._items.extend(events)
             self._cond.notify_all()
             waker = self._waker
         if waker is not None:
@@ -155,9 +182,12 @@ class EventBus:
         self._wanted = frozenset(k for k in KINDS
                                  if any(s.kinds is None or k in s.kinds for s in self._subs))
 
-    def publish(self, kind: str, data: dict[str, Any]) -> Event:
+    def publish(self, kind: str, data: dict[str, Any], lazy: bool = False) -> Event:
         """Send ``data`` (a JSON-able dict) as an event of ``kind`` to every subscriber.
-        InputError for an unknown kind or data that is not JSON-able; never blocks."""
+        InputError for an unknown kind or data that is not JSON-able; never blocks.
+        ``lazy=True`` (the daemon's tap and decision events, plain JSON types by
+        construction, ``host.web.event_payloads``): ``data`` is neither copied nor checked,
+        and its JSON is made when a consumer first reads it."""
         if kind not in KINDS:
             check_kinds([kind])
         if not isinstance(data, dict):
@@ -165,15 +195,32 @@ class EventBus:
         with self._lock:  # ids and delivery in one order for every subscriber
             ts = time.time()
             eid = self._last_id + 1
-            try:
-                text = _ENCODE({"id": eid, "kind": kind, "ts": ts, "data": data})
-            except (TypeError, ValueError) as e:
-                raise InputError(f"event data is not JSON-able: {e}") from None
+            if lazy:
+                event = Event(eid, kind, ts, data)
+            else:
+                try:
+                    text = event_json(eid, kind, ts, data)
+                except (TypeError, ValueError) as e:
+                    raise InputError(f"event data is not JSON-able: {e}") from None
+                event = Event(eid, kind, ts, dict(data), text)
             self._last_id = eid
-            event = Event(eid, kind, ts, dict(data), text)
             for sub in self._subs:
                 sub.offer(event)
         return event
+
+    def publish_many(self, kind: str, datas: list[dict[str, Any]]) -> list[Event]:
+        """``publish(kind, data, lazy=True)`` for each of ``datas`` (in order, one ``ts``),
+        under one lock and with one wake-up per subscriber."""
+        if kind not in KINDS:
+            check_kinds([kind])
+        with self._lock:
+            ts = time.time()
+            first = self._last_id + 1
+            events = [Event(first + i, kind, ts, data) for i, data in enumerate(datas)]
+            self._last_id += len(events)
+            for sub in self._subs:
+                sub.offer_many(events)
+        return events
 
     def subscribe(self, kinds: Iterable[str] | None = None,
                   queue_size: int | None = None) -> Subscription:

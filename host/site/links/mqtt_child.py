@@ -11,7 +11,9 @@ which keeps every TAP until its DECISION came).
 Records both ways: ``kind`` (1 byte), ``received`` (f64, ``time.perf_counter()``, the same
 monotonic clock in both processes on Linux), topic length (u16), payload length (u32), topic,
 payload. Daemon -> child: ``C`` the config (JSON, first record), ``P`` publish QoS 1, ``Q``
-publish QoS 0. Child -> daemon: ``M`` a message, ``U`` subscribed, ``D`` link down (topic =
+publish QoS 0, ``E`` the daemon's bus events (topic: the prefix; payload: a marshalled list of
+``(id, kind, ts, data)``), each published QoS 0 on ``<prefix>/<kind>`` with its JSON
+(``host.web.events.event_json``) encoded here. Child -> daemon: ``M`` a message, ``U`` subscribed, ``D`` link down (topic =
 the cause). The child exits when the daemon's end closes (the daemon died or stopped it).
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import marshal
 import os
 import socket
 import ssl
@@ -34,6 +37,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from host.site.links.mqtt_batching import BatchingClient
+from host.web.events import event_json
 
 log = logging.getLogger("tapkiosk.mqtt")
 
@@ -174,9 +178,21 @@ class Pump:
         for kind, _r, topic, payload in records.feed(data):
             if kind == b"P":
                 c.publish(topic, payload, qos=1)
+            elif kind == b"E":
+                self._events(topic, payload)
             else:
                 c.publish_qos0(topic, payload)
         return True
+
+    def _events(self, prefix: str, payload: bytes) -> None:
+        """Publish an ``E`` record's events; one that cannot be encoded is logged, skipped."""
+        for eid, kind, ts, data in marshal.loads(payload):
+            try:
+                text = event_json(eid, kind, ts, data)
+            except (TypeError, ValueError) as e:
+                log.error("event %d (%s) not published: %s", eid, kind, e)
+                continue
+            self.client.publish_qos0(f"{prefix}/{kind}", text.encode("utf-8"))
 
     def run(self) -> None:
         """Serve both sockets until the daemon's end closes."""

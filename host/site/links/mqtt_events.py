@@ -7,6 +7,11 @@ batches) in one ``publish_many`` call: with the MQTT link in its own process
 instead of one per event (two events per tap: the ``tap`` and its ``decision``); the
 in-process link (:mod:`host.site.links.mqtt`) publishes them one by one. Its own thread, so a
 slow link never delays a publisher; events are QoS 0 and never block a tap.
+
+Given ``publish_events`` (the link process's ``MqttPipeLink.publish_events``), the batch goes
+as the events' plain fields (``(id, kind, ts, data)``, marshalled in one call) and the link
+process encodes each event's JSON (``host.web.events.event_json``, the same text): that work
+leaves the daemon's interpreter lock for the other core. A batch marshal refuses goes as JSON.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from host.web.events import TOPIC_PREFIX, EventBus, Subscription
+from host.web.events import TOPIC_PREFIX, Event, EventBus, Subscription
 
 log = logging.getLogger("tapkiosk.events")
 
@@ -32,9 +37,12 @@ class EventBatcher:
     """See the module doc."""
 
     def __init__(self, bus: EventBus, publish_many: Callable[[list[tuple[str, bytes]]], Any],
-                 prefix: str = TOPIC_PREFIX) -> None:
+                 prefix: str = TOPIC_PREFIX,
+                 publish_events: Callable[[str, list[tuple[int, str, float, dict[str, Any]]]],
+                                          bool] | None = None) -> None:
         self._bus = bus
         self._publish_many = publish_many
+        self._publish_events = publish_events
         self.prefix = prefix.rstrip("/")
         self._sub: Subscription | None = None
         self._thread: threading.Thread | None = None
@@ -65,12 +73,18 @@ class EventBatcher:
                     break
                 batch.append(more)
             try:
-                self._publish_many([(f"{self.prefix}/{e.kind}", e.json.encode("utf-8"))
-                                    for e in batch])
+                self._send(batch)
                 self.sent += len(batch)
                 self.batches += 1
             except Exception:  # noqa: BLE001 - a link hiccup must not stop the forwarding
                 log.exception("publishing %d events to MQTT failed", len(batch))
+
+    def _send(self, batch: list[Event]) -> None:
+        """One batch to the link: as fields for the link process to encode when it can."""
+        if self._publish_events is not None and self._publish_events(
+                self.prefix, [(e.id, e.kind, e.ts, e.data) for e in batch]):
+            return
+        self._publish_many([(f"{self.prefix}/{e.kind}", e.json.encode("utf-8")) for e in batch])
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop forwarding (events still queued are dropped). Idempotent."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import marshal
 import os
 import socket
 import subprocess
@@ -31,6 +32,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from host.site.links.mqtt import MqttInbox
 from host.site.links.mqtt_child import PREFIX, RECV_CHUNK, Records, record
@@ -158,6 +160,18 @@ class MqttPipeLink(MqttInbox):
     def publish_many(self, messages: list[tuple[str, bytes]]) -> None:
         """Publish several QoS-0 messages in one write (the daemon's events, batched)."""
         self._put(b"".join(record(b"Q", t, p) for t, p in messages))
+
+    def publish_events(self, prefix: str,
+                       events: list[tuple[int, str, float, dict[str, Any]]]) -> bool:
+        """Publish bus events (``(id, kind, ts, data)``) QoS 0 on ``<prefix>/<kind>``, their
+        JSON encoded by the link process (one ``E`` record, the batch marshalled); False
+        (nothing sent) when marshal cannot carry them."""
+        try:
+            payload = marshal.dumps(events)
+        except ValueError:
+            return False
+        self._put(record(b"E", prefix, payload))
+        return True
 
     def _kill_child(self, why: str) -> None:
         log.error("mqtt %s: %s", self.name, why)
