@@ -215,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
         tx_s = m1.get(tx, 0.0) - m0.get(tx, 0.0)
         tx_ms = round(tx_s / n_tx * 1000.0, 2) if n_tx else None
         writer_busy = round(tx_s / elapsed, 2)
+        wc = "tapkiosk_writer_cpu_seconds_total{phase=\"%s\"}"
+        writer_us = {ph: round((m1.get(wc % ph, 0.0) - m0.get(wc % ph, 0.0)) / max(1, done)
+                               * 1e6, 1) for ph in ("transaction", "answer")}
         for ld in loaders:
             ld.stop()
         for ld in loaders:
@@ -247,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
           + f"; the daemon's process alone could do {1000.0 / per_tap['daemon']:.0f} taps/s "
           "on one free core" if per_tap["daemon"] else "")
     print(f"writer: {tx_ms} ms per transaction (BEGIN .. durable COMMIT), busy "
-          f"{writer_busy:.0%} of the window in transactions")
+          f"{writer_busy:.0%} of the window in transactions; its thread's CPU per tap: "
+          f"{writer_us['transaction']} us in transactions, {writer_us['answer']} us answering "
+          "after COMMIT")
     print(f"daemon exit code {proc.returncode} (SIGTERM)")
     print(json.dumps({"bench": "throughput", "devices": a.devices, "taps_per_s": round(rate, 1),
                       "taps": decided, "sent": sent, "stored": stored, "lost": lost,
@@ -256,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                       "batch": batch, "cpu_daemon": cores[0], "cpu_link_process": link_cores, "cpu_broker": cores[1],
                       "cpu_load_generator": cores[2],
                       "cpu_ms_per_tap": per_tap, "mqtt_process": a.mqtt_process,
-                      "transaction_ms": tx_ms, "writer_busy": writer_busy}))
+                      "transaction_ms": tx_ms, "writer_cpu_us": writer_us, "writer_busy": writer_busy}))
     return 0 if lost == 0 and stored == decided else 1
 
 

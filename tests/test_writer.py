@@ -234,3 +234,30 @@ def test_submit_tap_then_calls_back_on_the_writer_thread_after_commit(tmp_path: 
                           lambda d, err: errs.append(err))
     never.stop()
     assert len(errs) == 1 and isinstance(errs[0], WriterClosed)
+
+
+def test_writer_counts_its_cpu_time_in_and_after_the_transaction(tmp_path: Path) -> None:
+    """``tapkiosk_writer_cpu_seconds_total{phase}``: the writer thread's CPU time on batches
+    of taps, in the transaction and answering after COMMIT (the callbacks' time goes to
+    ``answer``, not to ``transaction``)."""
+    import time
+
+    from host.site.metrics import Metrics
+    path = tmp_path / "site.db"
+    make_site(path)
+    m = Metrics()
+    w = Writer(str(path), metrics=m)
+
+    def spin(d: Decision | None, err: BaseException | None) -> None:
+        end = time.thread_time() + 0.05   # CPU spent in the callback, on the writer thread
+        while time.thread_time() < end:
+            pass
+
+    for seq in (1, 2):
+        w.submit_tap_then(Tap("kiosk-1", seq, CARD, amount_fen=10), _encoder(b"A", []), spin)
+    w.start()
+    w.stop()
+    assert tap_count(path, "kiosk-1") == 2
+    answer = m.value("tapkiosk_writer_cpu_seconds_total", phase="answer")
+    assert answer >= 0.1
+    assert 0 < m.value("tapkiosk_writer_cpu_seconds_total", phase="transaction") < answer

@@ -16,6 +16,9 @@ Names:
 - ``tapkiosk_tap_latency_seconds``: frame received by the link (time queued in the link
   included) -> decision handed to the link's send queue.
 - ``tapkiosk_writer_batch_size``: taps per writer transaction (group commit).
+- ``tapkiosk_writer_cpu_seconds_total{phase}``: the writer thread's own CPU time on batches
+  of taps: ``transaction`` (BEGIN .. durable COMMIT: the engine, the DECISION encoder, SQLite)
+  and ``answer`` (after the COMMIT: each tap's callback, its DECISION handed to its link).
 - ``tapkiosk_devices_online``: devices currently online.
 - ``tapkiosk_link_up{link}``: 1 while a link's transport is open (port, broker, reader).
 - ``tapkiosk_link_dropped_total{link}``: frames a link could not send (its send queue full
@@ -65,6 +68,8 @@ class Metrics:
         self.transaction = Histogram(
             "tapkiosk_writer_transaction_seconds", "One writer transaction of taps, from "
             "BEGIN to the durable COMMIT", buckets=_STAGE_BUCKETS, registry=r)
+        self.writer_cpu = Counter("tapkiosk_writer_cpu_seconds", "The writer thread's CPU "
+                                  "time on batches of taps", ["phase"], registry=r)
         self.writer_queue = Histogram(
             "tapkiosk_writer_queue_seconds", "A transaction's first tap: submitted -> taken "
             "by the writer thread", buckets=_STAGE_BUCKETS, registry=r)

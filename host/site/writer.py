@@ -211,6 +211,9 @@ class Writer:
         #: journal while the chain's database is unreachable. None: the engine alone.
         self.outage = outage
         self.metrics = metrics
+        #: Its CPU-time counters, ``transaction`` and ``answer`` (``_do_taps``).
+        self._cpu = ([metrics.writer_cpu.labels(p) for p in ("transaction", "answer")]
+                     if metrics is not None else [])
         self.max_batch = max(1, int(max_batch))
         self._q: queue.Queue[Any] = queue.Queue()
         self._closed = False
@@ -380,7 +383,7 @@ class Writer:
             job.future.set_exception(e)
 
     def _do_taps(self, batch: list[_TapJob]) -> None:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         try:
             jobs = [(j.tap, partial(j.encoder, j.tap)) for j in batch]
             decisions = (self.outage.decide_many(self.engine, jobs) if self.outage is not None
@@ -408,5 +411,9 @@ class Writer:
             m.batch.observe(len(batch))
             m.transaction.observe(time.perf_counter() - t0)
             m.writer_queue.observe(t0 - batch[0].queued)
+        c1 = time.thread_time()
         for j, d in zip(batch, decisions):
             j.resolve(d)
+        if self.metrics is not None:
+            self._cpu[0].inc(c1 - c0)
+            self._cpu[1].inc(time.thread_time() - c1)
