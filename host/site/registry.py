@@ -93,12 +93,15 @@ class Registry:
         self._lock = threading.Lock()
 
     def known(self, device_id: str) -> DeviceState | None:
-        """The RAM state of a device already loaded (no store access)."""
-        with self._lock:
-            return self._devices.get(device_id)
+        """The RAM state of a device already loaded (no store access). No lock: a state
+        is only ever added to ``_devices`` (under the lock), and one dict read is atomic."""
+        return self._devices.get(device_id)
 
     def device(self, device_id: str) -> DeviceState | None:
         """The RAM state of ``device_id``, loaded on first contact (None when not registered)."""
+        st = self.known(device_id)
+        if st is not None:
+            return st
         now = time.monotonic()
         with self._lock:
             st = self._devices.get(device_id)

@@ -117,6 +117,11 @@ class Taps:
         committed it: a link's send never blocks), then ``then(sent)`` (count and log;
         ``sent`` = ``time.perf_counter()`` once the answers went out) on the reply thread,
         which leaves the gate."""
+        self._send_all(st, p, reply)
+        self.replies.put(partial(self._then_done, then, time.perf_counter()))
+
+    def _send_all(self, st: DeviceState, p: pk.Packet, reply: bytes) -> None:
+        """Leave the gate's waiting list with ``reply`` and send it to every copy."""
         try:
             for s in self.gate.finish(st, p, reply):
                 try:
@@ -126,16 +131,20 @@ class Taps:
         except BaseException:
             self.gate.done()
             raise
-        self.replies.put(partial(self._then_done, then, time.perf_counter()))
 
     def _then_done(self, then: Callable[[float], None], sent: float) -> None:
         try:
             then(sent)
         finally:
-            if self.replies.on_thread():
-                self._dones += 1   # left at the batch's end, once its events are out
-            else:
-                self.gate.done()
+            self._leave()
+
+    def _leave(self) -> None:
+        """A decided frame leaves the gate (on the reply thread: at its batch's end, once
+        its events are out)."""
+        if self.replies.on_thread():
+            self._dones += 1
+        else:
+            self.gate.done()
 
     def _failed(self, st: DeviceState, p: pk.Packet, link: str, cause: str, why: str,
                 code: int) -> None:
@@ -197,8 +206,17 @@ class Taps:
                                                   codes.ERR_INTERNAL))
             return
         reply = d.reply or self.encoder(st)(tap, d)   # a tap stored before replies were
-        self._answer(st, p, reply,
-                     lambda sent: self._count_and_log(st, tap, d, link, t0, late, sent))
+        self._send_all(st, p, reply)
+        self.replies.put(partial(self._tap_sent, st, tap, d, link, t0, late,
+                                 time.perf_counter()))
+
+    def _tap_sent(self, st: DeviceState, tap: Tap, d: Decision, link: str, t0: float,
+                  late: bool, sent: float) -> None:
+        """On the reply thread: ``_then_done`` of a TAP's count and log, one call less."""
+        try:
+            self._count_and_log(st, tap, d, link, t0, late, sent)
+        finally:
+            self._leave()
 
     def _count_and_log(self, st: DeviceState, tap: Tap, d: Decision, link: str, t0: float,
                        late: bool = False, sent: float | None = None) -> None:

@@ -215,7 +215,7 @@ class Writer:
         self._cpu = ([metrics.writer_cpu.labels(p) for p in ("transaction", "answer")]
                      if metrics is not None else [])
         self.max_batch = max(1, int(max_batch))
-        self._q: queue.Queue[Any] = queue.Queue()
+        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()   # C: a cheaper put and get
         self._closed = False
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="tapkiosk-writer", daemon=True)
