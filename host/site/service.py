@@ -5,8 +5,8 @@
 no CRC) from any link and answers through ``send(packet_bytes)`` (which must not block: a
 link that can block gives a :class:`host.site.replies.SendQueue`'s ``put``):
 
-1. structure (``protocol.packet.parse``), then the device id must equal ``expect`` (the MQTT
-   topic's id, or the id a serial line is bound to);
+1. structure (``protocol.packet.parse``'s, by :mod:`host.site.frame_parse`), then the device
+   id must equal ``expect`` (the MQTT topic's id, or the id a serial line is bound to);
 2. registered device (:mod:`host.site.registry`), MAC with its key, direction and body;
 3. dispatch by type through ``_HANDLERS``: TAP and VOID -> :mod:`host.site.taps` (replay
    and in-flight gate, writer, DECISION from the reply thread); HELLO -> stored
@@ -31,6 +31,7 @@ from host.errors import HostError
 from host.rules.engine import Decision, Tap
 from host.rules.policy import Policy
 from host.site.devconfig import DeviceConfigs, ServiceConfig
+from host.site.frame_parse import parse
 from host.site.hellos import Hellos
 from host.site.inflight import InflightGate
 from host.site.liveness import Liveness
@@ -104,7 +105,7 @@ class Service:
         t0 = time.perf_counter() if received is None else received
         refuse = self.refusals.refuse
         try:
-            p = pk.parse(raw)
+            p = parse(raw)   # host/site/frame_parse.py: pk.parse's Packet and errors
         except ProtocolError as e:
             refuse("malformed", None, None, send, link, str(e))
             return None
