@@ -218,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         wc = "tapkiosk_writer_cpu_seconds_total{phase=\"%s\"}"
         writer_us = {ph: round((m1.get(wc % ph, 0.0) - m0.get(wc % ph, 0.0)) / max(1, done)
                                * 1e6, 1) for ph in ("transaction", "answer")}
+        gc_key = 'tapkiosk_gc_pause_seconds_sum{generation="%d"}'
+        gc_us = [round((m1.get(gc_key % g, 0.0) - m0.get(gc_key % g, 0.0)) / max(1, done) * 1e6,
+                       2) for g in range(3)]
         for ld in loaders:
             ld.stop()
         for ld in loaders:
@@ -253,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{writer_busy:.0%} of the window in transactions; its thread's CPU per tap: "
           f"{writer_us['transaction']} us in transactions, {writer_us['answer']} us answering "
           "after COMMIT")
+    print(f"garbage collector pauses per tap (us), generations 0, 1, 2: {gc_us}")
     print(f"daemon exit code {proc.returncode} (SIGTERM)")
     print(json.dumps({"bench": "throughput", "devices": a.devices, "taps_per_s": round(rate, 1),
                       "taps": decided, "sent": sent, "stored": stored, "lost": lost,
@@ -261,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
                       "batch": batch, "cpu_daemon": cores[0], "cpu_link_process": link_cores, "cpu_broker": cores[1],
                       "cpu_load_generator": cores[2],
                       "cpu_ms_per_tap": per_tap, "mqtt_process": a.mqtt_process,
-                      "transaction_ms": tx_ms, "writer_cpu_us": writer_us, "writer_busy": writer_busy}))
+                      "transaction_ms": tx_ms, "writer_cpu_us": writer_us, "gc_us": gc_us, "writer_busy": writer_busy}))
     return 0 if lost == 0 and stored == decided else 1
 
 
