@@ -28,6 +28,7 @@ from host.privacy.mask import mask_email, mask_name, mask_phone, normalise_phone
 from host.privacy.record import personal_fields, sealed_columns
 from host.privacy.vault import Vault, db_file, register, set_ephemeral, vault_for
 from host.rules.context import NAME_CHARS
+from host.store import member_taps
 from host.store.db import transaction
 
 #: Rows re-sealed per transaction.
@@ -84,6 +85,14 @@ def _scrub_ops(conn: Any) -> int:
 #: The greetings a gate tap shows (host/rules/gate.py), with the name the engine clipped.
 _GREETINGS = ("Welcome ", "Goodbye ")
 _TAP_TABLES = ("taps", "tap_voids")
+#: The rows of one member whose text holds a greeting, by table. A member's taps are found
+#: through ``member_taps`` (migration 24 indexes by member only the taps without a charge or
+#: a pass): ``member_id = ?`` alone would scan every tap once per member. Arguments: the
+#: member's ``member_taps.params``, then the member id and the greeting.
+_GREETING_ROWS = {
+    "taps": f"id IN {member_taps.tap_ids()} AND member_id = ? AND instr(text, ?) > 0",
+    "tap_voids": "member_id = ? AND instr(text, ?) > 0",
+}
 
 
 def _scrub_greetings(conn: Any, member_id: int, name: str) -> int:
@@ -98,10 +107,12 @@ def _scrub_greetings(conn: Any, member_id: int, name: str) -> int:
                            (f"{table}_no_update",)).fetchone()
         conn.execute(f"DROP TRIGGER IF EXISTS {table}_no_update")
         for greet in _GREETINGS:
+            ids = member_taps.params(member_id) if table == "taps" else ()
             n += conn.execute(
                 f"UPDATE {table} SET text = replace(text, ?, ?), reply = x'' WHERE "
-                f"member_id = ? AND instr(text, ?) > 0",
-                (greet + clipped, greet + mask_name(name), member_id, greet + clipped)).rowcount
+                f"{_GREETING_ROWS[table]}",
+                (greet + clipped, greet + mask_name(name), *ids, member_id,
+                 greet + clipped)).rowcount
         if sql is not None:
             conn.execute(sql[0])
     return n
