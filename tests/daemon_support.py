@@ -7,17 +7,20 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 from conftest import poll_until, wait_until
 
 from host.admin import Admin
+from host.cli import app as cli
 from host.privacy import keyfile
 from host.daemon import Daemon
 from host.site.config import load_config
 from host.store.db import open_db
 from host.store.devices import register_device
+from protocol import codes
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY_A = bytes(range(32))
@@ -146,3 +149,45 @@ def wait_for(pred: Any, timeout: float = 10.0, what: str = "condition") -> None:
 
 
 # ----------------------------------------------------------------------------- config tests
+
+
+class TapStream:
+    """A reader tapping ``CARD`` ``n`` times for 1.00 yuan from a thread of its own (HELLO
+    first; each TAP delivered again until answered, as the firmware does, so a daemon or link
+    killed mid-stream is ridden out): ``results`` by seq, ``errors`` raised in the thread."""
+
+    def __init__(self, dev: Any, n: int, attempts: int) -> None:
+        self.dev, self.n, self.attempts = dev, n, attempts
+        self.results: dict[int, dict] = {}
+        self.errors: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> "TapStream":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            self.dev.hello()
+            for _ in range(self.n):
+                seq, raw = self.dev.tap_frame(CARD, amount_fen=100)
+                self.results[seq] = self.dev.deliver(raw, attempts=self.attempts, timeout=0.25)
+        except BaseException as e:  # noqa: BLE001 - reported by join()
+            self.errors.append(e)
+
+    def join(self, timeout: float = 60) -> None:
+        """Wait for the stream; AssertionError when it hangs or its thread raised."""
+        self._thread.join(timeout)
+        assert not self._thread.is_alive() and not self.errors, self.errors
+
+    def assert_applied_once(self, path: Path, member_id: int, device_id: str) -> None:
+        """Every TAP granted and stored once: the store holds ``n`` taps of the
+        device, the balances fall tap by tap to the member's, and ``verify`` passes."""
+        results = self.results
+        assert len(results) == self.n
+        assert all(r["verdict"] == codes.GRANT for r in results.values())
+        assert tap_count(path, device_id) == self.n          # none lost, none applied twice
+        balances = [results[s]["balance"] for s in sorted(results)]
+        assert all(a > b for a, b in zip(balances, balances[1:]))
+        assert balance(path, member_id) == balances[-1]
+        assert cli.main(["--db", str(path), "verify"]) == 0

@@ -3,7 +3,6 @@ applied twice, `tapkiosk verify` passes), SIGTERM exits 0, the metrics endpoint 
 
 from __future__ import annotations
 
-import threading
 import urllib.request
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from host.cli import app as cli
 from protocol import codes
 from sim.device import MqttTransport, SimDevice
 from conftest import wait_until
-from daemon_support import (CARD, KEY_A, DaemonProcess, balance, make_site, tap_count)
+from daemon_support import CARD, KEY_A, DaemonProcess, TapStream, make_site
 
 N_TAPS = 40
 
@@ -22,28 +21,14 @@ def test_sigkill_mid_stream_then_restart(tmp_path: Path, broker) -> None:
     ids = make_site(path)
     argv = ["--db", str(path), "--mqtt", broker.address]
     d = DaemonProcess(argv, tmp_path / "d1.log")
-    results: dict[int, dict] = {}
-    errors: list[BaseException] = []
     dev = SimDevice("kiosk-1", KEY_A, "kiosk", MqttTransport(broker.host, broker.port))
-
-    def run() -> None:
-        try:
-            dev.hello()
-            for _ in range(N_TAPS):
-                seq, raw = dev.tap_frame(CARD, amount_fen=100)
-                results[seq] = dev.deliver(raw, attempts=60, timeout=0.25)
-        except BaseException as e:  # noqa: BLE001 - reported by the main thread
-            errors.append(e)
-
-    t = threading.Thread(target=run)
-    t.start()
+    stream = TapStream(dev, N_TAPS, attempts=60).start()
     try:
-        wait_until(lambda: len(results) >= 10, 20, what="ten decisions")
+        wait_until(lambda: len(stream.results) >= 10, 20, what="ten decisions")
         d.kill()                                   # SIGKILL mid-stream
         d.close()
         d = DaemonProcess(argv, tmp_path / "d2.log")
-        t.join(60)
-        assert not t.is_alive() and not errors, errors
+        stream.join(60)
         first = (tmp_path / "d1.log").read_text().count("tap device=kiosk-1")
         second = d.log().count("tap device=kiosk-1")
         # Both daemons decided taps: the kill did land mid-stream.
@@ -51,13 +36,7 @@ def test_sigkill_mid_stream_then_restart(tmp_path: Path, broker) -> None:
     finally:
         dev.close()
         d.close()
-    assert len(results) == N_TAPS
-    assert all(r["verdict"] == codes.GRANT for r in results.values())
-    assert tap_count(path, "kiosk-1") == N_TAPS
-    balances = [results[s]["balance"] for s in sorted(results)]
-    assert all(a > b for a, b in zip(balances, balances[1:]))
-    assert balance(path, ids["m1"]) == balances[-1]
-    assert cli.main(["--db", str(path), "verify"]) == 0
+    stream.assert_applied_once(path, ids["m1"], "kiosk-1")
 
 
 def test_sigterm_is_graceful_and_metrics_served(tmp_path: Path, broker) -> None:

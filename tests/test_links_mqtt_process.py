@@ -17,9 +17,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from conftest import wait_until
-from daemon_support import (CARD, KEY_A, DaemonProcess, InProcessDaemon, balance, ledger_ok,
-                            make_site, tap_count)
-from host.cli import app as cli
+from daemon_support import (CARD, KEY_A, DaemonProcess, InProcessDaemon, TapStream, balance,
+                            ledger_ok, make_site, tap_count)
 from host.site.links.mqtt_child import Records, record
 from protocol import codes
 from sim.device import MqttTransport, SimDevice
@@ -69,27 +68,13 @@ def test_link_process_killed_mid_stream_is_restarted_nothing_lost(tmp_path: Path
     path = tmp_path / "site.db"
     ids = make_site(path)
     d = DaemonProcess(["--db", str(path), "--mqtt", broker.address], tmp_path / "d.log")
-    results: dict[int, dict] = {}
-    errors: list[BaseException] = []
     dev = SimDevice("kiosk-1", KEY_A, "kiosk", MqttTransport(broker.host, broker.port))
-
-    def run() -> None:
-        try:
-            dev.hello()
-            for _ in range(N_TAPS):
-                seq, raw = dev.tap_frame(CARD, amount_fen=100)
-                results[seq] = dev.deliver(raw, attempts=80, timeout=0.25)
-        except BaseException as e:  # noqa: BLE001 - reported by the main thread
-            errors.append(e)
-
-    t = threading.Thread(target=run)
-    t.start()
+    stream = TapStream(dev, N_TAPS, attempts=80).start()
     try:
         first = _child(d.proc.pid)
-        wait_until(lambda: len(results) >= 10, 20, what="ten decisions")
+        wait_until(lambda: len(stream.results) >= 10, 20, what="ten decisions")
         os.kill(first, 9)                              # SIGKILL the link process mid-stream
-        t.join(60)
-        assert not t.is_alive() and not errors, errors
+        stream.join(60)
         second = _child(d.proc.pid)
         assert second != first and d.proc.poll() is None
         assert "link process exited" in d.log()
@@ -98,13 +83,7 @@ def test_link_process_killed_mid_stream_is_restarted_nothing_lost(tmp_path: Path
     finally:
         dev.close()
         d.close()
-    assert len(results) == N_TAPS
-    assert all(r["verdict"] == codes.GRANT for r in results.values())
-    assert tap_count(path, "kiosk-1") == N_TAPS          # none lost, none applied twice
-    balances = [results[s]["balance"] for s in sorted(results)]
-    assert all(a > b for a, b in zip(balances, balances[1:]))
-    assert balance(path, ids["m1"]) == balances[-1]
-    assert cli.main(["--db", str(path), "verify"]) == 0
+    stream.assert_applied_once(path, ids["m1"], "kiosk-1")
 
 
 def test_daemon_killed_its_link_process_exits(tmp_path: Path, broker) -> None:
