@@ -424,10 +424,7 @@ def test_a_plain_kiosk_tap_reads_in_one_statement(site):
     db, admin, engine, clock, mid = site
     admin.topup(mid, 10000)
     engine.decide(Tap("K1", 1, UID, amount_fen=100))
-    stmts: list[str] = []
-    db.conn.set_trace_callback(stmts.append)
-    d = engine.decide(Tap("K1", 2, UID, amount_fen=1000))
-    db.conn.set_trace_callback(None)
+    d, stmts = _traced(db, lambda: engine.decide(Tap("K1", 2, UID, amount_fen=1000)))
     assert d.verdict == "grant"
     skipped = ("SELECT id, covers", "SELECT id, member_id, template",
                "SELECT id, member_id, currency, remaining FROM lots")
@@ -461,10 +458,7 @@ def test_a_lone_tap_failing_after_its_writes_is_an_internal_deny(site, monkeypat
         raise ValueError("earn broke")
 
     monkeypatch.setattr(rewards, "earn", broken)
-    stmts: list[str] = []
-    db.conn.set_trace_callback(stmts.append)
-    d = engine.decide(Tap("K1", 1, UID, amount_fen=1000))
-    db.conn.set_trace_callback(None)
+    d, stmts = _traced(db, lambda: engine.decide(Tap("K1", 1, UID, amount_fen=1000)))
     _assert_redone(db, stmts)
     assert (d.verdict, d.reason, d.pattern) == ("deny", "internal", codes.PAT_FAULT)
     assert bal(db, mid) == 10000
@@ -489,10 +483,7 @@ def test_a_lone_tap_refused_after_its_writes_writes_nothing_of_it(site, monkeypa
         raise Denied("closed", "Closed late", mid, "kiosk")
 
     monkeypatch.setattr(campaigns, "issue_coupons", refuse)
-    stmts: list[str] = []
-    db.conn.set_trace_callback(stmts.append)
-    d = engine.decide(Tap("K1", 1, UID, amount_fen=1000))
-    db.conn.set_trace_callback(None)
+    d, stmts = _traced(db, lambda: engine.decide(Tap("K1", 1, UID, amount_fen=1000)))
     _assert_redone(db, stmts)
     assert (d.verdict, d.reason, d.text) == ("deny", "closed", "Closed late")
     assert bal(db, mid) == 10000 and d.balance_fen == 10000
@@ -505,15 +496,22 @@ def test_a_lone_tap_refused_before_any_write_takes_one_transaction(site):
     """A deny that wrote nothing needs no redo: one transaction, no ROLLBACK (SQLite)."""
     db, admin, engine, clock, mid = site
     admin.topup(mid, 100)
-    stmts: list[str] = []
-    db.conn.set_trace_callback(stmts.append)
-    d = engine.decide(Tap("K1", 1, UID, amount_fen=1000))
-    db.conn.set_trace_callback(None)
+    d, stmts = _traced(db, lambda: engine.decide(Tap("K1", 1, UID, amount_fen=1000)))
     assert (d.verdict, d.reason) == ("deny", "insufficient_balance")
     if isinstance(db.conn, sqlite3.Connection):
         assert [s for s in stmts if s.startswith(("BEGIN", "ROLLBACK", "SAVEPOINT"))] \
             == ["BEGIN IMMEDIATE"]
     assert bal(db, mid) == 100 and ledger.verify(db) == []
+
+
+def _traced(db, call):
+    """``call()``'s result and the statements it sent (the connection's trace)."""
+    stmts: list[str] = []
+    db.conn.set_trace_callback(stmts.append)
+    try:
+        return call(), stmts
+    finally:
+        db.conn.set_trace_callback(None)
 
 
 def _assert_redone(db, stmts: list[str]) -> None:
@@ -580,10 +578,8 @@ def test_a_batch_runs_without_savepoints_unless_a_tap_needs_one(site):
     db, admin, engine, clock, mid = site
     admin.topup(mid, 10000)
     on_sqlite = isinstance(db.conn, sqlite3.Connection)
-    stmts: list[str] = []
-    db.conn.set_trace_callback(stmts.append)
-    out = engine.decide_many([(Tap("K1", s, UID, amount_fen=1000), None) for s in (1, 2, 3)])
-    db.conn.set_trace_callback(None)
+    out, stmts = _traced(db, lambda: engine.decide_many(
+        [(Tap("K1", s, UID, amount_fen=1000), None) for s in (1, 2, 3)]))
     assert [d.verdict for d in out] == ["grant"] * 3 and bal(db, mid) == 10000 - 3 * 950
     assert (sum(s == "SAVEPOINT tap" for s in stmts) == 0) == on_sqlite
     real = rewards.earn
@@ -596,10 +592,8 @@ def test_a_batch_runs_without_savepoints_unless_a_tap_needs_one(site):
     rewards_earn = rewards.earn
     rewards.earn = broken_second
     try:
-        stmts.clear()
-        db.conn.set_trace_callback(stmts.append)
-        out = engine.decide_many([(Tap("K1", s, UID, amount_fen=1000), None) for s in (4, 5, 6)])
-        db.conn.set_trace_callback(None)
+        out, stmts = _traced(db, lambda: engine.decide_many(
+            [(Tap("K1", s, UID, amount_fen=1000), None) for s in (4, 5, 6)]))
     finally:
         rewards.earn = rewards_earn
     assert [(d.verdict, d.reason) for d in out] == [("grant", "ok"), ("deny", "internal"),
@@ -632,18 +626,13 @@ def test_a_bonus_spend_takes_its_lot_from_the_head_read(site):
         ledger.credit(conn, ts, mid, "bonus", 300, "adjust", expires_at=ts + 10 * 86400)
         ledger.credit(conn, ts, mid, "bonus", 10000, "adjust")
     read_lots = "SELECT id, remaining, expires_at FROM lots"
-    stmts: list[str] = []
-    db.conn.set_trace_callback(stmts.append)
-    d1 = engine.decide(Tap("K1", 1, UID, amount_fen=200))
-    db.conn.set_trace_callback(None)
+    d1, stmts = _traced(db, lambda: engine.decide(Tap("K1", 1, UID, amount_fen=200)))
     paid1 = 10300 - d1.balance_fen
     assert d1.verdict == "grant" and 0 < paid1 < 300
     assert not [s for s in stmts if s.startswith(read_lots)], stmts
     assert _bonus_lots(db, mid) == [(ts + 10 * 86400, 300 - paid1), (0, 10000)]
-    stmts.clear()
-    db.conn.set_trace_callback(stmts.append)
-    out = engine.decide_many([(Tap("K1", s, UID, amount_fen=1000), None) for s in (2, 3)])
-    db.conn.set_trace_callback(None)
+    out, stmts = _traced(db, lambda: engine.decide_many(
+        [(Tap("K1", s, UID, amount_fen=1000), None) for s in (2, 3)]))
     assert [d.verdict for d in out] == ["grant", "grant"]
     assert [s for s in stmts if s.startswith(read_lots)], stmts   # the first lot is short
     paid = 10300 - out[1].balance_fen
