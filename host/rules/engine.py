@@ -326,7 +326,7 @@ class Engine:
             return Decision(**d, replayed=True)
         tap_id = head[0] if nid is None else nid
         dev = self._device(tap.device_id, head[_DEV_AT:_CARD_AT])
-        sale = None if tap.offline or dev is None else self._sale(conn, tap, dev[3], ts)
+        sale = None if tap.offline or dev is None else _sale(conn, tap, dev[3], ts)
         sale_id = sale.id if sale is not None else tap.sale_id
         card = CardRow._make(head[_CARD_AT:]) if head[_CARD_AT] is not None else None
         # Secure cards first, outside the SAVEPOINT: a verified SUN counter stays used even
@@ -347,8 +347,8 @@ class Engine:
                 elif conn.total_changes != changes:
                     raise _Redo from None   # refused after a write: undo it all, again
                 out = Outcome("deny", d.reason, d.text, member_id=d.member_id, kind=d.kind)
-            decision = self._finish(conn, out, encode_reply, sale_id=sale_id)
-            self._record(conn, tap, ts, tap_id, out, decision, t0, sec.note)
+            decision = _finish(conn, out, encode_reply, sale_id=sale_id)
+            _record(conn, tap, ts, tap_id, out, decision, t0, sec.note)
             # Inside the try: on PostgreSQL the tap's writes are sent with the RELEASE (one
             # round trip, host/store/pg.py), so a write that fails raises here.
             if sp:
@@ -362,73 +362,14 @@ class Engine:
             conn.execute("ROLLBACK TO tap")
             out = Outcome("deny", "internal", f"Error, see staff ({type(e).__name__})",
                           pattern=codes.PAT_FAULT)
-            decision = self._finish(conn, out, encode_reply, safe=True, sale_id=sale_id)
-            self._record(conn, tap, ts, tap_id, out, decision, t0, sec.note)
+            decision = _finish(conn, out, encode_reply, safe=True, sale_id=sale_id)
+            _record(conn, tap, ts, tap_id, out, decision, t0, sec.note)
             conn.execute("RELEASE tap")
         if ids is not None:
             ids[0] = tap_id + 1   # the tap row is written: the next tap's id
         if sale is not None:
             sales.settle(conn, sale.id, tap_id, ts, _sale_result(decision, out))
         return decision
-
-    @staticmethod
-    def _sale(conn: sqlite3.Connection, tap: Tap, armed: tuple | None,
-              ts: int) -> sales.Sale | None:
-        """The armed sale this tap pays (read with the device): None when there is none,
-        it expired (marked so here) or the reader showed another one."""
-        if armed is None:
-            return None
-        if armed[3] <= ts:
-            sales.expire(conn, ts, tap.device_id)
-            return None
-        if tap.sale_id and tap.sale_id != armed[0]:
-            return None   # the reader showed another sale: this tap pays nothing
-        return sales.Sale(armed[0], armed[1], armed[2], armed[4])
-
-    def _finish(self, conn: sqlite3.Connection, out: Outcome,
-                encode_reply: EncodeReply | None, safe: bool = False,
-                sale_id: int = 0) -> Decision:
-        bal, pts = 0, 0
-        if out.balance_fen is not None:
-            bal, pts = out.balance_fen, out.points
-        elif out.member_id is not None:
-            r = conn.execute("SELECT principal_fen + bonus_fen, points FROM members WHERE id = ?",
-                             (out.member_id,)).fetchone()
-            if r is not None:
-                bal, pts = r
-        if out.verdict == "grant" and out.pattern == codes.PAT_DENY:
-            out.pattern = codes.PAT_GRANT
-        grant = out.verdict == "grant"
-        fields = {"verdict": out.verdict, "reason": out.reason,
-                  "relay_ms": out.relay_ms if grant else 0, "pattern": out.pattern,
-                  "text": clip_text(out.text), "balance_fen": bal, "points": pts,
-                  "uses_left": out.uses_left, "member_id": out.member_id, "reply": b"",
-                  "replayed": False, "sale_id": sale_id,
-                  "pass_id": out.pass_id if grant else None}
-        d = _decision(fields)
-        if encode_reply is None:
-            return d
-        try:
-            fields["reply"] = bytes(encode_reply(d))
-        except Exception:  # noqa: BLE001 - the fault path must still record the tap
-            if not safe:
-                raise
-        # A second Decision with the reply (the first one went to encode_reply).
-        return _decision(fields)
-
-    def _record(self, conn: sqlite3.Connection, tap: Tap, ts: int, tap_id: int, out: Outcome,
-                d: Decision, t0: float, security: str | None = None) -> None:
-        latency_ms = (time.perf_counter() - t0) * 1000.0
-        conn.execute(
-            "INSERT INTO taps (id, ts, device_id, seq, uid, member_id, kind, service, amount_fen,"
-            " charged_fen, points_earned, direction, offline, device_time, pass_id, verdict,"
-            " reason, relay_ms, pattern, text, balance_fen, points, uses_left, reply, latency_ms,"
-            " security) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (tap_id, ts, tap.device_id, tap.seq, tap.uid[:40], d.member_id, out.kind,
-             tap.service, tap.amount_fen, out.charged_fen, out.points_earned,
-             tap.direction, 1 if tap.offline else 0, tap.device_time, out.pass_id,
-             d.verdict, d.reason, d.relay_ms, d.pattern, d.text, d.balance_fen, d.points,
-             d.uses_left, d.reply, latency_ms, security))
 
     # ------------------------------------------------------------------ dispatch
     def _device(self, device_id: str, row: tuple
@@ -490,6 +431,67 @@ def _sale_result(d: Decision, out: Outcome) -> dict[str, Any]:
             "points_earned": out.points_earned, "balance_fen": d.balance_fen,
             "points": d.points, "points_paid": out.points_paid,
             "points_paid_fen": out.points_paid_fen}
+
+
+def _sale(conn: sqlite3.Connection, tap: Tap, armed: tuple | None, ts: int) -> sales.Sale | None:
+    """The armed sale this tap pays (read with the device): None when there is none,
+    it expired (marked so here) or the reader showed another one."""
+    if armed is None:
+        return None
+    if armed[3] <= ts:
+        sales.expire(conn, ts, tap.device_id)
+        return None
+    if tap.sale_id and tap.sale_id != armed[0]:
+        return None   # the reader showed another sale: this tap pays nothing
+    return sales.Sale(armed[0], armed[1], armed[2], armed[4])
+
+def _finish(conn: sqlite3.Connection, out: Outcome,
+            encode_reply: EncodeReply | None, safe: bool = False,
+            sale_id: int = 0) -> Decision:
+    """The Decision of ``out`` with its reply encoded (``safe``: a failing encoder leaves
+    the reply empty instead of raising, on the fault path that must still store the tap)."""
+    bal, pts = 0, 0
+    if out.balance_fen is not None:
+        bal, pts = out.balance_fen, out.points
+    elif out.member_id is not None:
+        r = conn.execute("SELECT principal_fen + bonus_fen, points FROM members WHERE id = ?",
+                         (out.member_id,)).fetchone()
+        if r is not None:
+            bal, pts = r
+    if out.verdict == "grant" and out.pattern == codes.PAT_DENY:
+        out.pattern = codes.PAT_GRANT
+    grant = out.verdict == "grant"
+    fields = {"verdict": out.verdict, "reason": out.reason,
+              "relay_ms": out.relay_ms if grant else 0, "pattern": out.pattern,
+              "text": clip_text(out.text), "balance_fen": bal, "points": pts,
+              "uses_left": out.uses_left, "member_id": out.member_id, "reply": b"",
+              "replayed": False, "sale_id": sale_id,
+              "pass_id": out.pass_id if grant else None}
+    d = _decision(fields)
+    if encode_reply is None:
+        return d
+    try:
+        fields["reply"] = bytes(encode_reply(d))
+    except Exception:  # noqa: BLE001 - the fault path must still record the tap
+        if not safe:
+            raise
+    # A second Decision with the reply (the first one went to encode_reply).
+    return _decision(fields)
+
+def _record(conn: sqlite3.Connection, tap: Tap, ts: int, tap_id: int, out: Outcome,
+            d: Decision, t0: float, security: str | None = None) -> None:
+    """Store the tap's row with its decision and how long it took since ``t0``."""
+    latency_ms = (time.perf_counter() - t0) * 1000.0
+    conn.execute(
+        "INSERT INTO taps (id, ts, device_id, seq, uid, member_id, kind, service, amount_fen,"
+        " charged_fen, points_earned, direction, offline, device_time, pass_id, verdict,"
+        " reason, relay_ms, pattern, text, balance_fen, points, uses_left, reply, latency_ms,"
+        " security) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (tap_id, ts, tap.device_id, tap.seq, tap.uid[:40], d.member_id, out.kind,
+         tap.service, tap.amount_fen, out.charged_fen, out.points_earned,
+         tap.direction, 1 if tap.offline else 0, tap.device_time, out.pass_id,
+         d.verdict, d.reason, d.relay_ms, d.pattern, d.text, d.balance_fen, d.points,
+         d.uses_left, d.reply, latency_ms, security))
 
 
 def _expire(ctx: TapContext) -> None:
