@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from functools import partial
-from typing import Any
 
 from host.rules.engine import Decision, Tap
 from host.rules.voids import VoidRefused, stored_void_reply, void_tap
@@ -29,6 +28,7 @@ from host.site.decision_frame import decision_fields, decision_of
 from host.site.inflight import InflightGate
 from host.site.metrics import Metrics
 from host.site.publish import Publisher
+from host.site.tally import Tally
 from host.site.refusals import Refusals
 from host.site.registry import DeviceState, Registry
 from host.site.replies import ReplyThread
@@ -64,13 +64,7 @@ class Taps:
         self.metrics = metrics
         self.reader = reader
         self._encoders: dict[str, tuple[DeviceState, Callable[[Tap, Decision], bytes]]] = {}
-        self._tap_counters: dict[tuple[str, str], Any] = {}
-        #: The reply thread's taps since its last batch ended: their decision events and
-        #: counts, published and counted once per batch (``_end_batch``).
-        self._decided: list[tuple[Tap, Decision]] = []
-        self._counts: dict[tuple[str, str], int] = {}
-        self._dones = 0
-        replies.after_batch.append(self._end_batch)
+        self._tally = Tally(replies, self.publisher, metrics, gate)
 
     def encoder(self, st: DeviceState) -> Callable[[Tap, Decision], bytes]:
         """The DECISION encoder of the device's taps (run by the writer in the transaction),
@@ -136,15 +130,7 @@ class Taps:
         try:
             then(sent)
         finally:
-            self._leave()
-
-    def _leave(self) -> None:
-        """A decided frame leaves the gate (on the reply thread: at its batch's end, once
-        its events are out)."""
-        if self.replies.on_thread():
-            self._dones += 1
-        else:
-            self.gate.done()
+            self._tally.leave()
 
     def _failed(self, st: DeviceState, p: pk.Packet, link: str, cause: str, why: str,
                 code: int) -> None:
@@ -216,54 +202,23 @@ class Taps:
         try:
             self._count_and_log(st, tap, d, link, t0, late, sent)
         finally:
-            self._leave()
+            self._tally.leave()
 
     def _count_and_log(self, st: DeviceState, tap: Tap, d: Decision, link: str, t0: float,
                        late: bool = False, sent: float | None = None) -> None:
         ms = ((time.perf_counter() if sent is None else sent) - t0) * 1000.0
-        held = self.replies.on_thread()   # else a local tap: published and counted now
-        if held:
-            self._decided.append((tap, d))
-        else:
-            self.publisher.decision(tap, d)
+        self._tally.decision(tap, d)
         if d.sale_id and not d.replayed and self.sales is not None:
             self.sales.settled(d.sale_id)
         if d.replayed:
             self.metrics.retransmits.inc()
         else:
-            key = (d.verdict, d.reason)
-            if held:
-                self._counts[key] = self._counts.get(key, 0) + 1
-            else:
-                self._tap_counter(key).inc()
             self.metrics.latency.observe(ms / 1000.0)
         if log.isEnabledFor(logging.INFO):
             log.info("tap device=%s seq=%d card=%s verdict=%s reason=%s latency_ms=%.2f "
                      "link=%s%s%s", st.device_id, tap.seq, card_ref(tap.uid), d.verdict,
                      d.reason, ms, link or "-", " late=1" if late else "",
                      " replayed=1" if d.replayed else "")
-
-    def _tap_counter(self, key: tuple[str, str]) -> Any:
-        counter = self._tap_counters.get(key)
-        if counter is None:   # labels() looks its child up under a lock: once per pair
-            counter = self._tap_counters[key] = self.metrics.taps.labels(*key)
-        return counter
-
-    def _end_batch(self) -> None:
-        """On the reply thread after each batch: its decision events, its tap counts; then
-        its frames leave the gate (``drain`` returns once they are published and counted)."""
-        dones, self._dones = self._dones, 0
-        try:
-            if self._decided:
-                decided, self._decided = self._decided, []
-                self.publisher.decisions(decided)
-            if self._counts:
-                counts, self._counts = self._counts, {}
-                for key, n in counts.items():
-                    self._tap_counter(key).inc(n)
-        finally:
-            if dones:
-                self.gate.done(dones)
 
     def local_tap(self, st: DeviceState, tap: Tap, link: str) -> Decision:
         """Decide a tap made on the host itself (a USB reader): no frame, no MAC. Blocks."""
