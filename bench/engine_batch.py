@@ -77,7 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache-kib", type=int, default=0,
                     help="PRAGMA cache_size of the engine's connection (0: open_db's)")
     a = ap.parse_args(argv)
-    path = Path(tempfile.mkdtemp(prefix="tapkiosk-engine-")) / "site.db"
+    if a.devices < 1 or a.batch < 1 or a.batches < 1 or a.profile < 0 or a.cache_kib < 0:
+        ap.error("need devices, batch and batches >= 1, profile and cache-kib >= 0")
+    with tempfile.TemporaryDirectory(prefix="tapkiosk-engine-") as tmp:
+        return _run(a, Path(tmp) / "site.db")
+
+
+def _run(a: argparse.Namespace, path: Path) -> int:
+    """The bench on a new site at ``path``; the exit code (1 when a tap was not granted)."""
     devices = make_site(path, a.devices)
     db = open_db(path)
     if a.sync == "off":
@@ -141,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                       "cpu_us_per_tap_p99_batch": round(p99, 1), "batch": a.batch,
                       "batches": a.batches, "sync": a.sync, "granted": granted,
                       "taps": taps, "profiled": bool(a.profile or a.sql)}))
+    db.conn.close()
     return 0 if granted == taps else 1
 
 
