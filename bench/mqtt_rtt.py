@@ -21,7 +21,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
-from support import Broker, pct, scrape, start_daemon, stop  # noqa: E402
+from support import Broker, finish, pct, scrape, start_daemon, stop, work_dir  # noqa: E402
 
 
 def _client(cid: str, host: str, port: int) -> mqtt.Client:
@@ -110,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mqtt-process", choices=("on", "off"), default="on",
                     help="the daemon's MQTT link in a child process (on) or in-process (off)")
     a = ap.parse_args(argv)
+    if a.taps < 1:
+        ap.error("--taps must be at least 1")
     if a.echo:
         echo(a.echo[0], int(a.echo[1]))
         return 0
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from sim.device import MqttTransport, NoReply, SimDevice
 
-    tmp = Path(tempfile.mkdtemp(prefix="tapkiosk-bench-"))
+    tmp = work_dir()
     db = tmp / "site.db"
     make_site(db)
     broker = Broker(tmp)
@@ -179,4 +180,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(finish(main()))

@@ -23,7 +23,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import tty
@@ -31,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support import free_port, pct, start_daemon, stop  # noqa: E402
+from support import finish, free_port, pct, start_daemon, stop, work_dir  # noqa: E402
 
 AMOUNT_FEN = 100
 
@@ -90,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from sim.device import FdTransport, SimDevice
 
-    tmp = Path(tempfile.mkdtemp(prefix="tapkiosk-bench-"))
+    tmp = work_dir()
     db = tmp / "site.db"
     token = _site(db)
     master, slave = os.openpty()
@@ -134,4 +133,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(finish(main()))

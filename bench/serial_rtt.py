@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support import hello, pct, start_daemon, stop  # noqa: E402
+from support import finish, hello, pct, start_daemon, stop, work_dir  # noqa: E402
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,7 +121,7 @@ def run_rate(baud: int, taps: int) -> dict[str, float]:
     from sim.cable import Cable
     from sim.device import FdTransport, SerialTransport, SimDevice
 
-    tmp = Path(tempfile.mkdtemp(prefix="tapkiosk-bench-"))
+    tmp = work_dir()
     db = tmp / "site.db"
     make_site(db)
     master, slave = os.openpty()
@@ -176,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baud", type=int, action="append",
                     help="a rate to measure (repeatable; default 115200 and 921600)")
     a = ap.parse_args(argv)
+    if a.taps < 1 or any(b < 1200 for b in a.baud or ()):
+        ap.error("--taps must be at least 1 and --baud at least 1200")
     rates = a.baud or [115200, 921600]
     runs = [run_rate(b, a.taps) for b in rates]
     for r in runs:
@@ -193,4 +195,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(finish(main()))

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from typing import Any
@@ -65,6 +67,28 @@ def wait_ready(port: int, timeout: float = 30.0) -> None:
                 return
             raise RuntimeError("the daemon did not start (see its log)") from None
         time.sleep(0.1)
+
+
+_WORK_DIRS: list[Path] = []
+
+
+def work_dir() -> Path:
+    """A new directory for a bench's site, broker and daemon log; ``finish`` removes it."""
+    path = Path(tempfile.mkdtemp(prefix="tapkiosk-bench-"))
+    _WORK_DIRS.append(path)
+    return path
+
+
+def finish(code: int) -> int:
+    """A bench's exit: its work directories removed when it passed (``code`` 0), else kept
+    for their logs and named on stderr. Returns ``code``."""
+    for path in _WORK_DIRS:
+        if code == 0:
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            print(f"bench files kept in {path}", file=sys.stderr)
+    _WORK_DIRS.clear()
+    return code
 
 
 def start_daemon(db: Path, workdir: Path, *link_args: str,

@@ -25,7 +25,6 @@ import json
 import os
 import resource
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from rawmqtt import RawMqtt, publish_packet  # noqa: E402
-from support import Broker, scrape, start_daemon, stop  # noqa: E402
+from support import Broker, finish, scrape, start_daemon, stop, work_dir  # noqa: E402
 
 from host.admin import Admin  # noqa: E402
 from host.store.db import open_db  # noqa: E402
@@ -174,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mqtt-process", choices=("on", "off"), default="on",
                     help="the daemon's MQTT link in a child process (on) or in-process (off)")
     a = ap.parse_args(argv)
-    tmp = Path(tempfile.mkdtemp(prefix="tapkiosk-bench-"))
+    if a.devices < 1 or a.clients < 1 or a.seconds <= 0:
+        ap.error("need --devices and --clients >= 1 and --seconds > 0")
+    tmp = work_dir()
     db = tmp / "site.db"
     devices = make_site(db, a.devices)
     broker = Broker(tmp)
@@ -270,4 +271,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(finish(main()))
