@@ -171,11 +171,13 @@ class FdTransport:
 
 
 class MqttTransport:
-    """Packets over MQTT: publish on ``up``, subscribe to ``down``, LWT ``offline`` on status."""
+    """Packets over MQTT: publish on ``up``, subscribe to ``down``, LWT ``offline`` on status;
+    over TLS when given the broker's ``ca`` certificate file."""
 
     def __init__(self, host: str, port: int, *, client_id: str | None = None,
-                 clean: bool = False, keepalive: int = 30) -> None:
+                 clean: bool = False, keepalive: int = 30, ca: str | None = None) -> None:
         self.host, self.port = host, port
+        self.ca = ca
         self.client_id = client_id
         self.clean = clean
         self.keepalive = keepalive
@@ -193,6 +195,8 @@ class MqttTransport:
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id or f"sim-{device_id}",
                         clean_session=self.clean, protocol=mqtt.MQTTv311)
         c.will_set(base + "status", b"offline", qos=1, retain=True)
+        if self.ca is not None:
+            c.tls_set(ca_certs=self.ca)
         c.max_inflight_messages_set(100)
         c.reconnect_delay_set(min_delay=1, max_delay=4)
 

@@ -140,6 +140,25 @@ class Broker:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
+    def use_tls(self, certs: Path) -> str:
+        """Restart on the same port with TLS only, with a self-signed certificate for
+        127.0.0.1 made in ``certs`` by openssl; the certificate's path (the clients' CA).
+        (Readable by all: mosquitto started as root reads them after dropping to its user.)"""
+        if shutil.which("openssl") is None:
+            pytest.fail("openssl is needed to make the broker's certificate")
+        cert, key = certs / "broker.pem", certs / "broker.key"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                        "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+        certs.chmod(0o755)
+        for f in (cert, key):
+            f.chmod(0o644)
+        self.stop()
+        self._conf.write_text(self._conf.read_text()
+                              + f"cafile {cert}\ncertfile {cert}\nkeyfile {key}\n")
+        self.start()
+        return str(cert)
+
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:

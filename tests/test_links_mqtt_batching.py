@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import select
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -72,31 +71,12 @@ def _plain(cid: str, broker, topics: list[str], got: list[bytes],  # noqa: ANN00
     return p
 
 
-def _tls(broker, tmp: Path) -> str:  # noqa: ANN001
-    """Restart ``broker`` with TLS only, a self-signed certificate for 127.0.0.1; its path.
-    (Readable by all: mosquitto started as root reads them after dropping to its own user.)"""
-    cert, key = tmp / "broker.pem", tmp / "broker.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-    for f in (cert, key):
-        f.chmod(0o644)
-    broker.stop()
-    broker._conf.write_text(broker._conf.read_text()
-                            + f"cafile {cert}\ncertfile {cert}\nkeyfile {key}\n")
-    broker.start()
-    return str(cert)
-
-
 @pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
 def test_batched_client_sends_and_receives_every_message_in_order(broker, request,  # noqa: ANN001
                                                                    tls: bool) -> None:
-    if tls and shutil.which("openssl") is None:
-        pytest.fail("openssl is needed to make the broker's certificate")
     certs = Path(tempfile.mkdtemp(prefix="tapkiosk-tls-"))
-    certs.chmod(0o755)
     request.addfinalizer(lambda: shutil.rmtree(certs, ignore_errors=True))
-    ca = _tls(broker, certs) if tls else None
+    ca = broker.use_tls(certs) if tls else None
     c = new_client("batching-test", None, None, tls, ca, BatchingClient)
     subscribed: list[int] = []
     c.on_subscribe = lambda cl, ud, mid, rc, props=None: subscribed.append(mid)

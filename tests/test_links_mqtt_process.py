@@ -3,13 +3,16 @@
 kill -9 of the link process mid-stream: the daemon starts another, no tap is lost or applied
 twice; kill -9 of the daemon: its link process exits (systemd restarts the daemon as a whole);
 SIGTERM stops both; the daemon's events reach MQTT through the link process; the records
-survive any split of the byte stream; ``mqtt_process = false`` still serves taps in-process.
+survive any split of the byte stream; ``mqtt_process = false`` still serves taps in-process;
+both serve taps over TLS.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import threading
 from pathlib import Path
 
@@ -149,6 +152,31 @@ def test_both_modes_serve_taps_and_forward_events(tmp_path: Path, broker) -> Non
             d.stop()
             sub.disconnect()
             sub.loop_stop()
+        assert tap_count(path, "kiosk-1") == 1 and ledger_ok(path)
+
+
+def test_both_modes_serve_taps_over_tls(tmp_path: Path, broker, request) -> None:  # noqa: ANN001
+    """``mqtt_tls`` with the site's CA, against a broker that speaks only TLS: the daemon's
+    paho (in the link process or in-process) connects, and a device's tap over TLS is decided
+    and stored once."""
+    certs = Path(tempfile.mkdtemp(prefix="tapkiosk-tls-"))
+    request.addfinalizer(lambda: shutil.rmtree(certs, ignore_errors=True))
+    ca = broker.use_tls(certs)
+    for mode in ("on", "off"):
+        path = tmp_path / f"site-{mode}.db"
+        ids = make_site(path)
+        d = InProcessDaemon(["--db", str(path), "--mqtt", broker.address, "--mqtt-tls",
+                             "--mqtt-ca", ca, "--mqtt-process", mode])
+        try:
+            wait_until(d.daemon.links[0].connected.is_set, what=f"daemon subscribed ({mode})")
+            dev = SimDevice("kiosk-1", KEY_A, "kiosk",
+                            MqttTransport(broker.host, broker.port, ca=ca))
+            dev.hello()
+            r = dev.tap(CARD, amount_fen=300)
+            assert r["verdict"] == codes.GRANT and r["balance"] == balance(path, ids["m1"])
+            dev.close()
+        finally:
+            d.stop()
         assert tap_count(path, "kiosk-1") == 1 and ledger_ok(path)
 
 
