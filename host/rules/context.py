@@ -152,7 +152,8 @@ class Member:
 
     def balance_fen(self) -> int:
         """Stored value (principal + bonus) including pending changes."""
-        return self.pending.have("principal") + self.pending.have("bonus")
+        now = self.pending.now
+        return now["principal"] + now["bonus"]
 
 
 @dataclass(slots=True)
