@@ -35,7 +35,7 @@ class Denied(Exception):
         self.kind = kind
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     """The result of a rule, before it becomes a Decision and a ``taps`` row."""
 
