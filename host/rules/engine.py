@@ -337,7 +337,8 @@ class Engine:
             return Decision(**d, replayed=True)
         tap_id = head[0] if nid is None else nid
         dev = self._device(tap.device_id, head[_DEV_AT:_CARD_AT])
-        sale = None if tap.offline or dev is None else _sale(conn, tap, dev[3], ts)
+        sale = (None if tap.offline or dev is None or dev[3] is None
+                else _sale(conn, tap, dev[3], ts))
         sale_id = sale.id if sale is not None else tap.sale_id
         card = CardRow._make(head[_CARD_AT:]) if head[_CARD_AT] is not None else None
         # Secure cards first, outside the SAVEPOINT: a verified SUN counter stays used even
@@ -426,7 +427,8 @@ class Engine:
                          tap_id, sale, sp.hours_for(kind) if sp is not None else None)
         if card.expiring:
             _expire(ctx)
-        _refuse_duplicate(ctx)
+        if settings["duplicate_window_s"]:
+            _refuse_duplicate(ctx)
         out = _RULES.get(kind, kiosk.decide)(ctx)
         out.member_id, out.kind = m.id, kind
         m.pending.flush(conn, last_active_at=ts)
