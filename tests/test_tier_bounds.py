@@ -76,6 +76,8 @@ def test_a_regular_below_the_spend_rule_costs_one_window_read():
     finally:
         db.conn.set_trace_callback(None)
     assert sum("CASE WHEN currency = 'qualifying'" in s for s in stmts) == 1
+    sales = [s for s in stmts if "FROM passes WHERE member_id" in s]
+    assert len(sales) == 1 and "CASE WHEN" in sales[0]   # the sales, inside that one read
     assert not any("NOT IN (SELECT reverses" in s for s in stmts)
     assert db.execute("SELECT tier FROM members WHERE id = ?", (mid,)).fetchone()[0] == "gold"
 

@@ -49,10 +49,14 @@ def _sales(conn: sqlite3.Connection, policy: Policy, member_id: int, since: int,
            until: int) -> int:
     """What the member's pass sales of at least ``tier_rules.min_purchase`` (not cancelled)
     paid in ``since < created_at <= until``."""
-    return conn.execute(
-        "SELECT coalesce(sum(price_fen), 0) FROM passes WHERE member_id = ? AND created_at > ? "
-        "AND created_at <= ? AND cancelled_at IS NULL AND price_fen >= ? AND price_fen > 0",
-        (member_id, since, until, policy.tier_min_purchase_fen)).fetchone()[0]
+    return conn.execute("SELECT " + _SALES, (member_id, since, until,
+                                             policy.tier_min_purchase_fen)).fetchone()[0]
+
+
+#: The pass sales that count (arguments: member, since, until, the minimum purchase).
+_SALES = ("(SELECT coalesce(sum(price_fen), 0) FROM passes WHERE member_id = ? AND "
+          "created_at > ? AND created_at <= ? AND cancelled_at IS NULL AND price_fen >= ? AND "
+          "price_fen > 0)")
 
 
 def _meets(conn: sqlite3.Connection, policy: Policy, member_id: int, ts: int, purchases: int,
@@ -62,15 +66,16 @@ def _meets(conn: sqlite3.Connection, policy: Policy, member_id: int, ts: int, pu
     return ok, f"{n} purchases, spend {fen / 100:.2f} in {days} days"
 
 
-#: (qualifying purchases, at least the taps' spend) in ``since < ts <= until``: the
-#: purchases as ``activity`` counts them; every spend row of a tap in the window summed, with
-#: no reversal, grouping nor floor left out, so never less than ``activity``'s tap spend. It
-#: reads the window's rows only (``activity`` also reads the member's every reversal).
+#: (qualifying purchases, at least the taps' spend, pass sales) in ``since < ts <= until``:
+#: the purchases and the sales as ``activity`` counts them; every spend row of a tap in the
+#: window summed, with no reversal, grouping nor floor left out, so never less than
+#: ``activity``'s tap spend. One read of the window's rows (``activity`` also reads the
+#: member's every reversal). Arguments: ``_SALES``'s, then member, since, until.
 _BOUND_SQL = ("SELECT coalesce(sum(CASE WHEN currency = 'qualifying' THEN delta END), 0), "
               "coalesce(-sum(CASE WHEN currency <> 'qualifying' AND delta < 0 AND "
-              "kind = 'spend' AND tap_id IS NOT NULL THEN delta END), 0) FROM ledger WHERE "
-              "member_id = ? AND currency IN ('principal', 'bonus', 'qualifying') AND "
-              "ts > ? AND ts <= ?")
+              "kind = 'spend' AND tap_id IS NOT NULL THEN delta END), 0), " + _SALES
+              + " FROM ledger WHERE member_id = ? AND currency IN ('principal', 'bonus', "
+              "'qualifying') AND ts > ? AND ts <= ?")
 
 
 def _cannot_meet(conn: sqlite3.Connection, policy: Policy, member_id: int, ts: int,
@@ -78,12 +83,10 @@ def _cannot_meet(conn: sqlite3.Connection, policy: Policy, member_id: int, ts: i
     """Why the member cannot meet a rule of ``purchases`` and ``spend`` in ``days`` now, from
     bounds of their activity that are cheaper to read than ``activity``; None: they may."""
     since = ts - days * 86400
-    n, most = conn.execute(_BOUND_SQL, (member_id, since, ts)).fetchone()
+    n, most, sales = conn.execute(_BOUND_SQL, (member_id, since, ts, policy.tier_min_purchase_fen,
+                                               member_id, since, ts)).fetchone()
     if n < purchases:
         return f"{n} purchases in {days} days"
-    if most >= spend:
-        return None
-    sales = _sales(conn, policy, member_id, since, ts)
     if most + sales < spend:
         return f"spend at most {(most + sales) / 100:.2f} in {days} days"
     return None
