@@ -32,8 +32,10 @@ def parse_yuan(text: str) -> int:
 
 def format_fen(fen: int) -> str:
     """Format integer fen as yuan with two decimals: ``1250 -> "12.50"``, ``-5 -> "-0.05"``."""
-    if type(fen) is not int and (isinstance(fen, bool) or not isinstance(fen, int)):
-        raise TypeError(f"fen must be an int, got {type(fen).__name__}")
-    sign = "-" if fen < 0 else ""
-    q, r = divmod(abs(fen), 100)
-    return f"{sign}{q}.{r:02d}"
+    if type(fen) is not int:
+        if isinstance(fen, bool) or not isinstance(fen, int):
+            raise TypeError(f"fen must be an int, got {type(fen).__name__}")
+        fen = int(fen)
+    if fen >= 0:
+        return f"{fen // 100}.{fen % 100:02d}"
+    return f"-{-fen // 100}.{-fen % 100:02d}"

@@ -17,8 +17,7 @@ that never expire are used last; ties by creation (oldest first).
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlite_utils
 
@@ -30,9 +29,9 @@ _COLUMN = {"principal": "principal_fen", "bonus": "bonus_fen", "points": "points
            "qualifying": "qualifying"}
 
 
-@dataclass(frozen=True)
-class Taken:
-    """A part of a debit taken from one lot (lot_id None for pool currencies)."""
+class Taken(NamedTuple):
+    """A part of a debit taken from one lot (lot_id None for pool currencies); a tuple,
+    cheaper to make than a frozen dataclass on the tap path."""
 
     lot_id: int | None
     amount: int
@@ -88,8 +87,10 @@ class Pending:
     def __init__(self, member_id: int, principal_fen: int, bonus_fen: int, points: int,
                  qualifying: int) -> None:
         self.member_id = member_id
-        self.base = {"principal": principal_fen, "bonus": bonus_fen, "points": points,
-                     "qualifying": qualifying}
+        #: Current values, pending changes included (what the checks compare with).
+        self.now = {"principal": principal_fen, "bonus": bonus_fen, "points": points,
+                    "qualifying": qualifying}
+        #: The changes not written yet.
         self.delta = {"principal": 0, "bonus": 0, "points": 0, "qualifying": 0}
         #: Ledger rows not written yet (``_insert``'s column values).
         self.rows: list[tuple] = []
@@ -103,7 +104,12 @@ class Pending:
 
     def have(self, currency: str) -> int:
         """Current value of ``currency`` including pending changes."""
-        return self.base[currency] + self.delta[currency]
+        return self.now[currency]
+
+    def add(self, currency: str, amount: int) -> None:
+        """Hold a change of ``amount`` to ``currency``'s projection."""
+        self.delta[currency] += amount
+        self.now[currency] += amount
 
     def write_rows(self, conn: sqlite3.Connection) -> None:
         """Write the held ledger rows in one INSERT (nothing when there are none)."""
@@ -123,14 +129,13 @@ class Pending:
             self.write_rows(conn)
         # Bound values, not literals: a handful of statement shapes that sqlite3's statement
         # cache compiles once, instead of a new statement text (and a compile) per tap.
-        delta, base = self.delta, self.base
+        delta = self.delta
         changed = []
         args = []
         for c, d in delta.items():
             if d:
                 changed.append(c)
                 args.append(d)
-                base[c] += d
                 delta[c] = 0
         if last_active_at is not None:
             args.append(last_active_at)
@@ -157,7 +162,7 @@ def _flush_sql(changed: tuple[str, ...], active: bool) -> str:
 def _apply(conn: sqlite3.Connection, member_id: int, currency: str, amount: int,
            pending: Pending | None) -> None:
     if pending is not None and pending.member_id == member_id:
-        pending.delta[currency] += amount
+        pending.add(currency, amount)
         return
     col = _COLUMN[currency]
     cur = conn.execute(f"UPDATE members SET {col} = {col} + ? WHERE id = ?", (amount, member_id))
@@ -191,10 +196,11 @@ def credit(conn: sqlite3.Connection, ts: int, member_id: int, currency: str, amo
         lot_id = _credit_lot(conn, member_id, currency, expires_at, amount, pending)
     elif expires_at:
         raise InputError(f"{currency} credits cannot expire")
-    _apply(conn, member_id, currency, amount, pending)
     if pending is not None and pending.member_id == member_id:
+        pending.add(currency, amount)
         _hold(pending, ts, member_id, currency, amount, kind, lot_id=lot_id, **refs)
         return 0
+    _apply(conn, member_id, currency, amount, None)
     return _row(conn, ts, member_id, currency, amount, kind, lot_id=lot_id, **refs)
 
 
@@ -227,24 +233,25 @@ def debit(conn: sqlite3.Connection, ts: int, member_id: int, currency: str, amou
     """
     if amount <= 0:
         raise InputError(f"debit of {currency} must be positive, got {amount}")
-    col = _COLUMN[currency]
-    if pending is not None and pending.member_id == member_id:
-        have = pending.have(currency)
+    known = pending is not None and pending.member_id == member_id
+    if known:
+        have = pending.now[currency]
     else:
-        row = conn.execute(f"SELECT {col} FROM members WHERE id = ?", (member_id,)).fetchone()
+        row = conn.execute(f"SELECT {_COLUMN[currency]} FROM members WHERE id = ?",
+                           (member_id,)).fetchone()
         if row is None:
             raise NotFound(f"unknown member {member_id}")
         have = row[0]
     if have < amount:
         raise InsufficientFunds(f"member {member_id} has {have} {currency}, needs {amount}")
     if currency not in LOT_CURRENCIES:
-        _apply(conn, member_id, currency, -amount, pending)
-        if pending is not None and pending.member_id == member_id:
+        if known:
+            pending.add(currency, -amount)
             _hold(pending, ts, member_id, currency, -amount, kind, **refs)
         else:
+            _apply(conn, member_id, currency, -amount, None)
             _insert(conn, ts, member_id, currency, -amount, kind, **refs)
         return [Taken(None, amount, 0)]
-    known = pending is not None and pending.member_id == member_id
     first = pending.first.pop(currency, None) if known else None
     if first is not None and first[1] >= amount:
         lots = [first]
@@ -311,7 +318,7 @@ def spend(conn: sqlite3.Connection, ts: int, member_id: int, amount: int, order:
     Returns (principal part, bonus part). Raises InsufficientFunds writing nothing.
     """
     if pending is not None and pending.member_id == member_id:
-        principal, bonus = pending.have("principal"), pending.have("bonus")
+        principal, bonus = pending.now["principal"], pending.now["bonus"]
     else:
         bal = balances(conn, member_id)
         principal, bonus = bal["principal_fen"], bal["bonus_fen"]

@@ -35,7 +35,7 @@ class Denied(Exception):
         self.kind = kind
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     """The result of a rule, before it becomes a Decision and a ``taps`` row."""
 
@@ -103,8 +103,8 @@ class CardRow(NamedTuple):
 CARD_COLS = ("c.status, c.expires_at, m.id, m.name, m.status, m.tier, "
              "substr('0' || m.birth_month, -2), m.tier_manual, m.principal_fen, m.bonus_fen, "
              "m.points, m.qualifying, c.secure, c.key_version, c.sun_counter, "
-             "EXISTS (SELECT 1 FROM lots l WHERE l.member_id = m.id AND l.expires_at > 0 "
-             "AND l.expires_at <= ? AND l.remaining > 0), "
+             "EXISTS (SELECT 1 FROM lots l WHERE l.member_id = m.id AND l.currency IN ('bonus', "
+             "'points') AND l.expires_at > 0 AND l.expires_at <= ? AND l.remaining > 0), "
              "EXISTS (SELECT 1 FROM passes p WHERE p.member_id = m.id "
              "AND (p.ends_at = 0 OR p.ends_at > ?)), "
              "EXISTS (SELECT 1 FROM coupons k WHERE k.member_id = m.id AND k.valid_until > ?), "
@@ -152,7 +152,8 @@ class Member:
 
     def balance_fen(self) -> int:
         """Stored value (principal + bonus) including pending changes."""
-        return self.pending.have("principal") + self.pending.have("bonus")
+        now = self.pending.now
+        return now["principal"] + now["bonus"]
 
 
 @dataclass(slots=True)
