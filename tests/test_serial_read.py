@@ -1,7 +1,8 @@
 # Runs on CPython (pytest): the serial link's read of its port — one wait and one read a wake-up.
 """``host.site.links.serial._direct_read`` on a real pty and a real socket:// line: what
 arrived comes back in one read, a cancelled read (the link's stop) returns nothing without
-eating bytes, a peer that goes away raises, and other port types keep pyserial's read."""
+eating bytes, a peer that goes away raises, and other port types keep pyserial's read; and
+the simulated device's socket:// transport, which reads the same way."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import tty
 
 import pytest
 import serial
+from conftest import wait_until
 
 from host.site.links.serial import _direct_read
 
@@ -91,3 +93,36 @@ def test_other_ports_keep_pyserials_read() -> None:
         assert _direct_read(port) is None
     finally:
         port.close()
+
+
+def test_sim_device_socket_transport_frames_both_ways_and_ends_when_closed() -> None:
+    """sim/device.py reads its socket:// port the same way (one poll, one recv): frames both
+    ways, split anywhere; its reader thread ends when the other end closes."""
+    from protocol import framing
+    from sim.device import SerialTransport
+
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(1)
+    tr = SerialTransport(f"socket://127.0.0.1:{lst.getsockname()[1]}")
+    got: list[bytes] = []
+    tr.attach("kiosk-1", got.append)
+    peer, _ = lst.accept()
+    try:
+        frame = framing.encode(b"decision" * 8)
+        peer.sendall(frame[:7])
+        peer.sendall(frame[7:] + framing.encode(b"second"))
+        tr.send(b"tap" * 20)
+        parser, up = framing.FrameParser(), []
+        peer.settimeout(10)
+        while not up:
+            up += parser.feed(peer.recv(4096))
+        assert up == [b"tap" * 20]
+        wait_until(lambda: len(got) == 2, what="both frames read")
+        assert got == [b"decision" * 8, b"second"] and tr._thread.is_alive()
+        peer.close()
+        tr._thread.join(10)
+        assert not tr._thread.is_alive()
+    finally:
+        tr.close()
+        lst.close()
