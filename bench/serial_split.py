@@ -59,8 +59,8 @@ _METRICS = {"daemon_link_to_sent": "tapkiosk_tap_latency_seconds",
 def _split(t0: float, t1: float, stamps: list, dev: dict[str, float],
            baud: int) -> tuple[float, ...] | None:
     """One tap's parts (ms), or None when a frame crossed the cable in more than one write."""
-    up = [s for s in stamps if s[0] == "a"]
-    down = [s for s in stamps if s[0] == "b"]
+    up = [s for s in stamps if s[0] == "a" and s[1] >= t0]
+    down = [s for s in stamps if s[0] == "b" and s[1] >= t0]
     if len(up) != 1 or len(down) != 1 or len(dev) != 2:
         return None
     (_, a_in, a_due, a_out, a_n), (_, b_in, b_due, b_out, b_n) = up[0], down[0]
@@ -69,6 +69,14 @@ def _split(t0: float, t1: float, stamps: list, dev: dict[str, float],
              b_due - b_in, t1 - b_out, dev["got"] - b_out, dev["checked"] - dev["got"],
              t1 - dev["checked"])
     return tuple(x * 1000.0 for x in parts) + ((t1 - t0 - wire) * 1000.0, wire * 1000.0)
+
+
+def _wait_stamp(stamps: list) -> None:
+    """Until the cable's pump has stamped the DECISION (it may still wait for the interpreter
+    lock after handing the last byte on), at most 20 ms."""
+    deadline = time.perf_counter() + 0.02
+    while not any(s[0] == "b" for s in stamps) and time.perf_counter() < deadline:
+        time.sleep(0.0002)
 
 
 def _stamped(transport: Any, dev: dict[str, float]) -> Any:
@@ -138,7 +146,9 @@ def run(baud: int, taps: int, db_dir: str | None) -> tuple[list[tuple[float, ...
             dev_stamps.clear()
             t0 = time.perf_counter()
             dev.tap(CARD2, amount_fen=1)
-            row = _split(t0, time.perf_counter(), list(stamps), dict(dev_stamps), baud)
+            t1 = time.perf_counter()
+            _wait_stamp(stamps)
+            row = _split(t0, t1, list(stamps), dict(dev_stamps), baud)
             if row is not None:
                 rows.append(row)
         cpu1 = (_cpu(proc.pid), _cpu(os.getpid()))
