@@ -78,8 +78,8 @@ class SerialTransport:
 
     def _read(self, on_packet: OnPacket) -> None:
         port = self._port
-        # A socket:// port: one poll and one recv a wake-up, as the daemon's link reads
-        # (pyserial's read polls twice and reads one byte, then this read the rest).
+        # A socket:// port: one poll and one recv a wake-up, as the daemon's link reads it
+        # (pyserial's read: two polls and a one-byte recv, then a second recv for the rest).
         sock = port._socket if type(port).__module__.endswith(".protocol_socket") else None
         poller = None
         if sock is not None:
