@@ -1,8 +1,8 @@
 # Runs on CPython (pytest): the serial link's frame reader against protocol/framing.py's.
 """host/site/links/cobs_frames.py yields what ``protocol.framing.FrameParser`` yields for the
 same bytes fed in the same pieces: the same packets, and the same ``frames``, ``dropped`` and
-``last_error`` text after every piece (good frames, flipped bits, truncated and over-long
-frames, garbage between them)."""
+``last_error`` text after every piece (good frames, real TAP packets, flipped bits,
+truncated and over-long frames, garbage between them)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from host.site.links.cobs_frames import FrameParser
 from protocol import framing
+from protocol import packet as pk
+from protocol.mac import Mac
 from protocol.packet import MAX_PACKET
 
 
@@ -32,7 +34,17 @@ def _same(stream: bytes, cuts: list[int]) -> list[bytes]:
     return got
 
 
-PACKETS = st.binary(min_size=0, max_size=MAX_PACKET)
+def _tap(seq: int, dev: str, amount: int, secure: bytes) -> bytes:
+    return pk.encode(pk.TAP, seq, dev, {
+        "uid": bytes(range(7)), "sak": 0x20, "flags": 0, "direction": 0, "service": 1,
+        "amount": amount, "device_time": seq, "secure": secure, "sale_id": 0},
+        Mac(bytes(range(32))), pk.UP)
+
+
+REAL = st.builds(_tap, st.integers(0, 0xFFFFFFFF),
+                 st.from_regex(r"[a-z0-9-]{1,16}", fullmatch=True), st.integers(0, 0xFFFFFFFF),
+                 st.binary(max_size=96))
+PACKETS = st.one_of(st.binary(min_size=0, max_size=MAX_PACKET), REAL)
 
 
 @st.composite
@@ -60,7 +72,8 @@ def test_same_packets_counts_and_errors_in_any_pieces(chunks: list[bytes], cuts:
 
 
 @settings(max_examples=200, deadline=None)
-@given(packets=st.lists(st.binary(min_size=1, max_size=MAX_PACKET), min_size=1, max_size=5), cuts=st.lists(st.integers(0, 5000)))
+@given(packets=st.lists(st.one_of(st.binary(min_size=1, max_size=MAX_PACKET), REAL),
+                        min_size=1, max_size=5), cuts=st.lists(st.integers(0, 5000)))
 def test_good_frames_come_out_whole_in_order(packets: list[bytes], cuts: list[int]):
     stream = b"".join(framing.encode(p) for p in packets)
     assert _same(stream, cuts) == packets
