@@ -87,12 +87,18 @@ def test_socket_line_reads_at_once_and_raises_when_the_peer_closes() -> None:
         lst.close()
 
 
-def test_other_ports_keep_pyserials_read() -> None:
+def test_other_ports_keep_pyserials_read(pty_port) -> None:
     port = serial.serial_for_url("loop://", timeout=0.05)
     try:
         assert _direct_read(port) is None
     finally:
         port.close()
+    _, tty_port = pty_port
+    spy = serial.serial_for_url("spy://" + tty_port.port + "?file=/dev/null", timeout=0.05)
+    try:   # a wrapper that logs what pyserial reads: its read is kept
+        assert _direct_read(spy) is None
+    finally:
+        spy.close()
 
 
 def test_sim_device_socket_transport_frames_both_ways_and_ends_when_closed() -> None:

@@ -74,14 +74,17 @@ def _low_latency(port: Any) -> bool:
 def _direct_read(port: Any) -> Callable[[], bytes] | None:
     """A read of ``port`` that costs one wait and one read per wake-up: what arrived (b""
     after ``_READ_TIMEOUT_S`` without bytes, or when the read was cancelled). For a socket://
-    port and a tty/pty; None for other port types (rfc2217://, loop://), read by pyserial.
+    port and a tty/pty; None for other port types (rfc2217://, loop://, spy://), read by
+    pyserial.
     (pyserial's own read of a socket:// port polls twice and reads one byte, then the rest;
     of a tty, asks how much is waiting, polls, reads: 3-4 system calls and its Python on
     every 0.2-1 ms piece of a frame.) Raises SerialException when the peer is gone."""
     if type(port).__module__.endswith(".protocol_socket"):
         fd, recv = port._socket.fileno(), port._socket.recv
         abort = None
-    else:
+    else:   # a tty or pty as pyserial's posix port opens it (not spy:// and such wrappers)
+        if type(port).__module__ != "serial.serialposix":
+            return None
         fd, abort = getattr(port, "fd", None), getattr(port, "pipe_abort_read_r", None)
         if not isinstance(fd, int) or fd < 0 or not isinstance(abort, int) or os.get_blocking(fd):
             return None
