@@ -15,9 +15,14 @@ the TAP's bytes, an echo host answers each frame at once with the DECISION's byt
 firmware times send -> answer parsed (``fw_over_wire_p50_ms``: its UART polling and framing,
 the cable and the echo host; no daemon).
 
-Usage: ``python bench/serial_rtt.py [--taps 300] [--baud 115200 --baud 921600]``. Last line
-JSON: the first rate's figures at the top level (``paced_p50_ms``, ``wire_ms``,
-``ratio_p50_wire``, ``over_wire_p50_ms``), every rate's under ``bauds``.
+``--breakdown`` then runs ``bench/serial_split.py``'s split on a fresh daemon at each rate
+(device, cable and daemon parts of the paced line's round trip, the daemon's own means and
+the CPU per tap; the figures above are unchanged by it) and adds it under ``breakdown``.
+
+Usage: ``python bench/serial_rtt.py [--taps 300] [--baud 115200 --baud 921600]
+[--breakdown]``. Last line JSON: the first rate's figures at the top level
+(``paced_p50_ms``, ``wire_ms``, ``ratio_p50_wire``, ``over_wire_p50_ms``), every rate's under
+``bauds``.
 """
 
 from __future__ import annotations
@@ -175,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--taps", type=int, default=300)
     ap.add_argument("--baud", type=int, action="append",
                     help="a rate to measure (repeatable; default 115200 and 921600)")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="then split each rate's paced round trip (bench/serial_split.py)")
     a = ap.parse_args(argv)
     if a.taps < 1 or any(b < 1200 for b in a.baud or ()):
         ap.error("--taps must be at least 1 and --baud at least 1200")
@@ -188,6 +195,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['baud']} baud: firmware link (unix port) to an echo host over the cable: p50 "
               f"{r['fw_p50_ms']:.2f} ms, p99 {r['fw_p99_ms']:.2f} ms; p50 - wire "
               f"{r['fw_over_wire_p50_ms']:.2f} ms")
+    if a.breakdown:
+        import serial_split
+
+        for r in runs:
+            r["breakdown"] = serial_split.measure(r["baud"], a.taps)
+            serial_split.report(r["breakdown"], a.taps)
     first = runs[0]
     print(json.dumps({"bench": "serial_rtt", "taps": a.taps, **first,
                       "bauds": {str(r["baud"]): r for r in runs}}))

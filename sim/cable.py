@@ -104,8 +104,9 @@ class Cable:
         self._threads: list[threading.Thread] = []
         self.connected = {"a": threading.Event(), "b": threading.Event()}
         #: Called for each write relayed, from its pump's thread, when set (bench/serial_split.py):
-        #: ``(from end, written (its wire time starts), wire time up, its last byte handed on,
-        #: bytes)``, time.monotonic() seconds (time.perf_counter()'s clock on Linux).
+        #: ``(from end, written (its wire time starts), wire time up, its last byte handed on
+        #: (read just before that send), bytes)``, time.monotonic() seconds
+        #: (time.perf_counter()'s clock on Linux).
         self.on_relay: Callable[[str, float, float, float, int], None] | None = None
 
     def start(self) -> "Cable":
@@ -241,11 +242,13 @@ class Cable:
                direction: str) -> float:
         """Hand ``data`` on as a UART would: byte ``i`` not before ``start + (i + 1) *
         byte_s``; the last byte at its time to the spin, the ones before it in pieces of what
-        is due, every 0.2 ms (at most ``chunk`` bytes each). Returns
-        time.monotonic() after the last send."""
+        is due, every 0.2 ms (at most ``chunk`` bytes each). Returns time.monotonic() as the
+        last piece is handed to the socket (read before that send: after it, this thread may
+        wait for the interpreter lock while a receiver in this process, the kiosk, runs)."""
         n = len(data)
         step = self.chunk or n or 1
         sent = 0
+        handed = time.monotonic()
         while sent < n:
             if byte_s:
                 due_last = start + n * byte_s
@@ -264,8 +267,9 @@ class Cable:
             while sent < due:
                 piece = data[sent:min(due, sent + step)]
                 sent += len(piece)
+                handed = time.monotonic()
                 self._send(dst_end, direction, piece)
-        return time.monotonic()
+        return handed
 
     def _send(self, dst_end: str, direction: str, piece: bytes) -> None:
         with self._lock:

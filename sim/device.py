@@ -15,6 +15,7 @@ a higher ``cfg_version`` (then ACKs it).
 from __future__ import annotations
 
 import os
+import select
 import socket
 import threading
 import time
@@ -51,14 +52,6 @@ class Refused(SimError):
         self.ref_seq, self.code, self.text = ref_seq, code, text
 
 
-def _rest(sock: socket.socket) -> bytes:
-    """What the socket holds right now, without waiting (b"" when nothing)."""
-    try:
-        return sock.recv(4096, socket.MSG_DONTWAIT)
-    except (BlockingIOError, InterruptedError):
-        return b""
-
-
 class SerialTransport:
     """COBS frames over a pyserial URL (a pty/tty path, ``socket://host:port``...)."""
 
@@ -85,15 +78,26 @@ class SerialTransport:
 
     def _read(self, on_packet: OnPacket) -> None:
         port = self._port
-        # pyserial's socket:// port says at most 1 byte is waiting: read the rest of what
-        # arrived straight from its socket (as the daemon's link does), not one byte per loop.
+        # A socket:// port: one poll and one recv a wake-up, as the daemon's link reads it
+        # (pyserial's read: two polls and a one-byte recv, then a second recv for the rest).
         sock = port._socket if type(port).__module__.endswith(".protocol_socket") else None
+        poller = None
+        if sock is not None:
+            poller = select.poll()
+            poller.register(sock.fileno(), select.POLLIN)
         while not self._stop.is_set():
             try:
-                n = port.in_waiting
-                data = port.read(n if n > 0 else 1)
-                if data and sock is not None:
-                    data += _rest(sock)
+                if poller is not None:
+                    if not poller.poll(50):
+                        continue
+                    data = sock.recv(4096)
+                    if not data:   # the other end closed
+                        return
+                else:
+                    n = port.in_waiting
+                    data = port.read(n if n > 0 else 1)
+            except (BlockingIOError, InterruptedError):
+                continue
             except Exception:  # noqa: BLE001 - port closed under us: the reader ends
                 return
             for pkt in self.parser.feed(data):
@@ -101,13 +105,20 @@ class SerialTransport:
 
     def send(self, packet: bytes) -> None:
         """Write one packet as a COBS frame."""
-        with self._wlock:
-            self._port.write(framing.encode(packet))
+        self.write_raw(framing.encode(packet))
 
     def write_raw(self, data: bytes) -> None:
-        """Write bytes as they are (garbage, split frames) for fault tests."""
+        """Write bytes as they are (garbage, split frames) for fault tests. On a socket://
+        port one send, pyserial's write for what the socket did not take."""
         with self._wlock:
-            self._port.write(data)
+            sock = getattr(self._port, "_socket", None)
+            if isinstance(sock, socket.socket):
+                try:
+                    data = data[sock.send(data):]
+                except (BlockingIOError, InterruptedError):
+                    pass
+            if data:
+                self._port.write(data)
 
     def close(self) -> None:
         """Stop reading and close the port."""
