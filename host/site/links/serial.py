@@ -3,8 +3,7 @@
 
 One thread per port opens it with pyserial's ``serial_for_url`` (so a tty path, a pty,
 ``socket://host:port`` and ``rfc2217://host:port`` all work), feeds the bytes to a
-``host.site.links.cobs_frames.FrameParser`` (``protocol.framing.FrameParser``'s results, with
-bytes methods) and hands whole packets to the service. A line serves one
+``protocol.framing.FrameParser`` and hands whole packets to the service. A line serves one
 device: the id of the first authenticated frame binds the line, and frames naming another
 device are refused. When the port goes away the link marks the device offline and reopens
 the port with a capped backoff until the daemon stops.
@@ -35,7 +34,6 @@ from typing import Any
 
 import serial
 
-from host.site.links.cobs_frames import FrameParser
 from host.site.ratelog import RateLimitedLog
 from host.site.replies import SendQueue
 from host.site.service import Service
@@ -145,7 +143,7 @@ class SerialLink:
         self.service = service
         self.baudrate = baudrate
         self.device_id: str | None = None
-        self.parser = FrameParser()
+        self.parser = framing.FrameParser()
         self.opened = threading.Event()
         self._port: Any = None
         self._now: Callable[[bytes], int] | None = None   # the port's non-blocking write
@@ -247,7 +245,7 @@ class SerialLink:
             with self._wlock:
                 self._port = port
                 self._now = _nonblocking_write(port)
-            self.parser = FrameParser()
+            self.parser = framing.FrameParser()
             log.log(logging.WARNING if self._down_cause else logging.INFO, "serial %s: open",
                     self.url)
             self._down_cause = None
