@@ -116,7 +116,7 @@ class Daemon:
             log.info("metrics on http://%s:%d/metrics", c.metrics_addr, self.metrics_port)
         # What follows a commit (count, log, events) reaches the reply thread once per batch.
         self.writer.after_job.append(self.service.replies.flush)
-        self.service.replies.defer_on(self.writer.thread_id)
+        self.service.replies.defer_on(self.writer.holds)
         try:
             self._start_web()
             self._start_links()
@@ -173,7 +173,7 @@ class Daemon:
             if c.mqtt_process:
                 # DECISIONs the writer thread sends go out in one write per batch (and the
                 # events below in one write per wake-up of their thread).
-                link.defer_on(self.writer.thread_id)
+                link.defer_on(self.writer.holds)
                 self.writer.after_job.insert(0, link.flush)   # the DECISIONs first
             from host.site.links.mqtt_events import EventBatcher
             self.mqtt_events = EventBatcher(self.bus, link.publish_many, publish_events=getattr(

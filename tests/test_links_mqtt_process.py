@@ -166,7 +166,8 @@ def test_the_writer_threads_sends_wait_for_its_flush_others_go_at_once() -> None
     ours, theirs = socket.socketpair()
     theirs.setblocking(False)
     link._sock = ours
-    link.defer_on(threading.get_ident())
+    me = threading.get_ident()
+    link.defer_on(lambda: threading.get_ident() == me)
     for i in range(3):
         link.send_to("kiosk-1", bytes([i]) * 20)
     try:
