@@ -338,3 +338,30 @@ def test_taps_held_by_a_thread_are_decided_as_one_batch_by_it(tmp_path: Path) ->
     finally:
         w.stop()
     assert tap_count(path, "kiosk-1") == 3
+
+
+def test_a_held_batch_bigger_than_lead_max_goes_to_the_writer_thread(tmp_path: Path) -> None:
+    """A busy read's batch is decided by the writer thread; its reader goes back to reading."""
+    path = tmp_path / "site.db"
+    make_site(path)
+    w = Writer(str(path), lead_max=2).start()
+    got: list[int] = []
+    three = threading.Semaphore(0)
+
+    def then(d, err) -> None:
+        got.append(threading.get_ident())
+        three.release()
+    try:
+        with w.holding():
+            for seq in (1, 2, 3):
+                w.submit_tap_then(Tap("kiosk-1", seq, CARD, amount_fen=10), _enc, then)
+        for _ in range(3):
+            assert three.acquire(timeout=30)
+        assert got == [w.thread_id] * 3 and w.led == 0
+        with w.holding():
+            for seq in (4, 5):
+                w.submit_tap_then(Tap("kiosk-1", seq, CARD, amount_fen=10), _enc, then)
+        assert got[3:] == [threading.get_ident()] * 2 and w.led == 2
+    finally:
+        w.stop()
+    assert tap_count(path, "kiosk-1") == 5

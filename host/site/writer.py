@@ -117,6 +117,9 @@ _STOP = object()
 CHECKPOINT_EVERY_S = 0.5
 #: WAL size (frames, about 4 KiB each) at which the writer finishes a checkpoint itself.
 WAL_FULL_FRAMES = 4096
+#: Most taps a submitting thread decides itself: a bigger batch (a busy MQTT read) goes to
+#: the writer thread, and the thread that read it goes back to reading meanwhile.
+LEAD_MAX = 4
 
 
 def passive_checkpoint(conn: sqlite3.Connection) -> tuple[int, int, int]:
@@ -201,13 +204,16 @@ class Writer:
     """Owns the write connection and the engine; decides taps in batches.
 
     ``db_path``: the site database (opened here, migrations applied; raises InputError when it
-    cannot be opened). ``max_batch``: most taps in one transaction.
+    cannot be opened). ``max_batch``: most taps in one transaction. ``lead``: whether a
+    submitting thread may decide its taps itself when the writer is idle (at most
+    ``lead_max`` at once; never with an ``outage``).
     """
 
     def __init__(self, db_path: str, *, policy: Policy | None = None,
                  metrics: Metrics | None = None, max_batch: int = 64,
                  engine_factory: Callable[[sqlite_utils.Database], Engine] | None = None,
-                 outage: Outage | None = None, lead: bool = True) -> None:
+                 outage: Outage | None = None, lead: bool = True,
+                 lead_max: int = LEAD_MAX) -> None:
         self.db_path = db_path
         # A chain store's daemon starts even when the chain's database cannot be reached
         # (it then decides from its offline journal); the schema is checked once it can.
@@ -241,6 +247,7 @@ class Writer:
         #: Taps may be decided by the thread that submits them when the writer is idle (not
         #: with an offline mode, whose journal rounds stay on the writer thread).
         self.lead = lead and outage is None
+        self.lead_max = lead_max
         self._held = _Held()
         self._thread = threading.Thread(target=self._run, name="tapkiosk-writer", daemon=True)
         self.batches = 0
@@ -325,7 +332,7 @@ class Writer:
             if self._closed:
                 raise WriterClosed("the database writer has stopped")
             lead = (self.lead and self._started and self._queued == 0
-                    and self._wlock.acquire(blocking=False))
+                    and len(jobs) <= self.lead_max and self._wlock.acquire(blocking=False))
             if not lead:
                 self._queued += len(jobs)
                 for j in jobs:
