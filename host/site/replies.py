@@ -2,7 +2,8 @@
 """Getting answers out without one device holding up another.
 
 :class:`ReplyThread` runs the work that follows a writer commit (count, log, refuse)
-off the writer's thread; the DECISION itself is sent from the writer's thread right after
+off the deciding thread; the DECISION itself is sent from that thread (the writer's, or a
+link's reader that decided its own taps) right after
 the COMMIT (``host.site.taps``), which sends can never block: every link that can block on a write (a
 serial port whose peer stopped reading waits up to its write timeout) sends through its own
 :class:`SendQueue`, a bounded queue with one thread writing to that link only. When the

@@ -8,7 +8,7 @@ gate), and sees the broker as one socket carrying records. One reader thread tak
 arrival order and hands them on as :class:`host.site.links.mqtt.MqttInbox` does (a TAP of a
 loaded device right there, the rest through the worker), so order per device is kept.
 
-Sends (DECISIONs from the writer's thread after COMMIT, replies, the daemon's events) are
+Sends (DECISIONs from the deciding thread after COMMIT, replies, the daemon's events) are
 appended to one buffer; the thread that finds nobody writing writes everything buffered
 in one ``sendall`` (bounded by ``SEND_TIMEOUT_S``: a child that stopped reading is killed),
 so under load one system call carries many frames.
