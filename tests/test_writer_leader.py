@@ -49,9 +49,11 @@ def _row(path: Path, device: str, seq: int) -> tuple:
 
 def test_a_lone_tap_is_decided_on_the_submitting_thread_when_the_writer_is_idle(
         tmp_path: Path) -> None:
+    from host.site.metrics import Metrics
     path = tmp_path / "site.db"
     make_site(path)
-    w = Writer(str(path)).start()
+    m = Metrics()
+    w = Writer(str(path), metrics=m).start()
     got: list[tuple[int, Decision | None, int]] = []
     try:
         w.submit_tap_then(Tap("kiosk-1", 1, CARD, amount_fen=300), _enc,
@@ -65,7 +67,12 @@ def test_a_lone_tap_is_decided_on_the_submitting_thread_when_the_writer_is_idle(
         assert (w.led, w.taps, w.batches) == (1, 1, 1)
         fut = w.submit_tap(Tap("kiosk-1", 2, CARD, amount_fen=300), _enc)
         assert fut.done() and fut.result().reply.startswith(b"R:kiosk-1:2:grant:")
-        assert w.led == 2
+        assert w.led == 2 and m.value("tapkiosk_writer_led_taps_total") == 2
+        _inside, release = _busy(w)
+        queued = w.submit_tap(Tap("kiosk-1", 3, CARD, amount_fen=300), _enc)
+        release.set()
+        assert queued.result(30).verdict == "grant"
+        assert w.led == 2 and m.value("tapkiosk_writer_led_taps_total") == 2   # not led
     finally:
         w.stop()
 

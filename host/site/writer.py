@@ -341,6 +341,8 @@ class Writer:
         self._owner = threading.get_ident()
         try:
             self.led += len(jobs)
+            if self.metrics is not None:
+                self.metrics.writer_led.inc(len(jobs))
             self._taps_then(jobs)
         finally:
             self._owner = None
