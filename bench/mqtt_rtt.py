@@ -168,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
           f"writer, decide + durable commit, encode, publish) + outside {mean - inside:.2f} ms "
           f"(device, broker, paho; the raw echo's mean is {statistics.fmean(echoes):.2f} ms)")
     parts = components(m0, m1)
+    led = "tapkiosk_writer_led_taps_total"
+    led_share = round((m1.get(led, 0.0) - m0.get(led, 0.0)) / n, 3) if n else None
+    print(f"taps decided by the thread that read them (the writer idle): {led_share}")
     print("in the daemon, per part (count, mean, p99 by bucket bound, ms): " + "; ".join(
         f"{k} {v['n']} x {v['mean_ms']:.3f}, p99 <= {v['p99_ms']:g}" for k, v in parts.items()))
     print(json.dumps({"bench": "mqtt_rtt", "taps": a.taps, "parts": parts,
@@ -175,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                       "tap_p99_ms": round(t99, 3), "echo_p50_ms": round(e50, 3),
                       "echo_p99_ms": round(e99, 3), "ratio_p99": round(t99 / e99, 2),
                       "ratio_p50": round(t50 / e50, 2), "tap_mean_ms": round(mean, 3),
-                      "daemon_mean_ms": round(inside, 3)}))
+                      "daemon_mean_ms": round(inside, 3), "led_share": led_share}))
     return 0
 
 

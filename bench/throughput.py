@@ -216,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         tx_s = m1.get(tx, 0.0) - m0.get(tx, 0.0)
         tx_ms = round(tx_s / n_tx * 1000.0, 2) if n_tx else None
         writer_busy = round(tx_s / elapsed, 2)
+        led = "tapkiosk_writer_led_taps_total"
+        led_share = round((m1.get(led, 0.0) - m0.get(led, 0.0)) / max(1, done), 3)
         wc = "tapkiosk_writer_cpu_seconds_total{phase=\"%s\"}"
         writer_us = {ph: round((m1.get(wc % ph, 0.0) - m0.get(wc % ph, 0.0)) / max(1, done)
                                * 1e6, 1) for ph in ("transaction", "answer")}
@@ -256,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"writer: {tx_ms} ms per transaction (BEGIN .. durable COMMIT), busy "
           f"{writer_busy:.0%} of the window in transactions; its thread's CPU per tap: "
           f"{writer_us['transaction']} us in transactions, {writer_us['answer']} us answering "
-          "after COMMIT")
+          f"after COMMIT; {led_share:.1%} of the taps decided by the thread that read them")
     print(f"garbage collector pauses per tap (us), generations 0, 1, 2: {gc_us}")
     print(f"daemon exit code {proc.returncode} (SIGTERM)")
     print(json.dumps({"bench": "throughput", "devices": a.devices, "taps_per_s": round(rate, 1),
@@ -266,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
                       "batch": batch, "cpu_daemon": cores[0], "cpu_link_process": link_cores, "cpu_broker": cores[1],
                       "cpu_load_generator": cores[2],
                       "cpu_ms_per_tap": per_tap, "mqtt_process": a.mqtt_process,
-                      "transaction_ms": tx_ms, "writer_cpu_us": writer_us, "gc_us": gc_us, "writer_busy": writer_busy}))
+                      "transaction_ms": tx_ms, "writer_cpu_us": writer_us, "gc_us": gc_us, "writer_busy": writer_busy,
+                      "led_share": led_share}))
     return 0 if lost == 0 and stored == decided else 1
 
 

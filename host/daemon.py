@@ -4,7 +4,7 @@
 Serves any number of readers at once over serial ports (``--serial``, repeatable), one MQTT
 broker (``--mqtt``) and a host-attached NFC reader (``--nfc`` with ``--nfc-device``). Every
 frame is authenticated by :class:`host.site.service.Service`; every tap is decided by the engine on
-the single writer thread (:class:`host.site.writer.Writer`) and answered only after its
+the single writer (:class:`host.site.writer.Writer`: one lock, one connection) and answered only after its
 transaction committed. SIGTERM or SIGINT: stop accepting, finish in-flight taps, persist the
 device state, close the database, exit 0. Bad configuration: one line on stderr, exit 2.
 
@@ -116,7 +116,7 @@ class Daemon:
             log.info("metrics on http://%s:%d/metrics", c.metrics_addr, self.metrics_port)
         # What follows a commit (count, log, events) reaches the reply thread once per batch.
         self.writer.after_job.append(self.service.replies.flush)
-        self.service.replies.defer_on(self.writer.thread_id)
+        self.service.replies.defer_on(self.writer.holds)
         try:
             self._start_web()
             self._start_links()
@@ -171,9 +171,9 @@ class Daemon:
                             password=c.mqtt_password, tls=c.mqtt_tls, ca_file=c.mqtt_ca).start()
             self.links.append(link)
             if c.mqtt_process:
-                # DECISIONs the writer thread sends go out in one write per batch (and the
+                # DECISIONs the thread holding the writer sends go out in one write per batch (and the
                 # events below in one write per wake-up of their thread).
-                link.defer_on(self.writer.thread_id)
+                link.defer_on(self.writer.holds)
                 self.writer.after_job.insert(0, link.flush)   # the DECISIONs first
             from host.site.links.mqtt_events import EventBatcher
             self.mqtt_events = EventBatcher(self.bus, link.publish_many, publish_events=getattr(

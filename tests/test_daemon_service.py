@@ -395,7 +395,7 @@ def test_taps_answered_in_batches_give_one_decision_event_each_then_drain(db_url
     events = bus.subscribe(["decision"], queue_size=100)
     s = Service(w, Metrics(), load_policy(), bus=bus)
     w.after_job.append(s.replies.flush)
-    s.replies.defer_on(w.thread_id)
+    s.replies.defer_on(w.holds)
     answers: list[bytes] = []
     try:
         for i in range(1, 9):

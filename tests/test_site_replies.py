@@ -17,7 +17,8 @@ def test_jobs_of_the_deferred_thread_wait_for_its_flush_then_run_in_order() -> N
     go = threading.Event()
 
     def writer() -> None:
-        r.defer_on(threading.get_ident())
+        me = threading.get_ident()
+        r.defer_on(lambda: threading.get_ident() == me)
         for i in range(5):
             r.put(lambda i=i: ran.append(f"w{i}"))
         r.put(lambda: 1 / 0)                   # logged; the rest of the batch still runs
@@ -55,7 +56,8 @@ def test_after_batch_runs_once_after_each_batch_on_the_reply_thread() -> None:
     done = threading.Event()
 
     def writer() -> None:
-        r.defer_on(threading.get_ident())
+        me = threading.get_ident()
+        r.defer_on(lambda: threading.get_ident() == me)
         for i in range(3):
             r.put(lambda i=i: ran.append(f"w{i}"))
         r.flush()

@@ -193,15 +193,16 @@ def test_a_tap_that_fails_its_batch_does_not_refuse_the_others(tmp_path: Path) -
 
 
 def test_submit_tap_then_calls_back_on_the_writer_thread_after_commit(tmp_path: Path) -> None:
-    """The daemon's tap path: no future, ``done(decision, None)`` on the writer's thread once
-    committed (the tap is in the store by then); a writer that never started calls
-    ``done(None, WriterClosed)``; a callback that raises does not stop the writer."""
+    """The daemon's tap path, queued (no leader): no future, ``done(decision, None)`` on the
+    writer's thread once committed (the tap is in the store by then); a writer that never
+    started calls ``done(None, WriterClosed)``; a callback that raises does not stop the
+    writer."""
     import threading
 
     from host.site.writer import WriterClosed
     path = tmp_path / "site.db"
     make_site(path)
-    w = Writer(str(path)).start()
+    w = Writer(str(path), lead=False).start()
     got: list[tuple[int, Decision | None, BaseException | None, int, int]] = []
     done = threading.Event()
 

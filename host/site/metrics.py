@@ -19,6 +19,8 @@ Names:
 - ``tapkiosk_writer_cpu_seconds_total{phase}``: the writer thread's own CPU time on batches
   of taps: ``transaction`` (BEGIN .. durable COMMIT: the engine, the DECISION encoder, SQLite)
   and ``answer`` (after the COMMIT: each tap's callback, its DECISION handed to its link).
+- ``tapkiosk_writer_led_taps_total``: taps decided by the thread that read them, the writer
+  being idle (leader/follower; the rest were queued for the writer thread).
 - ``tapkiosk_devices_online``: devices currently online.
 - ``tapkiosk_link_up{link}``: 1 while a link's transport is open (port, broker, reader).
 - ``tapkiosk_link_dropped_total{link}``: frames a link could not send (its send queue full
@@ -70,6 +72,8 @@ class Metrics:
             "BEGIN to the durable COMMIT", buckets=_STAGE_BUCKETS, registry=r)
         self.writer_cpu = Counter("tapkiosk_writer_cpu_seconds", "The writer thread's CPU "
                                   "time on batches of taps", ["phase"], registry=r)
+        self.writer_led = Counter("tapkiosk_writer_led_taps", "Taps decided by the thread "
+                                  "that read them (the writer was idle)", registry=r)
         self.writer_queue = Histogram(
             "tapkiosk_writer_queue_seconds", "A transaction's first tap: submitted -> taken "
             "by the writer thread", buckets=_STAGE_BUCKETS, registry=r)

@@ -2,7 +2,8 @@
 """Getting answers out without one device holding up another.
 
 :class:`ReplyThread` runs the work that follows a writer commit (count, log, refuse)
-off the writer's thread; the DECISION itself is sent from the writer's thread right after
+off the deciding thread; the DECISION itself is sent from that thread (the writer's, or a
+link's reader that decided its own taps) right after
 the COMMIT (``host.site.taps``), which sends can never block: every link that can block on a write (a
 serial port whose peer stopped reading waits up to its write timeout) sends through its own
 :class:`SendQueue`, a bounded queue with one thread writing to that link only. When the
@@ -27,8 +28,9 @@ SEND_QUEUE_MAX = 64
 class ReplyThread:
     """One thread running queued jobs in order; a failing job is logged, the rest go on.
 
-    Jobs put by the thread named in ``defer_on`` (the writer's) are held until that thread
-    calls ``flush()`` (once its batch is answered), then queued as one: one hand-off and one
+    Jobs put while ``defer_on``'s test says so (the thread holding the writer: the writer
+    thread, or a reading thread that leads its own taps) are held until that thread calls
+    ``flush()`` (once its batch is answered), then queued as one: one hand-off and one
     wake-up of this thread per batch of taps instead of one per tap. After each job (or held
     batch of jobs) it calls every ``after_batch`` function (the taps' events and counters,
     published once per batch)."""
@@ -36,8 +38,8 @@ class ReplyThread:
     def __init__(self) -> None:
         self._jobs: queue.Queue[Callable[[], None] | list[Callable[[], None]] | None]
         self._jobs = queue.Queue()
-        self._defer: int | None = None
-        self._held: list[Callable[[], None]] = []   # touched by the deferred thread only
+        self._defer: Callable[[], bool] | None = None
+        self._held: list[Callable[[], None]] = []   # touched by the deferring thread only
         self.after_batch: list[Callable[[], None]] = []
         self._thread = threading.Thread(target=self._run, name="tapkiosk-reply", daemon=True)
         self._thread.start()
@@ -46,13 +48,14 @@ class ReplyThread:
         """Whether the caller is this reply thread."""
         return threading.current_thread() is self._thread
 
-    def defer_on(self, thread_id: int | None) -> None:
-        """Hold the jobs ``thread_id`` puts until it calls ``flush()``."""
-        self._defer = thread_id
+    def defer_on(self, test: Callable[[], bool] | None) -> None:
+        """Hold the jobs put while ``test()`` is true (on the caller's thread: one thread at
+        a time) until that thread calls ``flush()``."""
+        self._defer = test
 
     def put(self, job: Callable[[], None]) -> None:
         """Run ``job()`` on the reply thread."""
-        if self._defer is not None and threading.get_ident() == self._defer:
+        if self._defer is not None and self._defer():
             self._held.append(job)
             return
         self._jobs.put(job)

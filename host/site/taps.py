@@ -3,8 +3,8 @@
 
 Both pass the one :class:`host.site.inflight.InflightGate`, go to the single writer (a TAP
 through ``submit_tap`` with its DECISION encoder, group-committed; a VOID through
-``host.rules.voids.void_tap``), and are answered from the writer's thread right after the
-COMMIT (a link's send never blocks); counting and logging follow on the reply thread. A frame the replay window refuses may still be one the store applied before a
+``host.rules.voids.void_tap``), and are answered from the thread that decided them (the writer's, or the link's own
+reader when the writer was idle) right after the COMMIT (a link's send never blocks); counting and logging follow on the reply thread. A frame the replay window refuses may still be one the store applied before a
 restart: then the stored reply is sent again, and nothing is applied twice.
 
 The tap latency metric runs from the moment the link received the frame (``received``,
@@ -156,8 +156,8 @@ class Taps:
                   direction=_DIRECTIONS.get(f["direction"]), offline=bool(f["flags"] & 1),
                   device_time=f["device_time"], secure=f["secure"], sale_id=f["sale_id"])
         self.publisher.tap(tap)
-        # The DECISION goes out from the writer's thread right after COMMIT (one hand-off
-        # less); counting and logging follow on the reply thread.
+        # The DECISION goes out from the deciding thread right after COMMIT (this one when
+        # the writer is idle: no hand-off); counting and logging follow on the reply thread.
         late = e.late
         try:
             self.writer.submit_tap_then(tap, self.encoder(st), lambda d, err: self._tap_done(

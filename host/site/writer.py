@@ -1,11 +1,18 @@
-# Runs on CPython (host): the daemon's single SQLite writer thread, with group commit of taps.
+# Runs on CPython (host): the daemon's single SQLite writer, with leader/follower group commit.
 """The single SQLite writer.
 
-One thread owns the write connection. Links hand it taps (``submit_tap``) and other writes
-(``call``) through one queue and wait on a ``concurrent.futures.Future``. Taps waiting in the
-queue together are decided in ONE ``engine.decide_many`` transaction (group commit); a
-future is resolved only after that transaction has committed, so no decision leaves the host
-before it is durable. When a batch fails as a whole (an exception the engine does not turn
+One connection, and one thread at a time writing on it: whoever holds the writer's lock.
+Links hand it taps (``submit_tap``, ``submit_tap_then``) and other writes (``call``). When
+the writer is idle (nothing queued, nobody writing), the thread that read a tap takes the
+lock and decides it itself, COMMITs and answers exactly as the writer thread would (the
+"leader": no hand-off, no wake-up of another thread for a lone tap). Otherwise the tap goes
+through one queue to the writer thread, and taps waiting there together are decided in ONE
+``engine.decide_many`` transaction (group commit). ``call`` jobs always go through the
+queue. A reading thread can hold the taps it submits (``holding()``) and hand them over as
+one batch (the MQTT pipe reader: a batch per read from its socket). A tap leads only when
+nothing is queued, so taps are decided in the order they were submitted (a device's frames
+keep their order). A future is resolved only after that transaction has committed, so no
+decision leaves the host before it is durable. When a batch fails as a whole (an exception the engine does not turn
 into an ``internal`` deny), nothing of it was committed and its taps are decided again one
 by one, so only the tap that cannot be decided gets the error.
 
@@ -32,8 +39,9 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from functools import partial
 from typing import Any, TypeVar
 
@@ -89,6 +97,12 @@ class _TapJob:
             log.exception("writer: a tap's done callback failed")
 
 
+class _Held(threading.local):
+    """The taps a thread holds inside ``Writer.holding()`` (None: not holding)."""
+
+    taps: list[_TapJob] | None = None
+
+
 class _CallJob:
     __slots__ = ("fn", "future")
 
@@ -103,6 +117,9 @@ _STOP = object()
 CHECKPOINT_EVERY_S = 0.5
 #: WAL size (frames, about 4 KiB each) at which the writer finishes a checkpoint itself.
 WAL_FULL_FRAMES = 4096
+#: Most taps a submitting thread decides itself: a bigger batch (a busy MQTT read) goes to
+#: the writer thread, and the thread that read it goes back to reading meanwhile.
+LEAD_MAX = 4
 
 
 def passive_checkpoint(conn: sqlite3.Connection) -> tuple[int, int, int]:
@@ -187,13 +204,16 @@ class Writer:
     """Owns the write connection and the engine; decides taps in batches.
 
     ``db_path``: the site database (opened here, migrations applied; raises InputError when it
-    cannot be opened). ``max_batch``: most taps in one transaction.
+    cannot be opened). ``max_batch``: most taps in one transaction. ``lead``: whether a
+    submitting thread may decide its taps itself when the writer is idle (at most
+    ``lead_max`` at once; never with an ``outage``).
     """
 
     def __init__(self, db_path: str, *, policy: Policy | None = None,
                  metrics: Metrics | None = None, max_batch: int = 64,
                  engine_factory: Callable[[sqlite_utils.Database], Engine] | None = None,
-                 outage: Outage | None = None) -> None:
+                 outage: Outage | None = None, lead: bool = True,
+                 lead_max: int = LEAD_MAX) -> None:
         self.db_path = db_path
         # A chain store's daemon starts even when the chain's database cannot be reached
         # (it then decides from its offline journal); the schema is checked once it can.
@@ -217,13 +237,27 @@ class Writer:
         self.max_batch = max(1, int(max_batch))
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()   # C: a cheaper put and get
         self._closed = False
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()   # guards _closed, _queued and putting on the queue
+        #: The one writer: held by whichever thread writes on the connection (the writer
+        #: thread, or a leader deciding its own taps); ``_owner`` is that thread's ident.
+        self._wlock = threading.Lock()
+        self._owner: int | None = None
+        self._queued = 0   # jobs put on the queue and not yet done
+        self._started = False
+        #: Taps may be decided by the thread that submits them when the writer is idle (not
+        #: with an offline mode, whose journal rounds stay on the writer thread).
+        self.lead = lead and outage is None
+        self.lead_max = lead_max
+        self._held = _Held()
         self._thread = threading.Thread(target=self._run, name="tapkiosk-writer", daemon=True)
         self.batches = 0
         self.taps = 0
-        #: Called on the writer thread after each job or batch of taps, once its futures
-        #: are resolved (and the DECISIONs handed to the links): a link that buffers what
-        #: the writer thread sends writes it out here, one system call per batch.
+        #: Taps decided by the thread that submitted them (the rest by the writer thread).
+        self.led = 0
+        #: Called by the thread holding the writer after each job or batch of taps, once
+        #: its futures are resolved (and the DECISIONs handed to the links): a link that
+        #: buffers what the writer sends (``holds()``) writes it out here, one system call
+        #: per batch.
         self.after_job: list[Callable[[], None]] = []
 
     @property
@@ -231,9 +265,15 @@ class Writer:
         """The writer thread's ident (None before ``start``)."""
         return self._thread.ident
 
+    def holds(self) -> bool:
+        """Whether the calling thread is the one writing now (the writer thread on a job, or
+        a leader deciding its taps): what it sends is flushed by ``after_job``."""
+        return self._owner == threading.get_ident()
+
     def start(self) -> "Writer":
         """Start the writer thread (and the checkpointer); returns self."""
         self._thread.start()
+        self._started = True
         if self.checkpointer is not None:
             self.checkpointer.start()
         if self.outage is not None:
@@ -241,15 +281,72 @@ class Writer:
         return self
 
     def submit_tap(self, tap: Tap, encoder: Encoder) -> Future[Decision]:
-        """Queue ``tap``; the future gets its committed Decision (or the exception)."""
+        """Decide ``tap`` (here when the writer is idle, else queued); the future gets its
+        committed Decision (or the exception)."""
         job = _TapJob(tap, encoder)
-        self._put(job)
+        self._submit([job])
         return job.future   # type: ignore[return-value]
 
     def submit_tap_then(self, tap: Tap, encoder: Encoder, done: Done) -> None:
-        """Queue ``tap``; ``done(decision, None)`` once committed (``done(None, error)``
-        when it cannot be), called on the writer's thread: it must not block."""
-        self._put(_TapJob(tap, encoder, done))
+        """Decide ``tap``; ``done(decision, None)`` once committed (``done(None, error)``
+        when it cannot be), called by the thread that decided it (this one when the writer
+        was idle, else the writer thread): it must not block. Inside ``holding()`` the tap
+        waits for the end of it (or ``release_held()``)."""
+        job = _TapJob(tap, encoder, done)
+        held = self._held.taps
+        if held is None:
+            self._submit([job])
+            return
+        held.append(job)
+        if len(held) >= self.max_batch:
+            self.release_held()
+
+    @contextmanager
+    def holding(self) -> Iterator[None]:
+        """Taps this thread submits with ``submit_tap_then`` inside are decided together,
+        as one batch, when it ends (led or queued like a lone tap)."""
+        self._held.taps = []
+        try:
+            yield
+        finally:
+            self.release_held()
+            self._held.taps = None
+
+    def release_held(self) -> None:
+        """Hand over the taps this thread holds now (before anything it queues elsewhere
+        that must come after them)."""
+        held = self._held.taps
+        if not held:
+            return
+        self._held.taps = []
+        try:
+            self._submit(held)
+        except WriterClosed as e:
+            for j in held:
+                j.fail(e)
+
+    def _submit(self, jobs: list[_TapJob]) -> None:
+        """Lead ``jobs`` (decide them on this thread) when nothing is queued and nobody
+        writes; else queue them for the writer thread."""
+        with self._lock:
+            if self._closed:
+                raise WriterClosed("the database writer has stopped")
+            lead = (self.lead and self._started and self._queued == 0
+                    and len(jobs) <= self.lead_max and self._wlock.acquire(blocking=False))
+            if not lead:
+                self._queued += len(jobs)
+                for j in jobs:
+                    self._q.put(j)
+                return
+        self._owner = threading.get_ident()
+        try:
+            self.led += len(jobs)
+            if self.metrics is not None:
+                self.metrics.writer_led.inc(len(jobs))
+            self._taps_then(jobs)
+        finally:
+            self._owner = None
+            self._wlock.release()
 
     def call(self, fn: Callable[[sqlite_utils.Database], T]) -> Future[T]:
         """Run ``fn(db)`` on the writer thread (its own transaction is up to ``fn``; on
@@ -262,6 +359,7 @@ class Writer:
         with self._lock:
             if self._closed:
                 raise WriterClosed("the database writer has stopped")
+            self._queued += 1
             self._q.put(job)
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -298,33 +396,55 @@ class Writer:
         pending: Any = None
         while True:
             job = pending if pending is not None else self._next()
-            pending = None
-            if job is None:
-                self._after_job()   # what the offline mode's idle turn may have sent
-                continue
+            with self._wlock:
+                self._owner = threading.get_ident()
+                try:
+                    pending, done = self._turn(job)
+                finally:
+                    self._owner = None
+                    if done:
+                        with self._lock:
+                            self._queued -= done
             if job is _STOP:
                 return
-            if isinstance(job, _CallJob):
-                self._do_call(job)
-                self._after_job()
-                if self._wal_full.is_set():
-                    self._finish_checkpoint()
-                continue
-            batch = [job]
-            while len(batch) < self.max_batch:
-                try:
-                    nxt = self._q.get_nowait()
-                except queue.Empty:
-                    break
-                if isinstance(nxt, _TapJob):
-                    batch.append(nxt)
-                else:
-                    pending = nxt
-                    break
-            self._do_taps(batch)
-            self._after_job()
-            if self._wal_full.is_set():
-                self._finish_checkpoint()
+
+    def _turn(self, job: Any) -> tuple[Any, int]:
+        """One turn of the writer thread, holding the writer: ``job`` (and the taps queued
+        after it); returns (a job taken but not done, how many jobs were done)."""
+        if job is _STOP:
+            return None, 0
+        if job is None:
+            self._idle()
+            self._after_job()   # what the offline mode's idle turn may have sent
+            return None, 0
+        if isinstance(job, _CallJob):
+            self._do_call(job)
+            self._after_commit()
+            return None, 1
+        batch, pending = [job], None
+        while len(batch) < self.max_batch:
+            try:
+                nxt = self._q.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(nxt, _TapJob):
+                batch.append(nxt)
+            else:
+                pending = nxt
+                break
+        self._taps_then(batch)
+        return pending, len(batch)
+
+    def _taps_then(self, batch: list[_TapJob]) -> None:
+        """Decide ``batch`` and do what follows a commit: the links' flushes, a due
+        checkpoint (on the thread holding the writer)."""
+        self._do_taps(batch)
+        self._after_commit()
+
+    def _after_commit(self) -> None:
+        self._after_job()
+        if self._wal_full.is_set():
+            self._finish_checkpoint()
 
     def _after_job(self) -> None:
         for fn in self.after_job:
@@ -341,9 +461,12 @@ class Writer:
         try:
             return self._q.get(timeout=min(1.0, max(0.05, self.outage.retry_s)))
         except queue.Empty:
-            pass
+            return None
+
+    def _idle(self) -> None:
+        """The offline mode's idle turn (no job for a while)."""
         try:
-            self.outage.idle(self.engine)
+            self.outage.idle(self.engine)   # type: ignore[union-attr]
         except Exception as e:  # noqa: BLE001 - the writer thread must outlive it
             log.error("writer: offline journal round failed: %s: %s", type(e).__name__, e)
             try:
@@ -351,7 +474,6 @@ class Writer:
                     self.db.conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
-        return None
 
     def _finish_checkpoint(self) -> None:
         """Between transactions: a PASSIVE checkpoint on the writer's own connection, so the

@@ -85,8 +85,13 @@ class MqttInbox:
             except Exception:  # noqa: BLE001 - one bad message must not stop the link
                 log.exception("mqtt %s: handling %s failed", self.name, topic)
             return
+        self._to_worker()
         self._queued += 1
         self._q.put((topic, payload, received))
+
+    def _to_worker(self) -> None:
+        """Called before a message is queued for the worker (a subclass that holds taps
+        hands them over first)."""
 
     def _fast(self, topic: str, payload: bytes) -> str | None:
         """The device id of a TAP frame (type byte) on the up topic of a device whose state

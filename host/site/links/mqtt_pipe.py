@@ -8,7 +8,7 @@ gate), and sees the broker as one socket carrying records. One reader thread tak
 arrival order and hands them on as :class:`host.site.links.mqtt.MqttInbox` does (a TAP of a
 loaded device right there, the rest through the worker), so order per device is kept.
 
-Sends (DECISIONs from the writer's thread after COMMIT, replies, the daemon's events) are
+Sends (DECISIONs from the deciding thread after COMMIT, replies, the daemon's events) are
 appended to one buffer; the thread that finds nobody writing writes everything buffered
 in one ``sendall`` (bounded by ``SEND_TIMEOUT_S``: a child that stopped reading is killed),
 so under load one system call carries many frames.
@@ -31,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ class MqttPipeLink(MqttInbox):
         self._lock = threading.Lock()
         self._buf: list[bytes] = []
         self._writing = False
-        self._defer: int | None = None
+        self._defer: Callable[[], bool] | None = None
         self._sock: socket.socket | None = None
         self.child: subprocess.Popen | None = None
         self.restarts = 0
@@ -113,15 +114,15 @@ class MqttPipeLink(MqttInbox):
         self._reader.join(timeout)
 
     # ------------------------------------------------------------- daemon -> child
-    def defer_on(self, thread_id: int | None) -> None:
-        """Sends made on thread ``thread_id`` (the writer's) are only buffered; that thread
-        calls ``flush()`` once its batch is answered."""
-        self._defer = thread_id
+    def defer_on(self, test: Callable[[], bool] | None) -> None:
+        """Sends made while ``test()`` is true (the thread holding the writer) are only
+        buffered; that thread calls ``flush()`` once its batch is answered."""
+        self._defer = test
 
     def _put(self, data: bytes) -> None:
         with self._lock:
             self._buf.append(data)
-        if threading.get_ident() != self._defer:
+        if self._defer is None or not self._defer():
             self.flush()
 
     def flush(self) -> None:
@@ -192,6 +193,7 @@ class MqttPipeLink(MqttInbox):
     def _read_from(self, sock: socket.socket) -> None:
         records = Records()
         deliver = self.deliver
+        holding = self.service.writer.holding
         while True:
             try:
                 data = sock.recv(RECV_CHUNK)
@@ -201,11 +203,18 @@ class MqttPipeLink(MqttInbox):
                 data = b""
             if not data:
                 return
-            for kind, received, topic, payload in records.feed(data):
-                if kind == b"M":
-                    deliver(topic, payload, received)
-                else:
-                    self._state(kind, topic)
+            # The TAPs of one read go to the writer as one batch, decided on this thread
+            # when the writer is idle (``Writer.holding``).
+            with holding():
+                for kind, received, topic, payload in records.feed(data):
+                    if kind == b"M":
+                        deliver(topic, payload, received)
+                    else:
+                        self._state(kind, topic)
+
+    def _to_worker(self) -> None:
+        # A message queued for the worker comes after the TAPs held before it.
+        self.service.writer.release_held()
 
     def _state(self, kind: bytes, cause: str) -> None:
         self._tried.set()

@@ -8,8 +8,8 @@ device: the id of the first authenticated frame binds the line, and frames namin
 device are refused. When the port goes away the link marks the device offline and reopens
 the port with a capped backoff until the daemon stops.
 
-A reply is written at once by the thread that sends it (the writer's, right after the
-COMMIT) when nothing is queued before it and the line takes the whole frame without waiting
+A reply is written at once by the thread that sends it (the one that decided the tap,
+right after the COMMIT: this link's reader when the writer was idle) when nothing is queued before it and the line takes the whole frame without waiting
 (a socket:// port, or a tty/pty, which pyserial opens non-blocking): no hand-off to another
 thread. Otherwise, and for the rest of a frame the line took only in part, it goes through a
 :class:`host.site.replies.SendQueue` of this link's own: a peer that stops reading blocks only
