@@ -44,7 +44,7 @@ from host.errors import InputError  # noqa: E402
 from host.rules.policy import load_policy  # noqa: E402
 from host.store.db import open_db  # noqa: E402
 from host.store.devices import register_device  # noqa: E402
-from host.site.writer import Checkpointer, passive_checkpoint  # noqa: E402
+from host.site.checkpoint import Checkpointer, passive_checkpoint  # noqa: E402
 from support import pct  # noqa: E402
 
 

@@ -105,7 +105,7 @@ def test_full_wal_is_finished_by_the_writer_and_restarts(tmp_path: Path) -> None
     restarts from its beginning instead of growing."""
     import threading
 
-    from host.site.writer import Checkpointer, passive_checkpoint
+    from host.site.checkpoint import Checkpointer, passive_checkpoint
     path = tmp_path / "site.db"
     make_site(path)
     db = open_db(path)
