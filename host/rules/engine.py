@@ -126,10 +126,10 @@ def check_tap_fields(tap: Tap, *, seq: bool = True) -> None:
     False leaves out the seq (``decide_local`` replaces it)."""
     values = (tap.seq, tap.sak, tap.service, tap.amount_fen, tap.device_time, tap.sale_id,
               tap.use_points)
-    for v in values if seq else values[1:]:
+    for i in range(0 if seq else 1, len(values)):
+        v = values[i]
         if type(v) is not int or not -_INT64 <= v < _INT64:   # bool is not a field's type
-            name = _INT_FIELDS[next(i for i, x in enumerate(values) if x is v and (seq or i))]
-            raise InputError(f"tap {name} {v!r} is not an integer of at most 64 bits")
+            raise InputError(f"tap {_INT_FIELDS[i]} {v!r} is not an integer of at most 64 bits")
     if type(tap.device_id) is not str or type(tap.uid) is not str:
         raise InputError(f"tap device id and uid must be text, got {tap.device_id!r}, {tap.uid!r}")
 
@@ -201,16 +201,8 @@ class Engine:
 
     # ------------------------------------------------------------------ transactions
     def decide(self, tap: Tap, encode_reply: EncodeReply | None = None) -> Decision:
-        """Decide one tap in one ``BEGIN IMMEDIATE`` transaction (see module doc):
-        ``decide_many`` of one tap, without its generic batch steps."""
-        check_tap_fields(tap)
-        jobs = [(tap, encode_reply)]
-        with self._lock:
-            if getattr(self.db.conn, "begin_taps", None) is None:
-                out = self._bare(jobs)
-                if out is not None:
-                    return out[0]
-            return retrying(partial(self._batch, jobs))[0]
+        """Decide one tap in one ``BEGIN IMMEDIATE`` transaction (see module doc)."""
+        return self.decide_many([(tap, encode_reply)])[0]
 
     def decide_many(self, jobs: Iterable[tuple[Tap, EncodeReply | None]]) -> list[Decision]:
         """Decide a batch of ``(tap, encode_reply)`` in one transaction; each tap runs in
