@@ -38,14 +38,13 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support import hello, pct, scrape, start_daemon, stop  # noqa: E402
+from support import finish, hello, pct, scrape, start_daemon, stop, work_dir  # noqa: E402
 
 import sim.cable as cable_mod  # noqa: E402
 
@@ -120,7 +119,7 @@ def run(baud: int, taps: int, db_dir: str | None) -> tuple[list[tuple[float, ...
 
     from sim.device import SerialTransport, SimDevice
 
-    tmp = Path(tempfile.mkdtemp(prefix="tapkiosk-split-", dir=db_dir))
+    tmp = work_dir(db_dir)
     make_site(tmp / "site.db")
     cable = cable_mod.Cable(baud=baud)
     stamps: list[tuple[str, float, float, float, int]] = []
@@ -210,4 +209,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(finish(main()))

@@ -72,9 +72,10 @@ def wait_ready(port: int, timeout: float = 30.0) -> None:
 _WORK_DIRS: list[Path] = []
 
 
-def work_dir() -> Path:
-    """A new directory for a bench's site, broker and daemon log; ``finish`` removes it."""
-    path = Path(tempfile.mkdtemp(prefix="tapkiosk-bench-"))
+def work_dir(parent: str | None = None) -> Path:
+    """A new directory (in ``parent``, default the temp dir) for a bench's site, broker and
+    daemon log; ``finish`` removes it."""
+    path = Path(tempfile.mkdtemp(prefix="tapkiosk-bench-", dir=parent))
     _WORK_DIRS.append(path)
     return path
 
