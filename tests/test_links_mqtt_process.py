@@ -1,7 +1,7 @@
 """Issue 19: the MQTT link's paho in a child process (``mqtt_process``, the default).
 
 kill -9 of the link process mid-stream: the daemon starts another, no tap is lost or applied
-twice; kill -9 of the daemon: its link process exits (systemd restarts the daemon as a whole);
+twice; a link process that stops reading is killed after the send timeout, the same; kill -9 of the daemon: its link process exits (systemd restarts the daemon as a whole);
 SIGTERM stops both; the daemon's events reach MQTT through the link process; the records
 survive any split of the byte stream; ``mqtt_process = false`` still serves taps in-process;
 both serve taps over TLS.
@@ -12,16 +12,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+import pytest
 
 from conftest import wait_until
 from daemon_support import (CARD, KEY_A, DaemonProcess, InProcessDaemon, TapStream, balance,
                             ledger_ok, make_site, tap_count)
+from host.site.links import mqtt_pipe
 from host.site.links.mqtt_child import Records, record
 from protocol import codes
 from sim.device import MqttTransport, SimDevice
@@ -86,6 +90,39 @@ def test_link_process_killed_mid_stream_is_restarted_nothing_lost(tmp_path: Path
     finally:
         dev.close()
         d.close()
+    stream.assert_applied_once(path, ids["m1"], "kiosk-1")
+
+
+def test_link_process_that_stops_reading_is_killed_restarted_nothing_lost(
+        tmp_path: Path, broker, monkeypatch) -> None:  # noqa: ANN001
+    """A link process that stops reading (SIGSTOP) while taps are in flight: a send to it
+    blocks at most ``SEND_TIMEOUT_S``, then the child is killed and another started; every
+    tap is still answered and applied once. (The thread that leads a batch sends its
+    DECISIONs itself, so a wedged child must never hold it for longer than that.)"""
+    monkeypatch.setattr(mqtt_pipe, "SEND_TIMEOUT_S", 1.0)
+    path = tmp_path / "site.db"
+    ids = make_site(path)
+    d = InProcessDaemon(["--db", str(path), "--mqtt", broker.address])
+    link = d.daemon.links[0]
+    dev = SimDevice("kiosk-1", KEY_A, "kiosk", MqttTransport(broker.host, broker.port))
+    try:
+        wait_until(link.connected.is_set, what="daemon subscribed")
+        stream = TapStream(dev, N_TAPS, attempts=80).start()
+        wait_until(lambda: len(stream.results) >= 10, 20, what="ten decisions")
+        first = link.child.pid
+        os.kill(first, signal.SIGSTOP)                 # the link process stops reading
+        t0 = time.monotonic()
+        with pytest.raises(ConnectionError):           # more than the socket buffers hold
+            for _ in range(200):
+                link.publish_many([("tapkiosk/v1/test/fill", b"x" * 65536)])
+        assert time.monotonic() - t0 < 10              # bounded by the send timeout
+        wait_until(lambda: link.restarts >= 1 and link.child.pid != first, 20,
+                   what="a new link process")
+        stream.join(60)
+    finally:
+        dev.close()
+        d.stop()
+    assert not _alive(first)
     stream.assert_applied_once(path, ids["m1"], "kiosk-1")
 
 
