@@ -1,10 +1,11 @@
 """Issue 19: the MQTT link's paho in a child process (``mqtt_process``, the default).
 
 kill -9 of the link process mid-stream: the daemon starts another, no tap is lost or applied
-twice; a link process that stops reading is killed after the send timeout, the same; kill -9 of the daemon: its link process exits (systemd restarts the daemon as a whole);
-SIGTERM stops both; the daemon's events reach MQTT through the link process; the records
-survive any split of the byte stream; ``mqtt_process = false`` still serves taps in-process;
-both serve taps over TLS.
+twice; a link process that stops reading is killed after the send timeout, the same; kill -9
+of the daemon: its link process exits (systemd restarts the daemon as a whole); SIGTERM stops
+both; the daemon's events reach MQTT through the link process; the records survive any split
+of the byte stream; ``mqtt_process = false`` still serves taps in-process; both serve taps
+over TLS.
 """
 
 from __future__ import annotations
