@@ -419,8 +419,7 @@ class Engine:
                          tap_id, sale, sp.hours_for(kind) if sp is not None else None)
         if card.expiring:
             _expire(ctx)
-        if settings["duplicate_window_s"]:
-            _refuse_duplicate(ctx)
+        _refuse_duplicate(ctx)
         out = _RULES.get(kind, kiosk.decide)(ctx)
         out.member_id, out.kind = m.id, kind
         m.pending.flush(conn, last_active_at=ts)
@@ -438,17 +437,16 @@ def _sale_result(d: Decision, out: Outcome) -> dict[str, Any]:
             "points_paid_fen": out.points_paid_fen}
 
 
-def _sale(conn: sqlite3.Connection, tap: Tap, armed: tuple | None, ts: int) -> sales.Sale | None:
-    """The armed sale this tap pays (read with the device): None when there is none,
-    it expired (marked so here) or the reader showed another one."""
-    if armed is None:
-        return None
+def _sale(conn: sqlite3.Connection, tap: Tap, armed: tuple, ts: int) -> sales.Sale | None:
+    """The armed sale this tap pays (read with the device): None when it expired (marked
+    so here) or the reader showed another one."""
     if armed[3] <= ts:
         sales.expire(conn, ts, tap.device_id)
         return None
     if tap.sale_id and tap.sale_id != armed[0]:
         return None   # the reader showed another sale: this tap pays nothing
     return sales.Sale(armed[0], armed[1], armed[2], armed[4])
+
 
 def _finish(conn: sqlite3.Connection, out: Outcome,
             encode_reply: EncodeReply | None, safe: bool = False,
@@ -482,6 +480,7 @@ def _finish(conn: sqlite3.Connection, out: Outcome,
             raise
     # A second Decision with the reply (the first one went to encode_reply).
     return _decision(fields)
+
 
 def _record(conn: sqlite3.Connection, tap: Tap, ts: int, tap_id: int, out: Outcome,
             d: Decision, t0: float, security: str | None = None) -> None:

@@ -192,17 +192,7 @@ class Taps:
                                                   codes.ERR_INTERNAL))
             return
         reply = d.reply or self.encoder(st)(tap, d)   # a tap stored before replies were
-        self._send_all(st, p, reply)
-        self.replies.put(partial(self._tap_sent, st, tap, d, link, t0, late,
-                                 time.perf_counter()))
-
-    def _tap_sent(self, st: DeviceState, tap: Tap, d: Decision, link: str, t0: float,
-                  late: bool, sent: float) -> None:
-        """On the reply thread: ``_then_done`` of a TAP's count and log, one call less."""
-        try:
-            self._count_and_log(st, tap, d, link, t0, late, sent)
-        finally:
-            self._tally.leave()
+        self._answer(st, p, reply, partial(self._count_and_log, st, tap, d, link, t0, late))
 
     def _count_and_log(self, st: DeviceState, tap: Tap, d: Decision, link: str, t0: float,
                        late: bool = False, sent: float | None = None) -> None:

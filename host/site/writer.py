@@ -12,9 +12,11 @@ queue. A reading thread can hold the taps it submits (``holding()``) and hand th
 one batch (the MQTT pipe reader: a batch per read from its socket). A tap leads only when
 nothing is queued, so taps are decided in the order they were submitted (a device's frames
 keep their order). A future is resolved only after that transaction has committed, so no
-decision leaves the host before it is durable. When a batch fails as a whole (an exception the engine does not turn
-into an ``internal`` deny), nothing of it was committed and its taps are decided again one
-by one, so only the tap that cannot be decided gets the error.
+decision leaves the host before it is durable. What runs on the connection, and what
+follows each commit, is :class:`host.site.commit.Committer`'s: when a batch fails as a
+whole (an exception the engine does not turn into an ``internal`` deny), nothing of it was
+committed and its taps are decided again one by one, so only the tap that cannot be
+decided gets the error.
 
 The reply bytes of each tap are built inside the transaction by the caller's encoder
 ``encoder(tap, decision) -> bytes`` and stored with the tap, so a retransmission after a
@@ -35,80 +37,34 @@ from __future__ import annotations
 
 import logging
 import queue
-import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
-from functools import partial
 from typing import Any, TypeVar
 
 import sqlite_utils
 
 from host.rules.engine import Decision, Engine, Tap
 from host.errors import HostError
-from host.site.checkpoint import Checkpointer, passive_checkpoint
+from host.site.commit import Committer, Done, Encoder, CallJob, TapJob
 from host.site.metrics import Metrics
 from host.site.outage import Outage
 from host.rules.policy import Policy
-from host.store.db import is_postgres, open_db, retrying
 
 T = TypeVar("T")
-Encoder = Callable[[Tap, Decision], bytes]
-Done = Callable[[Decision | None, BaseException | None], None]
 
 log = logging.getLogger("tapkiosk.writer")
+
 
 class WriterClosed(HostError):
     """The writer has stopped and accepts no more work."""
 
 
-class _TapJob:
-    """A queued tap: its committed Decision (or the exception) goes to its future, or
-    straight to ``done(decision, error)`` on the writer's thread when one was given (no
-    future to make, lock and resolve per tap)."""
-
-    __slots__ = ("tap", "encoder", "future", "done", "queued")
-
-    def __init__(self, tap: Tap, encoder: Encoder, done: Done | None = None) -> None:
-        self.tap = tap
-        self.encoder = encoder
-        self.done = done
-        self.future: Future[Decision] | None = Future() if done is None else None
-        self.queued = time.perf_counter()
-
-    def resolve(self, d: Decision) -> None:
-        if self.future is not None:
-            self.future.set_result(d)
-        else:
-            self._call(d, None)
-
-    def fail(self, e: BaseException) -> None:
-        if self.future is not None:
-            self.future.set_exception(e)
-        else:
-            self._call(None, e)
-
-    def _call(self, d: Decision | None, e: BaseException | None) -> None:
-        try:
-            self.done(d, e)   # type: ignore[misc]
-        except Exception:  # noqa: BLE001 - as a future's callback: logged, the writer goes on
-            log.exception("writer: a tap's done callback failed")
-
-
 class _Held(threading.local):
     """The taps a thread holds inside ``Writer.holding()`` (None: not holding)."""
 
-    taps: list[_TapJob] | None = None
-
-
-class _CallJob:
-    __slots__ = ("fn", "future")
-
-    def __init__(self, fn: Callable[[sqlite_utils.Database], Any]) -> None:
-        self.fn = fn
-        self.future: Future[Any] = Future()
+    taps: list[TapJob] | None = None
 
 
 _STOP = object()
@@ -123,10 +79,10 @@ LEAD_MAX = 64
 
 
 class Writer:
-    """Owns the write connection and the engine; decides taps in batches.
+    """Who writes, when: the writer's lock, its queue and thread, and the submitting threads
+    that lead (the work itself: ``self.committer``).
 
-    ``db_path``: the site database (opened here, migrations applied; raises InputError when it
-    cannot be opened). ``max_batch``: most taps in one transaction. ``lead``: whether a
+    ``db_path``: the site database (opened by the Committer; InputError when it cannot be). ``max_batch``: most taps in one transaction. ``lead``: whether a
     submitting thread may decide its taps itself when the writer is idle (at most
     ``lead_max`` at once; never with an ``outage``).
     """
@@ -137,25 +93,12 @@ class Writer:
                  outage: Outage | None = None, lead: bool = True,
                  lead_max: int = LEAD_MAX) -> None:
         self.db_path = db_path
-        # A chain store's daemon starts even when the chain's database cannot be reached
-        # (it then decides from its offline journal); the schema is checked once it can.
-        self.db = open_db(db_path, unreachable_ok=outage is not None)
-        self.commits = 0
-        self._wal_full = threading.Event()
-        self.checkpointer: Checkpointer | None = None
-        if db_path is not None and str(db_path) != ":memory:" and not is_postgres(db_path):
-            self.db.conn.execute("PRAGMA wal_autocheckpoint = 0")
-            self.checkpointer = Checkpointer(db_path, lambda: self.commits,
-                                             on_full=self._wal_full.set)
-        self.engine = (engine_factory(self.db) if engine_factory is not None
-                       else Engine(self.db, policy=policy))
-        #: A chain store's offline mode (host/site/outage.py): taps decided from the local
-        #: journal while the chain's database is unreachable. None: the engine alone.
-        self.outage = outage
-        self.metrics = metrics
-        #: Its CPU-time counters, ``transaction`` and ``answer`` (``_do_taps``).
-        self._cpu = ([metrics.writer_cpu.labels(p) for p in ("transaction", "answer")]
-                     if metrics is not None else [])
+        self.committer = c = Committer(db_path, policy=policy, metrics=metrics,
+                                       engine_factory=engine_factory, outage=outage)
+        self.db, self.engine, self.outage = c.db, c.engine, c.outage
+        self.checkpointer, self.metrics = c.checkpointer, metrics
+        #: Run by the thread holding the writer after each job or batch (``Committer``).
+        self.after_job = c.after_job
         self.max_batch = max(1, int(max_batch))
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()   # C: a cheaper put and get
         self._closed = False
@@ -172,15 +115,23 @@ class Writer:
         self.lead_max = lead_max
         self._held = _Held()
         self._thread = threading.Thread(target=self._run, name="tapkiosk-writer", daemon=True)
-        self.batches = 0
-        self.taps = 0
         #: Taps decided by the thread that submitted them (the rest by the writer thread).
         self.led = 0
-        #: Called by the thread holding the writer after each job or batch of taps, once
-        #: its futures are resolved (and the DECISIONs handed to the links): a link that
-        #: buffers what the writer sends (``holds()``) writes it out here, one system call
-        #: per batch.
-        self.after_job: list[Callable[[], None]] = []
+
+    @property
+    def batches(self) -> int:
+        """Transactions of taps committed."""
+        return self.committer.batches
+
+    @property
+    def taps(self) -> int:
+        """Taps decided."""
+        return self.committer.taps
+
+    @property
+    def commits(self) -> int:
+        """Transactions committed (taps and calls)."""
+        return self.committer.commits
 
     @property
     def thread_id(self) -> int | None:
@@ -205,7 +156,7 @@ class Writer:
     def submit_tap(self, tap: Tap, encoder: Encoder) -> Future[Decision]:
         """Decide ``tap`` (here when the writer is idle, else queued); the future gets its
         committed Decision (or the exception)."""
-        job = _TapJob(tap, encoder)
+        job = TapJob(tap, encoder)
         self._submit([job])
         return job.future   # type: ignore[return-value]
 
@@ -214,7 +165,7 @@ class Writer:
         when it cannot be), called by the thread that decided it (this one when the writer
         was idle, else the writer thread): it must not block. Inside ``holding()`` the tap
         waits for the end of it (or ``release_held()``)."""
-        job = _TapJob(tap, encoder, done)
+        job = TapJob(tap, encoder, done)
         held = self._held.taps
         if held is None:
             self._submit([job])
@@ -247,7 +198,7 @@ class Writer:
             for j in held:
                 j.fail(e)
 
-    def _submit(self, jobs: list[_TapJob]) -> None:
+    def _submit(self, jobs: list[TapJob]) -> None:
         """Lead ``jobs`` (decide them on this thread) when nothing is queued and nobody
         writes; else queue them for the writer thread."""
         with self._lock:
@@ -265,7 +216,7 @@ class Writer:
             self.led += len(jobs)
             if self.metrics is not None:
                 self.metrics.writer_led.inc(len(jobs))
-            self._taps_then(jobs)
+            self.committer.run_taps(jobs)
         finally:
             self._owner = None
             self._wlock.release()
@@ -273,7 +224,7 @@ class Writer:
     def call(self, fn: Callable[[sqlite_utils.Database], T]) -> Future[T]:
         """Run ``fn(db)`` on the writer thread (its own transaction is up to ``fn``; on
         PostgreSQL ``fn`` runs again when a serialization failure rolled it back)."""
-        job = _CallJob(fn)
+        job = CallJob(fn)
         self._put(job)
         return job.future
 
@@ -295,12 +246,7 @@ class Writer:
             self._thread.join(timeout)
         else:
             self._drain_unstarted()
-        if self.checkpointer is not None:
-            self.checkpointer.stop()
-        try:
-            self.db.conn.close()
-        except Exception:  # noqa: BLE001 - closing a connection that already failed
-            pass
+        self.committer.close()
 
     def _drain_unstarted(self) -> None:
         while True:
@@ -308,7 +254,7 @@ class Writer:
                 job = self._q.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(job, _TapJob):
+            if isinstance(job, TapJob):
                 job.fail(WriterClosed("the database writer never started"))
             elif job is not _STOP:
                 job.future.set_exception(WriterClosed("the database writer never started"))
@@ -336,12 +282,10 @@ class Writer:
         if job is _STOP:
             return None, 0
         if job is None:
-            self._idle()
-            self._after_job()   # what the offline mode's idle turn may have sent
+            self.committer.idle()
             return None, 0
-        if isinstance(job, _CallJob):
-            self._do_call(job)
-            self._after_commit()
+        if isinstance(job, CallJob):
+            self.committer.run_call(job)
             return None, 1
         batch, pending = [job], None
         while len(batch) < self.max_batch:
@@ -349,31 +293,13 @@ class Writer:
                 nxt = self._q.get_nowait()
             except queue.Empty:
                 break
-            if isinstance(nxt, _TapJob):
+            if isinstance(nxt, TapJob):
                 batch.append(nxt)
             else:
                 pending = nxt
                 break
-        self._taps_then(batch)
+        self.committer.run_taps(batch)
         return pending, len(batch)
-
-    def _taps_then(self, batch: list[_TapJob]) -> None:
-        """Decide ``batch`` and do what follows a commit: the links' flushes, a due
-        checkpoint (on the thread holding the writer)."""
-        self._do_taps(batch)
-        self._after_commit()
-
-    def _after_commit(self) -> None:
-        self._after_job()
-        if self._wal_full.is_set():
-            self._finish_checkpoint()
-
-    def _after_job(self) -> None:
-        for fn in self.after_job:
-            try:
-                fn()
-            except Exception:  # noqa: BLE001 - a link's flush must not stop the writer
-                log.exception("writer: after-job hook failed")
 
     def _next(self) -> Any:
         """The next job; None after a second without one when the writer has an offline
@@ -385,79 +311,3 @@ class Writer:
         except queue.Empty:
             return None
 
-    def _idle(self) -> None:
-        """The offline mode's idle turn (no job for a while)."""
-        try:
-            self.outage.idle(self.engine)   # type: ignore[union-attr]
-        except Exception as e:  # noqa: BLE001 - the writer thread must outlive it
-            log.error("writer: offline journal round failed: %s: %s", type(e).__name__, e)
-            try:
-                if self.db.conn.in_transaction:
-                    self.db.conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-
-    def _finish_checkpoint(self) -> None:
-        """Between transactions: a PASSIVE checkpoint on the writer's own connection, so the
-        WAL restarts at the next transaction (see :class:`Checkpointer`)."""
-        self._wal_full.clear()
-        try:
-            passive_checkpoint(self.db.conn)
-        except sqlite3.Error as e:   # the next full WAL asks again
-            log.warning("writer: WAL checkpoint failed: %s", e)
-
-    def _do_call(self, job: _CallJob) -> None:
-        if not job.future.set_running_or_notify_cancel():
-            return
-        try:
-            # On PostgreSQL a serialization failure rolled ``fn``'s transaction back: run
-            # again (writes are idempotent; SQLite never raises it).
-            result = retrying(partial(job.fn, self.db))
-            if self.db.conn.in_transaction:
-                # Left open, it would make every later BEGIN IMMEDIATE (every tap) fail.
-                raise HostError("a writer call returned inside an open transaction: rolled back")
-            self.commits += 1
-            job.future.set_result(result)
-        except BaseException as e:  # noqa: BLE001 - handed to the waiting caller
-            try:
-                if self.db.conn.in_transaction:
-                    self.db.conn.execute("ROLLBACK")
-            except sqlite3.Error as rb:  # the writer thread must outlive a failed rollback
-                log.error("writer: rollback after a failed call failed: %s", rb)
-            job.future.set_exception(e)
-
-    def _do_taps(self, batch: list[_TapJob]) -> None:
-        t0, c0 = time.perf_counter(), time.thread_time()
-        try:
-            jobs = [(j.tap, partial(j.encoder, j.tap)) for j in batch]
-            decisions = (self.outage.decide_many(self.engine, jobs) if self.outage is not None
-                         else self.engine.decide_many(jobs))
-        except Exception as e:  # noqa: BLE001 - every waiter learns the batch failed
-            log.error("writer: batch of %d taps failed: %s: %s", len(batch), type(e).__name__, e)
-            if len(batch) > 1:
-                # The whole batch was rolled back: decide each tap on its own, so one tap
-                # that cannot be decided does not refuse the taps that were batched with it.
-                for j in batch:
-                    self._do_taps([j])
-                return
-            for j in batch:
-                j.fail(e)
-            return
-        except BaseException as e:  # noqa: BLE001 - every waiter learns the batch failed
-            for j in batch:
-                j.fail(e)
-            return
-        self.batches += 1
-        self.taps += len(batch)
-        self.commits += 1
-        if self.metrics is not None:
-            m = self.metrics
-            m.batch.observe(len(batch))
-            m.transaction.observe(time.perf_counter() - t0)
-            m.writer_queue.observe(t0 - batch[0].queued)
-        c1 = time.thread_time()
-        for j, d in zip(batch, decisions):
-            j.resolve(d)
-        if self.metrics is not None:
-            self._cpu[0].inc(c1 - c0)
-            self._cpu[1].inc(time.thread_time() - c1)
