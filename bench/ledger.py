@@ -17,7 +17,9 @@ The last line printed is JSON: ``{"bench": "ledger", "tap_p50_ms": .., "tap_p99_
 "tap_cpu_us_sync_off": .., ..}`` (``tap_wal_pages_by_btree``: the steady tap's WAL pages by
 table or index, from the WAL's frames and ``dbstat``; ``*_cpu_us_sync_off``: process CPU per
 commit with ``synchronous=OFF``, the fsync taken out, a less noisy figure on a loaded
-machine).
+machine; ``tap_in_sqlite_p50_ms``: the part of a steady tap spent inside SQLite's calls,
+COMMIT and fsync included, and ``ratio_p50_in_sqlite`` its ratio to the bare write: what
+ratio_p50 would be if the engine's Python took no time at all).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from host.rules.policy import load_policy  # noqa: E402
 from host.store.db import open_db  # noqa: E402
 from host.store.devices import register_device  # noqa: E402
 from host.site.checkpoint import Checkpointer, passive_checkpoint  # noqa: E402
+import support  # noqa: E402
 from support import pct  # noqa: E402
 
 
@@ -100,6 +103,26 @@ def wal_pages_by_btree(conn, wal_path: str, commits: int) -> dict[str, float]:
         page = int.from_bytes(data[off:off + 4], "big")
         counts["page 1" if page == 1 else names.get(page, "(free)")] += 1
     return {name: round(n / commits, 2) for name, n in counts.most_common()}
+
+
+class TimedConnection:
+    """A connection that adds the wall time spent in its ``execute`` calls to ``spent[0]``
+    (COMMIT and its fsync included): what a tap costs inside SQLite, the engine's Python
+    being the rest of ``decide()``. Everything else is passed through."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self.spent = [0.0]
+
+    def execute(self, sql: str, params=()):  # noqa: ANN001, ANN201 - as sqlite3's
+        t0 = time.perf_counter()
+        try:
+            return self._conn.execute(sql, params)
+        finally:
+            self.spent[0] += time.perf_counter() - t0
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self._conn, name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,12 +182,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def bare_write(member: int) -> None:
             """The baseline: one durable UPDATE + INSERT, as small as a money write gets."""
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("UPDATE members SET principal_fen = principal_fen - 1 WHERE id = ?",
-                         (member,))
-            conn.execute("INSERT INTO ledger (ts, member_id, currency, delta, kind) "
-                         "VALUES (?, ?, 'principal', -1, 'bench')", (int(now.timestamp()), member))
-            conn.execute("COMMIT")
+            support.bare_write(conn, member, int(now.timestamp()))
 
         rng = random.Random(7)
         warm = 50
@@ -202,6 +220,24 @@ def main(argv: list[str] | None = None) -> int:
                 tap_ms.append(steady)
                 new_ms.append(new)
                 bare_ms.append((t3 - t2) * 1000)
+        # The steady tap again, its time inside SQLite's calls taken apart from the engine's
+        # Python: the part of the tap no change to the rules' code can remove (untimed in
+        # the figures above; the wrapper costs well under 1 us a call).
+        timed = TimedConnection(conn)
+        sql_ms: list[float] = []
+        sql_bare_ms: list[float] = []
+        db.conn = timed
+        try:
+            for i in range(max(10, args.taps // 2)):
+                timed.spent[0] = 0.0
+                tap(rng.choice(pool), 500 + i % 300)
+                sql_ms.append(timed.spent[0] * 1000)
+                t2 = time.perf_counter()
+                bare_write(rng.randint(1, args.members))
+                sql_bare_ms.append((time.perf_counter() - t2) * 1000)
+                between()
+        finally:
+            db.conn = conn
         # Group commit as the daemon's writer does it: decide_many() of 8 taps per transaction.
         batch_ms: list[float] = []
         for _ in range(max(10, args.taps // 8)):
@@ -270,12 +306,16 @@ def main(argv: list[str] | None = None) -> int:
         tap50, tap99 = statistics.median(tap_ms), pct(tap_ms, 99)
         new50 = statistics.median(new_ms)
         batch50 = statistics.median(batch_ms)
+        sql50, sql_bare50 = statistics.median(sql_ms), statistics.median(sql_bare_ms)
         bare50, bare99 = statistics.median(bare_ms), pct(bare_ms, 99)
         print(f"decide() kiosk tap, member has this month's lot: p50 {tap50:.3f} ms  "
               f"p99 {tap99:.3f} ms  (n={len(tap_ms)})")
         print(f"decide() kiosk tap, first of the month (new lot): p50 {new50:.3f} ms")
         print(f"bare UPDATE+INSERT: p50 {bare50:.3f} ms  p99 {bare99:.3f} ms  (n={len(bare_ms)})")
         print(f"decide_many() batches of 8: p50 {batch50:.3f} ms per tap")
+        print(f"the steady tap's time inside SQLite (statements, COMMIT, fsync): p50 "
+              f"{sql50:.3f} ms, {sql50 / sql_bare50:.2f}x the bare write measured with it "
+              f"(p50 {sql_bare50:.3f} ms): the ratio with no engine Python at all")
         print(f"ratio p50 {tap50 / bare50:.2f} (new lot {new50 / bare50:.2f})  ratio p99 "
               f"{tap99 / bare99:.2f}  (target p50 <= 1.5)")
         if ckpt is not None:
@@ -296,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
                           "tap_new_lot_p50_ms": round(new50, 3),
                           "ratio_p50_new_lot": round(new50 / bare50, 2),
                           "batch8_per_tap_p50_ms": round(batch50, 3),
+                          "tap_in_sqlite_p50_ms": round(sql50, 3),
+                          "ratio_p50_in_sqlite": round(sql50 / sql_bare50, 2),
                           "tap_statements": round(tap_stmts, 1),
                           "tap_trigger_runs": round(tap_trig, 1),
                           "tap_wal_pages": round(tap_pages, 1),

@@ -5,7 +5,9 @@ Starts a mosquitto on loopback with ``set_tcp_nodelay true``, the daemon as a su
 an echo subprocess (a bare paho client that republishes what it gets, QoS 1). A simulated
 kiosk (``sim.device.SimDevice`` over MQTT) then times ``--taps`` taps one after the other, and
 a bare paho client times as many echo round trips of a same-sized payload, interleaved so
-both see the same machine load. Prints p50/p99 of both and the p99 ratio (target: ratio <= 2
+both see the same machine load, and as many through an echo that first makes the bare durable
+SQLite write of ``bench/ledger.py`` (the floor of any reply that waits for a durable commit:
+``durable_echo_p99_ms``, ``ratio_p99_durable_echo``). Prints p50/p99 of both and the p99 ratio (target: ratio <= 2
 and tap p99 < 2.5 ms), and the split of the mean tap: inside the daemon (frame handed to the
 service -> decision handed to paho, from its metrics endpoint) against everything else
 (device, broker, paho threads on both ends).
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -30,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
-from support import Broker, finish, pct, scrape, start_daemon, stop, work_dir  # noqa: E402
+from support import (Broker, bare_write, finish, pct, scrape, start_daemon,  # noqa: E402
+                     stop, work_dir)
 
 
 def _client(cid: str, host: str, port: int) -> mqtt.Client:
@@ -43,11 +47,41 @@ def _client(cid: str, host: str, port: int) -> mqtt.Client:
     return c
 
 
-def echo(host: str, port: int) -> None:
-    """The echo process: republish bench/ping on bench/pong, QoS 1."""
+def bare_store(path: str) -> Callable[[], None]:
+    """A site database with one member, set up as the daemon's writer runs it (host pragmas,
+    ``synchronous=FULL``, a checkpoint thread); returns the bare durable write of the tap
+    benches (``support.bare_write``) on it."""
+    from host.site.checkpoint import Checkpointer
+    from host.store.db import open_db
+
+    conn = open_db(path).conn
+    now = int(time.time())
+    conn.execute("INSERT INTO members (id, name, tier, principal_fen, created_at) "
+                 "VALUES (1, 'echo', 'silver', 1000000000, ?)", (now,))
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    commits = [0]
+    Checkpointer(path, lambda: commits[0]).start()
+
+    def commit() -> None:
+        bare_write(conn, 1, now)
+        commits[0] += 1
+    return commit
+
+
+def echo(host: str, port: int, db_path: str) -> None:
+    """The echo process: republish bench/ping on bench/pong, and bench/dping on bench/dpong
+    after a bare durable write to the SQLite database ``db_path``; QoS 1."""
+    commit = bare_store(db_path)
+
+    def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic == "bench/dping":
+            commit()
+            client.publish("bench/dpong", msg.payload, qos=1)
+        else:
+            client.publish("bench/pong", msg.payload, qos=1)
     c = _client("bench-echo", host, port)
-    c.on_message = lambda client, u, msg: client.publish("bench/pong", msg.payload, qos=1)
-    c.subscribe("bench/ping", qos=1)
+    c.on_message = on_message
+    c.subscribe([("bench/ping", 1), ("bench/dping", 1)])
     c.loop_forever()
 
 
@@ -60,14 +94,15 @@ class Pinger:
         self.c.on_message = lambda client, u, msg: self.got.set()
         sub = threading.Event()
         self.c.on_subscribe = lambda *a: sub.set()
-        self.c.subscribe("bench/pong", qos=1)
+        self.c.subscribe([("bench/pong", 1), ("bench/dpong", 1)])
         self.c.loop_start()
         sub.wait(5)
 
-    def once(self, payload: bytes) -> float:
+    def once(self, payload: bytes, durable: bool = False) -> float:
+        """One round trip; ``durable``: the echo makes a bare durable commit first."""
         self.got.clear()
         t0 = time.perf_counter()
-        self.c.publish("bench/ping", payload, qos=1)
+        self.c.publish("bench/dping" if durable else "bench/ping", payload, qos=1)
         if not self.got.wait(5):
             raise RuntimeError("echo did not answer")
         return (time.perf_counter() - t0) * 1000.0
@@ -105,14 +140,14 @@ def components(m0: dict[str, float], m1: dict[str, float]) -> dict[str, dict[str
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--taps", type=int, default=500)
-    ap.add_argument("--echo", nargs=2, metavar=("HOST", "PORT"), help=argparse.SUPPRESS)
+    ap.add_argument("--echo", nargs=3, metavar=("HOST", "PORT", "DB"), help=argparse.SUPPRESS)
     ap.add_argument("--mqtt-process", choices=("on", "off"), default="on",
                     help="the daemon's MQTT link in a child process (on) or in-process (off)")
     a = ap.parse_args(argv)
     if a.taps < 1:
         ap.error("--taps must be at least 1")
     if a.echo:
-        echo(a.echo[0], int(a.echo[1]))
+        echo(a.echo[0], int(a.echo[1]), a.echo[2])
         return 0
     from daemon_support import CARD, KEY_A, make_site
 
@@ -122,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     db = tmp / "site.db"
     make_site(db)
     broker = Broker(tmp)
-    procs = [subprocess.Popen([sys.executable, __file__, "--echo", broker.host, str(broker.port)])]
+    procs = [subprocess.Popen([sys.executable, __file__, "--echo", broker.host, str(broker.port),
+                               str(tmp / "echo.db")])]
     try:
         daemon, mport = start_daemon(db, tmp, "--mqtt", broker.address,
                                      "--mqtt-process", a.mqtt_process)
@@ -142,13 +178,15 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(50):      # warm-up
             dev.tap(CARD, amount_fen=1)
             pinger.once(payload)
+            pinger.once(payload, durable=True)
         m0 = scrape(mport)
-        taps, echoes = [], []
+        taps, echoes, durable = [], [], []
         for _ in range(a.taps):
             t0 = time.perf_counter()
             dev.tap(CARD, amount_fen=1)
             taps.append((time.perf_counter() - t0) * 1000.0)
             echoes.append(pinger.once(payload))
+            durable.append(pinger.once(payload, durable=True))
         m1 = scrape(mport)
         dev.close()
     finally:
@@ -157,8 +195,11 @@ def main(argv: list[str] | None = None) -> int:
         broker.stop()
     t50, t99 = statistics.median(taps), pct(taps, 99)
     e50, e99 = statistics.median(echoes), pct(echoes, 99)
+    d50, d99 = statistics.median(durable), pct(durable, 99)
     print(f"tap -> decision over MQTT ({a.taps} taps): p50 {t50:.2f} ms, p99 {t99:.2f} ms")
     print(f"raw paho QoS-1 echo, same broker:     p50 {e50:.2f} ms, p99 {e99:.2f} ms")
+    print(f"echo after a bare durable SQLite write (UPDATE + INSERT, as bench/ledger.py's "
+          f"bare): p50 {d50:.2f} ms, p99 {d99:.2f} ms, p99 {d99 / e99:.2f}x the raw echo's")
     lat = "tapkiosk_tap_latency_seconds_"
     n = m1[lat + "count"] - m0[lat + "count"]
     inside = (m1[lat + "sum"] - m0[lat + "sum"]) / n * 1000.0 if n else float("nan")
@@ -177,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
                       "mqtt_process": a.mqtt_process, "tap_p50_ms": round(t50, 3),
                       "tap_p99_ms": round(t99, 3), "echo_p50_ms": round(e50, 3),
                       "echo_p99_ms": round(e99, 3), "ratio_p99": round(t99 / e99, 2),
+                      "durable_echo_p50_ms": round(d50, 3), "durable_echo_p99_ms": round(d99, 3),
+                      "ratio_p99_durable_echo": round(d99 / e99, 2),
                       "ratio_p50": round(t50 / e50, 2), "tap_mean_ms": round(mean, 3),
                       "daemon_mean_ms": round(inside, 3), "led_share": led_share}))
     return 0

@@ -26,7 +26,7 @@ for _p in (str(ROOT / "tests"), str(ROOT)):
 
 from conftest import Broker, free_port  # noqa: E402
 
-__all__ = ["ROOT", "Broker", "free_port", "pct", "scrape", "start_daemon", "stop", "wait_ready"]
+__all__ = ["ROOT", "Broker", "bare_write", "free_port", "pct", "scrape", "start_daemon", "stop", "wait_ready"]
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -70,6 +70,17 @@ def wait_ready(port: int, timeout: float = 30.0) -> None:
 
 
 _WORK_DIRS: list[Path] = []
+
+
+def bare_write(conn: Any, member: int, ts: int) -> None:
+    """The baseline of the tap benches: one durable ``BEGIN IMMEDIATE; UPDATE; INSERT;
+    COMMIT`` of a member's balance and a ledger row on a site database, as small as a money
+    write gets."""
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("UPDATE members SET principal_fen = principal_fen - 1 WHERE id = ?", (member,))
+    conn.execute("INSERT INTO ledger (ts, member_id, currency, delta, kind) "
+                 "VALUES (?, ?, 'principal', -1, 'bench')", (ts, member))
+    conn.execute("COMMIT")
 
 
 def work_dir(parent: str | None = None) -> Path:
