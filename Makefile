@@ -76,7 +76,7 @@ chromium:
 	  fi; }
 
 # Every bench once, in this order; each prints its figures, the last line JSON.
-BENCHES := ledger mqtt_rtt throughput serial_rtt firmware_heap chain
+BENCHES := ledger mqtt_rtt throughput serial_rtt firmware_heap chain fsync_gap
 bench: $(STAMP) postgresql
 	@date -u '+== make bench %Y-%m-%d %H:%M UTC'; uptime
 	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(PY) bench/$$b.py || exit 1; done

@@ -25,7 +25,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -33,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
-from support import (Broker, bare_write, finish, pct, scrape, start_daemon,  # noqa: E402
+from support import (BareStore, Broker, finish, pct, scrape, start_daemon,  # noqa: E402
                      stop, work_dir)
 
 
@@ -47,31 +46,10 @@ def _client(cid: str, host: str, port: int) -> mqtt.Client:
     return c
 
 
-def bare_store(path: str) -> Callable[[], None]:
-    """A site database with one member, set up as the daemon's writer runs it (host pragmas,
-    ``synchronous=FULL``, a checkpoint thread); returns the bare durable write of the tap
-    benches (``support.bare_write``) on it."""
-    from host.site.checkpoint import Checkpointer
-    from host.store.db import open_db
-
-    conn = open_db(path).conn
-    now = int(time.time())
-    conn.execute("INSERT INTO members (id, name, tier, principal_fen, created_at) "
-                 "VALUES (1, 'echo', 'silver', 1000000000, ?)", (now,))
-    conn.execute("PRAGMA wal_autocheckpoint = 0")
-    commits = [0]
-    Checkpointer(path, lambda: commits[0]).start()
-
-    def commit() -> None:
-        bare_write(conn, 1, now)
-        commits[0] += 1
-    return commit
-
-
 def echo(host: str, port: int, db_path: str) -> None:
     """The echo process: republish bench/ping on bench/pong, and bench/dping on bench/dpong
     after a bare durable write to the SQLite database ``db_path``; QoS 1."""
-    commit = bare_store(db_path)
+    commit = BareStore(db_path).commit
 
     def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         if msg.topic == "bench/dping":

@@ -13,7 +13,10 @@ A third line times the real firmware's serial link (``firmware/link_serial.py`` 
 MicroPython unix port, ``$TAPKIOSK_MICROPYTHON`` when set) over the same paced cable: it sends
 the TAP's bytes, an echo host answers each frame at once with the DECISION's bytes, and the
 firmware times send -> answer parsed (``fw_over_wire_p50_ms``: its UART polling and framing,
-the cable and the echo host; no daemon).
+the cable and the echo host; no daemon). It runs again with the echo host making the bare
+durable SQLite write of the tap benches (``support.bare_write``) before each answer
+(``fw_durable_over_wire_p50_ms``): the floor of a reply that waits for a durable commit at
+that rate, where the commits come one wire round trip apart.
 
 ``--breakdown`` then runs ``bench/serial_split.py``'s split on a fresh daemon at each rate
 (device, cable and daemon parts of the paced line's round trip, the daemon's own means and
@@ -38,11 +41,12 @@ import tempfile
 import threading
 import time
 import tty
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support import finish, hello, pct, start_daemon, stop, work_dir  # noqa: E402
+from support import BareStore, finish, hello, pct, start_daemon, stop, work_dir  # noqa: E402
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,8 +80,10 @@ asyncio.run(main())
 """
 
 
-def firmware_link(baud: int, taps: int, tap_raw: bytes, dec_raw: bytes) -> tuple[float, float]:
-    """The firmware's serial link over a paced cable to an echo host: (p50, p99) in ms."""
+def firmware_link(baud: int, taps: int, tap_raw: bytes, dec_raw: bytes,
+                  commit: Callable[[], None] | None = None) -> tuple[float, float]:
+    """The firmware's serial link over a paced cable to an echo host: (p50, p99) in ms.
+    ``commit``: what the echo host does before each answer (a bare durable write)."""
     from protocol import framing
     from sim.cable import Cable
     from sim.run_device import micropython_exe
@@ -97,6 +103,8 @@ def firmware_link(baud: int, taps: int, tap_raw: bytes, dec_raw: bytes) -> tuple
             if not data:
                 return
             for _ in parser.feed(data):
+                if commit is not None:
+                    commit()
                 host.sendall(answer)
 
     threading.Thread(target=echo, daemon=True, name="echo host").start()
@@ -167,12 +175,19 @@ def run_rate(baud: int, taps: int) -> dict[str, float]:
     p50, p99, _ = out["pty"]
     c50, c99, wire = out["cable"]
     f50, f99 = firmware_link(baud, taps, *frames)
+    store = BareStore(tmp / "echo.db")
+    try:
+        d50, d99 = firmware_link(baud, taps, *frames, commit=store.commit)
+    finally:
+        store.close()
     return {"baud": baud, "pty_p50_ms": round(p50, 3), "pty_p99_ms": round(p99, 3),
             "paced_p50_ms": round(c50, 3), "paced_p99_ms": round(c99, 3),
             "wire_ms": round(wire, 3), "ratio_p50_wire": round(c50 / wire, 2),
             "over_wire_p50_ms": round(c50 - wire, 3),
             "fw_p50_ms": round(f50, 3), "fw_p99_ms": round(f99, 3),
-            "fw_over_wire_p50_ms": round(f50 - wire, 3)}
+            "fw_over_wire_p50_ms": round(f50 - wire, 3),
+            "fw_durable_p50_ms": round(d50, 3), "fw_durable_p99_ms": round(d99, 3),
+            "fw_durable_over_wire_p50_ms": round(d50 - wire, 3)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['baud']} baud: firmware link (unix port) to an echo host over the cable: p50 "
               f"{r['fw_p50_ms']:.2f} ms, p99 {r['fw_p99_ms']:.2f} ms; p50 - wire "
               f"{r['fw_over_wire_p50_ms']:.2f} ms")
+        print(f"{r['baud']} baud: the same, the echo host making the bare durable SQLite "
+              f"write before each answer: p50 {r['fw_durable_p50_ms']:.2f} ms, p99 "
+              f"{r['fw_durable_p99_ms']:.2f} ms; p50 - wire "
+              f"{r['fw_durable_over_wire_p50_ms']:.2f} ms")
     if a.breakdown:
         import serial_split
 

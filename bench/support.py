@@ -26,7 +26,7 @@ for _p in (str(ROOT / "tests"), str(ROOT)):
 
 from conftest import Broker, free_port  # noqa: E402
 
-__all__ = ["ROOT", "Broker", "bare_write", "free_port", "pct", "scrape", "start_daemon", "stop", "wait_ready"]
+__all__ = ["ROOT", "BareStore", "Broker", "bare_write", "free_port", "pct", "scrape", "start_daemon", "stop", "wait_ready"]
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -81,6 +81,34 @@ def bare_write(conn: Any, member: int, ts: int) -> None:
     conn.execute("INSERT INTO ledger (ts, member_id, currency, delta, kind) "
                  "VALUES (?, ?, 'principal', -1, 'bench')", (ts, member))
     conn.execute("COMMIT")
+
+
+class BareStore:
+    """A site database with one member, set up as the daemon's writer runs it (host pragmas,
+    ``synchronous=FULL``, a checkpoint thread), for an echo that makes ``bare_write`` before
+    it answers: the floor of any reply that waits for a durable commit."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        from host.site.checkpoint import Checkpointer
+        from host.store.db import open_db
+
+        self._conn = open_db(path).conn
+        self._now = int(time.time())
+        self._conn.execute("INSERT INTO members (id, name, tier, principal_fen, created_at) "
+                           "VALUES (1, 'echo', 'silver', 1000000000, ?)", (self._now,))
+        self._conn.execute("PRAGMA wal_autocheckpoint = 0")
+        self._commits = 0
+        self._ckpt = Checkpointer(os.fspath(path), lambda: self._commits).start()
+
+    def commit(self) -> None:
+        """One ``bare_write``."""
+        bare_write(self._conn, 1, self._now)
+        self._commits += 1
+
+    def close(self) -> None:
+        """Stop the checkpoint thread and close the connection."""
+        self._ckpt.stop()
+        self._conn.close()
 
 
 def work_dir(parent: str | None = None) -> Path:
