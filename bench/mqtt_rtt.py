@@ -7,10 +7,10 @@ kiosk (``sim.device.SimDevice`` over MQTT) then times ``--taps`` taps one after 
 a bare paho client times as many echo round trips of a same-sized payload, interleaved so
 both see the same machine load, and as many through an echo that first makes the bare durable
 SQLite write of ``bench/ledger.py`` (the floor of any reply that waits for a durable commit:
-``durable_echo_p99_ms``, ``ratio_p99_durable_echo``). Prints p50/p99 of both and the p99 ratio (target: ratio <= 2
-and tap p99 < 2.5 ms), and the split of the mean tap: inside the daemon (frame handed to the
-service -> decision handed to paho, from its metrics endpoint) against everything else
-(device, broker, paho threads on both ends).
+``durable_echo_p99_ms``, ``ratio_p99_durable_echo``). Prints p50/p99 of the three and the
+tap's p99 ratio to the raw echo (target: ratio <= 2 and tap p99 < 2.5 ms), and the split of
+the mean tap: inside the daemon (frame handed to the service -> decision handed to paho, from
+its metrics endpoint) against everything else (device, broker, paho threads on both ends).
 
 Usage: ``python bench/mqtt_rtt.py [--taps 500]``. Last line JSON.
 """

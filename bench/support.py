@@ -26,7 +26,8 @@ for _p in (str(ROOT / "tests"), str(ROOT)):
 
 from conftest import Broker, free_port  # noqa: E402
 
-__all__ = ["ROOT", "BareStore", "Broker", "bare_write", "free_port", "pct", "scrape", "start_daemon", "stop", "wait_ready"]
+__all__ = ["ROOT", "BareStore", "Broker", "bare_write", "free_port", "pct", "scrape",
+           "start_daemon", "stop", "wait_ready"]
 
 
 def pct(xs: list[float], p: float) -> float:
