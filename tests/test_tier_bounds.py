@@ -2,7 +2,7 @@
 """A tap's upgrade check reads bounds of the member's activity first
 (``host.ledger.tiers._cannot_meet``: one window read) and ``activity`` only when the bounds
 leave the rule possible; the purchases count it skips on is that of the tiers above the
-member's (``host.ledger.rewards._min_upgrade``). These tests hold the shortcuts to the exact
+member's (``Policy.upgrade_purchases_above``). These tests hold the shortcuts to the exact
 answer: random purchases, voids and pass sales, then every rule checked both ways."""
 
 from datetime import datetime, timedelta
@@ -11,7 +11,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from host.ledger import tiers
-from host.ledger.rewards import _min_upgrade
 from host.rules.engine import Tap
 from host.rules.policy import load_policy
 from host.rules.voids import void_tap
@@ -100,8 +99,8 @@ def test_a_gold_member_below_diamonds_count_reads_no_window():
                                        ("no-such-tier", 3)])
 def test_min_upgrade_counts_the_tiers_above(tier, want):
     pol = load_policy()
-    assert _min_upgrade(pol, tier) == want
-    assert _min_upgrade(pol, tier) == want   # the cached answer
+    assert pol.upgrade_purchases_above(tier) == want
+    assert pol.upgrade_purchases_above(tier) == want   # the cached answer
 
 
 def test_the_regulars_upgrade_still_happens_when_the_spend_is_met():

@@ -85,31 +85,8 @@ def qualify(conn: sqlite3.Connection, policy: Policy, member_id: int, ts: int, *
     ledger.credit(conn, ts, member_id, "qualifying", 1, "purchase", pending=pending, **refs)
     if current is not None and current[1]:
         return None
-    if pending is not None and pending.have("qualifying") < _min_upgrade(
-            policy, current[0] if current is not None else None):
-        # Purchases in any window <= lifetime purchases: below the smallest count of the
-        # rules of the tiers above the member's, no upgrade is possible.
-        return None
+    if pending is not None and pending.have("qualifying") < policy.upgrade_purchases_above(
+            current[0] if current is not None else None):
+        return None   # fewer lifetime purchases than any rule of a tier above the member's
     return maybe_upgrade(conn, policy, member_id, ts, current=current, now=now, pending=pending,
                          key=refs.get("op_key"))
-
-
-def _min_upgrade(policy: Policy, tier: str | None = None) -> int:
-    """The fewest purchases an upgrade rule of a tier above ``tier`` needs (a spend-only
-    rule needs one; None: every tier's rules), computed once per policy and tier."""
-    key = (id(policy), tier)
-    hit = _MIN_UPGRADE.get(key)
-    if hit is not None and hit[0] is policy:
-        return hit[1]
-    cur = policy.tiers.get(tier) if tier is not None else None
-    rank = cur.rank if cur is not None else -(1 << 62)
-    n = min((max(t.upgrade_purchases, 1) for t in policy.tiers.values()
-             if t.rank > rank and (t.upgrade_purchases or t.upgrade_spend_fen)), default=1 << 62)
-    if len(_MIN_UPGRADE) > 64:
-        _MIN_UPGRADE.clear()
-    _MIN_UPGRADE[key] = (policy, n)
-    return n
-
-
-#: _min_upgrade by (id(policy), tier): (the policy itself, so a reused id is not a hit; count).
-_MIN_UPGRADE: dict[tuple[int, str | None], tuple[Policy, int]] = {}

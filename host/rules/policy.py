@@ -16,6 +16,7 @@ import json
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime
 from importlib import resources
 from typing import Any
@@ -186,6 +187,25 @@ class Policy:
     def tiers_by_rank(self) -> list[Tier]:
         """Tiers from lowest to highest rank."""
         return sorted(self.tiers.values(), key=lambda t: t.rank)
+
+    def upgrade_purchases_above(self, tier: str | None) -> int:
+        """The fewest purchases an upgrade rule of a tier ranked above ``tier`` needs (a
+        spend-only rule needs one; None or an unknown tier: every tier's rules; 1 << 62 when
+        no tier above has a rule). Below it no upgrade is possible: purchases in any window
+        are at most the lifetime purchases."""
+        floors = self._upgrade_floors
+        return floors.get(tier, floors[None])
+
+    @cached_property
+    def _upgrade_floors(self) -> dict[str | None, int]:
+        """``upgrade_purchases_above`` of every tier and of None, computed once."""
+        def above(rank: float) -> int:
+            return min((max(t.upgrade_purchases, 1) for t in self.tiers.values()
+                        if t.rank > rank and (t.upgrade_purchases or t.upgrade_spend_fen)),
+                       default=1 << 62)
+        floors: dict[str | None, int] = {name: above(t.rank) for name, t in self.tiers.items()}
+        floors[None] = above(float("-inf"))
+        return floors
 
     def for_store(self, store: str | None) -> "Policy":
         """The policy a tap at a reader of ``store`` is decided by: this one with the
