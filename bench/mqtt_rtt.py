@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
-from support import (BareStore, Broker, finish, pct, scrape, start_daemon,  # noqa: E402
-                     stop, work_dir)
+from support import (BareStore, Broker, finish, hist, pct, scrape,  # noqa: E402
+                     start_daemon, stop, work_dir)
 
 
 def _client(cid: str, host: str, port: int) -> mqtt.Client:
@@ -84,23 +84,6 @@ class Pinger:
         if not self.got.wait(5):
             raise RuntimeError("echo did not answer")
         return (time.perf_counter() - t0) * 1000.0
-
-
-def hist(m0: dict[str, float], m1: dict[str, float], name: str, labels: str = ""
-         ) -> dict[str, float]:
-    """A daemon histogram over the run (between two scrapes): count, mean and p99 in ms, the
-    p99 as the upper bound of its bucket."""
-    def get(key: str) -> float:
-        return m1.get(key, 0.0) - m0.get(key, 0.0)
-    n = get(f"{name}_count{labels}")
-    if not n:
-        return {"n": 0, "mean_ms": 0.0, "p99_ms": 0.0}
-    inner = labels[1:-1] + "," if labels else ""
-    bounds = sorted((float(k.split('le="')[1].split('"')[0]), k) for k in m1
-                    if k.startswith(f"{name}_bucket{{{inner}le=") and "+Inf" not in k)
-    p99 = next((b for b, k in bounds if get(k) >= 0.99 * n), float("inf"))
-    return {"n": int(n), "mean_ms": round(get(f"{name}_sum{labels}") / n * 1000.0, 3),
-            "p99_ms": round(p99 * 1000.0, 3)}
 
 
 def components(m0: dict[str, float], m1: dict[str, float]) -> dict[str, dict[str, float]]:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -44,7 +43,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support import finish, hello, pct, scrape, start_daemon, stop, work_dir  # noqa: E402
+from support import (cpu_seconds, finish, hello, hist, pct, scrape,  # noqa: E402
+                     start_daemon, stop, work_dir)
 
 import sim.cable as cable_mod  # noqa: E402
 
@@ -92,24 +92,9 @@ def _stamped(transport: Any, dev: dict[str, float]) -> Any:
     return transport
 
 
-def _cpu(pid: int) -> float:
-    """CPU seconds (user + system) of process ``pid`` so far."""
-    if pid == os.getpid():
-        t = os.times()
-        return t.user + t.system
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _means(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """The histograms' means (ms) over the taps between two scrapes."""
-    out = {}
-    for name, metric in _METRICS.items():
-        n = after.get(metric + "_count", 0.0) - before.get(metric + "_count", 0.0)
-        s = after.get(metric + "_sum", 0.0) - before.get(metric + "_sum", 0.0)
-        out[name] = s / n * 1000.0 if n else float("nan")
-    return out
+    return {name: hist(before, after, metric)["mean_ms"] for name, metric in _METRICS.items()}
 
 
 def run(baud: int, taps: int, db_dir: str | None) -> tuple[list[tuple[float, ...]], dict]:
@@ -139,7 +124,7 @@ def run(baud: int, taps: int, db_dir: str | None) -> tuple[list[tuple[float, ...
         hello(dev)
         for _ in range(20):
             dev.tap(CARD2, amount_fen=1)
-        before, cpu0 = scrape(mport), (_cpu(proc.pid), _cpu(os.getpid()))
+        before, cpu0 = scrape(mport), (cpu_seconds(proc.pid), cpu_seconds())
         for _ in range(taps):
             stamps.clear()
             dev_stamps.clear()
@@ -150,7 +135,7 @@ def run(baud: int, taps: int, db_dir: str | None) -> tuple[list[tuple[float, ...
             row = _split(t0, t1, list(stamps), dict(dev_stamps), baud)
             if row is not None:
                 rows.append(row)
-        cpu1 = (_cpu(proc.pid), _cpu(os.getpid()))
+        cpu1 = (cpu_seconds(proc.pid), cpu_seconds())
         inside = _means(before, scrape(mport))
         inside["cpu_daemon"] = (cpu1[0] - cpu0[0]) / taps * 1000.0
         inside["cpu_bench"] = (cpu1[1] - cpu0[1]) / taps * 1000.0

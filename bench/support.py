@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -26,14 +27,41 @@ for _p in (str(ROOT / "tests"), str(ROOT)):
 
 from conftest import Broker, free_port  # noqa: E402
 
-__all__ = ["ROOT", "BareStore", "Broker", "bare_write", "free_port", "pct", "scrape",
-           "start_daemon", "stop", "wait_ready"]
+__all__ = ["ROOT", "BareStore", "Broker", "bare_write", "cpu_seconds", "free_port", "hist", "pct",
+           "scrape", "start_daemon", "stop", "wait_ready"]
 
 
 def pct(xs: list[float], p: float) -> float:
     """The p-th percentile (``p`` in percent, e.g. 99) of ``xs`` by nearest rank."""
     s = sorted(xs)
     return s[min(len(s) - 1, max(0, math.ceil(p / 100.0 * len(s)) - 1))]
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds of process ``pid`` (None: this process)."""
+    if pid is None:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def hist(m0: dict[str, float], m1: dict[str, float], name: str, labels: str = ""
+         ) -> dict[str, float]:
+    """A daemon histogram over the run (between two scrapes): count, mean and p99 in ms, the
+    p99 as the upper bound of its bucket."""
+    def get(key: str) -> float:
+        return m1.get(key, 0.0) - m0.get(key, 0.0)
+    n = get(f"{name}_count{labels}")
+    if not n:
+        return {"n": 0, "mean_ms": 0.0, "p99_ms": 0.0}
+    inner = labels[1:-1] + "," if labels else ""
+    bounds = sorted((float(k.split('le="')[1].split('"')[0]), k) for k in m1
+                    if k.startswith(f"{name}_bucket{{{inner}le=") and "+Inf" not in k)
+    p99 = next((b for b, k in bounds if get(k) >= 0.99 * n), float("inf"))
+    return {"n": int(n), "mean_ms": round(get(f"{name}_sum{labels}") / n * 1000.0, 3),
+            "p99_ms": round(p99 * 1000.0, 3)}
 
 
 def scrape(port: int) -> dict[str, float]:

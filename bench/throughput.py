@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import threading
 import time
@@ -32,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from rawmqtt import RawMqtt, publish_packet  # noqa: E402
-from support import Broker, finish, scrape, start_daemon, stop, work_dir  # noqa: E402
+from support import Broker, cpu_seconds, finish, scrape, start_daemon, stop, work_dir  # noqa: E402
 
 from host.admin import Admin  # noqa: E402
 from host.store.db import open_db  # noqa: E402
@@ -55,16 +54,6 @@ def make_site(path: Path, n: int) -> list[tuple[str, bytes, str]]:
         out.append((dev, key, uid))
     db.conn.close()
     return out
-
-
-def cpu_seconds(pid: int | None = None) -> float:
-    """User + system CPU seconds of process ``pid`` (None: this process)."""
-    if pid is None:
-        r = resource.getrusage(resource.RUSAGE_SELF)
-        return r.ru_utime + r.ru_stime
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def children(pid: int) -> list[int]:
