@@ -257,8 +257,8 @@ def main(argv: list[str] | None = None) -> int:
                       "batch": batch, "cpu_daemon": cores[0], "cpu_link_process": link_cores, "cpu_broker": cores[1],
                       "cpu_load_generator": cores[2],
                       "cpu_ms_per_tap": per_tap, "mqtt_process": a.mqtt_process,
-                      "transaction_ms": tx_ms, "writer_cpu_us": writer_us, "gc_us": gc_us, "writer_busy": writer_busy,
-                      "led_share": led_share}))
+                      "transaction_ms": tx_ms, "writer_cpu_us": writer_us, "gc_us": gc_us,
+                      "writer_busy": writer_busy, "led_share": led_share}))
     return 0 if lost == 0 and stored == decided else 1
 
 

@@ -3,10 +3,11 @@
 
 Serves any number of readers at once over serial ports (``--serial``, repeatable), one MQTT
 broker (``--mqtt``) and a host-attached NFC reader (``--nfc`` with ``--nfc-device``). Every
-frame is authenticated by :class:`host.site.service.Service`; every tap is decided by the engine on
-the single writer (:class:`host.site.writer.Writer`: one lock, one connection) and answered only after its
-transaction committed. SIGTERM or SIGINT: stop accepting, finish in-flight taps, persist the
-device state, close the database, exit 0. Bad configuration: one line on stderr, exit 2.
+frame is authenticated by :class:`host.site.service.Service`; every tap is decided by the
+engine on the single writer (:class:`host.site.writer.Writer`: one lock, one connection) and
+answered only after its transaction committed. SIGTERM or SIGINT: stop accepting, finish
+in-flight taps, persist the device state, close the database, exit 0. Bad configuration: one
+line on stderr, exit 2.
 
 Logs go to stderr, one line per event (``key=value``); the line ``daemon ready`` says every
 link has been started (not that it is up: a link that cannot reach its port or broker says
@@ -171,8 +172,8 @@ class Daemon:
                             password=c.mqtt_password, tls=c.mqtt_tls, ca_file=c.mqtt_ca).start()
             self.links.append(link)
             if c.mqtt_process:
-                # DECISIONs the thread holding the writer sends go out in one write per batch (and the
-                # events below in one write per wake-up of their thread).
+                # DECISIONs the thread holding the writer sends go out in one write per
+                # batch (and the events below in one write per wake-up of their thread).
                 link.defer_on(self.writer.holds)
                 self.writer.after_job.insert(0, link.flush)   # the DECISIONs first
             from host.site.links.mqtt_events import EventBatcher

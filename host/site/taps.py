@@ -3,9 +3,11 @@
 
 Both pass the one :class:`host.site.inflight.InflightGate`, go to the single writer (a TAP
 through ``submit_tap`` with its DECISION encoder, group-committed; a VOID through
-``host.rules.voids.void_tap``), and are answered from the thread that decided them (the writer's, or the link's own
-reader when the writer was idle) right after the COMMIT (a link's send never blocks); counting and logging follow on the reply thread. A frame the replay window refuses may still be one the store applied before a
-restart: then the stored reply is sent again, and nothing is applied twice.
+``host.rules.voids.void_tap``), and are answered from the thread that decided them (the
+writer's, or the link's own reader when the writer was idle) right after the COMMIT (a
+link's send never blocks); counting and logging follow on the reply thread. A frame the
+replay window refuses may still be one the store applied before a restart: then the stored
+reply is sent again, and nothing is applied twice.
 
 The tap latency metric runs from the moment the link received the frame (``received``,
 ``time.perf_counter()``), so time queued in the link counts. Log lines name the card by a

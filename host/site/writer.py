@@ -82,9 +82,10 @@ class Writer:
     """Who writes, when: the writer's lock, its queue and thread, and the submitting threads
     that lead (the work itself: ``self.committer``).
 
-    ``db_path``: the site database (opened by the Committer; InputError when it cannot be). ``max_batch``: most taps in one transaction. ``lead``: whether a
-    submitting thread may decide its taps itself when the writer is idle (at most
-    ``lead_max`` at once; never with an ``outage``).
+    ``db_path``: the site database (opened by the Committer; InputError when it cannot
+    be). ``max_batch``: most taps in one transaction. ``lead``: whether a submitting thread
+    may decide its taps itself when the writer is idle (at most ``lead_max`` at once; never
+    with an ``outage``).
     """
 
     def __init__(self, db_path: str, *, policy: Policy | None = None,
@@ -198,13 +199,13 @@ class Writer:
             for j in held:
                 j.fail(e)
 
-    def _submit(self, jobs: list[TapJob]) -> None:
-        """Lead ``jobs`` (decide them on this thread) when nothing is queued and nobody
-        writes; else queue them for the writer thread."""
+    def _submit(self, jobs: list[Any], may_lead: bool = True) -> None:
+        """Lead ``jobs`` (taps: decide them on this thread) when ``may_lead``, nothing is
+        queued and nobody writes; else queue them for the writer thread."""
         with self._lock:
             if self._closed:
                 raise WriterClosed("the database writer has stopped")
-            lead = (self.lead and self._started and self._queued == 0
+            lead = (may_lead and self.lead and self._started and self._queued == 0
                     and len(jobs) <= self.lead_max and self._wlock.acquire(blocking=False))
             if not lead:
                 self._queued += len(jobs)
@@ -225,15 +226,8 @@ class Writer:
         """Run ``fn(db)`` on the writer thread (its own transaction is up to ``fn``; on
         PostgreSQL ``fn`` runs again when a serialization failure rolled it back)."""
         job = CallJob(fn)
-        self._put(job)
+        self._submit([job], may_lead=False)
         return job.future
-
-    def _put(self, job: Any) -> None:
-        with self._lock:
-            if self._closed:
-                raise WriterClosed("the database writer has stopped")
-            self._queued += 1
-            self._q.put(job)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Finish every queued job, then close the database. Idempotent."""

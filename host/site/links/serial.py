@@ -8,16 +8,16 @@ device: the id of the first authenticated frame binds the line, and frames namin
 device are refused. When the port goes away the link marks the device offline and reopens
 the port with a capped backoff until the daemon stops.
 
-A reply is written at once by the thread that sends it (the one that decided the tap,
-right after the COMMIT: this link's reader when the writer was idle) when nothing is queued before it and the line takes the whole frame without waiting
-(a socket:// port, or a tty/pty, which pyserial opens non-blocking): no hand-off to another
-thread. Otherwise, and for the rest of a frame the line took only in part, it goes through a
-:class:`host.site.replies.SendQueue` of this link's own: a peer that stops reading blocks only
-this line (each write waits at most ``_WRITE_TIMEOUT_S``), never the daemon's writer, its reply
-thread or another device. The link's state changes (open, cannot open, lost)
-are logged at WARNING with the cause, once per change, and exported as
-``tapkiosk_link_up{link}``; damaged frames are counted per frame and logged at most once per
-``_GARBAGE_LOG_S`` per line.
+A reply is written at once by the thread that sends it (the one that decided the tap, right
+after the COMMIT: this link's reader when the writer was idle) when nothing is queued before
+it and the line takes the whole frame without waiting (a socket:// port, or a tty/pty, which
+pyserial opens non-blocking): no hand-off to another thread. Otherwise, and for the rest of
+a frame the line took only in part, it goes through a :class:`host.site.replies.SendQueue`
+of this link's own: a peer that stops reading blocks only this line (each write waits at
+most ``_WRITE_TIMEOUT_S``), never the daemon's writer, its reply thread or another device.
+The link's state changes (open, cannot open, lost) are logged at WARNING with the cause,
+once per change, and exported as ``tapkiosk_link_up{link}``; damaged frames are counted per
+frame and logged at most once per ``_GARBAGE_LOG_S`` per line.
 """
 
 from __future__ import annotations
