@@ -199,6 +199,30 @@ def rigs(tmp_path: Path):
 
 
 @pytest.fixture
+def site_writer(tmp_path: Path):
+    """Makes writers on seeded sites on demand: ``w, path, ids = site_writer(name="site.db",
+    cls=Writer, start=True, **writer_kw)`` seeds ``tmp_path / name``
+    (``daemon_support.make_site``: its member ``ids``) and opens a writer of class ``cls`` on
+    it, started unless ``start`` is False. All are stopped after the test (``stop`` is
+    idempotent: a test stops one first to check what it left)."""
+    from daemon_support import make_site
+    from host.site.writer import Writer
+
+    made: list = []
+
+    def make(name: str = "site.db", cls: type = Writer, start: bool = True, **kw):
+        path = tmp_path / name
+        ids = make_site(path)
+        w = cls(str(path), **kw)
+        made.append(w)
+        return (w.start() if start else w), path, ids
+
+    yield make
+    for w in made:
+        w.stop()
+
+
+@pytest.fixture
 def api_site(tmp_path: Path):
     """A seeded site with a running writer, an event bus and API tokens per scope
     (tests/api_support.py); the writer is stopped after the test."""

@@ -25,11 +25,9 @@ def _encoder(tag: bytes, calls: list[tuple[bytes, int]]):
     return enc
 
 
-def test_same_tap_twice_in_one_batch_applied_once(tmp_path: Path) -> None:
-    path = tmp_path / "site.db"
-    ids = make_site(path)
+def test_same_tap_twice_in_one_batch_applied_once(site_writer) -> None:
+    w, path, ids = site_writer(start=False)
     before = balance(path, ids["m1"])
-    w = Writer(str(path))
     calls: list[tuple[bytes, int]] = []
     # Queued before the thread starts, so all four land in one decide_many() batch.
     tap = Tap("kiosk-1", 7, CARD, amount_fen=300)
@@ -38,10 +36,8 @@ def test_same_tap_twice_in_one_batch_applied_once(tmp_path: Path) -> None:
             w.submit_tap(Tap("kiosk-1", 7, CARD, amount_fen=300), _encoder(b"C", calls)),
             w.submit_tap(Tap("kiosk-2", 7, CARD, amount_fen=200), _encoder(b"D", calls))]
     w.start()
-    try:
-        out = [f.result(30) for f in futs]
-    finally:
-        w.stop()
+    out = [f.result(30) for f in futs]
+    w.stop()
     assert w.batches == 1
     # The first copy of kiosk-1/7 encodes, the second is replayed with the same bytes.
     assert calls == [(b"A", 7), (b"B", 8), (b"D", 7)]
@@ -61,36 +57,27 @@ def test_same_tap_twice_in_one_batch_applied_once(tmp_path: Path) -> None:
         db.conn.close()
 
 
-def test_stored_reply_for_a_tap_applied_in_an_earlier_batch(tmp_path: Path) -> None:
-    path = tmp_path / "site.db"
-    make_site(path)
-    w = Writer(str(path)).start()
+def test_stored_reply_for_a_tap_applied_in_an_earlier_batch(site_writer) -> None:
+    w, _path, _ = site_writer()
     calls: list[tuple[bytes, int]] = []
-    try:
-        first = w.submit_tap(Tap("kiosk-1", 3, CARD, amount_fen=100),
-                             _encoder(b"A", calls)).result(30)
-        again = w.submit_tap(Tap("kiosk-1", 3, CARD, amount_fen=100),
-                             _encoder(b"B", calls)).result(30)
-    finally:
-        w.stop()
+    first = w.submit_tap(Tap("kiosk-1", 3, CARD, amount_fen=100),
+                         _encoder(b"A", calls)).result(30)
+    again = w.submit_tap(Tap("kiosk-1", 3, CARD, amount_fen=100),
+                         _encoder(b"B", calls)).result(30)
     assert calls == [(b"A", 3)] and again.replayed and again.reply == first.reply
 
 
-def test_no_checkpoint_on_the_tap_path_checkpointer_does_it(tmp_path: Path) -> None:
+def test_no_checkpoint_on_the_tap_path_checkpointer_does_it(site_writer) -> None:
     """The writer's connection never checkpoints inside COMMIT; the checkpointer copies the
     WAL back from its own connection and the store stays consistent."""
-    path = tmp_path / "site.db"
-    make_site(path)
-    w = Writer(str(path)).start()
-    try:
-        assert w.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
-        for seq in range(1, 21):
-            w.submit_tap(Tap("kiosk-1", seq, CARD, amount_fen=10), _encoder(b"A", [])).result(30)
-        assert w.commits >= 20
-        busy, frames, done = w.checkpointer.checkpoint()
-        assert busy == 0 and frames > 0 and done == frames
-    finally:
-        w.stop()
+    w, path, _ = site_writer()
+    assert w.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    for seq in range(1, 21):
+        w.submit_tap(Tap("kiosk-1", seq, CARD, amount_fen=10), _encoder(b"A", [])).result(30)
+    assert w.commits >= 20
+    busy, frames, done = w.checkpointer.checkpoint()
+    assert busy == 0 and frames > 0 and done == frames
+    w.stop()
     assert tap_count(path, "kiosk-1") == 20
     db = open_db(path)
     try:
@@ -154,14 +141,10 @@ def test_call_leaving_a_transaction_open_is_rolled_back_and_taps_go_on(tmp_path)
         w.stop()
 
 
-def test_a_tap_that_fails_its_batch_does_not_refuse_the_others(tmp_path: Path) -> None:
+def test_a_tap_that_fails_its_batch_does_not_refuse_the_others(site_writer) -> None:
     """A tap the engine cannot decide (an unexpected exception rolls back the whole batch)
     fails alone: the taps batched with it are decided again one by one, each charged once."""
     from host.rules.engine import Engine
-
-    path = tmp_path / "site.db"
-    ids = make_site(path)
-    before = balance(path, ids["m1"])
 
     class Poisoned(Engine):
         def _evaluate(self, conn, tap, *a):
@@ -169,18 +152,17 @@ def test_a_tap_that_fails_its_batch_does_not_refuse_the_others(tmp_path: Path) -
                 raise RuntimeError("poison")
             return super()._evaluate(conn, tap, *a)
 
-    w = Writer(str(path), engine_factory=Poisoned)
+    w, path, ids = site_writer(start=False, engine_factory=Poisoned)
+    before = balance(path, ids["m1"])
     calls: list[tuple[bytes, int]] = []
     futs = [w.submit_tap(Tap("kiosk-1", 8, CARD, amount_fen=300), _encoder(b"A", calls)),
             w.submit_tap(Tap("kiosk-1", 9, CARD, amount_fen=300), _encoder(b"B", calls)),
             w.submit_tap(Tap("kiosk-2", 8, CARD, amount_fen=200), _encoder(b"C", calls))]
     w.start()
-    try:
-        with pytest.raises(RuntimeError, match="poison"):
-            futs[1].result(30)
-        ok = [futs[0].result(30), futs[2].result(30)]
-    finally:
-        w.stop()
+    with pytest.raises(RuntimeError, match="poison"):
+        futs[1].result(30)
+    ok = [futs[0].result(30), futs[2].result(30)]
+    w.stop()
     assert [d.verdict for d in ok] == ["grant", "grant"]
     assert not any(d.replayed for d in ok)
     assert tap_count(path, "kiosk-1") == 1 and tap_count(path, "kiosk-2") == 1
@@ -192,7 +174,7 @@ def test_a_tap_that_fails_its_batch_does_not_refuse_the_others(tmp_path: Path) -
         db.conn.close()
 
 
-def test_submit_tap_then_calls_back_on_the_writer_thread_after_commit(tmp_path: Path) -> None:
+def test_submit_tap_then_calls_back_on_the_writer_thread_after_commit(site_writer) -> None:
     """The daemon's tap path, queued (no leader): no future, ``done(decision, None)`` on the
     writer's thread once committed (the tap is in the store by then); a writer that never
     started calls ``done(None, WriterClosed)``; a callback that raises does not stop the
@@ -200,9 +182,7 @@ def test_submit_tap_then_calls_back_on_the_writer_thread_after_commit(tmp_path: 
     import threading
 
     from host.site.writer import WriterClosed
-    path = tmp_path / "site.db"
-    make_site(path)
-    w = Writer(str(path), lead=False).start()
+    w, path, _ = site_writer(lead=False)
     got: list[tuple[int, Decision | None, BaseException | None, int, int]] = []
     done = threading.Event()
 
@@ -215,13 +195,10 @@ def test_submit_tap_then_calls_back_on_the_writer_thread_after_commit(tmp_path: 
                 done.set()
         return then
 
-    try:
-        for seq in (1, 2, 3):
-            w.submit_tap_then(Tap("kiosk-1", seq, CARD, amount_fen=10), _encoder(b"A", []),
-                              cb(seq))
-        assert done.wait(30)
-    finally:
-        w.stop()
+    for seq in (1, 2, 3):
+        w.submit_tap_then(Tap("kiosk-1", seq, CARD, amount_fen=10), _encoder(b"A", []), cb(seq))
+    assert done.wait(30)
+    w.stop()
     assert [g[0] for g in got] == [1, 2, 3]
     assert all(g[1] is not None and g[2] is None and g[1].reply.startswith(b"A:")
                for g in got)
@@ -237,17 +214,15 @@ def test_submit_tap_then_calls_back_on_the_writer_thread_after_commit(tmp_path: 
     assert len(errs) == 1 and isinstance(errs[0], WriterClosed)
 
 
-def test_writer_counts_its_cpu_time_in_and_after_the_transaction(tmp_path: Path) -> None:
+def test_writer_counts_its_cpu_time_in_and_after_the_transaction(site_writer) -> None:
     """``tapkiosk_writer_cpu_seconds_total{phase}``: the writer thread's CPU time on batches
     of taps, in the transaction and answering after COMMIT (the callbacks' time goes to
     ``answer``, not to ``transaction``)."""
     import time
 
     from host.site.metrics import Metrics
-    path = tmp_path / "site.db"
-    make_site(path)
     m = Metrics()
-    w = Writer(str(path), metrics=m)
+    w, path, _ = site_writer(start=False, metrics=m)
 
     def spin(d: Decision | None, err: BaseException | None) -> None:
         end = time.thread_time() + 0.05   # CPU spent in the callback, on the writer thread

@@ -16,7 +16,7 @@ import pytest
 from host.rules.engine import Decision, Engine, Tap
 from host.site.writer import Writer, WriterClosed
 from host.store.db import open_db
-from daemon_support import CARD, CARD2, balance, ledger_ok, make_site, tap_count
+from daemon_support import CARD, CARD2, balance, ledger_ok, tap_count
 
 
 def _enc(tap: Tap, d: Decision) -> bytes:
@@ -48,71 +48,58 @@ def _row(path: Path, device: str, seq: int) -> tuple:
 
 
 def test_a_lone_tap_is_decided_on_the_submitting_thread_when_the_writer_is_idle(
-        tmp_path: Path) -> None:
+        site_writer) -> None:
     from host.site.metrics import Metrics
-    path = tmp_path / "site.db"
-    make_site(path)
     m = Metrics()
-    w = Writer(str(path), metrics=m).start()
+    w, path, _ = site_writer(metrics=m)
     got: list[tuple[int, Decision | None, int]] = []
-    try:
-        w.submit_tap_then(Tap("kiosk-1", 1, CARD, amount_fen=300), _enc,
-                          lambda d, err: got.append((threading.get_ident(), d,
-                                                     tap_count(path, "kiosk-1"))))
-        # Decided, committed and answered before submit_tap_then returned, on this thread.
-        assert len(got) == 1
-        ident, d, stored = got[0]
-        assert ident == threading.get_ident() != w.thread_id
-        assert d is not None and d.verdict == "grant" and stored == 1
-        assert (w.led, w.taps, w.batches) == (1, 1, 1)
-        fut = w.submit_tap(Tap("kiosk-1", 2, CARD, amount_fen=300), _enc)
-        assert fut.done() and fut.result().reply.startswith(b"R:kiosk-1:2:grant:")
-        assert w.led == 2 and m.value("tapkiosk_writer_led_taps_total") == 2
-        _inside, release = _busy(w)
-        queued = w.submit_tap(Tap("kiosk-1", 3, CARD, amount_fen=300), _enc)
-        release.set()
-        assert queued.result(30).verdict == "grant"
-        assert w.led == 2 and m.value("tapkiosk_writer_led_taps_total") == 2   # not led
-    finally:
-        w.stop()
+    w.submit_tap_then(Tap("kiosk-1", 1, CARD, amount_fen=300), _enc,
+                      lambda d, err: got.append((threading.get_ident(), d,
+                                                 tap_count(path, "kiosk-1"))))
+    # Decided, committed and answered before submit_tap_then returned, on this thread.
+    assert len(got) == 1
+    ident, d, stored = got[0]
+    assert ident == threading.get_ident() != w.thread_id
+    assert d is not None and d.verdict == "grant" and stored == 1
+    assert (w.led, w.taps, w.batches) == (1, 1, 1)
+    fut = w.submit_tap(Tap("kiosk-1", 2, CARD, amount_fen=300), _enc)
+    assert fut.done() and fut.result().reply.startswith(b"R:kiosk-1:2:grant:")
+    assert w.led == 2 and m.value("tapkiosk_writer_led_taps_total") == 2
+    _inside, release = _busy(w)
+    queued = w.submit_tap(Tap("kiosk-1", 3, CARD, amount_fen=300), _enc)
+    release.set()
+    assert queued.result(30).verdict == "grant"
+    assert w.led == 2 and m.value("tapkiosk_writer_led_taps_total") == 2   # not led
 
 
 def test_a_tap_submitted_while_the_writer_is_busy_is_queued_for_the_writer_thread(
-        tmp_path: Path) -> None:
-    path = tmp_path / "site.db"
-    make_site(path)
-    w = Writer(str(path)).start()
+        site_writer) -> None:
+    w, path, _ = site_writer()
     got: list[int] = []
     answered = threading.Event()
-    try:
-        _inside, release = _busy(w)
-        w.submit_tap_then(Tap("kiosk-1", 1, CARD, amount_fen=300), _enc,
-                          lambda d, err: (got.append(threading.get_ident()), answered.set()))
-        assert got == [] and w.led == 0      # not decided here: the writer is busy
-        release.set()
-        assert answered.wait(30)
-        assert got == [w.thread_id] and w.led == 0 and w.taps == 1
-    finally:
-        w.stop()
+    _inside, release = _busy(w)
+    w.submit_tap_then(Tap("kiosk-1", 1, CARD, amount_fen=300), _enc,
+                      lambda d, err: (got.append(threading.get_ident()), answered.set()))
+    assert got == [] and w.led == 0      # not decided here: the writer is busy
+    release.set()
+    assert answered.wait(30)
+    assert got == [w.thread_id] and w.led == 0 and w.taps == 1
+    w.stop()
     assert tap_count(path, "kiosk-1") == 1
 
 
-def test_led_and_queued_taps_store_the_same_result(tmp_path: Path) -> None:
+def test_led_and_queued_taps_store_the_same_result(site_writer) -> None:
     out: dict[str, tuple] = {}
     for way in ("led", "queued"):
-        path = tmp_path / f"{way}.db"
-        ids = make_site(path)
-        w = Writer(str(path)).start()
-        try:
-            release = _busy(w)[1] if way == "queued" else None
-            taps = [Tap("kiosk-1", 5, CARD, amount_fen=250), Tap("kiosk-2", 6, CARD2, service=1)]
-            futs = [w.submit_tap(t, _enc) for t in taps]
-            if release is not None:
-                assert not any(f.done() for f in futs)
-                release.set()
-            ds = [f.result(30) for f in futs]
-        finally:
-            w.stop()
+        w, path, ids = site_writer(f"{way}.db")
+        release = _busy(w)[1] if way == "queued" else None
+        taps = [Tap("kiosk-1", 5, CARD, amount_fen=250), Tap("kiosk-2", 6, CARD2, service=1)]
+        futs = [w.submit_tap(t, _enc) for t in taps]
+        if release is not None:
+            assert not any(f.done() for f in futs)
+            release.set()
+        ds = [f.result(30) for f in futs]
+        w.stop()
         assert w.led == (2 if way == "led" else 0)
         out[way] = (tuple((d.verdict, d.reason, d.balance_fen, d.reply) for d in ds),
                     _row(path, "kiosk-1", 5), _row(path, "kiosk-2", 6),
@@ -156,11 +143,9 @@ def _interleaved(trace: list[tuple[int, str]]) -> list[str]:
 
 
 def test_many_threads_submitting_apply_each_tap_once_one_writer_at_a_time(
-        tmp_path: Path) -> None:
-    path = tmp_path / "site.db"
-    ids = make_site(path)
+        site_writer) -> None:
+    w, path, ids = site_writer(engine_factory=_Watched, max_batch=8)
     before = balance(path, ids["m1"])
-    w = Writer(str(path), engine_factory=_Watched, max_batch=8).start()
     trace: list[tuple[int, str]] = []
     w.db.conn.set_trace_callback(lambda s: trace.append((threading.get_ident(), s)))
     n_threads, per = 6, 25
@@ -227,10 +212,8 @@ def test_many_threads_submitting_apply_each_tap_once_one_writer_at_a_time(
     assert w.taps == 2 * n_threads * per
 
 
-def test_a_devices_taps_keep_their_order_whether_led_or_queued(tmp_path: Path) -> None:
-    path = tmp_path / "site.db"
-    make_site(path)
-    w = Writer(str(path)).start()
+def test_a_devices_taps_keep_their_order_whether_led_or_queued(site_writer) -> None:
+    w, path, _ = site_writer()
     order: list[int] = []
     stop = threading.Event()
 
@@ -273,12 +256,10 @@ class _Slow(Writer):
         return job
 
 
-def test_a_tap_never_overtakes_a_job_queued_before_it(tmp_path: Path) -> None:
+def test_a_tap_never_overtakes_a_job_queued_before_it(site_writer) -> None:
     """The writer's lock is free while its thread holds a job it took off the queue: a tap
     submitted then is queued behind that job, not led ahead of it."""
-    path = tmp_path / "site.db"
-    make_site(path)
-    w = _Slow(str(path)).start()
+    w, _path, _ = site_writer(cls=_Slow)
     order: list[object] = []
     try:
         first = w.call(lambda db: order.append("call"))
@@ -294,10 +275,8 @@ def test_a_tap_never_overtakes_a_job_queued_before_it(tmp_path: Path) -> None:
     assert order == ["call", 1]
 
 
-def test_stop_waits_for_a_leader_then_refuses_new_and_held_taps(tmp_path: Path) -> None:
-    path = tmp_path / "site.db"
-    make_site(path)
-    w = Writer(str(path)).start()
+def test_stop_waits_for_a_leader_then_refuses_new_and_held_taps(site_writer) -> None:
+    w, path, _ = site_writer()
     in_answer, go_on = threading.Event(), threading.Event()
 
     def slow_answer(d, err) -> None:   # the leader still holds the writer while answering
@@ -328,47 +307,38 @@ def test_stop_waits_for_a_leader_then_refuses_new_and_held_taps(tmp_path: Path) 
     assert tap_count(path, "kiosk-1") == 1
 
 
-def test_taps_held_by_a_thread_are_decided_as_one_batch_by_it(tmp_path: Path) -> None:
-    path = tmp_path / "site.db"
-    make_site(path)
-    w = Writer(str(path)).start()
+def test_taps_held_by_a_thread_are_decided_as_one_batch_by_it(site_writer) -> None:
+    w, path, _ = site_writer()
     got: list[tuple[int, int]] = []
-    try:
-        with w.holding():
-            for seq in (1, 2, 3):
-                w.submit_tap_then(Tap("kiosk-1", seq, CARD, amount_fen=10), _enc,
-                                  lambda d, err, seq=seq: got.append((seq,
-                                                                      threading.get_ident())))
-            assert got == [] and w.taps == 0   # held until the end of the block
-        assert got == [(s, threading.get_ident()) for s in (1, 2, 3)]
-        assert (w.batches, w.taps, w.led) == (1, 3, 3)
-    finally:
-        w.stop()
+    with w.holding():
+        for seq in (1, 2, 3):
+            w.submit_tap_then(Tap("kiosk-1", seq, CARD, amount_fen=10), _enc,
+                              lambda d, err, seq=seq: got.append((seq, threading.get_ident())))
+        assert got == [] and w.taps == 0   # held until the end of the block
+    assert got == [(s, threading.get_ident()) for s in (1, 2, 3)]
+    assert (w.batches, w.taps, w.led) == (1, 3, 3)
+    w.stop()
     assert tap_count(path, "kiosk-1") == 3
 
 
-def test_a_held_batch_bigger_than_lead_max_goes_to_the_writer_thread(tmp_path: Path) -> None:
+def test_a_held_batch_bigger_than_lead_max_goes_to_the_writer_thread(site_writer) -> None:
     """A busy read's batch is decided by the writer thread; its reader goes back to reading."""
-    path = tmp_path / "site.db"
-    make_site(path)
-    w = Writer(str(path), lead_max=2).start()
+    w, path, _ = site_writer(lead_max=2)
     got: list[int] = []
     three = threading.Semaphore(0)
 
     def then(d, err) -> None:
         got.append(threading.get_ident())
         three.release()
-    try:
-        with w.holding():
-            for seq in (1, 2, 3):
-                w.submit_tap_then(Tap("kiosk-1", seq, CARD, amount_fen=10), _enc, then)
-        for _ in range(3):
-            assert three.acquire(timeout=30)
-        assert got == [w.thread_id] * 3 and w.led == 0
-        with w.holding():
-            for seq in (4, 5):
-                w.submit_tap_then(Tap("kiosk-1", seq, CARD, amount_fen=10), _enc, then)
-        assert got[3:] == [threading.get_ident()] * 2 and w.led == 2
-    finally:
-        w.stop()
+    with w.holding():
+        for seq in (1, 2, 3):
+            w.submit_tap_then(Tap("kiosk-1", seq, CARD, amount_fen=10), _enc, then)
+    for _ in range(3):
+        assert three.acquire(timeout=30)
+    assert got == [w.thread_id] * 3 and w.led == 0
+    with w.holding():
+        for seq in (4, 5):
+            w.submit_tap_then(Tap("kiosk-1", seq, CARD, amount_fen=10), _enc, then)
+    assert got[3:] == [threading.get_ident()] * 2 and w.led == 2
+    w.stop()
     assert tap_count(path, "kiosk-1") == 5
