@@ -26,7 +26,6 @@ one daemon; ``retries``: both phases).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -38,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support import Broker, pct, scrape, start_daemon, stop  # noqa: E402
+from support import Args, Broker, pct, scrape, start_daemon, stop  # noqa: E402
 from throughput import Loader, make_site  # noqa: E402
 
 import pg_support  # noqa: E402  (tests/, put on the path by support)
@@ -177,7 +176,7 @@ def bare_and_txn(url: str, n: int, member: int, reader: tuple[str, bytes, str],
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = Args(description=__doc__.splitlines()[0])
     ap.add_argument("--devices", type=int, default=20, help="readers per phase")
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--bare", type=int, default=500, help="bare transactions")

@@ -32,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from support import Args  # noqa: E402
 from throughput import make_site  # noqa: E402
 
 from host.rules.engine import Engine, Tap  # noqa: E402
@@ -67,7 +68,7 @@ def _encoder(dev: str, mac: Mac, down: list[int]):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = Args(description=__doc__.splitlines()[0])
     ap.add_argument("--devices", type=int, default=100)
     ap.add_argument("--batch", type=int, default=47)
     ap.add_argument("--batches", type=int, default=200)
@@ -106,7 +107,7 @@ def _run(a: argparse.Namespace, path: Path) -> int:
             pos[0] += 1
             seq[d] += 1
             tap = Tap(d, seq[d], uid[d], sak=8, amount_fen=100)
-            jobs.append((tap, partial(encs[d], tap)))   # as host/site/writer.py
+            jobs.append((tap, partial(encs[d], tap)))   # as host/site/commit.py
         return jobs
 
     for _ in range(20):                      # warm-up: devices, statements, pages

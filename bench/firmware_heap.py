@@ -20,7 +20,6 @@ Usage: ``python bench/firmware_heap.py [--taps 10000]``. Prints figures, then on
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
@@ -31,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support import pct  # noqa: E402
+from support import Args, pct  # noqa: E402
 
 from sim.run_device import micropython_exe  # noqa: E402  (honours TAPKIOSK_MICROPYTHON)
 
@@ -221,7 +220,7 @@ def _run(n: int, path: list[str], tmp: str) -> tuple[list[int], list[int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = Args(description=__doc__.splitlines()[0])
     ap.add_argument("--taps", type=int, default=10000, help="measured taps (after 200 warm-up)")
     n = ap.parse_args(argv).taps
     if n < 1:

@@ -16,7 +16,6 @@ JSON: ``{"bench": "fsync_gap", "pages": .., "gaps_ms": {"0.5": {"p50_ms": .., "p
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -27,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support import pct  # noqa: E402
+from support import Args, pct  # noqa: E402
 
 FRAME = 4096 + 24
 GAPS_MS = (0.5, 2.0, 5.0, 12.0)
@@ -54,7 +53,7 @@ def flush_times(fd: int, pages: int, rounds: int) -> dict[float, list[float]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print figures, last line JSON. Returns the exit code."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = Args(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=300)
     ap.add_argument("--pages", type=int, default=7)
     ap.add_argument("--dir", help="directory on the disk to measure (default: the temp dir)")

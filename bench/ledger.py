@@ -24,7 +24,6 @@ ratio_p50 would be if the engine's Python took no time at all).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -47,8 +46,7 @@ from host.rules.policy import load_policy  # noqa: E402
 from host.store.db import open_db  # noqa: E402
 from host.store.devices import register_device  # noqa: E402
 from host.site.checkpoint import Checkpointer, passive_checkpoint  # noqa: E402
-import support  # noqa: E402
-from support import pct  # noqa: E402
+from support import Args, bare_write as _bare_write, pct  # noqa: E402
 
 
 def uid_of(i: int) -> str:
@@ -127,7 +125,7 @@ class TimedConnection:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print figures, last line JSON. Returns the exit code."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = Args(description=__doc__.splitlines()[0])
     ap.add_argument("--members", type=int, default=100_000)
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--taps", type=int, default=2000)
@@ -176,13 +174,15 @@ def main(argv: list[str] | None = None) -> int:
                 passive_checkpoint(conn)
                 finish_ms.append((time.perf_counter() - t) * 1000)
 
-        if not args.auto_checkpoint:   # the daemon's writer setup (host/site/writer.py)
+        if not args.auto_checkpoint:   # the daemon's writer setup (host/site/commit.py)
             conn.execute("PRAGMA wal_autocheckpoint = 0")
             ckpt = Checkpointer(path, lambda: commits[0], on_full=wal_full.set).start()
 
+        ts = int(now.timestamp())
+
         def bare_write(member: int) -> None:
             """The baseline: one durable UPDATE + INSERT, as small as a money write gets."""
-            support.bare_write(conn, member, int(now.timestamp()))
+            _bare_write(conn, member, ts)
 
         rng = random.Random(7)
         warm = 50

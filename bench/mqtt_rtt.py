@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
-from support import (BareStore, Broker, finish, hist, pct, scrape,  # noqa: E402
+from support import (Args, BareStore, Broker, finish, hist, pct, scrape,  # noqa: E402
                      start_daemon, stop, work_dir)
 
 
@@ -99,7 +99,7 @@ def components(m0: dict[str, float], m1: dict[str, float]) -> dict[str, dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = Args(description=__doc__.splitlines()[0])
     ap.add_argument("--taps", type=int, default=500)
     ap.add_argument("--echo", nargs=3, metavar=("HOST", "PORT", "DB"), help=argparse.SUPPRESS)
     ap.add_argument("--mqtt-process", choices=("on", "off"), default="on",

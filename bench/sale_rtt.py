@@ -18,7 +18,6 @@ Usage: ``python bench/sale_rtt.py [--sales 300]``. Last line JSON.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -30,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support import finish, free_port, pct, start_daemon, stop, work_dir  # noqa: E402
+from support import Args, finish, free_port, pct, start_daemon, stop, work_dir  # noqa: E402
 
 AMOUNT_FEN = 100
 
@@ -81,7 +80,7 @@ def _round(api, dev, card: str, n: int) -> tuple[float, float, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = Args(description=__doc__.splitlines()[0])
     ap.add_argument("--sales", type=int, default=300)
     a = ap.parse_args(argv)
     import httpx

@@ -30,7 +30,6 @@ Usage: ``python bench/serial_rtt.py [--taps 300] [--baud 115200 --baud 921600]
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import socket
@@ -46,7 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support import BareStore, finish, hello, pct, start_daemon, stop, work_dir  # noqa: E402
+from support import Args, BareStore, finish, hello, pct, start_daemon, stop, work_dir  # noqa: E402
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -191,7 +190,7 @@ def run_rate(baud: int, taps: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = Args(description=__doc__.splitlines()[0])
     ap.add_argument("--taps", type=int, default=300)
     ap.add_argument("--baud", type=int, action="append",
                     help="a rate to measure (repeatable; default 115200 and 921600)")

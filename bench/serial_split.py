@@ -33,7 +33,6 @@ the split, then one JSON line last.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -43,7 +42,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support import (cpu_seconds, finish, hello, hist, pct, scrape,  # noqa: E402
+from support import (Args, cpu_seconds, finish, hello, hist, pct, scrape,  # noqa: E402
                      start_daemon, stop, work_dir)
 
 import sim.cable as cable_mod  # noqa: E402
@@ -180,7 +179,7 @@ def report(s: dict[str, Any], asked: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = Args(description=__doc__.splitlines()[0])
     ap.add_argument("--taps", type=int, default=200)
     ap.add_argument("--baud", type=int, default=115200)
     ap.add_argument("--db-dir", default=None, help="directory for the site database (default: the temp dir)")

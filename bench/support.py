@@ -8,6 +8,7 @@ use the test fixtures' ``Broker`` (a real mosquitto on loopback) and the seeded 
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import resource
@@ -17,7 +18,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from typing import Any
+from typing import Any, NoReturn
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,8 +28,16 @@ for _p in (str(ROOT / "tests"), str(ROOT)):
 
 from conftest import Broker, free_port  # noqa: E402
 
-__all__ = ["ROOT", "BareStore", "Broker", "bare_write", "cpu_seconds", "free_port", "hist", "pct",
+__all__ = ["ROOT", "Args", "BareStore", "Broker", "bare_write", "cpu_seconds", "free_port", "hist", "pct",
            "scrape", "start_daemon", "stop", "wait_ready"]
+
+
+class Args(argparse.ArgumentParser):
+    """The benches' argparse: a bad argument is one line, ``PROG: error: ...``, exit 2 (no
+    usage printed above it; ``--help`` has it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def pct(xs: list[float], p: float) -> float:

@@ -20,7 +20,6 @@ Last line JSON: ``{"bench": "throughput", "taps_per_s": .., "taps": .., "lost": 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -31,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from rawmqtt import RawMqtt, publish_packet  # noqa: E402
-from support import Broker, cpu_seconds, finish, scrape, start_daemon, stop, work_dir  # noqa: E402
+from support import Args, Broker, cpu_seconds, finish, scrape, start_daemon, stop, work_dir  # noqa: E402
 
 from host.admin import Admin  # noqa: E402
 from host.store.db import open_db  # noqa: E402
@@ -155,7 +154,7 @@ class Loader:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = Args(description=__doc__.splitlines()[0])
     ap.add_argument("--devices", type=int, default=100)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--clients", type=int, default=4)

@@ -83,7 +83,6 @@ class Committer:
                  metrics: Metrics | None = None,
                  engine_factory: Callable[[sqlite_utils.Database], Engine] | None = None,
                  outage: Outage | None = None) -> None:
-        self.db_path = db_path
         # A chain store's daemon starts even when the chain's database cannot be reached
         # (it then decides from its offline journal); the schema is checked once it can.
         self.db = open_db(db_path, unreachable_ok=outage is not None)
@@ -131,7 +130,7 @@ class Committer:
                     self.db.conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
-        self.after_batch()
+        self._after_job()
 
     def close(self) -> None:
         """Stop the checkpointer and close the connection."""
@@ -143,11 +142,11 @@ class Committer:
             pass
 
     def _after_commit(self) -> None:
-        self.after_batch()
+        self._after_job()
         if self._wal_full.is_set():
             self._finish_checkpoint()
 
-    def after_batch(self) -> None:
+    def _after_job(self) -> None:
         for fn in self.after_job:
             try:
                 fn()
