@@ -8,11 +8,9 @@ link that can block gives a :class:`host.site.replies.SendQueue`'s ``put``):
 1. structure (``protocol.packet.parse``'s, by :mod:`host.site.frame_parse`), then the device
    id must equal ``expect`` (the MQTT topic's id, or the id a serial line is bound to);
 2. registered device (:mod:`host.site.registry`), MAC with its key, direction and body;
-3. dispatch by type through ``_HANDLERS``: TAP and VOID -> :mod:`host.site.taps` (replay
-   and in-flight gate, writer, DECISION from the reply thread); HELLO -> stored
-   (:mod:`host.site.hellos`), WELCOME (+ CONFIG, :mod:`host.site.devconfig`); PING -> PONG;
-   EVENT -> stored; ACK -> config acknowledged.
-   The others pass the replay window here: a retransmission gets the cached reply.
+3. dispatch by type: TAP and VOID -> :mod:`host.site.taps` (replay and in-flight gate,
+   writer, DECISION from the reply thread); every other type -> :mod:`host.site.control`
+   (replay window, then HELLO -> WELCOME + CONFIG, PING -> PONG, EVENT stored, ...).
 
 A refused frame is counted and logged (:mod:`host.site.refusals`); it gets an ERROR only
 when it proved it came from the device. Liveness and the persisted device state are in
@@ -21,7 +19,6 @@ when it proved it came from the device. Liveness and the persisted device state 
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 import time
 from collections.abc import Callable
@@ -30,6 +27,7 @@ from typing import Any
 from host.errors import HostError
 from host.rules.engine import Decision, Tap
 from host.rules.policy import Policy
+from host.site.control import Controls, Handler, Send
 from host.site.devconfig import DeviceConfigs, ServiceConfig
 from host.site.frame_parse import parse
 from host.site.hellos import Hellos
@@ -46,18 +44,8 @@ from host.site.taps import Taps
 from host.site.update import Updates
 from host.site.writer import Writer, WriterClosed
 from host.store import site_state as store
-from protocol import codes
-from protocol import ota
 from protocol import packet as pk
-from protocol.errors import AuthError, ProtocolError, ReplayError
-from protocol.replay import RETRANSMIT
-
-
-log = logging.getLogger("tapkiosk.service")
-
-Send = Callable[[bytes], None]
-
-_WARN_EVENTS = (codes.EV_READER_FAULT, codes.EV_TAMPER, codes.EV_OUTBOX_FULL)
+from protocol.errors import AuthError, ProtocolError
 
 
 class Service:
@@ -91,11 +79,10 @@ class Service:
         self.hellos = Hellos(writer, self.registry, self.configs, clock)
         self._next_check = 0.0
         self._frame_counters: dict[int, Any] = {}
-        self._handlers: dict[int, Callable[[DeviceState, pk.Packet, Send, str, float], None]]
-        self._handlers = {pk.TAP: self.taps.tap, pk.VOID: self.taps.void,
-                          pk.HELLO: self._hello, pk.PING: self._ping, pk.EVENT: self._event,
-                          pk.ACK: self._ack, pk.PONG: self._pong,
-                          ota.STATUS: self._status, ota.UPDATE_STATUS: self._update_status}
+        self.controls = Controls(writer, self.registry, self.refusals, metrics, self.configs,
+                                 self.hellos, self.updates, self.sales, self.config, clock)
+        self._handlers: dict[int, Handler] = {pk.TAP: self.taps.tap, pk.VOID: self.taps.void,
+                                              **self.controls.handlers()}
 
     # ----------------------------------------------------------------- entry point
     def handle(self, raw: bytes, send: Send, *, link: str = "", expect: str | None = None,
@@ -144,107 +131,6 @@ class Service:
         st.send = send
         self._handlers[p.type](st, p, send, link, t0)
         return st.device_id
-
-    def _window(self, st: DeviceState, p: pk.Packet, send: Send, link: str) -> bool:
-        """Replay window for frames other than TAP and VOID: True when new."""
-        with st.lock:
-            try:
-                state, cached = st.window.check(p.seq, p.raw, False)
-            except ReplayError as e:
-                self.refusals.refuse("replay", st, p, send, link, str(e), codes.ERR_REPLAY)
-                return False
-        if state == RETRANSMIT:
-            self.metrics.retransmits.inc()
-            if cached:
-                send(cached)
-            return False
-        return True
-
-    def _accept(self, st: DeviceState, p: pk.Packet, reply: bytes | None) -> None:
-        with st.lock:
-            st.window.accept(p.seq, p.raw, reply)
-            st.dirty = True
-
-    # ----------------------------------------------------------------- small frames
-    def _ping(self, st: DeviceState, p: pk.Packet, send: Send, link: str, t0: float) -> None:
-        if self._window(st, p, send, link):
-            reply = self.registry.encode(st, pk.PONG, {
-                "nonce": p.fields["nonce"], "host_time": int(self.clock()) & 0xFFFFFFFF})
-            self._accept(st, p, reply)
-            send(reply)
-
-    def _pong(self, st: DeviceState, p: pk.Packet, send: Send, link: str, t0: float) -> None:
-        if self._window(st, p, send, link):
-            self._accept(st, p, None)
-
-    def _ack(self, st: DeviceState, p: pk.Packet, send: Send, link: str, t0: float) -> None:
-        if self._window(st, p, send, link):
-            self._accept(st, p, None)
-            self.configs.acked(st, p.fields["ref_seq"], None)
-
-    def _event(self, st: DeviceState, p: pk.Packet, send: Send, link: str, t0: float) -> None:
-        if not self._window(st, p, send, link):
-            return
-        f = p.fields
-        code = f["code"]
-        name = codes.EVENTS[code] if code < len(codes.EVENTS) else f"code{code}"
-        self._accept(st, p, None)
-        row = (int(self.clock()), st.device_id, st.stored(p.seq), code, name, f["value"], f["text"])
-        self.writer.call(lambda db: store.save_event(db, row))
-        log.log(logging.WARNING if code in _WARN_EVENTS else logging.INFO,
-                "event device=%s name=%s value=%d text=%r", st.device_id, name, f["value"],
-                f["text"])
-        if code == codes.EV_BUTTON and st.kind == "wash":
-            self.sales.button(st.device_id, f["value"])
-        if code == codes.EV_CONFIG_APPLIED:
-            self.configs.acked(st, None, f["value"])
-        self.updates.on_event(st, code, f["text"])
-
-    def _status(self, st: DeviceState, p: pk.Packet, send: Send, link: str, t0: float) -> None:
-        if self._window(st, p, send, link):
-            self._accept(st, p, None)
-            self.updates.on_status(st, p.fields)
-
-    def _update_status(self, st: DeviceState, p: pk.Packet, send: Send, link: str,
-                       t0: float) -> None:
-        if self._window(st, p, send, link):
-            self._accept(st, p, None)
-            self.updates.on_update_status(st, p.fields)
-
-    def _hello(self, st: DeviceState, p: pk.Packet, send: Send, link: str, t0: float) -> None:
-        if not self._window(st, p, send, link):
-            return
-        f = p.fields
-        kind = codes.KINDS[f["kind"]]
-        if kind != st.kind:
-            log.warning("device=%s says it is a %s but is registered as a %s", st.device_id,
-                        kind, st.kind)
-        with st.lock:
-            st.window.hello(p.seq, f["resend_floor"])
-            floor = st.window.floor
-        st.fw = f["fw"]
-        now = int(self.clock())
-        try:
-            cfg = self.hellos.store(st, p.seq, floor, f["fw"], now)
-        except Exception as e:  # noqa: BLE001 - answer nothing; the device says HELLO again
-            if not self.hellos.in_outage(e):
-                log.error("device=%s HELLO not stored: %s", st.device_id, e)
-                return
-            # A chain store in a WAN outage: welcome it with the config it has (the seqs
-            # are kept by the replay window; the journal's taps carry them to the database).
-            log.warning("device=%s HELLO answered offline, not stored: %s", st.device_id, e)
-            cfg = self.hellos.answered_offline(st, p.seq, floor, f["fw"])
-        st.cfg_version, st.cfg_acked = cfg.version, max(st.cfg_acked, cfg.acked)
-        welcome = self.registry.encode(st, pk.WELCOME, {
-            "hello_seq": p.seq, "host_time": now & 0xFFFFFFFF,
-            "heartbeat_s": self.config.heartbeat_s,
-            "offline_after_s": self.config.offline_after_s, "cfg_version": cfg.version})
-        self._accept(st, p, welcome)
-        log.info("hello device=%s fw=%s boot=%d reset=%d resend_floor=%d cfg=%d acked=%d",
-                 st.device_id, f["fw"], f["boot"], f["reset"], floor, cfg.version, st.cfg_acked)
-        send(welcome)
-        if st.cfg_acked < cfg.version and cfg.frames:
-            self.configs.push(st, cfg, send)
 
     # ----------------------------------------------------------------- for links and daemon
     def device(self, device_id: str) -> DeviceState | None:
