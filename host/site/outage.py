@@ -17,18 +17,13 @@ that drops packets without a reset), so it fails as a lost connection and is dec
 offline.
 
 Every ``retry_s`` while offline, the next batch first replays the journal through the
-engine, in the order the taps were decided, each with its original device, seq and time
-(the engine's clock is set to the tap's time) and its journaled reply bytes: the engine's
-UNIQUE(device, seq) applies each once, even when a crash interrupted an earlier replay. A
-tap the engine then refuses (balance spent elsewhere meanwhile, card blocked) is recorded
-in ``offline_unapplied`` (``tapkiosk report offline``), never dropped. Once the journal is
-empty the store is online again and the batch is decided by the engine. Taps refused
-offline are journaled as ``denied``: nothing is applied for them, but each is stored in the
-chain's taps as the refused tap its reader saw (so every decided tap is there once). While
+engine (:mod:`host.site.journal_replay`: in the order the taps were decided, each at its
+own time with its journaled reply, applied once; a tap the chain now refuses goes to
+``offline_unapplied``, never dropped; taps refused offline are journaled as ``denied`` and
+stored as the refused taps their readers saw; gate taps replay as offline taps). Once the
+journal is empty the store is online again and the batch is decided by the engine. While
 no tap comes, the writer calls :meth:`Outage.idle`, so the journal is replayed as soon as
-the database answers, not only at the next tap. Gate taps
-replay as offline taps (``host.rules.offline.record``, as from a reader's allow-list): the
-member went through, so they are recorded and use their pass, never refused afterwards.
+the database answers, not only at the next tap.
 
 While offline, a :class:`host.site.reach.Prober` asks on its own thread whether the
 database answers; the writer replays only then (a hanging connect never holds taps up). A
@@ -49,19 +44,19 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from functools import partial
 from typing import Any
 
 from host.rules.engine import Decision, EncodeReply, Engine, Tap, clip_text
 from host.ledger.periods import day_start
 from host.rules.offline import Local, decide_outage
+from host.site import journal_replay
 from host.site.journal import Entry, Journal
 from host.site.reach import Prober, Watchdog
-from host.store.db import is_postgres, retrying, safe_url
+from host.store.db import is_postgres, safe_url
 from host.store.site_state import raise_down_boot
 from host.store.pg import reachable
-from host.store.outage import StoreUnavailable, is_unavailable, record_denied, record_unapplied
+from host.store.outage import StoreUnavailable, is_unavailable
 from protocol import codes
 from protocol import seq as seqs
 
@@ -101,7 +96,6 @@ class Outage:
         self.outage: int | None = None      # the current outage's number, None online
         self._last_try = 0.0
         self._last_snapshot: float | None = None
-        self.unapplied = 0
         #: Taps of members decided online since the last snapshot (``Journal.keep_recent``
         #: rows), written to the journal when the database drops.
         self._recent: list[tuple] = []
@@ -225,43 +219,10 @@ class Outage:
         return True
 
     def replay(self, engine: Engine) -> int:
-        """Apply every pending journal entry through ``engine`` in order (raises
-        StoreUnavailable when the database is still unreachable); returns how many."""
-        entries = self.journal.pending()
-        if not entries:
-            with self._limit(engine, self.tap_limit_s):
-                engine.db.conn.execute("SELECT 1")     # still unreachable: raises
-            return 0
-        # An engine of its own whose clock is each tap's time: the writer's engine (and its
-        # clock, which other threads read) is left alone.
-        at: list[datetime] = [engine.clock()]
-        replayer = Engine(engine.db, engine.policy, lambda: at[0])
-        for e in entries:
-            at[0] = datetime.fromtimestamp(e.ts, engine.policy.tz)
-            with self._limit(engine, self.tap_limit_s):
-                self._apply(replayer, e)
-        return len(entries)
-
-    def _apply(self, engine: Engine, e: Entry) -> None:
-        if e.verdict != "grant":       # refused offline: stored as the reader saw it
-            retrying(lambda: self._write(engine, record_denied, e))
-            self.journal.mark(e.id, "denied")
-            return
-        # A gate tap replays as an offline tap (host/rules/offline.record): the member went
-        # through, so it is recorded with its pass use and presence, never refused after
-        # the fact (anti-passback could not be checked offline). Paid taps go through rules.
-        tap = Tap(e.device_id, e.seq, e.uid, service=e.service, amount_fen=e.amount_fen,
-                  direction=e.direction, device_time=e.device_time, offline=e.kind == "gate")
-        d = engine.decide(tap, lambda _d: e.reply)
-        if d.verdict == "grant":
-            self.journal.mark(e.id, "applied")
-            return
-        retrying(lambda: self._write(engine, partial(
-            record_unapplied, device_id=e.device_id, seq=e.seq, uid=e.uid,
-            member_id=e.member_id, tapped_at=e.ts, granted_fen=e.charged_fen,
-            reason=d.reason, text=d.text, recorded_at=int(time.time()))))
-        self.journal.mark(e.id, "unapplied", d.reason)
-        self.unapplied += 1
+        """Apply every pending journal entry through ``engine`` (host/site/journal_replay.py;
+        raises when the database is still unreachable); returns how many."""
+        return journal_replay.replay(self.journal, engine,
+                                     partial(self._limit, engine, self.tap_limit_s))
 
     def _limit(self, engine: Engine, limit_s: float) -> contextlib.AbstractContextManager:
         """Bound the block's wait on the chain's PostgreSQL to ``limit_s`` (its connection
@@ -270,12 +231,6 @@ class Outage:
         if getattr(engine.db, "backend", None) != "postgresql" or not hasattr(conn, "interrupt"):
             return contextlib.nullcontext()
         return self.watchdog.armed(limit_s, conn.interrupt)
-
-    @staticmethod
-    def _write(engine: Engine, fn: Callable[..., None], *args: Any) -> None:
-        """``fn(conn, *args)`` in one transaction of the engine's store."""
-        with engine.transaction() as conn:
-            fn(conn, *args)
 
     def _maybe_refresh(self, engine: Engine, force: bool = False) -> None:
         now = self.monotonic()
@@ -328,7 +283,7 @@ class Outage:
 
     def _save_boots(self, engine: Engine) -> None:
         for device_id, boot in list(self._boots.items()):
-            retrying(lambda: self._write(engine, raise_down_boot, device_id, boot))
+            journal_replay.write(engine, raise_down_boot, device_id, boot)
             del self._boots[device_id]
 
     def status(self) -> dict[str, Any]:
